@@ -1,0 +1,153 @@
+"""The ``diagecg`` command line: the composition root (STYLE §3).
+
+Stage modules are imported inside command bodies only, so ``diagecg infer``
+never imports torch. Every training stage is driven by its dataclass config:
+``--config file.json`` loads one, ``--set key=value`` overrides fields
+(typed, unknown keys are an error), and the few common options below are
+shortcuts for fields of the same name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from diagecg.config import apply_overrides
+from diagecg.errors import DiagEcgError
+
+# stage name -> (module, config class, help); each module has `main(cfg) -> dict` (the run summary)
+TRAIN_STAGES: dict[str, tuple[str, str, str]] = {
+    "tokenizer": ("diagecg.training.train_tokenizer", "TokenizerTrainConfig",
+                  "Stage 1: train the ECG tokenizer (lead-wise encoder + FSQ + decoder) on reconstruction."),
+    "pretrain": ("diagecg.training.pretrain", "PretrainConfig",
+                 "Stage 2: extend the LLM vocabulary with ECG tokens and pretrain on ECG-token forecasting."),
+    "instruct": ("diagecg.training.sft", "SFTConfig",
+                 "Stage 3: LoRA instruction tuning on ECG question answering and report generation."),
+}
+
+
+def _build_config(module_name: str, class_name: str, config_file: str | None, sets: tuple[str, ...],
+                  shortcuts: dict[str, Any]) -> Any:
+    module = importlib.import_module(module_name)
+    cls = getattr(module, class_name)
+    cfg = cls.load(config_file) if config_file else cls()
+    pairs = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
+    return module, apply_overrides(cfg, [*pairs, *sets])
+
+
+def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Turn diagecg errors into one clear line and exit code 2; never a bare traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except (DiagEcgError, ValueError, FileNotFoundError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.version_option(package_name="diagecg")
+def main(verbose: bool) -> None:
+    """diagecg: let a language model read a 12-lead ECG."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.group()
+def train() -> None:
+    """Train a stage: tokenizer -> pretrain -> instruct."""
+
+
+def _make_train_command(stage: str, module_name: str, class_name: str, help_text: str) -> click.Command:
+    @click.command(name=stage, help=help_text)
+    @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON config file.")
+    @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
+    @click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Data root (data_dir).")
+    @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (out_dir).")
+    @click.option("--init", "init_dir", type=click.Path(file_okay=False),
+                  help="Previous stage's output folder (init_dir).")
+    @click.option("--base-model", "base_model", type=click.Path(file_okay=False),
+                  help="Local Hugging Face causal LM folder (pretrain only; default: tiny demo model).")
+    @click.option("--load-in-4bit", "load_in_4bit", is_flag=True, default=None,
+                  help="QLoRA via bitsandbytes (GPU only).")
+    @click.option("--resume/--no-resume", default=None, help="Resume from the checkpoint in --out.")
+    @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+    def cmd(config_file: str | None, sets: tuple[str, ...], print_config: bool, **shortcuts: Any) -> None:
+        module, cfg = _run(_build_config, module_name, class_name, config_file, sets, shortcuts)
+        if print_config:
+            click.echo(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+            return
+        summary = _run(module.main, cfg)
+        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+
+    return cmd
+
+
+for _stage, (_mod, _cls, _help) in TRAIN_STAGES.items():
+    train.add_command(_make_train_command(_stage, _mod, _cls, _help))
+
+
+@main.command(name="eval")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON EvalConfig file.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
+@click.option("--checkpoint", "checkpoint_dir", type=click.Path(file_okay=False),
+              help="Instruction-tuned model folder (train instruct --out).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Data root (data_dir).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write the results JSON here.")
+def eval_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) -> None:
+    """Held-out ECG-QA exact match per question type (beside the majority baseline) and report metrics."""
+    module, cfg = _run(_build_config, "diagecg.training.evaluate", "EvalConfig", config_file, sets, shortcuts)
+    results = _run(module.main, cfg)
+    click.echo(module.format_results(results))
+
+
+@main.command(name="export")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON ExportConfig file.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
+@click.option("--checkpoint", "checkpoint_dir", type=click.Path(file_okay=False),
+              help="Instruction-tuned model folder (train instruct --out).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Bundle folder to write.")
+@click.option("--quant", "quants", help="Comma-separated GGUF quantisations, e.g. q8_0,q4_k_m.")
+@click.option("--verify", "verify_only", is_flag=True, default=None,
+              help="Only re-run the parity checks of an existing bundle in --out.")
+def export_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) -> None:
+    """Export the ONNX ECG tokenizer + quantised GGUF LLM + manifest as one bundle."""
+    module, cfg = _run(_build_config, "diagecg.export.build_bundle", "ExportConfig", config_file, sets, shortcuts)
+    summary = _run(module.main, cfg)
+    click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+
+
+def _add_runtime_commands() -> None:
+    # runtime is torch-free, so importing its command definitions here is cheap
+    from diagecg.runtime.commands import infer, report
+
+    main.add_command(infer)
+    main.add_command(report)
+
+
+try:
+    _add_runtime_commands()
+except ImportError as _e:  # runtime extra not installed: say so instead of hiding the commands
+    _missing = str(_e)
+
+    @main.command(name="infer", context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def _infer_missing(args: tuple[str, ...]) -> None:
+        """(unavailable: install diagecg[runtime])"""
+        raise click.ClickException(f"the runtime is not installed ({_missing}): pip install 'diagecg[runtime]'")
+
+    @main.command(name="report", context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def _report_missing(args: tuple[str, ...]) -> None:
+        """(unavailable: install diagecg[runtime])"""
+        raise click.ClickException(f"the runtime is not installed ({_missing}): pip install 'diagecg[runtime]'")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,292 @@
+"""Core stage configs and their exact JSON round trip (STYLE R1, R2).
+
+Every config is a dataclass checked in ``__post_init__``; defaults live only
+here. ``to_dict``/``from_dict`` round-trip exactly (tuples stay tuples);
+unknown keys are dropped with a warning that names them; a missing required
+key is an error. ``apply_overrides`` parses CLI ``--set key=value`` pairs
+with the field's type (STYLE R20).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+logger = logging.getLogger(__name__)
+
+C = TypeVar("C", bound="ConfigMixin")
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return True, args[0]
+    return False, tp
+
+
+def _from_json_value(tp: Any, value: Any) -> Any:
+    """Turn a JSON value back into the field's declared type."""
+    optional, inner = _is_optional(tp)
+    if value is None:
+        return None
+    tp = inner if optional else tp
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        elem = args[0] if args else Any
+        return tuple(_from_json_value(elem, v) for v in value)
+    if origin is dict:
+        return dict(value)
+    if isinstance(tp, type) and issubclass(tp, ConfigMixin):
+        return tp.from_dict(value)
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def _parse_text(tp: Any, text: str, name: str) -> Any:
+    """Parse a CLI string into the field's type."""
+    optional, inner = _is_optional(tp)
+    if optional and text.lower() in ("none", "null", ""):
+        return None
+    tp = inner if optional else tp
+    origin = typing.get_origin(tp)
+    try:
+        if origin is tuple:
+            args = typing.get_args(tp)
+            elem = args[0] if args else str
+            parts = [p for p in text.split(",") if p.strip()]
+            return tuple(_parse_text(elem, p.strip(), name) for p in parts)
+        if tp is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if tp is int:
+            return int(text)
+        if tp is float:
+            return float(text)
+        if tp is str or tp is Any:
+            return text
+        origin_literal = typing.get_origin(tp)
+        if origin_literal is typing.Literal:
+            allowed = typing.get_args(tp)
+            if text not in allowed:
+                raise ValueError(text)
+            return text
+    except ValueError:
+        raise ValueError(f"--set {name}={text!r}: cannot parse as {tp}") from None
+    raise ValueError(f"--set {name}: field type {tp} cannot be set from the command line")
+
+
+class ConfigMixin:
+    """JSON round trip for config dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, ConfigMixin):
+                v = v.to_dict()
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        if not isinstance(data, dict):
+            raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            logger.warning("%s: ignoring unknown keys %s", cls.__name__, unknown)
+        kwargs = {}
+        for name, f in fields.items():
+            if name in data:
+                kwargs[name] = _from_json_value(hints[name], data[name])
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ValueError(f"{cls.__name__}: required key {name!r} is missing")
+        return cls(**kwargs)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls: type[C], path: str | Path) -> C:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{cls.__name__}: config file {p} not found")
+        return cls.from_dict(json.loads(p.read_text()))
+
+
+def apply_overrides(cfg: C, pairs: typing.Iterable[str]) -> C:
+    """Return a copy of ``cfg`` with ``key=value`` overrides parsed by field type.
+
+    Raises:
+        ValueError: unknown key, malformed pair, or a value of the wrong type.
+    """
+    hints = typing.get_type_hints(type(cfg))
+    names = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        key, text = pair.split("=", 1)
+        key = key.strip()
+        if key not in names:
+            raise ValueError(f"--set: unknown key {key!r} for {type(cfg).__name__}; known: {sorted(names)}")
+        changes[key] = _parse_text(hints[key], text.strip(), key)
+    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+
+
+def _check(cond: bool, cls: str, field: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ValueError(f"{cls}.{field}={value!r} is invalid: {allowed}")
+
+
+# --- core configs -------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig(ConfigMixin):
+    """How a record becomes the model input: float32 (12, fs_hz * window_s), z-scored per lead."""
+
+    fs_hz: int = 500  # model sampling rate; records are resampled to it
+    window_s: float = 10.0  # model window; longer records are cropped, shorter ones rejected
+    crop: str = "start"  # "start" | "center": where the window is taken from a longer record
+    highpass_hz: float | None = 0.5  # baseline-wander removal (zero-phase Butterworth); None = off
+    lowpass_hz: float | None = None  # None = off; must be < fs_hz / 2
+    filter_order: int = 2
+    zscore_eps: float = 1e-6  # guards division by ~0 std; flat leads are rejected before this
+    min_duration_s: float | None = None  # None = window_s: a record shorter than this is an error
+    pad_short_s: float = 0.0  # a record short of the window by at most this much is edge-padded
+
+    def __post_init__(self) -> None:
+        n = "PreprocessConfig"
+        _check(self.fs_hz > 0, n, "fs_hz", self.fs_hz, "must be > 0")
+        _check(self.window_s > 0, n, "window_s", self.window_s, "must be > 0")
+        _check(self.crop in ("start", "center"), n, "crop", self.crop, "one of 'start', 'center'")
+        if self.highpass_hz is not None:
+            _check(0 < self.highpass_hz < self.fs_hz / 2, n, "highpass_hz", self.highpass_hz,
+                   f"None or in (0, {self.fs_hz / 2})")
+        if self.lowpass_hz is not None:
+            _check(0 < self.lowpass_hz < self.fs_hz / 2, n, "lowpass_hz", self.lowpass_hz,
+                   f"None or in (0, {self.fs_hz / 2})")
+        _check(self.filter_order >= 1, n, "filter_order", self.filter_order, "must be >= 1")
+        _check(self.pad_short_s >= 0, n, "pad_short_s", self.pad_short_s, "must be >= 0")
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.fs_hz * self.window_s))
+
+
+@dataclasses.dataclass(frozen=True)
+class FSQConfig(ConfigMixin):
+    """Finite scalar quantisation (arXiv 2309.15505): one code per frame, prod(levels) codes."""
+
+    levels: tuple[int, ...] = (6, 6, 6, 6)
+
+    def __post_init__(self) -> None:
+        _check(len(self.levels) >= 1 and all(int(v) >= 2 for v in self.levels), "FSQConfig", "levels",
+               self.levels, "a non-empty tuple of ints >= 2")
+
+    @property
+    def codebook_size(self) -> int:
+        return math.prod(self.levels)
+
+    @property
+    def dim(self) -> int:
+        return len(self.levels)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig(ConfigMixin):
+    """Lead-wise 1-D conv encoder (shared across leads) + lead fusion + decoder for reconstruction."""
+
+    n_leads: int = 12
+    n_samples: int = 5000  # input length; equals PreprocessConfig.n_samples
+    stem_channels: int = 32
+    stage_channels: tuple[int, ...] = (32, 64, 64, 128)  # one stride-2 stage each: downsample 2**len
+    groups: int = 8  # GroupNorm groups
+    fused_channels: int = 256  # width after fusing the leads, before projecting to FSQ dim
+    negative_slope: float = 0.1  # LeakyReLU
+
+    def __post_init__(self) -> None:
+        n = "EncoderConfig"
+        _check(self.n_leads >= 1, n, "n_leads", self.n_leads, "must be >= 1")
+        _check(self.n_samples >= 2 ** len(self.stage_channels), n, "n_samples", self.n_samples,
+               "must be >= the total downsampling")
+        _check(len(self.stage_channels) >= 1, n, "stage_channels", self.stage_channels, "non-empty")
+        for c in (self.stem_channels, *self.stage_channels):
+            _check(c % self.groups == 0, n, "groups", self.groups, f"must divide every channel count ({c})")
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** len(self.stage_channels)
+
+    @property
+    def n_frames(self) -> int:
+        """ECG tokens per record: ceil(n_samples / downsample) (5000 -> 313, 1000 -> 63)."""
+        return -(-self.n_samples // self.downsample)
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabConfig(ConfigMixin):
+    """Where the ECG tokens sit in the extended LLM vocabulary."""
+
+    n_codes: int = 1296  # FSQ codebook size
+    offset: int = 0  # LLM token id of <ecg_0000>; ids offset..offset+n_codes-1
+    start_id: int = 0  # id of <ecg>
+    end_id: int = 0  # id of </ecg>
+    vocab_size: int = 0  # total rows of the embedding table after extension
+
+    def __post_init__(self) -> None:
+        n = "VocabConfig"
+        _check(self.n_codes >= 2, n, "n_codes", self.n_codes, "must be >= 2")
+        _check(self.offset >= 0, n, "offset", self.offset, "must be >= 0")
+
+    def index_to_id(self, index: int) -> int:
+        return self.offset + index
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationConfig(ConfigMixin):
+    """Decoding defaults stored with the model and used by the runtime."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy (deterministic)
+    top_k: int = 1
+    top_p: float = 1.0
+    repeat_penalty: float = 1.0
+    n_ctx: int = 1024  # context size of the runtime; prompts longer than this are refused
+    max_question_chars: int = 1000
+
+    def __post_init__(self) -> None:
+        n = "GenerationConfig"
+        _check(self.max_new_tokens >= 1, n, "max_new_tokens", self.max_new_tokens, "must be >= 1")
+        _check(self.temperature >= 0, n, "temperature", self.temperature, "must be >= 0")
+        _check(self.n_ctx >= 64, n, "n_ctx", self.n_ctx, "must be >= 64")
+
+
+# The two presets of issue #2: the paper's 500 Hz / 313 tokens, and 100 Hz / 63 tokens for CPUs.
+PRESETS: dict[str, tuple[PreprocessConfig, EncoderConfig, FSQConfig]] = {
+    "500hz": (PreprocessConfig(fs_hz=500), EncoderConfig(n_samples=5000), FSQConfig()),
+    "100hz": (PreprocessConfig(fs_hz=100, highpass_hz=0.5), EncoderConfig(n_samples=1000), FSQConfig()),
+}
+
+
+def preset(name: str) -> tuple[PreprocessConfig, EncoderConfig, FSQConfig]:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name]

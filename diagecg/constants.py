@@ -1,0 +1,61 @@
+"""Every format string of diagecg, defined once (STYLE R7).
+
+Bundle file names, manifest keys, ONNX input/output names, special tokens and
+the format version live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+FORMAT_VERSION = 1  # bundle format; load_bundle rejects any other value
+
+# --- leads ---------------------------------------------------------------
+CANONICAL_LEADS: tuple[str, ...] = (
+    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
+)
+N_LEADS = len(CANONICAL_LEADS)
+
+# --- ECG tokens ------------------------------------------------------------
+ECG_START_TOKEN = "<ecg>"
+ECG_END_TOKEN = "</ecg>"
+ECG_TOKEN_FORMAT = "<ecg_{:04d}>"  # FSQ index k -> "<ecg_0007>"
+ECG_TOKEN_PATTERN = r"<\s*/?\s*ecg(?:_\d+)?\s*>"  # anything that looks like an ECG token in typed text
+
+# --- checkpoints (training stages) -------------------------------------------
+CHECKPOINT_WEIGHTS = "model.safetensors"
+CHECKPOINT_CONFIG = "config.json"
+CHECKPOINT_STATE = "trainer_state.json"  # step, optimiser file, rng seed
+CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
+RUN_SUMMARY = "run_summary.json"
+ECG_TOKEN_CACHE = "ecg_tokens.npz"  # ecg_id -> FSQ indices (frames,) int64
+
+# --- bundle ----------------------------------------------------------------
+MANIFEST_NAME = "manifest.json"
+BUNDLE_ONNX_NAME = "ecg_tokenizer.onnx"
+BUNDLE_TOKENIZER_NAME = "tokenizer.json"  # HF `tokenizers` file for text pieces
+BUNDLE_GGUF_FORMAT = "llm-{quant}.gguf"  # quant in QUANT_TYPES, lower case
+
+ONNX_INPUT_SIGNAL = "signal"  # float32 (batch, leads, samples), preprocessed
+ONNX_OUTPUT_INDICES = "indices"  # int64 (batch, frames), FSQ code indices
+
+QUANT_TYPES: tuple[str, ...] = ("f16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
+
+
+class ManifestKey:
+    """Top-level keys of manifest.json."""
+
+    FORMAT_VERSION = "format_version"
+    DIAGECG_VERSION = "diagecg_version"
+    PACKAGE_VERSIONS = "package_versions"
+    FILES = "files"  # {relative name: {"sha256": ..., "bytes": ...}}
+    PREPROCESS = "preprocess"
+    ENCODER = "encoder"
+    FSQ = "fsq"
+    VOCAB = "vocab"
+    PROMPT = "prompt"
+    GENERATION = "generation"
+    ANSWER_VOCAB = "answer_vocabularies"
+    TRAINING = "training"
+    EVALUATION = "evaluation"
+    PARITY = "parity"
+    LLM_FILES = "llm_files"  # {quant: file name}
+    DEFAULT_QUANT = "default_quant"

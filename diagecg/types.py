@@ -1,0 +1,48 @@
+"""Array aliases and the EcgRecord dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+F32Array = NDArray[np.float32]
+I64Array = NDArray[np.int64]
+
+
+@dataclass
+class PatientInfo:
+    """Tabular patient features used in the structured prompt; None when unknown."""
+
+    age_years: float | None = None
+    sex: str | None = None  # "male" | "female" | None
+    height_cm: float | None = None
+    weight_kg: float | None = None
+
+
+@dataclass
+class EcgRecord:
+    """One ECG, read and validated.
+
+    Attributes:
+        signal: float32 mV, shape (leads, samples), leads in `lead_names` order.
+        fs_hz: sampling rate in Hz.
+        lead_names: canonical lead names (see constants.CANONICAL_LEADS).
+        patient: tabular features parsed from the header comments, when present.
+        record_id: the record name (file stem).
+        source: the path the record was read from.
+        warnings: non-fatal issues met while reading (dropped extra leads...).
+    """
+
+    signal: F32Array
+    fs_hz: float
+    lead_names: tuple[str, ...]
+    patient: PatientInfo = field(default_factory=PatientInfo)
+    record_id: str = ""
+    source: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        return self.signal.shape[1] / self.fs_hz

@@ -1,0 +1,1 @@
+"""Torch-free offline runtime: onnxruntime + llama-cpp-python (never torch, transformers or peft)."""
