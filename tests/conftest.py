@@ -1,0 +1,37 @@
+"""Shared fixtures: where the real shared data lives, and the small records copied into the repo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def find_shared_data() -> Path:
+    """The shared real data: $DIAGECG_SHARED_DATA, else <repo>/../shared/data, else /work/shared/data."""
+    candidates = [os.environ.get("DIAGECG_SHARED_DATA"), REPO.parent / "shared" / "data", "/work/shared/data"]
+    for c in candidates:
+        if c and (Path(c) / "ptbxl" / "ptbxl_labels.csv").is_file():
+            return Path(c)
+    raise RuntimeError(
+        "shared data not found: set DIAGECG_SHARED_DATA to the folder holding ptbxl/ and ecgqa/"
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return find_shared_data()
+
+
+@pytest.fixture(scope="session")
+def ptbxl_root(shared_data: Path) -> Path:
+    return shared_data / "ptbxl"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
