@@ -19,6 +19,10 @@ class SignalQualityError(RecordError):
     """The signal is unusable: NaN/inf, flat or saturated leads, implausible amplitude, too short."""
 
 
+class CheckpointError(DiagEcgError):
+    """A training checkpoint is missing a file, or its weights/optimiser state disagree with its config."""
+
+
 class BundleError(DiagEcgError):
     """A bundle is missing a file, has a bad hash, or disagrees with its manifest."""
 
