@@ -192,6 +192,26 @@ class PreprocessConfig(ConfigMixin):
 
 
 @dataclasses.dataclass(frozen=True)
+class QualityConfig(ConfigMixin):
+    """Thresholds of ``diagecg.quality.check_signal``: when a signal (float32 mV) is unusable."""
+
+    min_duration_s: float = 2.0  # shorter records are rejected
+    flat_std_mv: float = 0.005  # a lead whose std over the record is below this is flat
+    rail_fraction: float = 0.1  # a lead with more of its samples at its min or max value is saturated
+    rail_warn_fraction: float = 0.02  # ... and above this fraction a warning is added
+    max_abs_mv: float = 20.0  # max |x - median| above this: not mV (uV given as mV?)
+
+    def __post_init__(self) -> None:
+        n = "QualityConfig"
+        _check(self.min_duration_s > 0, n, "min_duration_s", self.min_duration_s, "must be > 0")
+        _check(self.flat_std_mv >= 0, n, "flat_std_mv", self.flat_std_mv, "must be >= 0")
+        _check(0 < self.rail_fraction <= 1, n, "rail_fraction", self.rail_fraction, "must be in (0, 1]")
+        _check(0 < self.rail_warn_fraction <= self.rail_fraction, n, "rail_warn_fraction",
+               self.rail_warn_fraction, "must be in (0, rail_fraction]")
+        _check(self.max_abs_mv > 0, n, "max_abs_mv", self.max_abs_mv, "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class FSQConfig(ConfigMixin):
     """Finite scalar quantisation (arXiv 2309.15505): one code per frame, prod(levels) codes."""
 

@@ -11,6 +11,19 @@ class RecordError(DiagEcgError):
     """An ECG record cannot be read or fails validation (names the file and the problem)."""
 
 
+class RecordNotFoundError(RecordError, FileNotFoundError):
+    """The record's header or one of its signal files does not exist."""
+
+
+class HeaderError(RecordError):
+    """A record header is malformed or incomplete (missing sampling rate or gain, bad numbers...)."""
+
+
+class SignalFileError(RecordError):
+    """A signal file is unsafe or inconsistent with its header (outside the record folder, truncated,
+    unsupported format)."""
+
+
 class LeadError(RecordError):
     """The record's lead set cannot be mapped to the 12 canonical leads."""
 

@@ -33,6 +33,7 @@ class EcgRecord:
         record_id: the record name (file stem).
         source: the path the record was read from.
         warnings: non-fatal issues met while reading (dropped extra leads...).
+        diagnoses: diagnosis codes from the header (PhysioNet Challenge ``#Dx:`` SNOMED CT codes).
     """
 
     signal: F32Array
@@ -42,6 +43,7 @@ class EcgRecord:
     record_id: str = ""
     source: str = ""
     warnings: list[str] = field(default_factory=list)
+    diagnoses: list[str] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:

@@ -1,0 +1,130 @@
+"""Lead names -> the 12 canonical leads, through one declarative alias table (STYLE R9).
+
+Record headers spell leads many ways (``I``, ``lead I``, ``LI``, ``DI``; ``aVR``, ``AVR``, ``avr``; ``V1``,
+``v1``, ``C1``). A name is normalised (trimmed, inner blanks and ``_``/``-`` dropped, case folded, a leading
+``lead`` removed) and then looked up in ``LEAD_ALIASES``; a miss is never skipped silently:
+
+- a known non-12-lead channel (Frank ``vx/vy/vz``, ``X/Y/Z``, ``MLII``, right-sided or posterior chest
+  leads) is dropped with a warning;
+- anything else, a negated lead (``-aVR``: invert it before calling), a duplicate or a missing
+  canonical lead is a :class:`~diagecg.errors.LeadError` naming the lead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from diagecg.constants import CANONICAL_LEADS
+from diagecg.errors import LeadError
+
+
+def _table(pairs: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for canonical, spellings in pairs.items():
+        for s in spellings:
+            out[s] = canonical
+    return out
+
+
+# normalised spelling -> canonical lead. Keys are already normalised (see normalise_lead_name).
+LEAD_ALIASES: dict[str, str] = _table({
+    "I": ("i", "li", "di"),
+    "II": ("ii", "lii", "dii"),
+    "III": ("iii", "liii", "diii"),
+    "aVR": ("avr",),
+    "aVL": ("avl",),
+    "aVF": ("avf",),
+    # IEC names the chest leads C1..C6
+    "V1": ("v1", "c1"),
+    "V2": ("v2", "c2"),
+    "V3": ("v3", "c3"),
+    "V4": ("v4", "c4"),
+    "V5": ("v5", "c5"),
+    "V6": ("v6", "c6"),
+})
+
+# normalised spelling -> why the channel is not one of the 12 leads; dropped with a warning.
+KNOWN_EXTRA_LEADS: dict[str, str] = {
+    "vx": "Frank orthogonal lead", "vy": "Frank orthogonal lead", "vz": "Frank orthogonal lead",
+    "x": "Frank orthogonal lead", "y": "Frank orthogonal lead", "z": "Frank orthogonal lead",
+    # modified lead II (Holter/monitoring electrodes on the torso): not the standard limb lead II
+    "mlii": "modified monitoring lead, not the standard limb lead II",
+    "mli": "modified monitoring lead", "mliii": "modified monitoring lead",
+    "v7": "posterior chest lead", "v8": "posterior chest lead", "v9": "posterior chest lead",
+    "v3r": "right-sided chest lead", "v4r": "right-sided chest lead", "v5r": "right-sided chest lead",
+    "v6r": "right-sided chest lead",
+}
+
+_BLANKS = re.compile(r"[\s_\-]+")
+
+
+def normalise_lead_name(name: str) -> str:
+    """The lookup key of a lead name: ``" Lead aVR "`` -> ``"avr"``, ``"V1 "`` -> ``"v1"``.
+
+    A leading minus (a negated lead) is kept so that it cannot match a lead.
+    """
+    text = name.strip()
+    sign = ""
+    if text.startswith("-"):
+        sign, text = "-", text[1:]
+    key = _BLANKS.sub("", text).casefold()
+    if key.startswith("lead") and len(key) > 4:
+        key = key[4:]
+    return sign + key
+
+
+def canonical_lead_name(name: str) -> str | None:
+    """The canonical name of one lead spelling, or None when it is not one of the 12 leads."""
+    return LEAD_ALIASES.get(normalise_lead_name(name))
+
+
+def canonical_lead_order(names: Sequence[str]) -> tuple[list[int], list[str]]:
+    """Map a record's lead names onto ``CANONICAL_LEADS``.
+
+    Args:
+        names: the record's lead names, in storage order.
+
+    Returns:
+        ``(indices, warnings)``: ``indices[k]`` is the position in ``names`` of canonical lead ``k``
+        (so ``signal[indices]`` is in canonical order, shape (12, samples)); ``warnings`` names each
+        dropped extra lead.
+
+    Raises:
+        LeadError: a negated, unknown or duplicate lead, or a canonical lead that is missing.
+    """
+    found: dict[str, int] = {}
+    warnings: list[str] = []
+    dropped: list[str] = []
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise LeadError(f"lead name at position {i} is {name!r}, not a string")
+        key = normalise_lead_name(name)
+        if key.startswith("-"):
+            raise LeadError(
+                f"lead {name!r} is a negated lead; invert the signal and name it "
+                f"{LEAD_ALIASES.get(key[1:], key[1:])!r} before reading"
+            )
+        canonical = LEAD_ALIASES.get(key)
+        if canonical is None:
+            if key in KNOWN_EXTRA_LEADS:
+                dropped.append(f"{name.strip()} ({KNOWN_EXTRA_LEADS[key]})")
+                continue
+            raise LeadError(
+                f"cannot map lead {name!r} to one of the 12 leads {list(CANONICAL_LEADS)}"
+            )
+        if canonical in found:
+            first = names[found[canonical]]
+            raise LeadError(f"duplicate lead {canonical}: {first!r} (position {found[canonical]}) "
+                            f"and {name!r} (position {i})")
+        found[canonical] = i
+    missing = [lead for lead in CANONICAL_LEADS if lead not in found]
+    if missing:
+        hint = ""
+        if "II" in missing and any(normalise_lead_name(n) == "mlii" for n in names):
+            hint = " (MLII is a modified monitoring lead, not the standard limb lead II)"
+        raise LeadError(f"missing lead{'s' if len(missing) > 1 else ''} {', '.join(missing)}{hint}; "
+                        f"the record has {[str(n) for n in names]}")
+    if dropped:
+        warnings.append(f"dropped {len(dropped)} non-12-lead channel(s): {', '.join(dropped)}")
+    return [found[lead] for lead in CANONICAL_LEADS], warnings
