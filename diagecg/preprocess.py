@@ -1,0 +1,141 @@
+"""The one preprocessing implementation (STYLE R11): record -> model input, numpy/scipy only.
+
+Training calls :func:`preprocess` and then ``torch.from_numpy``; the runtime rebuilds the same
+``PreprocessConfig`` from ``manifest["preprocess"]`` and calls the same function. Steps, in order:
+
+1. leads in canonical order (``diagecg.leads``);
+2. resample to ``cfg.fs_hz`` with ``scipy.signal.resample_poly`` (exact rational factor);
+3. optional zero-phase Butterworth high-/low-pass (``sosfiltfilt``) over the whole record;
+4. crop to ``cfg.window_s`` (from the start or the centre), or edge-pad a record short by at most
+   ``cfg.pad_short_s``; anything shorter is a ``SignalQualityError``;
+5. per-lead z-score.
+
+Everything runs in float64 and returns float32 (12, cfg.n_samples); the result is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+
+import numpy as np
+import scipy.signal
+
+from diagecg.config import PreprocessConfig
+from diagecg.constants import CANONICAL_LEADS
+from diagecg.errors import SignalQualityError
+from diagecg.leads import canonical_lead_order
+from diagecg.types import EcgRecord, F32Array
+
+MAX_RESAMPLE_TERM = 10_000  # largest up/down factor of the polyphase resampler (500/257 Hz is fine)
+
+
+def resample_factors(fs_in_hz: float, fs_out_hz: float) -> tuple[int, int]:
+    """``(up, down)`` with ``fs_out / fs_in == up / down`` (exact for decimal rates such as 257.0)."""
+    ratio = Fraction(str(float(fs_out_hz))) / Fraction(str(float(fs_in_hz)))
+    ratio = ratio.limit_denominator(MAX_RESAMPLE_TERM)
+    return ratio.numerator, ratio.denominator
+
+
+def resample(x: np.ndarray, fs_in_hz: float, fs_out_hz: float) -> np.ndarray:
+    """Resample along the last axis; ``(leads, n) -> (leads, ceil(n * up / down))``."""
+    up, down = resample_factors(fs_in_hz, fs_out_hz)
+    if up == down:
+        return x
+    return scipy.signal.resample_poly(x, up, down, axis=-1)
+
+
+def _filter(x: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Zero-phase Butterworth filtering at ``cfg.fs_hz`` along the last axis."""
+    bands = []
+    if cfg.highpass_hz is not None:
+        bands.append(("highpass", cfg.highpass_hz))
+    if cfg.lowpass_hz is not None:
+        bands.append(("lowpass", cfg.lowpass_hz))
+    for btype, hz in bands:
+        sos = scipy.signal.butter(cfg.filter_order, hz, btype=btype, fs=cfg.fs_hz, output="sos")
+        x = scipy.signal.sosfiltfilt(sos, x, axis=-1)
+    return x
+
+
+def _window(x: np.ndarray, cfg: PreprocessConfig, source: str, duration_s: float) -> np.ndarray:
+    """Crop or edge-pad ``(leads, n)`` to ``(leads, cfg.n_samples)``.
+
+    The record must last at least ``cfg.min_duration_s`` (None: ``window_s - pad_short_s``); whatever
+    it lacks of the window is filled by repeating its edge values.
+    """
+    required_s = cfg.min_duration_s if cfg.min_duration_s is not None else cfg.window_s - cfg.pad_short_s
+    if duration_s < required_s - 0.5 / cfg.fs_hz:
+        raise SignalQualityError(
+            f"{source}: record too short: {duration_s:.3f} s, the model window needs {cfg.window_s:g} s "
+            f"(at least {required_s:g} s, the rest edge-padded; pad_short_s={cfg.pad_short_s:g})"
+        )
+    n_out = cfg.n_samples
+    n = x.shape[-1]
+    if n >= n_out:
+        start = 0 if cfg.crop == "start" else (n - n_out) // 2
+        return x[:, start:start + n_out]
+    missing = n_out - n
+    widths = (0, missing) if cfg.crop == "start" else (missing // 2, missing - missing // 2)
+    return np.pad(x, ((0, 0), widths), mode="edge")
+
+
+def preprocess_signal(
+    signal: np.ndarray,
+    fs_hz: float,
+    cfg: PreprocessConfig,
+    lead_names: Sequence[str] = CANONICAL_LEADS,
+    source: str = "<array>",
+) -> F32Array:
+    """Preprocess a (leads, samples) mV array; see the module docstring for the steps.
+
+    Args:
+        signal: float mV, shape (leads, samples), rows named by ``lead_names``.
+        fs_hz: sampling rate of ``signal`` in Hz.
+        cfg: the preprocessing config (stored in the bundle manifest).
+        lead_names: row names; reordered to ``CANONICAL_LEADS``.
+        source: named in error messages.
+
+    Returns:
+        float32 array of shape (12, cfg.n_samples), each lead with mean 0 and std 1.
+
+    Raises:
+        SignalQualityError: the record is shorter than the window allows, or contains NaN/inf.
+        LeadError: the leads cannot be mapped to the 12 canonical leads.
+    """
+    x = np.asarray(signal)
+    assert x.ndim == 2, f"signal must be (leads, samples), got {x.shape}"
+    if tuple(lead_names) != CANONICAL_LEADS:
+        indices, _ = canonical_lead_order(lead_names)
+        x = x[indices]
+    x = x.astype(np.float64)  # (12, n)
+    if not np.isfinite(x).all():
+        raise SignalQualityError(f"{source}: NaN/inf samples; read records with diagecg.io.read_record")
+    duration_s = x.shape[-1] / fs_hz
+    x = resample(x, fs_hz, cfg.fs_hz)  # (12, n) -> (12, n * cfg.fs_hz / fs_hz)
+    x = _filter(x, cfg)
+    x = _window(x, cfg, source, duration_s)  # -> (12, cfg.n_samples)
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)
+    x = (x - mean) / np.maximum(std, cfg.zscore_eps)
+    out = x.astype(np.float32)
+    assert out.shape == (len(CANONICAL_LEADS), cfg.n_samples), out.shape
+    return out
+
+
+def preprocess(record: EcgRecord, cfg: PreprocessConfig) -> F32Array:
+    """Turn a record into the model input: float32 (12, cfg.n_samples), z-scored per lead.
+
+    This is the only preprocessing implementation: training and the runtime both call it.
+
+    Raises:
+        SignalQualityError: the record is too short for ``cfg.window_s`` (beyond ``cfg.pad_short_s``).
+    """
+    return preprocess_signal(record.signal, record.fs_hz, cfg, record.lead_names, record.source)
+
+
+def preprocess_batch(records: Sequence[EcgRecord], cfg: PreprocessConfig) -> F32Array:
+    """``preprocess`` each record; returns float32 (B, 12, cfg.n_samples)."""
+    if not records:
+        return np.zeros((0, len(CANONICAL_LEADS), cfg.n_samples), dtype=np.float32)
+    return np.stack([preprocess(r, cfg) for r in records])
