@@ -22,9 +22,10 @@ effect`` for DIG...): the lower-cased ``scp_statements.csv`` description unless
 3AVB, WPW, EL, ANEUR, PRC(S), PSVT, SVARR, TRIGU) are never asked; a query whose true answer would
 need one of them is skipped for that record rather than answered wrongly.
 
-Template provenance. Verified wording (ECG-QA data, README or code): 1, 8, 26-38. Reconstructed
-wording (the id's answer options and ECG-QA's sampling code fix its question type and attribute
-group; the sentence follows the verified ones): 2-7, 9-16. The mapping of ids 2 and 12-16 to
+Template provenance. Verified wording: 26-38 (released data, ECG-QA README) and 1, 5, 6, 8
+(ECG-QA questions quoted in other public code). Reconstructed wording (the id's answer options and
+ECG-QA's sampling code fix its question type and attribute group; the sentence follows the verified
+ones): 2-4, 7, 9-16. The mapping of ids 2 and 12-16 to
 "normal ECG" and the five "any ..." groups is inferred from the order of ECG-QA's subcategories.
 
 Skipped (the labels here cannot answer them): lead-specific SCP questions (17-19, ECG-QA's
