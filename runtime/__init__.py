@@ -1,1 +1,36 @@
-"""Torch-free offline runtime: onnxruntime + llama-cpp-python (never torch, transformers or peft)."""
+"""Torch-free offline runtime: onnxruntime + llama-cpp-python (never torch, transformers or peft).
+
+Names resolve lazily, so ``import diagecg.runtime`` (done by the CLI at start-up) loads neither
+onnxruntime nor llama.cpp::
+
+    from diagecg.runtime import DiagEcgPipeline
+
+    pipe = DiagEcgPipeline.from_bundle("bundle/")
+    print(pipe.answer("record.hea", "Is there atrial fibrillation?").answer)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "DiagEcgPipeline": "diagecg.runtime.pipeline",
+    "Answer": "diagecg.runtime.pipeline",
+    "SCHEMA_VERSION": "diagecg.runtime.pipeline",
+    "EcgTokenizerSession": "diagecg.runtime.ecg_session",
+    "LlamaModel": "diagecg.runtime.llm",
+    "Generation": "diagecg.runtime.llm",
+    "DeviceChoice": "diagecg.runtime.device",
+    "choose_device": "diagecg.runtime.device",
+    "default_threads": "diagecg.runtime.device",
+    "load_bundle": "diagecg.bundle",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'diagecg.runtime' has no attribute {name!r}")

@@ -1,0 +1,271 @@
+"""llama-cpp-python wrapper: prompt token ids in, answer token ids and text out.
+
+The prompt arrives as token ids (text pieces tokenized with the bundle's ``tokenizer.json``, ECG
+ids inserted directly), so llama.cpp's own tokenizer is never used on the way in. Decoding is our
+own short loop over ``Llama.eval`` and the last-position logits rather than llama.cpp's sampler
+chain, for three reasons: greedy decoding is then exactly ``argmax`` (deterministic, ties to the
+lowest id); ECG ids and the ``<ecg>``/``</ecg>`` markers are masked to ``-inf`` so an answer can
+never contain them; and sampling, when asked for (temperature > 0), is seeded numpy code that
+behaves the same on every build. Answer ids are decoded with the same ``tokenizers`` file that
+encoded the prompt, which round-trips byte-level BPE exactly.
+
+A :class:`LlamaModel` holds one llama.cpp context, which is not thread-safe: every call takes
+the instance's lock, so concurrent callers are served one after another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+from tokenizers import Tokenizer
+
+from diagecg.config import VocabConfig
+from diagecg.errors import BundleError, InferenceError
+from diagecg.runtime.device import resolve_threads
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 512  # prompt tokens per llama_decode call
+
+
+@dataclasses.dataclass
+class Generation:
+    """One decoded answer.
+
+    Attributes:
+        token_ids: generated ids, the stop id excluded.
+        text: ``token_ids`` decoded by the bundle's text tokenizer, stripped.
+        n_prompt_tokens: prompt length in tokens.
+        stop_reason: ``"eos"`` (a stop id was produced) or ``"length"`` (token budget spent).
+        warnings: e.g. the budget cut to fit the context.
+    """
+
+    token_ids: list[int]
+    text: str
+    n_prompt_tokens: int
+    stop_reason: str
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def load_text_tokenizer(path: str | Path) -> Tokenizer:
+    """Load a Hugging Face ``tokenizers`` JSON file.
+
+    Raises:
+        BundleError: the file is missing or unreadable.
+    """
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception subclass
+        raise BundleError(f"cannot load the text tokenizer {path}: {e}") from e
+
+
+_MASKED_ATTRS = (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED
+                 | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN)
+
+
+class LlamaModel:
+    """One GGUF model loaded in llama.cpp, decoding answers under ECG-token masking.
+
+    Args:
+        gguf_path: the bundle's ``llm-<quant>.gguf``.
+        vocab: where the ECG ids sit (offset, n_codes, start_id, end_id, vocab_size).
+        n_ctx: context size in tokens (the manifest's ``generation.n_ctx``).
+        tokenizer: the bundle's text tokenizer (no ECG tokens) for question text and answers;
+            None = llama.cpp's own tokenizer from the GGUF (for bundles without ``tokenizer.json``).
+        stop_ids: extra ids that end an answer, besides the model's end-of-generation ids
+            (eos, eot...); never part of the answer.
+        threads: CPU threads; None = ``device.default_threads()``.
+        n_gpu_layers: layers offloaded to the GPU (-1 = all, 0 = CPU only).
+
+    Attributes:
+        stop_ids: every id that ends an answer.
+        n_ctx, n_vocab: of the loaded model.
+
+    Raises:
+        InferenceError: llama.cpp cannot load the file.
+        BundleError: the model's vocabulary size disagrees with the bundle's vocab config.
+    """
+
+    def __init__(self, gguf_path: str | Path, *, vocab: VocabConfig, n_ctx: int,
+                 tokenizer: Tokenizer | None = None, stop_ids: Iterable[int] = (), threads: int | None = None,
+                 n_gpu_layers: int = 0) -> None:
+        self.path = Path(gguf_path)
+        self.threads = resolve_threads(threads)
+        self.n_gpu_layers = n_gpu_layers
+        self.tokenizer = tokenizer
+        self.vocab = vocab
+        self._lock = threading.Lock()
+        n_batch = min(MAX_BATCH, n_ctx)
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=str(self.path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
+                n_threads=self.threads, n_threads_batch=self.threads, n_gpu_layers=n_gpu_layers,
+                logits_all=False, seed=0, verbose=False,
+            )
+        except Exception as e:  # llama-cpp-python raises ValueError("Failed to load model from file")
+            raise InferenceError(f"llama.cpp cannot load {self.path}: {e}") from e
+        self.n_ctx = int(self._llm.n_ctx())
+        self.n_vocab = int(self._llm.n_vocab())
+        if vocab.vocab_size and self.n_vocab != vocab.vocab_size:
+            raise BundleError(f"{self.path.name}: the model has {self.n_vocab} tokens but the manifest's "
+                              f"vocab.vocab_size is {vocab.vocab_size}")
+        llama_vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        attrs = np.fromiter((llama_cpp.llama_vocab_get_attr(llama_vocab, i) for i in range(self.n_vocab)),
+                            dtype=np.int64, count=self.n_vocab)
+        eog = {i for i in range(self.n_vocab) if (attrs[i] & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL)
+               and llama_cpp.llama_vocab_is_eog(llama_vocab, i)}
+        eog.add(int(self._llm.token_eos()))
+        extra = {int(i) for i in stop_ids}
+        out_of_range = sorted(i for i in extra if not 0 <= i < self.n_vocab)
+        if out_of_range:
+            raise BundleError(f"{self.path.name}: stop ids {out_of_range} are outside the vocabulary "
+                              f"of {self.n_vocab}")
+        self.stop_ids = frozenset(i for i in eog | extra if 0 <= i < self.n_vocab)
+        if not self.stop_ids:
+            raise BundleError(f"{self.path.name}: no end-of-generation token (eos)")
+        self._banned = self._banned_mask(attrs)
+
+    def _banned_mask(self, attrs: np.ndarray) -> np.ndarray:
+        """Ids an answer may not contain: ECG codes and markers, control/unused tokens of the GGUF
+        other than the stop ids (bos, pad...), and ids the text tokenizer cannot decode."""
+        banned = (attrs & _MASKED_ATTRS) != 0
+        v = self.vocab
+        banned[v.offset: v.offset + v.n_codes] = True
+        for i in (v.start_id, v.end_id):
+            if 0 <= i < self.n_vocab:
+                banned[i] = True
+        if self.tokenizer is not None:
+            banned[self.tokenizer.get_vocab_size(with_added_tokens=True):] = True
+            for i, tok in self.tokenizer.get_added_tokens_decoder().items():
+                if tok.special and 0 <= i < self.n_vocab:
+                    banned[i] = True
+        for i in self.stop_ids:
+            banned[i] = False
+        if banned.sum() >= self.n_vocab - len(self.stop_ids):
+            raise BundleError(f"{self.path.name}: every non-stop token id is masked; check the vocab config")
+        return banned
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of plain text, no special tokens (ECG-token strings stay plain text)."""
+        if self.tokenizer is not None:
+            return self.tokenizer.encode(text, add_special_tokens=False).ids
+        with self._lock:
+            return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of answer ids (special tokens skipped)."""
+        if self.tokenizer is not None:
+            return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        with self._lock:
+            return self._llm.detokenize(list(ids), special=False).decode("utf-8", errors="replace")
+
+    def _eval(self, ids: Sequence[int]) -> np.ndarray:
+        """Feed ``ids`` and return the next-token logits, float32 (n_vocab,)."""
+        try:
+            self._llm.eval(ids)
+        except Exception as e:
+            raise InferenceError(f"llama.cpp decode failed after {self._llm.n_tokens} tokens: {e}") from e
+        ptr = llama_cpp.llama_get_logits_ith(self._llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def generate(self, prompt_ids: Sequence[int], *, max_new_tokens: int, temperature: float = 0.0,
+                 top_k: int = 1, top_p: float = 1.0, repeat_penalty: float = 1.0,
+                 seed: int = 0) -> Generation:
+        """Decode an answer to a prompt.
+
+        Greedy (``argmax``) when ``temperature == 0`` or ``top_k == 1``; otherwise seeded sampling
+        with repeat penalty, temperature, top-k and top-p, in that order (llama.cpp's order).
+
+        Args:
+            prompt_ids: the full prompt as token ids (bos included when the template wants it).
+            max_new_tokens: token budget; cut to the room left in the context, with a warning.
+            temperature: 0 = greedy.
+            top_k: keep the k most likely ids (0 = all).
+            top_p: nucleus mass.
+            repeat_penalty: > 1 discourages ids already in prompt or answer.
+            seed: sampling seed (ignored when greedy).
+
+        Returns:
+            The answer ids (stop id excluded) and their text.
+
+        Raises:
+            InferenceError: the prompt does not fit the context, contains an id outside the
+                vocabulary, or llama.cpp fails.
+        """
+        prompt = [int(i) for i in prompt_ids]
+        n_prompt = len(prompt)
+        if n_prompt == 0:
+            raise InferenceError("empty prompt")
+        if n_prompt >= self.n_ctx:
+            raise InferenceError(f"the prompt has {n_prompt} tokens but the context holds n_ctx={self.n_ctx} "
+                                 f"(at least {n_prompt + 1} needed to answer); shorten the question or use a "
+                                 f"bundle with a larger n_ctx")
+        bad = [i for i in prompt if not 0 <= i < self.n_vocab]
+        if bad:
+            raise InferenceError(f"prompt ids {bad[:5]} are outside the vocabulary [0, {self.n_vocab})")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens} is invalid: must be >= 1")
+        warnings: list[str] = []
+        room = self.n_ctx - n_prompt
+        if max_new_tokens > room:
+            msg = (f"max_new_tokens={max_new_tokens} cut to {room}: the prompt takes {n_prompt} of "
+                   f"n_ctx={self.n_ctx} tokens")
+            logger.warning(msg)
+            warnings.append(msg)
+            max_new_tokens = room
+        greedy = temperature == 0 or top_k == 1
+        rng = np.random.default_rng(seed)
+
+        out: list[int] = []
+        stop_reason = "length"
+        with self._lock:
+            self._llm.reset()  # fresh sequence; eval() drops the stale KV cells from position 0
+            logits = self._eval(prompt)
+            for step in range(max_new_tokens):
+                logits[self._banned] = -np.inf
+                if greedy:
+                    tok = int(np.argmax(logits))
+                else:
+                    tok = _sample(logits, prompt + out, rng, temperature=temperature, top_k=top_k,
+                                  top_p=top_p, repeat_penalty=repeat_penalty)
+                if tok in self.stop_ids:
+                    stop_reason = "eos"
+                    break
+                out.append(tok)
+                if step + 1 < max_new_tokens:
+                    logits = self._eval([tok])
+        text = self.decode(out).strip()
+        return Generation(token_ids=out, text=text, n_prompt_tokens=n_prompt, stop_reason=stop_reason,
+                          warnings=warnings)
+
+    def close(self) -> None:
+        """Free the llama.cpp model and context now rather than at garbage collection."""
+        with self._lock:
+            self._llm.close()
+
+
+def _sample(logits: np.ndarray, history: Sequence[int], rng: np.random.Generator, *, temperature: float,
+            top_k: int, top_p: float, repeat_penalty: float) -> int:
+    """Draw one id from masked logits (float32 (n_vocab,), banned ids at -inf)."""
+    x = logits.astype(np.float64)
+    if repeat_penalty != 1.0 and history:
+        seen = np.unique(np.asarray(history, dtype=np.int64))
+        vals = x[seen]
+        x[seen] = np.where(vals > 0, vals / repeat_penalty, vals * repeat_penalty)
+    x = x / max(temperature, 1e-6)
+    order = np.argsort(-x, kind="stable")
+    if top_k > 0:
+        order = order[:top_k]
+    order = order[np.isfinite(x[order])]
+    p = np.exp(x[order] - x[order[0]])
+    p /= p.sum()
+    if top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(p), top_p) + 1)
+        order, p = order[:keep], p[:keep] / p[:keep].sum()
+    return int(order[rng.choice(len(order), p=p)])
