@@ -38,6 +38,7 @@ ONNX_INPUT_SIGNAL = "signal"  # float32 (batch, leads, samples), preprocessed
 ONNX_OUTPUT_INDICES = "indices"  # int64 (batch, frames), FSQ code indices
 
 QUANT_TYPES: tuple[str, ...] = ("f16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
+DEFAULT_BUNDLE_DIR = "bundles/default"  # the shipped bundle, relative to the diagecg package folder
 
 
 class ManifestKey:
@@ -59,3 +60,7 @@ class ManifestKey:
     PARITY = "parity"
     LLM_FILES = "llm_files"  # {quant: file name}
     DEFAULT_QUANT = "default_quant"
+    PRESET = "preset"  # "500hz" | "100hz" | null
+    ONNX = "onnx"  # {"file", "input", "output", "n_leads", "n_samples", "n_frames", "opset"}
+    LLM = "llm"  # {quant: GGUF facts: architecture, n_vocab, context_length, ...}
+    TEXT_TOKENIZER = "text_tokenizer"  # BUNDLE_TOKENIZER_NAME or null

@@ -1,0 +1,663 @@
+"""The diagecg bundle: one folder that the torch-free runtime can run (STYLE R3, R8, R13).
+
+Layout (names in ``diagecg.constants``)::
+
+    manifest.json          format/package versions, sha256 + size of every file, all inference configs
+    ecg_tokenizer.onnx     float32 signal (B, leads, samples) -> int64 FSQ indices (B, frames)
+    llm-<quant>.gguf       the merged LLM, one file per quantisation
+    tokenizer.json         the HF ``tokenizers`` file of the text vocabulary (optional)
+
+``BundleWriter`` only formats (it never trains or converts); ``load_bundle``
+validates everything when the bundle is opened, not on first use. This module
+is torch-free: onnx / onnxruntime / gguf / llama_cpp are imported lazily, only
+to validate the model files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from diagecg import constants as C
+from diagecg.config import (
+    ConfigMixin,
+    EncoderConfig,
+    FSQConfig,
+    GenerationConfig,
+    PreprocessConfig,
+    VocabConfig,
+)
+from diagecg.constants import ManifestKey as K
+from diagecg.errors import BundleError
+
+logger = logging.getLogger(__name__)
+
+# Distributions whose versions are stamped into the manifest (those not installed are left out).
+PACKAGE_DISTRIBUTIONS: tuple[str, ...] = (
+    "diagecg", "numpy", "torch", "transformers", "peft", "tokenizers", "onnx", "onnxruntime", "onnxscript",
+    "gguf", "llama_cpp_python",
+)
+
+# Preferred default quantisation, best first, when the writer is not told.
+DEFAULT_QUANT_PREFERENCE: tuple[str, ...] = ("q4_k_m", "q8_0", "q5_k_m", "q6_k", "q4_0", "f16")
+
+_ONNX_FLOAT = "tensor(float)"
+_ONNX_INT64 = "tensor(int64)"
+_GGUF_TOKEN_TYPE_CONTROL = 3  # gguf.TokenType.CONTROL
+_LLAMA_TOKEN_ATTR_CONTROL = 1 << 3  # llama.h LLAMA_TOKEN_ATTR_CONTROL
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape a bundle (from metadata; nothing is imported)."""
+    out: dict[str, str] = {}
+    for dist in PACKAGE_DISTRIBUTIONS:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    """Make numpy scalars/arrays, paths and configs JSON-serialisable."""
+    if isinstance(obj, ConfigMixin):
+        return obj.to_dict()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy scalar or array
+        return obj.tolist()
+    raise TypeError(f"manifest value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
+
+
+def _plain(value: Any, what: str) -> Any:
+    """A JSON round trip of ``value`` (fails early, in the add_* call that brought it)."""
+    try:
+        return json.loads(json.dumps(value, default=_json_default, sort_keys=True))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what}: {e}") from None
+
+
+# --- writer ------------------------------------------------------------------------------------------
+
+class WriterState(enum.IntEnum):
+    """Order of the ``BundleWriter.add_*`` calls; optional steps may be skipped, never reordered."""
+
+    EMPTY = 0
+    CONFIG = 1
+    ONNX = 2
+    GGUF = 3
+    TOKENIZER = 4
+    VOCAB = 5
+    ANSWER_VOCAB = 6
+    TRAINING = 7
+    EVALUATION = 8
+    PARITY = 9
+    WRITTEN = 10
+
+
+_REQUIRED_STATES = (WriterState.CONFIG, WriterState.ONNX, WriterState.GGUF, WriterState.VOCAB)
+_STATE_METHOD = {
+    WriterState.CONFIG: "add_config", WriterState.ONNX: "add_onnx", WriterState.GGUF: "add_gguf",
+    WriterState.TOKENIZER: "add_tokenizer", WriterState.VOCAB: "add_vocab",
+    WriterState.ANSWER_VOCAB: "add_answer_vocabularies", WriterState.TRAINING: "add_training",
+    WriterState.EVALUATION: "add_evaluation", WriterState.PARITY: "add_parity", WriterState.WRITTEN: "write",
+}
+
+
+class BundleWriter:
+    """Assemble a bundle folder and its manifest.
+
+    Calls must come in this order (optional ones in brackets)::
+
+        add_config -> add_onnx -> add_gguf (once per quant) -> [add_tokenizer] -> add_vocab
+        -> [add_answer_vocabularies] -> [add_training] -> [add_evaluation] -> [add_parity] -> write
+
+    A call out of order, a repeated call, or a second GGUF of the same quant raises ``ValueError``.
+    Model files are copied into the folder under their bundle names (unless they are already there);
+    ``write`` hashes every file and writes ``manifest.json`` (``indent=2, sort_keys=True``).
+
+    Args:
+        path: the bundle folder; created when missing.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.root = Path(path)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._state = WriterState.EMPTY
+        self._manifest: dict[str, Any] = {}
+        self._files: list[str] = []
+        self._encoder: EncoderConfig | None = None
+        self._fsq: FSQConfig | None = None
+
+    @property
+    def state(self) -> WriterState:
+        return self._state
+
+    def _advance(self, new: WriterState, *, repeatable: bool = False) -> None:
+        method = _STATE_METHOD[new]
+        if self._state == WriterState.WRITTEN:
+            raise ValueError(f"BundleWriter.{method}: the bundle was already written")
+        if new < self._state or (new == self._state and not repeatable):
+            raise ValueError(f"BundleWriter.{method} called after {_STATE_METHOD[self._state]}: "
+                             f"expected order {' -> '.join(_STATE_METHOD[s] for s in WriterState if s)}")
+        for req in _REQUIRED_STATES:
+            if self._state < req < new:
+                raise ValueError(f"BundleWriter.{method}: {_STATE_METHOD[req]} must be called first")
+        self._state = new
+
+    @staticmethod
+    def _require_file(src: str | Path) -> Path:
+        src = Path(src)
+        if not src.is_file():
+            raise FileNotFoundError(f"BundleWriter: {src} not found")
+        return src
+
+    def _copy_in(self, src: Path, name: str) -> None:
+        dst = self.root / name
+        if not (dst.exists() and os.path.samefile(src, dst)):
+            shutil.copyfile(src, dst)
+        if name in self._files:
+            raise ValueError(f"BundleWriter: file {name!r} added twice")
+        self._files.append(name)
+
+    def add_config(self, *, preprocess: PreprocessConfig, encoder: EncoderConfig, fsq: FSQConfig,
+                   prompt: Mapping[str, Any] | ConfigMixin, generation: GenerationConfig,
+                   preset: str | None = None) -> None:
+        """Record every config the runtime needs to rebuild the pipeline (STYLE R3).
+
+        Raises:
+            ValueError: out of order, or ``encoder.n_samples != preprocess.n_samples``.
+        """
+        if encoder.n_samples != preprocess.n_samples:
+            raise ValueError(f"add_config: encoder.n_samples={encoder.n_samples} != "
+                             f"preprocess.n_samples={preprocess.n_samples}")
+        self._advance(WriterState.CONFIG)
+        self._encoder, self._fsq = encoder, fsq
+        prompt_dict = prompt.to_dict() if isinstance(prompt, ConfigMixin) else dict(prompt)
+        self._manifest.update({
+            K.PREPROCESS: preprocess.to_dict(), K.ENCODER: encoder.to_dict(), K.FSQ: fsq.to_dict(),
+            K.PROMPT: _plain(prompt_dict, "add_config(prompt)"), K.GENERATION: generation.to_dict(),
+            K.PRESET: preset,
+        })
+
+    def add_onnx(self, src: str | Path, *, opset: int | None = None) -> None:
+        """Add the ECG tokenizer graph (input ``signal`` float32 (B, leads, samples), output ``indices``)."""
+        src = self._require_file(src)
+        self._advance(WriterState.ONNX)
+        assert self._encoder is not None
+        self._copy_in(src, C.BUNDLE_ONNX_NAME)
+        self._manifest[K.ONNX] = {
+            "file": C.BUNDLE_ONNX_NAME, "input": C.ONNX_INPUT_SIGNAL, "output": C.ONNX_OUTPUT_INDICES,
+            "n_leads": self._encoder.n_leads, "n_samples": self._encoder.n_samples,
+            "n_frames": self._encoder.n_frames, "opset": opset,
+        }
+
+    def add_gguf(self, src: str | Path, quant: str, *, info: Mapping[str, Any] | None = None) -> None:
+        """Add one GGUF of the merged LLM; call once per quantisation.
+
+        Args:
+            src: the GGUF file; copied to ``llm-<quant>.gguf``.
+            quant: one of ``constants.QUANT_TYPES``.
+            info: facts about the file worth recording (architecture, n_vocab, ...).
+        """
+        if quant not in C.QUANT_TYPES:
+            raise ValueError(f"add_gguf: quant={quant!r} is not one of {C.QUANT_TYPES}")
+        llm_files = self._manifest.get(K.LLM_FILES, {})
+        if quant in llm_files:
+            raise ValueError(f"add_gguf: quant {quant!r} was already added")
+        src = self._require_file(src)
+        self._advance(WriterState.GGUF, repeatable=True)
+        name = C.BUNDLE_GGUF_FORMAT.format(quant=quant)
+        self._copy_in(src, name)
+        self._manifest.setdefault(K.LLM_FILES, {})[quant] = name
+        self._manifest.setdefault(K.LLM, {})[quant] = _plain(dict(info or {}), "add_gguf(info)")
+
+    def add_tokenizer(self, src: str | Path) -> None:
+        """Add the HF ``tokenizers`` JSON of the text vocabulary (copied to ``tokenizer.json``)."""
+        src = self._require_file(src)
+        self._advance(WriterState.TOKENIZER)
+        self._copy_in(src, C.BUNDLE_TOKENIZER_NAME)
+        self._manifest[K.TEXT_TOKENIZER] = C.BUNDLE_TOKENIZER_NAME
+
+    def add_vocab(self, vocab: VocabConfig) -> None:
+        """Record where the ECG tokens sit in the LLM vocabulary.
+
+        Raises:
+            ValueError: ``vocab.n_codes`` differs from the FSQ codebook size.
+        """
+        if self._fsq is not None and vocab.n_codes != self._fsq.codebook_size:
+            raise ValueError(f"add_vocab: vocab.n_codes={vocab.n_codes} != prod(fsq.levels)="
+                             f"{self._fsq.codebook_size}")
+        self._advance(WriterState.VOCAB)
+        self._manifest[K.VOCAB] = vocab.to_dict()
+
+    def add_answer_vocabularies(self, vocabularies: Mapping[str, Sequence[str]]) -> None:
+        """Record the closed answer sets (question type -> allowed answers)."""
+        self._advance(WriterState.ANSWER_VOCAB)
+        self._manifest[K.ANSWER_VOCAB] = {str(k): [str(a) for a in v] for k, v in vocabularies.items()}
+
+    def add_training(self, summary: Mapping[str, Any]) -> None:
+        """Record the training data/run summary (record counts, folds, steps...)."""
+        self._advance(WriterState.TRAINING)
+        self._manifest[K.TRAINING] = _plain(dict(summary), "add_training")
+
+    def add_evaluation(self, results: Mapping[str, Any]) -> None:
+        """Record held-out evaluation results."""
+        self._advance(WriterState.EVALUATION)
+        self._manifest[K.EVALUATION] = _plain(dict(results), "add_evaluation")
+
+    def add_parity(self, results: Mapping[str, Any]) -> None:
+        """Record the export parity checks (ONNX vs torch, GGUF vs HF)."""
+        self._advance(WriterState.PARITY)
+        self._manifest[K.PARITY] = _plain(dict(results), "add_parity")
+
+    def write(self, *, default_quant: str | None = None) -> Path:
+        """Hash every file and write ``manifest.json``; returns its path.
+
+        Args:
+            default_quant: the GGUF the runtime uses when not told; default: the first of
+                ``DEFAULT_QUANT_PREFERENCE`` present.
+        """
+        if self._state < WriterState.VOCAB:
+            missing = [_STATE_METHOD[s] for s in _REQUIRED_STATES if s > self._state]
+            raise ValueError(f"BundleWriter.write: missing {', '.join(missing)}")
+        quants = list(self._manifest[K.LLM_FILES])
+        if default_quant is None:
+            default_quant = next(q for q in (*DEFAULT_QUANT_PREFERENCE, *quants) if q in quants)
+        elif default_quant not in quants:
+            raise ValueError(f"write: default_quant={default_quant!r} is not among the added quants {quants}")
+        self._advance(WriterState.WRITTEN)
+        files = {}
+        for name in self._files:
+            p = self.root / name
+            files[name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        versions = package_versions()
+        manifest = {
+            K.FORMAT_VERSION: C.FORMAT_VERSION,
+            K.DIAGECG_VERSION: versions.get("diagecg", _diagecg_version()),
+            K.PACKAGE_VERSIONS: versions,
+            K.FILES: files,
+            K.DEFAULT_QUANT: default_quant,
+            K.TEXT_TOKENIZER: None,
+            K.ANSWER_VOCAB: {},
+            K.TRAINING: {},
+            K.EVALUATION: {},
+            K.PARITY: {},
+            **self._manifest,
+        }
+        out = self.root / C.MANIFEST_NAME
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        tmp.replace(out)
+        logger.info("wrote %s (%d files)", out, len(files))
+        return out
+
+
+def _diagecg_version() -> str:
+    from diagecg import __version__
+
+    return __version__
+
+
+# --- loader ------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    """A validated bundle: typed configs and absolute paths of its files.
+
+    Attributes:
+        root: the bundle folder.
+        manifest: the parsed manifest.json.
+        preprocess / encoder / fsq / vocab / generation: the stored configs.
+        prompt: the prompt config as a dict (``diagecg.prompts.PromptConfig.from_dict`` rebuilds it).
+        onnx_path: the ECG tokenizer graph.
+        tokenizer_path: the text tokenizer JSON, or None when the bundle has none.
+        llm_files: quant -> GGUF path.
+        default_quant: the quant ``gguf_path()`` returns when not told.
+        preset: the preset name the model was trained with, or None.
+    """
+
+    root: Path
+    manifest: dict[str, Any]
+    preprocess: PreprocessConfig
+    encoder: EncoderConfig
+    fsq: FSQConfig
+    vocab: VocabConfig
+    prompt: dict[str, Any]
+    generation: GenerationConfig
+    onnx_path: Path
+    tokenizer_path: Path | None
+    llm_files: dict[str, Path]
+    default_quant: str
+    preset: str | None = None
+
+    @property
+    def quants(self) -> tuple[str, ...]:
+        return tuple(self.llm_files)
+
+    @property
+    def answer_vocabularies(self) -> dict[str, list[str]]:
+        return self.manifest.get(K.ANSWER_VOCAB) or {}
+
+    @property
+    def parity(self) -> dict[str, Any]:
+        return self.manifest.get(K.PARITY) or {}
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        return self.manifest.get(K.EVALUATION) or {}
+
+    @property
+    def training(self) -> dict[str, Any]:
+        return self.manifest.get(K.TRAINING) or {}
+
+    def gguf_path(self, quant: str | None = None) -> Path:
+        """Path of the GGUF for ``quant`` (default: ``default_quant``).
+
+        Raises:
+            BundleError: the bundle has no GGUF of that quant.
+        """
+        q = quant or self.default_quant
+        if q not in self.llm_files:
+            raise BundleError(f"{self.root}: no GGUF for quant {q!r}; available: {list(self.llm_files)}")
+        return self.llm_files[q]
+
+    def ecg_token_ids(self) -> range:
+        """LLM token ids of ``<ecg_0000>`` ... in FSQ index order."""
+        return range(self.vocab.offset, self.vocab.offset + self.vocab.n_codes)
+
+
+def _need(manifest: Mapping[str, Any], key: str, kind: type, src: str) -> Any:
+    if key not in manifest:
+        raise BundleError(f"{src}: required field {key!r} is missing")
+    value = manifest[key]
+    if not isinstance(value, kind):
+        raise BundleError(f"{src}: field {key!r} should be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _config(cls: type[Any], manifest: Mapping[str, Any], key: str, src: str) -> Any:
+    data = _need(manifest, key, dict, src)
+    try:
+        return cls.from_dict(data)
+    except (ValueError, TypeError) as e:
+        raise BundleError(f"{src}: field {key!r}: {e}") from None
+
+
+def _check_files(root: Path, files: Mapping[str, Any], src: str, verify_hashes: bool) -> None:
+    for name, meta in files.items():
+        p = root / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"{src}: file name {name!r} must be relative to the bundle folder")
+        if not isinstance(meta, dict) or "sha256" not in meta or "bytes" not in meta:
+            raise BundleError(f"{src}: files[{name!r}] needs 'sha256' and 'bytes'")
+        if not p.is_file():
+            raise BundleError(f"{p}: file listed in the manifest is missing")
+        size = p.stat().st_size
+        if size != meta["bytes"]:
+            raise BundleError(f"{p}: size {size} bytes != {meta['bytes']} in the manifest "
+                              "(truncated or replaced)")
+        if verify_hashes:
+            digest = sha256_file(p)
+            if digest != meta["sha256"]:
+                raise BundleError(f"{p}: sha256 {digest[:12]}... != {str(meta['sha256'])[:12]}... in the "
+                                  "manifest (file was modified)")
+
+
+def _try_import(name: str) -> Any | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _onnx_io_with_onnx(onnx: Any, path: Path) -> tuple[list[tuple[str, str, list[Any]]], ...]:
+    model = onnx.load(str(path), load_external_data=False)
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            raise BundleError(f"{path}: initializer {init.name!r} uses external data; "
+                              "the bundle needs one self-contained file")
+    inits = {i.name for i in model.graph.initializer}
+
+    def describe(values: Any) -> list[tuple[str, str, list[Any]]]:
+        out = []
+        for v in values:
+            if v.name in inits:
+                continue
+            t = v.type.tensor_type
+            type_name = f"tensor({onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})"
+            type_name = {"tensor(float32)": _ONNX_FLOAT}.get(type_name, type_name)
+            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+            out.append((v.name, type_name, dims))
+        return out
+
+    return describe(model.graph.input), describe(model.graph.output)
+
+
+def _onnx_io_with_ort(ort: Any, path: Path) -> tuple[list[tuple[str, str, list[Any]]], ...]:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return ([(i.name, i.type, list(i.shape)) for i in sess.get_inputs()],
+            [(o.name, o.type, list(o.shape)) for o in sess.get_outputs()])
+
+
+def check_onnx_io(path: Path, encoder: EncoderConfig) -> None:
+    """Check the ONNX graph's input/output names, dtypes and static sizes against the encoder config.
+
+    Uses ``onnx`` when installed, else an onnxruntime session (the runtime has only onnxruntime).
+
+    Raises:
+        BundleError: a name, dtype, rank or size differs, or the file cannot be parsed.
+    """
+    onnx, ort = _try_import("onnx"), None
+    if onnx is None:
+        ort = _try_import("onnxruntime")
+    if onnx is None and ort is None:
+        logger.warning("%s: neither onnx nor onnxruntime is installed; ONNX I/O not checked", path)
+        return
+    try:
+        inputs, outputs = _onnx_io_with_onnx(onnx, path) if onnx else _onnx_io_with_ort(ort, path)
+    except BundleError:
+        raise
+    except Exception as e:  # protobuf DecodeError / ORT Fail: any parse failure is a bad file
+        raise BundleError(f"{path}: cannot read the ONNX graph: {e}") from e
+    want_in = (C.ONNX_INPUT_SIGNAL, _ONNX_FLOAT, [None, encoder.n_leads, encoder.n_samples])
+    want_out = (C.ONNX_OUTPUT_INDICES, _ONNX_INT64, [None, encoder.n_frames])
+    for kind, got, want in (("input", inputs, want_in), ("output", outputs, want_out)):
+        if len(got) != 1:
+            raise BundleError(f"{path}: expected one graph {kind} {want[0]!r}, got {[g[0] for g in got]}")
+        name, type_name, dims = got[0]
+        if name != want[0]:
+            raise BundleError(f"{path}: graph {kind} is named {name!r}, expected {want[0]!r}")
+        if type_name != want[1]:
+            raise BundleError(f"{path}: graph {kind} {name!r} has dtype {type_name}, expected {want[1]}")
+        if len(dims) != len(want[2]):
+            raise BundleError(f"{path}: graph {kind} {name!r} has rank {len(dims)}, expected {len(want[2])}")
+        for axis, (d, w) in enumerate(zip(dims, want[2], strict=True)):
+            if w is not None and isinstance(d, int) and d > 0 and d != w:
+                raise BundleError(f"{path}: graph {kind} {name!r} axis {axis} is {d}, expected {w}")
+
+
+def _gguf_tokens_with_gguf(gguf: Any, path: Path,
+                           ids: Sequence[int]) -> tuple[int, dict[int, tuple[str, bool]]]:
+    reader = gguf.GGUFReader(str(path), "r")
+    tokens = reader.get_field("tokenizer.ggml.tokens")
+    types = reader.get_field("tokenizer.ggml.token_type")
+    if tokens is None or types is None:
+        raise BundleError(f"{path}: GGUF has no tokenizer.ggml.tokens / token_type")
+    n_vocab = len(tokens.data)
+    out = {}
+    for i in ids:
+        if 0 <= i < n_vocab:
+            text = bytes(tokens.parts[tokens.data[i]]).decode("utf-8", errors="replace")
+            control = int(types.parts[types.data[i]][0]) == _GGUF_TOKEN_TYPE_CONTROL
+            out[i] = (text, control)
+    return n_vocab, out
+
+
+def _gguf_tokens_with_llama_cpp(llama_cpp: Any, path: Path,
+                                ids: Sequence[int]) -> tuple[int, dict[int, tuple[str, bool]]]:
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
+        out = {}
+        for i in ids:
+            if 0 <= i < n_vocab:
+                text = llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", errors="replace")
+                control = bool(int(llama_cpp.llama_vocab_get_attr(vocab, i)) & _LLAMA_TOKEN_ATTR_CONTROL)
+                out[i] = (text, control)
+    finally:
+        llm.close()
+    return n_vocab, out
+
+
+def expected_special_tokens(vocab: VocabConfig) -> dict[int, str]:
+    """LLM token id -> token string of every ECG token and of ``<ecg>``/``</ecg>``."""
+    expected = {vocab.index_to_id(k): C.ECG_TOKEN_FORMAT.format(k) for k in range(vocab.n_codes)}
+    expected[vocab.start_id] = C.ECG_START_TOKEN
+    expected[vocab.end_id] = C.ECG_END_TOKEN
+    return expected
+
+
+def check_gguf_vocab(path: Path, vocab: VocabConfig) -> None:
+    """Check that the GGUF maps every ECG token string to its recorded id as a CONTROL token.
+
+    CONTROL tokens are matched only when special-token parsing is on, so typed text cannot inject
+    them. Uses llama_cpp when installed (what the runtime sees), else ``gguf.GGUFReader``.
+
+    Raises:
+        BundleError: a token id holds another string, is not a control token, or the vocabulary
+            size differs from ``vocab.vocab_size``.
+    """
+    expected = expected_special_tokens(vocab)
+    llama_cpp, gguf = _try_import("llama_cpp"), None
+    if llama_cpp is None:
+        gguf = _try_import("gguf")
+    if llama_cpp is None and gguf is None:
+        logger.warning("%s: neither llama_cpp nor gguf is installed; GGUF vocabulary not checked", path)
+        return
+    reader: Callable[..., tuple[int, dict[int, tuple[str, bool]]]]
+    reader = _gguf_tokens_with_llama_cpp if llama_cpp else _gguf_tokens_with_gguf  # type: ignore[assignment]
+    try:
+        n_vocab, found = reader(llama_cpp or gguf, path, sorted(expected))
+    except BundleError:
+        raise
+    except Exception as e:  # llama.cpp's ValueError("Failed to load model") or a gguf parse error
+        raise BundleError(f"{path}: cannot read the GGUF vocabulary: {e}") from e
+    if vocab.vocab_size and n_vocab != vocab.vocab_size:
+        raise BundleError(f"{path}: GGUF has {n_vocab} tokens, manifest vocab.vocab_size={vocab.vocab_size}")
+    for token_id, text in expected.items():
+        if token_id not in found:
+            raise BundleError(f"{path}: token id {token_id} ({text}) is outside the GGUF vocabulary "
+                              f"of {n_vocab}")
+        got, control = found[token_id]
+        if got != text:
+            raise BundleError(f"{path}: token id {token_id} is {got!r} in the GGUF, manifest expects "
+                              f"{text!r}")
+        if not control:
+            raise BundleError(f"{path}: token {text!r} (id {token_id}) is not a CONTROL token; typed text "
+                              "could inject it")
+
+
+def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: bool = True) -> Bundle:
+    """Open a bundle folder and validate it completely (STYLE R13).
+
+    Checks ``format_version``; every listed file's size and sha256; the configs; that
+    ``prod(fsq.levels) == vocab.n_codes`` and the encoder length matches preprocessing; the ONNX
+    input/output names, dtypes and sizes; and, in every GGUF, that each ECG token string sits at its
+    recorded id as a CONTROL token.
+
+    Args:
+        path: the bundle folder (or its manifest.json).
+        verify_hashes: hash every file (a few seconds per GB); sizes are always checked.
+        check_models: open the ONNX and GGUF files to check their I/O and vocabulary.
+
+    Returns:
+        The validated ``Bundle``.
+
+    Raises:
+        BundleError: naming the file and the field that failed.
+    """
+    root = Path(path)
+    if root.is_file() and root.name == C.MANIFEST_NAME:
+        root = root.parent
+    mpath = root / C.MANIFEST_NAME
+    if not root.is_dir():
+        raise BundleError(f"{root}: bundle folder not found")
+    if not mpath.is_file():
+        raise BundleError(f"{mpath}: manifest missing; is {root} a diagecg bundle?")
+    src = str(mpath)
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{src}: not valid JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{src}: top level must be an object")
+    version = manifest.get(K.FORMAT_VERSION)
+    if version != C.FORMAT_VERSION:
+        raise BundleError(f"{src}: format_version={version!r} is not supported (this diagecg reads "
+                          f"{C.FORMAT_VERSION}); re-export the bundle with a matching diagecg")
+    files = _need(manifest, K.FILES, dict, src)
+    _check_files(root, files, src, verify_hashes)
+
+    preprocess = _config(PreprocessConfig, manifest, K.PREPROCESS, src)
+    encoder = _config(EncoderConfig, manifest, K.ENCODER, src)
+    fsq = _config(FSQConfig, manifest, K.FSQ, src)
+    vocab = _config(VocabConfig, manifest, K.VOCAB, src)
+    generation = _config(GenerationConfig, manifest, K.GENERATION, src)
+    prompt = _need(manifest, K.PROMPT, dict, src)
+    if math.prod(fsq.levels) != vocab.n_codes:
+        raise BundleError(f"{src}: prod(fsq.levels)={math.prod(fsq.levels)} != vocab.n_codes={vocab.n_codes}")
+    if encoder.n_samples != preprocess.n_samples:
+        raise BundleError(f"{src}: encoder.n_samples={encoder.n_samples} != preprocess fs_hz*window_s="
+                          f"{preprocess.n_samples}")
+
+    def listed(name: str, field: str) -> Path:
+        if name not in files:
+            raise BundleError(f"{src}: {field} names {name!r}, which is not listed in 'files'")
+        return root / name
+
+    onnx_meta = _need(manifest, K.ONNX, dict, src)
+    onnx_path = listed(str(onnx_meta.get("file")), "onnx.file")
+    llm_meta = _need(manifest, K.LLM_FILES, dict, src)
+    if not llm_meta:
+        raise BundleError(f"{src}: field 'llm_files' is empty")
+    llm_files = {}
+    for quant, name in llm_meta.items():
+        if quant not in C.QUANT_TYPES:
+            raise BundleError(f"{src}: llm_files has unknown quant {quant!r}; known: {C.QUANT_TYPES}")
+        llm_files[quant] = listed(str(name), f"llm_files[{quant!r}]")
+    default_quant = _need(manifest, K.DEFAULT_QUANT, str, src)
+    if default_quant not in llm_files:
+        raise BundleError(f"{src}: default_quant={default_quant!r} is not among llm_files {list(llm_files)}")
+    tok_name = manifest.get(K.TEXT_TOKENIZER)
+    tokenizer_path = listed(str(tok_name), "text_tokenizer") if tok_name else None
+
+    if check_models:
+        check_onnx_io(onnx_path, encoder)
+        for gguf_path in llm_files.values():
+            check_gguf_vocab(gguf_path, vocab)
+
+    return Bundle(root=root, manifest=manifest, preprocess=preprocess, encoder=encoder, fsq=fsq, vocab=vocab,
+                  prompt=prompt, generation=generation, onnx_path=onnx_path, tokenizer_path=tokenizer_path,
+                  llm_files=llm_files, default_quant=default_quant, preset=manifest.get(K.PRESET))

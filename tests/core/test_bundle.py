@@ -1,0 +1,351 @@
+"""BundleWriter state machine, manifest round trip, and load_bundle's validation (STYLE R8, R13).
+
+The fixture bundle holds real model files: a small ONNX graph built with ``onnx.helper`` (signal ->
+indices, the bundle's I/O contract) and a GGUF converted from a tiny in-process Llama whose
+tokenizer carries the ECG tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from diagecg import bundle as bundle_mod
+from diagecg.bundle import BundleWriter, WriterState, load_bundle
+from diagecg.config import EncoderConfig, FSQConfig, GenerationConfig, PreprocessConfig, VocabConfig
+from diagecg.constants import (
+    BUNDLE_GGUF_FORMAT,
+    BUNDLE_ONNX_NAME,
+    BUNDLE_TOKENIZER_NAME,
+    ECG_END_TOKEN,
+    ECG_START_TOKEN,
+    ECG_TOKEN_FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    ONNX_INPUT_SIGNAL,
+    ONNX_OUTPUT_INDICES,
+)
+from diagecg.errors import BundleError
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("gguf")
+pytest.importorskip("llama_cpp")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+PREPROCESS = PreprocessConfig(fs_hz=100)
+ENCODER = EncoderConfig(n_samples=1000)
+FSQ = FSQConfig(levels=(4, 4))  # 16 codes keep the tiny vocabulary small
+PROMPT = {"system": "You read ECGs.", "template": "{ecg}\n{question}\n"}
+CONFIGS = dict(preprocess=PREPROCESS, encoder=ENCODER, fsq=FSQ, prompt=PROMPT, generation=GenerationConfig())
+TEXT = ["sinus rhythm with normal axis", "left ventricular hypertrophy", "atrial fibrillation",
+        "the patient is 63 years old", "first degree av block", "no acute changes"]
+
+
+def make_onnx(path: Path, *, input_name: str = ONNX_INPUT_SIGNAL, out_dtype: int | None = None,
+              n_samples: int = ENCODER.n_samples) -> Path:
+    """signal (B, 12, n) -> every 16th sample of lead I, |x|*3 floored and clipped to [0, 15] (int64)."""
+    from onnx import TensorProto, helper
+
+    out_dtype = TensorProto.INT64 if out_dtype is None else out_dtype
+    frames = -(-n_samples // 16)
+    inits = [
+        helper.make_tensor("starts", TensorProto.INT64, [2], [0, 0]),
+        helper.make_tensor("ends", TensorProto.INT64, [2], [1, n_samples]),
+        helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
+        helper.make_tensor("steps", TensorProto.INT64, [2], [1, 16]),
+        helper.make_tensor("sq_axes", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("three", TensorProto.FLOAT, [], [3.0]),
+        helper.make_tensor("lo", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("hi", TensorProto.FLOAT, [], [float(FSQ.codebook_size - 1)]),
+    ]
+    nodes = [
+        helper.make_node("Slice", [input_name, "starts", "ends", "axes", "steps"], ["s"]),
+        helper.make_node("Squeeze", ["s", "sq_axes"], ["q"]),
+        helper.make_node("Abs", ["q"], ["a"]),
+        helper.make_node("Mul", ["a", "three"], ["m"]),
+        helper.make_node("Floor", ["m"], ["f"]),
+        helper.make_node("Clip", ["f", "lo", "hi"], ["c"]),
+        helper.make_node("Cast", ["c"], [ONNX_OUTPUT_INDICES], to=out_dtype),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_ecg_tokenizer",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", 12, n_samples])],
+        [helper.make_tensor_value_info(ONNX_OUTPUT_INDICES, out_dtype, ["batch", frames])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save_model(model, str(path))
+    return path
+
+
+def make_tokenizer(*, special_ecg: bool) -> tokenizers.Tokenizer:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(TEXT * 10, trainer)
+    ecg = [ECG_START_TOKEN, ECG_END_TOKEN] + [ECG_TOKEN_FORMAT.format(k) for k in range(FSQ.codebook_size)]
+    if special_ecg:
+        tok.add_special_tokens(ecg)
+    else:
+        tok.add_tokens(ecg)
+    return tok
+
+
+def vocab_of(tok: tokenizers.Tokenizer, n_rows: int) -> VocabConfig:
+    return VocabConfig(n_codes=FSQ.codebook_size, offset=tok.token_to_id(ECG_TOKEN_FORMAT.format(0)),
+                       start_id=tok.token_to_id(ECG_START_TOKEN), end_id=tok.token_to_id(ECG_END_TOKEN),
+                       vocab_size=n_rows)
+
+
+def make_gguf(path: Path, tok: tokenizers.Tokenizer, *, control: bool = True, n_rows: int = 384) -> Path:
+    from diagecg.export.gguf_convert import convert_hf_to_gguf
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=n_rows, hidden_size=64, intermediate_size=128,
+                                   num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                   max_position_embeddings=128, bos_token_id=0, eos_token_id=0)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    v = vocab_of(tok, n_rows)
+    ids = [*range(v.offset, v.offset + v.n_codes), v.start_id, v.end_id] if control else []
+    return convert_hf_to_gguf(model, tok, path, control_token_ids=ids)
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    d = tmp_path_factory.mktemp("bundle_src")
+    tok = make_tokenizer(special_ecg=False)  # CONTROL only through control_token_ids
+    tok.save(str(d / "text_tokenizer.json"))
+    return {
+        "onnx": make_onnx(d / "enc.onnx"),
+        "gguf": make_gguf(d / "llm.gguf", tok),
+        "gguf_no_control": make_gguf(d / "llm_user.gguf", tok, control=False),
+        "tokenizer": d / "text_tokenizer.json",
+        "vocab": vocab_of(tok, 384),
+    }
+
+
+def write_bundle(root: Path, parts: dict[str, object], *, gguf: str = "gguf",
+                 quants: tuple[str, ...] = ("q8_0",), vocab: VocabConfig | None = None) -> Path:
+    w = BundleWriter(root)
+    w.add_config(**CONFIGS, preset="100hz")
+    w.add_onnx(parts["onnx"], opset=17)
+    for q in quants:
+        w.add_gguf(parts[gguf], q, info={"architecture": "llama"})
+    w.add_tokenizer(parts["tokenizer"])
+    w.add_vocab(vocab or parts["vocab"])
+    w.add_answer_vocabularies({"rhythm": ["sinus rhythm", "atrial fibrillation"]})
+    w.add_training({"n_records": 1600, "folds": [1, 2, 3, 4, 5, 6, 7, 8]})
+    w.add_evaluation({"exact_match": 0.5})
+    w.add_parity({"onnx": {"code_agreement": 1.0}})
+    w.write()
+    return root
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path, parts: dict[str, object]) -> Path:
+    return write_bundle(tmp_path / "bundle", parts, quants=("f16", "q8_0"))
+
+
+def edit_manifest(root: Path, fn) -> None:
+    p = root / MANIFEST_NAME
+    m = json.loads(p.read_text())
+    fn(m)
+    p.write_text(json.dumps(m, indent=2, sort_keys=True))
+
+
+# --- writer ------------------------------------------------------------------------------------------
+
+def test_manifest_round_trip(bundle_dir: Path, parts: dict[str, object]) -> None:
+    b = load_bundle(bundle_dir)
+    assert (b.preprocess, b.encoder, b.fsq, b.vocab) == (PREPROCESS, ENCODER, FSQ, parts["vocab"])
+    assert b.generation == GenerationConfig() and b.prompt == PROMPT and b.preset == "100hz"
+    assert b.quants == ("f16", "q8_0") and b.default_quant == "q8_0"
+    assert b.gguf_path() == bundle_dir / BUNDLE_GGUF_FORMAT.format(quant="q8_0")
+    assert b.gguf_path("f16").is_file() and b.onnx_path == bundle_dir / BUNDLE_ONNX_NAME
+    assert b.tokenizer_path == bundle_dir / BUNDLE_TOKENIZER_NAME
+    assert b.answer_vocabularies == {"rhythm": ["sinus rhythm", "atrial fibrillation"]}
+    assert b.training["n_records"] == 1600 and b.evaluation == {"exact_match": 0.5}
+    assert list(b.ecg_token_ids()) == list(range(parts["vocab"].offset, parts["vocab"].offset + 16))
+    text = (bundle_dir / MANIFEST_NAME).read_text()
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+    m = b.manifest
+    assert m["format_version"] == FORMAT_VERSION and m["package_versions"]["gguf"].startswith("0.19")
+    assert set(m["files"]) == {BUNDLE_ONNX_NAME, BUNDLE_TOKENIZER_NAME, "llm-f16.gguf", "llm-q8_0.gguf"}
+    f = m["files"][BUNDLE_ONNX_NAME]
+    assert f["bytes"] == parts["onnx"].stat().st_size and f["sha256"] == bundle_mod.sha256_file(parts["onnx"])
+    with pytest.raises(BundleError, match="q4_k_m"):
+        b.gguf_path("q4_k_m")
+
+
+def test_writer_rejects_out_of_order_and_duplicate_calls(tmp_path: Path, parts: dict[str, object]) -> None:
+    cfg = CONFIGS
+    w = BundleWriter(tmp_path / "b")
+    with pytest.raises(ValueError, match="add_config must be called first"):
+        w.add_onnx(parts["onnx"])
+    with pytest.raises(ValueError, match="missing add_config"):
+        w.write()
+    w.add_config(**cfg)
+    with pytest.raises(ValueError, match="add_config called after add_config"):
+        w.add_config(**cfg)
+    with pytest.raises(ValueError, match="add_onnx must be called first"):
+        w.add_gguf(parts["gguf"], "q8_0")
+    w.add_onnx(parts["onnx"])
+    with pytest.raises(ValueError, match="add_gguf must be called first"):
+        w.add_vocab(parts["vocab"])
+    w.add_gguf(parts["gguf"], "q8_0")
+    with pytest.raises(ValueError, match="already added"):
+        w.add_gguf(parts["gguf"], "q8_0")
+    with pytest.raises(ValueError, match="not one of"):
+        w.add_gguf(parts["gguf"], "q3_xs")
+    w.add_gguf(parts["gguf"], "f16")  # another quant is fine
+    with pytest.raises(ValueError, match="vocab.n_codes=1296"):
+        w.add_vocab(VocabConfig(n_codes=1296))
+    w.add_vocab(parts["vocab"])  # tokenizer skipped: optional
+    with pytest.raises(ValueError, match="add_tokenizer called after add_vocab"):
+        w.add_tokenizer(parts["tokenizer"])
+    w.add_parity({"x": 1})
+    with pytest.raises(ValueError, match="add_training called after add_parity"):
+        w.add_training({})
+    with pytest.raises(ValueError, match="default_quant"):
+        w.write(default_quant="q4_k_m")
+    assert w.state == WriterState.PARITY
+    w.write(default_quant="f16")
+    with pytest.raises(ValueError, match="already written"):
+        w.add_parity({})
+    b = load_bundle(tmp_path / "b")
+    assert b.default_quant == "f16" and b.tokenizer_path is None and b.answer_vocabularies == {}
+
+
+def test_writer_checks_configs(tmp_path: Path) -> None:
+    w = BundleWriter(tmp_path / "b")
+    with pytest.raises(ValueError, match="n_samples"):
+        w.add_config(preprocess=PreprocessConfig(fs_hz=500), encoder=ENCODER, fsq=FSQ, prompt=PROMPT,
+                     generation=GenerationConfig())
+    assert w.state == WriterState.EMPTY
+    with pytest.raises(TypeError, match="not JSON-serialisable"):
+        w.add_config(preprocess=PREPROCESS, encoder=ENCODER, fsq=FSQ, prompt={"x": object()},
+                     generation=GenerationConfig())
+
+
+# --- loader ------------------------------------------------------------------------------------------
+
+def test_load_rejects_tampered_file(bundle_dir: Path) -> None:
+    p = bundle_dir / "llm-q8_0.gguf"
+    data = bytearray(p.read_bytes())
+    data[-10] ^= 0xFF  # same size, different content
+    p.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"llm-q8_0\.gguf: sha256 .* modified"):
+        load_bundle(bundle_dir)
+    load_bundle(bundle_dir, verify_hashes=False, check_models=False)  # sizes still agree
+
+
+def test_load_rejects_truncated_file(bundle_dir: Path) -> None:
+    p = bundle_dir / BUNDLE_ONNX_NAME
+    p.write_bytes(p.read_bytes()[:-100])
+    with pytest.raises(BundleError, match=r"ecg_tokenizer\.onnx: size 304 bytes != 404 .*truncated"):
+        load_bundle(bundle_dir, verify_hashes=False)
+
+
+def test_load_rejects_missing_file(bundle_dir: Path) -> None:
+    (bundle_dir / BUNDLE_TOKENIZER_NAME).unlink()
+    with pytest.raises(BundleError, match=r"tokenizer\.json: file listed in the manifest is missing"):
+        load_bundle(bundle_dir)
+
+
+def test_load_rejects_wrong_format_version(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m.update(format_version=FORMAT_VERSION + 1))
+    with pytest.raises(BundleError, match=r"manifest\.json: format_version=2 is not supported"):
+        load_bundle(bundle_dir)
+
+
+def test_load_rejects_missing_manifest_or_field(tmp_path: Path, bundle_dir: Path) -> None:
+    with pytest.raises(BundleError, match="manifest missing"):
+        load_bundle(tmp_path)
+    edit_manifest(bundle_dir, lambda m: m.pop("generation"))
+    with pytest.raises(BundleError, match="'generation' is missing"):
+        load_bundle(bundle_dir)
+
+
+def test_load_rejects_codebook_vocab_mismatch(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m["fsq"].update(levels=[6, 6, 6, 6]))
+    with pytest.raises(BundleError, match=r"prod\(fsq.levels\)=1296 != vocab.n_codes=16"):
+        load_bundle(bundle_dir)
+
+
+def test_load_rejects_bad_config_value(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m["generation"].update(max_new_tokens=0))
+    with pytest.raises(BundleError, match="'generation'.*max_new_tokens=0"):
+        load_bundle(bundle_dir)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "onnxruntime"])
+def test_load_checks_onnx_io(tmp_path: Path, parts: dict[str, object], backend: str,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnx import TensorProto
+
+    if backend == "onnxruntime":  # the runtime has no `onnx` package
+        real = bundle_mod._try_import
+        monkeypatch.setattr(bundle_mod, "_try_import", lambda n: None if n == "onnx" else real(n))
+    load_bundle(write_bundle(tmp_path / "ok", parts))
+    bad_name = dict(parts, onnx=make_onnx(tmp_path / "x.onnx", input_name="x"))
+    with pytest.raises(BundleError, match="graph input is named 'x', expected 'signal'"):
+        load_bundle(write_bundle(tmp_path / "b1", bad_name))
+    bad_dtype = dict(parts, onnx=make_onnx(tmp_path / "i32.onnx", out_dtype=TensorProto.INT32))
+    with pytest.raises(BundleError, match=r"'indices' has dtype tensor\(int32\), expected tensor\(int64\)"):
+        load_bundle(write_bundle(tmp_path / "b2", bad_dtype))
+    bad_len = dict(parts, onnx=make_onnx(tmp_path / "n.onnx", n_samples=5000))
+    with pytest.raises(BundleError, match="axis 2 is 5000, expected 1000"):
+        load_bundle(write_bundle(tmp_path / "b3", bad_len))
+
+
+@pytest.mark.parametrize("backend", ["llama_cpp", "gguf"])
+def test_load_checks_gguf_ecg_tokens(tmp_path: Path, parts: dict[str, object], backend: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    if backend == "gguf":  # the export side may lack llama_cpp
+        real = bundle_mod._try_import
+        monkeypatch.setattr(bundle_mod, "_try_import", lambda n: None if n == "llama_cpp" else real(n))
+    v = parts["vocab"]
+    with pytest.raises(BundleError, match=r"'<ecg_0000>' \(id \d+\) is not a CONTROL token"):
+        load_bundle(write_bundle(tmp_path / "user", parts, gguf="gguf_no_control"))
+    shifted = VocabConfig(n_codes=v.n_codes, offset=v.offset + 1, start_id=v.start_id, end_id=v.end_id,
+                          vocab_size=v.vocab_size)
+    with pytest.raises(BundleError, match="is '<ecg_0001>' in the GGUF, manifest expects '<ecg_0000>'"):
+        load_bundle(write_bundle(tmp_path / "shift", parts, vocab=shifted))
+    wrong_size = VocabConfig(n_codes=v.n_codes, offset=v.offset, start_id=v.start_id, end_id=v.end_id,
+                             vocab_size=v.vocab_size + 64)
+    with pytest.raises(BundleError, match="GGUF has 384 tokens, manifest vocab.vocab_size=448"):
+        load_bundle(write_bundle(tmp_path / "size", parts, vocab=wrong_size))
+
+
+def test_bundle_module_is_torch_free() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None; "
+            "import diagecg.bundle; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_copy_in_keeps_files_already_in_place(tmp_path: Path, parts: dict[str, object]) -> None:
+    root = tmp_path / "inplace"
+    root.mkdir()
+    shutil.copyfile(parts["onnx"], root / BUNDLE_ONNX_NAME)
+    w = BundleWriter(root)
+    w.add_config(**CONFIGS)
+    w.add_onnx(root / BUNDLE_ONNX_NAME)
+    w.add_gguf(parts["gguf"], "q8_0")
+    w.add_vocab(parts["vocab"])
+    w.write()
+    assert load_bundle(root).onnx_path.read_bytes() == parts["onnx"].read_bytes()
