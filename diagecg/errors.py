@@ -40,6 +40,10 @@ class BundleError(DiagEcgError):
     """A bundle is missing a file, has a bad hash, or disagrees with its manifest."""
 
 
+class ExportError(DiagEcgError):
+    """An export check failed: LoRA merge (NaN, logits), ONNX or GGUF parity against the source model."""
+
+
 class InferenceError(DiagEcgError):
     """onnxruntime or llama.cpp failed, or a prompt does not fit the context."""
 
