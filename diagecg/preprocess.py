@@ -4,7 +4,7 @@ Training calls :func:`preprocess` and then ``torch.from_numpy``; the runtime reb
 ``PreprocessConfig`` from ``manifest["preprocess"]`` and calls the same function. Steps, in order:
 
 1. leads in canonical order (``diagecg.leads``);
-2. resample to ``cfg.fs_hz`` with ``scipy.signal.resample_poly`` (exact rational factor);
+2. resample to ``cfg.fs_hz`` with ``scipy.signal.resample_poly`` (exact rational factor, linear edge padding);
 3. optional zero-phase Butterworth high-/low-pass (``sosfiltfilt``) over the whole record;
 4. crop to ``cfg.window_s`` (from the start or the centre), or edge-pad a record short by at most
    ``cfg.pad_short_s``; anything shorter is a ``SignalQualityError``;
@@ -42,7 +42,8 @@ def resample(x: np.ndarray, fs_in_hz: float, fs_out_hz: float) -> np.ndarray:
     up, down = resample_factors(fs_in_hz, fs_out_hz)
     if up == down:
         return x
-    return scipy.signal.resample_poly(x, up, down, axis=-1)
+    # padtype="line": extend each edge by its trend, not zeros, so a DC offset does not ring at the edges
+    return scipy.signal.resample_poly(x, up, down, axis=-1, padtype="line")
 
 
 def _filter(x: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:

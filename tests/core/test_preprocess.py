@@ -1,0 +1,230 @@
+"""preprocess: shapes, resampling against analytic signals and PTB-XL's own 100 Hz release, z-score,
+windowing, determinism, the golden output, and training/runtime parity."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diagecg.config import PRESETS, PreprocessConfig
+from diagecg.constants import CANONICAL_LEADS
+from diagecg.errors import SignalQualityError
+from diagecg.io import read_record
+from diagecg.preprocess import preprocess, preprocess_batch, preprocess_signal, resample, resample_factors
+from diagecg.types import EcgRecord
+
+GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "00002_lr_100hz.npy"
+
+
+def sine_record(fs_hz: float, seconds: float, hz: float = 3.0) -> EcgRecord:
+    t = np.arange(int(round(fs_hz * seconds))) / fs_hz
+    x = np.stack([np.sin(2 * np.pi * hz * t + k) * (1 + 0.1 * k) for k in range(12)]).astype(np.float32)
+    return EcgRecord(signal=x, fs_hz=fs_hz, lead_names=CANONICAL_LEADS, source="sine")
+
+
+@pytest.fixture(scope="module")
+def rec_lr(records_dir_module: Path) -> EcgRecord:
+    return read_record(records_dir_module / "00002_lr")
+
+
+@pytest.fixture(scope="module")
+def records_dir_module() -> Path:
+    return Path(__file__).resolve().parents[1] / "fixtures" / "records"
+
+
+# --- resampling -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("fs_in", "fs_out", "factors"), [
+    (100, 500, (5, 1)), (500, 100, (1, 5)), (1000, 500, (1, 2)), (250, 100, (2, 5)), (257, 500, (500, 257)),
+    (360, 500, (25, 18)), (500, 500, (1, 1)),
+])
+def test_resample_factors_are_exact(fs_in: float, fs_out: float, factors: tuple[int, int]) -> None:
+    assert resample_factors(fs_in, fs_out) == factors
+
+
+@pytest.mark.parametrize(("fs_in", "fs_out"), [(100, 500), (500, 100), (1000, 500), (250, 100), (360, 500)])
+def test_resample_sine_matches_analytic(fs_in: int, fs_out: int) -> None:
+    x = sine_record(fs_in, 10.0).signal.astype(np.float64)
+    y = resample(x, fs_in, fs_out)
+    assert y.shape == (12, int(np.ceil(x.shape[1] * fs_out / fs_in)))
+    expected = sine_record(fs_out, 10.0).signal
+    inner = slice(fs_out, 9 * fs_out)  # edges of a polyphase filter are approximate
+    np.testing.assert_allclose(y[:, inner], expected[:, inner], atol=5e-3)  # amplitude ~1-2
+
+
+def test_500hz_record_resampled_matches_ptbxl_100hz_release(records_dir_module: Path) -> None:
+    hi = read_record(records_dir_module / "00002_hr").signal.astype(np.float64)
+    lo = read_record(records_dir_module / "00002_lr").signal.astype(np.float64)
+    down = resample(hi, 500, 100)  # (12, 1000)
+    inner = slice(20, 980)  # PTB-XL's two releases differ in the last 60 ms of this record
+    corr = [np.corrcoef(down[i, inner], lo[i, inner])[0, 1] for i in range(12)]
+    assert min(corr) > 0.99, corr
+
+
+# --- pipeline -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("name", ["00002_lr", "00002_hr", "C00002"])
+def test_presets_shape_dtype_zscore(records_dir_module: Path, preset: str, name: str) -> None:
+    cfg = PRESETS[preset][0]
+    x = preprocess(read_record(records_dir_module / name), cfg)
+    assert x.shape == (12, cfg.n_samples) and x.dtype == np.float32
+    np.testing.assert_allclose(x.mean(axis=1), 0, atol=1e-5)
+    np.testing.assert_allclose(x.std(axis=1), 1, atol=1e-5)
+
+
+def test_1000hz_15_lead_record(shared_data: Path) -> None:
+    rec = read_record(shared_data / "wfdb_sample" / "s0010_re")
+    for cfg in (PRESETS["500hz"][0], PRESETS["100hz"][0]):
+        x = preprocess(rec, cfg)
+        assert x.shape == (12, cfg.n_samples)
+
+
+def test_preprocess_is_deterministic(rec_lr: EcgRecord) -> None:
+    cfg = PRESETS["500hz"][0]
+    a, b = preprocess(rec_lr, cfg), preprocess(rec_lr, cfg)
+    assert a.tobytes() == b.tobytes()
+
+
+def test_golden_output(rec_lr: EcgRecord) -> None:
+    """Pins the 100 Hz preset on a real record; regenerate only for an intended change (bump the bundle
+    format then): ``np.save(GOLDEN, preprocess(read_record(".../00002_lr"), PRESETS["100hz"][0]))``."""
+    np.testing.assert_allclose(preprocess(rec_lr, PRESETS["100hz"][0]), np.load(GOLDEN), atol=1e-5)
+
+
+def test_batch_equals_single(records_dir_module: Path) -> None:
+    cfg = PRESETS["100hz"][0]
+    recs = [read_record(records_dir_module / n) for n in ("00002_lr", "00003_lr", "00008_lr", "00002_hr")]
+    batch = preprocess_batch(recs, cfg)
+    assert batch.shape == (4, 12, 1000) and batch.dtype == np.float32
+    for r, x in zip(recs, batch, strict=True):
+        np.testing.assert_array_equal(preprocess(r, cfg), x)
+    assert preprocess_batch([], cfg).shape == (0, 12, 1000)
+
+
+def test_lead_order_is_canonicalised(rec_lr: EcgRecord) -> None:
+    cfg = PRESETS["100hz"][0]
+    order = list(range(11, -1, -1))
+    shuffled = preprocess_signal(rec_lr.signal[order], 100, cfg, [CANONICAL_LEADS[i].lower() for i in order])
+    np.testing.assert_array_equal(shuffled, preprocess(rec_lr, cfg))
+
+
+def test_highpass_removes_baseline_wander(rec_lr: EcgRecord) -> None:
+    t = np.arange(1000) / 100.0
+    wander = 2.0 * np.sin(2 * np.pi * 0.1 * t)  # 0.1 Hz, 2 mV
+    drifted = dataclasses.replace(rec_lr, signal=(rec_lr.signal + wander).astype(np.float32))
+    on = PreprocessConfig(fs_hz=100, highpass_hz=0.5)
+    off = PreprocessConfig(fs_hz=100, highpass_hz=None)
+    err_on = np.abs(preprocess(drifted, on) - preprocess(rec_lr, on)).mean()
+    err_off = np.abs(preprocess(drifted, off) - preprocess(rec_lr, off)).mean()
+    assert err_on < 0.1 < err_off
+
+
+def test_lowpass_removes_high_frequency_noise() -> None:
+    clean = sine_record(500, 10.0, hz=3.0)
+    t = np.arange(5000) / 500.0
+    hum = 0.3 * np.sin(2 * np.pi * 120 * t)
+    noisy = dataclasses.replace(clean, signal=(clean.signal + hum).astype(np.float32))
+    cfg = PreprocessConfig(fs_hz=500, highpass_hz=None, lowpass_hz=40.0, filter_order=4)
+    inner = slice(500, 4500)
+    assert np.abs(preprocess(noisy, cfg) - preprocess(clean, cfg))[:, inner].max() < 0.02
+
+
+# --- windowing ---------------------------------------------------------------------------------------------
+
+def test_longer_record_is_cropped_at_start_or_center() -> None:
+    t = np.arange(3000) / 100.0
+    ramp = np.tile(np.sin(2 * np.pi * 1.3 * t) + t / 10, (12, 1)).astype(np.float32)  # 30 s
+    rec = EcgRecord(signal=ramp, fs_hz=100.0, lead_names=CANONICAL_LEADS)
+    base = PreprocessConfig(fs_hz=100, highpass_hz=None)
+    start = preprocess(rec, base)
+    center = preprocess(rec, dataclasses.replace(base, crop="center"))
+    def zscore(a: np.ndarray) -> np.ndarray:
+        a = a.astype(np.float64)
+        return (a - a.mean(1, keepdims=True)) / a.std(1, keepdims=True)
+
+    np.testing.assert_allclose(start, zscore(ramp[:, :1000]), atol=1e-5)
+    np.testing.assert_allclose(center, zscore(ramp[:, 1000:2000]), atol=1e-5)
+
+
+def test_too_short_record_names_required_and_actual_seconds() -> None:
+    rec = sine_record(100, 8.0)
+    with pytest.raises(SignalQualityError, match=r"too short: 8\.000 s.*needs 10 s.*at least 10 s"):
+        preprocess(rec, PreprocessConfig(fs_hz=100))
+
+
+def test_short_record_is_edge_padded_within_pad_short_s() -> None:
+    rec = sine_record(100, 9.5)
+    cfg = PreprocessConfig(fs_hz=500, highpass_hz=None, pad_short_s=0.5)
+    x = preprocess(rec, cfg)
+    assert x.shape == (12, 5000)
+    assert np.all(x[:, 4750:] == x[:, 4749:4750])  # the padded tail repeats the last sample
+    with pytest.raises(SignalQualityError, match="too short"):
+        preprocess(sine_record(100, 9.4), cfg)
+
+
+def test_min_duration_overrides_pad_short() -> None:
+    cfg = PreprocessConfig(fs_hz=100, highpass_hz=None, min_duration_s=5.0, crop="center")
+    x = preprocess(sine_record(100, 6.0), cfg)
+    assert x.shape == (12, 1000)
+    assert np.all(x[:, :200] == x[:, 200:201])  # centred: padded on both sides
+
+
+def test_nan_is_rejected() -> None:
+    rec = sine_record(100, 10.0)
+    rec.signal[3, 10] = np.nan
+    with pytest.raises(SignalQualityError, match="NaN"):
+        preprocess(rec, PreprocessConfig(fs_hz=100))
+
+
+# --- parity: the training path and the runtime path are one function ----------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+SIGNAL_MATH = {"resample_poly", "resample", "sosfiltfilt", "filtfilt", "butter", "decimate", "lfilter"}
+
+
+def _imports_and_calls(path: Path) -> tuple[set[tuple[str, str]], set[str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    imports = {(n.module or "", a.name)
+               for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    calls = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call):
+            f = n.func
+            calls.add(f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", ""))
+    return imports, calls
+
+
+def test_no_second_preprocessing_implementation() -> None:
+    """training/, export/ and runtime/ call diagecg.preprocess; none resamples or filters by itself."""
+    for folder in ("training", "export", "runtime"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            _, calls = _imports_and_calls(path)
+            own = calls & SIGNAL_MATH
+            assert not own, f"{path.relative_to(REPO)} calls {sorted(own)}: use diagecg.preprocess instead"
+    imports, _ = _imports_and_calls(REPO / "runtime" / "pipeline.py")
+    assert ("diagecg.preprocess", "preprocess") in imports
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_training_and_runtime_paths_are_identical(ptbxl_root: Path, preset: str) -> None:
+    import diagecg.preprocess as core
+    import diagecg.training.ecg_data as training_data
+    from diagecg.training.ptbxl import PtbxlDataset
+
+    assert training_data.preprocess is core.preprocess
+    cfg = PRESETS[preset][0]
+    ptbxl = PtbxlDataset(ptbxl_root)
+    kept, train_x, skipped = training_data.load_signals(ptbxl, [2], cfg, progress=False)
+    assert kept == [2] and not skipped
+    # the runtime rebuilds the config from the bundle manifest (JSON), reads the record and calls preprocess
+    runtime_cfg = PreprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    path = ptbxl.record_path(2, training_data.source_fs_hz(cfg.fs_hz))
+    runtime_x = preprocess(read_record(path), runtime_cfg)
+    assert train_x[0].dtype == runtime_x.dtype == np.float32
+    np.testing.assert_array_equal(train_x[0], runtime_x)
