@@ -20,6 +20,9 @@ ECG_END_TOKEN = "</ecg>"
 ECG_TOKEN_FORMAT = "<ecg_{:04d}>"  # FSQ index k -> "<ecg_0007>"
 ECG_TOKEN_PATTERN = r"<\s*/?\s*ecg(?:_\d+)?\s*>"  # anything that looks like an ECG token in typed text
 
+# --- answers -----------------------------------------------------------------
+ANSWER_SEPARATOR = "; "  # a QA answer set is written as its members sorted and joined by this
+
 # --- checkpoints (training stages) -------------------------------------------
 CHECKPOINT_WEIGHTS = "model.safetensors"
 CHECKPOINT_CONFIG = "config.json"

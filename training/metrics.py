@@ -1,10 +1,8 @@
 """Evaluation: exact-match QA accuracy with a majority baseline, and report-generation metrics.
 
-QA answers are sets. The model is trained to write a set as its members sorted and joined by
-``"; "`` (:func:`format_answer`); :func:`parse_answer` is the exact inverse. Generated text is read
-leniently by :func:`normalize_answer` (case, spacing, trailing period, ``", "`` as separator
-outside parentheses), and a prediction is correct when its set equals the reference set, as in
-ECG-QA's exact-match accuracy (Oh et al. 2023).
+QA answers are sets, written and read by :mod:`diagecg.answers` (torch-free, shared with the
+runtime): a prediction is correct when :func:`~diagecg.answers.normalize_answer` of the generated
+text equals the reference set, as in ECG-QA's exact-match accuracy (Oh et al. 2023).
 
 Report metrics follow the DiagECG / HeartLLM evaluation (arXiv 2508.15338): corpus BLEU-1..4
 (NLTK, uniform n-gram weights, no smoothing), METEOR (NLTK) and ROUGE-1/2/L F1 (``rouge-score``,
@@ -22,61 +20,18 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from diagecg.answers import format_answer, normalize_answer, parse_answer
 from diagecg.training.ecgqa import QUESTION_TYPES, QASample
 
-ANSWER_SEPARATOR = "; "
+__all__ = [
+    "ATTRIBUTE_PREFIX", "OVERALL", "exact_match_by_type", "format_answer", "format_table",
+    "majority_baseline", "majority_predictions", "normalize_answer", "parse_answer", "report_metrics",
+    "tokenize_report",
+]
+
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:[-'/][a-z0-9]+)*|[^\sa-z0-9]")
-_ANSWER_PREFIX_RE = re.compile(r"^\s*(?:the\s+)?answer\s*(?:is)?\s*[:\-]?\s*", re.IGNORECASE)
 OVERALL = "overall"
 ATTRIBUTE_PREFIX = "attr/"
-
-
-# --- answer sets ---------------------------------------------------------------------------
-
-
-def format_answer(answers: Sequence[str]) -> str:
-    """The training target for an answer set: members sorted and joined by ``"; "``."""
-    if not answers:
-        raise ValueError("cannot format an empty answer set")
-    return ANSWER_SEPARATOR.join(sorted(set(answers)))
-
-
-def parse_answer(text: str) -> frozenset[str]:
-    """Inverse of :func:`format_answer`: split on ``";"`` and strip."""
-    return frozenset(p.strip() for p in text.split(";") if p.strip())
-
-
-def _split_outside_parentheses(text: str, sep: str) -> list[str]:
-    parts, depth, current = [], 0, []
-    for ch in text:
-        depth += (ch == "(") - (ch == ")")
-        if ch == sep and depth <= 0:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return parts
-
-
-def normalize_answer(text: str) -> frozenset[str]:
-    """Read a generated answer into a set of lower-cased members.
-
-    Accepts ``"; "``-joined sets (the trained format) and ``", "``-joined ones; commas inside
-    parentheses stay (``"bigeminal pattern (unknown origin, supraventricular, or ventricular)"``).
-    A leading ``"Answer:"`` and trailing periods are dropped; inner whitespace is collapsed.
-
-    Example: ``normalize_answer("Sinus rhythm, left axis deviation.")`` is
-    ``frozenset({"sinus rhythm", "left axis deviation"})``.
-    """
-    text = _ANSWER_PREFIX_RE.sub("", text.strip().splitlines()[0] if text.strip() else "")
-    sep = ";" if ";" in text else ","
-    out = set()
-    for part in _split_outside_parentheses(text, sep):
-        item = " ".join(part.split()).strip().rstrip(".").strip().lower()
-        if item:
-            out.add(item)
-    return frozenset(out)
 
 
 def _reference_set(sample: QASample) -> frozenset[str]:

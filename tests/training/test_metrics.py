@@ -9,12 +9,9 @@ import pytest
 from diagecg.training.ecgqa import QASample
 from diagecg.training.metrics import (
     exact_match_by_type,
-    format_answer,
     format_table,
     majority_baseline,
     majority_predictions,
-    normalize_answer,
-    parse_answer,
     report_metrics,
 )
 
@@ -23,26 +20,6 @@ def _s(tid: int, answers: tuple[str, ...], qtype: str = "single-verify", attrs: 
        atype: str = "scp_code") -> QASample:
     return QASample(ecg_id=1, question="q?", answers=answers, question_type=qtype, attribute_type=atype,
                     template_id=tid, attributes=attrs, source="generated")
-
-
-def test_format_and_parse_are_inverse():
-    answers = ("sinus rhythm", "left axis deviation")
-    text = format_answer(answers)
-    assert text == "left axis deviation; sinus rhythm"
-    assert parse_answer(text) == frozenset(answers)
-    assert format_answer(("yes",)) == "yes"
-    with pytest.raises(ValueError):
-        format_answer(())
-
-
-def test_normalize_answer_reads_sets_leniently():
-    assert normalize_answer("no; yes") == normalize_answer("yes; no") == frozenset({"yes", "no"})
-    expected = frozenset({"sinus rhythm", "left axis deviation"})
-    assert normalize_answer("Sinus rhythm, Left axis deviation.") == expected
-    assert normalize_answer("Answer: yes") == frozenset({"yes"})
-    big = "bigeminal pattern (unknown origin, supraventricular, or ventricular)"
-    assert normalize_answer(f"{big}, sinus rhythm") == frozenset({big, "sinus rhythm"})
-    assert normalize_answer("") == frozenset()
 
 
 def test_exact_match_compares_sets_by_type():
