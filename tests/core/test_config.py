@@ -1,0 +1,193 @@
+"""Every config class of diagecg.config round-trips exactly through JSON (STYLE R2); overrides parse."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import diagecg.config as config_module
+from diagecg.config import PRESETS, ConfigMixin, EncoderConfig, FSQConfig, PreprocessConfig, apply_overrides
+
+CONFIG_CLASSES = sorted(
+    (obj for obj in vars(config_module).values()
+     if isinstance(obj, type) and issubclass(obj, ConfigMixin) and obj is not ConfigMixin
+     and dataclasses.is_dataclass(obj) and obj.__module__ == config_module.__name__),
+    key=lambda c: c.__name__,
+)
+
+
+def _candidates(tp: Any, default: Any) -> list[Any]:
+    """Values other than ``default`` a field of type ``tp`` might take."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        inner = next(a for a in args if a is not type(None))
+        return [None] if default is not None else _candidates(inner, _example(inner))
+    if origin is typing.Literal:
+        return [a for a in args if a != default]
+    if tp is bool:
+        return [not default]
+    if tp is int:
+        return [default + 1, default * 2, default - 1] if isinstance(default, int) else [1, 8]
+    if tp is float:
+        d = default if isinstance(default, float) else 1.0
+        return [d * 0.5, d * 2 + 0.25, 0.1, 1.5]
+    if tp is str:
+        return ["center", "other"] if default != "center" else ["start"]
+    if origin is tuple and default:
+        return [tuple(default[:-1]), (*default, default[-1]), tuple(reversed(default))]
+    return []
+
+
+def _example(tp: Any) -> Any:
+    return {int: 1, float: 1.0, str: "x", bool: True}.get(tp)
+
+
+def perturbed(cls: type) -> Any:
+    """An instance that differs from the default in as many fields as ``__post_init__`` allows."""
+    cfg = cls()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        for value in _candidates(hints[f.name], getattr(cfg, f.name)):
+            try:
+                cfg = dataclasses.replace(cfg, **{f.name: value})
+                break
+            except (ValueError, TypeError):
+                continue
+    return cfg
+
+
+def test_every_config_class_is_covered() -> None:
+    names = {c.__name__ for c in CONFIG_CLASSES}
+    assert {"PreprocessConfig", "QualityConfig", "FSQConfig", "EncoderConfig", "VocabConfig",
+            "GenerationConfig"} <= names
+
+
+@pytest.mark.parametrize("cls", CONFIG_CLASSES, ids=lambda c: c.__name__)
+def test_load_save_roundtrip(cls: type, tmp_path: Path) -> None:
+    for cfg in (cls(), perturbed(cls)):
+        path = tmp_path / "c.json"
+        cfg.save(path)
+        loaded = cls.load(path)
+        assert loaded == cfg and type(loaded) is cls
+        text = path.read_text()
+        assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"  # stable on disk
+        assert cls.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("cls", CONFIG_CLASSES, ids=lambda c: c.__name__)
+def test_perturbed_instance_differs_from_default(cls: type) -> None:
+    other, default = perturbed(cls), cls()
+    changed = [f.name for f in dataclasses.fields(cls) if getattr(other, f.name) != getattr(default, f.name)]
+    assert changed, f"{cls.__name__}: no field could be changed, the round trip test proves nothing"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_roundtrip(name: str, tmp_path: Path) -> None:
+    for i, cfg in enumerate(PRESETS[name]):
+        cfg.save(tmp_path / f"{i}.json")
+        assert type(cfg).load(tmp_path / f"{i}.json") == cfg
+
+
+@pytest.mark.parametrize("cls", CONFIG_CLASSES, ids=lambda c: c.__name__)
+def test_unknown_key_warns_and_is_dropped(cls: type, caplog: pytest.LogCaptureFixture) -> None:
+    data = {**cls().to_dict(), "zz_not_a_field": 3}
+    with caplog.at_level(logging.WARNING, logger="diagecg.config"):
+        assert cls.from_dict(data) == cls()
+    assert "zz_not_a_field" in caplog.text and cls.__name__ in caplog.text
+
+
+@pytest.mark.parametrize("cls", CONFIG_CLASSES, ids=lambda c: c.__name__)
+def test_missing_optional_keys_take_defaults(cls: type) -> None:
+    assert cls.from_dict({}) == cls()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Needs(ConfigMixin):
+    name: str
+    fsq: FSQConfig = FSQConfig()
+    scale: float | None = None
+
+
+def test_missing_required_key_is_an_error() -> None:
+    with pytest.raises(ValueError, match="_Needs: required key 'name' is missing"):
+        _Needs.from_dict({"scale": 1.0})
+
+
+def test_nested_config_and_int_to_float_roundtrip() -> None:
+    cfg = _Needs.from_dict({"name": "a", "fsq": {"levels": [8, 5, 5, 5]}, "scale": 2})
+    assert cfg == _Needs("a", FSQConfig((8, 5, 5, 5)), 2.0) and isinstance(cfg.scale, float)
+    assert _Needs.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_from_dict_rejects_non_dict_and_load_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="expects a dict"):
+        PreprocessConfig.from_dict([1, 2])  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        PreprocessConfig.load(tmp_path / "nope.json")
+
+
+def test_invalid_values_name_field_value_and_allowed() -> None:
+    with pytest.raises(ValueError, match=r"PreprocessConfig\.crop='middle' is invalid: one of"):
+        PreprocessConfig(crop="middle")
+    with pytest.raises(ValueError, match=r"PreprocessConfig\.lowpass_hz=60.0 is invalid"):
+        PreprocessConfig(fs_hz=100, lowpass_hz=60.0)
+
+
+# --- apply_overrides --------------------------------------------------------------------------------------
+
+def test_overrides_parse_by_field_type() -> None:
+    cfg = apply_overrides(PreprocessConfig(), ["fs_hz=100", "window_s=5", "highpass_hz=none", "lowpass_hz=40",
+                                               "crop=center", "pad_short_s = 0.25"])
+    assert cfg == PreprocessConfig(fs_hz=100, window_s=5.0, highpass_hz=None, lowpass_hz=40.0, crop="center",
+                                   pad_short_s=0.25)
+    assert isinstance(cfg.window_s, float) and isinstance(cfg.fs_hz, int)
+
+
+def test_overrides_parse_tuples() -> None:
+    assert apply_overrides(FSQConfig(), ["levels=8,5,5,5"]).levels == (8, 5, 5, 5)
+    assert apply_overrides(EncoderConfig(), ["stage_channels=16, 32"]).stage_channels == (16, 32)
+
+
+def test_overrides_keep_the_original_unchanged() -> None:
+    base = PreprocessConfig()
+    apply_overrides(base, ["fs_hz=100"])
+    assert base == PreprocessConfig()
+
+
+@pytest.mark.parametrize(("pair", "match"), [
+    ("nope=1", "unknown key 'nope'"),
+    ("fs_hz", "expects key=value"),
+    ("fs_hz=fast", "cannot parse"),
+    ("window_s=ten", "cannot parse"),
+    ("crop=middle", "crop='middle' is invalid"),
+    ("highpass_hz=400", "highpass_hz=400.0 is invalid"),
+])
+def test_bad_overrides_are_errors(pair: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        apply_overrides(PreprocessConfig(), [pair])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Flags(ConfigMixin):
+    verbose: bool = False
+    mode: typing.Literal["a", "b"] = "a"
+
+
+@pytest.mark.parametrize(("text", "value"), [("true", True), ("1", True), ("yes", True), ("off", False)])
+def test_bool_overrides(text: str, value: bool) -> None:
+    assert apply_overrides(_Flags(), [f"verbose={text}"]).verbose is value
+
+
+def test_bool_and_literal_override_errors() -> None:
+    with pytest.raises(ValueError, match="cannot parse"):
+        apply_overrides(_Flags(), ["verbose=maybe"])
+    with pytest.raises(ValueError, match="cannot parse"):
+        apply_overrides(_Flags(), ["mode=c"])
+    assert apply_overrides(_Flags(), ["mode=b"]).mode == "b"
