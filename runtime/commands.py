@@ -1,0 +1,192 @@
+"""``diagecg infer`` and ``diagecg report``: the runtime's command line (torch-free).
+
+RECORD arguments may be a record (``.hea``, or a ``.mat``/``.dat`` signal file with its header
+beside it), a folder (every ``*.hea`` below it, recursively, sorted), or ``@list.txt`` (one record
+path per line; blank lines and ``#`` comments skipped; relative paths are taken from the list
+file's folder).
+
+Output: a single record without ``--json`` prints just the answer. With ``--json``, or when there
+are several records (or a folder/list), each record gives one JSON line on stdout as it finishes
+(``Answer.to_dict()``, schema in ``diagecg.runtime.pipeline``; a failed record gives
+``{"schema_version", "record", "error", "error_type"}``), with a progress bar on stderr.
+
+Exit codes: 0 all records answered; 1 some records failed (their error lines say why); 2 nothing
+could run (bad bundle, bad question, no records, a single plain-text record that failed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from diagecg.constants import DEFAULT_BUNDLE_DIR, QUANT_TYPES
+from diagecg.errors import BundleError, DiagEcgError, InputError
+from diagecg.runtime.device import DEVICES
+
+# Fail at import when the runtime extra is missing, so `diagecg` shows why (see cli.py), without
+# paying for the heavy imports on every `diagecg` call.
+for _module in ("onnxruntime", "llama_cpp", "tokenizers"):
+    if importlib.util.find_spec(_module) is None:
+        raise ImportError(f"No module named {_module!r}")
+
+HEADER_SUFFIX = ".hea"  # WFDB record header
+LIST_PREFIX = "@"
+
+
+def default_bundle_dir() -> Path:
+    """The bundle shipped inside the package: ``<diagecg package>/bundles/default``."""
+    import diagecg
+
+    return Path(diagecg.__file__).resolve().parent / DEFAULT_BUNDLE_DIR
+
+
+def resolve_bundle(bundle: str | None) -> Path:
+    """``bundle`` if given, else the shipped default bundle.
+
+    Raises:
+        BundleError: no bundle given and none shipped.
+    """
+    if bundle:
+        return Path(bundle)
+    path = default_bundle_dir()
+    if not path.is_dir():
+        raise BundleError(f"no bundle given and no default bundle shipped at {path}; pass --bundle DIR "
+                          f"(a folder written by `diagecg export`)")
+    return path
+
+
+def _read_list(path: Path) -> list[Path]:
+    if not path.is_file():
+        raise InputError(f"record list {path} not found")
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            p = Path(line)
+            out.append(p if p.is_absolute() else path.parent / p)
+    return out
+
+
+def expand_records(args: tuple[str, ...] | list[str]) -> tuple[list[Path], bool]:
+    """Record paths named by RECORD arguments, and whether any came from a folder or a list.
+
+    A path that does not exist is kept: reading it fails with a per-record error.
+
+    Raises:
+        InputError: an empty folder, a missing or empty list file, or no arguments.
+    """
+    records: list[Path] = []
+    expanded = False
+    for arg in args:
+        if arg.startswith(LIST_PREFIX):
+            listed = _read_list(Path(arg[len(LIST_PREFIX):]))
+            if not listed:
+                raise InputError(f"record list {arg[len(LIST_PREFIX):]} names no record")
+            records.extend(listed)
+            expanded = True
+        elif Path(arg).is_dir():
+            found = sorted(Path(arg).rglob(f"*{HEADER_SUFFIX}"))
+            if not found:
+                raise InputError(f"folder {arg} holds no {HEADER_SUFFIX} record")
+            records.extend(found)
+            expanded = True
+        else:
+            records.append(Path(arg))
+    if not records:
+        raise InputError("no RECORD given")
+    return records, expanded
+
+
+def _fail(error: BaseException) -> None:
+    click.echo(f"error: {' '.join(str(error).split())}", err=True)
+    sys.exit(2)
+
+
+def _progress(results: Iterator[Any], total: int) -> Iterator[Any]:
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="record", file=sys.stderr, dynamic_ncols=True) as bar:
+        for r in results:
+            bar.update(1)
+            yield r
+
+
+def _execute(records_args: tuple[str, ...], question: str | None, *, bundle: str | None, quant: str | None,
+             as_json: bool, threads: int | None, device: str, verify_hashes: bool) -> None:
+    from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
+
+    try:
+        records, expanded = expand_records(records_args)
+        pipe = DiagEcgPipeline.from_bundle(resolve_bundle(bundle), quant=quant, device=device,
+                                           threads=threads, verify_hashes=verify_hashes)
+        if question is not None:
+            pipe.check_question(question)
+    except (DiagEcgError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+        return
+    stream = as_json or expanded or len(records) > 1
+    if not stream:
+        try:
+            ans = pipe.answer(records[0], question) if question is not None else pipe.report(records[0])
+        except DiagEcgError as e:
+            _fail(e)
+            return
+        for w in ans.warnings:
+            click.echo(f"warning: {w}", err=True)
+        click.echo(ans.answer)
+        return
+    results = pipe.answer_batch(records, question) if question is not None else pipe.report_batch(records)
+    n_failed = 0
+    for result in _progress(results, len(records)):
+        if isinstance(result, Answer):
+            line = result.to_dict()
+        else:
+            n_failed += 1
+            line = result
+        click.echo(json.dumps(line, ensure_ascii=False))
+    if n_failed:
+        click.echo(f"{n_failed} of {len(records)} records failed", err=True)
+        sys.exit(1)
+
+
+_common_options = [
+    click.argument("records", nargs=-1, required=True, metavar="RECORD..."),
+    click.option("--bundle", type=click.Path(file_okay=False),
+                 help=f"Bundle folder (default: the shipped <diagecg>/{DEFAULT_BUNDLE_DIR})."),
+    click.option("--quant", type=click.Choice(QUANT_TYPES),
+                 help="Which GGUF of the bundle (default: its own)."),
+    click.option("--json", "as_json", is_flag=True, help="One JSON line per record (always so for several)."),
+    click.option("--threads", type=click.IntRange(min=1),
+                 help="CPU threads (default: half the CPUs, at most 8)."),
+    click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                 help="auto = CUDA where the installed engines support it; cuda = fail unless both do."),
+    click.option("--verify-hashes/--no-verify-hashes", default=True, show_default=True,
+                 help="Check every bundle file's sha256 at load (sizes are always checked)."),
+]
+
+
+def _with_common_options(fn: Any) -> Any:
+    for option in reversed(_common_options):
+        fn = option(fn)
+    return fn
+
+
+@click.command()
+@_with_common_options
+@click.option("-q", "--question", required=True, help="The question, in plain text.")
+def infer(records: tuple[str, ...], question: str, **options: Any) -> None:
+    """Answer a question about ECG records with the offline runtime (no torch)."""
+    _execute(records, question, **options)
+
+
+@click.command()
+@_with_common_options
+def report(records: tuple[str, ...], **options: Any) -> None:
+    """Write the report of ECG records with the offline runtime (no torch)."""
+    _execute(records, None, **options)

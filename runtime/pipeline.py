@@ -1,0 +1,263 @@
+"""Record -> preprocess -> ECG code indices -> prompt token ids -> answer (DiagECG, arXiv 2508.15338).
+
+:class:`DiagEcgPipeline` loads a bundle once (validated by ``diagecg.bundle.load_bundle``) and
+answers many questions. Usage::
+
+    from diagecg.runtime import DiagEcgPipeline
+
+    pipe = DiagEcgPipeline.from_bundle("bundle/", quant="q4_k_m")
+    ans = pipe.answer("ptbxl/records100/00000/00001_lr.hea", "Does this ECG show atrial fibrillation?")
+    print(ans.answer, ans.timings_ms)
+    for result in pipe.answer_batch(paths, "..."):  # Answer, or an error dict for a bad record
+        ...
+
+Thread safety: one pipeline may be shared by threads. onnxruntime sessions are thread-safe, and
+the llama.cpp context (not thread-safe) sits behind a lock in ``LlamaModel``, so concurrent calls
+are correct but their generation steps run one after another. For parallel generation, load one
+pipeline per thread (each holds its own copy of the model in memory).
+
+JSON schema of ``Answer.to_dict()`` (``schema_version`` 1; keys are always all present)::
+
+    schema_version   int     1; bumped on any incompatible change
+    record           str     the path the record was read from ("" for an in-memory EcgRecord)
+    record_id        str     the record name (file stem)
+    task             str     "qa" (a question) or "report" (report generation)
+    question         str     the question as sent (the bundle's fixed report question for "report")
+    answer           str     the decoded answer text
+    answers          [str]   "qa": the answer read as a set (``diagecg.answers.normalize_answer``:
+                             lower case, split on "; " or ", "), sorted; "report": []
+    stop_reason      str     "eos" (the model ended) or "length" (max_new_tokens reached)
+    n_prompt_tokens  int     prompt length in LLM tokens
+    n_answer_tokens  int     answer length in LLM tokens
+    n_ecg_tokens     int     ECG code tokens in the prompt
+    bundle           {path: str, format_version: int, diagecg_version: str, manifest_sha256: str,
+                      quant: str, gguf_sha256: str}
+    device           {requested: str, ecg_tokenizer: "cpu"|"cuda", llm: "cpu"|"cuda", threads: int}
+    timings_ms       {read, preprocess, tokenize, prompt, generate, total: float}
+    warnings         [str]   non-fatal notes (record reading, quality, device, token budget)
+
+An error line of a batch (``error_dict``) has ``schema_version``, ``record``, ``error`` (one line)
+and ``error_type`` (the exception class name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from diagecg.answers import normalize_answer
+from diagecg.bundle import Bundle, load_bundle, sha256_file
+from diagecg.constants import MANIFEST_NAME
+from diagecg.constants import ManifestKey as K
+from diagecg.errors import DiagEcgError, InputError
+from diagecg.io import read_record
+from diagecg.preprocess import preprocess
+from diagecg.prompts import PromptConfig, encode_prompt, sanitize_question
+from diagecg.runtime.device import DeviceChoice, choose_device
+from diagecg.runtime.ecg_session import EcgTokenizerSession
+from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
+from diagecg.types import EcgRecord
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+TASK_QA = "qa"
+TASK_REPORT = "report"
+TIMING_STAGES: tuple[str, ...] = ("read", "preprocess", "tokenize", "prompt", "generate", "total")
+
+RecordLike = EcgRecord | str | Path
+
+
+@dataclasses.dataclass
+class Answer:
+    """One answered record; ``to_dict()`` gives the stable JSON schema of the module docstring."""
+
+    record: str
+    record_id: str
+    task: str
+    question: str
+    answer: str
+    answers: list[str]
+    stop_reason: str
+    n_prompt_tokens: int
+    n_answer_tokens: int
+    n_ecg_tokens: int
+    bundle: dict[str, Any]
+    device: dict[str, Any]
+    timings_ms: dict[str, float]
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
+
+
+def error_dict(record: RecordLike, error: BaseException) -> dict[str, Any]:
+    """The JSON line of a record that failed (``schema_version``, ``record``, ``error``, ``error_type``)."""
+    source = record.source if isinstance(record, EcgRecord) else str(record)
+    message = " ".join(str(error).split()) or type(error).__name__
+    return {"schema_version": SCHEMA_VERSION, "record": source, "error": message,
+            "error_type": type(error).__name__}
+
+
+class DiagEcgPipeline:
+    """A loaded bundle that answers questions about ECG records.
+
+    Build it with :meth:`from_bundle`; the constructor takes already-loaded parts.
+
+    Args:
+        bundle: the validated bundle.
+        ecg_session: its ONNX ECG tokenizer session.
+        llm: its GGUF model.
+        quant: the quantisation ``llm`` was loaded from.
+        device: the device choice both were loaded with.
+    """
+
+    def __init__(self, bundle: Bundle, ecg_session: EcgTokenizerSession, llm: LlamaModel, *, quant: str,
+                 device: DeviceChoice) -> None:
+        self.bundle = bundle
+        self.ecg_session = ecg_session
+        self.llm = llm
+        self.quant = quant
+        self.prompt_config = PromptConfig.from_dict(bundle.prompt)
+        self.device = dataclasses.replace(device, ecg_tokenizer=ecg_session.device)
+        self.load_warnings = list(ecg_session.warnings)
+        self._bundle_info = {
+            "path": str(bundle.root),
+            "format_version": bundle.manifest.get(K.FORMAT_VERSION),
+            "diagecg_version": bundle.manifest.get(K.DIAGECG_VERSION),
+            "manifest_sha256": sha256_file(bundle.root / MANIFEST_NAME),
+            "quant": quant,
+            "gguf_sha256": bundle.manifest[K.FILES][bundle.gguf_path(quant).name]["sha256"],
+        }
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, quant: str | None = None, device: str = "auto",
+                    threads: int | None = None, *, verify_hashes: bool = True) -> DiagEcgPipeline:
+        """Load and validate a bundle, then open its ONNX session and GGUF model.
+
+        Args:
+            path: the bundle folder.
+            quant: which GGUF (``"q8_0"``, ``"q4_k_m"``...); None = the bundle's default.
+            device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (see ``runtime.device``).
+            threads: CPU threads for both engines; None = ``device.default_threads()``.
+            verify_hashes: check every file's sha256 (sizes are always checked).
+
+        Raises:
+            BundleError: missing/tampered/truncated files, unknown quant, inconsistent manifest.
+            InferenceError: an engine cannot load its file, or CUDA was demanded and is unavailable.
+            ValueError: bad ``device`` or ``threads``.
+        """
+        t0 = time.perf_counter()
+        choice = choose_device(device, threads)
+        bundle = load_bundle(path, verify_hashes=verify_hashes)
+        q = quant or bundle.default_quant
+        gguf_path = bundle.gguf_path(q)
+        session = EcgTokenizerSession(bundle.onnx_path, device=choice.ecg_tokenizer, threads=choice.threads,
+                                      n_samples=bundle.preprocess.n_samples, n_codes=bundle.vocab.n_codes)
+        tokenizer = load_text_tokenizer(bundle.tokenizer_path) if bundle.tokenizer_path else None
+        llm = LlamaModel(gguf_path, vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx, tokenizer=tokenizer,
+                         threads=choice.threads, n_gpu_layers=choice.n_gpu_layers)
+        pipe = cls(bundle, session, llm, quant=q, device=choice)
+        logger.info("loaded bundle %s (%s) in %.0f ms: ECG tokenizer on %s, LLM on %s, %d threads",
+                    bundle.root, q, (time.perf_counter() - t0) * 1e3, pipe.device.ecg_tokenizer,
+                    pipe.device.llm, choice.threads)
+        return pipe
+
+    # --- one record ----------------------------------------------------------------------------
+
+    def check_question(self, question: str) -> str:
+        """The question as it will be sent, or InputError (ECG-token strings, empty, too long)."""
+        if not isinstance(question, str):
+            raise InputError(f"the question must be a string, got {type(question).__name__}")
+        return sanitize_question(question, self.bundle.generation.max_question_chars)
+
+    def _run(self, record: RecordLike, question: str, task: str) -> Answer:
+        times: dict[str, float] = {}
+        t_start = t = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            times[stage] = round((now - t) * 1e3, 3)
+            t = now
+
+        rec = record if isinstance(record, EcgRecord) else read_record(record)
+        lap("read")
+        signal = preprocess(rec, self.bundle.preprocess)  # float32 (12, samples)
+        lap("preprocess")
+        indices = self.ecg_session.encode(signal)[0]  # (1, frames) -> (frames,)
+        lap("tokenize")
+        prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
+                                   question=question, patient=rec.patient, ecg_indices=indices.tolist())
+        lap("prompt")
+        g = self.bundle.generation
+        gen = self.llm.generate(prompt_ids, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                                top_k=g.top_k, top_p=g.top_p, repeat_penalty=g.repeat_penalty)
+        lap("generate")
+        times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
+        return Answer(
+            record=rec.source, record_id=rec.record_id, task=task, question=question, answer=gen.text,
+            answers=sorted(normalize_answer(gen.text)) if task == TASK_QA else [],
+            stop_reason=gen.stop_reason, n_prompt_tokens=gen.n_prompt_tokens,
+            n_answer_tokens=len(gen.token_ids), n_ecg_tokens=int(indices.shape[0]),
+            bundle=dict(self._bundle_info), device=self.device.to_dict(), timings_ms=times,
+            warnings=[*self.load_warnings, *rec.warnings, *gen.warnings],
+        )
+
+    def answer(self, record: RecordLike, question: str) -> Answer:
+        """Answer a question about one record.
+
+        Args:
+            record: a record path (``.hea``, or a ``.mat`` with its header) or an ``EcgRecord``.
+            question: free text; ECG-token strings and over-long text are refused.
+
+        Raises:
+            InputError: bad question.
+            RecordError: the record cannot be read or is unusable.
+            InferenceError: the prompt does not fit the context, or an engine failed.
+        """
+        return self._run(record, self.check_question(question), TASK_QA)
+
+    def report(self, record: RecordLike) -> Answer:
+        """Generate the report of one record (the bundle's fixed report question); raises as `answer`."""
+        return self._run(record, self.prompt_config.report_question, TASK_REPORT)
+
+    # --- many records --------------------------------------------------------------------------
+
+    def _batch(self, records: Iterable[RecordLike], question: str,
+               task: str) -> Iterator[Answer | dict[str, Any]]:
+        for record in records:
+            try:
+                yield self._run(record, question, task)
+            except DiagEcgError as e:
+                logger.debug("record %s failed: %s", record, e)
+                yield error_dict(record, e)
+            except Exception as e:  # a bug or an unexpected library error: report it, keep going
+                logger.exception("unexpected error on record %s", record)
+                yield error_dict(record, e)
+
+    def answer_batch(self, records: Iterable[RecordLike], question: str) -> Iterator[Answer | dict[str, Any]]:
+        """Answer the same question for many records, lazily; a failing record yields ``error_dict``.
+
+        Raises:
+            InputError: bad question (checked once, before any record is read).
+        """
+        return self._batch(records, self.check_question(question), TASK_QA)
+
+    def report_batch(self, records: Iterable[RecordLike]) -> Iterator[Answer | dict[str, Any]]:
+        """Reports for many records, lazily; a failing record yields ``error_dict``."""
+        return self._batch(records, self.prompt_config.report_question, TASK_REPORT)
+
+    def close(self) -> None:
+        """Free the llama.cpp model now."""
+        self.llm.close()
+
+    def __enter__(self) -> DiagEcgPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
