@@ -1,0 +1,186 @@
+"""Dependency rules of STYLE §3 and R10, checked two ways.
+
+1. Dynamically: in a fresh interpreter where ``torch``, ``transformers`` and ``peft`` cannot be imported
+   (an import hook that raises ImportError),
+   the torch-free core and every module of ``diagecg.runtime`` (found with pkgutil, so new modules are
+   covered automatically) import.
+2. Statically (ast): core never imports training/export/runtime (cli.py only inside command bodies),
+   core outside ``diagecg/nn/`` never imports torch & co, runtime imports only that torch-free core
+   (not ``diagecg.nn``, ``cli``, training or export), and export never imports training.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORE = REPO / "diagecg"
+BLOCKED = ("torch", "transformers", "peft")
+TORCH_LIKE = (*BLOCKED, "safetensors", "accelerate", "bitsandbytes", "torchvision", "torchaudio")
+# what the runtime must never import: torch-backed core, the CLI and the training/export stages. Every
+# other core module is torch-free by test_core_imports_no_stage_and_no_torch (the contract modules of §3).
+RUNTIME_FORBIDDEN = ("diagecg.nn", "diagecg.cli", "diagecg.training", "diagecg.export")
+STAGE_PACKAGES = ("diagecg.training", "diagecg.export", "diagecg.runtime")
+
+# --- 1. dynamic: import without torch -------------------------------------------------------------------
+
+_PROBE = textwrap.dedent(
+    """
+    import importlib, importlib.abc, json, pkgutil, sys, traceback
+    # Block with an import hook rather than sys.modules["torch"] = None: scipy >= 1.15 looks torch up in
+    # sys.modules when scipy.stats is imported and crashes on a None entry (AttributeError: 'NoneType'
+    # object has no attribute 'Tensor'); a torch-free install has no entry at all.
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in {blocked!r}:
+                raise ImportError(f"{{name}} is blocked: the runtime must not need it")
+            return None
+    sys.meta_path.insert(0, Block())
+    failures = {{}}
+    def probe(name):
+        try:
+            return importlib.import_module(name)
+        except BaseException:
+            failures[name] = traceback.format_exc(limit=-3)
+    modules = {core!r}
+    for name in modules:
+        probe(name)
+    runtime = probe("diagecg.runtime")
+    walked = []
+    if runtime is not None:
+        for info in pkgutil.walk_packages(runtime.__path__, "diagecg.runtime."):
+            walked.append(info.name)
+            probe(info.name)
+        for attr in getattr(runtime, "__all__", []):
+            try:
+                getattr(runtime, attr)
+            except BaseException:
+                failures["diagecg.runtime." + attr] = traceback.format_exc(limit=-3)
+    import diagecg
+    for attr in ("read_record", "preprocess", "load_bundle"):
+        if attr in diagecg.__all__:
+            try:
+                getattr(diagecg, attr)
+            except BaseException:
+                failures["diagecg." + attr] = traceback.format_exc(limit=-3)
+    loaded = sorted(m for m in sys.modules if m.partition(".")[0] in {blocked!r})
+    print(json.dumps({{"failures": failures, "walked": walked, "loaded": loaded}}))
+    """
+)
+
+
+def test_core_and_runtime_import_without_torch() -> None:
+    core = ["diagecg", "diagecg.constants", "diagecg.types", "diagecg.errors", "diagecg.config", "diagecg.io",
+            "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.preprocess"]
+    core += [m for m in ("diagecg.vocab", "diagecg.prompts", "diagecg.bundle")
+             if (CORE / f"{m.split('.')[1]}.py").is_file()]
+    script = _PROBE.format(blocked=BLOCKED, core=core)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    expected = {f"diagecg.runtime.{p.stem}" for p in (REPO / "runtime").glob("*.py") if p.stem != "__init__"}
+    missed = expected - set(result["walked"])
+    assert not missed, f"pkgutil missed runtime modules: {missed}"
+    assert not result["failures"], "imports that fail without torch/transformers/peft:\n" + "\n".join(
+        f"--- {k}\n{v}" for k, v in result["failures"].items())
+    assert result["loaded"] == []
+
+
+# --- 2. static: who imports whom -------------------------------------------------------------------------
+
+def _module_name(path: Path) -> str:
+    """Installed module name of a source file (package-dir mapping: training/ -> diagecg.training)."""
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = list(rel.parts)
+    if parts[0] in ("training", "export", "runtime"):
+        parts = ["diagecg", *parts]
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path: Path, top_level_only: bool = False) -> list[tuple[str, int]]:
+    """(absolute module name, line) of every import in ``path``; relative imports are resolved."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return _imports_in(path.read_text(), package, top_level_only)
+
+
+def _imports_in(source: str, package: str, top_level_only: bool = False) -> list[tuple[str, int]]:
+    tree = ast.parse(source)
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found: list[tuple[str, int]] = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            found.append((target, node.lineno))
+            # `from diagecg import io` imports diagecg.io
+            found += [(f"{target}.{a.name}", node.lineno) for a in node.names]
+    return found
+
+
+def _under(name: str, roots: tuple[str, ...]) -> bool:
+    return any(name == r or name.startswith(r + ".") for r in roots)
+
+
+def _sources(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+CORE_FILES = [p for p in _sources(CORE) if "nn" not in p.relative_to(CORE).parts[:-1] and p.name != "cli.py"]
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_core_imports_no_stage_and_no_torch(path: Path) -> None:
+    bad = [(n, line) for n, line in _imports(path)
+           if _under(n, STAGE_PACKAGES) or _under(n, TORCH_LIKE) or _under(n, ("diagecg.nn",))]
+    assert not bad, f"{path.relative_to(REPO)} imports {bad}: core must stay torch-free and stage-free"
+
+
+@pytest.mark.parametrize("path", _sources(CORE / "nn"), ids=lambda p: str(p.relative_to(REPO)))
+def test_core_nn_imports_no_stage(path: Path) -> None:
+    bad = [(n, line) for n, line in _imports(path) if _under(n, STAGE_PACKAGES)]
+    assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+
+
+def test_cli_imports_stages_only_inside_commands() -> None:
+    bad = [(n, line) for n, line in _imports(CORE / "cli.py", top_level_only=True)
+           if _under(n, STAGE_PACKAGES) or _under(n, TORCH_LIKE) or _under(n, ("diagecg.nn",))]
+    assert not bad, f"diagecg/cli.py imports {bad} at module level; import stages inside command bodies"
+
+
+@pytest.mark.parametrize("path", _sources(REPO / "runtime"), ids=lambda p: str(p.relative_to(REPO)))
+def test_runtime_uses_only_torch_free_core(path: Path) -> None:
+    bad = [(n, line) for n, line in _imports(path) if _under(n, TORCH_LIKE) or _under(n, RUNTIME_FORBIDDEN)]
+    assert not bad, (f"{path.relative_to(REPO)} imports {bad}; the runtime uses only the torch-free core "
+                     f"(never {', '.join(RUNTIME_FORBIDDEN)}, torch, transformers or peft)")
+
+
+@pytest.mark.parametrize("path", _sources(REPO / "export"), ids=lambda p: str(p.relative_to(REPO)))
+def test_export_never_imports_training(path: Path) -> None:
+    bad = [(n, line) for n, line in _imports(path) if _under(n, ("diagecg.training",))]
+    assert not bad, f"{path.relative_to(REPO)} imports {bad}; checkpoints describe themselves (STYLE R3)"
+
+
+def test_static_checker_sees_violations() -> None:
+    """The ast walker must catch nested, relative and from-imports (else the rules above prove nothing)."""
+    src = "def f():\n    import torch\n\nfrom ..training import ptbxl\nfrom diagecg import nn\n"
+    names = {n for n, _ in _imports_in(src, "diagecg.runtime")}
+    assert {"torch", "diagecg.training", "diagecg.training.ptbxl", "diagecg.nn"} <= names
+    assert {n for n, _ in _imports_in(src, "diagecg.runtime", top_level_only=True)} >= {"diagecg.training"}
+    assert "torch" not in {n for n, _ in _imports_in(src, "diagecg.runtime", top_level_only=True)}
