@@ -7,8 +7,8 @@ MATLAB ``.mat`` holding ``val``; https://physionet.org/content/challenge-2021/).
 The header is parsed by ``diagecg.header`` and the samples decoded here rather than by ``wfdb``: wfdb
 silently assumes 250 Hz when the rate is missing and a gain of 200 when it is missing, fails with a bare
 reshape error on a truncated file and tries to allocate whatever length the header declares. Everything
-is checked before any sample is read: rate, gains, units, that every signal file stays inside the record folder and that its size
-matches the declared length. No resampling happens here (see ``diagecg.preprocess``).
+is checked before any sample is read: rate, gains, units, that every signal file stays inside the record
+folder and that its size matches the declared length. No resampling happens here (see ``diagecg.preprocess``).
 """
 
 from __future__ import annotations
@@ -103,9 +103,9 @@ def _decode(fmt: str, raw: np.ndarray, n_values: int) -> np.ndarray:
     elif fmt == "212":
         # two 12-bit samples in 3 bytes: low byte, then the shared nibbles (sample 0 low, sample 1 high)
         n_pairs = -(-n_values // 2)
-        b = np.zeros(3 * n_pairs, dtype=np.int64)
-        b[: min(raw.size, b.size)] = raw[: b.size]
-        b = b.reshape(-1, 3)
+        flat = np.zeros(3 * n_pairs, dtype=np.int64)
+        flat[: min(raw.size, flat.size)] = raw[: flat.size]
+        b = flat.reshape(-1, 3)
         out = np.empty(2 * n_pairs, dtype=np.int64)
         out[0::2] = b[:, 0] | ((b[:, 1] & 0x0F) << 8)
         out[1::2] = b[:, 2] | ((b[:, 1] & 0xF0) << 4)

@@ -16,7 +16,7 @@ from diagecg.errors import SignalQualityError
 
 
 def _leads_text(names: Sequence[str], mask: np.ndarray) -> str:
-    return ", ".join(str(names[i]) for i in np.flatnonzero(mask))
+    return ", ".join(str(names[int(i)]) for i in np.flatnonzero(mask))
 
 
 def check_signal(
@@ -57,7 +57,7 @@ def check_signal(
     finite = np.isfinite(x)
     if not finite.all():
         bad = ~finite.all(axis=1)
-        counts = ", ".join(f"{lead_names[i]}: {int((~finite[i]).sum())}" for i in np.flatnonzero(bad))
+        counts = ", ".join(f"{lead_names[int(i)]}: {int((~finite[i]).sum())}" for i in np.flatnonzero(bad))
         raise SignalQualityError(f"{source}: NaN/inf samples (invalid or missing values) in "
                                  f"lead(s) {counts}")
     x = x.astype(np.float64, copy=False)
@@ -87,12 +87,12 @@ def check_signal(
     at_rail = np.maximum((x == lo).mean(axis=1), (x == hi).mean(axis=1))  # (leads,)
     saturated = at_rail > cfg.rail_fraction
     if saturated.any():
-        detail = ", ".join(f"{lead_names[i]}: {at_rail[i]:.0%}" for i in np.flatnonzero(saturated))
+        detail = ", ".join(f"{lead_names[int(i)]}: {at_rail[i]:.0%}" for i in np.flatnonzero(saturated))
         raise SignalQualityError(f"{source}: saturated lead(s), samples stuck at the min/max rail: "
                                  f"{detail} (limit {cfg.rail_fraction:.0%})")
     warnings: list[str] = []
     partly = at_rail > cfg.rail_warn_fraction
     if partly.any():
-        detail = ", ".join(f"{lead_names[i]}: {at_rail[i]:.1%}" for i in np.flatnonzero(partly))
+        detail = ", ".join(f"{lead_names[int(i)]}: {at_rail[i]:.1%}" for i in np.flatnonzero(partly))
         warnings.append(f"lead(s) partly at their min/max rail (clipping?): {detail}")
     return warnings
