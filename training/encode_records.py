@@ -1,0 +1,105 @@
+"""Encode PTB-XL records into FSQ indices with a trained tokenizer (input of the LLM stages).
+
+The cache is an ``.npz`` (``constants.ECG_TOKEN_CACHE``) whose keys are
+``str(ecg_id)`` and whose values are int64 ``(frames,)`` index arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diagecg.constants import ECG_TOKEN_CACHE
+from diagecg.nn.checkpoint import load_tokenizer
+from diagecg.nn.ecg_tokenizer import EcgTokenizer
+from diagecg.training.ecg_data import load_signals, resolve_ptbxl_root, source_fs_hz
+from diagecg.training.ptbxl import PtbxlDataset
+from diagecg.types import F32Array, I64Array
+
+logger = logging.getLogger(__name__)
+
+_READ_CHUNK = 512  # records read and preprocessed at a time, to bound memory on the full 500 Hz set
+
+
+def encode_signals(tokenizer: EcgTokenizer, signals: F32Array, batch_size: int = 64) -> I64Array:
+    """Preprocessed signals -> FSQ indices.
+
+    Args:
+        tokenizer: a trained tokenizer (its device is used).
+        signals: float32 (B, leads, samples), z-scored per lead (diagecg.preprocess).
+        batch_size: records per forward pass.
+
+    Returns:
+        int64 (B, frames) indices in [0, codebook_size).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} is invalid: must be >= 1")
+    device = next(tokenizer.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(signals, dtype=np.float32))
+    tokenizer.check_signal(x)
+    was_training = tokenizer.training
+    tokenizer.eval()
+    out = [tokenizer.encode(x[i: i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    tokenizer.train(was_training)
+    if not out:
+        return np.zeros((0, tokenizer.n_frames), dtype=np.int64)
+    return torch.cat(out).numpy().astype(np.int64, copy=False)
+
+
+def encode_ptbxl(
+    tokenizer_dir: str | Path,
+    data_dir: str | Path,
+    out_path: str | Path | None = None,
+    batch_size: int = 64,
+    folds: tuple[int, ...] | None = None,
+    progress: bool = True,
+) -> dict[int, I64Array]:
+    """Encode every PTB-XL record available at the tokenizer's rate and save the token cache.
+
+    Args:
+        tokenizer_dir: checkpoint folder of ``diagecg train tokenizer``.
+        data_dir: shared data root (holding ``ptbxl/``) or the ptbxl folder.
+        out_path: where to write the ``.npz``; default ``tokenizer_dir / constants.ECG_TOKEN_CACHE``.
+        batch_size: records per forward pass.
+        folds: only these PTB-XL folds; None = every record (the LLM stages pick their splits).
+        progress: show a tqdm bar.
+
+    Returns:
+        ecg_id -> int64 (frames,) indices, for the records that passed validation
+        (failures are skipped and logged with a count).
+    """
+    path = Path(out_path) if out_path is not None else Path(tokenizer_dir) / ECG_TOKEN_CACHE
+    if path.suffix != ".npz":
+        raise ValueError(f"out_path={str(path)!r} must end in .npz")
+    tokenizer, pre_cfg, _, _ = load_tokenizer(tokenizer_dir)
+    ptbxl = PtbxlDataset(resolve_ptbxl_root(data_dir))
+    ids = ptbxl.ids(folds, fs_hz=source_fs_hz(pre_cfg.fs_hz))
+    tokens: dict[int, I64Array] = {}
+    n_skipped = 0
+    with tqdm(total=len(ids), desc="encoding ECGs", unit="rec", disable=not progress) as bar:
+        for start in range(0, len(ids), _READ_CHUNK):
+            chunk = ids[start: start + _READ_CHUNK]
+            kept, signals, skipped = load_signals(ptbxl, chunk, pre_cfg, progress=False)
+            n_skipped += len(skipped)
+            for ecg_id, row in zip(kept, encode_signals(tokenizer, signals, batch_size), strict=True):
+                tokens[ecg_id] = row
+            bar.update(len(chunk))
+    if n_skipped:
+        logger.warning("encode_ptbxl: %d of %d records skipped (failed validation)", n_skipped, len(ids))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **{str(k): v for k, v in tokens.items()})
+    logger.info("wrote %d token sequences to %s", len(tokens), path)
+    return tokens
+
+
+def load_token_cache(path: str | Path) -> dict[int, I64Array]:
+    """Read a cache written by ``encode_ptbxl``: ecg_id -> int64 (frames,) indices."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"ECG token cache {p} not found (write it with encode_ptbxl)")
+    with np.load(p) as data:
+        return {int(k): data[k].astype(np.int64, copy=False) for k in data.files}

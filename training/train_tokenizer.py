@@ -1,0 +1,337 @@
+"""Stage 1: train the ECG tokenizer (lead-wise encoder + FSQ + decoder) on reconstruction.
+
+DiagECG (arXiv 2508.15338) trains its ECG tokenizer as an FSQ autoencoder
+(FSQ: arXiv 2309.15505): the loss is the MSE between the preprocessed
+(z-scored) signal and its reconstruction from the quantised codes. This is a
+linear script (STYLE R20): data, model, optimiser, loop, checkpoint.
+
+    diagecg train tokenizer --data shared/data --out runs/tokenizer --set steps=3000
+
+The held-out folds (default: PTB-XL fold 9) give the reconstruction MSE in
+z-scored units (predicting zeros scores about 1.0) and codebook usage (fraction
+of the ``prod(levels)`` codes used, and the perplexity of the index histogram).
+Fold 10 is the test fold: this stage refuses to touch it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from diagecg.config import (
+    PRESETS,
+    ConfigMixin,
+    EncoderConfig,
+    FSQConfig,
+    PreprocessConfig,
+    _check,
+    preset,
+)
+from diagecg.constants import RUN_SUMMARY, ManifestKey
+from diagecg.nn.checkpoint import (
+    has_checkpoint,
+    load_optimizer_state,
+    load_weights,
+    read_configs,
+    read_trainer_state,
+    save_checkpoint,
+)
+from diagecg.nn.ecg_tokenizer import EcgTokenizer
+from diagecg.training.ecg_data import EcgSignalDataset, resolve_ptbxl_root, source_fs_hz
+from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS, VALID_FOLDS, PtbxlDataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerTrainConfig(ConfigMixin):
+    """Everything stage 1 needs; the architecture comes from ``preset`` plus the optional overrides."""
+
+    data_dir: str = "data"  # shared data root (holding ptbxl/) or the ptbxl folder itself
+    out_dir: str = "runs/tokenizer"  # checkpoint + run summary go here
+    preset: str = "100hz"  # key of diagecg.config.PRESETS
+    train_folds: tuple[int, ...] = TRAIN_FOLDS
+    eval_folds: tuple[int, ...] = VALID_FOLDS
+    max_train_records: int | None = None  # seeded random subset of the train folds; None = all
+    max_eval_records: int | None = None
+    steps: int = 4000  # total optimisation steps (including those before a resume); sets the lr schedule
+    stop_at_step: int | None = None  # end this run early at this step (resume later); None = run to `steps`
+    batch_size: int = 32
+    lr: float = 2e-3  # AdamW peak learning rate
+    min_lr_ratio: float = 0.05  # cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # max gradient norm; 0 = off
+    l1_weight: float = 0.0  # extra L1 reconstruction term (sharper R peaks); 0 = pure MSE
+    seed: int = 0
+    eval_every: int = 500  # also the checkpoint interval
+    log_every: int = 25
+    resume: bool = False  # continue from the checkpoint in out_dir (architecture taken from it)
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    amp: bool = True  # bf16 autocast on CUDA (FSQ itself always runs in float32); ignored on CPU
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    progress: bool = True  # tqdm bars
+    # architecture overrides (None = the preset's value)
+    stem_channels: int | None = None
+    stage_channels: tuple[int, ...] | None = None
+    fused_channels: int | None = None
+    groups: int | None = None
+    fsq_levels: tuple[int, ...] | None = None
+    init_dir: str | None = None  # not used by stage 1 (it starts from scratch); set = error
+
+    def __post_init__(self) -> None:
+        n = "TokenizerTrainConfig"
+        _check(self.preset in PRESETS, n, "preset", self.preset, f"one of {sorted(PRESETS)}")
+        for name in ("train_folds", "eval_folds"):
+            folds = getattr(self, name)
+            _check(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
+                   "a non-empty tuple of PTB-XL folds 1-10")
+            _check(not set(folds) & set(TEST_FOLDS), n, name, folds,
+                   f"must not contain the test fold(s) {TEST_FOLDS}")
+        _check(not set(self.train_folds) & set(self.eval_folds), n, "eval_folds", self.eval_folds,
+               f"must be disjoint from train_folds {self.train_folds}")
+        for name in ("max_train_records", "max_eval_records"):
+            v = getattr(self, name)
+            _check(v is None or v >= 1, n, name, v, "None or >= 1")
+        _check(self.steps >= 1, n, "steps", self.steps, "must be >= 1")
+        _check(self.stop_at_step is None or 1 <= self.stop_at_step <= self.steps, n, "stop_at_step",
+               self.stop_at_step, f"None or in [1, steps={self.steps}]")
+        _check(self.batch_size >= 1, n, "batch_size", self.batch_size, "must be >= 1")
+        _check(self.lr > 0, n, "lr", self.lr, "must be > 0")
+        _check(0 <= self.min_lr_ratio <= 1, n, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
+        _check(self.warmup_steps >= 0, n, "warmup_steps", self.warmup_steps, "must be >= 0")
+        _check(self.weight_decay >= 0, n, "weight_decay", self.weight_decay, "must be >= 0")
+        _check(self.grad_clip >= 0, n, "grad_clip", self.grad_clip, "must be >= 0")
+        _check(self.l1_weight >= 0, n, "l1_weight", self.l1_weight, "must be >= 0")
+        _check(self.eval_every >= 1, n, "eval_every", self.eval_every, "must be >= 1")
+        _check(self.log_every >= 1, n, "log_every", self.log_every, "must be >= 1")
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), n, "device",
+               self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        _check(self.num_threads >= 0, n, "num_threads", self.num_threads, "must be >= 0")
+        _check(self.init_dir is None, n, "init_dir", self.init_dir,
+               "stage 1 trains from scratch; use --resume to continue a run in --out")
+
+    def model_configs(self) -> tuple[PreprocessConfig, EncoderConfig, FSQConfig]:
+        """The preset's configs with this config's architecture overrides applied (checked again)."""
+        pre, enc, fsq = preset(self.preset)
+        names = ("stem_channels", "stage_channels", "fused_channels", "groups")
+        overrides = {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+        enc = dataclasses.replace(enc, **overrides)
+        if self.fsq_levels is not None:
+            fsq = dataclasses.replace(fsq, levels=self.fsq_levels)
+        return pre, enc, fsq
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"TokenizerTrainConfig.device={name!r}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def _lr_at(cfg: TokenizerTrainConfig, step: int) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_ratio at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def subset_ids(ids: list[int], limit: int | None, seed: int) -> list[int]:
+    """A seeded random subset of ``limit`` ids (sorted), or all ids when ``limit`` is None."""
+    if limit is None or limit >= len(ids):
+        return ids
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(ids, size=limit, replace=False))
+
+
+def code_usage(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
+    """Codebook usage of a batch of indices: fraction of codes used, count, and histogram perplexity."""
+    counts = torch.bincount(indices.reshape(-1).cpu(), minlength=codebook_size).double()
+    p = counts / counts.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
+    used = int((counts > 0).sum())
+    return {"codes_used": used, "code_usage": used / codebook_size, "perplexity": math.exp(entropy)}
+
+
+@torch.no_grad()
+def evaluate(model: EcgTokenizer, signals: torch.Tensor, batch_size: int,
+             device: torch.device) -> dict[str, float]:
+    """Reconstruction MSE/MAE (z-scored units) and codebook usage over ``signals`` (N, leads, samples)."""
+    was_training = model.training
+    model.eval()
+    se = ae = 0.0
+    all_indices = []
+    for i in range(0, len(signals), batch_size):
+        x = signals[i: i + batch_size].to(device)
+        recon, indices, _ = model(x)
+        se += F.mse_loss(recon.float(), x, reduction="sum").item()
+        ae += F.l1_loss(recon.float(), x, reduction="sum").item()
+        all_indices.append(indices.cpu())
+    model.train(was_training)
+    n = signals.numel()
+    return {"mse": se / n, "mae": ae / n, **code_usage(torch.cat(all_indices), model.codebook_size)}
+
+
+def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
+    """Train the ECG tokenizer; write the checkpoint and ``RUN_SUMMARY`` into ``cfg.out_dir``.
+
+    Returns:
+        The run summary (also written as JSON).
+
+    Raises:
+        FileNotFoundError: no PTB-XL data under ``cfg.data_dir``.
+        ValueError: ``out_dir`` holds a checkpoint but ``resume`` is off, or no usable records.
+    """
+    t_start = time.time()
+    out_dir = Path(cfg.out_dir)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = _resolve_device(cfg.device)
+    use_amp = cfg.amp and device.type == "cuda"
+
+    # --- configs: the preset, or the checkpoint's own on resume (STYLE R3) ---
+    pre_cfg, enc_cfg, fsq_cfg = cfg.model_configs()
+    resuming = cfg.resume and has_checkpoint(out_dir)
+    if resuming:
+        stored = read_configs(out_dir)
+        stored_cfgs = (PreprocessConfig.from_dict(stored[ManifestKey.PREPROCESS]),
+                       EncoderConfig.from_dict(stored[ManifestKey.ENCODER]),
+                       FSQConfig.from_dict(stored[ManifestKey.FSQ]))
+        if stored_cfgs != (pre_cfg, enc_cfg, fsq_cfg):
+            logger.warning("resume: using the architecture and preprocessing stored in %s, "
+                           "not the requested ones", out_dir)
+        pre_cfg, enc_cfg, fsq_cfg = stored_cfgs
+    elif has_checkpoint(out_dir):
+        raise ValueError(f"{out_dir} already holds a checkpoint: pass --resume to continue it, or choose "
+                         f"another --out")
+    elif cfg.resume:
+        logger.info("resume: no checkpoint in %s yet, starting from scratch", out_dir)
+
+    # --- data ---
+    ptbxl = PtbxlDataset(resolve_ptbxl_root(cfg.data_dir))
+    fs_src = source_fs_hz(pre_cfg.fs_hz)
+    train_ids = subset_ids(ptbxl.ids(cfg.train_folds, fs_hz=fs_src), cfg.max_train_records, cfg.seed)
+    eval_ids = subset_ids(ptbxl.ids(cfg.eval_folds, fs_hz=fs_src), cfg.max_eval_records, cfg.seed)
+    if not train_ids or not eval_ids:
+        raise ValueError(f"no {fs_src} Hz records in train folds {cfg.train_folds} ({len(train_ids)}) "
+                         f"or eval folds {cfg.eval_folds} ({len(eval_ids)}) under {ptbxl.root}")
+    train_set = EcgSignalDataset(ptbxl, train_ids, pre_cfg, progress=cfg.progress)
+    eval_set = EcgSignalDataset(ptbxl, eval_ids, pre_cfg, progress=cfg.progress)
+    if len(train_set) == 0 or len(eval_set) == 0:
+        raise ValueError(f"every record failed validation ({len(train_set.skipped)} train, "
+                         f"{len(eval_set.skipped)} eval skipped)")
+    train_x = train_set.signals  # (N, leads, samples) float32, z-scored, on CPU
+    eval_x = eval_set.signals
+    logger.info("tokenizer data: %d train / %d eval records at %d Hz (%d skipped)", len(train_x), len(eval_x),
+                pre_cfg.fs_hz, len(train_set.skipped) + len(eval_set.skipped))
+
+    # --- model and optimiser ---
+    torch.manual_seed(cfg.seed)
+    model = EcgTokenizer(enc_cfg, fsq_cfg).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = 0
+    history: list[dict[str, Any]] = []
+    if resuming:
+        load_weights(out_dir, model)
+        load_optimizer_state(out_dir, optimizer)
+        state = read_trainer_state(out_dir)
+        step = int(state["step"])
+        history = list(state["extra"].get("history", []))
+        logger.info("resumed from %s at step %d", out_dir, step)
+    configs = {ManifestKey.PREPROCESS: pre_cfg, ManifestKey.ENCODER: enc_cfg, ManifestKey.FSQ: fsq_cfg,
+               ManifestKey.TRAINING: cfg}
+
+    def checkpoint() -> None:
+        save_checkpoint(out_dir, model, configs, step, optimizer,
+                        extra={"history": history, "seed": cfg.seed})
+
+    # --- loop ---
+    start_step = step
+    if step == 0:  # the untrained model's scores, as the reference point of the run
+        first = evaluate(model, eval_x, cfg.batch_size, device)
+        history.append({"step": 0, "train_loss": None, **{f"eval_{k}": v for k, v in first.items()}})
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc="tokenizer", unit="step", disable=not cfg.progress)
+    recent: list[float] = []
+    train_time = 0.0
+    last_eval: dict[str, float] | None = None
+    end_step = cfg.steps if cfg.stop_at_step is None else cfg.stop_at_step
+    while step < end_step:
+        t0 = time.time()
+        # batch drawn from (seed, step) only, so a resumed run sees the same batches
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        batch_idx = torch.randperm(len(train_x), generator=gen)[: cfg.batch_size]
+        x = train_x[batch_idx].to(device, non_blocking=True)  # (B, leads, samples)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(cfg, step)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            recon, _, _ = model(x)
+        recon = recon.float()
+        loss = F.mse_loss(recon, x)
+        if cfg.l1_weight > 0:
+            loss = loss + cfg.l1_weight * F.l1_loss(recon, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        train_time += time.time() - t0
+        recent.append(loss.item())
+        bar.update(1)
+        if step % cfg.log_every == 0:
+            bar.set_postfix(loss=f"{np.mean(recent[-cfg.log_every:]):.4f}", lr=f"{_lr_at(cfg, step - 1):.2e}")
+        if step % cfg.eval_every == 0 or step == end_step:
+            last_eval = evaluate(model, eval_x, cfg.batch_size, device)
+            history.append({"step": step, "train_loss": float(np.mean(recent[-cfg.eval_every:])),
+                            **{f"eval_{k}": v for k, v in last_eval.items()}})
+            logger.info("step %d: train loss %.4f, eval mse %.4f, codes used %d (%.1f%%), perplexity %.0f",
+                        step, history[-1]["train_loss"], last_eval["mse"], last_eval["codes_used"],
+                        100 * last_eval["code_usage"], last_eval["perplexity"])
+            checkpoint()
+    bar.close()
+    if last_eval is None:  # resumed at or past the end: nothing trained, still report the model
+        last_eval = evaluate(model, eval_x, cfg.batch_size, device)
+
+    steps_run = step - start_step
+    summary: dict[str, Any] = {
+        "stage": "tokenizer",
+        "preset": cfg.preset,
+        "out_dir": str(out_dir),
+        "device": str(device),
+        "step": step,
+        "steps_this_run": steps_run,
+        "resumed_from_step": start_step if resuming else None,
+        "steps_per_s": steps_run / train_time if train_time > 0 else None,
+        "wall_s": time.time() - t_start,
+        "n_params": n_params,
+        "n_train_records": len(train_x),
+        "n_eval_records": len(eval_x),
+        "n_skipped_records": len(train_set.skipped) + len(eval_set.skipped),
+        "n_frames": enc_cfg.n_frames,
+        "codebook_size": fsq_cfg.codebook_size,
+        "train_loss_first": recent[0] if recent else None,
+        "train_loss_last": float(np.mean(recent[-cfg.log_every:])) if recent else None,
+        "eval": last_eval,
+        "eval_zero_mse": float(eval_x.pow(2).mean()),  # MSE of predicting all zeros, for scale
+        "eval_initial_mse": history[0]["eval_mse"] if history else None,  # untrained model
+        "best_eval_mse": min((h["eval_mse"] for h in history if h["step"] > 0), default=last_eval["mse"]),
+        "history": history,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RUN_SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
