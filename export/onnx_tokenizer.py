@@ -1,0 +1,148 @@
+"""ECG tokenizer (lead-wise encoder + FSQ) -> one ONNX file, and its parity check against torch (STYLE R12).
+
+The graph maps a preprocessed signal float32 (B, leads, samples) to FSQ indices int64 (B, frames),
+named ``constants.ONNX_INPUT_SIGNAL`` / ``ONNX_OUTPUT_INDICES``, with a dynamic batch axis. The
+whole graph stays float32: FSQ rounds a bounded latent to a grid, so int8 quantisation of the
+encoder (or of the quantiser) moves latents across rounding edges and changes codes.
+
+A code can still differ between torch and onnxruntime when a latent sits within float rounding of a
+bin edge; ``check_onnx_parity`` reports that fraction on real records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from diagecg.constants import ONNX_INPUT_SIGNAL, ONNX_OUTPUT_INDICES
+from diagecg.errors import ExportError
+from diagecg.types import F32Array
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+
+
+def _index_module(ecg_tokenizer: nn.Module) -> nn.Module:
+    """The signal -> indices module of an ``EcgTokenizer`` (or the module itself when it is one)."""
+    fn = getattr(ecg_tokenizer, "index_module", None)
+    return fn() if callable(fn) else ecg_tokenizer
+
+
+def _single_file(model_proto: Any, out_path: Path) -> None:
+    import onnx
+
+    for init in model_proto.graph.initializer:  # pull any external tensors back into the proto
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            raise RuntimeError(f"ONNX export left {init.name!r} as external data")
+    onnx.save_model(model_proto, str(out_path), save_as_external_data=False)
+
+
+def export_onnx_tokenizer(ecg_tokenizer: nn.Module, n_samples: int, out_path: str | Path, *,
+                          n_leads: int = 12, opset: int = DEFAULT_OPSET) -> Path:
+    """Export the encoder + FSQ as one self-contained ONNX file with a dynamic batch axis.
+
+    Args:
+        ecg_tokenizer: an ``EcgTokenizer`` (its ``index_module()`` is exported) or any module whose
+            forward maps float32 (B, leads, samples) to int64 (B, frames).
+        n_samples: samples per lead of the model input (``PreprocessConfig.n_samples``).
+        out_path: the ``.onnx`` file to write (no external data file).
+        n_leads: leads of the model input.
+        opset: ONNX opset (>= 17).
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        ValueError: opset < 17, or the module does not return int64 (B, frames).
+        ExportError: the exported graph disagrees with torch on a random input.
+    """
+    import onnx
+
+    if opset < 17:
+        raise ValueError(f"opset={opset} is too old; need >= 17")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    module = _index_module(ecg_tokenizer).float().eval()
+    example = torch.randn(2, n_leads, n_samples, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = module(example)
+    if want.dtype != torch.int64 or want.dim() != 2:
+        raise ValueError(f"the module must return int64 (B, frames), got {want.dtype} {tuple(want.shape)}")
+    batch = torch.export.Dim("batch")
+    with torch.no_grad():
+        program = torch.onnx.export(
+            module, (example,), input_names=[ONNX_INPUT_SIGNAL], output_names=[ONNX_OUTPUT_INDICES],
+            dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, external_data=False,
+            verbose=False, optimize=True,
+        )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    model_proto = program.model_proto
+    onnx.checker.check_model(model_proto)
+    _single_file(model_proto, out_path)
+    got = run_onnx_indices(out_path, example.numpy())
+    mismatch = float((got != want.numpy()).mean())
+    if mismatch > 0.01:
+        raise ExportError(f"exported ONNX disagrees with torch on {mismatch:.1%} of codes of a random input")
+    logger.info("wrote %s (opset %d, %.1f kB, %d frames)", out_path, opset, out_path.stat().st_size / 1e3,
+                want.shape[1])
+    return out_path
+
+
+def run_onnx_indices(onnx_path: str | Path, signals: F32Array, *, batch_size: int = 64) -> np.ndarray:
+    """Run the exported graph on CPU: float32 (N, leads, samples) -> int64 (N, frames)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    x = np.ascontiguousarray(signals, dtype=np.float32)
+    out = [sess.run([ONNX_OUTPUT_INDICES], {ONNX_INPUT_SIGNAL: x[i:i + batch_size]})[0]
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out, axis=0)
+
+
+def check_onnx_parity(ecg_tokenizer: nn.Module, onnx_path: str | Path, signals: F32Array | Sequence[F32Array],
+                      *, max_mismatch: float | None = None) -> dict[str, Any]:
+    """Compare ONNX codes with the torch codes on real preprocessed records.
+
+    Args:
+        ecg_tokenizer: the torch tokenizer the graph came from.
+        onnx_path: the exported graph.
+        signals: float32 (N, leads, samples) preprocessed records (or a list of (leads, samples)).
+        max_mismatch: when given, raise if the fraction of differing codes exceeds it.
+
+    Returns:
+        ``{"n_records", "n_codes", "code_agreement" (fraction), "records_identical" (fraction),
+        "max_abs_index_diff"}``.
+
+    Raises:
+        ExportError: the mismatch exceeds ``max_mismatch``.
+    """
+    x = np.stack([np.asarray(s, dtype=np.float32) for s in signals]) if isinstance(signals, Sequence) \
+        else np.asarray(signals, dtype=np.float32)
+    module = _index_module(ecg_tokenizer).float().eval()
+    with torch.no_grad():
+        want = torch.cat([module(torch.from_numpy(x[i:i + 64])) for i in range(0, len(x), 64)]).numpy()
+    got = run_onnx_indices(onnx_path, x)
+    same = got == want
+    result = {
+        "n_records": int(len(x)),
+        "n_codes": int(same.size),
+        "code_agreement": float(same.mean()),
+        "records_identical": float(same.all(axis=1).mean()),
+        "max_abs_index_diff": int(np.abs(got - want).max()) if got.size else 0,
+    }
+    logger.info("ONNX parity on %d records: %.4f%% of codes agree, %.1f%% of records identical",
+                result["n_records"], 100 * result["code_agreement"], 100 * result["records_identical"])
+    if max_mismatch is not None and 1.0 - result["code_agreement"] > max_mismatch:
+        raise ExportError(f"ONNX codes differ from torch on {1 - result['code_agreement']:.3%} of codes "
+                         f"(allowed {max_mismatch:.3%})")
+    return result
