@@ -270,11 +270,19 @@ class VocabConfig(ConfigMixin):
     start_id: int = 0  # id of <ecg>
     end_id: int = 0  # id of </ecg>
     vocab_size: int = 0  # total rows of the embedding table after extension
+    base_vocab_size: int = 0  # tokens of the text tokenizer before the ECG tokens were added (0 = unknown)
+    bos_id: int | None = None  # prepended to every prompt when set (the base tokenizer adds one)
+    eos_id: int | None = None  # ends every training answer; the runtime stops on it
+    pad_id: int | None = None  # right/left padding in batches (masked out)
 
     def __post_init__(self) -> None:
         n = "VocabConfig"
         _check(self.n_codes >= 2, n, "n_codes", self.n_codes, "must be >= 2")
         _check(self.offset >= 0, n, "offset", self.offset, "must be >= 0")
+        _check(self.base_vocab_size >= 0, n, "base_vocab_size", self.base_vocab_size, "must be >= 0")
+        for name in ("bos_id", "eos_id", "pad_id"):
+            v = getattr(self, name)
+            _check(v is None or v >= 0, n, name, v, "None or >= 0")
 
     def index_to_id(self, index: int) -> int:
         return self.offset + index

@@ -31,6 +31,20 @@ CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
 RUN_SUMMARY = "run_summary.json"
 ECG_TOKEN_CACHE = "ecg_tokens.npz"  # ecg_id -> FSQ indices (frames,) int64
 
+# --- LLM stage checkpoints (pretrain / instruct; see diagecg.nn.llm_checkpoint) -------
+LLM_CHECKPOINT_VERSION = 1  # load_llm_checkpoint rejects any other value
+LLM_META = "llm_meta.json"  # LlmMeta: vocab, prompt, generation, base model, method, stage
+LLM_TEXT_TOKENIZER = "text_tokenizer.json"  # base text tokenizer WITHOUT the ECG tokens
+LLM_HF_TOKENIZER_DIR = "tokenizer"  # transformers tokenizer WITH the ECG tokens
+LLM_MODEL_DIR = "model"  # full weights (method "full")
+LLM_ADAPTER_DIR = "adapter"  # peft adapter (method "lora")
+LLM_BASE_DIR = "base_model"  # copy of the base model an adapter applies to
+LLM_ECG_TOKENIZER_DIR = "ecg_tokenizer"  # copy of the stage-1 checkpoint
+LLM_TRAIN_STATE_DIR = "train_state"  # optimiser state + step, for --resume
+DEMO_BOS_TOKEN = "<|begin_of_text|>"  # special tokens of the tiny from-scratch demo model
+DEMO_EOS_TOKEN = "<|end_of_text|>"
+DEMO_PAD_TOKEN = "<|pad|>"
+
 # --- bundle ----------------------------------------------------------------
 MANIFEST_NAME = "manifest.json"
 BUNDLE_ONNX_NAME = "ecg_tokenizer.onnx"
