@@ -151,6 +151,6 @@ def choose_device(device: str = "auto", threads: int | None = None) -> DeviceCho
                                  + "; or use device 'cpu'/'auto'")
         return DeviceChoice(device, "cuda", "cuda", n_threads)
     choice = DeviceChoice(device, "cuda" if ort_cuda else "cpu", "cuda" if llama_gpu else "cpu", n_threads)
-    logger.info("device auto: ECG tokenizer on %s, LLM on %s, %d threads", choice.ecg_tokenizer, choice.llm,
-                n_threads)
+    logger.debug("device auto: ECG tokenizer on %s, LLM on %s, %d threads", choice.ecg_tokenizer, choice.llm,
+                 n_threads)
     return choice

@@ -78,8 +78,8 @@ class LlamaModel:
         n_ctx: context size in tokens (the manifest's ``generation.n_ctx``).
         tokenizer: the bundle's text tokenizer (no ECG tokens) for question text and answers;
             None = llama.cpp's own tokenizer from the GGUF (for bundles without ``tokenizer.json``).
-        stop_ids: extra ids that end an answer, besides the model's end-of-generation ids
-            (eos, eot...); never part of the answer.
+        stop_ids: extra ids that end an answer, besides ``vocab.eos_id`` and the GGUF's
+            end-of-generation ids (eos, eot...); never part of the answer.
         threads: CPU threads; None = ``device.default_threads()``.
         n_gpu_layers: layers offloaded to the GPU (-1 = all, 0 = CPU only).
 
@@ -122,6 +122,8 @@ class LlamaModel:
                and llama_cpp.llama_vocab_is_eog(llama_vocab, i)}
         eog.add(int(self._llm.token_eos()))
         extra = {int(i) for i in stop_ids}
+        if vocab.eos_id is not None:
+            extra.add(int(vocab.eos_id))
         out_of_range = sorted(i for i in extra if not 0 <= i < self.n_vocab)
         if out_of_range:
             raise BundleError(f"{self.path.name}: stop ids {out_of_range} are outside the vocabulary "
@@ -145,6 +147,8 @@ class LlamaModel:
             for i, tok in self.tokenizer.get_added_tokens_decoder().items():
                 if tok.special and 0 <= i < self.n_vocab:
                     banned[i] = True
+        elif v.base_vocab_size:
+            banned[v.base_vocab_size:] = True
         for i in self.stop_ids:
             banned[i] = False
         if banned.sum() >= self.n_vocab - len(self.stop_ids):

@@ -53,7 +53,7 @@ from diagecg.answers import normalize_answer
 from diagecg.bundle import Bundle, load_bundle, sha256_file
 from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
-from diagecg.errors import DiagEcgError, InputError
+from diagecg.errors import DiagEcgError
 from diagecg.io import read_record
 from diagecg.preprocess import preprocess
 from diagecg.prompts import PromptConfig, encode_prompt, sanitize_question
@@ -171,8 +171,6 @@ class DiagEcgPipeline:
 
     def check_question(self, question: str) -> str:
         """The question as it will be sent, or InputError (ECG-token strings, empty, too long)."""
-        if not isinstance(question, str):
-            raise InputError(f"the question must be a string, got {type(question).__name__}")
         return sanitize_question(question, self.bundle.generation.max_question_chars)
 
     def _run(self, record: RecordLike, question: str, task: str) -> Answer:

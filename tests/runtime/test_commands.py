@@ -1,0 +1,113 @@
+"""``diagecg infer`` / ``diagecg report``: in-process through click, and once in a torch-free subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from diagecg.cli import main
+from diagecg.runtime import commands
+from diagecg.runtime.pipeline import DiagEcgPipeline
+
+QUESTION = "Is the rhythm regular?"
+BLOCKED = ("torch", "transformers", "peft")
+# Run the CLI with torch & co. unimportable: an import hook makes any import of them raise ImportError
+# (an import hook rather than sys.modules[m] = None, which scipy >= 1.15 trips over).
+TORCH_FREE_CLI = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {BLOCKED!r}:
+            raise ImportError(name + " is blocked: the runtime must not need it")
+sys.meta_path.insert(0, Block())
+from diagecg.cli import main
+try:
+    main()
+finally:
+    assert not [m for m in sys.modules if m.partition(".")[0] in {BLOCKED!r}]
+"""
+
+
+def _run_torch_free(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", TORCH_FREE_CLI, *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def _opts(bundle: Path) -> list[str]:
+    return ["--bundle", str(bundle), "--device", "cpu", "--threads", "1"]
+
+
+def test_cli_without_torch_single_answer_and_batch_with_a_bad_record(
+        tiny_bundle: Path, pipeline: DiagEcgPipeline, record_paths: list[Path], tmp_path: Path) -> None:
+    single = _run_torch_free("infer", str(record_paths[0]), "-q", QUESTION, *_opts(tiny_bundle))
+    assert single.returncode == 0, single.stderr
+    assert single.stdout.strip() == pipeline.answer(record_paths[0], QUESTION).answer
+
+    listing = tmp_path / "records.txt"
+    listing.write_text(f"# two good, one missing\n{record_paths[0]}\nnot-there.hea\n\n{record_paths[2]}\n")
+    batch = _run_torch_free("report", f"@{listing}", *_opts(tiny_bundle))
+    assert batch.returncode == 1, batch.stderr
+    lines = [json.loads(line) for line in batch.stdout.splitlines()]
+    assert [("error" in d) for d in lines] == [False, True, False]
+    assert lines[1]["record"] == str(tmp_path / "not-there.hea")
+    assert lines[1]["error_type"] == "RecordNotFoundError"
+    assert lines[0]["task"] == "report" and lines[0]["answer"] == pipeline.report(record_paths[0]).answer
+    assert "1 of 3 records failed" in batch.stderr
+
+
+def test_folder_streams_one_json_line_per_record(tiny_bundle: Path, fixtures_dir: Path) -> None:
+    folder = fixtures_dir / "records"
+    result = CliRunner().invoke(main, ["infer", str(folder), "-q", QUESTION, *_opts(tiny_bundle)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["record_id"] for d in lines] == sorted(p.stem for p in folder.glob("*.hea"))
+    assert all(d["schema_version"] == 1 and d["answer"] for d in lines)
+
+
+def test_single_record_json(tiny_bundle: Path, record_paths: list[Path]) -> None:
+    result = CliRunner().invoke(main, ["infer", str(record_paths[3]), "-q", QUESTION, "--json",
+                                       "--quant", "f16", *_opts(tiny_bundle)])
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    d = json.loads(line)
+    assert d["record_id"] == "00002_hr" and d["bundle"]["quant"] == "f16"
+
+
+@pytest.mark.parametrize("question", ["what is <ecg_0042>?", "y" * 500])
+def test_bad_question_exits_2_with_one_line(tiny_bundle: Path, record_paths: list[Path],
+                                            question: str) -> None:
+    result = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", question, *_opts(tiny_bundle)])
+    assert result.exit_code == 2 and result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+
+
+def test_missing_default_bundle_is_explained(record_paths: list[Path], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(commands, "default_bundle_dir", lambda: tmp_path / "bundles" / "default")
+    result = CliRunner().invoke(main, ["report", str(record_paths[0])])
+    assert result.exit_code == 2
+    assert "no bundle given and no default bundle shipped at" in result.stderr
+
+
+def test_unreadable_single_record_exits_2(tiny_bundle: Path, tmp_path: Path) -> None:
+    args = ["infer", str(tmp_path / "nope.hea"), "-q", QUESTION, *_opts(tiny_bundle)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "not found" in result.stderr
+
+
+def test_expand_records_rejects_empty_folder_and_list(tmp_path: Path) -> None:
+    from diagecg.errors import InputError
+
+    with pytest.raises(InputError, match="holds no .hea"):
+        commands.expand_records([str(tmp_path)])
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(InputError, match="names no record"):
+        commands.expand_records([f"@{tmp_path / 'empty.txt'}"])

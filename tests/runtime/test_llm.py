@@ -1,0 +1,97 @@
+"""The llama.cpp wrapper: greedy determinism, ECG-id masking, stop ids, context checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diagecg.bundle import Bundle, load_bundle
+from diagecg.errors import InferenceError
+from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle: Path) -> Bundle:
+    return load_bundle(tiny_bundle, check_models=False)
+
+
+@pytest.fixture(scope="module")
+def llm(bundle: Bundle) -> LlamaModel:
+    m = LlamaModel(bundle.gguf_path("q8_0"), vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx,
+                   tokenizer=load_text_tokenizer(bundle.tokenizer_path), threads=1)
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def prompt(bundle: Bundle, llm: LlamaModel) -> list[int]:
+    codes = np.random.default_rng(1).integers(0, bundle.vocab.n_codes, 63)
+    v = bundle.vocab
+    question = llm.encode_text("Question: sinus rhythm?")
+    return [v.start_id, *(int(c) + v.offset for c in codes), v.end_id, *question]
+
+
+def _is_ecg(bundle: Bundle, i: int) -> bool:
+    v = bundle.vocab
+    return v.offset <= i < v.offset + v.n_codes or i in (v.start_id, v.end_id)
+
+
+def test_greedy_is_deterministic_and_never_emits_ecg_ids(bundle: Bundle, llm: LlamaModel,
+                                                         prompt: list[int]) -> None:
+    a = llm.generate(prompt, max_new_tokens=12)
+    b = llm.generate(prompt, max_new_tokens=12)
+    assert a.token_ids == b.token_ids and a.text == b.text
+    assert len(a.token_ids) == 12 and a.stop_reason == "length" and a.n_prompt_tokens == len(prompt)
+    assert not any(_is_ecg(bundle, i) for i in a.token_ids)
+    # the fixture model prefers ECG ids when unmasked, so the mask above really acted
+    llm._llm.reset()
+    assert _is_ecg(bundle, int(np.argmax(llm._eval(prompt))))
+
+
+def test_stop_id_ends_the_answer_and_is_not_part_of_it(bundle: Bundle, llm: LlamaModel,
+                                                       prompt: list[int]) -> None:
+    first = llm.generate(prompt, max_new_tokens=3).token_ids
+    stopper = LlamaModel(bundle.gguf_path("q8_0"), vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx,
+                         tokenizer=llm.tokenizer, stop_ids=[first[1]], threads=1)
+    try:
+        g = stopper.generate(prompt, max_new_tokens=12)
+    finally:
+        stopper.close()
+    assert g.token_ids == first[:1] and g.stop_reason == "eos"
+
+
+def test_prompt_longer_than_context_is_refused_with_numbers(llm: LlamaModel) -> None:
+    with pytest.raises(InferenceError, match=r"300 tokens.*n_ctx=256"):
+        llm.generate([5] * 300, max_new_tokens=4)
+
+
+def test_token_budget_is_cut_to_the_context_with_a_warning(llm: LlamaModel) -> None:
+    g = llm.generate([5] * 250, max_new_tokens=12)
+    assert len(g.token_ids) + 250 <= 256 and any("cut to 6" in w for w in g.warnings)
+
+
+def test_prompt_id_outside_vocabulary_is_refused(llm: LlamaModel) -> None:
+    with pytest.raises(InferenceError, match="outside the vocabulary"):
+        llm.generate([1, llm.n_vocab + 3], max_new_tokens=2)
+
+
+def test_sampling_is_seeded(bundle: Bundle, llm: LlamaModel, prompt: list[int]) -> None:
+    kw = dict(max_new_tokens=8, temperature=1.0, top_k=50, top_p=0.95)
+    a, b = llm.generate(prompt, seed=3, **kw), llm.generate(prompt, seed=3, **kw)
+    assert a.token_ids == b.token_ids
+    assert not any(_is_ecg(bundle, i) for i in a.token_ids)
+
+
+def test_llama_cpp_vocabulary_codes_like_the_tokenizer_file(bundle: Bundle, llm: LlamaModel,
+                                                            prompt: list[int]) -> None:
+    # bundles without tokenizer.json fall back to the GGUF's own tokenizer: same ids, same answer
+    own = LlamaModel(bundle.gguf_path("q8_0"), vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx,
+                     tokenizer=None, threads=1)
+    try:
+        text = "Does this ECG show <ecg_0001> atrial fibrillation?"
+        assert own.encode_text(text) == llm.encode_text(text)
+        assert own.generate(prompt, max_new_tokens=6).text == llm.generate(prompt, max_new_tokens=6).text
+    finally:
+        own.close()

@@ -1,0 +1,129 @@
+"""DiagEcgPipeline end to end on real records with the tiny bundle."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from diagecg.answers import normalize_answer
+from diagecg.errors import BundleError, InferenceError, InputError, RecordError
+from diagecg.io import read_record
+from diagecg.runtime.pipeline import SCHEMA_VERSION, TIMING_STAGES, Answer, DiagEcgPipeline
+
+ANSWER_KEYS = {"schema_version", "record", "record_id", "task", "question", "answer", "answers",
+               "stop_reason", "n_prompt_tokens", "n_answer_tokens", "n_ecg_tokens", "bundle", "device",
+               "timings_ms", "warnings"}
+BUNDLE_KEYS = {"path", "format_version", "diagecg_version", "manifest_sha256", "quant", "gguf_sha256"}
+DEVICE_KEYS = {"requested", "ecg_tokenizer", "llm", "threads"}
+ERROR_KEYS = {"schema_version", "record", "error", "error_type"}
+QUESTION = "Does this ECG show atrial fibrillation?"
+
+
+def test_answer_is_deterministic_with_a_stable_json_schema(pipeline: DiagEcgPipeline,
+                                                           record_paths: list[Path]) -> None:
+    a = pipeline.answer(record_paths[0], QUESTION)
+    b = pipeline.answer(record_paths[0], QUESTION)
+    assert a.answer == b.answer and a.answer  # the tiny model never says eos first: a non-empty answer
+    d = json.loads(json.dumps(a.to_dict()))
+    assert set(d) == ANSWER_KEYS and d["schema_version"] == SCHEMA_VERSION
+    assert set(d["bundle"]) == BUNDLE_KEYS and set(d["device"]) == DEVICE_KEYS
+    assert set(d["timings_ms"]) == set(TIMING_STAGES) and all(v >= 0 for v in d["timings_ms"].values())
+    assert d["task"] == "qa" and d["question"] == QUESTION and d["record_id"] == "00002_lr"
+    assert d["answers"] == sorted(normalize_answer(d["answer"]))
+    assert d["n_ecg_tokens"] == 63 and d["n_prompt_tokens"] > 63 and d["n_answer_tokens"] >= 1
+    assert d["bundle"]["quant"] == "q8_0" and len(d["bundle"]["manifest_sha256"]) == 64
+    assert d["device"]["ecg_tokenizer"] == "cpu" and d["device"]["llm"] == "cpu"
+
+
+def test_every_record_format_and_an_in_memory_record_are_answered(pipeline: DiagEcgPipeline,
+                                                                  record_paths: list[Path]) -> None:
+    for path in record_paths:  # 100 Hz, 500 Hz (resampled), Challenge .mat
+        assert pipeline.answer(path, QUESTION).n_ecg_tokens == 63
+    rec = read_record(record_paths[1])
+    assert pipeline.answer(rec, QUESTION).answer == pipeline.answer(record_paths[1], QUESTION).answer
+
+
+def test_report_uses_the_bundle_question(pipeline: DiagEcgPipeline, record_paths: list[Path]) -> None:
+    r = pipeline.report(record_paths[0])
+    assert r.task == "report" and r.question == pipeline.prompt_config.report_question and r.answer
+    assert r.answers == []
+
+
+@pytest.mark.parametrize("question, match", [
+    ("Is <ecg_0001> normal?", "ECG"),
+    ("Is </ecg> normal?", "ECG"),
+    ("x" * 201, "200"),
+])
+def test_bad_question_is_a_clear_input_error(pipeline: DiagEcgPipeline, record_paths: list[Path],
+                                             question: str, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        pipeline.answer(record_paths[0], question)
+    with pytest.raises(InputError):  # checked before the batch reads anything
+        pipeline.answer_batch(record_paths, question)
+
+
+def test_prompt_beyond_the_context_is_an_inference_error(pipeline: DiagEcgPipeline,
+                                                         record_paths: list[Path]) -> None:
+    # under max_question_chars (200), but the tiny BPE has no merges for these letters: ~1 token each
+    question = ("zqxj kvwy " * 20)[:199].strip()
+    assert len(pipeline.llm.encode_text(question)) + 63 > 256
+    with pytest.raises(InferenceError, match=r"n_ctx=256"):
+        pipeline.answer(record_paths[0], question)
+
+
+def test_batch_goes_on_after_bad_records(pipeline: DiagEcgPipeline, record_paths: list[Path],
+                                         tmp_path: Path) -> None:
+    broken = tmp_path / "00002_lr.hea"  # a header whose signal file is missing
+    broken.write_text(record_paths[0].read_text())
+    records = [record_paths[0], tmp_path / "missing.hea", broken, record_paths[1]]
+    results = list(pipeline.answer_batch(records, QUESTION))
+    assert [type(r) for r in results] == [Answer, dict, dict, Answer]
+    for err in results[1:3]:
+        assert set(err) == ERROR_KEYS and err["error"] and "\n" not in err["error"]
+    assert results[1]["error_type"] == "RecordNotFoundError"
+    assert results[0].answer == pipeline.answer(record_paths[0], QUESTION).answer
+    with pytest.raises(RecordError):
+        pipeline.answer(broken, QUESTION)
+
+
+def test_concurrent_calls_give_the_sequential_answers(pipeline: DiagEcgPipeline,
+                                                      record_paths: list[Path]) -> None:
+    paths = record_paths[:3]
+    want = [pipeline.answer(p, QUESTION).answer for p in paths]
+    got: dict[int, str] = {}
+
+    def work(i: int) -> None:
+        got[i] = pipeline.answer(paths[i % 3], QUESTION).answer
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[i] for i in range(6)] == want * 2
+
+
+def test_quants_load_and_unknown_quant_is_a_bundle_error(tiny_bundle: Path, record_paths: list[Path]) -> None:
+    with DiagEcgPipeline.from_bundle(tiny_bundle, quant="f16", device="cpu", threads=1) as pipe:
+        a = pipe.answer(record_paths[0], QUESTION)
+        assert a.bundle["quant"] == "f16" and a.n_answer_tokens >= 1
+    with pytest.raises(BundleError, match="q4_k_m"):
+        DiagEcgPipeline.from_bundle(tiny_bundle, quant="q4_k_m", device="cpu", threads=1)
+
+
+def test_missing_bundle_file_is_a_bundle_error(bundle_copy: Path) -> None:
+    (bundle_copy / "tokenizer.json").unlink()
+    with pytest.raises(BundleError, match="missing"):
+        DiagEcgPipeline.from_bundle(bundle_copy, device="cpu", threads=1)
+
+
+def test_tampered_gguf_is_a_bundle_error(bundle_copy: Path) -> None:
+    gguf = bundle_copy / "llm-q8_0.gguf"
+    data = bytearray(gguf.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte flipped in the weights
+    gguf.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256"):
+        DiagEcgPipeline.from_bundle(bundle_copy, device="cpu", threads=1)
