@@ -156,7 +156,9 @@ class DiagEcgPipeline:
         bundle = load_bundle(path, verify_hashes=verify_hashes)
         q = quant or bundle.default_quant
         gguf_path = bundle.gguf_path(q)
-        session = EcgTokenizerSession(bundle.onnx_path, device=choice.ecg_tokenizer, threads=choice.threads,
+        # "auto" stays "auto" for the session: a CUDA provider that fails to start then warns, not raises
+        session_device = "auto" if choice.requested == "auto" else choice.ecg_tokenizer
+        session = EcgTokenizerSession(bundle.onnx_path, device=session_device, threads=choice.threads,
                                       n_samples=bundle.preprocess.n_samples, n_codes=bundle.vocab.n_codes)
         tokenizer = load_text_tokenizer(bundle.tokenizer_path) if bundle.tokenizer_path else None
         llm = LlamaModel(gguf_path, vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx, tokenizer=tokenizer,

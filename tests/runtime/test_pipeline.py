@@ -127,3 +127,19 @@ def test_tampered_gguf_is_a_bundle_error(bundle_copy: Path) -> None:
     gguf.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="sha256"):
         DiagEcgPipeline.from_bundle(bundle_copy, device="cpu", threads=1)
+
+
+def test_auto_device_reports_the_provider_really_used(tiny_bundle: Path, record_paths: list[Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    from diagecg.runtime import device, ecg_session
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA really is available here")
+    # onnxruntime claims CUDA but a CPU build cannot start it: auto must say so in every answer
+    monkeypatch.setattr(device, "ort_cuda_available", lambda: True)
+    monkeypatch.setattr(ecg_session, "ort_cuda_available", lambda: True)
+    with DiagEcgPipeline.from_bundle(tiny_bundle, device="auto", threads=1) as pipe:
+        a = pipe.answer(record_paths[0], QUESTION)
+    assert a.device["ecg_tokenizer"] == "cpu" and any("CUDA was requested" in w for w in a.warnings)
