@@ -91,7 +91,7 @@ def encode_ptbxl(
     if n_skipped:
         logger.warning("encode_ptbxl: %d of %d records skipped (failed validation)", n_skipped, len(ids))
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **{str(k): v for k, v in tokens.items()})
+    np.savez_compressed(path, **{str(k): v for k, v in tokens.items()})  # type: ignore[arg-type]
     logger.info("wrote %d token sequences to %s", len(tokens), path)
     return tokens
 

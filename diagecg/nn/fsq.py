@@ -36,6 +36,14 @@ class FSQ(nn.Module):
         eps: keeps ``tanh`` from reaching the outermost rounding boundary.
     """
 
+    # non-persistent buffers, all derived from `levels`
+    levels: torch.Tensor  # (d,) int64
+    basis: torch.Tensor  # (d,) int64 mixed-radix place values
+    half_l: torch.Tensor  # (d,) float32
+    offset: torch.Tensor  # (d,) float32, 0.5 for even level counts
+    shift: torch.Tensor  # (d,) float32, atanh(offset / half_l)
+    half_width: torch.Tensor  # (d,) float32, levels // 2
+
     def __init__(self, levels: tuple[int, ...] | list[int], eps: float = 1e-3) -> None:
         super().__init__()
         levels = tuple(int(v) for v in levels)
@@ -52,7 +60,7 @@ class FSQ(nn.Module):
         offset = torch.where(lv.remainder(2) == 0, 0.5, 0.0)
         shift = torch.atanh(offset / half_l)
         self.register_buffer("levels", torch.tensor(levels, dtype=torch.int64), persistent=False)
-        self.register_buffer("basis", basis, persistent=False)  # (d,) mixed-radix place values
+        self.register_buffer("basis", basis, persistent=False)
         self.register_buffer("half_l", half_l.float(), persistent=False)
         self.register_buffer("offset", offset.float(), persistent=False)
         self.register_buffer("shift", shift.float(), persistent=False)
