@@ -1,0 +1,331 @@
+"""Held-out evaluation: config, question sets per wording, scoring beside the baselines, end to end."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from diagecg.answers import format_answer
+from diagecg.config import apply_overrides
+from diagecg.constants import LLM_META, RUN_SUMMARY
+from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta
+from diagecg.training.evaluate import (
+    EvalConfig,
+    EvalData,
+    build_eval_data,
+    check_folds,
+    checkpoint_training_folds,
+    evaluate_predictions,
+    format_results,
+    main,
+    resolve_data_roots,
+    score_qa,
+    write_results,
+)
+from diagecg.training.metrics import majority_predictions
+from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset
+from diagecg.training.reports import load_scp_table, report_text
+
+
+@pytest.fixture(scope="module")
+def ptbxl(ptbxl_root: Path) -> PtbxlDataset:
+    return PtbxlDataset(ptbxl_root)
+
+
+@pytest.fixture(scope="module")
+def scp_table(ptbxl_root: Path):
+    return load_scp_table(ptbxl_root)
+
+
+@pytest.fixture(scope="module")
+def data(ptbxl, scp_table, shared_data) -> EvalData:
+    cfg = EvalConfig(data_dir=str(shared_data), n_reports=6)
+    _, ecgqa_root = resolve_data_roots(shared_data)
+    test_ids = ptbxl.ids(TEST_FOLDS)[:40]
+    return build_eval_data(cfg, ptbxl, scp_table, ecgqa_root, test_ids, ptbxl.ids(TRAIN_FOLDS))
+
+
+def test_eval_config_checks_and_round_trips(tmp_path):
+    cfg = EvalConfig(out_file="r.json", max_questions=10)
+    path = tmp_path / "eval.json"
+    cfg.save(path)
+    assert EvalConfig.load(path) == cfg
+    # what `diagecg eval --checkpoint ... --data ... --out ... --set ...` builds
+    cli = apply_overrides(EvalConfig(), ["checkpoint_dir=ck", "data_dir=d", "out_file=o.json", "folds=9,10",
+                                         "train_folds=1,2", "wordings=paraphrase", "n_reports=0"])
+    assert cli.folds == (9, 10) and cli.wordings == ("paraphrase",) and cli.n_reports == 0
+    assert cli.out_file == "o.json"
+    with pytest.raises(ValueError, match="disjoint from train_folds"):
+        EvalConfig(folds=(8,))
+    with pytest.raises(ValueError, match="wordings"):
+        EvalConfig(wordings=("template", "reworded"))
+    with pytest.raises(ValueError, match="folds"):
+        EvalConfig(folds=(11,))
+    with pytest.raises(ValueError, match="batch_size"):
+        EvalConfig(batch_size=0)
+
+
+def test_data_roots_accept_the_shared_root_or_its_ptbxl_folder(shared_data, ptbxl_root, tmp_path):
+    assert resolve_data_roots(shared_data) == resolve_data_roots(ptbxl_root)
+    assert resolve_data_roots(shared_data)[1].name == "ptbxl"
+    with pytest.raises(FileNotFoundError):
+        resolve_data_roots(tmp_path)
+
+
+def test_wordings_ask_the_same_questions_in_other_words(data, ptbxl, scp_table):
+    tpl, para = data.questions["template"], data.questions["paraphrase"]
+    assert len(tpl) == len(para) > 100
+    same = [(s.ecg_id, s.template_id, s.attributes, s.answers) for s in tpl]
+    assert same == [(s.ecg_id, s.template_id, s.attributes, s.answers) for s in para]
+    assert sum(a.question != b.question for a, b in zip(tpl, para, strict=True)) > 0.9 * len(tpl)
+    assert {s.attribute_type for s in tpl} == {"scp_code", "noise"}  # ECG-QA's noise questions included
+    assert {ptbxl.entries[s.ecg_id].strat_fold for s in tpl} == {10}
+    assert {ptbxl.entries[s.ecg_id].strat_fold for s in data.train_questions} <= set(TRAIN_FOLDS)
+    assert len(data.reports) == 6
+    for ecg_id, ref in data.reports:
+        assert ref == report_text(ptbxl.entries[ecg_id], scp_table, "en") and ref
+
+
+def test_max_questions_takes_the_same_subset_for_every_wording(ptbxl, scp_table, shared_data):
+    cfg = EvalConfig(max_questions=7, include_ecgqa_noise=False, n_reports=0, seed=3)
+    _, ecgqa_root = resolve_data_roots(shared_data)
+    ids = ptbxl.ids(TEST_FOLDS)[:10]
+    d = build_eval_data(cfg, ptbxl, scp_table, ecgqa_root, ids, ptbxl.ids(TRAIN_FOLDS)[:50])
+    assert [len(v) for v in d.questions.values()] == [7, 7]
+    tids = [s.template_id for s in d.questions["template"]]
+    assert tids == [s.template_id for s in d.questions["paraphrase"]]
+    assert d.reports == [] and {s.attribute_type for s in d.questions["template"]} == {"scp_code"}
+    with pytest.raises(ValueError, match="outside folds"):
+        build_eval_data(cfg, ptbxl, scp_table, ecgqa_root, ptbxl.ids((9,))[:3], ids)
+
+
+def test_score_puts_the_baselines_beside_the_model(data):
+    samples = data.questions["template"]
+    train = data.train_questions
+    majority = majority_predictions(train, samples, by="template")
+    as_baseline = score_qa(samples, majority, train, data.answer_vocab)
+    for group, row in as_baseline["groups"].items():
+        assert row["model"] == pytest.approx(row["majority_template"]), group
+    assert as_baseline["valid_format"] == 1.0
+    overall = as_baseline["groups"]["overall"]
+    assert overall["majority_question"] >= overall["majority_template"]  # the stronger baseline
+    assert 0.3 < overall["majority_template"] < 0.9
+    perfect = score_qa(samples, [format_answer(s.answers) for s in samples], train, data.answer_vocab)
+    assert all(row["model"] == 1.0 for row in perfect["groups"].values())
+    assert all(row["model"] == 1.0 for row in perfect["by_template"].values())
+    assert set(perfect["groups"]) >= {"overall", "single-verify", "single-choose", "single-query",
+                                      "attr/scp_code", "attr/noise"}
+    garbage = score_qa(samples, ["maybe"] * len(samples), train, data.answer_vocab)
+    assert garbage["valid_format"] == 0.0 and garbage["groups"]["overall"]["model"] == 0.0
+    with pytest.raises(ValueError, match="predictions"):
+        score_qa(samples, [], train, data.answer_vocab)
+
+
+def test_results_table_and_json(data, tmp_path):
+    train = data.train_questions
+    def qa(ids, questions):  # answers every question with the per-question majority of its template
+        by_q = {(s.ecg_id, s.question): s for v in data.questions.values() for s in v}
+        samples = [by_q[(i, q)] for i, q in zip(ids, questions, strict=True)]
+        return majority_predictions(train, samples, by="question")
+    refs = dict(data.reports)
+    qa_res, reports, rows = evaluate_predictions(data, qa, lambda ids, qs: [refs[i] for i in ids], "Report?")
+    results = {"checkpoint_dir": "ck", "folds": [10], "train_folds": list(TRAIN_FOLDS), "n_records": 40,
+               "qa": qa_res, "reports": reports, "predictions_file": None}
+    for row in qa_res["template"]["groups"].values():
+        assert row["model"] == pytest.approx(row["majority_question"])
+    assert reports["metrics"]["bleu4"] == pytest.approx(1.0) and reports["n"] == 6
+    table = format_results(results)
+    lines = table.splitlines()
+    header = next(line for line in lines if line.startswith("group"))
+    assert header.split() == ["group", "n", "model", "maj/tpl", "maj/q"]
+    overall = [line for line in lines if line.startswith("overall")]
+    assert len(overall) == 2  # one per wording
+    t = qa_res["template"]["groups"]["overall"]
+    assert overall[0].split()[2:] == [f"{t['model']:.3f}", f"{t['majority_template']:.3f}",
+                                      f"{t['majority_question']:.3f}"]
+    assert "paraphrase wording" in table and "BLEU4=1.000" in table and "rougeL=1.000" in table
+    pred_path = write_results(results, rows, tmp_path / "out" / "eval.json")
+    saved = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert saved["predictions_file"] == str(pred_path)
+    assert saved["qa"]["paraphrase"]["groups"]["single-query"]["n"] > 0
+    lines = pred_path.read_text().splitlines()
+    n_qa = sum(len(v) for v in data.questions.values())
+    assert len(lines) == n_qa + 6
+    first = json.loads(lines[0])
+    assert first["task"] == "qa" and isinstance(first["correct"], bool)
+
+
+def test_folds_the_checkpoint_trained_on_are_refused(tmp_path, caplog):
+    pretrain, instruct = tmp_path / "pretrain", tmp_path / "instruct"
+    for d in (pretrain, instruct):
+        d.mkdir()
+    LlmMeta(stage="pretrain", train_folds=(1, 2, 10)).save(pretrain / LLM_META)
+    base = BaseModelRef(path=str(pretrain), kind="llm_checkpoint")
+    LlmMeta(stage="instruct", method="lora", base_model=base, train_folds=(1, 2)).save(instruct / LLM_META)
+    summary = {"stage": "instruct", "config": {"train_folds": [1, 2, 3], "eval_folds": [9]}}
+    (instruct / RUN_SUMMARY).write_text(json.dumps(summary))
+    recorded = checkpoint_training_folds(instruct)
+    assert recorded == {"instruct.train_folds": (1, 2, 3), "instruct.eval_folds": (9,),
+                        "pretrain.train_folds": (1, 2, 10)}
+    with pytest.raises(ValueError, match=r"overlaps the checkpoint's training folds \(pretrain"):
+        check_folds(EvalConfig(), recorded)
+    check_folds(EvalConfig(), {k: v for k, v in recorded.items() if not k.startswith("pretrain")})
+    with caplog.at_level(logging.WARNING):
+        check_folds(EvalConfig(folds=(9,), train_folds=(1, 2)), recorded | {"pretrain.train_folds": (1,)})
+    assert "validation" in caplog.text
+    assert checkpoint_training_folds(tmp_path / "missing") == {}
+
+
+# --- end to end on a tiny real checkpoint -------------------------------------------------------
+
+CORPUS = [
+    "Patient: age 63, sex male, height unknown, weight unknown.",
+    "Question: Does this ECG show symptoms of atrial fibrillation? Answer: yes no not sure none",
+    "Which diagnostic symptom does this ECG show, myocardial infarction or st/t change?",
+    "What rhythm-related symptoms does this ECG show? sinus rhythm; sinus bradycardia",
+    "Write the report of this ECG. sinus rhythm. normal ecg. left ventricular hypertrophy.",
+    "Is there static noise in lead aVL? baseline drift, burst noise, electrodes problems",
+]
+MAX_NEW_TOKENS = 6
+
+
+def build_tiny_checkpoint(out: Path, tmp: Path) -> Path:
+    """A real instruct-stage folder: random tiny ECG tokenizer + random 2-layer Llama with ECG tokens.
+
+    The output rows of the ECG tokens are scaled up so that, unmasked, the model would prefer
+    them: the evaluation's ban on ECG ids in answers is then visible.
+    """
+    import torch
+    from transformers import GenerationConfig as HfGenerationConfig
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from diagecg.config import EncoderConfig, FSQConfig, GenerationConfig, PreprocessConfig
+    from diagecg.constants import DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN, ManifestKey
+    from diagecg.nn.checkpoint import save_checkpoint
+    from diagecg.nn.ecg_tokenizer import EcgTokenizer
+    from diagecg.nn.llm_checkpoint import save_llm_checkpoint
+    from diagecg.prompts import PromptConfig
+    from diagecg.training.base_model import train_text_tokenizer
+    from diagecg.training.extend_vocab import extend_vocabulary
+
+    torch.manual_seed(0)
+    pre = PreprocessConfig(fs_hz=100, highpass_hz=0.5)
+    enc = EncoderConfig(n_samples=pre.n_samples, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4,
+                        fused_channels=16)
+    fsq = FSQConfig(levels=(4, 4))
+    save_checkpoint(tmp / "ecg", EcgTokenizer(enc, fsq).eval(),
+                    {ManifestKey.PREPROCESS: pre, ManifestKey.ENCODER: enc, ManifestKey.FSQ: fsq}, step=0)
+    text_tok = train_text_tokenizer(CORPUS * 4, vocab_size=400)
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=text_tok, bos_token=DEMO_BOS_TOKEN,
+                                     eos_token=DEMO_EOS_TOKEN, pad_token=DEMO_PAD_TOKEN)
+    special = {t: text_tok.token_to_id(t) for t in (DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN)}
+    cfg = LlamaConfig(vocab_size=text_tok.get_vocab_size(), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                      max_position_embeddings=512, tie_word_embeddings=False,
+                      bos_token_id=special[DEMO_BOS_TOKEN], eos_token_id=special[DEMO_EOS_TOKEN],
+                      pad_token_id=special[DEMO_PAD_TOKEN])
+    model = LlamaForCausalLM(cfg).eval()
+    model.generation_config = HfGenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
+                                                 pad_token_id=cfg.pad_token_id)
+    vocab = extend_vocabulary(model, hf_tok, fsq.codebook_size)
+    with torch.no_grad():
+        model.lm_head.weight[vocab.offset:] *= 50.0
+    meta = LlmMeta(stage="instruct", method="full", vocab=vocab, prompt=PromptConfig(),
+                   generation=GenerationConfig(max_new_tokens=MAX_NEW_TOKENS), preset="100hz",
+                   train_folds=TRAIN_FOLDS, valid_folds=(9,))
+    return save_llm_checkpoint(out, model, hf_tok, meta, tmp / "ecg")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("tiny_instruct")
+    return build_tiny_checkpoint(base / "instruct", base / "build")
+
+
+@pytest.fixture(scope="module")
+def e2e(tiny_checkpoint, shared_data, tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("eval") / "eval.json"
+    cfg = EvalConfig(checkpoint_dir=str(tiny_checkpoint), data_dir=str(shared_data / "ptbxl"),
+                     out_file=str(out), max_records=5, n_reports=3, batch_size=4, device="cpu",
+                     progress=False)
+    return cfg, main(cfg), out
+
+
+def test_main_writes_per_type_accuracy_beside_baselines(e2e, ptbxl):
+    cfg, results, out = e2e
+    saved = json.loads(out.read_text())
+    assert saved == results
+    assert results["schema_version"] == 1 and results["folds"] == [10] and results["n_records"] == 5
+    assert results["n_prompts_over_context"] == 0
+    assert results["checkpoint"]["training_folds"] == {"instruct.train_folds": list(TRAIN_FOLDS),
+                                                       "instruct.valid_folds": [9]}
+    rows = [json.loads(line) for line in Path(results["predictions_file"]).read_text().splitlines()]
+    for wording in ("template", "paraphrase"):
+        block = results["qa"][wording]
+        assert block["n"] == sum(r["wording"] == wording for r in rows) >= 5 * 4
+        for group in ("overall", "single-verify", "single-choose", "single-query", "attr/scp_code"):
+            row = block["groups"][group]
+            assert set(row) == {"n", "model", "majority_template", "majority_question"}
+        mine = [r for r in rows if r["wording"] == wording]
+        accuracy = sum(r["correct"] for r in mine) / len(mine)
+        assert block["groups"]["overall"]["model"] == pytest.approx(accuracy)
+        assert {ptbxl.entries[r["ecg_id"]].strat_fold for r in mine} == {10}
+    assert set(results["reports"]["metrics"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge1",
+                                                  "rouge2", "rougeL"}
+    assert results["reports"]["n"] == 3 == sum(r["task"] == "report" for r in rows)
+    table = format_results(results)
+    assert "maj/tpl" in table and "maj/q" in table and "BLEU1=" in table and "METEOR" not in table
+    assert "meteor=" in table
+
+
+def test_answers_are_greedy_ecg_free_and_match_an_unbatched_decode(e2e, tiny_checkpoint, ptbxl):
+    """Batched left-padded generation == a plain token-by-token argmax loop without padding or cache."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from diagecg.nn.checkpoint import load_tokenizer
+    from diagecg.nn.llm_checkpoint import load_llm_checkpoint
+    from diagecg.prompts import encode_prompt
+    from diagecg.training.ecg_data import load_signals
+    from diagecg.training.encode_records import encode_signals
+
+    _, results, _ = e2e
+    rows = [json.loads(line) for line in Path(results["predictions_file"]).read_text().splitlines()]
+    model, _, meta, paths = load_llm_checkpoint(tiny_checkpoint)
+    text_tok = Tokenizer.from_file(str(paths.text_tokenizer))
+    ecg_tok, pre, _, _ = load_tokenizer(paths.ecg_tokenizer_dir)
+    v = meta.vocab
+    banned = [*range(v.offset, v.vocab_size), v.bos_id, v.pad_id]
+    picked = [rows[0], rows[len(rows) // 2], rows[-1]]  # a template question, a paraphrase, a report
+    assert picked[-1]["task"] == "report"
+    for row in picked:
+        _, x, _ = load_signals(ptbxl, [row["ecg_id"]], pre, progress=False)
+        indices = encode_signals(ecg_tok, x)[0]
+        ids = encode_prompt(meta.prompt, v, lambda t: text_tok.encode(t, add_special_tokens=False).ids,
+                            question=row["question"], patient=ptbxl.entries[row["ecg_id"]].patient,
+                            ecg_indices=indices.tolist())
+        new: list[int] = []
+        with torch.no_grad():
+            for _ in range(MAX_NEW_TOKENS):
+                logits = model(torch.tensor([ids + new])).logits[0, -1]
+                logits[banned] = float("-inf")
+                t = int(logits.argmax())
+                if t == v.eos_id:
+                    break
+                new.append(t)
+        assert row["prediction"] == text_tok.decode(new, skip_special_tokens=True).strip()
+    assert all("<ecg" not in r["prediction"] for r in rows)  # the scaled-up ECG rows never win
+    assert len({r["prediction"] for r in rows}) > 1  # answers depend on the record and question
+
+
+def test_main_refuses_folds_the_checkpoint_trained_on(tiny_checkpoint, shared_data):
+    cfg = EvalConfig(checkpoint_dir=str(tiny_checkpoint), data_dir=str(shared_data), folds=(8,),
+                     train_folds=(1, 2))
+    with pytest.raises(ValueError, match="training folds"):
+        main(cfg)

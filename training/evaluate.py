@@ -1,0 +1,701 @@
+"""Held-out evaluation of an instruction-tuned checkpoint (issue #3): ECG-QA exact match and reports.
+
+What is measured, on PTB-XL folds the checkpoint never trained on (fold 10 by default):
+
+* **QA exact match** (ECG-QA, Oh et al. 2023, arXiv 2306.15681): the generated answer, read by
+  :func:`diagecg.answers.normalize_answer`, must equal the reference answer set. Questions are the
+  template questions of :func:`~diagecg.training.ecgqa.generate_questions` (SCP statements) and,
+  with ``include_ecgqa_noise``, ECG-QA's released noise questions on the same records. Each
+  wording is scored separately: ``"template"`` (the template sentences, seen in training) and
+  ``"paraphrase"`` (held-out wordings never used in training; ECG-QA's own paraphrases for the
+  noise questions), so the gap between them measures robustness to unseen wording.
+* **Majority baselines**, beside every model number: the most frequent answer set on the
+  training folds per template (``majority_template``) and per template + attributes
+  (``majority_question``, a stronger baseline: it knows e.g. that "atrial fibrillation?" is
+  mostly "no"). A model that does not beat them has not learned to read the ECG.
+* **Report generation** (DiagECG / HeartLLM, arXiv 2508.15338): BLEU-1..4, METEOR, ROUGE-1/2/L of
+  the generated report against ``report_text(entry, scp_table, "en")``.
+
+Decoding is greedy and batched (left padding); the prompt is the one the checkpoint was trained
+with (``diagecg.prompts.encode_prompt`` with its stored ``PromptConfig``), so results are
+deterministic for a given checkpoint and config.
+
+Results JSON (``schema_version`` 1; written to ``out_file`` when set)::
+
+    schema_version  int
+    checkpoint_dir  str; data_dir str (the PTB-XL folder used)
+    folds, train_folds  [int]   evaluated folds; folds the baselines count answers on
+    config          EvalConfig.to_dict()
+    checkpoint      {"stage", "method", "preset", "training_folds": {"<stage>.<key>": [int]}}
+                    (folds recorded by the checkpoint's stages, see checkpoint_training_folds)
+    device          str;  wall_s float
+    n_records       int   test records encoded; n_records_skipped int (failed validation)
+    n_prompts_over_context  int   prompts + max_new_tokens longer than the runtime's n_ctx (the
+                          runtime would refuse them; they are evaluated anyway)
+    qa              {wording: {
+                        "n": int,
+                        "valid_format": float   share of answers whose members are all options
+                                                of the question's template,
+                        "groups": {group: {"n": int, "model": float, "majority_template": float,
+                                           "majority_question": float}},
+                        "by_template": {"<template_id>": same row as groups}}}
+                    group = "overall" | question type ("single-verify", ...) | "attr/<attribute_type>"
+    reports         null (n_reports == 0) or {"n": int, "n_empty_reference": int,
+                        "metrics": {"bleu1".."bleu4", "meteor", "rouge1", "rouge2", "rougeL": float},
+                        "examples": [{"ecg_id", "reference", "prediction"}] (first 5)}
+    predictions_file  str | null   JSON lines, one per QA answer and report (see below)
+
+Each line of the predictions file: ``{"task": "qa"|"report", "wording", "ecg_id", "template_id",
+"question_type", "attribute_type", "question", "reference", "prediction", "correct"}`` (the QA
+keys are null for reports).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+from transformers import GenerationConfig as HfGenerationConfig
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from diagecg.answers import format_answer, normalize_answer
+from diagecg.config import ConfigMixin, PreprocessConfig, VocabConfig
+from diagecg.constants import RUN_SUMMARY
+from diagecg.errors import CheckpointError
+from diagecg.nn.checkpoint import load_tokenizer
+from diagecg.nn.ecg_tokenizer import EcgTokenizer
+from diagecg.nn.llm_checkpoint import has_llm_checkpoint, load_llm_checkpoint, read_llm_meta
+from diagecg.prompts import encode_prompt
+from diagecg.training.ecg_data import load_signals, resolve_ptbxl_root, source_fs_hz
+from diagecg.training.ecgqa import (
+    WORDINGS,
+    AnswerVocabulary,
+    QASample,
+    generate_questions,
+    load_answer_vocab,
+    load_ecgqa_samples,
+)
+from diagecg.training.encode_records import encode_signals
+from diagecg.training.metrics import OVERALL, exact_match_by_type, majority_predictions, report_metrics
+from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset
+from diagecg.training.reports import ScpStatement, load_scp_table, report_text
+from diagecg.types import I64Array, PatientInfo
+
+logger = logging.getLogger(__name__)
+
+RESULTS_SCHEMA_VERSION = 1
+PREDICTIONS_SUFFIX = ".predictions.jsonl"  # beside out_file
+ECGQA_FOLDER = ("ecgqa", "ptbxl")  # under the shared data root
+BASELINES: tuple[str, ...] = ("majority_template", "majority_question")
+N_REPORT_EXAMPLES = 5
+EVAL_WORDINGS: tuple[str, ...] = ("template", "paraphrase")  # "mixed" would blur the two
+
+# Each prediction function maps (ecg_ids, questions) to generated texts, in order.
+PredictFn = Callable[[Sequence[int], Sequence[str]], list[str]]
+
+
+def _check(cond: bool, field: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ValueError(f"EvalConfig.{field}={value!r} is invalid: {allowed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(ConfigMixin):
+    """What ``diagecg eval`` measures, on which records, with which checkpoint."""
+
+    checkpoint_dir: str = "runs/instruct"  # output folder of ``diagecg train instruct``
+    data_dir: str = "data"  # shared data root (holding ptbxl/ and ecgqa/) or the ptbxl folder itself
+    out_file: str | None = None  # results JSON; predictions go beside it (PREDICTIONS_SUFFIX)
+    folds: tuple[int, ...] = TEST_FOLDS  # evaluated; must not overlap any fold the checkpoint trained on
+    train_folds: tuple[int, ...] = TRAIN_FOLDS  # where the majority baselines count answers
+    wordings: tuple[str, ...] = EVAL_WORDINGS  # "template" (training wording) / "paraphrase" (held out)
+    include_ecgqa_noise: bool = True  # add ECG-QA's released noise questions on the evaluated records
+    max_records: int | None = None  # a seeded subset of the evaluated records; None = all
+    max_questions: int | None = None  # per wording: a seeded subset (same questions for every wording)
+    n_reports: int | None = None  # reports to generate (seeded subset); None = all, 0 = none
+    max_new_tokens: int | None = None  # None = the checkpoint's GenerationConfig.max_new_tokens
+    seed: int = 0  # question generation and subsets
+    batch_size: int = 16  # prompts per generate() call
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    progress: bool = True  # tqdm bars
+
+    def __post_init__(self) -> None:
+        for name in ("folds", "train_folds"):
+            folds = getattr(self, name)
+            _check(len(folds) > 0 and all(1 <= f <= 10 for f in folds), name, folds,
+                   "a non-empty tuple of PTB-XL folds 1-10")
+        _check(not set(self.folds) & set(self.train_folds), "folds", self.folds,
+               f"must be disjoint from train_folds {self.train_folds}")
+        _check(len(self.wordings) > 0 and all(w in WORDINGS for w in self.wordings)
+               and len(set(self.wordings)) == len(self.wordings), "wordings", self.wordings,
+               f"a non-empty tuple of distinct values from {WORDINGS}")
+        _check(self.max_records is None or self.max_records >= 1, "max_records", self.max_records,
+               "None or >= 1")
+        _check(self.max_questions is None or self.max_questions >= 1, "max_questions", self.max_questions,
+               "None or >= 1")
+        _check(self.n_reports is None or self.n_reports >= 0, "n_reports", self.n_reports, "None or >= 0")
+        _check(self.max_new_tokens is None or self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens,
+               "None or >= 1")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
+               self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class EvalData:
+    """The questions and report references of one evaluation, before any model is run."""
+
+    ecg_ids: list[int]  # evaluated records (encoded, in the evaluated folds)
+    questions: dict[str, list[QASample]]  # wording -> samples (same questions, different wording)
+    train_questions: list[QASample]  # the majority baselines count answers here
+    reports: list[tuple[int, str]]  # (ecg_id, reference report)
+    n_empty_reference: int  # evaluated records without any statement (no report reference)
+    answer_vocab: AnswerVocabulary
+
+
+def resolve_data_roots(data_dir: str | Path) -> tuple[Path, Path]:
+    """(PTB-XL folder, ECG-QA ``ptbxl`` folder) from the shared data root or its ``ptbxl`` folder.
+
+    Raises:
+        FileNotFoundError: no PTB-XL labels, or no ECG-QA answer files beside them.
+    """
+    ptbxl_root = resolve_ptbxl_root(data_dir)
+    for base in (Path(data_dir), ptbxl_root.parent):
+        candidate = base.joinpath(*ECGQA_FOLDER)
+        if candidate.is_dir():
+            return ptbxl_root, candidate
+    raise FileNotFoundError(f"no ECG-QA folder {'/'.join(ECGQA_FOLDER)} under {data_dir} "
+                            f"or {ptbxl_root.parent}")
+
+
+def _subset(n: int, k: int | None, seed: int) -> list[int]:
+    """Sorted seeded subset of range(n) of size k (all when k is None or >= n)."""
+    if k is None or k >= n:
+        return list(range(n))
+    return sorted(random.Random(f"eval-subset-{seed}").sample(range(n), k))
+
+
+def build_eval_data(
+    cfg: EvalConfig,
+    ptbxl: PtbxlDataset,
+    scp_table: dict[str, ScpStatement],
+    ecgqa_root: Path,
+    ecg_ids: Sequence[int],
+    train_ids: Sequence[int],
+) -> EvalData:
+    """Questions per wording, the baseline's training questions and the report references.
+
+    Args:
+        cfg: the evaluation config (wordings, noise questions, subsets, seed).
+        ptbxl: PTB-XL labels.
+        scp_table: from ``load_scp_table``.
+        ecgqa_root: the ECG-QA ``ptbxl`` folder.
+        ecg_ids: evaluated records (all in ``cfg.folds``).
+        train_ids: records of ``cfg.train_folds`` (for the majority baselines).
+
+    Raises:
+        ValueError: an evaluated record lies outside ``cfg.folds``, or there is nothing to ask.
+    """
+    outside = [i for i in ecg_ids if ptbxl.entries[i].strat_fold not in cfg.folds]
+    if outside:
+        raise ValueError(f"{len(outside)} evaluated records are outside folds {cfg.folds}, "
+                         f"e.g. {outside[:5]}")
+    vocab = load_answer_vocab(ecgqa_root)
+    ids = list(ecg_ids)
+    questions: dict[str, list[QASample]] = {}
+    for wording in cfg.wordings:
+        samples = generate_questions(ptbxl, ids, scp_table, cfg.seed, answer_vocab=vocab, wording=wording)
+        if cfg.include_ecgqa_noise:
+            # ECG-QA has no held-out wording of its own beyond its paraphrased release
+            samples += load_ecgqa_samples(ecgqa_root, set(ids), splits=("train", "valid"),
+                                          paraphrased=wording == "paraphrase")
+        keep = _subset(len(samples), cfg.max_questions, cfg.seed)
+        questions[wording] = [samples[i] for i in keep]
+    if not any(questions.values()):
+        raise ValueError(f"no questions for the {len(ids)} evaluated records in folds {cfg.folds}")
+
+    train = generate_questions(ptbxl, list(train_ids), scp_table, cfg.seed, answer_vocab=vocab)
+    if cfg.include_ecgqa_noise:
+        train += load_ecgqa_samples(ecgqa_root, set(train_ids), splits=("train", "valid"))
+
+    references = [(i, report_text(ptbxl.entries[i], scp_table, "en")) for i in ids]
+    with_text = [(i, r) for i, r in references if r]
+    reports = [] if cfg.n_reports == 0 else [with_text[k] for k in _subset(len(with_text), cfg.n_reports,
+                                                                            cfg.seed)]
+    return EvalData(ecg_ids=ids, questions=questions, train_questions=train, reports=reports,
+                    n_empty_reference=len(references) - len(with_text), answer_vocab=vocab)
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+def _valid_format(sample: QASample, prediction: str, vocab: AnswerVocabulary) -> bool:
+    members = normalize_answer(prediction)
+    if not members:
+        return False
+    try:
+        options = set(vocab.options(sample.template_id))
+    except ValueError:
+        return True  # a template without an option list: only the exact match can judge it
+    return members <= options
+
+
+def _rows(samples: Sequence[QASample], columns: dict[str, Sequence[str]]) -> dict[str, dict[str, float]]:
+    """Per group: n and each column's exact-match accuracy."""
+    scored = {name: exact_match_by_type(samples, preds) for name, preds in columns.items()}
+    first = next(iter(scored.values()))
+    return {group: {"n": row["n"], **{name: scored[name][group]["accuracy"] for name in scored}}
+            for group, row in first.items()}
+
+
+def score_qa(
+    samples: Sequence[QASample],
+    predictions: Sequence[str],
+    train_samples: Sequence[QASample],
+    vocab: AnswerVocabulary,
+) -> dict[str, Any]:
+    """Exact match of the model and of both majority baselines, per group and per template.
+
+    Args:
+        samples: evaluated questions.
+        predictions: the model's generated answers, one per sample.
+        train_samples: where the baselines count answers.
+        vocab: answer options per template (for ``valid_format``).
+
+    Returns:
+        ``{"n", "valid_format", "groups", "by_template"}`` as in the module docstring.
+    """
+    if len(samples) != len(predictions):
+        raise ValueError(f"{len(samples)} samples but {len(predictions)} predictions")
+    if not samples:
+        return {"n": 0, "valid_format": 0.0, "groups": {}, "by_template": {}}
+    columns = {
+        "model": list(predictions),
+        "majority_template": majority_predictions(train_samples, samples, by="template"),
+        "majority_question": majority_predictions(train_samples, samples, by="question"),
+    }
+    by_template: dict[str, dict[str, float]] = {}
+    for tid in sorted({s.template_id for s in samples}):
+        idx = [k for k, s in enumerate(samples) if s.template_id == tid]
+        sub = [samples[k] for k in idx]
+        by_template[str(tid)] = _rows(sub, {c: [p[k] for k in idx] for c, p in columns.items()})[OVERALL]
+    valid = sum(_valid_format(s, p, vocab) for s, p in zip(samples, predictions, strict=True))
+    return {"n": len(samples), "valid_format": valid / len(samples), "groups": _rows(samples, columns),
+            "by_template": by_template}
+
+
+def evaluate_predictions(
+    data: EvalData, predict_qa: PredictFn, predict_report: PredictFn, report_question: str,
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
+    """Run the two prediction functions over ``data`` and score them.
+
+    Args:
+        data: from :func:`build_eval_data`.
+        predict_qa: (ecg_ids, questions) -> answers.
+        predict_report: (ecg_ids, questions) -> reports (called with the report question).
+        report_question: the checkpoint's fixed report instruction.
+
+    Returns:
+        (``qa`` per wording, ``reports`` or None, prediction rows for the predictions file).
+    """
+    qa: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    for wording, samples in data.questions.items():
+        logger.info("QA, %s wording: %d questions", wording, len(samples))
+        preds = predict_qa([s.ecg_id for s in samples], [s.question for s in samples])
+        qa[wording] = score_qa(samples, preds, data.train_questions, data.answer_vocab)
+        for s, p in zip(samples, preds, strict=True):
+            ref = format_answer(s.answers)
+            rows.append({"task": "qa", "wording": wording, "ecg_id": s.ecg_id, "template_id": s.template_id,
+                         "question_type": s.question_type, "attribute_type": s.attribute_type,
+                         "question": s.question, "reference": ref, "prediction": p,
+                         "correct": normalize_answer(p) == normalize_answer(ref)})
+    reports = None
+    if data.reports:
+        logger.info("reports: %d records", len(data.reports))
+        ids = [i for i, _ in data.reports]
+        refs = [r for _, r in data.reports]
+        preds = predict_report(ids, [report_question] * len(ids))
+        metrics = report_metrics(preds, refs)
+        n = int(metrics.pop("n"))
+        reports = {"n": n, "n_empty_reference": data.n_empty_reference, "metrics": metrics,
+                   "examples": [{"ecg_id": i, "reference": r, "prediction": p}
+                                for i, r, p in list(zip(ids, refs, preds, strict=True))[:N_REPORT_EXAMPLES]]}
+        for i, r, p in zip(ids, refs, preds, strict=True):
+            rows.append({"task": "report", "wording": None, "ecg_id": i, "template_id": None,
+                         "question_type": None, "attribute_type": None, "question": report_question,
+                         "reference": r, "prediction": p, "correct": None})
+    return qa, reports, rows
+
+
+# --- checkpoint folds ------------------------------------------------------------------------
+
+
+def _folds_in(obj: Any, key: str) -> tuple[int, ...]:
+    """``obj[key]`` or ``obj["config"][key]`` when it is a list of fold numbers, else ()."""
+    if not isinstance(obj, dict):
+        return ()
+    value = obj.get(key)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
+        return tuple(value)
+    return _folds_in(obj.get("config"), key)
+
+
+def checkpoint_training_folds(checkpoint_dir: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every PTB-XL fold the checkpoint's stages used, as far as they recorded it.
+
+    Follows the chain of LLM stages (instruct -> the pretrain checkpoint it started from, when
+    ``meta.base_model`` names one) and reads each stage's ``llm_meta.json`` (``train_folds``,
+    ``valid_folds``) and ``run_summary.json`` (``train_folds``, ``eval_folds``, ``valid_folds``, at
+    the top level or under ``config``).
+
+    Returns:
+        ``{"<stage>.<key>": folds}``, e.g. ``{"instruct.train_folds": (1, ..., 8)}``; empty when
+        nothing is recorded.
+    """
+    found: dict[str, tuple[int, ...]] = {}
+    d: Path | None = Path(checkpoint_dir).resolve()
+    seen: set[Path] = set()
+    while d is not None and d not in seen:
+        seen.add(d)
+        meta = read_llm_meta(d) if has_llm_checkpoint(d) else None
+        label = meta.stage if meta is not None else d.name
+        while any(k.startswith(label + ".") for k in found):
+            label += "'"
+        summary: Any = None
+        if (d / RUN_SUMMARY).is_file():
+            try:
+                summary = json.loads((d / RUN_SUMMARY).read_text())
+            except json.JSONDecodeError:
+                logger.warning("cannot read %s; its folds are unknown", d / RUN_SUMMARY)
+        for key in ("train_folds", "valid_folds", "eval_folds"):
+            folds = set(_folds_in(summary, key)) | set(getattr(meta, key, ()) or ())
+            if folds:
+                found[f"{label}.{key}"] = tuple(sorted(folds))
+        d = None
+        if meta is not None and meta.base_model.kind == "llm_checkpoint":
+            ref = meta.base_model
+            base = (Path(checkpoint_dir).resolve() / ref.path) if ref.copied else Path(ref.path)
+            d = base.resolve() if base.is_dir() else None
+    return found
+
+
+def check_folds(cfg: EvalConfig, recorded: dict[str, tuple[int, ...]]) -> None:
+    """Refuse to evaluate on folds a stage trained on; warn on folds used for model selection.
+
+    Raises:
+        ValueError: ``cfg.folds`` overlaps recorded training folds.
+    """
+    for name, folds in recorded.items():
+        overlap = sorted(set(cfg.folds) & set(folds))
+        if not overlap:
+            continue
+        if name.endswith("train_folds"):
+            raise ValueError(f"EvalConfig.folds={cfg.folds} overlaps the checkpoint's training folds "
+                             f"({name}={folds}): evaluate on held-out folds only")
+        logger.warning("evaluating on fold(s) %s that the checkpoint used for validation (%s)", overlap, name)
+    if not recorded:
+        logger.warning("%s records no training folds; assuming folds %s were held out",
+                       cfg.checkpoint_dir, cfg.folds)
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """Plain-text tables: QA accuracy per group beside both baselines, per wording; then report metrics.
+
+    Args:
+        results: the dict returned by :func:`main`.
+    """
+    lines = [f"checkpoint {results['checkpoint_dir']}  folds {results['folds']}  "
+             f"records {results['n_records']}  (baselines counted on folds {results['train_folds']})"]
+    header = f"{'group':<26} {'n':>6} {'model':>7} {'maj/tpl':>8} {'maj/q':>7}"
+    for wording, block in results["qa"].items():
+        lines += ["", f"QA exact match, {wording} wording  (answers in the template's options: "
+                      f"{block['valid_format']:.1%})", header, "-" * len(header)]
+        for group, row in block["groups"].items():
+            lines.append(f"{group:<26} {int(row['n']):>6} {row['model']:>7.3f} "
+                         f"{row['majority_template']:>8.3f} {row['majority_question']:>7.3f}")
+    reports = results.get("reports")
+    if reports:
+        m = reports["metrics"]
+        lines += ["", f"Report generation ({reports['n']} records)",
+                  "  ".join(f"{k.upper() if k.startswith('bleu') else k}={m[k]:.3f}" for k in
+                            ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge1", "rouge2", "rougeL"))]
+    if results.get("predictions_file"):
+        lines += ["", f"predictions: {results['predictions_file']}"]
+    return "\n".join(lines)
+
+
+def write_results(results: dict[str, Any], rows: list[dict[str, Any]], out_file: str | Path) -> Path:
+    """Write the results JSON and the predictions JSON lines beside it; returns the latter's path."""
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pred_path = out.with_name(out.name + PREDICTIONS_SUFFIX) if out.suffix != ".json" else \
+        out.with_suffix(PREDICTIONS_SUFFIX)
+    with pred_path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+    results["predictions_file"] = str(pred_path)
+    out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return pred_path
+
+
+# --- the model -------------------------------------------------------------------------------
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"EvalConfig.device={name!r}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+class _BanIds(LogitsProcessor):
+    """Sets the logits of ids an answer may not contain (ECG codes and markers) to -inf."""
+
+    def __init__(self, banned: Sequence[int], vocab_size: int) -> None:
+        self.mask = torch.zeros(vocab_size, dtype=torch.bool)
+        self.mask[list(banned)] = True
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        mask = self.mask.to(scores.device)[: scores.shape[-1]]
+        return scores.masked_fill(mask, float("-inf"))
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    stop_ids: Sequence[int],
+    max_new_tokens: int,
+    batch_size: int,
+    banned_ids: Sequence[int] = (),
+    progress: bool = False,
+) -> list[list[int]]:
+    """Greedy continuations of many prompts, batched with left padding.
+
+    Prompts are sorted by length first so a batch wastes little padding; results come back in
+    the input order. Each continuation ends before its first stop id.
+
+    Args:
+        model: a Hugging Face causal LM (or a PEFT model around one), in eval mode.
+        prompts: token-id lists.
+        pad_id: id used for left padding (masked out).
+        stop_ids: ids that end an answer (eos...); not part of the result.
+        max_new_tokens: per prompt.
+        batch_size: prompts per ``generate`` call.
+        banned_ids: ids never generated (the ECG code and marker tokens).
+        progress: show a tqdm bar.
+
+    Returns:
+        One list of generated ids per prompt.
+    """
+    if not stop_ids:
+        raise ValueError("greedy_generate needs at least one stop id (eos)")
+    device = next(model.parameters()).device
+    gen_cfg = HfGenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                               pad_token_id=pad_id, eos_token_id=list(stop_ids))
+    vocab_size = model.get_input_embeddings().weight.shape[0]
+    processors = LogitsProcessorList([_BanIds(banned_ids, vocab_size)] if banned_ids else [])
+    order = sorted(range(len(prompts)), key=lambda k: (len(prompts[k]), k))
+    out: list[list[int]] = [[] for _ in prompts]
+    stops = set(stop_ids)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="generating", unit="batch", disable=not progress):
+        idx = order[start: start + batch_size]
+        width = max(len(prompts[k]) for k in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)  # (B, T), left padded
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, k in enumerate(idx):
+            p = prompts[k]
+            ids[row, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[row, width - len(p):] = 1
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             generation_config=gen_cfg, logits_processor=processors)  # (B, T + new)
+        for row, k in enumerate(idx):
+            new = gen[row, width:].tolist()  # (new,) generated ids, padded after a stop
+            cut = next((j for j, t in enumerate(new) if t in stops), len(new))
+            out[k] = new[:cut]
+    return out
+
+
+class LlmPredictor:
+    """(ecg_ids, questions) -> greedy answers of an instruction-tuned checkpoint, batched.
+
+    Prompts are built exactly as in training and in the runtime: the checkpoint's own
+    ``PromptConfig`` and ``VocabConfig`` (``diagecg.prompts.encode_prompt``), text pieces through
+    the base text tokenizer (``text_tokenizer.json``, no ECG tokens), the record's FSQ indices and
+    patient features. Answers are decoded with the same text tokenizer, as the runtime does.
+
+    Args:
+        model: the LLM (eval mode).
+        text_tokenizer: the checkpoint's base text tokenizer (``tokenizers.Tokenizer``).
+        meta: the checkpoint metadata (``.prompt``, ``.vocab``, ``.generation``).
+        ecg_indices: ecg_id -> int64 (frames,) FSQ indices.
+        patients: ecg_id -> patient features for the prompt.
+        batch_size: prompts per ``generate`` call.
+        max_new_tokens: None = ``meta.generation.max_new_tokens``.
+        progress: tqdm bars.
+    """
+
+    def __init__(self, model: Any, text_tokenizer: Any, meta: Any, ecg_indices: dict[int, I64Array],
+                 patients: dict[int, PatientInfo], batch_size: int, max_new_tokens: int | None = None,
+                 progress: bool = False) -> None:
+        self.model, self.text_tokenizer, self.meta = model, text_tokenizer, meta
+        self.ecg_indices, self.patients = ecg_indices, patients
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens or meta.generation.max_new_tokens
+        self.progress = progress
+        self.n_over_context = 0  # prompts + max_new_tokens longer than meta.generation.n_ctx, so far
+        v = meta.vocab
+        self.stop_ids = _stop_ids(v, model)
+        self.pad_id = v.pad_id if v.pad_id is not None else self.stop_ids[0]
+        # as the runtime does: an answer never holds ECG codes/markers, bos, pad, or rows the text
+        # tokenizer cannot decode
+        rows = model.get_input_embeddings().weight.shape[0]
+        n_text = text_tokenizer.get_vocab_size(with_added_tokens=True)
+        banned = {*range(v.offset, v.offset + v.n_codes), v.start_id, v.end_id, v.bos_id, v.pad_id,
+                  *range(n_text, rows)}
+        self.banned = sorted(i for i in banned if i is not None and i not in self.stop_ids)
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.text_tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.text_tokenizer.decode(list(ids), skip_special_tokens=True)).strip()
+
+    def prompt_ids(self, ecg_id: int, question: str) -> list[int]:
+        return encode_prompt(self.meta.prompt, self.meta.vocab, self.encode_text, question=question,
+                             patient=self.patients.get(ecg_id, PatientInfo()),
+                             ecg_indices=self.ecg_indices[ecg_id].tolist())
+
+    def __call__(self, ecg_ids: Sequence[int], questions: Sequence[str]) -> list[str]:
+        prompts = [self.prompt_ids(i, q) for i, q in zip(ecg_ids, questions, strict=True)]
+        n_ctx = self.meta.generation.n_ctx
+        over = sum(len(p) + self.max_new_tokens > n_ctx for p in prompts)
+        if over:  # the runtime would refuse these; evaluated anyway, and counted
+            logger.warning("%d of %d prompts (+ %d new tokens) exceed the runtime context of %d tokens",
+                           over, len(prompts), self.max_new_tokens, n_ctx)
+        self.n_over_context += over
+        outs = greedy_generate(self.model, prompts, pad_id=self.pad_id, stop_ids=self.stop_ids,
+                               max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
+                               banned_ids=self.banned, progress=self.progress)
+        return [self.decode(o) for o in outs]
+
+
+def _stop_ids(vocab: VocabConfig, model: Any) -> list[int]:
+    """The vocabulary's eos first, then any other eos the model's generation config names."""
+    ids = [] if vocab.eos_id is None else [vocab.eos_id]
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for i in (eos if isinstance(eos, (list, tuple)) else [eos]):
+        if i is not None and int(i) not in ids:
+            ids.append(int(i))
+    if not ids:
+        raise CheckpointError("the checkpoint defines no eos id (VocabConfig.eos_id): answers cannot stop")
+    return ids
+
+
+def encode_records(
+    tokenizer: EcgTokenizer, preprocess_cfg: PreprocessConfig, ptbxl: PtbxlDataset, ecg_ids: Sequence[int],
+    progress: bool = False,
+) -> tuple[dict[int, I64Array], dict[int, str]]:
+    """FSQ indices of the evaluated records with the checkpoint's own ECG tokenizer.
+
+    Returns:
+        (ecg_id -> int64 (frames,) indices, skipped ecg_id -> reason for records failing validation).
+    """
+    kept, signals, skipped = load_signals(ptbxl, ecg_ids, preprocess_cfg, progress=progress)
+    indices = encode_signals(tokenizer, signals)  # (N, 12, samples) -> (N, frames)
+    if skipped:
+        logger.warning("%d of %d evaluated records failed validation and are skipped", len(skipped),
+                       len(ecg_ids))
+    return {i: row for i, row in zip(kept, indices, strict=True)}, skipped
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def main(cfg: EvalConfig) -> dict[str, Any]:
+    """Evaluate an instruction-tuned checkpoint on held-out PTB-XL folds.
+
+    Args:
+        cfg: what to evaluate.
+
+    Returns:
+        The results dict described in the module docstring (also written to ``cfg.out_file``).
+
+    Raises:
+        FileNotFoundError: data or checkpoint files are missing.
+        ValueError: ``cfg.folds`` overlap folds the checkpoint trained on; no records to evaluate.
+        CheckpointError: the checkpoint is incomplete or inconsistent.
+    """
+    t_start = time.time()
+    ptbxl_root, ecgqa_root = resolve_data_roots(cfg.data_dir)
+    meta = read_llm_meta(cfg.checkpoint_dir)
+    recorded = checkpoint_training_folds(cfg.checkpoint_dir)
+    check_folds(cfg, recorded)
+    if meta.stage != "instruct":
+        logger.warning("%s is a %s checkpoint: it was not trained to answer questions",
+                       cfg.checkpoint_dir, meta.stage)
+    device = _resolve_device(cfg.device)
+    model, _, meta, paths = load_llm_checkpoint(cfg.checkpoint_dir, merge=True)  # what export ships
+    model.to(device).eval()
+    text_tokenizer = Tokenizer.from_file(str(paths.text_tokenizer))
+    ecg_tokenizer, preprocess_cfg, _, _ = load_tokenizer(paths.ecg_tokenizer_dir, device)
+
+    ptbxl = PtbxlDataset(ptbxl_root)
+    scp_table = load_scp_table(ptbxl_root)
+    fs_src = source_fs_hz(preprocess_cfg.fs_hz)
+    test_ids = ptbxl.ids(cfg.folds, fs_hz=fs_src)
+    if cfg.max_records is not None and cfg.max_records < len(test_ids):
+        test_ids = sorted(random.Random(f"eval-records-{cfg.seed}").sample(test_ids, cfg.max_records))
+    if not test_ids:
+        raise ValueError(f"no {fs_src} Hz PTB-XL records in folds {cfg.folds} under {ptbxl_root}")
+    indices, skipped = encode_records(ecg_tokenizer, preprocess_cfg, ptbxl, test_ids, cfg.progress)
+    ecg_ids = [i for i in test_ids if i in indices]
+    train_ids = ptbxl.ids(cfg.train_folds, fs_hz=fs_src)
+    data = build_eval_data(cfg, ptbxl, scp_table, ecgqa_root, ecg_ids, train_ids)
+
+    patients = {i: ptbxl.entries[i].patient for i in ecg_ids}
+    predictor = LlmPredictor(model, text_tokenizer, meta, indices, patients, cfg.batch_size,
+                             cfg.max_new_tokens, cfg.progress)
+    qa, reports, rows = evaluate_predictions(data, predictor, predictor, meta.prompt.report_question)
+    results: dict[str, Any] = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "checkpoint_dir": str(cfg.checkpoint_dir),
+        "data_dir": str(ptbxl_root),
+        "folds": list(cfg.folds),
+        "train_folds": list(cfg.train_folds),
+        "config": cfg.to_dict(),
+        "checkpoint": {"stage": meta.stage, "method": meta.method, "preset": meta.preset,
+                       "training_folds": {k: list(v) for k, v in recorded.items()}},
+        "device": str(device),
+        "n_records": len(ecg_ids),
+        "n_records_skipped": len(skipped),
+        "n_prompts_over_context": predictor.n_over_context,
+        "qa": qa,
+        "reports": reports,
+        "predictions_file": None,
+        "wall_s": round(time.time() - t_start, 3),
+    }
+    if cfg.out_file:
+        write_results(results, rows, cfg.out_file)
+        logger.info("wrote %s and %s", cfg.out_file, results["predictions_file"])
+    return results
