@@ -48,7 +48,9 @@ def parse_answer(text: str) -> frozenset[str]:
 
 
 def _split_outside_parentheses(text: str, sep: str) -> list[str]:
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         depth += (ch == "(") - (ch == ")")
         if ch == sep and depth <= 0:

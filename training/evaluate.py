@@ -473,8 +473,8 @@ class _BanIds(LogitsProcessor):
         self.mask[list(banned)] = True
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        mask = self.mask.to(scores.device)[: scores.shape[-1]]
-        return scores.masked_fill(mask, float("-inf"))
+        mask = self.mask.to(scores.device)[: scores.shape[-1]]  # (V,) broadcast over (B, V)
+        return scores.masked_fill(mask, float("-inf"))  # type: ignore[return-value]
 
 
 @torch.no_grad()
@@ -511,7 +511,7 @@ def greedy_generate(
         raise ValueError("greedy_generate needs at least one stop id (eos)")
     device = next(model.parameters()).device
     gen_cfg = HfGenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                               pad_token_id=pad_id, eos_token_id=list(stop_ids))
+                                 pad_token_id=pad_id, eos_token_id=list(stop_ids))
     vocab_size = model.get_input_embeddings().weight.shape[0]
     processors = LogitsProcessorList([_BanIds(banned_ids, vocab_size)] if banned_ids else [])
     order = sorted(range(len(prompts)), key=lambda k: (len(prompts[k]), k))
