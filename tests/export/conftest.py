@@ -41,7 +41,7 @@ class TinyLM:
         return [*range(v.offset, v.offset + v.n_codes), v.start_id, v.end_id]
 
 
-def make_text_tokenizer() -> Any:
+def make_text_tokenizer(*, with_ecg: bool = True) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -50,8 +50,11 @@ def make_text_tokenizer() -> Any:
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(TEXT * 10, trainer)
+    if not with_ecg:  # the runtime's text tokenizer: no ECG tokens
+        return tok
     # added as plain (non-special) tokens: CONTROL must come from the converter's control_token_ids
-    tok.add_tokens([ECG_START_TOKEN, ECG_END_TOKEN] + [ECG_TOKEN_FORMAT.format(k) for k in range(N_CODES)])
+    # the extension's layout: <ecg_0000> ... <ecg_NNNN>, then <ecg>, </ecg>
+    tok.add_tokens([ECG_TOKEN_FORMAT.format(k) for k in range(N_CODES)] + [ECG_START_TOKEN, ECG_END_TOKEN])
     return tok
 
 
@@ -90,6 +93,11 @@ def make_prompt() -> Callable[[TinyLM, str, list[int]], list[int]]:
 @pytest.fixture(scope="session")
 def tiny_lm_factory() -> Callable[..., TinyLM]:
     return make_tiny_lm
+
+
+@pytest.fixture(scope="session")
+def text_tokenizer_factory() -> Callable[..., Any]:
+    return make_text_tokenizer
 
 
 @pytest.fixture(scope="session")

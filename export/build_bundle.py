@@ -1,0 +1,470 @@
+"""``diagecg export``: an instruction-tuned checkpoint -> a runtime bundle, every export checked.
+
+Steps (``main``):
+
+1. load the instruct checkpoint (LLM + LoRA adapter, text tokenizer, metadata) and the stage-1 ECG
+   tokenizer it was trained with;
+2. preprocess real held-out PTB-XL records, export the ECG tokenizer to ONNX and compare its codes
+   with torch on those records;
+3. build real prompts from the records (``diagecg.prompts.encode_prompt``), merge the LoRA adapter
+   and compare merged and adapter logits on them;
+4. convert the merged model to an f16 GGUF, quantise it, and compare each GGUF with the merged HF
+   model: logits at every prompt position and greedy answers;
+5. write everything through ``BundleWriter`` and re-open the bundle with ``load_bundle``.
+
+``--verify`` (``verify_only``) re-runs the parity checks of an existing bundle against the
+checkpoint, reading nothing but the bundle's own files on the export side.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import dataclasses
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diagecg.bundle import Bundle, BundleWriter, load_bundle
+from diagecg.config import (
+    ConfigMixin,
+    EncoderConfig,
+    FSQConfig,
+    GenerationConfig,
+    PreprocessConfig,
+    VocabConfig,
+)
+from diagecg.constants import BUNDLE_ONNX_NAME, LLM_TEXT_TOKENIZER, MANIFEST_NAME, QUANT_TYPES
+from diagecg.errors import ExportError, RecordError
+from diagecg.export.gguf_convert import convert_hf_to_gguf, gguf_info
+from diagecg.export.merge_lora import merge_lora
+from diagecg.export.onnx_tokenizer import check_onnx_parity, export_onnx_tokenizer, run_onnx_indices
+from diagecg.export.parity import check_thresholds, greedy_parity, logits_parity
+from diagecg.export.quantize import quantize_gguf
+from diagecg.io import read_record
+from diagecg.preprocess import preprocess
+from diagecg.types import F32Array, PatientInfo
+
+logger = logging.getLogger(__name__)
+
+PTBXL_LABELS = "ptbxl_labels.csv"
+ECGQA_DIR = ("ecgqa", "ptbxl")
+ECGQA_ANSWERS_PER_TEMPLATE = "answers_for_each_template.csv"
+ECGQA_VALID_QUESTIONS = ("template", "valid")
+
+
+def _check(cond: bool, field: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ValueError(f"ExportConfig.{field}={value!r} is invalid: {allowed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig(ConfigMixin):
+    """What to export and how hard to check it."""
+
+    checkpoint_dir: str = "runs/instruct"  # output folder of ``diagecg train instruct``
+    out_dir: str = "bundle"  # the bundle folder to write (or verify)
+    quants: str = "q8_0,q4_k_m"  # comma-separated GGUF quantisations shipped in the bundle
+    default_quant: str | None = None  # the runtime's default; None = the first of `quants`
+    verify_only: bool = False  # only re-run the parity checks of the bundle in out_dir
+    data_dir: str = "data"  # shared data root (holding ptbxl/ and ecgqa/) or the ptbxl folder itself
+    n_parity_records: int = 16  # held-out records for the ONNX and LLM parity checks
+    parity_folds: tuple[int, ...] = (10,)  # PTB-XL folds the parity records come from (held out)
+    n_questions: int = 4  # questions per parity record: the report question + ECG-QA wordings
+    max_new_tokens: int | None = None  # greedy-answer cap; None = the checkpoint's generation config
+    max_onnx_mismatch: float = 0.001  # allowed fraction of ONNX codes differing from torch (bin edges)
+    lora_atol: float = 1e-3  # merged vs adapter logits
+    min_top1: str = "f16=0.98,q8_0=0.9"  # per-quant floors of HF/GGUF top-1 agreement (others: reported)
+    allow_quant_fallback: bool = False  # let llama.cpp store odd-width tensors in another type
+    n_threads: int | None = None  # llama.cpp threads; None = all cores
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check(bool(self.quant_list), "quants", self.quants, f"a comma-separated subset of {QUANT_TYPES}")
+        for q in self.quant_list:
+            _check(q in QUANT_TYPES, "quants", self.quants, f"each one of {QUANT_TYPES}")
+        if self.default_quant is not None:
+            _check(self.default_quant in self.quant_list, "default_quant", self.default_quant,
+                   f"one of quants {self.quant_list}")
+        _check(self.n_parity_records >= 1, "n_parity_records", self.n_parity_records, "must be >= 1")
+        _check(self.n_questions >= 1, "n_questions", self.n_questions, "must be >= 1")
+        _check(all(1 <= f <= 10 for f in self.parity_folds) and bool(self.parity_folds), "parity_folds",
+               self.parity_folds, "a non-empty tuple of PTB-XL folds 1-10")
+        _check(0 <= self.max_onnx_mismatch < 1, "max_onnx_mismatch", self.max_onnx_mismatch, "in [0, 1)")
+        _check(self.lora_atol > 0, "lora_atol", self.lora_atol, "must be > 0")
+        self.min_top1_floors  # noqa: B018 (parses, raising ValueError on a malformed entry)
+
+    @property
+    def quant_list(self) -> tuple[str, ...]:
+        return tuple(q.strip().lower() for q in self.quants.split(",") if q.strip())
+
+    @property
+    def min_top1_floors(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for part in (p.strip() for p in self.min_top1.split(",") if p.strip()):
+            quant, _, value = part.partition("=")
+            try:
+                out[quant.strip()] = float(value)
+            except ValueError:
+                raise ValueError(f"ExportConfig.min_top1: cannot parse {part!r}; "
+                                 "expected quant=fraction") from None
+        return out
+
+
+# --- parity data: real held-out records and questions ----------------------------------------------------
+
+def _resolve_roots(data_dir: str | Path) -> tuple[Path, Path | None]:
+    d = Path(data_dir)
+    ptbxl = d if (d / PTBXL_LABELS).is_file() else d / "ptbxl"
+    if not (ptbxl / PTBXL_LABELS).is_file():
+        raise FileNotFoundError(f"no PTB-XL folder with {PTBXL_LABELS} at {d} or {d / 'ptbxl'}")
+    ecgqa = ptbxl.parent.joinpath(*ECGQA_DIR)
+    return ptbxl, (ecgqa if ecgqa.is_dir() else None)
+
+
+def load_parity_records(data_dir: str | Path, preprocess_cfg: PreprocessConfig, n: int, folds: Sequence[int]
+                        ) -> tuple[list[int], F32Array, list[PatientInfo]]:
+    """The first ``n`` readable PTB-XL records of ``folds``, preprocessed for the model.
+
+    Returns:
+        (ecg_ids, float32 (n, 12, samples) signals, patient features from the label table).
+
+    Raises:
+        FileNotFoundError: no PTB-XL folder; ValueError: fewer than one usable record.
+    """
+    ptbxl, _ = _resolve_roots(data_dir)
+    sub, suffix = ("records500", "hr") if preprocess_cfg.fs_hz > 100 else ("records100", "lr")
+    ids, signals, patients = [], [], []
+    with (ptbxl / PTBXL_LABELS).open(newline="", encoding="utf-8") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r["ecg_id"]))
+    for row in rows:
+        if len(ids) >= n:
+            break
+        if int(row["strat_fold"]) not in folds:
+            continue
+        ecg_id = int(row["ecg_id"])
+        hea = ptbxl / sub / f"{ecg_id // 1000 * 1000:05d}" / f"{ecg_id:05d}_{suffix}.hea"
+        if not hea.is_file():
+            continue
+        try:
+            signal = preprocess(read_record(hea), preprocess_cfg)
+        except RecordError as e:
+            logger.info("parity: skipping %s (%s)", hea.name, e)
+            continue
+        sex = {"0.0": "male", "1.0": "female", "0": "male", "1": "female"}.get(row.get("sex") or "")
+        age = float(row["age"]) if row.get("age") else None
+        ids.append(ecg_id)
+        signals.append(signal)
+        patients.append(PatientInfo(age_years=age, sex=sex))
+    if not ids:
+        raise ValueError(f"no readable {sub} records of folds {tuple(folds)} under {ptbxl}")
+    if len(ids) < n:
+        logger.warning("parity: only %d of %d records found in folds %s", len(ids), n, tuple(folds))
+    return ids, np.stack(signals), patients
+
+
+def load_questions(data_dir: str | Path, report_question: str | None, n: int) -> list[str]:
+    """Up to ``n`` question wordings: the report question, then distinct ECG-QA (valid split) questions."""
+    questions = [report_question] if report_question else []
+    _, ecgqa = _resolve_roots(data_dir)
+    folder = ecgqa.joinpath(*ECGQA_VALID_QUESTIONS) if ecgqa else None
+    for path in sorted(folder.glob("*.json")) if folder and folder.is_dir() else []:
+        for sample in json.loads(path.read_text(encoding="utf-8")):
+            q = str(sample.get("question", "")).strip()
+            if len(questions) >= n:
+                return questions
+            if q and q not in questions:
+                questions.append(q)
+    if not questions:
+        raise ValueError("no questions: the prompt has no report question and there are no ECG-QA files "
+                         f"under {data_dir}")
+    return questions[:n]
+
+
+def load_answer_vocabularies(data_dir: str | Path) -> dict[str, list[str]]:
+    """ECG-QA template id -> allowed answers (``answers_for_each_template.csv``); empty when absent."""
+    _, ecgqa = _resolve_roots(data_dir)
+    path = ecgqa / ECGQA_ANSWERS_PER_TEMPLATE if ecgqa else None
+    if path is None or not path.is_file():
+        logger.warning("no ECG-QA answer table under %s; the bundle gets no answer vocabularies", data_dir)
+        return {}
+    with path.open(newline="", encoding="utf-8") as f:
+        return {row["template_id"]: list(ast.literal_eval(row["classes"])) for row in csv.DictReader(f)}
+
+
+def build_prompts(prompt_cfg: Any, vocab: VocabConfig, encode_text: Callable[[str], list[int]],
+                  indices: np.ndarray, patients: Sequence[PatientInfo],
+                  questions: Sequence[str]) -> list[list[int]]:
+    """One prompt per (record, question) pair, cycling through the questions, as token ids."""
+    from diagecg.prompts import encode_prompt
+
+    prompts = []
+    for i, (codes, patient) in enumerate(zip(indices, patients, strict=True)):
+        question = questions[i % len(questions)]
+        prompts.append(list(encode_prompt(prompt_cfg, vocab, encode_text, question=question, patient=patient,
+                                          ecg_indices=[int(c) for c in codes])))
+    return prompts
+
+
+# --- checkpoint ----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ExportSource:
+    """Everything the export needs from an instruct checkpoint (built by ``load_source``)."""
+
+    model: Any  # transformers causal LM, possibly a peft model with a LoRA adapter
+    hf_tokenizer: Any  # the full tokenizer (text + ECG tokens)
+    ecg_tokenizer: torch.nn.Module  # stage-1 EcgTokenizer
+    preprocess: PreprocessConfig
+    encoder: EncoderConfig
+    fsq: FSQConfig
+    vocab: VocabConfig
+    prompt: Any  # diagecg.prompts.PromptConfig
+    generation: GenerationConfig
+    text_tokenizer_file: Path | None  # the base text tokenizer (no ECG tokens): prompts and the runtime
+    checkpoint_dir: Path
+    preset: str | None = None
+    training: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _text_tokenizer: Any = dataclasses.field(default=None, repr=False)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Text -> ids with the base text tokenizer, as training and the runtime encode prompt text."""
+        if self.text_tokenizer_file is None:
+            return list(self.hf_tokenizer.encode(text, add_special_tokens=False))
+        if self._text_tokenizer is None:
+            from tokenizers import Tokenizer
+
+            self._text_tokenizer = Tokenizer.from_file(str(self.text_tokenizer_file))
+        return list(self._text_tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def stop_ids(self) -> list[int]:
+        ids: list[int] = [self.vocab.eos_id] if self.vocab.eos_id is not None else []
+        for source in (getattr(self.model, "generation_config", None), getattr(self.model, "config", None),
+                       self.hf_tokenizer):
+            eos = getattr(source, "eos_token_id", None)
+            for i in eos if isinstance(eos, (list, tuple)) else [eos]:
+                if i is not None and int(i) not in ids:
+                    ids.append(int(i))
+        return ids
+
+
+def load_source(checkpoint_dir: str | Path) -> ExportSource:
+    """Load the instruct checkpoint (adapter not merged) and its stage-1 ECG tokenizer."""
+    from diagecg.nn.checkpoint import load_tokenizer
+    from diagecg.nn.llm_checkpoint import load_llm_checkpoint
+
+    d = Path(checkpoint_dir)
+    model, hf_tokenizer, meta, paths = load_llm_checkpoint(d, merge=False, dtype=torch.float32)
+    ecg_tokenizer, preprocess_cfg, encoder_cfg, fsq_cfg = load_tokenizer(paths.ecg_tokenizer_dir)
+    summary = json.loads(paths.run_summary.read_text()) if paths.run_summary.is_file() else {}
+    training = {
+        "stage": meta.stage, "method": meta.method, "base_model": meta.base_model.to_dict(),
+        "train_folds": list(meta.train_folds), "valid_folds": list(meta.valid_folds),
+        "diagecg_version": meta.diagecg_version, "run_summary": summary,
+    }
+    return ExportSource(
+        model=model.float().eval(), hf_tokenizer=hf_tokenizer, ecg_tokenizer=ecg_tokenizer.float().eval(),
+        preprocess=preprocess_cfg, encoder=encoder_cfg, fsq=fsq_cfg, vocab=meta.vocab, prompt=meta.prompt,
+        generation=meta.generation,
+        text_tokenizer_file=paths.text_tokenizer if paths.text_tokenizer.is_file() else None,
+        checkpoint_dir=d, preset=meta.preset, training=training,
+    )
+
+
+# --- export --------------------------------------------------------------------------------------------
+
+def _tokenizer_for_gguf(hf_tokenizer: Any) -> Any:
+    backend = getattr(hf_tokenizer, "backend_tokenizer", None) or getattr(hf_tokenizer, "_tokenizer", None)
+    return backend if backend is not None else hf_tokenizer
+
+
+def _control_ids(vocab: VocabConfig) -> list[int]:
+    return [*range(vocab.offset, vocab.offset + vocab.n_codes), vocab.start_id, vocab.end_id]
+
+
+def _merged(model: Any, prompts: list[list[int]], atol: float) -> tuple[Any, dict[str, Any]]:
+    """The model with its LoRA adapter merged (checked on the longest prompt); plain models pass through."""
+    if not hasattr(model, "merge_and_unload"):
+        return model.eval(), {"merged": False}
+    sample = torch.tensor([max(prompts, key=len)], dtype=torch.int64)
+    merged, report = merge_lora(model, sample, atol=atol)
+    return merged, {**report, "merged": True}
+
+
+def _llm_parity(cfg: ExportConfig, model: Any, gguf_paths: dict[str, Path], prompts: list[list[int]],
+                src: ExportSource) -> dict[str, Any]:
+    logits = logits_parity(model, gguf_paths, prompts, n_threads=cfg.n_threads, progress=cfg.progress)
+    greedy = greedy_parity(model, gguf_paths, prompts, max_new_tokens=cfg.max_new_tokens or
+                           src.generation.max_new_tokens, stop_ids=src.stop_ids(), n_threads=cfg.n_threads,
+                           decode=lambda ids: src.hf_tokenizer.decode(ids, skip_special_tokens=True),
+                           progress=cfg.progress)
+    check_thresholds(logits, cfg.min_top1_floors)
+    return {q: {"logits": logits[q], "greedy": greedy[q]} for q in gguf_paths}
+
+
+def export_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
+    """Write and check the bundle of ``src`` into ``cfg.out_dir``; returns the summary.
+
+    Raises:
+        ExportError: a parity check failed (nothing is left claiming to be a valid bundle).
+    """
+    t0 = time.time()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # a stale manifest must not describe new files
+    steps = tqdm(total=6, desc="export", disable=not cfg.progress)
+
+    # 1. ECG tokenizer -> ONNX, checked on real held-out records
+    ids, signals, patients = load_parity_records(cfg.data_dir, src.preprocess, cfg.n_parity_records,
+                                                 cfg.parity_folds)
+    onnx_path = export_onnx_tokenizer(src.ecg_tokenizer, src.preprocess.n_samples, out / BUNDLE_ONNX_NAME,
+                                      n_leads=src.encoder.n_leads)
+    onnx_parity = check_onnx_parity(src.ecg_tokenizer, onnx_path, signals, max_mismatch=cfg.max_onnx_mismatch)
+    indices = run_onnx_indices(onnx_path, signals)  # what the runtime will feed the LLM
+    steps.update()
+
+    # 2. real prompts; merge the adapter and check the merge on them
+    questions = load_questions(cfg.data_dir, getattr(src.prompt, "report_question", None), cfg.n_questions)
+    prompts = build_prompts(src.prompt, src.vocab, src.encode_text, indices, patients, questions)
+    model, merge_report = _merged(src.model, prompts, cfg.lora_atol)
+    n_rows = int(model.get_input_embeddings().weight.shape[0])
+    if src.vocab.vocab_size and src.vocab.vocab_size != n_rows:
+        raise ExportError(f"vocab.vocab_size={src.vocab.vocab_size} but the model has {n_rows} "
+                          "embedding rows")
+    steps.update()
+
+    with tempfile.TemporaryDirectory(prefix="diagecg-export-", dir=out) as work:
+        # 3. GGUF f16 and quantisations
+        f16 = convert_hf_to_gguf(model, _tokenizer_for_gguf(src.hf_tokenizer), Path(work) / "f16.gguf",
+                                 control_token_ids=_control_ids(src.vocab), bos_token_id=src.vocab.bos_id,
+                                 eos_token_id=src.vocab.eos_id, pad_token_id=src.vocab.pad_id,
+                                 name=src.checkpoint_dir.name)
+        ggufs = {"f16": f16}
+        for q in tqdm(cfg.quant_list, desc="quantise", disable=not cfg.progress):
+            if q != "f16":
+                ggufs[q] = quantize_gguf(f16, Path(work) / f"{q}.gguf", q, n_threads=cfg.n_threads,
+                                         allow_fallback=cfg.allow_quant_fallback)
+        steps.update()
+
+        # 4. GGUF vs merged HF model on the real prompts
+        llm_parity = _llm_parity(cfg, model, ggufs, prompts, src)
+        steps.update()
+
+        # 5. the bundle
+        writer = BundleWriter(out)
+        writer.add_config(preprocess=src.preprocess, encoder=src.encoder, fsq=src.fsq, prompt=src.prompt,
+                          generation=src.generation, preset=src.preset)
+        writer.add_onnx(onnx_path, opset=_onnx_opset(onnx_path))
+        for q in cfg.quant_list:
+            writer.add_gguf(ggufs[q], q, info=gguf_info(ggufs[q]))
+        if src.text_tokenizer_file is not None:
+            writer.add_tokenizer(src.text_tokenizer_file)
+        else:
+            logger.warning("%s has no %s; the runtime will tokenize text with llama.cpp", src.checkpoint_dir,
+                           LLM_TEXT_TOKENIZER)
+        writer.add_vocab(src.vocab)
+        answer_vocab = load_answer_vocabularies(cfg.data_dir)
+        if answer_vocab:
+            writer.add_answer_vocabularies(answer_vocab)
+        writer.add_training(src.training)
+        evaluation = _evaluation_results(src.checkpoint_dir)
+        if evaluation:
+            writer.add_evaluation(evaluation)
+        parity = {"onnx": onnx_parity, "lora_merge": merge_report, "llm": llm_parity,
+                  "records": ids, "questions": questions}
+        writer.add_parity(parity)
+        writer.write(default_quant=cfg.default_quant or cfg.quant_list[0])
+        steps.update()
+
+    bundle = load_bundle(out)  # 6. re-open: the runtime's own validation
+    steps.update()
+    steps.close()
+    return _summary(bundle, parity, time.time() - t0)
+
+
+def _onnx_opset(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _evaluation_results(checkpoint_dir: Path) -> dict[str, Any]:
+    """``diagecg eval --out`` results saved next to the checkpoint (``eval_results.json``), if any."""
+    path = checkpoint_dir / "eval_results.json"
+    if not path.is_file():
+        return {}
+    results = json.loads(path.read_text())
+    return {k: results[k] for k in ("folds", "n_records", "qa", "reports") if k in results}
+
+
+def _summary(bundle: Bundle, parity: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    files = bundle.manifest["files"]
+    return {
+        "bundle": str(bundle.root),
+        "quants": list(bundle.quants),
+        "default_quant": bundle.default_quant,
+        "bytes": {name: meta["bytes"] for name, meta in files.items()},
+        "onnx_code_agreement": parity["onnx"]["code_agreement"],
+        "lora_merge_max_abs_diff": parity.get("lora_merge", {}).get("max_abs_diff"),
+        "llm": {q: {"top1_agreement": r["logits"]["top1_agreement"],
+                    "max_abs_diff": r["logits"]["max_abs_diff"],
+                    "greedy_exact_match": r["greedy"]["exact_match"]} for q, r in parity["llm"].items()},
+        "wall_s": round(wall_s, 1),
+    }
+
+
+def verify_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
+    """Re-run the parity checks of the bundle in ``cfg.out_dir`` against the checkpoint (read only)."""
+    t0 = time.time()
+    bundle = load_bundle(cfg.out_dir)
+    if (bundle.preprocess, bundle.encoder, bundle.fsq, bundle.vocab) != (src.preprocess, src.encoder, src.fsq,
+                                                                          src.vocab):
+        raise ExportError(f"{bundle.root}: the bundle's configs differ from checkpoint {src.checkpoint_dir}")
+    ids, signals, patients = load_parity_records(cfg.data_dir, bundle.preprocess, cfg.n_parity_records,
+                                                 cfg.parity_folds)
+    onnx_parity = check_onnx_parity(src.ecg_tokenizer, bundle.onnx_path, signals,
+                                    max_mismatch=cfg.max_onnx_mismatch)
+    indices = run_onnx_indices(bundle.onnx_path, signals)
+    questions = load_questions(cfg.data_dir, getattr(src.prompt, "report_question", None), cfg.n_questions)
+    prompts = build_prompts(src.prompt, bundle.vocab, src.encode_text, indices, patients, questions)
+    model, _ = _merged(src.model, prompts, cfg.lora_atol)
+    llm_parity = _llm_parity(cfg, model, dict(bundle.llm_files), prompts, src)
+    parity = {"onnx": onnx_parity, "llm": llm_parity, "records": ids, "questions": questions}
+    return {**_summary(bundle, parity, time.time() - t0), "verified": True}
+
+
+def main(cfg: ExportConfig) -> dict[str, Any]:
+    """Export (or, with ``verify_only``, re-check) a bundle; returns a JSON-able summary.
+
+    Raises:
+        FileNotFoundError: checkpoint or data missing.
+        ExportError: a parity check failed.
+        BundleError: (verify) the bundle is invalid.
+    """
+    src = load_source(cfg.checkpoint_dir)
+    logger.info("exporting %s -> %s (%s)", cfg.checkpoint_dir, cfg.out_dir, ", ".join(cfg.quant_list))
+    with torch.no_grad():
+        return verify_bundle(cfg, src) if cfg.verify_only else export_bundle(cfg, src)
+
+
+__all__ = [
+    "ExportConfig",
+    "ExportSource",
+    "build_prompts",
+    "export_bundle",
+    "load_answer_vocabularies",
+    "load_parity_records",
+    "load_questions",
+    "load_source",
+    "main",
+    "verify_bundle",
+]

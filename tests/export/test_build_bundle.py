@@ -1,0 +1,123 @@
+"""``diagecg export`` end to end: a real (tiny) instruct checkpoint -> bundle -> load_bundle -> --verify."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from diagecg.bundle import load_bundle
+from diagecg.config import (
+    EncoderConfig,
+    FSQConfig,
+    GenerationConfig,
+    PreprocessConfig,
+    VocabConfig,
+    apply_overrides,
+)
+from diagecg.constants import (
+    BUNDLE_TOKENIZER_NAME,
+    ECG_END_TOKEN,
+    ECG_START_TOKEN,
+    ECG_TOKEN_FORMAT,
+    LLM_TEXT_TOKENIZER,
+    ManifestKey,
+)
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+pytest.importorskip("onnxscript")
+
+from diagecg.export.build_bundle import ExportConfig, main  # noqa: E402
+from diagecg.nn.checkpoint import save_checkpoint  # noqa: E402
+from diagecg.nn.ecg_tokenizer import EcgTokenizer  # noqa: E402
+from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta, save_llm_checkpoint  # noqa: E402
+from diagecg.prompts import PromptConfig  # noqa: E402
+
+PREPROCESS = PreprocessConfig(fs_hz=100)
+ENCODER = EncoderConfig(n_samples=1000, stem_channels=8, stage_channels=(8, 16, 16, 32), groups=4,
+                        fused_channels=32)
+FSQ = FSQConfig(levels=(4, 4))
+
+
+@pytest.fixture(scope="module")
+def instruct_checkpoint(tmp_path_factory: pytest.TempPathFactory, text_tokenizer_factory) -> Path:
+    d = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    configs = {ManifestKey.PREPROCESS: PREPROCESS, ManifestKey.ENCODER: ENCODER, ManifestKey.FSQ: FSQ}
+    save_checkpoint(d / "stage1", EcgTokenizer(ENCODER, FSQ), configs, step=0)
+    tok = text_tokenizer_factory(with_ecg=True)
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+    vocab = VocabConfig(n_codes=FSQ.codebook_size, offset=tok.token_to_id(ECG_TOKEN_FORMAT.format(0)),
+                        start_id=tok.token_to_id(ECG_START_TOKEN), end_id=tok.token_to_id(ECG_END_TOKEN),
+                        vocab_size=384, base_vocab_size=300, eos_id=0)
+    base = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=384, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.1, bos_token_id=0,
+        eos_token_id=0)).eval()
+    base.save_pretrained(d / "base")
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    model = peft.get_peft_model(base, lora)
+    meta = LlmMeta(stage="instruct", method="lora", vocab=vocab, prompt=PromptConfig(),
+                   generation=GenerationConfig(max_new_tokens=8),
+                   base_model=BaseModelRef(path=str(d / "base"), name="tiny llama", model_type="llama"),
+                   preset="100hz", train_folds=(1, 2, 3, 4, 5, 6, 7, 8), valid_folds=(9,))
+    return save_llm_checkpoint(d / "instruct", model, hf_tok, meta, d / "stage1")
+
+
+def test_export_writes_a_bundle_that_loads_and_verifies(instruct_checkpoint: Path, shared_data: Path,
+                                                        tmp_path: Path) -> None:
+    cfg = ExportConfig(checkpoint_dir=str(instruct_checkpoint), out_dir=str(tmp_path / "bundle"),
+                       quants="q8_0,f16", data_dir=str(shared_data), n_parity_records=4, n_questions=2,
+                       min_top1="f16=0.9", n_threads=1, progress=False)
+    summary = main(cfg)
+    b = load_bundle(tmp_path / "bundle")
+    # the default is the first quant asked for (manifest keys are sorted, so quants come back sorted)
+    assert sorted(summary["quants"]) == sorted(b.quants) == ["f16", "q8_0"] and b.default_quant == "q8_0"
+    assert (b.preprocess, b.encoder, b.fsq, b.preset) == (PREPROCESS, ENCODER, FSQ, "100hz")
+    assert PromptConfig.from_dict(b.prompt) == PromptConfig() and b.generation.max_new_tokens == 8
+    assert b.tokenizer_path is not None and b.tokenizer_path.name == BUNDLE_TOKENIZER_NAME
+    assert b.tokenizer_path.read_bytes() == (instruct_checkpoint / LLM_TEXT_TOKENIZER).read_bytes()
+    assert sorted(p.name for p in b.root.iterdir()) == sorted([*b.manifest["files"], "manifest.json"])
+
+    parity = b.parity
+    assert parity["onnx"]["code_agreement"] == 1.0 and parity["onnx"]["n_records"] == 4
+    assert parity["lora_merge"]["merged"] and parity["lora_merge"]["max_abs_diff"] < 1e-3
+    assert parity["llm"]["f16"]["logits"]["top1_agreement"] >= 0.9
+    n_positions = parity["llm"]["f16"]["logits"]["n_positions"]
+    assert parity["llm"]["q8_0"]["logits"]["n_positions"] == n_positions > 4 * 63
+    assert set(parity["llm"]["f16"]["greedy"]) >= {"exact_match", "token_agreement", "n_prompts"}
+    assert parity["questions"][0] == PromptConfig().report_question and len(parity["records"]) == 4
+    assert b.training["stage"] == "instruct" and b.training["train_folds"] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert b.answer_vocabularies["2"] == ["no", "yes"]
+    assert b.manifest[ManifestKey.LLM]["q8_0"]["file_type"] == "MOSTLY_Q8_0"
+
+    import gguf
+
+    reader = gguf.GGUFReader(str(b.gguf_path("f16")))
+    assert int(reader.get_field("tokenizer.ggml.eos_token_id").contents()) == b.vocab.eos_id == 0
+
+    verified = main(dataclasses.replace(cfg, verify_only=True))
+    assert verified["verified"]
+    assert verified["llm"]["f16"]["top1_agreement"] == summary["llm"]["f16"]["top1_agreement"]
+    manifest = json.loads((b.root / "manifest.json").read_text())
+    assert manifest == b.manifest  # verify only reads
+
+
+def test_export_config_parses_and_checks_fields() -> None:
+    sets = ["quants=Q8_0, q4_k_m", "default_quant=q4_k_m", "parity_folds=9,10"]
+    cfg = apply_overrides(ExportConfig(), sets)
+    assert cfg.quant_list == ("q8_0", "q4_k_m") and cfg.parity_folds == (9, 10)
+    assert ExportConfig(min_top1="f16=0.99, q8_0=0.9").min_top1_floors == {"f16": 0.99, "q8_0": 0.9}
+    assert ExportConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="ExportConfig.quants='q3_xs'"):
+        ExportConfig(quants="q3_xs")
+    with pytest.raises(ValueError, match="ExportConfig.default_quant='f16'"):
+        ExportConfig(quants="q8_0", default_quant="f16")
+    with pytest.raises(ValueError, match="min_top1: cannot parse 'f16'"):
+        ExportConfig(min_top1="f16")
+    with pytest.raises(ValueError, match="parity_folds"):
+        ExportConfig(parity_folds=(11,))
