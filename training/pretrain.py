@@ -1,0 +1,764 @@
+"""Stage 2: extend an LLM's vocabulary with the ECG tokens and pretrain it to forecast ECG tokens.
+
+DiagECG (arXiv 2508.15338) teaches the LLM the new ECG tokens by autoregressive forecasting: given
+the tokens of part of a record, predict the tokens that follow (``llm_data.forecast_example``, several
+context/target scales, loss on the target only). With the tiny from-scratch demo model
+(``base_model=None``, see ``base_model.py``) a text LM objective on the project's own text is mixed in
+(``text_ratio``) so the model also learns the language it will answer in.
+
+    diagecg train pretrain --data shared/data --init runs/tokenizer --out runs/pretrain --set steps=2000
+    diagecg train pretrain --init runs/tokenizer --out runs/pretrain-qwen --base-model /models/Qwen2.5-0.5B \\
+        --set method=lora
+
+A linear script (STYLE R20): data, model, optimiser, loop, checkpoint. Multi-GPU runs go through
+``accelerate launch -m diagecg.cli train pretrain ...`` without code changes (``accelerate.Accelerator``
+wraps model and optimiser; on one CPU it is a no-op). Training uses PTB-XL folds 1-8, the validation
+loss fold 9; fold 10 (test) is refused. The output folder is an LLM checkpoint
+(``diagecg.nn.llm_checkpoint``) plus ``run_summary.json``; ``--resume`` continues it bit-for-bit in
+data order (batches depend on ``(seed, step)`` only).
+
+Shared with ``sft.py``: the accelerator, learning-rate schedule, LoRA wrapping, base-model loading and
+the per-example loss below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from diagecg.config import (
+    PRESETS,
+    ConfigMixin,
+    EncoderConfig,
+    FSQConfig,
+    GenerationConfig,
+    PreprocessConfig,
+    _check,
+)
+from diagecg.constants import LLM_BASE_DIR, LLM_TRAIN_STATE_DIR, RUN_SUMMARY, ManifestKey
+from diagecg.errors import DiagEcgError
+from diagecg.nn.checkpoint import read_configs
+from diagecg.nn.llm_checkpoint import (
+    BaseModelRef,
+    LlmMeta,
+    has_llm_checkpoint,
+    load_llm_checkpoint,
+    load_train_state,
+    save_llm_checkpoint,
+    save_train_state,
+)
+from diagecg.prompts import PromptConfig
+from diagecg.training.base_model import DEMO_MODEL_NAME, build_tiny_base_model
+from diagecg.training.ecg_data import resolve_ptbxl_root, source_fs_hz
+from diagecg.training.ecgqa import load_answer_vocab
+from diagecg.training.extend_vocab import base_text_tokenizer, extend_vocabulary, new_token_rows
+from diagecg.training.llm_data import (
+    IGNORE_INDEX,
+    Example,
+    ForecastScale,
+    as_arrays,
+    build_text_corpus,
+    collate,
+    draw_examples,
+    draw_forecast_examples,
+    load_or_encode_tokens,
+    step_rng,
+    text_example,
+)
+from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS, VALID_FOLDS, PtbxlDataset
+from diagecg.training.reports import load_scp_table
+
+logger = logging.getLogger(__name__)
+
+ECGQA_ROOT = ("ecgqa", "ptbxl")  # under the shared data root, beside ptbxl/
+# HF config.model_type -> linear layers LoRA adapts (attention + MLP); other types need lora_target_modules
+LORA_TARGETS: dict[str, tuple[str, ...]] = {
+    "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "mistral": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "qwen2": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig(ConfigMixin):
+    """Everything stage 2 needs."""
+
+    data_dir: str = "data"  # shared data root (holding ptbxl/ and ecgqa/) or the ptbxl folder itself
+    out_dir: str = "runs/pretrain"  # LLM checkpoint + run summary
+    init_dir: str | None = None  # REQUIRED: the stage-1 output folder (`diagecg train tokenizer --out`)
+    base_model: str | None = None  # local HF causal LM folder (llama/qwen2/mistral); None = tiny demo model
+    method: Literal["full", "lora"] = "full"  # "lora": LoRA on attention/MLP + trainable ECG token rows
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] | None = None  # None = LORA_TARGETS[model_type]
+    context_fractions: tuple[float, ...] = (0.5, 0.5, 0.75)  # forecasting scales, paired with ...
+    target_fractions: tuple[float, ...] = (0.125, 0.25, 0.25)  # ... these (fractions of the record's frames)
+    text_ratio: float | None = None  # share of text-LM rows; None = 0.3 for the demo model, 0 for a real base
+    train_folds: tuple[int, ...] = TRAIN_FOLDS
+    valid_folds: tuple[int, ...] = VALID_FOLDS
+    max_train_records: int | None = None  # seeded subset; None = all
+    steps: int = 2000  # total optimisation steps (sets the lr schedule)
+    stop_at_step: int | None = None  # end this run early (resume later)
+    batch_size: int = 16  # rows per optimisation step and process
+    grad_accum: int = 1  # micro-batches per step (each of batch_size rows)
+    lr: float | None = None  # None = 1e-3 (demo model), 2e-4 (LoRA), 2e-5 (full fine-tune of a real base)
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # 0 = off
+    eval_every: int = 200  # also the checkpoint interval
+    eval_examples: int = 256  # fixed forecasting examples from the validation folds
+    log_every: int = 10
+    seed: int = 0
+    resume: bool = False  # continue the checkpoint in out_dir
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = True  # bf16 mixed precision on CUDA (ignored on CPU)
+    load_in_4bit: bool = False  # QLoRA: 4-bit NF4 base via bitsandbytes (CUDA only, method lora)
+    gradient_checkpointing: bool = False
+    demo_vocab_size: int = 3000  # BPE size of the demo model's tokenizer
+    max_position: int = 512  # demo model context length (tokens)
+    max_new_tokens: int = 64  # stored in the checkpoint's GenerationConfig
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        n = "PretrainConfig"
+        _check_common(self, n)
+        _check(
+            len(self.context_fractions) == len(self.target_fractions) >= 1,
+            n,
+            "target_fractions",
+            self.target_fractions,
+            f"one per context fraction ({len(self.context_fractions)})",
+        )
+        for c, t in zip(self.context_fractions, self.target_fractions, strict=False):
+            _check(
+                c > 0 and t > 0 and c + t <= 1,
+                n,
+                "context_fractions",
+                self.context_fractions,
+                f"pairs (c, t) with c, t > 0 and c + t <= 1 (got ({c}, {t}))",
+            )
+        _check(
+            self.text_ratio is None or 0 <= self.text_ratio < 1,
+            n,
+            "text_ratio",
+            self.text_ratio,
+            "None or in [0, 1)",
+        )
+        _check(self.eval_examples >= 1, n, "eval_examples", self.eval_examples, "must be >= 1")
+        _check(self.demo_vocab_size >= 300, n, "demo_vocab_size", self.demo_vocab_size, "must be >= 300")
+        _check(self.max_position >= 128, n, "max_position", self.max_position, "must be >= 128")
+
+
+def _check_common(cfg: Any, n: str) -> None:
+    """Checks shared by PretrainConfig and SFTConfig."""
+    _check(cfg.method in ("full", "lora"), n, "method", cfg.method, "'full' or 'lora'")
+    _check(
+        cfg.lora_r >= 1 and cfg.lora_alpha > 0 and 0 <= cfg.lora_dropout < 1,
+        n,
+        "lora_r",
+        cfg.lora_r,
+        "lora_r >= 1, lora_alpha > 0, lora_dropout in [0, 1)",
+    )
+    for name in ("train_folds", "valid_folds"):
+        folds = getattr(cfg, name)
+        _check(
+            len(folds) > 0 and all(1 <= f <= 10 for f in folds),
+            n,
+            name,
+            folds,
+            "a non-empty tuple of PTB-XL folds 1-10",
+        )
+        _check(
+            not set(folds) & set(TEST_FOLDS),
+            n,
+            name,
+            folds,
+            f"must not contain the test fold(s) {TEST_FOLDS}",
+        )
+    _check(
+        not set(cfg.train_folds) & set(cfg.valid_folds),
+        n,
+        "valid_folds",
+        cfg.valid_folds,
+        f"must be disjoint from train_folds {cfg.train_folds}",
+    )
+    _check(
+        cfg.max_train_records is None or cfg.max_train_records >= 1,
+        n,
+        "max_train_records",
+        cfg.max_train_records,
+        "None or >= 1",
+    )
+    _check(cfg.steps >= 1, n, "steps", cfg.steps, "must be >= 1")
+    _check(
+        cfg.stop_at_step is None or 1 <= cfg.stop_at_step <= cfg.steps,
+        n,
+        "stop_at_step",
+        cfg.stop_at_step,
+        f"None or in [1, steps={cfg.steps}]",
+    )
+    for name in ("batch_size", "grad_accum", "eval_every", "log_every"):
+        _check(getattr(cfg, name) >= 1, n, name, getattr(cfg, name), "must be >= 1")
+    _check(cfg.lr is None or cfg.lr > 0, n, "lr", cfg.lr, "None or > 0")
+    _check(0 <= cfg.min_lr_ratio <= 1, n, "min_lr_ratio", cfg.min_lr_ratio, "must be in [0, 1]")
+    _check(cfg.warmup_steps >= 0, n, "warmup_steps", cfg.warmup_steps, "must be >= 0")
+    _check(cfg.weight_decay >= 0, n, "weight_decay", cfg.weight_decay, "must be >= 0")
+    _check(cfg.grad_clip >= 0, n, "grad_clip", cfg.grad_clip, "must be >= 0")
+    _check(cfg.device in ("auto", "cpu", "cuda"), n, "device", cfg.device, "'auto', 'cpu' or 'cuda'")
+    _check(
+        not (cfg.load_in_4bit and cfg.method != "lora"),
+        n,
+        "load_in_4bit",
+        cfg.load_in_4bit,
+        "needs method='lora' (a 4-bit base cannot be fully fine-tuned)",
+    )
+    _check(cfg.max_new_tokens >= 1, n, "max_new_tokens", cfg.max_new_tokens, "must be >= 1")
+    _check(cfg.num_threads >= 0, n, "num_threads", cfg.num_threads, "must be >= 0")
+
+
+# --- helpers shared with sft.py ------------------------------------------------------------
+
+
+def make_accelerator(device: str, bf16: bool, grad_accum: int) -> Any:
+    """An ``accelerate.Accelerator`` on the requested device (CPU: a single plain process).
+
+    Raises:
+        ValueError: ``device="cuda"`` without CUDA.
+    """
+    from accelerate import Accelerator
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but CUDA is not available on this machine")
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    return Accelerator(
+        cpu=cpu, mixed_precision="bf16" if bf16 and not cpu else "no", gradient_accumulation_steps=grad_accum
+    )
+
+
+def check_4bit(load_in_4bit: bool, device: torch.device) -> Any:
+    """The bitsandbytes 4-bit config for QLoRA, or None.
+
+    Raises:
+        ValueError: 4-bit asked on a CPU, or bitsandbytes is not installed.
+    """
+    if not load_in_4bit:
+        return None
+    if device.type != "cuda":
+        raise ValueError(
+            f"load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit kernels); this run is on {device.type}."
+            f" Drop --load-in-4bit or run on a GPU"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as e:
+        raise ValueError(f"load_in_4bit needs bitsandbytes: pip install 'diagecg[train]' ({e})") from e
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def base_dtype(device: torch.device, method: str) -> torch.dtype:
+    """float32 on CPU and for full fine-tuning (bf16 autocast on GPU); bf16 frozen base for LoRA on GPU."""
+    return torch.bfloat16 if device.type == "cuda" and method == "lora" else torch.float32
+
+
+def lr_at(step: int, *, steps: int, lr: float, warmup: int, min_ratio: float) -> float:
+    """Linear warmup, then cosine decay to ``lr * min_ratio`` at the last step."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def default_lr(lr: float | None, method: str, demo: bool) -> float:
+    if lr is not None:
+        return lr
+    if demo:
+        return 1e-3
+    return 2e-4 if method == "lora" else 2e-5
+
+
+def wrap_lora(
+    model: Any,
+    *,
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: Sequence[str] | None,
+    trainable_token_ids: Sequence[int] = (),
+    quantized: bool = False,
+    gradient_checkpointing: bool = False,
+) -> Any:
+    """Wrap ``model`` in a peft LoRA model.
+
+    Args:
+        model: a transformers causal LM.
+        r, alpha, dropout: LoRA rank, scaling numerator and dropout.
+        target_modules: linear layer names; None = ``LORA_TARGETS[model.config.model_type]``.
+        trainable_token_ids: embedding rows (and untied output-head rows) trained in full as well
+            (peft ``trainable_token_indices``): the new ECG tokens during pretraining.
+        quantized: the base is 4-bit (``prepare_model_for_kbit_training`` first).
+        gradient_checkpointing: trade compute for memory.
+
+    Raises:
+        ValueError: no LoRA target table for this model type and no ``target_modules``.
+    """
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    model_type = model.config.model_type
+    targets = tuple(target_modules) if target_modules else LORA_TARGETS.get(model_type)
+    if targets is None:
+        raise ValueError(
+            f"no LoRA target modules known for model_type {model_type!r} (known: "
+            f"{sorted(LORA_TARGETS)}); set lora_target_modules"
+        )
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    token_indices: dict[str, list[int]] | None = None
+    if trainable_token_ids:
+        names = {id(m): name.rsplit(".", 1)[-1] for name, m in model.named_modules()}
+        emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+        token_indices = {names[id(emb)]: list(trainable_token_ids)}
+        if head is not None and head.weight is not emb.weight:
+            token_indices[names[id(head)]] = list(trainable_token_ids)
+    lora = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(targets),
+        bias="none",
+        task_type="CAUSAL_LM",
+        trainable_token_indices=token_indices,
+    )
+    return get_peft_model(model, lora)
+
+
+def load_hf_base(path: Path, dtype: torch.dtype, quantization_config: Any = None) -> tuple[Any, Any]:
+    """(model, fast tokenizer) of a local HF causal LM folder.
+
+    Raises:
+        FileNotFoundError: not a folder with a config.json.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"base model {path} is not a Hugging Face model folder (no config.json); "
+            f"give a local folder (nothing is downloaded)"
+        )
+    hf_tok = AutoTokenizer.from_pretrained(str(path))
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    return model, hf_tok
+
+
+def example_losses(
+    model: Any, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row mean next-token loss of a collated batch.
+
+    Returns:
+        (row losses float32 (B,), target tokens per row (B,), correct top-1 predictions per row (B,)).
+    """
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    logits = out.logits[:, :-1].float()  # (B, L-1, V): position i predicts token i+1
+    target = batch["labels"][:, 1:]  # (B, L-1)
+    ce = F.cross_entropy(
+        logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none"
+    )  # (B, L-1)
+    mask = target != IGNORE_INDEX
+    n = mask.sum(1)
+    correct = ((logits.argmax(-1) == target) & mask).sum(1)
+    return ce.sum(1) / n.clamp(min=1), n, correct
+
+
+@torch.no_grad()
+def evaluate_examples(
+    model: Any, examples: Sequence[Example], pad_id: int, batch_size: int, device: torch.device
+) -> dict[str, float]:
+    """Token-weighted loss and top-1 accuracy on the labelled positions of ``examples``."""
+    was_training = model.training
+    model.eval()
+    total = correct = 0
+    loss_sum = 0.0
+    for i in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[i : i + batch_size], pad_id).items()}
+        row_loss, n, c = example_losses(model, batch)
+        loss_sum += float((row_loss * n).sum())
+        total += int(n.sum())
+        correct += int(c.sum())
+    model.train(was_training)
+    return {"loss": loss_sum / max(total, 1), "top1": correct / max(total, 1), "n_tokens": total}
+
+
+def unigram_loss(
+    train_records: Sequence[np.ndarray], examples: Sequence[Example], offset: int, n_codes: int
+) -> float:
+    """Loss of predicting every code from its training frequency (add-one): the bar forecasting must beat."""
+    counts = np.bincount(np.concatenate(train_records), minlength=n_codes).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    targets = [t - offset for _, labels in examples for t in labels if offset <= t < offset + n_codes]
+    return float(-logp[np.asarray(targets, dtype=np.int64)].mean()) if targets else float("nan")
+
+
+def stage1_configs(init_dir: Path) -> tuple[PreprocessConfig, EncoderConfig, FSQConfig, str | None]:
+    """The stage-1 checkpoint's configs and preset name (None when it matches no preset).
+
+    Raises:
+        FileNotFoundError: not a stage-1 checkpoint.
+    """
+    stored = read_configs(init_dir)
+    pre = PreprocessConfig.from_dict(stored[ManifestKey.PREPROCESS])
+    enc = EncoderConfig.from_dict(stored[ManifestKey.ENCODER])
+    fsq = FSQConfig.from_dict(stored[ManifestKey.FSQ])
+    name = (stored.get(ManifestKey.TRAINING) or {}).get("preset")
+    if name not in PRESETS:
+        name = next(
+            (k for k, (p, e, _) in PRESETS.items() if p.fs_hz == pre.fs_hz and e.n_samples == enc.n_samples),
+            None,
+        )
+    return pre, enc, fsq, name
+
+
+def subset(ids: list[int], limit: int | None, seed: int) -> list[int]:
+    if limit is None or limit >= len(ids):
+        return ids
+    return sorted(random.Random(f"subset-{seed}").sample(ids, limit))
+
+
+def ecgqa_root(data_dir: str | Path, ptbxl_root: Path) -> Path:
+    """The ECG-QA ``ptbxl`` folder beside the PTB-XL folder."""
+    for base in (Path(data_dir), ptbxl_root.parent):
+        cand = base.joinpath(*ECGQA_ROOT)
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError(
+        f"no ECG-QA folder {'/'.join(ECGQA_ROOT)} under {data_dir} or {ptbxl_root.parent}"
+    )
+
+
+def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RUN_SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def main(cfg: PretrainConfig) -> dict[str, Any]:
+    """Extend the vocabulary and pretrain on ECG-token forecasting; write the checkpoint to ``cfg.out_dir``.
+
+    Returns:
+        The run summary (also ``run_summary.json``).
+
+    Raises:
+        ValueError: no ``init_dir``; ``out_dir`` holds a checkpoint but ``resume`` is off; 4-bit on CPU.
+        FileNotFoundError: data, stage-1 checkpoint or base model missing.
+        DiagEcgError: the loss became NaN/inf.
+    """
+    t_start = time.time()
+    if cfg.init_dir is None:
+        raise ValueError(
+            "PretrainConfig.init_dir is required: the --out folder of `diagecg train tokenizer` (pass --init)"
+        )
+    init_dir, out_dir = Path(cfg.init_dir), Path(cfg.out_dir)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    accelerator = make_accelerator(cfg.device, cfg.bf16, cfg.grad_accum)
+    device = accelerator.device
+    bnb = check_4bit(cfg.load_in_4bit, device)
+    resuming = cfg.resume and has_llm_checkpoint(out_dir) and (out_dir / LLM_TRAIN_STATE_DIR).is_dir()
+    if not resuming and has_llm_checkpoint(out_dir):
+        raise ValueError(
+            f"{out_dir} already holds a checkpoint: pass --resume to continue it, or choose another --out"
+        )
+    pre_cfg, enc_cfg, fsq_cfg, preset_name = stage1_configs(init_dir)
+
+    # --- data: FSQ indices of every record (stage-1 cache), split by fold ---
+    ptbxl_root = resolve_ptbxl_root(cfg.data_dir)
+    ptbxl = PtbxlDataset(ptbxl_root)
+    tokens = load_or_encode_tokens(init_dir, cfg.data_dir, out_dir, cfg.progress)
+    fs_src = source_fs_hz(pre_cfg.fs_hz)
+    train_ids = subset(
+        [i for i in ptbxl.ids(cfg.train_folds, fs_hz=fs_src) if i in tokens], cfg.max_train_records, cfg.seed
+    )
+    valid_ids = [i for i in ptbxl.ids(cfg.valid_folds, fs_hz=fs_src) if i in tokens]
+    if not train_ids or not valid_ids:
+        raise ValueError(
+            f"no encoded records in train folds {cfg.train_folds} ({len(train_ids)}) or valid folds "
+            f"{cfg.valid_folds} ({len(valid_ids)})"
+        )
+    train_records, valid_records = as_arrays(tokens, train_ids), as_arrays(tokens, valid_ids)
+    scales = [ForecastScale(c, t) for c, t in zip(cfg.context_fractions, cfg.target_fractions, strict=True)]
+    for s in scales:
+        s.lengths(enc_cfg.n_frames)  # raises early when a scale does not fit the record
+    scp_table = load_scp_table(ptbxl_root)
+    prompt = PromptConfig()
+    corpus: list[str] | None = None
+
+    # --- model: the base (demo or local HF folder), vocabulary extension, LoRA ---
+    if resuming:
+        model, hf_tok, meta, paths = load_llm_checkpoint(
+            out_dir,
+            trainable=True,
+            dtype=base_dtype(device, cfg.method),
+            **({"quantization_config": bnb} if bnb else {}),
+        )
+        if meta.method != cfg.method:
+            raise ValueError(f"resume: {out_dir} was trained with method={meta.method!r}, not {cfg.method!r}")
+        vocab, prompt, base_ref = meta.vocab, meta.prompt, meta.base_model
+        text_tok = Tokenizer.from_file(str(paths.text_tokenizer))
+    else:
+        demo = cfg.base_model is None
+        if demo:
+            corpus = build_text_corpus(
+                ptbxl,
+                train_ids,
+                scp_table,
+                load_answer_vocab(ecgqa_root(cfg.data_dir, ptbxl_root)),
+                prompt,
+                cfg.seed,
+            )
+            base_dir = build_tiny_base_model(
+                corpus,
+                out_dir / LLM_BASE_DIR,
+                cfg.seed,
+                vocab_size=cfg.demo_vocab_size,
+                max_position=cfg.max_position,
+            )
+        else:
+            base_dir = Path(cfg.base_model).expanduser().resolve()  # type: ignore[arg-type]
+        model, hf_tok = load_hf_base(base_dir, base_dtype(device, cfg.method), bnb)
+        rows_before = model.get_input_embeddings().weight.shape[0]
+        text_tok = base_text_tokenizer(hf_tok)
+        vocab = extend_vocabulary(
+            model, hf_tok, fsq_cfg.codebook_size, seed=cfg.seed, noise_scale=1.0 if demo else 0.1
+        )
+        base_ref = BaseModelRef(
+            path=LLM_BASE_DIR if demo else str(base_dir),
+            copied=demo,
+            kind="hf",
+            name=DEMO_MODEL_NAME if demo else str(base_dir),
+            model_type=model.config.model_type,
+            demo=demo,
+        )
+        if cfg.method == "lora":
+            model = wrap_lora(
+                model,
+                r=cfg.lora_r,
+                alpha=cfg.lora_alpha,
+                dropout=cfg.lora_dropout,
+                target_modules=cfg.lora_target_modules,
+                trainable_token_ids=new_token_rows(rows_before, vocab),
+                quantized=bnb is not None,
+                gradient_checkpointing=cfg.gradient_checkpointing,
+            )
+        elif cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+    assert vocab.pad_id is not None, (
+        "extend_vocabulary always sets pad_id (eos when the tokenizer has no pad)"
+    )
+    text_ratio = cfg.text_ratio if cfg.text_ratio is not None else (0.3 if base_ref.demo else 0.0)
+    max_len = int(getattr(model.config, "max_position_embeddings", cfg.max_position))
+
+    def encode_text(text: str) -> list[int]:
+        return text_tok.encode(text, add_special_tokens=False).ids
+
+    text_pool: list[Example] = []
+    if text_ratio > 0:
+        if corpus is None:
+            corpus = build_text_corpus(
+                ptbxl,
+                train_ids,
+                scp_table,
+                load_answer_vocab(ecgqa_root(cfg.data_dir, ptbxl_root)),
+                prompt,
+                cfg.seed,
+            )
+        text_pool = [text_example(t, encode_text, vocab, max_len) for t in corpus]
+    valid_examples = draw_forecast_examples(
+        valid_records, vocab, scales, cfg.eval_examples, random.Random(f"diagecg-valid-{cfg.seed}")
+    )
+    baseline = unigram_loss(train_records, valid_examples, vocab.offset, vocab.n_codes)
+
+    # --- optimiser ---
+    lr = default_lr(cfg.lr, cfg.method, base_ref.demo)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    step, history = 0, []
+    if resuming:
+        step, extra = load_train_state(out_dir, optimizer)
+        history = list(extra.get("history", []))
+        logger.info("resumed %s at step %d", out_dir, step)
+    raw_optimizer = optimizer
+    model, optimizer = accelerator.prepare(model, optimizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in params)
+    meta = LlmMeta(
+        stage="pretrain",
+        method=cfg.method,
+        vocab=vocab,
+        prompt=prompt,
+        generation=GenerationConfig(max_new_tokens=cfg.max_new_tokens, n_ctx=max(64, max_len)),
+        base_model=base_ref,
+        preset=preset_name,
+        train_folds=cfg.train_folds,
+        valid_folds=cfg.valid_folds,
+    )
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_llm_checkpoint(out_dir, accelerator.unwrap_model(model), hf_tok, meta, init_dir)
+            save_train_state(out_dir, raw_optimizer, step, {"history": history, "seed": cfg.seed})
+
+    def evaluate() -> dict[str, float]:
+        return evaluate_examples(model, valid_examples, vocab.pad_id, cfg.batch_size, device)  # type: ignore[arg-type]
+
+    # --- loop ---
+    start_step = step
+    if step == 0:
+        history.append({"step": 0, **{f"eval_{k}": v for k, v in evaluate().items()}})
+        logger.info(
+            "pretrain step 0: eval loss %.3f (unigram baseline %.3f)", history[0]["eval_loss"], baseline
+        )
+    model.train()
+    end_step = cfg.steps if cfg.stop_at_step is None else cfg.stop_at_step
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        desc="pretrain",
+        unit="step",
+        disable=not cfg.progress or not accelerator.is_main_process,
+    )
+    recent: dict[str, list[float]] = {"loss": [], "ecg": [], "text": []}
+    train_time, n_tokens_seen = 0.0, 0
+    last_eval: dict[str, float] | None = None
+    while step < end_step:
+        t0 = time.time()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(
+                step, steps=cfg.steps, lr=lr, warmup=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio
+            )
+        rng = step_rng(cfg.seed, step, accelerator.process_index)
+        for _ in range(cfg.grad_accum):
+            n_text = sum(rng.random() < text_ratio for _ in range(cfg.batch_size)) if text_pool else 0
+            examples = draw_forecast_examples(train_records, vocab, scales, cfg.batch_size - n_text, rng)
+            examples += draw_examples(text_pool, n_text, rng)
+            batch = {k: v.to(device) for k, v in collate(examples, vocab.pad_id).items()}
+            with accelerator.accumulate(model):
+                row_loss, n_tok, _ = example_losses(model, batch)
+                loss = row_loss.mean()  # every row counts the same, whatever its target length
+                if not torch.isfinite(loss):
+                    raise DiagEcgError(
+                        f"pretraining diverged: loss {loss.item()} at step {step} (try a lower lr than {lr})"
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.grad_clip > 0:
+                    accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            n_ecg = len(examples) - n_text
+            recent["loss"].append(loss.item())
+            recent["ecg"].append(float(row_loss[:n_ecg].detach().mean()) if n_ecg else float("nan"))
+            if n_text:
+                recent["text"].append(float(row_loss[n_ecg:].detach().mean()))
+            n_tokens_seen += int(batch["attention_mask"].sum())
+        step += 1
+        train_time += time.time() - t0
+        bar.update(1)
+        if step % cfg.log_every == 0:
+            bar.set_postfix(
+                loss=f"{np.mean(recent['loss'][-cfg.log_every :]):.3f}",
+                ecg=f"{np.nanmean(recent['ecg'][-cfg.log_every :]):.3f}",
+            )
+        if step % cfg.eval_every == 0 or step == end_step:
+            last_eval = evaluate()
+            k = cfg.eval_every * cfg.grad_accum
+            row = {
+                "step": step,
+                "lr": lr_at(
+                    step - 1, steps=cfg.steps, lr=lr, warmup=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio
+                ),
+                "train_loss": float(np.mean(recent["loss"][-k:])),
+                "train_ecg_loss": float(np.nanmean(recent["ecg"][-k:])),
+                "train_text_loss": float(np.mean(recent["text"][-k:])) if recent["text"] else None,
+                **{f"eval_{key}": v for key, v in last_eval.items()},
+            }
+            history.append(row)
+            logger.info(
+                "pretrain step %d: train loss %.3f (ecg %.3f), eval ecg loss %.3f top1 %.3f",
+                step,
+                row["train_loss"],
+                row["train_ecg_loss"],
+                last_eval["loss"],
+                last_eval["top1"],
+            )
+            checkpoint()
+    bar.close()
+    if last_eval is None:
+        last_eval = evaluate()
+        checkpoint()
+
+    steps_run = step - start_step
+    summary: dict[str, Any] = {
+        "stage": "pretrain",
+        "preset": preset_name,
+        "out_dir": str(out_dir),
+        "init_dir": str(init_dir),
+        "device": str(device),
+        "n_processes": accelerator.num_processes,
+        "method": cfg.method,
+        "base_model": base_ref.to_dict(),
+        "step": step,
+        "steps_this_run": steps_run,
+        "resumed_from_step": start_step if resuming else None,
+        "steps_per_s": steps_run / train_time if train_time > 0 else None,
+        "tokens_per_s": n_tokens_seen / train_time if train_time > 0 else None,
+        "wall_s": time.time() - t_start,
+        "lr": lr,
+        "text_ratio": text_ratio,
+        "n_params": n_params,
+        "n_trainable_params": n_trainable,
+        "n_frames": enc_cfg.n_frames,
+        "vocab": vocab.to_dict(),
+        "train_folds": list(cfg.train_folds),
+        "valid_folds": list(cfg.valid_folds),
+        "n_train_records": len(train_records),
+        "n_valid_records": len(valid_records),
+        "eval_initial": {k[5:]: v for k, v in history[0].items() if k.startswith("eval_")}
+        if history
+        else None,
+        "eval": last_eval,
+        "eval_unigram_loss": baseline,  # predicting codes by their training frequency
+        "history": history,
+        "config": cfg.to_dict(),
+    }
+    if accelerator.is_main_process:
+        write_summary(out_dir, summary)
+    return summary

@@ -1,0 +1,606 @@
+"""Stage 3: instruction tuning on ECG question answering and report generation (LoRA by default).
+
+DiagECG (arXiv 2508.15338) fine-tunes the ECG-token LLM with LoRA on ECG-QA questions (Oh et al. 2023,
+arXiv 2306.15681) and on report generation, with the patient's tabular features in a structured prompt
+(``diagecg.prompts``). Questions are generated from the PTB-XL labels of folds 1-8 with ECG-QA's
+templates (``ecgqa.generate_questions``; ``question_rounds`` seeds, ``"mixed"`` wording: the template and
+its training paraphrases, never the held-out ones) plus ECG-QA's released single-ECG questions on the
+same records; reports are the English SCP-statement renderings (``reports.report_text``). The loss is on
+the answer and its eos only. Fold 9 gives the validation loss (and, at the end, greedy answers to a few
+validation questions); fold 10 is never touched.
+
+    diagecg train instruct --data shared/data --init runs/pretrain --out runs/instruct --set steps=1000
+
+The starting point is the pretrain checkpoint (``--init``):
+
+* pretrain ``full`` + ``method=lora`` (default): a new LoRA adapter (attention + MLP) on the pretrained
+  model, whose folder becomes the adapter's base (copied when small, else referenced);
+* pretrain ``lora`` + ``method=lora``: the pretrain adapter keeps training (its ECG token rows too), on
+  the same original base; this is the QLoRA path (``--load-in-4bit``) for large bases;
+* ``method=full``: every weight trains (the pretrain adapter, if any, is merged first).
+
+:func:`generate_answer` is the greedy decoder evaluation uses on a trained checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+from transformers import GenerationConfig as HFGenerationConfig
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from diagecg.answers import normalize_answer
+from diagecg.config import ConfigMixin, GenerationConfig, _check
+from diagecg.constants import LLM_TRAIN_STATE_DIR
+from diagecg.errors import DiagEcgError
+from diagecg.nn.llm_checkpoint import (
+    BaseModelRef,
+    LlmMeta,
+    has_llm_checkpoint,
+    load_llm_checkpoint,
+    load_train_state,
+    read_llm_meta,
+    save_llm_checkpoint,
+    save_train_state,
+)
+from diagecg.prompts import encode_prompt
+from diagecg.training.ecg_data import resolve_ptbxl_root, source_fs_hz
+from diagecg.training.ecgqa import QuestionGenConfig, load_answer_vocab, load_ecgqa_samples
+from diagecg.training.llm_data import (
+    TASKS,
+    Example,
+    SftItem,
+    collate,
+    draw_examples,
+    encode_sft_items,
+    generate_qa_items,
+    load_or_encode_tokens,
+    qa_items,
+    report_items,
+    step_rng,
+)
+from diagecg.training.pretrain import (
+    _check_common,
+    base_dtype,
+    check_4bit,
+    default_lr,
+    ecgqa_root,
+    evaluate_examples,
+    example_losses,
+    lr_at,
+    make_accelerator,
+    stage1_configs,
+    subset,
+    wrap_lora,
+    write_summary,
+)
+from diagecg.training.ptbxl import TRAIN_FOLDS, VALID_FOLDS, PtbxlDataset
+from diagecg.training.reports import load_scp_table
+from diagecg.types import PatientInfo
+
+logger = logging.getLogger(__name__)
+
+N_GENERATE_EXAMPLES = 5  # generated answers/reports quoted in the run summary
+
+
+class _BanTokens(LogitsProcessor):
+    """Sets the logits of ids an answer may not contain (the ECG codes and markers) to -inf."""
+
+    def __init__(self, banned: Sequence[int]) -> None:
+        self.banned = list(banned)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores[:, self.banned] = float("-inf")
+        return scores
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig(ConfigMixin):
+    """Everything stage 3 needs."""
+
+    data_dir: str = "data"  # shared data root (holding ptbxl/ and ecgqa/) or the ptbxl folder itself
+    out_dir: str = "runs/instruct"
+    init_dir: str | None = None  # REQUIRED: the pretrain output folder (`diagecg train pretrain --out`)
+    base_model: str | None = None  # not used: the model comes from init_dir (set = error)
+    method: Literal["full", "lora"] = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] | None = None  # None = pretrain.LORA_TARGETS[model_type]
+    train_ecg_embeddings: bool = False  # new LoRA adapter: also train the ECG token rows
+    tasks: tuple[str, ...] = TASKS  # "qa" and/or "report"
+    report_ratio: float = 0.25  # share of report rows when both tasks are on
+    n_verify: int = 2  # generated questions per record and round (ecgqa.QuestionGenConfig)
+    n_choose: int = 1
+    n_query: int = 1
+    question_rounds: int = 2  # generation rounds with different seeds: more distinct questions per record
+    include_ecgqa: bool = True  # add ECG-QA's released single-ECG questions on the training records
+    wording: Literal["template", "mixed"] = "mixed"  # "paraphrase" is held out for evaluation
+    train_folds: tuple[int, ...] = TRAIN_FOLDS
+    valid_folds: tuple[int, ...] = VALID_FOLDS
+    max_train_records: int | None = None
+    steps: int = 1000
+    stop_at_step: int | None = None
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float | None = None  # None = 1e-3 (demo model), 2e-4 (LoRA), 2e-5 (full fine-tune of a real base)
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 30
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int = 200  # also the checkpoint interval
+    eval_examples: int = 256  # fixed validation instructions (QA; a quarter as many reports)
+    eval_generate: int = 32  # validation questions answered greedily at the end (exact match); 0 = off
+    log_every: int = 10
+    seed: int = 0
+    resume: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = True
+    load_in_4bit: bool = False
+    gradient_checkpointing: bool = False
+    max_new_tokens: int = 64  # stored in the checkpoint's GenerationConfig (reports need ~60)
+    num_threads: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        n = "SFTConfig"
+        _check_common(self, n)
+        _check(
+            self.base_model is None,
+            n,
+            "base_model",
+            self.base_model,
+            "not used by instruct: the model comes from --init (the pretrain checkpoint)",
+        )
+        _check(
+            len(self.tasks) >= 1
+            and set(self.tasks) <= set(TASKS)
+            and len(set(self.tasks)) == len(self.tasks),
+            n,
+            "tasks",
+            self.tasks,
+            f"distinct values from {TASKS}",
+        )
+        _check(0 <= self.report_ratio < 1, n, "report_ratio", self.report_ratio, "must be in [0, 1)")
+        for name in ("n_verify", "n_choose", "n_query"):
+            _check(getattr(self, name) >= 0, n, name, getattr(self, name), "must be >= 0")
+        _check(self.question_rounds >= 1, n, "question_rounds", self.question_rounds, "must be >= 1")
+        _check(
+            self.wording in ("template", "mixed"),
+            n,
+            "wording",
+            self.wording,
+            "'template' or 'mixed' ('paraphrase' is held out for evaluation)",
+        )
+        _check(self.eval_examples >= 1, n, "eval_examples", self.eval_examples, "must be >= 1")
+        _check(self.eval_generate >= 0, n, "eval_generate", self.eval_generate, "must be >= 0")
+
+
+# --- greedy decoding -------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate_answer(
+    model: Any,
+    text_tokenizer: Tokenizer,
+    meta: LlmMeta,
+    ecg_indices: Sequence[int],
+    question: str,
+    patient: PatientInfo,
+    max_new_tokens: int | None = None,
+) -> str:
+    """Greedy answer of a checkpoint to one question about one record.
+
+    The prompt is ``encode_prompt`` with the checkpoint's own template and vocabulary; ECG ids and markers
+    are never generated; decoding stops at the vocabulary's eos (or the model's other eos ids).
+
+    Args:
+        model: the LLM (plain or peft), in eval mode.
+        text_tokenizer: the checkpoint's base text tokenizer (``text_tokenizer.json``): encodes the text
+            pieces and decodes the answer, as the runtime does.
+        meta: the checkpoint metadata.
+        ecg_indices: the record's FSQ indices (frames,).
+        question: the question (or ``meta.prompt.report_question``).
+        patient: patient features for the prompt.
+        max_new_tokens: None = ``meta.generation.max_new_tokens``; cut to the model's context.
+
+    Returns:
+        The decoded answer, stripped.
+    """
+    v = meta.vocab
+    prompt = encode_prompt(
+        meta.prompt,
+        v,
+        lambda t: text_tokenizer.encode(t, add_special_tokens=False).ids,
+        question=question,
+        patient=patient,
+        ecg_indices=list(ecg_indices),
+    )
+    budget = max_new_tokens or meta.generation.max_new_tokens
+    context = int(getattr(getattr(model, "config", None), "max_position_embeddings", 0) or 0)
+    if context:
+        budget = min(budget, context - len(prompt))
+    if budget < 1:
+        raise DiagEcgError(
+            f"the prompt has {len(prompt)} tokens, no room to answer in a context of {context}"
+        )
+    stops = {v.eos_id} if v.eos_id is not None else set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    stops |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]) - {None}
+    if not stops:
+        raise DiagEcgError("the checkpoint defines no eos id: generation could never stop")
+    device = next(model.parameters()).device
+    banned = [*range(v.offset, v.offset + v.n_codes), v.start_id, v.end_id]
+    ids = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
+    gen_cfg = HFGenerationConfig(
+        max_new_tokens=budget,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=sorted(stops),
+        pad_token_id=v.pad_id if v.pad_id is not None else min(stops),
+    )
+    res = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        generation_config=gen_cfg,
+        logits_processor=LogitsProcessorList([_BanTokens(banned)]),
+    )
+    out = [int(t) for t in res[0, ids.shape[1] :].tolist()]  # (new,), may end with a stop id
+    out = out[: next((k for k, t in enumerate(out) if t in stops), len(out))]
+    return text_tokenizer.decode(out, skip_special_tokens=True).strip()
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def _absolute_base(ref: BaseModelRef, ckpt_dir: Path) -> BaseModelRef:
+    """A base reference usable from another folder (a copied base becomes an absolute path)."""
+    if ref.copied:
+        return dataclasses.replace(ref, path=str((ckpt_dir / ref.path).resolve()), copied=False)
+    return ref
+
+
+def _pools(items: Sequence[SftItem], examples: Sequence[Example]) -> dict[str, list[Example]]:
+    out: dict[str, list[Example]] = {t: [] for t in TASKS}
+    for item, ex in zip(items, examples, strict=True):
+        out[item.task].append(ex)
+    return out
+
+
+def main(cfg: SFTConfig) -> dict[str, Any]:
+    """Instruction-tune the pretrain checkpoint; write the instruct checkpoint to ``cfg.out_dir``.
+
+    Returns:
+        The run summary (also ``run_summary.json``).
+
+    Raises:
+        ValueError: no ``init_dir``; ``out_dir`` holds a checkpoint but ``resume`` is off; 4-bit on CPU.
+        FileNotFoundError: data or the pretrain checkpoint is missing.
+        DiagEcgError: the loss became NaN/inf.
+    """
+    t_start = time.time()
+    if cfg.init_dir is None:
+        raise ValueError(
+            "SFTConfig.init_dir is required: the --out folder of `diagecg train pretrain` (pass --init)"
+        )
+    init_dir, out_dir = Path(cfg.init_dir).resolve(), Path(cfg.out_dir)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    accelerator = make_accelerator(cfg.device, cfg.bf16, cfg.grad_accum)
+    device = accelerator.device
+    bnb = check_4bit(cfg.load_in_4bit, device)
+    qkw: dict[str, Any] = {"quantization_config": bnb} if bnb else {}
+    dtype = base_dtype(device, cfg.method)
+    resuming = cfg.resume and has_llm_checkpoint(out_dir) and (out_dir / LLM_TRAIN_STATE_DIR).is_dir()
+    if not resuming and has_llm_checkpoint(out_dir):
+        raise ValueError(
+            f"{out_dir} already holds a checkpoint: pass --resume to continue it, or choose another --out"
+        )
+    pre_meta = read_llm_meta(init_dir)
+
+    # --- model ---
+    if resuming:
+        model, hf_tok, meta, paths = load_llm_checkpoint(out_dir, trainable=True, dtype=dtype, **qkw)
+        if meta.method != cfg.method:
+            raise ValueError(f"resume: {out_dir} was trained with method={meta.method!r}, not {cfg.method!r}")
+        base_ref = meta.base_model
+    elif pre_meta.method == "lora" and cfg.method == "lora":  # keep training the pretrain adapter
+        model, hf_tok, _, paths = load_llm_checkpoint(init_dir, trainable=True, dtype=dtype, **qkw)
+        base_ref = _absolute_base(pre_meta.base_model, init_dir)
+        logger.info(
+            "instruct: continuing the pretrain LoRA adapter of %s (lora_r etc. come from it)", init_dir
+        )
+    else:
+        if bnb is not None and pre_meta.method != "full":
+            raise ValueError("load_in_4bit with method=full is not possible")
+        model, hf_tok, _, paths = load_llm_checkpoint(init_dir, merge=True, dtype=dtype, **qkw)
+        base_ref = BaseModelRef(
+            path=str(paths.model_dir) if paths.model_dir else str(init_dir),
+            kind="hf" if paths.model_dir else "llm_checkpoint",
+            name=f"pretrain checkpoint {init_dir} ({pre_meta.base_model.name})",
+            model_type=pre_meta.base_model.model_type,
+            demo=pre_meta.base_model.demo,
+        )
+        if cfg.method == "lora":
+            v = pre_meta.vocab
+            model = wrap_lora(
+                model,
+                r=cfg.lora_r,
+                alpha=cfg.lora_alpha,
+                dropout=cfg.lora_dropout,
+                target_modules=cfg.lora_target_modules,
+                trainable_token_ids=range(v.offset, v.offset + v.n_codes + 2)
+                if cfg.train_ecg_embeddings
+                else (),
+                quantized=bnb is not None,
+                gradient_checkpointing=cfg.gradient_checkpointing,
+            )
+        else:
+            model.train()
+            if cfg.gradient_checkpointing:
+                model.gradient_checkpointing_enable()
+    vocab, prompt = pre_meta.vocab, pre_meta.prompt
+    assert vocab.pad_id is not None and vocab.eos_id is not None, (
+        "the pretrain vocabulary has pad and eos ids"
+    )
+    text_tok = Tokenizer.from_file(str(paths.text_tokenizer))
+    ecg_tokenizer_dir = paths.ecg_tokenizer_dir
+    max_len = int(getattr(model.config, "max_position_embeddings", 0) or pre_meta.generation.n_ctx)
+
+    def encode_text(text: str) -> list[int]:
+        return text_tok.encode(text, add_special_tokens=False).ids
+
+    # --- data: questions and reports of the training folds; validation on fold 9 ---
+    ptbxl_root = resolve_ptbxl_root(cfg.data_dir)
+    ptbxl = PtbxlDataset(ptbxl_root)
+    tokens = load_or_encode_tokens(ecg_tokenizer_dir, cfg.data_dir, out_dir, cfg.progress)
+    fs_src = source_fs_hz(stage1_configs(ecg_tokenizer_dir)[0].fs_hz)
+    train_ids = subset(
+        [i for i in ptbxl.ids(cfg.train_folds, fs_hz=fs_src) if i in tokens], cfg.max_train_records, cfg.seed
+    )
+    valid_ids = [i for i in ptbxl.ids(cfg.valid_folds, fs_hz=fs_src) if i in tokens]
+    if not train_ids or not valid_ids:
+        raise ValueError(
+            f"no encoded records in train folds {cfg.train_folds} ({len(train_ids)}) or valid folds "
+            f"{cfg.valid_folds} ({len(valid_ids)})"
+        )
+    scp_table = load_scp_table(ptbxl_root)
+    qa_root = ecgqa_root(cfg.data_dir, ptbxl_root)
+    answer_vocab = load_answer_vocab(qa_root)
+    qcfg = QuestionGenConfig(n_verify=cfg.n_verify, n_choose=cfg.n_choose, n_query=cfg.n_query)
+    train_items: list[SftItem] = []
+    valid_items: list[SftItem] = []
+    if "qa" in cfg.tasks:
+        seeds = [cfg.seed * 1000 + r for r in range(cfg.question_rounds)]
+        train_items += generate_qa_items(
+            ptbxl, train_ids, scp_table, answer_vocab, seeds=seeds, wording=cfg.wording, question_config=qcfg
+        )
+        if cfg.include_ecgqa:
+            train_items += qa_items(load_ecgqa_samples(qa_root, set(train_ids)))
+        valid_items += generate_qa_items(
+            ptbxl,
+            valid_ids,
+            scp_table,
+            answer_vocab,
+            seeds=[cfg.seed + 7919],
+            wording="template",
+            question_config=qcfg,
+        )
+    if "report" in cfg.tasks:
+        train_items += report_items(ptbxl, train_ids, scp_table, prompt)
+        valid_items += report_items(ptbxl, valid_ids, scp_table, prompt)
+    patients = {i: ptbxl.entries[i].patient for i in (*train_ids, *valid_ids)}
+    train_ex, train_kept, n_long = encode_sft_items(
+        train_items, prompt, vocab, encode_text, tokens, patients, max_len
+    )
+    valid_ex, valid_kept, _ = encode_sft_items(
+        valid_items, prompt, vocab, encode_text, tokens, patients, max_len
+    )
+    pools, valid_pools = _pools(train_kept, train_ex), _pools(valid_kept, valid_ex)
+    if not any(pools.values()):
+        raise ValueError("no training instructions (check tasks and folds)")
+    rng_valid = random.Random(f"diagecg-sft-valid-{cfg.seed}")
+    valid_sets = {
+        t: rng_valid.sample(
+            p, min(len(p), cfg.eval_examples if t == "qa" else max(1, cfg.eval_examples // 4))
+        )
+        for t, p in valid_pools.items()
+        if p
+    }
+    report_ratio = cfg.report_ratio if pools["qa"] and pools["report"] else (1.0 if pools["report"] else 0.0)
+    logger.info(
+        "instruct data: %d QA + %d report instructions from %d records (valid %d + %d from %d)",
+        len(pools["qa"]),
+        len(pools["report"]),
+        len(train_ids),
+        len(valid_pools["qa"]),
+        len(valid_pools["report"]),
+        len(valid_ids),
+    )
+
+    # --- optimiser ---
+    lr = default_lr(cfg.lr, cfg.method, base_ref.demo)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    step, history = 0, []
+    if resuming:
+        step, extra = load_train_state(out_dir, optimizer)
+        history = list(extra.get("history", []))
+        logger.info("resumed %s at step %d", out_dir, step)
+    raw_optimizer = optimizer
+    model, optimizer = accelerator.prepare(model, optimizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in params)
+    meta = LlmMeta(
+        stage="instruct",
+        method=cfg.method,
+        vocab=vocab,
+        prompt=prompt,
+        generation=dataclasses.replace(pre_meta.generation, max_new_tokens=cfg.max_new_tokens),
+        base_model=base_ref,
+        preset=pre_meta.preset,
+        train_folds=cfg.train_folds,
+        valid_folds=cfg.valid_folds,
+    )
+    assert isinstance(meta.generation, GenerationConfig)
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_llm_checkpoint(out_dir, accelerator.unwrap_model(model), hf_tok, meta, ecg_tokenizer_dir)
+            save_train_state(out_dir, raw_optimizer, step, {"history": history, "seed": cfg.seed})
+
+    def evaluate() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for task, examples in valid_sets.items():
+            r = evaluate_examples(model, examples, vocab.pad_id, cfg.batch_size, device)  # type: ignore[arg-type]
+            out[f"{task}_loss"], out[f"{task}_top1"] = r["loss"], r["top1"]
+        return out
+
+    # --- loop ---
+    start_step = step
+    if step == 0:
+        history.append({"step": 0, **{f"eval_{k}": v for k, v in evaluate().items()}})
+    model.train()
+    end_step = cfg.steps if cfg.stop_at_step is None else cfg.stop_at_step
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        desc="instruct",
+        unit="step",
+        disable=not cfg.progress or not accelerator.is_main_process,
+    )
+    recent: list[float] = []
+    train_time, n_tokens_seen = 0.0, 0
+    last_eval: dict[str, float] | None = None
+    while step < end_step:
+        t0 = time.time()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(
+                step, steps=cfg.steps, lr=lr, warmup=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio
+            )
+        rng = step_rng(cfg.seed, step, accelerator.process_index)
+        for _ in range(cfg.grad_accum):
+            n_report = sum(rng.random() < report_ratio for _ in range(cfg.batch_size))
+            examples = draw_examples(pools["qa"], cfg.batch_size - n_report, rng) if pools["qa"] else []
+            examples += draw_examples(pools["report"], cfg.batch_size - len(examples), rng)
+            batch = {k: v.to(device) for k, v in collate(examples, vocab.pad_id).items()}
+            with accelerator.accumulate(model):
+                row_loss, _, _ = example_losses(model, batch)
+                loss = row_loss.mean()
+                if not torch.isfinite(loss):
+                    raise DiagEcgError(
+                        f"instruction tuning diverged: loss {loss.item()} at step {step} "
+                        f"(try a lower lr than {lr})"
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.grad_clip > 0:
+                    accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            recent.append(loss.item())
+            n_tokens_seen += int(batch["attention_mask"].sum())
+        step += 1
+        train_time += time.time() - t0
+        bar.update(1)
+        if step % cfg.log_every == 0:
+            bar.set_postfix(loss=f"{np.mean(recent[-cfg.log_every :]):.3f}")
+        if step % cfg.eval_every == 0 or step == end_step:
+            last_eval = evaluate()
+            history.append(
+                {
+                    "step": step,
+                    "train_loss": float(np.mean(recent[-cfg.eval_every * cfg.grad_accum :])),
+                    **{f"eval_{k}": v for k, v in last_eval.items()},
+                }
+            )
+            logger.info(
+                "instruct step %d: train loss %.3f, eval %s",
+                step,
+                history[-1]["train_loss"],
+                ", ".join(f"{k} {v:.3f}" for k, v in last_eval.items()),
+            )
+            checkpoint()
+    bar.close()
+    if last_eval is None:
+        last_eval = evaluate()
+        checkpoint()
+
+    # --- a few greedy answers on validation questions (a smoke check, not the evaluation) ---
+    generated: dict[str, Any] | None = None
+    if cfg.eval_generate and accelerator.is_main_process:
+        model.eval()
+        plain = accelerator.unwrap_model(model)
+        gen_rng = random.Random(f"diagecg-sft-generate-{cfg.seed}")
+        qa = [it for it in valid_kept if it.task == "qa"]
+        qa = gen_rng.sample(qa, min(len(qa), cfg.eval_generate))
+        reports = [it for it in valid_kept if it.task == "report"][:N_GENERATE_EXAMPLES]
+        rows = []
+        for it in tqdm([*qa, *reports], desc="greedy answers", disable=not cfg.progress):
+            pred = generate_answer(
+                plain, text_tok, meta, tokens[it.ecg_id].tolist(), it.question, patients[it.ecg_id]
+            )
+            rows.append(
+                {
+                    "ecg_id": it.ecg_id,
+                    "task": it.task,
+                    "question": it.question,
+                    "reference": it.answer,
+                    "prediction": pred,
+                    "correct": normalize_answer(pred) == normalize_answer(it.answer),
+                }
+            )
+        qa_rows = [r for r in rows if r["task"] == "qa"]
+        generated = {
+            "n_qa": len(qa_rows),
+            "qa_exact_match": (sum(r["correct"] for r in qa_rows) / len(qa_rows)) if qa_rows else None,
+            "examples": qa_rows[:N_GENERATE_EXAMPLES] + [r for r in rows if r["task"] == "report"],
+        }
+
+    steps_run = step - start_step
+    summary: dict[str, Any] = {
+        "stage": "instruct",
+        "preset": pre_meta.preset,
+        "out_dir": str(out_dir),
+        "init_dir": str(init_dir),
+        "device": str(device),
+        "n_processes": accelerator.num_processes,
+        "method": cfg.method,
+        "base_model": base_ref.to_dict(),
+        "step": step,
+        "steps_this_run": steps_run,
+        "resumed_from_step": start_step if resuming else None,
+        "steps_per_s": steps_run / train_time if train_time > 0 else None,
+        "tokens_per_s": n_tokens_seen / train_time if train_time > 0 else None,
+        "wall_s": time.time() - t_start,
+        "lr": lr,
+        "n_params": n_params,
+        "n_trainable_params": n_trainable,
+        "train_folds": list(cfg.train_folds),
+        "valid_folds": list(cfg.valid_folds),
+        "pretrain_train_folds": list(pre_meta.train_folds),
+        "n_train_records": len(train_ids),
+        "n_valid_records": len(valid_ids),
+        "n_train_instructions": {t: len(p) for t, p in pools.items()},
+        "n_dropped_too_long": n_long,
+        "eval_initial": {k[5:]: v for k, v in history[0].items() if k.startswith("eval_")}
+        if history
+        else None,
+        "eval": last_eval,
+        "generated": generated,
+        "history": history,
+        "config": cfg.to_dict(),
+    }
+    if accelerator.is_main_process:
+        write_summary(out_dir, summary)
+    return summary
