@@ -15,6 +15,7 @@ to validate the model files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -25,7 +26,9 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -514,11 +517,36 @@ def _gguf_tokens_with_gguf(gguf: Any, path: Path,
     return n_vocab, out
 
 
+@contextlib.contextmanager
+def _native_stderr_captured() -> Iterator[list[str]]:
+    """Route fd 2 (where llama.cpp logs) to a temp file; the yielded list receives the text."""
+    out: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode("utf-8", errors="replace"))
+
+
 def _gguf_tokens_with_llama_cpp(llama_cpp: Any, path: Path,
                                 ids: Sequence[int]) -> tuple[int, dict[int, tuple[str, bool]]]:
-    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    # the vocabulary alone: no tensors, no context (llama.cpp's load log is captured, shown on failure)
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    with _native_stderr_captured() as log:
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        tail = " | ".join("".join(log).strip().splitlines()[-3:])
+        raise BundleError(f"{path}: llama.cpp cannot load the GGUF vocabulary: {tail}")
     try:
-        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        vocab = llama_cpp.llama_model_get_vocab(model)
         n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
         out = {}
         for i in ids:
@@ -527,7 +555,7 @@ def _gguf_tokens_with_llama_cpp(llama_cpp: Any, path: Path,
                 control = bool(int(llama_cpp.llama_vocab_get_attr(vocab, i)) & _LLAMA_TOKEN_ATTR_CONTROL)
                 out[i] = (text, control)
     finally:
-        llm.close()
+        llama_cpp.llama_model_free(model)
     return n_vocab, out
 
 

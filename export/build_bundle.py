@@ -302,11 +302,11 @@ def _merged(model: Any, prompts: list[list[int]], atol: float) -> tuple[Any, dic
 def _llm_parity(cfg: ExportConfig, model: Any, gguf_paths: dict[str, Path], prompts: list[list[int]],
                 src: ExportSource) -> dict[str, Any]:
     logits = logits_parity(model, gguf_paths, prompts, n_threads=cfg.n_threads, progress=cfg.progress)
+    check_thresholds(logits, cfg.min_top1_floors)  # fail before the slower greedy decoding
     greedy = greedy_parity(model, gguf_paths, prompts, max_new_tokens=cfg.max_new_tokens or
                            src.generation.max_new_tokens, stop_ids=src.stop_ids(), n_threads=cfg.n_threads,
                            decode=lambda ids: src.hf_tokenizer.decode(ids, skip_special_tokens=True),
                            progress=cfg.progress)
-    check_thresholds(logits, cfg.min_top1_floors)
     return {q: {"logits": logits[q], "greedy": greedy[q]} for q in gguf_paths}
 
 
@@ -451,7 +451,10 @@ def main(cfg: ExportConfig) -> dict[str, Any]:
         BundleError: (verify) the bundle is invalid.
     """
     src = load_source(cfg.checkpoint_dir)
-    logger.info("exporting %s -> %s (%s)", cfg.checkpoint_dir, cfg.out_dir, ", ".join(cfg.quant_list))
+    if cfg.verify_only:
+        logger.info("verifying bundle %s against %s", cfg.out_dir, cfg.checkpoint_dir)
+    else:
+        logger.info("exporting %s -> %s (%s)", cfg.checkpoint_dir, cfg.out_dir, ", ".join(cfg.quant_list))
     with torch.no_grad():
         return verify_bundle(cfg, src) if cfg.verify_only else export_bundle(cfg, src)
 

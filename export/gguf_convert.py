@@ -202,7 +202,8 @@ def _first_id(value: Any) -> int | None:
 
 def convert_hf_to_gguf(model_dir_or_model: Any, tokenizer: Any, out_path: str | Path, *, ftype: str = "f16",
                        control_token_ids: Iterable[int] = (), tokenizer_pre: str | None = None,
-                       name: str = "diagecg") -> Path:
+                       bos_token_id: int | None = None, eos_token_id: int | None = None,
+                       pad_token_id: int | None = None, name: str = "diagecg") -> Path:
     """Write a Hugging Face llama/mistral/qwen2 causal LM and its tokenizer as one GGUF file.
 
     Args:
@@ -213,6 +214,8 @@ def convert_hf_to_gguf(model_dir_or_model: Any, tokenizer: Any, out_path: str | 
         ftype: ``"f16"`` (matrices float16, 1-D tensors float32) or ``"f32"``.
         control_token_ids: token ids written as CONTROL (the ECG tokens and ``<ecg>``/``</ecg>``).
         tokenizer_pre: llama.cpp pre-tokenizer name; default: detected from the tokenizer.
+        bos_token_id, eos_token_id, pad_token_id: special ids written to the GGUF; default: from the
+            model's (generation) config. llama.cpp stops generation on the eos id.
         name: ``general.name`` of the file.
 
     Returns:
@@ -273,10 +276,10 @@ def convert_hf_to_gguf(model_dir_or_model: Any, tokenizer: Any, out_path: str | 
     writer.add_token_types(types)
     writer.add_token_merges(merges)
     gen = getattr(model, "generation_config", None)
-    bos = _first_id(getattr(cfg, "bos_token_id", None))
-    eos = _first_id(getattr(gen, "eos_token_id", None)) if gen is not None else None
+    bos = bos_token_id if bos_token_id is not None else _first_id(getattr(cfg, "bos_token_id", None))
+    eos = eos_token_id if eos_token_id is not None else _first_id(getattr(gen, "eos_token_id", None))
     eos = eos if eos is not None else _first_id(getattr(cfg, "eos_token_id", None))
-    pad = _first_id(getattr(cfg, "pad_token_id", None))
+    pad = pad_token_id if pad_token_id is not None else _first_id(getattr(cfg, "pad_token_id", None))
     for tid, add in ((bos, writer.add_bos_token_id), (eos, writer.add_eos_token_id),
                      (pad, writer.add_pad_token_id)):
         if tid is not None and 0 <= tid < n_rows:
