@@ -167,3 +167,50 @@ def test_gguf_logits_cover_every_position_deterministically(tiny_llama, tiny_lla
     finally:
         llm.close()
     assert a.shape == (len(ids), 384) and np.array_equal(a, b)
+
+
+def _real_texts(shared_data: Path, n_reports: int = 200) -> list[str]:
+    import csv
+
+    with (shared_data / "ptbxl" / "scp_statements.csv").open(newline="", encoding="utf-8") as f:
+        texts = [row["SCP-ECG Statement Description"] for row in csv.DictReader(f)]
+    with (shared_data / "ptbxl" / "ptbxl_labels.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:n_reports]
+    texts += [row["report"] for row in rows if row["report"]]
+    return [t for t in texts if t.strip()]
+
+
+def test_llama_cpp_tokenizes_real_text_like_hf(shared_data: Path, tmp_path: Path) -> None:
+    """A demo-style tokenizer (GPT-2 byte-level BPE, BOS added by a post-processor) on real English
+    statement descriptions and German PTB-XL reports: llama.cpp must give the HF ids, BOS included."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    transformers = pytest.importorskip("transformers")
+    texts = _real_texts(shared_data)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"]
+    tok.train_from_iterator(texts[::2], trainers.BpeTrainer(
+        vocab_size=800, special_tokens=specials, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                       special_tokens=[("<|begin_of_text|>", 0)])
+    cfg = transformers.LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128,
+                                   num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=256)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    path = convert_hf_to_gguf(model, tok, tmp_path / "demo.gguf", bos_token_id=0, eos_token_id=1,
+                              pad_token_id=2)
+    reader = gguf.GGUFReader(str(path))
+    assert reader.get_field("tokenizer.ggml.add_bos_token").contents() is True
+    assert reader.get_field("tokenizer.ggml.eos_token_id").contents() == 1
+
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        held_out = texts[1::2]  # not seen by the BPE trainer: unknown words split into bytes and merges
+        mismatched = [t for t in held_out if llm.tokenize(t.encode(), add_bos=True) != tok.encode(t).ids]
+    finally:
+        llm.close()
+    assert len(held_out) > 100 and not mismatched, mismatched[:3]
