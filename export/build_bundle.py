@@ -142,7 +142,9 @@ def load_parity_records(data_dir: str | Path, preprocess_cfg: PreprocessConfig, 
     """
     ptbxl, _ = _resolve_roots(data_dir)
     sub, suffix = ("records500", "hr") if preprocess_cfg.fs_hz > 100 else ("records100", "lr")
-    ids, signals, patients = [], [], []
+    ids: list[int] = []
+    signals: list[F32Array] = []
+    patients: list[PatientInfo] = []
     with (ptbxl / PTBXL_LABELS).open(newline="", encoding="utf-8") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: int(r["ecg_id"]))
     for row in rows:
