@@ -214,21 +214,26 @@ def build_eval_data(
                          f"e.g. {outside[:5]}")
     vocab = load_answer_vocab(ecgqa_root)
     ids = list(ecg_ids)
+    # ECG-QA's released questions (all splits here: its split is not PTB-XL's folds), read once
+    released: dict[bool, list[QASample]] = {}
+    if cfg.include_ecgqa_noise:
+        wanted = set(ids) | set(train_ids)
+        for paraphrased in sorted({w == "paraphrase" for w in cfg.wordings} | {False}):
+            released[paraphrased] = load_ecgqa_samples(ecgqa_root, wanted, splits=("train", "valid"),
+                                                       paraphrased=paraphrased)
+    test_set = set(ids)
     questions: dict[str, list[QASample]] = {}
     for wording in cfg.wordings:
         samples = generate_questions(ptbxl, ids, scp_table, cfg.seed, answer_vocab=vocab, wording=wording)
-        if cfg.include_ecgqa_noise:
-            # ECG-QA has no held-out wording of its own beyond its paraphrased release
-            samples += load_ecgqa_samples(ecgqa_root, set(ids), splits=("train", "valid"),
-                                          paraphrased=wording == "paraphrase")
+        # the paraphrase wording of ECG-QA's questions is its own paraphrased release (never trained on)
+        samples += [s for s in released.get(wording == "paraphrase", []) if s.ecg_id in test_set]
         keep = _subset(len(samples), cfg.max_questions, cfg.seed)
         questions[wording] = [samples[i] for i in keep]
     if not any(questions.values()):
         raise ValueError(f"no questions for the {len(ids)} evaluated records in folds {cfg.folds}")
 
     train = generate_questions(ptbxl, list(train_ids), scp_table, cfg.seed, answer_vocab=vocab)
-    if cfg.include_ecgqa_noise:
-        train += load_ecgqa_samples(ecgqa_root, set(train_ids), splits=("train", "valid"))
+    train += [s for s in released.get(False, []) if s.ecg_id not in test_set]
 
     references = [(i, report_text(ptbxl.entries[i], scp_table, "en")) for i in ids]
     with_text = [(i, r) for i, r in references if r]
@@ -343,14 +348,18 @@ def evaluate_predictions(
 # --- checkpoint folds ------------------------------------------------------------------------
 
 
-def _folds_in(obj: Any, key: str) -> tuple[int, ...]:
-    """``obj[key]`` or ``obj["config"][key]`` when it is a list of fold numbers, else ()."""
+def _fold_lists(obj: Any) -> dict[str, tuple[int, ...]]:
+    """Every ``*folds`` key of a run summary (top level, else under ``config``) holding fold numbers."""
+    out: dict[str, tuple[int, ...]] = {}
     if not isinstance(obj, dict):
-        return ()
-    value = obj.get(key)
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
-        return tuple(value)
-    return _folds_in(obj.get("config"), key)
+        return out
+    for source in (obj.get("config"), obj):  # the top level wins
+        if isinstance(source, dict):
+            for key, value in source.items():
+                if (key.endswith("folds") and isinstance(value, (list, tuple)) and value
+                        and all(isinstance(v, int) for v in value)):
+                    out[key] = tuple(value)
+    return out
 
 
 def checkpoint_training_folds(checkpoint_dir: str | Path) -> dict[str, tuple[int, ...]]:
@@ -358,8 +367,8 @@ def checkpoint_training_folds(checkpoint_dir: str | Path) -> dict[str, tuple[int
 
     Follows the chain of LLM stages (instruct -> the pretrain checkpoint it started from, when
     ``meta.base_model`` names one) and reads each stage's ``llm_meta.json`` (``train_folds``,
-    ``valid_folds``) and ``run_summary.json`` (``train_folds``, ``eval_folds``, ``valid_folds``, at
-    the top level or under ``config``).
+    ``valid_folds``) and every ``*folds`` list of its ``run_summary.json`` (top level or under
+    ``config``; e.g. ``pretrain_train_folds``). Keys ending in ``train_folds`` are training folds.
 
     Returns:
         ``{"<stage>.<key>": folds}``, e.g. ``{"instruct.train_folds": (1, ..., 8)}``; empty when
@@ -380,15 +389,16 @@ def checkpoint_training_folds(checkpoint_dir: str | Path) -> dict[str, tuple[int
                 summary = json.loads((d / RUN_SUMMARY).read_text())
             except json.JSONDecodeError:
                 logger.warning("cannot read %s; its folds are unknown", d / RUN_SUMMARY)
-        for key in ("train_folds", "valid_folds", "eval_folds"):
-            folds = set(_folds_in(summary, key)) | set(getattr(meta, key, ()) or ())
-            if folds:
-                found[f"{label}.{key}"] = tuple(sorted(folds))
-        d = None
+        lists = _fold_lists(summary)
+        for key in ("train_folds", "valid_folds"):
+            lists[key] = tuple(sorted(set(lists.get(key, ())) | set(getattr(meta, key, ()) or ())))
+        found.update({f"{label}.{k}": tuple(sorted(v)) for k, v in sorted(lists.items()) if v})
+        next_dir = None
         if meta is not None and meta.base_model.kind == "llm_checkpoint":
             ref = meta.base_model
-            base = (Path(checkpoint_dir).resolve() / ref.path) if ref.copied else Path(ref.path)
-            d = base.resolve() if base.is_dir() else None
+            base = d / ref.path if ref.copied else Path(ref.path)
+            next_dir = base.resolve() if base.is_dir() else None
+        d = next_dir
     return found
 
 
@@ -487,12 +497,15 @@ def greedy_generate(
     max_new_tokens: int,
     batch_size: int,
     banned_ids: Sequence[int] = (),
+    context: int | None = None,
     progress: bool = False,
 ) -> list[list[int]]:
     """Greedy continuations of many prompts, batched with left padding.
 
     Prompts are sorted by length first so a batch wastes little padding; results come back in
-    the input order. Each continuation ends before its first stop id.
+    the input order. Each continuation ends before its first stop id, and after at most
+    ``min(max_new_tokens, context - len(prompt))`` tokens (greedy decoding is prefix-stable, so
+    cutting a longer batch continuation equals decoding that prompt alone with its own budget).
 
     Args:
         model: a Hugging Face causal LM (or a PEFT model around one), in eval mode.
@@ -502,6 +515,8 @@ def greedy_generate(
         max_new_tokens: per prompt.
         batch_size: prompts per ``generate`` call.
         banned_ids: ids never generated (the ECG code and marker tokens).
+        context: the model's context in tokens (``max_position_embeddings``); None = unlimited.
+            A prompt leaving no room gets an empty continuation (and a warning).
         progress: show a tqdm bar.
 
     Returns:
@@ -514,12 +529,18 @@ def greedy_generate(
                                  pad_token_id=pad_id, eos_token_id=list(stop_ids))
     vocab_size = model.get_input_embeddings().weight.shape[0]
     processors = LogitsProcessorList([_BanIds(banned_ids, vocab_size)] if banned_ids else [])
-    order = sorted(range(len(prompts)), key=lambda k: (len(prompts[k]), k))
+    budgets = [max_new_tokens if context is None else min(max_new_tokens, context - len(p)) for p in prompts]
+    no_room = sum(b < 1 for b in budgets)
+    if no_room:
+        logger.warning("%d prompts leave no room to answer in the model's context of %s tokens", no_room,
+                       context)
+    order = sorted((k for k in range(len(prompts)) if budgets[k] >= 1), key=lambda k: (len(prompts[k]), k))
     out: list[list[int]] = [[] for _ in prompts]
     stops = set(stop_ids)
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc="generating", unit="batch", disable=not progress):
         idx = order[start: start + batch_size]
+        gen_cfg.max_new_tokens = max(budgets[k] for k in idx)
         width = max(len(prompts[k]) for k in idx)
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)  # (B, T), left padded
         mask = torch.zeros((len(idx), width), dtype=torch.long)
@@ -532,7 +553,7 @@ def greedy_generate(
         for row, k in enumerate(idx):
             new = gen[row, width:].tolist()  # (new,) generated ids, padded after a stop
             cut = next((j for j, t in enumerate(new) if t in stops), len(new))
-            out[k] = new[:cut]
+            out[k] = new[:min(cut, budgets[k])]
     return out
 
 
@@ -564,6 +585,7 @@ class LlmPredictor:
         self.max_new_tokens = max_new_tokens or meta.generation.max_new_tokens
         self.progress = progress
         self.n_over_context = 0  # prompts + max_new_tokens longer than meta.generation.n_ctx, so far
+        self.context = getattr(getattr(model, "config", None), "max_position_embeddings", None) or None
         v = meta.vocab
         self.stop_ids = _stop_ids(v, model)
         self.pad_id = v.pad_id if v.pad_id is not None else self.stop_ids[0]
@@ -596,7 +618,7 @@ class LlmPredictor:
         self.n_over_context += over
         outs = greedy_generate(self.model, prompts, pad_id=self.pad_id, stop_ids=self.stop_ids,
                                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                               banned_ids=self.banned, progress=self.progress)
+                               banned_ids=self.banned, context=self.context, progress=self.progress)
         return [self.decode(o) for o in outs]
 
 

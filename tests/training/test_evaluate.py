@@ -159,22 +159,25 @@ def test_results_table_and_json(data, tmp_path):
 
 
 def test_folds_the_checkpoint_trained_on_are_refused(tmp_path, caplog):
-    pretrain, instruct = tmp_path / "pretrain", tmp_path / "instruct"
-    for d in (pretrain, instruct):
-        d.mkdir()
+    instruct = tmp_path / "instruct"
+    pretrain = instruct / "base_model"  # a copied pretrain stage, as save_llm_checkpoint stores small bases
+    pretrain.mkdir(parents=True)
     LlmMeta(stage="pretrain", train_folds=(1, 2, 10)).save(pretrain / LLM_META)
-    base = BaseModelRef(path=str(pretrain), kind="llm_checkpoint")
+    base = BaseModelRef(path="base_model", kind="llm_checkpoint", copied=True)
     LlmMeta(stage="instruct", method="lora", base_model=base, train_folds=(1, 2)).save(instruct / LLM_META)
-    summary = {"stage": "instruct", "config": {"train_folds": [1, 2, 3], "eval_folds": [9]}}
+    summary = {"stage": "instruct", "train_folds": [1, 2, 3], "pretrain_train_folds": [1, 2, 10],
+               "config": {"train_folds": [1], "eval_folds": [9]}}
     (instruct / RUN_SUMMARY).write_text(json.dumps(summary))
     recorded = checkpoint_training_folds(instruct)
     assert recorded == {"instruct.train_folds": (1, 2, 3), "instruct.eval_folds": (9,),
-                        "pretrain.train_folds": (1, 2, 10)}
-    with pytest.raises(ValueError, match=r"overlaps the checkpoint's training folds \(pretrain"):
+                        "instruct.pretrain_train_folds": (1, 2, 10), "pretrain.train_folds": (1, 2, 10)}
+    with pytest.raises(ValueError, match=r"overlaps the checkpoint's training folds \(instruct.pretrain"):
         check_folds(EvalConfig(), recorded)
-    check_folds(EvalConfig(), {k: v for k, v in recorded.items() if not k.startswith("pretrain")})
+    with pytest.raises(ValueError, match=r"overlaps the checkpoint's training folds \(pretrain"):
+        check_folds(EvalConfig(), {"pretrain.train_folds": (1, 2, 10)})
+    check_folds(EvalConfig(), {"instruct.train_folds": (1, 2, 3), "instruct.eval_folds": (9,)})
     with caplog.at_level(logging.WARNING):
-        check_folds(EvalConfig(folds=(9,), train_folds=(1, 2)), recorded | {"pretrain.train_folds": (1,)})
+        check_folds(EvalConfig(folds=(9,), train_folds=(1, 2)), recorded)
     assert "validation" in caplog.text
     assert checkpoint_training_folds(tmp_path / "missing") == {}
 
@@ -284,8 +287,8 @@ def test_main_writes_per_type_accuracy_beside_baselines(e2e, ptbxl):
     assert "meteor=" in table
 
 
-def test_answers_are_greedy_ecg_free_and_match_an_unbatched_decode(e2e, tiny_checkpoint, ptbxl):
-    """Batched left-padded generation == a plain token-by-token argmax loop without padding or cache."""
+def test_answers_match_an_unbatched_decode_and_generate_answer(e2e, tiny_checkpoint, ptbxl):
+    """Batched left-padded generation == a plain argmax loop (no padding, no cache) == sft.generate_answer."""
     import torch
     from tokenizers import Tokenizer
 
@@ -294,6 +297,7 @@ def test_answers_are_greedy_ecg_free_and_match_an_unbatched_decode(e2e, tiny_che
     from diagecg.prompts import encode_prompt
     from diagecg.training.ecg_data import load_signals
     from diagecg.training.encode_records import encode_signals
+    from diagecg.training.sft import generate_answer
 
     _, results, _ = e2e
     rows = [json.loads(line) for line in Path(results["predictions_file"]).read_text().splitlines()]
@@ -307,9 +311,9 @@ def test_answers_are_greedy_ecg_free_and_match_an_unbatched_decode(e2e, tiny_che
     for row in picked:
         _, x, _ = load_signals(ptbxl, [row["ecg_id"]], pre, progress=False)
         indices = encode_signals(ecg_tok, x)[0]
+        patient = ptbxl.entries[row["ecg_id"]].patient
         ids = encode_prompt(meta.prompt, v, lambda t: text_tok.encode(t, add_special_tokens=False).ids,
-                            question=row["question"], patient=ptbxl.entries[row["ecg_id"]].patient,
-                            ecg_indices=indices.tolist())
+                            question=row["question"], patient=patient, ecg_indices=indices.tolist())
         new: list[int] = []
         with torch.no_grad():
             for _ in range(MAX_NEW_TOKENS):
@@ -320,8 +324,32 @@ def test_answers_are_greedy_ecg_free_and_match_an_unbatched_decode(e2e, tiny_che
                     break
                 new.append(t)
         assert row["prediction"] == text_tok.decode(new, skip_special_tokens=True).strip()
+        assert row["prediction"] == generate_answer(model, text_tok, meta, indices, row["question"], patient)
     assert all("<ecg" not in r["prediction"] for r in rows)  # the scaled-up ECG rows never win
     assert len({r["prediction"] for r in rows}) > 1  # answers depend on the record and question
+
+
+def test_greedy_generate_is_batch_invariant_and_respects_the_context(tiny_checkpoint):
+    import torch
+
+    from diagecg.nn.llm_checkpoint import load_llm_checkpoint
+    from diagecg.training.evaluate import greedy_generate
+
+    model, _, meta, _ = load_llm_checkpoint(tiny_checkpoint)
+    v = meta.vocab
+    g = torch.Generator().manual_seed(0)
+    prompts = [[v.bos_id, *torch.randint(3, v.base_vocab_size, (n,), generator=g).tolist()]
+               for n in (3, 17, 9, 30, 4)]
+    kw = dict(pad_id=v.pad_id, stop_ids=[v.eos_id], banned_ids=list(range(v.offset, v.vocab_size)))
+    one = greedy_generate(model, prompts, max_new_tokens=5, batch_size=1, **kw)
+    assert greedy_generate(model, prompts, max_new_tokens=5, batch_size=3, **kw) == one
+    assert any(len(o) == 5 for o in one)
+    # a context of 33 tokens leaves the 31-token prompt 2 new tokens and the 18-token one all 5
+    limited = greedy_generate(model, prompts, max_new_tokens=5, batch_size=5, context=33, **kw)
+    assert limited[3] == one[3][:2] and limited[1] == one[1] and limited[0] == one[0]
+    assert greedy_generate(model, prompts[3:4], max_new_tokens=5, batch_size=1, context=31, **kw) == [[]]
+    with pytest.raises(ValueError, match="stop id"):
+        greedy_generate(model, prompts, max_new_tokens=5, batch_size=1, pad_id=v.pad_id, stop_ids=[])
 
 
 def test_main_refuses_folds_the_checkpoint_trained_on(tiny_checkpoint, shared_data):
