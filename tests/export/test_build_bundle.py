@@ -71,8 +71,8 @@ def instruct_checkpoint(tmp_path_factory: pytest.TempPathFactory, text_tokenizer
 def test_export_writes_a_bundle_that_loads_and_verifies(instruct_checkpoint: Path, shared_data: Path,
                                                         tmp_path: Path) -> None:
     cfg = ExportConfig(checkpoint_dir=str(instruct_checkpoint), out_dir=str(tmp_path / "bundle"),
-                       quants="q8_0,f16", data_dir=str(shared_data), n_parity_records=4, n_questions=2,
-                       min_top1="f16=0.9", n_threads=1, progress=False)
+                       quants="q8_0,f16", data_dir=str(shared_data), n_parity_records=3, n_questions=2,
+                       max_new_tokens=4, min_top1="f16=0.9", n_threads=1, progress=False)
     summary = main(cfg)
     b = load_bundle(tmp_path / "bundle")
     # the default is the first quant asked for (manifest keys are sorted, so quants come back sorted)
@@ -84,13 +84,13 @@ def test_export_writes_a_bundle_that_loads_and_verifies(instruct_checkpoint: Pat
     assert sorted(p.name for p in b.root.iterdir()) == sorted([*b.manifest["files"], "manifest.json"])
 
     parity = b.parity
-    assert parity["onnx"]["code_agreement"] == 1.0 and parity["onnx"]["n_records"] == 4
+    assert parity["onnx"]["code_agreement"] == 1.0 and parity["onnx"]["n_records"] == 3
     assert parity["lora_merge"]["merged"] and parity["lora_merge"]["max_abs_diff"] < 1e-3
     assert parity["llm"]["f16"]["logits"]["top1_agreement"] >= 0.9
     n_positions = parity["llm"]["f16"]["logits"]["n_positions"]
-    assert parity["llm"]["q8_0"]["logits"]["n_positions"] == n_positions > 4 * 63
+    assert parity["llm"]["q8_0"]["logits"]["n_positions"] == n_positions > 3 * 63
     assert set(parity["llm"]["f16"]["greedy"]) >= {"exact_match", "token_agreement", "n_prompts"}
-    assert parity["questions"][0] == PromptConfig().report_question and len(parity["records"]) == 4
+    assert parity["questions"][0] == PromptConfig().report_question and len(parity["records"]) == 3
     assert b.training["stage"] == "instruct" and b.training["train_folds"] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert b.answer_vocabularies["2"] == ["no", "yes"]
     assert b.manifest[ManifestKey.LLM]["q8_0"]["file_type"] == "MOSTLY_Q8_0"
