@@ -57,6 +57,9 @@ def main(verbose: bool) -> None:
     """diagecg: let a language model read a 12-lead ECG."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    # third-party exporters log every pass at INFO; keep our own progress readable
+    for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @main.group()
