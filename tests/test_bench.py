@@ -1,0 +1,275 @@
+"""bench/runtime.py: the statistics and comparison on hand-made results, and a smoke run on a tiny real model.
+
+The smoke run builds a tiny instruct checkpoint (random 2-layer Llama, vocabulary extended with the
+ECG tokens, a LoRA adapter) and exports it with the real ``diagecg export`` (ONNX + Q8_0 + Q4_K_M
+GGUF), then runs the benchmark on 2 held-out records. It checks that every metric is there and
+that agreement and exact match are what the predictions say; it never checks a timing value.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diagecg.answers import format_answer, normalize_answer
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench" / "runtime.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_runtime", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+
+
+# --- pure parts -----------------------------------------------------------------------------------------
+
+
+def test_percentiles_match_numpy_linear_interpolation():
+    np = pytest.importorskip("numpy")
+    values = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.5]
+    for q in (0, 10, 50, 90, 100):
+        assert bench.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    stats = bench.latency_stats([0.010, 0.030, 0.020])
+    assert stats["n"] == 3 and stats["median"] == pytest.approx(20.0) and stats["p90"] == pytest.approx(28.0)
+    assert stats["min"] == pytest.approx(10.0) and stats["max"] == pytest.approx(30.0)
+    assert math.isnan(bench.latency_stats([])["median"])
+    with pytest.raises(ValueError, match="empty"):
+        bench.percentile([], 50)
+
+
+def test_agreement_compares_normalised_answer_sets():
+    torch_answers = ["yes", "atrial fibrillation; sinus rhythm", "no", "none"]
+    runtime = ["Yes", "sinus rhythm, atrial fibrillation", "yes", None]  # None: the item failed
+    assert bench.agreement(runtime, torch_answers) == pytest.approx(0.5)
+    assert bench.agreement(torch_answers, torch_answers) == 1.0
+    gold = [["yes"], ["atrial fibrillation", "sinus rhythm"], ["yes"], ["none"]]
+    assert bench.exact_match(runtime, gold) == pytest.approx(0.75)
+    assert bench.exact_match(torch_answers, gold) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="predictions"):
+        bench.agreement(["yes"], [])
+
+
+def _result(median_ms: float, rss_mb: float, predictions: list[str | None], quant: str | None) -> dict:
+    return {"quant": quant, "cold_start_s": 1.0, "latency_ms": {"median": median_ms, "p90": 2 * median_ms},
+            "batch": {"records_per_s": 1.0}, "peak_rss_mb": rss_mb, "predictions": predictions}
+
+
+def test_compare_gives_ratios_against_pytorch_and_the_targets():
+    gold = [["yes"], ["no"], ["no"], ["sinus rhythm"]]
+    backends = {
+        bench.TORCH: _result(600.0, 3000.0, ["yes", "no", "yes", "sinus rhythm"], None),  # 75 %
+        "runtime-q8_0": _result(100.0, 900.0, ["yes", "no", "yes", "sinus rhythm"], "q8_0"),  # 75 %
+        "runtime-q4_k_m": _result(150.0, 1100.0, ["yes", "yes", "yes", "sinus rhythm"], "q4_k_m"),  # 50 %
+        "runtime-q4_0": {"error": "exit status 1: boom"},
+    }
+    cmp = bench.compare(backends, gold)
+    assert cmp[bench.TORCH]["agreement"] is None and cmp[bench.TORCH]["targets"] == {}
+    assert cmp[bench.TORCH]["exact_match"] == pytest.approx(0.75)
+    q8 = cmp["runtime-q8_0"]
+    assert q8["agreement"] == 1.0 and q8["speedup_per_question"] == pytest.approx(6.0)
+    assert q8["memory_fraction"] == pytest.approx(0.3) and q8["accuracy_delta_points"] == pytest.approx(0.0)
+    passed = {k: t["pass"] for k, t in q8["targets"].items()}
+    assert passed == {"speedup": True, "memory": True, "accuracy": True}
+    q4 = cmp["runtime-q4_k_m"]
+    assert q4["agreement"] == pytest.approx(0.75) and q4["accuracy_delta_points"] == pytest.approx(-25.0)
+    # 4x is short of 5x, 1100/3000 is above 1/3; no accuracy target for Q4_K_M
+    assert {k: t["pass"] for k, t in q4["targets"].items()} == {"speedup": False, "memory": False}
+    assert cmp["runtime-q4_0"]["agreement"] is None and cmp["runtime-q4_0"]["targets"] == {}
+
+    worse = dict(backends, **{"runtime-q8_0": _result(100.0, 900.0, ["yes", "yes", "yes", "x"], "q8_0")})
+    assert bench.compare(worse, gold)["runtime-q8_0"]["targets"]["accuracy"]["pass"] is False
+
+    report = {"workload": {"n_questions": 4, "n_records": 2, "folds": [10], "batch_question": "q?"},
+              "config": {"threads": 2}, "backends": backends, "comparison": cmp}
+    table = bench.format_table(report)
+    assert "runtime-q4_0" in table and "FAILED: exit status 1: boom" in table
+    q8_row = next(line for line in table.splitlines() if line.startswith("runtime-q8_0 "))
+    assert q8_row.split()[-4:] == ["100.0", "75.0", "6.00x", "0.300"]
+    assert table.count("PASS") == 3 and table.count("FAIL") == 3  # 2 target FAILs + the FAILED worker
+
+
+def test_without_a_pytorch_result_there_are_no_ratios():
+    backends = {bench.TORCH: {"error": "timed out"}, "runtime-q8_0": _result(1.0, 1.0, ["yes"], "q8_0")}
+    cmp = bench.compare(backends, [["yes"]])
+    assert cmp["runtime-q8_0"]["exact_match"] == 1.0
+    assert cmp["runtime-q8_0"]["speedup_per_question"] is None and cmp["runtime-q8_0"]["targets"] == {}
+
+
+def test_peak_rss_is_the_workers_own_not_its_parents():
+    """On Linux, exec() carries the parent's peak RSS into the child's ru_maxrss; peak_rss_mb must not."""
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("VmHWM is Linux-only")
+    blob = b"\x01" * (300 * 1024 * 1024)  # the parent's peak is now > 300 MB
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('b', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); sys.modules['b'] = m; spec.loader.exec_module(m); "
+            "print(m.peak_rss_mb(), m.ru_maxrss_mb())")
+    out = subprocess.run([sys.executable, "-c", code, str(BENCH)], capture_output=True, text=True, check=True)
+    del blob
+    peak, ru_maxrss = map(float, out.stdout.split())
+    assert peak < 150 < 300 < ru_maxrss  # a bare interpreter + the bench module is well under 150 MB
+
+
+# --- a smoke run on a tiny real model -------------------------------------------------------------------
+
+CORPUS = [
+    "Patient: age 63, sex male, height unknown, weight unknown.",
+    "Question: Does this ECG show symptoms of atrial fibrillation? Answer: yes no not sure none",
+    "Which diagnostic symptom does this ECG show, myocardial infarction or st/t change?",
+    "What rhythm-related symptoms does this ECG show? sinus rhythm; sinus bradycardia",
+    "Write the report of this ECG. sinus rhythm. normal ecg. left ventricular hypertrophy.",
+]
+
+
+def build_tiny_instruct(d: Path) -> Path:
+    """A real instruct folder: tiny ECG tokenizer, Llama (rows of 256/512 values: the K-quants apply)
+    with the ECG tokens added by the vocabulary extension, and a non-trivial LoRA adapter on it."""
+    import peft
+    import torch
+    from transformers import GenerationConfig as HfGenerationConfig
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from diagecg.config import EncoderConfig, FSQConfig, GenerationConfig, PreprocessConfig
+    from diagecg.constants import DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN, ManifestKey
+    from diagecg.nn.checkpoint import save_checkpoint
+    from diagecg.nn.ecg_tokenizer import EcgTokenizer
+    from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta, save_llm_checkpoint
+    from diagecg.prompts import PromptConfig
+    from diagecg.training.base_model import tiny_model_config, train_text_tokenizer
+    from diagecg.training.extend_vocab import extend_vocabulary
+    from diagecg.training.ptbxl import TRAIN_FOLDS
+
+    torch.manual_seed(0)
+    pre = PreprocessConfig(fs_hz=100, highpass_hz=0.5)
+    enc = EncoderConfig(n_samples=pre.n_samples, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4,
+                        fused_channels=16)
+    fsq = FSQConfig(levels=(4, 4))
+    save_checkpoint(d / "stage1", EcgTokenizer(enc, fsq).eval(),
+                    {ManifestKey.PREPROCESS: pre, ManifestKey.ENCODER: enc, ManifestKey.FSQ: fsq}, step=0)
+    text_tok = train_text_tokenizer(CORPUS * 4, vocab_size=400)
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=text_tok, bos_token=DEMO_BOS_TOKEN,
+                                     eos_token=DEMO_EOS_TOKEN, pad_token=DEMO_PAD_TOKEN)
+    ids = {t: text_tok.token_to_id(t) for t in (DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN)}
+    cfg = tiny_model_config(text_tok.get_vocab_size(), bos_id=ids[DEMO_BOS_TOKEN], eos_id=ids[DEMO_EOS_TOKEN],
+                            pad_id=ids[DEMO_PAD_TOKEN], hidden_size=256, intermediate_size=512, num_layers=2,
+                            num_heads=4)
+    model = LlamaForCausalLM(cfg).eval()
+    model.generation_config = HfGenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
+                                                 pad_token_id=cfg.pad_token_id)
+    vocab = extend_vocabulary(model, hf_tok, fsq.codebook_size)
+    model.save_pretrained(d / "base")  # the LoRA base: already extended, as after `train pretrain`
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    meta = LlmMeta(stage="instruct", method="lora", vocab=vocab, prompt=PromptConfig(),
+                   generation=GenerationConfig(max_new_tokens=6, n_ctx=256),
+                   base_model=BaseModelRef(path=str(d / "base"), name="tiny llama", model_type="llama"),
+                   preset="100hz", train_folds=TRAIN_FOLDS, valid_folds=(9,))
+    return save_llm_checkpoint(d / "instruct", peft.get_peft_model(model, lora), hf_tok, meta, d / "stage1")
+
+
+@pytest.fixture(scope="module")
+def model_pair(tmp_path_factory, shared_data) -> tuple[Path, Path]:
+    pytest.importorskip("peft")
+    pytest.importorskip("onnxscript")
+    import torch
+
+    from diagecg.export.build_bundle import ExportConfig
+    from diagecg.export.build_bundle import main as export
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("bench_model")
+    ckpt = build_tiny_instruct(d)
+    export(ExportConfig(checkpoint_dir=str(ckpt), out_dir=str(d / "bundle"), quants="q8_0,q4_k_m",
+                        data_dir=str(shared_data), n_parity_records=2, n_questions=1, min_top1="",
+                        n_threads=1, progress=False))
+    return ckpt, d / "bundle"
+
+
+def _run_bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_bench_reports_every_metric_for_each_backend(model_pair, shared_data, tmp_path):
+    from diagecg.training.ptbxl import PtbxlDataset
+
+    ckpt, bundle = model_pair
+    out = tmp_path / "results.json"
+    proc = _run_bench("--checkpoint", str(ckpt), "--bundle", str(bundle), "--data", str(shared_data),
+                      "--n-records", "2", "--max-questions", "3", "--threads", "1", "--quants", "q8_0,q4_k_m",
+                      "--torch-batch-size", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    names = [bench.TORCH, "runtime-q8_0", "runtime-q4_k_m"]
+    assert sorted(report["backends"]) == sorted(names)
+
+    w = report["workload"]
+    assert w["n_records"] == 2 and w["n_questions"] == 3 and w["folds"] == [10]
+    ptbxl = PtbxlDataset(shared_data / "ptbxl")
+    assert {ptbxl.entries[q["ecg_id"]].strat_fold for q in w["questions"]} == {10}
+    gold = [q["answers"] for q in w["questions"]]
+
+    for name in names:
+        res = report["backends"][name]
+        assert "error" not in res, res
+        for key in ("cold_start_s", "import_s", "load_s", "first_answer_s", "peak_rss_mb"):
+            assert math.isfinite(res[key]) and res[key] > 0, (name, key)
+        assert res["latency_ms"]["n"] == 3
+        assert res["latency_ms"]["p90"] >= res["latency_ms"]["median"] > 0
+        assert res["batch"]["n_records"] == 2 and res["batch"]["records_per_s"] > 0
+        assert len(res["predictions"]) == 3 and res["errors"] == []
+        assert all(isinstance(p, str) and "<ecg" not in p for p in res["predictions"])
+    for name in names[1:]:
+        assert report["backends"][name]["torch_imported"] == []  # the runtime worker stayed torch-free
+
+    torch_preds = report["backends"][bench.TORCH]["predictions"]
+    for name in names:
+        cmp, preds = report["comparison"][name], report["backends"][name]["predictions"]
+        expected = sum(normalize_answer(p) == normalize_answer(format_answer(g))
+                       for p, g in zip(preds, gold, strict=True)) / 3
+        assert cmp["exact_match"] == pytest.approx(expected)
+        if name == bench.TORCH:
+            assert cmp["agreement"] is None and cmp["targets"] == {}
+            continue
+        same = sum(normalize_answer(a) == normalize_answer(b)
+                   for a, b in zip(preds, torch_preds, strict=True))
+        assert cmp["agreement"] == pytest.approx(same / 3)
+        for key in ("speedup_per_question", "memory_fraction", "accuracy_delta_points"):
+            assert math.isfinite(cmp[key]), (name, key)
+        assert isinstance(cmp["targets"]["speedup"]["pass"], bool)
+        assert isinstance(cmp["targets"]["memory"]["pass"], bool)
+    assert "accuracy" in report["comparison"]["runtime-q8_0"]["targets"]
+    assert "accuracy" not in report["comparison"]["runtime-q4_k_m"]["targets"]
+    for name in names:
+        assert any(line.startswith(name + " ") for line in proc.stdout.splitlines()), proc.stdout
+    assert "targets (against PyTorch measured in this run):" in proc.stdout
+
+    # the worker's runtime answers are the pipeline's own (labels' patient features in the prompt)
+    from diagecg.runtime.pipeline import DiagEcgPipeline
+
+    q = w["questions"][0]
+    rec = bench._record({"record": str(ptbxl.record_path(q["ecg_id"]).with_suffix(".hea")),
+                         "patient": bench._patient_dict(ptbxl.entries[q["ecg_id"]].patient)})
+    with DiagEcgPipeline.from_bundle(bundle, quant="q8_0", device="cpu", threads=1) as pipe:
+        assert pipe.answer(rec, q["question"]).answer == report["backends"]["runtime-q8_0"]["predictions"][0]
+
+
+@pytest.mark.slow
+def test_bench_refuses_a_quant_the_bundle_lacks(model_pair, shared_data, tmp_path):
+    ckpt, bundle = model_pair
+    proc = _run_bench("--checkpoint", str(ckpt), "--bundle", str(bundle), "--data", str(shared_data),
+                      "--quants", "q8_0,q6_k", "--out", str(tmp_path / "r.json"))
+    assert proc.returncode == 2
+    assert "no GGUF for ['q6_k']" in proc.stderr and not (tmp_path / "r.json").exists()
