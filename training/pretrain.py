@@ -57,6 +57,7 @@ from diagecg.nn.llm_checkpoint import (
     has_llm_checkpoint,
     load_llm_checkpoint,
     load_train_state,
+    read_llm_meta,
     save_llm_checkpoint,
     save_train_state,
 )
@@ -137,7 +138,7 @@ class PretrainConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         n = "PretrainConfig"
-        _check_common(self, n)
+        check_stage_config(self, n)
         _check(
             len(self.context_fractions) == len(self.target_fractions) >= 1,
             n,
@@ -165,7 +166,7 @@ class PretrainConfig(ConfigMixin):
         _check(self.max_position >= 128, n, "max_position", self.max_position, "must be >= 128")
 
 
-def _check_common(cfg: Any, n: str) -> None:
+def check_stage_config(cfg: Any, n: str) -> None:
     """Checks shared by PretrainConfig and SFTConfig."""
     _check(cfg.method in ("full", "lora"), n, "method", cfg.method, "'full' or 'lora'")
     _check(
@@ -251,30 +252,35 @@ def make_accelerator(device: str, bf16: bool, grad_accum: int) -> Any:
     )
 
 
-def check_4bit(load_in_4bit: bool, device: torch.device) -> Any:
-    """The bitsandbytes 4-bit config for QLoRA, or None.
+def quantized_load_kwargs(load_in_4bit: bool, accelerator: Any) -> dict[str, Any]:
+    """``from_pretrained`` kwargs for a 4-bit NF4 base (QLoRA), or ``{}``.
+
+    The quantised base is placed on this process's GPU at load time (bitsandbytes weights cannot be
+    moved afterwards).
 
     Raises:
         ValueError: 4-bit asked on a CPU, or bitsandbytes is not installed.
     """
     if not load_in_4bit:
-        return None
+        return {}
+    device = accelerator.device
     if device.type != "cuda":
         raise ValueError(
-            f"load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit kernels); this run is on {device.type}."
-            f" Drop --load-in-4bit or run on a GPU"
+            f"load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit kernels); this run is on {device.type}. "
+            f"Drop --load-in-4bit or run on a GPU"
         )
     try:
         import bitsandbytes  # noqa: F401
         from transformers import BitsAndBytesConfig
     except ImportError as e:
         raise ValueError(f"load_in_4bit needs bitsandbytes: pip install 'diagecg[train]' ({e})") from e
-    return BitsAndBytesConfig(
+    bnb = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16,
     )
+    return {"quantization_config": bnb, "device_map": {"": accelerator.local_process_index}}
 
 
 def base_dtype(device: torch.device, method: str) -> torch.dtype:
@@ -356,8 +362,15 @@ def wrap_lora(
     return get_peft_model(model, lora)
 
 
-def load_hf_base(path: Path, dtype: torch.dtype, quantization_config: Any = None) -> tuple[Any, Any]:
+def load_hf_base(
+    path: Path, dtype: torch.dtype, load_kwargs: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     """(model, fast tokenizer) of a local HF causal LM folder.
+
+    Args:
+        path: the folder (config.json, weights, tokenizer.json).
+        dtype: weight dtype.
+        load_kwargs: extra ``from_pretrained`` kwargs (``quantized_load_kwargs``).
 
     Raises:
         FileNotFoundError: not a folder with a config.json.
@@ -370,10 +383,7 @@ def load_hf_base(path: Path, dtype: torch.dtype, quantization_config: Any = None
             f"give a local folder (nothing is downloaded)"
         )
     hf_tok = AutoTokenizer.from_pretrained(str(path))
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if quantization_config is not None:
-        kwargs["quantization_config"] = quantization_config
-    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **(load_kwargs or {}))
     return model, hf_tok
 
 
@@ -491,7 +501,7 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.num_threads)
     accelerator = make_accelerator(cfg.device, cfg.bf16, cfg.grad_accum)
     device = accelerator.device
-    bnb = check_4bit(cfg.load_in_4bit, device)
+    qkw = quantized_load_kwargs(cfg.load_in_4bit, accelerator)
     resuming = cfg.resume and has_llm_checkpoint(out_dir) and (out_dir / LLM_TRAIN_STATE_DIR).is_dir()
     if not resuming and has_llm_checkpoint(out_dir):
         raise ValueError(
@@ -527,7 +537,7 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
             out_dir,
             trainable=True,
             dtype=base_dtype(device, cfg.method),
-            **({"quantization_config": bnb} if bnb else {}),
+            **qkw,
         )
         if meta.method != cfg.method:
             raise ValueError(f"resume: {out_dir} was trained with method={meta.method!r}, not {cfg.method!r}")
@@ -553,7 +563,7 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
             )
         else:
             base_dir = Path(cfg.base_model).expanduser().resolve()  # type: ignore[arg-type]
-        model, hf_tok = load_hf_base(base_dir, base_dtype(device, cfg.method), bnb)
+        model, hf_tok = load_hf_base(base_dir, base_dtype(device, cfg.method), qkw)
         rows_before = model.get_input_embeddings().weight.shape[0]
         text_tok = base_text_tokenizer(hf_tok)
         vocab = extend_vocabulary(
@@ -575,7 +585,7 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
                 dropout=cfg.lora_dropout,
                 target_modules=cfg.lora_target_modules,
                 trainable_token_ids=new_token_rows(rows_before, vocab),
-                quantized=bnb is not None,
+                quantized=bool(qkw),
                 gradient_checkpointing=cfg.gradient_checkpointing,
             )
         elif cfg.gradient_checkpointing:
@@ -632,9 +642,11 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     )
 
     def checkpoint() -> None:
+        nonlocal meta
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             save_llm_checkpoint(out_dir, accelerator.unwrap_model(model), hf_tok, meta, init_dir)
+            meta = read_llm_meta(out_dir)  # as stored: a copied LoRA base is not copied again
             save_train_state(out_dir, raw_optimizer, step, {"history": history, "seed": cfg.seed})
 
     def evaluate() -> dict[str, float]:

@@ -70,15 +70,15 @@ from diagecg.training.llm_data import (
     step_rng,
 )
 from diagecg.training.pretrain import (
-    _check_common,
     base_dtype,
-    check_4bit,
+    check_stage_config,
     default_lr,
     ecgqa_root,
     evaluate_examples,
     example_losses,
     lr_at,
     make_accelerator,
+    quantized_load_kwargs,
     stage1_configs,
     subset,
     wrap_lora,
@@ -154,7 +154,7 @@ class SFTConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         n = "SFTConfig"
-        _check_common(self, n)
+        check_stage_config(self, n)
         _check(
             self.base_model is None,
             n,
@@ -298,8 +298,7 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.num_threads)
     accelerator = make_accelerator(cfg.device, cfg.bf16, cfg.grad_accum)
     device = accelerator.device
-    bnb = check_4bit(cfg.load_in_4bit, device)
-    qkw: dict[str, Any] = {"quantization_config": bnb} if bnb else {}
+    qkw = quantized_load_kwargs(cfg.load_in_4bit, accelerator)
     dtype = base_dtype(device, cfg.method)
     resuming = cfg.resume and has_llm_checkpoint(out_dir) and (out_dir / LLM_TRAIN_STATE_DIR).is_dir()
     if not resuming and has_llm_checkpoint(out_dir):
@@ -321,8 +320,6 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
             "instruct: continuing the pretrain LoRA adapter of %s (lora_r etc. come from it)", init_dir
         )
     else:
-        if bnb is not None and pre_meta.method != "full":
-            raise ValueError("load_in_4bit with method=full is not possible")
         model, hf_tok, _, paths = load_llm_checkpoint(init_dir, merge=True, dtype=dtype, **qkw)
         base_ref = BaseModelRef(
             path=str(paths.model_dir) if paths.model_dir else str(init_dir),
@@ -342,7 +339,7 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
                 trainable_token_ids=range(v.offset, v.offset + v.n_codes + 2)
                 if cfg.train_ecg_embeddings
                 else (),
-                quantized=bnb is not None,
+                quantized=bool(qkw),
                 gradient_checkpointing=cfg.gradient_checkpointing,
             )
         else:
@@ -455,9 +452,11 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
     assert isinstance(meta.generation, GenerationConfig)
 
     def checkpoint() -> None:
+        nonlocal meta
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             save_llm_checkpoint(out_dir, accelerator.unwrap_model(model), hf_tok, meta, ecg_tokenizer_dir)
+            meta = read_llm_meta(out_dir)  # as stored: a copied LoRA base is not copied again
             save_train_state(out_dir, raw_optimizer, step, {"history": history, "seed": cfg.seed})
 
     def evaluate() -> dict[str, float]:

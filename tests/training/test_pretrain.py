@@ -37,7 +37,7 @@ from diagecg.training.llm_data import (
     forecast_example,
     text_example,
 )
-from diagecg.training.pretrain import PretrainConfig, check_4bit, lr_at, main
+from diagecg.training.pretrain import PretrainConfig, lr_at, main, quantized_load_kwargs
 from diagecg.training.ptbxl import PtbxlDataset
 
 N_CODES = 16  # FSQ levels (4, 4)
@@ -195,9 +195,12 @@ def test_config_is_checked(changes: dict, match: str) -> None:
 def test_missing_init_and_4bit_on_cpu_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="init_dir is required"):
         main(PretrainConfig(out_dir=str(tmp_path)))
+    from types import SimpleNamespace
+
+    cpu = SimpleNamespace(device=torch.device("cpu"), local_process_index=0)
     with pytest.raises(ValueError, match="CUDA GPU"):
-        check_4bit(True, torch.device("cpu"))
-    assert check_4bit(False, torch.device("cpu")) is None
+        quantized_load_kwargs(True, cpu)
+    assert quantized_load_kwargs(False, cpu) == {}
 
 
 # --- runs ------------------------------------------------------------------------------------
