@@ -20,6 +20,12 @@ class PatientInfo:
     height_cm: float | None = None
     weight_kg: float | None = None
 
+    def with_overrides(self, other: PatientInfo | None) -> PatientInfo:
+        """A copy where every non-None field of ``other`` replaces this one's (None keeps ours)."""
+        if other is None:
+            return self
+        return PatientInfo(**{k: (v if v is not None else getattr(self, k)) for k, v in vars(other).items()})
+
 
 @dataclass
 class EcgRecord:

@@ -28,6 +28,7 @@ import click
 from diagecg.constants import DEFAULT_BUNDLE_DIR, QUANT_TYPES
 from diagecg.errors import BundleError, DiagEcgError, InputError
 from diagecg.runtime.device import DEVICES
+from diagecg.types import PatientInfo
 
 # Fail at import when the runtime extra is missing, so `diagecg` shows why (see cli.py), without
 # paying for the heavy imports on every `diagecg` call.
@@ -118,8 +119,11 @@ def _progress(results: Iterator[Any], total: int) -> Iterator[Any]:
 
 
 def _execute(records_args: tuple[str, ...], question: str | None, *, bundle: str | None, quant: str | None,
-             as_json: bool, threads: int | None, device: str, verify_hashes: bool) -> None:
+             as_json: bool, threads: int | None, device: str, verify_hashes: bool, age: float | None,
+             sex: str | None, height_cm: float | None, weight_kg: float | None) -> None:
     from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
+
+    patient = PatientInfo(age_years=age, sex=sex, height_cm=height_cm, weight_kg=weight_kg)
 
     try:
         records, expanded = expand_records(records_args)
@@ -133,7 +137,8 @@ def _execute(records_args: tuple[str, ...], question: str | None, *, bundle: str
     stream = as_json or expanded or len(records) > 1
     if not stream:
         try:
-            ans = pipe.answer(records[0], question) if question is not None else pipe.report(records[0])
+            ans = (pipe.answer(records[0], question, patient=patient) if question is not None
+                   else pipe.report(records[0], patient=patient))
         except DiagEcgError as e:
             _fail(e)
             return
@@ -141,7 +146,8 @@ def _execute(records_args: tuple[str, ...], question: str | None, *, bundle: str
             click.echo(f"warning: {w}", err=True)
         click.echo(ans.answer)
         return
-    results = pipe.answer_batch(records, question) if question is not None else pipe.report_batch(records)
+    results = (pipe.answer_batch(records, question, patient=patient) if question is not None
+               else pipe.report_batch(records, patient=patient))
     n_failed = 0
     for result in _progress(results, len(records)):
         if isinstance(result, Answer):
@@ -168,6 +174,11 @@ _common_options = [
                  help="auto = CUDA where the installed engines support it; cuda = fail unless both do."),
     click.option("--verify-hashes/--no-verify-hashes", default=True, show_default=True,
                  help="Check every bundle file's sha256 at load (sizes are always checked)."),
+    # patient features for the structured prompt; each overrides the record header's value
+    click.option("--age", type=click.FloatRange(0, 125), help="Patient age in years (overrides the header)."),
+    click.option("--sex", type=click.Choice(["male", "female"]), help="Patient sex (overrides the header)."),
+    click.option("--height-cm", type=click.FloatRange(30, 260), help="Patient height in cm."),
+    click.option("--weight-kg", type=click.FloatRange(1, 400), help="Patient weight in kg."),
 ]
 
 

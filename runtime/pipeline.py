@@ -60,7 +60,7 @@ from diagecg.prompts import PromptConfig, encode_prompt, sanitize_question
 from diagecg.runtime.device import DeviceChoice, choose_device
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
-from diagecg.types import EcgRecord
+from diagecg.types import EcgRecord, PatientInfo
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,8 @@ class DiagEcgPipeline:
         """The question as it will be sent, or InputError (ECG-token strings, empty, too long)."""
         return sanitize_question(question, self.bundle.generation.max_question_chars)
 
-    def _run(self, record: RecordLike, question: str, task: str) -> Answer:
+    def _run(self, record: RecordLike, question: str, task: str,
+             patient: PatientInfo | None = None) -> Answer:
         times: dict[str, float] = {}
         t_start = t = time.perf_counter()
 
@@ -192,7 +193,8 @@ class DiagEcgPipeline:
         indices = self.ecg_session.encode(signal)[0]  # (1, frames) -> (frames,)
         lap("tokenize")
         prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
-                                   question=question, patient=rec.patient, ecg_indices=indices.tolist())
+                                   question=question, patient=rec.patient.with_overrides(patient),
+                                   ecg_indices=indices.tolist())
         lap("prompt")
         g = self.bundle.generation
         gen = self.llm.generate(prompt_ids, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
@@ -208,31 +210,32 @@ class DiagEcgPipeline:
             warnings=[*self.load_warnings, *rec.warnings, *gen.warnings],
         )
 
-    def answer(self, record: RecordLike, question: str) -> Answer:
+    def answer(self, record: RecordLike, question: str, *, patient: PatientInfo | None = None) -> Answer:
         """Answer a question about one record.
 
         Args:
             record: a record path (``.hea``, or a ``.mat`` with its header) or an ``EcgRecord``.
             question: free text; ECG-token strings and over-long text are refused.
+            patient: features that override the record header's (fields left None keep the header's).
 
         Raises:
             InputError: bad question.
             RecordError: the record cannot be read or is unusable.
             InferenceError: the prompt does not fit the context, or an engine failed.
         """
-        return self._run(record, self.check_question(question), TASK_QA)
+        return self._run(record, self.check_question(question), TASK_QA, patient)
 
-    def report(self, record: RecordLike) -> Answer:
+    def report(self, record: RecordLike, *, patient: PatientInfo | None = None) -> Answer:
         """Generate the report of one record (the bundle's fixed report question); raises as `answer`."""
-        return self._run(record, self.prompt_config.report_question, TASK_REPORT)
+        return self._run(record, self.prompt_config.report_question, TASK_REPORT, patient)
 
     # --- many records --------------------------------------------------------------------------
 
-    def _batch(self, records: Iterable[RecordLike], question: str,
-               task: str) -> Iterator[Answer | dict[str, Any]]:
+    def _batch(self, records: Iterable[RecordLike], question: str, task: str,
+               patient: PatientInfo | None = None) -> Iterator[Answer | dict[str, Any]]:
         for record in records:
             try:
-                yield self._run(record, question, task)
+                yield self._run(record, question, task, patient)
             except DiagEcgError as e:
                 logger.debug("record %s failed: %s", record, e)
                 yield error_dict(record, e)
@@ -240,17 +243,19 @@ class DiagEcgPipeline:
                 logger.exception("unexpected error on record %s", record)
                 yield error_dict(record, e)
 
-    def answer_batch(self, records: Iterable[RecordLike], question: str) -> Iterator[Answer | dict[str, Any]]:
+    def answer_batch(self, records: Iterable[RecordLike], question: str, *,
+                     patient: PatientInfo | None = None) -> Iterator[Answer | dict[str, Any]]:
         """Answer the same question for many records, lazily; a failing record yields ``error_dict``.
 
         Raises:
             InputError: bad question (checked once, before any record is read).
         """
-        return self._batch(records, self.check_question(question), TASK_QA)
+        return self._batch(records, self.check_question(question), TASK_QA, patient)
 
-    def report_batch(self, records: Iterable[RecordLike]) -> Iterator[Answer | dict[str, Any]]:
+    def report_batch(self, records: Iterable[RecordLike], *,
+                     patient: PatientInfo | None = None) -> Iterator[Answer | dict[str, Any]]:
         """Reports for many records, lazily; a failing record yields ``error_dict``."""
-        return self._batch(records, self.prompt_config.report_question, TASK_REPORT)
+        return self._batch(records, self.prompt_config.report_question, TASK_REPORT, patient)
 
     def close(self) -> None:
         """Free the llama.cpp model now."""

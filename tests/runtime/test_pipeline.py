@@ -143,3 +143,23 @@ def test_auto_device_reports_the_provider_really_used(tiny_bundle: Path, record_
     with DiagEcgPipeline.from_bundle(tiny_bundle, device="auto", threads=1) as pipe:
         a = pipe.answer(record_paths[0], QUESTION)
     assert a.device["ecg_tokenizer"] == "cpu" and any("CUDA was requested" in w for w in a.warnings)
+
+
+def test_patient_overrides_reach_the_prompt(pipeline: DiagEcgPipeline, record_paths: list[Path]) -> None:
+    """--age/--sex replace the header's features in the prompt (the prompt token count changes with them)."""
+    from diagecg.types import PatientInfo
+
+    path = record_paths[0]
+    plain = pipeline.answer(path, "Does this ECG show symptoms of sinus rhythm?")
+    given = pipeline.answer(path, "Does this ECG show symptoms of sinus rhythm?",
+                            patient=PatientInfo(age_years=63.0, sex="female", height_cm=170.0, weight_kg=81.5))
+    assert given.n_prompt_tokens != plain.n_prompt_tokens
+
+
+def test_patient_with_overrides_keeps_unset_fields() -> None:
+    from diagecg.types import PatientInfo
+
+    base = PatientInfo(age_years=50.0, sex="male")
+    merged = base.with_overrides(PatientInfo(sex="female", weight_kg=70.0))
+    assert merged == PatientInfo(age_years=50.0, sex="female", height_cm=None, weight_kg=70.0)
+    assert base.with_overrides(None) is base
