@@ -42,7 +42,14 @@ from diagecg.config import (
     PreprocessConfig,
     VocabConfig,
 )
-from diagecg.constants import BUNDLE_ONNX_NAME, LLM_TEXT_TOKENIZER, MANIFEST_NAME, QUANT_TYPES
+from diagecg.constants import (
+    BUNDLE_ONNX_NAME,
+    CHECKPOINT_CONFIG,
+    LLM_TEXT_TOKENIZER,
+    MANIFEST_NAME,
+    QUANT_TYPES,
+    RUN_SUMMARY,
+)
 from diagecg.errors import ExportError, RecordError
 from diagecg.export.gguf_convert import convert_hf_to_gguf, gguf_info
 from diagecg.export.merge_lora import merge_lora
@@ -271,6 +278,7 @@ def load_source(checkpoint_dir: str | Path) -> ExportSource:
         "stage": meta.stage, "method": meta.method, "base_model": meta.base_model.to_dict(),
         "train_folds": list(meta.train_folds), "valid_folds": list(meta.valid_folds),
         "diagecg_version": meta.diagecg_version, "run_summary": summary,
+        "stage_configs": stage_configs(d, summary, paths.ecg_tokenizer_dir),
     }
     return ExportSource(
         model=model.float().eval(), hf_tokenizer=hf_tokenizer, ecg_tokenizer=ecg_tokenizer.float().eval(),
@@ -279,6 +287,35 @@ def load_source(checkpoint_dir: str | Path) -> ExportSource:
         text_tokenizer_file=paths.text_tokenizer if paths.text_tokenizer.is_file() else None,
         checkpoint_dir=d, preset=meta.preset, training=training,
     )
+
+
+def stage_configs(checkpoint_dir: Path, summary: dict[str, Any], ecg_tokenizer_dir: Path) -> dict[str, Any]:
+    """The config of every training stage behind a checkpoint: how the bundle was trained (R3).
+
+    The instruct and pretrain configs come from their run summaries (the pretrain folder is found
+    through the instruct run's ``init_dir``); the tokenizer's from its checkpoint config. A stage
+    whose folder is gone is recorded as missing, with a warning, rather than guessed.
+    """
+    configs: dict[str, Any] = {}
+    if "config" in summary:
+        configs[summary.get("stage", "instruct")] = summary["config"]
+    init_dir = summary.get("init_dir")
+    pre_summary = Path(init_dir) / RUN_SUMMARY if init_dir else None
+    if pre_summary is not None and not pre_summary.is_file():
+        pre_summary = checkpoint_dir.parent / Path(init_dir).name / RUN_SUMMARY  # moved: look for a sibling
+    if pre_summary is not None and pre_summary.is_file():
+        pre = json.loads(pre_summary.read_text())
+        if "config" in pre:
+            configs[pre.get("stage", "pretrain")] = pre["config"]
+    else:
+        logger.warning("pretrain run summary not found (init_dir=%r): no pretrain config in the manifest",
+                       init_dir)
+    tok_config = ecg_tokenizer_dir / CHECKPOINT_CONFIG
+    if tok_config.is_file():
+        tok = json.loads(tok_config.read_text())
+        if "training" in tok:
+            configs["tokenizer"] = tok["training"]
+    return configs
 
 
 # --- export --------------------------------------------------------------------------------------------

@@ -121,3 +121,21 @@ def test_export_config_parses_and_checks_fields() -> None:
         ExportConfig(min_top1="f16")
     with pytest.raises(ValueError, match="parity_folds"):
         ExportConfig(parity_folds=(11,))
+
+
+def test_stage_configs_follow_the_chain_of_training_folders(tmp_path: Path) -> None:
+    """The manifest's training record holds every stage's config: instruct, its pretrain, the tokenizer."""
+    from diagecg.export.build_bundle import stage_configs
+
+    tok, pre, ins = (tmp_path / n for n in ("tokenizer", "pretrain", "instruct"))
+    for d in (tok, pre, ins):
+        d.mkdir()
+    (tok / "config.json").write_text(json.dumps({"training": {"steps": 500, "seed": 0}}))
+    (pre / "run_summary.json").write_text(json.dumps({"stage": "pretrain", "config": {"steps": 1200}}))
+    summary = {"stage": "instruct", "config": {"steps": 1500}, "init_dir": "/nowhere/moved/pretrain"}
+    configs = stage_configs(ins, summary, tok)
+    # the pretrain folder moved with its sibling: it is found next to the instruct folder
+    assert configs == {"instruct": {"steps": 1500}, "pretrain": {"steps": 1200},
+                       "tokenizer": {"steps": 500, "seed": 0}}
+    (pre / "run_summary.json").unlink()
+    assert "pretrain" not in stage_configs(ins, summary, tok)
