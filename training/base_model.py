@@ -169,7 +169,11 @@ def build_tiny_base_model(
     hf_tok = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=DEMO_BOS_TOKEN, eos_token=DEMO_EOS_TOKEN, pad_token=DEMO_PAD_TOKEN
     )
-    ids = {t: tok.token_to_id(t) for t in (DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN)}
+    ids: dict[str, int] = {}
+    for t in (DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN):
+        tid = tok.token_to_id(t)
+        assert tid is not None, f"the demo tokenizer lacks its special token {t}"
+        ids[t] = tid
     cfg = tiny_model_config(
         tok.get_vocab_size(),
         bos_id=ids[DEMO_BOS_TOKEN],

@@ -100,7 +100,7 @@ class ForecastScale:
 
 
 def forecast_example(
-    indices: Sequence[int], vocab: VocabConfig, context: int, target: int, offset: int
+    indices: Sequence[int] | I64Array, vocab: VocabConfig, context: int, target: int, offset: int
 ) -> Example:
     """One forecasting example; loss on the ``target`` tokens after the ``context`` window (+ ``</ecg>``).
 

@@ -368,6 +368,7 @@ def load_llm_checkpoint(
     hf_tokenizer = AutoTokenizer.from_pretrained(str(paths.hf_tokenizer_dir))
     _check_tokenizer(hf_tokenizer, meta.vocab, root)
 
+    model: Any
     if meta.method == "full":
         model = AutoModelForCausalLM.from_pretrained(str(paths.model_dir), **model_kwargs)
     else:
