@@ -13,7 +13,6 @@ import importlib
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -34,7 +33,11 @@ TRAIN_STAGES: dict[str, tuple[str, str, str]] = {
 
 def _build_config(module_name: str, class_name: str, config_file: str | None, sets: tuple[str, ...],
                   shortcuts: dict[str, Any]) -> Any:
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:  # the stage's extra is not installed: say which one, no traceback
+        extra = "export" if ".export." in module_name else "train"
+        raise click.ClickException(f"{e}; this command needs pip install 'diagecg[{extra}]'") from e
     cls = getattr(module, class_name)
     cfg = cls.load(config_file) if config_file else cls()
     pairs = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
@@ -121,7 +124,8 @@ def eval_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) -
               help="Only re-run the parity checks of an existing bundle in --out.")
 def export_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) -> None:
     """Export the ONNX ECG tokenizer + quantised GGUF LLM + manifest as one bundle."""
-    module, cfg = _run(_build_config, "diagecg.export.build_bundle", "ExportConfig", config_file, sets, shortcuts)
+    module, cfg = _run(_build_config, "diagecg.export.build_bundle", "ExportConfig", config_file, sets,
+                       shortcuts)
     summary = _run(module.main, cfg)
     click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
 
@@ -134,22 +138,21 @@ def _add_runtime_commands() -> None:
     main.add_command(report)
 
 
+def _missing_runtime_command(name: str, reason: str) -> click.Command:
+    @click.command(name=name, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def cmd(args: tuple[str, ...]) -> None:
+        """(unavailable: install diagecg[runtime])"""
+        raise click.ClickException(f"the runtime is not installed ({reason}): pip install 'diagecg[runtime]'")
+
+    return cmd
+
+
 try:
     _add_runtime_commands()
 except ImportError as _e:  # runtime extra not installed: say so instead of hiding the commands
-    _missing = str(_e)
-
-    @main.command(name="infer", context_settings={"ignore_unknown_options": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def _infer_missing(args: tuple[str, ...]) -> None:
-        """(unavailable: install diagecg[runtime])"""
-        raise click.ClickException(f"the runtime is not installed ({_missing}): pip install 'diagecg[runtime]'")
-
-    @main.command(name="report", context_settings={"ignore_unknown_options": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def _report_missing(args: tuple[str, ...]) -> None:
-        """(unavailable: install diagecg[runtime])"""
-        raise click.ClickException(f"the runtime is not installed ({_missing}): pip install 'diagecg[runtime]'")
+    main.add_command(_missing_runtime_command("infer", str(_e)))
+    main.add_command(_missing_runtime_command("report", str(_e)))
 
 
 if __name__ == "__main__":  # pragma: no cover
