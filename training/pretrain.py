@@ -17,8 +17,8 @@ loss fold 9; fold 10 (test) is refused. The output folder is an LLM checkpoint
 (``diagecg.nn.llm_checkpoint``) plus ``run_summary.json``; ``--resume`` continues it bit-for-bit in
 data order (batches depend on ``(seed, step)`` only).
 
-Shared with ``sft.py``: the accelerator, learning-rate schedule, LoRA wrapping, base-model loading and
-the per-example loss below.
+Shared with ``sft.py``: LoRA wrapping, base-model loading and evaluation below; the optimiser, lr
+schedule, accelerator, checkpointing and resume live in ``llm_trainer.py``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import Sequence
@@ -35,9 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tokenizers import Tokenizer
-from tqdm.auto import tqdm
 
 from diagecg.config import (
     PRESETS,
@@ -48,26 +45,15 @@ from diagecg.config import (
     PreprocessConfig,
     _check,
 )
-from diagecg.constants import LLM_BASE_DIR, LLM_TRAIN_STATE_DIR, RUN_SUMMARY, ManifestKey
-from diagecg.errors import DiagEcgError
+from diagecg.constants import LLM_BASE_DIR, RUN_SUMMARY, ManifestKey
 from diagecg.nn.checkpoint import read_configs
-from diagecg.nn.llm_checkpoint import (
-    BaseModelRef,
-    LlmMeta,
-    has_llm_checkpoint,
-    load_llm_checkpoint,
-    load_train_state,
-    read_llm_meta,
-    save_llm_checkpoint,
-    save_train_state,
-)
+from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta, load_llm_checkpoint
 from diagecg.prompts import PromptConfig
 from diagecg.training.base_model import DEMO_MODEL_NAME, build_tiny_base_model
 from diagecg.training.ecg_data import resolve_ptbxl_root, source_fs_hz
 from diagecg.training.ecgqa import load_answer_vocab
 from diagecg.training.extend_vocab import base_text_tokenizer, extend_vocabulary, new_token_rows
 from diagecg.training.llm_data import (
-    IGNORE_INDEX,
     Example,
     ForecastScale,
     as_arrays,
@@ -76,9 +62,9 @@ from diagecg.training.llm_data import (
     draw_examples,
     draw_forecast_examples,
     load_or_encode_tokens,
-    step_rng,
     text_example,
 )
+from diagecg.training.llm_trainer import LlmTrainer, example_losses, start_run
 from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS, VALID_FOLDS, PtbxlDataset
 from diagecg.training.reports import load_scp_table
 
@@ -236,72 +222,9 @@ def check_stage_config(cfg: Any, n: str) -> None:
 # --- helpers shared with sft.py ------------------------------------------------------------
 
 
-def make_accelerator(device: str, bf16: bool, grad_accum: int) -> Any:
-    """An ``accelerate.Accelerator`` on the requested device (CPU: a single plain process).
-
-    Raises:
-        ValueError: ``device="cuda"`` without CUDA.
-    """
-    from accelerate import Accelerator
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but CUDA is not available on this machine")
-    cpu = device == "cpu" or not torch.cuda.is_available()
-    return Accelerator(
-        cpu=cpu, mixed_precision="bf16" if bf16 and not cpu else "no", gradient_accumulation_steps=grad_accum
-    )
-
-
-def quantized_load_kwargs(load_in_4bit: bool, accelerator: Any) -> dict[str, Any]:
-    """``from_pretrained`` kwargs for a 4-bit NF4 base (QLoRA), or ``{}``.
-
-    The quantised base is placed on this process's GPU at load time (bitsandbytes weights cannot be
-    moved afterwards).
-
-    Raises:
-        ValueError: 4-bit asked on a CPU, or bitsandbytes is not installed.
-    """
-    if not load_in_4bit:
-        return {}
-    device = accelerator.device
-    if device.type != "cuda":
-        raise ValueError(
-            f"load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit kernels); this run is on {device.type}. "
-            f"Drop --load-in-4bit or run on a GPU"
-        )
-    try:
-        import bitsandbytes  # noqa: F401
-        from transformers import BitsAndBytesConfig
-    except ImportError as e:
-        raise ValueError(f"load_in_4bit needs bitsandbytes: pip install 'diagecg[train]' ({e})") from e
-    bnb = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
-    )
-    return {"quantization_config": bnb, "device_map": {"": accelerator.local_process_index}}
-
-
 def base_dtype(device: torch.device, method: str) -> torch.dtype:
     """float32 on CPU and for full fine-tuning (bf16 autocast on GPU); bf16 frozen base for LoRA on GPU."""
     return torch.bfloat16 if device.type == "cuda" and method == "lora" else torch.float32
-
-
-def lr_at(step: int, *, steps: int, lr: float, warmup: int, min_ratio: float) -> float:
-    """Linear warmup, then cosine decay to ``lr * min_ratio`` at the last step."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
-def default_lr(lr: float | None, method: str, demo: bool) -> float:
-    if lr is not None:
-        return lr
-    if demo:
-        return 1e-3
-    return 2e-4 if method == "lora" else 2e-5
 
 
 def wrap_lora(
@@ -385,26 +308,6 @@ def load_hf_base(
     hf_tok = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **(load_kwargs or {}))
     return model, hf_tok
-
-
-def example_losses(
-    model: Any, batch: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-row mean next-token loss of a collated batch.
-
-    Returns:
-        (row losses float32 (B,), target tokens per row (B,), correct top-1 predictions per row (B,)).
-    """
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    logits = out.logits[:, :-1].float()  # (B, L-1, V): position i predicts token i+1
-    target = batch["labels"][:, 1:]  # (B, L-1)
-    ce = F.cross_entropy(
-        logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none"
-    )  # (B, L-1)
-    mask = target != IGNORE_INDEX
-    n = mask.sum(1)
-    correct = ((logits.argmax(-1) == target) & mask).sum(1)
-    return ce.sum(1) / n.clamp(min=1), n, correct
 
 
 @torch.no_grad()
@@ -497,16 +400,8 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
             "PretrainConfig.init_dir is required: the --out folder of `diagecg train tokenizer` (pass --init)"
         )
     init_dir, out_dir = Path(cfg.init_dir), Path(cfg.out_dir)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    accelerator = make_accelerator(cfg.device, cfg.bf16, cfg.grad_accum)
+    accelerator, qkw, resuming = start_run(cfg, out_dir)
     device = accelerator.device
-    qkw = quantized_load_kwargs(cfg.load_in_4bit, accelerator)
-    resuming = cfg.resume and has_llm_checkpoint(out_dir) and (out_dir / LLM_TRAIN_STATE_DIR).is_dir()
-    if not resuming and has_llm_checkpoint(out_dir):
-        raise ValueError(
-            f"{out_dir} already holds a checkpoint: pass --resume to continue it, or choose another --out"
-        )
     pre_cfg, enc_cfg, fsq_cfg, preset_name = stage1_configs(init_dir)
 
     # --- data: FSQ indices of every record (stage-1 cache), split by fold ---
@@ -616,19 +511,7 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     )
     baseline = unigram_loss(train_records, valid_examples, vocab.offset, vocab.n_codes)
 
-    # --- optimiser ---
-    lr = default_lr(cfg.lr, cfg.method, base_ref.demo)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    step, history = 0, []
-    if resuming:
-        step, extra = load_train_state(out_dir, optimizer)
-        history = list(extra.get("history", []))
-        logger.info("resumed %s at step %d", out_dir, step)
-    raw_optimizer = optimizer
-    model, optimizer = accelerator.prepare(model, optimizer)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_trainable = sum(p.numel() for p in params)
+    # --- optimiser (AdamW + lr schedule, resumed from out_dir when resuming) ---
     meta = LlmMeta(
         stage="pretrain",
         method=cfg.method,
@@ -640,83 +523,58 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         train_folds=cfg.train_folds,
         valid_folds=cfg.valid_folds,
     )
-
-    def checkpoint() -> None:
-        nonlocal meta
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            save_llm_checkpoint(out_dir, accelerator.unwrap_model(model), hf_tok, meta, init_dir)
-            meta = read_llm_meta(out_dir)  # as stored: a copied LoRA base is not copied again
-            save_train_state(out_dir, raw_optimizer, step, {"history": history, "seed": cfg.seed})
+    trainer = LlmTrainer(
+        cfg,
+        "pretrain",
+        "pretraining",
+        accelerator,
+        model,
+        hf_tok=hf_tok,
+        meta=meta,
+        ecg_tokenizer_dir=init_dir,
+        out_dir=out_dir,
+        resuming=resuming,
+        demo=base_ref.demo,
+        pad_id=vocab.pad_id,
+    )
 
     def evaluate() -> dict[str, float]:
-        return evaluate_examples(model, valid_examples, vocab.pad_id, cfg.batch_size, device)  # type: ignore[arg-type]
+        return evaluate_examples(trainer.model, valid_examples, vocab.pad_id, cfg.batch_size, device)  # type: ignore[arg-type]
 
     # --- loop ---
-    start_step = step
-    if step == 0:
+    history = trainer.history
+    if trainer.step == 0:
         history.append({"step": 0, **{f"eval_{k}": v for k, v in evaluate().items()}})
         logger.info(
             "pretrain step 0: eval loss %.3f (unigram baseline %.3f)", history[0]["eval_loss"], baseline
         )
-    model.train()
-    end_step = cfg.steps if cfg.stop_at_step is None else cfg.stop_at_step
-    bar = tqdm(
-        total=cfg.steps,
-        initial=step,
-        desc="pretrain",
-        unit="step",
-        disable=not cfg.progress or not accelerator.is_main_process,
-    )
+    trainer.start_loop()
     recent: dict[str, list[float]] = {"loss": [], "ecg": [], "text": []}
-    train_time, n_tokens_seen = 0.0, 0
-    last_eval: dict[str, float] | None = None
-    while step < end_step:
-        t0 = time.time()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(
-                step, steps=cfg.steps, lr=lr, warmup=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio
-            )
-        rng = step_rng(cfg.seed, step, accelerator.process_index)
+    while trainer.step < trainer.last_step:
+        rng = trainer.begin_step()
         for _ in range(cfg.grad_accum):
             n_text = sum(rng.random() < text_ratio for _ in range(cfg.batch_size)) if text_pool else 0
             examples = draw_forecast_examples(train_records, vocab, scales, cfg.batch_size - n_text, rng)
             examples += draw_examples(text_pool, n_text, rng)
-            batch = {k: v.to(device) for k, v in collate(examples, vocab.pad_id).items()}
-            with accelerator.accumulate(model):
-                row_loss, n_tok, _ = example_losses(model, batch)
-                loss = row_loss.mean()  # every row counts the same, whatever its target length
-                if not torch.isfinite(loss):
-                    raise DiagEcgError(
-                        f"pretraining diverged: loss {loss.item()} at step {step} (try a lower lr than {lr})"
-                    )
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.grad_clip > 0:
-                    accelerator.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+            row_loss, _ = trainer.backward(examples)
             n_ecg = len(examples) - n_text
-            recent["loss"].append(loss.item())
+            recent["loss"].append(row_loss.mean().item())
             recent["ecg"].append(float(row_loss[:n_ecg].detach().mean()) if n_ecg else float("nan"))
             if n_text:
                 recent["text"].append(float(row_loss[n_ecg:].detach().mean()))
-            n_tokens_seen += int(batch["attention_mask"].sum())
-        step += 1
-        train_time += time.time() - t0
-        bar.update(1)
+        trainer.end_step()
+        step = trainer.step
         if step % cfg.log_every == 0:
-            bar.set_postfix(
+            trainer.bar.set_postfix(
                 loss=f"{np.mean(recent['loss'][-cfg.log_every :]):.3f}",
                 ecg=f"{np.nanmean(recent['ecg'][-cfg.log_every :]):.3f}",
             )
-        if step % cfg.eval_every == 0 or step == end_step:
-            last_eval = evaluate()
+        if trainer.eval_due():
+            last_eval = trainer.last_eval = evaluate()
             k = cfg.eval_every * cfg.grad_accum
             row = {
                 "step": step,
-                "lr": lr_at(
-                    step - 1, steps=cfg.steps, lr=lr, warmup=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio
-                ),
+                "lr": trainer.lr_at(step - 1),
                 "train_loss": float(np.mean(recent["loss"][-k:])),
                 "train_ecg_loss": float(np.nanmean(recent["ecg"][-k:])),
                 "train_text_loss": float(np.mean(recent["text"][-k:])) if recent["text"] else None,
@@ -731,45 +589,27 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
                 last_eval["loss"],
                 last_eval["top1"],
             )
-            checkpoint()
-    bar.close()
-    if last_eval is None:
-        last_eval = evaluate()
-        checkpoint()
+            trainer.checkpoint()
+    trainer.finish(evaluate)
 
-    steps_run = step - start_step
     summary: dict[str, Any] = {
         "stage": "pretrain",
         "preset": preset_name,
         "out_dir": str(out_dir),
         "init_dir": str(init_dir),
-        "device": str(device),
-        "n_processes": accelerator.num_processes,
         "method": cfg.method,
         "base_model": base_ref.to_dict(),
-        "step": step,
-        "steps_this_run": steps_run,
-        "resumed_from_step": start_step if resuming else None,
-        "steps_per_s": steps_run / train_time if train_time > 0 else None,
-        "tokens_per_s": n_tokens_seen / train_time if train_time > 0 else None,
         "wall_s": time.time() - t_start,
-        "lr": lr,
         "text_ratio": text_ratio,
-        "n_params": n_params,
-        "n_trainable_params": n_trainable,
         "n_frames": enc_cfg.n_frames,
         "vocab": vocab.to_dict(),
         "train_folds": list(cfg.train_folds),
         "valid_folds": list(cfg.valid_folds),
         "n_train_records": len(train_records),
         "n_valid_records": len(valid_records),
-        "eval_initial": {k[5:]: v for k, v in history[0].items() if k.startswith("eval_")}
-        if history
-        else None,
-        "eval": last_eval,
         "eval_unigram_loss": baseline,  # predicting codes by their training frequency
-        "history": history,
         "config": cfg.to_dict(),
+        **trainer.summary_fields(),
     }
     if accelerator.is_main_process:
         write_summary(out_dir, summary)

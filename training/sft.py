@@ -41,17 +41,12 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from diagecg.answers import normalize_answer
 from diagecg.config import ConfigMixin, GenerationConfig, _check
-from diagecg.constants import LLM_TRAIN_STATE_DIR
 from diagecg.errors import DiagEcgError
 from diagecg.nn.llm_checkpoint import (
     BaseModelRef,
     LlmMeta,
-    has_llm_checkpoint,
     load_llm_checkpoint,
-    load_train_state,
     read_llm_meta,
-    save_llm_checkpoint,
-    save_train_state,
 )
 from diagecg.prompts import encode_prompt
 from diagecg.training.ecg_data import resolve_ptbxl_root, source_fs_hz
@@ -60,25 +55,19 @@ from diagecg.training.llm_data import (
     TASKS,
     Example,
     SftItem,
-    collate,
     draw_examples,
     encode_sft_items,
     generate_qa_items,
     load_or_encode_tokens,
     qa_items,
     report_items,
-    step_rng,
 )
+from diagecg.training.llm_trainer import LlmTrainer, start_run
 from diagecg.training.pretrain import (
     base_dtype,
     check_stage_config,
-    default_lr,
     ecgqa_root,
     evaluate_examples,
-    example_losses,
-    lr_at,
-    make_accelerator,
-    quantized_load_kwargs,
     stage1_configs,
     subset,
     wrap_lora,
@@ -294,17 +283,9 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
             "SFTConfig.init_dir is required: the --out folder of `diagecg train pretrain` (pass --init)"
         )
     init_dir, out_dir = Path(cfg.init_dir).resolve(), Path(cfg.out_dir)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    accelerator = make_accelerator(cfg.device, cfg.bf16, cfg.grad_accum)
+    accelerator, qkw, resuming = start_run(cfg, out_dir)
     device = accelerator.device
-    qkw = quantized_load_kwargs(cfg.load_in_4bit, accelerator)
     dtype = base_dtype(device, cfg.method)
-    resuming = cfg.resume and has_llm_checkpoint(out_dir) and (out_dir / LLM_TRAIN_STATE_DIR).is_dir()
-    if not resuming and has_llm_checkpoint(out_dir):
-        raise ValueError(
-            f"{out_dir} already holds a checkpoint: pass --resume to continue it, or choose another --out"
-        )
     pre_meta = read_llm_meta(init_dir)
 
     # --- model ---
@@ -425,19 +406,7 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         len(valid_ids),
     )
 
-    # --- optimiser ---
-    lr = default_lr(cfg.lr, cfg.method, base_ref.demo)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    step, history = 0, []
-    if resuming:
-        step, extra = load_train_state(out_dir, optimizer)
-        history = list(extra.get("history", []))
-        logger.info("resumed %s at step %d", out_dir, step)
-    raw_optimizer = optimizer
-    model, optimizer = accelerator.prepare(model, optimizer)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_trainable = sum(p.numel() for p in params)
+    # --- optimiser (AdamW + lr schedule, resumed from out_dir when resuming) ---
     meta = LlmMeta(
         stage="instruct",
         method=cfg.method,
@@ -450,72 +419,48 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         valid_folds=cfg.valid_folds,
     )
     assert isinstance(meta.generation, GenerationConfig)
-
-    def checkpoint() -> None:
-        nonlocal meta
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            save_llm_checkpoint(out_dir, accelerator.unwrap_model(model), hf_tok, meta, ecg_tokenizer_dir)
-            meta = read_llm_meta(out_dir)  # as stored: a copied LoRA base is not copied again
-            save_train_state(out_dir, raw_optimizer, step, {"history": history, "seed": cfg.seed})
+    trainer = LlmTrainer(
+        cfg,
+        "instruct",
+        "instruction tuning",
+        accelerator,
+        model,
+        hf_tok=hf_tok,
+        meta=meta,
+        ecg_tokenizer_dir=ecg_tokenizer_dir,
+        out_dir=out_dir,
+        resuming=resuming,
+        demo=base_ref.demo,
+        pad_id=vocab.pad_id,
+    )
 
     def evaluate() -> dict[str, float]:
         out: dict[str, float] = {}
         for task, examples in valid_sets.items():
-            r = evaluate_examples(model, examples, vocab.pad_id, cfg.batch_size, device)  # type: ignore[arg-type]
+            r = evaluate_examples(trainer.model, examples, vocab.pad_id, cfg.batch_size, device)  # type: ignore[arg-type]
             out[f"{task}_loss"], out[f"{task}_top1"] = r["loss"], r["top1"]
         return out
 
     # --- loop ---
-    start_step = step
-    if step == 0:
+    history = trainer.history
+    if trainer.step == 0:
         history.append({"step": 0, **{f"eval_{k}": v for k, v in evaluate().items()}})
-    model.train()
-    end_step = cfg.steps if cfg.stop_at_step is None else cfg.stop_at_step
-    bar = tqdm(
-        total=cfg.steps,
-        initial=step,
-        desc="instruct",
-        unit="step",
-        disable=not cfg.progress or not accelerator.is_main_process,
-    )
+    trainer.start_loop()
     recent: list[float] = []
-    train_time, n_tokens_seen = 0.0, 0
-    last_eval: dict[str, float] | None = None
-    while step < end_step:
-        t0 = time.time()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(
-                step, steps=cfg.steps, lr=lr, warmup=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio
-            )
-        rng = step_rng(cfg.seed, step, accelerator.process_index)
+    while trainer.step < trainer.last_step:
+        rng = trainer.begin_step()
         for _ in range(cfg.grad_accum):
             n_report = sum(rng.random() < report_ratio for _ in range(cfg.batch_size))
             examples = draw_examples(pools["qa"], cfg.batch_size - n_report, rng) if pools["qa"] else []
             examples += draw_examples(pools["report"], cfg.batch_size - len(examples), rng)
-            batch = {k: v.to(device) for k, v in collate(examples, vocab.pad_id).items()}
-            with accelerator.accumulate(model):
-                row_loss, _, _ = example_losses(model, batch)
-                loss = row_loss.mean()
-                if not torch.isfinite(loss):
-                    raise DiagEcgError(
-                        f"instruction tuning diverged: loss {loss.item()} at step {step} "
-                        f"(try a lower lr than {lr})"
-                    )
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.grad_clip > 0:
-                    accelerator.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            recent.append(loss.item())
-            n_tokens_seen += int(batch["attention_mask"].sum())
-        step += 1
-        train_time += time.time() - t0
-        bar.update(1)
+            row_loss, _ = trainer.backward(examples)
+            recent.append(row_loss.mean().item())
+        trainer.end_step()
+        step = trainer.step
         if step % cfg.log_every == 0:
-            bar.set_postfix(loss=f"{np.mean(recent[-cfg.log_every :]):.3f}")
-        if step % cfg.eval_every == 0 or step == end_step:
-            last_eval = evaluate()
+            trainer.bar.set_postfix(loss=f"{np.mean(recent[-cfg.log_every :]):.3f}")
+        if trainer.eval_due():
+            last_eval = trainer.last_eval = evaluate()
             history.append(
                 {
                     "step": step,
@@ -529,17 +474,15 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
                 history[-1]["train_loss"],
                 ", ".join(f"{k} {v:.3f}" for k, v in last_eval.items()),
             )
-            checkpoint()
-    bar.close()
-    if last_eval is None:
-        last_eval = evaluate()
-        checkpoint()
+            trainer.checkpoint()
+    trainer.finish(evaluate)
+    meta = trainer.meta  # as stored
 
     # --- a few greedy answers on validation questions (a smoke check, not the evaluation) ---
     generated: dict[str, Any] | None = None
     if cfg.eval_generate and accelerator.is_main_process:
-        model.eval()
-        plain = accelerator.unwrap_model(model)
+        trainer.model.eval()
+        plain = accelerator.unwrap_model(trainer.model)
         gen_rng = random.Random(f"diagecg-sft-generate-{cfg.seed}")
         qa = [it for it in valid_kept if it.task == "qa"]
         qa = gen_rng.sample(qa, min(len(qa), cfg.eval_generate))
@@ -566,25 +509,14 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
             "examples": qa_rows[:N_GENERATE_EXAMPLES] + [r for r in rows if r["task"] == "report"],
         }
 
-    steps_run = step - start_step
     summary: dict[str, Any] = {
         "stage": "instruct",
         "preset": pre_meta.preset,
         "out_dir": str(out_dir),
         "init_dir": str(init_dir),
-        "device": str(device),
-        "n_processes": accelerator.num_processes,
         "method": cfg.method,
         "base_model": base_ref.to_dict(),
-        "step": step,
-        "steps_this_run": steps_run,
-        "resumed_from_step": start_step if resuming else None,
-        "steps_per_s": steps_run / train_time if train_time > 0 else None,
-        "tokens_per_s": n_tokens_seen / train_time if train_time > 0 else None,
         "wall_s": time.time() - t_start,
-        "lr": lr,
-        "n_params": n_params,
-        "n_trainable_params": n_trainable,
         "train_folds": list(cfg.train_folds),
         "valid_folds": list(cfg.valid_folds),
         "pretrain_train_folds": list(pre_meta.train_folds),
@@ -592,13 +524,9 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         "n_valid_records": len(valid_ids),
         "n_train_instructions": {t: len(p) for t, p in pools.items()},
         "n_dropped_too_long": n_long,
-        "eval_initial": {k[5:]: v for k, v in history[0].items() if k.startswith("eval_")}
-        if history
-        else None,
-        "eval": last_eval,
         "generated": generated,
-        "history": history,
         "config": cfg.to_dict(),
+        **trainer.summary_fields(),
     }
     if accelerator.is_main_process:
         write_summary(out_dir, summary)

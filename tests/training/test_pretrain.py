@@ -37,7 +37,8 @@ from diagecg.training.llm_data import (
     forecast_example,
     text_example,
 )
-from diagecg.training.pretrain import PretrainConfig, lr_at, main, quantized_load_kwargs
+from diagecg.training.llm_trainer import lr_at, quantized_load_kwargs
+from diagecg.training.pretrain import PretrainConfig, main
 from diagecg.training.ptbxl import PtbxlDataset
 
 N_CODES = 16  # FSQ levels (4, 4)
