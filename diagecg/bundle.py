@@ -518,8 +518,13 @@ def _gguf_tokens_with_gguf(gguf: Any, path: Path,
 
 
 @contextlib.contextmanager
-def _native_stderr_captured() -> Iterator[list[str]]:
-    """Route fd 2 (where llama.cpp logs) to a temp file; the yielded list receives the text."""
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Route fd 2 (where llama.cpp logs) to a temp file; the yielded list receives the text.
+
+    Python's ``sys.stderr`` redirection does not reach native code, so the file descriptor itself is
+    swapped. Used here to quiet llama.cpp's vocabulary load and by ``export.quantize`` around the
+    quantiser.
+    """
     out: list[str] = []
     sys.stderr.flush()
     saved = os.dup(2)
@@ -540,7 +545,7 @@ def _gguf_tokens_with_llama_cpp(llama_cpp: Any, path: Path,
     # the vocabulary alone: no tensors, no context (llama.cpp's load log is captured, shown on failure)
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
-    with _native_stderr_captured() as log:
+    with native_stderr_captured() as log:
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
     if not model:
         tail = " | ".join("".join(log).strip().splitlines()[-3:])

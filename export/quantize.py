@@ -8,17 +8,14 @@ check the widths first and raise instead, unless the caller allows the fallback.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import gguf
 
+from diagecg.bundle import native_stderr_captured
 from diagecg.constants import QUANT_TYPES
 
 logger = logging.getLogger(__name__)
@@ -43,24 +40,6 @@ def incompatible_tensors(src: str | Path, block: int) -> list[tuple[str, int]]:
         if len(t.shape) >= 2 and int(t.shape[0]) % block:
             out.append((t.name, int(t.shape[0])))
     return out
-
-
-@contextlib.contextmanager
-def _captured_native_stderr() -> Iterator[list[str]]:
-    """Send fd 2 (llama.cpp writes its progress there) to a temp file; yields a list that gets its text."""
-    out: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield out
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            out.append(tmp.read().decode("utf-8", errors="replace"))
 
 
 def quantize_gguf(src: str | Path, dst: str | Path, quant: str, *, allow_fallback: bool = False,
@@ -105,7 +84,7 @@ def quantize_gguf(src: str | Path, dst: str | Path, quant: str, *, allow_fallbac
     params.ftype = ftype
     params.nthread = int(n_threads or os.cpu_count() or 1)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with _captured_native_stderr() as native_log:
+    with native_stderr_captured() as native_log:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     log_text = "".join(native_log)
     logger.debug("llama.cpp quantize log:\n%s", log_text)
