@@ -41,6 +41,7 @@ from diagecg.config import (
     GenerationConfig,
     PreprocessConfig,
     VocabConfig,
+    _check,
 )
 from diagecg.constants import (
     BUNDLE_ONNX_NAME,
@@ -68,11 +69,6 @@ ECGQA_ANSWERS_PER_TEMPLATE = "answers_for_each_template.csv"
 ECGQA_VALID_QUESTIONS = ("template", "valid")
 
 
-def _check(cond: bool, field: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise ValueError(f"ExportConfig.{field}={value!r} is invalid: {allowed}")
-
-
 @dataclasses.dataclass(frozen=True)
 class ExportConfig(ConfigMixin):
     """What to export and how hard to check it."""
@@ -95,18 +91,19 @@ class ExportConfig(ConfigMixin):
     progress: bool = True
 
     def __post_init__(self) -> None:
-        _check(bool(self.quant_list), "quants", self.quants, f"a comma-separated subset of {QUANT_TYPES}")
+        n = "ExportConfig"
+        _check(bool(self.quant_list), n, "quants", self.quants, f"a comma-separated subset of {QUANT_TYPES}")
         for q in self.quant_list:
-            _check(q in QUANT_TYPES, "quants", self.quants, f"each one of {QUANT_TYPES}")
+            _check(q in QUANT_TYPES, n, "quants", self.quants, f"each one of {QUANT_TYPES}")
         if self.default_quant is not None:
-            _check(self.default_quant in self.quant_list, "default_quant", self.default_quant,
+            _check(self.default_quant in self.quant_list, n, "default_quant", self.default_quant,
                    f"one of quants {self.quant_list}")
-        _check(self.n_parity_records >= 1, "n_parity_records", self.n_parity_records, "must be >= 1")
-        _check(self.n_questions >= 1, "n_questions", self.n_questions, "must be >= 1")
-        _check(all(1 <= f <= 10 for f in self.parity_folds) and bool(self.parity_folds), "parity_folds",
+        _check(self.n_parity_records >= 1, n, "n_parity_records", self.n_parity_records, "must be >= 1")
+        _check(self.n_questions >= 1, n, "n_questions", self.n_questions, "must be >= 1")
+        _check(all(1 <= f <= 10 for f in self.parity_folds) and bool(self.parity_folds), n, "parity_folds",
                self.parity_folds, "a non-empty tuple of PTB-XL folds 1-10")
-        _check(0 <= self.max_onnx_mismatch < 1, "max_onnx_mismatch", self.max_onnx_mismatch, "in [0, 1)")
-        _check(self.lora_atol > 0, "lora_atol", self.lora_atol, "must be > 0")
+        _check(0 <= self.max_onnx_mismatch < 1, n, "max_onnx_mismatch", self.max_onnx_mismatch, "in [0, 1)")
+        _check(self.lora_atol > 0, n, "lora_atol", self.lora_atol, "must be > 0")
         self.min_top1_floors  # noqa: B018 (parses, raising ValueError on a malformed entry)
 
     @property

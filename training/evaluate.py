@@ -68,7 +68,7 @@ from transformers import GenerationConfig as HfGenerationConfig
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from diagecg.answers import format_answer, normalize_answer
-from diagecg.config import ConfigMixin, PreprocessConfig, VocabConfig
+from diagecg.config import ConfigMixin, PreprocessConfig, VocabConfig, _check
 from diagecg.constants import RUN_SUMMARY
 from diagecg.errors import CheckpointError
 from diagecg.nn.checkpoint import load_tokenizer
@@ -103,11 +103,6 @@ EVAL_WORDINGS: tuple[str, ...] = ("template", "paraphrase")  # "mixed" would blu
 PredictFn = Callable[[Sequence[int], Sequence[str]], list[str]]
 
 
-def _check(cond: bool, field: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise ValueError(f"EvalConfig.{field}={value!r} is invalid: {allowed}")
-
-
 @dataclasses.dataclass(frozen=True)
 class EvalConfig(ConfigMixin):
     """What ``diagecg eval`` measures, on which records, with which checkpoint."""
@@ -129,24 +124,25 @@ class EvalConfig(ConfigMixin):
     progress: bool = True  # tqdm bars
 
     def __post_init__(self) -> None:
+        n = "EvalConfig"
         for name in ("folds", "train_folds"):
             folds = getattr(self, name)
-            _check(len(folds) > 0 and all(1 <= f <= 10 for f in folds), name, folds,
+            _check(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
                    "a non-empty tuple of PTB-XL folds 1-10")
-        _check(not set(self.folds) & set(self.train_folds), "folds", self.folds,
+        _check(not set(self.folds) & set(self.train_folds), n, "folds", self.folds,
                f"must be disjoint from train_folds {self.train_folds}")
         _check(len(self.wordings) > 0 and all(w in WORDINGS for w in self.wordings)
-               and len(set(self.wordings)) == len(self.wordings), "wordings", self.wordings,
+               and len(set(self.wordings)) == len(self.wordings), n, "wordings", self.wordings,
                f"a non-empty tuple of distinct values from {WORDINGS}")
-        _check(self.max_records is None or self.max_records >= 1, "max_records", self.max_records,
+        _check(self.max_records is None or self.max_records >= 1, n, "max_records", self.max_records,
                "None or >= 1")
-        _check(self.max_questions is None or self.max_questions >= 1, "max_questions", self.max_questions,
+        _check(self.max_questions is None or self.max_questions >= 1, n, "max_questions", self.max_questions,
                "None or >= 1")
-        _check(self.n_reports is None or self.n_reports >= 0, "n_reports", self.n_reports, "None or >= 0")
-        _check(self.max_new_tokens is None or self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens,
-               "None or >= 1")
-        _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
+        _check(self.n_reports is None or self.n_reports >= 0, n, "n_reports", self.n_reports, "None or >= 0")
+        _check(self.max_new_tokens is None or self.max_new_tokens >= 1, n, "max_new_tokens",
+               self.max_new_tokens, "None or >= 1")
+        _check(self.batch_size >= 1, n, "batch_size", self.batch_size, "must be >= 1")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), n, "device",
                self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
