@@ -426,6 +426,10 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     prompt = PromptConfig()
     corpus: list[str] | None = None
 
+    def text_corpus() -> list[str]:  # the project's own text (demo tokenizer, text objective)
+        answers = load_answer_vocab(ecgqa_root(cfg.data_dir, ptbxl_root))
+        return build_text_corpus(ptbxl, train_ids, scp_table, answers, prompt, cfg.seed)
+
     # --- model: the base (demo or local HF folder), vocabulary extension, LoRA ---
     if resuming:
         model, hf_tok, meta, paths = load_llm_checkpoint(
@@ -441,14 +445,7 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     else:
         demo = cfg.base_model is None
         if demo:
-            corpus = build_text_corpus(
-                ptbxl,
-                train_ids,
-                scp_table,
-                load_answer_vocab(ecgqa_root(cfg.data_dir, ptbxl_root)),
-                prompt,
-                cfg.seed,
-            )
+            corpus = text_corpus()
             base_dir = build_tiny_base_model(
                 corpus,
                 out_dir / LLM_BASE_DIR,
@@ -497,14 +494,7 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     text_pool: list[Example] = []
     if text_ratio > 0:
         if corpus is None:
-            corpus = build_text_corpus(
-                ptbxl,
-                train_ids,
-                scp_table,
-                load_answer_vocab(ecgqa_root(cfg.data_dir, ptbxl_root)),
-                prompt,
-                cfg.seed,
-            )
+            corpus = text_corpus()
         text_pool = [text_example(t, encode_text, vocab, max_len) for t in corpus]
     valid_examples = draw_forecast_examples(
         valid_records, vocab, scales, cfg.eval_examples, random.Random(f"diagecg-valid-{cfg.seed}")
