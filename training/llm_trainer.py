@@ -164,11 +164,10 @@ class LlmTrainer:
         diverged: what the divergence error calls the stage (``"pretraining"``...).
         accelerator: from :func:`start_run`.
         model: the LLM; wrapped by ``accelerator.prepare`` (``self.model`` is the wrapped one).
-        hf_tok, meta, ecg_tokenizer_dir: what :func:`save_llm_checkpoint` stores beside the model.
-        out_dir: the checkpoint folder.
-        resuming: restore step, history and optimiser state from ``out_dir``.
-        demo: the base is the tiny demo model (its default lr is higher).
-        pad_id: the vocabulary's padding id (collation).
+        hf_tok, meta, ecg_tokenizer_dir: what :func:`save_llm_checkpoint` stores beside the model in
+            ``cfg.out_dir`` (``meta`` also gives the pad id and whether the base is the demo model,
+            whose default lr is higher).
+        resuming: restore step, history and optimiser state from ``cfg.out_dir``.
     """
 
     def __init__(
@@ -182,17 +181,15 @@ class LlmTrainer:
         hf_tok: Any,
         meta: LlmMeta,
         ecg_tokenizer_dir: Path,
-        out_dir: Path,
         resuming: bool,
-        demo: bool,
-        pad_id: int,
     ) -> None:
-        self.pad_id = pad_id
+        assert meta.vocab.pad_id is not None, "the LLM vocabulary has a pad id"
+        self.pad_id = meta.vocab.pad_id
         self.cfg, self.diverged, self.accelerator = cfg, diverged, accelerator
         self.hf_tok, self.meta, self.ecg_tokenizer_dir = hf_tok, meta, ecg_tokenizer_dir
-        self.out_dir = out_dir
+        self.out_dir = out_dir = Path(cfg.out_dir)
         self.resuming = resuming
-        self.lr = default_lr(cfg.lr, cfg.method, demo)
+        self.lr = default_lr(cfg.lr, cfg.method, meta.base_model.demo)
         self.params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=cfg.weight_decay)
         self.step, self.history = 0, []

@@ -522,10 +522,7 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         hf_tok=hf_tok,
         meta=meta,
         ecg_tokenizer_dir=init_dir,
-        out_dir=out_dir,
         resuming=resuming,
-        demo=base_ref.demo,
-        pad_id=vocab.pad_id,
     )
 
     def evaluate() -> dict[str, float]:

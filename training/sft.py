@@ -428,10 +428,7 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         hf_tok=hf_tok,
         meta=meta,
         ecg_tokenizer_dir=ecg_tokenizer_dir,
-        out_dir=out_dir,
         resuming=resuming,
-        demo=base_ref.demo,
-        pad_id=vocab.pad_id,
     )
 
     def evaluate() -> dict[str, float]:
