@@ -54,7 +54,7 @@ class PtbxlDataset:
         self.root = Path(root)
         labels = self.root / "ptbxl_labels.csv"
         if not labels.is_file():
-            raise FileNotFoundError(f"PTB-XL labels not found: {labels} (expected the shared/data/ptbxl folder)")
+            raise FileNotFoundError(f"PTB-XL labels not found: {labels} (expected shared/data/ptbxl)")
         self.entries: dict[int, PtbxlEntry] = {}
         with labels.open(newline="") as f:
             for row in csv.DictReader(f):
@@ -64,7 +64,8 @@ class PtbxlDataset:
                     sex=None if sex_code is None else ("female" if sex_code == 1 else "male"),
                 )
                 pid = _float_or_none(row["patient_id"])
-                superclasses = json.loads(row["diagnostic_superclass"]) if row["diagnostic_superclass"] else []
+                raw_super = row["diagnostic_superclass"]
+                superclasses = json.loads(raw_super) if raw_super else []
                 ecg_id = int(row["ecg_id"])
                 self.entries[ecg_id] = PtbxlEntry(
                     ecg_id=ecg_id,

@@ -152,7 +152,8 @@ def test_patient_overrides_reach_the_prompt(pipeline: DiagEcgPipeline, record_pa
     path = record_paths[0]
     plain = pipeline.answer(path, "Does this ECG show symptoms of sinus rhythm?")
     given = pipeline.answer(path, "Does this ECG show symptoms of sinus rhythm?",
-                            patient=PatientInfo(age_years=63.0, sex="female", height_cm=170.0, weight_kg=81.5))
+                            patient=PatientInfo(age_years=63.0, sex="female", height_cm=170.0,
+                                                weight_kg=81.5))
     assert given.n_prompt_tokens != plain.n_prompt_tokens
 
 
