@@ -335,3 +335,30 @@ def draw_examples(pool: Sequence[Example], n: int, rng: random.Random) -> list[E
 def as_arrays(tokens: dict[int, I64Array], ids: Sequence[int]) -> list[I64Array]:
     """The token arrays of ``ids`` that are in ``tokens``, in order."""
     return [np.asarray(tokens[i], dtype=np.int64) for i in ids if i in tokens]
+
+
+def subset(ids: list[int], limit: int | None, seed: int) -> list[int]:
+    """A seeded, sorted subset of ``ids`` of size ``limit`` (all of them when None or larger)."""
+    if limit is None or limit >= len(ids):
+        return ids
+    return sorted(random.Random(f"subset-{seed}").sample(ids, limit))
+
+
+def split_encoded_ids(ptbxl: PtbxlDataset, tokens: dict[int, I64Array], fs_hz: int,
+                      train_folds: Sequence[int], valid_folds: Sequence[int], max_train_records: int | None,
+                      seed: int) -> tuple[list[int], list[int]]:
+    """Train/validation ecg_ids of the given folds that have FSQ tokens (train: a seeded subset).
+
+    Raises:
+        ValueError: a split has no encoded record.
+    """
+    train_ids = subset([i for i in ptbxl.ids(tuple(train_folds), fs_hz=fs_hz) if i in tokens],
+                       max_train_records, seed)
+    valid_ids = [i for i in ptbxl.ids(tuple(valid_folds), fs_hz=fs_hz) if i in tokens]
+    if not train_ids or not valid_ids:
+        raise ValueError(
+            f"no encoded records in train folds {tuple(train_folds)} ({len(train_ids)}) or valid folds "
+            f"{tuple(valid_folds)} ({len(valid_ids)})"
+        )
+    return train_ids, valid_ids
+

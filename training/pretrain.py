@@ -62,6 +62,7 @@ from diagecg.training.llm_data import (
     draw_examples,
     draw_forecast_examples,
     load_or_encode_tokens,
+    split_encoded_ids,
     text_example,
 )
 from diagecg.training.llm_trainer import LlmTrainer, example_losses, start_run
@@ -358,12 +359,6 @@ def stage1_configs(init_dir: Path) -> tuple[PreprocessConfig, EncoderConfig, FSQ
     return pre, enc, fsq, name
 
 
-def subset(ids: list[int], limit: int | None, seed: int) -> list[int]:
-    if limit is None or limit >= len(ids):
-        return ids
-    return sorted(random.Random(f"subset-{seed}").sample(ids, limit))
-
-
 def ecgqa_root(data_dir: str | Path, ptbxl_root: Path) -> Path:
     """The ECG-QA ``ptbxl`` folder beside the PTB-XL folder."""
     for base in (Path(data_dir), ptbxl_root.parent):
@@ -409,15 +404,8 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     ptbxl = PtbxlDataset(ptbxl_root)
     tokens = load_or_encode_tokens(init_dir, cfg.data_dir, out_dir, cfg.progress)
     fs_src = source_fs_hz(pre_cfg.fs_hz)
-    train_ids = subset(
-        [i for i in ptbxl.ids(cfg.train_folds, fs_hz=fs_src) if i in tokens], cfg.max_train_records, cfg.seed
-    )
-    valid_ids = [i for i in ptbxl.ids(cfg.valid_folds, fs_hz=fs_src) if i in tokens]
-    if not train_ids or not valid_ids:
-        raise ValueError(
-            f"no encoded records in train folds {cfg.train_folds} ({len(train_ids)}) or valid folds "
-            f"{cfg.valid_folds} ({len(valid_ids)})"
-        )
+    train_ids, valid_ids = split_encoded_ids(ptbxl, tokens, fs_src, cfg.train_folds, cfg.valid_folds,
+                                             cfg.max_train_records, cfg.seed)
     train_records, valid_records = as_arrays(tokens, train_ids), as_arrays(tokens, valid_ids)
     scales = [ForecastScale(c, t) for c, t in zip(cfg.context_fractions, cfg.target_fractions, strict=True)]
     for s in scales:

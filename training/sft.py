@@ -61,6 +61,7 @@ from diagecg.training.llm_data import (
     load_or_encode_tokens,
     qa_items,
     report_items,
+    split_encoded_ids,
 )
 from diagecg.training.llm_trainer import LlmTrainer, start_run
 from diagecg.training.pretrain import (
@@ -69,7 +70,6 @@ from diagecg.training.pretrain import (
     ecgqa_root,
     evaluate_examples,
     stage1_configs,
-    subset,
     wrap_lora,
     write_summary,
 )
@@ -343,15 +343,8 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
     ptbxl = PtbxlDataset(ptbxl_root)
     tokens = load_or_encode_tokens(ecg_tokenizer_dir, cfg.data_dir, out_dir, cfg.progress)
     fs_src = source_fs_hz(stage1_configs(ecg_tokenizer_dir)[0].fs_hz)
-    train_ids = subset(
-        [i for i in ptbxl.ids(cfg.train_folds, fs_hz=fs_src) if i in tokens], cfg.max_train_records, cfg.seed
-    )
-    valid_ids = [i for i in ptbxl.ids(cfg.valid_folds, fs_hz=fs_src) if i in tokens]
-    if not train_ids or not valid_ids:
-        raise ValueError(
-            f"no encoded records in train folds {cfg.train_folds} ({len(train_ids)}) or valid folds "
-            f"{cfg.valid_folds} ({len(valid_ids)})"
-        )
+    train_ids, valid_ids = split_encoded_ids(ptbxl, tokens, fs_src, cfg.train_folds, cfg.valid_folds,
+                                             cfg.max_train_records, cfg.seed)
     scp_table = load_scp_table(ptbxl_root)
     qa_root = ecgqa_root(cfg.data_dir, ptbxl_root)
     answer_vocab = load_answer_vocab(qa_root)
