@@ -14,19 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from builders import N_CODES, N_FRAMES, TINY_LLM_CORPUS, TINY_LLM_WIDTHS, make_random_stage1
 
-from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, VocabConfig
+from diagecg.config import VocabConfig
 from diagecg.constants import (
-    ECG_TOKEN_CACHE,
     LLM_ADAPTER_DIR,
     LLM_MODEL_DIR,
     LLM_TEXT_TOKENIZER,
     LLM_TRAIN_STATE_DIR,
     RUN_SUMMARY,
-    ManifestKey,
 )
-from diagecg.nn.checkpoint import save_checkpoint
-from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.llm_checkpoint import load_llm_checkpoint, read_llm_meta
 from diagecg.training.base_model import build_tiny_base_model
 from diagecg.training.llm_data import (
@@ -39,10 +36,7 @@ from diagecg.training.llm_data import (
 )
 from diagecg.training.llm_trainer import lr_at, quantized_load_kwargs
 from diagecg.training.pretrain import PretrainConfig, main
-from diagecg.training.ptbxl import PtbxlDataset
 
-N_CODES = 16  # FSQ levels (4, 4)
-N_FRAMES = 63  # the 100 Hz preset
 VOCAB = VocabConfig(
     n_codes=N_CODES,
     offset=100,
@@ -54,31 +48,6 @@ VOCAB = VocabConfig(
     eos_id=1,
     pad_id=2,
 )
-SMALL = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2)
-CORPUS = [
-    "Patient: age 63, sex male, height unknown, weight unknown. ECG: Question: Answer:",
-    "Does this ECG show symptoms of atrial fibrillation? yes no not sure none",
-    "sinus rhythm. left ventricular hypertrophy. abnormal qrs. normal ecg. Write the report of this ECG.",
-] * 20
-
-
-def make_stage1(root: Path, ptbxl_root: Path, seed: int = 0) -> Path:
-    """A random stage-1 checkpoint plus a cache of random FSQ indices for every real 100 Hz record."""
-    d = root / "tokenizer"
-    enc = EncoderConfig(
-        n_samples=1000, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4, fused_channels=16
-    )
-    fsq = FSQConfig(levels=(4, 4))
-    configs = {
-        ManifestKey.PREPROCESS: PreprocessConfig(fs_hz=100),
-        ManifestKey.ENCODER: enc,
-        ManifestKey.FSQ: fsq,
-    }
-    save_checkpoint(d, EcgTokenizer(enc, fsq), configs, 0)
-    rng = np.random.default_rng(seed)
-    ids = PtbxlDataset(ptbxl_root).ids(None, fs_hz=100)
-    np.savez_compressed(d / ECG_TOKEN_CACHE, **{str(i): rng.integers(0, N_CODES, N_FRAMES) for i in ids})
-    return d
 
 
 def small_config(shared_data: Path, init: Path, out: Path, base: Path | None, **changes) -> PretrainConfig:
@@ -105,10 +74,11 @@ def small_config(shared_data: Path, init: Path, out: Path, base: Path | None, **
 def setup(shared_data: Path, ptbxl_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("pretrain")
-    init = make_stage1(root, ptbxl_root)
+    init = make_random_stage1(root, ptbxl_root)
     bases = {
         a: build_tiny_base_model(
-            CORPUS, root / f"base-{a}", 0, vocab_size=400, max_position=256, arch=a, **SMALL
+            TINY_LLM_CORPUS, root / f"base-{a}", 0, vocab_size=400, max_position=256, arch=a,
+            **TINY_LLM_WIDTHS,
         )
         for a in ("llama", "qwen2")
     }

@@ -9,12 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from builders import TINY_LLM_CORPUS, TINY_LLM_WIDTHS, make_random_stage1
 from tokenizers import Tokenizer
 
-from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig
-from diagecg.constants import ECG_TOKEN_CACHE, LLM_ADAPTER_DIR, LLM_BASE_DIR, RUN_SUMMARY, ManifestKey
-from diagecg.nn.checkpoint import save_checkpoint
-from diagecg.nn.ecg_tokenizer import EcgTokenizer
+from diagecg.constants import LLM_ADAPTER_DIR, LLM_BASE_DIR, RUN_SUMMARY
 from diagecg.nn.llm_checkpoint import load_llm_checkpoint, read_llm_meta
 from diagecg.prompts import PromptConfig, encode_prompt
 from diagecg.training import sft as sft_module
@@ -27,34 +25,6 @@ from diagecg.training.sft import SFTConfig, generate_answer, main
 from diagecg.types import PatientInfo
 
 QUESTION = "Does this ECG show symptoms of atrial fibrillation?"
-N_CODES = 16  # FSQ levels (4, 4)
-SMALL = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2)
-CORPUS = [
-    "Patient: age 63, sex male, height unknown, weight unknown. ECG: Question: Answer:",
-    "Does this ECG show symptoms of atrial fibrillation? yes no not sure none",
-    "sinus rhythm. left ventricular hypertrophy. abnormal qrs. normal ecg. Write the report of this ECG.",
-] * 20
-
-
-def make_stage1(root: Path, ptbxl_root: Path, seed: int = 0) -> Path:
-    """A random stage-1 checkpoint plus a cache of random FSQ indices for every real 100 Hz record."""
-    d = root / "tokenizer"
-    enc = EncoderConfig(
-        n_samples=1000, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4, fused_channels=16
-    )
-    fsq = FSQConfig(levels=(4, 4))
-    configs = {
-        ManifestKey.PREPROCESS: PreprocessConfig(fs_hz=100),
-        ManifestKey.ENCODER: enc,
-        ManifestKey.FSQ: fsq,
-    }
-    save_checkpoint(d, EcgTokenizer(enc, fsq), configs, 0)
-    rng = np.random.default_rng(seed)
-    ids = PtbxlDataset(ptbxl_root).ids(None, fs_hz=100)
-    np.savez_compressed(d / ECG_TOKEN_CACHE, **{str(i): rng.integers(0, N_CODES, 63) for i in ids})
-    return d
-
-
 def small_config(shared_data: Path, init: Path, out: Path, **changes) -> SFTConfig:
     cfg = SFTConfig(
         data_dir=str(shared_data),
@@ -82,8 +52,9 @@ def small_config(shared_data: Path, init: Path, out: Path, **changes) -> SFTConf
 def pretrained(shared_data: Path, ptbxl_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("sft")
-    init = make_stage1(root, ptbxl_root)
-    base = build_tiny_base_model(CORPUS, root / "base", 0, vocab_size=400, max_position=256, **SMALL)
+    init = make_random_stage1(root, ptbxl_root)
+    base = build_tiny_base_model(TINY_LLM_CORPUS, root / "base", 0, vocab_size=400, max_position=256,
+                                 **TINY_LLM_WIDTHS)
     pre = root / "pretrain"
     pretrain_main(
         PretrainConfig(

@@ -1,0 +1,112 @@
+"""Builders shared by several test files: tiny random ECG tokenizers (stage 1), byte-level BPE text
+tokenizers, and tiny Llamas with the ECG tokens added. Everything is built in-process; nothing is
+downloaded. Heavy libraries are imported inside the builders, so importing this module is cheap.
+
+Imported as ``from builders import ...``: pytest puts ``tests/`` on ``sys.path`` for its conftest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, VocabConfig
+from diagecg.constants import ECG_END_TOKEN, ECG_START_TOKEN, ECG_TOKEN_CACHE, ECG_TOKEN_FORMAT, ManifestKey
+
+N_CODES = 16  # FSQ levels (4, 4)
+N_FRAMES = 63  # ECG tokens per 100 Hz record (1000 samples / 16)
+# the tiny base LLM of the pretrain and instruct tests: its widths and the text its tokenizer is trained on
+TINY_LLM_WIDTHS = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2)
+TINY_LLM_CORPUS = [
+    "Patient: age 63, sex male, height unknown, weight unknown. ECG: Question: Answer:",
+    "Does this ECG show symptoms of atrial fibrillation? yes no not sure none",
+    "sinus rhythm. left ventricular hypertrophy. abnormal qrs. normal ecg. Write the report of this ECG.",
+] * 20
+# the questions, answers and reports the tiny instruct checkpoints' text tokenizers are trained on
+INSTRUCT_CORPUS = [
+    "Patient: age 63, sex male, height unknown, weight unknown.",
+    "Question: Does this ECG show symptoms of atrial fibrillation? Answer: yes no not sure none",
+    "Which diagnostic symptom does this ECG show, myocardial infarction or st/t change?",
+    "What rhythm-related symptoms does this ECG show? sinus rhythm; sinus bradycardia",
+    "Write the report of this ECG. sinus rhythm. normal ecg. left ventricular hypertrophy.",
+]
+
+
+def save_random_ecg_tokenizer(path: Path) -> FSQConfig:
+    """Save an untrained tiny 100 Hz stage-1 checkpoint (FSQ levels (4, 4)) at ``path``.
+
+    The weights come from torch's global generator: seed it first for a reproducible checkpoint.
+    """
+    from diagecg.nn.checkpoint import save_checkpoint
+    from diagecg.nn.ecg_tokenizer import EcgTokenizer
+
+    pre = PreprocessConfig(fs_hz=100)
+    enc = EncoderConfig(n_samples=pre.n_samples, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4,
+                        fused_channels=16)
+    fsq = FSQConfig(levels=(4, 4))
+    save_checkpoint(path, EcgTokenizer(enc, fsq).eval(),
+                    {ManifestKey.PREPROCESS: pre, ManifestKey.ENCODER: enc, ManifestKey.FSQ: fsq}, step=0)
+    return fsq
+
+
+def make_random_stage1(root: Path, ptbxl_root: Path, seed: int = 0) -> Path:
+    """A random stage-1 checkpoint plus a cache of random FSQ indices for every real 100 Hz record."""
+    import numpy as np
+
+    from diagecg.training.ptbxl import PtbxlDataset
+
+    d = root / "tokenizer"
+    save_random_ecg_tokenizer(d)
+    rng = np.random.default_rng(seed)
+    ids = PtbxlDataset(ptbxl_root).ids(None, fs_hz=100)
+    np.savez_compressed(d / ECG_TOKEN_CACHE, **{str(i): rng.integers(0, N_CODES, N_FRAMES) for i in ids})
+    return d
+
+
+def train_bpe_tokenizer(texts: list[str], vocab_size: int = 300) -> Any:
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained on ``texts``, with ``<|endoftext|>`` as id 0."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def ecg_vocab_of(tok: Any, vocab_size: int, n_codes: int = N_CODES, **ids: int) -> VocabConfig:
+    """The VocabConfig of a tokenizer that already holds the ECG tokens (``ids``: bos/eos/pad ids...)."""
+    return VocabConfig(n_codes=n_codes, offset=tok.token_to_id(ECG_TOKEN_FORMAT.format(0)),
+                       start_id=tok.token_to_id(ECG_START_TOKEN), end_id=tok.token_to_id(ECG_END_TOKEN),
+                       vocab_size=vocab_size, **ids)
+
+
+def demo_text_tokenizer(corpus: list[str]) -> tuple[Any, Any, dict[str, int]]:
+    """The demo's BPE text tokenizer trained on ``corpus`` (vocab 400): the raw tokenizer, its
+    ``PreTrainedTokenizerFast`` wrapper and the ids of the demo bos/eos/pad tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    from diagecg.constants import DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN
+    from diagecg.training.base_model import train_text_tokenizer
+
+    text_tok = train_text_tokenizer(corpus, vocab_size=400)
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=text_tok, bos_token=DEMO_BOS_TOKEN,
+                                     eos_token=DEMO_EOS_TOKEN, pad_token=DEMO_PAD_TOKEN)
+    special = {t: text_tok.token_to_id(t) for t in (DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN)}
+    return text_tok, hf_tok, special
+
+
+def llama_with_ecg_tokens(cfg: Any, hf_tok: Any, n_codes: int) -> tuple[Any, VocabConfig]:
+    """A random ``LlamaForCausalLM(cfg)`` in eval mode, its generation config taken from ``cfg``, with the
+    ``n_codes`` ECG tokens added to it and to ``hf_tok`` by the vocabulary extension."""
+    from transformers import GenerationConfig as HfGenerationConfig
+    from transformers import LlamaForCausalLM
+
+    from diagecg.training.extend_vocab import extend_vocabulary
+
+    model = LlamaForCausalLM(cfg).eval()
+    model.generation_config = HfGenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
+                                                 pad_token_id=cfg.pad_token_id)
+    return model, extend_vocabulary(model, hf_tok, n_codes)
