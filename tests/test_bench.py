@@ -125,51 +125,33 @@ def test_peak_rss_is_the_workers_own_not_its_parents():
 
 # --- a smoke run on a tiny real model -------------------------------------------------------------------
 
-CORPUS = [
-    "Patient: age 63, sex male, height unknown, weight unknown.",
-    "Question: Does this ECG show symptoms of atrial fibrillation? Answer: yes no not sure none",
-    "Which diagnostic symptom does this ECG show, myocardial infarction or st/t change?",
-    "What rhythm-related symptoms does this ECG show? sinus rhythm; sinus bradycardia",
-    "Write the report of this ECG. sinus rhythm. normal ecg. left ventricular hypertrophy.",
-]
-
 
 def build_tiny_instruct(d: Path) -> Path:
     """A real instruct folder: tiny ECG tokenizer, Llama (rows of 256/512 values: the K-quants apply)
     with the ECG tokens added by the vocabulary extension, and a non-trivial LoRA adapter on it."""
     import peft
     import torch
-    from transformers import GenerationConfig as HfGenerationConfig
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+    from builders import (
+        INSTRUCT_CORPUS,
+        demo_text_tokenizer,
+        llama_with_ecg_tokens,
+        save_random_ecg_tokenizer,
+    )
 
-    from diagecg.config import EncoderConfig, FSQConfig, GenerationConfig, PreprocessConfig
-    from diagecg.constants import DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN, ManifestKey
-    from diagecg.nn.checkpoint import save_checkpoint
-    from diagecg.nn.ecg_tokenizer import EcgTokenizer
+    from diagecg.config import GenerationConfig
+    from diagecg.constants import DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN
     from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta, save_llm_checkpoint
     from diagecg.prompts import PromptConfig
-    from diagecg.training.base_model import tiny_model_config, train_text_tokenizer
-    from diagecg.training.extend_vocab import extend_vocabulary
+    from diagecg.training.base_model import tiny_model_config
     from diagecg.training.ptbxl import TRAIN_FOLDS
 
     torch.manual_seed(0)
-    pre = PreprocessConfig(fs_hz=100, highpass_hz=0.5)
-    enc = EncoderConfig(n_samples=pre.n_samples, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4,
-                        fused_channels=16)
-    fsq = FSQConfig(levels=(4, 4))
-    save_checkpoint(d / "stage1", EcgTokenizer(enc, fsq).eval(),
-                    {ManifestKey.PREPROCESS: pre, ManifestKey.ENCODER: enc, ManifestKey.FSQ: fsq}, step=0)
-    text_tok = train_text_tokenizer(CORPUS * 4, vocab_size=400)
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=text_tok, bos_token=DEMO_BOS_TOKEN,
-                                     eos_token=DEMO_EOS_TOKEN, pad_token=DEMO_PAD_TOKEN)
-    ids = {t: text_tok.token_to_id(t) for t in (DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN)}
+    fsq = save_random_ecg_tokenizer(d / "stage1")
+    text_tok, hf_tok, ids = demo_text_tokenizer(INSTRUCT_CORPUS * 4)
     cfg = tiny_model_config(text_tok.get_vocab_size(), bos_id=ids[DEMO_BOS_TOKEN], eos_id=ids[DEMO_EOS_TOKEN],
                             pad_id=ids[DEMO_PAD_TOKEN], hidden_size=256, intermediate_size=512, num_layers=2,
                             num_heads=4)
-    model = LlamaForCausalLM(cfg).eval()
-    model.generation_config = HfGenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
-                                                 pad_token_id=cfg.pad_token_id)
-    vocab = extend_vocabulary(model, hf_tok, fsq.codebook_size)
+    model, vocab = llama_with_ecg_tokens(cfg, hf_tok, fsq.codebook_size)
     model.save_pretrained(d / "base")  # the LoRA base: already extended, as after `train pretrain`
     lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     meta = LlmMeta(stage="instruct", method="lora", vocab=vocab, prompt=PromptConfig(),

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from builders import INSTRUCT_CORPUS, demo_text_tokenizer, llama_with_ecg_tokens, save_random_ecg_tokenizer
 
 from diagecg.answers import format_answer
 from diagecg.config import apply_overrides
@@ -26,18 +27,8 @@ from diagecg.training.evaluate import (
     write_results,
 )
 from diagecg.training.metrics import majority_predictions
-from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset
-from diagecg.training.reports import load_scp_table, report_text
-
-
-@pytest.fixture(scope="module")
-def ptbxl(ptbxl_root: Path) -> PtbxlDataset:
-    return PtbxlDataset(ptbxl_root)
-
-
-@pytest.fixture(scope="module")
-def scp_table(ptbxl_root: Path):
-    return load_scp_table(ptbxl_root)
+from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS
+from diagecg.training.reports import report_text
 
 
 @pytest.fixture(scope="module")
@@ -184,14 +175,8 @@ def test_folds_the_checkpoint_trained_on_are_refused(tmp_path, caplog):
 
 # --- end to end on a tiny real checkpoint -------------------------------------------------------
 
-CORPUS = [
-    "Patient: age 63, sex male, height unknown, weight unknown.",
-    "Question: Does this ECG show symptoms of atrial fibrillation? Answer: yes no not sure none",
-    "Which diagnostic symptom does this ECG show, myocardial infarction or st/t change?",
-    "What rhythm-related symptoms does this ECG show? sinus rhythm; sinus bradycardia",
-    "Write the report of this ECG. sinus rhythm. normal ecg. left ventricular hypertrophy.",
-    "Is there static noise in lead aVL? baseline drift, burst noise, electrodes problems",
-]
+CORPUS = [*INSTRUCT_CORPUS,
+          "Is there static noise in lead aVL? baseline drift, burst noise, electrodes problems"]
 MAX_NEW_TOKENS = 6
 
 
@@ -202,38 +187,22 @@ def build_tiny_checkpoint(out: Path, tmp: Path) -> Path:
     them: the evaluation's ban on ECG ids in answers is then visible.
     """
     import torch
-    from transformers import GenerationConfig as HfGenerationConfig
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig
 
-    from diagecg.config import EncoderConfig, FSQConfig, GenerationConfig, PreprocessConfig
-    from diagecg.constants import DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN, ManifestKey
-    from diagecg.nn.checkpoint import save_checkpoint
-    from diagecg.nn.ecg_tokenizer import EcgTokenizer
+    from diagecg.config import GenerationConfig
+    from diagecg.constants import DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN
     from diagecg.nn.llm_checkpoint import save_llm_checkpoint
     from diagecg.prompts import PromptConfig
-    from diagecg.training.base_model import train_text_tokenizer
-    from diagecg.training.extend_vocab import extend_vocabulary
 
     torch.manual_seed(0)
-    pre = PreprocessConfig(fs_hz=100, highpass_hz=0.5)
-    enc = EncoderConfig(n_samples=pre.n_samples, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4,
-                        fused_channels=16)
-    fsq = FSQConfig(levels=(4, 4))
-    save_checkpoint(tmp / "ecg", EcgTokenizer(enc, fsq).eval(),
-                    {ManifestKey.PREPROCESS: pre, ManifestKey.ENCODER: enc, ManifestKey.FSQ: fsq}, step=0)
-    text_tok = train_text_tokenizer(CORPUS * 4, vocab_size=400)
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=text_tok, bos_token=DEMO_BOS_TOKEN,
-                                     eos_token=DEMO_EOS_TOKEN, pad_token=DEMO_PAD_TOKEN)
-    special = {t: text_tok.token_to_id(t) for t in (DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN)}
+    fsq = save_random_ecg_tokenizer(tmp / "ecg")
+    text_tok, hf_tok, special = demo_text_tokenizer(CORPUS * 4)
     cfg = LlamaConfig(vocab_size=text_tok.get_vocab_size(), hidden_size=64, intermediate_size=128,
                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
                       max_position_embeddings=512, tie_word_embeddings=False,
                       bos_token_id=special[DEMO_BOS_TOKEN], eos_token_id=special[DEMO_EOS_TOKEN],
                       pad_token_id=special[DEMO_PAD_TOKEN])
-    model = LlamaForCausalLM(cfg).eval()
-    model.generation_config = HfGenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
-                                                 pad_token_id=cfg.pad_token_id)
-    vocab = extend_vocabulary(model, hf_tok, fsq.codebook_size)
+    model, vocab = llama_with_ecg_tokens(cfg, hf_tok, fsq.codebook_size)
     with torch.no_grad():
         model.lm_head.weight[vocab.offset:] *= 50.0
     meta = LlmMeta(stage="instruct", method="full", vocab=vocab, prompt=PromptConfig(),
