@@ -18,23 +18,12 @@ from diagecg.training.ecgqa import (
     load_answer_vocab,
     load_ecgqa_samples,
 )
-from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset
-from diagecg.training.reports import load_scp_table
+from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS
 
 
 @pytest.fixture(scope="session")
 def ecgqa_root(shared_data: Path) -> Path:
     return shared_data / "ecgqa" / "ptbxl"
-
-
-@pytest.fixture(scope="session")
-def ptbxl(ptbxl_root: Path) -> PtbxlDataset:
-    return PtbxlDataset(ptbxl_root)
-
-
-@pytest.fixture(scope="session")
-def scp_table(ptbxl_root: Path):
-    return load_scp_table(ptbxl_root)
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,6 @@ from diagecg.training.reports import load_reports_en, load_scp_table, report_tex
 from diagecg.types import PatientInfo
 
 
-@pytest.fixture(scope="session")
-def scp_table(ptbxl_root):
-    return load_scp_table(ptbxl_root)
-
-
 def _entry(codes: dict[str, float], report_de: str = "") -> PtbxlEntry:
     return PtbxlEntry(ecg_id=0, patient_id=None, strat_fold=1, scp_codes=codes, report_de=report_de,
                       patient=PatientInfo())

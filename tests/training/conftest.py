@@ -1,0 +1,20 @@
+"""Fixtures shared by the training tests: the real PTB-XL dataset and its SCP statement table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from diagecg.training.ptbxl import PtbxlDataset
+from diagecg.training.reports import load_scp_table
+
+
+@pytest.fixture(scope="session")
+def ptbxl(ptbxl_root: Path) -> PtbxlDataset:
+    return PtbxlDataset(ptbxl_root)
+
+
+@pytest.fixture(scope="session")
+def scp_table(ptbxl_root: Path):
+    return load_scp_table(ptbxl_root)
