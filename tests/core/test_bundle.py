@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from builders import ecg_vocab_of, train_bpe_tokenizer
 
 from diagecg import bundle as bundle_mod
 from diagecg.bundle import BundleWriter, WriterState, load_bundle
@@ -86,26 +87,13 @@ def make_onnx(path: Path, *, input_name: str = ONNX_INPUT_SIGNAL, out_dtype: int
 
 
 def make_tokenizer(*, special_ecg: bool) -> tokenizers.Tokenizer:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(TEXT * 10, trainer)
+    tok = train_bpe_tokenizer(TEXT * 10)
     ecg = [ECG_START_TOKEN, ECG_END_TOKEN] + [ECG_TOKEN_FORMAT.format(k) for k in range(FSQ.codebook_size)]
     if special_ecg:
         tok.add_special_tokens(ecg)
     else:
         tok.add_tokens(ecg)
     return tok
-
-
-def vocab_of(tok: tokenizers.Tokenizer, n_rows: int) -> VocabConfig:
-    return VocabConfig(n_codes=FSQ.codebook_size, offset=tok.token_to_id(ECG_TOKEN_FORMAT.format(0)),
-                       start_id=tok.token_to_id(ECG_START_TOKEN), end_id=tok.token_to_id(ECG_END_TOKEN),
-                       vocab_size=n_rows)
 
 
 def make_gguf(path: Path, tok: tokenizers.Tokenizer, *, control: bool = True, n_rows: int = 384) -> Path:
@@ -116,7 +104,7 @@ def make_gguf(path: Path, tok: tokenizers.Tokenizer, *, control: bool = True, n_
                                    num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
                                    max_position_embeddings=128, bos_token_id=0, eos_token_id=0)
     model = transformers.LlamaForCausalLM(cfg).eval()
-    v = vocab_of(tok, n_rows)
+    v = ecg_vocab_of(tok, n_rows, FSQ.codebook_size)
     ids = [*range(v.offset, v.offset + v.n_codes), v.start_id, v.end_id] if control else []
     return convert_hf_to_gguf(model, tok, path, control_token_ids=ids)
 
@@ -131,7 +119,7 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "gguf": make_gguf(d / "llm.gguf", tok),
         "gguf_no_control": make_gguf(d / "llm_user.gguf", tok, control=False),
         "tokenizer": d / "text_tokenizer.json",
-        "vocab": vocab_of(tok, 384),
+        "vocab": ecg_vocab_of(tok, 384, FSQ.codebook_size),
     }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import ecg_vocab_of, train_bpe_tokenizer
 
 from diagecg.config import VocabConfig
 from diagecg.constants import ECG_END_TOKEN, ECG_START_TOKEN, ECG_TOKEN_FORMAT
@@ -42,14 +43,7 @@ class TinyLM:
 
 
 def make_text_tokenizer(*, with_ecg: bool = True) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(TEXT * 10, trainer)
+    tok = train_bpe_tokenizer(TEXT * 10)
     if not with_ecg:  # the runtime's text tokenizer: no ECG tokens
         return tok
     # added as plain (non-special) tokens: CONTROL must come from the converter's control_token_ids
@@ -73,10 +67,7 @@ def make_tiny_lm(arch: str = "llama", *, hidden: int = 256, intermediate: int = 
         model = transformers.MistralForCausalLM(transformers.MistralConfig(**kw, sliding_window=None))
     else:
         raise ValueError(arch)
-    vocab = VocabConfig(n_codes=N_CODES, offset=tok.token_to_id(ECG_TOKEN_FORMAT.format(0)),
-                        start_id=tok.token_to_id(ECG_START_TOKEN), end_id=tok.token_to_id(ECG_END_TOKEN),
-                        vocab_size=N_ROWS)
-    return TinyLM(model.eval(), tok, vocab)
+    return TinyLM(model.eval(), tok, ecg_vocab_of(tok, N_ROWS, N_CODES))
 
 
 def prompt_ids(lm: TinyLM, text: str, codes: list[int]) -> list[int]:

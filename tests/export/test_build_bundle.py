@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from builders import ecg_vocab_of
 
 from diagecg.bundle import load_bundle
 from diagecg.config import (
@@ -14,14 +15,10 @@ from diagecg.config import (
     FSQConfig,
     GenerationConfig,
     PreprocessConfig,
-    VocabConfig,
     apply_overrides,
 )
 from diagecg.constants import (
     BUNDLE_TOKENIZER_NAME,
-    ECG_END_TOKEN,
-    ECG_START_TOKEN,
-    ECG_TOKEN_FORMAT,
     LLM_TEXT_TOKENIZER,
     ManifestKey,
 )
@@ -51,9 +48,7 @@ def instruct_checkpoint(tmp_path_factory: pytest.TempPathFactory, text_tokenizer
     save_checkpoint(d / "stage1", EcgTokenizer(ENCODER, FSQ), configs, step=0)
     tok = text_tokenizer_factory(with_ecg=True)
     hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
-    vocab = VocabConfig(n_codes=FSQ.codebook_size, offset=tok.token_to_id(ECG_TOKEN_FORMAT.format(0)),
-                        start_id=tok.token_to_id(ECG_START_TOKEN), end_id=tok.token_to_id(ECG_END_TOKEN),
-                        vocab_size=384, base_vocab_size=300, eos_id=0)
+    vocab = ecg_vocab_of(tok, 384, FSQ.codebook_size, base_vocab_size=300, eos_id=0)
     base = transformers.LlamaForCausalLM(transformers.LlamaConfig(
         vocab_size=384, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.1, bos_token_id=0,
