@@ -1,11 +1,13 @@
-"""The one preprocessing implementation (STYLE R11): record -> model input, numpy/scipy only.
+"""The one preprocessing implementation (STYLE R11): record -> model input, numpy only.
 
 Training calls :func:`preprocess` and then ``torch.from_numpy``; the runtime rebuilds the same
 ``PreprocessConfig`` from ``manifest["preprocess"]`` and calls the same function. Steps, in order:
 
 1. leads in canonical order (``diagecg.leads``);
-2. resample to ``cfg.fs_hz`` with ``scipy.signal.resample_poly`` (exact rational factor, linear edge padding);
-3. optional zero-phase Butterworth high-/low-pass (``sosfiltfilt``) over the whole record;
+2. resample to ``cfg.fs_hz`` by ``diagecg.dsp.resample_poly`` (exact rational factor, linear edge padding;
+   ``scipy.signal.resample_poly(..., padtype="line")`` to float64 rounding);
+3. optional zero-phase Butterworth high-/low-pass over the whole record (``diagecg.dsp.butter_filtfilt``,
+   which computes ``scipy.signal.sosfiltfilt``);
 4. crop to ``cfg.window_s`` (from the start or the centre), or edge-pad a record short by at most
    ``cfg.pad_short_s``; anything shorter is a ``SignalQualityError``;
 5. per-lead z-score.
@@ -19,8 +21,8 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 import numpy as np
-import scipy.signal
 
+from diagecg import dsp
 from diagecg.config import PreprocessConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import SignalQualityError
@@ -42,8 +44,8 @@ def resample(x: np.ndarray, fs_in_hz: float, fs_out_hz: float) -> np.ndarray:
     up, down = resample_factors(fs_in_hz, fs_out_hz)
     if up == down:
         return x
-    # padtype="line": extend each edge by its trend, not zeros, so a DC offset does not ring at the edges
-    return scipy.signal.resample_poly(x, up, down, axis=-1, padtype="line")
+    # edges extended by their trend, not zeros, so a DC offset does not ring at the edges
+    return dsp.resample_poly(x, up, down)
 
 
 def _filter(x: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
@@ -54,8 +56,7 @@ def _filter(x: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     if cfg.lowpass_hz is not None:
         bands.append(("lowpass", cfg.lowpass_hz))
     for btype, hz in bands:
-        sos = scipy.signal.butter(cfg.filter_order, hz, btype=btype, fs=cfg.fs_hz, output="sos")
-        x = scipy.signal.sosfiltfilt(sos, x, axis=-1)
+        x = dsp.butter_filtfilt(x, cfg.filter_order, hz, btype, cfg.fs_hz)
     return x
 
 
