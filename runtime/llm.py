@@ -11,6 +11,12 @@ encoded the prompt, which round-trips byte-level BPE exactly.
 
 A :class:`LlamaModel` holds one llama.cpp context, which is not thread-safe: every call takes
 the instance's lock, so concurrent callers are served one after another.
+
+Prefix reuse: the context keeps the KV cells of the last sequence, and a prompt that starts like
+it (the same patient and ECG, another question) evaluates only the tokens after the common prefix.
+With Q8_0 and f16 models the logits are bitwise those of a fresh evaluation (measured on the demo
+bundle); K-quant kernels pick another code path for small batches, which moves logits by ~1e-6, so
+an exact tie could resolve differently. ``reuse_prefix=False`` evaluates every prompt from scratch.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class Generation:
         token_ids: generated ids, the stop id excluded.
         text: ``token_ids`` decoded by the bundle's text tokenizer, stripped.
         n_prompt_tokens: prompt length in tokens.
+        n_reused_tokens: leading prompt tokens whose KV cells were kept from the previous call.
         stop_reason: ``"eos"`` (a stop id was produced) or ``"length"`` (token budget spent).
         warnings: e.g. the budget cut to fit the context.
     """
@@ -50,6 +57,7 @@ class Generation:
     text: str
     n_prompt_tokens: int
     stop_reason: str
+    n_reused_tokens: int = 0
     warnings: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -83,6 +91,9 @@ class LlamaModel:
         threads: CPU threads; None = ``device.default_threads()``.
         n_gpu_layers: layers offloaded to the GPU (-1 = all, 0 = CPU only).
 
+        reuse_prefix: keep the KV cells of the previous sequence and evaluate only what a new
+            prompt does not share with it (see the module docstring).
+
     Attributes:
         stop_ids: every id that ends an answer.
         n_ctx, n_vocab: of the loaded model.
@@ -94,8 +105,9 @@ class LlamaModel:
 
     def __init__(self, gguf_path: str | Path, *, vocab: VocabConfig, n_ctx: int,
                  tokenizer: Tokenizer | None = None, stop_ids: Iterable[int] = (), threads: int | None = None,
-                 n_gpu_layers: int = 0) -> None:
+                 n_gpu_layers: int = 0, reuse_prefix: bool = True) -> None:
         self.path = Path(gguf_path)
+        self.reuse_prefix = reuse_prefix
         self.threads = resolve_threads(threads)
         self.n_gpu_layers = n_gpu_layers
         self.tokenizer = tokenizer
@@ -169,12 +181,32 @@ class LlamaModel:
         with self._lock:
             return self._llm.detokenize(list(ids), special=False).decode("utf-8", errors="replace")
 
+    def _prefill(self, prompt: list[int]) -> tuple[np.ndarray, int]:
+        """Evaluate a prompt, keeping the KV cells of its common prefix with the context's sequence.
+
+        Returns the next-token logits and how many prompt tokens were reused. At least the last
+        prompt token is always evaluated: its logits are the ones needed.
+        """
+        n_reused = 0
+        if self.reuse_prefix:
+            held = self._llm.input_ids[: self._llm.n_tokens]
+            n = min(len(held), len(prompt) - 1)
+            differs = np.flatnonzero(held[:n] != np.asarray(prompt[:n], dtype=held.dtype))
+            n_reused = int(differs[0]) if differs.size else n
+        if n_reused:
+            self._llm.n_tokens = n_reused  # eval() drops the KV cells from this position on
+        else:
+            self._llm.reset()
+        return self._eval(prompt[n_reused:]), n_reused
+
     def _eval(self, ids: Sequence[int]) -> np.ndarray:
         """Feed ``ids`` and return the next-token logits, float32 (n_vocab,)."""
         try:
             self._llm.eval(ids)
         except Exception as e:
-            raise InferenceError(f"llama.cpp decode failed after {self._llm.n_tokens} tokens: {e}") from e
+            n_done = self._llm.n_tokens
+            self._llm.reset()  # the next prompt starts from an empty context
+            raise InferenceError(f"llama.cpp decode failed after {n_done} tokens: {e}") from e
         ptr = llama_cpp.llama_get_logits_ith(self._llm.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
@@ -229,8 +261,7 @@ class LlamaModel:
         out: list[int] = []
         stop_reason = "length"
         with self._lock:
-            self._llm.reset()  # fresh sequence; eval() drops the stale KV cells from position 0
-            logits = self._eval(prompt)
+            logits, n_reused = self._prefill(prompt)
             for step in range(max_new_tokens):
                 logits[self._banned] = -np.inf
                 if greedy:
@@ -246,7 +277,7 @@ class LlamaModel:
                     logits = self._eval([tok])
         text = self.decode(out).strip()
         return Generation(token_ids=out, text=text, n_prompt_tokens=n_prompt, stop_reason=stop_reason,
-                          warnings=warnings)
+                          n_reused_tokens=n_reused, warnings=warnings)
 
     def close(self) -> None:
         """Free the llama.cpp model and context now rather than at garbage collection."""

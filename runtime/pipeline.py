@@ -11,6 +11,12 @@ answers many questions. Usage::
     for result in pipe.answer_batch(paths, "..."):  # Answer, or an error dict for a bad record
         ...
 
+Repeated questions about one ECG are cheap: the ECG codes of the last ``ecg_cache_size`` signals
+are kept, keyed by a hash of the signal's bytes, sampling rate and lead names (the codes are a
+deterministic function of those), and llama.cpp keeps the KV cells of the previous prompt, so a
+prompt with the same patient and ECG evaluates only its question (``runtime.llm``). Both are on by
+default; ``ecg_cache_size=0`` and ``reuse_prefix=False`` turn them off.
+
 Thread safety: one pipeline may be shared by threads. onnxruntime sessions are thread-safe, and
 the llama.cpp context (not thread-safe) sits behind a lock in ``LlamaModel``, so concurrent calls
 are correct but their generation steps run one after another. For parallel generation, load one
@@ -30,10 +36,13 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 1; keys are always all p
     n_prompt_tokens  int     prompt length in LLM tokens
     n_answer_tokens  int     answer length in LLM tokens
     n_ecg_tokens     int     ECG code tokens in the prompt
+    ecg_cached       bool    the ECG codes came from the cache (no preprocess/tokenize run)
+    n_reused_tokens  int     leading prompt tokens whose KV cells llama.cpp kept from the previous call
     bundle           {path: str, format_version: int, diagecg_version: str, manifest_sha256: str,
                       quant: str, gguf_sha256: str}
     device           {requested: str, ecg_tokenizer: "cpu"|"cuda", llm: "cpu"|"cuda", threads: int}
-    timings_ms       {read, preprocess, tokenize, prompt, generate, total: float}
+    timings_ms       {read, preprocess, tokenize, prompt, generate, total: float} (preprocess and
+                             tokenize are 0 when ecg_cached)
     warnings         [str]   non-fatal notes (record reading, quality, device, token budget)
 
 An error line of a batch (``error_dict``) has ``schema_version``, ``record``, ``error`` (one line)
@@ -43,8 +52,11 @@ and ``error_type`` (the exception class name).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,7 +72,7 @@ from diagecg.prompts import PromptConfig, encode_prompt, sanitize_question
 from diagecg.runtime.device import DeviceChoice, choose_device
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
-from diagecg.types import EcgRecord, PatientInfo
+from diagecg.types import EcgRecord, I64Array, PatientInfo
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +80,7 @@ SCHEMA_VERSION = 1
 TASK_QA = "qa"
 TASK_REPORT = "report"
 TIMING_STAGES: tuple[str, ...] = ("read", "preprocess", "tokenize", "prompt", "generate", "total")
+ECG_CACHE_SIZE = 64  # signals whose ECG codes a pipeline keeps (~0.5 KB each at 100 Hz)
 
 RecordLike = EcgRecord | str | Path
 
@@ -86,6 +99,8 @@ class Answer:
     n_prompt_tokens: int
     n_answer_tokens: int
     n_ecg_tokens: int
+    ecg_cached: bool
+    n_reused_tokens: int
     bundle: dict[str, Any]
     device: dict[str, Any]
     timings_ms: dict[str, float]
@@ -93,6 +108,15 @@ class Answer:
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
+
+
+def signal_key(record: EcgRecord) -> bytes:
+    """Digest of what the ECG codes depend on: the signal's bytes, dtype, shape, rate and lead names."""
+    h = hashlib.blake2b(digest_size=16)
+    signal = record.signal
+    h.update(f"{signal.dtype.str}|{signal.shape}|{record.fs_hz!r}|{','.join(record.lead_names)}|".encode())
+    h.update(signal.tobytes() if signal.flags.c_contiguous else signal.copy(order="C").tobytes())
+    return h.digest()
 
 
 def error_dict(record: RecordLike, error: BaseException) -> dict[str, Any]:
@@ -114,10 +138,13 @@ class DiagEcgPipeline:
         llm: its GGUF model.
         quant: the quantisation ``llm`` was loaded from.
         device: the device choice both were loaded with.
+        ecg_cache_size: signals whose ECG codes are kept (0 = no cache).
     """
 
     def __init__(self, bundle: Bundle, ecg_session: EcgTokenizerSession, llm: LlamaModel, *, quant: str,
-                 device: DeviceChoice) -> None:
+                 device: DeviceChoice, ecg_cache_size: int = ECG_CACHE_SIZE) -> None:
+        if ecg_cache_size < 0:
+            raise ValueError(f"ecg_cache_size={ecg_cache_size} is invalid: must be >= 0")
         self.bundle = bundle
         self.ecg_session = ecg_session
         self.llm = llm
@@ -125,6 +152,9 @@ class DiagEcgPipeline:
         self.prompt_config = PromptConfig.from_dict(bundle.prompt)
         self.device = dataclasses.replace(device, ecg_tokenizer=ecg_session.device)
         self.load_warnings = list(ecg_session.warnings)
+        self.ecg_cache_size = ecg_cache_size
+        self._ecg_cache: OrderedDict[bytes, I64Array] = OrderedDict()
+        self._ecg_cache_lock = threading.Lock()
         self._bundle_info = {
             "path": str(bundle.root),
             "format_version": bundle.manifest.get(K.FORMAT_VERSION),
@@ -136,7 +166,8 @@ class DiagEcgPipeline:
 
     @classmethod
     def from_bundle(cls, path: str | Path, quant: str | None = None, device: str = "auto",
-                    threads: int | None = None, *, verify_hashes: bool = True) -> DiagEcgPipeline:
+                    threads: int | None = None, *, verify_hashes: bool = True,
+                    ecg_cache_size: int = ECG_CACHE_SIZE, reuse_prefix: bool = True) -> DiagEcgPipeline:
         """Load and validate a bundle, then open its ONNX session and GGUF model.
 
         Args:
@@ -145,6 +176,8 @@ class DiagEcgPipeline:
             device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (see ``runtime.device``).
             threads: CPU threads for both engines; None = ``device.default_threads()``.
             verify_hashes: check every file's sha256 (sizes are always checked).
+            ecg_cache_size: signals whose ECG codes are kept (0 = none).
+            reuse_prefix: let llama.cpp keep the KV cells a new prompt shares with the previous one.
 
         Raises:
             BundleError: missing/tampered/truncated files, unknown quant, inconsistent manifest.
@@ -162,8 +195,8 @@ class DiagEcgPipeline:
                                       n_samples=bundle.preprocess.n_samples, n_codes=bundle.vocab.n_codes)
         tokenizer = load_text_tokenizer(bundle.tokenizer_path) if bundle.tokenizer_path else None
         llm = LlamaModel(gguf_path, vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx, tokenizer=tokenizer,
-                         threads=choice.threads, n_gpu_layers=choice.n_gpu_layers)
-        pipe = cls(bundle, session, llm, quant=q, device=choice)
+                         threads=choice.threads, n_gpu_layers=choice.n_gpu_layers, reuse_prefix=reuse_prefix)
+        pipe = cls(bundle, session, llm, quant=q, device=choice, ecg_cache_size=ecg_cache_size)
         logger.info("loaded bundle %s (%s) in %.0f ms: ECG tokenizer on %s, LLM on %s, %d threads",
                     bundle.root, q, (time.perf_counter() - t0) * 1e3, pipe.device.ecg_tokenizer,
                     pipe.device.llm, choice.threads)
@@ -188,10 +221,18 @@ class DiagEcgPipeline:
 
         rec = record if isinstance(record, EcgRecord) else read_record(record)
         lap("read")
-        signal = preprocess(rec, self.bundle.preprocess)  # float32 (12, samples)
-        lap("preprocess")
-        indices = self.ecg_session.encode(signal)[0]  # (1, frames) -> (frames,)
-        lap("tokenize")
+        key = signal_key(rec) if self.ecg_cache_size else b""
+        indices = self._cached_codes(key)
+        cached = indices is not None
+        if indices is None:
+            signal = preprocess(rec, self.bundle.preprocess)  # float32 (12, samples)
+            lap("preprocess")
+            indices = self.ecg_session.encode(signal)[0]  # (1, frames) -> (frames,)
+            lap("tokenize")
+            self._store_codes(key, indices)
+        else:
+            lap("preprocess")
+            times["tokenize"] = 0.0
         prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
                                    question=question, patient=rec.patient.with_overrides(patient),
                                    ecg_indices=indices.tolist())
@@ -205,10 +246,29 @@ class DiagEcgPipeline:
             record=rec.source, record_id=rec.record_id, task=task, question=question, answer=gen.text,
             answers=sorted(normalize_answer(gen.text)) if task == TASK_QA else [],
             stop_reason=gen.stop_reason, n_prompt_tokens=gen.n_prompt_tokens,
-            n_answer_tokens=len(gen.token_ids), n_ecg_tokens=int(indices.shape[0]),
+            n_answer_tokens=len(gen.token_ids), n_ecg_tokens=int(indices.shape[0]), ecg_cached=cached,
+            n_reused_tokens=gen.n_reused_tokens,
             bundle=dict(self._bundle_info), device=self.device.to_dict(), timings_ms=times,
             warnings=[*self.load_warnings, *rec.warnings, *gen.warnings],
         )
+
+    def _cached_codes(self, key: bytes) -> I64Array | None:
+        if not self.ecg_cache_size:
+            return None
+        with self._ecg_cache_lock:
+            indices = self._ecg_cache.get(key)
+            if indices is not None:
+                self._ecg_cache.move_to_end(key)
+            return indices
+
+    def _store_codes(self, key: bytes, indices: I64Array) -> None:
+        if not self.ecg_cache_size:
+            return
+        indices.flags.writeable = False  # shared by every later hit
+        with self._ecg_cache_lock:
+            self._ecg_cache[key] = indices
+            while len(self._ecg_cache) > self.ecg_cache_size:
+                self._ecg_cache.popitem(last=False)
 
     def answer(self, record: RecordLike, question: str, *, patient: PatientInfo | None = None) -> Answer:
         """Answer a question about one record.

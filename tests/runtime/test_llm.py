@@ -95,3 +95,37 @@ def test_llama_cpp_vocabulary_codes_like_the_tokenizer_file(bundle: Bundle, llm:
         assert own.generate(prompt, max_new_tokens=6).text == llm.generate(prompt, max_new_tokens=6).text
     finally:
         own.close()
+
+
+def test_prefix_reuse_gives_the_fresh_answer_and_counts_what_it_kept(bundle: Bundle, llm: LlamaModel,
+                                                                     prompt: list[int]) -> None:
+    fresh = LlamaModel(bundle.gguf_path("q8_0"), vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx,
+                       tokenizer=llm.tokenizer, threads=1, reuse_prefix=False)
+    try:
+        ecg = prompt[: 65]  # <ecg> 63 codes </ecg>
+        other_ecg = [ecg[0], *(i + 1 if i + 1 < bundle.vocab.offset + bundle.vocab.n_codes else i - 1
+                               for i in ecg[1:-1]), ecg[-1]]
+        prompts = [prompt,
+                   ecg + llm.encode_text("Question: atrial fibrillation?"),  # same ECG, other question
+                   prompt,  # the first prompt again, after another one
+                   prompt[:-1],  # a strict prefix of the previous prompt
+                   other_ecg + prompt[65:]]  # another ECG: differs from the second token
+        def shared(a: list[int], b: list[int]) -> int:
+            return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+        reused = []
+        for i, p in enumerate(prompts):
+            a = llm.generate(p, max_new_tokens=6)
+            b = fresh.generate(p, max_new_tokens=6)
+            assert a.token_ids == b.token_ids and b.n_reused_tokens == 0
+            if i:  # at most the prompt minus its last token, whose logits are needed
+                assert a.n_reused_tokens == min(shared(prompts[i - 1], p), len(p) - 1)
+            reused.append(a.n_reused_tokens)
+        assert reused[1] >= 65 and reused[3] == len(prompt) - 2 and reused[4] == 1
+        # the logits after a reused prefix are those of a fresh evaluation (Q8_0: bitwise)
+        llm.generate(prompts[1], max_new_tokens=2)
+        logits, n_reused = llm._prefill(prompt)
+        fresh._llm.reset()
+        assert n_reused >= 65 and np.array_equal(logits, fresh._eval(prompt))
+    finally:
+        fresh.close()

@@ -14,8 +14,8 @@ from diagecg.io import read_record
 from diagecg.runtime.pipeline import SCHEMA_VERSION, TIMING_STAGES, Answer, DiagEcgPipeline
 
 ANSWER_KEYS = {"schema_version", "record", "record_id", "task", "question", "answer", "answers",
-               "stop_reason", "n_prompt_tokens", "n_answer_tokens", "n_ecg_tokens", "bundle", "device",
-               "timings_ms", "warnings"}
+               "stop_reason", "n_prompt_tokens", "n_answer_tokens", "n_ecg_tokens", "ecg_cached",
+               "n_reused_tokens", "bundle", "device", "timings_ms", "warnings"}
 BUNDLE_KEYS = {"path", "format_version", "diagecg_version", "manifest_sha256", "quant", "gguf_sha256"}
 DEVICE_KEYS = {"requested", "ecg_tokenizer", "llm", "threads"}
 ERROR_KEYS = {"schema_version", "record", "error", "error_type"}
@@ -36,6 +36,35 @@ def test_answer_is_deterministic_with_a_stable_json_schema(pipeline: DiagEcgPipe
     assert d["n_ecg_tokens"] == 63 and d["n_prompt_tokens"] > 63 and d["n_answer_tokens"] >= 1
     assert d["bundle"]["quant"] == "q8_0" and len(d["bundle"]["manifest_sha256"]) == 64
     assert d["device"]["ecg_tokenizer"] == "cpu" and d["device"]["llm"] == "cpu"
+
+
+def test_repeated_ecg_is_served_from_the_caches_with_the_same_answers(tiny_bundle: Path,
+                                                                      record_paths: list[Path]) -> None:
+    questions = [QUESTION, "Does this ECG show sinus rhythm?", QUESTION]
+    plain = DiagEcgPipeline.from_bundle(tiny_bundle, device="cpu", threads=1, ecg_cache_size=0,
+                                        reuse_prefix=False)
+    cached = DiagEcgPipeline.from_bundle(tiny_bundle, device="cpu", threads=1, ecg_cache_size=2)
+    with plain, cached:
+        seen: list[tuple[Path, bool, int]] = []
+        for path in [record_paths[0], record_paths[0], record_paths[1], record_paths[0]]:
+            for q in questions:
+                a, b = cached.answer(path, q), plain.answer(path, q)
+                assert a.answer == b.answer and a.n_ecg_tokens == b.n_ecg_tokens
+                assert not b.ecg_cached and b.n_reused_tokens == 0
+                seen.append((path, a.ecg_cached, a.n_reused_tokens))
+        first, again = seen[0], seen[1]
+        assert first[1] is False and again[1] is True and again[2] > 63  # patient + ECG prefix kept
+        assert all(hit for _, hit, _ in seen[1:6]) and seen[6][1] is False  # record_paths[1]: a miss
+        assert seen[9][1] is True  # still among the 2 cached signals
+        # a changed sample is another signal
+        rec = read_record(record_paths[0])
+        rec.signal = rec.signal.copy()
+        rec.signal[3, 100] += 0.01
+        assert cached.answer(rec, QUESTION).ecg_cached is False
+        assert cached.answer(rec, QUESTION).ecg_cached is True
+    with pytest.raises(ValueError, match="ecg_cache_size"):
+        DiagEcgPipeline(cached.bundle, cached.ecg_session, cached.llm, quant="q8_0", device=cached.device,
+                        ecg_cache_size=-1)
 
 
 def test_every_record_format_and_an_in_memory_record_are_answered(pipeline: DiagEcgPipeline,
