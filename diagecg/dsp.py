@@ -95,7 +95,8 @@ def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
     return out
 
 
-def butter_zpk(order: int, cutoff_hz: float, btype: str, fs_hz: float) -> tuple[np.ndarray, np.ndarray, float]:
+def butter_zpk(order: int, cutoff_hz: float, btype: str,
+               fs_hz: float) -> tuple[np.ndarray, np.ndarray, float]:
     """Digital Butterworth zeros, poles and gain (as ``scipy.signal.butter(..., output="zpk")``).
 
     Args:

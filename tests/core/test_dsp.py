@@ -35,8 +35,8 @@ def test_resample_poly_equals_scipy(signal: np.ndarray, up: int, down: int, n: i
 
 def test_resample_poly_1d_and_bad_arguments() -> None:
     x = np.linspace(0.0, 1.0, 50)
-    np.testing.assert_allclose(dsp.resample_poly(x, 1, 2), scipy.signal.resample_poly(x, 1, 2, padtype="line"),
-                               atol=1e-12)
+    expected = scipy.signal.resample_poly(x, 1, 2, padtype="line")
+    np.testing.assert_allclose(dsp.resample_poly(x, 1, 2), expected, atol=1e-12)
     with pytest.raises(ValueError, match="at least 2 samples"):
         dsp.resample_poly(x[:1], 1, 2)
     with pytest.raises(ValueError, match=">= 1"):
@@ -101,7 +101,8 @@ def test_preprocess_runs_without_scipy() -> None:
         from diagecg.preprocess import preprocess_signal
         x = np.random.default_rng(0).standard_normal((12, 5000))  # 10 s at 500 Hz
         y = preprocess_signal(x, 500.0, PRESETS["100hz"][0])  # resample to 100 Hz + high-pass
-        print(json.dumps({"shape": list(y.shape), "scipy": sorted(m for m in sys.modules if m.startswith("scipy"))}))
+        scipy_loaded = sorted(m for m in sys.modules if m.startswith("scipy"))
+        print(json.dumps({"shape": list(y.shape), "scipy": scipy_loaded}))
         """
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
