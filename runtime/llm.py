@@ -279,6 +279,11 @@ class LlamaModel:
         return Generation(token_ids=out, text=text, n_prompt_tokens=n_prompt, stop_reason=stop_reason,
                           n_reused_tokens=n_reused, warnings=warnings)
 
+    def reset(self) -> None:
+        """Forget the held sequence: the next prompt is evaluated from scratch."""
+        with self._lock:
+            self._llm.reset()
+
     def close(self) -> None:
         """Free the llama.cpp model and context now rather than at garbage collection."""
         with self._lock:

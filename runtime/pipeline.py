@@ -270,6 +270,12 @@ class DiagEcgPipeline:
             while len(self._ecg_cache) > self.ecg_cache_size:
                 self._ecg_cache.popitem(last=False)
 
+    def clear_caches(self) -> None:
+        """Drop the cached ECG codes and the KV cells llama.cpp holds (the next answer starts cold)."""
+        with self._ecg_cache_lock:
+            self._ecg_cache.clear()
+        self.llm.reset()
+
     def answer(self, record: RecordLike, question: str, *, patient: PatientInfo | None = None) -> Answer:
         """Answer a question about one record.
 

@@ -111,7 +111,8 @@ def test_prefix_reuse_gives_the_fresh_answer_and_counts_what_it_kept(bundle: Bun
                    prompt[:-1],  # a strict prefix of the previous prompt
                    other_ecg + prompt[65:]]  # another ECG: differs from the second token
         def shared(a: list[int], b: list[int]) -> int:
-            return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            n = min(len(a), len(b))
+            return next((i for i in range(n) if a[i] != b[i]), n)
 
         reused = []
         for i, p in enumerate(prompts):

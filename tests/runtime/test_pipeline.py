@@ -62,6 +62,9 @@ def test_repeated_ecg_is_served_from_the_caches_with_the_same_answers(tiny_bundl
         rec.signal[3, 100] += 0.01
         assert cached.answer(rec, QUESTION).ecg_cached is False
         assert cached.answer(rec, QUESTION).ecg_cached is True
+        cached.clear_caches()
+        cold = cached.answer(rec, QUESTION)
+        assert cold.ecg_cached is False and cold.n_reused_tokens == 0
     with pytest.raises(ValueError, match="ecg_cache_size"):
         DiagEcgPipeline(cached.bundle, cached.ecg_session, cached.llm, quant="q8_0", device=cached.device,
                         ecg_cache_size=-1)
