@@ -6,7 +6,14 @@ One run measures, on the same instruction-tuned model and the same real held-out
   (``diagecg.nn.checkpoint.load_tokenizer``) -> the transformers (+ peft) model of the instruct
   checkpoint (``load_llm_checkpoint(dir, merge=False)`` by default), greedy decoding as
   ``diagecg eval`` does it (``training.evaluate.LlmPredictor``: same prompt, same banned ids);
-* **runtime-<quant>** for each GGUF: ``DiagEcgPipeline.from_bundle(bundle, quant, device="cpu")``.
+* **runtime-<quant>** for each GGUF: ``DiagEcgPipeline.from_bundle(bundle, quant, device="cpu")``,
+  with its defaults: ECG codes cached per signal, KV cells of a shared prompt prefix kept;
+* **runtime-<quant>-nocache** for each of ``--nocache-quants``: the same with both turned off
+  (``ecg_cache_size=0, reuse_prefix=False``), every question evaluated from scratch.
+
+Questions come grouped by record (4-5 about each ECG, as a reader asks them), so latency is also
+reported apart for the first question about a record (``latency_first_ms``: nothing cached) and
+the questions that follow it (``latency_followup_ms``); caches are cleared after the warm-up.
 
 Each backend runs in its own subprocess (this file with ``--worker``), one after the other, so
 cold start and peak memory are clean: cold start = process start -> model ready (interpreter
@@ -61,6 +68,7 @@ SCHEMA_VERSION = 1
 RESULT_MARKER = "BENCH_RESULT "  # prefix of the worker's one result line on stdout
 TORCH = "pytorch"
 RUNTIME_PREFIX = "runtime-"
+NOCACHE_SUFFIX = "-nocache"
 HELD_OUT_FOLDS: tuple[int, ...] = (10,)
 TARGET_SPEEDUP = 5.0  # runtime median latency per question vs PyTorch
 TARGET_MEMORY_FRACTION = 1 / 3  # runtime peak RSS vs PyTorch
@@ -98,6 +106,24 @@ def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
     ms = [s * 1e3 for s in seconds]
     return {"n": len(ms), "median": percentile(ms, 50), "p90": percentile(ms, 90),
             "mean": sum(ms) / len(ms), "min": min(ms), "max": max(ms)}
+
+
+def first_of_record(records: Sequence[str]) -> list[bool]:
+    """For each question, whether it is the first one asked about its record."""
+    seen: set[str] = set()
+    flags = []
+    for r in records:
+        flags.append(r not in seen)
+        seen.add(r)
+    return flags
+
+
+def split_latency(seconds: Sequence[float], first: Sequence[bool]) -> dict[str, dict[str, float]]:
+    """Latency stats of the first question about each record and of the questions that follow."""
+    if len(seconds) != len(first):
+        raise ValueError(f"{len(seconds)} latencies but {len(first)} flags")
+    return {"latency_first_ms": latency_stats([t for t, f in zip(seconds, first, strict=True) if f]),
+            "latency_followup_ms": latency_stats([t for t, f in zip(seconds, first, strict=True) if not f])}
 
 
 def _answer_set(text: str | None) -> frozenset[str] | None:
@@ -146,8 +172,9 @@ def compare(backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]]) 
         gold: the gold answer set of every question, in workload order.
 
     Returns:
-        name -> ``{"agreement", "exact_match", "speedup_per_question", "memory_fraction",
-        "accuracy_delta_points", "targets": {name: {"value", "target", "pass"}}}``; ratios and targets
+        name -> ``{"agreement", "exact_match", "speedup_per_question", "speedup_first_question",
+        "memory_fraction", "accuracy_delta_points", "targets": {name: {"value", "target", "pass"}}}``
+        (``speedup_first_question``: first question about each record only; no target); ratios and targets
         are None/absent for the baseline and when the baseline failed.
     """
     base = backends.get(TORCH)
@@ -157,17 +184,21 @@ def compare(backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]]) 
     for name, res in backends.items():
         if "error" in res:
             out[name] = {"agreement": None, "exact_match": None, "speedup_per_question": None,
-                         "memory_fraction": None, "accuracy_delta_points": None, "targets": {}}
+                         "speedup_first_question": None, "memory_fraction": None,
+                         "accuracy_delta_points": None, "targets": {}}
             continue
         preds = res["predictions"]
         row: dict[str, Any] = {
             "agreement": agreement(preds, base["predictions"]) if base_ok and name != TORCH else None,
             "exact_match": exact_match(preds, gold),
-            "speedup_per_question": None, "memory_fraction": None, "accuracy_delta_points": None,
-            "targets": {},
+            "speedup_per_question": None, "speedup_first_question": None, "memory_fraction": None,
+            "accuracy_delta_points": None, "targets": {},
         }
         if base_ok and name != TORCH:
             row["speedup_per_question"] = base["latency_ms"]["median"] / res["latency_ms"]["median"]
+            if "latency_first_ms" in base and "latency_first_ms" in res:
+                row["speedup_first_question"] = (base["latency_first_ms"]["median"]
+                                                 / res["latency_first_ms"]["median"])
             row["memory_fraction"] = res["peak_rss_mb"] / base["peak_rss_mb"]
             base_exact = exact_match(base["predictions"], gold)
             row["accuracy_delta_points"] = 100.0 * (row["exact_match"] - base_exact)
@@ -186,8 +217,9 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [f"{w['n_questions']} questions on {w['n_records']} held-out PTB-XL records "
              f"(folds {w['folds']}), "
              f"{report['config']['threads']} threads; batch question: {w['batch_question']!r}"]
-    header = (f"{'backend':<18} {'cold s':>7} {'med ms':>9} {'p90 ms':>9} {'rec/s':>7} {'RSS MB':>8} "
-              f"{'agree%':>7} {'exact%':>7} {'speed-up':>9} {'mem frac':>9}")
+    header = (f"{'backend':<24} {'cold s':>7} {'med ms':>8} {'p90 ms':>8} {'1st ms':>8} {'next ms':>8} "
+              f"{'rec/s':>7} {'RSS MB':>7} {'agree%':>7} {'exact%':>7} {'speed-up':>9} {'1st x':>6} "
+              f"{'mem frac':>9}")
     lines += [header, "-" * len(header)]
 
     def num(v: float | None, fmt: str) -> str:
@@ -196,21 +228,26 @@ def format_table(report: dict[str, Any]) -> str:
     for name, res in report["backends"].items():
         cmp = report["comparison"][name]
         if "error" in res:
-            lines.append(f"{name:<18} FAILED: {res['error']}")
+            lines.append(f"{name:<24} FAILED: {res['error']}")
             continue
         pct = [None if v is None else 100 * v for v in (cmp["agreement"], cmp["exact_match"])]
         speedup = "-" if cmp["speedup_per_question"] is None else f"{cmp['speedup_per_question']:.2f}x"
+        first_speedup = cmp.get("speedup_first_question")
+        first_x = "-" if first_speedup is None else f"{first_speedup:.2f}x"
+        first = res.get("latency_first_ms", {}).get("median")
+        follow = res.get("latency_followup_ms", {}).get("median")
         lines.append(
-            f"{name:<18} {num(res['cold_start_s'], '.2f'):>7} {num(res['latency_ms']['median'], '.1f'):>9} "
-            f"{num(res['latency_ms']['p90'], '.1f'):>9} {num(res['batch']['records_per_s'], '.2f'):>7} "
-            f"{num(res['peak_rss_mb'], '.0f'):>8} {num(pct[0], '.1f'):>7} {num(pct[1], '.1f'):>7} "
-            f"{speedup:>9} {num(cmp['memory_fraction'], '.3f'):>9}")
+            f"{name:<24} {num(res['cold_start_s'], '.2f'):>7} {num(res['latency_ms']['median'], '.1f'):>8} "
+            f"{num(res['latency_ms']['p90'], '.1f'):>8} {num(first, '.1f'):>8} {num(follow, '.1f'):>8} "
+            f"{num(res['batch']['records_per_s'], '.2f'):>7} "
+            f"{num(res['peak_rss_mb'], '.0f'):>7} {num(pct[0], '.1f'):>7} {num(pct[1], '.1f'):>7} "
+            f"{speedup:>9} {first_x:>6} {num(cmp['memory_fraction'], '.3f'):>9}")
     target_lines = []
     labels = {"speedup": "speed-up per question", "memory": "peak memory fraction",
               "accuracy": "exact match vs PyTorch (points)"}
     for name, cmp in report["comparison"].items():
         for key, t in cmp["targets"].items():
-            target_lines.append(f"  {name:<18} {labels[key]:<32} {num(t['value'], '.3f'):>8}  "
+            target_lines.append(f"  {name:<24} {labels[key]:<32} {num(t['value'], '.3f'):>8}  "
                                 f"target {t['target']:<8} {'PASS' if t['pass'] else 'FAIL'}")
     if target_lines:
         lines += ["", "targets (against PyTorch measured in this run):", *target_lines]
@@ -358,12 +395,14 @@ def warm_page_cache(paths: Sequence[Path]) -> int:
 
 
 def run_worker(name: str, quant: str | None, workload_path: Path, threads: int,
-               timeout_s: float) -> dict[str, Any]:
+               timeout_s: float, cache: bool = True) -> dict[str, Any]:
     """Run one backend in a fresh interpreter; returns its result, or ``{"error": ...}`` when it failed."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", TORCH if quant is None else "runtime",
            "--workload", str(workload_path)]
     if quant is not None:
         cmd += ["--quant", quant]
+    if not cache:
+        cmd += ["--no-cache"]
     env = {**os.environ, **WORKER_ENV, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     logger.info("running %s", name)
     t0 = time.time()
@@ -418,15 +457,18 @@ def peak_rss_mb() -> float:
     return ru_maxrss_mb()
 
 
-def _timed_answers(answer: Any, items: list[dict[str, Any]]) -> tuple[float, list[float], list[str | None],
-                                                                       list[str]]:
-    """Warm-up on the first item, then every item once: (warm-up s, latencies s, texts, errors)."""
+def _timed_answers(answer: Any, items: list[dict[str, Any]], after_warmup: Any = None
+                   ) -> tuple[float, list[float], list[str | None], list[str]]:
+    """Warm-up on the first item (then ``after_warmup()``), then every item once: (warm-up s,
+    latencies s, texts, errors)."""
     t = time.perf_counter()
     try:
         answer(items[0])
     except Exception as e:  # scored below like any other item
         logger.warning("warm-up failed: %s", e)
     first = time.perf_counter() - t
+    if after_warmup is not None:
+        after_warmup()
     seconds: list[float] = []
     texts: list[str | None] = []
     errors: list[str] = []
@@ -453,17 +495,19 @@ def _record(item: dict[str, Any]) -> Any:
     return rec
 
 
-def worker_runtime(w: Workload, quant: str, t_start: float) -> dict[str, Any]:
+def worker_runtime(w: Workload, quant: str, t_start: float, cache: bool = True) -> dict[str, Any]:
     t_imports = time.time()
-    from diagecg.runtime.pipeline import DiagEcgPipeline
+    from diagecg.runtime.pipeline import ECG_CACHE_SIZE, DiagEcgPipeline
 
     t_load = time.time()
     pipe = DiagEcgPipeline.from_bundle(w.bundle, quant=quant, device="cpu", threads=w.threads,
-                                       verify_hashes=w.verify_hashes)
+                                       verify_hashes=w.verify_hashes,
+                                       ecg_cache_size=ECG_CACHE_SIZE if cache else 0, reuse_prefix=cache)
     t_ready = time.time()
 
     first, seconds, texts, errors = _timed_answers(
-        lambda item: pipe.answer(_record(item), item["question"]).answer, w.items)
+        lambda item: pipe.answer(_record(item), item["question"]).answer, w.items, pipe.clear_caches)
+    pipe.clear_caches()  # batch mode starts cold too
     def records() -> Iterator[Any]:  # read lazily: reading is part of the batch time
         for r in w.batch_records:
             try:
@@ -476,7 +520,8 @@ def worker_runtime(w: Workload, quant: str, t_start: float) -> dict[str, Any]:
     batch_s = time.perf_counter() - t
     n_err = sum(isinstance(b, dict) for b in batch)
     return {
-        "backend": "runtime", "quant": quant, "threads": w.threads,
+        "backend": "runtime", "quant": quant, "threads": w.threads, "cache": cache,
+        **split_latency(seconds, first_of_record([it["record"] for it in w.items])),
         "cold_start_s": t_ready - t_start, "startup_s": t_imports - t_start, "import_s": t_load - t_imports,
         "load_s": t_ready - t_load, "first_answer_s": first, "latency_ms": latency_stats(seconds),
         "batch": {"n_records": len(batch), "n_errors": n_err, "wall_s": batch_s,
@@ -535,6 +580,7 @@ def worker_torch(w: Workload, t_start: float) -> dict[str, Any]:
         batch_s = time.perf_counter() - t
     return {
         "backend": TORCH, "quant": None, "threads": w.threads, "torch_threads": torch.get_num_threads(),
+        **split_latency(seconds, first_of_record([it["record"] for it in w.items])),
         "cold_start_s": t_ready - t_start, "startup_s": t_imports - t_start, "import_s": t_load - t_imports,
         "load_s": t_ready - t_load, "first_answer_s": first, "latency_ms": latency_stats(seconds),
         "batch": {"n_records": len(w.batch_records), "n_errors": len(w.batch_records) - len(batch),
@@ -546,12 +592,12 @@ def worker_torch(w: Workload, t_start: float) -> dict[str, Any]:
     }
 
 
-def worker_main(kind: str, workload_path: Path, quant: str | None, t_start: float) -> int:
+def worker_main(kind: str, workload_path: Path, quant: str | None, t_start: float, cache: bool = True) -> int:
     w = Workload(**json.loads(workload_path.read_text()))
     if kind == "runtime":
         if quant is None:
             raise BenchError("--worker runtime needs --quant")
-        result = worker_runtime(w, quant, t_start)
+        result = worker_runtime(w, quant, t_start, cache)
     else:
         result = worker_torch(w, t_start)
     sys.stdout.write(RESULT_MARKER + json.dumps(result) + "\n")
@@ -575,6 +621,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for every backend; default the runtime's default_threads()")
     p.add_argument("--quants", default="q8_0,q4_k_m", help="comma-separated GGUFs of the bundle to compare")
+    p.add_argument("--nocache-quants", default="q8_0",
+                   help="GGUFs also run with the ECG-code cache and prefix reuse off ('' = none)")
     p.add_argument("--out", type=Path, default=None, help="results JSON")
     p.add_argument("--wording", choices=("template", "paraphrase"), default="template",
                    help="question wording: the training templates or the held-out paraphrases")
@@ -595,6 +643,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--worker", choices=(TORCH, "runtime"), help=argparse.SUPPRESS)
     p.add_argument("--workload", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--quant", help=argparse.SUPPRESS)
+    p.add_argument("--no-cache", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--t0", type=float, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is None:
@@ -610,6 +659,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.quant_list = [q.strip().lower() for q in args.quants.split(",") if q.strip()]
         if not args.quant_list:
             p.error("--quants is empty")
+        args.nocache_list = [q.strip().lower() for q in args.nocache_quants.split(",") if q.strip()]
         from diagecg.runtime.device import resolve_threads
 
         try:
@@ -622,11 +672,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker is not None:
-        return worker_main(args.worker, args.workload, args.quant, args.t0 or time.time())
+        return worker_main(args.worker, args.workload, args.quant, args.t0 or time.time(), not args.no_cache)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     t_run = time.time()
     try:
-        bundle = check_model_pair(args.checkpoint, args.bundle, args.quant_list)
+        quants = sorted({*args.quant_list, *args.nocache_list})
+        bundle = check_model_pair(args.checkpoint, args.bundle, quants)
         workload = build_workload(args, bundle)
     except (BenchError, DiagEcgError, FileNotFoundError) as e:  # each names the file or field at fault
         print(f"error: {e}", file=sys.stderr)
@@ -634,7 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("%d questions on %d records; warming the page cache", len(workload.items),
                 len(workload.batch_records))
     meta_base = Path(args.checkpoint)
-    warm_page_cache([meta_base, *(Path(bundle.gguf_path(q)) for q in args.quant_list), bundle.onnx_path])
+    warm_page_cache([meta_base, *(Path(bundle.gguf_path(q)) for q in quants), bundle.onnx_path])
 
     out_dir = args.out.parent if args.out else Path.cwd()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -646,6 +697,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for q in args.quant_list:
             backends[RUNTIME_PREFIX + q] = run_worker(RUNTIME_PREFIX + q, q, workload_path, args.threads,
                                                       args.timeout)
+        for q in args.nocache_list:
+            name = RUNTIME_PREFIX + q + NOCACHE_SUFFIX
+            backends[name] = run_worker(name, q, workload_path, args.threads, args.timeout, cache=False)
     finally:
         workload_path.unlink(missing_ok=True)
 
@@ -653,7 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "schema_version": SCHEMA_VERSION,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                   if k not in ("worker", "workload", "quant", "t0")},
+                   if k not in ("worker", "workload", "quant", "t0", "no_cache")},
         "machine": machine_info(),
         "workload": {"n_records": len(workload.batch_records), "n_questions": len(workload.items),
                      "n_skipped_records": workload.n_skipped_records, "folds": workload.folds,

@@ -63,8 +63,11 @@ def test_agreement_compares_normalised_answer_sets():
         bench.agreement(["yes"], [])
 
 
-def _result(median_ms: float, rss_mb: float, predictions: list[str | None], quant: str | None) -> dict:
+def _result(median_ms: float, rss_mb: float, predictions: list[str | None], quant: str | None,
+            first_ms: float | None = None) -> dict:
+    first_ms = 2 * median_ms if first_ms is None else first_ms
     return {"quant": quant, "cold_start_s": 1.0, "latency_ms": {"median": median_ms, "p90": 2 * median_ms},
+            "latency_first_ms": {"median": first_ms}, "latency_followup_ms": {"median": median_ms / 2},
             "batch": {"records_per_s": 1.0}, "peak_rss_mb": rss_mb, "predictions": predictions}
 
 
@@ -72,7 +75,7 @@ def test_compare_gives_ratios_against_pytorch_and_the_targets():
     gold = [["yes"], ["no"], ["no"], ["sinus rhythm"]]
     backends = {
         bench.TORCH: _result(600.0, 3000.0, ["yes", "no", "yes", "sinus rhythm"], None),  # 75 %
-        "runtime-q8_0": _result(100.0, 900.0, ["yes", "no", "yes", "sinus rhythm"], "q8_0"),  # 75 %
+        "runtime-q8_0": _result(100.0, 900.0, ["yes", "no", "yes", "sinus rhythm"], "q8_0", first_ms=400.0),
         "runtime-q4_k_m": _result(150.0, 1100.0, ["yes", "yes", "yes", "sinus rhythm"], "q4_k_m"),  # 50 %
         "runtime-q4_0": {"error": "exit status 1: boom"},
     }
@@ -81,6 +84,7 @@ def test_compare_gives_ratios_against_pytorch_and_the_targets():
     assert cmp[bench.TORCH]["exact_match"] == pytest.approx(0.75)
     q8 = cmp["runtime-q8_0"]
     assert q8["agreement"] == 1.0 and q8["speedup_per_question"] == pytest.approx(6.0)
+    assert q8["speedup_first_question"] == pytest.approx(1200.0 / 400.0)  # reported, no target
     assert q8["memory_fraction"] == pytest.approx(0.3) and q8["accuracy_delta_points"] == pytest.approx(0.0)
     passed = {k: t["pass"] for k, t in q8["targets"].items()}
     assert passed == {"speedup": True, "memory": True, "accuracy": True}
@@ -98,8 +102,21 @@ def test_compare_gives_ratios_against_pytorch_and_the_targets():
     table = bench.format_table(report)
     assert "runtime-q4_0" in table and "FAILED: exit status 1: boom" in table
     q8_row = next(line for line in table.splitlines() if line.startswith("runtime-q8_0 "))
-    assert q8_row.split()[-4:] == ["100.0", "75.0", "6.00x", "0.300"]
+    assert q8_row.split()[-5:] == ["100.0", "75.0", "6.00x", "3.00x", "0.300"]
+    assert q8_row.split()[4:6] == ["400.0", "50.0"]  # first question about a record, follow-ups
     assert table.count("PASS") == 3 and table.count("FAIL") == 3  # 2 target FAILs + the FAILED worker
+
+
+def test_latency_is_split_at_the_first_question_about_each_record():
+    records = ["a", "a", "b", "b", "b", "a", "c"]
+    assert bench.first_of_record(records) == [True, False, True, False, False, False, True]
+    split = bench.split_latency([0.010, 0.002, 0.020, 0.004, 0.006, 0.001, 0.030],
+                                bench.first_of_record(records))
+    assert split["latency_first_ms"]["n"] == 3 and split["latency_first_ms"]["median"] == pytest.approx(20.0)
+    assert split["latency_followup_ms"]["n"] == 4
+    assert split["latency_followup_ms"]["median"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="flags"):
+        bench.split_latency([0.1], [])
 
 
 def test_without_a_pytorch_result_there_are_no_ratios():
@@ -194,7 +211,7 @@ def test_bench_reports_every_metric_for_each_backend(model_pair, shared_data, tm
                       "--torch-batch-size", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    names = [bench.TORCH, "runtime-q8_0", "runtime-q4_k_m"]
+    names = [bench.TORCH, "runtime-q8_0", "runtime-q4_k_m", "runtime-q8_0-nocache"]
     assert sorted(report["backends"]) == sorted(names)
 
     w = report["workload"]
@@ -209,6 +226,7 @@ def test_bench_reports_every_metric_for_each_backend(model_pair, shared_data, tm
         for key in ("cold_start_s", "import_s", "load_s", "first_answer_s", "peak_rss_mb"):
             assert math.isfinite(res[key]) and res[key] > 0, (name, key)
         assert res["latency_ms"]["n"] == 3
+        assert res["latency_first_ms"]["n"] + res["latency_followup_ms"]["n"] == 3
         assert res["latency_ms"]["p90"] >= res["latency_ms"]["median"] > 0
         assert res["batch"]["n_records"] == 2 and res["batch"]["records_per_s"] > 0
         assert len(res["predictions"]) == 3 and res["errors"] == []
@@ -232,6 +250,11 @@ def test_bench_reports_every_metric_for_each_backend(model_pair, shared_data, tm
             assert math.isfinite(cmp[key]), (name, key)
         assert isinstance(cmp["targets"]["speedup"]["pass"], bool)
         assert isinstance(cmp["targets"]["memory"]["pass"], bool)
+    assert report["backends"]["runtime-q8_0-nocache"]["cache"] is False
+    assert report["backends"]["runtime-q8_0"]["cache"] is True
+    # caching changes no answer (Q8_0 logits are bitwise those of a fresh evaluation)
+    assert (report["backends"]["runtime-q8_0"]["predictions"]
+            == report["backends"]["runtime-q8_0-nocache"]["predictions"])
     assert "accuracy" in report["comparison"]["runtime-q8_0"]["targets"]
     assert "accuracy" not in report["comparison"]["runtime-q4_k_m"]["targets"]
     for name in names:
