@@ -214,7 +214,8 @@ def compare(backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]]) 
 def format_table(report: dict[str, Any]) -> str:
     """The plain-text table of a report (one row per backend, then the targets)."""
     w = report["workload"]
-    lines = [f"{w['n_questions']} questions on {w['n_records']} held-out PTB-XL records "
+    kind = "reports" if w.get("task") == "report" else "questions"
+    lines = [f"{w['n_questions']} {kind} on {w['n_records']} held-out PTB-XL records "
              f"(folds {w['folds']}), "
              f"{report['config']['threads']} threads; batch question: {w['batch_question']!r}"]
     header = (f"{'backend':<24} {'cold s':>7} {'med ms':>8} {'p90 ms':>8} {'1st ms':>8} {'next ms':>8} "
@@ -326,6 +327,7 @@ def build_workload(args: argparse.Namespace, bundle: Any) -> Workload:
     """
     from diagecg.io import read_record
     from diagecg.preprocess import preprocess
+    from diagecg.prompts import PromptConfig
     from diagecg.training.ecg_data import source_fs_hz
     from diagecg.training.evaluate import (
         EvalConfig,
@@ -337,9 +339,11 @@ def build_workload(args: argparse.Namespace, bundle: Any) -> Workload:
     from diagecg.training.ptbxl import PtbxlDataset
     from diagecg.training.reports import load_scp_table
 
+    reports = args.task == "report"
     eval_cfg = EvalConfig(checkpoint_dir=str(args.checkpoint), data_dir=str(args.data), folds=HELD_OUT_FOLDS,
                           wordings=(args.wording,), include_ecgqa_noise=args.ecgqa_noise,
-                          max_questions=args.max_questions, n_reports=0, seed=args.seed)
+                          max_questions=args.max_questions, n_reports=args.max_questions if reports else 0,
+                          seed=args.seed)
     try:
         check_folds(eval_cfg, checkpoint_training_folds(args.checkpoint))
     except ValueError as e:
@@ -362,17 +366,23 @@ def build_workload(args: argparse.Namespace, bundle: Any) -> Workload:
         raise BenchError(f"no usable {fs_src} Hz records in folds {HELD_OUT_FOLDS} under {ptbxl_root}")
     data = build_eval_data(eval_cfg, ptbxl, load_scp_table(ptbxl_root), ecgqa_root, kept, [])
     samples = data.questions[args.wording]
-    if not samples:
-        raise BenchError(f"no questions for the {len(kept)} records")
+    if not (data.reports if reports else samples):
+        raise BenchError(f"no {'reports' if reports else 'questions'} for the {len(kept)} records")
 
     def where(i: int) -> dict[str, Any]:
         patient = _patient_dict(ptbxl.entries[i].patient) if args.patient == "labels" else None
         path = ptbxl.record_path(i, fs_src).with_suffix(".hea")
         return {"record": str(path), "ecg_id": i, "patient": patient}
 
-    items = [{**where(s.ecg_id), "question": s.question, "answers": list(s.answers),
-              "template_id": s.template_id, "question_type": s.question_type} for s in samples]
-    batch_question = args.batch_question or Counter(s.question for s in samples).most_common(1)[0][0]
+    if reports:  # one report per record; the "answer" is the reference report
+        question = PromptConfig.from_dict(bundle.prompt).report_question
+        items = [{**where(i), "question": question, "answers": [ref], "template_id": None,
+                  "question_type": "report"} for i, ref in data.reports]
+        batch_question = args.batch_question or question
+    else:
+        items = [{**where(s.ecg_id), "question": s.question, "answers": list(s.answers),
+                  "template_id": s.template_id, "question_type": s.question_type} for s in samples]
+        batch_question = args.batch_question or Counter(s.question for s in samples).most_common(1)[0][0]
     return Workload(
         checkpoint=str(Path(args.checkpoint).resolve()), bundle=str(Path(args.bundle).resolve()),
         threads=args.threads, verify_hashes=args.verify_hashes, torch_merge=args.torch_merge,
@@ -617,13 +627,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--n-records", type=int, default=20,
                    help="fold-10 records (seeded subset, as diagecg eval)")
     p.add_argument("--max-questions", type=int, default=None,
-                   help="questions asked (seeded subset of all questions on those records); default all")
+                   help="questions asked (seeded subset of all questions on those records; with --task "
+                        "report, reports); default all")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for every backend; default the runtime's default_threads()")
     p.add_argument("--quants", default="q8_0,q4_k_m", help="comma-separated GGUFs of the bundle to compare")
     p.add_argument("--nocache-quants", default="q8_0",
                    help="GGUFs also run with the ECG-code cache and prefix reuse off ('' = none)")
     p.add_argument("--out", type=Path, default=None, help="results JSON")
+    p.add_argument("--task", choices=("qa", "report"), default="qa",
+                   help="qa: ECG-QA questions; report: one report per record (long answers, decode-bound)")
     p.add_argument("--wording", choices=("template", "paraphrase"), default="template",
                    help="question wording: the training templates or the held-out paraphrases")
     p.add_argument("--ecgqa-noise", action=argparse.BooleanOptionalAction, default=True,
@@ -711,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine_info(),
         "workload": {"n_records": len(workload.batch_records), "n_questions": len(workload.items),
                      "n_skipped_records": workload.n_skipped_records, "folds": workload.folds,
-                     "wording": args.wording, "batch_question": workload.batch_question,
+                     "task": args.task, "wording": args.wording, "batch_question": workload.batch_question,
                      "max_new_tokens": workload.max_new_tokens, "patient": args.patient,
                      "questions": [{k: it[k] for k in ("ecg_id", "question", "answers", "template_id",
                                                        "question_type")} for it in workload.items]},

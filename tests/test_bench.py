@@ -278,3 +278,23 @@ def test_bench_refuses_a_quant_the_bundle_lacks(model_pair, shared_data, tmp_pat
                       "--quants", "q8_0,q6_k", "--out", str(tmp_path / "r.json"))
     assert proc.returncode == 2
     assert "no GGUF for ['q6_k']" in proc.stderr and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.slow
+def test_bench_report_task_asks_the_bundle_report_question_once_per_record(model_pair, shared_data, tmp_path):
+    ckpt, bundle = model_pair
+    out = tmp_path / "results.json"
+    proc = _run_bench("--checkpoint", str(ckpt), "--bundle", str(bundle), "--data", str(shared_data),
+                      "--task", "report", "--n-records", "2", "--threads", "1", "--quants", "q8_0",
+                      "--nocache-quants", "", "--torch-batch-size", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert sorted(report["backends"]) == [bench.TORCH, "runtime-q8_0"]
+    w = report["workload"]
+    assert w["task"] == "report" and w["n_questions"] == 2
+    question = json.loads((bundle / "manifest.json").read_text())["prompt"]["report_question"]
+    assert {q["question"] for q in w["questions"]} == {question}
+    assert len({q["ecg_id"] for q in w["questions"]}) == 2  # one report per record: all first questions
+    for res in report["backends"].values():
+        assert res["latency_first_ms"]["n"] == 2 and res["latency_followup_ms"]["n"] == 0
+    assert "2 reports on 2 held-out PTB-XL records" in proc.stdout
