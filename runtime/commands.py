@@ -5,13 +5,17 @@ beside it), a folder (every ``*.hea`` below it, recursively, sorted), or ``@list
 path per line; blank lines and ``#`` comments skipped; relative paths are taken from the list
 file's folder).
 
-Output: a single record without ``--json`` prints just the answer. With ``--json``, or when there
-are several records (or a folder/list), each record gives one JSON line on stdout as it finishes
-(``Answer.to_dict()``, schema in ``diagecg.runtime.pipeline``; a failed record gives
-``{"schema_version", "record", "error", "error_type"}``), with a progress bar on stderr.
+``infer`` takes ``-q`` once or several times: every record is read once and asked each question
+in turn (later questions reuse its ECG codes and the KV cells of the shared prompt prefix).
 
-Exit codes: 0 all records answered; 1 some records failed (their error lines say why); 2 nothing
-could run (bad bundle, bad question, no records, a single plain-text record that failed).
+Output: a single record and a single question without ``--json`` print just the answer. With
+``--json``, or several records (or a folder/list) or questions, each answer gives one JSON line on
+stdout as it finishes, record by record and in question order (``Answer.to_dict()``, schema in
+``diagecg.runtime.pipeline``; a failed one gives ``{"schema_version", "record", "question",
+"error", "error_type"}``), with a progress bar on stderr.
+
+Exit codes: 0 all answered; 1 some failed (their error lines say why); 2 nothing could run (bad
+bundle, bad question, no records, a single plain-text answer that failed).
 """
 
 from __future__ import annotations
@@ -112,13 +116,14 @@ def _fail(error: BaseException) -> None:
 def _progress(results: Iterator[Any], total: int) -> Iterator[Any]:
     from tqdm import tqdm
 
-    with tqdm(total=total, unit="record", file=sys.stderr, dynamic_ncols=True) as bar:
+    with tqdm(total=total, unit="answer", file=sys.stderr, dynamic_ncols=True) as bar:
         for r in results:
             bar.update(1)
             yield r
 
 
-def _execute(records_args: tuple[str, ...], question: str | None, *, bundle: str | None, quant: str | None,
+def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, bundle: str | None,
+             quant: str | None,
              as_json: bool, threads: int | None, device: str, verify_hashes: bool, age: float | None,
              sex: str | None, height_cm: float | None, weight_kg: float | None) -> None:
     from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
@@ -129,15 +134,16 @@ def _execute(records_args: tuple[str, ...], question: str | None, *, bundle: str
         records, expanded = expand_records(records_args)
         pipe = DiagEcgPipeline.from_bundle(resolve_bundle(bundle), quant=quant, device=device,
                                            threads=threads, verify_hashes=verify_hashes)
-        if question is not None:
+        for question in questions or ():
             pipe.check_question(question)
     except (DiagEcgError, ValueError, FileNotFoundError) as e:
         _fail(e)
         return
-    stream = as_json or expanded or len(records) > 1
+    n_questions = len(questions) if questions is not None else 1
+    stream = as_json or expanded or len(records) > 1 or n_questions > 1
     if not stream:
         try:
-            ans = (pipe.answer(records[0], question, patient=patient) if question is not None
+            ans = (pipe.answer(records[0], questions[0], patient=patient) if questions is not None
                    else pipe.report(records[0], patient=patient))
         except DiagEcgError as e:
             _fail(e)
@@ -146,10 +152,11 @@ def _execute(records_args: tuple[str, ...], question: str | None, *, bundle: str
             click.echo(f"warning: {w}", err=True)
         click.echo(ans.answer)
         return
-    results = (pipe.answer_batch(records, question, patient=patient) if question is not None
+    results = (pipe.answer_batch(records, list(questions), patient=patient) if questions is not None
                else pipe.report_batch(records, patient=patient))
     n_failed = 0
-    for result in _progress(results, len(records)):
+    total = len(records) * n_questions
+    for result in _progress(results, total):
         if isinstance(result, Answer):
             line = result.to_dict()
         else:
@@ -157,7 +164,8 @@ def _execute(records_args: tuple[str, ...], question: str | None, *, bundle: str
             line = result
         click.echo(json.dumps(line, ensure_ascii=False))
     if n_failed:
-        click.echo(f"{n_failed} of {len(records)} records failed", err=True)
+        click.echo(f"{n_failed} of {total} answers failed ({len(records)} records x {n_questions} "
+                   f"questions)", err=True)
         sys.exit(1)
 
 
@@ -190,10 +198,11 @@ def _with_common_options(fn: Any) -> Any:
 
 @click.command()
 @_with_common_options
-@click.option("-q", "--question", required=True, help="The question, in plain text.")
-def infer(records: tuple[str, ...], question: str, **options: Any) -> None:
-    """Answer a question about ECG records with the offline runtime (no torch)."""
-    _execute(records, question, **options)
+@click.option("-q", "--question", "questions", required=True, multiple=True,
+              help="The question, in plain text; repeat it to ask several (each record is read once).")
+def infer(records: tuple[str, ...], questions: tuple[str, ...], **options: Any) -> None:
+    """Answer questions about ECG records with the offline runtime (no torch)."""
+    _execute(records, questions, **options)
 
 
 @click.command()

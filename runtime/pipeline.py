@@ -10,6 +10,8 @@ answers many questions. Usage::
     print(ans.answer, ans.timings_ms)
     for result in pipe.answer_batch(paths, "..."):  # Answer, or an error dict for a bad record
         ...
+    for result in pipe.answer_batch(paths, ["q1?", "q2?"]):  # each record read once, asked both
+        ...
 
 Repeated questions about one ECG are cheap: the ECG codes of the last ``ecg_cache_size`` signals
 are kept, keyed by a hash of the signal's bytes, sampling rate and lead names (the codes are a
@@ -45,8 +47,8 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 1; keys are always all p
                              tokenize are 0 when ecg_cached)
     warnings         [str]   non-fatal notes (record reading, quality, device, token budget)
 
-An error line of a batch (``error_dict``) has ``schema_version``, ``record``, ``error`` (one line)
-and ``error_type`` (the exception class name).
+An error line of a batch (``error_dict``) has ``schema_version``, ``record``, ``question`` (the
+question it could not answer), ``error`` (one line) and ``error_type`` (the exception class name).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,7 @@ from diagecg.answers import normalize_answer
 from diagecg.bundle import Bundle, load_bundle, sha256_file
 from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
-from diagecg.errors import DiagEcgError
+from diagecg.errors import DiagEcgError, InputError
 from diagecg.io import read_record
 from diagecg.preprocess import preprocess
 from diagecg.prompts import PromptConfig, encode_prompt, sanitize_question
@@ -119,11 +121,12 @@ def signal_key(record: EcgRecord) -> bytes:
     return h.digest()
 
 
-def error_dict(record: RecordLike, error: BaseException) -> dict[str, Any]:
-    """The JSON line of a record that failed (``schema_version``, ``record``, ``error``, ``error_type``)."""
+def error_dict(record: RecordLike, error: BaseException, question: str = "") -> dict[str, Any]:
+    """The JSON line of a record that failed (``schema_version``, ``record``, ``question``, ``error``,
+    ``error_type``)."""
     source = record.source if isinstance(record, EcgRecord) else str(record)
     message = " ".join(str(error).split()) or type(error).__name__
-    return {"schema_version": SCHEMA_VERSION, "record": source, "error": message,
+    return {"schema_version": SCHEMA_VERSION, "record": source, "question": question, "error": message,
             "error_type": type(error).__name__}
 
 
@@ -208,10 +211,11 @@ class DiagEcgPipeline:
         """The question as it will be sent, or InputError (ECG-token strings, empty, too long)."""
         return sanitize_question(question, self.bundle.generation.max_question_chars)
 
-    def _run(self, record: RecordLike, question: str, task: str,
-             patient: PatientInfo | None = None) -> Answer:
+    def _run(self, record: RecordLike, question: str, task: str, patient: PatientInfo | None = None,
+             read_ms: float = 0.0) -> Answer:
+        """Answer one question; ``read_ms``: time already spent reading ``record`` (an EcgRecord)."""
         times: dict[str, float] = {}
-        t_start = t = time.perf_counter()
+        t_start = t = time.perf_counter() - read_ms / 1e3
 
         def lap(stage: str) -> None:
             nonlocal t
@@ -297,31 +301,47 @@ class DiagEcgPipeline:
 
     # --- many records --------------------------------------------------------------------------
 
-    def _batch(self, records: Iterable[RecordLike], question: str, task: str,
+    def _batch(self, records: Iterable[RecordLike], questions: Sequence[str], task: str,
                patient: PatientInfo | None = None) -> Iterator[Answer | dict[str, Any]]:
         for record in records:
+            t = time.perf_counter()
             try:
-                yield self._run(record, question, task, patient)
-            except DiagEcgError as e:
-                logger.debug("record %s failed: %s", record, e)
-                yield error_dict(record, e)
-            except Exception as e:  # a bug or an unexpected library error: report it, keep going
-                logger.exception("unexpected error on record %s", record)
-                yield error_dict(record, e)
+                rec = record if isinstance(record, EcgRecord) else read_record(record)
+                error: BaseException | None = None
+            except Exception as e:  # DiagEcgError, or a bug: reported per question, the batch goes on
+                error = e
+            read_ms = (time.perf_counter() - t) * 1e3
+            for question in questions:
+                try:
+                    if error is not None:
+                        raise error
+                    yield self._run(rec, question, task, patient, read_ms=read_ms)
+                except DiagEcgError as e:
+                    logger.debug("record %s failed: %s", record, e)
+                    yield error_dict(record, e, question)
+                except Exception as e:  # a bug or an unexpected library error: report it, keep going
+                    logger.exception("unexpected error on record %s", record)
+                    yield error_dict(record, e, question)
+                read_ms = 0.0  # the record was read for the first question only
 
-    def answer_batch(self, records: Iterable[RecordLike], question: str, *,
+    def answer_batch(self, records: Iterable[RecordLike], question: str | Sequence[str], *,
                      patient: PatientInfo | None = None) -> Iterator[Answer | dict[str, Any]]:
-        """Answer the same question for many records, lazily; a failing record yields ``error_dict``.
+        """Answer one question, or several, for many records, lazily: each record is read once and
+        asked every question in turn (the later ones reuse its ECG codes and prompt prefix). Yields
+        ``len(records) * len(questions)`` results, record by record; a failure yields ``error_dict``.
 
         Raises:
-            InputError: bad question (checked once, before any record is read).
+            InputError: a bad question, or none (checked before any record is read).
         """
-        return self._batch(records, self.check_question(question), TASK_QA, patient)
+        questions = [question] if isinstance(question, str) else list(question)
+        if not questions:
+            raise InputError("no question given")
+        return self._batch(records, [self.check_question(q) for q in questions], TASK_QA, patient)
 
     def report_batch(self, records: Iterable[RecordLike], *,
                      patient: PatientInfo | None = None) -> Iterator[Answer | dict[str, Any]]:
         """Reports for many records, lazily; a failing record yields ``error_dict``."""
-        return self._batch(records, self.prompt_config.report_question, TASK_REPORT, patient)
+        return self._batch(records, [self.prompt_config.report_question], TASK_REPORT, patient)
 
     def close(self) -> None:
         """Free the llama.cpp model now."""

@@ -59,7 +59,31 @@ def test_cli_without_torch_single_answer_and_batch_with_a_bad_record(
     assert lines[1]["record"] == str(tmp_path / "not-there.hea")
     assert lines[1]["error_type"] == "RecordNotFoundError"
     assert lines[0]["task"] == "report" and lines[0]["answer"] == pipeline.report(record_paths[0]).answer
-    assert "1 of 3 records failed" in batch.stderr
+    assert "1 of 3 answers failed (3 records x 1 questions)" in batch.stderr
+
+
+def test_several_questions_give_one_json_line_each_record_by_record(
+        tiny_bundle: Path, pipeline: DiagEcgPipeline, record_paths: list[Path], tmp_path: Path) -> None:
+    questions = [QUESTION, "Does this ECG show sinus rhythm?"]
+    args = ["infer", str(record_paths[0]), str(tmp_path / "gone.hea"), str(record_paths[1])]
+    for q in questions:
+        args += ["-q", q]
+    result = CliRunner().invoke(main, [*args, *_opts(tiny_bundle)])
+    assert result.exit_code == 1, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(d["record"], d["question"]) for d in lines] == [
+        (str(p), q) for p in (record_paths[0], tmp_path / "gone.hea", record_paths[1]) for q in questions]
+    assert [("error" in d) for d in lines] == [False, False, True, True, False, False]
+    for d, (p, q) in zip([lines[0], lines[1], lines[4], lines[5]],
+                         [(record_paths[0], questions[0]), (record_paths[0], questions[1]),
+                          (record_paths[1], questions[0]), (record_paths[1], questions[1])], strict=True):
+        assert d["answer"] == pipeline.answer(p, q).answer
+    assert lines[1]["ecg_cached"] is True and lines[1]["n_reused_tokens"] > 63  # same ECG, next question
+    assert "2 of 6 answers failed (3 records x 2 questions)" in result.stderr
+
+    one_record = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", questions[0], "-q",
+                                           questions[1], *_opts(tiny_bundle)])
+    assert one_record.exit_code == 0 and len(one_record.stdout.splitlines()) == 2  # JSON lines
 
 
 def test_folder_streams_one_json_line_per_record(tiny_bundle: Path, fixtures_dir: Path) -> None:

@@ -18,7 +18,7 @@ ANSWER_KEYS = {"schema_version", "record", "record_id", "task", "question", "ans
                "n_reused_tokens", "bundle", "device", "timings_ms", "warnings"}
 BUNDLE_KEYS = {"path", "format_version", "diagecg_version", "manifest_sha256", "quant", "gguf_sha256"}
 DEVICE_KEYS = {"requested", "ecg_tokenizer", "llm", "threads"}
-ERROR_KEYS = {"schema_version", "record", "error", "error_type"}
+ERROR_KEYS = {"schema_version", "record", "question", "error", "error_type"}
 QUESTION = "Does this ECG show atrial fibrillation?"
 
 
@@ -119,6 +119,23 @@ def test_batch_goes_on_after_bad_records(pipeline: DiagEcgPipeline, record_paths
     assert results[0].answer == pipeline.answer(record_paths[0], QUESTION).answer
     with pytest.raises(RecordError):
         pipeline.answer(broken, QUESTION)
+
+
+def test_batch_of_several_questions_reads_each_record_once(pipeline: DiagEcgPipeline,
+                                                          record_paths: list[Path]) -> None:
+    questions = [QUESTION, "Does this ECG show sinus rhythm?", QUESTION]
+    results = list(pipeline.answer_batch(record_paths[:2], questions))
+    assert len(results) == 6 and all(isinstance(r, Answer) for r in results)
+    expected = [(str(p), q) for p in record_paths[:2] for q in questions]
+    assert [(r.record, r.question) for r in results] == expected
+    for r in results:
+        assert r.answer == pipeline.answer(r.record, r.question).answer
+    # read once per record: only the first question pays (and reports) the read
+    assert results[0].timings_ms["read"] > 0 and results[1].timings_ms["read"] < results[0].timings_ms["read"]
+    with pytest.raises(InputError, match="no question"):
+        pipeline.answer_batch(record_paths, [])
+    with pytest.raises(InputError):
+        pipeline.answer_batch(record_paths, [QUESTION, "Is <ecg_0001> normal?"])
 
 
 def test_concurrent_calls_give_the_sequential_answers(pipeline: DiagEcgPipeline,
