@@ -200,17 +200,22 @@ def _run_bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=600)
 
 
+def _bench_ok(model_pair, shared_data, out: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run the bench on the tiny model pair with 1 thread; it must succeed; returns its report too."""
+    ckpt, bundle = model_pair
+    proc = _run_bench("--checkpoint", str(ckpt), "--bundle", str(bundle), "--data", str(shared_data),
+                      "--threads", "1", "--torch-batch-size", "2", "--out", str(out), *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, json.loads(out.read_text())
+
+
 @pytest.mark.slow
 def test_bench_reports_every_metric_for_each_backend(model_pair, shared_data, tmp_path):
     from diagecg.training.ptbxl import PtbxlDataset
 
     ckpt, bundle = model_pair
-    out = tmp_path / "results.json"
-    proc = _run_bench("--checkpoint", str(ckpt), "--bundle", str(bundle), "--data", str(shared_data),
-                      "--n-records", "2", "--max-questions", "3", "--threads", "1", "--quants", "q8_0,q4_k_m",
-                      "--torch-batch-size", "2", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(out.read_text())
+    proc, report = _bench_ok(model_pair, shared_data, tmp_path / "results.json", "--n-records", "2",
+                             "--max-questions", "3", "--quants", "q8_0,q4_k_m")
     names = [bench.TORCH, "runtime-q8_0", "runtime-q4_k_m", "runtime-q8_0-nocache"]
     assert sorted(report["backends"]) == sorted(names)
 
@@ -282,13 +287,9 @@ def test_bench_refuses_a_quant_the_bundle_lacks(model_pair, shared_data, tmp_pat
 
 @pytest.mark.slow
 def test_bench_report_task_asks_the_bundle_report_question_once_per_record(model_pair, shared_data, tmp_path):
-    ckpt, bundle = model_pair
-    out = tmp_path / "results.json"
-    proc = _run_bench("--checkpoint", str(ckpt), "--bundle", str(bundle), "--data", str(shared_data),
-                      "--task", "report", "--n-records", "2", "--threads", "1", "--quants", "q8_0",
-                      "--nocache-quants", "", "--torch-batch-size", "2", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(out.read_text())
+    _, bundle = model_pair
+    proc, report = _bench_ok(model_pair, shared_data, tmp_path / "results.json", "--task", "report",
+                             "--n-records", "2", "--quants", "q8_0", "--nocache-quants", "")
     assert sorted(report["backends"]) == [bench.TORCH, "runtime-q8_0"]
     w = report["workload"]
     assert w["task"] == "report" and w["n_questions"] == 2
