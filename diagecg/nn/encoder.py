@@ -81,7 +81,14 @@ class LeadwiseEncoder(nn.Module):
     Args:
         cfg: architecture; ``cfg.n_frames`` frames come out of ``cfg.n_samples`` samples.
         latent_dim: output channels per frame (the FSQ dimension, ``len(levels)``).
+
+    Attributes:
+        unit_dims: size-1 axes inserted between channels and time; ``()`` for the Conv1d layers
+            built here, ``(1,)`` once ``export.onnx_tokenizer.conv1d_as_conv2d`` has turned them
+            into Conv2d layers over (1, L) images.
     """
+
+    unit_dims: tuple[int, ...] = ()
 
     def __init__(self, cfg: EncoderConfig, latent_dim: int) -> None:
         super().__init__()
@@ -107,11 +114,12 @@ class LeadwiseEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, n_leads, n_samples = x.shape
-        h = x.reshape(B * n_leads, 1, n_samples)  # (B, leads, N) -> (B*leads, 1, N): leads share weights
+        u = self.unit_dims
+        h = x.reshape(B * n_leads, 1, *u, n_samples)  # (B, leads, N) -> (B*leads, 1, N): leads share weights
         h = self.stages(self.stem(h))  # (B*leads, C, T), T = ceil(N / 2**stages)
         T = h.shape[-1]
-        h = h.reshape(B, -1, T)  # (B*leads, C, T) -> (B, leads*C, T), lead-major channels
-        z = self.fuse(h)  # (B, latent_dim, T)
+        h = h.reshape(B, -1, *u, T)  # (B*leads, C, T) -> (B, leads*C, T), lead-major channels
+        z = self.fuse(h).reshape(B, -1, T)  # (B, latent_dim, T)
         return z.transpose(1, 2)  # (B, T, latent_dim)
 
 

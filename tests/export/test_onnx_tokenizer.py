@@ -17,7 +17,12 @@ pytest.importorskip("onnxscript")
 
 from diagecg.bundle import check_onnx_io  # noqa: E402
 from diagecg.errors import ExportError  # noqa: E402
-from diagecg.export.onnx_tokenizer import check_onnx_parity, export_onnx_tokenizer, run_onnx_indices  # noqa: E402
+from diagecg.export.onnx_tokenizer import (  # noqa: E402
+    check_onnx_parity,
+    conv1d_as_conv2d,
+    export_onnx_tokenizer,
+    run_onnx_indices,
+)
 from diagecg.io import read_record  # noqa: E402
 from diagecg.nn.ecg_tokenizer import EcgTokenizer  # noqa: E402
 from diagecg.preprocess import preprocess  # noqa: E402
@@ -68,6 +73,28 @@ def test_onnx_file_is_single_fp32_graph_with_dynamic_batch(exported, records: np
     with torch.no_grad():
         want = tok.encode(torch.from_numpy(records[:3])).numpy()
     assert np.array_equal(three, want)
+
+
+def test_conv2d_copy_computes_the_same_latents_and_the_graph_has_only_2d_convolutions(
+        exported, records: np.ndarray) -> None:
+    tok, path = exported
+    module = tok.index_module()
+    image = conv1d_as_conv2d(module).eval()
+    x = torch.from_numpy(records[:4])
+    with torch.no_grad():
+        torch.testing.assert_close(image.encoder(x), module.encoder(x), atol=1e-5, rtol=1e-5)
+        assert torch.equal(image(x), module(x))
+    kinds = {type(m) for m in image.modules()}
+    assert torch.nn.Conv1d not in kinds and torch.nn.MaxPool1d not in kinds and torch.nn.Conv2d in kinds
+    assert {type(m) for m in tok.modules()} >= {torch.nn.Conv1d, torch.nn.MaxPool1d}  # the original is kept
+    assert tok.encoder.unit_dims == () and image.encoder.unit_dims == (1,)
+    with pytest.raises(ValueError, match="2-D"):
+        conv1d_as_conv2d(tok.decoder)  # ConvTranspose1d has no such rewrite here
+
+    model = onnx.load(str(path))
+    weights = {i.name: list(i.dims) for i in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs and all(len(weights[n.input[1]]) == 4 for n in convs)
 
 
 def test_parity_check_raises_on_a_different_model(exported, records: np.ndarray) -> None:
