@@ -19,11 +19,13 @@ How each is computed:
   each pass started in the steady state of its first sample. A pass from that steady state is
   ``G * v[0] + (h * (v - v[0]))`` with ``G`` the DC gain and ``h`` the impulse response, which is
   evaluated as a product in the frequency domain, on an FFT long enough for ``h`` to have decayed
-  below 1e-18 of its start (the poles' radius sets the length).
+  below 1e-18 of its start (the poles' radius sets the length; a 5-smooth size, and the response
+  is cached per filter and length).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -130,6 +132,37 @@ def butter_zpk(order: int, cutoff_hz: float, btype: str,
     return z, pz, k
 
 
+def _fft_len(n: int) -> int:
+    """The smallest 2**a * 3**b * 5**c >= n (sizes pocketfft transforms fastest)."""
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+@functools.lru_cache(maxsize=16)
+def _response(order: int, cutoff_hz: float, btype: str, fs_hz: float,
+              n_samples: int) -> tuple[np.ndarray, float, int]:
+    """(frequency response on the rfft grid, DC gain, FFT length) of a filter pass over n_samples."""
+    z, p, k = butter_zpk(order, cutoff_hz, btype, fs_hz)
+    radius = float(np.max(np.abs(p)))
+    decay = math.ceil(math.log(IMPULSE_TAIL) / math.log(radius)) if radius > 0 else 1
+    n_fft = _fft_len(n_samples + decay)
+    e = np.exp(2j * np.pi * np.arange(n_fft // 2 + 1) / n_fft)  # e^{jw} on the rfft grid
+    response = k * np.prod(e[:, None] - z[None, :], axis=1) / np.prod(e[:, None] - p[None, :], axis=1)
+    response.flags.writeable = False
+    dc_gain = float(np.real(k * np.prod(1 - z) / np.prod(1 - p)))
+    return response, dc_gain, n_fft
+
+
 def _pass(v: np.ndarray, response: np.ndarray, dc_gain: float, n_fft: int) -> np.ndarray:
     """One causal pass over the last axis, started in the steady state of ``v[..., 0]``."""
     v0 = v[..., :1]
@@ -148,7 +181,6 @@ def butter_filtfilt(x: np.ndarray, order: int, cutoff_hz: float, btype: str, fs_
     Returns:
         float64 array of the shape of ``x``.
     """
-    z, p, k = butter_zpk(order, cutoff_hz, btype, fs_hz)
     x = np.asarray(x, dtype=np.float64)
     n = x.shape[-1]
     padlen = 3 * (2 * ((order + 1) // 2) + 1 - order % 2)  # sosfiltfilt's default for butter's sections
@@ -158,12 +190,7 @@ def butter_filtfilt(x: np.ndarray, order: int, cutoff_hz: float, btype: str, fs_
     right = 2 * x[..., -1:] - x[..., -2:-padlen - 2:-1]
     ext = np.concatenate([left, x, right], axis=-1)
 
-    radius = float(np.max(np.abs(p)))
-    decay = math.ceil(math.log(IMPULSE_TAIL) / math.log(radius)) if radius > 0 else 1
-    n_fft = 1 << (ext.shape[-1] + decay - 1).bit_length()
-    e = np.exp(1j * np.pi * np.arange(n_fft // 2 + 1) / (n_fft // 2))  # e^{jw} on the rfft grid
-    response = k * np.prod(e[:, None] - z[None, :], axis=1) / np.prod(e[:, None] - p[None, :], axis=1)
-    dc_gain = float(np.real(k * np.prod(1 - z) / np.prod(1 - p)))
+    response, dc_gain, n_fft = _response(order, float(cutoff_hz), btype, float(fs_hz), ext.shape[-1])
 
     y = _pass(ext, response, dc_gain, n_fft)
     y = _pass(y[..., ::-1], response, dc_gain, n_fft)[..., ::-1]

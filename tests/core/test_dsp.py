@@ -109,3 +109,15 @@ def test_preprocess_runs_without_scipy() -> None:
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"shape": [12, 1000], "scipy": []}
+
+
+def test_fft_len_is_the_smallest_5_smooth_size() -> None:
+    def smooth(n: int) -> bool:
+        for f in (2, 3, 5):
+            while n % f == 0:
+                n //= f
+        return n == 1
+
+    for n in range(1, 3000):
+        got = dsp._fft_len(n)
+        assert got >= n and smooth(got) and not any(smooth(m) for m in range(n, got))
