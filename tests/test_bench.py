@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench" / "runtime.py"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_runtime", BENCH)
+def _load_bench(path: Path = BENCH, name: str = "bench_runtime"):
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -299,3 +299,28 @@ def test_bench_report_task_asks_the_bundle_report_question_once_per_record(model
     for res in report["backends"].values():
         assert res["latency_first_ms"]["n"] == 2 and res["latency_followup_ms"]["n"] == 0
     assert "2 reports on 2 held-out PTB-XL records" in proc.stdout
+
+
+def test_scale_model_is_a_loadable_checkpoint_of_the_asked_size(tmp_path):
+    pytest.importorskip("peft")
+    import torch
+
+    from diagecg.nn.llm_checkpoint import load_llm_checkpoint, read_llm_meta
+
+    scale = _load_bench(REPO / "bench" / "scale_model.py", "bench_scale_model")
+    like = build_tiny_instruct(tmp_path / "tiny")
+    ckpt = scale.build(like, tmp_path / "scale", hidden=256, layers=3, intermediate=512, heads=4,
+                       max_new_tokens=3, lora_r=4, seed=0)
+    src = read_llm_meta(like)
+    model, _, meta, paths = load_llm_checkpoint(ckpt, merge=False)
+    c = model.get_base_model().config
+    assert (c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.vocab_size) == (256, 3, 512,
+                                                                                       src.vocab.vocab_size)
+    assert meta.generation.max_new_tokens == 3 and meta.vocab == src.vocab and meta.prompt == src.prompt
+    assert meta.train_folds == src.train_folds and meta.method == "lora"
+    assert paths.ecg_tokenizer_dir.is_dir()
+    x = torch.tensor([[src.vocab.bos_id, 5, 6, 7]])
+    with torch.no_grad(), model.disable_adapter():
+        plain = model(x).logits
+    with torch.no_grad():
+        assert not torch.allclose(model(x).logits, plain)  # the random adapter changes the function
