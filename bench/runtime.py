@@ -55,7 +55,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -467,7 +467,7 @@ def peak_rss_mb() -> float:
     return ru_maxrss_mb()
 
 
-def _timed_answers(answer: Any, items: list[dict[str, Any]], after_warmup: Any = None
+def _timed_answers(answer: Any, items: list[dict[str, Any]], after_warmup: Callable[[], None] | None = None
                    ) -> tuple[float, list[float], list[str | None], list[str]]:
     """Warm-up on the first item (then ``after_warmup()``), then every item once: (warm-up s,
     latencies s, texts, errors)."""
