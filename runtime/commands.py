@@ -123,9 +123,8 @@ def _progress(results: Iterator[Any], total: int) -> Iterator[Any]:
 
 
 def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, bundle: str | None,
-             quant: str | None,
-             as_json: bool, threads: int | None, device: str, verify_hashes: bool, age: float | None,
-             sex: str | None, height_cm: float | None, weight_kg: float | None) -> None:
+             quant: str | None, as_json: bool, threads: int | None, device: str, verify_hashes: bool,
+             age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None) -> None:
     from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
 
     patient = PatientInfo(age_years=age, sex=sex, height_cm=height_cm, weight_kg=weight_kg)

@@ -130,6 +130,14 @@ def error_dict(record: RecordLike, error: BaseException, question: str = "") -> 
             "error_type": type(error).__name__}
 
 
+def _log_failure(record: RecordLike, error: Exception) -> None:
+    """Log a failed batch item: one line for an expected error, the traceback for anything else."""
+    if isinstance(error, DiagEcgError):
+        logger.debug("record %s failed: %s", record, error)
+    else:
+        logger.error("unexpected error on record %s", record, exc_info=error)
+
+
 class DiagEcgPipeline:
     """A loaded bundle that answers questions about ECG records.
 
@@ -307,22 +315,18 @@ class DiagEcgPipeline:
             t = time.perf_counter()
             try:
                 rec = record if isinstance(record, EcgRecord) else read_record(record)
-                error: BaseException | None = None
-            except Exception as e:  # DiagEcgError, or a bug: reported per question, the batch goes on
-                error = e
-            read_ms = (time.perf_counter() - t) * 1e3
+            except Exception as e:  # DiagEcgError, or a bug: one error line per question, the batch goes on
+                _log_failure(record, e)
+                yield from (error_dict(record, e, question) for question in questions)
+                continue
+            read_ms = (time.perf_counter() - t) * 1e3  # charged to the first question only
             for question in questions:
                 try:
-                    if error is not None:
-                        raise error
                     yield self._run(rec, question, task, patient, read_ms=read_ms)
-                except DiagEcgError as e:
-                    logger.debug("record %s failed: %s", record, e)
+                except Exception as e:  # a record or engine error, or a bug: report it, keep going
+                    _log_failure(record, e)
                     yield error_dict(record, e, question)
-                except Exception as e:  # a bug or an unexpected library error: report it, keep going
-                    logger.exception("unexpected error on record %s", record)
-                    yield error_dict(record, e, question)
-                read_ms = 0.0  # the record was read for the first question only
+                read_ms = 0.0
 
     def answer_batch(self, records: Iterable[RecordLike], question: str | Sequence[str], *,
                      patient: PatientInfo | None = None) -> Iterator[Answer | dict[str, Any]]:
