@@ -81,7 +81,6 @@ def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
     # output m reads the zero-stuffed input at k - i, i.e. x[k // up - j] with filter tap r + up * j,
     # where k = half_len + m * down and r = k % up. The phase r repeats with period up, so outputs
     # m0, m0 + up, m0 + 2 * up... share one phase and read windows of x that advance by down.
-    base = (half_len + np.arange(min(up, n_out)) * down) // up  # first window of each phase
     last = (half_len + (n_out - 1) * down) // up
     pad_left = n_taps - 1
     pad_right = max(0, last - (n_in - 1))
@@ -89,9 +88,8 @@ def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
     windows = np.lib.stride_tricks.sliding_window_view(xe, n_taps, axis=-1)  # (..., len, n_taps) view
     out = np.empty(x.shape[:-1] + (n_out,))
     for m0 in range(min(up, n_out)):
-        phase = (half_len + m0 * down) % up
+        start, phase = divmod(half_len + m0 * down, up)  # window [start - n_taps + 1, start] of x
         count = len(range(m0, n_out, up))
-        start = int(base[m0])  # window [start - n_taps + 1, start] of x, oldest sample first
         w = windows[..., start:start + (count - 1) * down + 1:down, :]  # (..., count, n_taps)
         out[..., m0::up] = w @ phases[phase, ::-1]
     return out
