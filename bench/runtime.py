@@ -126,6 +126,13 @@ def split_latency(seconds: Sequence[float], first: Sequence[bool]) -> dict[str, 
             "latency_followup_ms": latency_stats([t for t, f in zip(seconds, first, strict=True) if not f])}
 
 
+def workload_latencies(seconds: Sequence[float],
+                       items: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """A worker's ``latency_ms`` (all questions), ``latency_first_ms`` and ``latency_followup_ms``."""
+    return {"latency_ms": latency_stats(seconds),
+            **split_latency(seconds, first_of_record([it["record"] for it in items]))}
+
+
 def _answer_set(text: str | None) -> frozenset[str] | None:
     from diagecg.answers import normalize_answer
 
@@ -531,9 +538,9 @@ def worker_runtime(w: Workload, quant: str, t_start: float, cache: bool = True) 
     n_err = sum(isinstance(b, dict) for b in batch)
     return {
         "backend": "runtime", "quant": quant, "threads": w.threads, "cache": cache,
-        **split_latency(seconds, first_of_record([it["record"] for it in w.items])),
+        **workload_latencies(seconds, w.items),
         "cold_start_s": t_ready - t_start, "startup_s": t_imports - t_start, "import_s": t_load - t_imports,
-        "load_s": t_ready - t_load, "first_answer_s": first, "latency_ms": latency_stats(seconds),
+        "load_s": t_ready - t_load, "first_answer_s": first,
         "batch": {"n_records": len(batch), "n_errors": n_err, "wall_s": batch_s,
                   "records_per_s": len(batch) / batch_s},
         "peak_rss_mb": peak_rss_mb(), "ru_maxrss_mb": ru_maxrss_mb(), "predictions": texts, "errors": errors,
@@ -590,9 +597,9 @@ def worker_torch(w: Workload, t_start: float) -> dict[str, Any]:
         batch_s = time.perf_counter() - t
     return {
         "backend": TORCH, "quant": None, "threads": w.threads, "torch_threads": torch.get_num_threads(),
-        **split_latency(seconds, first_of_record([it["record"] for it in w.items])),
+        **workload_latencies(seconds, w.items),
         "cold_start_s": t_ready - t_start, "startup_s": t_imports - t_start, "import_s": t_load - t_imports,
-        "load_s": t_ready - t_load, "first_answer_s": first, "latency_ms": latency_stats(seconds),
+        "load_s": t_ready - t_load, "first_answer_s": first,
         "batch": {"n_records": len(w.batch_records), "n_errors": len(w.batch_records) - len(batch),
                   "wall_s": batch_s, "records_per_s": len(w.batch_records) / batch_s,
                   "batch_size": w.torch_batch_size},
