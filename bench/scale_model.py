@@ -82,8 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.error(f"--{name} must be a multiple of 256 so every quantisation applies")
     if a.hidden % a.heads:
         p.error("--hidden must be a multiple of --heads")
-    build(a.like, a.out, hidden=a.hidden, layers=a.layers, intermediate=a.intermediate, heads=a.heads,
-          max_new_tokens=a.max_new_tokens, lora_r=a.lora_r, seed=a.seed)
+    from diagecg.errors import DiagEcgError
+
+    try:
+        build(a.like, a.out, hidden=a.hidden, layers=a.layers, intermediate=a.intermediate, heads=a.heads,
+              max_new_tokens=a.max_new_tokens, lora_r=a.lora_r, seed=a.seed)
+    except (DiagEcgError, FileNotFoundError) as e:  # each names the file or field at fault
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -324,3 +324,13 @@ def test_scale_model_is_a_loadable_checkpoint_of_the_asked_size(tmp_path):
         plain = model(x).logits
     with torch.no_grad():
         assert not torch.allclose(model(x).logits, plain)  # the random adapter changes the function
+
+
+def test_scale_model_refuses_a_missing_checkpoint_and_odd_widths(tmp_path, capsys):
+    scale = _load_bench(REPO / "bench" / "scale_model.py", "bench_scale_model")
+    assert scale.main(["--like", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+    assert "is not an LLM checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        scale.main(["--like", str(tmp_path), "--out", str(tmp_path / "out"), "--hidden", "300"])
+    assert "multiple of 256" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
