@@ -27,6 +27,7 @@ from diagecg.config import PreprocessConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import SignalQualityError
 from diagecg.leads import canonical_lead_order
+from diagecg.measure import measure_features
 from diagecg.types import EcgRecord, F32Array
 
 MAX_RESAMPLE_TERM = 10_000  # largest up/down factor of the polyphase resampler (500/257 Hz is fine)
@@ -82,6 +83,44 @@ def _window(x: np.ndarray, cfg: PreprocessConfig, source: str, duration_s: float
     return np.pad(x, ((0, 0), widths), mode="edge")
 
 
+def prepare_signal(
+    signal: np.ndarray,
+    fs_hz: float,
+    cfg: PreprocessConfig,
+    lead_names: Sequence[str] = CANONICAL_LEADS,
+    source: str = "<array>",
+) -> np.ndarray:
+    """Steps 1-4 of the module docstring: float64 (12, cfg.n_samples) in mV, before the z-score.
+
+    This is what ``diagecg.measure`` measures; :func:`preprocess_signal` z-scores it.
+
+    Raises:
+        SignalQualityError: the record is shorter than the window allows, or contains NaN/inf.
+        LeadError: the leads cannot be mapped to the 12 canonical leads.
+    """
+    x = np.asarray(signal)
+    assert x.ndim == 2, f"signal must be (leads, samples), got {x.shape}"
+    if tuple(lead_names) != CANONICAL_LEADS:
+        indices, _ = canonical_lead_order(lead_names)
+        x = x[indices]
+    x = x.astype(np.float64)  # (12, n)
+    if not np.isfinite(x).all():
+        raise SignalQualityError(f"{source}: NaN/inf samples; read records with diagecg.io.read_record")
+    duration_s = x.shape[-1] / fs_hz
+    x = resample(x, fs_hz, cfg.fs_hz)  # (12, n) -> (12, n * cfg.fs_hz / fs_hz)
+    x = _filter(x, cfg)
+    x = _window(x, cfg, source, duration_s)  # -> (12, cfg.n_samples)
+    assert x.shape == (len(CANONICAL_LEADS), cfg.n_samples), x.shape
+    return x
+
+
+def zscore(x: np.ndarray, cfg: PreprocessConfig) -> F32Array:
+    """Step 5: per-lead z-score of a prepared (12, n) signal; float32."""
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)
+    return ((x - mean) / np.maximum(std, cfg.zscore_eps)).astype(np.float32)
+
+
 def preprocess_signal(
     signal: np.ndarray,
     fs_hz: float,
@@ -105,24 +144,7 @@ def preprocess_signal(
         SignalQualityError: the record is shorter than the window allows, or contains NaN/inf.
         LeadError: the leads cannot be mapped to the 12 canonical leads.
     """
-    x = np.asarray(signal)
-    assert x.ndim == 2, f"signal must be (leads, samples), got {x.shape}"
-    if tuple(lead_names) != CANONICAL_LEADS:
-        indices, _ = canonical_lead_order(lead_names)
-        x = x[indices]
-    x = x.astype(np.float64)  # (12, n)
-    if not np.isfinite(x).all():
-        raise SignalQualityError(f"{source}: NaN/inf samples; read records with diagecg.io.read_record")
-    duration_s = x.shape[-1] / fs_hz
-    x = resample(x, fs_hz, cfg.fs_hz)  # (12, n) -> (12, n * cfg.fs_hz / fs_hz)
-    x = _filter(x, cfg)
-    x = _window(x, cfg, source, duration_s)  # -> (12, cfg.n_samples)
-    mean = x.mean(axis=-1, keepdims=True)
-    std = x.std(axis=-1, keepdims=True)
-    x = (x - mean) / np.maximum(std, cfg.zscore_eps)
-    out = x.astype(np.float32)
-    assert out.shape == (len(CANONICAL_LEADS), cfg.n_samples), out.shape
-    return out
+    return zscore(prepare_signal(signal, fs_hz, cfg, lead_names, source), cfg)
 
 
 def preprocess(record: EcgRecord, cfg: PreprocessConfig) -> F32Array:
@@ -134,6 +156,17 @@ def preprocess(record: EcgRecord, cfg: PreprocessConfig) -> F32Array:
         SignalQualityError: the record is too short for ``cfg.window_s`` (beyond ``cfg.pad_short_s``).
     """
     return preprocess_signal(record.signal, record.fs_hz, cfg, record.lead_names, record.source)
+
+
+def model_inputs(record: EcgRecord, cfg: PreprocessConfig) -> tuple[F32Array, F32Array]:
+    """The two inputs of the ECG tokenizer: the z-scored signal float32 (12, cfg.n_samples) and
+    the measurements float32 (len(diagecg.measure.FEATURE_NAMES),) of the same window in mV.
+
+    Raises:
+        SignalQualityError, LeadError: as :func:`preprocess`.
+    """
+    x = prepare_signal(record.signal, record.fs_hz, cfg, record.lead_names, record.source)
+    return zscore(x, cfg), measure_features(x, cfg.fs_hz)
 
 
 def preprocess_batch(records: Sequence[EcgRecord], cfg: PreprocessConfig) -> F32Array:

@@ -1,0 +1,289 @@
+"""Global ECG measurements in numpy: beats, rhythm, and the median beat's intervals and amplitudes.
+
+The ECG tokenizer sees each lead z-scored, which removes the amplitudes in mV (voltage criteria of
+hypertrophy) and makes the rate and the regularity of the rhythm something a small network must
+infer from a 10 s window. These measurements restore them, computed the way automated ECG
+interpretation does, on the filtered signal in mV at the model rate (``diagecg.preprocess``):
+
+1. **Beats**: a QRS energy signal (squared slope summed over the 12 leads, integrated over
+   ~100 ms, Pan & Tompkins 1985), its peaks above an adaptive threshold with a 250 ms refractory
+   period, and a search-back at half the threshold inside any RR gap longer than 1.6x the median.
+2. **Rhythm**: heart rate, RR variability (coefficient of variation, RMSSD, share of successive
+   RR differences above 50 ms and above 12.5%), shortest/longest RR relative to the median
+   (premature beats, pauses).
+3. **Median beat**: the beats whose preceding RR lies within 20% of the median (all beats when
+   fewer than three do), aligned on their fiducial point, median per lead; QRS onset/offset where
+   the summed slope of the median beat falls below 15% of its peak; baseline from the PR segment.
+4. **Intervals and amplitudes**: QRS duration, an estimate of the PR interval (P peak in lead II to
+   QRS onset) and of QT (QRS onset to T peak + 40 ms, Bazett-corrected), the frontal QRS axis
+   (net QRS of I and aVF), and per lead the R and S amplitudes, ST level at J + 60 ms, T and P
+   amplitudes (mV).
+
+Everything is deterministic and a pure function of its input. A record without detectable beats
+(or with fewer than two) yields the same vector with the rhythm values set to their "no beats"
+defaults, and ``MeasureResult.n_beats`` says so. Values are clipped to physiological ranges so
+that one bad record cannot produce a huge feature.
+
+The feature vector's order is :data:`FEATURE_NAMES`; it is part of the model (stored in the
+checkpoint and the bundle manifest), so adding or reordering names needs a new model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from diagecg.constants import CANONICAL_LEADS
+from diagecg.types import F32Array
+
+__all__ = ["FEATURE_NAMES", "LEAD_FEATURES", "MeasureResult", "measure", "measure_features"]
+
+RHYTHM_FEATURES: tuple[str, ...] = (
+    "heart_rate_bpm", "n_beats", "rr_cv", "rr_rmssd_rel", "rr_pnn50", "rr_pdiff12",
+    "rr_min_rel", "rr_max_rel",
+)
+INTERVAL_FEATURES: tuple[str, ...] = (
+    "qrs_ms", "pr_ms", "qtc_ms", "axis_sin", "axis_cos", "p_ratio", "noise_mv",
+)
+LEAD_FEATURES: tuple[str, ...] = ("r_mv", "s_mv", "st_mv", "t_mv", "p_mv")
+FEATURE_NAMES: tuple[str, ...] = (
+    *RHYTHM_FEATURES,
+    *INTERVAL_FEATURES,
+    *(f"{lead}.{f}" for f in LEAD_FEATURES for lead in CANONICAL_LEADS),
+)
+
+REFRACTORY_S = 0.25  # no second QRS within this (up to 240 bpm)
+INTEGRATION_S = 0.10  # moving-window integration of the QRS energy
+THRESHOLD = 0.30  # of the 98th percentile of the energy
+SEARCH_BACK_RR = 1.6  # gaps longer than this many median RRs are searched again at half threshold
+BEAT_WINDOW_S = (-0.30, 0.50)  # median-beat window around the fiducial point
+SLOPE_FRACTION = 0.15  # QRS on/offset: summed slope below this fraction of its peak
+MAX_QRS_HALF_S = 0.12  # QRS onset/offset searched within this of the fiducial point
+
+# physiological clipping ranges: (low, high)
+_CLIP: dict[str, tuple[float, float]] = {
+    "heart_rate_bpm": (0.0, 300.0), "n_beats": (0.0, 60.0), "rr_cv": (0.0, 1.0),
+    "rr_rmssd_rel": (0.0, 1.5), "rr_pnn50": (0.0, 1.0), "rr_pdiff12": (0.0, 1.0),
+    "rr_min_rel": (0.0, 1.0), "rr_max_rel": (1.0, 4.0), "qrs_ms": (0.0, 240.0), "pr_ms": (0.0, 400.0),
+    "qtc_ms": (0.0, 700.0), "axis_sin": (-1.0, 1.0), "axis_cos": (-1.0, 1.0), "p_ratio": (0.0, 2.0),
+    "noise_mv": (0.0, 2.0),
+}
+_AMPLITUDE_CLIP_MV = 8.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasureResult:
+    """Measurements of one 12-lead signal.
+
+    Attributes:
+        features: float32 ``(len(FEATURE_NAMES),)``, in :data:`FEATURE_NAMES` order.
+        beats: sample indices of the detected QRS complexes (fiducial points).
+        median_beat: float32 ``(12, window)`` mV, baseline-corrected; zeros without beats.
+        n_beats: ``len(beats)``.
+    """
+
+    features: F32Array
+    beats: np.ndarray
+    median_beat: F32Array
+    n_beats: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: float(v) for name, v in zip(FEATURE_NAMES, self.features, strict=True)}
+
+
+def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average along the last axis (same length, edges averaged over what exists)."""
+    width = max(1, int(width))
+    kernel = np.ones(width)
+    num = np.convolve(x, kernel, mode="same")
+    den = np.convolve(np.ones_like(x), kernel, mode="same")
+    return num / den
+
+
+def _local_peaks(e: np.ndarray, threshold: float, distance: int) -> np.ndarray:
+    """Indices of local maxima of ``e`` above ``threshold``, greedily kept tallest-first
+    ``distance`` samples apart."""
+    if e.size < 3:
+        return np.zeros(0, dtype=np.int64)
+    inner = (e[1:-1] >= e[:-2]) & (e[1:-1] > e[2:]) & (e[1:-1] > threshold)
+    cand = np.flatnonzero(inner) + 1
+    if cand.size == 0:
+        return cand.astype(np.int64)
+    order = cand[np.argsort(-e[cand], kind="stable")]
+    taken = np.zeros(e.size, dtype=bool)
+    keep: list[int] = []
+    for i in order:
+        lo, hi = max(0, i - distance + 1), min(e.size, i + distance)
+        if not taken[lo:hi].any():
+            keep.append(int(i))
+            taken[i] = True
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+def detect_beats(x_mv: np.ndarray, fs_hz: float) -> np.ndarray:
+    """QRS fiducial points of a (leads, n) mV signal; int64 sample indices, increasing."""
+    slope = np.gradient(x_mv, axis=-1) * fs_hz  # (leads, n) mV/s
+    energy = _moving_average((slope ** 2).sum(axis=0), round(INTEGRATION_S * fs_hz))  # (n,)
+    ref = float(np.percentile(energy, 98))
+    if not math.isfinite(ref) or ref <= 0:
+        return np.zeros(0, dtype=np.int64)
+    distance = max(1, round(REFRACTORY_S * fs_hz))
+    peaks = _local_peaks(energy, THRESHOLD * ref, distance)
+    if peaks.size >= 3:  # search back inside long gaps at half the threshold
+        rr_med = float(np.median(np.diff(peaks)))
+        extra: list[int] = []
+        for a, b in zip(peaks[:-1], peaks[1:], strict=True):
+            if b - a > SEARCH_BACK_RR * rr_med:
+                lo, hi = a + distance, b - distance
+                if hi > lo:
+                    sub = _local_peaks(energy[lo:hi], 0.5 * THRESHOLD * ref, distance)
+                    extra.extend(int(lo + s) for s in sub)
+        if extra:
+            peaks = np.unique(np.concatenate([peaks, np.array(extra, dtype=np.int64)]))
+    # fiducial point: the steepest sample (summed |slope|) near each energy peak
+    abs_slope = np.abs(slope).sum(axis=0)
+    half = max(1, round(0.06 * fs_hz))
+    fiducial = []
+    for p in peaks:
+        lo, hi = max(0, p - half), min(abs_slope.size, p + half + 1)
+        fiducial.append(lo + int(np.argmax(abs_slope[lo:hi])))
+    out = np.unique(np.array(fiducial, dtype=np.int64))
+    if out.size > 1:  # two energy peaks can resolve to one fiducial point; keep the refractory gap
+        keep = [int(out[0])]
+        for p in out[1:]:
+            if p - keep[-1] >= distance:
+                keep.append(int(p))
+        out = np.array(keep, dtype=np.int64)
+    return out
+
+
+def _rhythm(beats: np.ndarray, fs_hz: float) -> dict[str, float]:
+    if beats.size < 2:
+        return {"heart_rate_bpm": 0.0, "n_beats": float(beats.size), "rr_cv": 0.0, "rr_rmssd_rel": 0.0,
+                "rr_pnn50": 0.0, "rr_pdiff12": 0.0, "rr_min_rel": 1.0, "rr_max_rel": 1.0}
+    rr = np.diff(beats) / fs_hz  # (n-1,) s
+    med = float(np.median(rr))
+    d = np.abs(np.diff(rr))
+    return {
+        "heart_rate_bpm": 60.0 / med,
+        "n_beats": float(beats.size),
+        "rr_cv": float(rr.std() / rr.mean()),
+        "rr_rmssd_rel": float(math.sqrt(float((d ** 2).mean())) / med) if d.size else 0.0,
+        "rr_pnn50": float((d > 0.05).mean()) if d.size else 0.0,
+        "rr_pdiff12": float((d > 0.125 * med).mean()) if d.size else 0.0,
+        "rr_min_rel": float(rr.min() / med),
+        "rr_max_rel": float(rr.max() / med),
+    }
+
+
+def _median_beat(x_mv: np.ndarray, beats: np.ndarray, fs_hz: float) -> tuple[np.ndarray, int]:
+    """(leads, window) median beat and the fiducial's index in it; zeros when no beat fits."""
+    lo, hi = round(BEAT_WINDOW_S[0] * fs_hz), round(BEAT_WINDOW_S[1] * fs_hz)
+    width = hi - lo
+    n = x_mv.shape[-1]
+    inside = [(k, b) for k, b in enumerate(beats) if b + lo >= 0 and b + hi <= n]
+    if not inside:
+        return np.zeros((x_mv.shape[0], width)), -lo
+    chosen = inside
+    if beats.size >= 3:
+        rr = np.diff(beats).astype(float)
+        med = float(np.median(rr))
+        regular = [(k, b) for k, b in inside if k > 0 and abs(rr[k - 1] - med) <= 0.2 * med]
+        if len(regular) >= 3:
+            chosen = regular
+    stack = np.stack([x_mv[:, b + lo: b + hi] for _, b in chosen])  # (beats, leads, window)
+    return np.median(stack, axis=0), -lo
+
+
+def _intervals(mb: np.ndarray, r: int, fs_hz: float, heart_rate: float) -> dict[str, float]:
+    """QRS on/offset, baseline-corrected amplitudes, intervals and axis of a median beat."""
+    n_leads, width = mb.shape
+    slope = np.abs(np.diff(mb, axis=-1)).sum(axis=0)  # (width-1,)
+    peak = float(slope[max(0, r - 3): r + 3].max()) if slope.size else 0.0
+    limit = max(1, round(MAX_QRS_HALF_S * fs_hz))
+    onset, offset = max(0, r - 1), min(width - 1, r + 1)
+    if peak > 0:
+        thr = SLOPE_FRACTION * peak
+        k = r - 1
+        while k > max(0, r - limit) and slope[k - 1] > thr:
+            k -= 1
+        onset = k
+        k = r
+        while k < min(width - 2, r + limit) and slope[k] > thr:
+            k += 1
+        offset = k + 1
+    ms = 1000.0 / fs_hz
+    # baseline: the PR segment (up to 40 ms before the onset)
+    b_lo, b_hi = max(0, onset - round(0.04 * fs_hz)), max(1, onset)
+    baseline = mb[:, b_lo:b_hi].mean(axis=-1, keepdims=True)
+    m = mb - baseline
+    qrs = m[:, onset:offset + 1]
+    r_amp, s_amp = qrs.max(axis=-1), qrs.min(axis=-1)
+    st = m[:, min(width - 1, offset + round(0.06 * fs_hz))]
+    t_lo, t_hi = min(width - 1, offset + round(0.08 * fs_hz)), min(width, offset + round(0.40 * fs_hz))
+    t_seg = m[:, t_lo:t_hi] if t_hi > t_lo else m[:, -1:]
+    t_idx = np.abs(t_seg).argmax(axis=-1)
+    t_amp = t_seg[np.arange(n_leads), t_idx]
+    p_lo, p_hi = max(0, onset - round(0.24 * fs_hz)), max(1, onset - round(0.04 * fs_hz))
+    p_seg = m[:, p_lo:p_hi] if p_hi > p_lo else m[:, :1]
+    p_idx = np.abs(p_seg).argmax(axis=-1)
+    p_amp = p_seg[np.arange(n_leads), p_idx]
+    ii = CANONICAL_LEADS.index("II")
+    pr_ms = (onset - (p_lo + int(p_idx[ii]))) * ms + 40.0  # P peak -> onset, + half a P wave
+    # QT: onset -> T peak (lead with the largest T) + 40 ms, Bazett-corrected
+    lead_t = int(np.abs(t_amp).argmax())
+    qt_ms = (t_lo + int(t_idx[lead_t]) - onset) * ms + 40.0
+    rr_s = 60.0 / heart_rate if heart_rate > 0 else 1.0
+    net = qrs.sum(axis=-1)  # net QRS area per lead (mV * samples)
+    i_, avf = CANONICAL_LEADS.index("I"), CANONICAL_LEADS.index("aVF")
+    norm = math.hypot(float(net[i_]), float(net[avf]))
+    axis_sin, axis_cos = (float(net[avf]) / norm, float(net[i_]) / norm) if norm > 0 else (0.0, 0.0)
+    # P wave strength relative to the noise of the PR segment region, in lead II
+    noise = float(np.std(np.diff(m[:, :max(2, p_lo)], axis=-1))) if p_lo >= 2 else 0.0
+    out = {
+        "qrs_ms": (offset - onset) * ms,
+        "pr_ms": pr_ms,
+        "qtc_ms": qt_ms / math.sqrt(rr_s),
+        "axis_sin": axis_sin,
+        "axis_cos": axis_cos,
+        "p_ratio": float(abs(p_amp[ii]) / max(1e-3, abs(r_amp[ii] - s_amp[ii]))),
+        "noise_mv": noise,
+    }
+    for name, values in (("r_mv", r_amp), ("s_mv", s_amp), ("st_mv", st), ("t_mv", t_amp), ("p_mv", p_amp)):
+        for lead, v in zip(CANONICAL_LEADS, values, strict=True):
+            out[f"{lead}.{name}"] = float(v)
+    return out
+
+
+def measure(x_mv: np.ndarray, fs_hz: float) -> MeasureResult:
+    """Measure a preprocessed 12-lead signal.
+
+    Args:
+        x_mv: float (12, samples) in mV, leads in ``CANONICAL_LEADS`` order, baseline-filtered
+            (``diagecg.preprocess.prepare_signal``).
+        fs_hz: its sampling rate in Hz.
+
+    Returns:
+        The features, beats and median beat.
+    """
+    x = np.asarray(x_mv, dtype=np.float64)
+    assert x.ndim == 2 and x.shape[0] == len(CANONICAL_LEADS), f"expected (12, samples), got {x.shape}"
+    beats = detect_beats(x, fs_hz)
+    values = _rhythm(beats, fs_hz)
+    mb, r = _median_beat(x, beats, fs_hz)
+    values.update(_intervals(mb, r, fs_hz, values["heart_rate_bpm"]))
+    feats = np.empty(len(FEATURE_NAMES), dtype=np.float64)
+    for k, name in enumerate(FEATURE_NAMES):
+        v = values[name]
+        v = v if math.isfinite(v) else 0.0
+        lo, hi = _CLIP.get(name, (-_AMPLITUDE_CLIP_MV, _AMPLITUDE_CLIP_MV))
+        feats[k] = min(max(v, lo), hi)
+    return MeasureResult(features=feats.astype(np.float32), beats=beats, median_beat=mb.astype(np.float32),
+                         n_beats=int(beats.size))
+
+
+def measure_features(x_mv: np.ndarray, fs_hz: float) -> F32Array:
+    """``measure(x_mv, fs_hz).features``: float32 (len(FEATURE_NAMES),)."""
+    return measure(x_mv, fs_hz).features
