@@ -262,6 +262,44 @@ class EncoderConfig(ConfigMixin):
 
 
 @dataclasses.dataclass(frozen=True)
+class SummaryConfig(ConfigMixin):
+    """Diagnostic summary tokens: one token per finding, placed before the ECG's frame tokens.
+
+    A head on the pooled encoder features and the signal measurements (``diagecg.measure``) predicts
+    every finding (multi-label, trained with the reconstruction); each finding's logit is quantised
+    by a one-dimensional FSQ with ``levels`` levels, and finding ``f`` at level ``l`` is the ECG code
+    ``frame_codes + f * levels + l``. Empty ``findings`` turns the summary off (the paper's tokenizer).
+    """
+
+    findings: tuple[str, ...] = ()  # PTB-XL superclasses and SCP codes, in token order
+    levels: int = 8  # quantisation levels per finding
+    features: tuple[str, ...] = ()  # diagecg.measure.FEATURE_NAMES the head was trained on
+    hidden: int = 128  # width of the head's hidden layer
+
+    def __post_init__(self) -> None:
+        n = "SummaryConfig"
+        _check(self.levels >= 2, n, "levels", self.levels, "must be >= 2")
+        _check(len(set(self.findings)) == len(self.findings), n, "findings", self.findings, "must be distinct")
+        _check(not self.findings or len(self.features) > 0, n, "features", self.features,
+               "must name the measurements when there are findings")
+        _check(self.hidden >= 1, n, "hidden", self.hidden, "must be >= 1")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.findings)
+
+    @property
+    def n_tokens(self) -> int:
+        """Summary tokens per ECG (one per finding)."""
+        return len(self.findings)
+
+    @property
+    def n_codes(self) -> int:
+        """Codes the summary adds to the ECG vocabulary."""
+        return len(self.findings) * self.levels
+
+
+@dataclasses.dataclass(frozen=True)
 class VocabConfig(ConfigMixin):
     """Where the ECG tokens sit in the extended LLM vocabulary."""
 

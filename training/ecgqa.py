@@ -567,6 +567,71 @@ def generate_questions(
     return out
 
 
+def finding_names(findings: tuple[str, ...], scp_table: dict[str, ScpStatement],
+                  answer_vocab: AnswerVocabulary) -> dict[str, str]:
+    """The name a verify question uses for each finding ECG-QA can name: superclasses by
+    ``SUPERCLASS_NAMES``, NORM as ``"normal ecg"`` (template 2), statements by their ECG-QA name.
+    Findings ECG-QA has no name for (EL, RVH...) are left out."""
+    known = set(answer_vocab.answers)
+    out: dict[str, str] = {}
+    for code in findings:
+        if code == "NORM":
+            out[code] = _RECORD_ATTRIBUTE[2]
+        elif code in SUPERCLASS_NAMES:
+            out[code] = SUPERCLASS_NAMES[code]
+        elif code in scp_table and ecgqa_attribute_name(code, scp_table) in known:
+            out[code] = ecgqa_attribute_name(code, scp_table)
+    return out
+
+
+def finding_questions(
+    ptbxl: PtbxlDataset,
+    ecg_ids: list[int] | tuple[int, ...],
+    names: dict[str, str],
+    scp_table: dict[str, ScpStatement],
+    rng_seed: int,
+    wording: Literal["template", "mixed", "paraphrase"] = "template",
+) -> list[QASample]:
+    """One verify question per record and finding: "Does this ECG show symptoms of X?" (template 1;
+    "Is this a normal ECG?", template 2, for NORM).
+
+    Answers follow ECG-QA's rules: a superclass (MI, STTC, CD, HYP) is ``yes``/``no`` from
+    ``diagnostic_superclass``; a statement is ``yes``/``not sure``/``no`` as in template 1 (``not sure``:
+    a diagnostic statement with an uncertain likelihood).
+
+    Args:
+        ptbxl: the labels.
+        ecg_ids: records to ask about.
+        names: finding code -> attribute name (:func:`finding_names`).
+        scp_table: from ``reports.load_scp_table``.
+        rng_seed: picks the wording per question (``"mixed"``/``"paraphrase"``).
+        wording: as :func:`generate_questions`.
+
+    Returns:
+        ``len(ecg_ids) * len(names)`` samples, record-major.
+    """
+    if wording not in WORDINGS:
+        raise ValueError(f"wording must be one of {WORDINGS}, not {wording!r}")
+    gen = _Generator(scp_table, AnswerVocabulary(()), {})
+    out: list[QASample] = []
+    for ecg_id in ecg_ids:
+        entry = ptbxl.entries[ecg_id]
+        rng = random.Random(f"ecgqa-finding-{rng_seed}-{ecg_id}")
+        for code, name in names.items():
+            if code == "NORM":
+                tid, answer = 2, ("yes" if "NORM" in entry.scp_codes else "no")
+            elif code in SUPERCLASS_NAMES:
+                tid, answer = 1, ("yes" if code in entry.superclasses else "no")
+            else:
+                tid, answer = 1, gen.code_answer(entry, code)
+            out.append(QASample(
+                ecg_id=ecg_id, question=render_question(TEMPLATES[tid], wording, rng, (name,)),
+                answers=(answer,), question_type="single-verify", attribute_type="scp_code", template_id=tid,
+                attributes=(name,), source="generated", wording=wording,
+            ))
+    return out
+
+
 def save_samples(samples: list[QASample], path: str | Path) -> None:
     """Write samples as JSON lines."""
     with Path(path).open("w", encoding="utf-8") as f:

@@ -1,7 +1,7 @@
 """Encode PTB-XL records into FSQ indices with a trained tokenizer (input of the LLM stages).
 
 The cache is an ``.npz`` (``constants.ECG_TOKEN_CACHE``) whose keys are
-``str(ecg_id)`` and whose values are int64 ``(frames,)`` index arrays.
+``str(ecg_id)`` and whose values are int64 ``(tokens,)`` index arrays (summary codes, then frames).
 """
 
 from __future__ import annotations
@@ -25,28 +25,38 @@ logger = logging.getLogger(__name__)
 _READ_CHUNK = 512  # records read and preprocessed at a time, to bound memory on the full 500 Hz set
 
 
-def encode_signals(tokenizer: EcgTokenizer, signals: F32Array, batch_size: int = 64) -> I64Array:
-    """Preprocessed signals -> FSQ indices.
+def encode_signals(tokenizer: EcgTokenizer, signals: F32Array, features: F32Array | None = None,
+                   batch_size: int = 64) -> I64Array:
+    """Preprocessed signals (and their measurements) -> ECG token indices.
 
     Args:
         tokenizer: a trained tokenizer (its device is used).
         signals: float32 (B, leads, samples), z-scored per lead (diagecg.preprocess).
+        features: float32 (B, M) measurements (diagecg.measure); required when the tokenizer has a
+            summary head, ignored otherwise.
         batch_size: records per forward pass.
 
     Returns:
-        int64 (B, frames) indices in [0, codebook_size).
+        int64 (B, tokens) indices in [0, tokenizer.n_codes): the summary codes, then the frames.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} is invalid: must be >= 1")
     device = next(tokenizer.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(signals, dtype=np.float32))
+    f = None
+    if tokenizer.summary is not None:
+        if features is None:
+            raise ValueError("this ECG tokenizer has summary tokens: pass the records' measurements")
+        f = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     tokenizer.check_signal(x)
     was_training = tokenizer.training
     tokenizer.eval()
-    out = [tokenizer.encode(x[i: i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    out = [tokenizer.encode(x[i: i + batch_size].to(device),
+                            None if f is None else f[i: i + batch_size].to(device)).cpu()
+           for i in range(0, len(x), batch_size)]
     tokenizer.train(was_training)
     if not out:
-        return np.zeros((0, tokenizer.n_frames), dtype=np.int64)
+        return np.zeros((0, tokenizer.n_tokens), dtype=np.int64)
     return torch.cat(out).numpy().astype(np.int64, copy=False)
 
 
@@ -69,7 +79,7 @@ def encode_ptbxl(
         progress: show a tqdm bar.
 
     Returns:
-        ecg_id -> int64 (frames,) indices, for the records that passed validation
+        ecg_id -> int64 (tokens,) indices, for the records that passed validation
         (failures are skipped and logged with a count).
     """
     path = Path(out_path) if out_path is not None else Path(tokenizer_dir) / ECG_TOKEN_CACHE
@@ -83,9 +93,10 @@ def encode_ptbxl(
     with tqdm(total=len(ids), desc="encoding ECGs", unit="rec", disable=not progress) as bar:
         for start in range(0, len(ids), _READ_CHUNK):
             chunk = ids[start: start + _READ_CHUNK]
-            kept, signals, skipped = load_signals(ptbxl, chunk, pre_cfg, progress=False)
-            n_skipped += len(skipped)
-            for ecg_id, row in zip(kept, encode_signals(tokenizer, signals, batch_size), strict=True):
+            loaded = load_signals(ptbxl, chunk, pre_cfg, progress=False)
+            n_skipped += len(loaded.skipped)
+            rows = encode_signals(tokenizer, loaded.signals, loaded.features, batch_size)
+            for ecg_id, row in zip(loaded.ids, rows, strict=True):
                 tokens[ecg_id] = row
             bar.update(len(chunk))
     if n_skipped:

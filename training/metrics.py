@@ -14,11 +14,14 @@ stem only (nothing is downloaded; scores are slightly below METEOR with synonyms
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from diagecg.answers import format_answer, normalize_answer, parse_answer
 from diagecg.training.ecgqa import QUESTION_TYPES, QASample
@@ -26,7 +29,7 @@ from diagecg.training.ecgqa import QUESTION_TYPES, QASample
 __all__ = [
     "ATTRIBUTE_PREFIX", "OVERALL", "exact_match_by_type", "format_answer", "format_table",
     "majority_baseline", "majority_predictions", "normalize_answer", "parse_answer", "report_metrics",
-    "tokenize_report",
+    "roc_auc", "tokenize_report",
 ]
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:[-'/][a-z0-9]+)*|[^\sa-z0-9]")
@@ -200,3 +203,23 @@ def report_metrics(predictions: Sequence[str], references: Sequence[str]) -> dic
     out.update({k: v / len(predictions) for k, v in sums.items()})
     out["n"] = float(len(predictions))
     return out
+
+
+def roc_auc(labels: Sequence[float] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with tied scores counted half); NaN unless both
+    classes are present. ``labels`` are 0/1, ``scores`` any monotone confidence of class 1."""
+    y = np.asarray(labels, dtype=float) > 0.5
+    s = np.asarray(scores, dtype=float)
+    assert y.shape == s.shape and y.ndim == 1, f"labels {y.shape} and scores {s.shape} must be equal 1-D"
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    # average rank of each run of tied scores
+    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
+    ends = np.r_[starts[1:], len(s)]
+    for a, b in zip(starts, ends, strict=True):
+        ranks[order[a:b]] = (a + b + 1) / 2  # ranks a+1..b averaged
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -43,6 +43,7 @@ from diagecg.config import (
     FSQConfig,
     GenerationConfig,
     PreprocessConfig,
+    SummaryConfig,
     _check,
 )
 from diagecg.constants import LLM_BASE_DIR, RUN_SUMMARY, ManifestKey
@@ -359,6 +360,13 @@ def stage1_configs(init_dir: Path) -> tuple[PreprocessConfig, EncoderConfig, FSQ
     return pre, enc, fsq, name
 
 
+def stage1_summary(init_dir: Path) -> SummaryConfig:
+    """The stage-1 checkpoint's summary config (no findings when it has no summary head)."""
+    stored = read_configs(init_dir)
+    return SummaryConfig.from_dict(stored[ManifestKey.SUMMARY]) if ManifestKey.SUMMARY in stored \
+        else SummaryConfig()
+
+
 def ecgqa_root(data_dir: str | Path, ptbxl_root: Path) -> Path:
     """The ECG-QA ``ptbxl`` folder beside the PTB-XL folder."""
     for base in (Path(data_dir), ptbxl_root.parent):
@@ -406,7 +414,10 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     fs_src = source_fs_hz(pre_cfg.fs_hz)
     train_ids, valid_ids = split_encoded_ids(ptbxl, tokens, fs_src, cfg.train_folds, cfg.valid_folds,
                                              cfg.max_train_records, cfg.seed)
-    train_records, valid_records = as_arrays(tokens, train_ids), as_arrays(tokens, valid_ids)
+    # forecasting runs over the frame tokens; the summary tokens (if any) lead each record's indices
+    n_summary = stage1_summary(init_dir).n_tokens
+    train_records = [t[n_summary:] for t in as_arrays(tokens, train_ids)]
+    valid_records = [t[n_summary:] for t in as_arrays(tokens, valid_ids)]
     scales = [ForecastScale(c, t) for c, t in zip(cfg.context_fractions, cfg.target_fractions, strict=True)]
     for s in scales:
         s.lengths(enc_cfg.n_frames)  # raises early when a scale does not fit the record
@@ -447,7 +458,8 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         rows_before = model.get_input_embeddings().weight.shape[0]
         text_tok = base_text_tokenizer(hf_tok)
         vocab = extend_vocabulary(
-            model, hf_tok, fsq_cfg.codebook_size, seed=cfg.seed, noise_scale=1.0 if demo else 0.1
+            model, hf_tok, fsq_cfg.codebook_size + stage1_summary(init_dir).n_codes, seed=cfg.seed,
+            noise_scale=1.0 if demo else 0.1
         )
         base_ref = BaseModelRef(
             path=LLM_BASE_DIR if demo else str(base_dir),

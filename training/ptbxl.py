@@ -94,3 +94,33 @@ class PtbxlDataset:
             i for i, e in self.entries.items()
             if (folds is None or e.strat_fold in folds) and self.has_record(i, fs_hz)
         )
+
+
+# --- findings: what a record is labelled with, as one flat namespace ---------------------------
+
+SUPERCLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")  # PTB-XL diagnostic superclasses
+
+
+def has_finding(entry: PtbxlEntry, code: str) -> bool:
+    """Whether ``entry`` shows ``code``: a superclass (``diagnostic_superclass``) or an SCP statement
+    present with any likelihood. NORM is both and means the same either way."""
+    if code in SUPERCLASSES and code != "NORM":
+        return code in entry.superclasses
+    return code in entry.scp_codes
+
+
+def finding_labels(ptbxl: PtbxlDataset, ids: list[int], findings: tuple[str, ...]) -> list[list[float]]:
+    """0/1 labels, one row per id and one column per finding (:func:`has_finding`)."""
+    return [[float(has_finding(ptbxl.entries[i], c)) for c in findings] for i in ids]
+
+
+def frequent_findings(ptbxl: PtbxlDataset, ids: list[int], min_positives: int) -> tuple[str, ...]:
+    """The superclasses, then every SCP statement present in at least ``min_positives`` of ``ids``
+    (most frequent first; ties by code): the findings a summary head can learn from these records."""
+    counts: dict[str, int] = {}
+    for i in ids:
+        for code in ptbxl.entries[i].scp_codes:
+            counts[code] = counts.get(code, 0) + 1
+    statements = sorted((c for c, k in counts.items() if k >= min_positives and c not in SUPERCLASSES),
+                        key=lambda c: (-counts[c], c))
+    return (*SUPERCLASSES, *statements)

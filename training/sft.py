@@ -50,7 +50,13 @@ from diagecg.nn.llm_checkpoint import (
 )
 from diagecg.prompts import encode_prompt
 from diagecg.training.ecg_data import resolve_ptbxl_root, source_fs_hz
-from diagecg.training.ecgqa import QuestionGenConfig, load_answer_vocab, load_ecgqa_samples
+from diagecg.training.ecgqa import (
+    QuestionGenConfig,
+    finding_names,
+    finding_questions,
+    load_answer_vocab,
+    load_ecgqa_samples,
+)
 from diagecg.training.llm_data import (
     TASKS,
     Example,
@@ -73,7 +79,7 @@ from diagecg.training.pretrain import (
     wrap_lora,
     write_summary,
 )
-from diagecg.training.ptbxl import TRAIN_FOLDS, VALID_FOLDS, PtbxlDataset
+from diagecg.training.ptbxl import TRAIN_FOLDS, VALID_FOLDS, PtbxlDataset, frequent_findings
 from diagecg.training.reports import load_scp_table
 from diagecg.types import PatientInfo
 
@@ -114,6 +120,10 @@ class SFTConfig(ConfigMixin):
     n_query: int = 1
     question_rounds: int = 2  # generation rounds with different seeds: more distinct questions per record
     include_ecgqa: bool = True  # add ECG-QA's released single-ECG questions on the training records
+    # class-balanced verify questions ("Does this ECG show symptoms of X?"), one pool per finding and
+    # answer, drawn finding first, then present/absent with equal odds
+    finding_verify_ratio: float = 0.0  # share of the QA rows drawn from these pools; 0 = off
+    finding_min_positives: int = 8  # a statement is asked about when this many training records show it
     wording: Literal["template", "mixed"] = "mixed"  # "paraphrase" is held out for evaluation
     train_folds: tuple[int, ...] = TRAIN_FOLDS
     valid_folds: tuple[int, ...] = VALID_FOLDS
@@ -171,6 +181,10 @@ class SFTConfig(ConfigMixin):
             self.wording,
             "'template' or 'mixed' ('paraphrase' is held out for evaluation)",
         )
+        _check(0 <= self.finding_verify_ratio <= 1, n, "finding_verify_ratio", self.finding_verify_ratio,
+               "must be in [0, 1]")
+        _check(self.finding_min_positives >= 1, n, "finding_min_positives", self.finding_min_positives,
+               "must be >= 1")
         _check(self.eval_examples >= 1, n, "eval_examples", self.eval_examples, "must be >= 1")
         _check(self.eval_generate >= 0, n, "eval_generate", self.eval_generate, "must be >= 0")
 
@@ -257,6 +271,26 @@ def _absolute_base(ref: BaseModelRef, ckpt_dir: Path) -> BaseModelRef:
     if ref.copied:
         return dataclasses.replace(ref, path=str((ckpt_dir / ref.path).resolve()), copied=False)
     return ref
+
+
+class BalancedPool:
+    """Examples grouped by (finding, present); drawn finding first, then present/absent with equal odds
+    (class-balanced question sampling: rare findings are asked as often as common ones, and each
+    half yes, half no, so the answer cannot be guessed from the question)."""
+
+    def __init__(self, examples: Sequence[Example], keys: Sequence[tuple[str, bool]]) -> None:
+        self.groups: dict[str, dict[bool, list[Example]]] = {}
+        for ex, (finding, present) in zip(examples, keys, strict=True):
+            self.groups.setdefault(finding, {}).setdefault(present, []).append(ex)
+        self.findings = sorted(self.groups)
+
+    def draw(self, n: int, rng: random.Random) -> list[Example]:
+        out = []
+        for _ in range(n):
+            by_class = self.groups[rng.choice(self.findings)]
+            pool = by_class[rng.choice(sorted(by_class))]
+            out.append(pool[rng.randrange(len(pool))])
+        return out
 
 
 def _pools(items: Sequence[SftItem], examples: Sequence[Example]) -> dict[str, list[Example]]:
@@ -370,6 +404,17 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
     if "report" in cfg.tasks:
         train_items += report_items(ptbxl, train_ids, scp_table, prompt)
         valid_items += report_items(ptbxl, valid_ids, scp_table, prompt)
+    finding_items: list[SftItem] = []
+    finding_keys: list[tuple[str, bool]] = []  # (finding, present) of each finding item
+    if "qa" in cfg.tasks and cfg.finding_verify_ratio > 0:
+        names = finding_names(frequent_findings(ptbxl, train_ids, cfg.finding_min_positives), scp_table,
+                              answer_vocab)
+        codes = {name: code for code, name in names.items()}
+        for sample in finding_questions(ptbxl, train_ids, names, scp_table, cfg.seed, wording=cfg.wording):
+            finding_items.append(qa_items([sample])[0])
+            finding_keys.append((codes[sample.attributes[0]], sample.answers != ("no",)))
+        logger.info("instruct: %d class-balanced verify questions about %d findings", len(finding_items),
+                    len(names))
     patients = {i: ptbxl.entries[i].patient for i in (*train_ids, *valid_ids)}
     train_ex, train_kept, n_long = encode_sft_items(
         train_items, prompt, vocab, encode_text, tokens, patients, max_len
@@ -378,6 +423,8 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         valid_items, prompt, vocab, encode_text, tokens, patients, max_len
     )
     pools, valid_pools = _pools(train_kept, train_ex), _pools(valid_kept, valid_ex)
+    finding_ex, _, _ = encode_sft_items(finding_items, prompt, vocab, encode_text, tokens, patients, max_len)
+    balanced = BalancedPool(finding_ex, finding_keys) if finding_ex else None
     if not any(pools.values()):
         raise ValueError("no training instructions (check tasks and folds)")
     rng_valid = random.Random(f"diagecg-sft-valid-{cfg.seed}")
@@ -441,7 +488,10 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         rng = trainer.begin_step()
         for _ in range(cfg.grad_accum):
             n_report = sum(rng.random() < report_ratio for _ in range(cfg.batch_size))
-            examples = draw_examples(pools["qa"], cfg.batch_size - n_report, rng) if pools["qa"] else []
+            n_qa = cfg.batch_size - n_report
+            n_finding = sum(rng.random() < cfg.finding_verify_ratio for _ in range(n_qa)) if balanced else 0
+            examples = balanced.draw(n_finding, rng) if balanced else []
+            examples += draw_examples(pools["qa"], n_qa - n_finding, rng) if pools["qa"] else []
             examples += draw_examples(pools["report"], cfg.batch_size - len(examples), rng)
             row_loss, _ = trainer.backward(examples)
             recent.append(row_loss.mean().item())
@@ -513,6 +563,7 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         "n_train_records": len(train_ids),
         "n_valid_records": len(valid_ids),
         "n_train_instructions": {t: len(p) for t, p in pools.items()},
+        "n_finding_verify_instructions": len(finding_ex),
         "n_dropped_too_long": n_long,
         "generated": generated,
         "config": cfg.to_dict(),

@@ -34,6 +34,7 @@ from diagecg.config import (
     EncoderConfig,
     FSQConfig,
     PreprocessConfig,
+    SummaryConfig,
     _check,
     preset,
 )
@@ -47,9 +48,20 @@ from diagecg.nn.checkpoint import (
     read_trainer_state,
     save_checkpoint,
 )
+from diagecg.measure import FEATURE_NAMES, measure_features
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
-from diagecg.training.ecg_data import EcgSignalDataset, resolve_ptbxl_root, source_fs_hz
-from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS, VALID_FOLDS, PtbxlDataset
+from diagecg.preprocess import zscore
+from diagecg.training.ecg_data import load_signals, resolve_ptbxl_root, source_fs_hz
+from diagecg.training.metrics import roc_auc
+from diagecg.training.ptbxl import (
+    SUPERCLASSES,
+    TEST_FOLDS,
+    TRAIN_FOLDS,
+    VALID_FOLDS,
+    PtbxlDataset,
+    finding_labels,
+    frequent_findings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +91,13 @@ class TokenizerTrainConfig(ConfigMixin):
     weight_decay: float = 0.01
     grad_clip: float = 1.0  # max gradient norm; 0 = off
     l1_weight: float = 0.0  # extra L1 reconstruction term (sharper R peaks); 0 = pure MSE
+    # diagnostic summary tokens (diagecg.nn.summary); summary=False is the paper's tokenizer
+    summary: bool = True
+    summary_levels: int = 8  # FSQ levels per finding
+    summary_min_positives: int = 8  # a statement gets a summary token with this many training positives
+    summary_weight: float = 1.0  # weight of the findings' binary cross-entropy beside the reconstruction MSE
+    summary_hidden: int = 128
+    augment: bool = True  # random gain and noise in mV (other devices), before z-score and measurements
     seed: int = 0
     eval_every: int = 250  # also the checkpoint interval
     log_every: int = 25
@@ -119,6 +138,11 @@ class TokenizerTrainConfig(ConfigMixin):
         _check(self.weight_decay >= 0, n, "weight_decay", self.weight_decay, "must be >= 0")
         _check(self.grad_clip >= 0, n, "grad_clip", self.grad_clip, "must be >= 0")
         _check(self.l1_weight >= 0, n, "l1_weight", self.l1_weight, "must be >= 0")
+        _check(self.summary_levels >= 2, n, "summary_levels", self.summary_levels, "must be >= 2")
+        _check(self.summary_min_positives >= 1, n, "summary_min_positives", self.summary_min_positives,
+               "must be >= 1")
+        _check(self.summary_weight >= 0, n, "summary_weight", self.summary_weight, "must be >= 0")
+        _check(self.summary_hidden >= 1, n, "summary_hidden", self.summary_hidden, "must be >= 1")
         _check(self.eval_every >= 1, n, "eval_every", self.eval_every, "must be >= 1")
         _check(self.log_every >= 1, n, "log_every", self.log_every, "must be >= 1")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), n, "device",
@@ -172,23 +196,50 @@ def code_usage(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
     return {"codes_used": used, "code_usage": used / codebook_size, "perplexity": math.exp(entropy)}
 
 
+def augment_mv(x_mv: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random recording conditions of other devices, in mV: a gain per record (x0.75-1.33) and per lead
+    (x0.9-1.1), and white noise of up to 0.04 mV. (B, leads, n) -> same shape, float32."""
+    B, L, _ = x_mv.shape
+    gain = np.exp(rng.uniform(math.log(0.75), math.log(4 / 3), size=(B, 1, 1))) * rng.uniform(0.9, 1.1, (B, L, 1))
+    noise = rng.normal(size=x_mv.shape) * rng.uniform(0.0, 0.04, size=(B, 1, 1))
+    return (x_mv * gain + noise).astype(np.float32)
+
+
+def summary_auc(logits: np.ndarray, labels: np.ndarray, findings: tuple[str, ...]) -> dict[str, Any]:
+    """Held-out AUC of each finding's summary logit, and macro means (superclasses / all)."""
+    per = {c: roc_auc(labels[:, k], logits[:, k]) for k, c in enumerate(findings)}
+    sup = [per[c] for c in SUPERCLASSES if c in per and not math.isnan(per[c])]
+    known = [v for v in per.values() if not math.isnan(v)]
+    return {"summary_auc_superclass": float(np.mean(sup)) if sup else math.nan,
+            "summary_auc_macro": float(np.mean(known)) if known else math.nan,
+            "summary_auc": {c: (None if math.isnan(v) else round(v, 4)) for c, v in per.items()}}
+
+
 @torch.no_grad()
-def evaluate(model: EcgTokenizer, signals: torch.Tensor, batch_size: int,
-             device: torch.device) -> dict[str, float]:
-    """Reconstruction MSE/MAE (z-scored units) and codebook usage over ``signals`` (N, leads, samples)."""
+def evaluate(model: EcgTokenizer, signals: torch.Tensor, batch_size: int, device: torch.device,
+             features: torch.Tensor | None = None, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Reconstruction MSE/MAE (z-scored units) and codebook usage over ``signals`` (N, leads, samples);
+    with a summary head, the held-out AUC of every finding (``labels`` (N, F))."""
     was_training = model.training
     model.eval()
     se = ae = 0.0
-    all_indices = []
+    all_indices, all_logits = [], []
     for i in range(0, len(signals), batch_size):
         x = signals[i: i + batch_size].to(device)
-        recon, indices, _ = model(x)
+        f = None if features is None else features[i: i + batch_size].to(device)
+        recon, indices, _, logits = model(x, f)
         se += F.mse_loss(recon.float(), x, reduction="sum").item()
         ae += F.l1_loss(recon.float(), x, reduction="sum").item()
         all_indices.append(indices.cpu())
+        if logits is not None:
+            all_logits.append(logits.float().cpu())
     model.train(was_training)
     n = signals.numel()
-    return {"mse": se / n, "mae": ae / n, **code_usage(torch.cat(all_indices), model.codebook_size)}
+    out: dict[str, Any] = {"mse": se / n, "mae": ae / n,
+                           **code_usage(torch.cat(all_indices), model.codebook_size)}
+    if all_logits and labels is not None and model.summary_cfg is not None:
+        out.update(summary_auc(torch.cat(all_logits).numpy(), labels, model.summary_cfg.findings))
+    return out
 
 
 def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
@@ -212,6 +263,7 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
     # --- configs: the preset, or the checkpoint's own on resume (STYLE R3) ---
     pre_cfg, enc_cfg, fsq_cfg = cfg.model_configs()
     resuming = cfg.resume and has_checkpoint(out_dir)
+    stored_summary: SummaryConfig | None = None
     if resuming:
         stored = read_configs(out_dir)
         stored_cfgs = (PreprocessConfig.from_dict(stored[ManifestKey.PREPROCESS]),
@@ -221,6 +273,8 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
             logger.warning("resume: using the architecture and preprocessing stored in %s, "
                            "not the requested ones", out_dir)
         pre_cfg, enc_cfg, fsq_cfg = stored_cfgs
+        if ManifestKey.SUMMARY in stored:
+            stored_summary = SummaryConfig.from_dict(stored[ManifestKey.SUMMARY])
     elif has_checkpoint(out_dir):
         raise ValueError(f"{out_dir} already holds a checkpoint: pass --resume to continue it, or choose "
                          f"another --out")
@@ -235,20 +289,38 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
     if not train_ids or not eval_ids:
         raise ValueError(f"no {fs_src} Hz records in train folds {cfg.train_folds} ({len(train_ids)}) "
                          f"or eval folds {cfg.eval_folds} ({len(eval_ids)}) under {ptbxl.root}")
-    train_set = EcgSignalDataset(ptbxl, train_ids, pre_cfg, progress=cfg.progress)
-    eval_set = EcgSignalDataset(ptbxl, eval_ids, pre_cfg, progress=cfg.progress)
-    if len(train_set) == 0 or len(eval_set) == 0:
+    train_set = load_signals(ptbxl, train_ids, pre_cfg, progress=cfg.progress, keep_mv=cfg.augment)
+    eval_set = load_signals(ptbxl, eval_ids, pre_cfg, progress=cfg.progress)
+    if not train_set.ids or not eval_set.ids:
         raise ValueError(f"every record failed validation ({len(train_set.skipped)} train, "
                          f"{len(eval_set.skipped)} eval skipped)")
     # (N, leads, samples) float32, z-scored; small enough to sit on the GPU whole (1,600 x 12 x 1,000: 77 MB)
-    train_x = train_set.signals.to(device)
-    eval_x = eval_set.signals
+    train_x = torch.from_numpy(train_set.signals).to(device)
+    eval_x = torch.from_numpy(eval_set.signals)
     logger.info("tokenizer data: %d train / %d eval records at %d Hz (%d skipped)", len(train_x), len(eval_x),
                 pre_cfg.fs_hz, len(train_set.skipped) + len(eval_set.skipped))
 
+    # --- summary findings: the superclasses and the statements frequent enough to learn ---
+    summary_cfg = stored_summary
+    if summary_cfg is None and cfg.summary and not resuming:
+        summary_cfg = SummaryConfig(findings=frequent_findings(ptbxl, train_set.ids, cfg.summary_min_positives),
+                                    levels=cfg.summary_levels, features=FEATURE_NAMES, hidden=cfg.summary_hidden)
+    if summary_cfg is not None and summary_cfg.features != FEATURE_NAMES:
+        raise ValueError(f"{out_dir} was trained on other measurements than diagecg.measure computes now "
+                         f"({len(summary_cfg.features)} vs {len(FEATURE_NAMES)}); train a new tokenizer")
+    train_y = eval_y = None
+    if summary_cfg is not None:
+        train_y = torch.tensor(finding_labels(ptbxl, train_set.ids, summary_cfg.findings))
+        eval_y = np.array(finding_labels(ptbxl, eval_set.ids, summary_cfg.findings), dtype=np.float32)
+        logger.info("summary: %d findings x %d levels (%s)", summary_cfg.n_tokens, summary_cfg.levels,
+                    ", ".join(summary_cfg.findings))
+    eval_f = torch.from_numpy(eval_set.features) if summary_cfg is not None else None
+
     # --- model and optimiser ---
     torch.manual_seed(cfg.seed)
-    model = EcgTokenizer(enc_cfg, fsq_cfg).to(device)
+    model = EcgTokenizer(enc_cfg, fsq_cfg, summary_cfg).to(device)
+    if model.summary is not None:
+        model.summary.set_feature_stats(torch.from_numpy(train_set.features))
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
@@ -260,8 +332,10 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
         step = int(state["step"])
         history = list(state["extra"].get("history", []))
         logger.info("resumed from %s at step %d", out_dir, step)
-    configs = {ManifestKey.PREPROCESS: pre_cfg, ManifestKey.ENCODER: enc_cfg, ManifestKey.FSQ: fsq_cfg,
-               ManifestKey.TRAINING: cfg}
+    configs: dict[str, ConfigMixin] = {ManifestKey.PREPROCESS: pre_cfg, ManifestKey.ENCODER: enc_cfg,
+                                       ManifestKey.FSQ: fsq_cfg, ManifestKey.TRAINING: cfg}
+    if summary_cfg is not None:
+        configs[ManifestKey.SUMMARY] = summary_cfg
 
     def checkpoint() -> None:
         save_checkpoint(out_dir, model, configs, step, optimizer,
@@ -270,7 +344,7 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
     # --- loop ---
     start_step = step
     if step == 0:  # the untrained model's scores, as the reference point of the run
-        first = evaluate(model, eval_x, cfg.batch_size, device)
+        first = evaluate(model, eval_x, cfg.batch_size, device, eval_f, eval_y)
         history.append({"step": 0, "train_loss": None, **{f"eval_{k}": v for k, v in first.items()}})
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="tokenizer", unit="step", disable=not cfg.progress)
@@ -283,15 +357,28 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
         # batch drawn from (seed, step) only, so a resumed run sees the same batches
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         batch_idx = torch.randperm(len(train_x), generator=gen)[: cfg.batch_size]
-        x = train_x[batch_idx.to(device)]  # (B, leads, samples)
+        f = None
+        if cfg.augment:  # new recording conditions in mV, then the same z-score and measurements as always
+            assert train_set.prepared_mv is not None
+            mv = augment_mv(train_set.prepared_mv[batch_idx.numpy()], np.random.default_rng([cfg.seed, step]))
+            x = torch.from_numpy(zscore(mv, pre_cfg)).to(device)  # (B, leads, samples)
+            if summary_cfg is not None:
+                f = torch.from_numpy(np.stack([measure_features(m, pre_cfg.fs_hz) for m in mv])).to(device)
+        else:
+            x = train_x[batch_idx.to(device)]  # (B, leads, samples)
+            if summary_cfg is not None:
+                f = torch.from_numpy(train_set.features[batch_idx.numpy()]).to(device)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(cfg, step)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            recon, _, _ = model(x)
+            recon, _, _, logits = model(x, f)
         recon = recon.float()
         loss = F.mse_loss(recon, x)
         if cfg.l1_weight > 0:
             loss = loss + cfg.l1_weight * F.l1_loss(recon, x)
+        if logits is not None and train_y is not None and cfg.summary_weight > 0:
+            y = train_y[batch_idx].to(device)
+            loss = loss + cfg.summary_weight * F.binary_cross_entropy_with_logits(logits.float(), y)
         if not torch.isfinite(loss):
             raise DiagEcgError(f"tokenizer training diverged: loss {loss.item()} at step {step} "
                                f"(try a lower lr than {cfg.lr})")
@@ -307,16 +394,18 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
         if step % cfg.log_every == 0:
             bar.set_postfix(loss=f"{np.mean(recent[-cfg.log_every:]):.4f}", lr=f"{_lr_at(cfg, step - 1):.2e}")
         if step % cfg.eval_every == 0 or step == end_step:
-            last_eval = evaluate(model, eval_x, cfg.batch_size, device)
+            last_eval = evaluate(model, eval_x, cfg.batch_size, device, eval_f, eval_y)
             history.append({"step": step, "train_loss": float(np.mean(recent[-cfg.eval_every:])),
                             **{f"eval_{k}": v for k, v in last_eval.items()}})
-            logger.info("step %d: train loss %.4f, eval mse %.4f, codes used %d (%.1f%%), perplexity %.0f",
+            logger.info("step %d: train loss %.4f, eval mse %.4f, codes used %d (%.1f%%), perplexity %.0f%s",
                         step, history[-1]["train_loss"], last_eval["mse"], last_eval["codes_used"],
-                        100 * last_eval["code_usage"], last_eval["perplexity"])
+                        100 * last_eval["code_usage"], last_eval["perplexity"],
+                        f", summary AUC superclasses {last_eval['summary_auc_superclass']:.3f} "
+                        f"all {last_eval['summary_auc_macro']:.3f}" if "summary_auc_macro" in last_eval else "")
             checkpoint()
     bar.close()
     if last_eval is None:  # resumed at or past the end: nothing trained, still report the model
-        last_eval = evaluate(model, eval_x, cfg.batch_size, device)
+        last_eval = evaluate(model, eval_x, cfg.batch_size, device, eval_f, eval_y)
 
     steps_run = step - start_step
     summary: dict[str, Any] = {
@@ -335,6 +424,8 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
         "n_skipped_records": len(train_set.skipped) + len(eval_set.skipped),
         "n_frames": enc_cfg.n_frames,
         "codebook_size": fsq_cfg.codebook_size,
+        "n_summary_tokens": model.n_summary,
+        "summary_findings": list(summary_cfg.findings) if summary_cfg is not None else [],
         "train_loss_first": recent[0] if recent else None,
         "train_loss_last": float(np.mean(recent[-cfg.log_every:])) if recent else None,
         "eval": last_eval,

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from diagecg import __version__
-from diagecg.config import ConfigMixin, EncoderConfig, FSQConfig, PreprocessConfig
+from diagecg.config import ConfigMixin, EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig
 from diagecg.constants import (
     CHECKPOINT_CONFIG,
     CHECKPOINT_OPTIMIZER,
@@ -180,7 +180,8 @@ def load_tokenizer(
         device: where to put the model.
 
     Returns:
-        (tokenizer in eval mode, preprocess config, encoder config, FSQ config).
+        (tokenizer in eval mode, preprocess config, encoder config, FSQ config); the summary config,
+        when the checkpoint has one, is ``tokenizer.summary_cfg``.
 
     Raises:
         FileNotFoundError: a checkpoint file is missing.
@@ -198,7 +199,9 @@ def load_tokenizer(
     if preprocess_cfg.n_samples != encoder_cfg.n_samples:
         raise CheckpointError(f"checkpoint {d}: preprocess gives {preprocess_cfg.n_samples} samples but the "
                               f"encoder expects {encoder_cfg.n_samples}")
-    model = EcgTokenizer(encoder_cfg, fsq_cfg)
+    summary_cfg = (SummaryConfig.from_dict(configs[ManifestKey.SUMMARY]) if ManifestKey.SUMMARY in configs
+                   else None)  # absent: a tokenizer without summary tokens
+    model = EcgTokenizer(encoder_cfg, fsq_cfg, summary_cfg)
     load_weights(d, model)
     model.to(device).eval()
     return model, preprocess_cfg, encoder_cfg, fsq_cfg

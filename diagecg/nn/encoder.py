@@ -112,15 +112,25 @@ class LeadwiseEncoder(nn.Module):
             nn.Conv1d(cfg.fused_channels, latent_dim, kernel_size=1),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, leads, samples) -> (B, fused_channels, *unit_dims, T): the fused features before the
+        projection to the FSQ dimension (what the summary head pools)."""
         B, n_leads, n_samples = x.shape
         u = self.unit_dims
         h = x.reshape(B * n_leads, 1, *u, n_samples)  # (B, leads, N) -> (B*leads, 1, N): leads share weights
         h = self.stages(self.stem(h))  # (B*leads, C, T), T = ceil(N / 2**stages)
         T = h.shape[-1]
         h = h.reshape(B, -1, *u, T)  # (B*leads, C, T) -> (B, leads*C, T), lead-major channels
-        z = self.fuse(h).reshape(B, -1, T)  # (B, latent_dim, T)
+        return self.fuse[:-1](h)  # (B, fused, T)
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """Fused features (B, fused, *unit_dims, T) -> (B, T, latent_dim) pre-quantisation latents."""
+        B, T = h.shape[0], h.shape[-1]
+        z = self.fuse[-1](h).reshape(B, -1, T)  # (B, latent_dim, T)
         return z.transpose(1, 2)  # (B, T, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.fused(x))  # (B, leads, N) -> (B, T, latent_dim)
 
 
 class LeadwiseDecoder(nn.Module):

@@ -98,6 +98,13 @@ class FSQ(nn.Module):
         digits = (indices.to(torch.int64).unsqueeze(-1) // self.basis) % self.levels  # (..., d)
         return self._scale_and_shift_inverse(digits.float())
 
+    def quantize_levels(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantise each channel on its own: (..., d) latents -> (..., d) codes in [-1, 1] (straight-through)
+        and (..., d) int64 levels in ``[0, levels[i])``; no mixed-radix index (``d`` may be large)."""
+        assert z.shape[-1] == self.dim, f"FSQ expects last dim {self.dim}, got {tuple(z.shape)}"
+        digits = self._digits(z.float())
+        return digits / self.half_width, (digits.detach() + self.half_width).to(torch.int64)
+
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantise latents.
 
