@@ -13,6 +13,13 @@ What is measured, on PTB-XL folds the checkpoint never trained on (fold 10 by de
   training folds per template (``majority_template``) and per template + attributes
   (``majority_question``, a stronger baseline: it knows e.g. that "atrial fibrillation?" is
   mostly "no"). A model that does not beat them has not learned to read the ECG.
+* **ECG ablation**, beside every model number (``ablation``): the same model with each record's
+  ECG tokens replaced by another record's of the same fold (``training.findings``). The gap between
+  the model and its ablation is how much the answers depend on the ECG.
+* **Per finding** (``training.findings``): every record is asked the verify question of each
+  superclass, each statement with ``finding_min_positives`` positives and the tracked rhythm and
+  conduction findings; AUC of p(present) read from the answer logits, sensitivity, specificity and
+  balanced accuracy of the most probable answer, for the model and its ablation, per wording.
 * **Report generation** (DiagECG / HeartLLM, arXiv 2508.15338): BLEU-1..4, METEOR, ROUGE-1/2/L of
   the generated report against ``report_text(entry, scp_table, "en")``.
 
@@ -37,21 +44,26 @@ Results JSON (``schema_version`` 1; written to ``out_file`` when set)::
                         "valid_format": float   share of answers whose members are all options
                                                 of the question's template,
                         "groups": {group: {"n": int, "model": float, "majority_template": float,
-                                           "majority_question": float}},
+                                           "majority_question": float, "ablated": float}},
                         "by_template": {"<template_id>": same row as groups}}}
                     group = "overall" | question type ("single-verify", ...) | "attr/<attribute_type>"
+                    | "verify+choose"; "ablated" only with ``ablation``
+    findings        {"findings": {code: name asked}, wording: {"model": score, "ablated": score | null}}
+                    score = training.findings.score_findings: {"per_finding": {code: {"name", "n",
+                    "n_pos", "auc", "sensitivity", "specificity", "balanced_accuracy"}}, "macro": {...}}
     reports         null (n_reports == 0) or {"n": int, "n_empty_reference": int,
                         "metrics": {"bleu1".."bleu4", "meteor", "rouge1", "rouge2", "rougeL": float},
                         "examples": [{"ecg_id", "reference", "prediction"}] (first 5)}
     predictions_file  str | null   JSON lines, one per QA answer and report (see below)
 
 Each line of the predictions file: ``{"task": "qa"|"report", "wording", "ecg_id", "template_id",
-"question_type", "attribute_type", "question", "reference", "prediction", "correct"}`` (the QA
-keys are null for reports).
+"question_type", "attribute_type", "question", "reference", "prediction", "correct",
+"ablated_prediction"}`` (the QA keys are null for reports).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -61,6 +73,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
@@ -74,17 +87,24 @@ from diagecg.errors import CheckpointError
 from diagecg.nn.checkpoint import load_tokenizer
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.llm_checkpoint import has_llm_checkpoint, load_llm_checkpoint, read_llm_meta
-from diagecg.prompts import encode_prompt
+from diagecg.prompts import encode_answer, encode_prompt
 from diagecg.training.ecg_data import load_signals, resolve_ptbxl_root, source_fs_hz
 from diagecg.training.ecgqa import (
     WORDINGS,
     AnswerVocabulary,
     QASample,
+    finding_questions,
     generate_questions,
     load_answer_vocab,
     load_ecgqa_samples,
 )
 from diagecg.training.encode_records import encode_signals
+from diagecg.training.findings import (
+    ablation_permutation,
+    option_probabilities,
+    score_findings,
+    select_findings,
+)
 from diagecg.training.metrics import OVERALL, exact_match_by_type, majority_predictions, report_metrics
 from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset
 from diagecg.training.reports import ScpStatement, load_scp_table, report_text
@@ -98,6 +118,8 @@ ECGQA_FOLDER = ("ecgqa", "ptbxl")  # under the shared data root
 BASELINES: tuple[str, ...] = ("majority_template", "majority_question")
 N_REPORT_EXAMPLES = 5
 EVAL_WORDINGS: tuple[str, ...] = ("template", "paraphrase")  # "mixed" would blur the two
+VERIFY_CHOOSE: tuple[str, ...] = ("single-verify", "single-choose")
+VERIFY_CHOOSE_GROUP = "verify+choose"
 
 # Each prediction function maps (ecg_ids, questions) to generated texts, in order.
 PredictFn = Callable[[Sequence[int], Sequence[str]], list[str]]
@@ -119,6 +141,8 @@ class EvalConfig(ConfigMixin):
     n_reports: int | None = None  # reports to generate (seeded subset); None = all, 0 = none
     max_new_tokens: int | None = None  # None = the checkpoint's GenerationConfig.max_new_tokens
     seed: int = 0  # question generation and subsets
+    ablation: bool = True  # also score the model with each record's ECG tokens swapped for another's
+    finding_min_positives: int = 10  # statements with this many positives get a per-finding row (and macro)
     batch_size: int = 16  # prompts per generate() call
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     progress: bool = True  # tqdm bars
@@ -142,6 +166,8 @@ class EvalConfig(ConfigMixin):
         _check(self.max_new_tokens is None or self.max_new_tokens >= 1, n, "max_new_tokens",
                self.max_new_tokens, "None or >= 1")
         _check(self.batch_size >= 1, n, "batch_size", self.batch_size, "must be >= 1")
+        _check(self.finding_min_positives >= 1, n, "finding_min_positives", self.finding_min_positives,
+               "must be >= 1")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), n, "device",
                self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
 
@@ -266,14 +292,18 @@ def score_qa(
     predictions: Sequence[str],
     train_samples: Sequence[QASample],
     vocab: AnswerVocabulary,
+    ablated: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Exact match of the model and of both majority baselines, per group and per template.
+    """Exact match of the model, of both majority baselines and of the ECG-ablated model, per group
+    (plus ``verify+choose``) and per template.
 
     Args:
         samples: evaluated questions.
         predictions: the model's generated answers, one per sample.
         train_samples: where the baselines count answers.
         vocab: answer options per template (for ``valid_format``).
+        ablated: the answers with each record's ECG tokens swapped for another record's (column
+            ``ablated``); None = no such column.
 
     Returns:
         ``{"n", "valid_format", "groups", "by_template"}`` as in the module docstring.
@@ -287,26 +317,35 @@ def score_qa(
         "majority_template": majority_predictions(train_samples, samples, by="template"),
         "majority_question": majority_predictions(train_samples, samples, by="question"),
     }
+    if ablated is not None:
+        columns["ablated"] = list(ablated)
+    groups = _rows(samples, columns)
+    vc = [k for k, s in enumerate(samples) if s.question_type in VERIFY_CHOOSE]
+    if vc:
+        groups[VERIFY_CHOOSE_GROUP] = _rows([samples[k] for k in vc],
+                                            {c: [p[k] for k in vc] for c, p in columns.items()})[OVERALL]
     by_template: dict[str, dict[str, float]] = {}
     for tid in sorted({s.template_id for s in samples}):
         idx = [k for k, s in enumerate(samples) if s.template_id == tid]
         sub = [samples[k] for k in idx]
         by_template[str(tid)] = _rows(sub, {c: [p[k] for k in idx] for c, p in columns.items()})[OVERALL]
     valid = sum(_valid_format(s, p, vocab) for s, p in zip(samples, predictions, strict=True))
-    return {"n": len(samples), "valid_format": valid / len(samples), "groups": _rows(samples, columns),
+    return {"n": len(samples), "valid_format": valid / len(samples), "groups": groups,
             "by_template": by_template}
 
 
 def evaluate_predictions(
     data: EvalData, predict_qa: PredictFn, predict_report: PredictFn, report_question: str,
+    predict_ablated: PredictFn | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
-    """Run the two prediction functions over ``data`` and score them.
+    """Run the prediction functions over ``data`` and score them.
 
     Args:
         data: from :func:`build_eval_data`.
         predict_qa: (ecg_ids, questions) -> answers.
         predict_report: (ecg_ids, questions) -> reports (called with the report question).
         report_question: the checkpoint's fixed report instruction.
+        predict_ablated: the same model with each record's ECG swapped for another's; None = skip.
 
     Returns:
         (``qa`` per wording, ``reports`` or None, prediction rows for the predictions file).
@@ -315,14 +354,17 @@ def evaluate_predictions(
     rows: list[dict[str, Any]] = []
     for wording, samples in data.questions.items():
         logger.info("QA, %s wording: %d questions", wording, len(samples))
-        preds = predict_qa([s.ecg_id for s in samples], [s.question for s in samples])
-        qa[wording] = score_qa(samples, preds, data.train_questions, data.answer_vocab)
-        for s, p in zip(samples, preds, strict=True):
+        ids, questions = [s.ecg_id for s in samples], [s.question for s in samples]
+        preds = predict_qa(ids, questions)
+        ablated = predict_ablated(ids, questions) if predict_ablated is not None else None
+        qa[wording] = score_qa(samples, preds, data.train_questions, data.answer_vocab, ablated)
+        for k, (s, p) in enumerate(zip(samples, preds, strict=True)):
             ref = format_answer(s.answers)
             rows.append({"task": "qa", "wording": wording, "ecg_id": s.ecg_id, "template_id": s.template_id,
                          "question_type": s.question_type, "attribute_type": s.attribute_type,
                          "question": s.question, "reference": ref, "prediction": p,
-                         "correct": normalize_answer(p) == normalize_answer(ref)})
+                         "correct": normalize_answer(p) == normalize_answer(ref),
+                         "ablated_prediction": None if ablated is None else ablated[k]})
     reports = None
     if data.reports:
         logger.info("reports: %d records", len(data.reports))
@@ -337,7 +379,7 @@ def evaluate_predictions(
         for i, r, p in zip(ids, refs, preds, strict=True):
             rows.append({"task": "report", "wording": None, "ecg_id": i, "template_id": None,
                          "question_type": None, "attribute_type": None, "question": report_question,
-                         "reference": r, "prediction": p, "correct": None})
+                         "reference": r, "prediction": p, "correct": None, "ablated_prediction": None})
     return qa, reports, rows
 
 
@@ -359,8 +401,10 @@ def _fold_lists(obj: Any) -> dict[str, tuple[int, ...]]:
 
 
 def checkpoint_training_folds(checkpoint_dir: str | Path) -> dict[str, tuple[int, ...]]:
-    """Every PTB-XL fold the checkpoint's stages used, as far as they recorded it.
+    """Every PTB-XL fold the checkpoint's stages used.
 
+    A checkpoint with a lineage (``LlmMeta.lineage``: every stage from the ECG tokenizer on, with
+    its train and validation folds) answers exactly. Older checkpoints are followed as before:
     Follows the chain of LLM stages (instruct -> the pretrain checkpoint it started from, when
     ``meta.base_model`` names one) and reads each stage's ``llm_meta.json`` (``train_folds``,
     ``valid_folds``) and every ``*folds`` list of its ``run_summary.json`` (top level or under
@@ -370,6 +414,15 @@ def checkpoint_training_folds(checkpoint_dir: str | Path) -> dict[str, tuple[int
         ``{"<stage>.<key>": folds}``, e.g. ``{"instruct.train_folds": (1, ..., 8)}``; empty when
         nothing is recorded.
     """
+    if has_llm_checkpoint(checkpoint_dir):
+        lineage = read_llm_meta(checkpoint_dir).lineage
+        if lineage:  # recorded by every stage and carried forward: exact
+            exact: dict[str, tuple[int, ...]] = {}
+            for rec in lineage:
+                for key in ("train_folds", "valid_folds"):
+                    if getattr(rec, key):
+                        exact[f"{rec.stage}.{key}"] = tuple(sorted(getattr(rec, key)))
+            return exact
     found: dict[str, tuple[int, ...]] = {}
     d: Path | None = Path(checkpoint_dir).resolve()
     seen: set[Path] = set()
@@ -428,13 +481,16 @@ def format_results(results: dict[str, Any]) -> str:
     """
     lines = [f"checkpoint {results['checkpoint_dir']}  folds {results['folds']}  "
              f"records {results['n_records']}  (baselines counted on folds {results['train_folds']})"]
-    header = f"{'group':<26} {'n':>6} {'model':>7} {'maj/tpl':>8} {'maj/q':>7}"
+    header = f"{'group':<26} {'n':>6} {'model':>7} {'ablated':>8} {'maj/tpl':>8} {'maj/q':>7}"
     for wording, block in results["qa"].items():
         lines += ["", f"QA exact match, {wording} wording  (answers in the template's options: "
-                      f"{block['valid_format']:.1%})", header, "-" * len(header)]
+                      f"{block['valid_format']:.1%}; ablated = each record's ECG swapped for another's)",
+                  header, "-" * len(header)]
         for group, row in block["groups"].items():
-            lines.append(f"{group:<26} {int(row['n']):>6} {row['model']:>7.3f} "
+            abl = f"{row['ablated']:>8.3f}" if "ablated" in row else f"{'-':>8}"
+            lines.append(f"{group:<26} {int(row['n']):>6} {row['model']:>7.3f} {abl} "
                          f"{row['majority_template']:>8.3f} {row['majority_question']:>7.3f}")
+    lines += format_findings(results.get("findings") or {})
     reports = results.get("reports")
     if reports:
         m = reports["metrics"]
@@ -444,6 +500,37 @@ def format_results(results: dict[str, Any]) -> str:
     if results.get("predictions_file"):
         lines += ["", f"predictions: {results['predictions_file']}"]
     return "\n".join(lines)
+
+
+def format_findings(findings: dict[str, Any]) -> list[str]:
+    """The per-finding table of each wording: AUC, sensitivity, specificity, balanced accuracy of the
+    model and the AUC / balanced accuracy of its ECG ablation; then the macro means."""
+    lines: list[str] = []
+    for wording, block in findings.items():
+        if wording == "findings" or not block or not block.get("model"):
+            continue
+        model, abl = block["model"], block.get("ablated")
+        header = (f"{'finding':<10} {'pos/n':>8} {'AUC':>6} {'sens':>6} {'spec':>6} {'balacc':>7} "
+                  f"{'AUC abl':>8} {'balacc abl':>11}")
+        lines += ["", f"Findings, {wording} wording: p(present) = 1 - p(no) from the answer logits", header,
+                  "-" * len(header)]
+
+        def f3(v: float | None) -> str:
+            return "  -  " if v is None or v != v else f"{v:.3f}"
+
+        for code, row in model["per_finding"].items():
+            a = abl["per_finding"][code] if abl else None
+            lines.append(f"{code:<10} {row['n_pos']:>3}/{row['n']:<4} {f3(row['auc']):>6} "
+                         f"{f3(row['sensitivity']):>6} {f3(row['specificity']):>6} "
+                         f"{f3(row['balanced_accuracy']):>7} {f3(a['auc'] if a else None):>8} "
+                         f"{f3(a['balanced_accuracy'] if a else None):>11}")
+        for key, label in (("superclass", "superclasses"), ("statement", "statements")):
+            m = model["macro"]
+            am = abl["macro"] if abl else {}
+            lines.append(f"macro, {label} ({m[f'n_{key}s']}): AUC {f3(m[f'{key}_auc'])} "
+                         f"(ablated {f3(am.get(f'{key}_auc'))}), balanced accuracy "
+                         f"{f3(m[f'{key}_balanced_accuracy'])} (ablated {f3(am.get(f'{key}_balanced_accuracy'))})")
+    return lines
 
 
 def write_results(results: dict[str, Any], rows: list[dict[str, Any]], out_file: str | Path) -> Path:
@@ -604,6 +691,25 @@ class LlmPredictor:
                              patient=self.patients.get(ecg_id, PatientInfo()),
                              ecg_indices=self.ecg_indices[ecg_id].tolist())
 
+    def with_ecg_of(self, source: dict[int, int]) -> LlmPredictor:
+        """The same model asked about record ``i`` with the ECG tokens of record ``source[i]`` (and
+        record ``i``'s patient features): the ECG ablation."""
+        swapped = copy.copy(self)
+        swapped.ecg_indices = {i: self.ecg_indices[j] for i, j in source.items()}
+        return swapped
+
+    def option_probabilities(self, ecg_ids: Sequence[int], questions: Sequence[str],
+                             options: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Each question's answer options scored as whole continuations, normalised over the options
+        (``training.findings.option_probabilities``)."""
+        prompts = [self.prompt_ids(i, q) for i, q in zip(ecg_ids, questions, strict=True)]
+        v, cfg = self.meta.vocab, self.meta.prompt
+        cache: dict[str, list[int]] = {}
+        encoded = [[cache.setdefault(o, encode_answer(cfg, self.encode_text, o, v.eos_id)) for o in opts]
+                   for opts in options]
+        return option_probabilities(self.model, prompts, encoded, pad_id=self.pad_id,
+                                    batch_size=4 * self.batch_size)
+
     def __call__(self, ecg_ids: Sequence[int], questions: Sequence[str]) -> list[str]:
         prompts = [self.prompt_ids(i, q) for i, q in zip(ecg_ids, questions, strict=True)]
         n_ctx = self.meta.generation.n_ctx
@@ -637,14 +743,42 @@ def encode_records(
     """FSQ indices of the evaluated records with the checkpoint's own ECG tokenizer.
 
     Returns:
-        (ecg_id -> int64 (frames,) indices, skipped ecg_id -> reason for records failing validation).
+        (ecg_id -> int64 (tokens,) indices, skipped ecg_id -> reason for records failing validation).
     """
-    kept, signals, skipped = load_signals(ptbxl, ecg_ids, preprocess_cfg, progress=progress)
-    indices = encode_signals(tokenizer, signals)  # (N, 12, samples) -> (N, frames)
-    if skipped:
-        logger.warning("%d of %d evaluated records failed validation and are skipped", len(skipped),
+    loaded = load_signals(ptbxl, ecg_ids, preprocess_cfg, progress=progress)
+    indices = encode_signals(tokenizer, loaded.signals, loaded.features)  # (N, 12, samples) -> (N, tokens)
+    if loaded.skipped:
+        logger.warning("%d of %d evaluated records failed validation and are skipped", len(loaded.skipped),
                        len(ecg_ids))
-    return {i: row for i, row in zip(kept, indices, strict=True)}, skipped
+    return {i: row for i, row in zip(loaded.ids, indices, strict=True)}, loaded.skipped
+
+
+def evaluate_findings(
+    cfg: EvalConfig, ptbxl: PtbxlDataset, scp_table: dict[str, ScpStatement], vocab: AnswerVocabulary,
+    ecg_ids: Sequence[int], predictor: LlmPredictor, ablated: LlmPredictor | None,
+) -> dict[str, Any]:
+    """Per-finding verify metrics of the model (and its ECG ablation), per wording
+    (``training.findings``): ``{wording: {"model": score, "ablated": score | None}}`` plus ``findings``
+    (code -> name asked)."""
+    names = select_findings(ptbxl, ecg_ids, scp_table, vocab, cfg.finding_min_positives)
+    codes_by_name = {name: code for code, name in names.items()}
+    out: dict[str, Any] = {"findings": names}
+    for wording in cfg.wordings:
+        samples = finding_questions(ptbxl, list(ecg_ids), names, scp_table, cfg.seed,
+                                    wording=wording)  # type: ignore[arg-type]
+        logger.info("findings, %s wording: %d verify questions (%d findings)", wording, len(samples), len(names))
+        ids, questions = [s.ecg_id for s in samples], [s.question for s in samples]
+        options = [vocab.options(s.template_id) for s in samples]
+        codes = [codes_by_name[s.attributes[0]] for s in samples]
+        block: dict[str, Any] = {}
+        for label, p in (("model", predictor), ("ablated", ablated)):
+            if p is None:
+                block[label] = None
+                continue
+            probs = p.option_probabilities(ids, questions, options)
+            block[label] = score_findings(samples, codes, probs, options, cfg.finding_min_positives)
+        out[wording] = block
+    return out
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -694,7 +828,12 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     patients = {i: ptbxl.entries[i].patient for i in ecg_ids}
     predictor = LlmPredictor(model, text_tokenizer, meta, indices, patients, cfg.batch_size,
                              cfg.max_new_tokens, cfg.progress)
-    qa, reports, rows = evaluate_predictions(data, predictor, predictor, meta.prompt.report_question)
+    ablated = None
+    if cfg.ablation:
+        source = ablation_permutation(ecg_ids, [ptbxl.entries[i].strat_fold for i in ecg_ids], cfg.seed)
+        ablated = predictor.with_ecg_of(source)
+    qa, reports, rows = evaluate_predictions(data, predictor, predictor, meta.prompt.report_question, ablated)
+    findings = evaluate_findings(cfg, ptbxl, scp_table, data.answer_vocab, ecg_ids, predictor, ablated)
     results: dict[str, Any] = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "checkpoint_dir": str(cfg.checkpoint_dir),
@@ -709,6 +848,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         "n_records_skipped": len(skipped),
         "n_prompts_over_context": predictor.n_over_context,
         "qa": qa,
+        "findings": findings,
         "reports": reports,
         "predictions_file": None,
         "wall_s": round(time.time() - t_start, 3),

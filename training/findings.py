@@ -1,0 +1,167 @@
+"""Does the model read the ECG? Per-finding verify metrics and the ECG ablation.
+
+For every finding of the evaluated records (the PTB-XL superclasses, each SCP statement with enough
+positives, and a few tracked rhythm and conduction findings), every record is asked the verify
+question of :func:`diagecg.training.ecgqa.finding_questions` ("Does this ECG show symptoms of X?").
+The model's answer is read from its logits, not from free text: each answer option of the template
+(``yes`` / ``no`` / ``not sure``) is scored as a whole continuation (``answer_prefix + option + eos``,
+teacher-forced), and the options' probabilities are normalised over the options. From them:
+
+* ``auc``: area under the ROC curve of ``p(present) = 1 - p(no)`` (``p(yes)`` for the yes/no
+  questions of the superclasses and of form and rhythm statements; ``yes`` + ``not sure`` for the
+  diagnostic statements whose uncertain labels ECG-QA answers ``not sure``); a record is positive
+  when it shows the finding with any likelihood;
+* ``sensitivity`` / ``specificity`` / ``balanced_accuracy`` of the answer, the most probable option
+  (what a decoder restricted to the options returns), read as positive unless it is ``no``.
+
+The **ECG ablation** asks the same questions with each record's ECG tokens replaced by another
+record's of the same fold (a seeded derangement; patient features unchanged). A model that reads the
+ECG loses accuracy under it; one that answers from the question and the patient alone does not.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from diagecg.training.ecgqa import AnswerVocabulary, QASample, finding_names
+from diagecg.training.metrics import roc_auc
+from diagecg.training.ptbxl import SUPERCLASSES, PtbxlDataset
+from diagecg.training.reports import ScpStatement
+
+# reported whatever their count (the targets of the issue, and the Challenge's rhythm findings)
+TRACKED_FINDINGS: tuple[str, ...] = ("AFIB", "CLBBB", "CRBBB", "1AVB", "PVC", "PAC", "SBRAD", "STACH")
+NEGATIVE = "no"
+
+
+def select_findings(ptbxl: PtbxlDataset, ecg_ids: Sequence[int], scp_table: dict[str, ScpStatement],
+                    answer_vocab: AnswerVocabulary, min_positives: int) -> dict[str, str]:
+    """The findings to score on ``ecg_ids``: code -> name asked.
+
+    The superclasses, every nameable statement with at least ``min_positives`` positives among
+    ``ecg_ids``, and the :data:`TRACKED_FINDINGS` with at least one.
+    """
+    counts: dict[str, int] = {}
+    for i in ecg_ids:
+        for code in ptbxl.entries[i].scp_codes:
+            counts[code] = counts.get(code, 0) + 1
+    frequent = sorted((c for c, k in counts.items() if k >= min_positives and c not in SUPERCLASSES),
+                      key=lambda c: (-counts[c], c))
+    tracked = [c for c in TRACKED_FINDINGS if counts.get(c, 0) >= 1 and c not in frequent]
+    return finding_names((*SUPERCLASSES, *frequent, *tracked), scp_table, answer_vocab)
+
+
+def ablation_permutation(ecg_ids: Sequence[int], folds: Sequence[int], seed: int) -> dict[int, int]:
+    """ecg_id -> the ecg_id whose ECG replaces it: a seeded derangement within each fold (no record
+    keeps its own ECG; a fold with a single record keeps it)."""
+    out: dict[int, int] = {}
+    by_fold: dict[int, list[int]] = {}
+    for i, f in zip(ecg_ids, folds, strict=True):
+        by_fold.setdefault(f, []).append(i)
+    rng = random.Random(f"ecg-ablation-{seed}")
+    for fold in sorted(by_fold):
+        ids = by_fold[fold]
+        if len(ids) == 1:
+            out[ids[0]] = ids[0]
+            continue
+        order = ids[:]
+        rng.shuffle(order)
+        for k, i in enumerate(order):  # a cycle through the shuffled order: nobody maps to itself
+            out[i] = order[(k + 1) % len(order)]
+    return out
+
+
+@torch.no_grad()
+def option_probabilities(model: Any, prompts: Sequence[Sequence[int]], options: Sequence[Sequence[Sequence[int]]],
+                         *, pad_id: int, batch_size: int) -> list[np.ndarray]:
+    """Probabilities of each prompt's answer options, normalised over the options.
+
+    Args:
+        model: a Hugging Face causal LM (or a peft model), eval mode.
+        prompts: token ids per prompt.
+        options: per prompt, the token ids of each option's continuation (answer prefix + text + eos).
+        pad_id: right padding (masked out).
+        batch_size: sequences per forward pass.
+
+    Returns:
+        Per prompt, float64 (n_options,) summing to 1.
+    """
+    device = next(model.parameters()).device
+    seqs = [(k, j, list(p) + list(o), len(p)) for k, (p, opts) in enumerate(zip(prompts, options, strict=True))
+            for j, o in enumerate(opts)]
+    logp = [np.zeros(len(opts)) for opts in options]
+    order = sorted(range(len(seqs)), key=lambda s: len(seqs[s][2]))
+    for start in range(0, len(order), batch_size):
+        batch = [seqs[s] for s in order[start:start + batch_size]]
+        width = max(len(ids) for _, _, ids, _ in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (_, _, seq, _) in enumerate(batch):
+            ids[row, :len(seq)] = torch.tensor(seq)
+            mask[row, :len(seq)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()  # (B, T, V)
+        lsm = torch.log_softmax(logits[:, :-1], dim=-1).cpu()  # position t predicts token t + 1
+        for row, (k, j, seq, n_prompt) in enumerate(batch):
+            targets = torch.tensor(seq[n_prompt:])
+            positions = torch.arange(n_prompt - 1, len(seq) - 1)
+            logp[k][j] = float(lsm[row, positions, targets].sum())
+    out = []
+    for lp in logp:
+        p = np.exp(lp - lp.max())
+        out.append(p / p.sum())
+    return out
+
+
+def _rates(truth: np.ndarray, called: np.ndarray) -> tuple[float, float]:
+    pos, neg = truth.sum(), (~truth).sum()
+    sens = float((called & truth).sum() / pos) if pos else math.nan
+    spec = float((~called & ~truth).sum() / neg) if neg else math.nan
+    return sens, spec
+
+
+def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Sequence[np.ndarray],
+                   options: Sequence[Sequence[str]], min_positives: int) -> dict[str, Any]:
+    """Per-finding AUC, sensitivity, specificity and balanced accuracy, and their macro means.
+
+    Args:
+        samples: the verify questions (one per record and finding).
+        codes: each sample's finding code.
+        probs: each sample's option probabilities (:func:`option_probabilities`).
+        options: each sample's option texts, in the order of ``probs``.
+        min_positives: findings with fewer positives are reported but left out of the macro means.
+
+    Returns:
+        ``{"per_finding": {code: {"name", "n", "n_pos", "auc", "sensitivity", "specificity",
+        "balanced_accuracy"}}, "macro": {"superclass_auc", "superclass_balanced_accuracy",
+        "statement_auc", "statement_balanced_accuracy", "n_superclasses", "n_statements"}}``.
+    """
+    rows: dict[str, dict[str, list[Any]]] = {}
+    for s, c, p, opts in zip(samples, codes, probs, options, strict=True):
+        neg = list(opts).index(NEGATIVE)
+        r = rows.setdefault(c, {"truth": [], "score": [], "called": [], "name": [s.attributes[0]]})
+        r["truth"].append(s.answers != (NEGATIVE,))
+        r["score"].append(1.0 - float(p[neg]))
+        r["called"].append(int(np.argmax(p)) != neg)
+    per: dict[str, dict[str, Any]] = {}
+    for c, r in rows.items():
+        truth, called = np.array(r["truth"]), np.array(r["called"])
+        sens, spec = _rates(truth, called)
+        per[c] = {"name": r["name"][0], "n": len(truth), "n_pos": int(truth.sum()),
+                  "auc": roc_auc(truth, r["score"]), "sensitivity": sens, "specificity": spec,
+                  "balanced_accuracy": (sens + spec) / 2}
+
+    def macro(keys: list[str], metric: str) -> float:
+        vals = [per[k][metric] for k in keys if not math.isnan(per[k][metric])]
+        return float(np.mean(vals)) if vals else math.nan
+
+    sup = [c for c in per if c in SUPERCLASSES]
+    stm = [c for c in per if c not in SUPERCLASSES and per[c]["n_pos"] >= min_positives]
+    return {"per_finding": per, "macro": {
+        "superclass_auc": macro(sup, "auc"), "superclass_balanced_accuracy": macro(sup, "balanced_accuracy"),
+        "statement_auc": macro(stm, "auc"), "statement_balanced_accuracy": macro(stm, "balanced_accuracy"),
+        "n_superclasses": len(sup), "n_statements": len(stm)}}
