@@ -48,7 +48,7 @@ from diagecg.config import (
 )
 from diagecg.constants import LLM_BASE_DIR, RUN_SUMMARY, ManifestKey
 from diagecg.nn.checkpoint import read_configs
-from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta, load_llm_checkpoint
+from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta, StageRecord, load_llm_checkpoint
 from diagecg.prompts import PromptConfig
 from diagecg.training.base_model import DEMO_MODEL_NAME, build_tiny_base_model
 from diagecg.training.ecg_data import resolve_ptbxl_root, source_fs_hz
@@ -360,6 +360,13 @@ def stage1_configs(init_dir: Path) -> tuple[PreprocessConfig, EncoderConfig, FSQ
     return pre, enc, fsq, name
 
 
+def stage1_record(init_dir: Path) -> StageRecord:
+    """The lineage record of a stage-1 checkpoint (its training config's train and eval folds)."""
+    training = read_configs(init_dir).get(ManifestKey.TRAINING) or {}
+    return StageRecord("tokenizer", tuple(training.get("train_folds", ())), tuple(training.get("eval_folds", ())),
+                       training)
+
+
 def stage1_summary(init_dir: Path) -> SummaryConfig:
     """The stage-1 checkpoint's summary config (no findings when it has no summary head)."""
     stored = read_configs(init_dir)
@@ -512,6 +519,8 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         preset=preset_name,
         train_folds=cfg.train_folds,
         valid_folds=cfg.valid_folds,
+        lineage=(stage1_record(init_dir),
+                 StageRecord("pretrain", cfg.train_folds, cfg.valid_folds, cfg.to_dict())),
     )
     trainer = LlmTrainer(
         cfg,

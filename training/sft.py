@@ -5,8 +5,11 @@ arXiv 2306.15681) and on report generation, with the patient's tabular features 
 (``diagecg.prompts``). Questions are generated from the PTB-XL labels of folds 1-8 with ECG-QA's
 templates (``ecgqa.generate_questions``; ``question_rounds`` seeds, ``"mixed"`` wording: the template and
 its training paraphrases, never the held-out ones) plus ECG-QA's released single-ECG questions on the
-same records; reports are the English SCP-statement renderings (``reports.report_text``). The loss is on
-the answer and its eos only. Fold 9 gives the validation loss (and, at the end, greedy answers to a few
+same records; reports are the English SCP-statement renderings (``reports.report_text``). With
+``finding_verify_ratio`` > 0, that share of the QA rows are class-balanced verify questions ("Does this ECG
+show symptoms of X?" for every superclass and frequent statement): a finding is drawn uniformly, then
+present or absent with equal odds, so the answer can only come from the ECG. The loss is on the answer
+and its eos only. Fold 9 gives the validation loss (and, at the end, greedy answers to a few
 validation questions); fold 10 is never touched.
 
     diagecg train instruct --data shared/data --init runs/pretrain --out runs/instruct --set steps=1000
@@ -45,6 +48,7 @@ from diagecg.errors import DiagEcgError
 from diagecg.nn.llm_checkpoint import (
     BaseModelRef,
     LlmMeta,
+    StageRecord,
     load_llm_checkpoint,
     read_llm_meta,
 )
@@ -457,6 +461,7 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         preset=pre_meta.preset,
         train_folds=cfg.train_folds,
         valid_folds=cfg.valid_folds,
+        lineage=(*pre_meta.lineage, StageRecord("instruct", cfg.train_folds, cfg.valid_folds, cfg.to_dict())),
     )
     assert isinstance(meta.generation, GenerationConfig)
     trainer = LlmTrainer(

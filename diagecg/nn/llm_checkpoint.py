@@ -92,6 +92,17 @@ class BaseModelRef(ConfigMixin):
 
 
 @dataclasses.dataclass(frozen=True)
+class StageRecord(ConfigMixin):
+    """One training stage behind a checkpoint: which PTB-XL folds it trained and validated on, and its
+    config. Later stages copy their predecessors' records, so the lineage of a checkpoint is exact."""
+
+    stage: str = ""  # "tokenizer" | "pretrain" | "instruct"
+    train_folds: tuple[int, ...] = ()
+    valid_folds: tuple[int, ...] = ()  # used for validation losses / model selection, never for gradients
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
 class LlmMeta(ConfigMixin):
     """Everything that defines an LLM stage checkpoint besides its weights (``llm_meta.json``)."""
 
@@ -104,6 +115,7 @@ class LlmMeta(ConfigMixin):
     preset: str | None = None  # the stage-1 preset ("100hz" | "500hz"), when known
     train_folds: tuple[int, ...] = ()  # PTB-XL folds this stage trained on
     valid_folds: tuple[int, ...] = ()  # folds used for validation loss / model selection
+    lineage: tuple[StageRecord, ...] = ()  # every stage up to and including this one, oldest first
     format_version: int = LLM_CHECKPOINT_VERSION
     diagecg_version: str = __version__
 
