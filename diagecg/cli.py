@@ -113,6 +113,24 @@ def eval_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) -
     click.echo(module.format_results(results))
 
 
+@main.command(name="probe")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON BottleneckConfig file.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
+@click.option("--tokenizer", "tokenizer_dir", type=click.Path(file_okay=False),
+              help="ECG tokenizer checkpoint (train tokenizer --out).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Data root (data_dir).")
+@click.option("--eval-results", "eval_results", type=click.Path(dir_okay=False),
+              help="diagecg eval results JSON of an LLM on this tokenizer (adds the LLM row).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write the results JSON here.")
+def probe_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) -> None:
+    """Where the ECG's diagnostic information is lost: superclass AUC of a supervised CNN, probes on the
+    tokenizer's encoder features, frame codes and measurements, its summary tokens, and the LLM."""
+    module, cfg = _run(_build_config, "diagecg.training.bottleneck", "BottleneckConfig", config_file, sets,
+                       shortcuts)
+    results = _run(module.main, cfg)
+    click.echo(module.format_results(results))
+
+
 @main.command(name="export")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON ExportConfig file.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
