@@ -1,15 +1,25 @@
-"""Stage 1: train the ECG tokenizer (lead-wise encoder + FSQ + decoder) on reconstruction.
+"""Stage 1: train the ECG tokenizer (lead-wise encoder + FSQ + decoder) on reconstruction,
+with a supervised diagnostic summary head.
 
 DiagECG (arXiv 2508.15338) trains its ECG tokenizer as an FSQ autoencoder
 (FSQ: arXiv 2309.15505): the loss is the MSE between the preprocessed
-(z-scored) signal and its reconstruction from the quantised codes. This is a
-linear script (STYLE R20): data, model, optimiser, loop, checkpoint.
+(z-scored) signal and its reconstruction from the quantised codes. With
+``summary=True`` (the default) the same encoder also feeds the summary head of
+``diagecg.nn.summary``: one FSQ token per finding (the PTB-XL superclasses and
+every SCP statement with ``summary_min_positives`` training positives), trained
+with binary cross-entropy on the quantised value beside the reconstruction, so
+the tokens the LLM reads carry what a diagnosis needs. ``augment`` draws a new
+gain and noise level in mV for every training record, before the z-score and the
+measurements, as other devices would record it. ``summary=False, augment=False``
+is the paper's tokenizer. This is a linear script (STYLE R20): data, model,
+optimiser, loop, checkpoint.
 
     diagecg train tokenizer --data shared/data --out runs/tokenizer --set steps=3000
 
 The held-out folds (default: PTB-XL fold 9) give the reconstruction MSE in
-z-scored units (predicting zeros scores about 1.0) and codebook usage (fraction
-of the ``prod(levels)`` codes used, and the perplexity of the index histogram).
+z-scored units (predicting zeros scores about 1.0), codebook usage (fraction
+of the ``prod(levels)`` codes used, and the perplexity of the index histogram)
+and each finding's AUC from its summary token.
 Fold 10 is the test fold: this stage refuses to touch it.
 """
 
