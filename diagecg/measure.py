@@ -61,6 +61,8 @@ SEARCH_BACK_RR = 1.6  # gaps longer than this many median RRs are searched again
 BEAT_WINDOW_S = (-0.30, 0.50)  # median-beat window around the fiducial point
 SLOPE_FRACTION = 0.15  # QRS on/offset: summed slope below this fraction of its peak
 MAX_QRS_HALF_S = 0.12  # QRS onset/offset searched within this of the fiducial point
+QRS_SLOPE_S = 0.01  # the QRS slope is averaged over this (1 sample at 100 Hz)
+QRS_GAP_S = 0.008  # a dip of the slope shorter than this does not end the QRS (1 sample at 100 Hz)
 
 # physiological clipping ranges: (low, high)
 _CLIP: dict[str, tuple[float, float]] = {
@@ -201,17 +203,23 @@ def _intervals(mb: np.ndarray, r: int, fs_hz: float, heart_rate: float) -> dict[
     """QRS on/offset, baseline-corrected amplitudes, intervals and axis of a median beat."""
     n_leads, width = mb.shape
     slope = np.abs(np.diff(mb, axis=-1)).sum(axis=0)  # (width-1,)
+    # on one time scale at every rate: averaged over 10 ms (one sample at 100 Hz: unchanged there)
+    slope = _moving_average(slope, round(QRS_SLOPE_S * fs_hz))
     peak = float(slope[max(0, r - 3): r + 3].max()) if slope.size else 0.0
     limit = max(1, round(MAX_QRS_HALF_S * fs_hz))
     onset, offset = max(0, r - 1), min(width - 1, r + 1)
     if peak > 0:
         thr = SLOPE_FRACTION * peak
+        # the walk ends where the slope stays below the threshold for QRS_GAP_S, not at the first
+        # sample below it: at 500 Hz the summed slope dips to ~0 at the apex of an R wave that all
+        # leads share, and stopping there halved the QRS (and took the baseline on its upstroke)
+        gap = max(1, round(QRS_GAP_S * fs_hz))
         k = r - 1
-        while k > max(0, r - limit) and slope[k - 1] > thr:
+        while k > max(0, r - limit) and slope[max(0, k - gap):k].max() > thr:
             k -= 1
         onset = k
         k = r
-        while k < min(width - 2, r + limit) and slope[k] > thr:
+        while k < min(width - 2, r + limit) and slope[k:k + gap].max() > thr:
             k += 1
         offset = k + 1
     ms = 1000.0 / fs_hz
