@@ -52,6 +52,42 @@ def test_fsq_straight_through_gradient() -> None:
     assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("levels", LEVEL_SETS)
+def test_quantize_levels_are_the_digits_of_the_index(levels: tuple[int, ...]) -> None:
+    fsq = FSQ(levels)
+    z = torch.randn(3, 40, len(levels), generator=torch.Generator().manual_seed(4)) * 3
+    codes, lv = fsq.quantize_levels(z)
+    assert lv.dtype == torch.int64 and lv.shape == z.shape and codes.shape == z.shape
+    for i, n in enumerate(levels):
+        assert int(lv[..., i].min()) >= 0 and int(lv[..., i].max()) < n
+    half_width = torch.tensor([n // 2 for n in levels], dtype=torch.float32)
+    assert torch.allclose(codes, lv.float() / half_width - 1, atol=1e-6)  # code = level / (L // 2) - 1
+    want_codes, want_indices = fsq(z)
+    assert torch.equal(codes, want_codes)
+    assert torch.equal((lv * fsq.basis).sum(-1), want_indices)  # the mixed-radix digits of forward's index
+
+
+def test_quantize_levels_reaches_every_level_of_many_channels() -> None:
+    fsq = FSQ((8,) * 40)  # 8**40 codes: no mixed-radix index could hold this, levels per channel can
+    z = torch.linspace(-6, 6, 1001).unsqueeze(-1).expand(-1, 40)
+    _, lv = fsq.quantize_levels(z)
+    assert lv.shape == (1001, 40)
+    assert all(torch.equal(torch.unique(lv[:, i]), torch.arange(8)) for i in range(40))
+    assert (lv[1:] >= lv[:-1]).all()  # monotone in the latent
+
+
+def test_quantize_levels_straight_through_gradient() -> None:
+    fsq = FSQ((8, 3))
+    z = torch.randn(5, 2, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    codes, lv = fsq.quantize_levels(z)
+    assert codes.requires_grad and not lv.requires_grad
+    codes.sum().backward()
+    # the rounding passes the gradient through unchanged: d codes / d z = d bound(z) / d z / (L // 2)
+    zz = z.detach().clone().requires_grad_(True)
+    (fsq.bound(zz) / fsq.half_width).sum().backward()
+    assert z.grad is not None and torch.allclose(z.grad, zz.grad) and (z.grad > 0).all()
+
+
 def test_fsq_runs_in_float32() -> None:
     fsq = FSQ((6, 6, 6, 6))
     z = torch.randn(2, 10, 4).to(torch.bfloat16)
