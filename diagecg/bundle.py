@@ -3,7 +3,8 @@
 Layout (names in ``diagecg.constants``)::
 
     manifest.json          format/package versions, sha256 + size of every file, all inference configs
-    ecg_tokenizer.onnx     float32 signal (B, leads, samples) -> int64 FSQ indices (B, frames)
+    ecg_tokenizer.onnx     float32 signal (B, leads, samples) [+ float32 features (B, M), with a summary]
+                           -> int64 token indices (B, summary tokens + frames)
     llm-<quant>.gguf       the merged LLM, one file per quantisation
     tokenizer.json         the HF ``tokenizers`` file of the text vocabulary (optional)
 
@@ -23,7 +24,6 @@ import importlib
 import importlib.metadata
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -39,10 +39,12 @@ from diagecg.config import (
     FSQConfig,
     GenerationConfig,
     PreprocessConfig,
+    SummaryConfig,
     VocabConfig,
 )
 from diagecg.constants import ManifestKey as K
 from diagecg.errors import BundleError
+from diagecg.measure import FEATURE_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +153,7 @@ class BundleWriter:
         self._files: list[str] = []
         self._encoder: EncoderConfig | None = None
         self._fsq: FSQConfig | None = None
+        self._summary: SummaryConfig | None = None
 
     @property
     def state(self) -> WriterState:
@@ -185,8 +188,9 @@ class BundleWriter:
 
     def add_config(self, *, preprocess: PreprocessConfig, encoder: EncoderConfig, fsq: FSQConfig,
                    prompt: Mapping[str, Any] | ConfigMixin, generation: GenerationConfig,
-                   preset: str | None = None) -> None:
-        """Record every config the runtime needs to rebuild the pipeline (STYLE R3).
+                   preset: str | None = None, summary: SummaryConfig | None = None) -> None:
+        """Record every config the runtime needs to rebuild the pipeline (STYLE R3); ``summary`` is the
+        ECG tokenizer's diagnostic summary (None or no findings: frame tokens only, written as null).
 
         Raises:
             ValueError: out of order, or ``encoder.n_samples != preprocess.n_samples``.
@@ -196,23 +200,27 @@ class BundleWriter:
                              f"preprocess.n_samples={preprocess.n_samples}")
         self._advance(WriterState.CONFIG)
         self._encoder, self._fsq = encoder, fsq
+        self._summary = summary if summary is not None and summary.enabled else None
         prompt_dict = prompt.to_dict() if isinstance(prompt, ConfigMixin) else dict(prompt)
         self._manifest.update({
             K.PREPROCESS: preprocess.to_dict(), K.ENCODER: encoder.to_dict(), K.FSQ: fsq.to_dict(),
+            K.SUMMARY: self._summary.to_dict() if self._summary else None,
             K.PROMPT: _plain(prompt_dict, "add_config(prompt)"), K.GENERATION: generation.to_dict(),
             K.PRESET: preset,
         })
 
     def add_onnx(self, src: str | Path, *, opset: int | None = None) -> None:
-        """Add the ECG tokenizer graph (input ``signal`` float32 (B, leads, samples), output ``indices``)."""
+        """Add the ECG tokenizer graph (inputs ``signal`` [+ ``features``], output ``indices``)."""
         src = self._require_file(src)
         self._advance(WriterState.ONNX)
         assert self._encoder is not None
         self._copy_in(src, C.BUNDLE_ONNX_NAME)
+        enc, n_summary = self._encoder, self._summary.n_tokens if self._summary else 0
         self._manifest[K.ONNX] = {
             "file": C.BUNDLE_ONNX_NAME, "input": C.ONNX_INPUT_SIGNAL, "output": C.ONNX_OUTPUT_INDICES,
-            "n_leads": self._encoder.n_leads, "n_samples": self._encoder.n_samples,
-            "n_frames": self._encoder.n_frames, "opset": opset,
+            "features": C.ONNX_INPUT_FEATURES if self._summary else None, "n_leads": enc.n_leads,
+            "n_samples": enc.n_samples, "n_frames": enc.n_frames, "n_tokens": n_summary + enc.n_frames,
+            "opset": opset,
         }
 
     def add_gguf(self, src: str | Path, quant: str, *, info: Mapping[str, Any] | None = None) -> None:
@@ -246,11 +254,10 @@ class BundleWriter:
         """Record where the ECG tokens sit in the LLM vocabulary.
 
         Raises:
-            ValueError: ``vocab.n_codes`` differs from the FSQ codebook size.
+            ValueError: ``vocab.n_codes`` differs from the FSQ codebook size (+ the summary codes).
         """
-        if self._fsq is not None and vocab.n_codes != self._fsq.codebook_size:
-            raise ValueError(f"add_vocab: vocab.n_codes={vocab.n_codes} != prod(fsq.levels)="
-                             f"{self._fsq.codebook_size}")
+        if self._fsq is not None:
+            _check_n_codes(vocab, self._fsq, self._summary, ValueError, "add_vocab")
         self._advance(WriterState.VOCAB)
         self._manifest[K.VOCAB] = vocab.to_dict()
 
@@ -338,6 +345,7 @@ class Bundle:
         llm_files: quant -> GGUF path.
         default_quant: the quant ``gguf_path()`` returns when not told.
         preset: the preset name the model was trained with, or None.
+        summary: the ECG tokenizer's diagnostic summary, or None (frame tokens only).
     """
 
     root: Path
@@ -353,6 +361,7 @@ class Bundle:
     llm_files: dict[str, Path]
     default_quant: str
     preset: str | None = None
+    summary: SummaryConfig | None = None
 
     @property
     def quants(self) -> tuple[str, ...]:
@@ -386,8 +395,33 @@ class Bundle:
         return self.llm_files[q]
 
     def ecg_token_ids(self) -> range:
-        """LLM token ids of ``<ecg_0000>`` ... in FSQ index order."""
+        """LLM token ids of ``<ecg_0000>`` ... in ECG code order (frame codes, then summary codes)."""
         return range(self.vocab.offset, self.vocab.offset + self.vocab.n_codes)
+
+
+def _check_n_codes(vocab: VocabConfig, fsq: FSQConfig, summary: SummaryConfig | None,
+                   error: type[Exception], src: str) -> None:
+    """``vocab.n_codes`` must be the frame codebook plus the summary's ``findings * levels`` codes."""
+    extra = f" + summary findings*levels={summary.n_codes}" if summary else ""
+    if vocab.n_codes != fsq.codebook_size + (summary.n_codes if summary else 0):
+        raise error(f"{src}: vocab.n_codes={vocab.n_codes} != prod(fsq.levels)={fsq.codebook_size}{extra}")
+
+
+def _summary_config(manifest: Mapping[str, Any], src: str) -> SummaryConfig | None:
+    """The manifest's summary config (absent or null: none), checked against this diagecg's measurements."""
+    if manifest.get(K.SUMMARY) is None:
+        return None
+    summary = _config(SummaryConfig, manifest, K.SUMMARY, src)
+    if not summary.enabled:
+        return None
+    if summary.features != FEATURE_NAMES:
+        missing = [f for f in FEATURE_NAMES if f not in summary.features]
+        unknown = [f for f in summary.features if f not in FEATURE_NAMES]
+        diff = f"missing {missing[:5]}, unknown {unknown[:5]}" if missing or unknown else "another order"
+        raise BundleError(f"{src}: summary.features ({len(summary.features)} names) differ from this "
+                          f"diagecg's measurements (diagecg.measure.FEATURE_NAMES, {len(FEATURE_NAMES)} "
+                          f"names): {diff}; use the diagecg version the bundle was exported with")
+    return summary
 
 
 def _need(manifest: Mapping[str, Any], key: str, kind: type, src: str) -> Any:
@@ -463,8 +497,9 @@ def _onnx_io_with_ort(ort: Any, path: Path) -> tuple[list[tuple[str, str, list[A
             [(o.name, o.type, list(o.shape)) for o in sess.get_outputs()])
 
 
-def check_onnx_io(path: Path, encoder: EncoderConfig) -> None:
-    """Check the ONNX graph's input/output names, dtypes and static sizes against the encoder config.
+def check_onnx_io(path: Path, encoder: EncoderConfig, summary: SummaryConfig | None = None) -> None:
+    """Check the ONNX graph's input/output names, dtypes and static sizes against the encoder and
+    summary configs: input ``signal`` (+ ``features`` iff there is a summary), output ``indices``.
 
     Uses ``onnx`` when installed, else an onnxruntime session (the runtime has only onnxruntime).
 
@@ -483,21 +518,27 @@ def check_onnx_io(path: Path, encoder: EncoderConfig) -> None:
         raise
     except Exception as e:  # protobuf DecodeError / ORT Fail: any parse failure is a bad file
         raise BundleError(f"{path}: cannot read the ONNX graph: {e}") from e
-    want_in = (C.ONNX_INPUT_SIGNAL, _ONNX_FLOAT, [None, encoder.n_leads, encoder.n_samples])
-    want_out = (C.ONNX_OUTPUT_INDICES, _ONNX_INT64, [None, encoder.n_frames])
+    want_in = [(C.ONNX_INPUT_SIGNAL, _ONNX_FLOAT, [None, encoder.n_leads, encoder.n_samples])]
+    if summary:
+        want_in.append((C.ONNX_INPUT_FEATURES, _ONNX_FLOAT, [None, len(summary.features)]))
+    n_tokens = (summary.n_tokens if summary else 0) + encoder.n_frames
+    want_out = [(C.ONNX_OUTPUT_INDICES, _ONNX_INT64, [None, n_tokens])]
     for kind, got, want in (("input", inputs, want_in), ("output", outputs, want_out)):
-        if len(got) != 1:
-            raise BundleError(f"{path}: expected one graph {kind} {want[0]!r}, got {[g[0] for g in got]}")
-        name, type_name, dims = got[0]
-        if name != want[0]:
-            raise BundleError(f"{path}: graph {kind} is named {name!r}, expected {want[0]!r}")
-        if type_name != want[1]:
-            raise BundleError(f"{path}: graph {kind} {name!r} has dtype {type_name}, expected {want[1]}")
-        if len(dims) != len(want[2]):
-            raise BundleError(f"{path}: graph {kind} {name!r} has rank {len(dims)}, expected {len(want[2])}")
-        for axis, (d, w) in enumerate(zip(dims, want[2], strict=True)):
-            if w is not None and isinstance(d, int) and d > 0 and d != w:
-                raise BundleError(f"{path}: graph {kind} {name!r} axis {axis} is {d}, expected {w}")
+        if sorted(g[0] for g in got) != sorted(w[0] for w in want):
+            has = "with" if summary else "without"
+            raise BundleError(f"{path}: graph {kind}s are {[g[0] for g in got]}, expected "
+                              f"{[w[0] for w in want]} (a tokenizer {has} summary tokens)")
+        found = {g[0]: g for g in got}
+        for name, want_type, want_dims in want:
+            _, dtype, dims = found[name]
+            if dtype != want_type:
+                raise BundleError(f"{path}: graph {kind} {name!r} has dtype {dtype}, expected {want_type}")
+            if len(dims) != len(want_dims):
+                raise BundleError(f"{path}: graph {kind} {name!r} has rank {len(dims)}, expected "
+                                  f"{len(want_dims)}")
+            for axis, (d, w) in enumerate(zip(dims, want_dims, strict=True)):
+                if w is not None and isinstance(d, int) and d > 0 and d != w:
+                    raise BundleError(f"{path}: graph {kind} {name!r} axis {axis} is {d}, expected {w}")
 
 
 def _gguf_tokens_with_gguf(gguf: Any, path: Path,
@@ -616,9 +657,10 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: b
     """Open a bundle folder and validate it completely (STYLE R13).
 
     Checks ``format_version``; every listed file's size and sha256; the configs; that
-    ``prod(fsq.levels) == vocab.n_codes`` and the encoder length matches preprocessing; the ONNX
-    input/output names, dtypes and sizes; and, in every GGUF, that each ECG token string sits at its
-    recorded id as a CONTROL token.
+    ``vocab.n_codes`` is ``prod(fsq.levels)`` plus the summary codes, that the summary was trained on
+    this diagecg's measurements (``diagecg.measure.FEATURE_NAMES``) and that the encoder length matches
+    preprocessing; the ONNX input/output names, dtypes and sizes; and, in every GGUF, that each ECG
+    token string sits at its recorded id as a CONTROL token.
 
     Args:
         path: the bundle folder (or its manifest.json).
@@ -659,8 +701,8 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: b
     vocab = _config(VocabConfig, manifest, K.VOCAB, src)
     generation = _config(GenerationConfig, manifest, K.GENERATION, src)
     prompt = _need(manifest, K.PROMPT, dict, src)
-    if math.prod(fsq.levels) != vocab.n_codes:
-        raise BundleError(f"{src}: prod(fsq.levels)={math.prod(fsq.levels)} != vocab.n_codes={vocab.n_codes}")
+    summary = _summary_config(manifest, src)
+    _check_n_codes(vocab, fsq, summary, BundleError, src)
     if encoder.n_samples != preprocess.n_samples:
         raise BundleError(f"{src}: encoder.n_samples={encoder.n_samples} != preprocess fs_hz*window_s="
                           f"{preprocess.n_samples}")
@@ -687,10 +729,11 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: b
     tokenizer_path = listed(str(tok_name), "text_tokenizer") if tok_name else None
 
     if check_models:
-        check_onnx_io(onnx_path, encoder)
+        check_onnx_io(onnx_path, encoder, summary)
         for gguf_path in llm_files.values():
             check_gguf_vocab(gguf_path, vocab)
 
     return Bundle(root=root, manifest=manifest, preprocess=preprocess, encoder=encoder, fsq=fsq, vocab=vocab,
                   prompt=prompt, generation=generation, onnx_path=onnx_path, tokenizer_path=tokenizer_path,
-                  llm_files=llm_files, default_quant=default_quant, preset=manifest.get(K.PRESET))
+                  llm_files=llm_files, default_quant=default_quant, preset=manifest.get(K.PRESET),
+                  summary=summary)

@@ -1,6 +1,7 @@
-"""Builders shared by several test files: tiny random ECG tokenizers (stage 1), byte-level BPE text
-tokenizers, and tiny Llamas with the ECG tokens added. Everything is built in-process; nothing is
-downloaded. Heavy libraries are imported inside the builders, so importing this module is cheap.
+"""Builders shared by several test files: tiny random ECG tokenizers (stage 1, with or without a
+diagnostic summary head), byte-level BPE text tokenizers, and tiny Llamas with the ECG tokens added.
+Everything is built in-process; nothing is downloaded. Heavy libraries are imported inside the
+builders, so importing this module is cheap.
 
 Imported as ``from builders import ...``: pytest puts ``tests/`` on ``sys.path`` for its conftest.
 """
@@ -10,11 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, VocabConfig
+from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig, VocabConfig
 from diagecg.constants import ECG_END_TOKEN, ECG_START_TOKEN, ECG_TOKEN_CACHE, ECG_TOKEN_FORMAT, ManifestKey
+from diagecg.measure import FEATURE_NAMES
 
 N_CODES = 16  # FSQ levels (4, 4)
 N_FRAMES = 63  # ECG tokens per 100 Hz record (1000 samples / 16)
+# the summary head of the tiny tokenizers that have one: 3 summary tokens, 3 * 4 = 12 summary codes
+SUMMARY = SummaryConfig(findings=("NORM", "MI", "AFIB"), levels=4, features=FEATURE_NAMES, hidden=8)
+FIXTURE_RECORDS_DIR = Path(__file__).resolve().parent / "fixtures" / "records"
+# real records shipped with the tests: PTB-XL 100 Hz (three), 500 Hz, and a Challenge .hea + .mat
+FIXTURE_RECORDS = ("00002_lr.hea", "00003_lr.hea", "00008_lr.hea", "00002_hr.hea", "C00002.mat")
 # the tiny base LLM of the pretrain and instruct tests: its widths and the text its tokenizer is trained on
 TINY_LLM_WIDTHS = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2)
 TINY_LLM_CORPUS = [
@@ -30,6 +37,39 @@ INSTRUCT_CORPUS = [
     "What rhythm-related symptoms does this ECG show? sinus rhythm; sinus bradycardia",
     "Write the report of this ECG. sinus rhythm. normal ecg. left ventricular hypertrophy.",
 ]
+
+
+def fixture_model_inputs(preprocess: PreprocessConfig) -> tuple[Any, Any]:
+    """The fixture records as model inputs: float32 (5, 12, samples) signals and (5, M) measurements."""
+    import numpy as np
+
+    from diagecg.io import read_record
+    from diagecg.preprocess import model_inputs
+
+    pairs = [model_inputs(read_record(FIXTURE_RECORDS_DIR / n), preprocess) for n in FIXTURE_RECORDS]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def random_ecg_tokenizer(encoder: EncoderConfig, fsq: FSQConfig, summary: SummaryConfig | None = None,
+                         preprocess: PreprocessConfig | None = None) -> Any:
+    """An untrained ``EcgTokenizer`` in eval mode (weights from torch's global generator: seed it first).
+
+    With a summary head, the measurement statistics come from the fixture records (preprocessed with
+    ``preprocess``, default 100 Hz) and the head's output layer is scaled up, so that the summary levels
+    differ between records: an untrained head gives every record the same levels, and a test could not
+    tell a right input from a wrong one.
+    """
+    import torch
+
+    from diagecg.nn.ecg_tokenizer import EcgTokenizer
+
+    tok = EcgTokenizer(encoder, fsq, summary).eval()
+    if tok.summary is not None:
+        _, features = fixture_model_inputs(preprocess or PreprocessConfig(fs_hz=100))
+        tok.summary.set_feature_stats(torch.from_numpy(features))
+        with torch.no_grad():
+            tok.summary.mlp[-1].weight.mul_(10.0)
+    return tok
 
 
 def save_random_ecg_tokenizer(path: Path) -> FSQConfig:

@@ -1,18 +1,20 @@
 """BundleWriter state machine, manifest round trip, and load_bundle's validation (STYLE R8, R13).
 
-The fixture bundle holds real model files: a small ONNX graph built with ``onnx.helper`` (signal ->
-indices, the bundle's I/O contract) and a GGUF converted from a tiny in-process Llama whose
-tokenizer carries the ECG tokens.
+The fixture bundles hold real model files: a small ONNX graph built with ``onnx.helper`` (signal
+[+ features] -> indices, the bundle's I/O contract) and a GGUF converted from a tiny in-process Llama
+whose tokenizer carries the ECG tokens. Bundles come in both kinds: frame tokens only (the format of
+the shipped bundle) and with diagnostic summary tokens.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
-from builders import ecg_vocab_of, train_bpe_tokenizer
+from builders import SUMMARY, ecg_vocab_of, train_bpe_tokenizer
 
 from diagecg import bundle as bundle_mod
 from diagecg.bundle import BundleWriter, WriterState, load_bundle
@@ -26,10 +28,12 @@ from diagecg.constants import (
     ECG_TOKEN_FORMAT,
     FORMAT_VERSION,
     MANIFEST_NAME,
+    ONNX_INPUT_FEATURES,
     ONNX_INPUT_SIGNAL,
     ONNX_OUTPUT_INDICES,
 )
 from diagecg.errors import BundleError
+from diagecg.measure import FEATURE_NAMES
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("gguf")
@@ -41,6 +45,7 @@ tokenizers = pytest.importorskip("tokenizers")
 PREPROCESS = PreprocessConfig(fs_hz=100)
 ENCODER = EncoderConfig(n_samples=1000)
 FSQ = FSQConfig(levels=(4, 4))  # 16 codes keep the tiny vocabulary small
+N_CODES_SUMMARY = FSQ.codebook_size + SUMMARY.n_codes  # + 3 findings * 4 levels
 PROMPT = {"system": "You read ECGs.", "template": "{ecg}\n{question}\n"}
 CONFIGS = dict(preprocess=PREPROCESS, encoder=ENCODER, fsq=FSQ, prompt=PROMPT, generation=GenerationConfig())
 TEXT = ["sinus rhythm with normal axis", "left ventricular hypertrophy", "atrial fibrillation",
@@ -48,8 +53,10 @@ TEXT = ["sinus rhythm with normal axis", "left ventricular hypertrophy", "atrial
 
 
 def make_onnx(path: Path, *, input_name: str = ONNX_INPUT_SIGNAL, out_dtype: int | None = None,
-              n_samples: int = ENCODER.n_samples) -> Path:
-    """signal (B, 12, n) -> every 16th sample of lead I, |x|*3 floored and clipped to [0, 15] (int64)."""
+              n_samples: int = ENCODER.n_samples, n_features: int = 0, n_summary: int = 0) -> Path:
+    """signal (B, 12, n) -> every 16th sample of lead I, |x|*3 floored and clipped to [0, 15] (int64);
+    with ``n_features``, a second input features (B, n_features) whose first ``n_summary`` columns,
+    floored and clipped alike, come first in the output."""
     from onnx import TensorProto, helper
 
     out_dtype = TensorProto.INT64 if out_dtype is None else out_dtype
@@ -71,12 +78,23 @@ def make_onnx(path: Path, *, input_name: str = ONNX_INPUT_SIGNAL, out_dtype: int
         helper.make_node("Mul", ["a", "three"], ["m"]),
         helper.make_node("Floor", ["m"], ["f"]),
         helper.make_node("Clip", ["f", "lo", "hi"], ["c"]),
-        helper.make_node("Cast", ["c"], [ONNX_OUTPUT_INDICES], to=out_dtype),
     ]
+    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", 12, n_samples])]
+    if n_features:
+        inputs.append(helper.make_tensor_value_info(ONNX_INPUT_FEATURES, TensorProto.FLOAT,
+                                                    ["batch", n_features]))
+        inits += [helper.make_tensor(n, TensorProto.INT64, [1], [v])
+                  for n, v in (("f0", 0), ("f1", n_summary), ("f_axis", 1))]
+        nodes += [
+            helper.make_node("Slice", [ONNX_INPUT_FEATURES, "f0", "f1", "f_axis"], ["fs"]),
+            helper.make_node("Floor", ["fs"], ["ff"]),
+            helper.make_node("Clip", ["ff", "lo", "hi"], ["fc"]),
+            helper.make_node("Concat", ["fc", "c"], ["cc"], axis=1),
+        ]
+    nodes.append(helper.make_node("Cast", ["cc" if n_features else "c"], [ONNX_OUTPUT_INDICES], to=out_dtype))
     graph = helper.make_graph(
-        nodes, "tiny_ecg_tokenizer",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", 12, n_samples])],
-        [helper.make_tensor_value_info(ONNX_OUTPUT_INDICES, out_dtype, ["batch", frames])],
+        nodes, "tiny_ecg_tokenizer", inputs,
+        [helper.make_tensor_value_info(ONNX_OUTPUT_INDICES, out_dtype, ["batch", n_summary + frames])],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -86,9 +104,9 @@ def make_onnx(path: Path, *, input_name: str = ONNX_INPUT_SIGNAL, out_dtype: int
     return path
 
 
-def make_tokenizer(*, special_ecg: bool) -> tokenizers.Tokenizer:
+def make_tokenizer(*, special_ecg: bool, n_codes: int = FSQ.codebook_size) -> tokenizers.Tokenizer:
     tok = train_bpe_tokenizer(TEXT * 10)
-    ecg = [ECG_START_TOKEN, ECG_END_TOKEN] + [ECG_TOKEN_FORMAT.format(k) for k in range(FSQ.codebook_size)]
+    ecg = [ECG_START_TOKEN, ECG_END_TOKEN] + [ECG_TOKEN_FORMAT.format(k) for k in range(n_codes)]
     if special_ecg:
         tok.add_special_tokens(ecg)
     else:
@@ -96,7 +114,8 @@ def make_tokenizer(*, special_ecg: bool) -> tokenizers.Tokenizer:
     return tok
 
 
-def make_gguf(path: Path, tok: tokenizers.Tokenizer, *, control: bool = True, n_rows: int = 384) -> Path:
+def make_gguf(path: Path, tok: tokenizers.Tokenizer, *, control: bool = True, n_rows: int = 384,
+              n_codes: int = FSQ.codebook_size) -> Path:
     from diagecg.export.gguf_convert import convert_hf_to_gguf
 
     torch.manual_seed(0)
@@ -104,7 +123,7 @@ def make_gguf(path: Path, tok: tokenizers.Tokenizer, *, control: bool = True, n_
                                    num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
                                    max_position_embeddings=128, bos_token_id=0, eos_token_id=0)
     model = transformers.LlamaForCausalLM(cfg).eval()
-    v = ecg_vocab_of(tok, n_rows, FSQ.codebook_size)
+    v = ecg_vocab_of(tok, n_rows, n_codes)
     ids = [*range(v.offset, v.offset + v.n_codes), v.start_id, v.end_id] if control else []
     return convert_hf_to_gguf(model, tok, path, control_token_ids=ids)
 
@@ -114,24 +133,32 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     d = tmp_path_factory.mktemp("bundle_src")
     tok = make_tokenizer(special_ecg=False)  # CONTROL only through control_token_ids
     tok.save(str(d / "text_tokenizer.json"))
+    tok_s = make_tokenizer(special_ecg=False, n_codes=N_CODES_SUMMARY)  # frame + summary codes
     return {
         "onnx": make_onnx(d / "enc.onnx"),
         "gguf": make_gguf(d / "llm.gguf", tok),
         "gguf_no_control": make_gguf(d / "llm_user.gguf", tok, control=False),
         "tokenizer": d / "text_tokenizer.json",
         "vocab": ecg_vocab_of(tok, 384, FSQ.codebook_size),
+        "onnx_summary": make_onnx(d / "enc_s.onnx", n_features=len(FEATURE_NAMES),
+                                  n_summary=SUMMARY.n_tokens),
+        "gguf_summary": make_gguf(d / "llm_s.gguf", tok_s, n_codes=N_CODES_SUMMARY),
+        "vocab_summary": ecg_vocab_of(tok_s, 384, N_CODES_SUMMARY),
     }
 
 
 def write_bundle(root: Path, parts: dict[str, object], *, gguf: str = "gguf",
-                 quants: tuple[str, ...] = ("q8_0",), vocab: VocabConfig | None = None) -> Path:
+                 quants: tuple[str, ...] = ("q8_0",), vocab: VocabConfig | None = None,
+                 summary: bool = False, onnx_path: Path | None = None) -> Path:
+    """A bundle of ``parts``; ``summary``: a tokenizer with summary tokens (its graph, GGUF and vocab)."""
+    kind = "_summary" if summary else ""
     w = BundleWriter(root)
-    w.add_config(**CONFIGS, preset="100hz")
-    w.add_onnx(parts["onnx"], opset=17)
+    w.add_config(**CONFIGS, preset="100hz", summary=SUMMARY if summary else None)
+    w.add_onnx(onnx_path or parts["onnx" + kind], opset=17)
     for q in quants:
-        w.add_gguf(parts[gguf], q, info={"architecture": "llama"})
+        w.add_gguf(parts["gguf_summary" if summary else gguf], q, info={"architecture": "llama"})
     w.add_tokenizer(parts["tokenizer"])
-    w.add_vocab(vocab or parts["vocab"])
+    w.add_vocab(vocab or parts["vocab" + kind])
     w.add_answer_vocabularies({"rhythm": ["sinus rhythm", "atrial fibrillation"]})
     w.add_training({"n_records": 1600, "folds": [1, 2, 3, 4, 5, 6, 7, 8]})
     w.add_evaluation({"exact_match": 0.5})
@@ -143,6 +170,11 @@ def write_bundle(root: Path, parts: dict[str, object], *, gguf: str = "gguf",
 @pytest.fixture
 def bundle_dir(tmp_path: Path, parts: dict[str, object]) -> Path:
     return write_bundle(tmp_path / "bundle", parts, quants=("f16", "q8_0"))
+
+
+@pytest.fixture
+def summary_bundle_dir(tmp_path: Path, parts: dict[str, object]) -> Path:
+    return write_bundle(tmp_path / "summary_bundle", parts, summary=True)
 
 
 def edit_manifest(root: Path, fn) -> None:
@@ -168,6 +200,7 @@ def test_manifest_round_trip(bundle_dir: Path, parts: dict[str, object]) -> None
     text = (bundle_dir / MANIFEST_NAME).read_text()
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
     m = b.manifest
+    assert b.summary is None and m["summary"] is None and m["onnx"]["features"] is None
     assert m["format_version"] == FORMAT_VERSION and m["package_versions"]["gguf"].startswith("0.19")
     assert set(m["files"]) == {BUNDLE_ONNX_NAME, BUNDLE_TOKENIZER_NAME, "llm-f16.gguf", "llm-q8_0.gguf"}
     f = m["files"][BUNDLE_ONNX_NAME]
@@ -213,6 +246,31 @@ def test_writer_rejects_out_of_order_and_duplicate_calls(tmp_path: Path, parts: 
         w.add_parity({})
     b = load_bundle(tmp_path / "b")
     assert b.default_quant == "f16" and b.tokenizer_path is None and b.answer_vocabularies == {}
+
+
+def test_manifest_round_trip_with_summary(summary_bundle_dir: Path, parts: dict[str, object]) -> None:
+    b = load_bundle(summary_bundle_dir)
+    assert b.summary == SUMMARY and b.vocab == parts["vocab_summary"] and b.vocab.n_codes == 16 + 12
+    assert b.manifest["summary"] == SUMMARY.to_dict()
+    onnx_meta = b.manifest["onnx"]
+    assert onnx_meta["features"] == ONNX_INPUT_FEATURES and onnx_meta["n_tokens"] == 3 + 63
+    assert list(b.ecg_token_ids()) == list(range(b.vocab.offset, b.vocab.offset + 28))
+
+
+def test_old_manifest_without_a_summary_key_loads(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m.pop("summary"))  # written before summaries existed
+    assert load_bundle(bundle_dir).summary is None
+
+
+def test_writer_checks_vocab_against_the_summary(tmp_path: Path, parts: dict[str, object]) -> None:
+    w = BundleWriter(tmp_path / "b")
+    w.add_config(**CONFIGS, summary=SUMMARY)
+    w.add_onnx(parts["onnx_summary"])
+    w.add_gguf(parts["gguf_summary"], "q8_0")
+    with pytest.raises(ValueError, match=r"add_vocab: vocab.n_codes=16 != prod\(fsq.levels\)=16 "
+                                         r"\+ summary findings\*levels=12$"):
+        w.add_vocab(parts["vocab"])
+    w.add_vocab(parts["vocab_summary"])
 
 
 def test_writer_checks_configs(tmp_path: Path) -> None:
@@ -265,10 +323,28 @@ def test_load_rejects_missing_manifest_or_field(tmp_path: Path, bundle_dir: Path
         load_bundle(bundle_dir)
 
 
-def test_load_rejects_codebook_vocab_mismatch(bundle_dir: Path) -> None:
+def test_load_rejects_codebook_vocab_mismatch(bundle_dir: Path, summary_bundle_dir: Path) -> None:
     edit_manifest(bundle_dir, lambda m: m["fsq"].update(levels=[6, 6, 6, 6]))
-    with pytest.raises(BundleError, match=r"prod\(fsq.levels\)=1296 != vocab.n_codes=16"):
+    with pytest.raises(BundleError, match=r"vocab.n_codes=16 != prod\(fsq.levels\)=1296$"):
         load_bundle(bundle_dir)
+    edit_manifest(summary_bundle_dir, lambda m: m["summary"].update(levels=5))
+    with pytest.raises(BundleError, match=r"vocab.n_codes=28 != prod\(fsq.levels\)=16 \+ summary findings"
+                                          r"\*levels=15"):
+        load_bundle(summary_bundle_dir)
+
+
+def test_load_refuses_a_summary_trained_on_other_measurements(summary_bundle_dir: Path) -> None:
+    other = ["qrs_area_mvms" if f == "qrs_ms" else f for f in FEATURE_NAMES]
+    edit_manifest(summary_bundle_dir, lambda m: m["summary"].update(features=other))
+    with pytest.raises(BundleError, match=r"summary.features \(\d+ names\) differ from this diagecg's "
+                                          r"measurements .*missing \['qrs_ms'\], unknown \['qrs_area_mvms"):
+        load_bundle(summary_bundle_dir, check_models=False)
+    edit_manifest(summary_bundle_dir, lambda m: m["summary"].update(features=list(FEATURE_NAMES[::-1])))
+    with pytest.raises(BundleError, match="differ .*: another order"):
+        load_bundle(summary_bundle_dir, check_models=False)
+    edit_manifest(summary_bundle_dir, lambda m: m["summary"].update(features=list(FEATURE_NAMES[:-1])))
+    with pytest.raises(BundleError, match=re.escape(f"missing [{FEATURE_NAMES[-1]!r}], unknown []")):
+        load_bundle(summary_bundle_dir, check_models=False)
 
 
 def test_load_rejects_bad_config_value(bundle_dir: Path) -> None:
@@ -287,7 +363,7 @@ def test_load_checks_onnx_io(tmp_path: Path, parts: dict[str, object], backend: 
         monkeypatch.setattr(bundle_mod, "_try_import", lambda n: None if n == "onnx" else real(n))
     load_bundle(write_bundle(tmp_path / "ok", parts))
     bad_name = dict(parts, onnx=make_onnx(tmp_path / "x.onnx", input_name="x"))
-    with pytest.raises(BundleError, match="graph input is named 'x', expected 'signal'"):
+    with pytest.raises(BundleError, match=r"graph inputs are \['x'\], expected \['signal'\]"):
         load_bundle(write_bundle(tmp_path / "b1", bad_name))
     bad_dtype = dict(parts, onnx=make_onnx(tmp_path / "i32.onnx", out_dtype=TensorProto.INT32))
     with pytest.raises(BundleError, match=r"'indices' has dtype tensor\(int32\), expected tensor\(int64\)"):
@@ -295,6 +371,19 @@ def test_load_checks_onnx_io(tmp_path: Path, parts: dict[str, object], backend: 
     bad_len = dict(parts, onnx=make_onnx(tmp_path / "n.onnx", n_samples=5000))
     with pytest.raises(BundleError, match="axis 2 is 5000, expected 1000"):
         load_bundle(write_bundle(tmp_path / "b3", bad_len))
+    # summary tokens: the features input iff the manifest has a summary, and n_summary + frames out
+    load_bundle(write_bundle(tmp_path / "s_ok", parts, summary=True))
+    with pytest.raises(BundleError, match=r"graph inputs are \['signal'\], expected \['signal', 'features'\] "
+                                          r"\(a tokenizer with summary tokens\)"):
+        load_bundle(write_bundle(tmp_path / "s1", parts, summary=True, onnx_path=parts["onnx"]))
+    with pytest.raises(BundleError, match=r"inputs are \['signal', 'features'\], expected \['signal'\]"):
+        load_bundle(write_bundle(tmp_path / "s2", parts, onnx_path=parts["onnx_summary"]))
+    few = make_onnx(tmp_path / "f.onnx", n_features=10, n_summary=SUMMARY.n_tokens)
+    with pytest.raises(BundleError, match="'features' axis 1 is 10, expected"):
+        load_bundle(write_bundle(tmp_path / "s3", parts, summary=True, onnx_path=few))
+    short = make_onnx(tmp_path / "o.onnx", n_features=len(FEATURE_NAMES), n_summary=2)
+    with pytest.raises(BundleError, match="'indices' axis 1 is 65, expected 66"):
+        load_bundle(write_bundle(tmp_path / "s4", parts, summary=True, onnx_path=short))
 
 
 @pytest.mark.parametrize("backend", ["llama_cpp", "gguf"])
