@@ -4,8 +4,9 @@ Steps (``main``):
 
 1. load the instruct checkpoint (LLM + LoRA adapter, text tokenizer, metadata) and the stage-1 ECG
    tokenizer it was trained with;
-2. preprocess real held-out PTB-XL records, export the ECG tokenizer to ONNX and compare its codes
-   with torch on those records;
+2. preprocess and measure real held-out PTB-XL records (``diagecg.preprocess.model_inputs``),
+   export the ECG tokenizer to ONNX and compare its codes with torch on those records (frame
+   codes and, with a diagnostic summary head, summary codes);
 3. build real prompts from the records (``diagecg.prompts.encode_prompt``), merge the LoRA adapter
    and compare merged and adapter logits on them;
 4. convert the merged model to an f16 GGUF, quantise it, and compare each GGUF with the merged HF
@@ -40,6 +41,7 @@ from diagecg.config import (
     FSQConfig,
     GenerationConfig,
     PreprocessConfig,
+    SummaryConfig,
     VocabConfig,
     _check,
 )
@@ -58,7 +60,7 @@ from diagecg.export.onnx_tokenizer import check_onnx_parity, export_onnx_tokeniz
 from diagecg.export.parity import check_thresholds, greedy_parity, logits_parity
 from diagecg.export.quantize import quantize_gguf
 from diagecg.io import read_record
-from diagecg.preprocess import preprocess
+from diagecg.preprocess import model_inputs
 from diagecg.types import F32Array, PatientInfo
 
 logger = logging.getLogger(__name__)
@@ -134,12 +136,23 @@ def _resolve_roots(data_dir: str | Path) -> tuple[Path, Path | None]:
     return ptbxl, (ecgqa if ecgqa.is_dir() else None)
 
 
-def load_parity_records(data_dir: str | Path, preprocess_cfg: PreprocessConfig, n: int, folds: Sequence[int]
-                        ) -> tuple[list[int], F32Array, list[PatientInfo]]:
-    """The first ``n`` readable PTB-XL records of ``folds``, preprocessed for the model.
+@dataclasses.dataclass
+class ParityRecords:
+    """Held-out records for the parity checks, row-aligned."""
 
-    Returns:
-        (ecg_ids, float32 (n, 12, samples) signals, patient features from the label table).
+    ids: list[int]
+    signals: F32Array  # float32 (n, 12, samples), z-scored per lead
+    features: F32Array  # float32 (n, len(diagecg.measure.FEATURE_NAMES)) measurements of the same window
+    patients: list[PatientInfo]  # from the label table
+
+    def model_inputs(self, summary: SummaryConfig | None) -> tuple[F32Array, F32Array | None]:
+        """What the ECG tokenizer takes: the signals, and the measurements when it has a summary."""
+        return self.signals, self.features if summary is not None else None
+
+
+def load_parity_records(data_dir: str | Path, preprocess_cfg: PreprocessConfig, n: int, folds: Sequence[int]
+                        ) -> ParityRecords:
+    """The first ``n`` readable PTB-XL records of ``folds``, preprocessed and measured for the model.
 
     Raises:
         FileNotFoundError: no PTB-XL folder; ValueError: fewer than one usable record.
@@ -148,6 +161,7 @@ def load_parity_records(data_dir: str | Path, preprocess_cfg: PreprocessConfig, 
     sub, suffix = ("records500", "hr") if preprocess_cfg.fs_hz > 100 else ("records100", "lr")
     ids: list[int] = []
     signals: list[F32Array] = []
+    features: list[F32Array] = []
     patients: list[PatientInfo] = []
     with (ptbxl / PTBXL_LABELS).open(newline="", encoding="utf-8") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: int(r["ecg_id"]))
@@ -161,7 +175,7 @@ def load_parity_records(data_dir: str | Path, preprocess_cfg: PreprocessConfig, 
         if not hea.is_file():
             continue
         try:
-            signal = preprocess(read_record(hea), preprocess_cfg)
+            signal, measured = model_inputs(read_record(hea), preprocess_cfg)
         except RecordError as e:
             logger.info("parity: skipping %s (%s)", hea.name, e)
             continue
@@ -169,12 +183,13 @@ def load_parity_records(data_dir: str | Path, preprocess_cfg: PreprocessConfig, 
         age = float(row["age"]) if row.get("age") else None
         ids.append(ecg_id)
         signals.append(signal)
+        features.append(measured)
         patients.append(PatientInfo(age_years=age, sex=sex))
     if not ids:
         raise ValueError(f"no readable {sub} records of folds {tuple(folds)} under {ptbxl}")
     if len(ids) < n:
         logger.warning("parity: only %d of %d records found in folds %s", len(ids), n, tuple(folds))
-    return ids, np.stack(signals), patients
+    return ParityRecords(ids, np.stack(signals), np.stack(features), patients)
 
 
 def load_questions(data_dir: str | Path, report_question: str | None, n: int) -> list[str]:
@@ -232,6 +247,7 @@ class ExportSource:
     preprocess: PreprocessConfig
     encoder: EncoderConfig
     fsq: FSQConfig
+    summary: SummaryConfig | None  # the ECG tokenizer's diagnostic summary (None: frame tokens only)
     vocab: VocabConfig
     prompt: Any  # diagecg.prompts.PromptConfig
     generation: GenerationConfig
@@ -279,8 +295,8 @@ def load_source(checkpoint_dir: str | Path) -> ExportSource:
     }
     return ExportSource(
         model=model.float().eval(), hf_tokenizer=hf_tokenizer, ecg_tokenizer=ecg_tokenizer.float().eval(),
-        preprocess=preprocess_cfg, encoder=encoder_cfg, fsq=fsq_cfg, vocab=meta.vocab, prompt=meta.prompt,
-        generation=meta.generation,
+        preprocess=preprocess_cfg, encoder=encoder_cfg, fsq=fsq_cfg, summary=ecg_tokenizer.summary_cfg,
+        vocab=meta.vocab, prompt=meta.prompt, generation=meta.generation,
         text_tokenizer_file=paths.text_tokenizer if paths.text_tokenizer.is_file() else None,
         checkpoint_dir=d, preset=meta.preset, training=training,
     )
@@ -359,17 +375,17 @@ def export_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
     steps = tqdm(total=6, desc="export", disable=not cfg.progress)
 
     # 1. ECG tokenizer -> ONNX, checked on real held-out records
-    ids, signals, patients = load_parity_records(cfg.data_dir, src.preprocess, cfg.n_parity_records,
-                                                 cfg.parity_folds)
+    records = load_parity_records(cfg.data_dir, src.preprocess, cfg.n_parity_records, cfg.parity_folds)
+    inputs = records.model_inputs(src.summary)  # signals (+ measurements)
     onnx_path = export_onnx_tokenizer(src.ecg_tokenizer, src.preprocess.n_samples, out / BUNDLE_ONNX_NAME,
                                       n_leads=src.encoder.n_leads)
-    onnx_parity = check_onnx_parity(src.ecg_tokenizer, onnx_path, signals, max_mismatch=cfg.max_onnx_mismatch)
-    indices = run_onnx_indices(onnx_path, signals)  # what the runtime will feed the LLM
+    onnx_parity = check_onnx_parity(src.ecg_tokenizer, onnx_path, *inputs, max_mismatch=cfg.max_onnx_mismatch)
+    indices = run_onnx_indices(onnx_path, *inputs)  # what the runtime will feed the LLM
     steps.update()
 
     # 2. real prompts; merge the adapter and check the merge on them
     questions = load_questions(cfg.data_dir, getattr(src.prompt, "report_question", None), cfg.n_questions)
-    prompts = build_prompts(src.prompt, src.vocab, src.encode_text, indices, patients, questions)
+    prompts = build_prompts(src.prompt, src.vocab, src.encode_text, indices, records.patients, questions)
     model, merge_report = _merged(src.model, prompts, cfg.lora_atol)
     n_rows = int(model.get_input_embeddings().weight.shape[0])
     if src.vocab.vocab_size and src.vocab.vocab_size != n_rows:
@@ -397,7 +413,7 @@ def export_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
         # 5. the bundle
         writer = BundleWriter(out)
         writer.add_config(preprocess=src.preprocess, encoder=src.encoder, fsq=src.fsq, prompt=src.prompt,
-                          generation=src.generation, preset=src.preset)
+                          generation=src.generation, preset=src.preset, summary=src.summary)
         writer.add_onnx(onnx_path, opset=_onnx_opset(onnx_path))
         for q in cfg.quant_list:
             writer.add_gguf(ggufs[q], q, info=gguf_info(ggufs[q]))
@@ -415,7 +431,7 @@ def export_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
         if evaluation:
             writer.add_evaluation(evaluation)
         parity = {"onnx": onnx_parity, "lora_merge": merge_report, "llm": llm_parity,
-                  "records": ids, "questions": questions}
+                  "records": records.ids, "questions": questions}
         writer.add_parity(parity)
         writer.write(default_quant=cfg.default_quant or cfg.quant_list[0])
         steps.update()
@@ -450,6 +466,7 @@ def _summary(bundle: Bundle, parity: dict[str, Any], wall_s: float) -> dict[str,
         "default_quant": bundle.default_quant,
         "bytes": {name: meta["bytes"] for name, meta in files.items()},
         "onnx_code_agreement": parity["onnx"]["code_agreement"],
+        "onnx_summary_agreement": parity["onnx"].get("summary_agreement", 1.0),
         "lora_merge_max_abs_diff": parity.get("lora_merge", {}).get("max_abs_diff"),
         "llm": {q: {"top1_agreement": r["logits"]["top1_agreement"],
                     "max_abs_diff": r["logits"]["max_abs_diff"],
@@ -462,19 +479,19 @@ def verify_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
     """Re-run the parity checks of the bundle in ``cfg.out_dir`` against the checkpoint (read only)."""
     t0 = time.time()
     bundle = load_bundle(cfg.out_dir)
-    if (bundle.preprocess, bundle.encoder, bundle.fsq, bundle.vocab) != (src.preprocess, src.encoder, src.fsq,
-                                                                          src.vocab):
+    ours = (bundle.preprocess, bundle.encoder, bundle.fsq, bundle.summary, bundle.vocab)
+    if ours != (src.preprocess, src.encoder, src.fsq, src.summary, src.vocab):
         raise ExportError(f"{bundle.root}: the bundle's configs differ from checkpoint {src.checkpoint_dir}")
-    ids, signals, patients = load_parity_records(cfg.data_dir, bundle.preprocess, cfg.n_parity_records,
-                                                 cfg.parity_folds)
-    onnx_parity = check_onnx_parity(src.ecg_tokenizer, bundle.onnx_path, signals,
+    records = load_parity_records(cfg.data_dir, bundle.preprocess, cfg.n_parity_records, cfg.parity_folds)
+    inputs = records.model_inputs(bundle.summary)
+    onnx_parity = check_onnx_parity(src.ecg_tokenizer, bundle.onnx_path, *inputs,
                                     max_mismatch=cfg.max_onnx_mismatch)
-    indices = run_onnx_indices(bundle.onnx_path, signals)
+    indices = run_onnx_indices(bundle.onnx_path, *inputs)
     questions = load_questions(cfg.data_dir, getattr(src.prompt, "report_question", None), cfg.n_questions)
-    prompts = build_prompts(src.prompt, bundle.vocab, src.encode_text, indices, patients, questions)
+    prompts = build_prompts(src.prompt, bundle.vocab, src.encode_text, indices, records.patients, questions)
     model, _ = _merged(src.model, prompts, cfg.lora_atol)
     llm_parity = _llm_parity(cfg, model, dict(bundle.llm_files), prompts, src)
-    parity = {"onnx": onnx_parity, "llm": llm_parity, "records": ids, "questions": questions}
+    parity = {"onnx": onnx_parity, "llm": llm_parity, "records": records.ids, "questions": questions}
     return {**_summary(bundle, parity, time.time() - t0), "verified": True}
 
 
@@ -498,6 +515,7 @@ def main(cfg: ExportConfig) -> dict[str, Any]:
 __all__ = [
     "ExportConfig",
     "ExportSource",
+    "ParityRecords",
     "build_prompts",
     "export_bundle",
     "load_answer_vocabularies",

@@ -1,12 +1,16 @@
-"""ECG tokenizer (lead-wise encoder + FSQ) -> one ONNX file, and its parity check against torch (STYLE R12).
+"""ECG tokenizer (lead-wise encoder + FSQ [+ summary head]) -> one ONNX file, and its parity check
+against torch (STYLE R12).
 
-The graph maps a preprocessed signal float32 (B, leads, samples) to FSQ indices int64 (B, frames),
-named ``constants.ONNX_INPUT_SIGNAL`` / ``ONNX_OUTPUT_INDICES``, with a dynamic batch axis. The
-whole graph stays float32: FSQ rounds a bounded latent to a grid, so int8 quantisation of the
-encoder (or of the quantiser) moves latents across rounding edges and changes codes.
+The graph maps a preprocessed signal float32 (B, leads, samples), and, when the tokenizer has a
+diagnostic summary head, the record's measurements float32 (B, len(diagecg.measure.FEATURE_NAMES)),
+to token indices int64 (B, tokens): the summary codes first, then one FSQ index per frame. Names:
+``constants.ONNX_INPUT_SIGNAL`` / ``ONNX_INPUT_FEATURES`` / ``ONNX_OUTPUT_INDICES``; the batch axis
+is dynamic. The whole graph stays float32: FSQ rounds a bounded latent to a grid, so int8
+quantisation of the encoder (or of the quantiser) moves latents across rounding edges and changes codes.
 
 A code can still differ between torch and onnxruntime when a latent sits within float rounding of a
-bin edge; ``check_onnx_parity`` reports that fraction on real records.
+bin edge; ``check_onnx_parity`` reports that fraction on real records, for the frame codes and the
+summary codes separately.
 
 The graph is written with 2-D convolutions: ``conv1d_as_conv2d`` turns every Conv1d / MaxPool1d
 of the encoder into a Conv2d / MaxPool2d over a (1, L) image with the same weights. onnxruntime's
@@ -26,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from diagecg.constants import ONNX_INPUT_SIGNAL, ONNX_OUTPUT_INDICES
+from diagecg.constants import ONNX_INPUT_FEATURES, ONNX_INPUT_SIGNAL, ONNX_OUTPUT_INDICES
 from diagecg.errors import ExportError
-from diagecg.types import F32Array
+from diagecg.types import F32Array, I64Array
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +40,24 @@ DEFAULT_OPSET = 18
 
 
 def _index_module(ecg_tokenizer: nn.Module) -> nn.Module:
-    """The signal -> indices module of an ``EcgTokenizer`` (or the module itself when it is one)."""
+    """The signal (+ features) -> indices module of an ``EcgTokenizer`` (or the module itself if none)."""
     fn = getattr(ecg_tokenizer, "index_module", None)
     return fn() if callable(fn) else ecg_tokenizer
+
+
+def _n_summary(ecg_tokenizer: nn.Module) -> int:
+    """Summary tokens per record (0: the graph takes the signal only)."""
+    return int(getattr(ecg_tokenizer, "n_summary", 0))
+
+
+def export_index_module(ecg_tokenizer: nn.Module) -> nn.Module:
+    """What is exported: a copy of the tokenizer's index module with 2-D convolutions, without the
+    decoder (reconstruction only, never part of the index graph; its transposed convolutions have no
+    2-D rewrite here). Same forward and the same indices as ``ecg_tokenizer.index_module()``."""
+    tok = copy.deepcopy(ecg_tokenizer)
+    if isinstance(getattr(tok, "decoder", None), nn.Module):
+        tok.decoder = nn.Identity()
+    return conv1d_as_conv2d(_index_module(tok)).eval()
 
 
 def conv1d_as_conv2d(module: nn.Module) -> nn.Module:
@@ -96,7 +115,7 @@ def _single_file(model_proto: Any, out_path: Path) -> None:
 
 def export_onnx_tokenizer(ecg_tokenizer: nn.Module, n_samples: int, out_path: str | Path, *,
                           n_leads: int = 12, opset: int = DEFAULT_OPSET) -> Path:
-    """Export the encoder + FSQ as one self-contained ONNX file with a dynamic batch axis.
+    """Export the encoder + FSQ (+ summary head) as one self-contained ONNX file with a dynamic batch axis.
 
     Args:
         ecg_tokenizer: an ``EcgTokenizer`` (its ``index_module()`` is exported) or any module whose
@@ -107,10 +126,11 @@ def export_onnx_tokenizer(ecg_tokenizer: nn.Module, n_samples: int, out_path: st
         opset: ONNX opset (>= 17).
 
     Returns:
-        ``out_path``.
+        ``out_path``. Its inputs are ``signal`` float32 (B, leads, samples) and, when the tokenizer has
+        a summary head, ``features`` float32 (B, M); its output ``indices`` int64 (B, n_tokens).
 
     Raises:
-        ValueError: opset < 17, or the module does not return int64 (B, frames).
+        ValueError: opset < 17, or the module does not return int64 (B, tokens).
         ExportError: the exported graph disagrees with torch on a random input.
     """
     import onnx
@@ -119,81 +139,120 @@ def export_onnx_tokenizer(ecg_tokenizer: nn.Module, n_samples: int, out_path: st
         raise ValueError(f"opset={opset} is too old; need >= 17")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    original = _index_module(ecg_tokenizer).float().eval()
-    example = torch.randn(2, n_leads, n_samples, generator=torch.Generator().manual_seed(0))
+    ecg_tokenizer = ecg_tokenizer.float().eval()
+    gen = torch.Generator().manual_seed(0)
+    example: tuple[torch.Tensor, ...] = (torch.randn(2, n_leads, n_samples, generator=gen),)
+    names = [ONNX_INPUT_SIGNAL]
+    summary = getattr(ecg_tokenizer, "summary", None) if _n_summary(ecg_tokenizer) else None
+    if summary is not None:  # measurements around the training statistics, so few are clipped
+        z = torch.randn(2, summary.feature_mean.shape[0], generator=gen)
+        example += (summary.feature_mean + z * summary.feature_std,)
+        names.append(ONNX_INPUT_FEATURES)
     with torch.no_grad():
-        want = original(example)
+        want = _index_module(ecg_tokenizer)(*example)
     if want.dtype != torch.int64 or want.dim() != 2:
-        raise ValueError(f"the module must return int64 (B, frames), got {want.dtype} {tuple(want.shape)}")
-    module = conv1d_as_conv2d(original).eval()
+        raise ValueError(f"the module must return int64 (B, tokens), got {want.dtype} {tuple(want.shape)}")
+    module = export_index_module(ecg_tokenizer)
     batch = torch.export.Dim("batch")
     with torch.no_grad():
         program = torch.onnx.export(
-            module, (example,), input_names=[ONNX_INPUT_SIGNAL], output_names=[ONNX_OUTPUT_INDICES],
-            dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, external_data=False,
-            verbose=False, optimize=True,
+            module, example, input_names=names, output_names=[ONNX_OUTPUT_INDICES],
+            dynamic_shapes=tuple({0: batch} for _ in example), opset_version=opset, dynamo=True,
+            external_data=False, verbose=False, optimize=True,
         )
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
     model_proto = program.model_proto
     onnx.checker.check_model(model_proto)
     _single_file(model_proto, out_path)
-    got = run_onnx_indices(out_path, example.numpy())
+    got = run_onnx_indices(out_path, example[0].numpy(), None if summary is None else example[1].numpy())
     mismatch = float((got != want.numpy()).mean())
     if mismatch > 0.01:
         raise ExportError(f"exported ONNX disagrees with torch on {mismatch:.1%} of codes of a random input")
-    logger.info("wrote %s (opset %d, %.1f kB, %d frames)", out_path, opset, out_path.stat().st_size / 1e3,
+    logger.info("wrote %s (opset %d, %.1f kB, %d tokens)", out_path, opset, out_path.stat().st_size / 1e3,
                 want.shape[1])
     return out_path
 
 
-def run_onnx_indices(onnx_path: str | Path, signals: F32Array, *, batch_size: int = 64) -> np.ndarray:
-    """Run the exported graph on CPU: float32 (N, leads, samples) -> int64 (N, frames)."""
+def run_onnx_indices(onnx_path: str | Path, signals: F32Array, features: F32Array | None = None, *,
+                     batch_size: int = 64) -> I64Array:
+    """Run the exported graph on CPU: float32 (N, leads, samples) [+ float32 (N, M) measurements, for a
+    graph with a summary head] -> int64 (N, tokens)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
     x = np.ascontiguousarray(signals, dtype=np.float32)
-    out = [sess.run([ONNX_OUTPUT_INDICES], {ONNX_INPUT_SIGNAL: x[i:i + batch_size]})[0]
-           for i in range(0, len(x), batch_size)]
+    f = None if features is None else np.ascontiguousarray(features, dtype=np.float32)
+    out = []
+    for i in range(0, len(x), batch_size):
+        feeds = {ONNX_INPUT_SIGNAL: x[i:i + batch_size]}
+        if f is not None:
+            feeds[ONNX_INPUT_FEATURES] = f[i:i + batch_size]
+        out.append(sess.run([ONNX_OUTPUT_INDICES], feeds)[0])
     return np.concatenate(out, axis=0)
 
 
+def _stack(arrays: F32Array | Sequence[F32Array]) -> F32Array:
+    if isinstance(arrays, Sequence):
+        return np.stack([np.asarray(a, dtype=np.float32) for a in arrays])
+    return np.asarray(arrays, dtype=np.float32)
+
+
 def check_onnx_parity(ecg_tokenizer: nn.Module, onnx_path: str | Path, signals: F32Array | Sequence[F32Array],
-                      *, max_mismatch: float | None = None) -> dict[str, Any]:
+                      features: F32Array | Sequence[F32Array] | None = None, *,
+                      max_mismatch: float | None = None) -> dict[str, Any]:
     """Compare ONNX codes with the torch codes on real preprocessed records.
 
     Args:
         ecg_tokenizer: the torch tokenizer the graph came from.
         onnx_path: the exported graph.
         signals: float32 (N, leads, samples) preprocessed records (or a list of (leads, samples)).
-        max_mismatch: when given, raise if the fraction of differing codes exceeds it.
+        features: float32 (N, M) measurements of the same records (``diagecg.preprocess.model_inputs``);
+            required when the tokenizer has a summary head.
+        max_mismatch: when given, raise if the fraction of differing frame codes, or of differing
+            summary codes, exceeds it.
 
     Returns:
-        ``{"n_records", "n_codes", "code_agreement" (fraction), "records_identical" (fraction),
-        "max_abs_index_diff"}``.
+        ``{"n_records", "n_codes" (frame codes compared), "code_agreement" (fraction of frame codes),
+        "records_identical" (fraction of records whose tokens all agree), "max_abs_index_diff" (frames),
+        "n_summary_codes", "summary_agreement", "max_summary_level_diff"}``; the summary entries are
+        0 / 1.0 / 0 without a summary head. A summary level may differ only at an FSQ bin edge, so a
+        differing level is off by one.
 
     Raises:
-        ExportError: the mismatch exceeds ``max_mismatch``.
+        ExportError: a mismatch exceeds ``max_mismatch``.
     """
-    x = np.stack([np.asarray(s, dtype=np.float32) for s in signals]) if isinstance(signals, Sequence) \
-        else np.asarray(signals, dtype=np.float32)
+    x = _stack(signals)
+    f = None if features is None else _stack(features)
+    n_summary = _n_summary(ecg_tokenizer)
+    if n_summary and f is None:
+        raise ValueError("this ECG tokenizer has summary tokens: pass the records' measurements")
     module = _index_module(ecg_tokenizer).float().eval()
     with torch.no_grad():
-        want = torch.cat([module(torch.from_numpy(x[i:i + 64])) for i in range(0, len(x), 64)]).numpy()
-    got = run_onnx_indices(onnx_path, x)
+        want = torch.cat([module(*(torch.from_numpy(a[i:i + 64]) for a in (x, f) if a is not None))
+                          for i in range(0, len(x), 64)]).numpy()
+    got = run_onnx_indices(onnx_path, x, f if n_summary else None)
     same = got == want
+    frames, summary = same[:, n_summary:], same[:, :n_summary]
     result = {
         "n_records": int(len(x)),
-        "n_codes": int(same.size),
-        "code_agreement": float(same.mean()),
+        "n_codes": int(frames.size),
+        "code_agreement": float(frames.mean()),
         "records_identical": float(same.all(axis=1).mean()),
-        "max_abs_index_diff": int(np.abs(got - want).max()) if got.size else 0,
+        "max_abs_index_diff": int(np.abs(got - want)[:, n_summary:].max()) if frames.size else 0,
+        "n_summary_codes": int(summary.size),
+        "summary_agreement": float(summary.mean()) if summary.size else 1.0,
+        # codes of one finding are consecutive, so the code difference is the level difference
+        "max_summary_level_diff": int(np.abs(got - want)[:, :n_summary].max()) if summary.size else 0,
     }
-    logger.info("ONNX parity on %d records: %.4f%% of codes agree, %.1f%% of records identical",
-                result["n_records"], 100 * result["code_agreement"], 100 * result["records_identical"])
-    if max_mismatch is not None and 1.0 - result["code_agreement"] > max_mismatch:
-        raise ExportError(f"ONNX codes differ from torch on {1 - result['code_agreement']:.3%} of codes "
-                         f"(allowed {max_mismatch:.3%})")
+    logger.info("ONNX parity on %d records: %.4f%% of frame codes and %.2f%% of summary codes agree, "
+                "%.1f%% of records identical", result["n_records"], 100 * result["code_agreement"],
+                100 * result["summary_agreement"], 100 * result["records_identical"])
+    if max_mismatch is not None:
+        for what, key in (("codes", "code_agreement"), ("summary codes", "summary_agreement")):
+            if 1.0 - result[key] > max_mismatch:
+                raise ExportError(f"ONNX {what} differ from torch on {1 - result[key]:.3%} of {what} "
+                                  f"(allowed {max_mismatch:.3%})")
     return result

@@ -42,13 +42,13 @@ class TinyLM:
         return [*range(v.offset, v.offset + v.n_codes), v.start_id, v.end_id]
 
 
-def make_text_tokenizer(*, with_ecg: bool = True) -> Any:
+def make_text_tokenizer(*, with_ecg: bool = True, n_codes: int = N_CODES) -> Any:
     tok = train_bpe_tokenizer(TEXT * 10)
     if not with_ecg:  # the runtime's text tokenizer: no ECG tokens
         return tok
     # added as plain (non-special) tokens: CONTROL must come from the converter's control_token_ids
     # the extension's layout: <ecg_0000> ... <ecg_NNNN>, then <ecg>, </ecg>
-    tok.add_tokens([ECG_TOKEN_FORMAT.format(k) for k in range(N_CODES)] + [ECG_START_TOKEN, ECG_END_TOKEN])
+    tok.add_tokens([ECG_TOKEN_FORMAT.format(k) for k in range(n_codes)] + [ECG_START_TOKEN, ECG_END_TOKEN])
     return tok
 
 

@@ -1,4 +1,5 @@
-"""``diagecg export`` end to end: a real (tiny) instruct checkpoint -> bundle -> load_bundle -> --verify."""
+"""``diagecg export`` end to end: a real (tiny) instruct checkpoint whose ECG tokenizer has summary tokens
+-> bundle -> load_bundle -> --verify."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from builders import ecg_vocab_of
+from builders import SUMMARY, ecg_vocab_of, random_ecg_tokenizer
 
 from diagecg.bundle import load_bundle
 from diagecg.config import (
@@ -30,7 +31,6 @@ pytest.importorskip("onnxscript")
 
 from diagecg.export.build_bundle import ExportConfig, main  # noqa: E402
 from diagecg.nn.checkpoint import save_checkpoint  # noqa: E402
-from diagecg.nn.ecg_tokenizer import EcgTokenizer  # noqa: E402
 from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta, save_llm_checkpoint  # noqa: E402
 from diagecg.prompts import PromptConfig  # noqa: E402
 
@@ -38,17 +38,19 @@ PREPROCESS = PreprocessConfig(fs_hz=100)
 ENCODER = EncoderConfig(n_samples=1000, stem_channels=8, stage_channels=(8, 16, 16, 32), groups=4,
                         fused_channels=32)
 FSQ = FSQConfig(levels=(4, 4))
+N_CODES = FSQ.codebook_size + SUMMARY.n_codes  # 16 frame codes + 3 findings * 4 levels
 
 
 @pytest.fixture(scope="module")
 def instruct_checkpoint(tmp_path_factory: pytest.TempPathFactory, text_tokenizer_factory) -> Path:
     d = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
-    configs = {ManifestKey.PREPROCESS: PREPROCESS, ManifestKey.ENCODER: ENCODER, ManifestKey.FSQ: FSQ}
-    save_checkpoint(d / "stage1", EcgTokenizer(ENCODER, FSQ), configs, step=0)
-    tok = text_tokenizer_factory(with_ecg=True)
+    configs = {ManifestKey.PREPROCESS: PREPROCESS, ManifestKey.ENCODER: ENCODER, ManifestKey.FSQ: FSQ,
+               ManifestKey.SUMMARY: SUMMARY}
+    save_checkpoint(d / "stage1", random_ecg_tokenizer(ENCODER, FSQ, SUMMARY, PREPROCESS), configs, step=0)
+    tok = text_tokenizer_factory(with_ecg=True, n_codes=N_CODES)
     hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
-    vocab = ecg_vocab_of(tok, 384, FSQ.codebook_size, base_vocab_size=300, eos_id=0)
+    vocab = ecg_vocab_of(tok, 384, N_CODES, base_vocab_size=300, eos_id=0)
     base = transformers.LlamaForCausalLM(transformers.LlamaConfig(
         vocab_size=384, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.1, bos_token_id=0,
@@ -73,6 +75,7 @@ def test_export_writes_a_bundle_that_loads_and_verifies(instruct_checkpoint: Pat
     # the default is the first quant asked for (manifest keys are sorted, so quants come back sorted)
     assert sorted(summary["quants"]) == sorted(b.quants) == ["f16", "q8_0"] and b.default_quant == "q8_0"
     assert (b.preprocess, b.encoder, b.fsq, b.preset) == (PREPROCESS, ENCODER, FSQ, "100hz")
+    assert b.summary == SUMMARY and b.vocab.n_codes == N_CODES
     assert PromptConfig.from_dict(b.prompt) == PromptConfig() and b.generation.max_new_tokens == 8
     assert b.tokenizer_path is not None and b.tokenizer_path.name == BUNDLE_TOKENIZER_NAME
     assert b.tokenizer_path.read_bytes() == (instruct_checkpoint / LLM_TEXT_TOKENIZER).read_bytes()
@@ -80,10 +83,11 @@ def test_export_writes_a_bundle_that_loads_and_verifies(instruct_checkpoint: Pat
 
     parity = b.parity
     assert parity["onnx"]["code_agreement"] == 1.0 and parity["onnx"]["n_records"] == 3
+    assert parity["onnx"]["summary_agreement"] == 1.0 and parity["onnx"]["n_summary_codes"] == 3 * 3
     assert parity["lora_merge"]["merged"] and parity["lora_merge"]["max_abs_diff"] < 1e-3
     assert parity["llm"]["f16"]["logits"]["top1_agreement"] >= 0.9
     n_positions = parity["llm"]["f16"]["logits"]["n_positions"]
-    assert parity["llm"]["q8_0"]["logits"]["n_positions"] == n_positions > 3 * 63
+    assert parity["llm"]["q8_0"]["logits"]["n_positions"] == n_positions > 3 * (3 + 63)
     assert set(parity["llm"]["f16"]["greedy"]) >= {"exact_match", "token_agreement", "n_prompts"}
     assert parity["questions"][0] == PromptConfig().report_question and len(parity["records"]) == 3
     assert b.training["stage"] == "instruct" and b.training["train_folds"] == [1, 2, 3, 4, 5, 6, 7, 8]
