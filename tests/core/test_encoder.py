@@ -7,9 +7,13 @@ import dataclasses
 import pytest
 import torch
 
-from diagecg.config import EncoderConfig, FSQConfig, preset
+from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig, preset
+from diagecg.constants import ManifestKey
+from diagecg.measure import FEATURE_NAMES
+from diagecg.nn.checkpoint import load_tokenizer, save_checkpoint
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.encoder import InceptionBlock, LeadwiseDecoder, LeadwiseEncoder
+from diagecg.nn.summary import FEATURE_CLIP
 
 
 def small(enc: EncoderConfig) -> EncoderConfig:
@@ -38,8 +42,9 @@ def test_encoder_frames_are_ceil_of_downsampling(n_samples: int) -> None:
 
 def test_default_widths_build_and_run() -> None:
     tok = EcgTokenizer(EncoderConfig(n_samples=1000), FSQConfig())
-    recon, indices, codes = tok(torch.randn(1, 12, 1000))
+    recon, indices, codes, logits = tok(torch.randn(1, 12, 1000))
     assert recon.shape == (1, 12, 1000) and indices.shape == (1, 63) and codes.shape == (1, 63, 4)
+    assert logits is None and tok.summary is None and tok.n_summary == 0
 
 
 def test_inception_block_keeps_length_and_changes_width() -> None:
@@ -67,13 +72,14 @@ def tokenizer() -> EcgTokenizer:
 
 def test_tokenizer_forward_encode_decode(tokenizer: EcgTokenizer) -> None:
     x = torch.randn(3, 12, 1000)
-    recon, indices, codes = tokenizer(x)
-    assert recon.shape == x.shape and recon.dtype == torch.float32
+    recon, indices, codes, logits = tokenizer(x)
+    assert recon.shape == x.shape and recon.dtype == torch.float32 and logits is None
     assert indices.shape == (3, 63) and indices.dtype == torch.int64
     assert codes.shape == (3, 63, 4)
     assert int(indices.min()) >= 0 and int(indices.max()) < 1296
     assert torch.equal(tokenizer.encode(x), indices)
     assert torch.equal(tokenizer.index_module()(x), indices)
+    assert (tokenizer.n_tokens, tokenizer.n_codes) == (63, 1296)
     assert torch.allclose(tokenizer.decode_indices(indices), recon, atol=1e-5)
 
 
@@ -107,3 +113,119 @@ def test_index_module_onnx_matches_torch(tokenizer: EcgTokenizer, tmp_path) -> N
     assert got.dtype.name == "int64" and got.shape == (4, 63)
     # float differences between runtimes may flip a value sitting exactly on a rounding edge (STYLE R12)
     assert (got == want).mean() >= 0.99
+
+
+def test_forward_is_project_of_fused() -> None:
+    enc = small(EncoderConfig(n_samples=1000))
+    encoder = LeadwiseEncoder(enc, latent_dim=4).eval()
+    x = torch.randn(2, 12, 1000)
+    h = encoder.fused(x)
+    assert h.shape == (2, enc.fused_channels, 63)
+    assert torch.equal(encoder.project(h), encoder(x))
+
+
+# --- summary tokens ---------------------------------------------------------------------------------
+
+FINDINGS = ("NORM", "MI", "AFIB")
+LEVELS = 4
+
+
+def summary_tokenizer(seed: int = 0) -> EcgTokenizer:
+    torch.manual_seed(seed)
+    cfg = SummaryConfig(findings=FINDINGS, levels=LEVELS, features=FEATURE_NAMES, hidden=16)
+    return EcgTokenizer(small(EncoderConfig(n_samples=1000)), FSQConfig(), cfg).eval()
+
+
+def features(batch: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, len(FEATURE_NAMES), generator=torch.Generator().manual_seed(seed)) * 3
+
+
+@pytest.fixture(scope="module")
+def summarised() -> EcgTokenizer:
+    return summary_tokenizer()
+
+
+def test_summary_sizes(summarised: EcgTokenizer) -> None:
+    assert summarised.n_summary == 3 and summarised.n_frames == 63 and summarised.n_tokens == 66
+    assert summarised.codebook_size == 1296 and summarised.n_codes == 1296 + 3 * LEVELS
+
+
+def test_encode_puts_summary_codes_before_the_frames(summarised: EcgTokenizer) -> None:
+    x, f = torch.randn(4, 12, 1000), features(4)
+    tokens = summarised.encode(x, f)
+    assert tokens.shape == (4, 66) and tokens.dtype == torch.int64
+    summary, frames = tokens[:, :3], tokens[:, 3:]
+    _, indices, _, logits = summarised(x, f)
+    assert torch.equal(frames, indices)  # the frame tokens are the plain FSQ indices
+    assert int(frames.max()) < 1296
+    assert int(summary.min()) >= 1296 and int(summary.max()) < summarised.n_codes
+    for k in range(3):  # finding k owns the block [1296 + k * L, 1296 + (k + 1) * L)
+        lo = 1296 + k * LEVELS
+        assert ((summary[:, k] >= lo) & (summary[:, k] < lo + LEVELS)).all()
+    assert logits is not None and logits.shape == (4, 3) and logits.dtype == torch.float32
+    assert torch.equal(summarised.index_module()(x, f), tokens)
+
+
+def test_summary_logit_is_a_function_of_its_token(summarised: EcgTokenizer) -> None:
+    """The BCE is taken on the quantised code: the token the LLM reads carries the whole prediction."""
+    x, f = torch.randn(6, 12, 1000), features(6)
+    tokens = summarised.encode(x, f)
+    _, _, _, logits = summarised(x, f)
+    level = tokens[:, :3] - 1296 - torch.arange(3) * LEVELS  # (B, F) in [0, L)
+    head = summarised.summary
+    want = (level.float() / (LEVELS // 2) - 1) * head.scale + head.bias
+    torch.testing.assert_close(logits, want)
+
+
+def test_frame_tokens_do_not_depend_on_the_measurements(summarised: EcgTokenizer) -> None:
+    x = torch.randn(4, 12, 1000)
+    a, b = summarised.encode(x, features(4, seed=1)), summarised.encode(x, features(4, seed=2))
+    assert torch.equal(a[:, 3:], b[:, 3:])
+    assert not torch.equal(a[:, :3], b[:, :3])  # the summary does read them
+
+
+def test_summary_needs_measurements(summarised: EcgTokenizer) -> None:
+    x = torch.randn(2, 12, 1000)
+    with pytest.raises(ValueError, match=r"measurements of shape \(2, 75\)"):
+        summarised.encode(x)
+    with pytest.raises(ValueError, match="measurements"):
+        summarised.encode(x, torch.zeros(2, 74))
+    with pytest.raises(ValueError, match="measurements"):
+        summarised(x, torch.zeros(3, 75))
+
+
+def test_measurements_without_summary_head_are_refused(tokenizer: EcgTokenizer) -> None:
+    with pytest.raises(ValueError, match="no summary head"):
+        tokenizer.encode(torch.randn(2, 12, 1000), features(2))
+
+
+def test_summary_without_findings_is_the_plain_tokenizer() -> None:
+    tok = EcgTokenizer(small(EncoderConfig(n_samples=1000)), FSQConfig(), SummaryConfig())
+    assert tok.summary is None and tok.summary_cfg is None and tok.n_tokens == 63 and tok.n_codes == 1296
+    assert not any(k.startswith("summary") for k in tok.state_dict())
+
+
+def test_summary_measurements_are_standardised_and_clipped() -> None:
+    tok = summary_tokenizer()
+    stats = features(64, seed=3) * 5 + 2
+    tok.summary.set_feature_stats(stats)
+    torch.testing.assert_close(tok.summary.feature_mean, stats.mean(0))
+    torch.testing.assert_close(tok.summary.feature_std, stats.std(0))
+    x, f = torch.randn(2, 12, 1000), tok.summary.feature_mean.repeat(2, 1)
+    far, farther = f.clone(), f.clone()
+    far[:, 0] += (FEATURE_CLIP + 1) * tok.summary.feature_std[0]
+    farther[:, 0] += 1000 * tok.summary.feature_std[0]  # one absurd measurement cannot dominate
+    assert torch.equal(tok(x, far)[3], tok(x, farther)[3])
+
+
+def test_checkpoint_keeps_the_summary(tmp_path) -> None:
+    tok = summary_tokenizer(seed=5)
+    tok.summary.set_feature_stats(features(32, seed=6) * 2 + 1)  # persistent buffers, learnt from data
+    configs = {ManifestKey.PREPROCESS: PreprocessConfig(fs_hz=100), ManifestKey.ENCODER: tok.encoder_cfg,
+               ManifestKey.FSQ: tok.fsq_cfg, ManifestKey.SUMMARY: tok.summary_cfg}
+    save_checkpoint(tmp_path, tok, configs, step=3)
+    loaded, *_ = load_tokenizer(tmp_path)
+    assert loaded.summary_cfg == tok.summary_cfg and loaded.n_codes == tok.n_codes
+    torch.testing.assert_close(loaded.summary.feature_mean, tok.summary.feature_mean)
+    x, f = torch.randn(4, 12, 1000), features(4)
+    assert torch.equal(loaded.encode(x, f), tok.encode(x, f))
