@@ -15,7 +15,17 @@ from diagecg.config import PRESETS, PreprocessConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import SignalQualityError
 from diagecg.io import read_record
-from diagecg.preprocess import preprocess, preprocess_batch, preprocess_signal, resample, resample_factors
+from diagecg.measure import FEATURE_NAMES, measure_features
+from diagecg.preprocess import (
+    model_inputs,
+    prepare_signal,
+    preprocess,
+    preprocess_batch,
+    preprocess_signal,
+    resample,
+    resample_factors,
+    zscore,
+)
 from diagecg.types import EcgRecord
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "00002_lr_100hz.npy"
@@ -217,14 +227,62 @@ def test_training_and_runtime_paths_are_identical(ptbxl_root: Path, preset: str)
     import diagecg.training.ecg_data as training_data
     from diagecg.training.ptbxl import PtbxlDataset
 
-    assert training_data.preprocess is core.preprocess
+    assert training_data.prepare_signal is core.prepare_signal and training_data.zscore is core.zscore
+    assert training_data.measure_features is core.measure_features
     cfg = PRESETS[preset][0]
     ptbxl = PtbxlDataset(ptbxl_root)
-    kept, train_x, skipped = training_data.load_signals(ptbxl, [2], cfg, progress=False)
-    assert kept == [2] and not skipped
+    loaded = training_data.load_signals(ptbxl, [2], cfg, progress=False, keep_mv=True)
+    assert loaded.ids == [2] and not loaded.skipped
     # the runtime rebuilds the config from the bundle manifest (JSON), reads the record and calls preprocess
     runtime_cfg = PreprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     path = ptbxl.record_path(2, training_data.source_fs_hz(cfg.fs_hz))
-    runtime_x = preprocess(read_record(path), runtime_cfg)
-    assert train_x[0].dtype == runtime_x.dtype == np.float32
-    np.testing.assert_array_equal(train_x[0], runtime_x)
+    runtime_x, runtime_f = model_inputs(read_record(path), runtime_cfg)
+    assert loaded.signals[0].dtype == runtime_x.dtype == np.float32
+    np.testing.assert_array_equal(loaded.signals[0], runtime_x)
+    np.testing.assert_array_equal(loaded.features[0], runtime_f)  # the summary head's input, too
+    np.testing.assert_array_equal(loaded.signals[0], preprocess(read_record(path), runtime_cfg))
+    rec = read_record(path)
+    mv = prepare_signal(rec.signal, rec.fs_hz, runtime_cfg, rec.lead_names, rec.source)
+    assert loaded.prepared_mv is not None and loaded.prepared_mv.shape == (1, 12, cfg.n_samples)
+    np.testing.assert_array_equal(loaded.prepared_mv[0], mv.astype(np.float32))  # mV, for augmentation
+
+
+# --- the prepared mV window and the model inputs --------------------------------------------------------
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("name", ["00002_lr", "00002_hr"])
+def test_preprocess_is_zscore_of_the_prepared_window(records_dir_module: Path, preset: str,
+                                                     name: str) -> None:
+    cfg = PRESETS[preset][0]
+    rec = read_record(records_dir_module / name)
+    x = prepare_signal(rec.signal, rec.fs_hz, cfg, rec.lead_names, rec.source)
+    assert x.shape == (12, cfg.n_samples) and x.dtype == np.float64
+    np.testing.assert_array_equal(preprocess(rec, cfg), zscore(x, cfg))
+    signal, feats = model_inputs(rec, cfg)
+    np.testing.assert_array_equal(signal, preprocess(rec, cfg))
+    assert feats.dtype == np.float32
+    np.testing.assert_array_equal(feats, measure_features(x, cfg.fs_hz))
+
+
+def test_prepared_window_keeps_millivolts(rec_lr: EcgRecord) -> None:
+    """Before the z-score the window is linear in the input: amplitudes stay in mV for diagecg.measure."""
+    cfg = PRESETS["100hz"][0]
+    x = prepare_signal(rec_lr.signal, rec_lr.fs_hz, cfg, rec_lr.lead_names)
+    doubled = prepare_signal(2 * rec_lr.signal, rec_lr.fs_hz, cfg, rec_lr.lead_names)
+    np.testing.assert_allclose(doubled, 2 * x, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(zscore(doubled, cfg), zscore(x, cfg), atol=1e-5)  # the z-score removes it
+    assert 0.2 < np.abs(x).max() < 10  # a real 12-lead ECG in mV, not in z units
+    _, f_x = model_inputs(rec_lr, cfg)
+    _, f_2x = model_inputs(dataclasses.replace(rec_lr, signal=2 * rec_lr.signal), cfg)
+    r = FEATURE_NAMES.index("II.r_mv")
+    assert f_2x[r] == pytest.approx(2 * f_x[r], rel=1e-4)  # the measurements see the gain
+
+
+def test_zscore_floors_the_std_of_a_flat_lead() -> None:
+    cfg = PreprocessConfig(fs_hz=100)
+    x = np.zeros((12, 1000))
+    x[0] = np.sin(np.arange(1000) / 10.0)
+    z = zscore(x, cfg)
+    assert z.dtype == np.float32 and np.isfinite(z).all()
+    assert not z[1:].any()  # flat leads stay zero instead of dividing by zero
+    np.testing.assert_allclose(z[0].std(), 1, atol=1e-5)
