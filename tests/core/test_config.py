@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 
 import diagecg.config as config_module
-from diagecg.config import PRESETS, ConfigMixin, EncoderConfig, FSQConfig, PreprocessConfig, apply_overrides
+from diagecg.config import (
+    PRESETS,
+    ConfigMixin,
+    EncoderConfig,
+    FSQConfig,
+    PreprocessConfig,
+    SummaryConfig,
+    apply_overrides,
+)
 
 CONFIG_CLASSES = sorted(
     (obj for obj in vars(config_module).values()
@@ -66,7 +74,7 @@ def perturbed(cls: type) -> Any:
 def test_every_config_class_is_covered() -> None:
     names = {c.__name__ for c in CONFIG_CLASSES}
     assert {"PreprocessConfig", "QualityConfig", "FSQConfig", "EncoderConfig", "VocabConfig",
-            "GenerationConfig"} <= names
+            "GenerationConfig", "SummaryConfig"} <= names
 
 
 @pytest.mark.parametrize("cls", CONFIG_CLASSES, ids=lambda c: c.__name__)
@@ -106,6 +114,29 @@ def test_unknown_key_warns_and_is_dropped(cls: type, caplog: pytest.LogCaptureFi
 @pytest.mark.parametrize("cls", CONFIG_CLASSES, ids=lambda c: c.__name__)
 def test_missing_optional_keys_take_defaults(cls: type) -> None:
     assert cls.from_dict({}) == cls()
+
+
+def test_summary_config_with_findings_roundtrips(tmp_path: Path) -> None:
+    # the generic round trip cannot fill the empty-tuple fields: findings need measurements
+    cfg = SummaryConfig(findings=("NORM", "MI", "AFIB"), levels=5, features=("heart_rate_bpm", "II.r_mv"),
+                        hidden=32)
+    cfg.save(tmp_path / "s.json")
+    assert SummaryConfig.load(tmp_path / "s.json") == cfg
+    assert SummaryConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.enabled and cfg.n_tokens == 3 and cfg.n_codes == 15
+    off = SummaryConfig()
+    assert not off.enabled and off.n_tokens == 0 and off.n_codes == 0
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"levels": 1}, "levels"),
+    ({"findings": ("MI", "MI"), "features": ("x",)}, "findings"),
+    ({"findings": ("MI",)}, "features"),
+    ({"hidden": 0}, "hidden"),
+])
+def test_summary_config_rejects_bad_values(changes: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=rf"SummaryConfig\.{field}="):
+        SummaryConfig(**changes)
 
 
 @dataclasses.dataclass(frozen=True)
