@@ -584,6 +584,15 @@ def finding_names(findings: tuple[str, ...], scp_table: dict[str, ScpStatement],
     return out
 
 
+def finding_text(code: str, scp_table: dict[str, ScpStatement]) -> str:
+    """Words for any finding code: ECG-QA's name where it has one, else the statement's description."""
+    if code == "NORM":
+        return _RECORD_ATTRIBUTE[2]
+    if code in SUPERCLASS_NAMES:
+        return SUPERCLASS_NAMES[code]
+    return ecgqa_attribute_name(code, scp_table)
+
+
 def finding_questions(
     ptbxl: PtbxlDataset,
     ecg_ids: list[int] | tuple[int, ...],

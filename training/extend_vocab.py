@@ -15,6 +15,7 @@ Call :func:`base_text_tokenizer` BEFORE extending: it is the text tokenizer with
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -167,3 +168,46 @@ def extend_vocabulary(
         vocab.vocab_size,
     )
     return vocab
+
+
+@torch.no_grad()
+def init_summary_embeddings(
+    model: Any,
+    vocab: VocabConfig,
+    frame_codes: int,
+    levels: int,
+    names: list[str],
+    encode_text: Callable[[str], Sequence[int]],
+    seed: int = 0,
+) -> None:
+    """Start each summary token's input embedding from the words of its finding (in place).
+
+    Summary code ``frame_codes + f * levels + l`` (finding ``f`` at level ``l``) gets the mean input
+    embedding of the text tokens of ``names[f]`` (e.g. "atrial fibrillation"), plus a shared
+    direction scaled from ``-1`` (level 0) to ``+1`` (the top level), at the typical row norm. The
+    question "Does this ECG show symptoms of atrial fibrillation?" then already resembles its
+    summary token, and the level is one direction for every finding, so the LLM learns one reading
+    of "how likely" instead of one per finding. Only meaningful once the text embeddings are trained
+    (a real base model, or the demo model after pretraining).
+
+    Args:
+        model: the causal LM whose vocabulary holds the summary codes.
+        vocab: where the ECG codes sit (``offset``).
+        frame_codes: FSQ frame codebook size (the summary codes follow it).
+        levels: levels per finding.
+        names: the finding names, in summary order.
+        encode_text: text -> ids of the base text tokenizer.
+        seed: seed of the level direction.
+    """
+    weight = model.get_input_embeddings().weight
+    text = weight[: vocab.base_vocab_size or vocab.offset].float()
+    row_norm = text.norm(dim=-1).median()
+    gen = torch.Generator().manual_seed(seed)
+    direction = torch.randn(weight.shape[1], generator=gen)
+    direction = direction / direction.norm() * row_norm
+    for f, name in enumerate(names):
+        ids = [i for i in encode_text(" " + name) if i < text.shape[0]]
+        base = text[ids].mean(dim=0) if ids else torch.zeros(weight.shape[1])
+        for level in range(levels):
+            row = vocab.offset + frame_codes + f * levels + level
+            weight[row] = (base + (2 * level / (levels - 1) - 1) * direction).to(weight.dtype)

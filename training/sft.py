@@ -56,11 +56,13 @@ from diagecg.prompts import encode_prompt
 from diagecg.training.ecg_data import resolve_ptbxl_root, source_fs_hz
 from diagecg.training.ecgqa import (
     QuestionGenConfig,
+    finding_text,
     finding_names,
     finding_questions,
     load_answer_vocab,
     load_ecgqa_samples,
 )
+from diagecg.training.extend_vocab import init_summary_embeddings
 from diagecg.training.llm_data import (
     TASKS,
     Example,
@@ -80,6 +82,7 @@ from diagecg.training.pretrain import (
     ecgqa_root,
     evaluate_examples,
     stage1_configs,
+    stage1_summary,
     wrap_lora,
     write_summary,
 )
@@ -347,6 +350,14 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
             model_type=pre_meta.base_model.model_type,
             demo=pre_meta.base_model.demo,
         )
+        summary = stage1_summary(paths.ecg_tokenizer_dir)
+        if summary.enabled and (cfg.method == "full" or cfg.train_ecg_embeddings):
+            # the summary tokens never occur in pretraining: start them from their findings' words
+            scp = load_scp_table(resolve_ptbxl_root(cfg.data_dir))
+            text = Tokenizer.from_file(str(paths.text_tokenizer))
+            init_summary_embeddings(model, pre_meta.vocab, stage1_configs(paths.ecg_tokenizer_dir)[2].codebook_size,
+                                    summary.levels, [finding_text(c, scp) for c in summary.findings],
+                                    lambda t: text.encode(t, add_special_tokens=False).ids, seed=cfg.seed)
         if cfg.method == "lora":
             v = pre_meta.vocab
             model = wrap_lora(
