@@ -1,10 +1,12 @@
-"""onnxruntime session of the exported ECG tokenizer: preprocessed signal -> FSQ code indices.
+"""onnxruntime session of the exported ECG tokenizer: preprocessed signal (+ measurements) -> ECG codes.
 
 The ONNX graph (``export/onnx_tokenizer.py``) is the lead-wise encoder + lead fusion + FSQ
-(arXiv 2309.15505) of the training checkpoint. Input ``signal``: float32 ``(B, leads, samples)``,
-already preprocessed (``diagecg.preprocess``); output ``indices``: int64 ``(B, frames)`` in
-``[0, n_codes)``. Inputs are checked before running, because a NaN or a wrong length does not
-make onnxruntime fail: it silently yields meaningless codes.
+(arXiv 2309.15505) of the training checkpoint, plus its diagnostic summary head when it has one.
+Input ``signal``: float32 ``(B, leads, samples)``, already preprocessed (``diagecg.preprocess``);
+input ``features`` (summary graphs only): float32 ``(B, M)`` measurements of the same window
+(``diagecg.preprocess.model_inputs``); output ``indices``: int64 ``(B, tokens)`` in ``[0, n_codes)``,
+the summary codes first, then one code per frame. Inputs are checked before running, because a NaN
+or a wrong length does not make onnxruntime fail: it silently yields meaningless codes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from diagecg.constants import ONNX_INPUT_SIGNAL, ONNX_OUTPUT_INDICES
+from diagecg.constants import ONNX_INPUT_FEATURES, ONNX_INPUT_SIGNAL, ONNX_OUTPUT_INDICES
 from diagecg.errors import InferenceError, InputError
 from diagecg.runtime.device import ORT_CUDA, check_device, ort_cuda_available, resolve_threads
 from diagecg.types import F32Array, I64Array
@@ -34,9 +36,12 @@ class EcgTokenizerSession:
         threads: intra-op CPU threads; None = ``device.default_threads()``.
         n_samples: expected samples per lead (the preprocess window); None = take it from the
             ONNX input shape when that is static, else accept any length.
-        n_codes: FSQ codebook size; when given, every output index is checked to be below it.
+        n_codes: ECG codes (frame codebook + summary codes); when given, every output index is checked
+            to be below it.
 
     Attributes:
+        takes_features: the graph has the ``features`` input (a tokenizer with summary tokens).
+        n_features: measurements per record of that input (None: none, or not static).
         device: ``"cuda"`` or ``"cpu"``: the provider really active in the session.
         providers: onnxruntime's list of active providers, in priority order.
         warnings: loud notes about the session (a CUDA provider that did not become active).
@@ -96,6 +101,13 @@ class EcgTokenizerSession:
             raise InferenceError(f"{self.path}: the graph takes {onnx_samples} samples per lead but the "
                                  f"preprocess window gives {n_samples}")
         self.n_samples: int | None = n_samples if n_samples is not None else onnx_samples
+        features = inputs.get(ONNX_INPUT_FEATURES)  # only in a graph with summary tokens
+        self.takes_features = features is not None
+        f_shape = list(features.shape) if features is not None else [None, None]  # e.g. ["batch", 75]
+        if len(f_shape) != 2:
+            raise InferenceError(f"{self.path}: input {ONNX_INPUT_FEATURES!r} has rank {len(f_shape)}, "
+                                 f"expected 2 (batch, measurements)")
+        self.n_features: int | None = f_shape[1] if isinstance(f_shape[1], int) else None
         logger.debug("ECG tokenizer %s on %s (%d threads)", self.path.name, self.providers, self.threads)
 
     def _check_signal(self, signal: np.ndarray) -> np.ndarray:
@@ -121,28 +133,59 @@ class EcgTokenizerSession:
                              f"meaningless codes")
         return np.ascontiguousarray(signal)
 
-    def encode(self, signal: F32Array) -> I64Array:
-        """Turn preprocessed signals into FSQ code indices.
+    def _check_features(self, features: np.ndarray | None, batch: int) -> np.ndarray | None:
+        if not self.takes_features:
+            if features is not None:
+                raise InputError("this ECG tokenizer has no summary tokens: it takes no measurements "
+                                 "(pass features=None)")
+            return None
+        if features is None:
+            raise InputError("this ECG tokenizer has summary tokens: pass the record's measurements "
+                             "(diagecg.preprocess.model_inputs)")
+        if not isinstance(features, np.ndarray):
+            raise InputError(f"features must be a numpy array, got {type(features).__name__}")
+        if features.dtype != np.float32:
+            raise InputError(f"features dtype is {features.dtype}, expected float32 (diagecg.measure output)")
+        if features.ndim == 1:
+            features = features[None]  # (M,) -> (1, M)
+        n = self.n_features
+        if features.ndim != 2 or features.shape[0] != batch or (n is not None and features.shape[1] != n):
+            raise InputError(f"features shape {features.shape} is invalid: expected ({batch}, "
+                             f"{n if n is not None else 'measurements'}), one row per signal")
+        finite = np.isfinite(features)
+        if not finite.all():
+            bad = int(features.size - np.count_nonzero(finite))
+            raise InputError(f"features contain {bad} NaN/inf values; the ECG tokenizer would return "
+                             f"meaningless summary codes")
+        return np.ascontiguousarray(features)
+
+    def encode(self, signal: F32Array, features: F32Array | None = None) -> I64Array:
+        """Turn preprocessed signals (and their measurements) into ECG code indices.
 
         Args:
             signal: float32, z-scored, shape ``(leads, samples)`` or ``(B, leads, samples)``.
+            features: float32 measurements of the same windows, shape ``(M,)`` or ``(B, M)``; required
+                iff the graph has summary tokens (``takes_features``), else None.
 
         Returns:
-            int64 indices, shape ``(B, frames)`` (``B = 1`` for a 2-D input).
+            int64 indices, shape ``(B, tokens)`` (``B = 1`` for a 2-D signal): the summary codes, then
+            the frame codes.
 
         Raises:
-            InputError: wrong type, dtype or shape, or non-finite values.
+            InputError: wrong type, dtype or shape, non-finite values, or features missing/unexpected.
             InferenceError: onnxruntime failed or returned out-of-range codes.
         """
         x = self._check_signal(signal)  # (B, leads, samples)
+        f = self._check_features(features, x.shape[0])  # (B, M) or None
+        feeds = {ONNX_INPUT_SIGNAL: x} if f is None else {ONNX_INPUT_SIGNAL: x, ONNX_INPUT_FEATURES: f}
         try:
-            (indices,) = self._session.run([ONNX_OUTPUT_INDICES], {ONNX_INPUT_SIGNAL: x})
+            (indices,) = self._session.run([ONNX_OUTPUT_INDICES], feeds)
         except Exception as e:
             raise InferenceError(f"onnxruntime failed on the ECG tokenizer {self.path.name}: {e}") from e
         indices = np.asarray(indices)
         if indices.dtype != np.int64 or indices.ndim != 2 or indices.shape[0] != x.shape[0]:
             raise InferenceError(f"{self.path.name} returned {indices.dtype} {indices.shape}, expected int64 "
-                                 f"({x.shape[0]}, frames)")
+                                 f"({x.shape[0]}, tokens)")
         if self.n_codes is not None and indices.size and (indices.min() < 0 or indices.max() >= self.n_codes):
             raise InferenceError(f"{self.path.name} returned codes in [{indices.min()}, {indices.max()}], "
                                  f"outside [0, {self.n_codes})")

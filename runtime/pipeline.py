@@ -37,7 +37,7 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 1; keys are always all p
     stop_reason      str     "eos" (the model ended) or "length" (max_new_tokens reached)
     n_prompt_tokens  int     prompt length in LLM tokens
     n_answer_tokens  int     answer length in LLM tokens
-    n_ecg_tokens     int     ECG code tokens in the prompt
+    n_ecg_tokens     int     ECG code tokens in the prompt (summary tokens + frame tokens)
     ecg_cached       bool    the ECG codes came from the cache (no preprocess/tokenize run)
     n_reused_tokens  int     leading prompt tokens whose KV cells llama.cpp kept from the previous call
     bundle           {path: str, format_version: int, diagecg_version: str, manifest_sha256: str,
@@ -69,7 +69,7 @@ from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
 from diagecg.errors import DiagEcgError, InputError
 from diagecg.io import read_record
-from diagecg.preprocess import preprocess
+from diagecg.preprocess import model_inputs, preprocess
 from diagecg.prompts import PromptConfig, encode_prompt, sanitize_question
 from diagecg.runtime.device import DeviceChoice, choose_device
 from diagecg.runtime.ecg_session import EcgTokenizerSession
@@ -237,9 +237,12 @@ class DiagEcgPipeline:
         indices = self._cached_codes(key)
         cached = indices is not None
         if indices is None:
-            signal = preprocess(rec, self.bundle.preprocess)  # float32 (12, samples)
+            if self.bundle.summary is not None:  # float32 (12, samples) and (measurements,)
+                signal, features = model_inputs(rec, self.bundle.preprocess)
+            else:
+                signal, features = preprocess(rec, self.bundle.preprocess), None
             lap("preprocess")
-            indices = self.ecg_session.encode(signal)[0]  # (1, frames) -> (frames,)
+            indices = self.ecg_session.encode(signal, features)[0]  # (1, tokens) -> (tokens,)
             lap("tokenize")
             self._store_codes(key, indices)
         else:

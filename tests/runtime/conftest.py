@@ -1,7 +1,9 @@
 """A tiny but real bundle, built once per test session with the export code.
 
-Tiny ECG tokenizer (random weights) -> ONNX; a byte-level BPE text tokenizer trained in-process on a
-few sentences, extended with the ECG tokens as the vocabulary extension lays them out (codes, then
+Tiny ECG tokenizer (random weights) with diagnostic summary tokens (``builders.SUMMARY``: 3 summary
+tokens before the 63 frame tokens; the shipped bundle in diagecg/bundles/default covers the format
+without them) -> ONNX; a byte-level BPE text tokenizer trained in-process on a few sentences,
+extended with the ECG tokens as the vocabulary extension lays them out (codes, then
 ``<ecg>``/``</ecg>``; the bundle's text tokenizer is the extended one stripped of them); a random
 2-layer Llama (hidden 256) -> GGUF f16 and q8_0; all assembled by ``BundleWriter``. The Llama's
 output rows of the ECG tokens are scaled up so that, unmasked, the model prefers ECG ids: the
@@ -16,6 +18,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from builders import FIXTURE_RECORDS, SUMMARY, random_ecg_tokenizer
 
 from diagecg.config import EncoderConfig, FSQConfig, GenerationConfig, PreprocessConfig, VocabConfig
 from diagecg.constants import DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN
@@ -56,7 +59,6 @@ def build_tiny_bundle(out: Path, tmp: Path) -> Path:
     from diagecg.export.gguf_convert import convert_hf_to_gguf, gguf_info
     from diagecg.export.onnx_tokenizer import export_onnx_tokenizer
     from diagecg.export.quantize import quantize_gguf
-    from diagecg.nn.ecg_tokenizer import EcgTokenizer
     from diagecg.prompts import PromptConfig
     from diagecg.vocab import check_vocab, special_token_strings, strip_ecg_tokens
 
@@ -67,16 +69,17 @@ def build_tiny_bundle(out: Path, tmp: Path) -> Path:
     encoder = EncoderConfig(n_samples=preprocess.n_samples, stem_channels=8, stage_channels=(8, 8, 8, 8),
                             groups=4, fused_channels=16)
     fsq = FSQConfig()
-    ecg_tok = EcgTokenizer(encoder, fsq).eval()
+    ecg_tok = random_ecg_tokenizer(encoder, fsq, SUMMARY, preprocess)
     onnx_path = export_onnx_tokenizer(ecg_tok, encoder.n_samples, tmp / "ecg.onnx")
+    n_codes = ecg_tok.n_codes  # 1296 frame codes + 12 summary codes
 
     # the LLM tokenizer = text tokenizer + ECG tokens, laid out as the vocabulary extension does
     llm_tok = _text_tokenizer()
     base = llm_tok.get_vocab_size(with_added_tokens=True)
     llm_tok.add_special_tokens([AddedToken(s, special=True, normalized=False)
-                                for s in special_token_strings(fsq.codebook_size)])
-    vocab = VocabConfig(n_codes=fsq.codebook_size, offset=base, start_id=base + fsq.codebook_size,
-                        end_id=base + fsq.codebook_size + 1, vocab_size=base + fsq.codebook_size + 2,
+                                for s in special_token_strings(n_codes)])
+    vocab = VocabConfig(n_codes=n_codes, offset=base, start_id=base + n_codes, end_id=base + n_codes + 1,
+                        vocab_size=base + n_codes + 2,
                         base_vocab_size=base, bos_id=llm_tok.token_to_id(DEMO_BOS_TOKEN),
                         eos_id=llm_tok.token_to_id(DEMO_EOS_TOKEN),
                         pad_id=llm_tok.token_to_id(DEMO_PAD_TOKEN))
@@ -100,7 +103,7 @@ def build_tiny_bundle(out: Path, tmp: Path) -> Path:
     writer.add_config(preprocess=preprocess, encoder=encoder, fsq=fsq, prompt=PromptConfig(),
                       generation=GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, n_ctx=N_CTX,
                                                   max_question_chars=200),
-                      preset="100hz")
+                      preset="100hz", summary=SUMMARY)
     writer.add_onnx(onnx_path)
     writer.add_gguf(f16, "f16", info=gguf_info(f16))
     writer.add_gguf(q8, "q8_0", info=gguf_info(q8))
@@ -137,5 +140,4 @@ def pipeline(tiny_bundle: Path):
 @pytest.fixture(scope="session")
 def record_paths(fixtures_dir: Path) -> list[Path]:
     """Real records shipped with the tests: PTB-XL 100 Hz (three), 500 Hz, and a Challenge .hea + .mat."""
-    names = ["00002_lr.hea", "00003_lr.hea", "00008_lr.hea", "00002_hr.hea", "C00002.mat"]
-    return [fixtures_dir / "records" / n for n in names]
+    return [fixtures_dir / "records" / n for n in FIXTURE_RECORDS]

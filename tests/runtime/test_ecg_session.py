@@ -1,4 +1,5 @@
-"""The ONNX ECG tokenizer session: input checks before running, real provider reporting."""
+"""The ONNX ECG tokenizer session: input checks before running (signal and, for a tokenizer with summary
+tokens, its measurements), real provider reporting."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import SUMMARY
 
 from diagecg.bundle import load_bundle
+from diagecg.constants import BUNDLE_ONNX_NAME, DEFAULT_BUNDLE_DIR
 from diagecg.errors import BundleError, InferenceError, InputError
+from diagecg.measure import FEATURE_NAMES
 from diagecg.runtime import ecg_session
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 
@@ -20,16 +24,27 @@ def session(tiny_bundle: Path) -> EcgTokenizerSession:
                                n_codes=b.vocab.n_codes)
 
 
+SHIPPED_ONNX = Path(__file__).resolve().parents[2] / "diagecg" / DEFAULT_BUNDLE_DIR / BUNDLE_ONNX_NAME
+N_SUMMARY = SUMMARY.n_tokens
+
+
 def _signal(batch: int = 2, samples: int = 1000) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((batch, 12, samples)).astype(np.float32)
 
 
-def test_encode_gives_int64_codes_in_range_and_2d_equals_batch(session: EcgTokenizerSession) -> None:
-    x = _signal()
-    idx = session.encode(x)
-    assert idx.dtype == np.int64 and idx.shape == (2, 63)  # 1000 samples / 16 -> 63 frames
-    assert 0 <= idx.min() and idx.max() < 1296
-    np.testing.assert_array_equal(session.encode(x[1]), idx[1:2])
+def _features(batch: int = 2) -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((batch, len(FEATURE_NAMES))).astype(np.float32)
+
+
+def test_encode_gives_summary_then_frame_codes_and_2d_equals_batch(session: EcgTokenizerSession) -> None:
+    x, f = _signal(), _features()
+    assert session.takes_features and session.n_features == len(FEATURE_NAMES)
+    idx = session.encode(x, f)
+    assert idx.dtype == np.int64 and idx.shape == (2, N_SUMMARY + 63)  # 1000 samples / 16 -> 63 frames
+    assert 0 <= idx[:, N_SUMMARY:].min() and idx[:, N_SUMMARY:].max() < 1296
+    first = 1296 + SUMMARY.levels * np.arange(N_SUMMARY)  # finding f, level l -> 1296 + 4 f + l
+    assert ((idx[:, :N_SUMMARY] >= first) & (idx[:, :N_SUMMARY] < first + SUMMARY.levels)).all()
+    np.testing.assert_array_equal(session.encode(x[1], f[1]), idx[1:2])
     assert session.device == "cpu" and session.providers == ["CPUExecutionProvider"]
 
 
@@ -37,8 +52,41 @@ def test_nan_signal_is_refused_before_running(session: EcgTokenizerSession) -> N
     x = _signal()
     x[0, 3, 100] = np.nan
     x[1, 0, 0] = np.inf
-    with pytest.raises(InputError, match="2 NaN/inf"):
-        session.encode(x)
+    with pytest.raises(InputError, match="signal contains 2 NaN/inf"):
+        session.encode(x, _features())
+
+
+M = len(FEATURE_NAMES)
+
+
+def test_nan_features_are_refused_before_running(session: EcgTokenizerSession) -> None:
+    f = _features()
+    f[0, 5] = np.nan
+    f[1, 0] = -np.inf
+    with pytest.raises(InputError, match="features contain 2 NaN/inf values"):
+        session.encode(_signal(), f)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (None, "has summary tokens: pass the record's measurements"),
+    (np.zeros((2, 10), dtype=np.float32), rf"features shape \(2, 10\) is invalid: expected \(2, {M}\)"),
+    (np.zeros((3, M), dtype=np.float32), "one row per signal"),
+    (np.zeros(M, dtype=np.float32), rf"features shape \(1, {M}\) is invalid: expected \(2, {M}\)"),
+    (np.zeros((2, 1, M), dtype=np.float32), "features shape"),
+    (np.zeros((2, M), dtype=np.float64), "features dtype is float64"),
+    ([[0.0] * M] * 2, "features must be a numpy array"),
+])
+def test_bad_features_are_refused(session: EcgTokenizerSession, bad: object, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        session.encode(_signal(), bad)  # type: ignore[arg-type]
+
+
+def test_a_graph_without_summary_tokens_takes_no_features() -> None:
+    plain = EcgTokenizerSession(SHIPPED_ONNX, device="cpu", threads=1)  # the shipped, older format
+    assert not plain.takes_features and plain.n_features is None
+    assert plain.encode(_signal(1)).shape == (1, 63)
+    with pytest.raises(InputError, match="no summary tokens: it takes no measurements"):
+        plain.encode(_signal(1), _features(1))
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -6,11 +6,14 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+from builders import N_FRAMES, SUMMARY
 
 from diagecg.answers import normalize_answer
 from diagecg.errors import BundleError, InferenceError, InputError, RecordError
 from diagecg.io import read_record
+from diagecg.preprocess import model_inputs
 from diagecg.runtime.pipeline import SCHEMA_VERSION, TIMING_STAGES, Answer, DiagEcgPipeline
 
 ANSWER_KEYS = {"schema_version", "record", "record_id", "task", "question", "answer", "answers",
@@ -20,6 +23,7 @@ BUNDLE_KEYS = {"path", "format_version", "diagecg_version", "manifest_sha256", "
 DEVICE_KEYS = {"requested", "ecg_tokenizer", "llm", "threads"}
 ERROR_KEYS = {"schema_version", "record", "question", "error", "error_type"}
 QUESTION = "Does this ECG show atrial fibrillation?"
+N_TOKENS = SUMMARY.n_tokens + N_FRAMES  # the tiny bundle's ECG tokens: 3 summary tokens, then 63 frames
 
 
 def test_answer_is_deterministic_with_a_stable_json_schema(pipeline: DiagEcgPipeline,
@@ -33,7 +37,7 @@ def test_answer_is_deterministic_with_a_stable_json_schema(pipeline: DiagEcgPipe
     assert set(d["timings_ms"]) == set(TIMING_STAGES) and all(v >= 0 for v in d["timings_ms"].values())
     assert d["task"] == "qa" and d["question"] == QUESTION and d["record_id"] == "00002_lr"
     assert d["answers"] == sorted(normalize_answer(d["answer"]))
-    assert d["n_ecg_tokens"] == 63 and d["n_prompt_tokens"] > 63 and d["n_answer_tokens"] >= 1
+    assert d["n_ecg_tokens"] == N_TOKENS and d["n_prompt_tokens"] > N_TOKENS and d["n_answer_tokens"] >= 1
     assert d["bundle"]["quant"] == "q8_0" and len(d["bundle"]["manifest_sha256"]) == 64
     assert d["device"]["ecg_tokenizer"] == "cpu" and d["device"]["llm"] == "cpu"
 
@@ -53,7 +57,7 @@ def test_repeated_ecg_is_served_from_the_caches_with_the_same_answers(tiny_bundl
                 assert not b.ecg_cached and b.n_reused_tokens == 0
                 seen.append((path, a.ecg_cached, a.n_reused_tokens))
         first, again = seen[0], seen[1]
-        assert first[1] is False and again[1] is True and again[2] > 63  # patient + ECG prefix kept
+        assert first[1] is False and again[1] is True and again[2] > N_TOKENS  # patient + ECG prefix kept
         assert all(hit for _, hit, _ in seen[1:6]) and seen[6][1] is False  # record_paths[1]: a miss
         assert seen[9][1] is True  # still among the 2 cached signals
         # a changed sample is another signal
@@ -73,9 +77,37 @@ def test_repeated_ecg_is_served_from_the_caches_with_the_same_answers(tiny_bundl
 def test_every_record_format_and_an_in_memory_record_are_answered(pipeline: DiagEcgPipeline,
                                                                   record_paths: list[Path]) -> None:
     for path in record_paths:  # 100 Hz, 500 Hz (resampled), Challenge .mat
-        assert pipeline.answer(path, QUESTION).n_ecg_tokens == 63
+        assert pipeline.answer(path, QUESTION).n_ecg_tokens == N_TOKENS
     rec = read_record(record_paths[1])
     assert pipeline.answer(rec, QUESTION).answer == pipeline.answer(record_paths[1], QUESTION).answer
+
+
+def test_the_prompt_holds_the_summary_tokens_then_the_frames(pipeline: DiagEcgPipeline,
+                                                             record_paths: list[Path],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    prompts: list[list[int]] = []
+    generate = pipeline.llm.generate
+
+    def spy(prompt_ids: list[int], **kwargs: object):  # type: ignore[no-untyped-def]
+        prompts.append(list(prompt_ids))
+        return generate(prompt_ids, **kwargs)
+
+    monkeypatch.setattr(pipeline.llm, "generate", spy)
+    v, n_summary = pipeline.bundle.vocab, SUMMARY.n_tokens
+    assert pipeline.bundle.summary == SUMMARY and v.n_codes == 1296 + SUMMARY.n_codes
+    summaries = []
+    for path in record_paths:  # 100 Hz, 500 Hz, .mat
+        assert pipeline.answer(path, QUESTION).n_ecg_tokens == N_TOKENS
+        prompt = prompts[-1]
+        span = np.array(prompt[prompt.index(v.start_id) + 1: prompt.index(v.end_id)]) - v.offset
+        # the codes of the record's signal and its measurements, summary first
+        signal, features = model_inputs(read_record(path), pipeline.bundle.preprocess)
+        np.testing.assert_array_equal(span, pipeline.ecg_session.encode(signal, features)[0])
+        first = 1296 + SUMMARY.levels * np.arange(n_summary)
+        assert ((span[:n_summary] >= first) & (span[:n_summary] < first + SUMMARY.levels)).all()
+        assert (span[n_summary:] < 1296).all() and len(span) == N_TOKENS
+        summaries.append(tuple(span[:n_summary]))
+    assert len(set(summaries)) > 1  # the summary tokens follow the record
 
 
 def test_report_uses_the_bundle_question(pipeline: DiagEcgPipeline, record_paths: list[Path]) -> None:
@@ -101,7 +133,7 @@ def test_prompt_beyond_the_context_is_an_inference_error(pipeline: DiagEcgPipeli
                                                          record_paths: list[Path]) -> None:
     # under max_question_chars (200), but the tiny BPE has no merges for these letters: ~1 token each
     question = ("zqxj kvwy " * 20)[:199].strip()
-    assert len(pipeline.llm.encode_text(question)) + 63 > 256
+    assert len(pipeline.llm.encode_text(question)) + N_TOKENS > 256
     with pytest.raises(InferenceError, match=r"n_ctx=256"):
         pipeline.answer(record_paths[0], question)
 
