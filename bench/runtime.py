@@ -2,7 +2,8 @@
 
 One run measures, on the same instruction-tuned model and the same real held-out PTB-XL records:
 
-* **pytorch**: ``diagecg.io.read_record`` -> ``diagecg.preprocess`` -> the torch ECG tokenizer
+* **pytorch**: ``diagecg.io.read_record`` -> ``diagecg.preprocess.model_inputs`` (signal and
+  measurements) -> the torch ECG tokenizer
   (``diagecg.nn.checkpoint.load_tokenizer``) -> the transformers (+ peft) model of the instruct
   checkpoint (``load_llm_checkpoint(dir, merge=False)`` by default), greedy decoding as
   ``diagecg eval`` does it (``training.evaluate.LlmPredictor``: same prompt, same banned ids);
@@ -297,7 +298,7 @@ def check_model_pair(checkpoint: Path, bundle_dir: Path, quants: Sequence[str]) 
         BenchError: configs differ, or a quant is not in the bundle.
     """
     from diagecg.bundle import load_bundle
-    from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig
+    from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig
     from diagecg.constants import LLM_ECG_TOKENIZER_DIR, ManifestKey
     from diagecg.nn.checkpoint import read_configs
     from diagecg.nn.llm_checkpoint import read_llm_meta
@@ -309,12 +310,14 @@ def check_model_pair(checkpoint: Path, bundle_dir: Path, quants: Sequence[str]) 
         raise BenchError(f"{bundle_dir} has no GGUF for {missing}; it holds {list(bundle.quants)}")
     meta = read_llm_meta(checkpoint)
     stage1 = read_configs(checkpoint / LLM_ECG_TOKENIZER_DIR)
+    summary = SummaryConfig.from_dict(stage1[ManifestKey.SUMMARY]) if ManifestKey.SUMMARY in stage1 else None
     pairs = {
         "vocab": (meta.vocab, bundle.vocab),
         "prompt": (meta.prompt, PromptConfig.from_dict(bundle.prompt)),
         "preprocess": (PreprocessConfig.from_dict(stage1[ManifestKey.PREPROCESS]), bundle.preprocess),
         "encoder": (EncoderConfig.from_dict(stage1[ManifestKey.ENCODER]), bundle.encoder),
         "fsq": (FSQConfig.from_dict(stage1[ManifestKey.FSQ]), bundle.fsq),
+        "summary": (summary if summary is not None and summary.enabled else None, bundle.summary),
     }
     differ = [k for k, (a, b) in pairs.items() if a != b]
     if differ:
@@ -333,7 +336,7 @@ def build_workload(args: argparse.Namespace, bundle: Any) -> Workload:
         BenchError: no usable record or no question; the checkpoint trained on the held-out fold.
     """
     from diagecg.io import read_record
-    from diagecg.preprocess import preprocess
+    from diagecg.preprocess import model_inputs
     from diagecg.prompts import PromptConfig
     from diagecg.training.ecg_data import source_fs_hz
     from diagecg.training.evaluate import (
@@ -364,7 +367,7 @@ def build_workload(args: argparse.Namespace, bundle: Any) -> Workload:
     kept, skipped = [], 0
     for i in ids:
         try:
-            preprocess(read_record(ptbxl.record_path(i, fs_src).with_suffix(".hea")), bundle.preprocess)
+            model_inputs(read_record(ptbxl.record_path(i, fs_src).with_suffix(".hea")), bundle.preprocess)
             kept.append(i)
         except DiagEcgError as e:
             logger.warning("record %d skipped: %s", i, e)
@@ -558,7 +561,7 @@ def worker_torch(w: Workload, t_start: float) -> dict[str, Any]:
 
     from diagecg.nn.checkpoint import load_tokenizer
     from diagecg.nn.llm_checkpoint import load_llm_checkpoint
-    from diagecg.preprocess import preprocess
+    from diagecg.preprocess import model_inputs
     from diagecg.training.encode_records import encode_signals
     from diagecg.training.evaluate import LlmPredictor
 
@@ -573,24 +576,27 @@ def worker_torch(w: Workload, t_start: float) -> dict[str, Any]:
 
     def answer(item: dict[str, Any]) -> str:
         rec = _record(item)
-        x = preprocess(rec, pre_cfg)[None]  # (1, leads, samples) float32
-        predictor.ecg_indices = {0: encode_signals(ecg_tok, x)[0]}  # (frames,)
+        x, f = model_inputs(rec, pre_cfg)  # (leads, samples), (measurements,) float32
+        predictor.ecg_indices = {0: encode_signals(ecg_tok, x[None], f[None])[0]}  # (tokens,)
         predictor.patients = {0: rec.patient}
         return predictor([0], [item["question"]])[0]
 
     with torch.inference_mode():
         first, seconds, texts, errors = _timed_answers(answer, w.items)
         t = time.perf_counter()
-        recs, signals = [], []
+        recs, signals, features = [], [], []
         for r in w.batch_records:
             try:
                 rec = _record(r)
-                signals.append(preprocess(rec, pre_cfg))  # (leads, samples)
-                recs.append(rec)
+                x, f = model_inputs(rec, pre_cfg)  # (leads, samples), (measurements,)
             except DiagEcgError as e:
                 logger.warning("batch: %s failed: %s", r["record"], e)
-        x = np.stack(signals)  # (N, leads, samples)
-        predictor.ecg_indices = dict(enumerate(encode_signals(ecg_tok, x, batch_size=w.torch_batch_size)))
+                continue
+            recs.append(rec)
+            signals.append(x)
+            features.append(f)
+        codes = encode_signals(ecg_tok, np.stack(signals), np.stack(features), batch_size=w.torch_batch_size)
+        predictor.ecg_indices = dict(enumerate(codes))  # record -> (tokens,)
         predictor.patients = {k: r.patient for k, r in enumerate(recs)}
         predictor.batch_size = w.torch_batch_size
         batch = predictor(list(range(len(recs))), [w.batch_question] * len(recs))

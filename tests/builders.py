@@ -72,20 +72,22 @@ def random_ecg_tokenizer(encoder: EncoderConfig, fsq: FSQConfig, summary: Summar
     return tok
 
 
-def save_random_ecg_tokenizer(path: Path) -> FSQConfig:
-    """Save an untrained tiny 100 Hz stage-1 checkpoint (FSQ levels (4, 4)) at ``path``.
+def save_random_ecg_tokenizer(path: Path, summary: SummaryConfig | None = None) -> FSQConfig:
+    """Save an untrained tiny 100 Hz stage-1 checkpoint (FSQ levels (4, 4); with ``summary``, a summary
+    head as :func:`random_ecg_tokenizer` makes it) at ``path``.
 
     The weights come from torch's global generator: seed it first for a reproducible checkpoint.
     """
     from diagecg.nn.checkpoint import save_checkpoint
-    from diagecg.nn.ecg_tokenizer import EcgTokenizer
 
     pre = PreprocessConfig(fs_hz=100)
     enc = EncoderConfig(n_samples=pre.n_samples, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4,
                         fused_channels=16)
     fsq = FSQConfig(levels=(4, 4))
-    save_checkpoint(path, EcgTokenizer(enc, fsq).eval(),
-                    {ManifestKey.PREPROCESS: pre, ManifestKey.ENCODER: enc, ManifestKey.FSQ: fsq}, step=0)
+    configs = {ManifestKey.PREPROCESS: pre, ManifestKey.ENCODER: enc, ManifestKey.FSQ: fsq}
+    if summary is not None:
+        configs[ManifestKey.SUMMARY] = summary
+    save_checkpoint(path, random_ecg_tokenizer(enc, fsq, summary, pre), configs, step=0)
     return fsq
 
 

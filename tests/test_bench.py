@@ -144,12 +144,13 @@ def test_peak_rss_is_the_workers_own_not_its_parents():
 
 
 def build_tiny_instruct(d: Path) -> Path:
-    """A real instruct folder: tiny ECG tokenizer, Llama (rows of 256/512 values: the K-quants apply)
-    with the ECG tokens added by the vocabulary extension, and a non-trivial LoRA adapter on it."""
+    """A real instruct folder: tiny ECG tokenizer with summary tokens, Llama (rows of 256/512 values: the
+    K-quants apply) with the ECG tokens added by the vocabulary extension, and a non-trivial LoRA adapter."""
     import peft
     import torch
     from builders import (
         INSTRUCT_CORPUS,
+        SUMMARY,
         demo_text_tokenizer,
         llama_with_ecg_tokens,
         save_random_ecg_tokenizer,
@@ -163,12 +164,12 @@ def build_tiny_instruct(d: Path) -> Path:
     from diagecg.training.ptbxl import TRAIN_FOLDS
 
     torch.manual_seed(0)
-    fsq = save_random_ecg_tokenizer(d / "stage1")
+    fsq = save_random_ecg_tokenizer(d / "stage1", SUMMARY)
     text_tok, hf_tok, ids = demo_text_tokenizer(INSTRUCT_CORPUS * 4)
     cfg = tiny_model_config(text_tok.get_vocab_size(), bos_id=ids[DEMO_BOS_TOKEN], eos_id=ids[DEMO_EOS_TOKEN],
                             pad_id=ids[DEMO_PAD_TOKEN], hidden_size=256, intermediate_size=512, num_layers=2,
                             num_heads=4)
-    model, vocab = llama_with_ecg_tokens(cfg, hf_tok, fsq.codebook_size)
+    model, vocab = llama_with_ecg_tokens(cfg, hf_tok, fsq.codebook_size + SUMMARY.n_codes)
     model.save_pretrained(d / "base")  # the LoRA base: already extended, as after `train pretrain`
     lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     meta = LlmMeta(stage="instruct", method="lora", vocab=vocab, prompt=PromptConfig(),
