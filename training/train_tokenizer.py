@@ -367,6 +367,8 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
         # batch drawn from (seed, step) only, so a resumed run sees the same batches
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         batch_idx = torch.randperm(len(train_x), generator=gen)[: cfg.batch_size]
+        # ... and the same dropout masks (summary head): the global generator is not in the checkpoint
+        torch.manual_seed(cfg.seed * 1_000_003 + step)
         f = None
         if cfg.augment:  # new recording conditions in mV, then the same z-score and measurements as always
             assert train_set.prepared_mv is not None
