@@ -1,9 +1,11 @@
-"""Stage 1 on real PTB-XL records: a short run learns, uses the codebook, checkpoints, resumes, encodes."""
+"""Stage 1 on real PTB-XL records: a short run learns, uses the codebook, checkpoints, resumes, encodes;
+with the summary head (the default) it also learns the findings and resumes bit for bit."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig
+from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig
 from diagecg.constants import (
     CHECKPOINT_CONFIG,
     CHECKPOINT_OPTIMIZER,
@@ -21,19 +23,38 @@ from diagecg.constants import (
     ManifestKey,
 )
 from diagecg.errors import CheckpointError
-from diagecg.nn.checkpoint import load_optimizer_state, load_tokenizer, read_trainer_state, save_checkpoint
+from diagecg.measure import FEATURE_NAMES
+from diagecg.nn.checkpoint import (
+    load_optimizer_state,
+    load_tokenizer,
+    read_configs,
+    read_trainer_state,
+    save_checkpoint,
+)
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.training.ecg_data import load_signals, resolve_ptbxl_root
 from diagecg.training.encode_records import encode_ptbxl, encode_signals, load_token_cache
-from diagecg.training.ptbxl import PtbxlDataset
-from diagecg.training.train_tokenizer import TokenizerTrainConfig, evaluate, main, subset_ids
+from diagecg.training.ptbxl import SUPERCLASSES, PtbxlDataset, finding_labels
+from diagecg.training.train_tokenizer import (
+    TokenizerTrainConfig,
+    augment_mv,
+    evaluate,
+    main,
+    subset_ids,
+    summary_auc,
+)
 
 STEPS = 20
-# Measured after this 20-step run on 16 eval records (1008 frames), seeds 0/1/2: 147/100/163 codes used
-# (11.3/7.7/12.6%), perplexity 32/44/80, eval MSE 0.95/0.98/0.90 from 1.54/1.24/1.28 untrained.
-# The floors leave about 2x margin.
+# Measured after this 20-step run of the paper's tokenizer (summary=False, augment=False) on 16 eval records
+# (1008 frames), seeds 0/1/2: 147/100/163 codes used (11.3/7.7/12.6%), perplexity 32/44/80, eval MSE
+# 0.95/0.98/0.90 from 1.54/1.24/1.28 untrained. The floors leave about 2x margin.
 USAGE_FLOOR = 0.04  # >= 52 of 1296 codes
 PERPLEXITY_FLOOR = 12.0
+# The default tokenizer (summary head, augmentation) after the same 20 steps, seeds 0/1/2: summary AUC of the
+# superclasses 0.84/0.80/0.82 on the 16 eval records (0.5 is chance), eval MSE 1.00/1.00/0.98: the findings'
+# cross-entropy slows the reconstruction of such a short run. The floor leaves about 2x margin over chance.
+SUMMARY_STEPS = STEPS
+SUMMARY_AUC_FLOOR = 0.65
 TINY = dict(stem_channels=8, stage_channels=(8, 8, 16, 16), groups=4, fused_channels=32)
 
 
@@ -48,17 +69,22 @@ def tiny_config(data: Path, out: Path, **changes: object) -> TokenizerTrainConfi
 
 @pytest.fixture(scope="module")
 def runs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """One uninterrupted run, and one interrupted at step 10 and resumed to the same step."""
+    """The paper's tokenizer (no summary, no augmentation) run straight through; and the default
+    tokenizer (summary head, augmentation) run straight through and interrupted at step 10 then resumed
+    with other summary settings, which the checkpoint's must override."""
     root = tmp_path_factory.mktemp("tokenizer")
-    full = main(tiny_config(shared_data, root / "full"))
-    main(tiny_config(shared_data, root / "resumed", stop_at_step=10))  # "killed" at step 10
-    first_half_state = read_trainer_state(root / "resumed")
-    resumed = main(tiny_config(shared_data, root / "resumed", resume=True))
-    return {"root": root, "full": full, "resumed": resumed, "first_half_state": first_half_state}
+    plain = main(tiny_config(shared_data, root / "plain", summary=False, augment=False))
+    short = dict(steps=SUMMARY_STEPS, eval_every=SUMMARY_STEPS // 2)
+    full = main(tiny_config(shared_data, root / "full", **short))
+    main(tiny_config(shared_data, root / "resumed", stop_at_step=SUMMARY_STEPS // 2, **short))  # "killed"
+    first_half = read_trainer_state(root / "resumed")
+    resumed = main(tiny_config(shared_data, root / "resumed", resume=True, summary=False, summary_levels=4,
+                               **short))
+    return {"root": root, "plain": plain, "full": full, "resumed": resumed, "first_half_state": first_half}
 
 
 def test_training_lowers_reconstruction_loss(runs: dict) -> None:
-    s = runs["full"]
+    s = runs["plain"]
     assert s["step"] == STEPS and s["n_train_records"] == 48 and s["n_eval_records"] == 16
     assert s["eval_zero_mse"] == pytest.approx(1.0, abs=0.01)  # z-scored input
     assert s["eval"]["mse"] < 0.9 * s["eval_initial_mse"]
@@ -68,56 +94,113 @@ def test_training_lowers_reconstruction_loss(runs: dict) -> None:
 
 
 def test_codebook_usage_after_short_run(runs: dict) -> None:
-    ev = runs["full"]["eval"]
+    ev = runs["plain"]["eval"]
     assert ev["code_usage"] >= USAGE_FLOOR, ev
     assert ev["codes_used"] == round(ev["code_usage"] * 1296)
     assert PERPLEXITY_FLOOR <= ev["perplexity"] <= ev["codes_used"]
 
 
 def test_run_writes_checkpoint_and_summary(runs: dict) -> None:
-    out = runs["root"] / "full"
+    out = runs["root"] / "plain"
     for name in (CHECKPOINT_WEIGHTS, CHECKPOINT_CONFIG, CHECKPOINT_STATE, CHECKPOINT_OPTIMIZER, RUN_SUMMARY):
         assert (out / name).is_file(), name
     assert read_trainer_state(out)["step"] == STEPS
 
 
+def test_summary_off_is_the_frame_only_tokenizer(runs: dict) -> None:
+    assert ManifestKey.SUMMARY not in read_configs(runs["root"] / "plain")
+    tok, *_ = load_tokenizer(runs["root"] / "plain")
+    assert tok.summary is None and tok.n_tokens == 63
+    s = runs["plain"]
+    assert s["n_summary_tokens"] == 0 and s["summary_findings"] == []
+    assert not any(k.startswith("summary_auc") for k in s["eval"])
+
+
+def test_summary_checkpoint_stores_the_findings_superclasses_first(runs: dict, ptbxl_root: Path) -> None:
+    stored = SummaryConfig.from_dict(read_configs(runs["root"] / "full")[ManifestKey.SUMMARY])
+    cfg = tiny_config(ptbxl_root, runs["root"] / "unused")
+    assert stored.findings[: len(SUPERCLASSES)] == SUPERCLASSES and len(stored.findings) > len(SUPERCLASSES)
+    assert stored.features == FEATURE_NAMES
+    assert (stored.levels, stored.hidden) == (cfg.summary_levels, cfg.summary_hidden)
+    # every statement token has enough positives among the run's own training records
+    ptbxl = PtbxlDataset(ptbxl_root)
+    train_ids = subset_ids(ptbxl.ids(cfg.train_folds), cfg.max_train_records, cfg.seed)
+    counts = np.array(finding_labels(ptbxl, train_ids, stored.findings)).sum(axis=0)
+    assert (counts[len(SUPERCLASSES):] >= cfg.summary_min_positives).all()
+    s = runs["full"]
+    assert s["n_summary_tokens"] == len(stored.findings) and s["summary_findings"] == list(stored.findings)
+
+
+def test_summary_run_reports_auc_and_still_learns_reconstruction(runs: dict) -> None:
+    s = runs["full"]
+    ev = s["eval"]
+    assert set(ev["summary_auc"]) == set(s["summary_findings"])
+    assert all(v is None or 0.0 <= v <= 1.0 for v in ev["summary_auc"].values())
+    assert ev["summary_auc_superclass"] >= SUMMARY_AUC_FLOOR, ev["summary_auc"]
+    assert not math.isnan(ev["summary_auc_macro"])
+    assert all("eval_summary_auc_macro" in h for h in s["history"])
+    assert ev["mse"] < 0.9 * s["eval_initial_mse"]
+
+
 def test_resume_continues_step_count(runs: dict) -> None:
-    assert runs["first_half_state"]["step"] == 10
+    half = SUMMARY_STEPS // 2
+    assert runs["first_half_state"]["step"] == half
     s = runs["resumed"]
-    assert s["step"] == STEPS and s["steps_this_run"] == STEPS - 10 and s["resumed_from_step"] == 10
-    assert [h["step"] for h in s["history"]] == [0, 10, 20]  # history carried over from the checkpoint
+    assert s["step"] == SUMMARY_STEPS and s["steps_this_run"] == half and s["resumed_from_step"] == half
+    assert [h["step"] for h in s["history"]] == [0, half, SUMMARY_STEPS]  # carried over from the checkpoint
+
+
+def test_resume_keeps_the_checkpoint_summary(runs: dict) -> None:
+    full = read_configs(runs["root"] / "full")[ManifestKey.SUMMARY]
+    assert read_configs(runs["root"] / "resumed")[ManifestKey.SUMMARY] == full  # not summary=False, levels=4
+    assert runs["resumed"]["summary_findings"] == runs["full"]["summary_findings"]
 
 
 def test_resumed_run_matches_uninterrupted_run(runs: dict) -> None:
     a, *_ = load_tokenizer(runs["root"] / "full")
     b, *_ = load_tokenizer(runs["root"] / "resumed")
     sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for k in sa:  # same batches, schedule and optimiser state: bit-identical on one machine
+    assert sa.keys() == sb.keys() and any(k.startswith("summary.") for k in sa)
+    for k in sa:  # same batches, augmentation, dropout, schedule and optimiser state: bit-identical
         assert torch.equal(sa[k], sb[k]), k
     assert runs["resumed"]["eval"] == runs["full"]["eval"]
 
 
-def test_loaded_checkpoint_reproduces_eval(runs: dict, ptbxl_root: Path) -> None:
-    tok, pre, enc, fsq = load_tokenizer(runs["root"] / "full")
-    assert (pre.fs_hz, enc.n_samples, enc.stage_channels) == (100, 1000, (8, 8, 16, 16))
-    assert fsq.levels == (6, 6, 6, 6)
+def _eval_set(ptbxl_root: Path, runs: dict, pre: PreprocessConfig):
     ptbxl = PtbxlDataset(ptbxl_root)
     cfg = tiny_config(ptbxl_root, runs["root"] / "unused")
     eval_ids = subset_ids(ptbxl.ids(cfg.eval_folds), cfg.max_eval_records, cfg.seed)  # the run's own subset
-    _, x, _ = load_signals(ptbxl, eval_ids, pre, progress=False)
-    ev = evaluate(tok, torch.from_numpy(x), batch_size=8, device=torch.device("cpu"))
-    assert ev["mse"] == pytest.approx(runs["full"]["eval"]["mse"], rel=1e-5)
-    assert ev["codes_used"] == runs["full"]["eval"]["codes_used"]
+    return ptbxl, load_signals(ptbxl, eval_ids, pre, progress=False)
+
+
+def test_loaded_checkpoint_reproduces_eval(runs: dict, ptbxl_root: Path) -> None:
+    tok, pre, enc, fsq = load_tokenizer(runs["root"] / "plain")
+    assert (pre.fs_hz, enc.n_samples, enc.stage_channels) == (100, 1000, (8, 8, 16, 16))
+    assert fsq.levels == (6, 6, 6, 6)
+    _, loaded = _eval_set(ptbxl_root, runs, pre)
+    ev = evaluate(tok, torch.from_numpy(loaded.signals), batch_size=8, device=torch.device("cpu"))
+    assert ev["mse"] == pytest.approx(runs["plain"]["eval"]["mse"], rel=1e-5)
+    assert ev["codes_used"] == runs["plain"]["eval"]["codes_used"]
+
+
+def test_loaded_summary_checkpoint_reproduces_the_auc(runs: dict, ptbxl_root: Path) -> None:
+    tok, pre, _, _ = load_tokenizer(runs["root"] / "full")
+    ptbxl, loaded = _eval_set(ptbxl_root, runs, pre)
+    labels = np.array(finding_labels(ptbxl, loaded.ids, tok.summary_cfg.findings), dtype=np.float32)
+    ev = evaluate(tok, torch.from_numpy(loaded.signals), 8, torch.device("cpu"),
+                  torch.from_numpy(loaded.features), labels)
+    want = runs["full"]["eval"]
+    assert ev["summary_auc"] == want["summary_auc"]
+    assert ev["mse"] == pytest.approx(want["mse"], rel=1e-5)
 
 
 def test_refuses_to_overwrite_checkpoint_without_resume(runs: dict, shared_data: Path) -> None:
     with pytest.raises(ValueError, match="--resume"):
-        main(tiny_config(shared_data, runs["root"] / "full"))
+        main(tiny_config(shared_data, runs["root"] / "plain"))
 
 
 def test_encode_ptbxl_writes_token_cache(runs: dict, shared_data: Path, tmp_path: Path) -> None:
-    ckpt = runs["root"] / "full"
+    ckpt = runs["root"] / "plain"
     cache = tmp_path / "tokens.npz"
     tokens = encode_ptbxl(ckpt, shared_data, out_path=cache, batch_size=32, folds=(9,), progress=False)
     ptbxl = PtbxlDataset(resolve_ptbxl_root(shared_data))
@@ -128,8 +211,29 @@ def test_encode_ptbxl_writes_token_cache(runs: dict, shared_data: Path, tmp_path
     assert loaded.keys() == tokens.keys() and all(np.array_equal(loaded[k], tokens[k]) for k in tokens)
     tok, pre, _, _ = load_tokenizer(ckpt)
     ids = sorted(tokens)[:5]
-    _, x, _ = load_signals(ptbxl, ids, pre, progress=False)
+    x = load_signals(ptbxl, ids, pre, progress=False).signals
     assert np.array_equal(encode_signals(tok, x, batch_size=2), np.stack([tokens[i] for i in ids]))
+
+
+def test_encode_ptbxl_with_summary_puts_summary_codes_first(runs: dict, shared_data: Path,
+                                                            tmp_path: Path) -> None:
+    ckpt = runs["root"] / "full"
+    tok, pre, _, _ = load_tokenizer(ckpt)
+    n_sum = tok.n_summary
+    tokens = encode_ptbxl(ckpt, shared_data, out_path=tmp_path / "t.npz", batch_size=32, folds=(9,),
+                          progress=False)
+    rows = np.stack(list(tokens.values()))
+    assert rows.shape[1] == n_sum + 63
+    blocks = 1296 + np.arange(n_sum) * tok.summary_cfg.levels  # finding k: [1296 + k L, 1296 + (k+1) L)
+    assert ((rows[:, :n_sum] >= blocks) & (rows[:, :n_sum] < blocks + tok.summary_cfg.levels)).all()
+    assert rows[:, n_sum:].max() < 1296
+    ptbxl = PtbxlDataset(resolve_ptbxl_root(shared_data))
+    ids = sorted(tokens)[:4]
+    loaded = load_signals(ptbxl, ids, pre, progress=False)
+    want = np.stack([tokens[i] for i in ids])
+    assert np.array_equal(encode_signals(tok, loaded.signals, loaded.features, batch_size=3), want)
+    with pytest.raises(ValueError, match="measurements"):
+        encode_signals(tok, loaded.signals)
 
 
 # --- unit tests without a training run ---------------------------------------------------------------
@@ -197,8 +301,10 @@ def test_load_signals_skips_and_counts_invalid_records(ptbxl_root: Path, tmp_pat
     bad = PtbxlDataset(root).record_path(ids[1]).with_suffix(".dat")
     bad.write_bytes(bad.read_bytes()[:100])  # truncated signal file
     with caplog.at_level(logging.WARNING):
-        kept, x, skipped = load_signals(PtbxlDataset(root), ids, PreprocessConfig(fs_hz=100), progress=False)
-    assert kept == [ids[0], ids[2]] and x.shape == (2, 12, 1000) and list(skipped) == [ids[1]]
+        loaded = load_signals(PtbxlDataset(root), ids, PreprocessConfig(fs_hz=100), progress=False)
+    assert loaded.ids == [ids[0], ids[2]] and list(loaded.skipped) == [ids[1]]
+    assert loaded.signals.shape == (2, 12, 1000) and loaded.features.shape == (2, len(FEATURE_NAMES))
+    assert np.isfinite(loaded.features).all() and loaded.prepared_mv is None  # keep_mv=False
     assert "skipped 1 of 3" in caplog.text
 
 
@@ -209,6 +315,10 @@ def test_load_signals_skips_and_counts_invalid_records(ptbxl_root: Path, tmp_pat
     ({"init_dir": "x"}, "init_dir"),
     ({"preset": "250hz"}, "preset"),
     ({"steps": 0}, "steps"),
+    ({"summary_levels": 1}, "summary_levels"),
+    ({"summary_min_positives": 0}, "summary_min_positives"),
+    ({"summary_weight": -0.5}, "summary_weight"),
+    ({"summary_hidden": 0}, "summary_hidden"),
 ])
 def test_config_rejects_bad_values(change: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
@@ -222,3 +332,36 @@ def test_config_overrides_reach_the_architecture() -> None:
     assert fsq.codebook_size == 1000
     with pytest.raises(ValueError, match="groups"):
         TokenizerTrainConfig(stem_channels=12, groups=8).model_configs()
+
+
+# --- augmentation and the summary AUC -------------------------------------------------------------------
+
+def test_augment_mv_is_seeded_and_keeps_shape() -> None:
+    x = np.random.default_rng(0).normal(size=(4, 12, 1000)).astype(np.float32)
+    a = augment_mv(x, np.random.default_rng([0, 7]))
+    b = augment_mv(x, np.random.default_rng([0, 7]))
+    c = augment_mv(x, np.random.default_rng([0, 8]))
+    assert a.shape == x.shape and a.dtype == np.float32
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert not np.array_equal(a, x)
+
+
+def test_augment_mv_changes_gain_within_the_documented_range() -> None:
+    ones = np.ones((200, 12, 2000), dtype=np.float32)  # 1 mV everywhere: the mean of a lead is its gain
+    gain = augment_mv(ones, np.random.default_rng(1)).mean(axis=-1)  # (B, leads); noise averages out
+    assert gain.min() >= 0.75 * 0.9 - 0.01 and gain.max() <= 4 / 3 * 1.1 + 0.01
+    assert gain.min() < 0.75 and gain.max() > 1.33  # the record gain spans its range
+    assert (gain.std(axis=1) > 0.01).all()  # and each lead gets its own gain on top
+    noise = augment_mv(np.zeros((200, 12, 2000), dtype=np.float32), np.random.default_rng(2)).std(axis=(1, 2))
+    assert noise.max() <= 0.041 and noise.min() < 0.005  # white noise of up to 0.04 mV per record
+
+
+def test_summary_auc_reports_each_finding_and_superclass_mean() -> None:
+    labels = np.array([[1, 0, 1, 1], [0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 1, 0]], dtype=np.float32)
+    logits = np.array([[2, 0, 0, 1], [1, 1, 0, 0], [3, 2, 0, 2], [0, -1, 0, 3]], dtype=np.float32)
+    out = summary_auc(logits, labels, ("NORM", "MI", "AFIB", "SR"))
+    assert out["summary_auc"] == {"NORM": 1.0, "MI": 1.0, "AFIB": None, "SR": 0.5}  # AFIB: one class only
+    assert out["summary_auc_superclass"] == 1.0  # NORM and MI; AFIB and SR are statements
+    assert out["summary_auc_macro"] == pytest.approx(2.5 / 3)
+    none = summary_auc(logits[:, 2:], labels[:, 2:], ("AFIB", "SR"))
+    assert math.isnan(none["summary_auc_superclass"])
