@@ -14,11 +14,13 @@ from diagecg.training.ecgqa import (
     QuestionGenConfig,
     answer_options,
     ecgqa_attribute_name,
+    finding_names,
+    finding_questions,
     generate_questions,
     load_answer_vocab,
     load_ecgqa_samples,
 )
-from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS
+from diagecg.training.ptbxl import SUPERCLASSES, TEST_FOLDS, TRAIN_FOLDS
 
 
 @pytest.fixture(scope="session")
@@ -192,3 +194,82 @@ def test_qasample_roundtrip_and_validation(generated, tmp_path):
         dataclasses.replace(s, question_type="single-guess")
     with pytest.raises(ValueError, match="required keys missing"):
         QASample.from_dict({"ecg_id": 1})
+
+
+# --- finding verify questions -----------------------------------------------------------------------------
+
+FINDINGS = (*SUPERCLASSES, "AFIB", "IMI", "SR", "LVH", "EL", "RVH", "NDT")
+
+
+def test_finding_names_use_ecgqa_names_and_drop_the_unnamable(scp_table, vocab):
+    names = finding_names(FINDINGS, scp_table, vocab)
+    assert names["NORM"] == "normal ecg"  # template 2's attribute
+    assert [names[c] for c in ("MI", "STTC", "CD", "HYP")] == [
+        "myocardial infarction", "st/t change", "conduction disturbance", "hypertrophy"]
+    assert names["AFIB"] == "atrial fibrillation"
+    assert names["IMI"] == "myocardial infarction in inferior leads"
+    assert "EL" not in names and "RVH" not in names  # ECG-QA has no answer naming them
+    assert list(names) == [c for c in FINDINGS if c not in ("EL", "RVH")]  # order kept
+    assert all(n in vocab.answers for c, n in names.items() if c not in SUPERCLASSES)
+    assert len(set(names.values())) == len(names)
+
+
+@pytest.fixture(scope="module")
+def finding_samples(ptbxl, scp_table, vocab) -> tuple[list[int], dict[str, str], list[QASample]]:
+    ids = ptbxl.ids(TRAIN_FOLDS)[:120]
+    names = finding_names(FINDINGS, scp_table, vocab)
+    return ids, names, finding_questions(ptbxl, ids, names, scp_table, rng_seed=0)
+
+
+def test_finding_questions_one_per_record_and_finding(finding_samples):
+    ids, names, samples = finding_samples
+    assert len(samples) == len(ids) * len(names)
+    assert [(s.ecg_id, s.attributes) for s in samples] == [(i, (n,)) for i in ids for n in names.values()]
+    assert all(s.question_type == "single-verify" and s.source == "generated" for s in samples)
+    norm = [s for s in samples if s.attributes == ("normal ecg",)]
+    assert {s.template_id for s in norm} == {2} and {s.question for s in norm} == {"Is this a normal ECG?"}
+    others = [s for s in samples if s.attributes != ("normal ecg",)]
+    assert {s.template_id for s in others} == {1}
+    assert all(s.question == f"Does this ECG show symptoms of {s.attributes[0]}?" for s in others)
+
+
+def test_finding_answers_follow_the_labels(finding_samples, ptbxl, scp_table, vocab):
+    ids, names, samples = finding_samples
+    code_of = {n: c for c, n in names.items()}
+    seen = set()
+    for s in samples:
+        e, code = ptbxl.entries[s.ecg_id], code_of[s.attributes[0]]
+        assert set(s.answers) <= set(vocab.options(s.template_id))
+        if code == "NORM":
+            want = "yes" if "NORM" in e.scp_codes else "no"
+        elif code in SUPERCLASSES:  # yes/no from diagnostic_superclass, never "not sure"
+            want = "yes" if code in e.superclasses else "no"
+        elif code not in e.scp_codes:
+            want = "no"
+        elif scp_table[code].diagnostic and e.scp_codes[code] not in (0.0, 100.0):
+            want = "not sure"  # an uncertain diagnostic statement
+        else:
+            want = "yes"
+        assert s.answers == (want,), (s, e.scp_codes, e.superclasses)
+        seen.add((code in SUPERCLASSES, want))
+    # the records cover every kind of answer: superclasses yes and no, statements yes, no and not sure
+    assert {(True, "yes"), (True, "no"), (False, "yes"), (False, "no"), (False, "not sure")} <= seen
+
+
+def test_finding_questions_wordings(ptbxl, scp_table, vocab):
+    ids = ptbxl.ids(TRAIN_FOLDS)[:40]
+    names = finding_names(FINDINGS, scp_table, vocab)
+    runs = {w: finding_questions(ptbxl, ids, names, scp_table, 1, wording=w)
+            for w in ("template", "mixed", "paraphrase")}
+    key = [(s.ecg_id, s.template_id, s.attributes, s.answers) for s in runs["template"]]
+    for w, samples in runs.items():
+        assert [(s.ecg_id, s.template_id, s.attributes, s.answers) for s in samples] == key
+        assert all(s.wording == w for s in samples)
+        assert all(s.attributes[0] in s.question for s in samples if s.template_id == 1)
+    mixed, para = {s.question for s in runs["mixed"]}, {s.question for s in runs["paraphrase"]}
+    assert mixed - {s.question for s in runs["template"]}  # the training paraphrases are used
+    assert not para & (mixed | {s.question for s in runs["template"]})  # the held-out ones stay held out
+    assert finding_questions(ptbxl, ids, names, scp_table, 1, wording="mixed") == runs["mixed"]
+    assert finding_questions(ptbxl, ids, names, scp_table, 2, wording="mixed") != runs["mixed"]
+    with pytest.raises(ValueError, match="wording"):
+        finding_questions(ptbxl, ids, names, scp_table, 1, wording="other")  # type: ignore[arg-type]
