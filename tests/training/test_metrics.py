@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from diagecg.training.ecgqa import QASample
@@ -13,6 +14,7 @@ from diagecg.training.metrics import (
     majority_baseline,
     majority_predictions,
     report_metrics,
+    roc_auc,
 )
 
 
@@ -87,3 +89,31 @@ def test_meteor_runs_without_wordnet_and_matches_stems():
     assert stems > 0.9 and synonyms == 0.0
     with pytest.raises(ValueError):
         report_metrics(["a"], [])
+
+
+def _pairwise_auc(labels, scores) -> float:
+    """P(score of a positive > score of a negative), ties counted half: the definition, pair by pair."""
+    pos = [s for y, s in zip(labels, scores, strict=True) if y]
+    neg = [s for y, s in zip(labels, scores, strict=True) if not y]
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_roc_auc_matches_the_pairwise_count_with_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 60))
+    labels = rng.integers(0, 2, n)
+    labels[:2] = (0, 1)  # both classes
+    scores = rng.integers(0, 4, n) + labels * rng.integers(0, 2, n)  # few distinct values: many ties
+    assert roc_auc(labels, scores) == pytest.approx(_pairwise_auc(labels, scores), abs=1e-12)
+    assert roc_auc(list(labels.astype(float)), list(scores.astype(float))) == roc_auc(labels, scores)
+
+
+def test_roc_auc_extremes_and_one_class() -> None:
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.9]) == 1.0
+    assert roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.9]) == 0.0
+    assert roc_auc([0, 1, 0, 1], [5, 5, 5, 5]) == 0.5  # all tied
+    assert roc_auc([0, 1], [-3.0, 1e9]) == 1.0  # any monotone score
+    assert math.isnan(roc_auc([1, 1, 1], [0.1, 0.5, 0.9]))
+    assert math.isnan(roc_auc([0, 0], [0.1, 0.5]))
