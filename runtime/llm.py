@@ -279,6 +279,46 @@ class LlamaModel:
         return Generation(token_ids=out, text=text, n_prompt_tokens=n_prompt, stop_reason=stop_reason,
                           n_reused_tokens=n_reused, warnings=warnings)
 
+    def option_probabilities(self, prompt_ids: Sequence[int], options: Sequence[Sequence[int]]) -> np.ndarray:
+        """Probabilities of whole answer continuations after a prompt, normalised over the options.
+
+        Each option (e.g. the ids of ``" yes"`` + eos) is scored by teacher forcing: the sum of its
+        tokens' log-probabilities (log-softmax over the whole vocabulary, as ``diagecg eval`` does);
+        the prompt is evaluated once and every option continues from its KV cells.
+
+        Args:
+            prompt_ids: the full prompt as token ids.
+            options: token ids of each option's continuation (non-empty).
+
+        Returns:
+            float64 (len(options),), summing to 1.
+
+        Raises:
+            InferenceError: no options, an empty option, a prompt plus option longer than the
+                context, or llama.cpp fails.
+        """
+        prompt = [int(i) for i in prompt_ids]
+        if not options or any(len(o) == 0 for o in options):
+            raise InferenceError("option_probabilities needs at least one non-empty option")
+        longest = max(len(o) for o in options)
+        if not prompt or len(prompt) + longest > self.n_ctx:
+            raise InferenceError(f"the prompt ({len(prompt)} tokens) and its longest option ({longest}) do not "
+                                 f"fit n_ctx={self.n_ctx}")
+        logp = np.zeros(len(options))
+        with self._lock:
+            first, _ = self._prefill(prompt)
+            for k, option in enumerate(options):
+                logits = first
+                for j, tok in enumerate(option):
+                    x = logits.astype(np.float64)
+                    logp[k] += x[int(tok)] - x.max() - np.log(np.exp(x - x.max()).sum())
+                    if j + 1 < len(option):
+                        if j == 0:
+                            self._llm.n_tokens = len(prompt)  # drop the previous option's cells
+                        logits = self._eval([int(tok)])
+        p = np.exp(logp - logp.max())
+        return p / p.sum()
+
     def reset(self) -> None:
         """Forget the held sequence: the next prompt is evaluated from scratch."""
         with self._lock:

@@ -130,3 +130,27 @@ def test_prefix_reuse_gives_the_fresh_answer_and_counts_what_it_kept(bundle: Bun
         assert n_reused >= 65 and np.array_equal(logits, fresh._eval(prompt))
     finally:
         fresh.close()
+
+
+def test_option_probabilities_are_teacher_forced_sequence_likelihoods(llm: LlamaModel, prompt: list[int]) -> None:
+    options = [llm.encode_text(" yes"), llm.encode_text(" no"), llm.encode_text(" not sure")]
+    options = [[*o, next(iter(llm.stop_ids))] for o in options]
+    p = llm.option_probabilities(prompt, options)
+    assert p.shape == (3,) and p.sum() == pytest.approx(1.0) and (p > 0).all()
+
+    def logp(option: list[int]) -> float:  # a fresh evaluation per token, no reuse
+        total = 0.0
+        for j, tok in enumerate(option):
+            llm._llm.reset()
+            x = llm._eval(prompt + option[:j]).astype(np.float64)
+            total += x[tok] - x.max() - np.log(np.exp(x - x.max()).sum())
+        return total
+
+    lp = np.array([logp(o) for o in options])
+    want = np.exp(lp - lp.max())
+    np.testing.assert_allclose(p, want / want.sum(), rtol=1e-3)
+    # after other work the context holds another sequence: the answer does not depend on it
+    llm.generate(prompt[:-2], max_new_tokens=3)
+    np.testing.assert_allclose(llm.option_probabilities(prompt, options), p, rtol=1e-5)
+    with pytest.raises(InferenceError, match="non-empty"):
+        llm.option_probabilities(prompt, [[], options[0]])
