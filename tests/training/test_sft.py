@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from diagecg.training.llm_data import IGNORE_INDEX, SftItem, encode_sft_items, s
 from diagecg.training.pretrain import PretrainConfig
 from diagecg.training.pretrain import main as pretrain_main
 from diagecg.training.ptbxl import PtbxlDataset
-from diagecg.training.sft import SFTConfig, generate_answer, main
+from diagecg.training.sft import BalancedPool, SFTConfig, generate_answer, main
 from diagecg.types import PatientInfo
 
 QUESTION = "Does this ECG show symptoms of atrial fibrillation?"
@@ -133,11 +135,72 @@ def test_sft_loss_only_on_the_answer_and_eos(pretrained: dict) -> None:
         ({"tasks": ("qa", "chat")}, "tasks"),
         ({"valid_folds": (10,)}, "test fold"),
         ({"report_ratio": 1.0}, "report_ratio"),
+        ({"finding_verify_ratio": -0.1}, "finding_verify_ratio"),
+        ({"finding_verify_ratio": 1.5}, "finding_verify_ratio"),
+        ({"finding_min_positives": 0}, "finding_min_positives"),
     ],
 )
 def test_config_is_checked(changes: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(SFTConfig(), **changes)
+
+
+def test_finding_verify_fields_accept_their_range() -> None:
+    assert SFTConfig().finding_verify_ratio == 0.0  # off unless asked for
+    for ratio in (0.0, 0.3, 1.0):
+        assert SFTConfig(finding_verify_ratio=ratio, finding_min_positives=1).finding_verify_ratio == ratio
+    cfg = SFTConfig(finding_verify_ratio=0.25, finding_min_positives=3)
+    assert SFTConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# --- class-balanced finding questions ----------------------------------------------------------------------
+
+# (finding, present) -> pool size: very unequal on purpose, and CD has no absent example at all
+POOL_SIZES = {("NORM", True): 100, ("NORM", False): 5, ("AFIB", True): 2, ("AFIB", False): 200,
+              ("CD", True): 50}
+
+
+def _balanced_pool() -> tuple[BalancedPool, dict[int, tuple[str, bool]]]:
+    examples, keys, key_of = [], [], {}
+    for key, n in POOL_SIZES.items():
+        for _ in range(n):
+            k = len(examples)  # each example is ([k], [k]): its id tells its pool
+            examples.append(([k], [k]))
+            keys.append(key)
+            key_of[k] = key
+    order = list(range(len(examples)))
+    random.Random(0).shuffle(order)  # the pool must not depend on the input order
+    return BalancedPool([examples[i] for i in order], [keys[i] for i in order]), key_of
+
+
+def test_balanced_pool_draws_findings_then_classes_equally() -> None:
+    pool, key_of = _balanced_pool()
+    assert pool.findings == ["AFIB", "CD", "NORM"]
+    n = 6000
+    drawn = pool.draw(n, random.Random(1))
+    assert len(drawn) == n
+    by_key = Counter(key_of[ids[0]] for ids, _ in drawn)
+    by_finding = Counter(f for f, _ in by_key.elements())
+    # binomial sd of a 1/3 share of 6000 is ~37, of a 1/6 share ~29: the bounds allow > 4 sd
+    for f in ("NORM", "AFIB", "CD"):
+        assert abs(by_finding[f] - n / 3) < 160, by_finding
+    for f in ("NORM", "AFIB"):  # present and absent equally, whatever the pool sizes (100:5, 2:200)
+        assert abs(by_key[(f, True)] - n / 6) < 130 and abs(by_key[(f, False)] - n / 6) < 130, by_key
+    assert by_key[("CD", True)] == by_finding["CD"]  # a finding with one class draws that class
+    afib_yes = Counter(ids[0] for ids, _ in drawn if key_of[ids[0]] == ("AFIB", True))
+    assert len(afib_yes) == 2 and min(afib_yes.values()) > 350  # uniform inside a pool (~500 each)
+
+
+def test_balanced_pool_is_seeded() -> None:
+    pool, _ = _balanced_pool()
+    a, b = pool.draw(50, random.Random(7)), pool.draw(50, random.Random(7))
+    assert a == b and a != pool.draw(50, random.Random(8))
+    assert pool.draw(0, random.Random(7)) == []
+
+
+def test_balanced_pool_needs_one_key_per_example() -> None:
+    with pytest.raises(ValueError):
+        BalancedPool([([1], [1]), ([2], [2])], [("NORM", True)])
 
 
 # --- runs ------------------------------------------------------------------------------------
