@@ -70,7 +70,7 @@ from diagecg.constants import ManifestKey as K
 from diagecg.errors import DiagEcgError, InputError
 from diagecg.io import read_record
 from diagecg.preprocess import model_inputs, preprocess
-from diagecg.prompts import PromptConfig, encode_prompt, sanitize_question
+from diagecg.prompts import PromptConfig, encode_answer, encode_prompt, sanitize_question
 from diagecg.runtime.device import DeviceChoice, choose_device
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
@@ -233,21 +233,9 @@ class DiagEcgPipeline:
 
         rec = record if isinstance(record, EcgRecord) else read_record(record)
         lap("read")
-        key = signal_key(rec) if self.ecg_cache_size else b""
-        indices = self._cached_codes(key)
-        cached = indices is not None
-        if indices is None:
-            if self.bundle.summary is not None:  # float32 (12, samples) and (measurements,)
-                signal, features = model_inputs(rec, self.bundle.preprocess)
-            else:
-                signal, features = preprocess(rec, self.bundle.preprocess), None
-            lap("preprocess")
-            indices = self.ecg_session.encode(signal, features)[0]  # (1, tokens) -> (tokens,)
-            lap("tokenize")
-            self._store_codes(key, indices)
-        else:
-            lap("preprocess")
-            times["tokenize"] = 0.0
+        indices, cached, stage_ms = self._codes(rec)
+        times.update(stage_ms)
+        t = time.perf_counter()
         prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
                                    question=question, patient=rec.patient.with_overrides(patient),
                                    ecg_indices=indices.tolist())
@@ -266,6 +254,58 @@ class DiagEcgPipeline:
             bundle=dict(self._bundle_info), device=self.device.to_dict(), timings_ms=times,
             warnings=[*self.load_warnings, *rec.warnings, *gen.warnings],
         )
+
+    def _codes(self, rec: EcgRecord) -> tuple[I64Array, bool, dict[str, float]]:
+        """The record's ECG codes (from the cache when its signal was seen), whether they were cached,
+        and the preprocess / tokenize times in ms."""
+        key = signal_key(rec) if self.ecg_cache_size else b""
+        indices = self._cached_codes(key)
+        if indices is not None:
+            return indices, True, {"preprocess": 0.0, "tokenize": 0.0}
+        t0 = time.perf_counter()
+        if self.bundle.summary is not None:  # float32 (12, samples) and (measurements,)
+            signal, features = model_inputs(rec, self.bundle.preprocess)
+        else:
+            signal, features = preprocess(rec, self.bundle.preprocess), None
+        t1 = time.perf_counter()
+        indices = self.ecg_session.encode(signal, features)[0]  # (1, tokens) -> (tokens,)
+        t2 = time.perf_counter()
+        self._store_codes(key, indices)
+        return indices, False, {"preprocess": round((t1 - t0) * 1e3, 3), "tokenize": round((t2 - t1) * 1e3, 3)}
+
+    def ecg_codes(self, record: RecordLike) -> I64Array:
+        """The ECG token indices the bundle's tokenizer gives a record (summary codes, then frames)."""
+        rec = record if isinstance(record, EcgRecord) else read_record(record)
+        return self._codes(rec)[0]
+
+    def option_probabilities(self, record: RecordLike, question: str, options: Sequence[str], *,
+                             patient: PatientInfo | None = None,
+                             ecg_codes: I64Array | None = None) -> dict[str, float]:
+        """The model's probability of each answer option (whole continuations, normalised over the
+        options; ``LlamaModel.option_probabilities``).
+
+        Args:
+            record: a record path or an ``EcgRecord`` (its patient features are used).
+            question: free text, checked as in :meth:`answer`.
+            options: the answers to score, e.g. ``("yes", "no")``.
+            patient: overrides of the record's patient features.
+            ecg_codes: ECG codes to use instead of the record's own (e.g. another record's, for an
+                ECG ablation); None = the record's.
+
+        Raises:
+            InputError: bad question or no options. RecordError / InferenceError: as :meth:`answer`.
+        """
+        if not options:
+            raise InputError("no answer options given")
+        rec = record if isinstance(record, EcgRecord) else read_record(record)
+        codes = self._codes(rec)[0] if ecg_codes is None else ecg_codes
+        prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
+                                   question=self.check_question(question),
+                                   patient=rec.patient.with_overrides(patient), ecg_indices=codes.tolist())
+        eos = self.bundle.vocab.eos_id
+        option_ids = [encode_answer(self.prompt_config, self.llm.encode_text, o, eos) for o in options]
+        probs = self.llm.option_probabilities(prompt_ids, option_ids)
+        return {o: float(p) for o, p in zip(options, probs, strict=True)}
 
     def _cached_codes(self, key: bytes) -> I64Array | None:
         if not self.ecg_cache_size:

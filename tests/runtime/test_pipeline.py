@@ -245,3 +245,20 @@ def test_patient_with_overrides_keeps_unset_fields() -> None:
     merged = base.with_overrides(PatientInfo(sex="female", weight_kg=70.0))
     assert merged == PatientInfo(age_years=50.0, sex="female", height_cm=None, weight_kg=70.0)
     assert base.with_overrides(None) is base
+
+
+def test_option_probabilities_follow_the_ecg_codes_given(pipeline: DiagEcgPipeline,
+                                                         record_paths: list[Path]) -> None:
+    options = ("yes", "no", "not sure")
+    own = pipeline.option_probabilities(record_paths[0], QUESTION, options)
+    assert list(own) == list(options) and sum(own.values()) == pytest.approx(1.0)
+    codes = pipeline.ecg_codes(record_paths[0])
+    assert codes.shape == (N_TOKENS,)
+    assert pipeline.option_probabilities(record_paths[0], QUESTION, options, ecg_codes=codes) == own
+    other = pipeline.ecg_codes(record_paths[1])
+    swapped = pipeline.option_probabilities(record_paths[0], QUESTION, options, ecg_codes=other)
+    assert swapped != own  # another record's ECG (an ablation) moves the probabilities
+    with pytest.raises(InputError):
+        pipeline.option_probabilities(record_paths[0], QUESTION, ())
+    with pytest.raises(InputError):
+        pipeline.option_probabilities(record_paths[0], "<ecg_0001>?", options)
