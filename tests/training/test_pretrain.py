@@ -16,15 +16,21 @@ import pytest
 import torch
 from builders import N_CODES, N_FRAMES, TINY_LLM_CORPUS, TINY_LLM_WIDTHS, make_random_stage1
 
-from diagecg.config import VocabConfig
+from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig, VocabConfig
 from diagecg.constants import (
+    ECG_TOKEN_CACHE,
     LLM_ADAPTER_DIR,
     LLM_MODEL_DIR,
     LLM_TEXT_TOKENIZER,
     LLM_TRAIN_STATE_DIR,
     RUN_SUMMARY,
+    ManifestKey,
 )
+from diagecg.measure import FEATURE_NAMES
+from diagecg.nn.checkpoint import save_checkpoint
+from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.llm_checkpoint import load_llm_checkpoint, read_llm_meta
+from diagecg.training import pretrain as pretrain_module
 from diagecg.training.base_model import build_tiny_base_model
 from diagecg.training.llm_data import (
     IGNORE_INDEX,
@@ -35,7 +41,8 @@ from diagecg.training.llm_data import (
     text_example,
 )
 from diagecg.training.llm_trainer import lr_at, quantized_load_kwargs
-from diagecg.training.pretrain import PretrainConfig, main
+from diagecg.training.pretrain import PretrainConfig, main, stage1_summary
+from diagecg.training.ptbxl import PtbxlDataset
 
 VOCAB = VocabConfig(
     n_codes=N_CODES,
@@ -172,6 +179,58 @@ def test_missing_init_and_4bit_on_cpu_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="CUDA GPU"):
         quantized_load_kwargs(True, cpu)
     assert quantized_load_kwargs(False, cpu) == {}
+
+
+# --- a stage 1 with summary tokens ------------------------------------------------------------
+
+SUMMARY = SummaryConfig(findings=("NORM", "MI", "CD"), levels=4, features=FEATURE_NAMES, hidden=8)
+
+
+def make_summary_stage1(root: Path, ptbxl_root: Path, seed: int = 0) -> tuple[Path, dict[int, np.ndarray]]:
+    """A random stage-1 checkpoint with a summary head, and a token cache whose rows are its 3 summary
+    codes (in [16, 28)) followed by 63 random frame codes (in [0, 16))."""
+    d = root / "tokenizer-summary"
+    pre = PreprocessConfig(fs_hz=100)
+    enc = EncoderConfig(n_samples=pre.n_samples, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4,
+                        fused_channels=16)
+    fsq = FSQConfig(levels=(4, 4))
+    torch.manual_seed(seed)
+    configs = {ManifestKey.PREPROCESS: pre, ManifestKey.ENCODER: enc, ManifestKey.FSQ: fsq,
+               ManifestKey.SUMMARY: SUMMARY}
+    save_checkpoint(d, EcgTokenizer(enc, fsq, SUMMARY).eval(), configs, step=0)
+    rng = np.random.default_rng(seed)
+    blocks = N_CODES + np.arange(SUMMARY.n_tokens) * SUMMARY.levels
+    tokens = {i: np.concatenate([blocks + rng.integers(0, SUMMARY.levels, SUMMARY.n_tokens),
+                                 rng.integers(0, N_CODES, N_FRAMES)])
+              for i in PtbxlDataset(ptbxl_root).ids(None, fs_hz=100)}
+    np.savez_compressed(d / ECG_TOKEN_CACHE, **{str(i): t for i, t in tokens.items()})  # after the weights
+    return d, tokens
+
+
+class _Captured(Exception):
+    pass
+
+
+def test_forecasting_never_sees_summary_codes(setup: dict, ptbxl_root: Path, monkeypatch) -> None:
+    """With summary tokens in the stage-1 cache, pretraining forecasts the frame tokens only, while the
+    vocabulary still gets a row for every summary code."""
+    init, tokens = make_summary_stage1(setup["root"], ptbxl_root)
+    assert stage1_summary(init) == SUMMARY and stage1_summary(setup["init"]).n_tokens == 0
+
+    def capture(train_records, examples, offset, n_codes):  # called once the data and vocabulary exist
+        raise _Captured(train_records, examples, offset, n_codes)
+
+    monkeypatch.setattr(pretrain_module, "unigram_loss", capture)
+    cfg = small_config(setup["data"], init, setup["root"] / "summary-run", setup["bases"]["llama"])
+    with pytest.raises(_Captured) as caught:
+        main(cfg)
+    train_records, valid_examples, offset, n_codes = caught.value.args
+    assert n_codes == N_CODES + SUMMARY.n_codes  # frame codes + 3 findings x 4 levels
+    frames = {tuple(t[SUMMARY.n_tokens:]) for t in tokens.values()}
+    assert len(train_records) == cfg.max_train_records
+    assert all(len(r) == N_FRAMES and r.max() < N_CODES and tuple(r) in frames for r in train_records)
+    ecg_ids = [t for ids, _ in valid_examples for t in ids if offset <= t < offset + n_codes]
+    assert ecg_ids and max(ecg_ids) < offset + N_CODES  # no summary code in any forecasting example
 
 
 # --- runs ------------------------------------------------------------------------------------
