@@ -438,8 +438,11 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         valid_items, prompt, vocab, encode_text, tokens, patients, max_len
     )
     pools, valid_pools = _pools(train_kept, train_ex), _pools(valid_kept, valid_ex)
-    finding_ex, _, _ = encode_sft_items(finding_items, prompt, vocab, encode_text, tokens, patients, max_len)
-    balanced = BalancedPool(finding_ex, finding_keys) if finding_ex else None
+    finding_ex, finding_kept, _ = encode_sft_items(
+        finding_items, prompt, vocab, encode_text, tokens, patients, max_len
+    )
+    key_of = dict(zip(finding_items, finding_keys, strict=True))  # the kept items only: some may be too long
+    balanced = BalancedPool(finding_ex, [key_of[i] for i in finding_kept]) if finding_ex else None
     if not any(pools.values()):
         raise ValueError("no training instructions (check tasks and folds)")
     rng_valid = random.Random(f"diagecg-sft-valid-{cfg.seed}")
