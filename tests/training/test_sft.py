@@ -80,17 +80,23 @@ def pretrained(shared_data: Path, ptbxl_root: Path, tmp_path_factory: pytest.Tem
 
 @pytest.fixture(scope="module")
 def lora_run(pretrained: dict) -> dict:
+    """An instruct run with class-balanced finding questions, one of which is dropped as too long."""
     seen: dict[str, list[SftItem]] = {}
     original = sft_module.encode_sft_items
 
     def spy(items, *args, **kwargs):  # record which records each split's instructions come from
-        seen["train" if "train" not in seen else "valid"] = list(items)
+        split = ("train", "valid", "finding")[len(seen)]
+        seen[split] = list(items)
+        if split == "finding":  # as if the first one were longer than the model's context
+            examples, kept, n_long = original(items[1:], *args, **kwargs)
+            return examples, kept, n_long + 1
         return original(items, *args, **kwargs)
 
     sft_module.encode_sft_items = spy
     try:
         out = pretrained["root"] / "instruct"
-        summary = main(small_config(pretrained["data"], pretrained["pretrain"], out))
+        cfg = small_config(pretrained["data"], pretrained["pretrain"], out, finding_verify_ratio=0.25)
+        summary = main(cfg)
     finally:
         sft_module.encode_sft_items = original
     return {"out": out, "summary": summary, "seen": seen}
@@ -223,12 +229,23 @@ def test_training_never_touches_folds_9_and_10(lora_run: dict, ptbxl_root: Path)
     folds = PtbxlDataset(ptbxl_root).entries
     train, valid = lora_run["seen"]["train"], lora_run["seen"]["valid"]
     assert train and valid
-    assert {folds[i.ecg_id].strat_fold for i in train} <= set(range(1, 9))
+    assert {folds[i.ecg_id].strat_fold for i in train + lora_run["seen"]["finding"]} <= set(range(1, 9))
     assert {folds[i.ecg_id].strat_fold for i in valid} == {9}
     assert {i.task for i in train} == {"qa", "report"}
     assert any(i.question == PromptConfig().report_question for i in train)
     s = lora_run["summary"]
     assert s["train_folds"] == list(range(1, 9)) and s["valid_folds"] == [9]
+
+
+def test_finding_questions_join_the_qa_rows(lora_run: dict, ptbxl_root: Path) -> None:
+    s = lora_run["summary"]
+    finding = lora_run["seen"]["finding"]
+    assert s["n_finding_verify_instructions"] == len(finding) - 1  # the dropped one is left out of the pool
+    ptbxl = PtbxlDataset(ptbxl_root)
+    ids = sorted({i.ecg_id for i in finding})
+    assert len(finding) % len(ids) == 0 and len(finding) // len(ids) >= 5  # every record x every finding
+    assert {i.task for i in finding} == {"qa"} and {i.answer for i in finding} >= {"yes", "no"}
+    assert all(ptbxl.entries[i].strat_fold in range(1, 9) for i in ids)
 
 
 def test_instruct_checkpoint_is_a_lora_adapter_on_the_copied_pretrain_model(
