@@ -334,6 +334,24 @@ def test_config_overrides_reach_the_architecture() -> None:
         TokenizerTrainConfig(stem_channels=12, groups=8).model_configs()
 
 
+def test_encode_signals_features_are_required_by_a_summary_only() -> None:
+    tok = _tiny_tokenizer()
+    summary = SummaryConfig(findings=("NORM", "MI"), levels=4, features=FEATURE_NAMES, hidden=8)
+    torch.manual_seed(0)
+    with_summary = EcgTokenizer(tok.encoder_cfg, tok.fsq_cfg, summary).eval()
+    x = np.random.default_rng(0).normal(size=(3, 12, 1000)).astype(np.float32)
+    f = np.random.default_rng(1).normal(size=(3, len(FEATURE_NAMES))).astype(np.float32)
+    plain = encode_signals(tok, x, batch_size=2)
+    assert np.array_equal(encode_signals(tok, x, f, batch_size=2), plain)  # ignored without a summary
+    rows = encode_signals(with_summary, x, f, batch_size=2)
+    assert rows.shape == (3, 2 + 63) and rows.dtype == np.int64
+    assert np.array_equal(rows, with_summary.encode(torch.from_numpy(x), torch.from_numpy(f)).numpy())
+    with pytest.raises(ValueError, match="measurements"):
+        encode_signals(with_summary, x)
+    empty = encode_signals(with_summary, x[:0], f[:0])
+    assert empty.shape == (0, 65) and empty.dtype == np.int64
+
+
 # --- augmentation and the summary AUC -------------------------------------------------------------------
 
 def test_augment_mv_is_seeded_and_keeps_shape() -> None:
