@@ -99,7 +99,7 @@ class ConfigMixin:
             if isinstance(v, ConfigMixin):
                 v = v.to_dict()
             elif isinstance(v, tuple):
-                v = list(v)
+                v = [x.to_dict() if isinstance(x, ConfigMixin) else x for x in v]
             out[f.name] = v
         return out
 
@@ -279,7 +279,8 @@ class SummaryConfig(ConfigMixin):
     def __post_init__(self) -> None:
         n = "SummaryConfig"
         _check(self.levels >= 2, n, "levels", self.levels, "must be >= 2")
-        _check(len(set(self.findings)) == len(self.findings), n, "findings", self.findings, "must be distinct")
+        _check(len(set(self.findings)) == len(self.findings), n, "findings", self.findings,
+               "must be distinct")
         _check(not self.findings or len(self.features) > 0, n, "features", self.features,
                "must name the measurements when there are findings")
         _check(self.hidden >= 1, n, "hidden", self.hidden, "must be >= 1")
