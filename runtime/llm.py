@@ -302,7 +302,8 @@ class LlamaModel:
             raise InferenceError("option_probabilities needs at least one non-empty option")
         longest = max(len(o) for o in options)
         if not prompt or len(prompt) + longest > self.n_ctx:
-            raise InferenceError(f"the prompt ({len(prompt)} tokens) and its longest option ({longest}) do not "
+            raise InferenceError(f"the prompt ({len(prompt)} tokens) and its longest option ({longest}) "
+                                 f"do not "
                                  f"fit n_ctx={self.n_ctx}")
         logp = np.zeros(len(options))
         with self._lock:

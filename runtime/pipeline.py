@@ -271,7 +271,8 @@ class DiagEcgPipeline:
         indices = self.ecg_session.encode(signal, features)[0]  # (1, tokens) -> (tokens,)
         t2 = time.perf_counter()
         self._store_codes(key, indices)
-        return indices, False, {"preprocess": round((t1 - t0) * 1e3, 3), "tokenize": round((t2 - t1) * 1e3, 3)}
+        ms = {"preprocess": round((t1 - t0) * 1e3, 3), "tokenize": round((t2 - t1) * 1e3, 3)}
+        return indices, False, ms
 
     def ecg_codes(self, record: RecordLike) -> I64Array:
         """The ECG token indices the bundle's tokenizer gives a record (summary codes, then frames)."""

@@ -232,7 +232,8 @@ def main(cfg: BottleneckConfig) -> dict[str, Any]:
 
 
 def format_results(results: dict[str, Any]) -> str:
-    """One line per row: macro superclass AUC on the validation and test folds, then each superclass (test)."""
+    """One line per row: macro superclass AUC on the validation and test folds, then each superclass
+    (test)."""
     head = f"{'row':<20} {'valid':>6} {'test':>6}  " + " ".join(f"{c:>5}" for c in LABELS)
     lines = [f"superclass AUC, records {results['n_records']}", head, "-" * len(head)]
 

@@ -67,6 +67,7 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -529,8 +530,20 @@ def format_findings(findings: dict[str, Any]) -> list[str]:
             am = abl["macro"] if abl else {}
             lines.append(f"macro, {label} ({m[f'n_{key}s']}): AUC {f3(m[f'{key}_auc'])} "
                          f"(ablated {f3(am.get(f'{key}_auc'))}), balanced accuracy "
-                         f"{f3(m[f'{key}_balanced_accuracy'])} (ablated {f3(am.get(f'{key}_balanced_accuracy'))})")
+                         f"{f3(m[f'{key}_balanced_accuracy'])} "
+                         f"(ablated {f3(am.get(f'{key}_balanced_accuracy'))})")
     return lines
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN float (an AUC without both classes) as None, so the JSON stays strict."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def write_results(results: dict[str, Any], rows: list[dict[str, Any]], out_file: str | Path) -> Path:
@@ -543,7 +556,7 @@ def write_results(results: dict[str, Any], rows: list[dict[str, Any]], out_file:
         for row in rows:
             f.write(json.dumps(row, sort_keys=True) + "\n")
     results["predictions_file"] = str(pred_path)
-    out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    out.write_text(json.dumps(json_safe(results), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return pred_path
 
 
@@ -766,7 +779,8 @@ def evaluate_findings(
     for wording in cfg.wordings:
         samples = finding_questions(ptbxl, list(ecg_ids), names, scp_table, cfg.seed,
                                     wording=wording)  # type: ignore[arg-type]
-        logger.info("findings, %s wording: %d verify questions (%d findings)", wording, len(samples), len(names))
+        logger.info("findings, %s wording: %d verify questions (%d findings)", wording, len(samples),
+                    len(names))
         ids, questions = [s.ecg_id for s in samples], [s.question for s in samples]
         options = [vocab.options(s.template_id) for s in samples]
         codes = [codes_by_name[s.attributes[0]] for s in samples]
@@ -848,7 +862,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         "n_records_skipped": len(skipped),
         "n_prompts_over_context": predictor.n_over_context,
         "qa": qa,
-        "findings": findings,
+        "findings": json_safe(findings),
         "reports": reports,
         "predictions_file": None,
         "wall_s": round(time.time() - t_start, 3),

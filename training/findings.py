@@ -77,8 +77,9 @@ def ablation_permutation(ecg_ids: Sequence[int], folds: Sequence[int], seed: int
 
 
 @torch.no_grad()
-def option_probabilities(model: Any, prompts: Sequence[Sequence[int]], options: Sequence[Sequence[Sequence[int]]],
-                         *, pad_id: int, batch_size: int) -> list[np.ndarray]:
+def option_probabilities(model: Any, prompts: Sequence[Sequence[int]],
+                         options: Sequence[Sequence[Sequence[int]]], *, pad_id: int,
+                         batch_size: int) -> list[np.ndarray]:
     """Probabilities of each prompt's answer options, normalised over the options.
 
     Args:
@@ -92,8 +93,8 @@ def option_probabilities(model: Any, prompts: Sequence[Sequence[int]], options: 
         Per prompt, float64 (n_options,) summing to 1.
     """
     device = next(model.parameters()).device
-    seqs = [(k, j, list(p) + list(o), len(p)) for k, (p, opts) in enumerate(zip(prompts, options, strict=True))
-            for j, o in enumerate(opts)]
+    pairs = enumerate(zip(prompts, options, strict=True))
+    seqs = [(k, j, list(p) + list(o), len(p)) for k, (p, opts) in pairs for j, o in enumerate(opts)]
     logp = [np.zeros(len(opts)) for opts in options]
     order = sorted(range(len(seqs)), key=lambda s: len(seqs[s][2]))
     for start in range(0, len(order), batch_size):

@@ -363,8 +363,8 @@ def stage1_configs(init_dir: Path) -> tuple[PreprocessConfig, EncoderConfig, FSQ
 def stage1_record(init_dir: Path) -> StageRecord:
     """The lineage record of a stage-1 checkpoint (its training config's train and eval folds)."""
     training = read_configs(init_dir).get(ManifestKey.TRAINING) or {}
-    return StageRecord("tokenizer", tuple(training.get("train_folds", ())), tuple(training.get("eval_folds", ())),
-                       training)
+    return StageRecord("tokenizer", tuple(training.get("train_folds", ())),
+                       tuple(training.get("eval_folds", ())), training)
 
 
 def stage1_summary(init_dir: Path) -> SummaryConfig:

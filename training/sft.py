@@ -56,9 +56,9 @@ from diagecg.prompts import encode_prompt
 from diagecg.training.ecg_data import resolve_ptbxl_root, source_fs_hz
 from diagecg.training.ecgqa import (
     QuestionGenConfig,
-    finding_text,
     finding_names,
     finding_questions,
+    finding_text,
     load_answer_vocab,
     load_ecgqa_samples,
 )
@@ -355,8 +355,9 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
             # the summary tokens never occur in pretraining: start them from their findings' words
             scp = load_scp_table(resolve_ptbxl_root(cfg.data_dir))
             text = Tokenizer.from_file(str(paths.text_tokenizer))
-            init_summary_embeddings(model, pre_meta.vocab, stage1_configs(paths.ecg_tokenizer_dir)[2].codebook_size,
-                                    summary.levels, [finding_text(c, scp) for c in summary.findings],
+            frame_codes = stage1_configs(paths.ecg_tokenizer_dir)[2].codebook_size
+            init_summary_embeddings(model, pre_meta.vocab, frame_codes, summary.levels,
+                                    [finding_text(c, scp) for c in summary.findings],
                                     lambda t: text.encode(t, add_special_tokens=False).ids, seed=cfg.seed)
         if cfg.method == "lora":
             v = pre_meta.vocab

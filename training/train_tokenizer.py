@@ -50,6 +50,7 @@ from diagecg.config import (
 )
 from diagecg.constants import RUN_SUMMARY, ManifestKey
 from diagecg.errors import DiagEcgError
+from diagecg.measure import FEATURE_NAMES, measure_features
 from diagecg.nn.checkpoint import (
     has_checkpoint,
     load_optimizer_state,
@@ -58,7 +59,6 @@ from diagecg.nn.checkpoint import (
     read_trainer_state,
     save_checkpoint,
 )
-from diagecg.measure import FEATURE_NAMES, measure_features
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.preprocess import zscore
 from diagecg.training.ecg_data import load_signals, resolve_ptbxl_root, source_fs_hz
@@ -210,7 +210,8 @@ def augment_mv(x_mv: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random recording conditions of other devices, in mV: a gain per record (x0.75-1.33) and per lead
     (x0.9-1.1), and white noise of up to 0.04 mV. (B, leads, n) -> same shape, float32."""
     B, L, _ = x_mv.shape
-    gain = np.exp(rng.uniform(math.log(0.75), math.log(4 / 3), size=(B, 1, 1))) * rng.uniform(0.9, 1.1, (B, L, 1))
+    gain = np.exp(rng.uniform(math.log(0.75), math.log(4 / 3), size=(B, 1, 1)))
+    gain = gain * rng.uniform(0.9, 1.1, (B, L, 1))
     noise = rng.normal(size=x_mv.shape) * rng.uniform(0.0, 0.04, size=(B, 1, 1))
     return (x_mv * gain + noise).astype(np.float32)
 
@@ -313,8 +314,9 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
     # --- summary findings: the superclasses and the statements frequent enough to learn ---
     summary_cfg = stored_summary
     if summary_cfg is None and cfg.summary and not resuming:
-        summary_cfg = SummaryConfig(findings=frequent_findings(ptbxl, train_set.ids, cfg.summary_min_positives),
-                                    levels=cfg.summary_levels, features=FEATURE_NAMES, hidden=cfg.summary_hidden)
+        findings = frequent_findings(ptbxl, train_set.ids, cfg.summary_min_positives)
+        summary_cfg = SummaryConfig(findings=findings, levels=cfg.summary_levels, features=FEATURE_NAMES,
+                                    hidden=cfg.summary_hidden)
     if summary_cfg is not None and summary_cfg.features != FEATURE_NAMES:
         raise ValueError(f"{out_dir} was trained on other measurements than diagecg.measure computes now "
                          f"({len(summary_cfg.features)} vs {len(FEATURE_NAMES)}); train a new tokenizer")
@@ -413,7 +415,8 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
                         step, history[-1]["train_loss"], last_eval["mse"], last_eval["codes_used"],
                         100 * last_eval["code_usage"], last_eval["perplexity"],
                         f", summary AUC superclasses {last_eval['summary_auc_superclass']:.3f} "
-                        f"all {last_eval['summary_auc_macro']:.3f}" if "summary_auc_macro" in last_eval else "")
+                        f"all {last_eval['summary_auc_macro']:.3f}"
+                        if "summary_auc_macro" in last_eval else "")
             checkpoint()
     bar.close()
     if last_eval is None:  # resumed at or past the end: nothing trained, still report the model

@@ -94,7 +94,8 @@ class EcgTokenizer(nn.Module):
         n = len(self.summary_cfg.features)
         if features is None or features.dim() != 2 or tuple(features.shape) != (signal.shape[0], n):
             got = None if features is None else tuple(features.shape)
-            raise ValueError(f"EcgTokenizer expects measurements of shape ({signal.shape[0]}, {n}), got {got}")
+            raise ValueError(f"EcgTokenizer expects measurements of shape ({signal.shape[0]}, {n}), "
+                             f"got {got}")
 
     def check_indices(self, indices: torch.Tensor) -> None:
         """Raise ValueError unless ``indices`` is integer (B, n_frames) frame codes in [0, codebook_size)."""

@@ -132,7 +132,8 @@ def test_prefix_reuse_gives_the_fresh_answer_and_counts_what_it_kept(bundle: Bun
         fresh.close()
 
 
-def test_option_probabilities_are_teacher_forced_sequence_likelihoods(llm: LlamaModel, prompt: list[int]) -> None:
+def test_option_probabilities_are_teacher_forced_sequence_likelihoods(llm: LlamaModel,
+                                                                      prompt: list[int]) -> None:
     options = [llm.encode_text(" yes"), llm.encode_text(" no"), llm.encode_text(" not sure")]
     options = [[*o, next(iter(llm.stop_ids))] for o in options]
     p = llm.option_probabilities(prompt, options)

@@ -59,7 +59,8 @@ def test_score_findings_reads_present_as_one_minus_p_no():
     assert out["macro"]["n_statements"] == 1 and out["macro"]["statement_auc"] == pytest.approx(row["auc"])
     assert math.isnan(out["macro"]["superclass_auc"])  # no superclass asked
     # a statement below min_positives is reported but kept out of the macro
-    assert score_findings(samples, ["AFIB"] * 6, probs, [opts] * 6, min_positives=4)["macro"]["n_statements"] == 0
+    strict = score_findings(samples, ["AFIB"] * 6, probs, [opts] * 6, min_positives=4)
+    assert strict["macro"]["n_statements"] == 0
 
 
 def test_select_findings_on_the_test_fold(ptbxl, scp_table, shared_data):
@@ -81,8 +82,9 @@ def test_option_probabilities_equal_a_direct_sequence_likelihood():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2)).eval()
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=2)).eval()
     prompts = [[1, 5, 7, 9], [1, 4, 4, 4, 4, 4, 2]]
     options = [[[10, 3], [11, 3], [12, 13, 3]], [[10, 3], [11, 3]]]  # different lengths, shared prefixes
     got = option_probabilities(model, prompts, options, pad_id=0, batch_size=2)

@@ -1,4 +1,4 @@
-"""Summary-token embeddings start from their findings' words (training.extend_vocab.init_summary_embeddings)."""
+"""Summary-token embeddings start from their findings' words (extend_vocab.init_summary_embeddings)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ def test_summary_rows_are_the_finding_words_plus_a_level_direction():
             return emb
 
     words = {"atrial": 3, "fibrillation": 4, "normal": 5, "ecg": 6}
-    vocab = VocabConfig(n_codes=4 + 2 * 3, offset=20, start_id=30, end_id=31, vocab_size=40, base_vocab_size=20)
+    vocab = VocabConfig(n_codes=4 + 2 * 3, offset=20, start_id=30, end_id=31, vocab_size=40,
+                        base_vocab_size=20)
     text_before = emb.weight[:20].clone()
-    init_summary_embeddings(Model(), vocab, frame_codes=4, levels=3, names=["atrial fibrillation", "normal ecg"],
+    init_summary_embeddings(Model(), vocab, frame_codes=4, levels=3,
+                            names=["atrial fibrillation", "normal ecg"],
                             encode_text=lambda t: [words[w] for w in t.split()], seed=0)
     w = emb.weight.detach()
     assert torch.equal(w[:20], text_before)  # text rows untouched
