@@ -1,0 +1,168 @@
+"""Does a shipped bundle read the ECG? Per-finding verify metrics through the torch-free runtime.
+
+What ``diagecg eval`` measures on the PyTorch checkpoint, measured here on the exported bundle
+(ONNX ECG tokenizer + quantised GGUF), as a user gets it:
+
+* PTB-XL (``--data``, held-out folds): every record is asked the verify question of each superclass,
+  each statement with ``--min-positives`` positives and the tracked findings; AUC of
+  ``1 - p(no)`` from the option probabilities, sensitivity / specificity / balanced accuracy of the
+  most probable option; and the ECG ablation (each record asked with another record's ECG codes).
+* Records from other hospitals (``--challenge DIR``): PhysioNet/CinC Challenge 2020-2021 ``.hea`` +
+  ``.mat`` with ``#Dx:`` SNOMED CT codes (or CPSC 2018's abbreviations); each record is asked about
+  atrial fibrillation, complete right / left bundle branch block, first degree AV block, ventricular
+  and atrial premature complexes, sinus bradycardia and tachycardia; balanced accuracy per finding.
+
+    python bench/ecg_dependence.py --bundle diagecg/bundles/default --data ../shared/data \\
+        --challenge path/to/challenge_records --out runs/ecg_dependence.json
+
+Prints one table per source; ``--out`` writes the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from diagecg.io import read_record
+from diagecg.runtime.pipeline import DiagEcgPipeline
+from diagecg.training.ecgqa import QASample, finding_questions, load_answer_vocab
+from diagecg.training.evaluate import format_findings, json_safe, resolve_data_roots
+from diagecg.training.findings import ablation_permutation, score_findings, select_findings
+from diagecg.training.ptbxl import PtbxlDataset
+from diagecg.training.reports import load_scp_table
+
+# Challenge label -> PTB-XL finding (SNOMED CT codes of the 2020/2021 Challenges, CPSC 2018 abbreviations);
+# the Challenges scored RBBB/CRBBB and PVC/VPB and PAC/SVPB as one class each
+CHALLENGE_FINDINGS: dict[str, tuple[str, ...]] = {
+    "AFIB": ("164889003", "AF"),
+    "CRBBB": ("59118001", "713427006", "RBBB"),
+    "CLBBB": ("164909002", "733534002", "LBBB"),
+    "1AVB": ("270492004", "I-AVB", "IAVB"),
+    "PVC": ("427172004", "17338001", "PVC"),
+    "PAC": ("284470004", "63593006", "PAC"),
+    "SBRAD": ("426177001",),
+    "STACH": ("427084000",),
+}
+CHALLENGE_NAMES: dict[str, str] = {
+    "AFIB": "atrial fibrillation", "CRBBB": "complete right bundle branch block",
+    "CLBBB": "complete left bundle branch block", "1AVB": "first degree av block",
+    "PVC": "ventricular premature complex", "PAC": "atrial premature complex",
+    "SBRAD": "sinus bradycardia", "STACH": "sinus tachycardia",
+}
+OPTIONS = ("yes", "no", "not sure")
+
+
+def _score(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list[QASample],
+           source: dict[int, int] | None, progress: bool, desc: str) -> list[np.ndarray]:
+    """Option probabilities of every sample, with the record's own ECG or (``source``) another's."""
+    ecg = {i: pipe.ecg_codes(r) for i, r in records.items()} if source is not None else {}
+    probs = []
+    for s in tqdm(samples, desc=desc, disable=not progress, unit="q"):
+        other = ecg[source[s.ecg_id]] if source is not None else None
+        p = pipe.option_probabilities(records[s.ecg_id], s.question, OPTIONS, ecg_codes=other)
+        probs.append(np.array([p[o] for o in OPTIONS]))
+    return probs
+
+
+def ptbxl_findings(pipe: DiagEcgPipeline, data: Path, folds: tuple[int, ...], min_positives: int,
+                   wordings: tuple[str, ...], max_records: int | None, progress: bool) -> dict[str, Any]:
+    ptbxl_root, ecgqa_root = resolve_data_roots(data)
+    ptbxl = PtbxlDataset(ptbxl_root)
+    scp = load_scp_table(ptbxl_root)
+    fs = 100 if pipe.bundle.preprocess.fs_hz <= 100 else 500
+    ids = ptbxl.ids(folds, fs_hz=fs)[:max_records]
+    records = {i: read_record(ptbxl.record_path(i, fs).with_suffix(".hea")) for i in ids}
+    names = select_findings(ptbxl, ids, scp, load_answer_vocab(ecgqa_root), min_positives)
+    by_name = {n: c for c, n in names.items()}
+    source = ablation_permutation(ids, [ptbxl.entries[i].strat_fold for i in ids], seed=0)
+    out: dict[str, Any] = {"findings": names, "n_records": len(ids)}
+    for wording in wordings:
+        samples = finding_questions(ptbxl, ids, names, scp, 0, wording=wording)  # type: ignore[arg-type]
+        codes = [by_name[s.attributes[0]] for s in samples]
+        opts = [OPTIONS] * len(samples)
+        out[wording] = {
+            label: score_findings(samples, codes, _score(pipe, records, samples, src, progress,
+                                                         f"{wording} {label}"), opts, min_positives)
+            for label, src in (("model", None), ("ablated", source))
+        }
+    return out
+
+
+def challenge_labels(header: Path) -> set[str]:
+    for line in header.read_text(errors="replace").splitlines():
+        if line.lstrip("# ").lower().startswith("dx:"):
+            return {t.strip() for t in line.split(":", 1)[1].split(",") if t.strip()}
+    return set()
+
+
+def challenge_findings(pipe: DiagEcgPipeline, folder: Path, progress: bool) -> dict[str, Any]:
+    records, labels, failed = {}, {}, {}
+    for k, header in enumerate(sorted(folder.glob("*.hea"))):
+        try:
+            records[k] = read_record(header)
+        except Exception as e:  # a record the runtime refuses is counted, never silently dropped
+            failed[header.name] = str(e)
+            continue
+        labels[k] = challenge_labels(header)
+    samples, codes = [], []
+    for k in records:
+        for code, name in CHALLENGE_NAMES.items():
+            present = bool(labels[k] & set(CHALLENGE_FINDINGS[code]))
+            samples.append(QASample(ecg_id=k, question=f"Does this ECG show symptoms of {name}?",
+                                    answers=("yes" if present else "no",), question_type="single-verify",
+                                    attribute_type="scp_code", template_id=1, attributes=(name,),
+                                    source="generated"))
+            codes.append(code)
+    source = ablation_permutation(list(records), [0] * len(records), seed=0)
+    opts = [OPTIONS] * len(samples)
+    out: dict[str, Any] = {"n_records": len(records), "failed": failed}
+    out["template"] = {label: score_findings(samples, codes, _score(pipe, records, samples, src, progress,
+                                                                    f"challenge {label}"), opts, 1)
+                       for label, src in (("model", None), ("ablated", source))}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--quant", default=None)
+    ap.add_argument("--data", help="shared data root (PTB-XL + ECG-QA)")
+    ap.add_argument("--folds", default="10")
+    ap.add_argument("--min-positives", type=int, default=10)
+    ap.add_argument("--wordings", default="template,paraphrase")
+    ap.add_argument("--max-records", type=int, default=None)
+    ap.add_argument("--challenge", help="folder of Challenge .hea/.mat records with #Dx labels")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    t0 = time.time()
+    results: dict[str, Any] = {"bundle": a.bundle}
+    with DiagEcgPipeline.from_bundle(a.bundle, quant=a.quant, device="cpu", threads=a.threads) as pipe:
+        results["quant"] = pipe.quant
+        if a.data:
+            results["ptbxl"] = ptbxl_findings(pipe, Path(a.data), tuple(int(f) for f in a.folds.split(",")),
+                                              a.min_positives, tuple(a.wordings.split(",")), a.max_records,
+                                              not a.no_progress)
+            print(f"PTB-XL folds {a.folds}, {results['ptbxl']['n_records']} records")
+            print("\n".join(format_findings(results["ptbxl"])))
+        if a.challenge:
+            results["challenge"] = ch = challenge_findings(pipe, Path(a.challenge), not a.no_progress)
+            print(f"\nChallenge records {a.challenge}: {ch['n_records']} read, {len(ch['failed'])} refused")
+            print("\n".join(format_findings({"template": ch["template"]})))
+    results["wall_s"] = round(time.time() - t0, 1)
+    if a.out:
+        text = json.dumps(json_safe(results), indent=2, sort_keys=True, allow_nan=False)
+        Path(a.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
