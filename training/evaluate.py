@@ -508,7 +508,7 @@ def format_findings(findings: dict[str, Any]) -> list[str]:
     model and the AUC / balanced accuracy of its ECG ablation; then the macro means."""
     lines: list[str] = []
     for wording, block in findings.items():
-        if wording == "findings" or not block or not block.get("model"):
+        if not isinstance(block, dict) or not block.get("model"):  # "findings": the names asked
             continue
         model, abl = block["model"], block.get("ablated")
         header = (f"{'finding':<10} {'pos/n':>8} {'AUC':>6} {'sens':>6} {'spec':>6} {'balacc':>7} "
