@@ -528,7 +528,7 @@ def format_findings(findings: dict[str, Any]) -> list[str]:
         for key, label in (("superclass", "superclasses"), ("statement", "statements")):
             m = model["macro"]
             am = abl["macro"] if abl else {}
-            lines.append(f"macro, {label} ({m[f'n_{key}s']}): AUC {f3(m[f'{key}_auc'])} "
+            lines.append(f"macro, {label} ({m[f'n_{label}']}): AUC {f3(m[f'{key}_auc'])} "
                          f"(ablated {f3(am.get(f'{key}_auc'))}), balanced accuracy "
                          f"{f3(m[f'{key}_balanced_accuracy'])} "
                          f"(ablated {f3(am.get(f'{key}_balanced_accuracy'))})")

@@ -122,20 +122,30 @@ def test_results_table_and_json(data, tmp_path):
         samples = [by_q[(i, q)] for i, q in zip(ids, questions, strict=True)]
         return majority_predictions(train, samples, by="question")
     refs = dict(data.reports)
-    qa_res, reports, rows = evaluate_predictions(data, qa, lambda ids, qs: [refs[i] for i in ids], "Report?")
+    def constant(ids, questions):  # an "ablated" model that ignores the ECG: always "no"
+        return ["no"] * len(ids)
+
+    qa_res, reports, rows = evaluate_predictions(data, qa, lambda ids, qs: [refs[i] for i in ids], "Report?",
+                                                 constant)
     results = {"checkpoint_dir": "ck", "folds": [10], "train_folds": list(TRAIN_FOLDS), "n_records": 40,
                "qa": qa_res, "reports": reports, "predictions_file": None}
     for row in qa_res["template"]["groups"].values():
         assert row["model"] == pytest.approx(row["majority_question"])
+    verify = [s for s in data.questions["template"] if s.question_type == "single-verify"]
+    assert qa_res["template"]["groups"]["single-verify"]["ablated"] == pytest.approx(
+        sum(s.answers == ("no",) for s in verify) / len(verify))
+    vc = qa_res["template"]["groups"]["verify+choose"]
+    n_vc = sum(s.question_type in ("single-verify", "single-choose") for s in data.questions["template"])
+    assert vc["n"] == n_vc and 0 < vc["ablated"] < vc["model"]
     assert reports["metrics"]["bleu4"] == pytest.approx(1.0) and reports["n"] == 6
     table = format_results(results)
     lines = table.splitlines()
     header = next(line for line in lines if line.startswith("group"))
-    assert header.split() == ["group", "n", "model", "maj/tpl", "maj/q"]
+    assert header.split() == ["group", "n", "model", "ablated", "maj/tpl", "maj/q"]
     overall = [line for line in lines if line.startswith("overall")]
     assert len(overall) == 2  # one per wording
     t = qa_res["template"]["groups"]["overall"]
-    assert overall[0].split()[2:] == [f"{t['model']:.3f}", f"{t['majority_template']:.3f}",
+    assert overall[0].split()[2:] == [f"{t['model']:.3f}", f"{t['ablated']:.3f}", f"{t['majority_template']:.3f}",
                                       f"{t['majority_question']:.3f}"]
     assert "paraphrase wording" in table and "BLEU4=1.000" in table and "rougeL=1.000" in table
     pred_path = write_results(results, rows, tmp_path / "out" / "eval.json")
@@ -146,7 +156,7 @@ def test_results_table_and_json(data, tmp_path):
     n_qa = sum(len(v) for v in data.questions.values())
     assert len(lines) == n_qa + 6
     first = json.loads(lines[0])
-    assert first["task"] == "qa" and isinstance(first["correct"], bool)
+    assert first["task"] == "qa" and isinstance(first["correct"], bool) and first["ablated_prediction"] == "no"
 
 
 def test_folds_the_checkpoint_trained_on_are_refused(tmp_path, caplog):
@@ -171,6 +181,25 @@ def test_folds_the_checkpoint_trained_on_are_refused(tmp_path, caplog):
         check_folds(EvalConfig(folds=(9,), train_folds=(1, 2)), recorded)
     assert "validation" in caplog.text
     assert checkpoint_training_folds(tmp_path / "missing") == {}
+
+
+def test_lineage_answers_exactly_which_folds_each_stage_used(tmp_path):
+    from diagecg.nn.llm_checkpoint import StageRecord
+
+    lineage = (StageRecord("tokenizer", (1, 2, 3), (9,), {"steps": 5}),
+               StageRecord("pretrain", (1, 2), (9,)), StageRecord("instruct", (1, 2, 3, 4), (9,)))
+    ck = tmp_path / "instruct"
+    ck.mkdir()
+    LlmMeta(stage="instruct", train_folds=(1, 2, 3, 4), valid_folds=(9,), lineage=lineage).save(ck / LLM_META)
+    (ck / RUN_SUMMARY).write_text(json.dumps({"train_folds": [10]}))  # ignored: the lineage is exact
+    recorded = checkpoint_training_folds(ck)
+    assert recorded == {"tokenizer.train_folds": (1, 2, 3), "tokenizer.valid_folds": (9,),
+                        "pretrain.train_folds": (1, 2), "pretrain.valid_folds": (9,),
+                        "instruct.train_folds": (1, 2, 3, 4), "instruct.valid_folds": (9,)}
+    check_folds(EvalConfig(), recorded)
+    with pytest.raises(ValueError, match=r"tokenizer.train_folds"):
+        check_folds(EvalConfig(folds=(3,), train_folds=(5,)), recorded)
+    assert LlmMeta.load(ck / LLM_META).lineage == lineage  # round trip through JSON
 
 
 # --- end to end on a tiny real checkpoint -------------------------------------------------------
@@ -241,9 +270,10 @@ def test_main_writes_per_type_accuracy_beside_baselines(e2e, ptbxl):
     for wording in ("template", "paraphrase"):
         block = results["qa"][wording]
         assert block["n"] == sum(r["wording"] == wording for r in rows) >= 5 * 4
-        for group in ("overall", "single-verify", "single-choose", "single-query", "attr/scp_code"):
+        for group in ("overall", "single-verify", "single-choose", "single-query", "attr/scp_code",
+                      "verify+choose"):
             row = block["groups"][group]
-            assert set(row) == {"n", "model", "majority_template", "majority_question"}
+            assert set(row) == {"n", "model", "majority_template", "majority_question", "ablated"}
         mine = [r for r in rows if r["wording"] == wording]
         accuracy = sum(r["correct"] for r in mine) / len(mine)
         assert block["groups"]["overall"]["model"] == pytest.approx(accuracy)
@@ -254,6 +284,15 @@ def test_main_writes_per_type_accuracy_beside_baselines(e2e, ptbxl):
     table = format_results(results)
     assert "maj/tpl" in table and "maj/q" in table and "BLEU1=" in table and "METEOR" not in table
     assert "meteor=" in table
+    # per finding: every superclass, asked of every record, in both wordings, beside the ablation
+    findings = results["findings"]
+    assert list(findings["findings"])[:5] == ["NORM", "MI", "STTC", "CD", "HYP"]
+    for wording in ("template", "paraphrase"):
+        for label in ("model", "ablated"):
+            per = findings[wording][label]["per_finding"]
+            assert set(per) == set(findings["findings"])
+            assert all(row["n"] == 5 for row in per.values())
+    assert "Findings, template wording" in table and "AUC abl" in table
 
 
 def test_answers_match_an_unbatched_decode_and_generate_answer(e2e, tiny_checkpoint, ptbxl):
@@ -278,8 +317,8 @@ def test_answers_match_an_unbatched_decode_and_generate_answer(e2e, tiny_checkpo
     picked = [rows[0], rows[len(rows) // 2], rows[-1]]  # a template question, a paraphrase, a report
     assert picked[-1]["task"] == "report"
     for row in picked:
-        _, x, _ = load_signals(ptbxl, [row["ecg_id"]], pre, progress=False)
-        indices = encode_signals(ecg_tok, x)[0]
+        loaded = load_signals(ptbxl, [row["ecg_id"]], pre, progress=False)
+        indices = encode_signals(ecg_tok, loaded.signals, loaded.features)[0]
         patient = ptbxl.entries[row["ecg_id"]].patient
         ids = encode_prompt(meta.prompt, v, lambda t: text_tok.encode(t, add_special_tokens=False).ids,
                             question=row["question"], patient=patient, ecg_indices=indices.tolist())
@@ -326,3 +365,30 @@ def test_main_refuses_folds_the_checkpoint_trained_on(tiny_checkpoint, shared_da
                      train_folds=(1, 2))
     with pytest.raises(ValueError, match="training folds"):
         main(cfg)
+
+
+def test_the_ablated_predictor_asks_with_another_records_ecg(tiny_checkpoint):
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    from diagecg.nn.llm_checkpoint import load_llm_checkpoint
+    from diagecg.training.evaluate import LlmPredictor
+    from diagecg.types import PatientInfo
+
+    model, _, meta, paths = load_llm_checkpoint(tiny_checkpoint)
+    text = Tokenizer.from_file(str(paths.text_tokenizer))
+    codes = {1: np.arange(66) % 16, 2: (np.arange(66) * 7) % 16}
+    patients = {1: PatientInfo(age_years=30), 2: PatientInfo(age_years=80)}
+    real = LlmPredictor(model, text, meta, codes, patients, batch_size=2)
+    ablated = real.with_ecg_of({1: 2, 2: 1})
+    q = "Does this ECG show symptoms of atrial fibrillation?"
+    a, b = real.prompt_ids(1, q), ablated.prompt_ids(1, q)
+    v = meta.vocab
+    ecg = [i for i in b if v.offset <= i < v.offset + v.n_codes]
+    assert ecg == [v.offset + int(c) for c in codes[2]]  # record 2's ECG ...
+    assert [i for i in a if not v.offset <= i < v.offset + v.n_codes] == \
+        [i for i in b if not v.offset <= i < v.offset + v.n_codes]  # ... with record 1's patient and question
+    assert real.ecg_indices[1] is codes[1]  # the real predictor is untouched
+    p_real = real.option_probabilities([1], [q], [("yes", "no", "not sure")])[0]
+    p_abl = ablated.option_probabilities([1], [q], [("yes", "no", "not sure")])[0]
+    assert p_real.sum() == pytest.approx(1.0) and not np.allclose(p_real, p_abl)
