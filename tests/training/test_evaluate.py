@@ -145,8 +145,8 @@ def test_results_table_and_json(data, tmp_path):
     overall = [line for line in lines if line.startswith("overall")]
     assert len(overall) == 2  # one per wording
     t = qa_res["template"]["groups"]["overall"]
-    assert overall[0].split()[2:] == [f"{t['model']:.3f}", f"{t['ablated']:.3f}", f"{t['majority_template']:.3f}",
-                                      f"{t['majority_question']:.3f}"]
+    assert overall[0].split()[2:] == [f"{t['model']:.3f}", f"{t['ablated']:.3f}",
+                                      f"{t['majority_template']:.3f}", f"{t['majority_question']:.3f}"]
     assert "paraphrase wording" in table and "BLEU4=1.000" in table and "rougeL=1.000" in table
     pred_path = write_results(results, rows, tmp_path / "out" / "eval.json")
     saved = json.loads((tmp_path / "out" / "eval.json").read_text())
@@ -156,7 +156,8 @@ def test_results_table_and_json(data, tmp_path):
     n_qa = sum(len(v) for v in data.questions.values())
     assert len(lines) == n_qa + 6
     first = json.loads(lines[0])
-    assert first["task"] == "qa" and isinstance(first["correct"], bool) and first["ablated_prediction"] == "no"
+    assert first["task"] == "qa" and isinstance(first["correct"], bool)
+    assert first["ablated_prediction"] == "no"
 
 
 def test_folds_the_checkpoint_trained_on_are_refused(tmp_path, caplog):
