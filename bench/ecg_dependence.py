@@ -7,6 +7,8 @@ What ``diagecg eval`` measures on the PyTorch checkpoint, measured here on the e
   each statement with ``--min-positives`` positives and the tracked findings; AUC of
   ``1 - p(no)`` from the option probabilities, sensitivity / specificity / balanced accuracy of the
   most probable option; and the ECG ablation (each record asked with another record's ECG codes).
+* The same records under other recording conditions (``--perturb gain1.5,noise50uv,wander``): a gain
+  off by half, 50 uV of white noise, baseline wander.
 * Records from other hospitals (``--challenge DIR``): PhysioNet/CinC Challenge 2020-2021 ``.hea`` +
   ``.mat`` with ``#Dx:`` SNOMED CT codes (or CPSC 2018's abbreviations); each record is asked about
   atrial fibrillation, complete right / left bundle branch block, first degree AV block, ventricular
@@ -59,6 +61,23 @@ CHALLENGE_NAMES: dict[str, str] = {
 OPTIONS = ("yes", "no", "not sure")
 
 
+def _gain(x: np.ndarray, fs: float, rng: np.random.Generator) -> np.ndarray:
+    return x * 1.5  # a device whose gain is off by half
+
+
+def _noise(x: np.ndarray, fs: float, rng: np.random.Generator) -> np.ndarray:
+    return x + rng.normal(0.0, 0.05, x.shape)  # 50 uV of white noise
+
+
+def _wander(x: np.ndarray, fs: float, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(x.shape[1]) / fs  # breathing and electrode drift: 0.5 mV at 0.3 Hz, 0.3 mV at 0.05 Hz
+    return x + 0.5 * np.sin(2 * np.pi * 0.3 * t + rng.uniform(0, 6.3)) + 0.3 * np.sin(2 * np.pi * 0.05 * t)
+
+
+# other recording conditions applied to the PTB-XL records (``--perturb``): (leads, n) mV -> same shape
+PERTURBATIONS = {"gain1.5": _gain, "noise50uv": _noise, "wander": _wander}
+
+
 def _score(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list[QASample],
            source: dict[int, int] | None, progress: bool, desc: str) -> list[np.ndarray]:
     """Option probabilities of every sample, with the record's own ECG or (``source``) another's."""
@@ -72,17 +91,23 @@ def _score(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list[QASampl
 
 
 def ptbxl_findings(pipe: DiagEcgPipeline, data: Path, folds: tuple[int, ...], min_positives: int,
-                   wordings: tuple[str, ...], max_records: int | None, progress: bool) -> dict[str, Any]:
+                   wordings: tuple[str, ...], max_records: int | None, progress: bool,
+                   perturb: str | None = None) -> dict[str, Any]:
     ptbxl_root, ecgqa_root = resolve_data_roots(data)
     ptbxl = PtbxlDataset(ptbxl_root)
     scp = load_scp_table(ptbxl_root)
     fs = 100 if pipe.bundle.preprocess.fs_hz <= 100 else 500
     ids = ptbxl.ids(folds, fs_hz=fs)[:max_records]
     records = {i: read_record(ptbxl.record_path(i, fs).with_suffix(".hea")) for i in ids}
+    if perturb is not None:
+        rng = np.random.default_rng(0)
+        for r in records.values():
+            r.signal = PERTURBATIONS[perturb](r.signal.astype(np.float64), r.fs_hz, rng).astype(np.float32)
     names = select_findings(ptbxl, ids, scp, load_answer_vocab(ecgqa_root), min_positives)
     by_name = {n: c for c, n in names.items()}
     source = ablation_permutation(ids, [ptbxl.entries[i].strat_fold for i in ids], seed=0)
-    out: dict[str, Any] = {"findings": names, "n_records": len(ids)}
+    out: dict[str, Any] = {"findings": names, "n_records": len(ids), "perturbation": perturb}
+    labels = (("model", None),) if perturb else (("model", None), ("ablated", source))
     for wording in wordings:
         samples = finding_questions(ptbxl, ids, names, scp, 0, wording=wording)  # type: ignore[arg-type]
         codes = [by_name[s.attributes[0]] for s in samples]
@@ -90,7 +115,7 @@ def ptbxl_findings(pipe: DiagEcgPipeline, data: Path, folds: tuple[int, ...], mi
         out[wording] = {
             label: score_findings(samples, codes, _score(pipe, records, samples, src, progress,
                                                          f"{wording} {label}"), opts, min_positives)
-            for label, src in (("model", None), ("ablated", source))
+            for label, src in labels
         }
     return out
 
@@ -139,10 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wordings", default="template,paraphrase")
     ap.add_argument("--max-records", type=int, default=None)
     ap.add_argument("--challenge", help="folder of Challenge .hea/.mat records with #Dx labels")
+    ap.add_argument("--perturb", default="", help=f"comma-separated: {', '.join(PERTURBATIONS)} "
+                    "(PTB-XL records under other recording conditions; template wording, no ablation)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
+    if a.perturb and not a.data:
+        ap.error("--perturb needs --data (it perturbs the PTB-XL records)")
     t0 = time.time()
     results: dict[str, Any] = {"bundle": a.bundle}
     with DiagEcgPipeline.from_bundle(a.bundle, quant=a.quant, device="cpu", threads=a.threads) as pipe:
@@ -153,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
                                               not a.no_progress)
             print(f"PTB-XL folds {a.folds}, {results['ptbxl']['n_records']} records")
             print("\n".join(format_findings(results["ptbxl"])))
+        for name in filter(None, a.perturb.split(",")):
+            if name not in PERTURBATIONS:
+                ap.error(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")
+            results[f"ptbxl_{name}"] = r = ptbxl_findings(
+                pipe, Path(a.data), tuple(int(f) for f in a.folds.split(",")), a.min_positives, ("template",),
+                a.max_records, not a.no_progress, perturb=name)
+            print(f"\nPTB-XL folds {a.folds}, recorded as {name}")
+            print("\n".join(format_findings(r)))
         if a.challenge:
             results["challenge"] = ch = challenge_findings(pipe, Path(a.challenge), not a.no_progress)
             print(f"\nChallenge records {a.challenge}: {ch['n_records']} read, {len(ch['failed'])} refused")
