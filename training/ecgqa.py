@@ -35,8 +35,8 @@ noise (26-34, no noise columns; the released samples are loaded instead), extra 
 no ``extra_beats`` column) and numeric features (39-42, ECG-QA computed them with its own wave
 delineation). Comparison questions (43-70) involve two ECGs and are out of scope.
 
-Wordings. ``wording="template"`` uses the template sentence; ``"mixed"`` draws from the template
-and a set of training paraphrases; ``"paraphrase"`` draws only from held-out paraphrases never used
+Wordings. ``wording="template"`` uses the template sentence; ``"mixed"`` uses the template half
+the time and otherwise one of its training paraphrases (up to ten for the verify template); ``"paraphrase"`` draws only from held-out paraphrases never used
 by the other two, so an evaluation can measure robustness to unseen question wording. For the
 released samples, ``load_ecgqa_samples(..., paraphrased=True)`` returns ECG-QA's own paraphrases.
 """
@@ -279,12 +279,18 @@ def _t(
 
 TEMPLATES: dict[int, QuestionTemplate] = {t.template_id: t for t in (
     _t(1, "verify", "code", f"Does this ECG show symptoms of {_A}?",
-       (f"Are there signs of {_A} in this ECG?", f"Does this ECG indicate {_A}?"),
+       (f"Are there signs of {_A} in this ECG?", f"Does this ECG indicate {_A}?", f"Is there {_A}?",
+        f"Does this ECG have {_A}?", f"Do you see {_A} in this ECG?", f"Is {_A} present?",
+        f"Does the ECG show {_A}?", f"Does this recording show {_A}?", f"Any {_A} on this ECG?",
+        f"Is {_A} found in this tracing?"),
        (f"Is there evidence of {_A} in this ECG?", f"Can {_A} be seen on this ECG?")),
     _t(2, "verify", "norm", "Is this a normal ECG?",
-       ("Is this ECG normal?",), ("Would you read this ECG as normal?", "Does this ECG look normal?")),
+       ("Is this ECG normal?", "Is the ECG within normal limits?", "Is this a normal tracing?",
+        "Is this ECG unremarkable?"),
+       ("Would you read this ECG as normal?", "Does this ECG look normal?")),
     _t(3, "choose", "superclass", f"Which diagnostic symptom does this ECG show, {_A1} or {_A2}?",
-       (f"Which of {_A1} and {_A2} does this ECG show?",),
+       (f"Which of {_A1} and {_A2} does this ECG show?", f"Does this ECG show {_A1} or {_A2}?",
+        f"{_A1} or {_A2}: which one is in this ECG?"),
        (f"Between {_A1} and {_A2}, which is present in this ECG?",
         f"Which is found in this ECG: {_A1} or {_A2}?")),
     _t(4, "choose", "dx_inc", f"Which diagnostic symptom does this ECG show, {_A1} or {_A2}{_INC}?",
@@ -294,10 +300,12 @@ TEMPLATES: dict[int, QuestionTemplate] = {t.template_id: t for t in (
        (f"Which of {_A1} and {_A2} does this ECG show{_EXC}?",),
        (f"Counting only certain findings, which is present in this ECG: {_A1} or {_A2}?",)),
     _t(6, "choose", "form", f"Which form-related symptom does this ECG show, {_A1} or {_A2}?",
-       (f"Which of the waveform findings {_A1} and {_A2} does this ECG show?",),
+       (f"Which of the waveform findings {_A1} and {_A2} does this ECG show?",
+        f"Does this ECG show {_A1} or {_A2}?"),
        (f"Looking at the waveform shape, which is present in this ECG: {_A1} or {_A2}?",)),
     _t(7, "choose", "rhythm", f"Which rhythm-related symptom does this ECG show, {_A1} or {_A2}?",
-       (f"Which of the rhythm findings {_A1} and {_A2} does this ECG show?",),
+       (f"Which of the rhythm findings {_A1} and {_A2} does this ECG show?",
+        f"Is the rhythm {_A1} or {_A2}?"),
        (f"Regarding the rhythm, which is present in this ECG: {_A1} or {_A2}?",)),
     _t(8, "query", "dx_inc", f"What diagnostic symptoms does this ECG show{_INC}?",
        (f"Which diagnostic findings does this ECG have{_INC}?",),
@@ -337,8 +345,9 @@ def render_question(
     """Fill the template (or a paraphrase drawn by ``wording``) with ``attributes``."""
     if wording == "template":
         pool: tuple[str, ...] = (template.text,)
-    elif wording == "mixed":
-        pool = (template.text, *template.train_paraphrases)
+    elif wording == "mixed":  # half the time the template itself, else one of its training paraphrases
+        pool = (template.text,) if rng.random() < 0.5 or not template.train_paraphrases \
+            else template.train_paraphrases
     elif wording == "paraphrase":
         pool = template.heldout_paraphrases
     else:
