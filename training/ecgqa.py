@@ -36,9 +36,10 @@ no ``extra_beats`` column) and numeric features (39-42, ECG-QA computed them wit
 delineation). Comparison questions (43-70) involve two ECGs and are out of scope.
 
 Wordings. ``wording="template"`` uses the template sentence; ``"mixed"`` uses the template half
-the time and otherwise one of its training paraphrases (up to ten for the verify template); ``"paraphrase"`` draws only from held-out paraphrases never used
-by the other two, so an evaluation can measure robustness to unseen question wording. For the
-released samples, ``load_ecgqa_samples(..., paraphrased=True)`` returns ECG-QA's own paraphrases.
+the time and otherwise one of its training paraphrases (up to ten for the verify template);
+``"paraphrase"`` draws only from held-out paraphrases never used by the other two, so an evaluation
+can measure robustness to unseen question wording. For the released samples,
+``load_ecgqa_samples(..., paraphrased=True)`` returns ECG-QA's own paraphrases.
 """
 
 from __future__ import annotations

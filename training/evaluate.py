@@ -532,6 +532,11 @@ def format_findings(findings: dict[str, Any]) -> list[str]:
                          f"(ablated {f3(am.get(f'{key}_auc'))}), balanced accuracy "
                          f"{f3(m[f'{key}_balanced_accuracy'])} "
                          f"(ablated {f3(am.get(f'{key}_balanced_accuracy'))})")
+        cal = model.get("calibration")
+        if cal:
+            lines.append(f"calibration (ECE, {cal['presence']['n']} questions): p(present) "
+                         f"{f3(cal['presence']['ece'])}, confidence of the yes/no call "
+                         f"{f3(cal['answer']['ece'])}")
     return lines
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from diagecg.training.ecgqa import AnswerVocabulary, QASample, finding_names
-from diagecg.training.metrics import roc_auc
+from diagecg.training.metrics import calibration, roc_auc
 from diagecg.training.ptbxl import SUPERCLASSES, PtbxlDataset
 from diagecg.training.reports import ScpStatement
 
@@ -138,8 +138,10 @@ def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Seq
 
     Returns:
         ``{"per_finding": {code: {"name", "n", "n_pos", "auc", "sensitivity", "specificity",
-        "balanced_accuracy"}}, "macro": {"superclass_auc", "superclass_balanced_accuracy",
-        "statement_auc", "statement_balanced_accuracy", "n_superclasses", "n_statements"}}``.
+        "balanced_accuracy"}}, "calibration": {"presence", "answer"}`` (reliability tables of
+        ``diagecg.training.metrics.calibration`` over every question) and ``"macro": {"superclass_auc",
+        "superclass_balanced_accuracy", "statement_auc", "statement_balanced_accuracy",
+        "n_superclasses", "n_statements"}}``.
     """
     rows: dict[str, dict[str, list[Any]]] = {}
     for s, c, p, opts in zip(samples, codes, probs, options, strict=True):
@@ -148,6 +150,15 @@ def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Seq
         r["truth"].append(s.answers != (NEGATIVE,))
         r["score"].append(1.0 - float(p[neg]))
         r["called"].append(int(np.argmax(p)) != neg)
+    # reliability of p(present) as the probability that the finding is there, and of the answer's
+    # confidence of the positive/negative call (p(present) or 1 - p(present)) as the probability that
+    # the call is right
+    truth = np.concatenate([r["truth"] for r in rows.values()]) if rows else np.zeros(0, bool)
+    present = np.concatenate([r["score"] for r in rows.values()]) if rows else np.zeros(0)
+    called = np.concatenate([r["called"] for r in rows.values()]) if rows else np.zeros(0, bool)
+    confidence = np.where(called, present, 1.0 - present)
+    reliability = {"presence": calibration(truth, np.clip(present, 0.0, 1.0)),
+                   "answer": calibration(called == truth, np.clip(confidence, 0.0, 1.0))}
     per: dict[str, dict[str, Any]] = {}
     for c, r in rows.items():
         truth, called = np.array(r["truth"]), np.array(r["called"])
@@ -162,7 +173,7 @@ def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Seq
 
     sup = [c for c in per if c in SUPERCLASSES]
     stm = [c for c in per if c not in SUPERCLASSES and per[c]["n_pos"] >= min_positives]
-    return {"per_finding": per, "macro": {
+    return {"per_finding": per, "calibration": reliability, "macro": {
         "superclass_auc": macro(sup, "auc"), "superclass_balanced_accuracy": macro(sup, "balanced_accuracy"),
         "statement_auc": macro(stm, "auc"), "statement_balanced_accuracy": macro(stm, "balanced_accuracy"),
         "n_superclasses": len(sup), "n_statements": len(stm)}}

@@ -223,3 +223,45 @@ def roc_auc(labels: Sequence[float] | np.ndarray, scores: Sequence[float] | np.n
     for a, b in zip(starts, ends, strict=True):
         ranks[order[a:b]] = (a + b + 1) / 2  # ranks a+1..b averaged
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def calibration(outcomes: Sequence[float] | np.ndarray, probs: Sequence[float] | np.ndarray,
+                n_bins: int = 10) -> dict[str, Any]:
+    """Reliability table and expected calibration error (ECE) of probabilities against 0/1 outcomes.
+
+    Predictions fall into ``n_bins`` equal-width bins of ``probs`` over [0, 1] (1.0 in the last).
+    ECE = sum over bins of (bin share) * |mean probability - observed frequency|: 0 for a perfectly
+    calibrated predictor.
+
+    Returns:
+        ``{"ece", "n", "bins": [{"lo", "hi", "n", "mean_prob", "observed"}]}`` (empty bins left out);
+        ``ece`` is NaN when there are no predictions.
+    """
+    y = np.asarray(outcomes, dtype=float)
+    p = np.asarray(probs, dtype=float)
+    assert y.shape == p.shape and y.ndim == 1, f"outcomes {y.shape} and probs {p.shape} must be equal 1-D"
+    if n_bins < 1:
+        raise ValueError(f"n_bins={n_bins} is invalid: must be >= 1")
+    if p.size and (np.nanmin(p) < 0 or np.nanmax(p) > 1 or np.isnan(p).any()):
+        raise ValueError("probabilities must lie in [0, 1]")
+    which = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        inside = which == b
+        n = int(inside.sum())
+        if not n:
+            continue
+        mean_p, observed = float(p[inside].mean()), float(y[inside].mean())
+        ece += n / len(p) * abs(mean_p - observed)
+        bins.append({"lo": b / n_bins, "hi": (b + 1) / n_bins, "n": n, "mean_prob": mean_p,
+                     "observed": observed})
+    return {"ece": float(ece) if len(p) else math.nan, "n": int(len(p)), "bins": bins}
+
+
+def format_calibration(table: dict[str, Any], title: str) -> list[str]:
+    """Lines of a reliability table (:func:`calibration`)."""
+    lines = [f"{title}: ECE {table['ece']:.3f} over {table['n']} answers",
+             f"{'p bin':<11} {'n':>6} {'mean p':>7} {'observed':>9}"]
+    lines += [f"{b['lo']:.1f}-{b['hi']:.1f}    {b['n']:>6} {b['mean_prob']:>7.3f} {b['observed']:>9.3f}"
+              for b in table["bins"]]
+    return lines

@@ -9,6 +9,7 @@ import pytest
 
 from diagecg.training.ecgqa import QASample
 from diagecg.training.metrics import (
+    calibration,
     exact_match_by_type,
     format_table,
     majority_baseline,
@@ -117,3 +118,15 @@ def test_roc_auc_extremes_and_one_class() -> None:
     assert roc_auc([0, 1], [-3.0, 1e9]) == 1.0  # any monotone score
     assert math.isnan(roc_auc([1, 1, 1], [0.1, 0.5, 0.9]))
     assert math.isnan(roc_auc([0, 0], [0.1, 0.5]))
+
+
+def test_calibration_table_and_ece() -> None:
+    # 10 answers at p=0.9 of which 9 right, 10 at p=0.2 of which 5 right: ECE = 0.5*0 + 0.5*0.3
+    probs = [0.9] * 10 + [0.2] * 10
+    outcomes = [1] * 9 + [0] + [1] * 5 + [0] * 5
+    table = calibration(outcomes, probs)
+    assert table["n"] == 20 and len(table["bins"]) == 2
+    assert abs(table["ece"] - 0.15) < 1e-9
+    assert calibration([1, 0], [1.0, 0.0])["ece"] == 0.0  # p = 1.0 falls in the last bin
+    with pytest.raises(ValueError):
+        calibration([1], [1.5])
