@@ -455,7 +455,8 @@ def _evaluation_results(checkpoint_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     results = json.loads(path.read_text())
-    return {k: results[k] for k in ("folds", "n_records", "qa", "reports") if k in results}
+    keep = ("folds", "train_folds", "n_records", "checkpoint", "qa", "findings", "reports")
+    return {k: results[k] for k in keep if k in results}
 
 
 def _summary(bundle: Bundle, parity: dict[str, Any], wall_s: float) -> dict[str, Any]:
