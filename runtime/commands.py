@@ -15,7 +15,11 @@ stdout as it finishes, record by record and in question order (``Answer.to_dict(
 "error", "error_type"}``), with a progress bar on stderr.
 
 Exit codes: 0 all answered; 1 some failed (their error lines say why); 2 nothing could run (bad
-bundle, bad question, no records, a single plain-text answer that failed).
+bundle, bad question, no records, a single plain-text answer that failed); 3 nothing failed but a
+question is not supported by the bundle's question catalogue (``question_supported: false``, no
+answer given; ``diagecg questions`` lists what is supported).
+
+``diagecg questions`` prints the bundle's question catalogue (``--json``: the manifest's object).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ for _module in ("onnxruntime", "llama_cpp", "tokenizers"):
     if importlib.util.find_spec(_module) is None:
         raise ImportError(f"No module named {_module!r}")
 
+EXIT_UNSUPPORTED = 3  # a question matched nothing in the catalogue (and nothing failed)
 HEADER_SUFFIX = ".hea"  # WFDB record header
 LIST_PREFIX = "@"
 
@@ -149,15 +154,18 @@ def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *
             return
         for w in ans.warnings:
             click.echo(f"warning: {w}", err=True)
+        if ans.question_supported is False:
+            sys.exit(EXIT_UNSUPPORTED)
         click.echo(ans.answer)
         return
     results = (pipe.answer_batch(records, list(questions), patient=patient) if questions is not None
                else pipe.report_batch(records, patient=patient))
-    n_failed = 0
+    n_failed = n_unsupported = 0
     total = len(records) * n_questions
     for result in _progress(results, total):
         if isinstance(result, Answer):
             line = result.to_dict()
+            n_unsupported += result.question_supported is False
         else:
             n_failed += 1
             line = result
@@ -166,6 +174,10 @@ def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *
         click.echo(f"{n_failed} of {total} answers failed ({len(records)} records x {n_questions} "
                    f"questions)", err=True)
         sys.exit(1)
+    if n_unsupported:
+        click.echo(f"{n_unsupported} of {total} questions are not supported by the bundle: no answer given "
+                   f"(`diagecg questions` lists the supported ones)", err=True)
+        sys.exit(EXIT_UNSUPPORTED)
 
 
 _common_options = [
@@ -209,3 +221,36 @@ def infer(records: tuple[str, ...], questions: tuple[str, ...], **options: Any) 
 def report(records: tuple[str, ...], **options: Any) -> None:
     """Write the report of ECG records with the offline runtime (no torch)."""
     _execute(records, None, **options)
+
+
+@click.command()
+@click.option("--bundle", type=click.Path(file_okay=False),
+              help=f"Bundle folder (default: the shipped <diagecg>/{DEFAULT_BUNDLE_DIR}).")
+@click.option("--json", "as_json", is_flag=True, help="The catalogue as JSON (the manifest's object).")
+def questions(bundle: str | None, as_json: bool) -> None:
+    """List the questions the bundle's model was trained to answer, with their answer options."""
+    from diagecg.bundle import load_bundle
+
+    try:
+        loaded = load_bundle(resolve_bundle(bundle), verify_hashes=False, check_models=False)
+    except DiagEcgError as e:
+        _fail(e)
+        return
+    catalogue = loaded.questions
+    if catalogue is None:
+        _fail(BundleError(f"{loaded.root} has no question catalogue (exported before diagecg had them): "
+                          f"every question goes to the model as typed"))
+        return
+    if as_json:
+        click.echo(json.dumps(catalogue.to_dict(), indent=2, ensure_ascii=False))
+        return
+    click.echo("Questions this model was trained to answer ([template id] type: wording -> answer options).")
+    click.echo("Other wordings, abbreviations (AF, LBBB, 1st degree AVB, LVH, PVC...) and synonyms are "
+               "matched to these; anything else is refused.\n")
+    for line, entry in zip(catalogue.describe(), sorted(catalogue.entries.values(),
+                                                        key=lambda e: e.template_id), strict=True):
+        click.echo(line)
+        if entry.attributes:
+            click.echo(f"    attributes: {', '.join(entry.attributes)}")
+        for example in entry.examples[:3]:
+            click.echo(f"    e.g. {example}")

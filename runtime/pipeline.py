@@ -24,17 +24,36 @@ the llama.cpp context (not thread-safe) sits behind a lock in ``LlamaModel``, so
 are correct but their generation steps run one after another. For parallel generation, load one
 pipeline per thread (each holds its own copy of the model in memory).
 
-JSON schema of ``Answer.to_dict()`` (``schema_version`` 1; keys are always all present)::
+Questions and the catalogue. A bundle with a question catalogue (``diagecg.questions``) matches
+every question to a template it was trained on. A matched question is asked in the template's own
+wording (``matched_question.canonical``); a verify or choose question is then answered by scoring
+each of its closed options as a whole continuation (``LlamaModel.option_probabilities``): the
+answer is the most probable option, ``confidence`` its probability and ``option_probabilities``
+all of them (normalised over the options; ``{"yes": p, "no": 1 - p}`` for a yes/no question). A
+query ("what rhythm findings...") is decoded greedily, its members kept only when they are among
+the template's options, and ``confidence`` is the probability of the decoded sequence. A question
+that matches no template gets ``question_supported: false``, no answer, and a warning naming the
+closest supported questions. Reports, and every question of a bundle without a catalogue, are
+decoded greedily with ``confidence`` = the sequence's probability.
 
-    schema_version   int     1; bumped on any incompatible change
+JSON schema of ``Answer.to_dict()`` (``schema_version`` 2; keys are always all present)::
+
+    schema_version   int     2; bumped on any incompatible change
     record           str     the path the record was read from ("" for an in-memory EcgRecord)
     record_id        str     the record name (file stem)
     task             str     "qa" (a question) or "report" (report generation)
     question         str     the question as sent (the bundle's fixed report question for "report")
     answer           str     the decoded answer text
     answers          [str]   "qa": the answer read as a set (``diagecg.answers.normalize_answer``:
-                             lower case, split on "; " or ", "), sorted; "report": []
-    stop_reason      str     "eos" (the model ended) or "length" (max_new_tokens reached)
+                             lower case, split on "; " or ", "), sorted; "report" and unsupported: []
+    question_supported bool|null  whether the question matched the bundle's catalogue (null: the
+                             bundle has none, or a report)
+    matched_question {template_id: int, question_type: str, canonical: str, attributes: [str],
+                      options: [str]} | null   the catalogue template the question was read as
+    confidence       float|null  probability of the returned answer (see above); null when unsupported
+    option_probabilities {str: float}|null  each closed option's probability (verify and choose)
+    stop_reason      str     "eos" (the model ended), "length" (max_new_tokens reached), "options"
+                             (scored over closed options) or "unsupported" (not asked)
     n_prompt_tokens  int     prompt length in LLM tokens
     n_answer_tokens  int     answer length in LLM tokens
     n_ecg_tokens     int     ECG code tokens in the prompt (summary tokens + frame tokens)
@@ -56,6 +75,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -63,7 +83,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from diagecg.answers import normalize_answer
+from diagecg.answers import format_answer, normalize_answer
 from diagecg.bundle import Bundle, load_bundle, sha256_file
 from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
@@ -71,6 +91,7 @@ from diagecg.errors import DiagEcgError, InputError
 from diagecg.io import read_record
 from diagecg.preprocess import model_inputs, preprocess
 from diagecg.prompts import PromptConfig, encode_answer, encode_prompt, sanitize_question
+from diagecg.questions import MatchedQuestion
 from diagecg.runtime.device import DeviceChoice, choose_device
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
@@ -78,7 +99,7 @@ from diagecg.types import EcgRecord, I64Array, PatientInfo
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TASK_QA = "qa"
 TASK_REPORT = "report"
 TIMING_STAGES: tuple[str, ...] = ("read", "preprocess", "tokenize", "prompt", "generate", "total")
@@ -107,6 +128,10 @@ class Answer:
     device: dict[str, Any]
     timings_ms: dict[str, float]
     warnings: list[str] = dataclasses.field(default_factory=list)
+    question_supported: bool | None = None
+    matched_question: dict[str, Any] | None = None
+    confidence: float | None = None
+    option_probabilities: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
@@ -233,27 +258,70 @@ class DiagEcgPipeline:
 
         rec = record if isinstance(record, EcgRecord) else read_record(record)
         lap("read")
+        catalogue = self.bundle.questions
+        match = catalogue.match(question) if task == TASK_QA and catalogue is not None else None
+        common = dict(record=rec.source, record_id=rec.record_id, task=task, question=question,
+                      bundle=dict(self._bundle_info), device=self.device.to_dict(), timings_ms=times)
+        if task == TASK_QA and catalogue is not None and match is None:
+            times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
+            closest = "; ".join(repr(q) for q in catalogue.closest(question))
+            note = (f"question not supported: it matches none of the questions this model was trained to "
+                    f"answer, so no answer is given (closest supported: {closest}; `diagecg questions` "
+                    f"lists them all)")
+            return Answer(**common, answer="", answers=[], stop_reason="unsupported", n_prompt_tokens=0,
+                          n_answer_tokens=0, n_ecg_tokens=0, ecg_cached=False, n_reused_tokens=0,
+                          warnings=[*self.load_warnings, *rec.warnings, note], question_supported=False)
         indices, cached, stage_ms = self._codes(rec)
         times.update(stage_ms)
         t = time.perf_counter()
         prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
-                                   question=question, patient=rec.patient.with_overrides(patient),
-                                   ecg_indices=indices.tolist())
+                                   question=match.canonical if match else question,
+                                   patient=rec.patient.with_overrides(patient), ecg_indices=indices.tolist())
         lap("prompt")
+        if match is not None and match.closed:
+            reply = self._choose(prompt_ids, match)
+        else:
+            reply = self._decode(prompt_ids, match)
+        lap("generate")
+        times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
+        text = reply["text"]
+        answers = sorted(normalize_answer(text)) if task == TASK_QA else []
+        return Answer(
+            **common, answer=text, answers=answers, stop_reason=reply["stop_reason"],
+            n_prompt_tokens=len(prompt_ids), n_answer_tokens=reply["n_answer_tokens"],
+            n_ecg_tokens=int(indices.shape[0]), ecg_cached=cached, n_reused_tokens=reply["n_reused_tokens"],
+            warnings=[*self.load_warnings, *rec.warnings, *reply["warnings"]],
+            question_supported=None if match is None else True,
+            matched_question=None if match is None else match.to_dict(),
+            confidence=reply["confidence"], option_probabilities=reply.get("option_probabilities"),
+        )
+
+    def _choose(self, prompt_ids: list[int], match: MatchedQuestion) -> dict[str, Any]:
+        """Score a closed question's options; the most probable one is the answer."""
+        eos = self.bundle.vocab.eos_id
+        option_ids = [encode_answer(self.prompt_config, self.llm.encode_text, o, eos) for o in match.options]
+        probs, n_reused = self.llm.score_options(prompt_ids, option_ids)
+        best = int(probs.argmax())
+        return {"text": match.options[best], "stop_reason": "options", "confidence": float(probs[best]),
+                "option_probabilities": {o: float(p) for o, p in zip(match.options, probs, strict=True)},
+                "n_answer_tokens": len(option_ids[best]) - 1, "n_reused_tokens": n_reused, "warnings": []}
+
+    def _decode(self, prompt_ids: list[int], match: MatchedQuestion | None) -> dict[str, Any]:
+        """Greedy (or the bundle's sampling) decoding; a query keeps only its template's options."""
         g = self.bundle.generation
         gen = self.llm.generate(prompt_ids, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
                                 top_k=g.top_k, top_p=g.top_p, repeat_penalty=g.repeat_penalty)
-        lap("generate")
-        times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
-        return Answer(
-            record=rec.source, record_id=rec.record_id, task=task, question=question, answer=gen.text,
-            answers=sorted(normalize_answer(gen.text)) if task == TASK_QA else [],
-            stop_reason=gen.stop_reason, n_prompt_tokens=gen.n_prompt_tokens,
-            n_answer_tokens=len(gen.token_ids), n_ecg_tokens=int(indices.shape[0]), ecg_cached=cached,
-            n_reused_tokens=gen.n_reused_tokens,
-            bundle=dict(self._bundle_info), device=self.device.to_dict(), timings_ms=times,
-            warnings=[*self.load_warnings, *rec.warnings, *gen.warnings],
-        )
+        text, warnings = gen.text, list(gen.warnings)
+        if match is not None:  # a query: members outside the template's options are dropped
+            members = normalize_answer(text)
+            kept = sorted(members & set(match.options))
+            if kept != sorted(members):
+                warnings.append(f"dropped answer members that are not options of the question: "
+                                f"{sorted(members - set(match.options))}")
+                text = format_answer(kept) if kept else "none"
+        return {"text": text, "stop_reason": gen.stop_reason, "confidence": float(math.exp(gen.logprob)),
+                "n_answer_tokens": len(gen.token_ids), "n_reused_tokens": gen.n_reused_tokens,
+                "warnings": warnings}
 
     def _codes(self, rec: EcgRecord) -> tuple[I64Array, bool, dict[str, float]]:
         """The record's ECG codes (from the cache when its signal was seen), whether they were cached,

@@ -92,7 +92,7 @@ def test_folder_streams_one_json_line_per_record(tiny_bundle: Path, fixtures_dir
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [d["record_id"] for d in lines] == sorted(p.stem for p in folder.glob("*.hea"))
-    assert all(d["schema_version"] == 1 and d["answer"] for d in lines)
+    assert all(d["schema_version"] == 2 and d["answer"] for d in lines)
 
 
 def test_single_record_json(tiny_bundle: Path, record_paths: list[Path]) -> None:
@@ -135,3 +135,29 @@ def test_expand_records_rejects_empty_folder_and_list(tmp_path: Path) -> None:
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(InputError, match="names no record"):
         commands.expand_records([f"@{tmp_path / 'empty.txt'}"])
+
+
+def test_unsupported_question_exits_3_and_supported_ones_carry_probabilities(
+        catalogue_bundle: Path, record_paths: list[Path]) -> None:
+    plain = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", "What is the heart rate?",
+                                      *_opts(catalogue_bundle)])
+    assert plain.exit_code == commands.EXIT_UNSUPPORTED and plain.stdout == ""
+    assert "not supported" in plain.stderr and "closest supported" in plain.stderr
+    both = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", "LBBB?", "-q",
+                                     "What is the heart rate?", *_opts(catalogue_bundle)])
+    assert both.exit_code == commands.EXIT_UNSUPPORTED, both.output
+    first, second = (json.loads(line) for line in both.stdout.splitlines())
+    assert first["question_supported"] is True
+    assert set(first["option_probabilities"]) == {"yes", "no", "not sure"}
+    assert first["confidence"] == first["option_probabilities"][first["answer"]]
+    assert second["question_supported"] is False and second["answer"] == ""
+
+
+def test_questions_command_lists_the_catalogue(catalogue_bundle: Path, tiny_bundle: Path) -> None:
+    text = CliRunner().invoke(main, ["questions", "--bundle", str(catalogue_bundle)])
+    assert text.exit_code == 0 and "Does this ECG show symptoms of ${attribute}?" in text.stdout
+    assert "atrial fibrillation" in text.stdout
+    as_json = CliRunner().invoke(main, ["questions", "--bundle", str(catalogue_bundle), "--json"])
+    assert {t["template_id"] for t in json.loads(as_json.stdout)["templates"]} == set(range(1, 17))
+    missing = CliRunner().invoke(main, ["questions", "--bundle", str(tiny_bundle)])
+    assert missing.exit_code == 2 and "no question catalogue" in missing.stderr

@@ -18,7 +18,8 @@ from diagecg.runtime.pipeline import SCHEMA_VERSION, TIMING_STAGES, Answer, Diag
 
 ANSWER_KEYS = {"schema_version", "record", "record_id", "task", "question", "answer", "answers",
                "stop_reason", "n_prompt_tokens", "n_answer_tokens", "n_ecg_tokens", "ecg_cached",
-               "n_reused_tokens", "bundle", "device", "timings_ms", "warnings"}
+               "n_reused_tokens", "bundle", "device", "timings_ms", "warnings", "question_supported",
+               "matched_question", "confidence", "option_probabilities"}
 BUNDLE_KEYS = {"path", "format_version", "diagecg_version", "manifest_sha256", "quant", "gguf_sha256"}
 DEVICE_KEYS = {"requested", "ecg_tokenizer", "llm", "threads"}
 ERROR_KEYS = {"schema_version", "record", "question", "error", "error_type"}
@@ -40,6 +41,10 @@ def test_answer_is_deterministic_with_a_stable_json_schema(pipeline: DiagEcgPipe
     assert d["n_ecg_tokens"] == N_TOKENS and d["n_prompt_tokens"] > N_TOKENS and d["n_answer_tokens"] >= 1
     assert d["bundle"]["quant"] == "q8_0" and len(d["bundle"]["manifest_sha256"]) == 64
     assert d["device"]["ecg_tokenizer"] == "cpu" and d["device"]["llm"] == "cpu"
+    # no question catalogue in the tiny bundle: asked as typed, decoded greedily
+    assert d["question_supported"] is None and d["matched_question"] is None
+    assert d["option_probabilities"] is None
+    assert 0.0 < d["confidence"] <= 1.0 and d["confidence"] == b.confidence
 
 
 def test_repeated_ecg_is_served_from_the_caches_with_the_same_answers(tiny_bundle: Path,
@@ -262,3 +267,48 @@ def test_option_probabilities_follow_the_ecg_codes_given(pipeline: DiagEcgPipeli
         pipeline.option_probabilities(record_paths[0], QUESTION, ())
     with pytest.raises(InputError):
         pipeline.option_probabilities(record_paths[0], "<ecg_0001>?", options)
+
+
+def test_catalogued_questions_are_answered_over_their_options(catalogue_bundle: Path,
+                                                              record_paths: list[Path]) -> None:
+    with DiagEcgPipeline.from_bundle(catalogue_bundle, device="cpu", threads=1) as pipe:
+        a = pipe.answer(record_paths[0], "AF?")
+        assert a.question_supported is True and a.stop_reason == "options"
+        assert a.matched_question is not None and a.matched_question["template_id"] == 1
+        canonical = "Does this ECG show symptoms of atrial fibrillation?"
+        assert a.matched_question["canonical"] == canonical
+        probs = a.option_probabilities
+        assert probs is not None and set(probs) == {"yes", "no", "not sure"}
+        assert abs(sum(probs.values()) - 1.0) < 1e-9
+        assert a.answer == max(probs, key=probs.__getitem__) and a.confidence == probs[a.answer]
+        assert a.answers == [a.answer]
+        # the same numbers as scoring the canonical question directly, and as its long wording
+        direct = pipe.option_probabilities(record_paths[0], canonical, ["no", "not sure", "yes"])
+        assert all(abs(direct[o] - probs[o]) < 1e-6 for o in probs)
+        assert pipe.answer(record_paths[0], canonical).option_probabilities == probs
+
+        c = pipe.answer(record_paths[0], "Is the rhythm atrial fibrillation or sinus rhythm?")
+        assert c.matched_question is not None and c.matched_question["question_type"] == "single-choose"
+        assert c.option_probabilities is not None and "none" in c.option_probabilities
+        assert "atrial fibrillation; sinus rhythm" in c.option_probabilities
+
+        q = pipe.answer(record_paths[0], "Which rhythm does this ECG show?")  # a query: decoded, filtered
+        assert q.matched_question is not None and q.matched_question["template_id"] == 10
+        assert q.option_probabilities is None and 0.0 < (q.confidence or 0.0) <= 1.0
+        assert set(q.answers) <= set(q.matched_question["options"])
+
+        r = pipe.report(record_paths[0])
+        assert r.question_supported is None and r.confidence is not None
+
+
+@pytest.mark.parametrize("question", ["What is the capital of France?", "What is the heart rate?",
+                                      "What is the QTc interval in ms?"])
+def test_unsupported_questions_get_no_answer_and_a_warning(catalogue_bundle: Path, record_paths: list[Path],
+                                                          question: str) -> None:
+    with DiagEcgPipeline.from_bundle(catalogue_bundle, device="cpu", threads=1) as pipe:
+        a = pipe.answer(record_paths[0], question)
+        assert a.question_supported is False and a.answer == "" and a.answers == []
+        assert a.confidence is None and a.option_probabilities is None and a.stop_reason == "unsupported"
+        assert a.n_prompt_tokens == 0 and a.n_ecg_tokens == 0
+        assert any("not supported" in w and "closest supported" in w for w in a.warnings)
+        assert json.loads(json.dumps(a.to_dict()))["question_supported"] is False
