@@ -36,6 +36,15 @@ that matches no template gets ``question_supported: false``, no answer, and a wa
 closest supported questions. Reports, and every question of a bundle without a catalogue, are
 decoded greedily with ``confidence`` = the sequence's probability.
 
+The whole record. A record longer than the model window (``preprocess.window_s``, 10 s) by more
+than 5% is cut into ``ceil(duration / window)`` windows of exactly the window, evenly spaced from the
+start to the end (``diagecg.preprocess.record_windows``; they overlap when the duration is not a
+multiple), and each window is asked the question. The record's answer: for a verify or choose
+question, the window with the strongest evidence of a finding (the lowest probability of ``no``, of
+``none``, or of ``yes`` to "is this a normal ECG?"), so a finding present in any window is reported;
+for a query, the union of the windows' answer sets; for a report, the windows' statements joined and
+tidied (``diagecg.report_text``). ``windows`` lists every window's answer and probabilities.
+
 JSON schema of ``Answer.to_dict()`` (``schema_version`` 2; keys are always all present)::
 
     schema_version   int     2; bumped on any incompatible change
@@ -56,14 +65,17 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 2; keys are always all p
                              (scored over closed options) or "unsupported" (not asked)
     n_prompt_tokens  int     prompt length in LLM tokens
     n_answer_tokens  int     answer length in LLM tokens
-    n_ecg_tokens     int     ECG code tokens in the prompt (summary tokens + frame tokens)
-    ecg_cached       bool    the ECG codes came from the cache (no preprocess/tokenize run)
+    n_ecg_tokens     int     ECG code tokens in the prompt (summary tokens + frame tokens) of one window
+    ecg_cached       bool    every window's ECG codes came from the cache (no preprocess/tokenize run)
     n_reused_tokens  int     leading prompt tokens whose KV cells llama.cpp kept from the previous call
     bundle           {path: str, format_version: int, diagecg_version: str, manifest_sha256: str,
                       quant: str, gguf_sha256: str}
     device           {requested: str, ecg_tokenizer: "cpu"|"cuda", llm: "cpu"|"cuda", threads: int}
-    timings_ms       {read, preprocess, tokenize, prompt, generate, total: float} (preprocess and
-                             tokenize are 0 when ecg_cached)
+    windows          [{start_s: float, end_s: float, answer: str, confidence: float|null,
+                       option_probabilities: {str: float}|null}]  one per analysed window (one for a
+                             record of the window's length; none when the question is unsupported)
+    timings_ms       {read, preprocess, tokenize, prompt, generate, total: float} summed over the
+                             windows (preprocess and tokenize are 0 when ecg_cached)
     warnings         [str]   non-fatal notes (record reading, quality, device, token budget)
 
 An error line of a batch (``error_dict``) has ``schema_version``, ``record``, ``question`` (the
@@ -89,9 +101,10 @@ from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
 from diagecg.errors import DiagEcgError, InputError
 from diagecg.io import read_record
-from diagecg.preprocess import model_inputs, preprocess
+from diagecg.preprocess import model_inputs, preprocess, record_windows
 from diagecg.prompts import PromptConfig, encode_answer, encode_prompt, sanitize_question
-from diagecg.questions import MatchedQuestion
+from diagecg.questions import NONE_ANSWER, NORMAL_ECG_TEMPLATE, MatchedQuestion
+from diagecg.report_text import tidy_report
 from diagecg.runtime.device import DeviceChoice, choose_device
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
@@ -132,9 +145,35 @@ class Answer:
     matched_question: dict[str, Any] | None = None
     confidence: float | None = None
     option_probabilities: dict[str, float] | None = None
+    windows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
+
+
+_AGGREGATION = {
+    "closed": "the answer is the window with the strongest evidence of a finding (the lowest "
+              "probability of 'no', of 'none', or of 'yes' to 'is this a normal ECG?')",
+    "query": "the answer is the union of the windows' answers",
+    "report": "the report joins the windows' statements, each once",
+    "free": "the first window answers (this bundle has no question catalogue to aggregate with)",
+}
+
+
+def _aggregation_kind(match: MatchedQuestion | None, task: str) -> str:
+    if task == TASK_REPORT:
+        return "report"
+    if match is None:
+        return "free"
+    return "closed" if match.closed else "query"
+
+
+def _negative_option(match: MatchedQuestion) -> str:
+    """The option that says "no finding": ``none`` for a choice, ``yes`` for "is this a normal
+    ECG?" (template 2), ``no`` otherwise."""
+    if match.question_type == "single-choose":
+        return NONE_ANSWER
+    return "yes" if match.template_id == NORMAL_ECG_TEMPLATE else "no"
 
 
 def signal_key(record: EcgRecord) -> bytes:
@@ -271,30 +310,71 @@ class DiagEcgPipeline:
             return Answer(**common, answer="", answers=[], stop_reason="unsupported", n_prompt_tokens=0,
                           n_answer_tokens=0, n_ecg_tokens=0, ecg_cached=False, n_reused_tokens=0,
                           warnings=[*self.load_warnings, *rec.warnings, note], question_supported=False)
-        indices, cached, stage_ms = self._codes(rec)
-        times.update(stage_ms)
-        t = time.perf_counter()
-        prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
-                                   question=match.canonical if match else question,
-                                   patient=rec.patient.with_overrides(patient), ecg_indices=indices.tolist())
-        lap("prompt")
-        if match is not None and match.closed:
-            reply = self._choose(prompt_ids, match)
-        else:
-            reply = self._decode(prompt_ids, match)
-        lap("generate")
+        parts = []  # one per window: (start_s, end_s, codes, cached, prompt length, reply)
+        for k, (start_s, end_s, window) in enumerate(record_windows(rec, self.bundle.preprocess)):
+            indices, cached, stage_ms = self._codes(window)
+            for stage, ms in stage_ms.items():
+                times[stage] = round(times.get(stage, 0.0) + ms, 3)
+            t = time.perf_counter()
+            prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
+                                       question=match.canonical if match else question,
+                                       patient=rec.patient.with_overrides(patient),
+                                       ecg_indices=indices.tolist())
+            lap(f"prompt{k}")
+            reply = self._choose(prompt_ids, match) if match is not None and match.closed \
+                else self._decode(prompt_ids, match)
+            lap(f"generate{k}")
+            parts.append((start_s, end_s, indices, cached, len(prompt_ids), reply))
+        for stage in ("prompt", "generate"):
+            times[stage] = round(sum(times.pop(f"{stage}{k}") for k in range(len(parts))), 3)
+        chosen, text, confidence, notes = self._aggregate(parts, match, task, rec)
+        reply = chosen[5]
         times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
-        text = reply["text"]
-        answers = sorted(normalize_answer(text)) if task == TASK_QA else []
+        windows = [{"start_s": a, "end_s": b, "answer": r["text"], "confidence": r["confidence"],
+                    "option_probabilities": r.get("option_probabilities")} for a, b, _, _, _, r in parts]
         return Answer(
-            **common, answer=text, answers=answers, stop_reason=reply["stop_reason"],
-            n_prompt_tokens=len(prompt_ids), n_answer_tokens=reply["n_answer_tokens"],
-            n_ecg_tokens=int(indices.shape[0]), ecg_cached=cached, n_reused_tokens=reply["n_reused_tokens"],
-            warnings=[*self.load_warnings, *rec.warnings, *reply["warnings"]],
+            **common, answer=text, answers=sorted(normalize_answer(text)) if task == TASK_QA else [],
+            stop_reason=reply["stop_reason"], n_prompt_tokens=chosen[4],
+            n_answer_tokens=reply["n_answer_tokens"],
+            n_ecg_tokens=int(chosen[2].shape[0]), ecg_cached=all(p[3] for p in parts),
+            n_reused_tokens=reply["n_reused_tokens"],
+            warnings=[*self.load_warnings, *rec.warnings, *(w for p in parts for w in p[5]["warnings"]),
+                      *notes],
             question_supported=None if match is None else True,
             matched_question=None if match is None else match.to_dict(),
-            confidence=reply["confidence"], option_probabilities=reply.get("option_probabilities"),
+            confidence=confidence, option_probabilities=reply.get("option_probabilities"), windows=windows,
         )
+
+    @staticmethod
+    def _aggregate(parts: list[tuple[Any, ...]], match: MatchedQuestion | None, task: str,
+                   rec: EcgRecord) -> tuple[tuple[Any, ...], str, float | None, list[str]]:
+        """The whole record's answer from its windows' (see the module docstring): the window it comes
+        from, its text, its confidence, and notes for the warnings."""
+        replies = [p[5] for p in parts]
+        if task == TASK_REPORT:
+            text = tidy_report(" ".join(r["text"] for r in replies))
+            confidence = min(r["confidence"] for r in replies)
+            chosen = parts[0]
+        elif len(parts) == 1:
+            return parts[0], replies[0]["text"], replies[0]["confidence"], []
+        elif match is not None and match.closed:
+            negative = _negative_option(match)
+            # the mass off the negative option, summed (not 1 - p: it keeps tiny probabilities apart)
+            best = max(range(len(parts)), key=lambda i: sum(
+                p for o, p in replies[i]["option_probabilities"].items() if o != negative))
+            chosen, text, confidence = parts[best], replies[best]["text"], replies[best]["confidence"]
+        elif match is not None:  # a query: the union of the windows' answer sets
+            members = set().union(*(normalize_answer(r["text"]) for r in replies)) - {NONE_ANSWER}
+            text = format_answer(members) if members else NONE_ANSWER
+            confidence, chosen = min(r["confidence"] for r in replies), parts[0]
+        else:  # no catalogue: no way to tell a finding from its absence; the first window answers
+            chosen, text, confidence = parts[0], replies[0]["text"], replies[0]["confidence"]
+        if len(parts) == 1:
+            return chosen, text, confidence, []
+        note = (f"{rec.duration_s:.1f} s record analysed in {len(parts)} windows of "
+                f"{parts[0][1] - parts[0][0]:g} s; {_AGGREGATION[_aggregation_kind(match, task)]} "
+                f"(per-window answers in 'windows')")
+        return chosen, text, confidence, [note]
 
     def _choose(self, prompt_ids: list[int], match: MatchedQuestion) -> dict[str, Any]:
         """Score a closed question's options; the most probable one is the answer."""

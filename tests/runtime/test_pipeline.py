@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -15,11 +16,12 @@ from diagecg.errors import BundleError, InferenceError, InputError, RecordError
 from diagecg.io import read_record
 from diagecg.preprocess import model_inputs
 from diagecg.runtime.pipeline import SCHEMA_VERSION, TIMING_STAGES, Answer, DiagEcgPipeline
+from diagecg.types import EcgRecord
 
 ANSWER_KEYS = {"schema_version", "record", "record_id", "task", "question", "answer", "answers",
                "stop_reason", "n_prompt_tokens", "n_answer_tokens", "n_ecg_tokens", "ecg_cached",
                "n_reused_tokens", "bundle", "device", "timings_ms", "warnings", "question_supported",
-               "matched_question", "confidence", "option_probabilities"}
+               "matched_question", "confidence", "option_probabilities", "windows"}
 BUNDLE_KEYS = {"path", "format_version", "diagecg_version", "manifest_sha256", "quant", "gguf_sha256"}
 DEVICE_KEYS = {"requested", "ecg_tokenizer", "llm", "threads"}
 ERROR_KEYS = {"schema_version", "record", "question", "error", "error_type"}
@@ -312,3 +314,47 @@ def test_unsupported_questions_get_no_answer_and_a_warning(catalogue_bundle: Pat
         assert a.n_prompt_tokens == 0 and a.n_ecg_tokens == 0
         assert any("not supported" in w and "closest supported" in w for w in a.warnings)
         assert json.loads(json.dumps(a.to_dict()))["question_supported"] is False
+
+
+def _joined(first: Path, *rest: Path) -> EcgRecord:
+    """One record of several real 10 s records played one after another."""
+    parts = [read_record(p) for p in (first, *rest)]
+    return dataclasses.replace(parts[0], signal=np.concatenate([p.signal for p in parts], axis=1),
+                               record_id="joined", warnings=[])
+
+
+def test_a_long_record_is_analysed_window_by_window(catalogue_bundle: Path, record_paths: list[Path]) -> None:
+    a, b = record_paths[0], record_paths[1]
+    # every prompt evaluated from scratch: the windows' probabilities then equal the records' bitwise
+    with DiagEcgPipeline.from_bundle(catalogue_bundle, device="cpu", threads=1, reuse_prefix=False) as pipe:
+        forward, backward = _joined(a, b, b), _joined(b, b, a)  # 30 s each, the odd one out moved
+        ans = pipe.answer(forward, "AF?")
+        assert [(w["start_s"], w["end_s"]) for w in ans.windows] == [(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]
+        alone = {p: pipe.answer(p, "AF?") for p in (a, b)}
+        # each window is the 10 s record itself
+        assert ans.windows[0]["option_probabilities"] == alone[a].option_probabilities
+        assert ans.windows[1]["option_probabilities"] == alone[b].option_probabilities
+        # the answer is the window with the most probability off "no", whichever end it sits at
+        strongest = max(ans.windows, key=lambda w: sum(p for o, p in w["option_probabilities"].items()
+                                                       if o != "no"))
+        assert ans.option_probabilities == strongest["option_probabilities"]
+        assert ans.answer == strongest["answer"]
+        assert pipe.answer(backward, "AF?").option_probabilities == ans.option_probabilities
+        assert any("analysed in 3 windows" in w for w in ans.warnings)
+        # a query: the union of the windows' answer sets
+        q = pipe.answer(forward, "Which rhythm does this ECG show?")
+        union = set().union(*(normalize_answer(w["answer"]) for w in q.windows)) - {"none"}
+        assert set(q.answers) == (union or {"none"})
+        # 12 s: two overlapping windows covering it all; 10.2 s: one window, as before
+        twelve = dataclasses.replace(forward, signal=forward.signal[:, :1200])
+        spans = [(w["start_s"], w["end_s"]) for w in pipe.answer(twelve, "AF?").windows]
+        assert spans == [(0.0, 10.0), (2.0, 12.0)]
+        short = dataclasses.replace(forward, signal=forward.signal[:, :1020])
+        assert len(pipe.answer(short, "AF?").windows) == 1
+
+
+def test_reports_are_tidied(pipeline: DiagEcgPipeline, record_paths: list[Path]) -> None:
+    from diagecg.report_text import tidy_report
+
+    r = pipeline.report(record_paths[0])
+    assert r.answer == tidy_report(r.answer) and len(r.windows) == 1
