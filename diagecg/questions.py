@@ -399,6 +399,17 @@ class QuestionCatalogue:
         entry = self._entry(*tid)
         return None if entry is None else self._matched(entry, ())
 
+    def is_rhythm(self, match: MatchedQuestion) -> bool:
+        """Whether a matched question is about the rhythm only (a rhythm template, or the verify
+        template asking about a rhythm statement): answerable from the limb leads alone."""
+        entry = self.entries.get(match.template_id)
+        if entry is not None and entry.group == "rhythm":
+            return True
+        rhythm = {a for e in self.entries.values()
+                  if e.group == "rhythm" and e.question_type != "single-verify" for a in e.options}
+        rhythm.discard(NONE_ANSWER)
+        return match.template_id == 1 and bool(match.attributes) and set(match.attributes) <= rhythm
+
     def closest(self, question: str, k: int = 3) -> list[str]:
         """The ``k`` supported example questions closest to ``question`` (word overlap), for a
         helpful warning when it matches nothing."""

@@ -129,7 +129,8 @@ def _progress(results: Iterator[Any], total: int) -> Iterator[Any]:
 
 def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, bundle: str | None,
              quant: str | None, as_json: bool, threads: int | None, device: str, verify_hashes: bool,
-             age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None) -> None:
+             age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None,
+             allow_degraded: bool) -> None:
     from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
 
     patient = PatientInfo(age_years=age, sex=sex, height_cm=height_cm, weight_kg=weight_kg)
@@ -137,7 +138,8 @@ def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *
     try:
         records, expanded = expand_records(records_args)
         pipe = DiagEcgPipeline.from_bundle(resolve_bundle(bundle), quant=quant, device=device,
-                                           threads=threads, verify_hashes=verify_hashes)
+                                           threads=threads, verify_hashes=verify_hashes,
+                                           allow_degraded=allow_degraded)
         for question in questions or ():
             pipe.check_question(question)
     except (DiagEcgError, ValueError, FileNotFoundError) as e:
@@ -193,6 +195,9 @@ _common_options = [
                  help="auto = CUDA where the installed engines support it; cuda = fail unless both do."),
     click.option("--verify-hashes/--no-verify-hashes", default=True, show_default=True,
                  help="Check every bundle file's sha256 at load (sizes are always checked)."),
+    click.option("--allow-degraded", is_flag=True,
+                 help="Answer records with some flat leads (e.g. missing precordial electrodes), with a "
+                      "warning naming them and what can still be trusted; default: refuse them."),
     # patient features for the structured prompt; each overrides the record header's value
     click.option("--age", type=click.FloatRange(0, 125), help="Patient age in years (overrides the header)."),
     click.option("--sex", type=click.Choice(["male", "female"]), help="Patient sex (overrides the header)."),

@@ -97,12 +97,14 @@ from typing import Any
 
 from diagecg.answers import format_answer, normalize_answer
 from diagecg.bundle import Bundle, load_bundle, sha256_file
+from diagecg.config import QualityConfig
 from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
 from diagecg.errors import DiagEcgError, InputError
 from diagecg.io import read_record
 from diagecg.preprocess import model_inputs, preprocess, record_windows
 from diagecg.prompts import PromptConfig, encode_answer, encode_prompt, sanitize_question
+from diagecg.quality import flat_leads
 from diagecg.questions import NONE_ANSWER, NORMAL_ECG_TEMPLATE, MatchedQuestion
 from diagecg.report_text import tidy_report
 from diagecg.runtime.device import DeviceChoice, choose_device
@@ -214,10 +216,13 @@ class DiagEcgPipeline:
         quant: the quantisation ``llm`` was loaded from.
         device: the device choice both were loaded with.
         ecg_cache_size: signals whose ECG codes are kept (0 = no cache).
+        allow_degraded: read records with some flat leads, with a warning, instead of refusing them
+            (``diagecg.quality``); answers that need the flat leads get a warning of their own.
     """
 
     def __init__(self, bundle: Bundle, ecg_session: EcgTokenizerSession, llm: LlamaModel, *, quant: str,
-                 device: DeviceChoice, ecg_cache_size: int = ECG_CACHE_SIZE) -> None:
+                 device: DeviceChoice, ecg_cache_size: int = ECG_CACHE_SIZE,
+                 allow_degraded: bool = False) -> None:
         if ecg_cache_size < 0:
             raise ValueError(f"ecg_cache_size={ecg_cache_size} is invalid: must be >= 0")
         self.bundle = bundle
@@ -228,6 +233,7 @@ class DiagEcgPipeline:
         self.device = dataclasses.replace(device, ecg_tokenizer=ecg_session.device)
         self.load_warnings = list(ecg_session.warnings)
         self.ecg_cache_size = ecg_cache_size
+        self.quality = QualityConfig(allow_flat_leads=allow_degraded)
         self._ecg_cache: OrderedDict[bytes, I64Array] = OrderedDict()
         self._ecg_cache_lock = threading.Lock()
         self._bundle_info = {
@@ -242,7 +248,8 @@ class DiagEcgPipeline:
     @classmethod
     def from_bundle(cls, path: str | Path, quant: str | None = None, device: str = "auto",
                     threads: int | None = None, *, verify_hashes: bool = True,
-                    ecg_cache_size: int = ECG_CACHE_SIZE, reuse_prefix: bool = True) -> DiagEcgPipeline:
+                    ecg_cache_size: int = ECG_CACHE_SIZE, reuse_prefix: bool = True,
+                    allow_degraded: bool = False) -> DiagEcgPipeline:
         """Load and validate a bundle, then open its ONNX session and GGUF model.
 
         Args:
@@ -253,6 +260,7 @@ class DiagEcgPipeline:
             verify_hashes: check every file's sha256 (sizes are always checked).
             ecg_cache_size: signals whose ECG codes are kept (0 = none).
             reuse_prefix: let llama.cpp keep the KV cells a new prompt shares with the previous one.
+            allow_degraded: answer records with some flat leads, with warnings (see ``__init__``).
 
         Raises:
             BundleError: missing/tampered/truncated files, unknown quant, inconsistent manifest.
@@ -271,7 +279,8 @@ class DiagEcgPipeline:
         tokenizer = load_text_tokenizer(bundle.tokenizer_path) if bundle.tokenizer_path else None
         llm = LlamaModel(gguf_path, vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx, tokenizer=tokenizer,
                          threads=choice.threads, n_gpu_layers=choice.n_gpu_layers, reuse_prefix=reuse_prefix)
-        pipe = cls(bundle, session, llm, quant=q, device=choice, ecg_cache_size=ecg_cache_size)
+        pipe = cls(bundle, session, llm, quant=q, device=choice, ecg_cache_size=ecg_cache_size,
+                   allow_degraded=allow_degraded)
         logger.info("loaded bundle %s (%s) in %.0f ms: ECG tokenizer on %s, LLM on %s, %d threads",
                     bundle.root, q, (time.perf_counter() - t0) * 1e3, pipe.device.ecg_tokenizer,
                     pipe.device.llm, choice.threads)
@@ -295,7 +304,7 @@ class DiagEcgPipeline:
             times[stage] = round((now - t) * 1e3, 3)
             t = now
 
-        rec = record if isinstance(record, EcgRecord) else read_record(record)
+        rec = record if isinstance(record, EcgRecord) else read_record(record, quality=self.quality)
         lap("read")
         catalogue = self.bundle.questions
         match = catalogue.match(question) if task == TASK_QA and catalogue is not None else None
@@ -328,6 +337,11 @@ class DiagEcgPipeline:
         for stage in ("prompt", "generate"):
             times[stage] = round(sum(times.pop(f"{stage}{k}") for k in range(len(parts))), 3)
         chosen, text, confidence, notes = self._aggregate(parts, match, task, rec)
+        flat = flat_leads(rec.signal, self.quality)
+        if flat.any() and not (match is not None and catalogue is not None and catalogue.is_rhythm(match)):
+            names = ", ".join(n for n, f in zip(rec.lead_names, flat, strict=True) if f)
+            notes.append(f"do not trust this answer: it needs leads that are flat in this record ({names}); "
+                         f"only rhythm questions can be answered from a degraded record")
         reply = chosen[5]
         times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
         windows = [{"start_s": a, "end_s": b, "answer": r["text"], "confidence": r["confidence"],
@@ -424,7 +438,7 @@ class DiagEcgPipeline:
 
     def ecg_codes(self, record: RecordLike) -> I64Array:
         """The ECG token indices the bundle's tokenizer gives a record (summary codes, then frames)."""
-        rec = record if isinstance(record, EcgRecord) else read_record(record)
+        rec = record if isinstance(record, EcgRecord) else read_record(record, quality=self.quality)
         return self._codes(rec)[0]
 
     def option_probabilities(self, record: RecordLike, question: str, options: Sequence[str], *,
@@ -446,7 +460,7 @@ class DiagEcgPipeline:
         """
         if not options:
             raise InputError("no answer options given")
-        rec = record if isinstance(record, EcgRecord) else read_record(record)
+        rec = record if isinstance(record, EcgRecord) else read_record(record, quality=self.quality)
         codes = self._codes(rec)[0] if ecg_codes is None else ecg_codes
         prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
                                    question=self.check_question(question),
@@ -506,7 +520,7 @@ class DiagEcgPipeline:
         for record in records:
             t = time.perf_counter()
             try:
-                rec = record if isinstance(record, EcgRecord) else read_record(record)
+                rec = record if isinstance(record, EcgRecord) else read_record(record, quality=self.quality)
             except Exception as e:  # DiagEcgError, or a bug: one error line per question, the batch goes on
                 _log_failure(record, e)
                 yield from (error_dict(record, e, question) for question in questions)

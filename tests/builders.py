@@ -165,3 +165,18 @@ QA_VOCAB: dict[str, list[str]] = {
     "7": _RHYTHM, "8": _DX, "9": _DX, "10": _RHYTHM, "11": _FORM,
     **{str(t): ["no", "yes"] for t in (12, 13, 14, 15, 16)},
 }
+
+
+def record_with_flat_leads(path: Path, tmp: Path, leads: tuple[int, ...]) -> Path:
+    """A real record written back as WFDB with some leads flat (electrodes off)."""
+    import numpy as np
+    import wfdb
+
+    from diagecg.io import read_record
+
+    rec = read_record(path)
+    signal = rec.signal.astype(np.float64).T.copy()  # (samples, leads)
+    signal[:, list(leads)] = 0.0
+    wfdb.wrsamp("degraded", fs=rec.fs_hz, units=["mV"] * 12, sig_name=list(rec.lead_names), p_signal=signal,
+                fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(tmp))
+    return tmp / "degraded.hea"

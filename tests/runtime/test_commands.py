@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders import record_with_flat_leads
 from click.testing import CliRunner
 
 from diagecg.cli import main
@@ -161,3 +162,13 @@ def test_questions_command_lists_the_catalogue(catalogue_bundle: Path, tiny_bund
     assert {t["template_id"] for t in json.loads(as_json.stdout)["templates"]} == set(range(1, 17))
     missing = CliRunner().invoke(main, ["questions", "--bundle", str(tiny_bundle)])
     assert missing.exit_code == 2 and "no question catalogue" in missing.stderr
+
+
+def test_allow_degraded_flag(catalogue_bundle: Path, record_paths: list[Path], tmp_path: Path) -> None:
+    path = record_with_flat_leads(record_paths[0], tmp_path, (6, 7))
+    refused = CliRunner().invoke(main, ["infer", str(path), "-q", "AF?", *_opts(catalogue_bundle)])
+    assert refused.exit_code == 2 and "--allow-degraded" in refused.stderr
+    allowed = CliRunner().invoke(main, ["infer", str(path), "-q", "AF?", "--allow-degraded", "--json",
+                                        *_opts(catalogue_bundle)])
+    assert allowed.exit_code == 0, allowed.output
+    assert any("degraded record" in w for w in json.loads(allowed.stdout)["warnings"])

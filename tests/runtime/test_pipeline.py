@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import N_FRAMES, SUMMARY
+from builders import N_FRAMES, SUMMARY, record_with_flat_leads
 
 from diagecg.answers import normalize_answer
 from diagecg.errors import BundleError, InferenceError, InputError, RecordError
@@ -358,3 +358,18 @@ def test_reports_are_tidied(pipeline: DiagEcgPipeline, record_paths: list[Path])
 
     r = pipeline.report(record_paths[0])
     assert r.answer == tidy_report(r.answer) and len(r.windows) == 1
+
+
+def test_degraded_records_are_refused_unless_allowed(catalogue_bundle: Path, record_paths: list[Path],
+                                                     tmp_path: Path) -> None:
+    path = record_with_flat_leads(record_paths[0], tmp_path, (6, 7, 8))  # V1-V3
+    with DiagEcgPipeline.from_bundle(catalogue_bundle, device="cpu", threads=1) as strict:
+        with pytest.raises(RecordError, match="flat lead.*V1, V2, V3"):
+            strict.answer(path, "AF?")
+    with DiagEcgPipeline.from_bundle(catalogue_bundle, device="cpu", threads=1, allow_degraded=True) as pipe:
+        rhythm = pipe.answer(path, "AF?")
+        assert any("degraded record" in w and "V1, V2, V3" in w for w in rhythm.warnings)
+        assert not any("do not trust" in w for w in rhythm.warnings)  # a rhythm question
+        form = pipe.answer(path, "LBBB?")
+        assert any("do not trust this answer" in w and "V1, V2, V3" in w for w in form.warnings)
+        assert form.option_probabilities is not None  # answered, with the warning
