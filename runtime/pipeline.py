@@ -55,6 +55,9 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 2; keys are always all p
     answer           str     the decoded answer text
     answers          [str]   "qa": the answer read as a set (``diagecg.answers.normalize_answer``:
                              lower case, split on "; " or ", "), sorted; "report" and unsupported: []
+    patient          {age_years: float|null, sex: "male"|"female"|null, height_cm: float|null,
+                      weight_kg: float|null}  the patient features the prompt was given (header values
+                             overridden by the caller's)
     question_supported bool|null  whether the question matched the bundle's catalogue (null: the
                              bundle has none, or a report)
     matched_question {template_id: int, question_type: str, canonical: str, attributes: [str],
@@ -78,8 +81,12 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 2; keys are always all p
                              windows (preprocess and tokenize are 0 when ecg_cached)
     warnings         [str]   non-fatal notes (record reading, quality, device, token budget)
 
-An error line of a batch (``error_dict``) has ``schema_version``, ``record``, ``question`` (the
-question it could not answer), ``error`` (one line) and ``error_type`` (the exception class name).
+An error line of a batch (``error_dict``) has the same envelope (``schema_version``, ``record``,
+``record_id``, ``task``, ``question`` (the question it could not answer), ``bundle``, ``timings_ms``
+with ``total``), then ``error`` (one line) and ``error_type`` (the exception class name).
+
+Both are published as a JSON Schema (draft 2020-12): ``diagecg/schemas/answer.schema.json``
+(``answer_schema()`` loads it).
 """
 
 from __future__ import annotations
@@ -115,6 +122,7 @@ from diagecg.types import EcgRecord, I64Array, PatientInfo
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
+SCHEMA_RESOURCE = ("diagecg", "schemas/answer.schema.json")  # package data
 TASK_QA = "qa"
 TASK_REPORT = "report"
 TIMING_STAGES: tuple[str, ...] = ("read", "preprocess", "tokenize", "prompt", "generate", "total")
@@ -148,6 +156,7 @@ class Answer:
     confidence: float | None = None
     option_probabilities: dict[str, float] | None = None
     windows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    patient: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
@@ -187,12 +196,17 @@ def signal_key(record: EcgRecord) -> bytes:
     return h.digest()
 
 
-def error_dict(record: RecordLike, error: BaseException, question: str = "") -> dict[str, Any]:
-    """The JSON line of a record that failed (``schema_version``, ``record``, ``question``, ``error``,
-    ``error_type``)."""
+def error_dict(record: RecordLike, error: BaseException, question: str = "", *, task: str = "qa",
+               bundle: dict[str, Any] | None = None, elapsed_ms: float = 0.0) -> dict[str, Any]:
+    """The JSON line of an answer that failed: the success envelope (``schema_version``, ``record``,
+    ``record_id``, ``task``, ``question``, ``bundle``, ``timings_ms.total``) plus ``error`` (one
+    line) and ``error_type`` (the exception class name)."""
     source = record.source if isinstance(record, EcgRecord) else str(record)
+    record_id = record.record_id if isinstance(record, EcgRecord) else Path(source).stem
     message = " ".join(str(error).split()) or type(error).__name__
-    return {"schema_version": SCHEMA_VERSION, "record": source, "question": question, "error": message,
+    return {"schema_version": SCHEMA_VERSION, "record": source, "record_id": record_id, "task": task,
+            "question": question, "bundle": dict(bundle or {}),
+            "timings_ms": {"total": round(elapsed_ms, 3)}, "error": message,
             "error_type": type(error).__name__}
 
 
@@ -308,8 +322,10 @@ class DiagEcgPipeline:
         lap("read")
         catalogue = self.bundle.questions
         match = catalogue.match(question) if task == TASK_QA and catalogue is not None else None
+        used = rec.patient.with_overrides(patient)
         common = dict(record=rec.source, record_id=rec.record_id, task=task, question=question,
-                      bundle=dict(self._bundle_info), device=self.device.to_dict(), timings_ms=times)
+                      bundle=dict(self._bundle_info), device=self.device.to_dict(), timings_ms=times,
+                      patient=dataclasses.asdict(used))
         if task == TASK_QA and catalogue is not None and match is None:
             times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
             closest = "; ".join(repr(q) for q in catalogue.closest(question))
@@ -327,8 +343,7 @@ class DiagEcgPipeline:
             t = time.perf_counter()
             prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
                                        question=match.canonical if match else question,
-                                       patient=rec.patient.with_overrides(patient),
-                                       ecg_indices=indices.tolist())
+                                       patient=used, ecg_indices=indices.tolist())
             lap(f"prompt{k}")
             reply = self._choose(prompt_ids, match) if match is not None and match.closed \
                 else self._decode(prompt_ids, match)
@@ -523,15 +538,19 @@ class DiagEcgPipeline:
                 rec = record if isinstance(record, EcgRecord) else read_record(record, quality=self.quality)
             except Exception as e:  # DiagEcgError, or a bug: one error line per question, the batch goes on
                 _log_failure(record, e)
-                yield from (error_dict(record, e, question) for question in questions)
+                ms = (time.perf_counter() - t) * 1e3
+                yield from (error_dict(record, e, question, task=task, bundle=self._bundle_info,
+                                       elapsed_ms=ms) for question in questions)
                 continue
             read_ms = (time.perf_counter() - t) * 1e3  # charged to the first question only
             for question in questions:
+                t = time.perf_counter()
                 try:
                     yield self._run(rec, question, task, patient, read_ms=read_ms)
                 except Exception as e:  # a record or engine error, or a bug: report it, keep going
                     _log_failure(record, e)
-                    yield error_dict(record, e, question)
+                    yield error_dict(rec, e, question, task=task, bundle=self._bundle_info,
+                                     elapsed_ms=(time.perf_counter() - t) * 1e3 + read_ms)
                 read_ms = 0.0
 
     def answer_batch(self, records: Iterable[RecordLike], question: str | Sequence[str], *,
@@ -562,3 +581,12 @@ class DiagEcgPipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def answer_schema() -> dict[str, Any]:
+    """The JSON Schema of the answer and error lines (``diagecg/schemas/answer.schema.json``)."""
+    import importlib.resources
+    import json
+
+    package, name = SCHEMA_RESOURCE
+    return json.loads(importlib.resources.files(package).joinpath(name).read_text(encoding="utf-8"))

@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 from builders import record_with_flat_leads
 from click.testing import CliRunner
 
 from diagecg.cli import main
 from diagecg.runtime import commands
-from diagecg.runtime.pipeline import DiagEcgPipeline
+from diagecg.runtime.pipeline import DiagEcgPipeline, answer_schema
 
 QUESTION = "Is the rhythm regular?"
 BLOCKED = ("torch", "transformers", "peft")
@@ -103,6 +104,7 @@ def test_single_record_json(tiny_bundle: Path, record_paths: list[Path]) -> None
     (line,) = result.stdout.splitlines()
     d = json.loads(line)
     assert d["record_id"] == "00002_hr" and d["bundle"]["quant"] == "f16"
+    jsonschema.validate(d, answer_schema())
 
 
 @pytest.mark.parametrize("question", ["what is <ecg_0042>?", "y" * 500])

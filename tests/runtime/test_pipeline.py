@@ -7,6 +7,7 @@ import json
 import threading
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 from builders import N_FRAMES, SUMMARY, record_with_flat_leads
@@ -15,16 +16,17 @@ from diagecg.answers import normalize_answer
 from diagecg.errors import BundleError, InferenceError, InputError, RecordError
 from diagecg.io import read_record
 from diagecg.preprocess import model_inputs
-from diagecg.runtime.pipeline import SCHEMA_VERSION, TIMING_STAGES, Answer, DiagEcgPipeline
+from diagecg.runtime.pipeline import SCHEMA_VERSION, TIMING_STAGES, Answer, DiagEcgPipeline, answer_schema
 from diagecg.types import EcgRecord
 
 ANSWER_KEYS = {"schema_version", "record", "record_id", "task", "question", "answer", "answers",
                "stop_reason", "n_prompt_tokens", "n_answer_tokens", "n_ecg_tokens", "ecg_cached",
                "n_reused_tokens", "bundle", "device", "timings_ms", "warnings", "question_supported",
-               "matched_question", "confidence", "option_probabilities", "windows"}
+               "matched_question", "confidence", "option_probabilities", "windows", "patient"}
 BUNDLE_KEYS = {"path", "format_version", "diagecg_version", "manifest_sha256", "quant", "gguf_sha256"}
 DEVICE_KEYS = {"requested", "ecg_tokenizer", "llm", "threads"}
-ERROR_KEYS = {"schema_version", "record", "question", "error", "error_type"}
+ERROR_KEYS = {"schema_version", "record", "record_id", "task", "question", "bundle", "timings_ms", "error",
+              "error_type"}
 QUESTION = "Does this ECG show atrial fibrillation?"
 N_TOKENS = SUMMARY.n_tokens + N_FRAMES  # the tiny bundle's ECG tokens: 3 summary tokens, then 63 frames
 
@@ -47,6 +49,8 @@ def test_answer_is_deterministic_with_a_stable_json_schema(pipeline: DiagEcgPipe
     assert d["question_supported"] is None and d["matched_question"] is None
     assert d["option_probabilities"] is None
     assert 0.0 < d["confidence"] <= 1.0 and d["confidence"] == b.confidence
+    jsonschema.validate(d, answer_schema())  # the published JSON Schema
+    assert d["patient"] == dataclasses.asdict(read_record(record_paths[0]).patient)
 
 
 def test_repeated_ecg_is_served_from_the_caches_with_the_same_answers(tiny_bundle: Path,
@@ -154,7 +158,10 @@ def test_batch_goes_on_after_bad_records(pipeline: DiagEcgPipeline, record_paths
     assert [type(r) for r in results] == [Answer, dict, dict, Answer]
     for err in results[1:3]:
         assert set(err) == ERROR_KEYS and err["error"] and "\n" not in err["error"]
+        jsonschema.validate(err, answer_schema())
+        assert err["bundle"] == results[0].bundle and err["task"] == "qa" and err["question"] == QUESTION
     assert results[1]["error_type"] == "RecordNotFoundError"
+    assert [r["record_id"] for r in results[1:3]] == ["missing", "00002_lr"]
     assert results[0].answer == pipeline.answer(record_paths[0], QUESTION).answer
     with pytest.raises(RecordError):
         pipeline.answer(broken, QUESTION)
