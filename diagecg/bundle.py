@@ -45,6 +45,7 @@ from diagecg.config import (
 from diagecg.constants import ManifestKey as K
 from diagecg.errors import BundleError
 from diagecg.measure import FEATURE_NAMES
+from diagecg.questions import QuestionCatalogue
 
 logger = logging.getLogger(__name__)
 
@@ -114,17 +115,19 @@ class WriterState(enum.IntEnum):
     TOKENIZER = 4
     VOCAB = 5
     ANSWER_VOCAB = 6
-    TRAINING = 7
-    EVALUATION = 8
-    PARITY = 9
-    WRITTEN = 10
+    QUESTIONS = 7
+    TRAINING = 8
+    EVALUATION = 9
+    PARITY = 10
+    WRITTEN = 11
 
 
 _REQUIRED_STATES = (WriterState.CONFIG, WriterState.ONNX, WriterState.GGUF, WriterState.VOCAB)
 _STATE_METHOD = {
     WriterState.CONFIG: "add_config", WriterState.ONNX: "add_onnx", WriterState.GGUF: "add_gguf",
     WriterState.TOKENIZER: "add_tokenizer", WriterState.VOCAB: "add_vocab",
-    WriterState.ANSWER_VOCAB: "add_answer_vocabularies", WriterState.TRAINING: "add_training",
+    WriterState.ANSWER_VOCAB: "add_answer_vocabularies", WriterState.QUESTIONS: "add_questions",
+    WriterState.TRAINING: "add_training",
     WriterState.EVALUATION: "add_evaluation", WriterState.PARITY: "add_parity", WriterState.WRITTEN: "write",
 }
 
@@ -135,7 +138,8 @@ class BundleWriter:
     Calls must come in this order (optional ones in brackets)::
 
         add_config -> add_onnx -> add_gguf (once per quant) -> [add_tokenizer] -> add_vocab
-        -> [add_answer_vocabularies] -> [add_training] -> [add_evaluation] -> [add_parity] -> write
+        -> [add_answer_vocabularies] -> [add_questions] -> [add_training] -> [add_evaluation]
+        -> [add_parity] -> write
 
     A call out of order, a repeated call, or a second GGUF of the same quant raises ``ValueError``.
     Model files are copied into the folder under their bundle names (unless they are already there);
@@ -266,6 +270,11 @@ class BundleWriter:
         self._advance(WriterState.ANSWER_VOCAB)
         self._manifest[K.ANSWER_VOCAB] = {str(k): [str(a) for a in v] for k, v in vocabularies.items()}
 
+    def add_questions(self, catalogue: QuestionCatalogue) -> None:
+        """Record the question catalogue: what the model was trained to answer (``diagecg.questions``)."""
+        self._advance(WriterState.QUESTIONS)
+        self._manifest[K.QUESTIONS] = _plain(catalogue.to_dict(), "add_questions")
+
     def add_training(self, summary: Mapping[str, Any]) -> None:
         """Record the training data/run summary (record counts, folds, steps...)."""
         self._advance(WriterState.TRAINING)
@@ -346,6 +355,8 @@ class Bundle:
         default_quant: the quant ``gguf_path()`` returns when not told.
         preset: the preset name the model was trained with, or None.
         summary: the ECG tokenizer's diagnostic summary, or None (frame tokens only).
+        questions: the question catalogue, or None (a bundle exported before catalogues: every
+            question goes to the model as typed).
     """
 
     root: Path
@@ -362,6 +373,7 @@ class Bundle:
     default_quant: str
     preset: str | None = None
     summary: SummaryConfig | None = None
+    questions: QuestionCatalogue | None = None
 
     @property
     def quants(self) -> tuple[str, ...]:
@@ -702,6 +714,7 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: b
     generation = _config(GenerationConfig, manifest, K.GENERATION, src)
     prompt = _need(manifest, K.PROMPT, dict, src)
     summary = _summary_config(manifest, src)
+    questions = _question_catalogue(manifest, src)
     _check_n_codes(vocab, fsq, summary, BundleError, src)
     if encoder.n_samples != preprocess.n_samples:
         raise BundleError(f"{src}: encoder.n_samples={encoder.n_samples} != preprocess fs_hz*window_s="
@@ -736,4 +749,14 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: b
     return Bundle(root=root, manifest=manifest, preprocess=preprocess, encoder=encoder, fsq=fsq, vocab=vocab,
                   prompt=prompt, generation=generation, onnx_path=onnx_path, tokenizer_path=tokenizer_path,
                   llm_files=llm_files, default_quant=default_quant, preset=manifest.get(K.PRESET),
-                  summary=summary)
+                  summary=summary, questions=questions)
+
+
+def _question_catalogue(manifest: dict[str, Any], src: str) -> QuestionCatalogue | None:
+    data = manifest.get(K.QUESTIONS)
+    if data is None:
+        return None
+    try:
+        return QuestionCatalogue.from_dict(data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError(f"{src}: field 'questions' is not a valid question catalogue: {e!r}") from None

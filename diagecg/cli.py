@@ -150,10 +150,11 @@ def export_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any)
 
 def _add_runtime_commands() -> None:
     # runtime is torch-free, so importing its command definitions here is cheap
-    from diagecg.runtime.commands import infer, report
+    from diagecg.runtime.commands import infer, questions, report
 
     main.add_command(infer)
     main.add_command(report)
+    main.add_command(questions)
 
 
 def _missing_runtime_command(name: str, reason: str) -> click.Command:
@@ -171,6 +172,7 @@ try:
 except ImportError as _e:  # runtime extra not installed: say so instead of hiding the commands
     main.add_command(_missing_runtime_command("infer", str(_e)))
     main.add_command(_missing_runtime_command("report", str(_e)))
+    main.add_command(_missing_runtime_command("questions", str(_e)))
 
 
 if __name__ == "__main__":  # pragma: no cover

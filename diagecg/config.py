@@ -200,6 +200,7 @@ class QualityConfig(ConfigMixin):
     rail_fraction: float = 0.1  # a lead with more of its samples at its min or max value is saturated
     rail_warn_fraction: float = 0.02  # ... and above this fraction a warning is added
     max_abs_mv: float = 20.0  # max |x - median| above this: not mV (uV given as mV?)
+    allow_flat_leads: bool = False  # flat leads (not all): a warning instead of an error (degraded mode)
 
     def __post_init__(self) -> None:
         n = "QualityConfig"

@@ -74,6 +74,7 @@ class ManifestKey:
     PROMPT = "prompt"
     GENERATION = "generation"
     ANSWER_VOCAB = "answer_vocabularies"
+    QUESTIONS = "questions"  # diagecg.questions.QuestionCatalogue; absent = no question matching
     TRAINING = "training"
     EVALUATION = "evaluation"
     PARITY = "parity"

@@ -17,6 +17,7 @@ Everything runs in float64 and returns float32 (12, cfg.n_samples); the result i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -167,6 +168,31 @@ def model_inputs(record: EcgRecord, cfg: PreprocessConfig) -> tuple[F32Array, F3
     """
     x = prepare_signal(record.signal, record.fs_hz, cfg, record.lead_names, record.source)
     return zscore(x, cfg), measure_features(x, cfg.fs_hz)
+
+
+# a record longer than the window by more than this share of it is analysed in several windows
+WINDOW_SLACK = 0.05
+
+
+def record_windows(record: EcgRecord, cfg: PreprocessConfig) -> list[tuple[float, float, EcgRecord]]:
+    """Cover a whole record with model windows: ``[(start_s, end_s, window record)]``.
+
+    A record up to ``window_s * (1 + WINDOW_SLACK)`` long is one window, the record itself (cropped
+    or padded by :func:`preprocess` as before). A longer one is cut into ``k = ceil(duration /
+    window_s)`` windows of exactly ``window_s``, evenly spaced from the start to the end: they
+    overlap when the duration is not a multiple of the window, and every sample is in at least
+    one. Each window record keeps the record's leads, patient, id, source and warnings.
+    """
+    duration = record.duration_s
+    if duration <= cfg.window_s * (1 + WINDOW_SLACK):
+        return [(0.0, round(duration, 3), record)]
+    n = record.signal.shape[1]
+    width = int(round(cfg.window_s * record.fs_hz))
+    k = int(np.ceil(n / width))
+    starts = np.linspace(0, n - width, k).round().astype(int)
+    return [(round(a / record.fs_hz, 3), round((a + width) / record.fs_hz, 3),
+             dataclasses.replace(record, signal=record.signal[:, a:a + width]))
+            for a in starts]
 
 
 def preprocess_batch(records: Sequence[EcgRecord], cfg: PreprocessConfig) -> F32Array:

@@ -3,6 +3,11 @@
 A record is rejected with :class:`~diagecg.errors.SignalQualityError` when it is unusable: NaN/inf
 samples, a flat lead, a saturated lead (stuck at its rail), an amplitude that cannot be mV, or too
 few seconds. Milder problems come back as warnings.
+
+Degraded mode (``QualityConfig.allow_flat_leads``, ``diagecg infer --allow-degraded``): a record
+with some flat leads (a missing or disconnected precordial electrode is common in other hospitals'
+exports) is read with a warning naming the leads and what can still be trusted: rhythm questions
+when the limb leads are intact (rate and regularity are read there), nothing morphological.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from diagecg.config import QualityConfig
+from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import SignalQualityError
+
+LIMB_LEADS: tuple[str, ...] = CANONICAL_LEADS[:6]  # I, II, III, aVR, aVL, aVF
 
 
 def _leads_text(names: Sequence[str], mask: np.ndarray) -> str:
@@ -72,15 +80,21 @@ def check_signal(
             f"like mV (uV given as mV? check the header units)"
         )
     std = x.std(axis=1)  # (leads,)
-    flat = std < cfg.flat_std_mv
+    flat = flat_leads(x, cfg)
     if flat.all():
         raise SignalQualityError(
             f"{source}: every lead is flat (max std {std.max():.3g} mV < {cfg.flat_std_mv:g} mV); "
             f"an empty recording, or V given as mV? check the header units"
         )
-    if flat.any():
+    warnings: list[str] = []
+    if flat.any() and not cfg.allow_flat_leads:
         raise SignalQualityError(f"{source}: flat lead(s) {_leads_text(lead_names, flat)} "
-                                 f"(std < {cfg.flat_std_mv:g} mV over the record)")
+                                 f"(std < {cfg.flat_std_mv:g} mV over the record); --allow-degraded "
+                                 f"(QualityConfig.allow_flat_leads) answers anyway, with a warning")
+    if flat.any():
+        warnings.append(degraded_warning([str(lead_names[int(i)]) for i in np.flatnonzero(flat)]))
+        x = x[~flat]  # the rail check below is about the leads that carry a signal
+        lead_names = [n for n, f in zip(lead_names, flat, strict=True) if not f]
     # fraction of samples sitting exactly at the lead's own min or max: clipping at the ADC rail
     lo = x.min(axis=1, keepdims=True)
     hi = x.max(axis=1, keepdims=True)
@@ -90,9 +104,24 @@ def check_signal(
         detail = ", ".join(f"{lead_names[int(i)]}: {at_rail[i]:.0%}" for i in np.flatnonzero(saturated))
         raise SignalQualityError(f"{source}: saturated lead(s), samples stuck at the min/max rail: "
                                  f"{detail} (limit {cfg.rail_fraction:.0%})")
-    warnings: list[str] = []
     partly = at_rail > cfg.rail_warn_fraction
     if partly.any():
         detail = ", ".join(f"{lead_names[int(i)]}: {at_rail[i]:.1%}" for i in np.flatnonzero(partly))
         warnings.append(f"lead(s) partly at their min/max rail (clipping?): {detail}")
     return warnings
+
+
+def flat_leads(signal: np.ndarray, cfg: QualityConfig | None = None) -> np.ndarray:
+    """Bool (leads,): the leads whose standard deviation over the record is below ``cfg.flat_std_mv``."""
+    cfg = cfg or QualityConfig()
+    return np.asarray(signal, dtype=np.float64).std(axis=1) < cfg.flat_std_mv
+
+
+def degraded_warning(flat: Sequence[str]) -> str:
+    """The warning of a record read in degraded mode: which leads are flat and what can be trusted."""
+    limb_ok = not any(name in LIMB_LEADS for name in flat)
+    trust = ("rhythm questions can still be trusted (rate and regularity are read from the intact limb "
+             "leads); morphology, conduction, hypertrophy, infarction and ST/T answers cannot"
+             if limb_ok else "no answer can be trusted: limb leads are flat too")
+    return (f"degraded record: flat lead(s) {', '.join(flat)}; the model was trained on 12 working leads, "
+            f"so {trust}")

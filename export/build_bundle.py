@@ -61,6 +61,7 @@ from diagecg.export.parity import check_thresholds, greedy_parity, logits_parity
 from diagecg.export.quantize import quantize_gguf
 from diagecg.io import read_record
 from diagecg.preprocess import model_inputs
+from diagecg.questions import build_catalogue
 from diagecg.types import F32Array, PatientInfo
 
 logger = logging.getLogger(__name__)
@@ -426,6 +427,7 @@ def export_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
         answer_vocab = load_answer_vocabularies(cfg.data_dir)
         if answer_vocab:
             writer.add_answer_vocabularies(answer_vocab)
+            writer.add_questions(build_catalogue(answer_vocab))
         writer.add_training(src.training)
         evaluation = _evaluation_results(src.checkpoint_dir)
         if evaluation:

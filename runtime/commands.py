@@ -15,7 +15,11 @@ stdout as it finishes, record by record and in question order (``Answer.to_dict(
 "error", "error_type"}``), with a progress bar on stderr.
 
 Exit codes: 0 all answered; 1 some failed (their error lines say why); 2 nothing could run (bad
-bundle, bad question, no records, a single plain-text answer that failed).
+bundle, bad question, no records, a single plain-text answer that failed); 3 nothing failed but a
+question is not supported by the bundle's question catalogue (``question_supported: false``, no
+answer given; ``diagecg questions`` lists what is supported).
+
+``diagecg questions`` prints the bundle's question catalogue (``--json``: the manifest's object).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ for _module in ("onnxruntime", "llama_cpp", "tokenizers"):
     if importlib.util.find_spec(_module) is None:
         raise ImportError(f"No module named {_module!r}")
 
+EXIT_UNSUPPORTED = 3  # a question matched nothing in the catalogue (and nothing failed)
 HEADER_SUFFIX = ".hea"  # WFDB record header
 LIST_PREFIX = "@"
 
@@ -124,7 +129,8 @@ def _progress(results: Iterator[Any], total: int) -> Iterator[Any]:
 
 def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, bundle: str | None,
              quant: str | None, as_json: bool, threads: int | None, device: str, verify_hashes: bool,
-             age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None) -> None:
+             age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None,
+             allow_degraded: bool) -> None:
     from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
 
     patient = PatientInfo(age_years=age, sex=sex, height_cm=height_cm, weight_kg=weight_kg)
@@ -132,7 +138,8 @@ def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *
     try:
         records, expanded = expand_records(records_args)
         pipe = DiagEcgPipeline.from_bundle(resolve_bundle(bundle), quant=quant, device=device,
-                                           threads=threads, verify_hashes=verify_hashes)
+                                           threads=threads, verify_hashes=verify_hashes,
+                                           allow_degraded=allow_degraded)
         for question in questions or ():
             pipe.check_question(question)
     except (DiagEcgError, ValueError, FileNotFoundError) as e:
@@ -149,15 +156,18 @@ def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *
             return
         for w in ans.warnings:
             click.echo(f"warning: {w}", err=True)
+        if ans.question_supported is False:
+            sys.exit(EXIT_UNSUPPORTED)
         click.echo(ans.answer)
         return
     results = (pipe.answer_batch(records, list(questions), patient=patient) if questions is not None
                else pipe.report_batch(records, patient=patient))
-    n_failed = 0
+    n_failed = n_unsupported = 0
     total = len(records) * n_questions
     for result in _progress(results, total):
         if isinstance(result, Answer):
             line = result.to_dict()
+            n_unsupported += result.question_supported is False
         else:
             n_failed += 1
             line = result
@@ -166,6 +176,10 @@ def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *
         click.echo(f"{n_failed} of {total} answers failed ({len(records)} records x {n_questions} "
                    f"questions)", err=True)
         sys.exit(1)
+    if n_unsupported:
+        click.echo(f"{n_unsupported} of {total} questions are not supported by the bundle: no answer given "
+                   f"(`diagecg questions` lists the supported ones)", err=True)
+        sys.exit(EXIT_UNSUPPORTED)
 
 
 _common_options = [
@@ -181,6 +195,9 @@ _common_options = [
                  help="auto = CUDA where the installed engines support it; cuda = fail unless both do."),
     click.option("--verify-hashes/--no-verify-hashes", default=True, show_default=True,
                  help="Check every bundle file's sha256 at load (sizes are always checked)."),
+    click.option("--allow-degraded", is_flag=True,
+                 help="Answer records with some flat leads (e.g. missing precordial electrodes), with a "
+                      "warning naming them and what can still be trusted; default: refuse them."),
     # patient features for the structured prompt; each overrides the record header's value
     click.option("--age", type=click.FloatRange(0, 125), help="Patient age in years (overrides the header)."),
     click.option("--sex", type=click.Choice(["male", "female"]), help="Patient sex (overrides the header)."),
@@ -209,3 +226,36 @@ def infer(records: tuple[str, ...], questions: tuple[str, ...], **options: Any) 
 def report(records: tuple[str, ...], **options: Any) -> None:
     """Write the report of ECG records with the offline runtime (no torch)."""
     _execute(records, None, **options)
+
+
+@click.command()
+@click.option("--bundle", type=click.Path(file_okay=False),
+              help=f"Bundle folder (default: the shipped <diagecg>/{DEFAULT_BUNDLE_DIR}).")
+@click.option("--json", "as_json", is_flag=True, help="The catalogue as JSON (the manifest's object).")
+def questions(bundle: str | None, as_json: bool) -> None:
+    """List the questions the bundle's model was trained to answer, with their answer options."""
+    from diagecg.bundle import load_bundle
+
+    try:
+        loaded = load_bundle(resolve_bundle(bundle), verify_hashes=False, check_models=False)
+    except DiagEcgError as e:
+        _fail(e)
+        return
+    catalogue = loaded.questions
+    if catalogue is None:
+        _fail(BundleError(f"{loaded.root} has no question catalogue (exported before diagecg had them): "
+                          f"every question goes to the model as typed"))
+        return
+    if as_json:
+        click.echo(json.dumps(catalogue.to_dict(), indent=2, ensure_ascii=False))
+        return
+    click.echo("Questions this model was trained to answer ([template id] type: wording -> answer options).")
+    click.echo("Other wordings, abbreviations (AF, LBBB, 1st degree AVB, LVH, PVC...) and synonyms are "
+               "matched to these; anything else is refused.\n")
+    for line, entry in zip(catalogue.describe(), sorted(catalogue.entries.values(),
+                                                        key=lambda e: e.template_id), strict=True):
+        click.echo(line)
+        if entry.attributes:
+            click.echo(f"    attributes: {', '.join(entry.attributes)}")
+        for example in entry.examples[:3]:
+            click.echo(f"    e.g. {example}")

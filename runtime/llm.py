@@ -50,6 +50,8 @@ class Generation:
         n_prompt_tokens: prompt length in tokens.
         n_reused_tokens: leading prompt tokens whose KV cells were kept from the previous call.
         stop_reason: ``"eos"`` (a stop id was produced) or ``"length"`` (token budget spent).
+        logprob: natural log of the decoded sequence's probability: the sum over its tokens (and
+            the stop token, when one ended it) of log-softmax over the ids an answer may contain.
         warnings: e.g. the budget cut to fit the context.
     """
 
@@ -58,6 +60,7 @@ class Generation:
     n_prompt_tokens: int
     stop_reason: str
     n_reused_tokens: int = 0
+    logprob: float = 0.0
     warnings: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -260,6 +263,7 @@ class LlamaModel:
 
         out: list[int] = []
         stop_reason = "length"
+        logprob = 0.0
         with self._lock:
             logits, n_reused = self._prefill(prompt)
             for step in range(max_new_tokens):
@@ -269,6 +273,7 @@ class LlamaModel:
                 else:
                     tok = _sample(logits, prompt + out, rng, temperature=temperature, top_k=top_k,
                                   top_p=top_p, repeat_penalty=repeat_penalty)
+                logprob += _log_softmax_at(logits, tok)
                 if tok in self.stop_ids:
                     stop_reason = "eos"
                     break
@@ -277,9 +282,14 @@ class LlamaModel:
                     logits = self._eval([tok])
         text = self.decode(out).strip()
         return Generation(token_ids=out, text=text, n_prompt_tokens=n_prompt, stop_reason=stop_reason,
-                          n_reused_tokens=n_reused, warnings=warnings)
+                          n_reused_tokens=n_reused, logprob=logprob, warnings=warnings)
 
     def option_probabilities(self, prompt_ids: Sequence[int], options: Sequence[Sequence[int]]) -> np.ndarray:
+        """:meth:`score_options` without the reuse count."""
+        return self.score_options(prompt_ids, options)[0]
+
+    def score_options(self, prompt_ids: Sequence[int],
+                      options: Sequence[Sequence[int]]) -> tuple[np.ndarray, int]:
         """Probabilities of whole answer continuations after a prompt, normalised over the options.
 
         Each option (e.g. the ids of ``" yes"`` + eos) is scored by teacher forcing: the sum of its
@@ -291,7 +301,7 @@ class LlamaModel:
             options: token ids of each option's continuation (non-empty).
 
         Returns:
-            float64 (len(options),), summing to 1.
+            float64 (len(options),) summing to 1, and how many prompt tokens' KV cells were reused.
 
         Raises:
             InferenceError: no options, an empty option, a prompt plus option longer than the
@@ -307,18 +317,17 @@ class LlamaModel:
                                  f"fit n_ctx={self.n_ctx}")
         logp = np.zeros(len(options))
         with self._lock:
-            first, _ = self._prefill(prompt)
+            first, n_reused = self._prefill(prompt)
             for k, option in enumerate(options):
                 logits = first
                 for j, tok in enumerate(option):
-                    x = logits.astype(np.float64)
-                    logp[k] += x[int(tok)] - x.max() - np.log(np.exp(x - x.max()).sum())
+                    logp[k] += _log_softmax_at(logits, int(tok))
                     if j + 1 < len(option):
                         if j == 0:
                             self._llm.n_tokens = len(prompt)  # drop the previous option's cells
                         logits = self._eval([int(tok)])
         p = np.exp(logp - logp.max())
-        return p / p.sum()
+        return p / p.sum(), n_reused
 
     def reset(self) -> None:
         """Forget the held sequence: the next prompt is evaluated from scratch."""
@@ -329,6 +338,13 @@ class LlamaModel:
         """Free the llama.cpp model and context now rather than at garbage collection."""
         with self._lock:
             self._llm.close()
+
+
+def _log_softmax_at(logits: np.ndarray, token: int) -> float:
+    """log p(token) under softmax(logits), in float64 (masked ids at -inf take no mass)."""
+    x = logits.astype(np.float64)
+    top = x.max()
+    return float(x[token] - top - np.log(np.exp(x - top).sum()))
 
 
 def _sample(logits: np.ndarray, history: Sequence[int], rng: np.random.Generator, *, temperature: float,

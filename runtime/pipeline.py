@@ -24,31 +24,69 @@ the llama.cpp context (not thread-safe) sits behind a lock in ``LlamaModel``, so
 are correct but their generation steps run one after another. For parallel generation, load one
 pipeline per thread (each holds its own copy of the model in memory).
 
-JSON schema of ``Answer.to_dict()`` (``schema_version`` 1; keys are always all present)::
+Questions and the catalogue. A bundle with a question catalogue (``diagecg.questions``) matches
+every question to a template it was trained on. A matched question is asked in the template's own
+wording (``matched_question.canonical``); a verify or choose question is then answered by scoring
+each of its closed options as a whole continuation (``LlamaModel.option_probabilities``): the
+answer is the most probable option, ``confidence`` its probability and ``option_probabilities``
+all of them (normalised over the options; ``{"yes": p, "no": 1 - p}`` for a yes/no question). A
+query ("what rhythm findings...") is decoded greedily, its members kept only when they are among
+the template's options, and ``confidence`` is the probability of the decoded sequence. A question
+that matches no template gets ``question_supported: false``, no answer, and a warning naming the
+closest supported questions. Reports, and every question of a bundle without a catalogue, are
+decoded greedily with ``confidence`` = the sequence's probability.
 
-    schema_version   int     1; bumped on any incompatible change
+The whole record. A record longer than the model window (``preprocess.window_s``, 10 s) by more
+than 5% is cut into ``ceil(duration / window)`` windows of exactly the window, evenly spaced from the
+start to the end (``diagecg.preprocess.record_windows``; they overlap when the duration is not a
+multiple), and each window is asked the question. The record's answer: for a verify or choose
+question, the window with the strongest evidence of a finding (the lowest probability of ``no``, of
+``none``, or of ``yes`` to "is this a normal ECG?"), so a finding present in any window is reported;
+for a query, the union of the windows' answer sets; for a report, the windows' statements joined and
+tidied (``diagecg.report_text``). ``windows`` lists every window's answer and probabilities.
+
+JSON schema of ``Answer.to_dict()`` (``schema_version`` 2; keys are always all present)::
+
+    schema_version   int     2; bumped on any incompatible change
     record           str     the path the record was read from ("" for an in-memory EcgRecord)
     record_id        str     the record name (file stem)
     task             str     "qa" (a question) or "report" (report generation)
     question         str     the question as sent (the bundle's fixed report question for "report")
     answer           str     the decoded answer text
     answers          [str]   "qa": the answer read as a set (``diagecg.answers.normalize_answer``:
-                             lower case, split on "; " or ", "), sorted; "report": []
-    stop_reason      str     "eos" (the model ended) or "length" (max_new_tokens reached)
+                             lower case, split on "; " or ", "), sorted; "report" and unsupported: []
+    patient          {age_years: float|null, sex: "male"|"female"|null, height_cm: float|null,
+                      weight_kg: float|null}  the patient features the prompt was given (header values
+                             overridden by the caller's)
+    question_supported bool|null  whether the question matched the bundle's catalogue (null: the
+                             bundle has none, or a report)
+    matched_question {template_id: int, question_type: str, canonical: str, attributes: [str],
+                      options: [str]} | null   the catalogue template the question was read as
+    confidence       float|null  probability of the returned answer (see above); null when unsupported
+    option_probabilities {str: float}|null  each closed option's probability (verify and choose)
+    stop_reason      str     "eos" (the model ended), "length" (max_new_tokens reached), "options"
+                             (scored over closed options) or "unsupported" (not asked)
     n_prompt_tokens  int     prompt length in LLM tokens
     n_answer_tokens  int     answer length in LLM tokens
-    n_ecg_tokens     int     ECG code tokens in the prompt (summary tokens + frame tokens)
-    ecg_cached       bool    the ECG codes came from the cache (no preprocess/tokenize run)
+    n_ecg_tokens     int     ECG code tokens in the prompt (summary tokens + frame tokens) of one window
+    ecg_cached       bool    every window's ECG codes came from the cache (no preprocess/tokenize run)
     n_reused_tokens  int     leading prompt tokens whose KV cells llama.cpp kept from the previous call
     bundle           {path: str, format_version: int, diagecg_version: str, manifest_sha256: str,
                       quant: str, gguf_sha256: str}
     device           {requested: str, ecg_tokenizer: "cpu"|"cuda", llm: "cpu"|"cuda", threads: int}
-    timings_ms       {read, preprocess, tokenize, prompt, generate, total: float} (preprocess and
-                             tokenize are 0 when ecg_cached)
+    windows          [{start_s: float, end_s: float, answer: str, confidence: float|null,
+                       option_probabilities: {str: float}|null}]  one per analysed window (one for a
+                             record of the window's length; none when the question is unsupported)
+    timings_ms       {read, preprocess, tokenize, prompt, generate, total: float} summed over the
+                             windows (preprocess and tokenize are 0 when ecg_cached)
     warnings         [str]   non-fatal notes (record reading, quality, device, token budget)
 
-An error line of a batch (``error_dict``) has ``schema_version``, ``record``, ``question`` (the
-question it could not answer), ``error`` (one line) and ``error_type`` (the exception class name).
+An error line of a batch (``error_dict``) has the same envelope (``schema_version``, ``record``,
+``record_id``, ``task``, ``question`` (the question it could not answer), ``bundle``, ``timings_ms``
+with ``total``), then ``error`` (one line) and ``error_type`` (the exception class name).
+
+Both are published as a JSON Schema (draft 2020-12): ``diagecg/schemas/answer.schema.json``
+(``answer_schema()`` loads it).
 """
 
 from __future__ import annotations
@@ -56,6 +94,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -63,14 +102,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from diagecg.answers import normalize_answer
+from diagecg.answers import format_answer, normalize_answer
 from diagecg.bundle import Bundle, load_bundle, sha256_file
+from diagecg.config import QualityConfig
 from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
 from diagecg.errors import DiagEcgError, InputError
 from diagecg.io import read_record
-from diagecg.preprocess import model_inputs, preprocess
+from diagecg.preprocess import model_inputs, preprocess, record_windows
 from diagecg.prompts import PromptConfig, encode_answer, encode_prompt, sanitize_question
+from diagecg.quality import flat_leads
+from diagecg.questions import NONE_ANSWER, NORMAL_ECG_TEMPLATE, MatchedQuestion
+from diagecg.report_text import tidy_report
 from diagecg.runtime.device import DeviceChoice, choose_device
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
@@ -78,7 +121,8 @@ from diagecg.types import EcgRecord, I64Array, PatientInfo
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SCHEMA_RESOURCE = ("diagecg", "schemas/answer.schema.json")  # package data
 TASK_QA = "qa"
 TASK_REPORT = "report"
 TIMING_STAGES: tuple[str, ...] = ("read", "preprocess", "tokenize", "prompt", "generate", "total")
@@ -107,9 +151,40 @@ class Answer:
     device: dict[str, Any]
     timings_ms: dict[str, float]
     warnings: list[str] = dataclasses.field(default_factory=list)
+    question_supported: bool | None = None
+    matched_question: dict[str, Any] | None = None
+    confidence: float | None = None
+    option_probabilities: dict[str, float] | None = None
+    windows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    patient: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
+
+
+_AGGREGATION = {
+    "closed": "the answer is the window with the strongest evidence of a finding (the lowest "
+              "probability of 'no', of 'none', or of 'yes' to 'is this a normal ECG?')",
+    "query": "the answer is the union of the windows' answers",
+    "report": "the report joins the windows' statements, each once",
+    "free": "the first window answers (this bundle has no question catalogue to aggregate with)",
+}
+
+
+def _aggregation_kind(match: MatchedQuestion | None, task: str) -> str:
+    if task == TASK_REPORT:
+        return "report"
+    if match is None:
+        return "free"
+    return "closed" if match.closed else "query"
+
+
+def _negative_option(match: MatchedQuestion) -> str:
+    """The option that says "no finding": ``none`` for a choice, ``yes`` for "is this a normal
+    ECG?" (template 2), ``no`` otherwise."""
+    if match.question_type == "single-choose":
+        return NONE_ANSWER
+    return "yes" if match.template_id == NORMAL_ECG_TEMPLATE else "no"
 
 
 def signal_key(record: EcgRecord) -> bytes:
@@ -121,12 +196,17 @@ def signal_key(record: EcgRecord) -> bytes:
     return h.digest()
 
 
-def error_dict(record: RecordLike, error: BaseException, question: str = "") -> dict[str, Any]:
-    """The JSON line of a record that failed (``schema_version``, ``record``, ``question``, ``error``,
-    ``error_type``)."""
+def error_dict(record: RecordLike, error: BaseException, question: str = "", *, task: str = "qa",
+               bundle: dict[str, Any] | None = None, elapsed_ms: float = 0.0) -> dict[str, Any]:
+    """The JSON line of an answer that failed: the success envelope (``schema_version``, ``record``,
+    ``record_id``, ``task``, ``question``, ``bundle``, ``timings_ms.total``) plus ``error`` (one
+    line) and ``error_type`` (the exception class name)."""
     source = record.source if isinstance(record, EcgRecord) else str(record)
+    record_id = record.record_id if isinstance(record, EcgRecord) else Path(source).stem
     message = " ".join(str(error).split()) or type(error).__name__
-    return {"schema_version": SCHEMA_VERSION, "record": source, "question": question, "error": message,
+    return {"schema_version": SCHEMA_VERSION, "record": source, "record_id": record_id, "task": task,
+            "question": question, "bundle": dict(bundle or {}),
+            "timings_ms": {"total": round(elapsed_ms, 3)}, "error": message,
             "error_type": type(error).__name__}
 
 
@@ -150,10 +230,13 @@ class DiagEcgPipeline:
         quant: the quantisation ``llm`` was loaded from.
         device: the device choice both were loaded with.
         ecg_cache_size: signals whose ECG codes are kept (0 = no cache).
+        allow_degraded: read records with some flat leads, with a warning, instead of refusing them
+            (``diagecg.quality``); answers that need the flat leads get a warning of their own.
     """
 
     def __init__(self, bundle: Bundle, ecg_session: EcgTokenizerSession, llm: LlamaModel, *, quant: str,
-                 device: DeviceChoice, ecg_cache_size: int = ECG_CACHE_SIZE) -> None:
+                 device: DeviceChoice, ecg_cache_size: int = ECG_CACHE_SIZE,
+                 allow_degraded: bool = False) -> None:
         if ecg_cache_size < 0:
             raise ValueError(f"ecg_cache_size={ecg_cache_size} is invalid: must be >= 0")
         self.bundle = bundle
@@ -164,6 +247,7 @@ class DiagEcgPipeline:
         self.device = dataclasses.replace(device, ecg_tokenizer=ecg_session.device)
         self.load_warnings = list(ecg_session.warnings)
         self.ecg_cache_size = ecg_cache_size
+        self.quality = QualityConfig(allow_flat_leads=allow_degraded)
         self._ecg_cache: OrderedDict[bytes, I64Array] = OrderedDict()
         self._ecg_cache_lock = threading.Lock()
         self._bundle_info = {
@@ -178,7 +262,8 @@ class DiagEcgPipeline:
     @classmethod
     def from_bundle(cls, path: str | Path, quant: str | None = None, device: str = "auto",
                     threads: int | None = None, *, verify_hashes: bool = True,
-                    ecg_cache_size: int = ECG_CACHE_SIZE, reuse_prefix: bool = True) -> DiagEcgPipeline:
+                    ecg_cache_size: int = ECG_CACHE_SIZE, reuse_prefix: bool = True,
+                    allow_degraded: bool = False) -> DiagEcgPipeline:
         """Load and validate a bundle, then open its ONNX session and GGUF model.
 
         Args:
@@ -189,6 +274,7 @@ class DiagEcgPipeline:
             verify_hashes: check every file's sha256 (sizes are always checked).
             ecg_cache_size: signals whose ECG codes are kept (0 = none).
             reuse_prefix: let llama.cpp keep the KV cells a new prompt shares with the previous one.
+            allow_degraded: answer records with some flat leads, with warnings (see ``__init__``).
 
         Raises:
             BundleError: missing/tampered/truncated files, unknown quant, inconsistent manifest.
@@ -207,7 +293,8 @@ class DiagEcgPipeline:
         tokenizer = load_text_tokenizer(bundle.tokenizer_path) if bundle.tokenizer_path else None
         llm = LlamaModel(gguf_path, vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx, tokenizer=tokenizer,
                          threads=choice.threads, n_gpu_layers=choice.n_gpu_layers, reuse_prefix=reuse_prefix)
-        pipe = cls(bundle, session, llm, quant=q, device=choice, ecg_cache_size=ecg_cache_size)
+        pipe = cls(bundle, session, llm, quant=q, device=choice, ecg_cache_size=ecg_cache_size,
+                   allow_degraded=allow_degraded)
         logger.info("loaded bundle %s (%s) in %.0f ms: ECG tokenizer on %s, LLM on %s, %d threads",
                     bundle.root, q, (time.perf_counter() - t0) * 1e3, pipe.device.ecg_tokenizer,
                     pipe.device.llm, choice.threads)
@@ -231,29 +318,119 @@ class DiagEcgPipeline:
             times[stage] = round((now - t) * 1e3, 3)
             t = now
 
-        rec = record if isinstance(record, EcgRecord) else read_record(record)
+        rec = record if isinstance(record, EcgRecord) else read_record(record, quality=self.quality)
         lap("read")
-        indices, cached, stage_ms = self._codes(rec)
-        times.update(stage_ms)
-        t = time.perf_counter()
-        prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
-                                   question=question, patient=rec.patient.with_overrides(patient),
-                                   ecg_indices=indices.tolist())
-        lap("prompt")
+        catalogue = self.bundle.questions
+        match = catalogue.match(question) if task == TASK_QA and catalogue is not None else None
+        used = rec.patient.with_overrides(patient)
+        common = dict(record=rec.source, record_id=rec.record_id, task=task, question=question,
+                      bundle=dict(self._bundle_info), device=self.device.to_dict(), timings_ms=times,
+                      patient=dataclasses.asdict(used))
+        if task == TASK_QA and catalogue is not None and match is None:
+            times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
+            closest = "; ".join(repr(q) for q in catalogue.closest(question))
+            note = (f"question not supported: it matches none of the questions this model was trained to "
+                    f"answer, so no answer is given (closest supported: {closest}; `diagecg questions` "
+                    f"lists them all)")
+            return Answer(**common, answer="", answers=[], stop_reason="unsupported", n_prompt_tokens=0,
+                          n_answer_tokens=0, n_ecg_tokens=0, ecg_cached=False, n_reused_tokens=0,
+                          warnings=[*self.load_warnings, *rec.warnings, note], question_supported=False)
+        parts = []  # one per window: (start_s, end_s, codes, cached, prompt length, reply)
+        for k, (start_s, end_s, window) in enumerate(record_windows(rec, self.bundle.preprocess)):
+            indices, cached, stage_ms = self._codes(window)
+            for stage, ms in stage_ms.items():
+                times[stage] = round(times.get(stage, 0.0) + ms, 3)
+            t = time.perf_counter()
+            prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
+                                       question=match.canonical if match else question,
+                                       patient=used, ecg_indices=indices.tolist())
+            lap(f"prompt{k}")
+            reply = self._choose(prompt_ids, match) if match is not None and match.closed \
+                else self._decode(prompt_ids, match)
+            lap(f"generate{k}")
+            parts.append((start_s, end_s, indices, cached, len(prompt_ids), reply))
+        for stage in ("prompt", "generate"):
+            times[stage] = round(sum(times.pop(f"{stage}{k}") for k in range(len(parts))), 3)
+        chosen, text, confidence, notes = self._aggregate(parts, match, task, rec)
+        flat = flat_leads(rec.signal, self.quality)
+        if flat.any() and not (match is not None and catalogue is not None and catalogue.is_rhythm(match)):
+            names = ", ".join(n for n, f in zip(rec.lead_names, flat, strict=True) if f)
+            notes.append(f"do not trust this answer: it needs leads that are flat in this record ({names}); "
+                         f"only rhythm questions can be answered from a degraded record")
+        reply = chosen[5]
+        times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
+        windows = [{"start_s": a, "end_s": b, "answer": r["text"], "confidence": r["confidence"],
+                    "option_probabilities": r.get("option_probabilities")} for a, b, _, _, _, r in parts]
+        return Answer(
+            **common, answer=text, answers=sorted(normalize_answer(text)) if task == TASK_QA else [],
+            stop_reason=reply["stop_reason"], n_prompt_tokens=chosen[4],
+            n_answer_tokens=reply["n_answer_tokens"],
+            n_ecg_tokens=int(chosen[2].shape[0]), ecg_cached=all(p[3] for p in parts),
+            n_reused_tokens=reply["n_reused_tokens"],
+            warnings=[*self.load_warnings, *rec.warnings, *(w for p in parts for w in p[5]["warnings"]),
+                      *notes],
+            question_supported=None if match is None else True,
+            matched_question=None if match is None else match.to_dict(),
+            confidence=confidence, option_probabilities=reply.get("option_probabilities"), windows=windows,
+        )
+
+    @staticmethod
+    def _aggregate(parts: list[tuple[Any, ...]], match: MatchedQuestion | None, task: str,
+                   rec: EcgRecord) -> tuple[tuple[Any, ...], str, float | None, list[str]]:
+        """The whole record's answer from its windows' (see the module docstring): the window it comes
+        from, its text, its confidence, and notes for the warnings."""
+        replies = [p[5] for p in parts]
+        if task == TASK_REPORT:
+            text = tidy_report(" ".join(r["text"] for r in replies))
+            confidence = min(r["confidence"] for r in replies)
+            chosen = parts[0]
+        elif len(parts) == 1:
+            return parts[0], replies[0]["text"], replies[0]["confidence"], []
+        elif match is not None and match.closed:
+            negative = _negative_option(match)
+            # the mass off the negative option, summed (not 1 - p: it keeps tiny probabilities apart)
+            best = max(range(len(parts)), key=lambda i: sum(
+                p for o, p in replies[i]["option_probabilities"].items() if o != negative))
+            chosen, text, confidence = parts[best], replies[best]["text"], replies[best]["confidence"]
+        elif match is not None:  # a query: the union of the windows' answer sets
+            members = set().union(*(normalize_answer(r["text"]) for r in replies)) - {NONE_ANSWER}
+            text = format_answer(members) if members else NONE_ANSWER
+            confidence, chosen = min(r["confidence"] for r in replies), parts[0]
+        else:  # no catalogue: no way to tell a finding from its absence; the first window answers
+            chosen, text, confidence = parts[0], replies[0]["text"], replies[0]["confidence"]
+        if len(parts) == 1:
+            return chosen, text, confidence, []
+        note = (f"{rec.duration_s:.1f} s record analysed in {len(parts)} windows of "
+                f"{parts[0][1] - parts[0][0]:g} s; {_AGGREGATION[_aggregation_kind(match, task)]} "
+                f"(per-window answers in 'windows')")
+        return chosen, text, confidence, [note]
+
+    def _choose(self, prompt_ids: list[int], match: MatchedQuestion) -> dict[str, Any]:
+        """Score a closed question's options; the most probable one is the answer."""
+        eos = self.bundle.vocab.eos_id
+        option_ids = [encode_answer(self.prompt_config, self.llm.encode_text, o, eos) for o in match.options]
+        probs, n_reused = self.llm.score_options(prompt_ids, option_ids)
+        best = int(probs.argmax())
+        return {"text": match.options[best], "stop_reason": "options", "confidence": float(probs[best]),
+                "option_probabilities": {o: float(p) for o, p in zip(match.options, probs, strict=True)},
+                "n_answer_tokens": len(option_ids[best]) - 1, "n_reused_tokens": n_reused, "warnings": []}
+
+    def _decode(self, prompt_ids: list[int], match: MatchedQuestion | None) -> dict[str, Any]:
+        """Greedy (or the bundle's sampling) decoding; a query keeps only its template's options."""
         g = self.bundle.generation
         gen = self.llm.generate(prompt_ids, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
                                 top_k=g.top_k, top_p=g.top_p, repeat_penalty=g.repeat_penalty)
-        lap("generate")
-        times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
-        return Answer(
-            record=rec.source, record_id=rec.record_id, task=task, question=question, answer=gen.text,
-            answers=sorted(normalize_answer(gen.text)) if task == TASK_QA else [],
-            stop_reason=gen.stop_reason, n_prompt_tokens=gen.n_prompt_tokens,
-            n_answer_tokens=len(gen.token_ids), n_ecg_tokens=int(indices.shape[0]), ecg_cached=cached,
-            n_reused_tokens=gen.n_reused_tokens,
-            bundle=dict(self._bundle_info), device=self.device.to_dict(), timings_ms=times,
-            warnings=[*self.load_warnings, *rec.warnings, *gen.warnings],
-        )
+        text, warnings = gen.text, list(gen.warnings)
+        if match is not None:  # a query: members outside the template's options are dropped
+            members = normalize_answer(text)
+            kept = sorted(members & set(match.options))
+            if kept != sorted(members):
+                warnings.append(f"dropped answer members that are not options of the question: "
+                                f"{sorted(members - set(match.options))}")
+                text = format_answer(kept) if kept else "none"
+        return {"text": text, "stop_reason": gen.stop_reason, "confidence": float(math.exp(gen.logprob)),
+                "n_answer_tokens": len(gen.token_ids), "n_reused_tokens": gen.n_reused_tokens,
+                "warnings": warnings}
 
     def _codes(self, rec: EcgRecord) -> tuple[I64Array, bool, dict[str, float]]:
         """The record's ECG codes (from the cache when its signal was seen), whether they were cached,
@@ -276,7 +453,7 @@ class DiagEcgPipeline:
 
     def ecg_codes(self, record: RecordLike) -> I64Array:
         """The ECG token indices the bundle's tokenizer gives a record (summary codes, then frames)."""
-        rec = record if isinstance(record, EcgRecord) else read_record(record)
+        rec = record if isinstance(record, EcgRecord) else read_record(record, quality=self.quality)
         return self._codes(rec)[0]
 
     def option_probabilities(self, record: RecordLike, question: str, options: Sequence[str], *,
@@ -298,7 +475,7 @@ class DiagEcgPipeline:
         """
         if not options:
             raise InputError("no answer options given")
-        rec = record if isinstance(record, EcgRecord) else read_record(record)
+        rec = record if isinstance(record, EcgRecord) else read_record(record, quality=self.quality)
         codes = self._codes(rec)[0] if ecg_codes is None else ecg_codes
         prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
                                    question=self.check_question(question),
@@ -358,18 +535,22 @@ class DiagEcgPipeline:
         for record in records:
             t = time.perf_counter()
             try:
-                rec = record if isinstance(record, EcgRecord) else read_record(record)
+                rec = record if isinstance(record, EcgRecord) else read_record(record, quality=self.quality)
             except Exception as e:  # DiagEcgError, or a bug: one error line per question, the batch goes on
                 _log_failure(record, e)
-                yield from (error_dict(record, e, question) for question in questions)
+                ms = (time.perf_counter() - t) * 1e3
+                yield from (error_dict(record, e, question, task=task, bundle=self._bundle_info,
+                                       elapsed_ms=ms) for question in questions)
                 continue
             read_ms = (time.perf_counter() - t) * 1e3  # charged to the first question only
             for question in questions:
+                t = time.perf_counter()
                 try:
                     yield self._run(rec, question, task, patient, read_ms=read_ms)
                 except Exception as e:  # a record or engine error, or a bug: report it, keep going
                     _log_failure(record, e)
-                    yield error_dict(record, e, question)
+                    yield error_dict(rec, e, question, task=task, bundle=self._bundle_info,
+                                     elapsed_ms=(time.perf_counter() - t) * 1e3 + read_ms)
                 read_ms = 0.0
 
     def answer_batch(self, records: Iterable[RecordLike], question: str | Sequence[str], *,
@@ -400,3 +581,12 @@ class DiagEcgPipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def answer_schema() -> dict[str, Any]:
+    """The JSON Schema of the answer and error lines (``diagecg/schemas/answer.schema.json``)."""
+    import importlib.resources
+    import json
+
+    package, name = SCHEMA_RESOURCE
+    return json.loads(importlib.resources.files(package).joinpath(name).read_text(encoding="utf-8"))

@@ -152,3 +152,31 @@ def llama_with_ecg_tokens(cfg: Any, hf_tok: Any, n_codes: int) -> tuple[Any, Voc
     model.generation_config = HfGenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
                                                  pad_token_id=cfg.pad_token_id)
     return model, extend_vocabulary(model, hf_tok, n_codes)
+
+
+_SUPER = ["conduction disturbance", "hypertrophy", "myocardial infarction", "none", "st/t change"]
+_DX = ["complete left bundle branch block", "complete right bundle branch block", "first degree av block",
+       "incomplete left bundle branch block", "left ventricular hypertrophy", "none"]
+_FORM = ["inverted t-waves", "long qt-interval", "none", "ventricular premature complex"]
+_RHYTHM = ["atrial fibrillation", "none", "sinus bradycardia", "sinus rhythm", "sinus tachycardia"]
+# a small answer vocabulary per ECG-QA template, shaped like answers_for_each_template.csv
+QA_VOCAB: dict[str, list[str]] = {
+    "1": ["no", "not sure", "yes"], "2": ["no", "yes"], "3": _SUPER, "4": _DX, "5": _DX, "6": _FORM,
+    "7": _RHYTHM, "8": _DX, "9": _DX, "10": _RHYTHM, "11": _FORM,
+    **{str(t): ["no", "yes"] for t in (12, 13, 14, 15, 16)},
+}
+
+
+def record_with_flat_leads(path: Path, tmp: Path, leads: tuple[int, ...]) -> Path:
+    """A real record written back as WFDB with some leads flat (electrodes off)."""
+    import numpy as np
+    import wfdb
+
+    from diagecg.io import read_record
+
+    rec = read_record(path)
+    signal = rec.signal.astype(np.float64).T.copy()  # (samples, leads)
+    signal[:, list(leads)] = 0.0
+    wfdb.wrsamp("degraded", fs=rec.fs_hz, units=["mV"] * 12, sig_name=list(rec.lead_names), p_signal=signal,
+                fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(tmp))
+    return tmp / "degraded.hea"

@@ -22,6 +22,9 @@ effect`` for DIG...): the lower-cased ``scp_statements.csv`` description unless
 3AVB, WPW, EL, ANEUR, PRC(S), PSVT, SVARR, TRIGU) are never asked; a query whose true answer would
 need one of them is skipped for that record rather than answered wrongly.
 
+The templates themselves (``TEMPLATES``: wording, training and held-out paraphrases) live in
+``diagecg.questions``, where the runtime matches questions against them.
+
 Template provenance. Verified wording: 26-38 (released data, ECG-QA README) and 1, 5, 6, 8
 (ECG-QA questions quoted in other public code). Reconstructed wording (the id's answer options and
 ECG-QA's sampling code fix its question type and attribute group; the sentence follows the verified
@@ -56,6 +59,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from diagecg.config import ConfigMixin
+from diagecg.questions import ATTRIBUTE as _A
+from diagecg.questions import ATTRIBUTE1 as _A1
+from diagecg.questions import ATTRIBUTE2 as _A2
+from diagecg.questions import NONE_ANSWER, TEMPLATES, QuestionTemplate
 from diagecg.training.ptbxl import PtbxlDataset, PtbxlEntry
 from diagecg.training.reports import ScpStatement
 
@@ -68,7 +75,6 @@ ATTRIBUTE_TYPES: tuple[str, ...] = (
 SOURCES: tuple[str, ...] = ("ecgqa", "generated")
 WORDINGS: tuple[str, ...] = ("template", "mixed", "paraphrase")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
-NONE_ANSWER = "none"
 
 ANSWERS_FILE = "answers.csv"
 ANSWERS_PER_TEMPLATE_FILE = "answers_for_each_template.csv"
@@ -250,89 +256,12 @@ def load_ecgqa_samples(
 # --- templates -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QuestionTemplate:
-    """One generated ECG-QA template: wording, the attribute group it asks about, its paraphrases."""
-
-    template_id: int
-    question_type: str
-    group: str  # see _GROUPS below
-    text: str  # ECG-QA wording; ${attribute}, ${attribute1}, ${attribute2} placeholders
-    train_paraphrases: tuple[str, ...]
-    heldout_paraphrases: tuple[str, ...]
-
-
 # group -> (statement category, likelihood rule); "code" = all vocabulary statements (template 1)
 _GROUPS: dict[str, tuple[str, str]] = {
     "code": ("any", "three_way"), "norm": ("norm", "any"), "superclass": ("superclass", "any"),
     "dx_inc": ("diagnostic", "any"), "dx_exc": ("diagnostic", "certain"), "form": ("form", "any"),
     "rhythm": ("rhythm", "any"), "abnormal": ("any", "any"),
 }
-_A, _A1, _A2 = "${attribute}", "${attribute1}", "${attribute2}"
-_INC, _EXC = ", including uncertain symptoms", ", excluding uncertain symptoms"
-
-
-def _t(
-    tid: int, qtype: str, group: str, text: str, train: tuple[str, ...], held: tuple[str, ...]
-) -> QuestionTemplate:
-    return QuestionTemplate(tid, f"single-{qtype}", group, text, train, held)
-
-
-TEMPLATES: dict[int, QuestionTemplate] = {t.template_id: t for t in (
-    _t(1, "verify", "code", f"Does this ECG show symptoms of {_A}?",
-       (f"Are there signs of {_A} in this ECG?", f"Does this ECG indicate {_A}?", f"Is there {_A}?",
-        f"Does this ECG have {_A}?", f"Do you see {_A} in this ECG?", f"Is {_A} present?",
-        f"Does the ECG show {_A}?", f"Does this recording show {_A}?", f"Any {_A} on this ECG?",
-        f"Is {_A} found in this tracing?"),
-       (f"Is there evidence of {_A} in this ECG?", f"Can {_A} be seen on this ECG?")),
-    _t(2, "verify", "norm", "Is this a normal ECG?",
-       ("Is this ECG normal?", "Is the ECG within normal limits?", "Is this a normal tracing?",
-        "Is this ECG unremarkable?"),
-       ("Would you read this ECG as normal?", "Does this ECG look normal?")),
-    _t(3, "choose", "superclass", f"Which diagnostic symptom does this ECG show, {_A1} or {_A2}?",
-       (f"Which of {_A1} and {_A2} does this ECG show?", f"Does this ECG show {_A1} or {_A2}?",
-        f"{_A1} or {_A2}: which one is in this ECG?"),
-       (f"Between {_A1} and {_A2}, which is present in this ECG?",
-        f"Which is found in this ECG: {_A1} or {_A2}?")),
-    _t(4, "choose", "dx_inc", f"Which diagnostic symptom does this ECG show, {_A1} or {_A2}{_INC}?",
-       (f"Which of {_A1} and {_A2} does this ECG show{_INC}?",),
-       (f"Counting uncertain findings too, which is present in this ECG: {_A1} or {_A2}?",)),
-    _t(5, "choose", "dx_exc", f"Which diagnostic symptom does this ECG show, {_A1} or {_A2}{_EXC}?",
-       (f"Which of {_A1} and {_A2} does this ECG show{_EXC}?",),
-       (f"Counting only certain findings, which is present in this ECG: {_A1} or {_A2}?",)),
-    _t(6, "choose", "form", f"Which form-related symptom does this ECG show, {_A1} or {_A2}?",
-       (f"Which of the waveform findings {_A1} and {_A2} does this ECG show?",
-        f"Does this ECG show {_A1} or {_A2}?"),
-       (f"Looking at the waveform shape, which is present in this ECG: {_A1} or {_A2}?",)),
-    _t(7, "choose", "rhythm", f"Which rhythm-related symptom does this ECG show, {_A1} or {_A2}?",
-       (f"Which of the rhythm findings {_A1} and {_A2} does this ECG show?",
-        f"Is the rhythm {_A1} or {_A2}?"),
-       (f"Regarding the rhythm, which is present in this ECG: {_A1} or {_A2}?",)),
-    _t(8, "query", "dx_inc", f"What diagnostic symptoms does this ECG show{_INC}?",
-       (f"Which diagnostic findings does this ECG have{_INC}?",),
-       ("List every diagnostic finding in this ECG, counting uncertain ones too.",)),
-    _t(9, "query", "dx_exc", f"What diagnostic symptoms does this ECG show{_EXC}?",
-       (f"Which diagnostic findings does this ECG have{_EXC}?",),
-       ("List the diagnostic findings in this ECG, counting only certain ones.",)),
-    _t(10, "query", "rhythm", "What rhythm-related symptoms does this ECG show?",
-       ("Which rhythm findings does this ECG have?",), ("Describe the rhythm findings of this ECG.",)),
-    _t(11, "query", "form", "What form-related symptoms does this ECG show?",
-       ("Which waveform findings does this ECG have?",),
-       ("List the form-related findings seen in this ECG.",)),
-    _t(12, "verify", "abnormal", "Does this ECG show any kind of abnormal symptoms?",
-       ("Is anything abnormal in this ECG?",), ("Does this ECG contain any abnormal finding?",)),
-    _t(13, "verify", "dx_inc", f"Does this ECG show any diagnostic symptoms{_INC}?",
-       (f"Are there diagnostic findings in this ECG{_INC}?",),
-       ("Counting uncertain findings too, is there any diagnostic finding in this ECG?",)),
-    _t(14, "verify", "dx_exc", f"Does this ECG show any diagnostic symptoms{_EXC}?",
-       (f"Are there diagnostic findings in this ECG{_EXC}?",),
-       ("Counting only certain findings, is there any diagnostic finding in this ECG?",)),
-    _t(15, "verify", "form", "Does this ECG show any form-related symptoms?",
-       ("Are there waveform abnormalities in this ECG?",),
-       ("Is the waveform shape of this ECG abnormal in any way?",)),
-    _t(16, "verify", "rhythm", "Does this ECG show any rhythm-related symptoms?",
-       ("Are there rhythm findings in this ECG?",), ("Is any rhythm statement made for this ECG?",)),
-)}
 # ECG-QA's attribute name for the record-level verify templates
 _RECORD_ATTRIBUTE: dict[int, str] = {
     2: "normal ecg", 12: "any kind of abnormal symptoms", 13: "any diagnostic symptoms",

@@ -11,7 +11,7 @@ from diagecg.config import QualityConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import SignalQualityError
 from diagecg.io import read_record
-from diagecg.quality import check_signal
+from diagecg.quality import check_signal, flat_leads
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +57,18 @@ def test_inf_and_shape_errors_name_the_source(mv: np.ndarray) -> None:
         check_signal(x, 100.0, CANONICAL_LEADS, "my.hea")
     with pytest.raises(SignalQualityError, match="does not match 11 leads"):
         check_signal(mv, 100.0, CANONICAL_LEADS[:11], "my.hea")
+
+
+def test_degraded_mode_reads_flat_precordial_leads_with_a_warning(mv: np.ndarray) -> None:
+    x = mv.copy()
+    x[6:9] = 0.0  # V1-V3 disconnected
+    with pytest.raises(SignalQualityError, match="flat lead.*V1, V2, V3.*--allow-degraded"):
+        check_signal(x, 100.0, CANONICAL_LEADS, "rec")
+    (warning,) = check_signal(x, 100.0, CANONICAL_LEADS, "rec", QualityConfig(allow_flat_leads=True))
+    assert "V1, V2, V3" in warning and "rhythm questions can still be trusted" in warning
+    assert flat_leads(x).tolist() == [False] * 6 + [True] * 3 + [False] * 3
+    x[1] = 0.0  # lead II too: nothing can be trusted
+    (warning,) = check_signal(x, 100.0, CANONICAL_LEADS, "rec", QualityConfig(allow_flat_leads=True))
+    assert "II, V1, V2, V3" in warning and "no answer can be trusted" in warning
+    with pytest.raises(SignalQualityError, match="every lead is flat"):  # still refused
+        check_signal(np.zeros_like(mv), 100.0, CANONICAL_LEADS, "rec", QualityConfig(allow_flat_leads=True))

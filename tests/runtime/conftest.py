@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from builders import FIXTURE_RECORDS, SUMMARY, random_ecg_tokenizer
+from builders import FIXTURE_RECORDS, QA_VOCAB, SUMMARY, random_ecg_tokenizer
 
 from diagecg.config import EncoderConfig, FSQConfig, GenerationConfig, PreprocessConfig, VocabConfig
 from diagecg.constants import DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN
@@ -125,6 +125,19 @@ def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny bundle that a test may tamper with."""
     dst = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def catalogue_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny bundle with a question catalogue (``builders.QA_VOCAB``) in its manifest."""
+    from diagecg.questions import build_catalogue
+
+    dst = tmp_path_factory.mktemp("catalogue_bundle") / "bundle"
+    shutil.copytree(tiny_bundle, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["questions"] = build_catalogue(QA_VOCAB).to_dict()
+    (dst / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return dst
 
 

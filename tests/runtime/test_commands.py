@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
+from builders import record_with_flat_leads
 from click.testing import CliRunner
 
 from diagecg.cli import main
 from diagecg.runtime import commands
-from diagecg.runtime.pipeline import DiagEcgPipeline
+from diagecg.runtime.pipeline import DiagEcgPipeline, answer_schema
 
 QUESTION = "Is the rhythm regular?"
 BLOCKED = ("torch", "transformers", "peft")
@@ -92,7 +94,7 @@ def test_folder_streams_one_json_line_per_record(tiny_bundle: Path, fixtures_dir
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [d["record_id"] for d in lines] == sorted(p.stem for p in folder.glob("*.hea"))
-    assert all(d["schema_version"] == 1 and d["answer"] for d in lines)
+    assert all(d["schema_version"] == 2 and d["answer"] for d in lines)
 
 
 def test_single_record_json(tiny_bundle: Path, record_paths: list[Path]) -> None:
@@ -102,6 +104,7 @@ def test_single_record_json(tiny_bundle: Path, record_paths: list[Path]) -> None
     (line,) = result.stdout.splitlines()
     d = json.loads(line)
     assert d["record_id"] == "00002_hr" and d["bundle"]["quant"] == "f16"
+    jsonschema.validate(d, answer_schema())
 
 
 @pytest.mark.parametrize("question", ["what is <ecg_0042>?", "y" * 500])
@@ -135,3 +138,39 @@ def test_expand_records_rejects_empty_folder_and_list(tmp_path: Path) -> None:
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(InputError, match="names no record"):
         commands.expand_records([f"@{tmp_path / 'empty.txt'}"])
+
+
+def test_unsupported_question_exits_3_and_supported_ones_carry_probabilities(
+        catalogue_bundle: Path, record_paths: list[Path]) -> None:
+    plain = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", "What is the heart rate?",
+                                      *_opts(catalogue_bundle)])
+    assert plain.exit_code == commands.EXIT_UNSUPPORTED and plain.stdout == ""
+    assert "not supported" in plain.stderr and "closest supported" in plain.stderr
+    both = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", "LBBB?", "-q",
+                                     "What is the heart rate?", *_opts(catalogue_bundle)])
+    assert both.exit_code == commands.EXIT_UNSUPPORTED, both.output
+    first, second = (json.loads(line) for line in both.stdout.splitlines())
+    assert first["question_supported"] is True
+    assert set(first["option_probabilities"]) == {"yes", "no", "not sure"}
+    assert first["confidence"] == first["option_probabilities"][first["answer"]]
+    assert second["question_supported"] is False and second["answer"] == ""
+
+
+def test_questions_command_lists_the_catalogue(catalogue_bundle: Path, tiny_bundle: Path) -> None:
+    text = CliRunner().invoke(main, ["questions", "--bundle", str(catalogue_bundle)])
+    assert text.exit_code == 0 and "Does this ECG show symptoms of ${attribute}?" in text.stdout
+    assert "atrial fibrillation" in text.stdout
+    as_json = CliRunner().invoke(main, ["questions", "--bundle", str(catalogue_bundle), "--json"])
+    assert {t["template_id"] for t in json.loads(as_json.stdout)["templates"]} == set(range(1, 17))
+    missing = CliRunner().invoke(main, ["questions", "--bundle", str(tiny_bundle)])
+    assert missing.exit_code == 2 and "no question catalogue" in missing.stderr
+
+
+def test_allow_degraded_flag(catalogue_bundle: Path, record_paths: list[Path], tmp_path: Path) -> None:
+    path = record_with_flat_leads(record_paths[0], tmp_path, (6, 7))
+    refused = CliRunner().invoke(main, ["infer", str(path), "-q", "AF?", *_opts(catalogue_bundle)])
+    assert refused.exit_code == 2 and "--allow-degraded" in refused.stderr
+    allowed = CliRunner().invoke(main, ["infer", str(path), "-q", "AF?", "--allow-degraded", "--json",
+                                        *_opts(catalogue_bundle)])
+    assert allowed.exit_code == 0, allowed.output
+    assert any("degraded record" in w for w in json.loads(allowed.stdout)["warnings"])

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
-from builders import N_FRAMES, SUMMARY
+from builders import N_FRAMES, SUMMARY, record_with_flat_leads
 
 from diagecg.answers import normalize_answer
 from diagecg.errors import BundleError, InferenceError, InputError, RecordError
 from diagecg.io import read_record
 from diagecg.preprocess import model_inputs
-from diagecg.runtime.pipeline import SCHEMA_VERSION, TIMING_STAGES, Answer, DiagEcgPipeline
+from diagecg.runtime.pipeline import SCHEMA_VERSION, TIMING_STAGES, Answer, DiagEcgPipeline, answer_schema
+from diagecg.types import EcgRecord
 
 ANSWER_KEYS = {"schema_version", "record", "record_id", "task", "question", "answer", "answers",
                "stop_reason", "n_prompt_tokens", "n_answer_tokens", "n_ecg_tokens", "ecg_cached",
-               "n_reused_tokens", "bundle", "device", "timings_ms", "warnings"}
+               "n_reused_tokens", "bundle", "device", "timings_ms", "warnings", "question_supported",
+               "matched_question", "confidence", "option_probabilities", "windows", "patient"}
 BUNDLE_KEYS = {"path", "format_version", "diagecg_version", "manifest_sha256", "quant", "gguf_sha256"}
 DEVICE_KEYS = {"requested", "ecg_tokenizer", "llm", "threads"}
-ERROR_KEYS = {"schema_version", "record", "question", "error", "error_type"}
+ERROR_KEYS = {"schema_version", "record", "record_id", "task", "question", "bundle", "timings_ms", "error",
+              "error_type"}
 QUESTION = "Does this ECG show atrial fibrillation?"
 N_TOKENS = SUMMARY.n_tokens + N_FRAMES  # the tiny bundle's ECG tokens: 3 summary tokens, then 63 frames
 
@@ -40,6 +45,12 @@ def test_answer_is_deterministic_with_a_stable_json_schema(pipeline: DiagEcgPipe
     assert d["n_ecg_tokens"] == N_TOKENS and d["n_prompt_tokens"] > N_TOKENS and d["n_answer_tokens"] >= 1
     assert d["bundle"]["quant"] == "q8_0" and len(d["bundle"]["manifest_sha256"]) == 64
     assert d["device"]["ecg_tokenizer"] == "cpu" and d["device"]["llm"] == "cpu"
+    # no question catalogue in the tiny bundle: asked as typed, decoded greedily
+    assert d["question_supported"] is None and d["matched_question"] is None
+    assert d["option_probabilities"] is None
+    assert 0.0 < d["confidence"] <= 1.0 and d["confidence"] == b.confidence
+    jsonschema.validate(d, answer_schema())  # the published JSON Schema
+    assert d["patient"] == dataclasses.asdict(read_record(record_paths[0]).patient)
 
 
 def test_repeated_ecg_is_served_from_the_caches_with_the_same_answers(tiny_bundle: Path,
@@ -147,7 +158,10 @@ def test_batch_goes_on_after_bad_records(pipeline: DiagEcgPipeline, record_paths
     assert [type(r) for r in results] == [Answer, dict, dict, Answer]
     for err in results[1:3]:
         assert set(err) == ERROR_KEYS and err["error"] and "\n" not in err["error"]
+        jsonschema.validate(err, answer_schema())
+        assert err["bundle"] == results[0].bundle and err["task"] == "qa" and err["question"] == QUESTION
     assert results[1]["error_type"] == "RecordNotFoundError"
+    assert [r["record_id"] for r in results[1:3]] == ["missing", "00002_lr"]
     assert results[0].answer == pipeline.answer(record_paths[0], QUESTION).answer
     with pytest.raises(RecordError):
         pipeline.answer(broken, QUESTION)
@@ -262,3 +276,107 @@ def test_option_probabilities_follow_the_ecg_codes_given(pipeline: DiagEcgPipeli
         pipeline.option_probabilities(record_paths[0], QUESTION, ())
     with pytest.raises(InputError):
         pipeline.option_probabilities(record_paths[0], "<ecg_0001>?", options)
+
+
+def test_catalogued_questions_are_answered_over_their_options(catalogue_bundle: Path,
+                                                              record_paths: list[Path]) -> None:
+    with DiagEcgPipeline.from_bundle(catalogue_bundle, device="cpu", threads=1) as pipe:
+        a = pipe.answer(record_paths[0], "AF?")
+        assert a.question_supported is True and a.stop_reason == "options"
+        assert a.matched_question is not None and a.matched_question["template_id"] == 1
+        canonical = "Does this ECG show symptoms of atrial fibrillation?"
+        assert a.matched_question["canonical"] == canonical
+        probs = a.option_probabilities
+        assert probs is not None and set(probs) == {"yes", "no", "not sure"}
+        assert abs(sum(probs.values()) - 1.0) < 1e-9
+        assert a.answer == max(probs, key=probs.__getitem__) and a.confidence == probs[a.answer]
+        assert a.answers == [a.answer]
+        # the same numbers as scoring the canonical question directly, and as its long wording
+        direct = pipe.option_probabilities(record_paths[0], canonical, ["no", "not sure", "yes"])
+        assert all(abs(direct[o] - probs[o]) < 1e-6 for o in probs)
+        assert pipe.answer(record_paths[0], canonical).option_probabilities == probs
+
+        c = pipe.answer(record_paths[0], "Is the rhythm atrial fibrillation or sinus rhythm?")
+        assert c.matched_question is not None and c.matched_question["question_type"] == "single-choose"
+        assert c.option_probabilities is not None and "none" in c.option_probabilities
+        assert "atrial fibrillation; sinus rhythm" in c.option_probabilities
+
+        q = pipe.answer(record_paths[0], "Which rhythm does this ECG show?")  # a query: decoded, filtered
+        assert q.matched_question is not None and q.matched_question["template_id"] == 10
+        assert q.option_probabilities is None and 0.0 < (q.confidence or 0.0) <= 1.0
+        assert set(q.answers) <= set(q.matched_question["options"])
+
+        r = pipe.report(record_paths[0])
+        assert r.question_supported is None and r.confidence is not None
+
+
+@pytest.mark.parametrize("question", ["What is the capital of France?", "What is the heart rate?",
+                                      "What is the QTc interval in ms?"])
+def test_unsupported_questions_get_no_answer_and_a_warning(catalogue_bundle: Path, record_paths: list[Path],
+                                                          question: str) -> None:
+    with DiagEcgPipeline.from_bundle(catalogue_bundle, device="cpu", threads=1) as pipe:
+        a = pipe.answer(record_paths[0], question)
+        assert a.question_supported is False and a.answer == "" and a.answers == []
+        assert a.confidence is None and a.option_probabilities is None and a.stop_reason == "unsupported"
+        assert a.n_prompt_tokens == 0 and a.n_ecg_tokens == 0
+        assert any("not supported" in w and "closest supported" in w for w in a.warnings)
+        assert json.loads(json.dumps(a.to_dict()))["question_supported"] is False
+
+
+def _joined(first: Path, *rest: Path) -> EcgRecord:
+    """One record of several real 10 s records played one after another."""
+    parts = [read_record(p) for p in (first, *rest)]
+    return dataclasses.replace(parts[0], signal=np.concatenate([p.signal for p in parts], axis=1),
+                               record_id="joined", warnings=[])
+
+
+def test_a_long_record_is_analysed_window_by_window(catalogue_bundle: Path, record_paths: list[Path]) -> None:
+    a, b = record_paths[0], record_paths[1]
+    # every prompt evaluated from scratch: the windows' probabilities then equal the records' bitwise
+    with DiagEcgPipeline.from_bundle(catalogue_bundle, device="cpu", threads=1, reuse_prefix=False) as pipe:
+        forward, backward = _joined(a, b, b), _joined(b, b, a)  # 30 s each, the odd one out moved
+        ans = pipe.answer(forward, "AF?")
+        assert [(w["start_s"], w["end_s"]) for w in ans.windows] == [(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]
+        alone = {p: pipe.answer(p, "AF?") for p in (a, b)}
+        # each window is the 10 s record itself
+        assert ans.windows[0]["option_probabilities"] == alone[a].option_probabilities
+        assert ans.windows[1]["option_probabilities"] == alone[b].option_probabilities
+        # the answer is the window with the most probability off "no", whichever end it sits at
+        strongest = max(ans.windows, key=lambda w: sum(p for o, p in w["option_probabilities"].items()
+                                                       if o != "no"))
+        assert ans.option_probabilities == strongest["option_probabilities"]
+        assert ans.answer == strongest["answer"]
+        assert pipe.answer(backward, "AF?").option_probabilities == ans.option_probabilities
+        assert any("analysed in 3 windows" in w for w in ans.warnings)
+        # a query: the union of the windows' answer sets
+        q = pipe.answer(forward, "Which rhythm does this ECG show?")
+        union = set().union(*(normalize_answer(w["answer"]) for w in q.windows)) - {"none"}
+        assert set(q.answers) == (union or {"none"})
+        # 12 s: two overlapping windows covering it all; 10.2 s: one window, as before
+        twelve = dataclasses.replace(forward, signal=forward.signal[:, :1200])
+        spans = [(w["start_s"], w["end_s"]) for w in pipe.answer(twelve, "AF?").windows]
+        assert spans == [(0.0, 10.0), (2.0, 12.0)]
+        short = dataclasses.replace(forward, signal=forward.signal[:, :1020])
+        assert len(pipe.answer(short, "AF?").windows) == 1
+
+
+def test_reports_are_tidied(pipeline: DiagEcgPipeline, record_paths: list[Path]) -> None:
+    from diagecg.report_text import tidy_report
+
+    r = pipeline.report(record_paths[0])
+    assert r.answer == tidy_report(r.answer) and len(r.windows) == 1
+
+
+def test_degraded_records_are_refused_unless_allowed(catalogue_bundle: Path, record_paths: list[Path],
+                                                     tmp_path: Path) -> None:
+    path = record_with_flat_leads(record_paths[0], tmp_path, (6, 7, 8))  # V1-V3
+    with DiagEcgPipeline.from_bundle(catalogue_bundle, device="cpu", threads=1) as strict:
+        with pytest.raises(RecordError, match="flat lead.*V1, V2, V3"):
+            strict.answer(path, "AF?")
+    with DiagEcgPipeline.from_bundle(catalogue_bundle, device="cpu", threads=1, allow_degraded=True) as pipe:
+        rhythm = pipe.answer(path, "AF?")
+        assert any("degraded record" in w and "V1, V2, V3" in w for w in rhythm.warnings)
+        assert not any("do not trust" in w for w in rhythm.warnings)  # a rhythm question
+        form = pipe.answer(path, "LBBB?")
+        assert any("do not trust this answer" in w and "V1, V2, V3" in w for w in form.warnings)
+        assert form.option_probabilities is not None  # answered, with the warning
