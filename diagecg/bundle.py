@@ -46,6 +46,7 @@ from diagecg.constants import ManifestKey as K
 from diagecg.errors import BundleError
 from diagecg.measure import FEATURE_NAMES
 from diagecg.questions import QuestionCatalogue
+from diagecg.vocab import ecg_code_ids
 
 logger = logging.getLogger(__name__)
 
@@ -408,7 +409,7 @@ class Bundle:
 
     def ecg_token_ids(self) -> range:
         """LLM token ids of ``<ecg_0000>`` ... in ECG code order (frame codes, then summary codes)."""
-        return range(self.vocab.offset, self.vocab.offset + self.vocab.n_codes)
+        return ecg_code_ids(self.vocab)
 
 
 def _check_n_codes(vocab: VocabConfig, fsq: FSQConfig, summary: SummaryConfig | None,

@@ -40,7 +40,7 @@ from diagecg.config import ConfigMixin, VocabConfig, _check
 from diagecg.constants import ECG_END_TOKEN, ECG_START_TOKEN
 from diagecg.errors import InputError
 from diagecg.types import PatientInfo
-from diagecg.vocab import ecg_span_ids, ecg_token_string, find_ecg_token_text
+from diagecg.vocab import ecg_ids, ecg_span_ids, ecg_token_string, find_ecg_token_text
 
 __all__ = [
     "PROMPT_FIELDS",
@@ -197,8 +197,8 @@ def encode_prompt(
         raise ValueError("encode_prompt: no ECG indices")
     prefix, suffix = render_prompt_text(cfg, question=question, patient=patient)
     text_ids = [[int(i) for i in encode_text(prefix)], [int(i) for i in encode_text(suffix)]]
-    ecg_ids = set(range(vocab.offset, vocab.offset + vocab.n_codes)) | {vocab.start_id, vocab.end_id}
-    leaked = [i for piece in text_ids for i in piece if i in ecg_ids]
+    ecg = ecg_ids(vocab)
+    leaked = [i for piece in text_ids for i in piece if i in ecg]
     if leaked:
         raise InputError(
             f"the text tokenizer produced ECG token ids {leaked[:5]}: encode_text must be "

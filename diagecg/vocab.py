@@ -19,6 +19,8 @@ from diagecg.constants import ECG_END_TOKEN, ECG_START_TOKEN, ECG_TOKEN_FORMAT, 
 
 __all__ = [
     "check_vocab",
+    "ecg_code_ids",
+    "ecg_ids",
     "ecg_span_ids",
     "ecg_token_string",
     "ecg_token_strings",
@@ -53,6 +55,16 @@ def special_token_strings(n_codes: int) -> list[str]:
     With this order ``offset = base``, ``start_id = base + n_codes`` and ``end_id = start_id + 1``.
     """
     return [*ecg_token_strings(n_codes), ECG_START_TOKEN, ECG_END_TOKEN]
+
+
+def ecg_code_ids(vocab: VocabConfig) -> range:
+    """Ids of ``<ecg_0000>`` ... in code order (frame codes, then summary codes)."""
+    return range(vocab.offset, vocab.offset + vocab.n_codes)
+
+
+def ecg_ids(vocab: VocabConfig) -> frozenset[int]:
+    """Every ECG token id: the codes and the ``<ecg>`` / ``</ecg>`` markers."""
+    return frozenset((*ecg_code_ids(vocab), vocab.start_id, vocab.end_id))
 
 
 def is_ecg_id(token_id: int, vocab: VocabConfig) -> bool:
@@ -131,7 +143,7 @@ def check_vocab(vocab: VocabConfig) -> None:
             f"VocabConfig: ECG ids start below base_vocab_size={vocab.base_vocab_size}, "
             f"so they would collide with text tokens"
         )
-    ecg = set(range(vocab.offset, end_codes)) | {vocab.start_id, vocab.end_id}
+    ecg = ecg_ids(vocab)
     for name in ("bos_id", "eos_id", "pad_id"):
         v = getattr(vocab, name)
         if v is not None and v in ecg:

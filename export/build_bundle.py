@@ -53,6 +53,7 @@ from diagecg.constants import (
     QUANT_TYPES,
     RUN_SUMMARY,
 )
+from diagecg.decoding import DecodingPolicy
 from diagecg.errors import ExportError, RecordError
 from diagecg.export.gguf_convert import convert_hf_to_gguf, gguf_info
 from diagecg.export.merge_lora import merge_lora
@@ -60,9 +61,11 @@ from diagecg.export.onnx_tokenizer import check_onnx_parity, export_onnx_tokeniz
 from diagecg.export.parity import check_thresholds, greedy_parity, logits_parity
 from diagecg.export.quantize import quantize_gguf
 from diagecg.io import read_record
+from diagecg.nn.generation import decoding_policy
 from diagecg.preprocess import model_inputs
 from diagecg.questions import build_catalogue
 from diagecg.types import F32Array, PatientInfo
+from diagecg.vocab import ecg_ids
 
 logger = logging.getLogger(__name__)
 
@@ -268,15 +271,19 @@ class ExportSource:
             self._text_tokenizer = Tokenizer.from_file(str(self.text_tokenizer_file))
         return list(self._text_tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def stop_ids(self) -> list[int]:
-        ids: list[int] = [self.vocab.eos_id] if self.vocab.eos_id is not None else []
-        for source in (getattr(self.model, "generation_config", None), getattr(self.model, "config", None),
-                       self.hf_tokenizer):
+    def decoding_policy(self) -> DecodingPolicy:
+        """The runtime's stop and banned ids for this model (``diagecg.decoding``): the vocabulary's
+        eos, the eos ids of the model's generation config, config and tokenizer."""
+        extra: list[int | None] = []
+        for source in (getattr(self.model, "config", None), self.hf_tokenizer):
             eos = getattr(source, "eos_token_id", None)
-            for i in eos if isinstance(eos, (list, tuple)) else [eos]:
-                if i is not None and int(i) not in ids:
-                    ids.append(int(i))
-        return ids
+            extra += list(eos) if isinstance(eos, (list, tuple)) else [eos]
+        text = None
+        if self.text_tokenizer_file is not None:
+            from tokenizers import Tokenizer
+
+            text = Tokenizer.from_file(str(self.text_tokenizer_file))
+        return decoding_policy(self.vocab, self.model, text, extra_stop_ids=extra)
 
 
 def load_source(checkpoint_dir: str | Path) -> ExportSource:
@@ -340,7 +347,7 @@ def _tokenizer_for_gguf(hf_tokenizer: Any) -> Any:
 
 
 def _control_ids(vocab: VocabConfig) -> list[int]:
-    return [*range(vocab.offset, vocab.offset + vocab.n_codes), vocab.start_id, vocab.end_id]
+    return sorted(ecg_ids(vocab))
 
 
 def _merged(model: Any, prompts: list[list[int]], atol: float) -> tuple[Any, dict[str, Any]]:
@@ -357,7 +364,8 @@ def _llm_parity(cfg: ExportConfig, model: Any, gguf_paths: dict[str, Path], prom
     logits = logits_parity(model, gguf_paths, prompts, n_threads=cfg.n_threads, progress=cfg.progress)
     check_thresholds(logits, cfg.min_top1_floors)  # fail before the slower greedy decoding
     greedy = greedy_parity(model, gguf_paths, prompts, max_new_tokens=cfg.max_new_tokens or
-                           src.generation.max_new_tokens, stop_ids=src.stop_ids(), n_threads=cfg.n_threads,
+                           src.generation.max_new_tokens, policy=src.decoding_policy(),
+                           n_threads=cfg.n_threads,
                            decode=lambda ids: src.hf_tokenizer.decode(ids, skip_special_tokens=True),
                            progress=cfg.progress)
     return {q: {"logits": logits[q], "greedy": greedy[q]} for q in gguf_paths}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from diagecg.decoding import DecodingPolicy
 from diagecg.errors import ExportError
 
 logger = logging.getLogger(__name__)
@@ -61,9 +62,10 @@ def compare_logits(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
 
 
 @torch.no_grad()
-def greedy_hf(model: Any, ids: Sequence[int], *, max_new_tokens: int, stop_ids: Iterable[int]) -> list[int]:
-    """Greedy continuation of ``ids`` by a HF causal LM (stop token excluded)."""
-    stop = set(stop_ids)
+def greedy_hf(model: Any, ids: Sequence[int], *, max_new_tokens: int, policy: DecodingPolicy) -> list[int]:
+    """Greedy continuation of ``ids`` by a HF causal LM under ``policy`` (stop token excluded)."""
+    stop = set(policy.stop_ids)
+    banned = torch.from_numpy(policy.banned_mask())
     x = torch.tensor([list(ids)], dtype=torch.int64)
     out: list[int] = []
     # recent transformers name the KV cache argument and output `cache`, earlier 5.x `past_key_values`
@@ -72,7 +74,7 @@ def greedy_hf(model: Any, ids: Sequence[int], *, max_new_tokens: int, stop_ids: 
     for _ in range(max_new_tokens):
         res = model(input_ids=x, use_cache=True, **{key: cache})
         cache = res[key]
-        tok = int(res.logits[0, -1].argmax())
+        tok = int(res.logits[0, -1].masked_fill(banned[: res.logits.shape[-1]], float("-inf")).argmax())
         if tok in stop:
             break
         out.append(tok)
@@ -80,14 +82,15 @@ def greedy_hf(model: Any, ids: Sequence[int], *, max_new_tokens: int, stop_ids: 
     return out
 
 
-def greedy_gguf(llm: Any, ids: Sequence[int], *, max_new_tokens: int, stop_ids: Iterable[int]) -> list[int]:
-    """Greedy continuation of ``ids`` by llama.cpp (stop token excluded)."""
-    stop = set(stop_ids)
+def greedy_gguf(llm: Any, ids: Sequence[int], *, max_new_tokens: int, policy: DecodingPolicy) -> list[int]:
+    """Greedy continuation of ``ids`` by llama.cpp under ``policy`` (stop token excluded)."""
+    stop = set(policy.stop_ids)
+    banned = policy.banned_mask()
     llm.reset()
     llm.eval(list(ids))
     out: list[int] = []
     for _ in range(max_new_tokens):
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = int(np.argmax(np.where(banned[: llm.n_vocab()], -np.inf, llm.scores[llm.n_tokens - 1])))
         if tok in stop:
             break
         out.append(tok)
@@ -140,7 +143,7 @@ def logits_parity(model: Any, gguf_paths: Mapping[str, str | Path], prompts: Seq
 
 
 def greedy_parity(model: Any, gguf_paths: Mapping[str, str | Path], prompts: Sequence[Sequence[int]], *,
-                  max_new_tokens: int, stop_ids: Iterable[int], n_threads: int | None = None,
+                  max_new_tokens: int, policy: DecodingPolicy, n_threads: int | None = None,
                   decode: Callable[[list[int]], str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Per quantisation: how often greedy GGUF answers equal greedy HF answers on held-out prompts.
 
@@ -149,7 +152,7 @@ def greedy_parity(model: Any, gguf_paths: Mapping[str, str | Path], prompts: Seq
         gguf_paths: quant -> GGUF file.
         prompts: token-id sequences ending where the answer starts.
         max_new_tokens: answer length cap.
-        stop_ids: token ids that end an answer (EOS, end-of-turn).
+        policy: the stop and banned ids (``diagecg.decoding``), as the runtime decodes.
         decode: optional ids -> text, to store a few example answers.
 
     Returns:
@@ -157,15 +160,14 @@ def greedy_parity(model: Any, gguf_paths: Mapping[str, str | Path], prompts: Seq
     """
     if not prompts:
         raise ValueError("greedy_parity needs at least one prompt")
-    stop = list(stop_ids)
-    refs = [greedy_hf(model, p, max_new_tokens=max_new_tokens, stop_ids=stop)
+    refs = [greedy_hf(model, p, max_new_tokens=max_new_tokens, policy=policy)
             for p in tqdm(prompts, desc="HF greedy", disable=not progress)]
     n_ctx = _context_for(prompts, max_new_tokens)
     results: dict[str, Any] = {}
     for quant, path in gguf_paths.items():
         llm = open_gguf(path, n_ctx=n_ctx, n_threads=n_threads)
         try:
-            outs = [greedy_gguf(llm, p, max_new_tokens=max_new_tokens, stop_ids=stop)
+            outs = [greedy_gguf(llm, p, max_new_tokens=max_new_tokens, policy=policy)
                     for p in tqdm(prompts, desc=f"GGUF {quant} greedy", disable=not progress)]
         finally:
             llm.close()

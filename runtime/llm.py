@@ -4,9 +4,10 @@ The prompt arrives as token ids (text pieces tokenized with the bundle's ``token
 ids inserted directly), so llama.cpp's own tokenizer is never used on the way in. Decoding is our
 own short loop over ``Llama.eval`` and the last-position logits rather than llama.cpp's sampler
 chain, for three reasons: greedy decoding is then exactly ``argmax`` (deterministic, ties to the
-lowest id); ECG ids and the ``<ecg>``/``</ecg>`` markers are masked to ``-inf`` so an answer can
-never contain them; and sampling, when asked for (temperature > 0), is seeded numpy code that
-behaves the same on every build. Answer ids are decoded with the same ``tokenizers`` file that
+lowest id); the ids ``diagecg.decoding.DecodingPolicy`` bans (ECG ids and the ``<ecg>``/``</ecg>``
+markers, bos/pad and other control tokens) are masked to ``-inf`` so an answer can never contain
+them; and sampling, when asked for (temperature > 0), is seeded numpy code that behaves the same on
+every build. Answer ids are decoded with the same ``tokenizers`` file that
 encoded the prompt, which round-trips byte-level BPE exactly.
 
 A :class:`LlamaModel` holds one llama.cpp context, which is not thread-safe: every call takes
@@ -32,6 +33,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from diagecg.config import VocabConfig
+from diagecg.decoding import DecodingPolicy
 from diagecg.errors import BundleError, InferenceError
 from diagecg.runtime.device import resolve_threads
 
@@ -133,42 +135,21 @@ class LlamaModel:
         llama_vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         attrs = np.fromiter((llama_cpp.llama_vocab_get_attr(llama_vocab, i) for i in range(self.n_vocab)),
                             dtype=np.int64, count=self.n_vocab)
-        eog = {i for i in range(self.n_vocab) if (attrs[i] & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL)
-               and llama_cpp.llama_vocab_is_eog(llama_vocab, i)}
-        eog.add(int(self._llm.token_eos()))
-        extra = {int(i) for i in stop_ids}
-        if vocab.eos_id is not None:
-            extra.add(int(vocab.eos_id))
-        out_of_range = sorted(i for i in extra if not 0 <= i < self.n_vocab)
-        if out_of_range:
-            raise BundleError(f"{self.path.name}: stop ids {out_of_range} are outside the vocabulary "
-                              f"of {self.n_vocab}")
-        self.stop_ids = frozenset(i for i in eog | extra if 0 <= i < self.n_vocab)
-        if not self.stop_ids:
-            raise BundleError(f"{self.path.name}: no end-of-generation token (eos)")
-        self._banned = self._banned_mask(attrs)
-
-    def _banned_mask(self, attrs: np.ndarray) -> np.ndarray:
-        """Ids an answer may not contain: ECG codes and markers, control/unused tokens of the GGUF
-        other than the stop ids (bos, pad...), and ids the text tokenizer cannot decode."""
-        banned = (attrs & _MASKED_ATTRS) != 0
-        v = self.vocab
-        banned[v.offset: v.offset + v.n_codes] = True
-        for i in (v.start_id, v.end_id):
-            if 0 <= i < self.n_vocab:
-                banned[i] = True
-        if self.tokenizer is not None:
-            banned[self.tokenizer.get_vocab_size(with_added_tokens=True):] = True
-            for i, tok in self.tokenizer.get_added_tokens_decoder().items():
-                if tok.special and 0 <= i < self.n_vocab:
-                    banned[i] = True
-        elif v.base_vocab_size:
-            banned[v.base_vocab_size:] = True
-        for i in self.stop_ids:
-            banned[i] = False
-        if banned.sum() >= self.n_vocab - len(self.stop_ids):
-            raise BundleError(f"{self.path.name}: every non-stop token id is masked; check the vocab config")
-        return banned
+        eog = sorted(i for i in range(self.n_vocab) if (attrs[i] & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL)
+                     and llama_cpp.llama_vocab_is_eog(llama_vocab, i))
+        special = np.flatnonzero((attrs & _MASKED_ATTRS) != 0).tolist()  # bos, pad, unused... of the GGUF
+        text_vocab = None
+        if tokenizer is not None:
+            text_vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+            special += [i for i, tok in tokenizer.get_added_tokens_decoder().items() if tok.special]
+        try:
+            self.policy = DecodingPolicy.build(vocab, self.n_vocab,
+                                               extra_stop_ids=[*eog, int(self._llm.token_eos()), *stop_ids],
+                                               text_vocab_size=text_vocab, extra_banned_ids=special)
+        except ValueError as e:
+            raise BundleError(f"{self.path.name}: {e}") from None
+        self.stop_ids = frozenset(self.policy.stop_ids)
+        self._banned = self.policy.banned_mask()
 
     def encode_text(self, text: str) -> list[int]:
         """Token ids of plain text, no special tokens (ECG-token strings stay plain text)."""

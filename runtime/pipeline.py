@@ -107,10 +107,11 @@ from diagecg.bundle import Bundle, load_bundle, sha256_file
 from diagecg.config import QualityConfig
 from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
+from diagecg.decoding import option_continuations
 from diagecg.errors import DiagEcgError, InputError
 from diagecg.io import read_record
 from diagecg.preprocess import model_inputs, preprocess, record_windows
-from diagecg.prompts import PromptConfig, encode_answer, encode_prompt, sanitize_question
+from diagecg.prompts import PromptConfig, encode_prompt, sanitize_question
 from diagecg.quality import flat_leads
 from diagecg.questions import NONE_ANSWER, NORMAL_ECG_TEMPLATE, MatchedQuestion
 from diagecg.report_text import tidy_report
@@ -408,7 +409,7 @@ class DiagEcgPipeline:
     def _choose(self, prompt_ids: list[int], match: MatchedQuestion) -> dict[str, Any]:
         """Score a closed question's options; the most probable one is the answer."""
         eos = self.bundle.vocab.eos_id
-        option_ids = [encode_answer(self.prompt_config, self.llm.encode_text, o, eos) for o in match.options]
+        option_ids = option_continuations(self.prompt_config, self.llm.encode_text, match.options, eos)
         probs, n_reused = self.llm.score_options(prompt_ids, option_ids)
         best = int(probs.argmax())
         return {"text": match.options[best], "stop_reason": "options", "confidence": float(probs[best]),
@@ -481,7 +482,7 @@ class DiagEcgPipeline:
                                    question=self.check_question(question),
                                    patient=rec.patient.with_overrides(patient), ecg_indices=codes.tolist())
         eos = self.bundle.vocab.eos_id
-        option_ids = [encode_answer(self.prompt_config, self.llm.encode_text, o, eos) for o in options]
+        option_ids = option_continuations(self.prompt_config, self.llm.encode_text, options, eos)
         probs = self.llm.option_probabilities(prompt_ids, option_ids)
         return {o: float(p) for o, p in zip(options, probs, strict=True)}
 

@@ -77,18 +77,16 @@ from typing import Any
 import numpy as np
 import torch
 from tokenizers import Tokenizer
-from tqdm.auto import tqdm
-from transformers import GenerationConfig as HfGenerationConfig
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from diagecg.answers import format_answer, normalize_answer
-from diagecg.config import ConfigMixin, PreprocessConfig, VocabConfig, _check
+from diagecg.config import ConfigMixin, PreprocessConfig, _check
 from diagecg.constants import RUN_SUMMARY
-from diagecg.errors import CheckpointError
+from diagecg.decoding import option_continuations
 from diagecg.nn.checkpoint import load_tokenizer
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
+from diagecg.nn.generation import decoding_policy, greedy_generate
 from diagecg.nn.llm_checkpoint import has_llm_checkpoint, load_llm_checkpoint, read_llm_meta
-from diagecg.prompts import encode_answer, encode_prompt
+from diagecg.prompts import encode_prompt
 from diagecg.training.ecg_data import load_signals, resolve_ptbxl_root, source_fs_hz
 from diagecg.training.ecgqa import (
     WORDINGS,
@@ -576,88 +574,6 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class _BanIds(LogitsProcessor):
-    """Sets the logits of ids an answer may not contain (ECG codes and markers) to -inf."""
-
-    def __init__(self, banned: Sequence[int], vocab_size: int) -> None:
-        self.mask = torch.zeros(vocab_size, dtype=torch.bool)
-        self.mask[list(banned)] = True
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        mask = self.mask.to(scores.device)[: scores.shape[-1]]  # (V,) broadcast over (B, V)
-        return scores.masked_fill(mask, float("-inf"))  # type: ignore[return-value]
-
-
-@torch.no_grad()
-def greedy_generate(
-    model: Any,
-    prompts: Sequence[Sequence[int]],
-    *,
-    pad_id: int,
-    stop_ids: Sequence[int],
-    max_new_tokens: int,
-    batch_size: int,
-    banned_ids: Sequence[int] = (),
-    context: int | None = None,
-    progress: bool = False,
-) -> list[list[int]]:
-    """Greedy continuations of many prompts, batched with left padding.
-
-    Prompts are sorted by length first so a batch wastes little padding; results come back in
-    the input order. Each continuation ends before its first stop id, and after at most
-    ``min(max_new_tokens, context - len(prompt))`` tokens (greedy decoding is prefix-stable, so
-    cutting a longer batch continuation equals decoding that prompt alone with its own budget).
-
-    Args:
-        model: a Hugging Face causal LM (or a PEFT model around one), in eval mode.
-        prompts: token-id lists.
-        pad_id: id used for left padding (masked out).
-        stop_ids: ids that end an answer (eos...); not part of the result.
-        max_new_tokens: per prompt.
-        batch_size: prompts per ``generate`` call.
-        banned_ids: ids never generated (the ECG code and marker tokens).
-        context: the model's context in tokens (``max_position_embeddings``); None = unlimited.
-            A prompt leaving no room gets an empty continuation (and a warning).
-        progress: show a tqdm bar.
-
-    Returns:
-        One list of generated ids per prompt.
-    """
-    if not stop_ids:
-        raise ValueError("greedy_generate needs at least one stop id (eos)")
-    device = next(model.parameters()).device
-    gen_cfg = HfGenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 pad_token_id=pad_id, eos_token_id=list(stop_ids))
-    vocab_size = model.get_input_embeddings().weight.shape[0]
-    processors = LogitsProcessorList([_BanIds(banned_ids, vocab_size)] if banned_ids else [])
-    budgets = [max_new_tokens if context is None else min(max_new_tokens, context - len(p)) for p in prompts]
-    no_room = sum(b < 1 for b in budgets)
-    if no_room:
-        logger.warning("%d prompts leave no room to answer in the model's context of %s tokens", no_room,
-                       context)
-    order = sorted((k for k in range(len(prompts)) if budgets[k] >= 1), key=lambda k: (len(prompts[k]), k))
-    out: list[list[int]] = [[] for _ in prompts]
-    stops = set(stop_ids)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc="generating", unit="batch", disable=not progress):
-        idx = order[start: start + batch_size]
-        gen_cfg.max_new_tokens = max(budgets[k] for k in idx)
-        width = max(len(prompts[k]) for k in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)  # (B, T), left padded
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, k in enumerate(idx):
-            p = prompts[k]
-            ids[row, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[row, width - len(p):] = 1
-        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                             generation_config=gen_cfg, logits_processor=processors)  # (B, T + new)
-        for row, k in enumerate(idx):
-            new = gen[row, width:].tolist()  # (new,) generated ids, padded after a stop
-            cut = next((j for j, t in enumerate(new) if t in stops), len(new))
-            out[k] = new[:min(cut, budgets[k])]
-    return out
-
-
 class LlmPredictor:
     """(ecg_ids, questions) -> greedy answers of an instruction-tuned checkpoint, batched.
 
@@ -688,15 +604,12 @@ class LlmPredictor:
         self.n_over_context = 0  # prompts + max_new_tokens longer than meta.generation.n_ctx, so far
         self.context = getattr(getattr(model, "config", None), "max_position_embeddings", None) or None
         v = meta.vocab
-        self.stop_ids = _stop_ids(v, model)
-        self.pad_id = v.pad_id if v.pad_id is not None else self.stop_ids[0]
-        # as the runtime does: an answer never holds ECG codes/markers, bos, pad, or rows the text
+        # the runtime's policy: an answer never holds ECG codes/markers, bos, pad, or rows the text
         # tokenizer cannot decode
-        rows = model.get_input_embeddings().weight.shape[0]
-        n_text = text_tokenizer.get_vocab_size(with_added_tokens=True)
-        banned = {*range(v.offset, v.offset + v.n_codes), v.start_id, v.end_id, v.bos_id, v.pad_id,
-                  *range(n_text, rows)}
-        self.banned = sorted(i for i in banned if i is not None and i not in self.stop_ids)
+        self.policy = decoding_policy(v, model, text_tokenizer)
+        self.stop_ids = list(self.policy.stop_ids)
+        self.pad_id = v.pad_id if v.pad_id is not None else self.stop_ids[0]
+        self.banned = sorted(self.policy.banned_ids)
 
     def encode_text(self, text: str) -> list[int]:
         return list(self.text_tokenizer.encode(text, add_special_tokens=False).ids)
@@ -722,8 +635,8 @@ class LlmPredictor:
         (``training.findings.option_probabilities``)."""
         prompts = [self.prompt_ids(i, q) for i, q in zip(ecg_ids, questions, strict=True)]
         v, cfg = self.meta.vocab, self.meta.prompt
-        cache: dict[str, list[int]] = {}
-        encoded = [[cache.setdefault(o, encode_answer(cfg, self.encode_text, o, v.eos_id)) for o in opts]
+        cache: dict[tuple[str, ...], list[list[int]]] = {}
+        encoded = [cache.setdefault(tuple(opts), option_continuations(cfg, self.encode_text, opts, v.eos_id))
                    for opts in options]
         return option_probabilities(self.model, prompts, encoded, pad_id=self.pad_id,
                                     batch_size=4 * self.batch_size)
@@ -740,18 +653,6 @@ class LlmPredictor:
                                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
                                banned_ids=self.banned, context=self.context, progress=self.progress)
         return [self.decode(o) for o in outs]
-
-
-def _stop_ids(vocab: VocabConfig, model: Any) -> list[int]:
-    """The vocabulary's eos first, then any other eos the model's generation config names."""
-    ids = [] if vocab.eos_id is None else [vocab.eos_id]
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for i in (eos if isinstance(eos, (list, tuple)) else [eos]):
-        if i is not None and int(i) not in ids:
-            ids.append(int(i))
-    if not ids:
-        raise CheckpointError("the checkpoint defines no eos id (VocabConfig.eos_id): answers cannot stop")
-    return ids
 
 
 def encode_records(

@@ -40,11 +40,12 @@ import torch
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 from transformers import GenerationConfig as HFGenerationConfig
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from diagecg.answers import normalize_answer
 from diagecg.config import ConfigMixin, GenerationConfig, _check
 from diagecg.errors import DiagEcgError
+from diagecg.nn.generation import BanIds, decoding_policy
 from diagecg.nn.llm_checkpoint import (
     BaseModelRef,
     LlmMeta,
@@ -93,17 +94,6 @@ from diagecg.types import PatientInfo
 logger = logging.getLogger(__name__)
 
 N_GENERATE_EXAMPLES = 5  # generated answers/reports quoted in the run summary
-
-
-class _BanTokens(LogitsProcessor):
-    """Sets the logits of ids an answer may not contain (the ECG codes and markers) to -inf."""
-
-    def __init__(self, banned: Sequence[int]) -> None:
-        self.banned = list(banned)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores[:, self.banned] = float("-inf")
-        return scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,8 +201,9 @@ def generate_answer(
 ) -> str:
     """Greedy answer of a checkpoint to one question about one record.
 
-    The prompt is ``encode_prompt`` with the checkpoint's own template and vocabulary; ECG ids and markers
-    are never generated; decoding stops at the vocabulary's eos (or the model's other eos ids).
+    The prompt is ``encode_prompt`` with the checkpoint's own template and vocabulary; decoding follows
+    the runtime's policy (``diagecg.nn.generation.decoding_policy``: ECG ids, bos, pad never generated;
+    stop at the vocabulary's eos or the model's other eos ids).
 
     Args:
         model: the LLM (plain or peft), in eval mode.
@@ -244,13 +235,10 @@ def generate_answer(
         raise DiagEcgError(
             f"the prompt has {len(prompt)} tokens, no room to answer in a context of {context}"
         )
-    stops = {v.eos_id} if v.eos_id is not None else set()
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    stops |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos]) - {None}
-    if not stops:
-        raise DiagEcgError("the checkpoint defines no eos id: generation could never stop")
+    policy = decoding_policy(v, model, text_tokenizer)  # the runtime's stop and banned ids
+    stops = set(policy.stop_ids)
     device = next(model.parameters()).device
-    banned = [*range(v.offset, v.offset + v.n_codes), v.start_id, v.end_id]
+    banned = sorted(policy.banned_ids)
     ids = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
     gen_cfg = HFGenerationConfig(
         max_new_tokens=budget,
@@ -263,7 +251,7 @@ def generate_answer(
         input_ids=ids,
         attention_mask=torch.ones_like(ids),
         generation_config=gen_cfg,
-        logits_processor=LogitsProcessorList([_BanTokens(banned)]),
+        logits_processor=LogitsProcessorList([BanIds(banned, policy.vocab_size)]),
     )
     out = [int(t) for t in res[0, ids.shape[1] :].tolist()]  # (new,), may end with a stop id
     out = out[: next((k for k, t in enumerate(out) if t in stops), len(out))]

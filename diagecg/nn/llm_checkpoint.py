@@ -64,7 +64,7 @@ from diagecg.constants import (
 from diagecg.errors import CheckpointError
 from diagecg.nn.checkpoint import _write_json, _write_tensors, load_optimizer_state, read_trainer_state
 from diagecg.prompts import PromptConfig
-from diagecg.vocab import check_vocab, special_token_strings, strip_ecg_tokens
+from diagecg.vocab import check_vocab, ecg_code_ids, special_token_strings, strip_ecg_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ def save_llm_checkpoint(
 
 def _check_tokenizer(hf_tokenizer: Any, vocab: VocabConfig, where: Path) -> None:
     strings = special_token_strings(vocab.n_codes)
-    expected = [*range(vocab.offset, vocab.offset + vocab.n_codes), vocab.start_id, vocab.end_id]
+    expected = [*ecg_code_ids(vocab), vocab.start_id, vocab.end_id]
     got = hf_tokenizer.convert_tokens_to_ids(strings)
     bad = [(s, g, e) for s, g, e in zip(strings, got, expected, strict=True) if g != e]
     if bad:

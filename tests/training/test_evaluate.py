@@ -341,8 +341,8 @@ def test_answers_match_an_unbatched_decode_and_generate_answer(e2e, tiny_checkpo
 def test_greedy_generate_is_batch_invariant_and_respects_the_context(tiny_checkpoint):
     import torch
 
+    from diagecg.nn.generation import greedy_generate
     from diagecg.nn.llm_checkpoint import load_llm_checkpoint
-    from diagecg.training.evaluate import greedy_generate
 
     model, _, meta, _ = load_llm_checkpoint(tiny_checkpoint)
     v = meta.vocab
