@@ -23,6 +23,7 @@ Prints one table per source; ``--out`` writes the JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -37,6 +38,7 @@ from diagecg.runtime.pipeline import DiagEcgPipeline
 from diagecg.training.ecgqa import QASample, finding_questions, load_answer_vocab
 from diagecg.training.evaluate import format_findings, json_safe, resolve_data_roots
 from diagecg.training.findings import ablation_permutation, score_findings, select_findings
+from diagecg.training.metrics import format_calibration
 from diagecg.training.ptbxl import PtbxlDataset
 from diagecg.training.reports import load_scp_table
 
@@ -90,6 +92,25 @@ def _score(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list[QASampl
     return probs
 
 
+def _via_catalogue(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list[QASample],
+                   by_name: dict[str, str], labels: tuple[tuple[str, Any], ...], min_positives: int,
+                   progress: bool) -> dict[str, Any]:
+    catalogue = pipe.bundle.questions
+    assert catalogue is not None
+    matched = [catalogue.match(s.question) for s in samples]
+    asked = [dataclasses.replace(s, question=m.canonical) for s, m in zip(samples, matched, strict=True)
+             if m is not None and m.attributes == s.attributes]
+    codes = [by_name[s.attributes[0]] for s in asked]
+    missed = sorted({s.question for s, m in zip(samples, matched, strict=True)
+                     if m is None or m.attributes != s.attributes})
+    block: dict[str, Any] = {"n_questions": len(samples), "n_matched": len(asked),
+                             "unmatched_examples": missed[:5]}
+    for label, src in labels:
+        probs = _score(pipe, records, asked, src, progress, f"paraphrase via catalogue {label}")
+        block[label] = score_findings(asked, codes, probs, [OPTIONS] * len(asked), min_positives)
+    return block
+
+
 def ptbxl_findings(pipe: DiagEcgPipeline, data: Path, folds: tuple[int, ...], min_positives: int,
                    wordings: tuple[str, ...], max_records: int | None, progress: bool,
                    perturb: str | None = None) -> dict[str, Any]:
@@ -108,8 +129,14 @@ def ptbxl_findings(pipe: DiagEcgPipeline, data: Path, folds: tuple[int, ...], mi
     source = ablation_permutation(ids, [ptbxl.entries[i].strat_fold for i in ids], seed=0)
     out: dict[str, Any] = {"findings": names, "n_records": len(ids), "perturbation": perturb}
     labels = (("model", None),) if perturb else (("model", None), ("ablated", source))
+    catalogue = pipe.bundle.questions
     for wording in wordings:
         samples = finding_questions(ptbxl, ids, names, scp, 0, wording=wording)  # type: ignore[arg-type]
+        if wording == "paraphrase" and catalogue is not None and not perturb:
+            # what the product does with these wordings: each is matched to the catalogue and asked in
+            # its canonical wording; the questions it cannot match (refused) are counted, not scored
+            out["paraphrase_via_catalogue"] = _via_catalogue(pipe, records, samples, by_name, labels,
+                                                             min_positives, progress)
         codes = [by_name[s.attributes[0]] for s in samples]
         opts = [OPTIONS] * len(samples)
         out[wording] = {
@@ -182,6 +209,14 @@ def main(argv: list[str] | None = None) -> int:
                                               not a.no_progress)
             print(f"PTB-XL folds {a.folds}, {results['ptbxl']['n_records']} records")
             print("\n".join(format_findings(results["ptbxl"])))
+            for wording in a.wordings.split(","):
+                cal = results["ptbxl"][wording]["model"]["calibration"]
+                for key, what in (("presence", "p(present)"), ("answer", "the yes/no call's confidence")):
+                    print("\n" + "\n".join(format_calibration(cal[key], f"reliability of {what}, {wording}")))
+            via = results["ptbxl"].get("paraphrase_via_catalogue")
+            if via:
+                print(f"paraphrase via catalogue: {via['n_matched']} of {via['n_questions']} questions "
+                      f"matched the catalogue's template (unmatched e.g. {via['unmatched_examples'][:2]})")
         for name in filter(None, a.perturb.split(",")):
             if name not in PERTURBATIONS:
                 ap.error(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")
