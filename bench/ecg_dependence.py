@@ -174,10 +174,17 @@ def challenge_findings(pipe: DiagEcgPipeline, folder: Path, progress: bool) -> d
             codes.append(code)
     source = ablation_permutation(list(records), [0] * len(records), seed=0)
     opts = [OPTIONS] * len(samples)
-    out: dict[str, Any] = {"n_records": len(records), "failed": failed}
+    out: dict[str, Any] = {"n_records": len(records), "failed": failed,
+                           "durations_s": sorted({round(r.duration_s, 1) for r in records.values()})}
     out["template"] = {label: score_findings(samples, codes, _score(pipe, records, samples, src, progress,
                                                                     f"challenge {label}"), opts, 1)
                        for label, src in (("model", None), ("ablated", source))}
+    if pipe.bundle.questions is not None:  # as the product answers: the whole record, window by window
+        whole = []
+        for s in tqdm(samples, desc="challenge whole record", disable=not progress, unit="q"):
+            probs = pipe.answer(records[s.ecg_id], s.question).option_probabilities or {}
+            whole.append(np.array([probs.get(o, 0.0) for o in OPTIONS]))
+        out["whole_record"] = {"model": score_findings(samples, codes, whole, opts, 1), "ablated": None}
     return out
 
 
@@ -229,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             results["challenge"] = ch = challenge_findings(pipe, Path(a.challenge), not a.no_progress)
             print(f"\nChallenge records {a.challenge}: {ch['n_records']} read, {len(ch['failed'])} refused")
             print("\n".join(format_findings({"template": ch["template"]})))
+            if "whole_record" in ch:
+                print(f"\nthe whole record, window by window (durations {ch['durations_s']} s):")
+                print("\n".join(format_findings({"whole record": ch["whole_record"]})))
     results["wall_s"] = round(time.time() - t0, 1)
     if a.out:
         text = json.dumps(json_safe(results), indent=2, sort_keys=True, allow_nan=False)
