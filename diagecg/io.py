@@ -37,6 +37,9 @@ MAX_HEADER_BYTES = 1 << 20  # a WFDB header is a few kB; refuse to parse anythin
 MAX_RECORD_SAMPLES = 50_000_000  # leads x samples; 12 leads x 1 h at 1 kHz fits, a day-long Holter does not
 
 # unit as written in a header -> factor to mV
+# sampling rates an ECG can have: below, no QRS survives; above, no ECG device records (and the
+# resampler would be asked for absurd factors)
+MIN_FS_HZ, MAX_FS_HZ = 50.0, 20_000.0
 UNITS_TO_MV: dict[str, float] = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
 
 
@@ -264,6 +267,7 @@ def record_from_array(
         raise RecordError(f"{source}: signal must have shape (leads, samples), got {x.shape}")
     if not (isinstance(fs_hz, (int, float)) and math.isfinite(fs_hz) and fs_hz > 0):
         raise RecordError(f"{source}: sampling rate {fs_hz!r} Hz is not a positive number")
+    _check_rate(float(fs_hz), source, RecordError)
     factor = UNITS_TO_MV.get(units.strip().lower())
     if factor is None:
         raise RecordError(f"{source}: units {units!r} are not a voltage (known: mV, uV, V, nV)")
@@ -285,6 +289,12 @@ def record_from_array(
         warnings=all_warnings,
         diagnoses=list(diagnoses),
     )
+
+
+def _check_rate(fs_hz: float, source: str, error: type[Exception]) -> None:
+    if not MIN_FS_HZ <= fs_hz <= MAX_FS_HZ:
+        raise error(f"{source}: sampling rate {fs_hz:g} Hz is not an ECG's (expected {MIN_FS_HZ:g}-"
+                    f"{MAX_FS_HZ:g} Hz); check the header")
 
 
 def header_path(path: str | Path) -> Path:
@@ -337,6 +347,7 @@ def read_record(path: str | Path, *, quality: QualityConfig | None = None) -> Ec
                           f"(WFDB would assume 250 Hz)")
     if not (math.isfinite(header.fs_hz) and header.fs_hz > 0):
         raise HeaderError(f"{source}: sampling rate {header.fs_hz:g} Hz must be > 0")
+    _check_rate(header.fs_hz, source, HeaderError)
     warnings: list[str] = []
     if header.record_name != hea.stem:
         warnings.append(f"the header names the record {header.record_name!r}, the file is {hea.name!r}")

@@ -237,10 +237,16 @@ def sanitize_question(text: str, max_chars: int) -> str:
         The question with whitespace runs collapsed to single spaces and the ends stripped.
 
     Raises:
-        InputError: not a string, empty, control characters, longer than ``max_chars``, or ECG-token text.
+        InputError: not a string, not UTF-8, empty, control characters, longer than ``max_chars``, or
+            ECG-token text.
     """
     if not isinstance(text, str):
         raise InputError(f"the question must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8 (e.g. a Latin-1 terminal)
+        raise InputError("the question is not valid UTF-8 text; check the terminal's or file's "
+                         "encoding") from None
     question = " ".join(text.split())
     if not question:
         raise InputError("the question is empty")

@@ -11,8 +11,9 @@ in turn (later questions reuse its ECG codes and the KV cells of the shared prom
 Output: a single record and a single question without ``--json`` print just the answer. With
 ``--json``, or several records (or a folder/list) or questions, each answer gives one JSON line on
 stdout as it finishes, record by record and in question order (``Answer.to_dict()``, schema in
-``diagecg.runtime.pipeline``; a failed one gives ``{"schema_version", "record", "question",
-"error", "error_type"}``), with a progress bar on stderr.
+``diagecg.runtime.pipeline``; a failed one gives the same envelope with ``error`` and
+``error_type``), with a progress bar on stderr when stderr is a terminal (``--quiet``: answers and
+errors only, no warnings).
 
 Exit codes: 0 all answered; 1 some failed (their error lines say why); 2 nothing could run (bad
 bundle, bad question, no records, a single plain-text answer that failed); 3 nothing failed but a
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,7 +120,12 @@ def _fail(error: BaseException) -> None:
     sys.exit(2)
 
 
-def _progress(results: Iterator[Any], total: int) -> Iterator[Any]:
+def _progress(results: Iterator[Any], total: int, quiet: bool) -> Iterator[Any]:
+    """A progress bar on stderr, only when stderr is a terminal (a host capturing ``2>&1`` gets
+    clean JSON lines) and not ``--quiet``."""
+    if quiet or not sys.stderr.isatty():
+        yield from results
+        return
     from tqdm import tqdm
 
     with tqdm(total=total, unit="answer", file=sys.stderr, dynamic_ncols=True) as bar:
@@ -130,8 +137,11 @@ def _progress(results: Iterator[Any], total: int) -> Iterator[Any]:
 def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, bundle: str | None,
              quant: str | None, as_json: bool, threads: int | None, device: str, verify_hashes: bool,
              age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None,
-             allow_degraded: bool) -> None:
+             allow_degraded: bool, quiet: bool) -> None:
     from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
+
+    if quiet:  # errors only: no warnings, no progress bar
+        logging.getLogger("diagecg").setLevel(logging.ERROR)
 
     patient = PatientInfo(age_years=age, sex=sex, height_cm=height_cm, weight_kg=weight_kg)
 
@@ -154,7 +164,7 @@ def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *
         except DiagEcgError as e:
             _fail(e)
             return
-        for w in ans.warnings:
+        for w in [] if quiet else ans.warnings:
             click.echo(f"warning: {w}", err=True)
         if ans.question_supported is False:
             sys.exit(EXIT_UNSUPPORTED)
@@ -164,7 +174,7 @@ def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *
                else pipe.report_batch(records, patient=patient))
     n_failed = n_unsupported = 0
     total = len(records) * n_questions
-    for result in _progress(results, total):
+    for result in _progress(results, total, quiet):
         if isinstance(result, Answer):
             line = result.to_dict()
             n_unsupported += result.question_supported is False
@@ -195,6 +205,8 @@ _common_options = [
                  help="auto = CUDA where the installed engines support it; cuda = fail unless both do."),
     click.option("--verify-hashes/--no-verify-hashes", default=True, show_default=True,
                  help="Check every bundle file's sha256 at load (sizes are always checked)."),
+    click.option("--quiet", is_flag=True,
+                 help="Print answers and errors only: no warnings, no progress bar."),
     click.option("--allow-degraded", is_flag=True,
                  help="Answer records with some flat leads (e.g. missing precordial electrodes), with a "
                       "warning naming them and what can still be trusted; default: refuse them."),

@@ -118,6 +118,7 @@ class LlamaModel:
         self.tokenizer = tokenizer
         self.vocab = vocab
         self._lock = threading.Lock()
+        self._closed = False
         n_batch = min(MAX_BATCH, n_ctx)
         try:
             self._llm = llama_cpp.Llama(
@@ -156,6 +157,7 @@ class LlamaModel:
         if self.tokenizer is not None:
             return self.tokenizer.encode(text, add_special_tokens=False).ids
         with self._lock:
+            self._check_open()
             return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -163,6 +165,7 @@ class LlamaModel:
         if self.tokenizer is not None:
             return self.tokenizer.decode(list(ids), skip_special_tokens=True)
         with self._lock:
+            self._check_open()
             return self._llm.detokenize(list(ids), special=False).decode("utf-8", errors="replace")
 
     def _prefill(self, prompt: list[int]) -> tuple[np.ndarray, int]:
@@ -246,6 +249,7 @@ class LlamaModel:
         stop_reason = "length"
         logprob = 0.0
         with self._lock:
+            self._check_open()
             logits, n_reused = self._prefill(prompt)
             for step in range(max_new_tokens):
                 logits[self._banned] = -np.inf
@@ -298,6 +302,7 @@ class LlamaModel:
                                  f"fit n_ctx={self.n_ctx}")
         logp = np.zeros(len(options))
         with self._lock:
+            self._check_open()
             first, n_reused = self._prefill(prompt)
             for k, option in enumerate(options):
                 logits = first
@@ -313,12 +318,20 @@ class LlamaModel:
     def reset(self) -> None:
         """Forget the held sequence: the next prompt is evaluated from scratch."""
         with self._lock:
-            self._llm.reset()
+            if not self._closed:
+                self._llm.reset()
 
     def close(self) -> None:
-        """Free the llama.cpp model and context now rather than at garbage collection."""
+        """Free the llama.cpp model and context now rather than at garbage collection. Idempotent;
+        any later call raises ``InferenceError`` (llama.cpp would crash the process)."""
         with self._lock:
-            self._llm.close()
+            if not self._closed:
+                self._closed = True
+                self._llm.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InferenceError(f"{self.path.name}: the model was closed (close()); load the bundle again")
 
 
 def _log_softmax_at(logits: np.ndarray, token: int) -> float:

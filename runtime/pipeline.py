@@ -296,7 +296,7 @@ class DiagEcgPipeline:
                          threads=choice.threads, n_gpu_layers=choice.n_gpu_layers, reuse_prefix=reuse_prefix)
         pipe = cls(bundle, session, llm, quant=q, device=choice, ecg_cache_size=ecg_cache_size,
                    allow_degraded=allow_degraded)
-        logger.info("loaded bundle %s (%s) in %.0f ms: ECG tokenizer on %s, LLM on %s, %d threads",
+        logger.debug("loaded bundle %s (%s) in %.0f ms: ECG tokenizer on %s, LLM on %s, %d threads",
                     bundle.root, q, (time.perf_counter() - t0) * 1e3, pipe.device.ecg_tokenizer,
                     pipe.device.llm, choice.threads)
         return pipe

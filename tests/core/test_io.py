@@ -169,7 +169,7 @@ def test_missing_sampling_rate(copy_record) -> None:
         read_record(rc.hea)
 
 
-@pytest.mark.parametrize("fs", ["0", "-100", "abc"])
+@pytest.mark.parametrize("fs", ["0", "-100", "abc", "0.005", "1e-6", "2000000"])
 def test_bad_sampling_rate(copy_record, fs: str) -> None:
     rc = copy_record()
     rc.edit_field(0, 2, fs)
@@ -440,3 +440,9 @@ def test_record_from_array(records_dir: Path) -> None:
         record_from_array(ref.signal, 100, CANONICAL_LEADS, units="mmHg")
     with pytest.raises(RecordError, match="11 lead names"):
         record_from_array(ref.signal, 100, CANONICAL_LEADS[:11])
+
+
+@pytest.mark.parametrize("fs", [1e-6, 0.005, 10.0, 2e6])
+def test_rates_no_ecg_has_are_refused_before_resampling(fs: float) -> None:
+    with pytest.raises(RecordError, match="not an ECG's"):
+        record_from_array(np.zeros((12, 1000), np.float32), fs, CANONICAL_LEADS)

@@ -206,6 +206,9 @@ def test_prompt_text_is_readable() -> None:
 
 def test_sanitize_question_normalises_whitespace() -> None:
     assert sanitize_question("  Does this\nECG\tshow   AF?  ", 100) == "Does this ECG show AF?"
+    # bytes that were not UTF-8 arrive as lone surrogates (surrogateescape): refused, not a crash later
+    with pytest.raises(InputError, match="not valid UTF-8"):
+        sanitize_question(b"AF? \xff".decode("utf-8", "surrogateescape"), 100)
 
 
 @pytest.mark.parametrize(

@@ -174,3 +174,20 @@ def test_allow_degraded_flag(catalogue_bundle: Path, record_paths: list[Path], t
                                         *_opts(catalogue_bundle)])
     assert allowed.exit_code == 0, allowed.output
     assert any("degraded record" in w for w in json.loads(allowed.stdout)["warnings"])
+
+
+def test_json_lines_stay_parseable_with_stderr_merged_and_quiet_drops_warnings(
+        tiny_bundle: Path, record_paths: list[Path]) -> None:
+    args = ["infer", str(record_paths[0]), str(record_paths[1]), "-q", QUESTION, "--json",
+            *_opts(tiny_bundle)]
+    # a host capturing `2>&1`: a real process (llama.cpp's native log goes to file descriptor 2)
+    merged = subprocess.run([sys.executable, "-m", "diagecg.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, timeout=120,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert merged.returncode == 0, merged.stdout
+    assert [json.loads(line)["record_id"] for line in merged.stdout.splitlines()] == ["00002_lr", "00003_lr"]
+    plain = CliRunner().invoke(main, ["infer", str(record_paths[4]), "-q", QUESTION, *_opts(tiny_bundle)])
+    quiet = CliRunner().invoke(main, ["infer", str(record_paths[4]), "-q", QUESTION, "--quiet",
+                                      *_opts(tiny_bundle)])
+    assert quiet.exit_code == plain.exit_code == 0 and quiet.stdout == plain.stdout
+    assert "warning:" not in quiet.stderr

@@ -380,3 +380,12 @@ def test_degraded_records_are_refused_unless_allowed(catalogue_bundle: Path, rec
         form = pipe.answer(path, "LBBB?")
         assert any("do not trust this answer" in w and "V1, V2, V3" in w for w in form.warnings)
         assert form.option_probabilities is not None  # answered, with the warning
+
+
+def test_a_closed_pipeline_refuses_instead_of_crashing(tiny_bundle: Path, record_paths: list[Path]) -> None:
+    pipe = DiagEcgPipeline.from_bundle(tiny_bundle, device="cpu", threads=1)
+    pipe.close()
+    pipe.close()  # idempotent
+    with pytest.raises(InferenceError, match="closed"):
+        pipe.answer(record_paths[0], QUESTION)
+    pipe.clear_caches()  # harmless after close
