@@ -98,11 +98,13 @@ def _via_catalogue(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list
     catalogue = pipe.bundle.questions
     assert catalogue is not None
     matched = [catalogue.match(s.question) for s in samples]
+    def same(s: QASample, m: Any) -> bool:  # the question the sample asks (template 2 names no attribute)
+        return m is not None and m.template_id == s.template_id and m.attributes in (s.attributes, ())
+
     asked = [dataclasses.replace(s, question=m.canonical) for s, m in zip(samples, matched, strict=True)
-             if m is not None and m.attributes == s.attributes]
+             if same(s, m)]
     codes = [by_name[s.attributes[0]] for s in asked]
-    missed = sorted({s.question for s, m in zip(samples, matched, strict=True)
-                     if m is None or m.attributes != s.attributes})
+    missed = sorted({s.question for s, m in zip(samples, matched, strict=True) if not same(s, m)})
     block: dict[str, Any] = {"n_questions": len(samples), "n_matched": len(asked),
                              "unmatched_examples": missed[:5]}
     for label, src in labels:

@@ -138,10 +138,24 @@ def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *
              quant: str | None, as_json: bool, threads: int | None, device: str, verify_hashes: bool,
              age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None,
              allow_degraded: bool, quiet: bool) -> None:
+    log = logging.getLogger("diagecg")
+    level = log.level
+    if quiet:  # errors only: no warnings, no progress bar (restored after: the CLI may run in-process)
+        log.setLevel(logging.ERROR)
+    try:
+        _answer_all(records_args, questions, bundle=bundle, quant=quant, as_json=as_json, threads=threads,
+                    device=device, verify_hashes=verify_hashes, age=age, sex=sex, height_cm=height_cm,
+                    weight_kg=weight_kg, allow_degraded=allow_degraded, quiet=quiet)
+    finally:
+        log.setLevel(level)
+
+
+def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, bundle: str | None,
+                quant: str | None, as_json: bool, threads: int | None, device: str, verify_hashes: bool,
+                age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None,
+                allow_degraded: bool, quiet: bool) -> None:
     from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
 
-    if quiet:  # errors only: no warnings, no progress bar
-        logging.getLogger("diagecg").setLevel(logging.ERROR)
 
     patient = PatientInfo(age_years=age, sex=sex, height_cm=height_cm, weight_kg=weight_kg)
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import SUMMARY
+from builders import SUMMARY, random_ecg_tokenizer
 
 from diagecg.bundle import load_bundle
-from diagecg.constants import BUNDLE_ONNX_NAME, DEFAULT_BUNDLE_DIR
 from diagecg.errors import BundleError, InferenceError, InputError
 from diagecg.measure import FEATURE_NAMES
 from diagecg.runtime import ecg_session
@@ -24,8 +23,22 @@ def session(tiny_bundle: Path) -> EcgTokenizerSession:
                                n_codes=b.vocab.n_codes)
 
 
-SHIPPED_ONNX = Path(__file__).resolve().parents[2] / "diagecg" / DEFAULT_BUNDLE_DIR / BUNDLE_ONNX_NAME
 N_SUMMARY = SUMMARY.n_tokens
+
+
+@pytest.fixture(scope="module")
+def plain_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ECG tokenizer graph without summary tokens (the format of bundles before them)."""
+    import torch
+
+    from diagecg.config import EncoderConfig, FSQConfig
+    from diagecg.export.onnx_tokenizer import export_onnx_tokenizer
+
+    torch.manual_seed(0)
+    encoder = EncoderConfig(n_samples=1000, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4,
+                            fused_channels=16)
+    tok = random_ecg_tokenizer(encoder, FSQConfig())
+    return export_onnx_tokenizer(tok, encoder.n_samples, tmp_path_factory.mktemp("plain") / "ecg.onnx")
 
 
 def _signal(batch: int = 2, samples: int = 1000) -> np.ndarray:
@@ -81,8 +94,8 @@ def test_bad_features_are_refused(session: EcgTokenizerSession, bad: object, mat
         session.encode(_signal(), bad)  # type: ignore[arg-type]
 
 
-def test_a_graph_without_summary_tokens_takes_no_features() -> None:
-    plain = EcgTokenizerSession(SHIPPED_ONNX, device="cpu", threads=1)  # the shipped, older format
+def test_a_graph_without_summary_tokens_takes_no_features(plain_onnx: Path) -> None:
+    plain = EcgTokenizerSession(plain_onnx, device="cpu", threads=1)
     assert not plain.takes_features and plain.n_features is None
     assert plain.encode(_signal(1)).shape == (1, 63)
     with pytest.raises(InputError, match="no summary tokens: it takes no measurements"):
