@@ -666,6 +666,12 @@ def check_gguf_vocab(path: Path, vocab: VocabConfig) -> None:
                               "could inject it")
 
 
+def shipped_bundle_dir() -> Path:
+    """The demonstration bundle shipped inside the package: ``<diagecg package>/bundles/default``
+    (it may be absent from a slimmed install; ``load_bundle`` then says so)."""
+    return Path(__file__).resolve().parent / C.DEFAULT_BUNDLE_DIR
+
+
 def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: bool = True) -> Bundle:
     """Open a bundle folder and validate it completely (STYLE R13).
 

@@ -5,14 +5,21 @@ onnxruntime nor llama.cpp::
 
     from diagecg.runtime import DiagEcgPipeline
 
-    pipe = DiagEcgPipeline.from_bundle("bundle/")
+    pipe = DiagEcgPipeline.from_bundle("bundle/")  # or from_bundle(): the shipped demonstration bundle
     print(pipe.answer("record.hea", "Is there atrial fibrillation?").answer)
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real types for type checkers; at run time the names load lazily
+    from diagecg.bundle import load_bundle, shipped_bundle_dir
+    from diagecg.runtime.device import DeviceChoice, choose_device, default_threads
+    from diagecg.runtime.ecg_session import EcgTokenizerSession
+    from diagecg.runtime.llm import Generation, LlamaModel
+    from diagecg.runtime.pipeline import SCHEMA_VERSION, Answer, DiagEcgPipeline
 
 _LAZY: dict[str, str] = {
     "DiagEcgPipeline": "diagecg.runtime.pipeline",
@@ -25,9 +32,11 @@ _LAZY: dict[str, str] = {
     "choose_device": "diagecg.runtime.device",
     "default_threads": "diagecg.runtime.device",
     "load_bundle": "diagecg.bundle",
+    "shipped_bundle_dir": "diagecg.bundle",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = ["SCHEMA_VERSION", "Answer", "DeviceChoice", "DiagEcgPipeline", "EcgTokenizerSession", "Generation",
+           "LlamaModel", "choose_device", "default_threads", "load_bundle", "shipped_bundle_dir"]
 
 
 def __getattr__(name: str) -> Any:

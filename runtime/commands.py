@@ -52,10 +52,10 @@ LIST_PREFIX = "@"
 
 
 def default_bundle_dir() -> Path:
-    """The bundle shipped inside the package: ``<diagecg package>/bundles/default``."""
-    import diagecg
+    """The bundle shipped inside the package (``diagecg.bundle.shipped_bundle_dir``)."""
+    from diagecg.bundle import shipped_bundle_dir
 
-    return Path(diagecg.__file__).resolve().parent / DEFAULT_BUNDLE_DIR
+    return shipped_bundle_dir()
 
 
 def resolve_bundle(bundle: str | None) -> Path:

@@ -103,7 +103,7 @@ from pathlib import Path
 from typing import Any
 
 from diagecg.answers import format_answer, normalize_answer
-from diagecg.bundle import Bundle, load_bundle, sha256_file
+from diagecg.bundle import Bundle, load_bundle, sha256_file, shipped_bundle_dir
 from diagecg.config import QualityConfig
 from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
@@ -261,14 +261,14 @@ class DiagEcgPipeline:
         }
 
     @classmethod
-    def from_bundle(cls, path: str | Path, quant: str | None = None, device: str = "auto",
+    def from_bundle(cls, path: str | Path | None = None, quant: str | None = None, device: str = "auto",
                     threads: int | None = None, *, verify_hashes: bool = True,
                     ecg_cache_size: int = ECG_CACHE_SIZE, reuse_prefix: bool = True,
                     allow_degraded: bool = False) -> DiagEcgPipeline:
         """Load and validate a bundle, then open its ONNX session and GGUF model.
 
         Args:
-            path: the bundle folder.
+            path: the bundle folder; None = the demonstration bundle shipped in the package.
             quant: which GGUF (``"q8_0"``, ``"q4_k_m"``...); None = the bundle's default.
             device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (see ``runtime.device``).
             threads: CPU threads for both engines; None = ``device.default_threads()``.
@@ -284,7 +284,7 @@ class DiagEcgPipeline:
         """
         t0 = time.perf_counter()
         choice = choose_device(device, threads)
-        bundle = load_bundle(path, verify_hashes=verify_hashes)
+        bundle = load_bundle(shipped_bundle_dir() if path is None else path, verify_hashes=verify_hashes)
         q = quant or bundle.default_quant
         gguf_path = bundle.gguf_path(q)
         # "auto" stays "auto" for the session: a CUDA provider that fails to start then warns, not raises

@@ -389,3 +389,18 @@ def test_a_closed_pipeline_refuses_instead_of_crashing(tiny_bundle: Path, record
     with pytest.raises(InferenceError, match="closed"):
         pipe.answer(record_paths[0], QUESTION)
     pipe.clear_caches()  # harmless after close
+
+
+def test_the_shipped_bundle_is_the_default() -> None:
+    from diagecg.runtime import shipped_bundle_dir
+
+    assert (shipped_bundle_dir() / "manifest.json").is_file()
+    with DiagEcgPipeline.from_bundle(device="cpu", threads=1) as pipe:
+        assert pipe.bundle.root == shipped_bundle_dir()
+
+
+def test_every_public_runtime_name_resolves() -> None:
+    import diagecg.runtime as runtime
+
+    assert sorted(runtime.__all__) == sorted(runtime._LAZY)
+    assert all(getattr(runtime, name) is not None for name in runtime.__all__)
