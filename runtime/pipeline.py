@@ -188,6 +188,30 @@ def _negative_option(match: MatchedQuestion) -> str:
     return "yes" if match.template_id == NORMAL_ECG_TEMPLATE else "no"
 
 
+# what a caller may override (the CLI's limits): a value outside is a typo, refused rather than ignored
+PATIENT_LIMITS: dict[str, tuple[float, float]] = {"age_years": (0.0, 125.0), "height_cm": (30.0, 260.0),
+                                                  "weight_kg": (1.0, 400.0)}
+PATIENT_SEXES = ("male", "female")
+
+
+def check_patient(patient: PatientInfo | None) -> PatientInfo | None:
+    """Patient overrides from a caller, checked as the CLI checks them.
+
+    Raises:
+        InputError: a number that is not finite or outside ``PATIENT_LIMITS``, or a sex other than
+            ``"male"`` / ``"female"``.
+    """
+    if patient is None:
+        return None
+    for name, (low, high) in PATIENT_LIMITS.items():
+        value = getattr(patient, name)
+        if value is not None and not (isinstance(value, (int, float)) and low <= value <= high):
+            raise InputError(f"patient {name}={value!r} is invalid: must be a number in [{low:g}, {high:g}]")
+    if patient.sex is not None and patient.sex not in PATIENT_SEXES:
+        raise InputError(f"patient sex={patient.sex!r} is invalid: must be one of {PATIENT_SEXES} or None")
+    return patient
+
+
 def signal_key(record: EcgRecord) -> bytes:
     """Digest of what the ECG codes depend on: the signal's bytes, dtype, shape, rate and lead names."""
     h = hashlib.blake2b(digest_size=16)
@@ -480,7 +504,8 @@ class DiagEcgPipeline:
         codes = self._codes(rec)[0] if ecg_codes is None else ecg_codes
         prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
                                    question=self.check_question(question),
-                                   patient=rec.patient.with_overrides(patient), ecg_indices=codes.tolist())
+                                   patient=rec.patient.with_overrides(check_patient(patient)),
+                                   ecg_indices=codes.tolist())
         eos = self.bundle.vocab.eos_id
         option_ids = option_continuations(self.prompt_config, self.llm.encode_text, options, eos)
         probs = self.llm.option_probabilities(prompt_ids, option_ids)
@@ -523,11 +548,11 @@ class DiagEcgPipeline:
             RecordError: the record cannot be read or is unusable.
             InferenceError: the prompt does not fit the context, or an engine failed.
         """
-        return self._run(record, self.check_question(question), TASK_QA, patient)
+        return self._run(record, self.check_question(question), TASK_QA, check_patient(patient))
 
     def report(self, record: RecordLike, *, patient: PatientInfo | None = None) -> Answer:
         """Generate the report of one record (the bundle's fixed report question); raises as `answer`."""
-        return self._run(record, self.prompt_config.report_question, TASK_REPORT, patient)
+        return self._run(record, self.prompt_config.report_question, TASK_REPORT, check_patient(patient))
 
     # --- many records --------------------------------------------------------------------------
 
@@ -566,12 +591,13 @@ class DiagEcgPipeline:
         questions = [question] if isinstance(question, str) else list(question)
         if not questions:
             raise InputError("no question given")
-        return self._batch(records, [self.check_question(q) for q in questions], TASK_QA, patient)
+        checked = [self.check_question(q) for q in questions]
+        return self._batch(records, checked, TASK_QA, check_patient(patient))
 
     def report_batch(self, records: Iterable[RecordLike], *,
                      patient: PatientInfo | None = None) -> Iterator[Answer | dict[str, Any]]:
         """Reports for many records, lazily; a failing record yields ``error_dict``."""
-        return self._batch(records, [self.prompt_config.report_question], TASK_REPORT, patient)
+        return self._batch(records, [self.prompt_config.report_question], TASK_REPORT, check_patient(patient))
 
     def close(self) -> None:
         """Free the llama.cpp model now."""

@@ -17,7 +17,7 @@ from diagecg.errors import BundleError, InferenceError, InputError, RecordError
 from diagecg.io import read_record
 from diagecg.preprocess import model_inputs
 from diagecg.runtime.pipeline import SCHEMA_VERSION, TIMING_STAGES, Answer, DiagEcgPipeline, answer_schema
-from diagecg.types import EcgRecord
+from diagecg.types import EcgRecord, PatientInfo
 
 ANSWER_KEYS = {"schema_version", "record", "record_id", "task", "question", "answer", "answers",
                "stop_reason", "n_prompt_tokens", "n_answer_tokens", "n_ecg_tokens", "ecg_cached",
@@ -404,3 +404,14 @@ def test_every_public_runtime_name_resolves() -> None:
 
     assert sorted(runtime.__all__) == sorted(runtime._LAZY)
     assert all(getattr(runtime, name) is not None for name in runtime.__all__)
+
+
+@pytest.mark.parametrize("patient", [PatientInfo(age_years=-5), PatientInfo(sex="femal"),
+                                     PatientInfo(weight_kg=float("nan")), PatientInfo(height_cm=1000.0)])
+def test_patient_overrides_are_checked_as_the_cli_checks_them(pipeline: DiagEcgPipeline,
+                                                              record_paths: list[Path],
+                                                              patient: PatientInfo) -> None:
+    with pytest.raises(InputError, match="patient"):
+        pipeline.answer(record_paths[0], QUESTION, patient=patient)
+    with pytest.raises(InputError, match="patient"):
+        pipeline.answer_batch(record_paths[:1], QUESTION, patient=patient)
