@@ -41,8 +41,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from diagecg.answers import format_answer
+
 __all__ = ["SYNONYMS", "TEMPLATES", "CatalogueEntry", "MatchedQuestion", "QuestionCatalogue",
-           "QuestionTemplate", "build_catalogue", "normalize_question"]
+           "QuestionTemplate", "build_catalogue", "fill_attributes", "normalize_question"]
 
 ATTRIBUTE = "${attribute}"
 ATTRIBUTE1, ATTRIBUTE2 = "${attribute1}", "${attribute2}"
@@ -203,6 +205,22 @@ def normalize_question(text: str) -> str:
     return " ".join(t.split())
 
 
+def fill_attributes(text: str, attributes: Sequence[str]) -> str:
+    """A template sentence (or paraphrase) with its placeholders filled: one attribute goes into
+    ``${attribute}``, two into ``${attribute1}`` and ``${attribute2}``.
+
+    Raises:
+        ValueError: a placeholder is left unfilled.
+    """
+    if len(attributes) == 1:
+        text = text.replace(ATTRIBUTE, attributes[0])
+    elif len(attributes) == 2:
+        text = text.replace(ATTRIBUTE1, attributes[0]).replace(ATTRIBUTE2, attributes[1])
+    if "${" in text:
+        raise ValueError(f"unfilled placeholder in {text!r} (attributes {list(attributes)})")
+    return text
+
+
 @dataclasses.dataclass(frozen=True)
 class CatalogueEntry:
     """One trained question template.
@@ -239,15 +257,8 @@ class CatalogueEntry:
                    examples=tuple(data.get("examples", ())))
 
     def render(self, attributes: Sequence[str] = ()) -> str:
-        """The template sentence with ``attributes`` filled in."""
-        text = self.text
-        if len(attributes) == 1:
-            text = text.replace(ATTRIBUTE, attributes[0])
-        elif len(attributes) == 2:
-            text = text.replace(ATTRIBUTE1, attributes[0]).replace(ATTRIBUTE2, attributes[1])
-        if "${" in text:
-            raise ValueError(f"template {self.template_id} needs attributes: {self.text!r}")
-        return text
+        """The template sentence with ``attributes`` filled in (:func:`fill_attributes`)."""
+        return fill_attributes(self.text, attributes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,8 +357,6 @@ class QuestionCatalogue:
     def _matched(self, entry: CatalogueEntry, attributes: Sequence[str]) -> MatchedQuestion:
         attrs = tuple(attributes)
         if entry.question_type == "single-choose":
-            from diagecg.answers import format_answer
-
             options = (*attrs, format_answer(attrs), NONE_ANSWER)
         else:
             options = entry.options

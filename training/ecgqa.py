@@ -59,10 +59,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from diagecg.config import ConfigMixin
-from diagecg.questions import ATTRIBUTE as _A
-from diagecg.questions import ATTRIBUTE1 as _A1
-from diagecg.questions import ATTRIBUTE2 as _A2
-from diagecg.questions import NONE_ANSWER, TEMPLATES, QuestionTemplate
+from diagecg.questions import NONE_ANSWER, TEMPLATES, QuestionTemplate, fill_attributes
 from diagecg.training.ptbxl import PtbxlDataset, PtbxlEntry
 from diagecg.training.reports import ScpStatement
 
@@ -282,13 +279,7 @@ def render_question(
         pool = template.heldout_paraphrases
     else:
         raise ValueError(f"wording must be one of {WORDINGS}, not {wording!r}")
-    text = rng.choice(pool)
-    if len(attributes) == 1:
-        text = text.replace(_A, attributes[0])
-    elif len(attributes) == 2:
-        text = text.replace(_A1, attributes[0]).replace(_A2, attributes[1])
-    assert "${" not in text, f"unfilled placeholder in {text!r}"
-    return text
+    return fill_attributes(rng.choice(pool), attributes)
 
 
 # --- generation ------------------------------------------------------------------------------
