@@ -85,12 +85,6 @@ class DecodingPolicy:
         mask[sorted(self.banned_ids)] = True
         return mask
 
-    def cut(self, ids: Sequence[int]) -> list[int]:
-        """``ids`` up to (not including) the first stop id."""
-        stops = set(self.stop_ids)
-        out = [int(i) for i in ids]
-        return out[: next((k for k, t in enumerate(out) if t in stops), len(out))]
-
 
 def option_continuations(cfg: PromptConfig, encode_text: EncodeText, options: Sequence[str],
                          eos_id: int | None) -> list[list[int]]:

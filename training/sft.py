@@ -39,13 +39,11 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
-from transformers import GenerationConfig as HFGenerationConfig
-from transformers import LogitsProcessorList
 
 from diagecg.answers import normalize_answer
 from diagecg.config import ConfigMixin, GenerationConfig, _check
 from diagecg.errors import DiagEcgError
-from diagecg.nn.generation import BanIds, decoding_policy
+from diagecg.nn.generation import decoding_policy, greedy_generate
 from diagecg.nn.llm_checkpoint import (
     BaseModelRef,
     LlmMeta,
@@ -236,25 +234,9 @@ def generate_answer(
             f"the prompt has {len(prompt)} tokens, no room to answer in a context of {context}"
         )
     policy = decoding_policy(v, model, text_tokenizer)  # the runtime's stop and banned ids
-    stops = set(policy.stop_ids)
-    device = next(model.parameters()).device
-    banned = sorted(policy.banned_ids)
-    ids = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
-    gen_cfg = HFGenerationConfig(
-        max_new_tokens=budget,
-        do_sample=False,
-        num_beams=1,
-        eos_token_id=sorted(stops),
-        pad_token_id=v.pad_id if v.pad_id is not None else min(stops),
-    )
-    res = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        generation_config=gen_cfg,
-        logits_processor=LogitsProcessorList([BanIds(banned, policy.vocab_size)]),
-    )
-    out = [int(t) for t in res[0, ids.shape[1] :].tolist()]  # (new,), may end with a stop id
-    out = out[: next((k for k, t in enumerate(out) if t in stops), len(out))]
+    pad_id = v.pad_id if v.pad_id is not None else min(policy.stop_ids)
+    (out,) = greedy_generate(model, [prompt], pad_id=pad_id, stop_ids=policy.stop_ids, max_new_tokens=budget,
+                             batch_size=1, banned_ids=sorted(policy.banned_ids))
     return text_tokenizer.decode(out, skip_special_tokens=True).strip()
 
 
