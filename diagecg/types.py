@@ -11,6 +11,12 @@ F32Array = NDArray[np.float32]
 I64Array = NDArray[np.int64]
 
 
+# what a caller may give for a patient (the CLI's option ranges; the runtime API checks the same)
+PATIENT_LIMITS: dict[str, tuple[float, float]] = {"age_years": (0.0, 125.0), "height_cm": (30.0, 260.0),
+                                                  "weight_kg": (1.0, 400.0)}
+PATIENT_SEXES: tuple[str, ...] = ("male", "female")
+
+
 @dataclass
 class PatientInfo:
     """Tabular patient features used in the structured prompt; None when unknown."""

@@ -38,7 +38,7 @@ import click
 from diagecg.constants import DEFAULT_BUNDLE_DIR, QUANT_TYPES
 from diagecg.errors import BundleError, DiagEcgError, InputError
 from diagecg.runtime.device import DEVICES
-from diagecg.types import PatientInfo
+from diagecg.types import PATIENT_LIMITS, PATIENT_SEXES, PatientInfo
 
 # Fail at import when the runtime extra is missing, so `diagecg` shows why (see cli.py), without
 # paying for the heavy imports on every `diagecg` call.
@@ -134,18 +134,15 @@ def _progress(results: Iterator[Any], total: int, quiet: bool) -> Iterator[Any]:
             yield r
 
 
-def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, bundle: str | None,
-             quant: str | None, as_json: bool, threads: int | None, device: str, verify_hashes: bool,
-             age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None,
-             allow_degraded: bool, quiet: bool) -> None:
+def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, quiet: bool,
+             **options: Any) -> None:
+    """:func:`_answer_all` with ``--quiet``'s log level (restored after: the CLI may run in-process)."""
     log = logging.getLogger("diagecg")
     level = log.level
-    if quiet:  # errors only: no warnings, no progress bar (restored after: the CLI may run in-process)
+    if quiet:  # errors only: no warnings, no progress bar
         log.setLevel(logging.ERROR)
     try:
-        _answer_all(records_args, questions, bundle=bundle, quant=quant, as_json=as_json, threads=threads,
-                    device=device, verify_hashes=verify_hashes, age=age, sex=sex, height_cm=height_cm,
-                    weight_kg=weight_kg, allow_degraded=allow_degraded, quiet=quiet)
+        _answer_all(records_args, questions, quiet=quiet, **options)
     finally:
         log.setLevel(level)
 
@@ -155,7 +152,6 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
                 age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None,
                 allow_degraded: bool, quiet: bool) -> None:
     from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
-
 
     patient = PatientInfo(age_years=age, sex=sex, height_cm=height_cm, weight_kg=weight_kg)
 
@@ -225,10 +221,13 @@ _common_options = [
                  help="Answer records with some flat leads (e.g. missing precordial electrodes), with a "
                       "warning naming them and what can still be trusted; default: refuse them."),
     # patient features for the structured prompt; each overrides the record header's value
-    click.option("--age", type=click.FloatRange(0, 125), help="Patient age in years (overrides the header)."),
-    click.option("--sex", type=click.Choice(["male", "female"]), help="Patient sex (overrides the header)."),
-    click.option("--height-cm", type=click.FloatRange(30, 260), help="Patient height in cm."),
-    click.option("--weight-kg", type=click.FloatRange(1, 400), help="Patient weight in kg."),
+    click.option("--age", type=click.FloatRange(*PATIENT_LIMITS["age_years"]),
+                 help="Patient age in years (overrides the header)."),
+    click.option("--sex", type=click.Choice(PATIENT_SEXES), help="Patient sex (overrides the header)."),
+    click.option("--height-cm", type=click.FloatRange(*PATIENT_LIMITS["height_cm"]),
+                 help="Patient height in cm."),
+    click.option("--weight-kg", type=click.FloatRange(*PATIENT_LIMITS["weight_kg"]),
+                 help="Patient weight in kg."),
 ]
 
 

@@ -118,7 +118,7 @@ from diagecg.report_text import tidy_report
 from diagecg.runtime.device import DeviceChoice, choose_device
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
-from diagecg.types import EcgRecord, I64Array, PatientInfo
+from diagecg.types import PATIENT_LIMITS, PATIENT_SEXES, EcgRecord, I64Array, PatientInfo
 
 logger = logging.getLogger(__name__)
 
@@ -188,14 +188,9 @@ def _negative_option(match: MatchedQuestion) -> str:
     return "yes" if match.template_id == NORMAL_ECG_TEMPLATE else "no"
 
 
-# what a caller may override (the CLI's limits): a value outside is a typo, refused rather than ignored
-PATIENT_LIMITS: dict[str, tuple[float, float]] = {"age_years": (0.0, 125.0), "height_cm": (30.0, 260.0),
-                                                  "weight_kg": (1.0, 400.0)}
-PATIENT_SEXES = ("male", "female")
-
-
 def check_patient(patient: PatientInfo | None) -> PatientInfo | None:
-    """Patient overrides from a caller, checked as the CLI checks them.
+    """Patient overrides from a caller, checked as the CLI checks them (a value outside is a typo,
+    refused rather than ignored).
 
     Raises:
         InputError: a number that is not finite or outside ``PATIENT_LIMITS``, or a sex other than
@@ -221,7 +216,7 @@ def signal_key(record: EcgRecord) -> bytes:
     return h.digest()
 
 
-def error_dict(record: RecordLike, error: BaseException, question: str = "", *, task: str = "qa",
+def error_dict(record: RecordLike, error: BaseException, question: str = "", *, task: str = TASK_QA,
                bundle: dict[str, Any] | None = None, elapsed_ms: float = 0.0) -> dict[str, Any]:
     """The JSON line of an answer that failed: the success envelope (``schema_version``, ``record``,
     ``record_id``, ``task``, ``question``, ``bundle``, ``timings_ms.total``) plus ``error`` (one
@@ -452,7 +447,7 @@ class DiagEcgPipeline:
             if kept != sorted(members):
                 warnings.append(f"dropped answer members that are not options of the question: "
                                 f"{sorted(members - set(match.options))}")
-                text = format_answer(kept) if kept else "none"
+                text = format_answer(kept) if kept else NONE_ANSWER
         return {"text": text, "stop_reason": gen.stop_reason, "confidence": float(math.exp(gen.logprob)),
                 "n_answer_tokens": len(gen.token_ids), "n_reused_tokens": gen.n_reused_tokens,
                 "warnings": warnings}
