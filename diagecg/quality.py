@@ -79,11 +79,10 @@ def check_signal(
             f"max |x - median| = {peak.max():.4g} mV > {cfg.max_abs_mv:g} mV; the signal does not look "
             f"like mV (uV given as mV? check the header units)"
         )
-    std = x.std(axis=1)  # (leads,)
-    flat = flat_leads(x, cfg)
+    flat = flat_leads(x, cfg)  # (leads,)
     if flat.all():
         raise SignalQualityError(
-            f"{source}: every lead is flat (max std {std.max():.3g} mV < {cfg.flat_std_mv:g} mV); "
+            f"{source}: every lead is flat (max std {x.std(axis=1).max():.3g} mV < {cfg.flat_std_mv:g} mV); "
             f"an empty recording, or V given as mV? check the header units"
         )
     warnings: list[str] = []
