@@ -672,6 +672,32 @@ def shipped_bundle_dir() -> Path:
     return Path(__file__).resolve().parent / C.DEFAULT_BUNDLE_DIR
 
 
+MAX_MANIFEST_BYTES = 16 << 20  # the shipped manifest, question catalogue included, is ~100 kB
+MAX_MANIFEST_DEPTH = 32  # the shipped one nests 9 levels
+
+
+def _json_depth(value: Any) -> int:
+    """How many objects/arrays of parsed JSON nest inside each other (a scalar: 0), without recursion."""
+    depth, level = 0, [value]
+    while containers := [x for x in level if isinstance(x, (dict, list))]:
+        depth += 1
+        level = [v for x in containers for v in (x.values() if isinstance(x, dict) else x)]
+    return depth
+
+
+def default_bundle() -> Path:
+    """The folder of the shipped demonstration bundle, for ``DiagEcgPipeline.from_bundle``.
+
+    Raises:
+        BundleError: this install ships no bundle.
+    """
+    path = shipped_bundle_dir()
+    if not (path / C.MANIFEST_NAME).is_file():
+        raise BundleError(f"no bundle given and no default bundle shipped at {path}; pass a bundle folder "
+                          f"(one written by `diagecg export`)")
+    return path
+
+
 def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: bool = True) -> Bundle:
     """Open a bundle folder and validate it completely (STYLE R13).
 
@@ -701,10 +727,18 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: b
     if not mpath.is_file():
         raise BundleError(f"{mpath}: manifest missing; is {root} a diagecg bundle?")
     src = str(mpath)
+    size = mpath.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{src}: {size} bytes is too large for a manifest (at most {MAX_MANIFEST_BYTES})")
     try:
-        manifest = json.loads(mpath.read_text())
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{src}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise BundleError(f"{src}: nested too deeply to be a manifest") from None
+    depth = _json_depth(manifest)
+    if depth > MAX_MANIFEST_DEPTH:
+        raise BundleError(f"{src}: nested {depth} levels deep; a manifest is at most {MAX_MANIFEST_DEPTH}")
     if not isinstance(manifest, dict):
         raise BundleError(f"{src}: top level must be an object")
     version = manifest.get(K.FORMAT_VERSION)

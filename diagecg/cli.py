@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from diagecg.cli_options import EXIT_CODES_HELP, NOISY_LOGGERS, ExitCode, verbosity_options
 from diagecg.config import apply_overrides
 from diagecg.errors import DiagEcgError
 
@@ -31,37 +32,47 @@ TRAIN_STAGES: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _error_exit(error: BaseException, code: ExitCode) -> None:
+    click.echo(f"error: {' '.join(str(error).split())}", err=True)
+    sys.exit(int(code))
+
+
 def _build_config(module_name: str, class_name: str, config_file: str | None, sets: tuple[str, ...],
                   shortcuts: dict[str, Any]) -> Any:
+    """The stage's module and its config (file, then shortcuts, then ``--set``); a bad config is
+    one line and exit code 2 (nothing ran)."""
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:  # the stage's extra is not installed: say which one, no traceback
         extra = "export" if ".export." in module_name else "train"
         raise click.ClickException(f"{e}; this command needs pip install 'diagecg[{extra}]'") from e
     cls = getattr(module, class_name)
-    cfg = cls.load(config_file) if config_file else cls()
-    pairs = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
-    return module, apply_overrides(cfg, [*pairs, *sets])
-
-
-def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Turn diagecg errors into one clear line and exit code 2; never a bare traceback."""
     try:
-        return fn(*args, **kwargs)
-    except (DiagEcgError, ValueError, FileNotFoundError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        cfg = cls.load(config_file) if config_file else cls()
+        pairs = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
+        return module, apply_overrides(cfg, [*pairs, *sets])
+    except (DiagEcgError, ValueError, OSError) as e:
+        _error_exit(e, ExitCode.USAGE)
 
 
-@click.group()
-@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def _run_stage(fn: Any, cfg: Any) -> Any:
+    """Run a stage: diagecg's own errors (and a missing file) are one line and exit code 1; anything
+    else is a bug and keeps its traceback."""
+    try:
+        return fn(cfg)
+    except (DiagEcgError, FileNotFoundError) as e:
+        _error_exit(e, ExitCode.FAILED)
+
+
+@click.group(epilog=EXIT_CODES_HELP)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages (every subcommand also takes -v).")
 @click.version_option(package_name="diagecg")
 def main(verbose: bool) -> None:
     """diagecg: let a language model read a 12-lead ECG."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     # third-party exporters log every pass at INFO; keep our own progress readable
-    for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "httpx", "urllib3"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
@@ -71,7 +82,8 @@ def train() -> None:
 
 
 def _make_train_command(stage: str, module_name: str, class_name: str, help_text: str) -> click.Command:
-    @click.command(name=stage, help=help_text)
+    @click.command(name=stage, help=help_text, epilog=EXIT_CODES_HELP)
+    @verbosity_options()
     @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON config file.")
     @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
     @click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Data root (data_dir).")
@@ -85,11 +97,11 @@ def _make_train_command(stage: str, module_name: str, class_name: str, help_text
     @click.option("--resume/--no-resume", default=None, help="Resume from the checkpoint in --out.")
     @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
     def cmd(config_file: str | None, sets: tuple[str, ...], print_config: bool, **shortcuts: Any) -> None:
-        module, cfg = _run(_build_config, module_name, class_name, config_file, sets, shortcuts)
+        module, cfg = _build_config(module_name, class_name, config_file, sets, shortcuts)
         if print_config:
             click.echo(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
             return
-        summary = _run(module.main, cfg)
+        summary = _run_stage(module.main, cfg)
         click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
 
     return cmd
@@ -99,7 +111,8 @@ for _stage, (_mod, _cls, _help) in TRAIN_STAGES.items():
     train.add_command(_make_train_command(_stage, _mod, _cls, _help))
 
 
-@main.command(name="eval")
+@main.command(name="eval", epilog=EXIT_CODES_HELP)
+@verbosity_options()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON EvalConfig file.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
 @click.option("--checkpoint", "checkpoint_dir", type=click.Path(file_okay=False),
@@ -108,12 +121,13 @@ for _stage, (_mod, _cls, _help) in TRAIN_STAGES.items():
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write the results JSON here.")
 def eval_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) -> None:
     """Held-out ECG-QA exact match per question type (beside the majority baseline) and report metrics."""
-    module, cfg = _run(_build_config, "diagecg.training.evaluate", "EvalConfig", config_file, sets, shortcuts)
-    results = _run(module.main, cfg)
+    module, cfg = _build_config("diagecg.training.evaluate", "EvalConfig", config_file, sets, shortcuts)
+    results = _run_stage(module.main, cfg)
     click.echo(module.format_results(results))
 
 
-@main.command(name="probe")
+@main.command(name="probe", epilog=EXIT_CODES_HELP)
+@verbosity_options()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON BottleneckConfig file.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
 @click.option("--tokenizer", "tokenizer_dir", type=click.Path(file_okay=False),
@@ -125,13 +139,14 @@ def eval_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) -
 def probe_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) -> None:
     """Where the ECG's diagnostic information is lost: superclass AUC of a supervised CNN, probes on the
     tokenizer's encoder features, frame codes and measurements, its summary tokens, and the LLM."""
-    module, cfg = _run(_build_config, "diagecg.training.bottleneck", "BottleneckConfig", config_file, sets,
-                       shortcuts)
-    results = _run(module.main, cfg)
+    module, cfg = _build_config("diagecg.training.bottleneck", "BottleneckConfig", config_file, sets,
+                                shortcuts)
+    results = _run_stage(module.main, cfg)
     click.echo(module.format_results(results))
 
 
-@main.command(name="export")
+@main.command(name="export", epilog=EXIT_CODES_HELP)
+@verbosity_options()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON ExportConfig file.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
 @click.option("--checkpoint", "checkpoint_dir", type=click.Path(file_okay=False),
@@ -142,9 +157,8 @@ def probe_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) 
               help="Only re-run the parity checks of an existing bundle in --out.")
 def export_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) -> None:
     """Export the ONNX ECG tokenizer + quantised GGUF LLM + manifest as one bundle."""
-    module, cfg = _run(_build_config, "diagecg.export.build_bundle", "ExportConfig", config_file, sets,
-                       shortcuts)
-    summary = _run(module.main, cfg)
+    module, cfg = _build_config("diagecg.export.build_bundle", "ExportConfig", config_file, sets, shortcuts)
+    summary = _run_stage(module.main, cfg)
     click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
 
 

@@ -201,6 +201,13 @@ class QualityConfig(ConfigMixin):
     rail_warn_fraction: float = 0.02  # ... and above this fraction a warning is added
     max_abs_mv: float = 20.0  # max |x - median| above this: not mV (uV given as mV?)
     allow_flat_leads: bool = False  # flat leads (not all): a warning instead of an error (degraded mode)
+    # "is this an ECG" (diagecg.quality.ecg_problems; measured on 1,708 real PTB-XL/CPSC records:
+    # lead-relation error <= 0.025, closest two leads >= 0.019 apart, QRS concentration >= 2.57;
+    # noise, sines and copied leads: 1.2-2.0, 0.0, 1.05-1.92)
+    require_ecg: bool = True  # refuse signals that fail these checks
+    max_lead_relation_error: float = 0.25  # Einthoven/Goldberger: rms(II - (I + III)) / rms, ...
+    min_lead_difference: float = 0.005  # two leads closer than this (rms ratio) are copies of one signal
+    min_qrs_concentration: float = 2.2  # slope energy near detected beats / its average; noise ~1
 
     def __post_init__(self) -> None:
         n = "QualityConfig"
@@ -210,6 +217,12 @@ class QualityConfig(ConfigMixin):
         _check(0 < self.rail_warn_fraction <= self.rail_fraction, n, "rail_warn_fraction",
                self.rail_warn_fraction, "must be in (0, rail_fraction]")
         _check(self.max_abs_mv > 0, n, "max_abs_mv", self.max_abs_mv, "must be > 0")
+        _check(self.max_lead_relation_error > 0, n, "max_lead_relation_error", self.max_lead_relation_error,
+               "must be > 0")
+        _check(self.min_lead_difference >= 0, n, "min_lead_difference", self.min_lead_difference,
+               "must be >= 0")
+        _check(self.min_qrs_concentration >= 0, n, "min_qrs_concentration", self.min_qrs_concentration,
+               "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from diagecg.errors import HeaderError, SignalFileError
-from diagecg.types import PatientInfo
+from diagecg.types import PATIENT_LIMITS, PatientInfo
 
 # --- header lines ------------------------------------------------------------------------------------------
 
@@ -114,8 +114,11 @@ def _parse_signal_line(line: str, source: str) -> SignalSpec:
     if not g:
         raise HeaderError(f"{source}: ADC gain field {parts[2]!r} is malformed")
     gain = float(g.group(1))
-    if not (math.isfinite(gain) and gain != 0):
-        raise HeaderError(f"{source}: ADC gain {parts[2]!r} is zero or not finite (uncalibrated signal)")
+    if not (math.isfinite(gain) and gain > 0):
+        # a negative gain would invert the lead: no ECG device writes one, and an inverted limb lead
+        # changes the diagnosis (axis, sinus P waves), so it is refused rather than applied or ignored
+        raise HeaderError(f"{source}: ADC gain {parts[2]!r} is not a positive number (zero: an uncalibrated "
+                          f"signal; negative: an inverted lead); fix the header")
     adc_zero = _int(parts[4], "ADC zero", source) if len(parts) > 4 else 0
     baseline = _int(g.group(2), "baseline", source) if g.group(2) is not None else adc_zero
     return SignalSpec(
@@ -135,7 +138,8 @@ def _parse_signal_line(line: str, source: str) -> SignalSpec:
 
 _UNKNOWN = {"", "nan", "unknown", "n/a", "na", "none", "?", "-"}
 _KEY_VALUE = re.compile(r"^([A-Za-z][A-Za-z ]*?)\s*:\s*(.*)$")
-_PLAUSIBLE = {"age": (0.0, 120.0), "height": (30.0, 250.0), "weight": (1.0, 400.0)}
+_PLAUSIBLE = {"age": PATIENT_LIMITS["age_years"], "height": PATIENT_LIMITS["height_cm"],
+              "weight": PATIENT_LIMITS["weight_kg"]}
 _LENGTH_TO_CM = {"": 1.0, "cm": 1.0, "m": 100.0, "in": 2.54, "inch": 2.54, "inches": 2.54}
 _MASS_TO_KG = {"": 1.0, "kg": 1.0, "g": 1e-3, "lb": 0.45359237, "lbs": 0.45359237}
 
@@ -166,7 +170,7 @@ def parse_patient_comments(comments: Sequence[str]) -> tuple[PatientInfo, list[s
     Returns:
         ``(patient, diagnoses, warnings)``.
     """
-    patient = PatientInfo()
+    fields: dict[str, float | str | None] = {}
     diagnoses: list[str] = []
     warnings: list[str] = []
     for comment in comments:
@@ -175,19 +179,19 @@ def parse_patient_comments(comments: Sequence[str]) -> tuple[PatientInfo, list[s
             continue
         key, value = m.group(1).strip().lower(), m.group(2).strip()
         if key == "age":
-            patient.age_years = _quantity("age", value, None, warnings)
+            fields["age_years"] = _quantity("age", value, None, warnings)
         elif key in ("sex", "gender"):
             low = value.lower()
             if low in ("m", "male"):
-                patient.sex = "male"
+                fields["sex"] = "male"
             elif low in ("f", "female"):
-                patient.sex = "female"
+                fields["sex"] = "female"
             elif low not in _UNKNOWN:
                 warnings.append(f"header comment {key}: {value!r} is not male/female; ignored")
         elif key == "height":
-            patient.height_cm = _quantity("height", value, _LENGTH_TO_CM, warnings)
+            fields["height_cm"] = _quantity("height", value, _LENGTH_TO_CM, warnings)
         elif key == "weight":
-            patient.weight_kg = _quantity("weight", value, _MASS_TO_KG, warnings)
+            fields["weight_kg"] = _quantity("weight", value, _MASS_TO_KG, warnings)
         elif key == "dx":
             diagnoses.extend(c.strip() for c in value.split(",") if c.strip().lower() not in _UNKNOWN)
-    return patient, diagnoses, warnings
+    return PatientInfo(**fields), diagnoses, warnings  # type: ignore[arg-type]

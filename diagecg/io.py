@@ -126,8 +126,11 @@ def _is_mat_v4(path: Path) -> bool:
 
 def _read_mat(path: Path, n_ch: int, n_samples: int, source: str) -> np.ndarray:
     """A Challenge ``.mat`` file's ``val`` array, shape (n_ch, n_samples)."""
-    import scipy.io  # only Challenge records need it
-
+    try:
+        import scipy.io  # only Challenge records need it: an optional extra
+    except ImportError:
+        raise SignalFileError(f"{source}: reading MATLAB signal files (PhysioNet Challenge records) needs "
+                              f"scipy: pip install 'diagecg[mat]'") from None
     try:
         mat = scipy.io.loadmat(str(path), variable_names=["val"])
     except Exception as e:  # scipy raises many types on a corrupt file

@@ -31,7 +31,6 @@ This module is torch-free (STYLE §3: a contract module of the runtime).
 from __future__ import annotations
 
 import dataclasses
-import math
 import string
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -54,8 +53,6 @@ __all__ = [
 ]
 
 PROMPT_FIELDS: tuple[str, ...] = ("age", "sex", "height", "weight", "ecg", "question")
-_MAX_PLAUSIBLE_AGE_YEARS = 130.0  # above: an anonymisation marker (PTB-XL writes 300 for > 89), not an age
-_SEXES: dict[str, str] = {"male": "male", "m": "male", "female": "female", "f": "female"}
 
 EncodeText = Callable[[str], Sequence[int]]
 
@@ -127,24 +124,18 @@ class PromptConfig(ConfigMixin):
         )
 
 
-def _number(value: float | None, unit: str, low: float, high: float, unknown: str) -> str:
-    if value is None or not math.isfinite(value) or not low < value <= high:
-        return unknown
-    return f"{int(round(value))}{unit}"
+def _number(value: float | None, unit: str, unknown: str) -> str:
+    return unknown if value is None else f"{int(round(value))}{unit}"
 
 
 def patient_fields(cfg: PromptConfig, patient: PatientInfo) -> dict[str, str]:
-    """The patient placeholders as text: ``{"age": "63", "sex": "male", "height": "178 cm", ...}``.
-
-    Missing or implausible values (age outside (0, 130] years, non-positive height/weight, an
-    unknown sex string) are written as ``cfg.unknown``.
-    """
-    sex = _SEXES.get((patient.sex or "").strip().lower(), cfg.unknown)
+    """The patient placeholders as text: ``{"age": "63", "sex": "male", "height": "178 cm", ...}``;
+    unknown values (None) are written as ``cfg.unknown`` (``PatientInfo`` has checked the others)."""
     return {
-        "age": _number(patient.age_years, "", -1e-9, _MAX_PLAUSIBLE_AGE_YEARS, cfg.unknown),
-        "sex": sex,
-        "height": _number(patient.height_cm, " cm", 0.0, 300.0, cfg.unknown),
-        "weight": _number(patient.weight_kg, " kg", 0.0, 700.0, cfg.unknown),
+        "age": _number(patient.age_years, "", cfg.unknown),
+        "sex": patient.sex or cfg.unknown,
+        "height": _number(patient.height_cm, " cm", cfg.unknown),
+        "weight": _number(patient.weight_kg, " kg", cfg.unknown),
     }
 
 

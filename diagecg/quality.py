@@ -1,8 +1,10 @@
 """Signal sanity checks run on every record read (thresholds in ``QualityConfig``).
 
 A record is rejected with :class:`~diagecg.errors.SignalQualityError` when it is unusable: NaN/inf
-samples, a flat lead, a saturated lead (stuck at its rail), an amplitude that cannot be mV, or too
-few seconds. Milder problems come back as warnings.
+samples, a flat lead, a saturated lead (stuck at its rail), an amplitude that cannot be mV, too
+few seconds, or a signal that is not a 12-lead ECG (:func:`ecg_problems`: limb leads that break
+Einthoven's and Goldberger's relations, two leads that are copies of one signal, no QRS complexes).
+Milder problems come back as warnings.
 
 Degraded mode (``QualityConfig.allow_flat_leads``, ``diagecg infer --allow-degraded``): a record
 with some flat leads (a missing or disconnected precordial electrode is common in other hospitals'
@@ -18,9 +20,21 @@ import numpy as np
 
 from diagecg.config import QualityConfig
 from diagecg.constants import CANONICAL_LEADS
+from diagecg.dsp import butter_filtfilt
 from diagecg.errors import SignalQualityError
+from diagecg.measure import detect_beats
 
 LIMB_LEADS: tuple[str, ...] = CANONICAL_LEADS[:6]  # I, II, III, aVR, aVL, aVF
+# lead = sum of weight * lead: the limb leads are two projections of one cardiac vector
+LEAD_RELATIONS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("II", {"I": 1.0, "III": 1.0}),  # Einthoven
+    ("aVR", {"I": -0.5, "II": -0.5}),  # Goldberger
+    ("aVL", {"I": 0.5, "III": -0.5}),
+    ("aVF", {"II": 0.5, "III": 0.5}),
+)
+PLAUSIBILITY_WINDOW_S = 10.0  # long records are checked on evenly spaced windows of this length
+PLAUSIBILITY_MAX_WINDOWS = 6
+QRS_HALF_WIDTH_S = 0.06  # the slope energy within this of a detected beat counts as QRS energy
 
 
 def _leads_text(names: Sequence[str], mask: np.ndarray) -> str:
@@ -107,7 +121,93 @@ def check_signal(
     if partly.any():
         detail = ", ".join(f"{lead_names[int(i)]}: {at_rail[i]:.1%}" for i in np.flatnonzero(partly))
         warnings.append(f"lead(s) partly at their min/max rail (clipping?): {detail}")
+    if cfg.require_ecg and tuple(lead_names) == CANONICAL_LEADS:
+        warnings += _check_is_ecg(x, fs_hz, source, cfg)
     return warnings
+
+
+def _check_is_ecg(x: np.ndarray, fs_hz: float, source: str, cfg: QualityConfig) -> list[str]:
+    """Refuse a signal that is not a 12-lead ECG (all, or most, windows fail); warn when some windows fail."""
+    n = x.shape[1]
+    width = round(PLAUSIBILITY_WINDOW_S * fs_hz)
+    if n <= width * PLAUSIBILITY_MAX_WINDOWS:
+        windows = [x]
+    else:  # a long record: evenly spaced windows, so the check costs the same for any length
+        starts = np.linspace(0, n - width, PLAUSIBILITY_MAX_WINDOWS).round().astype(int)
+        windows = [x[:, s: s + width] for s in starts]
+    problems = [ecg_problems(w, fs_hz, cfg) for w in windows]
+    failed = [p for p in problems if p]
+    if failed and 2 * len(failed) > len(windows):
+        raise SignalQualityError(f"{source}: does not look like a 12-lead ECG: {'; '.join(failed[0])}")
+    if failed:
+        return [f"{len(failed)} of {len(windows)} checked {PLAUSIBILITY_WINDOW_S:g} s windows do not look "
+                f"like an ECG ({'; '.join(failed[0])})"]
+    return []
+
+
+def ecg_problems(signal: np.ndarray, fs_hz: float, cfg: QualityConfig | None = None) -> list[str]:
+    """Why a 12-lead signal (mV, ``CANONICAL_LEADS`` order) is not an ECG; empty when it looks like one.
+
+    Three checks, each ignoring flat leads, on the signal band-passed to 0.5-40 Hz:
+
+    * **lead relations**: the six limb leads are projections of one cardiac vector, so
+      II = I + III, aVR = -(I + II)/2, aVL = (I - III)/2 and aVF = (II + III)/2; the error is the
+      rms of the difference over the larger rms of the two sides. Swapped signs (a lead written
+      inverted), copied or independent signals break it.
+    * **copied leads**: two leads whose difference is below ``cfg.min_lead_difference`` of their rms.
+    * **QRS complexes**: the share of the slope energy within 60 ms of detected beats, over the
+      share of time those windows cover. QRS complexes concentrate it (real ECGs: >= 2.6); noise
+      (~1) and smooth waves such as a sine (~1.9) do not.
+    """
+    cfg = cfg or QualityConfig()
+    x = np.asarray(signal, dtype=np.float64)
+    live = ~flat_leads(x, cfg)  # (leads,)
+    y = butter_filtfilt(x, 2, 0.5, "highpass", fs_hz)
+    y = butter_filtfilt(y, 2, min(40.0, fs_hz / 2.5), "lowpass", fs_hz)  # (leads, n)
+    rms = np.sqrt((y ** 2).mean(axis=1))  # (leads,)
+    index = {name: k for k, name in enumerate(CANONICAL_LEADS)}
+    problems = []
+    broken = []
+    for lead, parts in LEAD_RELATIONS:
+        ks = [index[lead], *(index[p] for p in parts)]
+        if not live[ks].all():
+            continue
+        rhs = sum(w * y[index[p]] for p, w in parts.items())
+        scale = max(rms[ks[0]], np.sqrt((rhs ** 2).mean()), 1e-12)
+        error = float(np.sqrt(((y[index[lead]] - rhs) ** 2).mean()) / scale)
+        if error > cfg.max_lead_relation_error:
+            broken.append(f"{lead} = {' + '.join(f'{w:g}*{p}' for p, w in parts.items())} is off by "
+                          f"{error:.0%}")
+    if broken:
+        problems.append(f"the limb leads break the relations every ECG obeys ({'; '.join(broken)}): an "
+                        f"inverted, swapped or copied lead, or not an ECG")
+    alive = np.flatnonzero(live)
+    copies = [f"{CANONICAL_LEADS[i]} = {CANONICAL_LEADS[j]}"
+              for a, i in enumerate(alive) for j in alive[a + 1:]
+              if np.sqrt(((y[i] - y[j]) ** 2).mean()) < cfg.min_lead_difference * max(rms[i], rms[j])]
+    if copies:
+        problems.append(f"leads are copies of one signal ({', '.join(copies[:4])}"
+                        f"{', ...' if len(copies) > 4 else ''})")
+    concentration = qrs_concentration(y[live], fs_hz)
+    if concentration < cfg.min_qrs_concentration:
+        problems.append(f"no QRS complexes found (slope energy near detected beats {concentration:.2f}x its "
+                        f"average; an ECG has >= {cfg.min_qrs_concentration:g}x): noise or a non-ECG signal")
+    return problems
+
+
+def qrs_concentration(y: np.ndarray, fs_hz: float) -> float:
+    """Share of the slope energy of (leads, n) within ``QRS_HALF_WIDTH_S`` of detected beats, over the
+    share of samples those windows cover (1.0: no concentration; 0.0: no beat detected)."""
+    beats = detect_beats(y, fs_hz)
+    if beats.size == 0:
+        return 0.0
+    energy = ((np.gradient(y, axis=-1)) ** 2).sum(axis=0)  # (n,)
+    half = max(1, round(QRS_HALF_WIDTH_S * fs_hz))
+    near = np.zeros(energy.size, dtype=bool)
+    for b in beats:
+        near[max(0, b - half): b + half + 1] = True
+    total = float(energy.sum())
+    return float(energy[near].sum() / total / near.mean()) if total > 0 else 0.0
 
 
 def flat_leads(signal: np.ndarray, cfg: QualityConfig | None = None) -> np.ndarray:

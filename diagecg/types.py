@@ -2,29 +2,50 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
+from diagecg.errors import InputError
+
 F32Array = NDArray[np.float32]
 I64Array = NDArray[np.int64]
 
 
-# what a caller may give for a patient (the CLI's option ranges; the runtime API checks the same)
+# what a patient's features may be (PatientInfo checks them; the CLI's option ranges are the same)
 PATIENT_LIMITS: dict[str, tuple[float, float]] = {"age_years": (0.0, 125.0), "height_cm": (30.0, 260.0),
                                                   "weight_kg": (1.0, 400.0)}
 PATIENT_SEXES: tuple[str, ...] = ("male", "female")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PatientInfo:
-    """Tabular patient features used in the structured prompt; None when unknown."""
+    """Tabular patient features used in the structured prompt; None when unknown.
+
+    Raises:
+        InputError: a number that is not finite or outside ``PATIENT_LIMITS`` (a typo or an
+            anonymisation marker such as PTB-XL's age 300, never an age), or a sex other than
+            ``"male"`` / ``"female"``.
+    """
 
     age_years: float | None = None
     sex: str | None = None  # "male" | "female" | None
     height_cm: float | None = None
     weight_kg: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in PATIENT_LIMITS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not low <= value <= high:
+                raise InputError(f"patient {name}={value!r} is invalid: a number in [{low:g}, {high:g}] "
+                                 f"or None")
+        if self.sex is not None and self.sex not in PATIENT_SEXES:
+            raise InputError(f"patient sex={self.sex!r} is invalid: one of {PATIENT_SEXES} or None")
 
     def with_overrides(self, other: PatientInfo | None) -> PatientInfo:
         """A copy where every non-None field of ``other`` replaces this one's (None keeps ours)."""

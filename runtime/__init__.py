@@ -15,7 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the real types for type checkers; at run time the names load lazily
-    from diagecg.bundle import load_bundle, shipped_bundle_dir
+    from diagecg.bundle import default_bundle, load_bundle
     from diagecg.runtime.device import DeviceChoice, choose_device, default_threads
     from diagecg.runtime.ecg_session import EcgTokenizerSession
     from diagecg.runtime.llm import Generation, LlamaModel
@@ -32,11 +32,11 @@ _LAZY: dict[str, str] = {
     "choose_device": "diagecg.runtime.device",
     "default_threads": "diagecg.runtime.device",
     "load_bundle": "diagecg.bundle",
-    "shipped_bundle_dir": "diagecg.bundle",
+    "default_bundle": "diagecg.bundle",
 }
 
 __all__ = ["SCHEMA_VERSION", "Answer", "DeviceChoice", "DiagEcgPipeline", "EcgTokenizerSession", "Generation",
-           "LlamaModel", "choose_device", "default_threads", "load_bundle", "shipped_bundle_dir"]
+           "LlamaModel", "choose_device", "default_threads", "load_bundle", "default_bundle"]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,10 +15,11 @@ stdout as it finishes, record by record and in question order (``Answer.to_dict(
 ``error_type``), with a progress bar on stderr when stderr is a terminal (``--quiet``: answers and
 errors only, no warnings).
 
-Exit codes: 0 all answered; 1 some failed (their error lines say why); 2 nothing could run (bad
-bundle, bad question, no records, a single plain-text answer that failed); 3 nothing failed but a
-question is not supported by the bundle's question catalogue (``question_supported: false``, no
-answer given; ``diagecg questions`` lists what is supported).
+Exit codes (``diagecg.cli_options``; the same in plain-text and ``--json`` mode): 0 all answered;
+1 some failed (their error lines say why; the others were answered); 2 nothing could run (bad bundle,
+bad question, no records); 3 nothing failed but a question is not supported by the bundle's question
+catalogue (``question_supported: false``, no answer given; ``diagecg questions`` lists what is
+supported).
 
 ``diagecg questions`` prints the bundle's question catalogue (``--json``: the manifest's object).
 """
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,9 +35,10 @@ from typing import Any
 
 import click
 
-from diagecg.constants import DEFAULT_BUNDLE_DIR, QUANT_TYPES
+from diagecg.cli_options import EXIT_CODES_HELP, ExitCode, verbosity_options
+from diagecg.constants import DEFAULT_BUNDLE_DIR
 from diagecg.errors import BundleError, DiagEcgError, InputError
-from diagecg.runtime.device import DEVICES
+from diagecg.runtime.device import DEVICES, MAX_THREADS
 from diagecg.types import PATIENT_LIMITS, PATIENT_SEXES, PatientInfo
 
 # Fail at import when the runtime extra is missing, so `diagecg` shows why (see cli.py), without
@@ -46,31 +47,19 @@ for _module in ("onnxruntime", "llama_cpp", "tokenizers"):
     if importlib.util.find_spec(_module) is None:
         raise ImportError(f"No module named {_module!r}")
 
-EXIT_UNSUPPORTED = 3  # a question matched nothing in the catalogue (and nothing failed)
 HEADER_SUFFIX = ".hea"  # WFDB record header
 LIST_PREFIX = "@"
 
 
-def default_bundle_dir() -> Path:
-    """The bundle shipped inside the package (``diagecg.bundle.shipped_bundle_dir``)."""
-    from diagecg.bundle import shipped_bundle_dir
-
-    return shipped_bundle_dir()
-
-
 def resolve_bundle(bundle: str | None) -> Path:
-    """``bundle`` if given, else the shipped default bundle.
+    """``bundle`` if given, else the shipped default bundle (``diagecg.bundle.default_bundle``).
 
     Raises:
         BundleError: no bundle given and none shipped.
     """
-    if bundle:
-        return Path(bundle)
-    path = default_bundle_dir()
-    if not path.is_dir():
-        raise BundleError(f"no bundle given and no default bundle shipped at {path}; pass --bundle DIR "
-                          f"(a folder written by `diagecg export`)")
-    return path
+    from diagecg.bundle import default_bundle
+
+    return Path(bundle) if bundle else default_bundle()
 
 
 def _read_list(path: Path) -> list[Path]:
@@ -115,9 +104,9 @@ def expand_records(args: tuple[str, ...] | list[str]) -> tuple[list[Path], bool]
     return records, expanded
 
 
-def _fail(error: BaseException) -> None:
+def _fail(error: BaseException, code: ExitCode = ExitCode.USAGE) -> None:
     click.echo(f"error: {' '.join(str(error).split())}", err=True)
-    sys.exit(2)
+    sys.exit(int(code))
 
 
 def _progress(results: Iterator[Any], total: int, quiet: bool) -> Iterator[Any]:
@@ -132,19 +121,6 @@ def _progress(results: Iterator[Any], total: int, quiet: bool) -> Iterator[Any]:
         for r in results:
             bar.update(1)
             yield r
-
-
-def _execute(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, quiet: bool,
-             **options: Any) -> None:
-    """:func:`_answer_all` with ``--quiet``'s log level (restored after: the CLI may run in-process)."""
-    log = logging.getLogger("diagecg")
-    level = log.level
-    if quiet:  # errors only: no warnings, no progress bar
-        log.setLevel(logging.ERROR)
-    try:
-        _answer_all(records_args, questions, quiet=quiet, **options)
-    finally:
-        log.setLevel(level)
 
 
 def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, bundle: str | None,
@@ -171,13 +147,13 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
         try:
             ans = (pipe.answer(records[0], questions[0], patient=patient) if questions is not None
                    else pipe.report(records[0], patient=patient))
-        except DiagEcgError as e:
-            _fail(e)
+        except DiagEcgError as e:  # the record failed, as its error line in --json mode: exit code 1
+            _fail(e, ExitCode.FAILED)
             return
         for w in [] if quiet else ans.warnings:
             click.echo(f"warning: {w}", err=True)
         if ans.question_supported is False:
-            sys.exit(EXIT_UNSUPPORTED)
+            sys.exit(int(ExitCode.UNSUPPORTED))
         click.echo(ans.answer)
         return
     results = (pipe.answer_batch(records, list(questions), patient=patient) if questions is not None
@@ -195,28 +171,26 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
     if n_failed:
         click.echo(f"{n_failed} of {total} answers failed ({len(records)} records x {n_questions} "
                    f"questions)", err=True)
-        sys.exit(1)
+        sys.exit(int(ExitCode.FAILED))
     if n_unsupported:
         click.echo(f"{n_unsupported} of {total} questions are not supported by the bundle: no answer given "
                    f"(`diagecg questions` lists the supported ones)", err=True)
-        sys.exit(EXIT_UNSUPPORTED)
+        sys.exit(int(ExitCode.UNSUPPORTED))
 
 
 _common_options = [
     click.argument("records", nargs=-1, required=True, metavar="RECORD..."),
     click.option("--bundle", type=click.Path(file_okay=False),
                  help=f"Bundle folder (default: the shipped <diagecg>/{DEFAULT_BUNDLE_DIR})."),
-    click.option("--quant", type=click.Choice(QUANT_TYPES),
-                 help="Which GGUF of the bundle (default: its own)."),
+    click.option("--quant", help="Which of the bundle's GGUF files, e.g. q8_0 or q4_k_m (default: the "
+                                 "bundle's own; another it lacks is refused with the list it has)."),
     click.option("--json", "as_json", is_flag=True, help="One JSON line per record (always so for several)."),
-    click.option("--threads", type=click.IntRange(min=1),
-                 help="CPU threads (default: half the CPUs, at most 8)."),
+    click.option("--threads", type=click.IntRange(1, MAX_THREADS),
+                 help="CPU threads (default: half the CPUs, at most 8; more than the CPUs warns)."),
     click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                  help="auto = CUDA where the installed engines support it; cuda = fail unless both do."),
     click.option("--verify-hashes/--no-verify-hashes", default=True, show_default=True,
                  help="Check every bundle file's sha256 at load (sizes are always checked)."),
-    click.option("--quiet", is_flag=True,
-                 help="Print answers and errors only: no warnings, no progress bar."),
     click.option("--allow-degraded", is_flag=True,
                  help="Answer records with some flat leads (e.g. missing precordial electrodes), with a "
                       "warning naming them and what can still be trusted; default: refuse them."),
@@ -237,23 +211,26 @@ def _with_common_options(fn: Any) -> Any:
     return fn
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES_HELP)
 @_with_common_options
+@verbosity_options(short_quiet=False)  # -q is the question
 @click.option("-q", "--question", "questions", required=True, multiple=True,
               help="The question, in plain text; repeat it to ask several (each record is read once).")
-def infer(records: tuple[str, ...], questions: tuple[str, ...], **options: Any) -> None:
+def infer(records: tuple[str, ...], questions: tuple[str, ...], quiet: bool, **options: Any) -> None:
     """Answer questions about ECG records with the offline runtime (no torch)."""
-    _execute(records, questions, **options)
+    _answer_all(records, questions, quiet=quiet, **options)
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES_HELP)
 @_with_common_options
-def report(records: tuple[str, ...], **options: Any) -> None:
+@verbosity_options()
+def report(records: tuple[str, ...], quiet: bool, **options: Any) -> None:
     """Write the report of ECG records with the offline runtime (no torch)."""
-    _execute(records, None, **options)
+    _answer_all(records, None, quiet=quiet, **options)
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES_HELP)
+@verbosity_options()
 @click.option("--bundle", type=click.Path(file_okay=False),
               help=f"Bundle folder (default: the shipped <diagecg>/{DEFAULT_BUNDLE_DIR}).")
 @click.option("--json", "as_json", is_flag=True, help="The catalogue as JSON (the manifest's object).")

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 DeviceName = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 MAX_DEFAULT_THREADS = 8
+MAX_THREADS = 256  # refused above this (onnxruntime crashes on absurd counts; llama.cpp caps at 512)
 
 # onnxruntime's own provider identifiers
 ORT_CUDA = "CUDAExecutionProvider"
@@ -65,14 +66,20 @@ def default_threads() -> int:
 def resolve_threads(threads: int | None) -> int:
     """``threads`` if given (checked), else :func:`default_threads`.
 
+    More threads than the CPUs this process may run on are allowed with a warning: they compete for
+    the same cores (measured on a 2-core machine: 4-15x slower answers with other work running).
+
     Raises:
-        ValueError: ``threads`` is not a positive int.
+        ValueError: ``threads`` is not an int in 1..``MAX_THREADS``.
     """
     if threads is None:
         return default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads={threads!r} is invalid: a positive int or None "
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads={threads!r} is invalid: an int in 1..{MAX_THREADS} or None "
                          f"(default {default_threads()})")
+    if threads > logical_cpus():
+        logger.warning("%d threads on %d CPUs: the threads compete for the cores and answers get slower; "
+                       "the default is %d", threads, logical_cpus(), default_threads())
     return threads
 
 

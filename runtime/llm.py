@@ -36,6 +36,7 @@ from diagecg.config import VocabConfig
 from diagecg.decoding import DecodingPolicy
 from diagecg.errors import BundleError, InferenceError
 from diagecg.runtime.device import resolve_threads
+from diagecg.vocab import ecg_ids
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def load_text_tokenizer(path: str | Path) -> Tokenizer:
 
 _MASKED_ATTRS = (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED
                  | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN)
+_TYPED_ATTRS = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED  # text -> one id
 
 
 class LlamaModel:
@@ -151,6 +153,18 @@ class LlamaModel:
             raise BundleError(f"{self.path.name}: {e}") from None
         self.stop_ids = frozenset(self.policy.stop_ids)
         self._banned = self.policy.banned_mask()
+        ecg = set(ecg_ids(vocab))
+        texts = {tok.content for i, tok in tokenizer.get_added_tokens_decoder().items()
+                 if tok.special and i not in ecg} if tokenizer is not None else {
+            llama_cpp.llama_vocab_get_text(llama_vocab, i).decode("utf-8", errors="replace")
+            for i in np.flatnonzero((attrs & _TYPED_ATTRS) != 0).tolist() if i not in ecg}
+        # the special tokens' texts (bos, eos, chat markers...): a question must not contain them
+        self.special_texts: tuple[str, ...] = tuple(sorted((t for t in texts if t.strip()), key=len,
+                                                           reverse=True))
+
+    def find_special_text(self, text: str) -> str | None:
+        """The first special token's text (``<|end_of_text|>``...) found in ``text``, or None."""
+        return next((t for t in self.special_texts if t in text), None)
 
     def encode_text(self, text: str) -> list[int]:
         """Token ids of plain text, no special tokens (ECG-token strings stay plain text)."""

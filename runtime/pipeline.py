@@ -103,7 +103,7 @@ from pathlib import Path
 from typing import Any
 
 from diagecg.answers import format_answer, normalize_answer
-from diagecg.bundle import Bundle, load_bundle, sha256_file, shipped_bundle_dir
+from diagecg.bundle import Bundle, default_bundle, load_bundle, sha256_file
 from diagecg.config import QualityConfig
 from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
@@ -118,7 +118,7 @@ from diagecg.report_text import tidy_report
 from diagecg.runtime.device import DeviceChoice, choose_device
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
-from diagecg.types import PATIENT_LIMITS, PATIENT_SEXES, EcgRecord, I64Array, PatientInfo
+from diagecg.types import EcgRecord, I64Array, PatientInfo
 
 logger = logging.getLogger(__name__)
 
@@ -189,21 +189,13 @@ def _negative_option(match: MatchedQuestion) -> str:
 
 
 def check_patient(patient: PatientInfo | None) -> PatientInfo | None:
-    """Patient overrides from a caller, checked as the CLI checks them (a value outside is a typo,
-    refused rather than ignored).
+    """Patient overrides from a caller: a ``PatientInfo`` (which validates itself) or None.
 
     Raises:
-        InputError: a number that is not finite or outside ``PATIENT_LIMITS``, or a sex other than
-            ``"male"`` / ``"female"``.
+        InputError: anything else.
     """
-    if patient is None:
-        return None
-    for name, (low, high) in PATIENT_LIMITS.items():
-        value = getattr(patient, name)
-        if value is not None and not (isinstance(value, (int, float)) and low <= value <= high):
-            raise InputError(f"patient {name}={value!r} is invalid: must be a number in [{low:g}, {high:g}]")
-    if patient.sex is not None and patient.sex not in PATIENT_SEXES:
-        raise InputError(f"patient sex={patient.sex!r} is invalid: must be one of {PATIENT_SEXES} or None")
+    if patient is not None and not isinstance(patient, PatientInfo):
+        raise InputError(f"patient must be a diagecg.types.PatientInfo or None, not {type(patient).__name__}")
     return patient
 
 
@@ -303,7 +295,7 @@ class DiagEcgPipeline:
         """
         t0 = time.perf_counter()
         choice = choose_device(device, threads)
-        bundle = load_bundle(shipped_bundle_dir() if path is None else path, verify_hashes=verify_hashes)
+        bundle = load_bundle(default_bundle() if path is None else path, verify_hashes=verify_hashes)
         q = quant or bundle.default_quant
         gguf_path = bundle.gguf_path(q)
         # "auto" stays "auto" for the session: a CUDA provider that fails to start then warns, not raises
@@ -323,8 +315,14 @@ class DiagEcgPipeline:
     # --- one record ----------------------------------------------------------------------------
 
     def check_question(self, question: str) -> str:
-        """The question as it will be sent, or InputError (ECG-token strings, empty, too long)."""
-        return sanitize_question(question, self.bundle.generation.max_question_chars)
+        """The question as it will be sent, or InputError (not UTF-8, control characters, empty, too
+        long, ECG-token strings or any special token of the text model such as ``<|end_of_text|>``)."""
+        question = sanitize_question(question, self.bundle.generation.max_question_chars)
+        special = self.llm.find_special_text(question)
+        if special is not None:
+            raise InputError(f"the question contains the model's special token {special!r}; it cannot be "
+                             f"typed, please rephrase")
+        return question
 
     def _run(self, record: RecordLike, question: str, task: str, patient: PatientInfo | None = None,
              read_ms: float = 0.0) -> Answer:

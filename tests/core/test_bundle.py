@@ -323,6 +323,24 @@ def test_load_rejects_missing_manifest_or_field(tmp_path: Path, bundle_dir: Path
         load_bundle(bundle_dir)
 
 
+@pytest.mark.parametrize("text, match", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),  # json.loads alone raises RecursionError
+    ('{"a": ' * 40 + "1" + "}" * 40, "nested 40 levels deep"),
+    ("\xff\xfe{}", "not valid JSON"),
+])
+def test_load_rejects_damaged_manifests_with_one_line(bundle_dir: Path, text: str, match: str) -> None:
+    (bundle_dir / MANIFEST_NAME).write_text(text, encoding="latin-1")
+    with pytest.raises(BundleError, match=match):
+        load_bundle(bundle_dir)
+
+
+def test_load_rejects_a_huge_manifest_before_reading_it(bundle_dir: Path) -> None:
+    with (bundle_dir / MANIFEST_NAME).open("wb") as f:
+        f.truncate(bundle_mod.MAX_MANIFEST_BYTES + 1)  # sparse: nothing is written
+    with pytest.raises(BundleError, match="too large for a manifest"):
+        load_bundle(bundle_dir)
+
+
 def test_load_rejects_codebook_vocab_mismatch(bundle_dir: Path, summary_bundle_dir: Path) -> None:
     edit_manifest(bundle_dir, lambda m: m["fsq"].update(levels=[6, 6, 6, 6]))
     with pytest.raises(BundleError, match=r"vocab.n_codes=16 != prod\(fsq.levels\)=1296$"):

@@ -11,6 +11,7 @@ import pytest
 import scipy.io
 import wfdb
 
+from diagecg.config import QualityConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import (
     HeaderError,
@@ -185,8 +186,10 @@ def test_missing_gain(copy_record) -> None:
         read_record(rc.hea)
 
 
-@pytest.mark.parametrize("gain", ["0(0)/mV", "0", "x/mV"])
-def test_zero_or_malformed_gain(copy_record, gain: str) -> None:
+@pytest.mark.parametrize("gain", ["0(0)/mV", "0", "x/mV", "-1000(0)/mV", "-1000"])
+def test_zero_negative_or_malformed_gain(copy_record, gain: str) -> None:
+    """A negative gain would invert the lead (sinus rhythm read as something else): refused, never
+    applied or ignored."""
     rc = copy_record()
     rc.edit_field(2, 2, gain)
     with pytest.raises(HeaderError, match="gain"):
@@ -385,9 +388,11 @@ def test_leads_are_reordered(copy_record) -> None:
     rc.rename_lead("I", "tmp")
     rc.rename_lead("V6", "lead I")
     rc.rename_lead("tmp", "C6")
-    rec = read_record(rc.hea)
+    rec = read_record(rc.hea, quality=QualityConfig(require_ecg=False))
     np.testing.assert_array_equal(rec.signal[0], ref[11])
     np.testing.assert_array_equal(rec.signal[11], ref[0])
+    with pytest.raises(SignalQualityError, match="break the relations"):  # V6 labelled as lead I
+        read_record(rc.hea)
 
 
 # --- header comments and arrays ----------------------------------------------------------------------------

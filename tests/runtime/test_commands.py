@@ -14,6 +14,7 @@ from builders import record_with_flat_leads
 from click.testing import CliRunner
 
 from diagecg.cli import main
+from diagecg.cli_options import ExitCode
 from diagecg.runtime import commands
 from diagecg.runtime.pipeline import DiagEcgPipeline, answer_schema
 
@@ -29,6 +30,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(name + " is blocked: the runtime must not need it")
 sys.meta_path.insert(0, Block())
 from diagecg.cli import main
+from diagecg.cli_options import ExitCode
 try:
     main()
 finally:
@@ -118,16 +120,30 @@ def test_bad_question_exits_2_with_one_line(tiny_bundle: Path, record_paths: lis
 
 def test_missing_default_bundle_is_explained(record_paths: list[Path], tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(commands, "default_bundle_dir", lambda: tmp_path / "bundles" / "default")
+    import diagecg.bundle
+
+    monkeypatch.setattr(diagecg.bundle, "shipped_bundle_dir", lambda: tmp_path / "bundles" / "default")
     result = CliRunner().invoke(main, ["report", str(record_paths[0])])
     assert result.exit_code == 2
     assert "no bundle given and no default bundle shipped at" in result.stderr
 
 
-def test_unreadable_single_record_exits_2(tiny_bundle: Path, tmp_path: Path) -> None:
-    args = ["infer", str(tmp_path / "nope.hea"), "-q", QUESTION, *_opts(tiny_bundle)]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2 and "not found" in result.stderr
+def test_unreadable_record_exits_1_in_text_and_json_mode(tiny_bundle: Path, record_paths: list[Path],
+                                                          tmp_path: Path) -> None:
+    """The same failure gives the same exit code in every mode (ExitCode.FAILED)."""
+    good = record_paths[0]
+    truncated = tmp_path / good.name
+    truncated.write_bytes(good.read_bytes())
+    dat = good.with_suffix(".dat")
+    (tmp_path / dat.name).write_bytes(dat.read_bytes()[:1000])
+    for record in (tmp_path / "nope.hea", truncated):
+        for mode in ([], ["--json"]):
+            args = ["infer", str(record), "-q", QUESTION, *mode, *_opts(tiny_bundle)]
+            result = CliRunner().invoke(main, args)
+            assert result.exit_code == ExitCode.FAILED == 1, (record, mode, result.output)
+            assert "Traceback" not in result.output
+            text = result.stderr if not mode else json.loads(result.stdout)["error"]
+            assert "not found" in text or "truncated" in text
 
 
 def test_expand_records_rejects_empty_folder_and_list(tmp_path: Path) -> None:
@@ -144,11 +160,11 @@ def test_unsupported_question_exits_3_and_supported_ones_carry_probabilities(
         catalogue_bundle: Path, record_paths: list[Path]) -> None:
     plain = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", "What is the heart rate?",
                                       *_opts(catalogue_bundle)])
-    assert plain.exit_code == commands.EXIT_UNSUPPORTED and plain.stdout == ""
+    assert plain.exit_code == ExitCode.UNSUPPORTED and plain.stdout == ""
     assert "not supported" in plain.stderr and "closest supported" in plain.stderr
     both = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", "LBBB?", "-q",
                                      "What is the heart rate?", *_opts(catalogue_bundle)])
-    assert both.exit_code == commands.EXIT_UNSUPPORTED, both.output
+    assert both.exit_code == ExitCode.UNSUPPORTED, both.output
     first, second = (json.loads(line) for line in both.stdout.splitlines())
     assert first["question_supported"] is True
     assert set(first["option_probabilities"]) == {"yes", "no", "not sure"}
@@ -169,7 +185,7 @@ def test_questions_command_lists_the_catalogue(catalogue_bundle: Path, tiny_bund
 def test_allow_degraded_flag(catalogue_bundle: Path, record_paths: list[Path], tmp_path: Path) -> None:
     path = record_with_flat_leads(record_paths[0], tmp_path, (6, 7))
     refused = CliRunner().invoke(main, ["infer", str(path), "-q", "AF?", *_opts(catalogue_bundle)])
-    assert refused.exit_code == 2 and "--allow-degraded" in refused.stderr
+    assert refused.exit_code == ExitCode.FAILED and "--allow-degraded" in refused.stderr
     allowed = CliRunner().invoke(main, ["infer", str(path), "-q", "AF?", "--allow-degraded", "--json",
                                         *_opts(catalogue_bundle)])
     assert allowed.exit_code == 0, allowed.output
@@ -191,3 +207,48 @@ def test_json_lines_stay_parseable_with_stderr_merged_and_quiet_drops_warnings(
                                       *_opts(tiny_bundle)])
     assert quiet.exit_code == plain.exit_code == 0 and quiet.stdout == plain.stdout
     assert "warning:" not in quiet.stderr
+
+
+COMMANDS = [["infer"], ["report"], ["questions"], ["train", "tokenizer"], ["train", "pretrain"],
+            ["train", "instruct"], ["eval"], ["probe"], ["export"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_takes_verbose_and_quiet_and_lists_the_exit_codes(command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "-v, --verbose" in text and "--quiet" in text
+    assert "Exit codes: 0 done; 1 something failed" in text and "3 a question is not in" in text
+    assert ("-q, --quiet" in text) == (command != ["infer"])  # infer's -q is the question
+
+
+def test_load_message_only_with_verbose(tiny_bundle: Path, record_paths: list[Path]) -> None:
+    args = [sys.executable, "-m", "diagecg.cli", "infer", str(record_paths[0]), "-q", QUESTION,
+            *_opts(tiny_bundle)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    plain = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    loud = subprocess.run([*args, "-v"], capture_output=True, text=True, timeout=120, env=env)
+    assert plain.returncode == loud.returncode == 0 and plain.stdout == loud.stdout
+    assert "loaded bundle" not in plain.stderr and "loaded bundle" in loud.stderr
+
+
+def test_threads_are_bounded_and_oversubscription_warns(tiny_bundle: Path, record_paths: list[Path],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    from diagecg.runtime.device import MAX_THREADS, logical_cpus, resolve_threads
+
+    absurd = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", QUESTION, *_opts(tiny_bundle),
+                                       "--threads", "100000"])  # the last --threads counts
+    assert absurd.exit_code == ExitCode.USAGE and "100000" in absurd.output
+    with pytest.raises(ValueError, match=f"1..{MAX_THREADS}"):
+        resolve_threads(MAX_THREADS + 1)
+    with caplog.at_level("WARNING", logger="diagecg.runtime.device"):
+        assert resolve_threads(logical_cpus() + 1) == logical_cpus() + 1
+    assert "compete for the cores" in caplog.text
+
+
+def test_quant_the_bundle_lacks_is_refused_with_what_it_has(tiny_bundle: Path,
+                                                            record_paths: list[Path]) -> None:
+    result = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", QUESTION, "--quant", "q6_k",
+                                       *_opts(tiny_bundle)])
+    assert result.exit_code == ExitCode.USAGE and "no GGUF for quant 'q6_k'; available:" in result.stderr

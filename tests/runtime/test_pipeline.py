@@ -140,6 +140,18 @@ def test_bad_question_is_a_clear_input_error(pipeline: DiagEcgPipeline, record_p
         pipeline.answer_batch(record_paths, question)
 
 
+def test_every_special_token_of_the_text_model_is_refused_in_questions(pipeline: DiagEcgPipeline,
+                                                                      record_paths: list[Path]) -> None:
+    specials = pipeline.llm.special_texts
+    assert specials and all(s.strip() for s in specials)
+    for special in specials:
+        with pytest.raises(InputError, match="special token"):
+            pipeline.answer(record_paths[0], f"AF? {special}")
+    for bad in ("AF?\x07", "AF?\x1b[31m", "AF? \udcff"):  # control characters, a byte that was not UTF-8
+        with pytest.raises(InputError):
+            pipeline.check_question(bad)
+
+
 def test_prompt_beyond_the_context_is_an_inference_error(pipeline: DiagEcgPipeline,
                                                          record_paths: list[Path]) -> None:
     # under max_question_chars (200), but the tiny BPE has no merges for these letters: ~1 token each
@@ -392,11 +404,11 @@ def test_a_closed_pipeline_refuses_instead_of_crashing(tiny_bundle: Path, record
 
 
 def test_the_shipped_bundle_is_the_default() -> None:
-    from diagecg.runtime import shipped_bundle_dir
+    from diagecg.runtime import default_bundle
 
-    assert (shipped_bundle_dir() / "manifest.json").is_file()
+    assert (default_bundle() / "manifest.json").is_file()
     with DiagEcgPipeline.from_bundle(device="cpu", threads=1) as pipe:
-        assert pipe.bundle.root == shipped_bundle_dir()
+        assert pipe.bundle.root == default_bundle()
 
 
 def test_every_public_runtime_name_resolves() -> None:
@@ -406,12 +418,13 @@ def test_every_public_runtime_name_resolves() -> None:
     assert all(getattr(runtime, name) is not None for name in runtime.__all__)
 
 
-@pytest.mark.parametrize("patient", [PatientInfo(age_years=-5), PatientInfo(sex="femal"),
-                                     PatientInfo(weight_kg=float("nan")), PatientInfo(height_cm=1000.0)])
-def test_patient_overrides_are_checked_as_the_cli_checks_them(pipeline: DiagEcgPipeline,
-                                                              record_paths: list[Path],
-                                                              patient: PatientInfo) -> None:
+@pytest.mark.parametrize("fields", [{"age_years": -5}, {"sex": "femal"}, {"weight_kg": float("nan")},
+                                    {"height_cm": 1000.0}, {"age_years": 300}, {"age_years": True}])
+def test_patient_info_validates_as_the_cli_does(fields: dict[str, object]) -> None:
     with pytest.raises(InputError, match="patient"):
-        pipeline.answer(record_paths[0], QUESTION, patient=patient)
-    with pytest.raises(InputError, match="patient"):
-        pipeline.answer_batch(record_paths[:1], QUESTION, patient=patient)
+        PatientInfo(**fields)  # type: ignore[arg-type]
+
+
+def test_patient_overrides_must_be_patient_info(pipeline: DiagEcgPipeline, record_paths: list[Path]) -> None:
+    with pytest.raises(InputError, match="PatientInfo or None"):
+        pipeline.answer(record_paths[0], QUESTION, patient={"age_years": 50})  # type: ignore[arg-type]

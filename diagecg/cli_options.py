@@ -1,0 +1,90 @@
+"""What every ``diagecg`` command shares: its exit codes and its ``-v``/``--quiet`` options.
+
+Exit codes (the same failure gives the same code in every mode, plain text or ``--json``):
+
+==== ===========================================================================================
+code meaning
+==== ===========================================================================================
+0    everything asked was done
+1    it ran, and something failed: a record could not be read or answered (its error line says
+     why; the other records were answered), a training stage or an export check failed, or an
+     unexpected internal error (shown with its traceback)
+2    nothing ran: a bad option, config, bundle, question or record list
+3    nothing failed, but a question is not in the bundle's question catalogue: no answer given
+     (``diagecg questions`` lists the supported ones)
+==== ===========================================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+
+class ExitCode(enum.IntEnum):
+    """The exit codes of every ``diagecg`` command (table in the module docstring)."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    UNSUPPORTED = 3
+
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 something failed (a record, a stage, an export check; the error line says "
+    "why); 2 nothing ran (bad option, config, bundle, question or record list); 3 a question is not in "
+    "the bundle's catalogue (no answer given)."
+)
+
+# third-party libraries that log every step at INFO; they follow -v, else only their warnings show
+NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "httpx", "urllib3")
+
+
+@contextlib.contextmanager
+def log_level(verbose: bool, quiet: bool) -> Iterator[None]:
+    """Root log level for one command (``-v``: debug; ``--quiet``: errors only), restored after, so a
+    command run in-process (tests, a host application) leaves logging as it found it."""
+    root = logging.getLogger()
+    saved = root.level, {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    if verbose:
+        root.setLevel(logging.DEBUG)
+    elif quiet:
+        root.setLevel(logging.ERROR)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(saved[0])
+        for name, level in saved[1].items():
+            logging.getLogger(name).setLevel(level)
+
+
+def verbosity_options(short_quiet: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``-v/--verbose`` and ``--quiet`` (``-q/--quiet`` when ``short_quiet``: ``infer`` keeps
+    ``-q`` for its question) to a click command. The command receives ``quiet`` if it takes it."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        wants_quiet = "quiet" in inspect.signature(fn).parameters
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, verbose: bool, quiet: bool, **kwargs: Any) -> Any:
+            if verbose and quiet:
+                raise click.UsageError("-v/--verbose and --quiet contradict each other")
+            with log_level(verbose, quiet):
+                return fn(*args, quiet=quiet, **kwargs) if wants_quiet else fn(*args, **kwargs)
+
+        quiet_decls = ("-q", "--quiet") if short_quiet else ("--quiet",)
+        wrapper = click.option(*quiet_decls, "quiet", is_flag=True,
+                               help="Errors only: no warnings, no progress.")(wrapper)
+        return click.option("-v", "--verbose", "verbose", is_flag=True,
+                            help="Log debug messages too.")(wrapper)
+
+    return decorate
