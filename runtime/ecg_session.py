@@ -71,11 +71,12 @@ class EcgTokenizerSession:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = _ORT_LOG_ERROR
         try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=requested)
+            session = ort.InferenceSession(str(self.path), sess_options=opts, providers=requested)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
             raise InferenceError(f"cannot load the ECG tokenizer {self.path}: {e}") from e
 
-        self.providers: list[str] = list(self._session.get_providers())
+        self._session: ort.InferenceSession | None = session  # None once closed
+        self.providers: list[str] = list(session.get_providers())
         self.device = "cuda" if self.providers and self.providers[0] == ORT_CUDA else "cpu"
         if want_cuda and self.device != "cuda":
             msg = (f"CUDA was requested for the ECG tokenizer but onnxruntime made {self.providers} active "
@@ -85,8 +86,8 @@ class EcgTokenizerSession:
             logger.warning(msg)
             self.warnings.append(msg)
 
-        inputs = {i.name: i for i in self._session.get_inputs()}
-        outputs = {o.name for o in self._session.get_outputs()}
+        inputs = {i.name: i for i in session.get_inputs()}
+        outputs = {o.name for o in session.get_outputs()}
         if ONNX_INPUT_SIGNAL not in inputs or ONNX_OUTPUT_INDICES not in outputs:
             raise InferenceError(f"{self.path}: expected input {ONNX_INPUT_SIGNAL!r} and output "
                                  f"{ONNX_OUTPUT_INDICES!r}, found inputs {sorted(inputs)} "
@@ -159,6 +160,10 @@ class EcgTokenizerSession:
                              f"meaningless summary codes")
         return np.ascontiguousarray(features)
 
+    def close(self) -> None:
+        """Free the onnxruntime session now. Idempotent; a later ``encode`` raises ``InferenceError``."""
+        self._session = None
+
     def encode(self, signal: F32Array, features: F32Array | None = None) -> I64Array:
         """Turn preprocessed signals (and their measurements) into ECG code indices.
 
@@ -178,6 +183,9 @@ class EcgTokenizerSession:
         x = self._check_signal(signal)  # (B, leads, samples)
         f = self._check_features(features, x.shape[0])  # (B, M) or None
         feeds = {ONNX_INPUT_SIGNAL: x} if f is None else {ONNX_INPUT_SIGNAL: x, ONNX_INPUT_FEATURES: f}
+        if self._session is None:
+            raise InferenceError(f"{self.path.name}: the ECG tokenizer was closed (close()); load the bundle "
+                                 f"again")
         try:
             (indices,) = self._session.run([ONNX_OUTPUT_INDICES], feeds)
         except Exception as e:

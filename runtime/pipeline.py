@@ -593,8 +593,10 @@ class DiagEcgPipeline:
         return self._batch(records, [self.prompt_config.report_question], TASK_REPORT, check_patient(patient))
 
     def close(self) -> None:
-        """Free the llama.cpp model now."""
+        """Free the llama.cpp model and the onnxruntime session now. Idempotent; every later call that
+        needs them raises ``InferenceError`` (never a crash of the host process)."""
         self.llm.close()
+        self.ecg_session.close()
 
     def __enter__(self) -> DiagEcgPipeline:
         return self

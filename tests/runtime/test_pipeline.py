@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import threading
 from pathlib import Path
@@ -395,12 +396,48 @@ def test_degraded_records_are_refused_unless_allowed(catalogue_bundle: Path, rec
 
 
 def test_a_closed_pipeline_refuses_instead_of_crashing(tiny_bundle: Path, record_paths: list[Path]) -> None:
-    pipe = DiagEcgPipeline.from_bundle(tiny_bundle, device="cpu", threads=1)
+    pipe = DiagEcgPipeline.from_bundle(tiny_bundle, device="cpu", threads=1, ecg_cache_size=0)
     pipe.close()
     pipe.close()  # idempotent
-    with pytest.raises(InferenceError, match="closed"):
-        pipe.answer(record_paths[0], QUESTION)
+    record = record_paths[0]
+    calls = {
+        "answer": lambda: pipe.answer(record, QUESTION),
+        "report": lambda: pipe.report(record),
+        "ecg_codes": lambda: pipe.ecg_codes(record),
+        "option_probabilities": lambda: pipe.option_probabilities(record, QUESTION, ["yes", "no"]),
+        "answer_batch": lambda: next(iter(pipe.answer_batch([record], QUESTION))),
+        "report_batch": lambda: next(iter(pipe.report_batch([record]))),
+    }
+    for name, call in calls.items():
+        if name.endswith("_batch"):  # a batch goes on past failures: the error is in its line
+            result = call()
+            assert isinstance(result, dict) and "closed" in result["error"], name
+            assert result["error_type"] == "InferenceError"
+        else:
+            with pytest.raises(InferenceError, match="closed"):
+                call()
     pipe.clear_caches()  # harmless after close
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the resident size from /proc")
+def test_loading_and_closing_a_pipeline_100_times_leaves_memory_flat(tiny_bundle: Path,
+                                                                     record_paths: list[Path]) -> None:
+    record = read_record(record_paths[0])
+    sizes = []
+    for k in range(100):
+        with DiagEcgPipeline.from_bundle(tiny_bundle, device="cpu", threads=1, verify_hashes=False) as pipe:
+            pipe.answer(record, QUESTION)
+        if k in (19, 99):
+            gc.collect()
+            sizes.append(_rss_mib())
+    model_mib = sum(f.stat().st_size for f in tiny_bundle.iterdir()) / 2**20
+    # a leak of the loaded model (or of its context) per load would grow by >= 80 x its size
+    assert sizes[1] - sizes[0] < max(20.0, 10 * model_mib), (sizes, model_mib)
 
 
 def test_the_shipped_bundle_is_the_default() -> None:
