@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -451,3 +452,10 @@ def test_record_from_array(records_dir: Path) -> None:
 def test_rates_no_ecg_has_are_refused_before_resampling(fs: float) -> None:
     with pytest.raises(RecordError, match="not an ECG's"):
         record_from_array(np.zeros((12, 1000), np.float32), fs, CANONICAL_LEADS)
+
+
+def test_challenge_mat_without_scipy_names_the_extra(records_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "scipy.io", None)  # `import scipy.io` raises ImportError
+    with pytest.raises(SignalFileError, match=r"needs scipy: pip install 'diagecg\[mat\]'"):
+        read_record(records_dir / "C00002.hea")
