@@ -180,3 +180,16 @@ def record_with_flat_leads(path: Path, tmp: Path, leads: tuple[int, ...]) -> Pat
     wfdb.wrsamp("degraded", fs=rec.fs_hz, units=["mV"] * 12, sig_name=list(rec.lead_names), p_signal=signal,
                 fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(tmp))
     return tmp / "degraded.hea"
+
+
+def write_record(tmp: Path, name: str, signal_mv: Any, fs_hz: float) -> Path:
+    """A (12, samples) mV signal written as a WFDB record (format 16, 1000 units/mV); its ``.hea``."""
+    import numpy as np
+    import wfdb
+
+    from diagecg.constants import CANONICAL_LEADS
+
+    wfdb.wrsamp(name, fs=fs_hz, units=["mV"] * 12, sig_name=list(CANONICAL_LEADS),
+                p_signal=np.asarray(signal_mv, dtype=np.float64).T.copy(), fmt=["16"] * 12,
+                adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(tmp))
+    return tmp / f"{name}.hea"
