@@ -21,7 +21,8 @@ from diagecg.cli_options import EXIT_CODES_HELP, NOISY_LOGGERS, ExitCode, verbos
 from diagecg.config import apply_overrides
 from diagecg.errors import DiagEcgError
 
-# stage name -> (module, config class, help); each module has `main(cfg) -> dict` (the run summary)
+# stage name -> (module with `main(cfg) -> dict` (the run summary), config class in
+# diagecg.training.configs (torch-free: --help and --print-config need no torch), help)
 TRAIN_STAGES: dict[str, tuple[str, str, str]] = {
     "tokenizer": ("diagecg.training.train_tokenizer", "TokenizerTrainConfig",
                   "Stage 1: train the ECG tokenizer (lead-wise encoder + FSQ + decoder) on reconstruction."),
@@ -30,6 +31,21 @@ TRAIN_STAGES: dict[str, tuple[str, str, str]] = {
     "instruct": ("diagecg.training.sft", "SFTConfig",
                  "Stage 3: LoRA instruction tuning on ECG question answering and report generation."),
 }
+TRAIN_CONFIGS = "diagecg.training.configs"
+# shortcut options of the train commands: each stage offers those whose field its config has
+TRAIN_SHORTCUTS: dict[str, Any] = {
+    "data_dir": click.option("--data", "data_dir", type=click.Path(file_okay=False),
+                             help="Data root (data_dir)."),
+    "out_dir": click.option("--out", "out_dir", type=click.Path(file_okay=False),
+                            help="Output folder (out_dir)."),
+    "init_dir": click.option("--init", "init_dir", type=click.Path(file_okay=False),
+                             help="Previous stage's output folder (init_dir)."),
+    "base_model": click.option("--base-model", "base_model", type=click.Path(file_okay=False),
+                               help="Local Hugging Face causal LM folder (default: tiny demo model)."),
+    "load_in_4bit": click.option("--load-in-4bit", "load_in_4bit", is_flag=True, default=None,
+                                 help="QLoRA via bitsandbytes (GPU only)."),
+    "resume": click.option("--resume/--no-resume", default=None, help="Resume from the checkpoint in --out."),
+}
 
 
 def _error_exit(error: BaseException, code: ExitCode) -> None:
@@ -37,20 +53,27 @@ def _error_exit(error: BaseException, code: ExitCode) -> None:
     sys.exit(int(code))
 
 
+def _import_stage(module_name: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as e:  # the stage's extra is not installed: say which one, no traceback
+        extra = "export" if ".export." in module_name else "train"
+        raise click.ClickException(f"{e}; this command needs pip install 'diagecg[{extra}]'") from e
+
+
 def _build_config(module_name: str, class_name: str, config_file: str | None, sets: tuple[str, ...],
                   shortcuts: dict[str, Any]) -> Any:
     """The stage's module and its config (file, then shortcuts, then ``--set``); a bad config is
     one line and exit code 2 (nothing ran)."""
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:  # the stage's extra is not installed: say which one, no traceback
-        extra = "export" if ".export." in module_name else "train"
-        raise click.ClickException(f"{e}; this command needs pip install 'diagecg[{extra}]'") from e
-    cls = getattr(module, class_name)
+    module = _import_stage(module_name)
+    return module, _load_config(getattr(module, class_name), config_file, sets, shortcuts)
+
+
+def _load_config(cls: Any, config_file: str | None, sets: tuple[str, ...], shortcuts: dict[str, Any]) -> Any:
     try:
         cfg = cls.load(config_file) if config_file else cls()
         pairs = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
-        return module, apply_overrides(cfg, [*pairs, *sets])
+        return apply_overrides(cfg, [*pairs, *sets])
     except (DiagEcgError, ValueError, OSError) as e:
         _error_exit(e, ExitCode.USAGE)
 
@@ -82,29 +105,30 @@ def train() -> None:
 
 
 def _make_train_command(stage: str, module_name: str, class_name: str, help_text: str) -> click.Command:
-    @click.command(name=stage, help=help_text, epilog=EXIT_CODES_HELP)
-    @verbosity_options()
-    @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON config file.")
-    @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
-    @click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Data root (data_dir).")
-    @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (out_dir).")
-    @click.option("--init", "init_dir", type=click.Path(file_okay=False),
-                  help="Previous stage's output folder (init_dir).")
-    @click.option("--base-model", "base_model", type=click.Path(file_okay=False),
-                  help="Local Hugging Face causal LM folder (pretrain only; default: tiny demo model).")
-    @click.option("--load-in-4bit", "load_in_4bit", is_flag=True, default=None,
-                  help="QLoRA via bitsandbytes (GPU only).")
-    @click.option("--resume/--no-resume", default=None, help="Resume from the checkpoint in --out.")
-    @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+    import dataclasses
+
+    config_class = getattr(importlib.import_module(TRAIN_CONFIGS), class_name)
+    fields = {f.name for f in dataclasses.fields(config_class)}
+
     def cmd(config_file: str | None, sets: tuple[str, ...], print_config: bool, **shortcuts: Any) -> None:
-        module, cfg = _build_config(module_name, class_name, config_file, sets, shortcuts)
+        cfg = _load_config(config_class, config_file, sets, shortcuts)
         if print_config:
             click.echo(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
             return
-        summary = _run_stage(module.main, cfg)
+        summary = _run_stage(_import_stage(module_name).main, cfg)
         click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
 
-    return cmd
+    for field, option in reversed(TRAIN_SHORTCUTS.items()):
+        if field in fields:
+            cmd = option(cmd)
+    for option in (click.option("--print-config", is_flag=True, help="Print the resolved config and exit."),
+                   click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                                help="Override a config field."),
+                   click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                                help="JSON config file."),
+                   verbosity_options()):
+        cmd = option(cmd)
+    return click.command(name=stage, help=help_text, epilog=EXIT_CODES_HELP)(cmd)
 
 
 for _stage, (_mod, _cls, _help) in TRAIN_STAGES.items():

@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100  # label of positions without loss (transformers' convention)
 Example = tuple[list[int], list[int]]  # (input_ids, labels), equal length
 EncodeText = Callable[[str], Sequence[int]]
-TASKS: tuple[str, ...] = ("qa", "report")
 
 
 # --- ECG token cache -------------------------------------------------------------------------

@@ -23,14 +23,13 @@ schedule, accelerator, checkpointing and resume live in ``llm_trainer.py``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,19 +37,18 @@ from tokenizers import Tokenizer
 
 from diagecg.config import (
     PRESETS,
-    ConfigMixin,
     EncoderConfig,
     FSQConfig,
     GenerationConfig,
     PreprocessConfig,
     SummaryConfig,
-    _check,
 )
 from diagecg.constants import LLM_BASE_DIR, RUN_SUMMARY, ManifestKey
 from diagecg.nn.checkpoint import read_configs
 from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta, StageRecord, load_llm_checkpoint
 from diagecg.prompts import PromptConfig
 from diagecg.training.base_model import DEMO_MODEL_NAME, build_tiny_base_model
+from diagecg.training.configs import LORA_TARGETS, PretrainConfig
 from diagecg.training.ecg_data import resolve_ptbxl_root, source_fs_hz
 from diagecg.training.ecgqa import load_answer_vocab
 from diagecg.training.extend_vocab import base_text_tokenizer, extend_vocabulary, new_token_rows
@@ -67,158 +65,12 @@ from diagecg.training.llm_data import (
     text_example,
 )
 from diagecg.training.llm_trainer import LlmTrainer, example_losses, start_run
-from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS, VALID_FOLDS, PtbxlDataset
+from diagecg.training.ptbxl import PtbxlDataset
 from diagecg.training.reports import load_scp_table
 
 logger = logging.getLogger(__name__)
 
 ECGQA_ROOT = ("ecgqa", "ptbxl")  # under the shared data root, beside ptbxl/
-# HF config.model_type -> linear layers LoRA adapts (attention + MLP); other types need lora_target_modules
-LORA_TARGETS: dict[str, tuple[str, ...]] = {
-    "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-    "mistral": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-    "qwen2": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig(ConfigMixin):
-    """Everything stage 2 needs."""
-
-    data_dir: str = "data"  # shared data root (holding ptbxl/ and ecgqa/) or the ptbxl folder itself
-    out_dir: str = "runs/pretrain"  # LLM checkpoint + run summary
-    init_dir: str | None = None  # REQUIRED: the stage-1 output folder (`diagecg train tokenizer --out`)
-    base_model: str | None = None  # local HF causal LM folder (llama/qwen2/mistral); None = tiny demo model
-    method: Literal["full", "lora"] = "full"  # "lora": LoRA on attention/MLP + trainable ECG token rows
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: tuple[str, ...] | None = None  # None = LORA_TARGETS[model_type]
-    context_fractions: tuple[float, ...] = (0.5, 0.5, 0.75)  # forecasting scales, paired with ...
-    target_fractions: tuple[float, ...] = (0.125, 0.25, 0.25)  # ... these (fractions of the record's frames)
-    text_ratio: float | None = None  # share of text-LM rows; None = 0.3 for the demo model, 0 for a real base
-    train_folds: tuple[int, ...] = TRAIN_FOLDS
-    valid_folds: tuple[int, ...] = VALID_FOLDS
-    max_train_records: int | None = None  # seeded subset; None = all
-    steps: int = 2000  # total optimisation steps (sets the lr schedule)
-    stop_at_step: int | None = None  # end this run early (resume later)
-    batch_size: int = 16  # rows per optimisation step and process
-    grad_accum: int = 1  # micro-batches per step (each of batch_size rows)
-    lr: float | None = None  # None = 1e-3 (demo model), 2e-4 (LoRA), 2e-5 (full fine-tune of a real base)
-    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
-    warmup_steps: int = 50
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0  # 0 = off
-    eval_every: int = 200  # also the checkpoint interval
-    eval_examples: int = 256  # fixed forecasting examples from the validation folds
-    log_every: int = 10
-    seed: int = 0
-    resume: bool = False  # continue the checkpoint in out_dir
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    bf16: bool = True  # bf16 mixed precision on CUDA (ignored on CPU)
-    load_in_4bit: bool = False  # QLoRA: 4-bit NF4 base via bitsandbytes (CUDA only, method lora)
-    gradient_checkpointing: bool = False
-    demo_vocab_size: int = 3000  # BPE size of the demo model's tokenizer
-    max_position: int = 512  # demo model context length (tokens)
-    max_new_tokens: int = 64  # stored in the checkpoint's GenerationConfig
-    num_threads: int = 0  # torch CPU threads; 0 = torch's default
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        n = "PretrainConfig"
-        check_stage_config(self, n)
-        _check(
-            len(self.context_fractions) == len(self.target_fractions) >= 1,
-            n,
-            "target_fractions",
-            self.target_fractions,
-            f"one per context fraction ({len(self.context_fractions)})",
-        )
-        for c, t in zip(self.context_fractions, self.target_fractions, strict=False):
-            _check(
-                c > 0 and t > 0 and c + t <= 1,
-                n,
-                "context_fractions",
-                self.context_fractions,
-                f"pairs (c, t) with c, t > 0 and c + t <= 1 (got ({c}, {t}))",
-            )
-        _check(
-            self.text_ratio is None or 0 <= self.text_ratio < 1,
-            n,
-            "text_ratio",
-            self.text_ratio,
-            "None or in [0, 1)",
-        )
-        _check(self.eval_examples >= 1, n, "eval_examples", self.eval_examples, "must be >= 1")
-        _check(self.demo_vocab_size >= 300, n, "demo_vocab_size", self.demo_vocab_size, "must be >= 300")
-        _check(self.max_position >= 128, n, "max_position", self.max_position, "must be >= 128")
-
-
-def check_stage_config(cfg: Any, n: str) -> None:
-    """Checks shared by PretrainConfig and SFTConfig."""
-    _check(cfg.method in ("full", "lora"), n, "method", cfg.method, "'full' or 'lora'")
-    _check(
-        cfg.lora_r >= 1 and cfg.lora_alpha > 0 and 0 <= cfg.lora_dropout < 1,
-        n,
-        "lora_r",
-        cfg.lora_r,
-        "lora_r >= 1, lora_alpha > 0, lora_dropout in [0, 1)",
-    )
-    for name in ("train_folds", "valid_folds"):
-        folds = getattr(cfg, name)
-        _check(
-            len(folds) > 0 and all(1 <= f <= 10 for f in folds),
-            n,
-            name,
-            folds,
-            "a non-empty tuple of PTB-XL folds 1-10",
-        )
-        _check(
-            not set(folds) & set(TEST_FOLDS),
-            n,
-            name,
-            folds,
-            f"must not contain the test fold(s) {TEST_FOLDS}",
-        )
-    _check(
-        not set(cfg.train_folds) & set(cfg.valid_folds),
-        n,
-        "valid_folds",
-        cfg.valid_folds,
-        f"must be disjoint from train_folds {cfg.train_folds}",
-    )
-    _check(
-        cfg.max_train_records is None or cfg.max_train_records >= 1,
-        n,
-        "max_train_records",
-        cfg.max_train_records,
-        "None or >= 1",
-    )
-    _check(cfg.steps >= 1, n, "steps", cfg.steps, "must be >= 1")
-    _check(
-        cfg.stop_at_step is None or 1 <= cfg.stop_at_step <= cfg.steps,
-        n,
-        "stop_at_step",
-        cfg.stop_at_step,
-        f"None or in [1, steps={cfg.steps}]",
-    )
-    for name in ("batch_size", "grad_accum", "eval_every", "log_every"):
-        _check(getattr(cfg, name) >= 1, n, name, getattr(cfg, name), "must be >= 1")
-    _check(cfg.lr is None or cfg.lr > 0, n, "lr", cfg.lr, "None or > 0")
-    _check(0 <= cfg.min_lr_ratio <= 1, n, "min_lr_ratio", cfg.min_lr_ratio, "must be in [0, 1]")
-    _check(cfg.warmup_steps >= 0, n, "warmup_steps", cfg.warmup_steps, "must be >= 0")
-    _check(cfg.weight_decay >= 0, n, "weight_decay", cfg.weight_decay, "must be >= 0")
-    _check(cfg.grad_clip >= 0, n, "grad_clip", cfg.grad_clip, "must be >= 0")
-    _check(cfg.device in ("auto", "cpu", "cuda"), n, "device", cfg.device, "'auto', 'cpu' or 'cuda'")
-    _check(
-        not (cfg.load_in_4bit and cfg.method != "lora"),
-        n,
-        "load_in_4bit",
-        cfg.load_in_4bit,
-        "needs method='lora' (a 4-bit base cannot be fully fine-tuned)",
-    )
-    _check(cfg.max_new_tokens >= 1, n, "max_new_tokens", cfg.max_new_tokens, "must be >= 1")
-    _check(cfg.num_threads >= 0, n, "num_threads", cfg.num_threads, "must be >= 0")
 
 
 # --- helpers shared with sft.py ------------------------------------------------------------

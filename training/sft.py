@@ -33,7 +33,7 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from diagecg.answers import normalize_answer
-from diagecg.config import ConfigMixin, GenerationConfig, _check
+from diagecg.config import GenerationConfig
 from diagecg.errors import DiagEcgError
 from diagecg.nn.generation import decoding_policy, greedy_generate
 from diagecg.nn.llm_checkpoint import (
@@ -52,6 +52,7 @@ from diagecg.nn.llm_checkpoint import (
     read_llm_meta,
 )
 from diagecg.prompts import encode_prompt
+from diagecg.training.configs import TASKS, SFTConfig
 from diagecg.training.ecg_data import resolve_ptbxl_root, source_fs_hz
 from diagecg.training.ecgqa import (
     QuestionGenConfig,
@@ -63,7 +64,6 @@ from diagecg.training.ecgqa import (
 )
 from diagecg.training.extend_vocab import init_summary_embeddings
 from diagecg.training.llm_data import (
-    TASKS,
     Example,
     SftItem,
     draw_examples,
@@ -77,7 +77,6 @@ from diagecg.training.llm_data import (
 from diagecg.training.llm_trainer import LlmTrainer, start_run
 from diagecg.training.pretrain import (
     base_dtype,
-    check_stage_config,
     ecgqa_root,
     evaluate_examples,
     stage1_configs,
@@ -85,103 +84,13 @@ from diagecg.training.pretrain import (
     wrap_lora,
     write_summary,
 )
-from diagecg.training.ptbxl import TRAIN_FOLDS, VALID_FOLDS, PtbxlDataset, frequent_findings
+from diagecg.training.ptbxl import PtbxlDataset, frequent_findings
 from diagecg.training.reports import load_scp_table
 from diagecg.types import PatientInfo
 
 logger = logging.getLogger(__name__)
 
 N_GENERATE_EXAMPLES = 5  # generated answers/reports quoted in the run summary
-
-
-@dataclasses.dataclass(frozen=True)
-class SFTConfig(ConfigMixin):
-    """Everything stage 3 needs."""
-
-    data_dir: str = "data"  # shared data root (holding ptbxl/ and ecgqa/) or the ptbxl folder itself
-    out_dir: str = "runs/instruct"
-    init_dir: str | None = None  # REQUIRED: the pretrain output folder (`diagecg train pretrain --out`)
-    base_model: str | None = None  # not used: the model comes from init_dir (set = error)
-    method: Literal["full", "lora"] = "lora"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: tuple[str, ...] | None = None  # None = pretrain.LORA_TARGETS[model_type]
-    train_ecg_embeddings: bool = False  # new LoRA adapter: also train the ECG token rows
-    tasks: tuple[str, ...] = TASKS  # "qa" and/or "report"
-    report_ratio: float = 0.25  # share of report rows when both tasks are on
-    n_verify: int = 2  # generated questions per record and round (ecgqa.QuestionGenConfig)
-    n_choose: int = 1
-    n_query: int = 1
-    question_rounds: int = 2  # generation rounds with different seeds: more distinct questions per record
-    include_ecgqa: bool = True  # add ECG-QA's released single-ECG questions on the training records
-    # class-balanced verify questions ("Does this ECG show symptoms of X?"), one pool per finding and
-    # answer, drawn finding first, then present/absent with equal odds
-    finding_verify_ratio: float = 0.0  # share of the QA rows drawn from these pools; 0 = off
-    finding_min_positives: int = 8  # a statement is asked about when this many training records show it
-    wording: Literal["template", "mixed"] = "mixed"  # "paraphrase" is held out for evaluation
-    train_folds: tuple[int, ...] = TRAIN_FOLDS
-    valid_folds: tuple[int, ...] = VALID_FOLDS
-    max_train_records: int | None = None
-    steps: int = 1000
-    stop_at_step: int | None = None
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float | None = None  # None = 1e-3 (demo model), 2e-4 (LoRA), 2e-5 (full fine-tune of a real base)
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 30
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    eval_every: int = 200  # also the checkpoint interval
-    eval_examples: int = 256  # fixed validation instructions (QA; a quarter as many reports)
-    eval_generate: int = 32  # validation questions answered greedily at the end (exact match); 0 = off
-    log_every: int = 10
-    seed: int = 0
-    resume: bool = False
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    bf16: bool = True
-    load_in_4bit: bool = False
-    gradient_checkpointing: bool = False
-    max_new_tokens: int = 64  # stored in the checkpoint's GenerationConfig (reports need ~60)
-    num_threads: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        n = "SFTConfig"
-        check_stage_config(self, n)
-        _check(
-            self.base_model is None,
-            n,
-            "base_model",
-            self.base_model,
-            "not used by instruct: the model comes from --init (the pretrain checkpoint)",
-        )
-        _check(
-            len(self.tasks) >= 1
-            and set(self.tasks) <= set(TASKS)
-            and len(set(self.tasks)) == len(self.tasks),
-            n,
-            "tasks",
-            self.tasks,
-            f"distinct values from {TASKS}",
-        )
-        _check(0 <= self.report_ratio < 1, n, "report_ratio", self.report_ratio, "must be in [0, 1)")
-        for name in ("n_verify", "n_choose", "n_query"):
-            _check(getattr(self, name) >= 0, n, name, getattr(self, name), "must be >= 0")
-        _check(self.question_rounds >= 1, n, "question_rounds", self.question_rounds, "must be >= 1")
-        _check(
-            self.wording in ("template", "mixed"),
-            n,
-            "wording",
-            self.wording,
-            "'template' or 'mixed' ('paraphrase' is held out for evaluation)",
-        )
-        _check(0 <= self.finding_verify_ratio <= 1, n, "finding_verify_ratio", self.finding_verify_ratio,
-               "must be in [0, 1]")
-        _check(self.finding_min_positives >= 1, n, "finding_min_positives", self.finding_min_positives,
-               "must be >= 1")
-        _check(self.eval_examples >= 1, n, "eval_examples", self.eval_examples, "must be >= 1")
-        _check(self.eval_generate >= 0, n, "eval_generate", self.eval_generate, "must be >= 0")
 
 
 # --- greedy decoding -------------------------------------------------------------------------

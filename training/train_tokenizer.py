@@ -25,7 +25,6 @@ Fold 10 is the test fold: this stage refuses to touch it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -39,14 +38,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from diagecg.config import (
-    PRESETS,
     ConfigMixin,
     EncoderConfig,
     FSQConfig,
     PreprocessConfig,
     SummaryConfig,
-    _check,
-    preset,
 )
 from diagecg.constants import RUN_SUMMARY, ManifestKey
 from diagecg.errors import DiagEcgError
@@ -61,115 +57,17 @@ from diagecg.nn.checkpoint import (
 )
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.preprocess import zscore
+from diagecg.training.configs import TokenizerTrainConfig
 from diagecg.training.ecg_data import load_signals, resolve_ptbxl_root, source_fs_hz
 from diagecg.training.metrics import roc_auc
 from diagecg.training.ptbxl import (
     SUPERCLASSES,
-    TEST_FOLDS,
-    TRAIN_FOLDS,
-    VALID_FOLDS,
     PtbxlDataset,
     finding_labels,
     frequent_findings,
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class TokenizerTrainConfig(ConfigMixin):
-    """Everything stage 1 needs; the architecture comes from ``preset`` plus the optional overrides.
-
-    On a CPU, the preset's widths cost ~4.7 s per step of 16 records (one thread); the narrower
-    ``stem_channels=16, stage_channels=(16, 32, 32, 64), fused_channels=128`` run at ~2 s per step
-    and reach a held-out MSE of 0.31 after 165 steps (measured, 100 Hz preset).
-    """
-
-    data_dir: str = "data"  # shared data root (holding ptbxl/) or the ptbxl folder itself
-    out_dir: str = "runs/tokenizer"  # checkpoint + run summary go here
-    preset: str = "100hz"  # key of diagecg.config.PRESETS
-    train_folds: tuple[int, ...] = TRAIN_FOLDS
-    eval_folds: tuple[int, ...] = VALID_FOLDS
-    max_train_records: int | None = None  # seeded random subset of the train folds; None = all
-    max_eval_records: int | None = None
-    steps: int = 3000  # total optimisation steps (including those before a resume); sets the lr schedule
-    stop_at_step: int | None = None  # end this run early at this step (resume later); None = run to `steps`
-    batch_size: int = 16
-    lr: float = 2e-3  # AdamW peak learning rate
-    min_lr_ratio: float = 0.05  # cosine decay ends at lr * min_lr_ratio
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0  # max gradient norm; 0 = off
-    l1_weight: float = 0.0  # extra L1 reconstruction term (sharper R peaks); 0 = pure MSE
-    # diagnostic summary tokens (diagecg.nn.summary); summary=False is the paper's tokenizer
-    summary: bool = True
-    summary_levels: int = 8  # FSQ levels per finding
-    summary_min_positives: int = 8  # a statement gets a summary token with this many training positives
-    summary_weight: float = 1.0  # weight of the findings' binary cross-entropy beside the reconstruction MSE
-    summary_hidden: int = 128
-    augment: bool = True  # random gain and noise in mV (other devices), before z-score and measurements
-    seed: int = 0
-    eval_every: int = 250  # also the checkpoint interval
-    log_every: int = 25
-    resume: bool = False  # continue from the checkpoint in out_dir (architecture taken from it)
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    amp: bool = True  # bf16 autocast on CUDA (FSQ itself always runs in float32); ignored on CPU
-    num_threads: int = 0  # torch CPU threads; 0 = torch's default
-    progress: bool = True  # tqdm bars
-    # architecture overrides (None = the preset's value)
-    stem_channels: int | None = None
-    stage_channels: tuple[int, ...] | None = None
-    fused_channels: int | None = None
-    groups: int | None = None
-    fsq_levels: tuple[int, ...] | None = None
-    init_dir: str | None = None  # not used by stage 1 (it starts from scratch); set = error
-
-    def __post_init__(self) -> None:
-        n = "TokenizerTrainConfig"
-        _check(self.preset in PRESETS, n, "preset", self.preset, f"one of {sorted(PRESETS)}")
-        for name in ("train_folds", "eval_folds"):
-            folds = getattr(self, name)
-            _check(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
-                   "a non-empty tuple of PTB-XL folds 1-10")
-            _check(not set(folds) & set(TEST_FOLDS), n, name, folds,
-                   f"must not contain the test fold(s) {TEST_FOLDS}")
-        _check(not set(self.train_folds) & set(self.eval_folds), n, "eval_folds", self.eval_folds,
-               f"must be disjoint from train_folds {self.train_folds}")
-        for name in ("max_train_records", "max_eval_records"):
-            v = getattr(self, name)
-            _check(v is None or v >= 1, n, name, v, "None or >= 1")
-        _check(self.steps >= 1, n, "steps", self.steps, "must be >= 1")
-        _check(self.stop_at_step is None or 1 <= self.stop_at_step <= self.steps, n, "stop_at_step",
-               self.stop_at_step, f"None or in [1, steps={self.steps}]")
-        _check(self.batch_size >= 1, n, "batch_size", self.batch_size, "must be >= 1")
-        _check(self.lr > 0, n, "lr", self.lr, "must be > 0")
-        _check(0 <= self.min_lr_ratio <= 1, n, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
-        _check(self.warmup_steps >= 0, n, "warmup_steps", self.warmup_steps, "must be >= 0")
-        _check(self.weight_decay >= 0, n, "weight_decay", self.weight_decay, "must be >= 0")
-        _check(self.grad_clip >= 0, n, "grad_clip", self.grad_clip, "must be >= 0")
-        _check(self.l1_weight >= 0, n, "l1_weight", self.l1_weight, "must be >= 0")
-        _check(self.summary_levels >= 2, n, "summary_levels", self.summary_levels, "must be >= 2")
-        _check(self.summary_min_positives >= 1, n, "summary_min_positives", self.summary_min_positives,
-               "must be >= 1")
-        _check(self.summary_weight >= 0, n, "summary_weight", self.summary_weight, "must be >= 0")
-        _check(self.summary_hidden >= 1, n, "summary_hidden", self.summary_hidden, "must be >= 1")
-        _check(self.eval_every >= 1, n, "eval_every", self.eval_every, "must be >= 1")
-        _check(self.log_every >= 1, n, "log_every", self.log_every, "must be >= 1")
-        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), n, "device",
-               self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
-        _check(self.num_threads >= 0, n, "num_threads", self.num_threads, "must be >= 0")
-        _check(self.init_dir is None, n, "init_dir", self.init_dir,
-               "stage 1 trains from scratch; use --resume to continue a run in --out")
-
-    def model_configs(self) -> tuple[PreprocessConfig, EncoderConfig, FSQConfig]:
-        """The preset's configs with this config's architecture overrides applied (checked again)."""
-        pre, enc, fsq = preset(self.preset)
-        names = ("stem_channels", "stage_channels", "fused_channels", "groups")
-        overrides = {k: getattr(self, k) for k in names if getattr(self, k) is not None}
-        enc = dataclasses.replace(enc, **overrides)
-        if self.fsq_levels is not None:
-            fsq = dataclasses.replace(fsq, levels=self.fsq_levels)
-        return pre, enc, fsq
 
 
 def _resolve_device(name: str) -> torch.device:

@@ -252,3 +252,17 @@ def test_quant_the_bundle_lacks_is_refused_with_what_it_has(tiny_bundle: Path,
     result = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", QUESTION, "--quant", "q6_k",
                                        *_opts(tiny_bundle)])
     assert result.exit_code == ExitCode.USAGE and "no GGUF for quant 'q6_k'; available:" in result.stderr
+
+
+@pytest.mark.parametrize("stage, absent", [("tokenizer", ["--base-model", "--init", "--load-in-4bit"]),
+                                           ("instruct", ["--base-model"]), ("pretrain", [])])
+def test_train_stages_offer_only_their_config_fields_and_print_it_without_torch(stage: str,
+                                                                                absent: list[str]) -> None:
+    for option in absent:
+        result = CliRunner().invoke(main, ["train", stage, option, "x"])
+        assert result.exit_code == ExitCode.USAGE and "No such option" in result.output
+    printed = _run_torch_free("train", stage, "--print-config", "--set", "steps=7")
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout)["steps"] == 7
+    bad = _run_torch_free("train", stage, "--set", "steps=0")
+    assert bad.returncode == ExitCode.USAGE and bad.stderr.startswith("error: ") and "steps" in bad.stderr

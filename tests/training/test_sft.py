@@ -137,7 +137,6 @@ def test_sft_loss_only_on_the_answer_and_eos(pretrained: dict) -> None:
     "changes, match",
     [
         ({"wording": "paraphrase"}, "held out"),
-        ({"base_model": "/x"}, "not used"),
         ({"tasks": ("qa", "chat")}, "tasks"),
         ({"valid_folds": (10,)}, "test fold"),
         ({"report_ratio": 1.0}, "report_ratio"),

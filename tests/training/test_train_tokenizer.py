@@ -312,7 +312,6 @@ def test_load_signals_skips_and_counts_invalid_records(ptbxl_root: Path, tmp_pat
     ({"eval_folds": (10,)}, "eval_folds"),
     ({"train_folds": (1, 2, 10)}, "train_folds"),
     ({"eval_folds": (8,)}, "eval_folds"),
-    ({"init_dir": "x"}, "init_dir"),
     ({"preset": "250hz"}, "preset"),
     ({"steps": 0}, "steps"),
     ({"summary_levels": 1}, "summary_levels"),
