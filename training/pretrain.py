@@ -47,7 +47,13 @@ from diagecg.constants import LLM_BASE_DIR, RUN_SUMMARY, ManifestKey
 from diagecg.nn.checkpoint import read_configs
 from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta, StageRecord, load_llm_checkpoint
 from diagecg.prompts import PromptConfig
-from diagecg.training.base_model import DEMO_MODEL_NAME, build_tiny_base_model
+from diagecg.training.base_model import (
+    DEMO_MODEL_NAME,
+    build_tiny_base_model,
+    check_base_model,
+    materialise_base_model,
+    resolve_base_model,
+)
 from diagecg.training.configs import LORA_TARGETS, PretrainConfig
 from diagecg.training.ecg_data import resolve_ptbxl_root, source_fs_hz
 from diagecg.training.ecgqa import load_answer_vocab
@@ -262,6 +268,10 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
             "PretrainConfig.init_dir is required: the --out folder of `diagecg train tokenizer` (pass --init)"
         )
     init_dir, out_dir = Path(cfg.init_dir), Path(cfg.out_dir)
+    base_path = None
+    if cfg.base_model is not None and not cfg.resume:  # refuse an unusable base now, not at export
+        base_path = resolve_base_model(cfg.base_model)
+        check_base_model(base_path)
     accelerator, qkw, resuming = start_run(cfg, out_dir)
     device = accelerator.device
     pre_cfg, enc_cfg, fsq_cfg, preset_name = stage1_configs(init_dir)
@@ -311,8 +321,10 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
                 vocab_size=cfg.demo_vocab_size,
                 max_position=cfg.max_position,
             )
-        else:
-            base_dir = Path(cfg.base_model).expanduser().resolve()  # type: ignore[arg-type]
+        else:  # a GGUF is dequantised into the checkpoint's base folder, a folder is used in place
+            assert base_path is not None
+            base_dir = materialise_base_model(base_path, out_dir / LLM_BASE_DIR)
+        copied = demo or base_dir == out_dir / LLM_BASE_DIR
         model, hf_tok = load_hf_base(base_dir, base_dtype(device, cfg.method), qkw)
         rows_before = model.get_input_embeddings().weight.shape[0]
         text_tok = base_text_tokenizer(hf_tok)
@@ -321,10 +333,10 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
             noise_scale=1.0 if demo else 0.1
         )
         base_ref = BaseModelRef(
-            path=LLM_BASE_DIR if demo else str(base_dir),
-            copied=demo,
+            path=LLM_BASE_DIR if copied else str(base_dir),
+            copied=copied,
             kind="hf",
-            name=DEMO_MODEL_NAME if demo else str(base_dir),
+            name=DEMO_MODEL_NAME if demo else str(cfg.base_model),
             model_type=model.config.model_type,
             demo=demo,
         )

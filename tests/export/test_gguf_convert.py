@@ -8,14 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from diagecg.bpe import GPT2_PRE, detect_pre_tokenizer
 from diagecg.constants import ECG_TOKEN_FORMAT
-from diagecg.export.gguf_convert import (
-    GPT2_PRE,
-    build_gguf_vocab,
-    convert_hf_to_gguf,
-    detect_pre_tokenizer,
-    gguf_info,
-)
+from diagecg.export.gguf_convert import build_gguf_vocab, convert_hf_to_gguf, gguf_info
 from diagecg.export.parity import compare_logits, gguf_logits, hf_logits, open_gguf
 from diagecg.export.quantize import quantize_gguf
 

