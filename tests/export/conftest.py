@@ -59,8 +59,9 @@ def make_tiny_lm(arch: str = "llama", *, hidden: int = 256, intermediate: int = 
     kw = dict(vocab_size=N_ROWS, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
               initializer_range=0.1, bos_token_id=0, eos_token_id=0)
-    if arch == "llama":
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**kw, tie_word_embeddings=False))
+    if arch in ("llama", "llama-tied"):  # tied: SmolLM2's layout (the output projection is token_embd)
+        tied = arch == "llama-tied"
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**kw, tie_word_embeddings=tied))
     elif arch == "qwen2":
         model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**kw, tie_word_embeddings=True))
     elif arch == "mistral":

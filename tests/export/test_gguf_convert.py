@@ -21,6 +21,10 @@ CODES = [3, 3, 7, 12, 0, 15, 9, 9, 4, 1, 2, 11]
 QUESTION = "does this ecg show atrial fibrillation?"
 
 
+def gguf_tensor_names(path: Path) -> set[str]:
+    return {t.name for t in gguf.GGUFReader(str(path)).tensors}
+
+
 def _logit_parity(lm, path: Path, make_prompt) -> dict[str, float]:
     ids = make_prompt(lm, QUESTION, CODES)
     llm = open_gguf(path, n_ctx=64, n_threads=1)
@@ -30,7 +34,7 @@ def _logit_parity(lm, path: Path, make_prompt) -> dict[str, float]:
         llm.close()
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+@pytest.mark.parametrize("arch", ["llama", "llama-tied", "qwen2", "mistral"])
 def test_f16_gguf_logits_match_hf(arch: str, tiny_lm_factory, make_prompt, tmp_path: Path) -> None:
     # a missing/wrong q/k rotary permutation gives |diff| of several logits and top-1 agreement < 0.5
     lm = tiny_lm_factory(arch)
@@ -41,6 +45,9 @@ def test_f16_gguf_logits_match_hf(arch: str, tiny_lm_factory, make_prompt, tmp_p
     assert r["max_abs_diff"] < 0.05 and r["top1_agreement"] == 1.0, r
     info = gguf_info(path)
     assert info["architecture"] == ("qwen2" if arch == "qwen2" else "llama")
+    tied = lm.model.config.tie_word_embeddings
+    assert tied == (arch in ("llama-tied", "qwen2"))
+    assert ("output.weight" in gguf_tensor_names(path)) != tied  # tied: llama.cpp reuses token_embd
     assert info["n_vocab"] == lm.model.get_input_embeddings().weight.shape[0]
     assert info["tokenizer_pre"] == GPT2_PRE
 
