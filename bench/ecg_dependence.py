@@ -33,14 +33,15 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from diagecg.datasets import resolve_data_roots
+from diagecg.datasets.ecgqa import QASample, finding_questions, load_answer_vocab
+from diagecg.datasets.ptbxl import PtbxlDataset
+from diagecg.datasets.reports import load_scp_table
 from diagecg.io import read_record
 from diagecg.runtime.pipeline import DiagEcgPipeline
-from diagecg.training.ecgqa import QASample, finding_questions, load_answer_vocab
-from diagecg.training.evaluate import format_findings, json_safe, resolve_data_roots
+from diagecg.training.evaluate import format_findings, json_safe
 from diagecg.training.findings import ablation_permutation, score_findings, select_findings
 from diagecg.training.metrics import format_calibration
-from diagecg.training.ptbxl import PtbxlDataset
-from diagecg.training.reports import load_scp_table
 
 # Challenge label -> PTB-XL finding (SNOMED CT codes of the 2020/2021 Challenges, CPSC 2018 abbreviations);
 # the Challenges scored RBBB/CRBBB and PVC/VPB and PAC/SVPB as one class each
@@ -116,7 +117,8 @@ def _via_catalogue(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list
 def ptbxl_findings(pipe: DiagEcgPipeline, data: Path, folds: tuple[int, ...], min_positives: int,
                    wordings: tuple[str, ...], max_records: int | None, progress: bool,
                    perturb: str | None = None) -> dict[str, Any]:
-    ptbxl_root, ecgqa_root = resolve_data_roots(data)
+    roots = resolve_data_roots(data)
+    ptbxl_root, ecgqa_root = roots.ptbxl, roots.ecgqa
     ptbxl = PtbxlDataset(ptbxl_root)
     scp = load_scp_table(ptbxl_root)
     fs = 100 if pipe.bundle.preprocess.fs_hz <= 100 else 500

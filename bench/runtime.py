@@ -335,6 +335,9 @@ def build_workload(args: argparse.Namespace, bundle: Any) -> Workload:
     Raises:
         BenchError: no usable record or no question; the checkpoint trained on the held-out fold.
     """
+    from diagecg.datasets import resolve_data_roots
+    from diagecg.datasets.ptbxl import PtbxlDataset
+    from diagecg.datasets.reports import load_scp_table
     from diagecg.io import read_record
     from diagecg.preprocess import model_inputs
     from diagecg.prompts import PromptConfig
@@ -344,10 +347,7 @@ def build_workload(args: argparse.Namespace, bundle: Any) -> Workload:
         build_eval_data,
         check_folds,
         checkpoint_training_folds,
-        resolve_data_roots,
     )
-    from diagecg.training.ptbxl import PtbxlDataset
-    from diagecg.training.reports import load_scp_table
 
     reports = args.task == "report"
     eval_cfg = EvalConfig(checkpoint_dir=str(args.checkpoint), data_dir=str(args.data), folds=HELD_OUT_FOLDS,
@@ -358,7 +358,8 @@ def build_workload(args: argparse.Namespace, bundle: Any) -> Workload:
         check_folds(eval_cfg, checkpoint_training_folds(args.checkpoint))
     except ValueError as e:
         raise BenchError(str(e)) from e
-    ptbxl_root, ecgqa_root = resolve_data_roots(args.data)
+    roots = resolve_data_roots(args.data)
+    ptbxl_root, ecgqa_root = roots.ptbxl, roots.ecgqa
     ptbxl = PtbxlDataset(ptbxl_root)
     fs_src = source_fs_hz(bundle.preprocess.fs_hz)
     ids = ptbxl.ids(HELD_OUT_FOLDS, fs_hz=fs_src)

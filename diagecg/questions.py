@@ -51,7 +51,7 @@ ATTRIBUTE1, ATTRIBUTE2 = "${attribute1}", "${attribute2}"
 NONE_ANSWER = "none"  # the answer of a choose or query question when no candidate is present
 NORMAL_ECG_TEMPLATE = 2  # "Is this a normal ECG?": its "yes" is the absence of findings
 
-# --- the templates (ECG-QA wording; see diagecg.training.ecgqa for where the wordings come from) --
+# --- the templates (ECG-QA wording; see diagecg.datasets.ecgqa for where the wordings come from) --
 
 @dataclasses.dataclass(frozen=True)
 class QuestionTemplate:

@@ -1,6 +1,6 @@
 """Tidy a generated report: one statement once, the specific kept over the general, sentence case.
 
-Generated reports are statements ended by periods (``training.reports``: ``"sinus rhythm. complete
+Generated reports are statements ended by periods (``diagecg.datasets.reports``: ``"sinus rhythm. complete
 left bundle branch block."``). A model may repeat a statement, or add the general form of one it
 already made (``"complete left bundle branch block. left bundle branch block."``). :func:`tidy_report`
 drops a statement when it equals another or its words are a contiguous run of a longer statement's

@@ -19,8 +19,6 @@ checkpoint, reading nothing but the bundle's own files on the export side.
 
 from __future__ import annotations
 
-import ast
-import csv
 import dataclasses
 import json
 import logging
@@ -53,6 +51,9 @@ from diagecg.constants import (
     QUANT_TYPES,
     RUN_SUMMARY,
 )
+from diagecg.datasets import resolve_data_roots
+from diagecg.datasets.ecgqa import load_answer_vocab, load_ecgqa_samples
+from diagecg.datasets.ptbxl import PtbxlDataset
 from diagecg.decoding import DecodingPolicy
 from diagecg.errors import ExportError, RecordError
 from diagecg.export.gguf_convert import convert_hf_to_gguf, gguf_info
@@ -69,10 +70,6 @@ from diagecg.vocab import ecg_ids
 
 logger = logging.getLogger(__name__)
 
-PTBXL_LABELS = "ptbxl_labels.csv"
-ECGQA_DIR = ("ecgqa", "ptbxl")
-ECGQA_ANSWERS_PER_TEMPLATE = "answers_for_each_template.csv"
-ECGQA_VALID_QUESTIONS = ("template", "valid")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,15 +128,6 @@ class ExportConfig(ConfigMixin):
 
 # --- parity data: real held-out records and questions ----------------------------------------------------
 
-def _resolve_roots(data_dir: str | Path) -> tuple[Path, Path | None]:
-    d = Path(data_dir)
-    ptbxl = d if (d / PTBXL_LABELS).is_file() else d / "ptbxl"
-    if not (ptbxl / PTBXL_LABELS).is_file():
-        raise FileNotFoundError(f"no PTB-XL folder with {PTBXL_LABELS} at {d} or {d / 'ptbxl'}")
-    ecgqa = ptbxl.parent.joinpath(*ECGQA_DIR)
-    return ptbxl, (ecgqa if ecgqa.is_dir() else None)
-
-
 @dataclasses.dataclass
 class ParityRecords:
     """Held-out records for the parity checks, row-aligned."""
@@ -161,53 +149,44 @@ def load_parity_records(data_dir: str | Path, preprocess_cfg: PreprocessConfig, 
     Raises:
         FileNotFoundError: no PTB-XL folder; ValueError: fewer than one usable record.
     """
-    ptbxl, _ = _resolve_roots(data_dir)
-    sub, suffix = ("records500", "hr") if preprocess_cfg.fs_hz > 100 else ("records100", "lr")
+    ptbxl = PtbxlDataset(resolve_data_roots(data_dir).ptbxl)
+    fs_src = 500 if preprocess_cfg.fs_hz > 100 else 100
     ids: list[int] = []
     signals: list[F32Array] = []
     features: list[F32Array] = []
     patients: list[PatientInfo] = []
-    with (ptbxl / PTBXL_LABELS).open(newline="", encoding="utf-8") as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: int(r["ecg_id"]))
-    for row in rows:
+    for ecg_id in ptbxl.ids(tuple(folds), fs_hz=fs_src):
         if len(ids) >= n:
             break
-        if int(row["strat_fold"]) not in folds:
-            continue
-        ecg_id = int(row["ecg_id"])
-        hea = ptbxl / sub / f"{ecg_id // 1000 * 1000:05d}" / f"{ecg_id:05d}_{suffix}.hea"
-        if not hea.is_file():
-            continue
+        hea = ptbxl.record_path(ecg_id, fs_src).with_suffix(".hea")
         try:
             signal, measured = model_inputs(read_record(hea), preprocess_cfg)
         except RecordError as e:
             logger.info("parity: skipping %s (%s)", hea.name, e)
             continue
-        sex = {"0.0": "male", "1.0": "female", "0": "male", "1": "female"}.get(row.get("sex") or "")
-        age = float(row["age"]) if row.get("age") else None
         ids.append(ecg_id)
         signals.append(signal)
         features.append(measured)
-        patients.append(PatientInfo(age_years=age, sex=sex))
+        patients.append(ptbxl.entries[ecg_id].patient)
     if not ids:
-        raise ValueError(f"no readable {sub} records of folds {tuple(folds)} under {ptbxl}")
+        raise ValueError(f"no readable {fs_src} Hz records of folds {tuple(folds)} under {ptbxl.root}")
     if len(ids) < n:
         logger.warning("parity: only %d of %d records found in folds %s", len(ids), n, tuple(folds))
     return ParityRecords(ids, np.stack(signals), np.stack(features), patients)
 
 
 def load_questions(data_dir: str | Path, report_question: str | None, n: int) -> list[str]:
-    """Up to ``n`` question wordings: the report question, then distinct ECG-QA (valid split) questions."""
+    """Up to ``n`` question wordings: the report question, then distinct single-ECG ECG-QA questions of
+    its valid split."""
     questions = [report_question] if report_question else []
-    _, ecgqa = _resolve_roots(data_dir)
-    folder = ecgqa.joinpath(*ECGQA_VALID_QUESTIONS) if ecgqa else None
-    for path in sorted(folder.glob("*.json")) if folder and folder.is_dir() else []:
-        for sample in json.loads(path.read_text(encoding="utf-8")):
-            q = str(sample.get("question", "")).strip()
+    roots = resolve_data_roots(data_dir)
+    if roots.ecgqa_or_none is not None:
+        ptbxl = PtbxlDataset(roots.ptbxl)
+        for sample in load_ecgqa_samples(roots.ecgqa, set(ptbxl.entries), splits=("valid",)):
             if len(questions) >= n:
-                return questions
-            if q and q not in questions:
-                questions.append(q)
+                break
+            if sample.question not in questions:
+                questions.append(sample.question)
     if not questions:
         raise ValueError("no questions: the prompt has no report question and there are no ECG-QA files "
                          f"under {data_dir}")
@@ -216,13 +195,13 @@ def load_questions(data_dir: str | Path, report_question: str | None, n: int) ->
 
 def load_answer_vocabularies(data_dir: str | Path) -> dict[str, list[str]]:
     """ECG-QA template id -> allowed answers (``answers_for_each_template.csv``); empty when absent."""
-    _, ecgqa = _resolve_roots(data_dir)
-    path = ecgqa / ECGQA_ANSWERS_PER_TEMPLATE if ecgqa else None
-    if path is None or not path.is_file():
+    roots = resolve_data_roots(data_dir)
+    try:
+        vocab = load_answer_vocab(roots.ecgqa)
+    except FileNotFoundError:
         logger.warning("no ECG-QA answer table under %s; the bundle gets no answer vocabularies", data_dir)
         return {}
-    with path.open(newline="", encoding="utf-8") as f:
-        return {row["template_id"]: list(ast.literal_eval(row["classes"])) for row in csv.DictReader(f)}
+    return {str(k): list(v) for k, v in vocab.per_template.items()}
 
 
 def build_prompts(prompt_cfg: Any, vocab: VocabConfig, encode_text: Callable[[str], list[int]],

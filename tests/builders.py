@@ -95,7 +95,7 @@ def make_random_stage1(root: Path, ptbxl_root: Path, seed: int = 0) -> Path:
     """A random stage-1 checkpoint plus a cache of random FSQ indices for every real 100 Hz record."""
     import numpy as np
 
-    from diagecg.training.ptbxl import PtbxlDataset
+    from diagecg.datasets.ptbxl import PtbxlDataset
 
     d = root / "tokenizer"
     save_random_ecg_tokenizer(d)

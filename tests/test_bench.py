@@ -158,10 +158,10 @@ def build_tiny_instruct(d: Path) -> Path:
 
     from diagecg.config import GenerationConfig
     from diagecg.constants import DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN
+    from diagecg.datasets.ptbxl import TRAIN_FOLDS
     from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta, save_llm_checkpoint
     from diagecg.prompts import PromptConfig
     from diagecg.training.base_model import tiny_model_config
-    from diagecg.training.ptbxl import TRAIN_FOLDS
 
     torch.manual_seed(0)
     fsq = save_random_ecg_tokenizer(d / "stage1", SUMMARY)
@@ -212,7 +212,7 @@ def _bench_ok(model_pair, shared_data, out: Path, *args: str) -> tuple[subproces
 
 @pytest.mark.slow
 def test_bench_reports_every_metric_for_each_backend(model_pair, shared_data, tmp_path):
-    from diagecg.training.ptbxl import PtbxlDataset
+    from diagecg.datasets.ptbxl import PtbxlDataset
 
     ckpt, bundle = model_pair
     proc, report = _bench_ok(model_pair, shared_data, tmp_path / "results.json", "--n-records", "2",

@@ -26,7 +26,8 @@ BLOCKED = ("torch", "transformers", "peft")
 TORCH_LIKE = (*BLOCKED, "safetensors", "accelerate", "bitsandbytes", "torchvision", "torchaudio")
 # what the runtime must never import: torch-backed core, the CLI and the training/export stages. Every
 # other core module is torch-free by test_core_imports_no_stage_and_no_torch (the contract modules of §3).
-RUNTIME_FORBIDDEN = ("diagecg.nn", "diagecg.cli", "diagecg.training", "diagecg.export")
+# diagecg.datasets is torch-free core, but reading the shared data is never the runtime's business
+RUNTIME_FORBIDDEN = ("diagecg.nn", "diagecg.cli", "diagecg.datasets", "diagecg.training", "diagecg.export")
 STAGE_PACKAGES = ("diagecg.training", "diagecg.export", "diagecg.runtime")
 
 # --- 1. dynamic: import without torch -------------------------------------------------------------------
@@ -81,6 +82,8 @@ def test_core_and_runtime_import_without_torch() -> None:
             "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.measure", "diagecg.preprocess"]
     core += [m for m in ("diagecg.vocab", "diagecg.prompts", "diagecg.bundle")
              if (CORE / f"{m.split('.')[1]}.py").is_file()]
+    datasets = sorted((CORE / "datasets").glob("*.py"))
+    core += ["diagecg.datasets", *(f"diagecg.datasets.{p.stem}" for p in datasets if p.stem != "__init__")]
     script = _PROBE.format(blocked=BLOCKED, core=core)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           cwd=REPO)

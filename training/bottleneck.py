@@ -37,12 +37,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from diagecg.config import ConfigMixin, _check
-from diagecg.nn.checkpoint import load_tokenizer
-from diagecg.nn.ecg_tokenizer import EcgTokenizer
-from diagecg.nn.encoder import LeadwiseEncoder
-from diagecg.training.ecg_data import LoadedRecords, load_signals, resolve_ptbxl_root, source_fs_hz
-from diagecg.training.metrics import roc_auc
-from diagecg.training.ptbxl import (
+from diagecg.datasets import resolve_data_roots
+from diagecg.datasets.ptbxl import (
     SUPERCLASSES,
     TEST_FOLDS,
     TRAIN_FOLDS,
@@ -50,6 +46,11 @@ from diagecg.training.ptbxl import (
     PtbxlDataset,
     finding_labels,
 )
+from diagecg.nn.checkpoint import load_tokenizer
+from diagecg.nn.ecg_tokenizer import EcgTokenizer
+from diagecg.nn.encoder import LeadwiseEncoder
+from diagecg.training.ecg_data import LoadedRecords, load_signals, source_fs_hz
+from diagecg.training.metrics import roc_auc
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ def main(cfg: BottleneckConfig) -> dict[str, Any]:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     tokenizer, pre_cfg, _, _ = load_tokenizer(cfg.tokenizer_dir)
-    ptbxl = PtbxlDataset(resolve_ptbxl_root(cfg.data_dir))
+    ptbxl = PtbxlDataset(resolve_data_roots(cfg.data_dir).ptbxl)
     fs = source_fs_hz(pre_cfg.fs_hz)
     splits = {"train": cfg.train_folds, "valid": cfg.valid_folds, "test": cfg.test_folds}
     data = {k: load_signals(ptbxl, ptbxl.ids(f, fs_hz=fs), pre_cfg, progress=cfg.progress)

@@ -21,7 +21,7 @@ from diagecg.config import (
     _check,
     preset,
 )
-from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS, VALID_FOLDS
+from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS, VALID_FOLDS
 
 TASKS: tuple[str, ...] = ("qa", "report")  # what instruction tuning trains on
 # HF config.model_type -> linear layers LoRA adapts (attention + MLP); other types need lora_target_modules

@@ -11,39 +11,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from diagecg.config import PreprocessConfig
 from diagecg.constants import N_LEADS
+from diagecg.datasets.ptbxl import PtbxlDataset
 from diagecg.errors import DiagEcgError
 from diagecg.io import read_record
 from diagecg.measure import FEATURE_NAMES, measure_features
 from diagecg.preprocess import prepare_signal, zscore
-from diagecg.training.ptbxl import PtbxlDataset
 from diagecg.types import F32Array
 
 logger = logging.getLogger(__name__)
-
-PTBXL_FOLDER = "ptbxl"  # sub-folder of the shared data root
-PTBXL_LABELS = "ptbxl_labels.csv"
-
-
-def resolve_ptbxl_root(data_dir: str | Path) -> Path:
-    """The PTB-XL folder, given either the shared data root (holding ``ptbxl/``) or that folder itself.
-
-    Raises:
-        FileNotFoundError: neither ``data_dir`` nor ``data_dir/ptbxl`` holds the labels file.
-    """
-    d = Path(data_dir)
-    for candidate in (d, d / PTBXL_FOLDER):
-        if (candidate / PTBXL_LABELS).is_file():
-            return candidate
-    raise FileNotFoundError(f"no PTB-XL data under {d}: expected {d / PTBXL_FOLDER / PTBXL_LABELS} "
-                            f"or {d / PTBXL_LABELS}")
-
 
 def source_fs_hz(model_fs_hz: int) -> int:
     """Which PTB-XL release (100 or 500 Hz) to read for a model rate; preprocess resamples the rest."""

@@ -14,10 +14,11 @@ import torch
 from tqdm.auto import tqdm
 
 from diagecg.constants import ECG_TOKEN_CACHE
+from diagecg.datasets import resolve_data_roots
+from diagecg.datasets.ptbxl import PtbxlDataset
 from diagecg.nn.checkpoint import load_tokenizer
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
-from diagecg.training.ecg_data import load_signals, resolve_ptbxl_root, source_fs_hz
-from diagecg.training.ptbxl import PtbxlDataset
+from diagecg.training.ecg_data import load_signals, source_fs_hz
 from diagecg.types import F32Array, I64Array
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def encode_ptbxl(
     if path.suffix != ".npz":
         raise ValueError(f"out_path={str(path)!r} must end in .npz")
     tokenizer, pre_cfg, _, _ = load_tokenizer(tokenizer_dir)
-    ptbxl = PtbxlDataset(resolve_ptbxl_root(data_dir))
+    ptbxl = PtbxlDataset(resolve_data_roots(data_dir).ptbxl)
     ids = ptbxl.ids(folds, fs_hz=source_fs_hz(pre_cfg.fs_hz))
     tokens: dict[int, I64Array] = {}
     n_skipped = 0

@@ -4,7 +4,7 @@ What is measured, on PTB-XL folds the checkpoint never trained on (fold 10 by de
 
 * **QA exact match** (ECG-QA, Oh et al. 2023, arXiv 2306.15681): the generated answer, read by
   :func:`diagecg.answers.normalize_answer`, must equal the reference answer set. Questions are the
-  template questions of :func:`~diagecg.training.ecgqa.generate_questions` (SCP statements) and,
+  template questions of :func:`~diagecg.datasets.ecgqa.generate_questions` (SCP statements) and,
   with ``include_ecgqa_noise``, ECG-QA's released noise questions on the same records. Each
   wording is scored separately: ``"template"`` (the template sentences, seen in training) and
   ``"paraphrase"`` (held-out wordings never used in training; ECG-QA's own paraphrases for the
@@ -68,7 +68,6 @@ import dataclasses
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -81,14 +80,8 @@ from tokenizers import Tokenizer
 from diagecg.answers import format_answer, normalize_answer
 from diagecg.config import ConfigMixin, PreprocessConfig, _check
 from diagecg.constants import RUN_SUMMARY
-from diagecg.decoding import option_continuations
-from diagecg.nn.checkpoint import load_tokenizer
-from diagecg.nn.ecg_tokenizer import EcgTokenizer
-from diagecg.nn.generation import decoding_policy, greedy_generate
-from diagecg.nn.llm_checkpoint import has_llm_checkpoint, load_llm_checkpoint, read_llm_meta
-from diagecg.prompts import encode_prompt
-from diagecg.training.ecg_data import load_signals, resolve_ptbxl_root, source_fs_hz
-from diagecg.training.ecgqa import (
+from diagecg.datasets import resolve_data_roots, seeded_subset
+from diagecg.datasets.ecgqa import (
     WORDINGS,
     AnswerVocabulary,
     QASample,
@@ -97,6 +90,15 @@ from diagecg.training.ecgqa import (
     load_answer_vocab,
     load_ecgqa_samples,
 )
+from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset
+from diagecg.datasets.reports import ScpStatement, load_scp_table, report_text
+from diagecg.decoding import option_continuations
+from diagecg.nn.checkpoint import load_tokenizer
+from diagecg.nn.ecg_tokenizer import EcgTokenizer
+from diagecg.nn.generation import decoding_policy, greedy_generate
+from diagecg.nn.llm_checkpoint import has_llm_checkpoint, load_llm_checkpoint, read_llm_meta
+from diagecg.prompts import encode_prompt
+from diagecg.training.ecg_data import load_signals, source_fs_hz
 from diagecg.training.encode_records import encode_signals
 from diagecg.training.findings import (
     ablation_permutation,
@@ -105,15 +107,12 @@ from diagecg.training.findings import (
     select_findings,
 )
 from diagecg.training.metrics import OVERALL, exact_match_by_type, majority_predictions, report_metrics
-from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset
-from diagecg.training.reports import ScpStatement, load_scp_table, report_text
 from diagecg.types import I64Array, PatientInfo
 
 logger = logging.getLogger(__name__)
 
 RESULTS_SCHEMA_VERSION = 1
 PREDICTIONS_SUFFIX = ".predictions.jsonl"  # beside out_file
-ECGQA_FOLDER = ("ecgqa", "ptbxl")  # under the shared data root
 BASELINES: tuple[str, ...] = ("majority_template", "majority_question")
 N_REPORT_EXAMPLES = 5
 EVAL_WORDINGS: tuple[str, ...] = ("template", "paraphrase")  # "mixed" would blur the two
@@ -186,28 +185,6 @@ class EvalData:
     answer_vocab: AnswerVocabulary
 
 
-def resolve_data_roots(data_dir: str | Path) -> tuple[Path, Path]:
-    """(PTB-XL folder, ECG-QA ``ptbxl`` folder) from the shared data root or its ``ptbxl`` folder.
-
-    Raises:
-        FileNotFoundError: no PTB-XL labels, or no ECG-QA answer files beside them.
-    """
-    ptbxl_root = resolve_ptbxl_root(data_dir)
-    for base in (Path(data_dir), ptbxl_root.parent):
-        candidate = base.joinpath(*ECGQA_FOLDER)
-        if candidate.is_dir():
-            return ptbxl_root, candidate
-    raise FileNotFoundError(f"no ECG-QA folder {'/'.join(ECGQA_FOLDER)} under {data_dir} "
-                            f"or {ptbxl_root.parent}")
-
-
-def _subset(n: int, k: int | None, seed: int) -> list[int]:
-    """Sorted seeded subset of range(n) of size k (all when k is None or >= n)."""
-    if k is None or k >= n:
-        return list(range(n))
-    return sorted(random.Random(f"eval-subset-{seed}").sample(range(n), k))
-
-
 def build_eval_data(
     cfg: EvalConfig,
     ptbxl: PtbxlDataset,
@@ -248,7 +225,7 @@ def build_eval_data(
         samples = generate_questions(ptbxl, ids, scp_table, cfg.seed, answer_vocab=vocab, wording=wording)
         # the paraphrase wording of ECG-QA's questions is its own paraphrased release (never trained on)
         samples += [s for s in released.get(wording == "paraphrase", []) if s.ecg_id in test_set]
-        keep = _subset(len(samples), cfg.max_questions, cfg.seed)
+        keep = seeded_subset(range(len(samples)), cfg.max_questions, cfg.seed, "eval-subset")
         questions[wording] = [samples[i] for i in keep]
     if not any(questions.values()):
         raise ValueError(f"no questions for the {len(ids)} evaluated records in folds {cfg.folds}")
@@ -258,8 +235,8 @@ def build_eval_data(
 
     references = [(i, report_text(ptbxl.entries[i], scp_table, "en")) for i in ids]
     with_text = [(i, r) for i, r in references if r]
-    reports = [] if cfg.n_reports == 0 else [with_text[k] for k in _subset(len(with_text), cfg.n_reports,
-                                                                            cfg.seed)]
+    chosen = seeded_subset(range(len(with_text)), cfg.n_reports, cfg.seed, "eval-subset")
+    reports = [] if cfg.n_reports == 0 else [with_text[k] for k in chosen]
     return EvalData(ecg_ids=ids, questions=questions, train_questions=train, reports=reports,
                     n_empty_reference=len(references) - len(with_text), answer_vocab=vocab)
 
@@ -719,7 +696,8 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         CheckpointError: the checkpoint is incomplete or inconsistent.
     """
     t_start = time.time()
-    ptbxl_root, ecgqa_root = resolve_data_roots(cfg.data_dir)
+    roots = resolve_data_roots(cfg.data_dir)
+    ptbxl_root, ecgqa_root = roots.ptbxl, roots.ecgqa
     meta = read_llm_meta(cfg.checkpoint_dir)
     recorded = checkpoint_training_folds(cfg.checkpoint_dir)
     check_folds(cfg, recorded)
@@ -736,8 +714,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     scp_table = load_scp_table(ptbxl_root)
     fs_src = source_fs_hz(preprocess_cfg.fs_hz)
     test_ids = ptbxl.ids(cfg.folds, fs_hz=fs_src)
-    if cfg.max_records is not None and cfg.max_records < len(test_ids):
-        test_ids = sorted(random.Random(f"eval-records-{cfg.seed}").sample(test_ids, cfg.max_records))
+    test_ids = seeded_subset(test_ids, cfg.max_records, cfg.seed, "eval-records")
     if not test_ids:
         raise ValueError(f"no {fs_src} Hz PTB-XL records in folds {cfg.folds} under {ptbxl_root}")
     indices, skipped = encode_records(ecg_tokenizer, preprocess_cfg, ptbxl, test_ids, cfg.progress)

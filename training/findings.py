@@ -2,7 +2,7 @@
 
 For every finding of the evaluated records (the PTB-XL superclasses, each SCP statement with enough
 positives, and a few tracked rhythm and conduction findings), every record is asked the verify
-question of :func:`diagecg.training.ecgqa.finding_questions` ("Does this ECG show symptoms of X?").
+question of :func:`diagecg.datasets.ecgqa.finding_questions` ("Does this ECG show symptoms of X?").
 The model's answer is read from its logits, not from free text: each answer option of the template
 (``yes`` / ``no`` / ``not sure``) is scored as a whole continuation (``answer_prefix + option + eos``,
 teacher-forced), and the options' probabilities are normalised over the options. From them:
@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from diagecg.training.ecgqa import AnswerVocabulary, QASample, finding_names
+from diagecg.datasets.ecgqa import AnswerVocabulary, QASample, finding_names
+from diagecg.datasets.ptbxl import SUPERCLASSES, PtbxlDataset
+from diagecg.datasets.reports import ScpStatement
 from diagecg.training.metrics import calibration, roc_auc
-from diagecg.training.ptbxl import SUPERCLASSES, PtbxlDataset
-from diagecg.training.reports import ScpStatement
 
 # reported whatever their count (the targets of the issue, and the Challenge's rhythm findings)
 TRACKED_FINDINGS: tuple[str, ...] = ("AFIB", "CLBBB", "CRBBB", "1AVB", "PVC", "PAC", "SBRAD", "STACH")

@@ -31,10 +31,11 @@ import torch
 from diagecg.answers import format_answer
 from diagecg.config import VocabConfig
 from diagecg.constants import CHECKPOINT_WEIGHTS, ECG_TOKEN_CACHE
+from diagecg.datasets import seeded_subset
+from diagecg.datasets.ecgqa import AnswerVocabulary, QASample, QuestionGenConfig, generate_questions
+from diagecg.datasets.ptbxl import PtbxlDataset
+from diagecg.datasets.reports import ScpStatement, report_text
 from diagecg.prompts import PromptConfig, encode_answer, encode_prompt, render_prompt_text
-from diagecg.training.ecgqa import AnswerVocabulary, QASample, QuestionGenConfig, generate_questions
-from diagecg.training.ptbxl import PtbxlDataset
-from diagecg.training.reports import ScpStatement, report_text
 from diagecg.types import I64Array, PatientInfo
 from diagecg.vocab import indices_to_ids
 
@@ -336,13 +337,6 @@ def as_arrays(tokens: dict[int, I64Array], ids: Sequence[int]) -> list[I64Array]
     return [np.asarray(tokens[i], dtype=np.int64) for i in ids if i in tokens]
 
 
-def subset(ids: list[int], limit: int | None, seed: int) -> list[int]:
-    """A seeded, sorted subset of ``ids`` of size ``limit`` (all of them when None or larger)."""
-    if limit is None or limit >= len(ids):
-        return ids
-    return sorted(random.Random(f"subset-{seed}").sample(ids, limit))
-
-
 def split_encoded_ids(ptbxl: PtbxlDataset, tokens: dict[int, I64Array], fs_hz: int,
                       train_folds: Sequence[int], valid_folds: Sequence[int], max_train_records: int | None,
                       seed: int) -> tuple[list[int], list[int]]:
@@ -351,7 +345,7 @@ def split_encoded_ids(ptbxl: PtbxlDataset, tokens: dict[int, I64Array], fs_hz: i
     Raises:
         ValueError: a split has no encoded record.
     """
-    train_ids = subset([i for i in ptbxl.ids(tuple(train_folds), fs_hz=fs_hz) if i in tokens],
+    train_ids = seeded_subset([i for i in ptbxl.ids(tuple(train_folds), fs_hz=fs_hz) if i in tokens],
                        max_train_records, seed)
     valid_ids = [i for i in ptbxl.ids(tuple(valid_folds), fs_hz=fs_hz) if i in tokens]
     if not train_ids or not valid_ids:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from diagecg.answers import format_answer, normalize_answer, parse_answer
-from diagecg.training.ecgqa import QUESTION_TYPES, QASample
+from diagecg.datasets.ecgqa import QUESTION_TYPES, QASample
 
 __all__ = [
     "ATTRIBUTE_PREFIX", "OVERALL", "exact_match_by_type", "format_answer", "format_table",

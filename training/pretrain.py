@@ -44,6 +44,10 @@ from diagecg.config import (
     SummaryConfig,
 )
 from diagecg.constants import LLM_BASE_DIR, RUN_SUMMARY, ManifestKey
+from diagecg.datasets import resolve_data_roots
+from diagecg.datasets.ecgqa import load_answer_vocab
+from diagecg.datasets.ptbxl import PtbxlDataset
+from diagecg.datasets.reports import load_scp_table
 from diagecg.nn.checkpoint import read_configs
 from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta, StageRecord, load_llm_checkpoint
 from diagecg.prompts import PromptConfig
@@ -55,8 +59,7 @@ from diagecg.training.base_model import (
     resolve_base_model,
 )
 from diagecg.training.configs import LORA_TARGETS, PretrainConfig
-from diagecg.training.ecg_data import resolve_ptbxl_root, source_fs_hz
-from diagecg.training.ecgqa import load_answer_vocab
+from diagecg.training.ecg_data import source_fs_hz
 from diagecg.training.extend_vocab import base_text_tokenizer, extend_vocabulary, new_token_rows
 from diagecg.training.llm_data import (
     Example,
@@ -71,12 +74,9 @@ from diagecg.training.llm_data import (
     text_example,
 )
 from diagecg.training.llm_trainer import LlmTrainer, example_losses, start_run
-from diagecg.training.ptbxl import PtbxlDataset
-from diagecg.training.reports import load_scp_table
 
 logger = logging.getLogger(__name__)
 
-ECGQA_ROOT = ("ecgqa", "ptbxl")  # under the shared data root, beside ptbxl/
 
 
 # --- helpers shared with sft.py ------------------------------------------------------------
@@ -232,17 +232,6 @@ def stage1_summary(init_dir: Path) -> SummaryConfig:
         else SummaryConfig()
 
 
-def ecgqa_root(data_dir: str | Path, ptbxl_root: Path) -> Path:
-    """The ECG-QA ``ptbxl`` folder beside the PTB-XL folder."""
-    for base in (Path(data_dir), ptbxl_root.parent):
-        cand = base.joinpath(*ECGQA_ROOT)
-        if cand.is_dir():
-            return cand
-    raise FileNotFoundError(
-        f"no ECG-QA folder {'/'.join(ECGQA_ROOT)} under {data_dir} or {ptbxl_root.parent}"
-    )
-
-
 def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RUN_SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
@@ -277,7 +266,8 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     pre_cfg, enc_cfg, fsq_cfg, preset_name = stage1_configs(init_dir)
 
     # --- data: FSQ indices of every record (stage-1 cache), split by fold ---
-    ptbxl_root = resolve_ptbxl_root(cfg.data_dir)
+    roots = resolve_data_roots(cfg.data_dir)
+    ptbxl_root = roots.ptbxl
     ptbxl = PtbxlDataset(ptbxl_root)
     tokens = load_or_encode_tokens(init_dir, cfg.data_dir, out_dir, cfg.progress)
     fs_src = source_fs_hz(pre_cfg.fs_hz)
@@ -295,7 +285,7 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     corpus: list[str] | None = None
 
     def text_corpus() -> list[str]:  # the project's own text (demo tokenizer, text objective)
-        answers = load_answer_vocab(ecgqa_root(cfg.data_dir, ptbxl_root))
+        answers = load_answer_vocab(roots.ecgqa)
         return build_text_corpus(ptbxl, train_ids, scp_table, answers, prompt, cfg.seed)
 
     # --- model: the base (demo or local HF folder), vocabulary extension, LoRA ---

@@ -42,6 +42,17 @@ from tqdm.auto import tqdm
 
 from diagecg.answers import normalize_answer
 from diagecg.config import GenerationConfig
+from diagecg.datasets import resolve_data_roots
+from diagecg.datasets.ecgqa import (
+    QuestionGenConfig,
+    finding_names,
+    finding_questions,
+    finding_text,
+    load_answer_vocab,
+    load_ecgqa_samples,
+)
+from diagecg.datasets.ptbxl import PtbxlDataset, frequent_findings
+from diagecg.datasets.reports import load_scp_table
 from diagecg.errors import DiagEcgError
 from diagecg.nn.generation import decoding_policy, greedy_generate
 from diagecg.nn.llm_checkpoint import (
@@ -53,15 +64,7 @@ from diagecg.nn.llm_checkpoint import (
 )
 from diagecg.prompts import encode_prompt
 from diagecg.training.configs import TASKS, SFTConfig
-from diagecg.training.ecg_data import resolve_ptbxl_root, source_fs_hz
-from diagecg.training.ecgqa import (
-    QuestionGenConfig,
-    finding_names,
-    finding_questions,
-    finding_text,
-    load_answer_vocab,
-    load_ecgqa_samples,
-)
+from diagecg.training.ecg_data import source_fs_hz
 from diagecg.training.extend_vocab import init_summary_embeddings
 from diagecg.training.llm_data import (
     Example,
@@ -77,15 +80,12 @@ from diagecg.training.llm_data import (
 from diagecg.training.llm_trainer import LlmTrainer, start_run
 from diagecg.training.pretrain import (
     base_dtype,
-    ecgqa_root,
     evaluate_examples,
     stage1_configs,
     stage1_summary,
     wrap_lora,
     write_summary,
 )
-from diagecg.training.ptbxl import PtbxlDataset, frequent_findings
-from diagecg.training.reports import load_scp_table
 from diagecg.types import PatientInfo
 
 logger = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         summary = stage1_summary(paths.ecg_tokenizer_dir)
         if summary.enabled and (cfg.method == "full" or cfg.train_ecg_embeddings):
             # the summary tokens never occur in pretraining: start them from their findings' words
-            scp = load_scp_table(resolve_ptbxl_root(cfg.data_dir))
+            scp = load_scp_table(resolve_data_roots(cfg.data_dir).ptbxl)
             text = Tokenizer.from_file(str(paths.text_tokenizer))
             frame_codes = stage1_configs(paths.ecg_tokenizer_dir)[2].codebook_size
             init_summary_embeddings(model, pre_meta.vocab, frame_codes, summary.levels,
@@ -268,14 +268,15 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         return text_tok.encode(text, add_special_tokens=False).ids
 
     # --- data: questions and reports of the training folds; validation on fold 9 ---
-    ptbxl_root = resolve_ptbxl_root(cfg.data_dir)
+    roots = resolve_data_roots(cfg.data_dir)
+    ptbxl_root = roots.ptbxl
     ptbxl = PtbxlDataset(ptbxl_root)
     tokens = load_or_encode_tokens(ecg_tokenizer_dir, cfg.data_dir, out_dir, cfg.progress)
     fs_src = source_fs_hz(stage1_configs(ecg_tokenizer_dir)[0].fs_hz)
     train_ids, valid_ids = split_encoded_ids(ptbxl, tokens, fs_src, cfg.train_folds, cfg.valid_folds,
                                              cfg.max_train_records, cfg.seed)
     scp_table = load_scp_table(ptbxl_root)
-    qa_root = ecgqa_root(cfg.data_dir, ptbxl_root)
+    qa_root = roots.ecgqa
     answer_vocab = load_answer_vocab(qa_root)
     qcfg = QuestionGenConfig(n_verify=cfg.n_verify, n_choose=cfg.n_choose, n_query=cfg.n_query)
     train_items: list[SftItem] = []

@@ -45,6 +45,13 @@ from diagecg.config import (
     SummaryConfig,
 )
 from diagecg.constants import RUN_SUMMARY, ManifestKey
+from diagecg.datasets import resolve_data_roots, seeded_subset
+from diagecg.datasets.ptbxl import (
+    SUPERCLASSES,
+    PtbxlDataset,
+    finding_labels,
+    frequent_findings,
+)
 from diagecg.errors import DiagEcgError
 from diagecg.measure import FEATURE_NAMES, measure_features
 from diagecg.nn.checkpoint import (
@@ -58,14 +65,8 @@ from diagecg.nn.checkpoint import (
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.preprocess import zscore
 from diagecg.training.configs import TokenizerTrainConfig
-from diagecg.training.ecg_data import load_signals, resolve_ptbxl_root, source_fs_hz
+from diagecg.training.ecg_data import load_signals, source_fs_hz
 from diagecg.training.metrics import roc_auc
-from diagecg.training.ptbxl import (
-    SUPERCLASSES,
-    PtbxlDataset,
-    finding_labels,
-    frequent_findings,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -85,14 +86,6 @@ def _lr_at(cfg: TokenizerTrainConfig, step: int) -> float:
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
-
-
-def subset_ids(ids: list[int], limit: int | None, seed: int) -> list[int]:
-    """A seeded random subset of ``limit`` ids (sorted), or all ids when ``limit`` is None."""
-    if limit is None or limit >= len(ids):
-        return ids
-    rng = np.random.default_rng(seed)
-    return sorted(int(i) for i in rng.choice(ids, size=limit, replace=False))
 
 
 def code_usage(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
@@ -191,10 +184,10 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
         logger.info("resume: no checkpoint in %s yet, starting from scratch", out_dir)
 
     # --- data ---
-    ptbxl = PtbxlDataset(resolve_ptbxl_root(cfg.data_dir))
+    ptbxl = PtbxlDataset(resolve_data_roots(cfg.data_dir).ptbxl)
     fs_src = source_fs_hz(pre_cfg.fs_hz)
-    train_ids = subset_ids(ptbxl.ids(cfg.train_folds, fs_hz=fs_src), cfg.max_train_records, cfg.seed)
-    eval_ids = subset_ids(ptbxl.ids(cfg.eval_folds, fs_hz=fs_src), cfg.max_eval_records, cfg.seed)
+    train_ids = seeded_subset(ptbxl.ids(cfg.train_folds, fs_hz=fs_src), cfg.max_train_records, cfg.seed)
+    eval_ids = seeded_subset(ptbxl.ids(cfg.eval_folds, fs_hz=fs_src), cfg.max_eval_records, cfg.seed)
     if not train_ids or not eval_ids:
         raise ValueError(f"no {fs_src} Hz records in train folds {cfg.train_folds} ({len(train_ids)}) "
                          f"or eval folds {cfg.eval_folds} ({len(eval_ids)}) under {ptbxl.root}")

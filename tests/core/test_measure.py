@@ -172,7 +172,7 @@ def _prepared(ptbxl, ecg_id: int, fs_hz: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def ptbxl(ptbxl_root: Path):
-    from diagecg.training.ptbxl import PtbxlDataset
+    from diagecg.datasets.ptbxl import PtbxlDataset
 
     return PtbxlDataset(ptbxl_root)
 

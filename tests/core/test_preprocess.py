@@ -225,7 +225,7 @@ def test_no_second_preprocessing_implementation() -> None:
 def test_training_and_runtime_paths_are_identical(ptbxl_root: Path, preset: str) -> None:
     import diagecg.preprocess as core
     import diagecg.training.ecg_data as training_data
-    from diagecg.training.ptbxl import PtbxlDataset
+    from diagecg.datasets.ptbxl import PtbxlDataset
 
     assert training_data.prepare_signal is core.prepare_signal and training_data.zscore is core.zscore
     assert training_data.measure_features is core.measure_features

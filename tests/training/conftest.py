@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from diagecg.training.ptbxl import PtbxlDataset
-from diagecg.training.reports import load_scp_table
+from diagecg.datasets.ptbxl import PtbxlDataset
+from diagecg.datasets.reports import load_scp_table
 
 
 @pytest.fixture(scope="session")

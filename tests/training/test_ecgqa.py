@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from diagecg.training import ecgqa
-from diagecg.training.ecgqa import (
+from diagecg.datasets import ecgqa
+from diagecg.datasets.ecgqa import (
     TEMPLATES,
     QASample,
     QuestionGenConfig,
@@ -20,7 +20,7 @@ from diagecg.training.ecgqa import (
     load_answer_vocab,
     load_ecgqa_samples,
 )
-from diagecg.training.ptbxl import SUPERCLASSES, TEST_FOLDS, TRAIN_FOLDS
+from diagecg.datasets.ptbxl import SUPERCLASSES, TEST_FOLDS, TRAIN_FOLDS
 
 
 @pytest.fixture(scope="session")

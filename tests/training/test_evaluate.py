@@ -12,6 +12,9 @@ from builders import INSTRUCT_CORPUS, demo_text_tokenizer, llama_with_ecg_tokens
 from diagecg.answers import format_answer
 from diagecg.config import apply_overrides
 from diagecg.constants import LLM_META, RUN_SUMMARY
+from diagecg.datasets import resolve_data_roots
+from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS
+from diagecg.datasets.reports import report_text
 from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta
 from diagecg.training.evaluate import (
     EvalConfig,
@@ -22,19 +25,16 @@ from diagecg.training.evaluate import (
     evaluate_predictions,
     format_results,
     main,
-    resolve_data_roots,
     score_qa,
     write_results,
 )
 from diagecg.training.metrics import majority_predictions
-from diagecg.training.ptbxl import TEST_FOLDS, TRAIN_FOLDS
-from diagecg.training.reports import report_text
 
 
 @pytest.fixture(scope="module")
 def data(ptbxl, scp_table, shared_data) -> EvalData:
     cfg = EvalConfig(data_dir=str(shared_data), n_reports=6)
-    _, ecgqa_root = resolve_data_roots(shared_data)
+    ecgqa_root = resolve_data_roots(shared_data).ecgqa
     test_ids = ptbxl.ids(TEST_FOLDS)[:40]
     return build_eval_data(cfg, ptbxl, scp_table, ecgqa_root, test_ids, ptbxl.ids(TRAIN_FOLDS))
 
@@ -61,7 +61,7 @@ def test_eval_config_checks_and_round_trips(tmp_path):
 
 def test_data_roots_accept_the_shared_root_or_its_ptbxl_folder(shared_data, ptbxl_root, tmp_path):
     assert resolve_data_roots(shared_data) == resolve_data_roots(ptbxl_root)
-    assert resolve_data_roots(shared_data)[1].name == "ptbxl"
+    assert resolve_data_roots(shared_data).ecgqa.name == "ptbxl"
     with pytest.raises(FileNotFoundError):
         resolve_data_roots(tmp_path)
 
@@ -82,7 +82,7 @@ def test_wordings_ask_the_same_questions_in_other_words(data, ptbxl, scp_table):
 
 def test_max_questions_takes_the_same_subset_for_every_wording(ptbxl, scp_table, shared_data):
     cfg = EvalConfig(max_questions=7, include_ecgqa_noise=False, n_reports=0, seed=3)
-    _, ecgqa_root = resolve_data_roots(shared_data)
+    ecgqa_root = resolve_data_roots(shared_data).ecgqa
     ids = ptbxl.ids(TEST_FOLDS)[:10]
     d = build_eval_data(cfg, ptbxl, scp_table, ecgqa_root, ids, ptbxl.ids(TRAIN_FOLDS)[:50])
     assert [len(v) for v in d.questions.values()] == [7, 7]

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from diagecg.training.ecgqa import QASample, finding_questions, load_answer_vocab
-from diagecg.training.evaluate import resolve_data_roots
+from diagecg.datasets import resolve_data_roots
+from diagecg.datasets.ecgqa import QASample, finding_questions, load_answer_vocab
+from diagecg.datasets.ptbxl import SUPERCLASSES, TEST_FOLDS, has_finding
 from diagecg.training.findings import (
     TRACKED_FINDINGS,
     ablation_permutation,
@@ -17,7 +18,6 @@ from diagecg.training.findings import (
     select_findings,
 )
 from diagecg.training.metrics import roc_auc
-from diagecg.training.ptbxl import SUPERCLASSES, TEST_FOLDS, has_finding
 
 
 def test_ablation_is_a_seeded_derangement_within_each_fold():
@@ -65,7 +65,7 @@ def test_score_findings_reads_present_as_one_minus_p_no():
 
 def test_select_findings_on_the_test_fold(ptbxl, scp_table, shared_data):
     ids = ptbxl.ids(TEST_FOLDS)
-    vocab = load_answer_vocab(resolve_data_roots(shared_data)[1])
+    vocab = load_answer_vocab(resolve_data_roots(shared_data).ecgqa)
     names = select_findings(ptbxl, ids, scp_table, vocab, min_positives=10)
     codes = list(names)
     assert codes[:5] == list(SUPERCLASSES) and names["NORM"] == "normal ecg"

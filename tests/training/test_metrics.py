@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from diagecg.training.ecgqa import QASample
+from diagecg.datasets.ecgqa import QASample
 from diagecg.training.metrics import (
     calibration,
     exact_match_by_type,

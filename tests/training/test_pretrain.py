@@ -26,6 +26,7 @@ from diagecg.constants import (
     RUN_SUMMARY,
     ManifestKey,
 )
+from diagecg.datasets.ptbxl import PtbxlDataset
 from diagecg.measure import FEATURE_NAMES
 from diagecg.nn.checkpoint import save_checkpoint
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
@@ -42,7 +43,6 @@ from diagecg.training.llm_data import (
 )
 from diagecg.training.llm_trainer import lr_at, quantized_load_kwargs
 from diagecg.training.pretrain import PretrainConfig, main, stage1_summary
-from diagecg.training.ptbxl import PtbxlDataset
 
 VOCAB = VocabConfig(
     n_codes=N_CODES,

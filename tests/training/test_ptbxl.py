@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from diagecg.training.ptbxl import (
+from diagecg.datasets.ptbxl import (
     SUPERCLASSES,
     PtbxlDataset,
     PtbxlEntry,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from diagecg.training.ptbxl import PtbxlDataset, PtbxlEntry
-from diagecg.training.reports import load_reports_en, load_scp_table, report_text
+from diagecg.datasets.ptbxl import PtbxlDataset, PtbxlEntry
+from diagecg.datasets.reports import load_reports_en, load_scp_table, report_text
 from diagecg.types import PatientInfo
 
 

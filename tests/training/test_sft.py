@@ -15,6 +15,7 @@ from builders import TINY_LLM_CORPUS, TINY_LLM_WIDTHS, make_random_stage1
 from tokenizers import Tokenizer
 
 from diagecg.constants import LLM_ADAPTER_DIR, LLM_BASE_DIR, RUN_SUMMARY
+from diagecg.datasets.ptbxl import PtbxlDataset
 from diagecg.nn.llm_checkpoint import load_llm_checkpoint, read_llm_meta
 from diagecg.prompts import PromptConfig, encode_prompt
 from diagecg.training import sft as sft_module
@@ -22,7 +23,6 @@ from diagecg.training.base_model import build_tiny_base_model
 from diagecg.training.llm_data import IGNORE_INDEX, SftItem, encode_sft_items, sft_example
 from diagecg.training.pretrain import PretrainConfig
 from diagecg.training.pretrain import main as pretrain_main
-from diagecg.training.ptbxl import PtbxlDataset
 from diagecg.training.sft import BalancedPool, SFTConfig, generate_answer, main
 from diagecg.types import PatientInfo
 

@@ -22,6 +22,8 @@ from diagecg.constants import (
     RUN_SUMMARY,
     ManifestKey,
 )
+from diagecg.datasets import resolve_data_roots, seeded_subset
+from diagecg.datasets.ptbxl import SUPERCLASSES, PtbxlDataset, finding_labels
 from diagecg.errors import CheckpointError
 from diagecg.measure import FEATURE_NAMES
 from diagecg.nn.checkpoint import (
@@ -32,15 +34,13 @@ from diagecg.nn.checkpoint import (
     save_checkpoint,
 )
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
-from diagecg.training.ecg_data import load_signals, resolve_ptbxl_root
+from diagecg.training.ecg_data import load_signals
 from diagecg.training.encode_records import encode_ptbxl, encode_signals, load_token_cache
-from diagecg.training.ptbxl import SUPERCLASSES, PtbxlDataset, finding_labels
 from diagecg.training.train_tokenizer import (
     TokenizerTrainConfig,
     augment_mv,
     evaluate,
     main,
-    subset_ids,
     summary_auc,
 )
 
@@ -124,7 +124,7 @@ def test_summary_checkpoint_stores_the_findings_superclasses_first(runs: dict, p
     assert (stored.levels, stored.hidden) == (cfg.summary_levels, cfg.summary_hidden)
     # every statement token has enough positives among the run's own training records
     ptbxl = PtbxlDataset(ptbxl_root)
-    train_ids = subset_ids(ptbxl.ids(cfg.train_folds), cfg.max_train_records, cfg.seed)
+    train_ids = seeded_subset(ptbxl.ids(cfg.train_folds), cfg.max_train_records, cfg.seed)
     counts = np.array(finding_labels(ptbxl, train_ids, stored.findings)).sum(axis=0)
     assert (counts[len(SUPERCLASSES):] >= cfg.summary_min_positives).all()
     s = runs["full"]
@@ -169,7 +169,8 @@ def test_resumed_run_matches_uninterrupted_run(runs: dict) -> None:
 def _eval_set(ptbxl_root: Path, runs: dict, pre: PreprocessConfig):
     ptbxl = PtbxlDataset(ptbxl_root)
     cfg = tiny_config(ptbxl_root, runs["root"] / "unused")
-    eval_ids = subset_ids(ptbxl.ids(cfg.eval_folds), cfg.max_eval_records, cfg.seed)  # the run's own subset
+    # the run's own subset
+    eval_ids = seeded_subset(ptbxl.ids(cfg.eval_folds), cfg.max_eval_records, cfg.seed)
     return ptbxl, load_signals(ptbxl, eval_ids, pre, progress=False)
 
 
@@ -203,7 +204,7 @@ def test_encode_ptbxl_writes_token_cache(runs: dict, shared_data: Path, tmp_path
     ckpt = runs["root"] / "plain"
     cache = tmp_path / "tokens.npz"
     tokens = encode_ptbxl(ckpt, shared_data, out_path=cache, batch_size=32, folds=(9,), progress=False)
-    ptbxl = PtbxlDataset(resolve_ptbxl_root(shared_data))
+    ptbxl = PtbxlDataset(resolve_data_roots(shared_data).ptbxl)
     assert sorted(tokens) == ptbxl.ids((9,))
     assert all(v.shape == (63,) and v.dtype == np.int64 for v in tokens.values())
     assert all(0 <= v.min() and v.max() < 1296 for v in tokens.values())
@@ -227,7 +228,7 @@ def test_encode_ptbxl_with_summary_puts_summary_codes_first(runs: dict, shared_d
     blocks = 1296 + np.arange(n_sum) * tok.summary_cfg.levels  # finding k: [1296 + k L, 1296 + (k+1) L)
     assert ((rows[:, :n_sum] >= blocks) & (rows[:, :n_sum] < blocks + tok.summary_cfg.levels)).all()
     assert rows[:, n_sum:].max() < 1296
-    ptbxl = PtbxlDataset(resolve_ptbxl_root(shared_data))
+    ptbxl = PtbxlDataset(resolve_data_roots(shared_data).ptbxl)
     ids = sorted(tokens)[:4]
     loaded = load_signals(ptbxl, ids, pre, progress=False)
     want = np.stack([tokens[i] for i in ids])

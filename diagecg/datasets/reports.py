@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from diagecg.training.ptbxl import PtbxlEntry
+from diagecg.datasets.ptbxl import PtbxlEntry
 
 SCP_STATEMENTS_FILE = "scp_statements.csv"
 REPORTS_EN_FILE = "reports_en.json"

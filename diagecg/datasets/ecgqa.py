@@ -59,9 +59,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from diagecg.config import ConfigMixin
+from diagecg.datasets.ptbxl import PtbxlDataset, PtbxlEntry
+from diagecg.datasets.reports import ScpStatement
 from diagecg.questions import NONE_ANSWER, TEMPLATES, QuestionTemplate, fill_attributes
-from diagecg.training.ptbxl import PtbxlDataset, PtbxlEntry
-from diagecg.training.reports import ScpStatement
 
 logger = logging.getLogger(__name__)
 
@@ -434,7 +434,7 @@ def generate_questions(
     Args:
         ptbxl: the labels.
         ecg_ids: records to ask about (e.g. ``ptbxl.ids(TRAIN_FOLDS)``).
-        scp_table: from :func:`diagecg.training.reports.load_scp_table`.
+        scp_table: from :func:`diagecg.datasets.reports.load_scp_table`.
         rng_seed: the seed.
         answer_vocab: from :func:`load_answer_vocab`; every answer is one of the template's options.
         config: questions per record; defaults to ``QuestionGenConfig()``.

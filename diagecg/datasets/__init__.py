@@ -1,0 +1,70 @@
+"""The shared data, read without torch: PTB-XL records and labels (``ptbxl``), SCP statements and
+report texts (``reports``), ECG-QA answer vocabularies, released questions and the question generator
+(``ecgqa``).
+
+Training, evaluation, export parity checks and the benchmarks read the data through this package;
+the runtime never imports it (``tests/test_import_boundaries.py``). Two helpers serve them all:
+:func:`resolve_data_roots` finds the PTB-XL and ECG-QA folders from the shared data root, and
+:func:`seeded_subset` draws every seeded record or question subset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+
+PTBXL_FOLDER = "ptbxl"  # sub-folder of the shared data root
+PTBXL_LABELS = "ptbxl_labels.csv"
+ECGQA_FOLDER: tuple[str, ...] = ("ecgqa", "ptbxl")  # beside ptbxl/ under the shared data root
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataRoots:
+    """Where the shared data lives: the PTB-XL folder, and the ECG-QA (PTB-XL version) folder if any."""
+
+    ptbxl: Path
+    ecgqa_or_none: Path | None
+
+    @property
+    def ecgqa(self) -> Path:
+        """The ECG-QA folder.
+
+        Raises:
+            FileNotFoundError: there is none beside the PTB-XL folder.
+        """
+        if self.ecgqa_or_none is None:
+            raise FileNotFoundError(f"no ECG-QA folder {'/'.join(ECGQA_FOLDER)} beside {self.ptbxl}")
+        return self.ecgqa_or_none
+
+
+def resolve_data_roots(data_dir: str | Path) -> DataRoots:
+    """The data folders, given the shared data root (holding ``ptbxl/`` and ``ecgqa/ptbxl/``) or the
+    PTB-XL folder itself.
+
+    Raises:
+        FileNotFoundError: neither ``data_dir`` nor ``data_dir/ptbxl`` holds the PTB-XL labels.
+    """
+    d = Path(data_dir)
+    for ptbxl in (d, d / PTBXL_FOLDER):
+        if (ptbxl / PTBXL_LABELS).is_file():
+            break
+    else:
+        raise FileNotFoundError(f"no PTB-XL data under {d}: expected {d / PTBXL_FOLDER / PTBXL_LABELS} "
+                                f"or {d / PTBXL_LABELS}")
+    ecgqa = next((c for c in (d.joinpath(*ECGQA_FOLDER), ptbxl.parent.joinpath(*ECGQA_FOLDER)) if c.is_dir()),
+                 None)
+    return DataRoots(ptbxl, ecgqa)
+
+
+def seeded_subset(items: Sequence[T], limit: int | None, seed: int, purpose: str = "subset") -> list[T]:
+    """``limit`` of ``items`` drawn with a seed, in their original order (all when ``limit`` is None or
+    not smaller). ``purpose`` keeps the draws of different uses independent for the same seed."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    chosen = set(random.Random(f"{purpose}-{seed}").sample(range(len(items)), limit))
+    return [x for k, x in enumerate(items) if k in chosen]
