@@ -77,8 +77,7 @@ from diagecg.training.llm_data import (
     report_items,
     split_encoded_ids,
 )
-from diagecg.training.llm_trainer import LlmTrainer, start_run
-from diagecg.training.pretrain import (
+from diagecg.training.llm_model import (
     base_dtype,
     evaluate_examples,
     stage1_configs,
@@ -86,6 +85,7 @@ from diagecg.training.pretrain import (
     wrap_lora,
     write_summary,
 )
+from diagecg.training.llm_trainer import LlmTrainer, start_run
 from diagecg.types import PatientInfo
 
 logger = logging.getLogger(__name__)

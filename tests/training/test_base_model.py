@@ -27,7 +27,7 @@ from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta, load_llm_checkpoint
 from diagecg.prompts import PromptConfig, encode_prompt
 from diagecg.training.base_model import TINY_HIDDEN, build_tiny_base_model, train_text_tokenizer
 from diagecg.training.extend_vocab import base_text_tokenizer, extend_vocabulary, new_token_rows
-from diagecg.training.pretrain import wrap_lora
+from diagecg.training.llm_model import wrap_lora
 from diagecg.types import PatientInfo
 
 N_CODES = 16

@@ -41,8 +41,9 @@ from diagecg.training.llm_data import (
     forecast_example,
     text_example,
 )
+from diagecg.training.llm_model import stage1_summary
 from diagecg.training.llm_trainer import lr_at, quantized_load_kwargs
-from diagecg.training.pretrain import PretrainConfig, main, stage1_summary
+from diagecg.training.pretrain import PretrainConfig, main
 
 VOCAB = VocabConfig(
     n_codes=N_CODES,
