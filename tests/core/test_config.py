@@ -1,8 +1,10 @@
-"""Every config class of diagecg.config round-trips exactly through JSON (STYLE R2); overrides parse."""
+"""Every config class of diagecg (core, datasets, training, export, checkpoint metadata) round-trips
+exactly through JSON (STYLE R2); overrides parse."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import types
@@ -12,7 +14,6 @@ from typing import Any
 
 import pytest
 
-import diagecg.config as config_module
 from diagecg.config import (
     PRESETS,
     ConfigMixin,
@@ -23,12 +24,21 @@ from diagecg.config import (
     apply_overrides,
 )
 
-CONFIG_CLASSES = sorted(
-    (obj for obj in vars(config_module).values()
-     if isinstance(obj, type) and issubclass(obj, ConfigMixin) and obj is not ConfigMixin
-     and dataclasses.is_dataclass(obj) and obj.__module__ == config_module.__name__),
-    key=lambda c: c.__name__,
-)
+# every module that defines a config class; a new one must be listed here (test_every_config_class_is_covered)
+CONFIG_MODULES = ("diagecg.config", "diagecg.prompts", "diagecg.datasets.ecgqa", "diagecg.nn.llm_checkpoint",
+                  "diagecg.training.configs", "diagecg.training.evaluate", "diagecg.training.bottleneck",
+                  "diagecg.export.build_bundle")
+
+
+def _subclasses(cls: type) -> set[type]:
+    return {s for c in cls.__subclasses__() for s in (c, *_subclasses(c))}
+
+
+for _name in CONFIG_MODULES:
+    importlib.import_module(_name)
+CONFIG_CLASSES = sorted((c for c in _subclasses(ConfigMixin)
+                         if dataclasses.is_dataclass(c) and c.__module__.startswith("diagecg.")),
+                        key=lambda c: c.__name__)
 
 
 def _candidates(tp: Any, default: Any) -> list[Any]:
@@ -74,7 +84,10 @@ def perturbed(cls: type) -> Any:
 def test_every_config_class_is_covered() -> None:
     names = {c.__name__ for c in CONFIG_CLASSES}
     assert {"PreprocessConfig", "QualityConfig", "FSQConfig", "EncoderConfig", "VocabConfig",
-            "GenerationConfig", "SummaryConfig"} <= names
+            "GenerationConfig", "SummaryConfig", "PromptConfig", "QuestionGenConfig", "TokenizerTrainConfig",
+            "PretrainConfig", "SFTConfig", "EvalConfig", "BottleneckConfig", "ExportConfig", "LlmMeta",
+            "StageRecord", "BaseModelRef"} <= names
+    assert {c.__module__ for c in CONFIG_CLASSES} == set(CONFIG_MODULES)
 
 
 @pytest.mark.parametrize("cls", CONFIG_CLASSES, ids=lambda c: c.__name__)

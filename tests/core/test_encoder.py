@@ -53,15 +53,29 @@ def test_inception_block_keeps_length_and_changes_width() -> None:
 
 
 def test_encoder_weights_are_shared_across_leads() -> None:
-    # the conv trunk sees each lead alone: a lead's trunk features do not depend on the other leads
+    """Inside the batched forward (B = 2, 12 leads), every lead goes through the same conv trunk on its
+    own: its trunk features equal the trunk applied to that lead alone, and do not move when the
+    other leads (or the other batch row) change."""
     enc = small(EncoderConfig(n_samples=1000))
     encoder = LeadwiseEncoder(enc, latent_dim=4).eval()
-    x = torch.randn(1, 12, 1000)
+    seen: list[torch.Tensor] = []
+    encoder.stages.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 12, 1000, generator=gen)
     y = x.clone()
-    y[:, 1:] = torch.randn(1, 11, 1000)
+    y[0, 1:] = torch.randn(11, 1000, generator=gen)  # row 0: every lead but lead 0 changes
+    y[1] = torch.randn(12, 1000, generator=gen)  # row 1: everything changes
+    with torch.no_grad():
+        out_x, out_y = encoder(x), encoder(y)
+    fx, fy = (f.reshape(2, 12, *f.shape[1:]) for f in seen)  # (B, leads, C, T) trunk features
+    torch.testing.assert_close(fx[0, 0], fy[0, 0])  # lead 0 of row 0 did not change: neither did its features
+    assert not torch.allclose(fx[0, 1], fy[0, 1]) and not torch.allclose(fx[1, 0], fy[1, 0])
     trunk = torch.nn.Sequential(encoder.stem, encoder.stages)
-    assert torch.allclose(trunk(x[:, :1]), trunk(y[:, :1]))
-    assert torch.allclose(trunk(x.reshape(12, 1, 1000))[0], trunk(x[:, :1])[0], rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        alone = torch.stack([torch.stack([trunk(x[b, k].reshape(1, 1, -1))[0] for k in range(12)])
+                             for b in range(2)])  # each lead through the trunk by itself
+    torch.testing.assert_close(fx, alone, rtol=1e-4, atol=1e-5)
+    assert out_x.shape == (2, 63, 4) and not torch.allclose(out_x[0], out_y[0])  # fusion mixes the leads
 
 
 @pytest.fixture(scope="module")
