@@ -302,7 +302,6 @@ def check_model_pair(checkpoint: Path, bundle_dir: Path, quants: Sequence[str]) 
     from diagecg.constants import LLM_ECG_TOKENIZER_DIR, ManifestKey
     from diagecg.nn.checkpoint import read_configs
     from diagecg.nn.llm_checkpoint import read_llm_meta
-    from diagecg.prompts import PromptConfig
 
     bundle = load_bundle(bundle_dir, verify_hashes=False)  # the workers load it for real
     missing = [q for q in quants if q not in bundle.quants]
@@ -313,7 +312,7 @@ def check_model_pair(checkpoint: Path, bundle_dir: Path, quants: Sequence[str]) 
     summary = SummaryConfig.from_dict(stage1[ManifestKey.SUMMARY]) if ManifestKey.SUMMARY in stage1 else None
     pairs = {
         "vocab": (meta.vocab, bundle.vocab),
-        "prompt": (meta.prompt, PromptConfig.from_dict(bundle.prompt)),
+        "prompt": (meta.prompt, bundle.prompt),
         "preprocess": (PreprocessConfig.from_dict(stage1[ManifestKey.PREPROCESS]), bundle.preprocess),
         "encoder": (EncoderConfig.from_dict(stage1[ManifestKey.ENCODER]), bundle.encoder),
         "fsq": (FSQConfig.from_dict(stage1[ManifestKey.FSQ]), bundle.fsq),
@@ -340,7 +339,6 @@ def build_workload(args: argparse.Namespace, bundle: Any) -> Workload:
     from diagecg.datasets.reports import load_scp_table
     from diagecg.io import read_record
     from diagecg.preprocess import model_inputs
-    from diagecg.prompts import PromptConfig
     from diagecg.training.ecg_data import source_fs_hz
     from diagecg.training.evaluate import (
         EvalConfig,
@@ -386,7 +384,7 @@ def build_workload(args: argparse.Namespace, bundle: Any) -> Workload:
         return {"record": str(path), "ecg_id": i, "patient": patient}
 
     if reports:  # one report per record; the "answer" is the reference report
-        question = PromptConfig.from_dict(bundle.prompt).report_question
+        question = bundle.prompt.report_question
         items = [{**where(i), "question": question, "answers": [ref], "template_id": None,
                   "question_type": "report"} for i, ref in data.reports]
         batch_question = args.batch_question or question

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import hashlib
 import importlib
 import importlib.metadata
@@ -28,7 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from diagecg.config import (
 from diagecg.constants import ManifestKey as K
 from diagecg.errors import BundleError
 from diagecg.measure import FEATURE_NAMES
+from diagecg.prompts import PromptConfig
 from diagecg.questions import QuestionCatalogue
 from diagecg.vocab import ecg_code_ids
 
@@ -61,7 +61,6 @@ DEFAULT_QUANT_PREFERENCE: tuple[str, ...] = ("q4_k_m", "q8_0", "q5_k_m", "q6_k",
 
 _ONNX_FLOAT = "tensor(float)"
 _ONNX_INT64 = "tensor(int64)"
-_GGUF_TOKEN_TYPE_CONTROL = 3  # gguf.TokenType.CONTROL
 _LLAMA_TOKEN_ATTR_CONTROL = 1 << 3  # llama.h LLAMA_TOKEN_ATTR_CONTROL
 
 
@@ -106,45 +105,15 @@ def _plain(value: Any, what: str) -> Any:
 
 # --- writer ------------------------------------------------------------------------------------------
 
-class WriterState(enum.IntEnum):
-    """Order of the ``BundleWriter.add_*`` calls; optional steps may be skipped, never reordered."""
-
-    EMPTY = 0
-    CONFIG = 1
-    ONNX = 2
-    GGUF = 3
-    TOKENIZER = 4
-    VOCAB = 5
-    ANSWER_VOCAB = 6
-    QUESTIONS = 7
-    TRAINING = 8
-    EVALUATION = 9
-    PARITY = 10
-    WRITTEN = 11
-
-
-_REQUIRED_STATES = (WriterState.CONFIG, WriterState.ONNX, WriterState.GGUF, WriterState.VOCAB)
-_STATE_METHOD = {
-    WriterState.CONFIG: "add_config", WriterState.ONNX: "add_onnx", WriterState.GGUF: "add_gguf",
-    WriterState.TOKENIZER: "add_tokenizer", WriterState.VOCAB: "add_vocab",
-    WriterState.ANSWER_VOCAB: "add_answer_vocabularies", WriterState.QUESTIONS: "add_questions",
-    WriterState.TRAINING: "add_training",
-    WriterState.EVALUATION: "add_evaluation", WriterState.PARITY: "add_parity", WriterState.WRITTEN: "write",
-}
-
-
 class BundleWriter:
     """Assemble a bundle folder and its manifest.
 
-    Calls must come in this order (optional ones in brackets)::
-
-        add_config -> add_onnx -> add_gguf (once per quant) -> [add_tokenizer] -> add_vocab
-        -> [add_answer_vocabularies] -> [add_questions] -> [add_training] -> [add_evaluation]
-        -> [add_parity] -> write
-
-    A call out of order, a repeated call, or a second GGUF of the same quant raises ``ValueError``.
-    Model files are copied into the folder under their bundle names (unless they are already there);
-    ``write`` hashes every file and writes ``manifest.json`` (``indent=2, sort_keys=True``).
+    Each ``add_*`` records one part (``add_gguf`` once per quantisation); adding a part twice raises
+    ``ValueError``. ``add_config``, ``add_onnx``, ``add_gguf`` and ``add_vocab`` are required, the rest
+    optional; ``write`` checks that the required parts are there and agree (the vocabulary's ECG codes
+    against the FSQ codebook and summary), hashes every file and writes ``manifest.json``
+    (``indent=2, sort_keys=True``). Model files are copied into the folder under their bundle names
+    (unless they are already there).
 
     Args:
         path: the bundle folder; created when missing.
@@ -153,28 +122,19 @@ class BundleWriter:
     def __init__(self, path: str | Path) -> None:
         self.root = Path(path)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._state = WriterState.EMPTY
         self._manifest: dict[str, Any] = {}
         self._files: list[str] = []
-        self._encoder: EncoderConfig | None = None
+        self._written = False
         self._fsq: FSQConfig | None = None
         self._summary: SummaryConfig | None = None
 
-    @property
-    def state(self) -> WriterState:
-        return self._state
-
-    def _advance(self, new: WriterState, *, repeatable: bool = False) -> None:
-        method = _STATE_METHOD[new]
-        if self._state == WriterState.WRITTEN:
+    def _set(self, key: str, value: Any, method: str) -> None:
+        """Record one manifest part, once."""
+        if self._written:
             raise ValueError(f"BundleWriter.{method}: the bundle was already written")
-        if new < self._state or (new == self._state and not repeatable):
-            raise ValueError(f"BundleWriter.{method} called after {_STATE_METHOD[self._state]}: "
-                             f"expected order {' -> '.join(_STATE_METHOD[s] for s in WriterState if s)}")
-        for req in _REQUIRED_STATES:
-            if self._state < req < new:
-                raise ValueError(f"BundleWriter.{method}: {_STATE_METHOD[req]} must be called first")
-        self._state = new
+        if key in self._manifest:
+            raise ValueError(f"BundleWriter.{method}: already called")
+        self._manifest[key] = value
 
     @staticmethod
     def _require_file(src: str | Path) -> Path:
@@ -203,30 +163,32 @@ class BundleWriter:
         if encoder.n_samples != preprocess.n_samples:
             raise ValueError(f"add_config: encoder.n_samples={encoder.n_samples} != "
                              f"preprocess.n_samples={preprocess.n_samples}")
-        self._advance(WriterState.CONFIG)
-        self._encoder, self._fsq = encoder, fsq
-        self._summary = summary if summary is not None and summary.enabled else None
+        summary = summary if summary is not None and summary.enabled else None
         prompt_dict = prompt.to_dict() if isinstance(prompt, ConfigMixin) else dict(prompt)
+        self._set(K.ENCODER, encoder.to_dict(), "add_config")
+        self._fsq, self._summary = fsq, summary
         self._manifest.update({
-            K.PREPROCESS: preprocess.to_dict(), K.ENCODER: encoder.to_dict(), K.FSQ: fsq.to_dict(),
-            K.SUMMARY: self._summary.to_dict() if self._summary else None,
+            K.PREPROCESS: preprocess.to_dict(), K.FSQ: fsq.to_dict(),
+            K.SUMMARY: summary.to_dict() if summary else None,
             K.PROMPT: _plain(prompt_dict, "add_config(prompt)"), K.GENERATION: generation.to_dict(),
             K.PRESET: preset,
         })
 
     def add_onnx(self, src: str | Path, *, opset: int | None = None) -> None:
-        """Add the ECG tokenizer graph (inputs ``signal`` [+ ``features``], output ``indices``)."""
+        """Add the ECG tokenizer graph (inputs ``signal`` [+ ``features``], output ``indices``), after
+        ``add_config`` (its sizes come from the encoder config)."""
         src = self._require_file(src)
-        self._advance(WriterState.ONNX)
-        assert self._encoder is not None
-        self._copy_in(src, C.BUNDLE_ONNX_NAME)
-        enc, n_summary = self._encoder, self._summary.n_tokens if self._summary else 0
-        self._manifest[K.ONNX] = {
+        if K.ENCODER not in self._manifest:
+            raise ValueError("BundleWriter.add_onnx: add_config must be called first")
+        enc = EncoderConfig.from_dict(self._manifest[K.ENCODER])
+        n_summary = self._summary.n_tokens if self._summary else 0
+        self._set(K.ONNX, {
             "file": C.BUNDLE_ONNX_NAME, "input": C.ONNX_INPUT_SIGNAL, "output": C.ONNX_OUTPUT_INDICES,
             "features": C.ONNX_INPUT_FEATURES if self._summary else None, "n_leads": enc.n_leads,
             "n_samples": enc.n_samples, "n_frames": enc.n_frames, "n_tokens": n_summary + enc.n_frames,
             "opset": opset,
-        }
+        }, "add_onnx")
+        self._copy_in(src, C.BUNDLE_ONNX_NAME)
 
     def add_gguf(self, src: str | Path, quant: str, *, info: Mapping[str, Any] | None = None) -> None:
         """Add one GGUF of the merged LLM; call once per quantisation.
@@ -242,7 +204,8 @@ class BundleWriter:
         if quant in llm_files:
             raise ValueError(f"add_gguf: quant {quant!r} was already added")
         src = self._require_file(src)
-        self._advance(WriterState.GGUF, repeatable=True)
+        if self._written:
+            raise ValueError("BundleWriter.add_gguf: the bundle was already written")
         name = C.BUNDLE_GGUF_FORMAT.format(quant=quant)
         self._copy_in(src, name)
         self._manifest.setdefault(K.LLM_FILES, {})[quant] = name
@@ -251,9 +214,8 @@ class BundleWriter:
     def add_tokenizer(self, src: str | Path) -> None:
         """Add the HF ``tokenizers`` JSON of the text vocabulary (copied to ``tokenizer.json``)."""
         src = self._require_file(src)
-        self._advance(WriterState.TOKENIZER)
+        self._set(K.TEXT_TOKENIZER, C.BUNDLE_TOKENIZER_NAME, "add_tokenizer")
         self._copy_in(src, C.BUNDLE_TOKENIZER_NAME)
-        self._manifest[K.TEXT_TOKENIZER] = C.BUNDLE_TOKENIZER_NAME
 
     def add_vocab(self, vocab: VocabConfig) -> None:
         """Record where the ECG tokens sit in the LLM vocabulary.
@@ -263,33 +225,28 @@ class BundleWriter:
         """
         if self._fsq is not None:
             _check_n_codes(vocab, self._fsq, self._summary, ValueError, "add_vocab")
-        self._advance(WriterState.VOCAB)
-        self._manifest[K.VOCAB] = vocab.to_dict()
+        self._set(K.VOCAB, vocab.to_dict(), "add_vocab")
 
     def add_answer_vocabularies(self, vocabularies: Mapping[str, Sequence[str]]) -> None:
         """Record the closed answer sets (question type -> allowed answers)."""
-        self._advance(WriterState.ANSWER_VOCAB)
-        self._manifest[K.ANSWER_VOCAB] = {str(k): [str(a) for a in v] for k, v in vocabularies.items()}
+        self._set(K.ANSWER_VOCAB, {str(k): [str(a) for a in v] for k, v in vocabularies.items()},
+                  "add_answer_vocabularies")
 
     def add_questions(self, catalogue: QuestionCatalogue) -> None:
         """Record the question catalogue: what the model was trained to answer (``diagecg.questions``)."""
-        self._advance(WriterState.QUESTIONS)
-        self._manifest[K.QUESTIONS] = _plain(catalogue.to_dict(), "add_questions")
+        self._set(K.QUESTIONS, _plain(catalogue.to_dict(), "add_questions"), "add_questions")
 
     def add_training(self, summary: Mapping[str, Any]) -> None:
         """Record the training data/run summary (record counts, folds, steps...)."""
-        self._advance(WriterState.TRAINING)
-        self._manifest[K.TRAINING] = _plain(dict(summary), "add_training")
+        self._set(K.TRAINING, _plain(dict(summary), "add_training"), "add_training")
 
     def add_evaluation(self, results: Mapping[str, Any]) -> None:
         """Record held-out evaluation results."""
-        self._advance(WriterState.EVALUATION)
-        self._manifest[K.EVALUATION] = _plain(dict(results), "add_evaluation")
+        self._set(K.EVALUATION, _plain(dict(results), "add_evaluation"), "add_evaluation")
 
     def add_parity(self, results: Mapping[str, Any]) -> None:
         """Record the export parity checks (ONNX vs torch, GGUF vs HF)."""
-        self._advance(WriterState.PARITY)
-        self._manifest[K.PARITY] = _plain(dict(results), "add_parity")
+        self._set(K.PARITY, _plain(dict(results), "add_parity"), "add_parity")
 
     def write(self, *, default_quant: str | None = None) -> Path:
         """Hash every file and write ``manifest.json``; returns its path.
@@ -298,15 +255,22 @@ class BundleWriter:
             default_quant: the GGUF the runtime uses when not told; default: the first of
                 ``DEFAULT_QUANT_PREFERENCE`` present.
         """
-        if self._state < WriterState.VOCAB:
-            missing = [_STATE_METHOD[s] for s in _REQUIRED_STATES if s > self._state]
+        if self._written:
+            raise ValueError("BundleWriter.write: the bundle was already written")
+        required = {K.ENCODER: "add_config", K.ONNX: "add_onnx", K.LLM_FILES: "add_gguf",
+                    K.VOCAB: "add_vocab"}
+        missing = [method for key, method in required.items() if key not in self._manifest]
+        if missing:
             raise ValueError(f"BundleWriter.write: missing {', '.join(missing)}")
+        assert self._fsq is not None
+        _check_n_codes(VocabConfig.from_dict(self._manifest[K.VOCAB]), self._fsq, self._summary, ValueError,
+                       "write")
         quants = list(self._manifest[K.LLM_FILES])
         if default_quant is None:
             default_quant = next(q for q in (*DEFAULT_QUANT_PREFERENCE, *quants) if q in quants)
         elif default_quant not in quants:
             raise ValueError(f"write: default_quant={default_quant!r} is not among the added quants {quants}")
-        self._advance(WriterState.WRITTEN)
+        self._written = True
         files = {}
         for name in self._files:
             p = self.root / name
@@ -349,7 +313,7 @@ class Bundle:
         root: the bundle folder.
         manifest: the parsed manifest.json.
         preprocess / encoder / fsq / vocab / generation: the stored configs.
-        prompt: the prompt config as a dict (``diagecg.prompts.PromptConfig.from_dict`` rebuilds it).
+        prompt: the prompt config (template checked at load).
         onnx_path: the ECG tokenizer graph.
         tokenizer_path: the text tokenizer JSON, or None when the bundle has none.
         llm_files: quant -> GGUF path.
@@ -366,7 +330,7 @@ class Bundle:
     encoder: EncoderConfig
     fsq: FSQConfig
     vocab: VocabConfig
-    prompt: dict[str, Any]
+    prompt: PromptConfig
     generation: GenerationConfig
     onnx_path: Path
     tokenizer_path: Path | None
@@ -474,63 +438,32 @@ def _check_files(root: Path, files: Mapping[str, Any], src: str, verify_hashes: 
                                   "manifest (file was modified)")
 
 
-def _try_import(name: str) -> Any | None:
+def _runtime_module(name: str, path: Path) -> Any:
+    """``onnxruntime`` or ``llama_cpp``: what checks a bundle's model files (the runtime's own engines,
+    which every install that loads a bundle with its model checks has)."""
     try:
         return importlib.import_module(name)
     except ImportError:
-        return None
-
-
-def _onnx_io_with_onnx(onnx: Any, path: Path) -> tuple[list[tuple[str, str, list[Any]]], ...]:
-    model = onnx.load(str(path), load_external_data=False)
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise BundleError(f"{path}: initializer {init.name!r} uses external data; "
-                              "the bundle needs one self-contained file")
-    inits = {i.name for i in model.graph.initializer}
-
-    def describe(values: Any) -> list[tuple[str, str, list[Any]]]:
-        out = []
-        for v in values:
-            if v.name in inits:
-                continue
-            t = v.type.tensor_type
-            type_name = f"tensor({onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})"
-            type_name = {"tensor(float32)": _ONNX_FLOAT}.get(type_name, type_name)
-            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
-            out.append((v.name, type_name, dims))
-        return out
-
-    return describe(model.graph.input), describe(model.graph.output)
-
-
-def _onnx_io_with_ort(ort: Any, path: Path) -> tuple[list[tuple[str, str, list[Any]]], ...]:
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return ([(i.name, i.type, list(i.shape)) for i in sess.get_inputs()],
-            [(o.name, o.type, list(o.shape)) for o in sess.get_outputs()])
+        raise BundleError(f"{path}: checking the bundle's model files needs {name}: pip install "
+                          f"'diagecg[runtime]'") from None
 
 
 def check_onnx_io(path: Path, encoder: EncoderConfig, summary: SummaryConfig | None = None) -> None:
     """Check the ONNX graph's input/output names, dtypes and static sizes against the encoder and
     summary configs: input ``signal`` (+ ``features`` iff there is a summary), output ``indices``.
 
-    Uses ``onnx`` when installed, else an onnxruntime session (the runtime has only onnxruntime).
+    Read with an onnxruntime session, as the runtime will run it.
 
     Raises:
-        BundleError: a name, dtype, rank or size differs, or the file cannot be parsed.
+        BundleError: a name, dtype, rank or size differs, or the file cannot be loaded.
     """
-    onnx, ort = _try_import("onnx"), None
-    if onnx is None:
-        ort = _try_import("onnxruntime")
-    if onnx is None and ort is None:
-        logger.warning("%s: neither onnx nor onnxruntime is installed; ONNX I/O not checked", path)
-        return
+    ort = _runtime_module("onnxruntime", path)
     try:
-        inputs, outputs = _onnx_io_with_onnx(onnx, path) if onnx else _onnx_io_with_ort(ort, path)
-    except BundleError:
-        raise
-    except Exception as e:  # protobuf DecodeError / ORT Fail: any parse failure is a bad file
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT Fail / InvalidProtobuf / NoSuchFile (external data): a bad file
         raise BundleError(f"{path}: cannot read the ONNX graph: {e}") from e
+    inputs = [(i.name, i.type, list(i.shape)) for i in sess.get_inputs()]
+    outputs = [(o.name, o.type, list(o.shape)) for o in sess.get_outputs()]
     want_in = [(C.ONNX_INPUT_SIGNAL, _ONNX_FLOAT, [None, encoder.n_leads, encoder.n_samples])]
     if summary:
         want_in.append((C.ONNX_INPUT_FEATURES, _ONNX_FLOAT, [None, len(summary.features)]))
@@ -552,23 +485,6 @@ def check_onnx_io(path: Path, encoder: EncoderConfig, summary: SummaryConfig | N
             for axis, (d, w) in enumerate(zip(dims, want_dims, strict=True)):
                 if w is not None and isinstance(d, int) and d > 0 and d != w:
                     raise BundleError(f"{path}: graph {kind} {name!r} axis {axis} is {d}, expected {w}")
-
-
-def _gguf_tokens_with_gguf(gguf: Any, path: Path,
-                           ids: Sequence[int]) -> tuple[int, dict[int, tuple[str, bool]]]:
-    reader = gguf.GGUFReader(str(path), "r")
-    tokens = reader.get_field("tokenizer.ggml.tokens")
-    types = reader.get_field("tokenizer.ggml.token_type")
-    if tokens is None or types is None:
-        raise BundleError(f"{path}: GGUF has no tokenizer.ggml.tokens / token_type")
-    n_vocab = len(tokens.data)
-    out = {}
-    for i in ids:
-        if 0 <= i < n_vocab:
-            text = bytes(tokens.parts[tokens.data[i]]).decode("utf-8", errors="replace")
-            control = int(types.parts[types.data[i]][0]) == _GGUF_TOKEN_TYPE_CONTROL
-            out[i] = (text, control)
-    return n_vocab, out
 
 
 @contextlib.contextmanager
@@ -594,8 +510,7 @@ def native_stderr_captured() -> Iterator[list[str]]:
             out.append(tmp.read().decode("utf-8", errors="replace"))
 
 
-def _gguf_tokens_with_llama_cpp(llama_cpp: Any, path: Path,
-                                ids: Sequence[int]) -> tuple[int, dict[int, tuple[str, bool]]]:
+def _gguf_tokens(llama_cpp: Any, path: Path, ids: Sequence[int]) -> tuple[int, dict[int, tuple[str, bool]]]:
     # the vocabulary alone: no tensors, no context (llama.cpp's load log is captured, shown on failure)
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
@@ -630,23 +545,16 @@ def check_gguf_vocab(path: Path, vocab: VocabConfig) -> None:
     """Check that the GGUF maps every ECG token string to its recorded id as a CONTROL token.
 
     CONTROL tokens are matched only when special-token parsing is on, so typed text cannot inject
-    them. Uses llama_cpp when installed (what the runtime sees), else ``gguf.GGUFReader``.
+    them. Read with llama.cpp's vocabulary loader, as the runtime will see it.
 
     Raises:
         BundleError: a token id holds another string, is not a control token, or the vocabulary
             size differs from ``vocab.vocab_size``.
     """
     expected = expected_special_tokens(vocab)
-    llama_cpp, gguf = _try_import("llama_cpp"), None
-    if llama_cpp is None:
-        gguf = _try_import("gguf")
-    if llama_cpp is None and gguf is None:
-        logger.warning("%s: neither llama_cpp nor gguf is installed; GGUF vocabulary not checked", path)
-        return
-    reader: Callable[..., tuple[int, dict[int, tuple[str, bool]]]]
-    reader = _gguf_tokens_with_llama_cpp if llama_cpp else _gguf_tokens_with_gguf  # type: ignore[assignment]
+    llama_cpp = _runtime_module("llama_cpp", path)
     try:
-        n_vocab, found = reader(llama_cpp or gguf, path, sorted(expected))
+        n_vocab, found = _gguf_tokens(llama_cpp, path, sorted(expected))
     except BundleError:
         raise
     except Exception as e:  # llama.cpp's ValueError("Failed to load model") or a gguf parse error
@@ -753,7 +661,7 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: b
     fsq = _config(FSQConfig, manifest, K.FSQ, src)
     vocab = _config(VocabConfig, manifest, K.VOCAB, src)
     generation = _config(GenerationConfig, manifest, K.GENERATION, src)
-    prompt = _need(manifest, K.PROMPT, dict, src)
+    prompt = _config(PromptConfig, manifest, K.PROMPT, src)  # a bad template fails here, not at a question
     summary = _summary_config(manifest, src)
     questions = _question_catalogue(manifest, src)
     _check_n_codes(vocab, fsq, summary, BundleError, src)

@@ -111,7 +111,7 @@ from diagecg.decoding import option_continuations
 from diagecg.errors import DiagEcgError, InputError
 from diagecg.io import read_record
 from diagecg.preprocess import model_inputs, preprocess, record_windows
-from diagecg.prompts import PromptConfig, encode_prompt, sanitize_question
+from diagecg.prompts import encode_prompt, sanitize_question
 from diagecg.quality import flat_leads
 from diagecg.questions import NONE_ANSWER, NORMAL_ECG_TEMPLATE, MatchedQuestion
 from diagecg.report_text import tidy_report
@@ -255,7 +255,7 @@ class DiagEcgPipeline:
         self.ecg_session = ecg_session
         self.llm = llm
         self.quant = quant
-        self.prompt_config = PromptConfig.from_dict(bundle.prompt)
+        self.prompt_config = bundle.prompt
         self.device = dataclasses.replace(device, ecg_tokenizer=ecg_session.device)
         self.load_warnings = list(ecg_session.warnings)
         self.ecg_cache_size = ecg_cache_size

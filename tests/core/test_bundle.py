@@ -17,7 +17,7 @@ import pytest
 from builders import SUMMARY, ecg_vocab_of, train_bpe_tokenizer
 
 from diagecg import bundle as bundle_mod
-from diagecg.bundle import BundleWriter, WriterState, load_bundle
+from diagecg.bundle import BundleWriter, load_bundle
 from diagecg.config import EncoderConfig, FSQConfig, GenerationConfig, PreprocessConfig, VocabConfig
 from diagecg.constants import (
     BUNDLE_GGUF_FORMAT,
@@ -34,6 +34,7 @@ from diagecg.constants import (
 )
 from diagecg.errors import BundleError
 from diagecg.measure import FEATURE_NAMES
+from diagecg.prompts import PromptConfig
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("gguf")
@@ -46,7 +47,7 @@ PREPROCESS = PreprocessConfig(fs_hz=100)
 ENCODER = EncoderConfig(n_samples=1000)
 FSQ = FSQConfig(levels=(4, 4))  # 16 codes keep the tiny vocabulary small
 N_CODES_SUMMARY = FSQ.codebook_size + SUMMARY.n_codes  # + 3 findings * 4 levels
-PROMPT = {"system": "You read ECGs.", "template": "{ecg}\n{question}\n"}
+PROMPT = PromptConfig(template="You read ECGs.\n{ecg}\n{question}\n")
 CONFIGS = dict(preprocess=PREPROCESS, encoder=ENCODER, fsq=FSQ, prompt=PROMPT, generation=GenerationConfig())
 TEXT = ["sinus rhythm with normal axis", "left ventricular hypertrophy", "atrial fibrillation",
         "the patient is 63 years old", "first degree av block", "no acute changes"]
@@ -209,21 +210,20 @@ def test_manifest_round_trip(bundle_dir: Path, parts: dict[str, object]) -> None
         b.gguf_path("q4_k_m")
 
 
-def test_writer_rejects_out_of_order_and_duplicate_calls(tmp_path: Path, parts: dict[str, object]) -> None:
+def test_writer_rejects_duplicate_parts_and_writes_only_a_complete_bundle(tmp_path: Path,
+                                                                         parts: dict[str, object]) -> None:
     cfg = CONFIGS
     w = BundleWriter(tmp_path / "b")
     with pytest.raises(ValueError, match="add_config must be called first"):
-        w.add_onnx(parts["onnx"])
-    with pytest.raises(ValueError, match="missing add_config"):
+        w.add_onnx(parts["onnx"])  # the graph's sizes come from the encoder config
+    with pytest.raises(ValueError, match="missing add_config, add_onnx, add_gguf, add_vocab"):
         w.write()
     w.add_config(**cfg)
-    with pytest.raises(ValueError, match="add_config called after add_config"):
+    with pytest.raises(ValueError, match="add_config: already called"):
         w.add_config(**cfg)
-    with pytest.raises(ValueError, match="add_onnx must be called first"):
-        w.add_gguf(parts["gguf"], "q8_0")
+    w.add_vocab(parts["vocab"])  # any order
+    w.add_parity({"x": 1})
     w.add_onnx(parts["onnx"])
-    with pytest.raises(ValueError, match="add_gguf must be called first"):
-        w.add_vocab(parts["vocab"])
     w.add_gguf(parts["gguf"], "q8_0")
     with pytest.raises(ValueError, match="already added"):
         w.add_gguf(parts["gguf"], "q8_0")
@@ -231,21 +231,17 @@ def test_writer_rejects_out_of_order_and_duplicate_calls(tmp_path: Path, parts: 
         w.add_gguf(parts["gguf"], "q3_xs")
     w.add_gguf(parts["gguf"], "f16")  # another quant is fine
     with pytest.raises(ValueError, match="vocab.n_codes=1296"):
-        w.add_vocab(VocabConfig(n_codes=1296))
-    w.add_vocab(parts["vocab"])  # tokenizer skipped: optional
-    with pytest.raises(ValueError, match="add_tokenizer called after add_vocab"):
-        w.add_tokenizer(parts["tokenizer"])
-    w.add_parity({"x": 1})
-    with pytest.raises(ValueError, match="add_training called after add_parity"):
-        w.add_training({})
+        w.add_vocab(VocabConfig(n_codes=1296))  # checked against the FSQ codebook
+    with pytest.raises(ValueError, match="add_vocab: already called"):
+        w.add_vocab(parts["vocab"])
     with pytest.raises(ValueError, match="default_quant"):
         w.write(default_quant="q4_k_m")
-    assert w.state == WriterState.PARITY
     w.write(default_quant="f16")
     with pytest.raises(ValueError, match="already written"):
-        w.add_parity({})
+        w.add_training({})
     b = load_bundle(tmp_path / "b")
     assert b.default_quant == "f16" and b.tokenizer_path is None and b.answer_vocabularies == {}
+    assert b.parity == {"x": 1}
 
 
 def test_manifest_round_trip_with_summary(summary_bundle_dir: Path, parts: dict[str, object]) -> None:
@@ -278,7 +274,6 @@ def test_writer_checks_configs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="n_samples"):
         w.add_config(preprocess=PreprocessConfig(fs_hz=500), encoder=ENCODER, fsq=FSQ, prompt=PROMPT,
                      generation=GenerationConfig())
-    assert w.state == WriterState.EMPTY
     with pytest.raises(TypeError, match="not JSON-serialisable"):
         w.add_config(preprocess=PREPROCESS, encoder=ENCODER, fsq=FSQ, prompt={"x": object()},
                      generation=GenerationConfig())
@@ -371,14 +366,9 @@ def test_load_rejects_bad_config_value(bundle_dir: Path) -> None:
         load_bundle(bundle_dir)
 
 
-@pytest.mark.parametrize("backend", ["onnx", "onnxruntime"])
-def test_load_checks_onnx_io(tmp_path: Path, parts: dict[str, object], backend: str,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_checks_onnx_io(tmp_path: Path, parts: dict[str, object]) -> None:
     from onnx import TensorProto
 
-    if backend == "onnxruntime":  # the runtime has no `onnx` package
-        real = bundle_mod._try_import
-        monkeypatch.setattr(bundle_mod, "_try_import", lambda n: None if n == "onnx" else real(n))
     load_bundle(write_bundle(tmp_path / "ok", parts))
     bad_name = dict(parts, onnx=make_onnx(tmp_path / "x.onnx", input_name="x"))
     with pytest.raises(BundleError, match=r"graph inputs are \['x'\], expected \['signal'\]"):
@@ -404,12 +394,7 @@ def test_load_checks_onnx_io(tmp_path: Path, parts: dict[str, object], backend: 
         load_bundle(write_bundle(tmp_path / "s4", parts, summary=True, onnx_path=short))
 
 
-@pytest.mark.parametrize("backend", ["llama_cpp", "gguf"])
-def test_load_checks_gguf_ecg_tokens(tmp_path: Path, parts: dict[str, object], backend: str,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    if backend == "gguf":  # the export side may lack llama_cpp
-        real = bundle_mod._try_import
-        monkeypatch.setattr(bundle_mod, "_try_import", lambda n: None if n == "llama_cpp" else real(n))
+def test_load_checks_gguf_ecg_tokens(tmp_path: Path, parts: dict[str, object]) -> None:
     v = parts["vocab"]
     with pytest.raises(BundleError, match=r"'<ecg_0000>' \(id \d+\) is not a CONTROL token"):
         load_bundle(write_bundle(tmp_path / "user", parts, gguf="gguf_no_control"))
@@ -421,6 +406,22 @@ def test_load_checks_gguf_ecg_tokens(tmp_path: Path, parts: dict[str, object], b
                              vocab_size=v.vocab_size + 64)
     with pytest.raises(BundleError, match="GGUF has 384 tokens, manifest vocab.vocab_size=448"):
         load_bundle(write_bundle(tmp_path / "size", parts, vocab=wrong_size))
+
+
+def test_model_checks_without_the_runtime_name_the_extra(bundle_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
+    with pytest.raises(BundleError, match=r"needs onnxruntime: pip install 'diagecg\[runtime\]'"):
+        load_bundle(bundle_dir)
+    load_bundle(bundle_dir, check_models=False)  # e.g. `diagecg questions`
+
+
+def test_a_bad_prompt_template_fails_at_load(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m["prompt"].update(template="Patient {age}. Question: {question}"))
+    with pytest.raises(BundleError, match="'prompt'.*ecg"):
+        load_bundle(bundle_dir, check_models=False)
 
 
 def test_bundle_module_is_torch_free() -> None:
