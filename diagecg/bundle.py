@@ -46,7 +46,6 @@ from diagecg.errors import BundleError
 from diagecg.measure import FEATURE_NAMES
 from diagecg.prompts import PromptConfig
 from diagecg.questions import QuestionCatalogue
-from diagecg.vocab import ecg_code_ids
 
 logger = logging.getLogger(__name__)
 
@@ -345,10 +344,6 @@ class Bundle:
         return tuple(self.llm_files)
 
     @property
-    def answer_vocabularies(self) -> dict[str, list[str]]:
-        return self.manifest.get(K.ANSWER_VOCAB) or {}
-
-    @property
     def parity(self) -> dict[str, Any]:
         return self.manifest.get(K.PARITY) or {}
 
@@ -370,11 +365,6 @@ class Bundle:
         if q not in self.llm_files:
             raise BundleError(f"{self.root}: no GGUF for quant {q!r}; available: {list(self.llm_files)}")
         return self.llm_files[q]
-
-    def ecg_token_ids(self) -> range:
-        """LLM token ids of ``<ecg_0000>`` ... in ECG code order (frame codes, then summary codes)."""
-        return ecg_code_ids(self.vocab)
-
 
 def _check_n_codes(vocab: VocabConfig, fsq: FSQConfig, summary: SummaryConfig | None,
                    error: type[Exception], src: str) -> None:

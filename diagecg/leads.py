@@ -74,11 +74,6 @@ def normalise_lead_name(name: str) -> str:
     return sign + key
 
 
-def canonical_lead_name(name: str) -> str | None:
-    """The canonical name of one lead spelling, or None when it is not one of the 12 leads."""
-    return LEAD_ALIASES.get(normalise_lead_name(name))
-
-
 def canonical_lead_order(names: Sequence[str]) -> tuple[list[int], list[str]]:
     """Map a record's lead names onto ``CANONICAL_LEADS``.
 

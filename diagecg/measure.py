@@ -91,10 +91,6 @@ class MeasureResult:
     median_beat: F32Array
     n_beats: int
 
-    def as_dict(self) -> dict[str, float]:
-        return {name: float(v) for name, v in zip(FEATURE_NAMES, self.features, strict=True)}
-
-
 def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
     """Centred moving average along the last axis (same length, edges averaged over what exists)."""
     width = max(1, int(width))

@@ -193,10 +193,3 @@ def record_windows(record: EcgRecord, cfg: PreprocessConfig) -> list[tuple[float
     return [(round(a / record.fs_hz, 3), round((a + width) / record.fs_hz, 3),
              dataclasses.replace(record, signal=record.signal[:, a:a + width]))
             for a in starts]
-
-
-def preprocess_batch(records: Sequence[EcgRecord], cfg: PreprocessConfig) -> F32Array:
-    """``preprocess`` each record; returns float32 (B, 12, cfg.n_samples)."""
-    if not records:
-        return np.zeros((0, len(CANONICAL_LEADS), cfg.n_samples), dtype=np.float32)
-    return np.stack([preprocess(r, cfg) for r in records])

@@ -114,11 +114,6 @@ class DeviceChoice:
     threads: int
 
     @property
-    def onnx_providers(self) -> list[str]:
-        # CPU stays listed after CUDA: ORT places the few ops CUDA lacks there (normal, not a fallback)
-        return [ORT_CUDA, ORT_CPU] if self.ecg_tokenizer == "cuda" else [ORT_CPU]
-
-    @property
     def n_gpu_layers(self) -> int:
         return -1 if self.llm == "cuda" else 0  # -1 = offload every layer
 

@@ -200,11 +200,6 @@ def load_answer_vocab(ecgqa_root: str | Path) -> AnswerVocabulary:
     return _load_answer_vocab(Path(ecgqa_root).resolve())
 
 
-def answer_options(template_id: int, ecgqa_root: str | Path) -> tuple[str, ...]:
-    """The answer options ECG-QA allows for ``template_id`` (``answers_for_each_template.csv``)."""
-    return load_answer_vocab(ecgqa_root).options(template_id)
-
-
 def load_ecgqa_samples(
     ecgqa_root: str | Path,
     available_ids: set[int],
@@ -569,16 +564,3 @@ def finding_questions(
                 attributes=(name,), source="generated", wording=wording,
             ))
     return out
-
-
-def save_samples(samples: list[QASample], path: str | Path) -> None:
-    """Write samples as JSON lines."""
-    with Path(path).open("w", encoding="utf-8") as f:
-        for s in samples:
-            f.write(json.dumps(s.to_dict(), sort_keys=True) + "\n")
-
-
-def load_samples(path: str | Path) -> list[QASample]:
-    """Read samples written by :func:`save_samples`."""
-    with Path(path).open(encoding="utf-8") as f:
-        return [QASample.from_dict(json.loads(line)) for line in f if line.strip()]

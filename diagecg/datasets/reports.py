@@ -6,15 +6,11 @@ of ``scp_statements.csv``: rhythm statements first, then diagnostic, then form s
 lower-cased, deduplicated and ended with a period, e.g. ``"sinus bradycardia. normal ecg."``.
 A statement that is both diagnostic and form (NDT, NST_, DIG, LNGQT) counts as diagnostic.
 Within a group the record's own statement order is kept. Likelihoods are not rendered.
-
-``reports_en.json`` (English renderings of the free-text reports for a few hundred ids, released
-with the DiagECG/HeartLLM code) is loaded by :func:`load_reports_en` as an optional reference.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,7 +18,6 @@ from typing import Literal
 from diagecg.datasets.ptbxl import PtbxlEntry
 
 SCP_STATEMENTS_FILE = "scp_statements.csv"
-REPORTS_EN_FILE = "reports_en.json"
 
 REPORT_LANGUAGES: tuple[str, ...] = ("en", "de")
 _CATEGORY_ORDER: tuple[str, ...] = ("rhythm", "diagnostic", "form")
@@ -128,24 +123,3 @@ def report_text(
         return entry.report_de.strip()
     sentences = statement_sentences(list(entry.scp_codes), scp_table)
     return " ".join(f"{s}." for s in sentences)
-
-
-def load_reports_en(ptbxl_root: str | Path) -> dict[int, str]:
-    """English renderings of PTB-XL free-text reports from ``reports_en.json`` (a reference only).
-
-    The file is a list of ``{"ecg_id": int, "report_en": str}``.
-
-    Raises:
-        FileNotFoundError: the file is missing.
-        ValueError: an item lacks ``ecg_id`` or ``report_en``.
-    """
-    path = Path(ptbxl_root) / REPORTS_EN_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"English report file not found: {path}")
-    items = json.loads(path.read_text(encoding="utf-8"))
-    out: dict[int, str] = {}
-    for item in items:
-        if not isinstance(item, dict) or "ecg_id" not in item or "report_en" not in item:
-            raise ValueError(f"{path}: expected items with ecg_id and report_en, got {item!r}")
-        out[int(item["ecg_id"])] = str(item["report_en"]).strip()
-    return out

@@ -35,6 +35,7 @@ from diagecg.constants import (
 from diagecg.errors import BundleError
 from diagecg.measure import FEATURE_NAMES
 from diagecg.prompts import PromptConfig
+from diagecg.vocab import ecg_code_ids
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("gguf")
@@ -195,9 +196,9 @@ def test_manifest_round_trip(bundle_dir: Path, parts: dict[str, object]) -> None
     assert b.gguf_path() == bundle_dir / BUNDLE_GGUF_FORMAT.format(quant="q8_0")
     assert b.gguf_path("f16").is_file() and b.onnx_path == bundle_dir / BUNDLE_ONNX_NAME
     assert b.tokenizer_path == bundle_dir / BUNDLE_TOKENIZER_NAME
-    assert b.answer_vocabularies == {"rhythm": ["sinus rhythm", "atrial fibrillation"]}
+    assert b.manifest["answer_vocabularies"] == {"rhythm": ["sinus rhythm", "atrial fibrillation"]}
     assert b.training["n_records"] == 1600 and b.evaluation == {"exact_match": 0.5}
-    assert list(b.ecg_token_ids()) == list(range(parts["vocab"].offset, parts["vocab"].offset + 16))
+    assert list(ecg_code_ids(b.vocab)) == list(range(parts["vocab"].offset, parts["vocab"].offset + 16))
     text = (bundle_dir / MANIFEST_NAME).read_text()
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
     m = b.manifest
@@ -240,7 +241,7 @@ def test_writer_rejects_duplicate_parts_and_writes_only_a_complete_bundle(tmp_pa
     with pytest.raises(ValueError, match="already written"):
         w.add_training({})
     b = load_bundle(tmp_path / "b")
-    assert b.default_quant == "f16" and b.tokenizer_path is None and b.answer_vocabularies == {}
+    assert b.default_quant == "f16" and b.tokenizer_path is None and b.manifest["answer_vocabularies"] == {}
     assert b.parity == {"x": 1}
 
 
@@ -250,7 +251,7 @@ def test_manifest_round_trip_with_summary(summary_bundle_dir: Path, parts: dict[
     assert b.manifest["summary"] == SUMMARY.to_dict()
     onnx_meta = b.manifest["onnx"]
     assert onnx_meta["features"] == ONNX_INPUT_FEATURES and onnx_meta["n_tokens"] == 3 + 63
-    assert list(b.ecg_token_ids()) == list(range(b.vocab.offset, b.vocab.offset + 28))
+    assert list(ecg_code_ids(b.vocab)) == list(range(b.vocab.offset, b.vocab.offset + 28))
 
 
 def test_old_manifest_without_a_summary_key_loads(bundle_dir: Path) -> None:

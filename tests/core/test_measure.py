@@ -21,6 +21,10 @@ RHYTHM_DEFAULTS = {"heart_rate_bpm": 0.0, "n_beats": 0.0, "rr_cv": 0.0, "rr_rmss
                    "rr_pdiff12": 0.0, "rr_min_rel": 1.0, "rr_max_rel": 1.0}
 
 
+def _named(m) -> dict[str, float]:
+    return {n: float(v) for n, v in zip(FEATURE_NAMES, m.features, strict=True)}
+
+
 def _gauss(t: np.ndarray, centre: float, sigma: float) -> np.ndarray:
     return np.exp(-0.5 * ((t - centre) / sigma) ** 2)
 
@@ -48,7 +52,7 @@ def regular_beats(bpm: float, first_s: float = 0.5) -> np.ndarray:
 
 
 def _feature_dict(x: np.ndarray, fs_hz: float) -> dict[str, float]:
-    return measure(x, fs_hz).as_dict()
+    return _named(measure(x, fs_hz))
 
 
 # --- layout -------------------------------------------------------------------------------------
@@ -60,7 +64,7 @@ def test_feature_names_are_rhythm_intervals_then_lead_amplitudes() -> None:
     assert FEATURE_NAMES[15:27] == tuple(f"{lead}.r_mv" for lead in CANONICAL_LEADS)
     m = measure(synthetic_ecg(100, regular_beats(60)), 100)
     assert m.features.dtype == np.float32 and m.features.shape == (len(FEATURE_NAMES),)
-    assert list(m.as_dict()) == list(FEATURE_NAMES)
+    assert list(_named(m)) == list(FEATURE_NAMES)
     np.testing.assert_array_equal(measure_features(synthetic_ecg(100, regular_beats(60)), 100), m.features)
 
 
@@ -71,7 +75,7 @@ def test_feature_names_are_rhythm_intervals_then_lead_amplitudes() -> None:
 def test_regular_rhythm_gives_rate_beats_and_no_variability(fs_hz: int, bpm: int) -> None:
     beats = regular_beats(bpm)
     m = measure(synthetic_ecg(fs_hz, beats, noise_mv=0.01), fs_hz)
-    f = m.as_dict()
+    f = _named(m)
     assert f["heart_rate_bpm"] == pytest.approx(bpm, abs=2)
     assert m.n_beats == len(beats) == f["n_beats"]
     np.testing.assert_allclose(m.beats / fs_hz, beats, atol=0.03)  # each fiducial within 30 ms of its R peak
@@ -132,7 +136,7 @@ def test_premature_beat_lowers_rr_min_rel_and_leaves_the_rate() -> None:
 @pytest.mark.parametrize("fs_hz", [100, 500])
 def test_flat_signal_gives_the_no_beat_defaults(fs_hz: int) -> None:
     m = measure(np.zeros((12, int(SECONDS * fs_hz))), fs_hz)
-    f = m.as_dict()
+    f = _named(m)
     assert m.n_beats == 0 and m.beats.size == 0
     assert {k: f[k] for k in RHYTHM_DEFAULTS} == RHYTHM_DEFAULTS
     width = round(BEAT_WINDOW_S[1] * fs_hz) - round(BEAT_WINDOW_S[0] * fs_hz)
@@ -144,7 +148,7 @@ def test_flat_signal_gives_the_no_beat_defaults(fs_hz: int) -> None:
 
 def test_single_beat_gives_the_rhythm_defaults_with_one_beat() -> None:
     m = measure(synthetic_ecg(100, [5.0], waves=False), 100)
-    f = m.as_dict()
+    f = _named(m)
     assert m.n_beats == 1 and f["n_beats"] == 1.0
     assert {k: f[k] for k in RHYTHM_DEFAULTS if k != "n_beats"} == {
         k: v for k, v in RHYTHM_DEFAULTS.items() if k != "n_beats"}
@@ -184,7 +188,7 @@ def test_real_records_give_finite_deterministic_plausible_features(ptbxl, fs_hz:
         a, b = measure(x, fs_hz), measure(x.copy(), fs_hz)
         assert a.features.tobytes() == b.features.tobytes() and np.array_equal(a.beats, b.beats)
         assert np.isfinite(a.features).all()
-        f = a.as_dict()
+        f = _named(a)
         assert 30 <= f["heart_rate_bpm"] <= 200 and f["n_beats"] >= 5, (ecg_id, f["heart_rate_bpm"])
         assert 40 <= f["qrs_ms"] <= 200, (ecg_id, f["qrs_ms"])
 

@@ -20,7 +20,6 @@ from diagecg.preprocess import (
     model_inputs,
     prepare_signal,
     preprocess,
-    preprocess_batch,
     preprocess_signal,
     resample,
     resample_factors,
@@ -105,16 +104,6 @@ def test_golden_output(rec_lr: EcgRecord) -> None:
     """Pins the 100 Hz preset on a real record; regenerate only for an intended change (bump the bundle
     format then): ``np.save(GOLDEN, preprocess(read_record(".../00002_lr"), PRESETS["100hz"][0]))``."""
     np.testing.assert_allclose(preprocess(rec_lr, PRESETS["100hz"][0]), np.load(GOLDEN), atol=1e-5)
-
-
-def test_batch_equals_single(records_dir_module: Path) -> None:
-    cfg = PRESETS["100hz"][0]
-    recs = [read_record(records_dir_module / n) for n in ("00002_lr", "00003_lr", "00008_lr", "00002_hr")]
-    batch = preprocess_batch(recs, cfg)
-    assert batch.shape == (4, 12, 1000) and batch.dtype == np.float32
-    for r, x in zip(recs, batch, strict=True):
-        np.testing.assert_array_equal(preprocess(r, cfg), x)
-    assert preprocess_batch([], cfg).shape == (0, 12, 1000)
 
 
 def test_lead_order_is_canonicalised(rec_lr: EcgRecord) -> None:

@@ -91,7 +91,7 @@ def test_export_writes_a_bundle_that_loads_and_verifies(instruct_checkpoint: Pat
     assert set(parity["llm"]["f16"]["greedy"]) >= {"exact_match", "token_agreement", "n_prompts"}
     assert parity["questions"][0] == PromptConfig().report_question and len(parity["records"]) == 3
     assert b.training["stage"] == "instruct" and b.training["train_folds"] == [1, 2, 3, 4, 5, 6, 7, 8]
-    assert b.answer_vocabularies["2"] == ["no", "yes"]
+    assert b.manifest["answer_vocabularies"]["2"] == ["no", "yes"]
     assert b.questions is not None and b.questions.match("AF?").attributes == ("atrial fibrillation",)
     assert b.manifest[ManifestKey.LLM]["q8_0"]["file_type"] == "MOSTLY_Q8_0"
 

