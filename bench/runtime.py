@@ -1,4 +1,4 @@
-"""Benchmark: the torch-free runtime against the PyTorch pipeline, same model, same records (issue #4).
+"""Benchmark: the torch-free runtime against the PyTorch pipeline, same model, same records.
 
 One run measures, on the same instruction-tuned model and the same real held-out PTB-XL records:
 

@@ -201,9 +201,7 @@ class QualityConfig(ConfigMixin):
     rail_warn_fraction: float = 0.02  # ... and above this fraction a warning is added
     max_abs_mv: float = 20.0  # max |x - median| above this: not mV (uV given as mV?)
     allow_flat_leads: bool = False  # flat leads (not all): a warning instead of an error (degraded mode)
-    # "is this an ECG" (diagecg.quality.ecg_problems; measured on 1,708 real PTB-XL/CPSC records:
-    # lead-relation error <= 0.025, closest two leads >= 0.019 apart, QRS concentration >= 2.57;
-    # noise, sines and copied leads: 1.2-2.0, 0.0, 1.05-1.92)
+    # "is this an ECG" (diagecg.quality.ecg_problems; the margins against real records: README)
     require_ecg: bool = True  # refuse signals that fail these checks
     max_lead_relation_error: float = 0.25  # Einthoven/Goldberger: rms(II - (I + III)) / rms, ...
     min_lead_difference: float = 0.005  # two leads closer than this (rms ratio) are copies of one signal
@@ -360,7 +358,7 @@ class GenerationConfig(ConfigMixin):
         _check(self.n_ctx >= 64, n, "n_ctx", self.n_ctx, "must be >= 64")
 
 
-# The two presets of issue #2: the paper's 500 Hz / 313 tokens, and 100 Hz / 63 tokens for CPUs.
+# The two presets: the paper's 500 Hz / 313 tokens, and 100 Hz / 63 tokens for CPUs.
 PRESETS: dict[str, tuple[PreprocessConfig, EncoderConfig, FSQConfig]] = {
     "500hz": (PreprocessConfig(fs_hz=500), EncoderConfig(n_samples=5000), FSQConfig()),
     # narrower widths (~0.3M parameters) keep CPU training practical at 100 Hz

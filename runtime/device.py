@@ -67,7 +67,7 @@ def resolve_threads(threads: int | None) -> int:
     """``threads`` if given (checked), else :func:`default_threads`.
 
     More threads than the CPUs this process may run on are allowed with a warning: they compete for
-    the same cores (measured on a 2-core machine: 4-15x slower answers with other work running).
+    the same cores and every answer gets slower.
 
     Raises:
         ValueError: ``threads`` is not an int in 1..``MAX_THREADS``.

@@ -15,9 +15,9 @@ the instance's lock, so concurrent callers are served one after another.
 
 Prefix reuse: the context keeps the KV cells of the last sequence, and a prompt that starts like
 it (the same patient and ECG, another question) evaluates only the tokens after the common prefix.
-With Q8_0 and f16 models the logits are bitwise those of a fresh evaluation (measured on the demo
-bundle); K-quant kernels pick another code path for small batches, which moves logits by ~1e-6, so
-an exact tie could resolve differently. ``reuse_prefix=False`` evaluates every prompt from scratch.
+With Q8_0 and f16 models the logits are bitwise those of a fresh evaluation; K-quant kernels pick
+another code path for small batches, which moves logits by ~1e-6, so an exact tie could resolve
+differently. ``reuse_prefix=False`` evaluates every prompt from scratch.
 """
 
 from __future__ import annotations

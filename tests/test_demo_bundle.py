@@ -1,6 +1,6 @@
 """The shipped demonstration bundle: it loads with full verification, answers on the example records,
-its manifest records the training configs that scripts/reproduce_demo.sh uses (issue #5), and its
-held-out evaluation shows answers that depend on the ECG (issue #9).
+its manifest records the training configs that scripts/reproduce_demo.sh uses, and its
+held-out evaluation shows answers that depend on the ECG.
 
 It is the format with diagnostic summary tokens (44 summary tokens before the 63 frame tokens) and a
 question catalogue; the format without them stays covered by the tiny test bundles."""

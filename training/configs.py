@@ -34,12 +34,8 @@ LORA_TARGETS: dict[str, tuple[str, ...]] = {
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerTrainConfig(ConfigMixin):
-    """Everything stage 1 needs; the architecture comes from ``preset`` plus the optional overrides.
-
-    On a CPU, the preset's widths cost ~4.7 s per step of 16 records (one thread); the narrower
-    ``stem_channels=16, stage_channels=(16, 32, 32, 64), fused_channels=128`` run at ~2 s per step
-    and reach a held-out MSE of 0.31 after 165 steps (measured, 100 Hz preset).
-    """
+    """Everything stage 1 needs; the architecture comes from ``preset`` plus the optional overrides
+    (narrower widths train faster on a CPU: ``configs/demo/tokenizer.json``)."""
 
     data_dir: str = "data"  # shared data root (holding ptbxl/) or the ptbxl folder itself
     out_dir: str = "runs/tokenizer"  # checkpoint + run summary go here

@@ -1,4 +1,4 @@
-"""Held-out evaluation of an instruction-tuned checkpoint (issue #3): ECG-QA exact match and reports.
+"""Held-out evaluation of an instruction-tuned checkpoint: ECG-QA exact match and reports.
 
 What is measured, on PTB-XL folds the checkpoint never trained on (fold 10 by default):
 
