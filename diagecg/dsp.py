@@ -74,9 +74,9 @@ def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
     h = lowpass_fir(up, down)
     half_len = (len(h) - 1) // 2
     n_taps = -(-len(h) // up)  # taps per phase
-    phases = np.zeros(n_taps * up)
-    phases[: len(h)] = h
-    phases = phases.reshape(n_taps, up).T  # (up, n_taps): phases[r, j] = h[r + up * j]
+    padded = np.zeros(n_taps * up)
+    padded[: len(h)] = h
+    phases = padded.reshape(n_taps, up).T  # (up, n_taps): phases[r, j] = h[r + up * j]
 
     # output m reads the zero-stuffed input at k - i, i.e. x[k // up - j] with filter tap r + up * j,
     # where k = half_len + m * down and r = k % up. The phase r repeats with period up, so outputs

@@ -301,7 +301,7 @@ def stage_configs(checkpoint_dir: Path, summary: dict[str, Any], ecg_tokenizer_d
         configs[summary.get("stage", "instruct")] = summary["config"]
     init_dir = summary.get("init_dir")
     pre_summary = Path(init_dir) / RUN_SUMMARY if init_dir else None
-    if pre_summary is not None and not pre_summary.is_file():
+    if init_dir and pre_summary is not None and not pre_summary.is_file():
         pre_summary = checkpoint_dir.parent / Path(init_dir).name / RUN_SUMMARY  # moved: look for a sibling
     if pre_summary is not None and pre_summary.is_file():
         pre = json.loads(pre_summary.read_text())

@@ -60,6 +60,11 @@ def export_index_module(ecg_tokenizer: nn.Module) -> nn.Module:
     return conv1d_as_conv2d(_index_module(tok)).eval()
 
 
+
+def _first_int(value: object) -> int:
+    """A 1-D layer's size argument as one int (torch stores some as an int, some as a 1-tuple)."""
+    return int(value[0]) if isinstance(value, tuple) else int(value)  # type: ignore[call-overload]
+
 def conv1d_as_conv2d(module: nn.Module) -> nn.Module:
     """A copy of ``module`` whose Conv1d / MaxPool1d layers are Conv2d / MaxPool2d over (1, L) images.
 
@@ -81,7 +86,7 @@ def conv1d_as_conv2d(module: nn.Module) -> nn.Module:
                 raise ValueError(f"cannot express {child} as a 2-D layer")
             if isinstance(child, nn.Conv1d):
                 conv = nn.Conv2d(child.in_channels, child.out_channels, (1, child.kernel_size[0]),
-                                 stride=(1, child.stride[0]), padding=(0, child.padding[0]),
+                                 stride=(1, child.stride[0]), padding=(0, _first_int(child.padding)),
                                  dilation=(1, child.dilation[0]), groups=child.groups,
                                  bias=child.bias is not None, padding_mode=child.padding_mode)
                 conv.weight = nn.Parameter(child.weight.detach()[:, :, None, :].clone())
@@ -91,8 +96,9 @@ def conv1d_as_conv2d(module: nn.Module) -> nn.Module:
             elif isinstance(child, nn.MaxPool1d):
                 if child.dilation != 1 or child.ceil_mode or child.return_indices:
                     raise ValueError(f"cannot express {child} as a 2-D layer")
-                setattr(parent, name, nn.MaxPool2d((1, child.kernel_size), stride=(1, child.stride),
-                                                   padding=(0, child.padding)))
+                setattr(parent, name, nn.MaxPool2d((1, _first_int(child.kernel_size)),
+                                                   stride=(1, _first_int(child.stride)),
+                                                   padding=(0, _first_int(child.padding))))
             else:
                 convert(child)
             if isinstance(child, LeadwiseEncoder):

@@ -341,9 +341,10 @@ class DiagEcgPipeline:
         catalogue = self.bundle.questions
         match = catalogue.match(question) if task == TASK_QA and catalogue is not None else None
         used = rec.patient.with_overrides(patient)
-        common = dict(record=rec.source, record_id=rec.record_id, task=task, question=question,
-                      bundle=dict(self._bundle_info), device=self.device.to_dict(), timings_ms=times,
-                      patient=dataclasses.asdict(used))
+        common: dict[str, Any] = dict(
+            record=rec.source, record_id=rec.record_id, task=task, question=question,
+            bundle=dict(self._bundle_info), device=self.device.to_dict(), timings_ms=times,
+            patient=dataclasses.asdict(used))
         if task == TASK_QA and catalogue is not None and match is None:
             times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
             closest = "; ".join(repr(q) for q in catalogue.closest(question))

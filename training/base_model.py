@@ -313,8 +313,8 @@ def materialise_base_model(path: Path, out_dir: Path) -> Path:
     # the weights are dequantised float32 now: drop what the GGUF loader left, or save_pretrained refuses
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]  # transformers' own attributes, not modules
+    model.is_quantized = False  # type: ignore[assignment]
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     tok.save_pretrained(str(out_dir))

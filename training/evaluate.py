@@ -69,7 +69,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ from diagecg.datasets.ecgqa import (
     WORDINGS,
     AnswerVocabulary,
     QASample,
+    Wording,
     finding_questions,
     generate_questions,
     load_answer_vocab,
@@ -222,7 +224,8 @@ def build_eval_data(
     test_set = set(ids)
     questions: dict[str, list[QASample]] = {}
     for wording in cfg.wordings:
-        samples = generate_questions(ptbxl, ids, scp_table, cfg.seed, answer_vocab=vocab, wording=wording)
+        samples = generate_questions(ptbxl, ids, scp_table, cfg.seed, answer_vocab=vocab,
+                                     wording=typing.cast(Wording, wording))
         # the paraphrase wording of ECG-QA's questions is its own paraphrased release (never trained on)
         samples += [s for s in released.get(wording == "paraphrase", []) if s.ecg_id in test_set]
         keep = seeded_subset(range(len(samples)), cfg.max_questions, cfg.seed, "eval-subset")
@@ -255,7 +258,7 @@ def _valid_format(sample: QASample, prediction: str, vocab: AnswerVocabulary) ->
     return members <= options
 
 
-def _rows(samples: Sequence[QASample], columns: dict[str, Sequence[str]]) -> dict[str, dict[str, float]]:
+def _rows(samples: Sequence[QASample], columns: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
     """Per group: n and each column's exact-match accuracy."""
     scored = {name: exact_match_by_type(samples, preds) for name, preds in columns.items()}
     first = next(iter(scored.values()))

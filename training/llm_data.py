@@ -32,7 +32,7 @@ from diagecg.answers import format_answer
 from diagecg.config import VocabConfig
 from diagecg.constants import CHECKPOINT_WEIGHTS, ECG_TOKEN_CACHE
 from diagecg.datasets import seeded_subset
-from diagecg.datasets.ecgqa import AnswerVocabulary, QASample, QuestionGenConfig, generate_questions
+from diagecg.datasets.ecgqa import AnswerVocabulary, QASample, QuestionGenConfig, Wording, generate_questions
 from diagecg.datasets.ptbxl import PtbxlDataset
 from diagecg.datasets.reports import ScpStatement, report_text
 from diagecg.prompts import PromptConfig, encode_answer, encode_prompt, render_prompt_text
@@ -232,7 +232,7 @@ def generate_qa_items(
     answer_vocab: AnswerVocabulary,
     *,
     seeds: Sequence[int],
-    wording: str,
+    wording: Wording,
     question_config: QuestionGenConfig,
 ) -> list[SftItem]:
     """Generated ECG-QA questions for ``ecg_ids``, one round per seed, duplicates dropped."""

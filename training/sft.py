@@ -229,14 +229,14 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
             model_type=pre_meta.base_model.model_type,
             demo=pre_meta.base_model.demo,
         )
-        summary = stage1_summary(paths.ecg_tokenizer_dir)
-        if summary.enabled and (cfg.method == "full" or cfg.train_ecg_embeddings):
+        ecg_summary = stage1_summary(paths.ecg_tokenizer_dir)
+        if ecg_summary.enabled and (cfg.method == "full" or cfg.train_ecg_embeddings):
             # the summary tokens never occur in pretraining: start them from their findings' words
             scp = load_scp_table(resolve_data_roots(cfg.data_dir).ptbxl)
             text = Tokenizer.from_file(str(paths.text_tokenizer))
             frame_codes = stage1_configs(paths.ecg_tokenizer_dir)[2].codebook_size
-            init_summary_embeddings(model, pre_meta.vocab, frame_codes, summary.levels,
-                                    [finding_text(c, scp) for c in summary.findings],
+            init_summary_embeddings(model, pre_meta.vocab, frame_codes, ecg_summary.levels,
+                                    [finding_text(c, scp) for c in ecg_summary.findings],
                                     lambda t: text.encode(t, add_special_tokens=False).ids, seed=cfg.seed)
         if cfg.method == "lora":
             v = pre_meta.vocab

@@ -54,6 +54,7 @@ import glob
 import json
 import logging
 import random
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -70,7 +71,8 @@ ATTRIBUTE_TYPES: tuple[str, ...] = (
     "scp_code", "noise", "stage_of_infarction", "extra_systole", "heart_axis", "numeric_feature",
 )
 SOURCES: tuple[str, ...] = ("ecgqa", "generated")
-WORDINGS: tuple[str, ...] = ("template", "mixed", "paraphrase")
+Wording = Literal["template", "mixed", "paraphrase"]
+WORDINGS: tuple[str, ...] = typing.get_args(Wording)
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
 ANSWERS_FILE = "answers.csv"
@@ -418,7 +420,7 @@ def generate_questions(
     *,
     answer_vocab: AnswerVocabulary,
     config: QuestionGenConfig | None = None,
-    wording: Literal["template", "mixed", "paraphrase"] = "template",
+    wording: Wording = "template",
 ) -> list[QASample]:
     """Generate ECG-QA-style single-ECG SCP-code questions from PTB-XL labels.
 
@@ -465,8 +467,8 @@ def generate_questions(
         seen: set[tuple[int, tuple[str, ...]]] = set()
         picked: list[tuple[int, tuple[str, ...], tuple[str, ...]]] = []
         start_yes = rng.random() < 0.5
-        plan = ([("verify", (i % 2 == 0) == start_yes) for i in range(cfg.n_verify)]
-                + [("choose", None)] * cfg.n_choose + [("query", None)] * cfg.n_query)
+        plan: list[tuple[str, bool]] = [("verify", (i % 2 == 0) == start_yes) for i in range(cfg.n_verify)]
+        plan += [("choose", False)] * cfg.n_choose + [("query", False)] * cfg.n_query
         for kind, want_yes in plan:
             for attempt in range(8):
                 if kind == "verify":  # fall back to the other polarity when this one is impossible
@@ -524,7 +526,7 @@ def finding_questions(
     names: dict[str, str],
     scp_table: dict[str, ScpStatement],
     rng_seed: int,
-    wording: Literal["template", "mixed", "paraphrase"] = "template",
+    wording: Wording = "template",
 ) -> list[QASample]:
     """One verify question per record and finding: "Does this ECG show symptoms of X?" (template 1;
     "Is this a normal ECG?", template 2, for NORM).
