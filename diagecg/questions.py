@@ -189,6 +189,7 @@ _NUMERIC = re.compile(r"\b(how many|how much|how long|how fast|what is the (hear
                       r"\bms\b|milliseconds?|duration|interval in|qtc? (interval )?(is|value)|value of|"
                       r"measure|axis|age|how old|weight|height)\b")
 _CHOICE = re.compile(r"\b(or|which|between|whether)\b")
+_ONE_OF_TWO = re.compile(r"\bor\b(?!\s+(not|no)\b)")  # "A or B", not "... or not?" / "yes or no"
 _WH = re.compile(r"^(what|which|list|name|describe|tell|give|show me|report|enumerate)\b")
 _CERTAIN_ONLY = re.compile(r"\b(certain|excluding uncertain|definite|confirmed|only certain|"
                            r"without uncertain)\b")
@@ -372,6 +373,8 @@ class QuestionCatalogue:
         if _NUMERIC.search(text):
             return None
         if len(attrs) == 1:
+            if _WH.search(text) or _ONE_OF_TWO.search(text):
+                return None  # "which ..., A or B?" with B unknown: not a yes/no question about A
             entry = self._entry(1)
             if entry is not None and attrs[0] in entry.attributes:
                 return self._matched(entry, attrs)

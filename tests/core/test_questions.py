@@ -31,6 +31,12 @@ def test_catalogue_lists_every_generated_template_and_round_trips(catalogue: Que
         build_catalogue({**QA_VOCAB, "7": []})
 
 
+def test_yes_or_no_wordings_stay_the_verify_template(catalogue: QuestionCatalogue) -> None:
+    for question in ("Is there AF or not?", "AF, yes or no?", "Atrial fibrillation?"):
+        match = catalogue.match(question)
+        assert match is not None and match.template_id == 1, question
+
+
 @pytest.mark.parametrize(
     ("question", "attribute"),
     [
@@ -108,6 +114,11 @@ def test_two_findings_with_or_are_the_choose_template_of_their_group(catalogue: 
         "Does this show WPW?",
         "?",
         "hello",
+        # a choice between a known finding and one the model was not trained on is not a yes/no
+        # question about the known one (it was answered "yes" as "Does this ECG show sinus rhythm?")
+        "Which rhythm-related symptom does this ECG show, sinus rhythm or bigeminal pattern (unknown)?",
+        "Is it sinus rhythm or WPW?",
+        "Which leads show atrial fibrillation?",
     ],
 )
 def test_unsupported_questions_match_nothing_and_get_suggestions(

@@ -76,7 +76,7 @@ def test_export_writes_a_bundle_that_loads_and_verifies(instruct_checkpoint: Pat
     assert sorted(summary["quants"]) == sorted(b.quants) == ["f16", "q8_0"] and b.default_quant == "q8_0"
     assert (b.preprocess, b.encoder, b.fsq, b.preset) == (PREPROCESS, ENCODER, FSQ, "100hz")
     assert b.summary == SUMMARY and b.vocab.n_codes == N_CODES
-    assert PromptConfig.from_dict(b.prompt) == PromptConfig() and b.generation.max_new_tokens == 8
+    assert b.prompt == PromptConfig() and b.generation.max_new_tokens == 8
     assert b.tokenizer_path is not None and b.tokenizer_path.name == BUNDLE_TOKENIZER_NAME
     assert b.tokenizer_path.read_bytes() == (instruct_checkpoint / LLM_TEXT_TOKENIZER).read_bytes()
     assert sorted(p.name for p in b.root.iterdir()) == sorted([*b.manifest["files"], "manifest.json"])
