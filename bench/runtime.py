@@ -33,7 +33,9 @@ record subset), with their gold answer sets. The parent prints a table with, per
 cold start, latency per question (median, p90), records/s in batch mode, peak RSS, agreement
 with the PyTorch answers (% identical ``normalize_answer`` sets), exact match against the gold
 answers, and the ratios against PyTorch beside the targets (runtime >= 5x faster per question,
-<= 1/3 of its peak memory, Q8_0 exact match at most 1 point below PyTorch) with PASS/FAIL.
+<= 1/3 of its peak memory, Q8_0 exact match at most 1 point below PyTorch on the questions it answers:
+a question outside the bundle's question catalogue is refused by the runtime, counted in ``refused``
+and left out of that comparison) with PASS/FAIL.
 
     python bench/runtime.py --checkpoint runs/instruct --bundle bundle --data ../shared/data \\
         --n-records 20 --threads 8 --quants q8_0,q4_k_m --out bench/results.json
@@ -191,14 +193,18 @@ def compare(backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]]) 
     out: dict[str, dict[str, Any]] = {}
     for name, res in backends.items():
         if "error" in res:
-            out[name] = {"agreement": None, "exact_match": None, "speedup_per_question": None,
+            out[name] = {"agreement": None, "exact_match": None, "n_refused": None,
+                         "exact_match_answered": None, "speedup_per_question": None,
                          "speedup_first_question": None, "memory_fraction": None,
                          "accuracy_delta_points": None, "targets": {}}
             continue
         preds = res["predictions"]
+        refused = set(res.get("unsupported", ()))
+        answered = [k for k in range(len(gold)) if k not in refused]
         row: dict[str, Any] = {
             "agreement": agreement(preds, base["predictions"]) if base_ok and name != TORCH else None,
-            "exact_match": exact_match(preds, gold),
+            "exact_match": exact_match(preds, gold), "n_refused": len(refused),
+            "exact_match_answered": exact_match([preds[k] for k in answered], [gold[k] for k in answered]),
             "speedup_per_question": None, "speedup_first_question": None, "memory_fraction": None,
             "accuracy_delta_points": None, "targets": {},
         }
@@ -208,8 +214,9 @@ def compare(backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]]) 
                 row["speedup_first_question"] = (base["latency_first_ms"]["median"]
                                                  / res["latency_first_ms"]["median"])
             row["memory_fraction"] = res["peak_rss_mb"] / base["peak_rss_mb"]
-            base_exact = exact_match(base["predictions"], gold)
-            row["accuracy_delta_points"] = 100.0 * (row["exact_match"] - base_exact)
+            # on the questions this backend answered: a refusal (unsupported question) is not a wrong answer
+            base_exact = exact_match([base["predictions"][k] for k in answered], [gold[k] for k in answered])
+            row["accuracy_delta_points"] = 100.0 * (row["exact_match_answered"] - base_exact)
             row["targets"]["speedup"] = _target(row["speedup_per_question"], ">=", TARGET_SPEEDUP)
             row["targets"]["memory"] = _target(row["memory_fraction"], "<=", TARGET_MEMORY_FRACTION)
             if res.get("quant") in ACCURACY_TARGET_QUANTS:
@@ -228,7 +235,7 @@ def format_table(report: dict[str, Any]) -> str:
              f"{report['config']['threads']} threads; batch question: {w['batch_question']!r}"]
     header = (f"{'backend':<24} {'cold s':>7} {'med ms':>8} {'p90 ms':>8} {'1st ms':>8} {'next ms':>8} "
               f"{'rec/s':>7} {'RSS MB':>7} {'agree%':>7} {'exact%':>7} {'speed-up':>9} {'1st x':>6} "
-              f"{'mem frac':>9}")
+              f"{'mem frac':>9} {'refused':>8}")
     lines += [header, "-" * len(header)]
 
     def num(v: float | None, fmt: str) -> str:
@@ -250,10 +257,11 @@ def format_table(report: dict[str, Any]) -> str:
             f"{num(res['latency_ms']['p90'], '.1f'):>8} {num(first, '.1f'):>8} {num(follow, '.1f'):>8} "
             f"{num(res['batch']['records_per_s'], '.2f'):>7} "
             f"{num(res['peak_rss_mb'], '.0f'):>7} {num(pct[0], '.1f'):>7} {num(pct[1], '.1f'):>7} "
-            f"{speedup:>9} {first_x:>6} {num(cmp['memory_fraction'], '.3f'):>9}")
+            f"{speedup:>9} {first_x:>6} {num(cmp['memory_fraction'], '.3f'):>9} "
+            f"{cmp.get('n_refused') or 0:>8}")
     target_lines = []
     labels = {"speedup": "speed-up per question", "memory": "peak memory fraction",
-              "accuracy": "exact match vs PyTorch (points)"}
+              "accuracy": "exact match vs PyTorch on answered (points)"}
     for name, cmp in report["comparison"].items():
         for key, t in cmp["targets"].items():
             target_lines.append(f"  {name:<24} {labels[key]:<32} {num(t['value'], '.3f'):>8}  "
@@ -524,8 +532,16 @@ def worker_runtime(w: Workload, quant: str, t_start: float, cache: bool = True) 
                                        ecg_cache_size=ECG_CACHE_SIZE if cache else 0, reuse_prefix=cache)
     t_ready = time.time()
 
-    first, seconds, texts, errors = _timed_answers(
-        lambda item: pipe.answer(_record(item), item["question"]).answer, w.items, pipe.clear_caches)
+    position = {id(item): k for k, item in enumerate(w.items)}
+    refused: set[int] = set()
+
+    def ask(item: dict[str, Any]) -> str:
+        ans = pipe.answer(_record(item), item["question"])
+        if ans.question_supported is False:  # outside the question catalogue: no answer, by design
+            refused.add(position[id(item)])
+        return ans.answer
+
+    first, seconds, texts, errors = _timed_answers(ask, w.items, pipe.clear_caches)
     pipe.clear_caches()  # batch mode starts cold too
     def records() -> Iterator[Any]:  # read lazily: reading is part of the batch time
         for r in w.batch_records:
@@ -546,6 +562,7 @@ def worker_runtime(w: Workload, quant: str, t_start: float, cache: bool = True) 
         "batch": {"n_records": len(batch), "n_errors": n_err, "wall_s": batch_s,
                   "records_per_s": len(batch) / batch_s},
         "peak_rss_mb": peak_rss_mb(), "ru_maxrss_mb": ru_maxrss_mb(), "predictions": texts, "errors": errors,
+        "unsupported": sorted(refused),
         "model_bytes": Path(pipe.bundle.gguf_path(quant)).stat().st_size,
         "device": pipe.device.to_dict(),
         "torch_imported": sorted(m for m in TORCH_MODULES if m in sys.modules),

@@ -97,14 +97,24 @@ def test_compare_gives_ratios_against_pytorch_and_the_targets():
     worse = dict(backends, **{"runtime-q8_0": _result(100.0, 900.0, ["yes", "yes", "yes", "x"], "q8_0")})
     assert bench.compare(worse, gold)["runtime-q8_0"]["targets"]["accuracy"]["pass"] is False
 
+    # a question the runtime refuses (outside its catalogue) is counted apart, not as a wrong answer:
+    # the accuracy target compares both backends on the questions the runtime answered
+    refusing = _result(100.0, 900.0, ["yes", "no", "", "sinus rhythm"], "q8_0")
+    refusing["unsupported"] = [2]
+    row = bench.compare(dict(backends, **{"runtime-q8_0": refusing}), gold)["runtime-q8_0"]
+    assert row["n_refused"] == 1 and row["exact_match"] == pytest.approx(0.75)
+    assert row["exact_match_answered"] == pytest.approx(1.0)  # torch on the same three: 3/3
+    assert row["accuracy_delta_points"] == pytest.approx(0.0) and row["targets"]["accuracy"]["pass"]
+
     report = {"workload": {"n_questions": 4, "n_records": 2, "folds": [10], "batch_question": "q?"},
               "config": {"threads": 2}, "backends": backends, "comparison": cmp}
     table = bench.format_table(report)
     assert "runtime-q4_0" in table and "FAILED: exit status 1: boom" in table
     q8_row = next(line for line in table.splitlines() if line.startswith("runtime-q8_0 "))
-    assert q8_row.split()[-5:] == ["100.0", "75.0", "6.00x", "3.00x", "0.300"]
+    assert q8_row.split()[-6:] == ["100.0", "75.0", "6.00x", "3.00x", "0.300", "0"]  # 0 refused
     assert q8_row.split()[4:6] == ["400.0", "50.0"]  # first question about a record, follow-ups
     assert table.count("PASS") == 3 and table.count("FAIL") == 3  # 2 target FAILs + the FAILED worker
+    assert "refused" in table.splitlines()[1]
 
 
 def test_latency_is_split_at_the_first_question_about_each_record():
