@@ -12,12 +12,11 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import sys
 from typing import Any
 
 import click
 
-from diagecg.cli_options import EXIT_CODES_HELP, NOISY_LOGGERS, ExitCode, verbosity_options
+from diagecg.cli_options import EXIT_CODES_HELP, NOISY_LOGGERS, ExitCode, fail, verbosity_options
 from diagecg.config import apply_overrides
 from diagecg.errors import DiagEcgError
 
@@ -49,11 +48,6 @@ TRAIN_SHORTCUTS: dict[str, Any] = {
 }
 
 
-def _error_exit(error: BaseException, code: ExitCode) -> None:
-    click.echo(f"error: {' '.join(str(error).split())}", err=True)
-    sys.exit(int(code))
-
-
 def _import_stage(module_name: str) -> Any:
     try:
         return importlib.import_module(module_name)
@@ -76,7 +70,7 @@ def _load_config(cls: Any, config_file: str | None, sets: tuple[str, ...], short
         pairs = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
         return apply_overrides(cfg, [*pairs, *sets])
     except (DiagEcgError, ValueError, OSError) as e:
-        _error_exit(e, ExitCode.USAGE)
+        fail(e, ExitCode.USAGE)
 
 
 def _run_stage(fn: Any, cfg: Any) -> Any:
@@ -85,7 +79,7 @@ def _run_stage(fn: Any, cfg: Any) -> Any:
     try:
         return fn(cfg)
     except (DiagEcgError, FileNotFoundError) as e:
-        _error_exit(e, ExitCode.FAILED)
+        fail(e, ExitCode.FAILED)
 
 
 @click.group(epilog=EXIT_CODES_HELP)

@@ -22,6 +22,7 @@ import enum
 import functools
 import inspect
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,6 +44,12 @@ EXIT_CODES_HELP = (
     "the bundle's catalogue (no answer given)."
 )
 
+def fail(error: BaseException, code: ExitCode) -> None:
+    """End the command: ``error`` as one ``error:`` line on stderr, and ``code``."""
+    click.echo(f"error: {' '.join(str(error).split())}", err=True)
+    sys.exit(int(code))
+
+
 # third-party libraries that log every step at INFO; they follow -v, else only their warnings show
 NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "httpx", "urllib3")
 
@@ -53,12 +60,12 @@ def log_level(verbose: bool, quiet: bool) -> Iterator[None]:
     command run in-process (tests, a host application) leaves logging as it found it."""
     root = logging.getLogger()
     saved = root.level, {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
-    if verbose:
+    if verbose:  # otherwise the levels stay as the group's own -v (or its default) set them
         root.setLevel(logging.DEBUG)
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.DEBUG)
     elif quiet:
         root.setLevel(logging.ERROR)
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
     try:
         yield
     finally:

@@ -35,7 +35,7 @@ from typing import Any
 
 import click
 
-from diagecg.cli_options import EXIT_CODES_HELP, ExitCode, verbosity_options
+from diagecg.cli_options import EXIT_CODES_HELP, ExitCode, fail, verbosity_options
 from diagecg.constants import DEFAULT_BUNDLE_DIR
 from diagecg.errors import BundleError, DiagEcgError, InputError
 from diagecg.runtime.device import DEVICES, MAX_THREADS
@@ -104,11 +104,6 @@ def expand_records(args: tuple[str, ...] | list[str]) -> tuple[list[Path], bool]
     return records, expanded
 
 
-def _fail(error: BaseException, code: ExitCode = ExitCode.USAGE) -> None:
-    click.echo(f"error: {' '.join(str(error).split())}", err=True)
-    sys.exit(int(code))
-
-
 def _progress(results: Iterator[Any], total: int, quiet: bool) -> Iterator[Any]:
     """A progress bar on stderr, only when stderr is a terminal (a host capturing ``2>&1`` gets
     clean JSON lines) and not ``--quiet``."""
@@ -139,7 +134,7 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
         for question in questions or ():
             pipe.check_question(question)
     except (DiagEcgError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+        fail(e, ExitCode.USAGE)
         return
     n_questions = len(questions) if questions is not None else 1
     stream = as_json or expanded or len(records) > 1 or n_questions > 1
@@ -148,7 +143,7 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
             ans = (pipe.answer(records[0], questions[0], patient=patient) if questions is not None
                    else pipe.report(records[0], patient=patient))
         except DiagEcgError as e:  # the record failed, as its error line in --json mode: exit code 1
-            _fail(e, ExitCode.FAILED)
+            fail(e, ExitCode.FAILED)
             return
         for w in [] if quiet else ans.warnings:
             click.echo(f"warning: {w}", err=True)
@@ -241,12 +236,12 @@ def questions(bundle: str | None, as_json: bool) -> None:
     try:
         loaded = load_bundle(resolve_bundle(bundle), verify_hashes=False, check_models=False)
     except DiagEcgError as e:
-        _fail(e)
+        fail(e, ExitCode.USAGE)
         return
     catalogue = loaded.questions
     if catalogue is None:
-        _fail(BundleError(f"{loaded.root} has no question catalogue (exported before diagecg had them): "
-                          f"every question goes to the model as typed"))
+        fail(BundleError(f"{loaded.root} has no question catalogue (exported before diagecg had them): "
+                          f"every question goes to the model as typed"), ExitCode.USAGE)
         return
     if as_json:
         click.echo(json.dumps(catalogue.to_dict(), indent=2, ensure_ascii=False))
