@@ -10,7 +10,7 @@ and defaults, as peft's ``PeftConfig`` is subclassed per method.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 from diagecg.config import (
     PRESETS,
@@ -24,6 +24,22 @@ from diagecg.config import (
 from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS, VALID_FOLDS
 
 TASKS: tuple[str, ...] = ("qa", "report")  # what instruction tuning trains on
+
+
+def _check_folds(cfg: Any, n: str, held_out: str) -> None:
+    """``cfg.train_folds`` and ``cfg.<held_out>``: non-empty PTB-XL folds 1-10, never the test fold(s),
+    and disjoint."""
+    train = cfg.train_folds
+    for name in ("train_folds", held_out):
+        folds = getattr(cfg, name)
+        _check(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
+               "a non-empty tuple of PTB-XL folds 1-10")
+        _check(not set(folds) & set(TEST_FOLDS), n, name, folds,
+               f"must not contain the test fold(s) {TEST_FOLDS}")
+    _check(not set(train) & set(getattr(cfg, held_out)), n, held_out, getattr(cfg, held_out),
+           f"must be disjoint from train_folds {train}")
+
+
 # HF config.model_type -> linear layers LoRA adapts (attention + MLP); other types need lora_target_modules
 LORA_TARGETS: dict[str, tuple[str, ...]] = {
     "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
@@ -78,14 +94,7 @@ class TokenizerTrainConfig(ConfigMixin):
     def __post_init__(self) -> None:
         n = "TokenizerTrainConfig"
         _check(self.preset in PRESETS, n, "preset", self.preset, f"one of {sorted(PRESETS)}")
-        for name in ("train_folds", "eval_folds"):
-            folds = getattr(self, name)
-            _check(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
-                   "a non-empty tuple of PTB-XL folds 1-10")
-            _check(not set(folds) & set(TEST_FOLDS), n, name, folds,
-                   f"must not contain the test fold(s) {TEST_FOLDS}")
-        _check(not set(self.train_folds) & set(self.eval_folds), n, "eval_folds", self.eval_folds,
-               f"must be disjoint from train_folds {self.train_folds}")
+        _check_folds(self, n, "eval_folds")
         for name in ("max_train_records", "max_eval_records"):
             v = getattr(self, name)
             _check(v is None or v >= 1, n, name, v, "None or >= 1")
@@ -163,14 +172,7 @@ class LlmStageConfig(ConfigMixin):
         _check(self.method in ("full", "lora"), n, "method", self.method, "'full' or 'lora'")
         _check(self.lora_r >= 1 and self.lora_alpha > 0 and 0 <= self.lora_dropout < 1, n, "lora_r",
                self.lora_r, "lora_r >= 1, lora_alpha > 0, lora_dropout in [0, 1)")
-        for name in ("train_folds", "valid_folds"):
-            folds = getattr(self, name)
-            _check(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
-                   "a non-empty tuple of PTB-XL folds 1-10")
-            _check(not set(folds) & set(TEST_FOLDS), n, name, folds,
-                   f"must not contain the test fold(s) {TEST_FOLDS}")
-        _check(not set(self.train_folds) & set(self.valid_folds), n, "valid_folds", self.valid_folds,
-               f"must be disjoint from train_folds {self.train_folds}")
+        _check_folds(self, n, "valid_folds")
         _check(self.max_train_records is None or self.max_train_records >= 1, n, "max_train_records",
                self.max_train_records, "None or >= 1")
         _check(self.steps >= 1, n, "steps", self.steps, "must be >= 1")
