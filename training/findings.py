@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from diagecg.datasets.ecgqa import AnswerVocabulary, QASample, finding_names
-from diagecg.datasets.ptbxl import SUPERCLASSES, PtbxlDataset
+from diagecg.datasets.ptbxl import SUPERCLASSES, PtbxlDataset, frequent_findings
 from diagecg.datasets.reports import ScpStatement
 from diagecg.training.metrics import calibration, roc_auc
 
@@ -46,14 +46,10 @@ def select_findings(ptbxl: PtbxlDataset, ecg_ids: Sequence[int], scp_table: dict
     The superclasses, every nameable statement with at least ``min_positives`` positives among
     ``ecg_ids``, and the :data:`TRACKED_FINDINGS` with at least one.
     """
-    counts: dict[str, int] = {}
-    for i in ecg_ids:
-        for code in ptbxl.entries[i].scp_codes:
-            counts[code] = counts.get(code, 0) + 1
-    frequent = sorted((c for c, k in counts.items() if k >= min_positives and c not in SUPERCLASSES),
-                      key=lambda c: (-counts[c], c))
-    tracked = [c for c in TRACKED_FINDINGS if counts.get(c, 0) >= 1 and c not in frequent]
-    return finding_names((*SUPERCLASSES, *frequent, *tracked), scp_table, answer_vocab)
+    frequent = frequent_findings(ptbxl, list(ecg_ids), min_positives)  # superclasses first
+    present = {code for i in ecg_ids for code in ptbxl.entries[i].scp_codes}
+    tracked = [c for c in TRACKED_FINDINGS if c in present and c not in frequent]
+    return finding_names((*frequent, *tracked), scp_table, answer_vocab)
 
 
 def ablation_permutation(ecg_ids: Sequence[int], folds: Sequence[int], seed: int) -> dict[int, int]:
