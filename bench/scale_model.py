@@ -9,7 +9,7 @@ latency and memory, and read agreement only as "the engines compute the same fun
 
     python bench/scale_model.py --like runs/demo/instruct --out runs/scale --hidden 768 --layers 12
     diagecg export --checkpoint runs/scale/instruct --out runs/scale/bundle --quant q8_0,q4_k_m \\
-        --set min_top1= --set data_dir=../shared/data
+        --set min_top1={} --set data_dir=../shared/data
     python bench/runtime.py --checkpoint runs/scale/instruct --bundle runs/scale/bundle \\
         --data ../shared/data --n-records 4 --max-questions 20 --threads 1
 """

@@ -4,7 +4,8 @@ Every config is a dataclass checked in ``__post_init__``; defaults live only
 here. ``to_dict``/``from_dict`` round-trip exactly (tuples stay tuples);
 unknown keys are dropped with a warning that names them; a missing required
 key is an error. ``apply_overrides`` parses CLI ``--set key=value`` pairs
-with the field's type (STYLE R20).
+with the field's type (STYLE R20); a dotted key reaches into a nested config
+(``encoder.stem_channels=8``) or a ``dict[str, ...]`` field (``min_top1.q8_0=0.9``).
 """
 
 from __future__ import annotations
@@ -40,11 +41,16 @@ def _from_json_value(tp: Any, value: Any) -> Any:
     tp = inner if optional else tp
     origin = typing.get_origin(tp)
     if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"expected a JSON list for {tp}, got {value!r}")
         args = typing.get_args(tp)
         elem = args[0] if args else Any
         return tuple(_from_json_value(elem, v) for v in value)
     if origin is dict:
-        return dict(value)
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object for {tp}, got {value!r}")
+        elem = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        return {str(k): _from_json_value(elem, v) for k, v in value.items()}
     if isinstance(tp, type) and issubclass(tp, ConfigMixin):
         return tp.from_dict(value)
     if tp is float and isinstance(value, int):
@@ -78,6 +84,8 @@ def _parse_text(tp: Any, text: str, name: str) -> Any:
             return float(text)
         if tp is str or tp is Any:
             return text
+        if origin is dict and text in ("", "{}"):  # entries are set one by one: name.key=value
+            return {}
         origin_literal = typing.get_origin(tp)
         if origin_literal is typing.Literal:
             allowed = typing.get_args(tp)
@@ -100,6 +108,8 @@ class ConfigMixin:
                 v = v.to_dict()
             elif isinstance(v, tuple):
                 v = [x.to_dict() if isinstance(x, ConfigMixin) else x for x in v]
+            elif isinstance(v, dict):
+                v = dict(v)
             out[f.name] = v
         return out
 
@@ -134,21 +144,47 @@ class ConfigMixin:
 def apply_overrides(cfg: C, pairs: typing.Iterable[str]) -> C:
     """Return a copy of ``cfg`` with ``key=value`` overrides parsed by field type.
 
+    ``a.b=value`` sets field ``b`` of the nested config ``a`` (an unset, ``None`` one starts from
+    what ``from_dict`` fills in for a partial dict) or the entry ``b`` of a ``dict[str, V]`` field.
+    The result goes through ``from_dict``, so every level is checked again.
+
     Raises:
         ValueError: unknown key, malformed pair, or a value of the wrong type.
     """
-    hints = typing.get_type_hints(type(cfg))
-    names = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
-    changes: dict[str, Any] = {}
+    data = cfg.to_dict()
     for pair in pairs:
         if "=" not in pair:
             raise ValueError(f"--set expects key=value, got {pair!r}")
-        key, text = pair.split("=", 1)
-        key = key.strip()
-        if key not in names:
-            raise ValueError(f"--set: unknown key {key!r} for {type(cfg).__name__}; known: {sorted(names)}")
-        changes[key] = _parse_text(hints[key], text.strip(), key)
-    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+        key, text = (part.strip() for part in pair.split("=", 1))
+        *parents, leaf = key.split(".")
+        node, tp = data, type(cfg)
+        for depth, name in enumerate(parents):
+            tp = _field_type(tp, name, ".".join(parents[:depth]))
+            if node.get(name) is None:
+                node[name] = {}
+            node = node[name]
+        leaf_tp = _field_type(tp, leaf, ".".join(parents))
+        node[leaf] = _json_ready(_parse_text(leaf_tp, text, key))
+    return type(cfg).from_dict(data)
+
+
+def _field_type(tp: Any, name: str, where: str) -> Any:
+    """The declared type of ``name`` inside ``tp`` (a config class, or a ``dict[str, V]`` type)."""
+    _, tp = _is_optional(tp)
+    if typing.get_origin(tp) is dict:
+        args = typing.get_args(tp)
+        return args[1] if args else Any
+    if isinstance(tp, type) and issubclass(tp, ConfigMixin):
+        names = {f.name for f in dataclasses.fields(tp)}  # type: ignore[arg-type]
+        if name in names:
+            return typing.get_type_hints(tp)[name]
+        key = f"{where}.{name}" if where else name
+        raise ValueError(f"--set: unknown key {key!r} for {tp.__name__}; known: {sorted(names)}")
+    raise ValueError(f"--set: {where!r} is a {tp}, not a config with fields; cannot set {where}.{name}")
+
+
+def _json_ready(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _check(cond: bool, cls: str, field: str, value: Any, allowed: str) -> None:

@@ -78,7 +78,7 @@ class ExportConfig(ConfigMixin):
 
     checkpoint_dir: str = "runs/instruct"  # output folder of ``diagecg train instruct``
     out_dir: str = "bundle"  # the bundle folder to write (or verify)
-    quants: str = "q8_0,q4_k_m"  # comma-separated GGUF quantisations shipped in the bundle
+    quants: tuple[str, ...] = ("q8_0", "q4_k_m")  # GGUF types in the bundle (CLI: q8_0,q4_k_m)
     default_quant: str | None = None  # the runtime's default; None = the first of `quants`
     verify_only: bool = False  # only re-run the parity checks of the bundle in out_dir
     data_dir: str = "data"  # shared data root (holding ptbxl/ and ecgqa/) or the ptbxl folder itself
@@ -88,42 +88,32 @@ class ExportConfig(ConfigMixin):
     max_new_tokens: int | None = None  # greedy-answer cap; None = the checkpoint's generation config
     max_onnx_mismatch: float = 0.001  # allowed fraction of ONNX codes differing from torch (bin edges)
     lora_atol: float = 1e-3  # merged vs adapter logits
-    min_top1: str = "f16=0.98,q8_0=0.9"  # per-quant floors of HF/GGUF top-1 agreement (others: reported)
+    # per-quant floors of HF/GGUF top-1 agreement; other quants are reported only (CLI: min_top1.q8_0=0.9)
+    min_top1: dict[str, float] = dataclasses.field(default_factory=lambda: {"f16": 0.98, "q8_0": 0.9})
     allow_quant_fallback: bool = False  # let llama.cpp store odd-width tensors in another type
     n_threads: int | None = None  # llama.cpp threads; None = all cores
     progress: bool = True
 
     def __post_init__(self) -> None:
         n = "ExportConfig"
-        _check(bool(self.quant_list), n, "quants", self.quants, f"a comma-separated subset of {QUANT_TYPES}")
-        for q in self.quant_list:
+        object.__setattr__(self, "quants", tuple(q.strip().lower() for q in self.quants))
+        _check(bool(self.quants) and len(set(self.quants)) == len(self.quants), n, "quants", self.quants,
+               f"a non-empty subset of {QUANT_TYPES}")
+        for q in self.quants:
             _check(q in QUANT_TYPES, n, "quants", self.quants, f"each one of {QUANT_TYPES}")
         if self.default_quant is not None:
-            _check(self.default_quant in self.quant_list, n, "default_quant", self.default_quant,
-                   f"one of quants {self.quant_list}")
+            _check(self.default_quant in self.quants, n, "default_quant", self.default_quant,
+                   f"one of quants {self.quants}")
         _check(self.n_parity_records >= 1, n, "n_parity_records", self.n_parity_records, "must be >= 1")
         _check(self.n_questions >= 1, n, "n_questions", self.n_questions, "must be >= 1")
         _check(all(1 <= f <= 10 for f in self.parity_folds) and bool(self.parity_folds), n, "parity_folds",
                self.parity_folds, "a non-empty tuple of PTB-XL folds 1-10")
         _check(0 <= self.max_onnx_mismatch < 1, n, "max_onnx_mismatch", self.max_onnx_mismatch, "in [0, 1)")
         _check(self.lora_atol > 0, n, "lora_atol", self.lora_atol, "must be > 0")
-        self.min_top1_floors  # noqa: B018 (parses, raising ValueError on a malformed entry)
-
-    @property
-    def quant_list(self) -> tuple[str, ...]:
-        return tuple(q.strip().lower() for q in self.quants.split(",") if q.strip())
-
-    @property
-    def min_top1_floors(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for part in (p.strip() for p in self.min_top1.split(",") if p.strip()):
-            quant, _, value = part.partition("=")
-            try:
-                out[quant.strip()] = float(value)
-            except ValueError:
-                raise ValueError(f"ExportConfig.min_top1: cannot parse {part!r}; "
-                                 "expected quant=fraction") from None
-        return out
+        for q, floor in self.min_top1.items():
+            _check(q in QUANT_TYPES, n, f"min_top1.{q}", floor, f"a quant of {QUANT_TYPES}")
+            _check(isinstance(floor, (int, float)) and 0 <= floor <= 1, n, f"min_top1.{q}", floor,
+                   "a fraction in [0, 1]")
 
 
 # --- parity data: real held-out records and questions ----------------------------------------------------
@@ -341,7 +331,7 @@ def _merged(model: Any, prompts: list[list[int]], atol: float) -> tuple[Any, dic
 def _llm_parity(cfg: ExportConfig, model: Any, gguf_paths: dict[str, Path], prompts: list[list[int]],
                 src: ExportSource) -> dict[str, Any]:
     logits = logits_parity(model, gguf_paths, prompts, n_threads=cfg.n_threads, progress=cfg.progress)
-    check_thresholds(logits, cfg.min_top1_floors)  # fail before the slower greedy decoding
+    check_thresholds(logits, cfg.min_top1)  # fail before the slower greedy decoding
     greedy = greedy_parity(model, gguf_paths, prompts, max_new_tokens=cfg.max_new_tokens or
                            src.generation.max_new_tokens, policy=src.decoding_policy(),
                            n_threads=cfg.n_threads,
@@ -388,7 +378,7 @@ def export_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
                                  eos_token_id=src.vocab.eos_id, pad_token_id=src.vocab.pad_id,
                                  name=src.checkpoint_dir.name)
         ggufs = {"f16": f16}
-        for q in tqdm(cfg.quant_list, desc="quantise", disable=not cfg.progress):
+        for q in tqdm(cfg.quants, desc="quantise", disable=not cfg.progress):
             if q != "f16":
                 ggufs[q] = quantize_gguf(f16, Path(work) / f"{q}.gguf", q, n_threads=cfg.n_threads,
                                          allow_fallback=cfg.allow_quant_fallback)
@@ -403,7 +393,7 @@ def export_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
         writer.add_config(preprocess=src.preprocess, encoder=src.encoder, fsq=src.fsq, prompt=src.prompt,
                           generation=src.generation, preset=src.preset, summary=src.summary)
         writer.add_onnx(onnx_path, opset=_onnx_opset(onnx_path))
-        for q in cfg.quant_list:
+        for q in cfg.quants:
             writer.add_gguf(ggufs[q], q, info=gguf_info(ggufs[q]))
         if src.text_tokenizer_file is not None:
             writer.add_tokenizer(src.text_tokenizer_file)
@@ -422,7 +412,7 @@ def export_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
         parity = {"onnx": onnx_parity, "lora_merge": merge_report, "llm": llm_parity,
                   "records": records.ids, "questions": questions}
         writer.add_parity(parity)
-        writer.write(default_quant=cfg.default_quant or cfg.quant_list[0])
+        writer.write(default_quant=cfg.default_quant or cfg.quants[0])
         steps.update()
 
     bundle = load_bundle(out)  # 6. re-open: the runtime's own validation
@@ -497,7 +487,7 @@ def main(cfg: ExportConfig) -> dict[str, Any]:
     if cfg.verify_only:
         logger.info("verifying bundle %s against %s", cfg.out_dir, cfg.checkpoint_dir)
     else:
-        logger.info("exporting %s -> %s (%s)", cfg.checkpoint_dir, cfg.out_dir, ", ".join(cfg.quant_list))
+        logger.info("exporting %s -> %s (%s)", cfg.checkpoint_dir, cfg.out_dir, ", ".join(cfg.quants))
     with torch.no_grad():
         return verify_bundle(cfg, src) if cfg.verify_only else export_bundle(cfg, src)
 

@@ -201,7 +201,7 @@ def model_pair(tmp_path_factory, shared_data) -> tuple[Path, Path]:
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("bench_model")
     ckpt = build_tiny_instruct(d)
-    export(ExportConfig(checkpoint_dir=str(ckpt), out_dir=str(d / "bundle"), quants="q8_0,q4_k_m",
+    export(ExportConfig(checkpoint_dir=str(ckpt), out_dir=str(d / "bundle"), quants=("q8_0", "q4_k_m"),
                         data_dir=str(shared_data), n_parity_records=2, n_questions=1, min_top1="",
                         n_threads=1, progress=False))
     return ckpt, d / "bundle"

@@ -50,8 +50,11 @@ LORA_TARGETS: dict[str, tuple[str, ...]] = {
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerTrainConfig(ConfigMixin):
-    """Everything stage 1 needs; the architecture comes from ``preset`` plus the optional overrides
-    (narrower widths train faster on a CPU: ``configs/demo/tokenizer.json``)."""
+    """Everything stage 1 needs; the architecture is the preset's unless ``encoder`` or ``fsq`` is set.
+
+    A partial ``encoder``/``fsq`` object (JSON, or ``--set encoder.stem_channels=8``) is completed from
+    the preset's, so only the changed widths need writing.
+    """
 
     data_dir: str = "data"  # shared data root (holding ptbxl/) or the ptbxl folder itself
     out_dir: str = "runs/tokenizer"  # checkpoint + run summary go here
@@ -84,12 +87,8 @@ class TokenizerTrainConfig(ConfigMixin):
     amp: bool = True  # bf16 autocast on CUDA (FSQ itself always runs in float32); ignored on CPU
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     progress: bool = True  # tqdm bars
-    # architecture overrides (None = the preset's value)
-    stem_channels: int | None = None
-    stage_channels: tuple[int, ...] | None = None
-    fused_channels: int | None = None
-    groups: int | None = None
-    fsq_levels: tuple[int, ...] | None = None
+    encoder: EncoderConfig | None = None  # None = the preset's
+    fsq: FSQConfig | None = None  # None = the preset's
 
     def __post_init__(self) -> None:
         n = "TokenizerTrainConfig"
@@ -118,16 +117,38 @@ class TokenizerTrainConfig(ConfigMixin):
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), n, "device",
                self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
         _check(self.num_threads >= 0, n, "num_threads", self.num_threads, "must be >= 0")
+        pre = preset(self.preset)[0]
+        _check(self.encoder is None or self.encoder.n_samples == pre.n_samples, n, "encoder.n_samples",
+               self.encoder and self.encoder.n_samples, f"must be the preset's {pre.n_samples} samples")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenizerTrainConfig:
+        """Partial ``encoder``/``fsq`` objects are completed from the preset's; the flat architecture
+        keys of configs written before the nested ones (``stem_channels``, ``fsq_levels``, ...) are read."""
+        if not isinstance(data, dict):
+            raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
+        data = dict(data)
+        flat = {k: v for k in _FLAT_ENCODER_KEYS if (v := data.pop(k, None)) is not None}
+        levels = data.pop("fsq_levels", None)
+        if flat:
+            data["encoder"] = {**flat, **(data.get("encoder") or {})}
+        if levels is not None:
+            data["fsq"] = {"levels": levels, **(data.get("fsq") or {})}
+        name = data.get("preset", cls.preset)
+        if name in PRESETS:  # an unknown preset is reported by __post_init__
+            _, enc, fsq = PRESETS[name]
+            for key, base in (("encoder", enc), ("fsq", fsq)):
+                if isinstance(data.get(key), dict):
+                    data[key] = {**base.to_dict(), **data[key]}
+        return super().from_dict(data)
 
     def model_configs(self) -> tuple[PreprocessConfig, EncoderConfig, FSQConfig]:
-        """The preset's configs with this config's architecture overrides applied (checked again)."""
+        """The preprocessing of the preset and the encoder and FSQ configs this run trains."""
         pre, enc, fsq = preset(self.preset)
-        names = ("stem_channels", "stage_channels", "fused_channels", "groups")
-        overrides = {k: getattr(self, k) for k in names if getattr(self, k) is not None}
-        enc = dataclasses.replace(enc, **overrides)
-        if self.fsq_levels is not None:
-            fsq = dataclasses.replace(fsq, levels=self.fsq_levels)
-        return pre, enc, fsq
+        return pre, self.encoder or enc, self.fsq or fsq
+
+
+_FLAT_ENCODER_KEYS = ("stem_channels", "stage_channels", "fused_channels", "groups")
 
 
 @dataclasses.dataclass(frozen=True)

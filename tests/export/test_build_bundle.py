@@ -68,8 +68,8 @@ def instruct_checkpoint(tmp_path_factory: pytest.TempPathFactory, text_tokenizer
 def test_export_writes_a_bundle_that_loads_and_verifies(instruct_checkpoint: Path, shared_data: Path,
                                                         tmp_path: Path) -> None:
     cfg = ExportConfig(checkpoint_dir=str(instruct_checkpoint), out_dir=str(tmp_path / "bundle"),
-                       quants="q8_0,f16", data_dir=str(shared_data), n_parity_records=3, n_questions=2,
-                       max_new_tokens=4, min_top1="f16=0.9", n_threads=1, progress=False)
+                       quants=("q8_0", "f16"), data_dir=str(shared_data), n_parity_records=3, n_questions=2,
+                       max_new_tokens=4, min_top1={"f16": 0.9}, n_threads=1, progress=False)
     summary = main(cfg)
     b = load_bundle(tmp_path / "bundle")
     # the default is the first quant asked for (manifest keys are sorted, so quants come back sorted)
@@ -108,17 +108,24 @@ def test_export_writes_a_bundle_that_loads_and_verifies(instruct_checkpoint: Pat
 
 
 def test_export_config_parses_and_checks_fields() -> None:
-    sets = ["quants=Q8_0, q4_k_m", "default_quant=q4_k_m", "parity_folds=9,10"]
+    sets = ["quants=Q8_0, q4_k_m", "default_quant=q4_k_m", "parity_folds=9,10", "min_top1.f16=0.99",
+            "min_top1.q4_k_m=0.8"]
     cfg = apply_overrides(ExportConfig(), sets)
-    assert cfg.quant_list == ("q8_0", "q4_k_m") and cfg.parity_folds == (9, 10)
-    assert ExportConfig(min_top1="f16=0.99, q8_0=0.9").min_top1_floors == {"f16": 0.99, "q8_0": 0.9}
+    assert cfg.quants == ("q8_0", "q4_k_m") and cfg.parity_folds == (9, 10)
+    assert cfg.min_top1 == {"f16": 0.99, "q8_0": 0.9, "q4_k_m": 0.8}
     assert ExportConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match="ExportConfig.quants='q3_xs'"):
-        ExportConfig(quants="q3_xs")
+    with pytest.raises(ValueError, match=r"ExportConfig.quants=\('q3_xs',\)"):
+        ExportConfig(quants=("q3_xs",))
     with pytest.raises(ValueError, match="ExportConfig.default_quant='f16'"):
-        ExportConfig(quants="q8_0", default_quant="f16")
-    with pytest.raises(ValueError, match="min_top1: cannot parse 'f16'"):
-        ExportConfig(min_top1="f16")
+        ExportConfig(quants=("q8_0",), default_quant="f16")
+    with pytest.raises(ValueError, match=r"min_top1.q8_0=1.5 is invalid: a fraction"):
+        apply_overrides(ExportConfig(), ["min_top1.q8_0=1.5"])
+    with pytest.raises(ValueError, match="min_top1.q3=0.5 is invalid"):
+        apply_overrides(ExportConfig(), ["min_top1.q3=0.5"])
+    with pytest.raises(ValueError, match="cannot parse"):
+        apply_overrides(ExportConfig(), ["min_top1.f16=high"])
+    with pytest.raises(ValueError, match="expected a JSON list"):  # an old comma string: not read as letters
+        ExportConfig.from_dict({"quants": "q8_0,q4_k_m"})
     with pytest.raises(ValueError, match="parity_folds"):
         ExportConfig(parity_folds=(11,))
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig
+from diagecg.config import PRESETS, EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig, apply_overrides
 from diagecg.constants import (
     CHECKPOINT_CONFIG,
     CHECKPOINT_OPTIMIZER,
@@ -55,14 +55,15 @@ PERPLEXITY_FLOOR = 12.0
 # cross-entropy slows the reconstruction of such a short run. The floor leaves about 2x margin over chance.
 SUMMARY_STEPS = STEPS
 SUMMARY_AUC_FLOOR = 0.65
-TINY = dict(stem_channels=8, stage_channels=(8, 8, 16, 16), groups=4, fused_channels=32)
+TINY = EncoderConfig(n_samples=1000, stem_channels=8, stage_channels=(8, 8, 16, 16), groups=4,
+                     fused_channels=32)
 
 
 def tiny_config(data: Path, out: Path, **changes: object) -> TokenizerTrainConfig:
     base = TokenizerTrainConfig(
         data_dir=str(data), out_dir=str(out), max_train_records=48, max_eval_records=16, steps=STEPS,
         batch_size=8, lr=3e-3, warmup_steps=2, eval_every=10, log_every=5, num_threads=1, progress=False,
-        **TINY,
+        encoder=TINY,
     )
     return dataclasses.replace(base, **changes)
 
@@ -241,7 +242,7 @@ def test_encode_ptbxl_with_summary_puts_summary_codes_first(runs: dict, shared_d
 
 def _tiny_tokenizer(seed: int = 0) -> EcgTokenizer:
     torch.manual_seed(seed)
-    return EcgTokenizer(dataclasses.replace(EncoderConfig(n_samples=1000), **TINY), FSQConfig())
+    return EcgTokenizer(TINY, FSQConfig())
 
 
 def _configs(tok: EcgTokenizer) -> dict:
@@ -326,12 +327,32 @@ def test_config_rejects_bad_values(change: dict, field: str) -> None:
 
 
 def test_config_overrides_reach_the_architecture() -> None:
-    pre, enc, fsq = TokenizerTrainConfig(preset="500hz", stage_channels=(16, 16, 32, 32), groups=8,
-                                         fsq_levels=(8, 5, 5, 5)).model_configs()
+    cfg = apply_overrides(TokenizerTrainConfig(), ["preset=500hz", "encoder.stage_channels=16,16,32,32",
+                                                   "encoder.groups=8", "fsq.levels=8,5,5,5"])
+    pre, enc, fsq = cfg.model_configs()
     assert pre.fs_hz == 500 and enc.n_frames == 313 and enc.stage_channels == (16, 16, 32, 32)
+    assert enc.stem_channels == PRESETS["500hz"][1].stem_channels  # the rest is the preset's
     assert fsq.codebook_size == 1000
+    assert TokenizerTrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="groups"):
-        TokenizerTrainConfig(stem_channels=12, groups=8).model_configs()
+        apply_overrides(TokenizerTrainConfig(), ["encoder.stem_channels=12", "encoder.groups=8"])
+    with pytest.raises(ValueError, match="n_samples"):  # the preset's preprocessing gives 1000 samples
+        apply_overrides(TokenizerTrainConfig(), ["encoder.n_samples=5000"])
+    with pytest.raises(ValueError, match="unknown key 'encoder.stem' .*stem_channels"):
+        apply_overrides(TokenizerTrainConfig(), ["encoder.stem=8"])
+    assert apply_overrides(cfg, ["encoder=none"]).model_configs()[1] == PRESETS["500hz"][1]
+
+
+def test_config_reads_a_partial_encoder_and_the_old_flat_keys() -> None:
+    partial = TokenizerTrainConfig.from_dict({"encoder": {"stem_channels": 8, "stage_channels": [8, 8, 8, 8],
+                                                          "groups": 4}})
+    assert partial.model_configs()[1] == dataclasses.replace(PRESETS["100hz"][1], stem_channels=8,
+                                                              stage_channels=(8, 8, 8, 8), groups=4)
+    flat = TokenizerTrainConfig.from_dict({"stem_channels": 8, "stage_channels": [8, 8, 8, 8], "groups": 4,
+                                           "fused_channels": None, "fsq_levels": [5, 5, 5]})
+    assert flat.encoder == partial.encoder and flat.fsq == FSQConfig(levels=(5, 5, 5))
+    unset = TokenizerTrainConfig.from_dict({"stem_channels": None, "fsq_levels": None})
+    assert unset.encoder is None and unset.fsq is None
 
 
 def test_encode_signals_features_are_required_by_a_summary_only() -> None:
