@@ -1,6 +1,8 @@
 """Read an ECG record into a validated :class:`~diagecg.types.EcgRecord` (float32 mV, canonical leads).
 
-Formats: WFDB (``.hea`` + ``.dat``/``.xyz``..., https://physionet.org/physiotools/wag/header-5.htm and
+:func:`read_record` reads every format of :mod:`diagecg.formats` (DICOM, HL7 aECG, GE MUSE XML, EDF),
+detected from the file's content; the readers of those live there. This module reads WFDB
+ (``.hea`` + ``.dat``/``.xyz``..., https://physionet.org/physiotools/wag/header-5.htm and
 signal-5.htm) and PhysioNet/CinC Challenge 2020/2021 records (a WFDB header whose signal file is a
 MATLAB ``.mat`` holding ``val``; https://physionet.org/content/challenge-2021/).
 
@@ -25,6 +27,7 @@ import numpy as np
 
 from diagecg.config import QualityConfig
 from diagecg.constants import CANONICAL_LEADS
+from diagecg import formats
 from diagecg.errors import HeaderError, RecordError, RecordNotFoundError, SignalFileError
 from diagecg.header import SignalSpec, WfdbHeader, parse_patient_comments, parse_wfdb_header
 from diagecg.leads import canonical_lead_order
@@ -323,13 +326,15 @@ def read_header(path: str | Path) -> WfdbHeader:
     return parse_wfdb_header(hea.read_bytes().decode("utf-8", errors="replace"), str(hea))
 
 
-def read_record(path: str | Path, *, quality: QualityConfig | None = None) -> EcgRecord:
-    """Read and validate one ECG record.
+def read_record(path: str | Path, *, quality: QualityConfig | None = None, fmt: str | None = None) -> EcgRecord:
+    """Read and validate one ECG record of any supported format.
 
     Args:
-        path: a WFDB record: its ``.hea``, one of its signal files, or the record path without suffix.
-            PhysioNet Challenge records (``.hea`` + ``.mat``) are read the same way.
+        path: a WFDB record (its ``.hea``, one of its signal files, or the record path without suffix;
+            PhysioNet Challenge records, ``.hea`` + ``.mat``, are read the same way), or a DICOM, HL7 aECG,
+            GE MUSE XML or EDF file (:mod:`diagecg.formats`).
         quality: thresholds of the signal checks; ``QualityConfig()`` when None.
+        fmt: one of ``diagecg.formats.FORMAT_NAMES``; None detects it from the file's content.
 
     Returns:
         EcgRecord with ``signal`` float32 mV of shape (12, samples) in ``CANONICAL_LEADS`` order,
@@ -342,6 +347,9 @@ def read_record(path: str | Path, *, quality: QualityConfig | None = None) -> Ec
         LeadError: missing, unknown, negated or duplicate leads.
         SignalQualityError: NaN/inf, flat or saturated leads, implausible amplitude, too short.
     """
+    fmt = fmt or formats.detect_format(path)
+    if fmt != "wfdb":
+        return formats.read(path, fmt, quality=quality)
     hea = header_path(path)
     source = str(hea)
     header = read_header(hea)

@@ -1,8 +1,11 @@
 """Lead names -> the 12 canonical leads, through one declarative alias table (STYLE R9).
 
 Record headers spell leads many ways (``I``, ``lead I``, ``LI``, ``DI``; ``aVR``, ``AVR``, ``avr``; ``V1``,
-``v1``, ``C1``). A name is normalised (trimmed, inner blanks and ``_``/``-`` dropped, case folded, a leading
-``lead`` removed) and then looked up in ``LEAD_ALIASES``; a miss is never skipped silently:
+``v1``, ``C1``), and hospital formats name them by code: DICOM's ``Lead I (Einthoven)`` with the SCP-ECG
+code ``5.6.3-9-1`` (DICOM PS3.16 CID 3001), IEEE 11073 ``MDC_ECG_LEAD_I`` in HL7 aECG. A name is normalised
+(trimmed, a trailing parenthesis such as ``(Einthoven)`` dropped, inner blanks and ``_``/``-`` dropped, case
+folded, a leading ``lead`` or ``mdcecglead`` removed) and then looked up in ``LEAD_ALIASES``, an SCP-ECG code
+in ``SCPECG_LEAD_CODES``; a miss is never skipped silently:
 
 - a known non-12-lead channel (Frank ``vx/vy/vz``, ``X/Y/Z``, ``MLII``, right-sided or posterior chest
   leads) is dropped with a warning;
@@ -44,6 +47,13 @@ LEAD_ALIASES: dict[str, str] = _table({
     "V6": ("v6", "c6"),
 })
 
+# SCP-ECG lead codes as DICOM writes them (coding scheme SCPECG, PS3.16 CID 3001 "ECG Leads")
+SCPECG_LEAD_CODES: dict[str, str] = {
+    "5.6.3-9-1": "I", "5.6.3-9-2": "II", "5.6.3-9-61": "III", "5.6.3-9-62": "aVR", "5.6.3-9-63": "aVL",
+    "5.6.3-9-64": "aVF", "5.6.3-9-3": "V1", "5.6.3-9-4": "V2", "5.6.3-9-5": "V3", "5.6.3-9-6": "V4",
+    "5.6.3-9-7": "V5", "5.6.3-9-8": "V6",
+}
+
 # normalised spelling -> why the channel is not one of the 12 leads; dropped with a warning.
 KNOWN_EXTRA_LEADS: dict[str, str] = {
     "vx": "Frank orthogonal lead", "vy": "Frank orthogonal lead", "vz": "Frank orthogonal lead",
@@ -57,20 +67,28 @@ KNOWN_EXTRA_LEADS: dict[str, str] = {
 }
 
 _BLANKS = re.compile(r"[\s_\-]+")
+_TRAILING_PARENTHESIS = re.compile(r"\s*\([^()]*\)\s*$")  # "Lead I (Einthoven)", "aVR (Goldberger)"
+_PREFIXES = ("mdcecglead", "lead")  # IEEE 11073 MDC_ECG_LEAD_V1; "Lead V1"
 
 
 def normalise_lead_name(name: str) -> str:
-    """The lookup key of a lead name: ``" Lead aVR "`` -> ``"avr"``, ``"V1 "`` -> ``"v1"``.
+    """The lookup key of a lead name: ``" Lead aVR "`` -> ``"avr"``, ``"V1 "`` -> ``"v1"``,
+    ``"Lead I (Einthoven)"`` -> ``"i"``, ``"MDC_ECG_LEAD_AVR"`` -> ``"avr"``, ``"5.6.3-9-62"`` -> ``"avr"``.
 
     A leading minus (a negated lead) is kept so that it cannot match a lead.
     """
     text = name.strip()
+    if text in SCPECG_LEAD_CODES:
+        return SCPECG_LEAD_CODES[text].casefold()
     sign = ""
     if text.startswith("-"):
         sign, text = "-", text[1:]
+    text = _TRAILING_PARENTHESIS.sub("", text) or text
     key = _BLANKS.sub("", text).casefold()
-    if key.startswith("lead") and len(key) > 4:
-        key = key[4:]
+    for prefix in _PREFIXES:
+        if key.startswith(prefix) and len(key) > len(prefix):
+            key = key[len(prefix):]
+            break
     return sign + key
 
 

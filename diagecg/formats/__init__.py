@@ -1,0 +1,148 @@
+"""ECG file formats: which one a file is (from its content), and one reader per format.
+
+Every reader returns the same validated :class:`~diagecg.types.EcgRecord` through
+:func:`diagecg.io.record_from_array` (float32 mV, the 12 leads in canonical order, every signal check
+of the WFDB path); it converts the file's digital values with the file's own gain, baseline and units
+and refuses a file that leaves any of them unstated. ``diagecg.io.read_record`` calls :func:`read`, so
+the CLI, the pipeline and the API accept every format below.
+
+=========  =============================================  ==========================  ================
+format     what it is                                     detected by                 reader (extra)
+=========  =============================================  ==========================  ================
+wfdb       PhysioNet WFDB ``.hea`` + ``.dat``/``.mat``    a ``.hea`` header           ``diagecg.io``
+dicom      DICOM 12-lead / General ECG waveform           ``DICM`` at byte 128        pydicom (``dicom``)
+hl7aecg    HL7 v3 annotated ECG (FDA submissions)         XML root ``AnnotatedECG``   stdlib XML
+muse       GE MUSE / MAC resting ECG XML                  XML root ``RestingECG``     stdlib XML
+edf        EDF / EDF+ (European Data Format)              ``0`` + 7 blanks at byte 0  edfio (``edf``)
+=========  =============================================  ==========================  ================
+
+Files of formats without a maintained reader (Philips XML, SCP-ECG, BDF) are named and refused.
+Reader modules import their optional dependency only when a file of that format is read
+(:func:`import_optional`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from diagecg.errors import RecordError, RecordNotFoundError, SignalFileError
+
+if TYPE_CHECKING:
+    from diagecg.config import QualityConfig
+    from diagecg.types import EcgRecord
+
+MAX_FILE_BYTES = 256 << 20  # a 10 s 12-lead file is well under 10 MB; a 1 h 1 kHz DICOM ~90 MB
+_SNIFF_BYTES = 4096
+
+# format -> module whose ``read(path, *, quality)`` reads it (wfdb stays in diagecg.io)
+READERS: dict[str, str] = {
+    "dicom": "diagecg.formats.dicom",
+    "hl7aecg": "diagecg.formats.aecg",
+    "muse": "diagecg.formats.muse",
+    "edf": "diagecg.formats.edf",
+}
+FORMAT_NAMES: tuple[str, ...] = ("wfdb", *READERS)
+
+# XML root element (namespace dropped) -> format
+_XML_ROOTS: dict[str, str] = {"AnnotatedECG": "hl7aecg", "RestingECG": "muse"}
+# recognised but not read: root / signature -> why
+_UNSUPPORTED_XML: dict[str, str] = {
+    "restingecgdata": "Philips XML (SierraECG): no maintained open reader; export DICOM or HL7 aECG "
+                      "from the cart or its management system instead",
+}
+_UNSUPPORTED_SUFFIX: dict[str, str] = {
+    ".scp": "SCP-ECG (EN 1064): no maintained open reader; export DICOM or HL7 aECG instead",
+}
+_SUPPORTED_TEXT = "WFDB (.hea), DICOM, HL7 aECG XML, GE MUSE XML, EDF/EDF+"
+
+
+def import_optional(module: str, extra: str, what: str, source: str) -> ModuleType:
+    """Import a reader's optional dependency, or raise one line naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SignalFileError(f"{source}: reading {what} needs {module}: pip install 'diagecg[{extra}]'") from None
+
+
+def check_file(path: Path) -> Path:
+    """A regular file of at most ``MAX_FILE_BYTES`` (checked before anything is read)."""
+    if not path.exists():
+        raise RecordNotFoundError(f"ECG file {path} not found")
+    if not path.is_file():
+        raise RecordError(f"{path}: not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise SignalFileError(f"{path}: the file is empty")
+    if size > MAX_FILE_BYTES:
+        raise SignalFileError(f"{path}: {size} bytes is larger than any resting ECG file "
+                              f"(limit {MAX_FILE_BYTES >> 20} MiB)")
+    return path
+
+
+def _wfdb_header(path: Path) -> Path | None:
+    """The WFDB header a path names: the ``.hea`` itself, a signal file beside one, or the record path
+    without suffix."""
+    if path.suffix.lower() == ".hea":
+        return path
+    for candidate in (path.with_suffix(".hea"), path.with_name(path.name + ".hea")):
+        if candidate.is_file() and (path.suffix.lower() in (".dat", ".mat", ".xyz") or not path.exists()):
+            return candidate
+    return None
+
+
+def _xml_root(path: Path) -> str:
+    """The local name of an XML file's root element (reads only up to it)."""
+    try:
+        for _, element in ET.iterparse(path, events=("start",)):
+            return element.tag.rsplit("}", 1)[-1]
+    except ET.ParseError as e:
+        raise SignalFileError(f"{path}: starts like XML but is not well-formed XML ({e})") from None
+    raise SignalFileError(f"{path}: an XML file without a root element")
+
+
+def detect_format(path: str | Path) -> str:
+    """The format of an ECG file (one of ``FORMAT_NAMES``), from its content; the suffix decides only
+    between a WFDB record's files.
+
+    Raises:
+        RecordNotFoundError: nothing at ``path`` (and no WFDB header beside it).
+        SignalFileError: a known but unsupported format, or content no reader recognises.
+    """
+    p = Path(path)
+    if _wfdb_header(p) is not None:
+        return "wfdb"
+    check_file(p)
+    with p.open("rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head[:8] == b"0       ":
+        return "edf"
+    if head[:8] == b"\xffBIOSEMI":
+        raise SignalFileError(f"{p}: a BDF (BioSemi 24-bit) file; diagecg reads EDF/EDF+, not BDF")
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"<"):
+        root = _xml_root(p)
+        if root in _XML_ROOTS:
+            return _XML_ROOTS[root]
+        if root in _UNSUPPORTED_XML:
+            raise SignalFileError(f"{p}: {_UNSUPPORTED_XML[root]}")
+        raise SignalFileError(f"{p}: an XML file with root <{root}> is no ECG format diagecg reads "
+                              f"({_SUPPORTED_TEXT})")
+    if p.suffix.lower() in _UNSUPPORTED_SUFFIX:
+        raise SignalFileError(f"{p}: {_UNSUPPORTED_SUFFIX[p.suffix.lower()]}")
+    raise SignalFileError(f"{p}: not an ECG format diagecg recognises ({_SUPPORTED_TEXT}); "
+                          f"first bytes {head[:16]!r}")
+
+
+def read(path: str | Path, fmt: str, *, quality: QualityConfig | None = None) -> EcgRecord:
+    """Read ``path`` with the reader of ``fmt`` (not ``wfdb``: ``diagecg.io.read_record`` reads that)."""
+    if fmt not in READERS:
+        raise ValueError(f"unknown ECG format {fmt!r}; known: {list(FORMAT_NAMES)}")
+    module = importlib.import_module(READERS[fmt])
+    record: EcgRecord = module.read(check_file(Path(path)), quality=quality)
+    return record
