@@ -45,9 +45,9 @@ question, the window with the strongest evidence of a finding (the lowest probab
 for a query, the union of the windows' answer sets; for a report, the windows' statements joined and
 tidied (``diagecg.report_text``). ``windows`` lists every window's answer and probabilities.
 
-JSON schema of ``Answer.to_dict()`` (``schema_version`` 2; keys are always all present)::
+JSON schema of ``Answer.to_dict()`` (``schema_version`` 3; keys are always all present)::
 
-    schema_version   int     2; bumped on any incompatible change
+    schema_version   int     3; bumped on any incompatible change (3 added statements, measurements)
     record           str     the path the record was read from ("" for an in-memory EcgRecord)
     record_id        str     the record name (file stem)
     task             str     "qa" (a question) or "report" (report generation)
@@ -80,6 +80,10 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 2; keys are always all p
     timings_ms       {read, preprocess, tokenize, prompt, generate, total: float} summed over the
                              windows (preprocess and tokenize are 0 when ecg_cached)
     warnings         [str]   non-fatal notes (record reading, quality, device, token budget)
+    statements       [{text: str, present: bool, code: str|null, system: str|null, description: str|null,
+                       snomed_ct: {code, term, match}|null}]  the findings the answer asserts, coded
+                             (``diagecg.statements``): a report's statements and a query's members
+                             (present), a verify or choose question's named findings (present or not)
 
 An error line of a batch (``error_dict``) has the same envelope (``schema_version``, ``record``,
 ``record_id``, ``task``, ``question`` (the question it could not answer), ``bundle``, ``timings_ms``
@@ -114,15 +118,16 @@ from diagecg.preprocess import model_inputs, preprocess, record_windows
 from diagecg.prompts import encode_prompt, sanitize_question
 from diagecg.quality import flat_leads
 from diagecg.questions import NONE_ANSWER, NORMAL_ECG_TEMPLATE, MatchedQuestion
-from diagecg.report_text import tidy_report
+from diagecg.report_text import report_statements, tidy_report
 from diagecg.runtime.device import DeviceChoice, choose_device
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
+from diagecg.statements import answer_findings, coded_statements
 from diagecg.types import EcgRecord, I64Array, PatientInfo
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_RESOURCE = ("diagecg", "schemas/answer.schema.json")  # package data
 TASK_QA = "qa"
 TASK_REPORT = "report"
@@ -158,6 +163,7 @@ class Answer:
     option_probabilities: dict[str, float] | None = None
     windows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     patient: dict[str, Any] = dataclasses.field(default_factory=dict)
+    statements: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
@@ -380,8 +386,15 @@ class DiagEcgPipeline:
         times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
         windows = [{"start_s": a, "end_s": b, "answer": r["text"], "confidence": r["confidence"],
                     "option_probabilities": r.get("option_probabilities")} for a, b, _, _, _, r in parts]
+        answers = sorted(normalize_answer(text)) if task == TASK_QA else []
+        if task == TASK_REPORT:
+            findings = [(s, True) for s in report_statements(text)]
+        else:
+            findings = [] if match is None else answer_findings(
+                match.question_type, match.attributes, answers,
+                normal_question=match.template_id == NORMAL_ECG_TEMPLATE)
         return Answer(
-            **common, answer=text, answers=sorted(normalize_answer(text)) if task == TASK_QA else [],
+            **common, answer=text, answers=answers, statements=coded_statements(findings),
             stop_reason=reply["stop_reason"], n_prompt_tokens=chosen[4],
             n_answer_tokens=reply["n_answer_tokens"],
             n_ecg_tokens=int(chosen[2].shape[0]), ecg_cached=all(p[3] for p in parts),

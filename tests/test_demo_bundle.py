@@ -54,6 +54,11 @@ def test_example_records_are_answered_deterministically(pipeline) -> None:
         assert pipeline.answer(path, question).answer == first.answer
         report = pipeline.report(path)
         assert len(report.answer.split()) >= 2, report.answer
+        # the report is rendered from PTB-XL's statement descriptions: every statement carries its code
+        statements = report.statements
+        assert statements and all(s["code"] and s["present"] for s in statements), statements
+        assert first.statements[0]["code"] == "NDT"
+        assert first.statements[0]["present"] == (first.answer == "yes")
 
 
 def test_reproduction_configs_match_the_manifest(manifest: dict) -> None:

@@ -96,7 +96,7 @@ def test_folder_streams_one_json_line_per_record(tiny_bundle: Path, fixtures_dir
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [d["record_id"] for d in lines] == sorted(p.stem for p in folder.glob("*.hea"))
-    assert all(d["schema_version"] == 2 and d["answer"] for d in lines)
+    assert all(d["schema_version"] == 3 and d["answer"] for d in lines)
 
 
 def test_single_record_json(tiny_bundle: Path, record_paths: list[Path]) -> None:

@@ -23,7 +23,7 @@ from diagecg.types import EcgRecord, PatientInfo
 ANSWER_KEYS = {"schema_version", "record", "record_id", "task", "question", "answer", "answers",
                "stop_reason", "n_prompt_tokens", "n_answer_tokens", "n_ecg_tokens", "ecg_cached",
                "n_reused_tokens", "bundle", "device", "timings_ms", "warnings", "question_supported",
-               "matched_question", "confidence", "option_probabilities", "windows", "patient"}
+               "matched_question", "confidence", "option_probabilities", "windows", "patient", "statements"}
 BUNDLE_KEYS = {"path", "format_version", "diagecg_version", "manifest_sha256", "quant", "gguf_sha256"}
 DEVICE_KEYS = {"requested", "ecg_tokenizer", "llm", "threads"}
 ERROR_KEYS = {"schema_version", "record", "record_id", "task", "question", "bundle", "timings_ms", "error",
