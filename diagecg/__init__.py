@@ -22,6 +22,8 @@ __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
     "read_record": "diagecg.io",
+    "record_from_array": "diagecg.io",
+    "detect_format": "diagecg.formats",
     "preprocess": "diagecg.preprocess",
     "load_bundle": "diagecg.bundle",
     "LeadwiseEncoder": "diagecg.nn.encoder",

@@ -194,6 +194,23 @@ def _negative_option(match: MatchedQuestion) -> str:
     return "yes" if match.template_id == NORMAL_ECG_TEMPLATE else "no"
 
 
+def as_record(record: RecordLike, quality: QualityConfig | None = None) -> EcgRecord:
+    """An ``EcgRecord`` as it is, or the file at a path read (any format of ``diagecg.formats``).
+
+    Raises:
+        InputError: anything else; a bare numpy array is refused with how to wrap it, because it carries
+            no sampling rate, units or lead names.
+    """
+    if isinstance(record, EcgRecord):
+        return record
+    if isinstance(record, (str, Path)):
+        return read_record(record, quality=quality)
+    if hasattr(record, "__array__"):
+        raise InputError("a bare array has no sampling rate, units or lead names: wrap it with "
+                         "diagecg.record_from_array(signal, fs_hz, lead_names, units='mV')")
+    raise InputError(f"record must be a path or a diagecg.EcgRecord, not {type(record).__name__}")
+
+
 def check_patient(patient: PatientInfo | None) -> PatientInfo | None:
     """Patient overrides from a caller: a ``PatientInfo`` (which validates itself) or None.
 
@@ -219,8 +236,12 @@ def error_dict(record: RecordLike, error: BaseException, question: str = "", *, 
     """The JSON line of an answer that failed: the success envelope (``schema_version``, ``record``,
     ``record_id``, ``task``, ``question``, ``bundle``, ``timings_ms.total``) plus ``error`` (one
     line) and ``error_type`` (the exception class name)."""
-    source = record.source if isinstance(record, EcgRecord) else str(record)
-    record_id = record.record_id if isinstance(record, EcgRecord) else Path(source).stem
+    if isinstance(record, EcgRecord):
+        source, record_id = record.source, record.record_id
+    elif isinstance(record, (str, Path)):
+        source, record_id = str(record), Path(record).stem
+    else:  # not a record at all (the error says so); its repr could be a whole array
+        source, record_id = f"<{type(record).__name__}>", ""
     message = " ".join(str(error).split()) or type(error).__name__
     return {"schema_version": SCHEMA_VERSION, "record": source, "record_id": record_id, "task": task,
             "question": question, "bundle": dict(bundle or {}),
@@ -342,7 +363,7 @@ class DiagEcgPipeline:
             times[stage] = round((now - t) * 1e3, 3)
             t = now
 
-        rec = record if isinstance(record, EcgRecord) else read_record(record, quality=self.quality)
+        rec = as_record(record, self.quality)
         lap("read")
         catalogue = self.bundle.questions
         match = catalogue.match(question) if task == TASK_QA and catalogue is not None else None
@@ -485,7 +506,7 @@ class DiagEcgPipeline:
 
     def ecg_codes(self, record: RecordLike) -> I64Array:
         """The ECG token indices the bundle's tokenizer gives a record (summary codes, then frames)."""
-        rec = record if isinstance(record, EcgRecord) else read_record(record, quality=self.quality)
+        rec = as_record(record, self.quality)
         return self._codes(rec)[0]
 
     def option_probabilities(self, record: RecordLike, question: str, options: Sequence[str], *,
@@ -507,7 +528,7 @@ class DiagEcgPipeline:
         """
         if not options:
             raise InputError("no answer options given")
-        rec = record if isinstance(record, EcgRecord) else read_record(record, quality=self.quality)
+        rec = as_record(record, self.quality)
         codes = self._codes(rec)[0] if ecg_codes is None else ecg_codes
         prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
                                    question=self.check_question(question),
@@ -568,7 +589,7 @@ class DiagEcgPipeline:
         for record in records:
             t = time.perf_counter()
             try:
-                rec = record if isinstance(record, EcgRecord) else read_record(record, quality=self.quality)
+                rec = as_record(record, self.quality)
             except Exception as e:  # DiagEcgError, or a bug: one error line per question, the batch goes on
                 _log_failure(record, e)
                 ms = (time.perf_counter() - t) * 1e3

@@ -15,7 +15,7 @@ from builders import N_FRAMES, SUMMARY, record_with_flat_leads
 
 from diagecg.answers import normalize_answer
 from diagecg.errors import BundleError, InferenceError, InputError, RecordError
-from diagecg.io import read_record
+from diagecg.io import read_record, record_from_array
 from diagecg.preprocess import model_inputs
 from diagecg.runtime.pipeline import SCHEMA_VERSION, TIMING_STAGES, Answer, DiagEcgPipeline, answer_schema
 from diagecg.types import EcgRecord, PatientInfo
@@ -92,6 +92,15 @@ def test_every_record_format_and_an_in_memory_record_are_answered(pipeline: Diag
         assert pipeline.answer(path, QUESTION).n_ecg_tokens == N_TOKENS
     rec = read_record(record_paths[1])
     assert pipeline.answer(rec, QUESTION).answer == pipeline.answer(record_paths[1], QUESTION).answer
+    # an array in microvolts with the leads in another order, wrapped with its rate, units and names
+    order = [11 - i for i in range(12)]
+    wrapped = record_from_array(rec.signal[order] * 1000, rec.fs_hz, [rec.lead_names[i] for i in order],
+                                units="uV")
+    assert pipeline.answer(wrapped, QUESTION).answer == pipeline.answer(rec, QUESTION).answer
+    with pytest.raises(InputError, match="record_from_array"):  # a bare array has no rate or lead names
+        pipeline.answer(rec.signal, QUESTION)
+    with pytest.raises(InputError, match="not int"):
+        pipeline.answer(12, QUESTION)  # type: ignore[arg-type]
 
 
 def test_the_prompt_holds_the_summary_tokens_then_the_frames(pipeline: DiagEcgPipeline,
