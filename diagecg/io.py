@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from diagecg import formats
 from diagecg.config import QualityConfig
 from diagecg.constants import CANONICAL_LEADS
-from diagecg import formats
-from diagecg.errors import HeaderError, RecordError, RecordNotFoundError, SignalFileError
+from diagecg.errors import HeaderError, LeadError, RecordError, RecordNotFoundError, SignalFileError
 from diagecg.header import SignalSpec, WfdbHeader, parse_patient_comments, parse_wfdb_header
 from diagecg.leads import canonical_lead_order
 from diagecg.quality import check_signal
@@ -279,7 +279,10 @@ def record_from_array(
         raise RecordError(f"{source}: units {units!r} are not a voltage (known: mV, uV, V, nV)")
     if len(lead_names) != x.shape[0]:
         raise RecordError(f"{source}: {len(lead_names)} lead names for {x.shape[0]} signal rows")
-    indices, lead_warnings = canonical_lead_order(lead_names)
+    try:
+        indices, lead_warnings = canonical_lead_order(lead_names)
+    except LeadError as e:
+        raise LeadError(f"{source}: {e}") from None
     mv: F32Array = (x[indices].astype(np.float64) * factor).astype(np.float32)  # (12, samples) mV
     quality_warnings = check_signal(mv, float(fs_hz), CANONICAL_LEADS, source, quality)
     all_warnings = [*warnings, *lead_warnings, *quality_warnings]
@@ -326,7 +329,9 @@ def read_header(path: str | Path) -> WfdbHeader:
     return parse_wfdb_header(hea.read_bytes().decode("utf-8", errors="replace"), str(hea))
 
 
-def read_record(path: str | Path, *, quality: QualityConfig | None = None, fmt: str | None = None) -> EcgRecord:
+def read_record(
+    path: str | Path, *, quality: QualityConfig | None = None, fmt: str | None = None,
+) -> EcgRecord:
     """Read and validate one ECG record of any supported format.
 
     Args:

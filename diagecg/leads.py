@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import LeadError
 
@@ -64,6 +66,13 @@ KNOWN_EXTRA_LEADS: dict[str, str] = {
     "v7": "posterior chest lead", "v8": "posterior chest lead", "v9": "posterior chest lead",
     "v3r": "right-sided chest lead", "v4r": "right-sided chest lead", "v5r": "right-sided chest lead",
     "v6r": "right-sided chest lead",
+}
+
+# limb lead -> (weight of I, weight of II): Einthoven's III = II - I and Goldberger's augmented leads
+# aVR = -(I + II)/2, aVL = I - II/2, aVF = II - I/2. Carts that store only the 8 independent leads
+# (I, II, V1-V6: GE MUSE, many DICOM and aECG files) leave the other four to the reader.
+DERIVED_LIMB_LEADS: dict[str, tuple[float, float]] = {
+    "III": (-1.0, 1.0), "aVR": (-0.5, -0.5), "aVL": (1.0, -0.5), "aVF": (-0.5, 1.0),
 }
 
 _BLANKS = re.compile(r"[\s_\-]+")
@@ -141,3 +150,28 @@ def canonical_lead_order(names: Sequence[str]) -> tuple[list[int], list[str]]:
     if dropped:
         warnings.append(f"dropped {len(dropped)} non-12-lead channel(s): {', '.join(dropped)}")
     return [found[lead] for lead in CANONICAL_LEADS], warnings
+
+
+def derive_limb_leads(signal: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, list[str], list[str]]:
+    """Append the limb leads of ``DERIVED_LIMB_LEADS`` that a record lacks, computed from I and II.
+
+    Args:
+        signal: shape (leads, samples), every row in the same unit.
+        names: the record's lead names (any spelling ``LEAD_ALIASES`` knows), one per row.
+
+    Returns:
+        ``(signal, names, warnings)``: float64 with the derived rows appended (shape (leads + k, samples))
+        and a warning naming them; the input unchanged when no limb lead is missing or when I or II is
+        absent (``canonical_lead_order`` then names what is missing).
+    """
+    rows = {LEAD_ALIASES.get(normalise_lead_name(n)) if isinstance(n, str) else None: i
+            for i, n in enumerate(names)}
+    missing = [lead for lead in DERIVED_LIMB_LEADS if lead not in rows]
+    if not missing or "I" not in rows or "II" not in rows:
+        return signal, list(names), []
+    x = np.asarray(signal, dtype=np.float64)
+    lead_i, lead_ii = x[rows["I"]], x[rows["II"]]
+    derived = [w_i * lead_i + w_ii * lead_ii for w_i, w_ii in (DERIVED_LIMB_LEADS[m] for m in missing)]
+    warning = (f"lead{'s' if len(missing) > 1 else ''} {', '.join(missing)} derived from I and II "
+               f"(the file stores {len(names)} leads)")
+    return np.concatenate([x, np.stack(derived)]), [*names, *missing], [warning]

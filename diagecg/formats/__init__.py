@@ -24,12 +24,14 @@ Reader modules import their optional dependency only when a file of that format 
 from __future__ import annotations
 
 import importlib
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from diagecg.errors import RecordError, RecordNotFoundError, SignalFileError
+from diagecg.types import PATIENT_LIMITS
 
 if TYPE_CHECKING:
     from diagecg.config import QualityConfig
@@ -65,7 +67,8 @@ def import_optional(module: str, extra: str, what: str, source: str) -> ModuleTy
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise SignalFileError(f"{source}: reading {what} needs {module}: pip install 'diagecg[{extra}]'") from None
+        raise SignalFileError(f"{source}: reading {what} needs {module}: "
+                              f"pip install 'diagecg[{extra}]'") from None
 
 
 def check_file(path: Path) -> Path:
@@ -81,6 +84,16 @@ def check_file(path: Path) -> Path:
         raise SignalFileError(f"{path}: {size} bytes is larger than any resting ECG file "
                               f"(limit {MAX_FILE_BYTES >> 20} MiB)")
     return path
+
+
+def plausible_patient_value(field: str, value: float, written: str, warnings: list[str]) -> float | None:
+    """``value`` when it lies within ``PATIENT_LIMITS[field]``; else None and a warning quoting the file's
+    text ``written`` (a unit mix-up or an anonymisation marker must not become a patient feature)."""
+    low, high = PATIENT_LIMITS[field]
+    if math.isfinite(value) and low <= value <= high:
+        return value
+    warnings.append(f"patient {field.split('_')[0]} {written!r} is outside [{low:g}, {high:g}]; ignored")
+    return None
 
 
 def _wfdb_header(path: Path) -> Path | None:
@@ -146,3 +159,39 @@ def read(path: str | Path, fmt: str, *, quality: QualityConfig | None = None) ->
     module = importlib.import_module(READERS[fmt])
     record: EcgRecord = module.read(check_file(Path(path)), quality=quality)
     return record
+
+
+_WFDB_SIGNAL_SUFFIXES = (".dat", ".mat", ".xyz")  # read through their header, never on their own
+
+
+def find_records(folder: str | Path) -> list[Path]:
+    """Every ECG record below ``folder`` (recursively, sorted): each WFDB header, and each other file
+    whose content is a format diagecg reads (DICOM files often have no suffix, so content decides).
+
+    Files of no ECG format (notes, images, a WFDB record's signal files) are skipped; a file that starts
+    like a supported format but is damaged is kept, so that reading it reports why.
+    """
+    found: list[Path] = []
+    for p in sorted(Path(folder).rglob("*")):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        suffix = p.suffix.lower()
+        if suffix == ".hea":
+            found.append(p)
+        elif suffix not in _WFDB_SIGNAL_SUFFIXES and _sniff(p):
+            found.append(p)
+    return found
+
+
+def _sniff(path: Path) -> bool:
+    """Whether ``path`` looks like a non-WFDB ECG file (by its first bytes; damaged ones included)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError:
+        return False
+    if head[128:132] == b"DICM" or head[:8] == b"0       ":
+        return True
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        return any(root.encode() in head for root in _XML_ROOTS)
+    return False
