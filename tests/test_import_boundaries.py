@@ -85,7 +85,7 @@ def test_core_and_runtime_import_without_torch() -> None:
              if (CORE / f"{m.split('.')[1]}.py").is_file()]
     datasets = sorted((CORE / "datasets").glob("*.py"))
     core += ["diagecg.datasets", *(f"diagecg.datasets.{p.stem}" for p in datasets if p.stem != "__init__")]
-    readers = sorted((CORE / "formats").glob("*.py"))  # the readers: torch-free, optional deps imported lazily
+    readers = sorted((CORE / "formats").glob("*.py"))  # torch-free; optional deps imported when read
     core += ["diagecg.formats", *(f"diagecg.formats.{p.stem}" for p in readers if p.stem != "__init__")]
     script = _PROBE.format(blocked=BLOCKED, core=core)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
