@@ -16,7 +16,14 @@ from typing import Any
 
 import click
 
-from diagecg.cli_options import EXIT_CODES_HELP, NOISY_LOGGERS, ExitCode, fail, verbosity_options
+from diagecg.cli_options import (
+    EXIT_CODES_HELP,
+    NOISY_LOGGERS,
+    ExitCode,
+    fail,
+    patient_options,
+    verbosity_options,
+)
 from diagecg.config import apply_overrides
 from diagecg.errors import DiagEcgError
 
@@ -179,6 +186,60 @@ def export_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any)
     module, cfg = _build_config("diagecg.export.build_bundle", "ExportConfig", config_file, sets, shortcuts)
     summary = _run_stage(module.main, cfg)
     click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+
+
+@main.command(name="plot", epilog=EXIT_CODES_HELP)
+@verbosity_options()
+@click.argument("record", metavar="RECORD")
+@click.option("-o", "--out", "out", metavar="FILE",
+              help="Picture to write: .png, .pdf or .svg, in a folder that exists (default: "
+                   "<record id>.png in the current folder).")
+@click.option("--start", "start_s", type=click.FloatRange(min=0.0), metavar="SECONDS",
+              help="First second shown; the page holds 10 s (default: 0).")
+@click.option("--highpass", "highpass_hz", type=click.FloatRange(min=0.0), default=0.5, show_default=True,
+              metavar="HZ", help="Zero-phase high-pass against baseline wander, as the model's "
+                                 "preprocessing; 0: unfiltered.")
+@click.option("--text", help="Text printed in a box under the grid (an answer, a report...).")
+@click.option("--dpi", type=click.IntRange(30, 1200), default=150, show_default=True,
+              help="Resolution of a PNG (the page is 280 mm wide).")
+@patient_options()
+def plot_cmd(record: str, out: str | None, start_s: float | None, highpass_hz: float, text: str | None,
+             dpi: int, age: float | None, sex: str | None, height_cm: float | None,
+             weight_kg: float | None) -> None:
+    """Draw RECORD as a printed 12-lead ECG: 25 mm/s, 10 mm/mV, leads in a 3 x 4 grid of 2.5 s
+    columns and a 10 s lead II rhythm strip, the model's 10 s windows marked. Needs no model or
+    bundle, only pip install 'diagecg[plot]'; prints the path written."""
+    from diagecg.config import PreprocessConfig
+    from diagecg.io import read_record
+    from diagecg.plot import check_output_path, plot_ecg, require_matplotlib
+    from diagecg.preprocess import record_windows
+    from diagecg.types import PatientInfo
+
+    try:  # nothing is read before the options are known to be usable
+        require_matplotlib()
+        if out is not None:
+            check_output_path(out)
+    except (ImportError, ValueError, FileNotFoundError) as e:
+        fail(e, ExitCode.USAGE)
+        return
+    try:
+        rec = read_record(record)
+    except DiagEcgError as e:  # as a record that fails in infer: exit code 1
+        fail(e, ExitCode.FAILED)
+        return
+    windows = [(a, b) for a, b, _ in record_windows(rec, PreprocessConfig())]
+    patient = PatientInfo(age_years=age, sex=sex, height_cm=height_cm, weight_kg=weight_kg)
+    try:
+        path = plot_ecg(rec, out or f"{rec.record_id or 'ecg'}.png", text=text, windows=windows,
+                        start_s=start_s, highpass_hz=highpass_hz or None, patient=patient,
+                        window_label="model window", dpi=dpi)
+    except (ValueError, FileNotFoundError) as e:  # e.g. --start past the record's end
+        fail(e, ExitCode.USAGE)
+        return
+    except OSError as e:  # the picture cannot be written
+        fail(e, ExitCode.FAILED)
+        return
+    click.echo(str(path))
 
 
 def _add_runtime_commands() -> None:

@@ -28,6 +28,8 @@ from typing import Any
 
 import click
 
+from diagecg.types import PATIENT_LIMITS, PATIENT_SEXES
+
 
 class ExitCode(enum.IntEnum):
     """The exit codes of every ``diagecg`` command (table in the module docstring)."""
@@ -93,5 +95,26 @@ def verbosity_options(short_quiet: bool = True) -> Callable[[Callable[..., Any]]
                                help="Errors only: no warnings, no progress.")(wrapper)
         return click.option("-v", "--verbose", "verbose", is_flag=True,
                             help="Log debug messages too.")(wrapper)
+
+    return decorate
+
+
+def patient_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``--age``, ``--sex``, ``--height-cm`` and ``--weight-kg`` (the command receives ``age``,
+    ``sex``, ``height_cm`` and ``weight_kg``; None when not given): each overrides the record header's."""
+    options = [
+        click.option("--age", type=click.FloatRange(*PATIENT_LIMITS["age_years"]),
+                     help="Patient age in years (overrides the header)."),
+        click.option("--sex", type=click.Choice(PATIENT_SEXES), help="Patient sex (overrides the header)."),
+        click.option("--height-cm", type=click.FloatRange(*PATIENT_LIMITS["height_cm"]),
+                     help="Patient height in cm."),
+        click.option("--weight-kg", type=click.FloatRange(*PATIENT_LIMITS["weight_kg"]),
+                     help="Patient weight in kg."),
+    ]
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
 
     return decorate

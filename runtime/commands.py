@@ -1,7 +1,8 @@
 """``diagecg infer`` and ``diagecg report``: the runtime's command line (torch-free).
 
-RECORD arguments may be a record (``.hea``, or a ``.mat``/``.dat`` signal file with its header
-beside it), a folder (every ``*.hea`` below it, recursively, sorted), or ``@list.txt`` (one record
+RECORD arguments may be a record (a WFDB ``.hea``, or a ``.mat``/``.dat`` signal file with its header
+beside it; a DICOM, HL7 aECG, GE MUSE XML or EDF file: ``diagecg.formats``), a folder (every record
+below it, recursively, sorted: ``diagecg.formats.find_records``), or ``@list.txt`` (one record
 path per line; blank lines and ``#`` comments skipped; relative paths are taken from the list
 file's folder).
 
@@ -15,11 +16,16 @@ stdout as it finishes, record by record and in question order (``Answer.to_dict(
 ``error_type``), with a progress bar on stderr when stderr is a terminal (``--quiet``: answers and
 errors only, no warnings).
 
+``--plot PATH`` also draws each answered record as a printed ECG with its answers and analysed
+windows (``diagecg.runtime.plots``: a file for one record, a folder of ``<record_id>.png`` for
+several); PATH is checked before the bundle loads, and a picture that cannot be drawn is an
+``error:`` line on stderr and exit code 1 (its answers are still printed).
+
 Exit codes (``diagecg.cli_options``; the same in plain-text and ``--json`` mode): 0 all answered;
 1 some failed (their error lines say why; the others were answered); 2 nothing could run (bad bundle,
-bad question, no records); 3 nothing failed but a question is not supported by the bundle's question
-catalogue (``question_supported: false``, no answer given; ``diagecg questions`` lists what is
-supported).
+bad question, no records, a ``--plot`` PATH that cannot be written or no matplotlib); 3 nothing
+failed but a question is not supported by the bundle's question catalogue (``question_supported:
+false``, no answer given; ``diagecg questions`` lists what is supported).
 
 ``diagecg questions`` prints the bundle's question catalogue (``--json``: the manifest's object).
 """
@@ -31,15 +37,20 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from diagecg.cli_options import EXIT_CODES_HELP, ExitCode, fail, verbosity_options
+from diagecg.cli_options import EXIT_CODES_HELP, ExitCode, fail, patient_options, verbosity_options
 from diagecg.constants import DEFAULT_BUNDLE_DIR
 from diagecg.errors import BundleError, DiagEcgError, InputError
+from diagecg.formats import find_records
 from diagecg.runtime.device import DEVICES, MAX_THREADS
-from diagecg.types import PATIENT_LIMITS, PATIENT_SEXES, PatientInfo
+from diagecg.types import PatientInfo
+
+if TYPE_CHECKING:
+    from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
+    from diagecg.runtime.plots import AnswerPlots
 
 # Fail at import when the runtime extra is missing, so `diagecg` shows why (see cli.py), without
 # paying for the heavy imports on every `diagecg` call.
@@ -47,7 +58,6 @@ for _module in ("onnxruntime", "llama_cpp", "tokenizers"):
     if importlib.util.find_spec(_module) is None:
         raise ImportError(f"No module named {_module!r}")
 
-HEADER_SUFFIX = ".hea"  # WFDB record header
 LIST_PREFIX = "@"
 
 
@@ -92,9 +102,10 @@ def expand_records(args: tuple[str, ...] | list[str]) -> tuple[list[Path], bool]
             records.extend(listed)
             expanded = True
         elif Path(arg).is_dir():
-            found = sorted(Path(arg).rglob(f"*{HEADER_SUFFIX}"))
+            found = find_records(arg)
             if not found:
-                raise InputError(f"folder {arg} holds no {HEADER_SUFFIX} record")
+                raise InputError(f"folder {arg} holds no ECG record (WFDB .hea, DICOM, HL7 aECG, MUSE XML, "
+                                 "EDF)")
             records.extend(found)
             expanded = True
         else:
@@ -121,19 +132,24 @@ def _progress(results: Iterator[Any], total: int, quiet: bool) -> Iterator[Any]:
 def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, bundle: str | None,
                 quant: str | None, as_json: bool, threads: int | None, device: str, verify_hashes: bool,
                 age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None,
-                allow_degraded: bool, quiet: bool) -> None:
+                allow_degraded: bool, plot_path: str | None, quiet: bool) -> None:
     from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
 
     patient = PatientInfo(age_years=age, sex=sex, height_cm=height_cm, weight_kg=weight_kg)
 
     try:
         records, expanded = expand_records(records_args)
+        plots = None
+        if plot_path is not None:  # checked before the bundle loads: a bad PATH fails at once
+            from diagecg.runtime.plots import AnswerPlots
+
+            plots = AnswerPlots(plot_path, several=expanded or len(records) > 1)
         pipe = DiagEcgPipeline.from_bundle(resolve_bundle(bundle), quant=quant, device=device,
                                            threads=threads, verify_hashes=verify_hashes,
                                            allow_degraded=allow_degraded)
         for question in questions or ():
             pipe.check_question(question)
-    except (DiagEcgError, ValueError, FileNotFoundError) as e:
+    except (DiagEcgError, ValueError, FileNotFoundError, ImportError) as e:
         fail(e, ExitCode.USAGE)
         return
     n_questions = len(questions) if questions is not None else 1
@@ -147,30 +163,56 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
             return
         for w in [] if quiet else ans.warnings:
             click.echo(f"warning: {w}", err=True)
+        if ans.question_supported is not False:
+            click.echo(ans.answer)
+        if plots is not None and not _plot([ans], plots, pipe):
+            sys.exit(int(ExitCode.FAILED))
         if ans.question_supported is False:
             sys.exit(int(ExitCode.UNSUPPORTED))
-        click.echo(ans.answer)
         return
     results = (pipe.answer_batch(records, list(questions), patient=patient) if questions is not None
                else pipe.report_batch(records, patient=patient))
-    n_failed = n_unsupported = 0
+    n_failed = n_unsupported = n_unplotted = 0
     total = len(records) * n_questions
+    pending: list[Answer] = []  # the current record's answers, drawn once its last one is in
     for result in _progress(results, total, quiet):
         if isinstance(result, Answer):
             line = result.to_dict()
             n_unsupported += result.question_supported is False
+            if plots is not None:
+                if pending and pending[0].record != result.record:
+                    n_unplotted += not _plot(pending, plots, pipe)
+                    pending = []
+                pending.append(result)
         else:
             n_failed += 1
             line = result
         click.echo(json.dumps(line, ensure_ascii=False))
+    if plots is not None and pending:
+        n_unplotted += not _plot(pending, plots, pipe)
     if n_failed:
         click.echo(f"{n_failed} of {total} answers failed ({len(records)} records x {n_questions} "
                    f"questions)", err=True)
+    if n_unplotted:
+        click.echo(f"--plot: {n_unplotted} answered records could not be drawn (their error lines say why)",
+                   err=True)
+    if n_failed or n_unplotted:
         sys.exit(int(ExitCode.FAILED))
     if n_unsupported:
         click.echo(f"{n_unsupported} of {total} questions are not supported by the bundle: no answer given "
                    f"(`diagecg questions` lists the supported ones)", err=True)
         sys.exit(int(ExitCode.UNSUPPORTED))
+
+
+def _plot(answers: list[Answer], plots: AnswerPlots, pipe: DiagEcgPipeline) -> bool:
+    """Draw one record's answers (``--plot``) with the filters the model saw; a failure is one
+    ``error:`` line on stderr."""
+    try:
+        plots.write(answers, preprocess=pipe.bundle.preprocess, quality=pipe.quality)
+    except (DiagEcgError, OSError, ValueError) as e:
+        click.echo(f"error: --plot {answers[0].record}: {' '.join(str(e).split())}", err=True)
+        return False
+    return True
 
 
 _common_options = [
@@ -189,14 +231,12 @@ _common_options = [
     click.option("--allow-degraded", is_flag=True,
                  help="Answer records with some flat leads (e.g. missing precordial electrodes), with a "
                       "warning naming them and what can still be trusted; default: refuse them."),
-    # patient features for the structured prompt; each overrides the record header's value
-    click.option("--age", type=click.FloatRange(*PATIENT_LIMITS["age_years"]),
-                 help="Patient age in years (overrides the header)."),
-    click.option("--sex", type=click.Choice(PATIENT_SEXES), help="Patient sex (overrides the header)."),
-    click.option("--height-cm", type=click.FloatRange(*PATIENT_LIMITS["height_cm"]),
-                 help="Patient height in cm."),
-    click.option("--weight-kg", type=click.FloatRange(*PATIENT_LIMITS["weight_kg"]),
-                 help="Patient weight in kg."),
+    click.option("--plot", "plot_path", metavar="PATH",
+                 help="Also draw each answered record as a printed ECG with its answers and analysed "
+                      "windows (pip install 'diagecg[plot]'): one record -> the file PATH (.png, .pdf or "
+                      ".svg); several -> the folder PATH (created if missing), one <record_id>.png each. "
+                      "'{record_id}' in PATH is replaced by the record's id."),
+    patient_options(),  # patient features for the structured prompt; each overrides the header's
 ]
 
 

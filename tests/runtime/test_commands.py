@@ -149,7 +149,7 @@ def test_unreadable_record_exits_1_in_text_and_json_mode(tiny_bundle: Path, reco
 def test_expand_records_rejects_empty_folder_and_list(tmp_path: Path) -> None:
     from diagecg.errors import InputError
 
-    with pytest.raises(InputError, match="holds no .hea"):
+    with pytest.raises(InputError, match="holds no ECG record"):
         commands.expand_records([str(tmp_path)])
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(InputError, match="names no record"):
@@ -209,7 +209,7 @@ def test_json_lines_stay_parseable_with_stderr_merged_and_quiet_drops_warnings(
     assert "warning:" not in quiet.stderr
 
 
-COMMANDS = [["infer"], ["report"], ["questions"], ["train", "tokenizer"], ["train", "pretrain"],
+COMMANDS = [["infer"], ["report"], ["questions"], ["plot"], ["train", "tokenizer"], ["train", "pretrain"],
             ["train", "instruct"], ["eval"], ["probe"], ["export"]]
 
 
