@@ -14,9 +14,10 @@ dicom      DICOM 12-lead / General ECG waveform           ``DICM`` at byte 128  
 hl7aecg    HL7 v3 annotated ECG (FDA submissions)         XML root ``AnnotatedECG``   stdlib XML
 muse       GE MUSE / MAC resting ECG XML                  XML root ``RestingECG``     stdlib XML
 edf        EDF / EDF+ (European Data Format)              ``0`` + 7 blanks at byte 0  edfio (``edf``)
+philips    Philips SierraECG / PhilipsECG resting XML     XML ``<restingecgdata>``    sierraecg (``philips``)
 =========  =============================================  ==========================  ================
 
-Files of formats without a maintained reader (Philips XML, SCP-ECG, BDF) are named and refused.
+Files of formats without a maintained reader (GE CardioSoft XML, SCP-ECG, BDF) are named and refused.
 Reader modules import their optional dependency only when a file of that format is read
 (:func:`import_optional`).
 """
@@ -46,20 +47,21 @@ READERS: dict[str, str] = {
     "hl7aecg": "diagecg.formats.aecg",
     "muse": "diagecg.formats.muse",
     "edf": "diagecg.formats.edf",
+    "philips": "diagecg.formats.philips",
 }
 FORMAT_NAMES: tuple[str, ...] = ("wfdb", *READERS)
 
 # XML root element (namespace dropped) -> format
-_XML_ROOTS: dict[str, str] = {"AnnotatedECG": "hl7aecg", "RestingECG": "muse"}
+_XML_ROOTS: dict[str, str] = {"AnnotatedECG": "hl7aecg", "RestingECG": "muse", "restingecgdata": "philips"}
 # recognised but not read: root / signature -> why
 _UNSUPPORTED_XML: dict[str, str] = {
-    "restingecgdata": "Philips XML (SierraECG): no maintained open reader; export DICOM or HL7 aECG "
-                      "from the cart or its management system instead",
+    "CardiologyXML": "GE CardioSoft / CASE XML: no maintained open reader; export DICOM or HL7 aECG "
+                     "from CardioSoft instead",
 }
 _UNSUPPORTED_SUFFIX: dict[str, str] = {
     ".scp": "SCP-ECG (EN 1064): no maintained open reader; export DICOM or HL7 aECG instead",
 }
-_SUPPORTED_TEXT = "WFDB (.hea), DICOM, HL7 aECG XML, GE MUSE XML, EDF/EDF+"
+_SUPPORTED_TEXT = "WFDB (.hea), DICOM, HL7 aECG XML, GE MUSE XML, EDF/EDF+, Philips XML"
 
 
 def import_optional(module: str, extra: str, what: str, source: str) -> ModuleType:
@@ -107,6 +109,15 @@ def _wfdb_header(path: Path) -> Path | None:
     return None
 
 
+def _xml_head(head: bytes) -> bytes:
+    """The first bytes of a possible XML file as UTF-8, BOM and leading blanks removed (Philips carts
+    write UTF-16 with a BOM)."""
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        codec = "utf-16-le" if head[:2] == b"\xff\xfe" else "utf-16-be"
+        head = head[2:len(head) & ~1].decode(codec, errors="replace").encode()
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n")
+
+
 def _xml_root(path: Path) -> str:
     """The local name of an XML file's root element (reads only up to it)."""
     try:
@@ -137,7 +148,7 @@ def detect_format(path: str | Path) -> str:
         return "edf"
     if head[:8] == b"\xffBIOSEMI":
         raise SignalFileError(f"{p}: a BDF (BioSemi 24-bit) file; diagecg reads EDF/EDF+, not BDF")
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    text = _xml_head(head)
     if text.startswith(b"<"):
         root = _xml_root(p)
         if root in _XML_ROOTS:
@@ -192,6 +203,7 @@ def _sniff(path: Path) -> bool:
         return False
     if head[128:132] == b"DICM" or head[:8] == b"0       ":
         return True
-    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
-        return any(root.encode() in head for root in _XML_ROOTS)
+    text = _xml_head(head)
+    if text.startswith(b"<"):
+        return any(root.encode() in text for root in _XML_ROOTS)
     return False

@@ -11,6 +11,7 @@ from diagecg.errors import RecordError, RecordNotFoundError, SignalFileError
 from diagecg.formats import detect_format, find_records, read
 
 RECORDS = Path(__file__).resolve().parents[1] / "fixtures" / "records"
+PHILIPS = Path(__file__).resolve().parents[1] / "fixtures" / "formats" / "philips"
 AECG = '<?xml version="1.0"?>\n<AnnotatedECG xmlns="urn:hl7-org:v3"><id root="x"/></AnnotatedECG>\n'
 MUSE = ('<?xml version="1.0" encoding="ISO-8859-1"?>\n<!DOCTYPE RestingECG SYSTEM "restecg.dtd">\n'
         '<RestingECG/>\n')
@@ -38,8 +39,17 @@ def test_content_decides_not_the_suffix(tmp_path: Path, dicom_file: Path) -> Non
     assert detect_format(tmp_path / "edf.bin") == "edf"
 
 
+@pytest.mark.parametrize("name", ["129DYPRG.XML", "ad4d3d80-d165_1-04_orig.xml"])
+def test_real_philips_files_are_detected_in_utf8_and_utf16(tmp_path: Path, name: str) -> None:
+    src = PHILIPS / name  # SierraECG 1.03 (UTF-8) and PhilipsECG 1.04 (UTF-16 with a BOM)
+    (tmp_path / "IM0001").write_bytes(src.read_bytes())
+    assert detect_format(src) == "philips"
+    assert detect_format(tmp_path / "IM0001") == "philips"
+    assert find_records(tmp_path) == [tmp_path / "IM0001"]
+
+
 @pytest.mark.parametrize("name, content, message", [
-    ("philips.xml", b'<?xml version="1.0"?><restingecgdata/>', "Philips XML"),
+    ("cardiosoft.xml", b'<?xml version="1.0"?><CardiologyXML/>', "GE CardioSoft"),
     ("other.xml", b"<?xml version='1.0'?><html><body/></html>", "root <html>"),
     ("broken.xml", b"<?xml version='1.0'?><<RestingECG>", "not well-formed XML"),
     ("rec.scp", b"\x12\x34" + b"\x00" * 200, "SCP-ECG"),
