@@ -45,6 +45,7 @@ from diagecg.cli_options import EXIT_CODES_HELP, ExitCode, fail, patient_options
 from diagecg.constants import DEFAULT_BUNDLE_DIR
 from diagecg.errors import BundleError, DiagEcgError, InputError
 from diagecg.formats import find_records
+from diagecg.intervals import summary_line
 from diagecg.runtime.device import DEVICES, MAX_THREADS
 from diagecg.types import PatientInfo
 
@@ -132,7 +133,7 @@ def _progress(results: Iterator[Any], total: int, quiet: bool) -> Iterator[Any]:
 def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, bundle: str | None,
                 quant: str | None, as_json: bool, threads: int | None, device: str, verify_hashes: bool,
                 age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None,
-                allow_degraded: bool, plot_path: str | None, quiet: bool) -> None:
+                allow_degraded: bool, plot_path: str | None, quiet: bool, measure: bool = False) -> None:
     from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
 
     patient = PatientInfo(age_years=age, sex=sex, height_cm=height_cm, weight_kg=weight_kg)
@@ -146,7 +147,7 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
             plots = AnswerPlots(plot_path, several=expanded or len(records) > 1)
         pipe = DiagEcgPipeline.from_bundle(resolve_bundle(bundle), quant=quant, device=device,
                                            threads=threads, verify_hashes=verify_hashes,
-                                           allow_degraded=allow_degraded)
+                                           allow_degraded=allow_degraded, measure=measure)
         for question in questions or ():
             pipe.check_question(question)
     except (DiagEcgError, ValueError, FileNotFoundError, ImportError) as e:
@@ -165,6 +166,8 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
             click.echo(f"warning: {w}", err=True)
         if ans.question_supported is not False:
             click.echo(ans.answer)
+        if ans.measurements is not None:
+            click.echo(summary_line(ans.measurements))
         if plots is not None and not _plot([ans], plots, pipe):
             sys.exit(int(ExitCode.FAILED))
         if ans.question_supported is False:
@@ -259,6 +262,9 @@ def infer(records: tuple[str, ...], questions: tuple[str, ...], quiet: bool, **o
 @click.command(epilog=EXIT_CODES_HELP)
 @_with_common_options
 @verbosity_options()
+@click.option("--measure/--no-measure", default=True, show_default=True,
+              help="Add heart rate, RR irregularity, PR, QRS, QT/QTc and the frontal axis to each report "
+                   "(pip install 'diagecg[measure]'; without it the report says so).")
 def report(records: tuple[str, ...], quiet: bool, **options: Any) -> None:
     """Write the report of ECG records with the offline runtime (no torch)."""
     _answer_all(records, None, quiet=quiet, **options)

@@ -80,6 +80,11 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 3; keys are always all p
     timings_ms       {read, preprocess, tokenize, prompt, generate, total: float} summed over the
                              windows (preprocess and tokenize are 0 when ecg_cached)
     warnings         [str]   non-fatal notes (record reading, quality, device, token budget)
+    measurements     {window_s: [start, end], n_beats: int, peak_lead: str, measurements: {name: {value:
+                      float|null, unit: str, method: str, reason: str|null}}}|null  reports only: heart
+                             rate, RR irregularity, PR, QRS, QT, QTc, frontal axis of the first analysed
+                             window (``diagecg.intervals``); null for questions, when turned off, or
+                             without neurokit2 (a warning says so); timings_ms then has ``measure``
     statements       [{text: str, present: bool, code: str|null, system: str|null, description: str|null,
                        snomed_ct: {code, term, match}|null}]  the findings the answer asserts, coded
                              (``diagecg.statements``): a report's statements and a query's members
@@ -97,6 +102,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import logging
 import math
 import threading
@@ -132,6 +138,8 @@ SCHEMA_RESOURCE = ("diagecg", "schemas/answer.schema.json")  # package data
 TASK_QA = "qa"
 TASK_REPORT = "report"
 TIMING_STAGES: tuple[str, ...] = ("read", "preprocess", "tokenize", "prompt", "generate", "total")
+MEASURE_EXTRA_NOTE = ("no measurements in this report: they need neurokit2, pip install 'diagecg[measure]' "
+                      "(measure=False turns them off)")
 ECG_CACHE_SIZE = 64  # signals whose ECG codes a pipeline keeps (~0.5 KB each at 100 Hz)
 
 RecordLike = EcgRecord | str | Path
@@ -164,6 +172,7 @@ class Answer:
     windows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     patient: dict[str, Any] = dataclasses.field(default_factory=dict)
     statements: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    measurements: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
@@ -275,7 +284,7 @@ class DiagEcgPipeline:
 
     def __init__(self, bundle: Bundle, ecg_session: EcgTokenizerSession, llm: LlamaModel, *, quant: str,
                  device: DeviceChoice, ecg_cache_size: int = ECG_CACHE_SIZE,
-                 allow_degraded: bool = False) -> None:
+                 allow_degraded: bool = False, measure: bool = True) -> None:
         if ecg_cache_size < 0:
             raise ValueError(f"ecg_cache_size={ecg_cache_size} is invalid: must be >= 0")
         self.bundle = bundle
@@ -287,6 +296,7 @@ class DiagEcgPipeline:
         self.load_warnings = list(ecg_session.warnings)
         self.ecg_cache_size = ecg_cache_size
         self.quality = QualityConfig(allow_flat_leads=allow_degraded)
+        self.measure = measure
         self._ecg_cache: OrderedDict[bytes, I64Array] = OrderedDict()
         self._ecg_cache_lock = threading.Lock()
         self._bundle_info = {
@@ -298,11 +308,17 @@ class DiagEcgPipeline:
             "gguf_sha256": bundle.manifest[K.FILES][bundle.gguf_path(quant).name]["sha256"],
         }
 
+    @property
+    def bundle_info(self) -> dict[str, Any]:
+        """What every answer's ``bundle`` field holds: path, format and package versions, manifest and GGUF
+        sha256, quant (a copy)."""
+        return dict(self._bundle_info)
+
     @classmethod
     def from_bundle(cls, path: str | Path | None = None, quant: str | None = None, device: str = "auto",
                     threads: int | None = None, *, verify_hashes: bool = True,
                     ecg_cache_size: int = ECG_CACHE_SIZE, reuse_prefix: bool = True,
-                    allow_degraded: bool = False) -> DiagEcgPipeline:
+                    allow_degraded: bool = False, measure: bool = True) -> DiagEcgPipeline:
         """Load and validate a bundle, then open its ONNX session and GGUF model.
 
         Args:
@@ -314,6 +330,7 @@ class DiagEcgPipeline:
             ecg_cache_size: signals whose ECG codes are kept (0 = none).
             reuse_prefix: let llama.cpp keep the KV cells a new prompt shares with the previous one.
             allow_degraded: answer records with some flat leads, with warnings (see ``__init__``).
+            measure: add the measurements of ``diagecg.intervals`` to reports (needs ``diagecg[measure]``).
 
         Raises:
             BundleError: missing/tampered/truncated files, unknown quant, inconsistent manifest.
@@ -333,7 +350,7 @@ class DiagEcgPipeline:
         llm = LlamaModel(gguf_path, vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx, tokenizer=tokenizer,
                          threads=choice.threads, n_gpu_layers=choice.n_gpu_layers, reuse_prefix=reuse_prefix)
         pipe = cls(bundle, session, llm, quant=q, device=choice, ecg_cache_size=ecg_cache_size,
-                   allow_degraded=allow_degraded)
+                   allow_degraded=allow_degraded, measure=measure)
         logger.debug("loaded bundle %s (%s) in %.0f ms: ECG tokenizer on %s, LLM on %s, %d threads",
                     bundle.root, q, (time.perf_counter() - t0) * 1e3, pipe.device.ecg_tokenizer,
                     pipe.device.llm, choice.threads)
@@ -408,6 +425,13 @@ class DiagEcgPipeline:
         windows = [{"start_s": a, "end_s": b, "answer": r["text"], "confidence": r["confidence"],
                     "option_probabilities": r.get("option_probabilities")} for a, b, _, _, _, r in parts]
         answers = sorted(normalize_answer(text)) if task == TASK_QA else []
+        measurements = None
+        if task == TASK_REPORT and self.measure:
+            t_measure = time.perf_counter()
+            measurements, measure_notes = self._measure(rec, parts[0][0], parts[0][1])
+            notes.extend(measure_notes)
+            times["measure"] = round((time.perf_counter() - t_measure) * 1e3, 3)
+            times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
         if task == TASK_REPORT:
             findings = [(s, True) for s in report_statements(text)]
         else:
@@ -416,6 +440,7 @@ class DiagEcgPipeline:
                 normal_question=match.template_id == NORMAL_ECG_TEMPLATE)
         return Answer(
             **common, answer=text, answers=answers, statements=coded_statements(findings),
+            measurements=measurements,
             stop_reason=reply["stop_reason"], n_prompt_tokens=chosen[4],
             n_answer_tokens=reply["n_answer_tokens"],
             n_ecg_tokens=int(chosen[2].shape[0]), ecg_cached=all(p[3] for p in parts),
@@ -426,6 +451,19 @@ class DiagEcgPipeline:
             matched_question=None if match is None else match.to_dict(),
             confidence=confidence, option_probabilities=reply.get("option_probabilities"), windows=windows,
         )
+
+    @staticmethod
+    def _measure(rec: EcgRecord, start_s: float, end_s: float) -> tuple[dict[str, Any] | None, list[str]]:
+        """The measurements of the record's span ``start_s..end_s`` (the first analysed window), or
+        None and a note when neurokit2 is not installed."""
+        if importlib.util.find_spec("neurokit2") is None:
+            return None, [MEASURE_EXTRA_NOTE]
+        from diagecg.intervals import measure_intervals
+
+        a, b = round(start_s * rec.fs_hz), round(end_s * rec.fs_hz)
+        whole = (a, b) == (0, rec.signal.shape[1])
+        span = rec if whole else dataclasses.replace(rec, signal=rec.signal[:, a:b])
+        return {"window_s": [start_s, end_s], **measure_intervals(span).to_dict()}, []
 
     @staticmethod
     def _aggregate(parts: list[tuple[Any, ...]], match: MatchedQuestion | None, task: str,

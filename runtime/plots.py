@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from diagecg.config import PreprocessConfig, QualityConfig
+from diagecg.intervals import summary_line
 from diagecg.io import read_record
 from diagecg.plot import check_output_path, plot_ecg, require_matplotlib
 from diagecg.runtime.pipeline import TASK_REPORT, Answer
@@ -103,6 +104,8 @@ def answer_text(answers: Sequence[Answer]) -> str:
     for ans in answers:
         if ans.task == TASK_REPORT:
             lines.append(f"Report: {ans.answer}")
+            if ans.measurements is not None:
+                lines.append(summary_line(ans.measurements))
         else:
             lines.append(f"Question: {ans.question}")
             canonical = (ans.matched_question or {}).get("canonical")
@@ -111,7 +114,8 @@ def answer_text(answers: Sequence[Answer]) -> str:
             lines.append("Answer: none given: the question is not one this model was trained to answer"
                          if ans.question_supported is False else f"Answer: {ans.answer}")
         if ans.confidence is not None:
-            lines[-1] += f"  (confidence {ans.confidence:.2f})"
+            lines[-1 if ans.task != TASK_REPORT or ans.measurements is None else -2] += \
+                f"  (confidence {ans.confidence:.2f})"
         if len(ans.windows) > 1:
             lines.append("    per window: " + "; ".join(
                 f"{w['start_s']:.1f}\u2013{w['end_s']:.1f} s: {w['answer']}" for w in ans.windows))

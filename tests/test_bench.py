@@ -345,3 +345,45 @@ def test_scale_model_refuses_a_missing_checkpoint_and_odd_widths(tmp_path, capsy
         scale.main(["--like", str(tmp_path), "--out", str(tmp_path / "out"), "--hidden", "300"])
     assert "multiple of 256" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# --- bench/intervals.py ---------------------------------------------------------------------------------
+
+
+def test_intervals_bench_auc_and_groups():
+    from diagecg.datasets.ptbxl import PtbxlEntry
+    from diagecg.types import PatientInfo
+
+    ib = _load_bench(REPO / "bench" / "intervals.py", "bench_intervals")
+    assert ib.auc([2.0, 3.0], [1.0]) == 1.0 and ib.auc([1.0], [1.0]) == 0.5 and ib.auc([], [1.0]) is None
+    assert ib.auc([1.0, 3.0], [2.0]) == 0.5
+
+    def entry(codes: dict[str, float], report: str = "") -> PtbxlEntry:
+        return PtbxlEntry(ecg_id=1, patient_id=None, strat_fold=1, scp_codes=codes, report_de=report,
+                          patient=PatientInfo())
+
+    assert ib.in_group(entry({"SR": 0.0}), "SR") and not ib.in_group(entry({"SR": 0.0, "AFIB": 0.0}), "SR")
+    assert ib.in_group(entry({"LAFB": 100.0}), "LAD")
+    assert ib.in_group(entry({"SR": 0.0}, "sinus rhythm. left axis deviation."), "LAD")
+    assert not ib.in_group(entry({"NORM": 100.0}, "sinusrhythmus linkstyp"), "LAD")  # -30..+30: not LAD
+
+
+def test_intervals_bench_prints_every_check_on_a_few_records(shared_data, tmp_path, capsys):
+    pytest.importorskip("neurokit2")
+    pytest.importorskip("wfdb")
+    ib = _load_bench(REPO / "bench" / "intervals.py", "bench_intervals")
+    out = tmp_path / "intervals.json"
+    args = ["--data", str(shared_data), "--max-records", "3", "--no-progress", "--out", str(out)]
+    assert ib.main(args) == 0
+    text = capsys.readouterr().out
+    for line in ("(a) heart rate vs independent beat counts, 3 records at 500 Hz", "=== 100 Hz: 3 records",
+                 "=== 500 Hz: 3 records", "(c) qrs_ms: QRS >= 120 ms",
+                 "100 Hz vs 500 Hz, the same 3 recordings"):
+        assert line in text, text
+    report = json.loads(out.read_text())
+    for key in ("xqrs", "measure"):
+        assert report["heart_rate"][key]["n_compared"] + report["heart_rate"][key]["missing"] == 3
+    assert set(report["records"]) == {"100", "500"} and len(report["records"]["500"]) == 3
+    assert report["rate_agreement"]["n"] == 3 and report["rates"]["100"]["ms_median"] > 0
+    assert set(report["rates"]["500"]["checks"]) == {"b:rr_cv_percent", "b:rr_rmssd_ms", "c:qrs_ms",
+                                                     "d:qrs_axis_deg", "e:pr_ms", "f:qtc_bazett_ms"}

@@ -79,8 +79,8 @@ _PROBE = textwrap.dedent(
 
 def test_core_and_runtime_import_without_torch() -> None:
     core = ["diagecg", "diagecg.constants", "diagecg.types", "diagecg.errors", "diagecg.config", "diagecg.io",
-            "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.measure", "diagecg.preprocess",
-            "diagecg.plot"]
+            "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.measure", "diagecg.intervals",
+            "diagecg.preprocess", "diagecg.plot"]
     core += [m for m in ("diagecg.vocab", "diagecg.prompts", "diagecg.bundle")
              if (CORE / f"{m.split('.')[1]}.py").is_file()]
     datasets = sorted((CORE / "datasets").glob("*.py"))

@@ -23,7 +23,8 @@ from diagecg.types import EcgRecord, PatientInfo
 ANSWER_KEYS = {"schema_version", "record", "record_id", "task", "question", "answer", "answers",
                "stop_reason", "n_prompt_tokens", "n_answer_tokens", "n_ecg_tokens", "ecg_cached",
                "n_reused_tokens", "bundle", "device", "timings_ms", "warnings", "question_supported",
-               "matched_question", "confidence", "option_probabilities", "windows", "patient", "statements"}
+               "matched_question", "confidence", "option_probabilities", "windows", "patient", "statements",
+               "measurements"}
 BUNDLE_KEYS = {"path", "format_version", "diagecg_version", "manifest_sha256", "quant", "gguf_sha256"}
 DEVICE_KEYS = {"requested", "ecg_tokenizer", "llm", "threads"}
 ERROR_KEYS = {"schema_version", "record", "record_id", "task", "question", "bundle", "timings_ms", "error",
@@ -474,3 +475,29 @@ def test_patient_info_validates_as_the_cli_does(fields: dict[str, object]) -> No
 def test_patient_overrides_must_be_patient_info(pipeline: DiagEcgPipeline, record_paths: list[Path]) -> None:
     with pytest.raises(InputError, match="PatientInfo or None"):
         pipeline.answer(record_paths[0], QUESTION, patient={"age_years": 50})  # type: ignore[arg-type]
+
+
+def test_reports_carry_measurements_questions_do_not(pipeline: DiagEcgPipeline, record_paths: list[Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("neurokit2")
+    report = pipeline.report(record_paths[1]).to_dict()
+    jsonschema.validate(report, answer_schema())
+    m = report["measurements"]
+    assert m["window_s"] == [0.0, 10.0] and m["n_beats"] >= 5
+    assert 30 <= m["measurements"]["heart_rate_bpm"]["value"] <= 200 and "measure" in report["timings_ms"]
+    assert pipeline.answer(record_paths[1], QUESTION).measurements is None
+    # without neurokit2: no measurements, and the report says why
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "neurokit2" else real(name, *a))
+    missing = pipeline.report(record_paths[1])
+    assert missing.measurements is None and any("diagecg[measure]" in w for w in missing.warnings)
+    monkeypatch.undo()
+    pipeline.measure = False
+    try:
+        off = pipeline.report(record_paths[1])
+        assert off.measurements is None and not any("measure" in w for w in off.warnings)
+    finally:
+        pipeline.measure = True

@@ -141,7 +141,7 @@ def test_several_records_are_drawn_into_a_folder_one_picture_each(
     report = CliRunner().invoke(main, ["report", str(record_paths[0]), "--plot", pattern,
                                        *_opts(tiny_bundle)])
     assert report.exit_code == 0, report.output
-    assert drawn[-1]["text"].startswith(f"Report: {report.stdout.strip()}")
+    assert drawn[-1]["text"].startswith(f"Report: {report.stdout.splitlines()[0]}")
     assert (tmp_path / "00002_lr.svg").is_file()
 
 
