@@ -245,10 +245,12 @@ def plot_cmd(record: str, out: str | None, start_s: float | None, highpass_hz: f
 def _add_runtime_commands() -> None:
     # runtime is torch-free, so importing its command definitions here is cheap
     from diagecg.runtime.commands import infer, questions, report
+    from diagecg.runtime.serve import serve  # FastAPI/uvicorn are imported only when it runs
 
     main.add_command(infer)
     main.add_command(report)
     main.add_command(questions)
+    main.add_command(serve)
 
 
 def _missing_runtime_command(name: str, reason: str) -> click.Command:
@@ -267,6 +269,7 @@ except ImportError as _e:  # runtime extra not installed: say so instead of hidi
     main.add_command(_missing_runtime_command("infer", str(_e)))
     main.add_command(_missing_runtime_command("report", str(_e)))
     main.add_command(_missing_runtime_command("questions", str(_e)))
+    main.add_command(_missing_runtime_command("serve", str(_e)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,423 @@
+"""``diagecg serve``: the runtime as a local HTTP service, for desktop software not written in Python.
+
+One process loads one pipeline (``DiagEcgPipeline``) and answers over HTTP on FastAPI + uvicorn (the
+``serve`` extra: ``pip install 'diagecg[serve]'``). The routes and their JSON are in
+``diagecg.runtime.serve_app`` and in ``docs/openapi.json``; this module holds what decides *whether* a
+request runs: the configuration, the bearer token, the admission gate and the server's start and stop.
+
+Safe by default:
+
+* it binds to 127.0.0.1; any other host needs ``--allow-remote`` and warns (and warns again without a token);
+* ``--token-file`` turns on bearer auth for ``/v1/*`` (the token is never a command-line argument, where
+  ``ps`` would show it); tokens are compared with ``hmac.compare_digest``;
+* a request body over ``max_upload_bytes`` is refused with 413 (from ``Content-Length`` before anything is
+  read, or as soon as a chunked body passes the limit), and so is a record longer than ``max_record_s``;
+* work runs on ``workers`` threads; at most ``workers + queue_size`` requests are admitted at once and the
+  next one gets 503 with ``Retry-After`` at once, before its body is read, instead of a growing queue;
+* a request waits at most ``request_timeout_s`` for its answer (then 504; work that has not started is
+  dropped, work that has keeps its slot until it ends, so the bound holds);
+* on SIGINT/SIGTERM uvicorn stops accepting, finishes the requests in flight (up to the timeout), and
+  then the pipeline is closed.
+
+Only the standard library and click are imported at module level, so the runtime imports without the
+``serve`` extra (``tests/test_import_boundaries.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import ipaddress
+import logging
+import math
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from diagecg.cli_options import EXIT_CODES_HELP, ExitCode, fail, verbosity_options
+from diagecg.constants import DEFAULT_BUNDLE_DIR
+from diagecg.errors import DiagEcgError, InputError
+from diagecg.runtime.device import DEVICES, MAX_THREADS
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, MutableMapping
+
+    from diagecg.runtime.pipeline import DiagEcgPipeline
+
+    Scope = MutableMapping[str, Any]
+    Message = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[Message]]
+    Send = Callable[[Message], Awaitable[None]]
+    ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger(__name__)
+
+SERVE_EXTRA = ("fastapi", "uvicorn", "multipart")  # python-multipart installs the module `multipart`
+WORK_PATHS = ("/v1/answer", "/v1/report")  # the routes that take a worker slot
+AUTH_PREFIX = "/v1/"  # health, readiness and the OpenAPI document stay open
+MIN_TOKEN_CHARS = 16
+_DRAIN_BYTES = 16 << 20  # read and drop this much of a refused body, so the client sees the answer
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    """How ``diagecg serve`` listens and what it admits (checked when built).
+
+    Args:
+        host: address to bind; loopback unless ``allow_remote``.
+        port: TCP port (0: any free one).
+        workers: threads that run answers (generation itself runs one at a time: llama.cpp is locked).
+        queue_size: admitted requests beyond ``workers`` that wait for a thread; more get 503.
+        request_timeout_s: the longest a request waits for its answer (then 504).
+        max_upload_bytes: the largest request body.
+        max_extracted_bytes: the most an upload may write to disk (archives after extraction).
+        max_files: files per upload (archive members included).
+        max_record_s: the longest record answered, in seconds (then 413).
+        allow_folder: the one folder whose records may be named by path; None = uploads only.
+        token: the bearer token ``/v1/*`` requires; None = no auth.
+        allow_remote: let ``host`` be a non-loopback address.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    workers: int = 2
+    queue_size: int = 8
+    request_timeout_s: float = 120.0
+    max_upload_bytes: int = 64 << 20
+    max_extracted_bytes: int = 256 << 20
+    max_files: int = 32
+    max_record_s: float = 600.0
+    allow_folder: Path | None = None
+    token: str | None = dataclasses.field(default=None, repr=False)
+    allow_remote: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "max_files"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ServeConfig.{name}={getattr(self, name)} is invalid: must be >= 1")
+        for name in ("max_upload_bytes", "max_extracted_bytes"):
+            if getattr(self, name) < 1024:
+                raise ValueError(f"ServeConfig.{name}={getattr(self, name)} is invalid: must be >= 1024")
+        if self.queue_size < 0:
+            raise ValueError(f"ServeConfig.queue_size={self.queue_size} is invalid: must be >= 0")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"ServeConfig.port={self.port} is invalid: 0..65535")
+        for name in ("request_timeout_s", "max_record_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"ServeConfig.{name}={value} is invalid: must be > 0")
+        if not self.allow_remote and not is_loopback(self.host):
+            raise ValueError(f"ServeConfig.host={self.host!r} is not a loopback address: pass "
+                             f"allow_remote=True (--allow-remote) to listen beyond this machine")
+        if self.allow_folder is not None and not Path(self.allow_folder).is_dir():
+            raise ValueError(f"ServeConfig.allow_folder={str(self.allow_folder)!r} is not a folder")
+        if self.token is not None and len(self.token) < MIN_TOKEN_CHARS:
+            raise ValueError(f"the bearer token has {len(self.token)} characters; use at least "
+                             f"{MIN_TOKEN_CHARS} (python -c 'import secrets; print(secrets.token_urlsafe())')"
+                             )
+
+    @property
+    def capacity(self) -> int:
+        """Requests admitted at once: running plus waiting."""
+        return self.workers + self.queue_size
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback IP address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def read_token_file(path: str | Path) -> str:
+    """The bearer token in ``path`` (surrounding blanks dropped); warns when others may read the file.
+
+    Raises:
+        InputError: no such file, or an empty one.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"token file {p} not found")
+    token = p.read_text(encoding="utf-8").strip()
+    if not token:
+        raise InputError(f"token file {p} is empty")
+    if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning("token file %s can be read by other users; chmod 600 it", p)
+    return token
+
+
+def token_matches(header: bytes | None, token: str) -> bool:
+    """Whether an ``Authorization`` header value is ``Bearer <token>`` (constant-time comparison)."""
+    expected = b"Bearer " + token.encode()
+    return header is not None and hmac.compare_digest(header, expected)
+
+
+class JobGate:
+    """At most ``capacity`` admitted requests; a slot is taken without waiting or refused.
+
+    ``retry_after_s`` estimates when a slot frees: the mean duration of recent jobs times the jobs
+    ahead per worker, at least one second.
+    """
+
+    def __init__(self, capacity: int, workers: int) -> None:
+        self.capacity = capacity
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._in_use = 0
+        self._mean_s = 1.0
+        self.draining = False
+
+    def try_acquire(self) -> Ticket | None:
+        with self._lock:
+            if self.draining or self._in_use >= self.capacity:
+                return None
+            self._in_use += 1
+        return Ticket(self)
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    def _release(self, duration_s: float | None) -> None:
+        with self._lock:
+            self._in_use -= 1
+            if duration_s is not None:
+                self._mean_s = 0.8 * self._mean_s + 0.2 * duration_s
+
+    def retry_after_s(self) -> int:
+        return max(1, math.ceil(self._mean_s * self.capacity / self.workers))
+
+
+class Ticket:
+    """One admitted request's slot; ``release`` is idempotent and thread-safe."""
+
+    def __init__(self, gate: JobGate) -> None:
+        self._gate = gate
+        self._released = False
+        self._lock = threading.Lock()
+        self.handed_off = False  # the job owns the slot now; the middleware must not release it
+        self.started = time.perf_counter()
+
+    def release(self, timed: bool = False) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._gate._release(time.perf_counter() - self.started if timed else None)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any],
+                     headers: dict[str, str] | None = None) -> None:
+    import json
+
+    data = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": data})
+
+
+def error_body(message: str, error_type: str) -> dict[str, Any]:
+    """The JSON of a refusal that concerns no record: one line of ``error`` and its ``error_type``."""
+    return {"error": " ".join(message.split()), "error_type": error_type}
+
+
+class AdmissionMiddleware:
+    """Pure ASGI middleware in front of the app: auth, body size, then the job gate (in that order, so an
+    unauthenticated or oversized request never takes a slot, and a full server never reads a body)."""
+
+    def __init__(self, app: ASGIApp, config: ServeConfig, gate: JobGate) -> None:
+        self.app = app
+        self.config = config
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = dict(scope["headers"])
+        if self.config.token is not None and path.startswith(AUTH_PREFIX) \
+                and not token_matches(headers.get(b"authorization"), self.config.token):
+            await _drain(receive, _DRAIN_BYTES)
+            await _send_json(send, 401, error_body("missing or wrong bearer token", "AuthError"),
+                             {"www-authenticate": "Bearer"})
+            return
+        limit = self.config.max_upload_bytes
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await _drain(receive, _DRAIN_BYTES)
+            size = length.decode(errors="replace")
+            message = f"request body of {size} bytes is over this server's limit of {limit} bytes"
+            await _send_json(send, 413, error_body(message, "UploadTooLargeError"))
+            return
+        ticket = None
+        if scope["method"] == "POST" and path in WORK_PATHS:
+            ticket = self.gate.try_acquire()
+            if ticket is None:
+                await _drain(receive, _DRAIN_BYTES)
+                why = "shutting down" if self.gate.draining else f"busy: all {self.gate.capacity} slots taken"
+                await _send_json(send, 503, error_body(f"server {why}; retry later", "ServerBusy"),
+                                 {"retry-after": str(self.gate.retry_after_s())})
+                return
+            scope.setdefault("state", {})["ticket"] = ticket
+        await self._call_limited(scope, receive, send, limit, ticket)
+
+    async def _call_limited(self, scope: Scope, receive: Receive, send: Send, limit: int,
+                            ticket: Ticket | None) -> None:
+        received = 0
+        too_large = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if too_large:  # the app's own answer to the aborted body (400 or 500) is replaced below
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not too_large:  # a body over the limit may surface as any parsing error
+                raise
+        finally:
+            if ticket is not None and not ticket.handed_off:
+                ticket.release()
+        if too_large and not started:
+            await _drain(receive, _DRAIN_BYTES)
+            await _send_json(send, 413, error_body(f"request body over this server's limit of {limit} bytes",
+                                                   "UploadTooLargeError"))
+
+
+async def _drain(receive: Receive, cap: int) -> None:
+    """Read and drop up to ``cap`` bytes of a refused request's body, so that a client still sending it
+    reads the answer instead of a reset connection."""
+    dropped = 0
+    while dropped <= cap:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
+def missing_serve_extra() -> list[str]:
+    """The modules of the ``serve`` extra that are not installed."""
+    import importlib.util
+
+    return [m for m in SERVE_EXTRA if importlib.util.find_spec(m) is None]
+
+
+def run_server(pipeline: DiagEcgPipeline, config: ServeConfig, *, log_level: str = "info") -> None:
+    """Serve ``pipeline`` until SIGINT/SIGTERM (blocks); requests in flight are finished first."""
+    import uvicorn
+
+    from diagecg.runtime.serve_app import create_app
+
+    app = create_app(pipeline, config)
+    uv = uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, access_log=False,
+                        timeout_graceful_shutdown=math.ceil(config.request_timeout_s) + 5,
+                        # connections beyond this get uvicorn's bare 503: a bound on sockets, not on work
+                        limit_concurrency=max(64, 4 * config.capacity))
+    uvicorn.Server(uv).run()
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@verbosity_options()
+@click.option("--bundle", type=click.Path(file_okay=False),
+              help=f"Bundle folder (default: the shipped <diagecg>/{DEFAULT_BUNDLE_DIR}).")
+@click.option("--quant", help="Which of the bundle's GGUF files (default: the bundle's own).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs --allow-remote.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a non-loopback --host (the records then travel over the network: use --token-file "
+                   "and a TLS proxy).")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Threads that answer (generation runs one at a time; reading and ECG tokens in parallel).")
+@click.option("--queue-size", type=click.IntRange(0, 4096), default=8, show_default=True,
+              help="Requests that may wait for a worker; beyond them the server answers 503 + Retry-After.")
+@click.option("--timeout", "request_timeout_s", type=click.FloatRange(min=0.1), default=120.0,
+              show_default=True, metavar="SECONDS", help="Longest wait for one answer (then 504).")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0.01), default=64.0, show_default=True,
+              help="Largest request body (then 413).")
+@click.option("--max-record-s", type=click.FloatRange(min=1.0), default=600.0, show_default=True,
+              help="Longest record answered, in seconds (then 413).")
+@click.option("--allow-folder", type=click.Path(file_okay=False, exists=True),
+              help="Also accept records named by a path inside this folder (symlinks resolved; others 403).")
+@click.option("--token-file", type=click.Path(dir_okay=False, exists=True),
+              help="File holding a bearer token that /v1/* then requires (never on the command line).")
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), help="CPU threads of the engines.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--allow-degraded", is_flag=True, help="Answer records with some flat leads, with a warning.")
+@click.option("--openapi", "print_openapi", is_flag=True,
+              help="Print the OpenAPI document (docs/openapi.json) and exit; loads no bundle.")
+def serve(bundle: str | None, quant: str | None, host: str, port: int, allow_remote: bool, workers: int,
+          queue_size: int, request_timeout_s: float, max_upload_mb: float, max_record_s: float,
+          allow_folder: str | None, token_file: str | None, threads: int | None, device: str,
+          allow_degraded: bool, print_openapi: bool, quiet: bool) -> None:
+    """Answer questions and write reports over HTTP on this machine (pip install 'diagecg[serve]').
+
+    Routes: POST /v1/answer, POST /v1/report, GET /v1/questions, /v1/bundle, /v1/schema, /healthz,
+    /readyz, /openapi.json. Stop it with Ctrl-C or SIGTERM: requests in flight are finished first."""
+    missing = missing_serve_extra()
+    if missing:
+        fail(ImportError(f"diagecg serve needs {', '.join(missing)}: pip install 'diagecg[serve]'"),
+             ExitCode.USAGE)
+        return
+    if print_openapi:
+        import json
+
+        from diagecg.runtime.serve_app import openapi_document
+
+        click.echo(json.dumps(openapi_document(), indent=2, sort_keys=True))
+        return
+    from diagecg.runtime.commands import resolve_bundle
+    from diagecg.runtime.pipeline import DiagEcgPipeline
+
+    try:
+        config = ServeConfig(host=host, port=port, workers=workers, queue_size=queue_size,
+                             request_timeout_s=request_timeout_s,
+                             max_upload_bytes=int(max_upload_mb * (1 << 20)),
+                             max_record_s=max_record_s, allow_remote=allow_remote,
+                             allow_folder=Path(allow_folder) if allow_folder else None,
+                             token=read_token_file(token_file) if token_file else None)
+        if not is_loopback(host):
+            click.echo(f"warning: listening on {host}: other machines can send records to this server"
+                       + ("" if config.token else " and no --token-file is set"), err=True)
+        pipe = DiagEcgPipeline.from_bundle(resolve_bundle(bundle), quant=quant, device=device,
+                                           threads=threads, allow_degraded=allow_degraded)
+    except (DiagEcgError, ValueError, OSError) as e:
+        fail(e, ExitCode.USAGE)
+        return
+    try:
+        if not quiet:
+            click.echo(f"diagecg serve: http://{host}:{port} ({pipe.bundle.root.name}, {pipe.quant}, "
+                       f"{workers} workers, queue {queue_size}{', token required' if config.token else ''})",
+                       err=True)
+        run_server(pipe, config, log_level="error" if quiet else "info")
+    finally:
+        pipe.close()

@@ -1,0 +1,330 @@
+"""The HTTP routes of ``diagecg serve`` (FastAPI; the ``serve`` extra). ``create_app`` builds an app for a
+loaded pipeline, so tests and host programs can run it under any ASGI server.
+
+==========================  ======  =======================================================================
+route                       method  answer
+==========================  ======  =======================================================================
+``/v1/answer``              POST    JSON array, one ``Answer.to_dict()`` per ``question`` field, in order
+``/v1/report``              POST    one ``Answer.to_dict()`` (task ``report``)
+``/v1/questions``           GET     the bundle's question catalogue (``diagecg questions --json``); 404: none
+``/v1/bundle``              GET     bundle versions and hashes, device, schema version, the server's limits
+``/v1/schema``              GET     the JSON Schema of answers and error lines (``answer.schema.json``)
+``/healthz``                GET     ``{"status": "ok"}`` while the process runs
+``/readyz``                 GET     200 while it accepts work; 503 while shutting down
+``/openapi.json``           GET     this API (also checked in as ``docs/openapi.json``)
+==========================  ======  =======================================================================
+
+``/v1/answer`` and ``/v1/report`` take ``multipart/form-data``: the record as ``files`` (one file, a WFDB
+header and its signal files, or one zip/tar of them: ``diagecg.runtime.uploads``) or as ``path`` (only with
+``--allow-folder``), optional ``age_years``, ``sex``, ``height_cm``, ``weight_kg`` (override the record's),
+and for ``/v1/answer`` one or more ``question`` fields. The answers are exactly ``diagecg infer --json``'s,
+except ``record``, which is the uploaded file's name (the server's private copy is never shown), and
+``timings_ms.read``, which includes reading the staged upload.
+
+Errors: 4xx/5xx with the error line of ``diagecg infer --json`` (``error_dict``: ``error`` is one line,
+``error_type`` the exception class), or ``{"error", "error_type"}`` for a refusal before any record:
+400 bad question/patient/upload, 401 token, 403 path outside the allowed folder, 404 no such path,
+413 body or record too large, 422 a record that cannot be read or used (and malformed form fields),
+500 an engine failure, 503 busy (``Retry-After``) or shutting down, 504 no answer within the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+
+from diagecg import __version__
+from diagecg.errors import DiagEcgError, InputError, RecordError
+from diagecg.runtime.pipeline import (
+    SCHEMA_VERSION,
+    TASK_QA,
+    TASK_REPORT,
+    DiagEcgPipeline,
+    answer_schema,
+    as_record,
+    error_dict,
+)
+from diagecg.runtime.serve import AdmissionMiddleware, JobGate, ServeConfig, Ticket, error_body
+from diagecg.runtime.uploads import (
+    RecordTooLongError,
+    StagedRecord,
+    UploadError,
+    allowed_record_path,
+    stage_upload,
+)
+from diagecg.types import PatientInfo
+
+logger = logging.getLogger(__name__)
+
+API_TITLE = "diagecg"
+API_DESCRIPTION = ("Local HTTP service of the diagecg runtime: questions and reports about 12-lead ECG "
+                   "records. Answers are `diagecg infer --json` lines (schema: GET /v1/schema).")
+
+
+class ErrorLine(BaseModel):
+    """An error answer: ``error`` (one line) and ``error_type``; the record's envelope when there is one."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str
+    error_type: str
+
+
+_ANSWER_DOC = {"type": "object", "description": "Answer.to_dict() (GET /v1/schema)",
+               "additionalProperties": True}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorLine, "description": text} for code, text in (
+        (400, "bad question, patient field or upload"), (401, "missing or wrong bearer token"),
+        (403, "path outside the allowed folder"), (404, "no record at that path"),
+        (413, "body, upload or record too large"),
+        (422, "the record cannot be read or used, or bad form fields"),
+        (500, "an engine failed"), (503, "busy (Retry-After) or shutting down"),
+        (504, "no answer within the server's timeout"))}
+
+
+def http_status(error: BaseException) -> int:
+    """The status a failed request answers with (module docstring)."""
+    status = getattr(error, "http_status", None)
+    if isinstance(status, int):
+        return status
+    if isinstance(error, RecordError):
+        return 422
+    if isinstance(error, (InputError, ValueError)):
+        return 400
+    return 500
+
+
+class _Service:
+    """What the routes share: the pipeline, the worker threads, the gate and the private upload folder."""
+
+    def __init__(self, pipeline: DiagEcgPipeline, config: ServeConfig) -> None:
+        self.pipe = pipeline
+        self.config = config
+        self.gate = JobGate(config.capacity, config.workers)
+        self.executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.uploads: Path | None = None
+
+    def start(self) -> None:
+        self.executor = concurrent.futures.ThreadPoolExecutor(self.config.workers, "diagecg-serve")
+        self.uploads = Path(tempfile.mkdtemp(prefix="diagecg-serve-"))  # mode 0700
+
+    def stop(self) -> None:
+        self.gate.draining = True
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)  # what is queued still runs: those requests were admitted
+        if self.uploads is not None:
+            shutil.rmtree(self.uploads, ignore_errors=True)
+
+    def stage(self, files: list[UploadFile] | None, path: str | None) -> StagedRecord:
+        if (files is None) == (path is None) or (files is not None and not files):
+            raise UploadError("send the record either as 'files' or as 'path', one of them")
+        if path is not None:
+            return allowed_record_path(path, self.config.allow_folder)
+        assert self.uploads is not None, "the app's lifespan has not started"
+        folder = Path(tempfile.mkdtemp(dir=self.uploads))
+        return stage_upload([(f.filename, f.file) for f in files or []], folder,
+                            max_bytes=self.config.max_extracted_bytes, max_files=self.config.max_files)
+
+    def work(self, staged: StagedRecord, task: str, questions: list[str], patient: PatientInfo | None,
+             progress: dict[str, str]) -> list[dict[str, Any]]:
+        """Read the record once and answer each question (in a worker thread)."""
+        t = time.perf_counter()
+        rec = as_record(staged.path, self.pipe.quality)
+        if rec.duration_s > self.config.max_record_s:
+            raise RecordTooLongError(f"{staged.name}: the record lasts {rec.duration_s:.0f} s, longer than "
+                                     f"this server answers ({self.config.max_record_s:g} s)")
+        rec = dataclasses.replace(rec, source=staged.name)
+        read_ms = (time.perf_counter() - t) * 1e3
+        out = []
+        for question in questions:
+            progress["question"] = question
+            ans = self.pipe.report(rec, patient=patient) if task == TASK_REPORT \
+                else self.pipe.answer(rec, question, patient=patient)
+            line = ans.to_dict()
+            timings = line["timings_ms"]  # charged to the first answer, as answer_batch does
+            timings["read"] = round(timings.get("read", 0.0) + read_ms, 3)
+            timings["total"] = round(timings.get("total", 0.0) + read_ms, 3)
+            read_ms = 0.0
+            out.append(line)
+        return out
+
+    def failure(self, error: BaseException, record: str, question: str, task: str, started: float,
+                staged: StagedRecord | None = None) -> JSONResponse:
+        """The error line of a failed request, with its status; never the private folder's path."""
+        if not isinstance(error, DiagEcgError):
+            logger.error("unexpected error on %s", record or "a request", exc_info=error)
+        line = error_dict(record, error, question, task=task, bundle=self.pipe.bundle_info,
+                          elapsed_ms=(time.perf_counter() - started) * 1e3)
+        if staged is not None:
+            line["error"] = staged.public_text(line["error"])
+        return JSONResponse(line, status_code=http_status(error))
+
+    async def run(self, request: Request, task: str, questions: list[str], files: list[UploadFile] | None,
+                  path: str | None, patient_fields: dict[str, Any]) -> JSONResponse:
+        started = time.perf_counter()
+        ticket: Ticket | None = request.scope.get("state", {}).get("ticket")
+        first = questions[0] if questions else ""
+        try:
+            checked = [self.pipe.check_question(q) for q in questions] if task == TASK_QA \
+                else [self.pipe.prompt_config.report_question]
+            patient = PatientInfo(**patient_fields)
+            staged = await run_in_threadpool(self.stage, files, path)
+        except Exception as e:
+            return self.failure(e, "", first, task, started)
+        progress = {"question": checked[0]}
+        try:
+            assert self.executor is not None, "the app's lifespan has not started"
+            future = self.executor.submit(self.work, staged, task, checked, patient, progress)
+        except BaseException as e:
+            staged.cleanup()
+            return self.failure(e, staged.name, first, task, started, staged)
+        if ticket is not None:  # the slot is freed when the work ends, not when the answer is sent
+            ticket.handed_off = True
+        future.add_done_callback(lambda _: _finish(ticket, staged))
+        try:
+            lines = await asyncio.wait_for(asyncio.wrap_future(future), self.config.request_timeout_s)
+        except asyncio.TimeoutError:
+            fate = "dropped before it started" if future.cancelled() else "it still runs"
+            late = TimeoutError(f"no answer within {self.config.request_timeout_s:g} s (the server's "
+                                f"timeout); {fate}")
+            line = error_dict(staged.name, late, progress["question"], task=task,
+                              bundle=self.pipe.bundle_info, elapsed_ms=(time.perf_counter() - started) * 1e3)
+            return JSONResponse(line, status_code=504)
+        except Exception as e:
+            return self.failure(e, staged.name, progress["question"], task, started, staged)
+        return JSONResponse(lines if task == TASK_QA else lines[0])
+
+    def describe(self) -> dict[str, Any]:
+        c = self.config
+        bundle = self.pipe.bundle
+        return {"diagecg_version": __version__, "schema_version": SCHEMA_VERSION,
+                "bundle": self.pipe.bundle_info, "quants": list(bundle.quants),
+                "device": self.pipe.device.to_dict(), "question_catalogue": bundle.questions is not None,
+                "load_warnings": list(self.pipe.load_warnings),
+                "limits": {"workers": c.workers, "queue_size": c.queue_size,
+                           "request_timeout_s": c.request_timeout_s, "max_upload_bytes": c.max_upload_bytes,
+                           "max_extracted_bytes": c.max_extracted_bytes, "max_files": c.max_files,
+                           "max_record_s": c.max_record_s, "allow_folder": c.allow_folder is not None,
+                           "auth": c.token is not None}}
+
+
+def _finish(ticket: Ticket | None, staged: StagedRecord) -> None:
+    staged.cleanup()
+    if ticket is not None:
+        ticket.release(timed=True)
+
+
+def _patient(age_years: float | None, sex: str | None, height_cm: float | None,
+             weight_kg: float | None) -> dict[str, Any]:
+    return {"age_years": age_years, "sex": sex, "height_cm": height_cm, "weight_kg": weight_kg}
+
+
+Questions = Annotated[list[str], Form(description="a question; repeat the field to ask several")]
+Files = Annotated[list[UploadFile] | None, File(description="the record: one file, a WFDB header with its "
+                                                            "signal files, or one zip/tar of them")]
+RecordPath = Annotated[str | None, Form(description="a record inside the server's --allow-folder (instead of "
+                                                    "files)")]
+Age = Annotated[float | None, Form(description="patient age in years (overrides the record's)")]
+Sex = Annotated[str | None, Form(description="'male' or 'female' (overrides the record's)")]
+Height = Annotated[float | None, Form(description="patient height in cm")]
+Weight = Annotated[float | None, Form(description="patient weight in kg")]
+
+
+def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
+    """The ``diagecg serve`` app for a loaded pipeline (the caller keeps it and closes it).
+
+    Worker threads and the private upload folder live from the app's startup to its shutdown, which
+    waits for admitted work to end.
+    """
+    service = _Service(pipeline, config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.stop)
+
+    app = FastAPI(title=API_TITLE, version=__version__, description=API_DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # the docs pages load scripts from a CDN: not offline
+    app.state.service = service
+    app.add_middleware(AdmissionMiddleware, config=config, gate=service.gate)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_form(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg', '')}"
+                 for e in exc.errors()]
+        return JSONResponse(error_body("bad request: " + "; ".join(parts), "RequestValidationError"),
+                            status_code=422)
+
+    @app.post("/v1/answer", responses={200: {"description": "one answer per question, in order", "content": {
+        "application/json": {"schema": {"type": "array", "items": _ANSWER_DOC}}}}, **_ERRORS})
+    async def answer(request: Request, question: Questions, files: Files = None, path: RecordPath = None,
+                     age_years: Age = None, sex: Sex = None, height_cm: Height = None,
+                     weight_kg: Weight = None) -> JSONResponse:
+        """Answer questions about one ECG record (as `diagecg infer RECORD -q ... --json`)."""
+        return await service.run(request, TASK_QA, question, files, path,
+                                 _patient(age_years, sex, height_cm, weight_kg))
+
+    @app.post("/v1/report", responses={200: {"description": "the report", "content": {
+        "application/json": {"schema": _ANSWER_DOC}}}, **_ERRORS})
+    async def report(request: Request, files: Files = None, path: RecordPath = None, age_years: Age = None,
+                     sex: Sex = None, height_cm: Height = None, weight_kg: Weight = None) -> JSONResponse:
+        """Write the report of one ECG record (as `diagecg report RECORD --json`)."""
+        return await service.run(request, TASK_REPORT, [], files, path,
+                                 _patient(age_years, sex, height_cm, weight_kg))
+
+    @app.get("/v1/questions",
+             responses={404: {"model": ErrorLine, "description": "the bundle has no catalogue"}})
+    async def questions() -> JSONResponse:
+        """The questions the bundle's model was trained to answer (`diagecg questions --json`)."""
+        catalogue = service.pipe.bundle.questions
+        if catalogue is None:
+            return JSONResponse(error_body("this bundle has no question catalogue: every question goes to "
+                                           "the model as typed", "BundleError"), status_code=404)
+        return JSONResponse(catalogue.to_dict())
+
+    @app.get("/v1/bundle")
+    async def bundle() -> dict[str, Any]:
+        """The loaded bundle (versions, sha256), the device, the answer schema version and the limits."""
+        return service.describe()
+
+    @app.get("/v1/schema")
+    async def schema() -> dict[str, Any]:
+        """The JSON Schema (draft 2020-12) of answers and error lines."""
+        return answer_schema()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"description": "shutting down"}})
+    async def readyz() -> JSONResponse:
+        """Readiness: the bundle is loaded and new work is accepted (503 while shutting down)."""
+        gate = service.gate
+        body = {"ready": not gate.draining, "in_flight": gate.in_use, "capacity": gate.capacity}
+        return JSONResponse(body, status_code=503 if gate.draining else 200)
+
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of the app (it does not depend on the bundle or the limits)."""
+    app = create_app(None, ServeConfig())  # type: ignore[arg-type]  # routes are never called
+    return app.openapi()
