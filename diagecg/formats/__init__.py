@@ -98,6 +98,21 @@ def plausible_patient_value(field: str, value: float, written: str, warnings: li
     return None
 
 
+def patient_number(text: str | None, where: str, warnings: list[str]) -> float | None:
+    """A patient field's number as the file writes it: None when absent, and None with a warning naming
+    ``where`` when the text is not a finite number (an anonymisation marker such as ``---``)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        warnings.append(f"{where} {text!r} is not a number; ignored")
+        return None
+    return value
+
+
 def _wfdb_header(path: Path) -> Path | None:
     """The WFDB header a path names: the ``.hea`` itself, a signal file beside one, or the record path
     without suffix."""

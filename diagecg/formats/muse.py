@@ -33,7 +33,7 @@ import numpy as np
 
 from diagecg.config import QualityConfig
 from diagecg.errors import HeaderError, SignalFileError
-from diagecg.formats import plausible_patient_value
+from diagecg.formats import patient_number, plausible_patient_value
 from diagecg.io import MAX_FS_HZ, MAX_RECORD_SAMPLES, MIN_FS_HZ, UNITS_TO_MV, record_from_array
 from diagecg.leads import DERIVED_LIMB_LEADS, derive_limb_leads
 from diagecg.types import EcgRecord, PatientInfo
@@ -234,26 +234,12 @@ def _decode(lead: _Lead, source: str) -> np.ndarray:
 
 # --- patient --------------------------------------------------------------------------------------------
 
-def _patient_number(demo: ET.Element, tag: str, warnings: list[str]) -> float | None:
-    text = _text(demo, tag)
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        warnings.append(f"PatientDemographics {tag} {text!r} is not a number; ignored")
-        return None
-    return value
-
-
 def _patient(demo: ET.Element | None, warnings: list[str]) -> PatientInfo:
     """Age, sex, height and weight from ``PatientDemographics`` (None where absent or implausible)."""
     if demo is None:
         return PatientInfo()
     age: float | None = None
-    age_value = _patient_number(demo, "PatientAge", warnings)
+    age_value = patient_number(_text(demo, "PatientAge"), "PatientDemographics PatientAge", warnings)
     if age_value is not None:
         units = (_text(demo, "AgeUnits") or "").upper()
         if units in AGE_UNITS_TO_YEARS:
@@ -276,7 +262,7 @@ def _patient(demo: ET.Element | None, warnings: list[str]) -> PatientInfo:
 def _measurement(demo: ET.Element, tags: tuple[tuple[str, float], ...], field: str,
                  warnings: list[str]) -> float | None:
     for tag, factor in tags:
-        value = _patient_number(demo, tag, warnings)
+        value = patient_number(_text(demo, tag), f"PatientDemographics {tag}", warnings)
         if value is not None:
             return plausible_patient_value(field, value * factor, f"{tag} {value:g}", warnings)
     return None

@@ -55,7 +55,7 @@ import numpy as np
 from diagecg.config import QualityConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import HeaderError, SignalFileError
-from diagecg.formats import import_optional, plausible_patient_value
+from diagecg.formats import import_optional, patient_number, plausible_patient_value
 from diagecg.io import MAX_FS_HZ, MAX_RECORD_SAMPLES, MIN_FS_HZ, record_from_array
 from diagecg.types import EcgRecord, PatientInfo
 
@@ -387,20 +387,6 @@ def _cut_calibration(digital: np.ndarray, uv_per_bit: float, fs_hz: float) -> tu
 
 # --- patient --------------------------------------------------------------------------------------------
 
-def _patient_number(element: ET.Element | None, where: str, warnings: list[str]) -> float | None:
-    text = _text(element)
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        warnings.append(f"patient {where} {text!r} is not a number; ignored")
-        return None
-    return value
-
-
 def _patient(root: ET.Element, warnings: list[str]) -> PatientInfo:
     """Age, sex, height and weight from ``patient/generalpatientdata`` (None where absent or implausible)."""
     general = root.find("patient/generalpatientdata")
@@ -421,7 +407,7 @@ def _age(age: ET.Element | None, root: ET.Element, warnings: list[str]) -> float
     if age is None:
         return None
     for unit, years_per_unit in AGE_UNITS_TO_YEARS.items():
-        value = _patient_number(age.find(unit), f"age {unit}", warnings)
+        value = patient_number(_text(age.find(unit)), f"patient age {unit}", warnings)
         if value is not None:
             return plausible_patient_value("age_years", value * years_per_unit, f"{value:g} {unit}", warnings)
     birth_text = _text(age.find("dateofbirth"))
@@ -445,7 +431,7 @@ def _measurement(element: ET.Element | None, units: tuple[tuple[str, float], ...
     if element is None:
         return None
     for unit, factor in units:
-        value = _patient_number(element.find(unit), f"{element.tag} {unit}", warnings)
+        value = patient_number(_text(element.find(unit)), f"patient {element.tag} {unit}", warnings)
         if value is not None:
             return plausible_patient_value(field, value * factor, f"{value:g} {unit}", warnings)
     return None
