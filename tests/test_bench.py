@@ -387,3 +387,19 @@ def test_intervals_bench_prints_every_check_on_a_few_records(shared_data, tmp_pa
     assert report["rate_agreement"]["n"] == 3 and report["rates"]["100"]["ms_median"] > 0
     assert set(report["rates"]["500"]["checks"]) == {"b:rr_cv_percent", "b:rr_rmssd_ms", "c:qrs_ms",
                                                      "d:qrs_axis_deg", "e:pr_ms", "f:qtc_bazett_ms"}
+
+
+def test_serve_bench_runs_small_and_every_check_holds(tmp_path):
+    """``bench/serve.py`` end to end at a small size (about 20 s): it starts and stops its own loopback
+    servers, and fails (exit 1) when an answer differs, a bad input is mishandled or a 503 lacks
+    Retry-After."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    out = tmp_path / "serve.json"
+    args = ["--requests", "8", "--rss-requests", "250", "--disconnects", "2", "--out", str(out)]
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "serve.py"), *args], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["checks"] and all(report["checks"].values()), report["checks"]
+    assert {str(level["clients"]) for level in report["load"]} == {"1", "4", "16"}
