@@ -139,7 +139,7 @@ TASK_QA = "qa"
 TASK_REPORT = "report"
 TIMING_STAGES: tuple[str, ...] = ("read", "preprocess", "tokenize", "prompt", "generate", "total")
 MEASURE_EXTRA_NOTE = ("no measurements in this report: they need neurokit2, pip install 'diagecg[measure]' "
-                      "(measure=False turns them off)")
+                      "(--no-measure, or measure=False in Python, turns them off)")
 ECG_CACHE_SIZE = 64  # signals whose ECG codes a pipeline keeps (~0.5 KB each at 100 Hz)
 
 RecordLike = EcgRecord | str | Path
