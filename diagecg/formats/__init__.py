@@ -31,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from diagecg.errors import RecordError, RecordNotFoundError, SignalFileError
+from diagecg.errors import HeaderError, RecordError, RecordNotFoundError, SignalFileError
 from diagecg.types import PATIENT_LIMITS
 
 if TYPE_CHECKING:
@@ -96,6 +96,27 @@ def plausible_patient_value(field: str, value: float, written: str, warnings: li
         return value
     warnings.append(f"patient {field.split('_')[0]} {written!r} is outside [{low:g}, {high:g}]; ignored")
     return None
+
+
+def parse_xml(path: Path, source: str) -> ET.Element:
+    """The root element of an XML ECG file (expat: no entity expansion bombs, no external fetches);
+    malformed XML is one ``SignalFileError`` line."""
+    try:
+        return ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise SignalFileError(f"{source}: not well-formed XML ({e})") from None
+
+
+def file_number(text: str, where: str, source: str) -> float:
+    """A number the file states (a rate, a scale, a count): ``HeaderError`` naming ``where`` when the text
+    is not a finite number, since a reader must not guess what the file meant."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise HeaderError(f"{source}: {where} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise HeaderError(f"{source}: {where} is {text!r}, not a finite number")
+    return value
 
 
 def patient_number(text: str | None, where: str, warnings: list[str]) -> float | None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from diagecg.config import QualityConfig
 from diagecg.errors import HeaderError, SignalFileError
-from diagecg.formats import plausible_patient_value
+from diagecg.formats import parse_xml, plausible_patient_value
 from diagecg.io import MAX_RECORD_SAMPLES, UNITS_TO_MV, record_from_array
 from diagecg.leads import derive_limb_leads
 from diagecg.types import EcgRecord, PatientInfo
@@ -63,10 +63,7 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
         SignalQualityError: see ``diagecg.quality.check_signal``.
     """
     source = str(path)
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        raise SignalFileError(f"{source}: not well-formed XML ({e})") from None
+    root = parse_xml(path, source)
     ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
     if root.tag != f"{ns}AnnotatedECG":
         raise SignalFileError(f"{source}: XML root <{root.tag.removeprefix(ns)}> is not an HL7 AnnotatedECG")

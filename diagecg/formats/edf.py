@@ -35,7 +35,7 @@ import numpy as np
 from diagecg.config import QualityConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import DiagEcgError, HeaderError, LeadError, SignalFileError
-from diagecg.formats import import_optional, plausible_patient_value
+from diagecg.formats import file_number, import_optional, plausible_patient_value
 from diagecg.io import MAX_FS_HZ, MAX_RECORD_SAMPLES, MIN_FS_HZ, UNITS_TO_MV, record_from_array
 from diagecg.leads import LEAD_ALIASES, normalise_lead_name
 from diagecg.types import EcgRecord, PatientInfo
@@ -128,14 +128,7 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
 # --- layout ---------------------------------------------------------------------------------------------
 
 def _header_number(raw: bytes, what: str, source: str) -> float:
-    text = raw.decode("ascii", errors="replace").strip()
-    try:
-        value = float(text)
-    except ValueError:
-        raise HeaderError(f"{source}: EDF header field {what} {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise HeaderError(f"{source}: EDF header field {what} is {text!r}, not a finite number")
-    return value
+    return file_number(raw.decode("ascii", errors="replace").strip(), f"EDF header field {what}", source)
 
 
 def _header_int(raw: bytes, what: str, source: str) -> int:

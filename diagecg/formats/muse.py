@@ -33,7 +33,7 @@ import numpy as np
 
 from diagecg.config import QualityConfig
 from diagecg.errors import HeaderError, SignalFileError
-from diagecg.formats import patient_number, plausible_patient_value
+from diagecg.formats import file_number, parse_xml, patient_number, plausible_patient_value
 from diagecg.io import MAX_FS_HZ, MAX_RECORD_SAMPLES, MIN_FS_HZ, UNITS_TO_MV, record_from_array
 from diagecg.leads import DERIVED_LIMB_LEADS, derive_limb_leads
 from diagecg.types import EcgRecord, PatientInfo
@@ -79,10 +79,7 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
     """
     source = str(path)
     warnings: list[str] = []
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        raise SignalFileError(f"{source}: not well-formed XML ({e})") from None
+    root = parse_xml(path, source)
     if root.tag != "RestingECG":
         raise SignalFileError(f"{source}: XML root is <{root.tag}>, not a MUSE <RestingECG>")
     rhythm = _rhythm_waveform(root, source)
@@ -117,15 +114,7 @@ def _text(element: ET.Element, tag: str) -> str | None:
 
 def _number(element: ET.Element, tag: str, where: str, source: str) -> float | None:
     text = _text(element, tag)
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise HeaderError(f"{source}: {where} {tag} {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise HeaderError(f"{source}: {where} {tag} is {text!r}, not a finite number")
-    return value
+    return None if text is None else file_number(text, f"{where} {tag}", source)
 
 
 def _integer(element: ET.Element, tag: str, where: str, source: str, *, signed: bool = False) -> int | None:

@@ -55,7 +55,7 @@ import numpy as np
 from diagecg.config import QualityConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import HeaderError, SignalFileError
-from diagecg.formats import import_optional, patient_number, plausible_patient_value
+from diagecg.formats import file_number, import_optional, parse_xml, patient_number, plausible_patient_value
 from diagecg.io import MAX_FS_HZ, MAX_RECORD_SAMPLES, MIN_FS_HZ, record_from_array
 from diagecg.types import EcgRecord, PatientInfo
 
@@ -100,10 +100,7 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
     """
     source = str(path)
     warnings: list[str] = []
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        raise SignalFileError(f"{source}: not well-formed XML ({e})") from None
+    root = parse_xml(path, source)
     for element in root.iter():  # Philips files use a default namespace; the schema's names are local
         element.tag = element.tag.rsplit("}", 1)[-1]
     if root.tag != "restingecgdata":
@@ -149,13 +146,7 @@ def _text(element: ET.Element | None) -> str | None:
 def _number(text: str | None, where: str, source: str) -> float | None:
     if text is None or not text.strip():
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise HeaderError(f"{source}: {where} {text.strip()!r} is not a number") from None
-    if not math.isfinite(value):
-        raise HeaderError(f"{source}: {where} is {text.strip()!r}, not a finite number")
-    return value
+    return file_number(text.strip(), where, source)
 
 
 def _agreeing(values: dict[str, float | None], what: str, source: str, hint: str) -> float:
