@@ -311,7 +311,7 @@ def header_path(path: str | Path) -> Path:
     p = Path(path)
     if p.suffix.lower() == ".hea":
         hea = p
-    elif p.suffix.lower() in (".dat", ".mat", ".xyz"):
+    elif p.suffix.lower() in formats.WFDB_SIGNAL_SUFFIXES:
         hea = p.with_suffix(".hea")
     else:
         hea = p.with_name(p.name + ".hea")

@@ -134,14 +134,27 @@ def patient_number(text: str | None, where: str, warnings: list[str]) -> float |
     return value
 
 
+WFDB_SIGNAL_SUFFIXES = (".dat", ".mat", ".xyz")  # read through their header, never on their own
+
+
 def _wfdb_header(path: Path) -> Path | None:
     """The WFDB header a path names: the ``.hea`` itself, a signal file beside one, or the record path
     without suffix."""
     if path.suffix.lower() == ".hea":
         return path
     for candidate in (path.with_suffix(".hea"), path.with_name(path.name + ".hea")):
-        if candidate.is_file() and (path.suffix.lower() in (".dat", ".mat", ".xyz") or not path.exists()):
+        if candidate.is_file() and (path.suffix.lower() in WFDB_SIGNAL_SUFFIXES or not path.exists()):
             return candidate
+    return None
+
+
+def _binary_format(head: bytes) -> str | None:
+    """The format a file's first bytes sign: DICOM's ``DICM`` after the 128-byte preamble, EDF's version
+    field ``0`` and seven blanks."""
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head[:8] == b"0       ":
+        return "edf"
     return None
 
 
@@ -178,10 +191,9 @@ def detect_format(path: str | Path) -> str:
     check_file(p)
     with p.open("rb") as f:
         head = f.read(_SNIFF_BYTES)
-    if head[128:132] == b"DICM":
-        return "dicom"
-    if head[:8] == b"0       ":
-        return "edf"
+    binary = _binary_format(head)
+    if binary is not None:
+        return binary
     if head[:8] == b"\xffBIOSEMI":
         raise SignalFileError(f"{p}: a BDF (BioSemi 24-bit) file; diagecg reads EDF/EDF+, not BDF")
     text = _xml_head(head)
@@ -208,9 +220,6 @@ def read(path: str | Path, fmt: str, *, quality: QualityConfig | None = None) ->
     return record
 
 
-_WFDB_SIGNAL_SUFFIXES = (".dat", ".mat", ".xyz")  # read through their header, never on their own
-
-
 def find_records(folder: str | Path) -> list[Path]:
     """Every ECG record below ``folder`` (recursively, sorted): each WFDB header, and each other file
     whose content is a format diagecg reads (DICOM files often have no suffix, so content decides).
@@ -225,7 +234,7 @@ def find_records(folder: str | Path) -> list[Path]:
         suffix = p.suffix.lower()
         if suffix == ".hea":
             found.append(p)
-        elif suffix not in _WFDB_SIGNAL_SUFFIXES and _sniff(p):
+        elif suffix not in WFDB_SIGNAL_SUFFIXES and _sniff(p):
             found.append(p)
     return found
 
@@ -237,7 +246,7 @@ def _sniff(path: Path) -> bool:
             head = f.read(_SNIFF_BYTES)
     except OSError:
         return False
-    if head[128:132] == b"DICM" or head[:8] == b"0       ":
+    if _binary_format(head) is not None:
         return True
     text = _xml_head(head)
     if text.startswith(b"<"):
