@@ -193,3 +193,22 @@ def write_record(tmp: Path, name: str, signal_mv: Any, fs_hz: float) -> Path:
                 p_signal=np.asarray(signal_mv, dtype=np.float64).T.copy(), fmt=["16"] * 12,
                 adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(tmp))
     return tmp / f"{name}.hea"
+
+
+def cli_script_without(blocked: tuple[str, ...], why: str) -> str:
+    """Python source that runs ``diagecg`` (argv as given) with the top-level packages ``blocked``
+    unimportable, and fails if any of them got imported all the same. An import hook rather than
+    ``sys.modules[m] = None``, which scipy >= 1.15 trips over."""
+    return f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {blocked!r}:
+            raise ImportError(name + " is blocked: {why}")
+sys.meta_path.insert(0, Block())
+from diagecg.cli import main
+try:
+    main()
+finally:
+    assert not [m for m in sys.modules if m.partition(".")[0] in {blocked!r}]
+"""

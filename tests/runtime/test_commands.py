@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from builders import record_with_flat_leads
+from builders import cli_script_without, record_with_flat_leads
 from click.testing import CliRunner
 
 from diagecg.cli import main
@@ -20,22 +20,8 @@ from diagecg.runtime.pipeline import DiagEcgPipeline, answer_schema
 
 QUESTION = "Is the rhythm regular?"
 BLOCKED = ("torch", "transformers", "peft")
-# Run the CLI with torch & co. unimportable: an import hook makes any import of them raise ImportError
-# (an import hook rather than sys.modules[m] = None, which scipy >= 1.15 trips over).
-TORCH_FREE_CLI = f"""
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in {BLOCKED!r}:
-            raise ImportError(name + " is blocked: the runtime must not need it")
-sys.meta_path.insert(0, Block())
-from diagecg.cli import main
-from diagecg.cli_options import ExitCode
-try:
-    main()
-finally:
-    assert not [m for m in sys.modules if m.partition(".")[0] in {BLOCKED!r}]
-"""
+# Run the CLI with torch & co. unimportable (an import hook makes any import of them raise ImportError)
+TORCH_FREE_CLI = cli_script_without(BLOCKED, "the runtime must not need it")
 
 
 def _run_torch_free(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from builders import write_record
+from builders import cli_script_without, write_record
 from click.testing import CliRunner
 
 from diagecg.cli import main
@@ -22,22 +22,10 @@ pytest.importorskip("matplotlib")
 
 QUESTION = "Is the rhythm regular?"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# `diagecg plot` with torch & co. and the runtime's engines unimportable (an import hook, as in
-# test_commands.TORCH_FREE_CLI): only the core and matplotlib are left
+# `diagecg plot` with torch & co. and the runtime's engines unimportable (an import hook,
+# builders.cli_script_without): only the core and matplotlib are left
 BLOCKED = ("torch", "transformers", "peft", "onnxruntime", "llama_cpp", "tokenizers")
-CORE_ONLY_CLI = f"""
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in {BLOCKED!r}:
-            raise ImportError(name + " is blocked: diagecg plot must not need it")
-sys.meta_path.insert(0, Block())
-from diagecg.cli import main
-try:
-    main()
-finally:
-    assert not [m for m in sys.modules if m.partition(".")[0] in {BLOCKED!r}]
-"""
+CORE_ONLY_CLI = cli_script_without(BLOCKED, "diagecg plot must not need it")
 
 
 def _opts(bundle: Path) -> list[str]:
