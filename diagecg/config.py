@@ -207,6 +207,10 @@ class PreprocessConfig(ConfigMixin):
     zscore_eps: float = 1e-6  # guards division by ~0 std; flat leads are rejected before this
     min_duration_s: float | None = None  # None = window_s: a record shorter than this is an error
     pad_short_s: float = 0.0  # a record short of the window by at most this much is edge-padded
+    # diagecg.measure works on the same window at one rate and bandwidth whatever the record's rate,
+    # so a 100 Hz and a 500 Hz recording of one ECG measure the same (diagecg.preprocess.measure_inputs)
+    measure_fs_hz: int = 250
+    measure_lowpass_hz: float = 40.0
 
     def __post_init__(self) -> None:
         n = "PreprocessConfig"
@@ -221,6 +225,9 @@ class PreprocessConfig(ConfigMixin):
                    f"None or in (0, {self.fs_hz / 2})")
         _check(self.filter_order >= 1, n, "filter_order", self.filter_order, "must be >= 1")
         _check(self.pad_short_s >= 0, n, "pad_short_s", self.pad_short_s, "must be >= 0")
+        _check(self.measure_fs_hz >= 100, n, "measure_fs_hz", self.measure_fs_hz, "must be >= 100")
+        _check(0 < self.measure_lowpass_hz < self.measure_fs_hz / 2, n, "measure_lowpass_hz",
+               self.measure_lowpass_hz, f"must be in (0, {self.measure_fs_hz / 2})")
 
     @property
     def n_samples(self) -> int:
@@ -323,9 +330,20 @@ class SummaryConfig(ConfigMixin):
     levels: int = 8  # quantisation levels per finding
     features: tuple[str, ...] = ()  # diagecg.measure.FEATURE_NAMES the head was trained on
     hidden: int = 128  # width of the head's hidden layer
+    # measurement tokens, after the finding tokens: measurement m in bin b (of len(edges[m]) + 1) is the
+    # ECG code frame_codes + len(findings) * levels + sum(bins of measurements before m) + b
+    measure_tokens: tuple[str, ...] = ()  # names in diagecg.measure.FEATURE_NAMES
+    measure_edges: tuple[tuple[float, ...], ...] = ()  # increasing bin edges, one tuple per name
 
     def __post_init__(self) -> None:
         n = "SummaryConfig"
+        _check(len(self.measure_edges) == len(self.measure_tokens), n, "measure_edges", self.measure_edges,
+               "one tuple of edges per measure_tokens name")
+        increasing = all(len(e) >= 1 and all(a < b for a, b in zip(e, e[1:], strict=False))
+                         for e in self.measure_edges)
+        _check(increasing, n, "measure_edges", self.measure_edges, "each a non-empty increasing tuple")
+        _check(set(self.measure_tokens) <= set(self.features), n, "measure_tokens", self.measure_tokens,
+               "must be among the head's features")
         _check(self.levels >= 2, n, "levels", self.levels, "must be >= 2")
         _check(len(set(self.findings)) == len(self.findings), n, "findings", self.findings,
                "must be distinct")
@@ -339,13 +357,18 @@ class SummaryConfig(ConfigMixin):
 
     @property
     def n_tokens(self) -> int:
-        """Summary tokens per ECG (one per finding)."""
-        return len(self.findings)
+        """Summary tokens per ECG: one per finding, then one per measurement token."""
+        return len(self.findings) + len(self.measure_tokens)
+
+    @property
+    def n_finding_codes(self) -> int:
+        """Codes of the finding tokens (``findings * levels``); the measurement codes follow them."""
+        return len(self.findings) * self.levels
 
     @property
     def n_codes(self) -> int:
-        """Codes the summary adds to the ECG vocabulary."""
-        return len(self.findings) * self.levels
+        """Codes the summary adds to the ECG vocabulary (findings, then measurement bins)."""
+        return self.n_finding_codes + sum(len(e) + 1 for e in self.measure_edges)
 
 
 @dataclasses.dataclass(frozen=True)

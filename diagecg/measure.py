@@ -38,7 +38,8 @@ import numpy as np
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.types import F32Array
 
-__all__ = ["FEATURE_NAMES", "LEAD_FEATURES", "MeasureResult", "measure", "measure_features"]
+__all__ = ["FEATURE_NAMES", "LEAD_FEATURES", "MEASURE_TOKEN_EDGES", "MeasureResult", "measure",
+           "measure_bins", "measure_features"]
 
 RHYTHM_FEATURES: tuple[str, ...] = (
     "heart_rate_bpm", "n_beats", "rr_cv", "rr_rmssd_rel", "rr_pnn50", "rr_pdiff12",
@@ -47,12 +48,35 @@ RHYTHM_FEATURES: tuple[str, ...] = (
 INTERVAL_FEATURES: tuple[str, ...] = (
     "qrs_ms", "pr_ms", "qtc_ms", "axis_sin", "axis_cos", "p_ratio", "noise_mv",
 )
+# the numbers that define findings, derived from the median beat (voltage criteria, axis in degrees)
+CRITERIA_FEATURES: tuple[str, ...] = (
+    "axis_deg",  # frontal QRS axis, atan2(net aVF, net I), -180..180
+    "limb_qrs_max_mv",  # the largest QRS peak-to-peak of the six limb leads (low voltage: < 0.5 mV)
+    "precordial_qrs_max_mv",  # ... of V1-V6 (low voltage: < 1.0 mV)
+    "sokolow_mv",  # S in V1 + the larger R of V5/V6 (Sokolow-Lyon; LVH: > 3.5 mV)
+)
 LEAD_FEATURES: tuple[str, ...] = ("r_mv", "s_mv", "st_mv", "t_mv", "p_mv")
 FEATURE_NAMES: tuple[str, ...] = (
     *RHYTHM_FEATURES,
     *INTERVAL_FEATURES,
+    *CRITERIA_FEATURES,
     *(f"{lead}.{f}" for f in LEAD_FEATURES for lead in CANONICAL_LEADS),
 )
+
+# Measurement tokens (diagecg.config.SummaryConfig.measure_tokens): the numbers a finding is defined
+# by, each cut into bins at the clinical thresholds, so the LLM reads "heart rate 50-60" as one token.
+# A value v falls in bin ``sum(v > edge)``.
+MEASURE_TOKEN_EDGES: dict[str, tuple[float, ...]] = {
+    "heart_rate_bpm": (40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 120.0, 150.0),  # brady < 60, tachy > 100
+    "rr_cv": (0.03, 0.06, 0.09, 0.12, 0.16, 0.22, 0.30),  # irregular rhythm (AF)
+    "pr_ms": (120.0, 140.0, 160.0, 180.0, 200.0, 220.0, 260.0),  # first degree AV block > 200
+    "qrs_ms": (80.0, 90.0, 100.0, 110.0, 120.0, 130.0, 150.0),  # incomplete / complete BBB >= 110 / 120
+    "qtc_ms": (360.0, 400.0, 420.0, 440.0, 460.0, 480.0, 500.0),  # long QT > 450-470
+    "axis_deg": (-90.0, -45.0, -30.0, 0.0, 30.0, 60.0, 90.0, 120.0),  # LAD < -30, LAFB < -45, RAD > 90
+    "limb_qrs_max_mv": (0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0),  # low voltage < 0.5
+    "precordial_qrs_max_mv": (0.8, 1.0, 1.2, 1.5, 2.0, 3.0, 4.0),  # low voltage < 1.0
+    "sokolow_mv": (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0),  # LVH > 3.5
+}
 
 REFRACTORY_S = 0.25  # no second QRS within this (up to 240 bpm)
 INTEGRATION_S = 0.10  # moving-window integration of the QRS energy
@@ -62,6 +86,9 @@ BEAT_WINDOW_S = (-0.30, 0.50)  # median-beat window around the fiducial point
 SLOPE_FRACTION = 0.15  # QRS on/offset: summed slope below this fraction of its peak
 MAX_QRS_HALF_S = 0.12  # QRS onset/offset searched within this of the fiducial point
 QRS_SLOPE_S = 0.01  # the QRS slope is averaged over this (1 sample at 100 Hz)
+ALIGN_QRS_S = 0.06  # half-width of the QRS template that fiducial points are aligned on
+ALIGN_S = 0.04  # fiducial points move by at most this to match the template
+PEAK_SMOOTH_S = 0.04  # P and T peaks are found on the wave averaged over this
 QRS_GAP_S = 0.008  # a dip of the slope shorter than this does not end the QRS (1 sample at 100 Hz)
 
 # physiological clipping ranges: (low, high)
@@ -70,7 +97,8 @@ _CLIP: dict[str, tuple[float, float]] = {
     "rr_rmssd_rel": (0.0, 1.5), "rr_pnn50": (0.0, 1.0), "rr_pdiff12": (0.0, 1.0),
     "rr_min_rel": (0.0, 1.0), "rr_max_rel": (1.0, 4.0), "qrs_ms": (0.0, 240.0), "pr_ms": (0.0, 400.0),
     "qtc_ms": (0.0, 700.0), "axis_sin": (-1.0, 1.0), "axis_cos": (-1.0, 1.0), "p_ratio": (0.0, 2.0),
-    "noise_mv": (0.0, 2.0),
+    "noise_mv": (0.0, 2.0), "axis_deg": (-180.0, 180.0), "limb_qrs_max_mv": (0.0, 8.0),
+    "precordial_qrs_max_mv": (0.0, 8.0), "sokolow_mv": (0.0, 8.0),
 }
 _AMPLITUDE_CLIP_MV = 8.0
 
@@ -157,12 +185,41 @@ def detect_beats(x_mv: np.ndarray, fs_hz: float) -> np.ndarray:
     return out
 
 
+def align_beats(x_mv: np.ndarray, beats: np.ndarray, fs_hz: float) -> np.ndarray:
+    """Move each fiducial point to where its QRS best matches the median QRS (cross-correlation over
+    all leads within +-ALIGN_S): the steepest sample of a QRS can jump between its up- and
+    downstroke from beat to beat, and by more at low sampling rates. int64, increasing."""
+    if beats.size < 3:
+        return beats
+    half, shift = round(ALIGN_QRS_S * fs_hz), round(ALIGN_S * fs_hz)
+    n = x_mv.shape[-1]
+    inside = beats[(beats - half - shift >= 0) & (beats + half + shift < n)]
+    if inside.size < 3:
+        return beats
+    template = np.median(np.stack([x_mv[:, b - half: b + half + 1] for b in inside]), axis=0)
+    template = template - template.mean(axis=-1, keepdims=True)
+    out = beats.copy()
+    for k, b in enumerate(beats):
+        if not (b - half - shift >= 0 and b + half + shift < n):
+            continue
+        seg = x_mv[:, b - half - shift: b + half + shift + 1]
+        scores = [float((template * (seg[:, d: d + 2 * half + 1]
+                                     - seg[:, d: d + 2 * half + 1].mean(axis=-1, keepdims=True))).sum())
+                  for d in range(2 * shift + 1)]
+        out[k] = b - shift + int(np.argmax(scores))
+    return np.unique(out)
+
+
 def _rhythm(beats: np.ndarray, fs_hz: float) -> dict[str, float]:
     if beats.size < 2:
         return {"heart_rate_bpm": 0.0, "n_beats": float(beats.size), "rr_cv": 0.0, "rr_rmssd_rel": 0.0,
                 "rr_pnn50": 0.0, "rr_pdiff12": 0.0, "rr_min_rel": 1.0, "rr_max_rel": 1.0}
     rr = np.diff(beats) / fs_hz  # (n-1,) s
-    med = float(np.median(rr))
+    # the rate from the middle half of the RR intervals: as robust as the median to a missed or extra
+    # beat, without its one-sample jitter (which made 100 and 500 Hz recordings differ by ~1 bpm)
+    lo_q, hi_q = np.percentile(rr, [25, 75])
+    mid = rr[(rr >= lo_q) & (rr <= hi_q)]
+    med = float(mid.mean()) if mid.size else float(np.median(rr))
     d = np.abs(np.diff(rr))
     return {
         "heart_rate_bpm": 60.0 / med,
@@ -228,11 +285,14 @@ def _intervals(mb: np.ndarray, r: int, fs_hz: float, heart_rate: float) -> dict[
     st = m[:, min(width - 1, offset + round(0.06 * fs_hz))]
     t_lo, t_hi = min(width - 1, offset + round(0.08 * fs_hz)), min(width, offset + round(0.40 * fs_hz))
     t_seg = m[:, t_lo:t_hi] if t_hi > t_lo else m[:, -1:]
-    t_idx = np.abs(t_seg).argmax(axis=-1)
+    # P and T peaks on the waves smoothed over 40 ms: the apex of a flat wave is otherwise decided
+    # by noise, and moves with the sampling rate
+    smooth = round(PEAK_SMOOTH_S * fs_hz)
+    t_idx = np.abs(np.apply_along_axis(_moving_average, -1, t_seg, smooth)).argmax(axis=-1)
     t_amp = t_seg[np.arange(n_leads), t_idx]
     p_lo, p_hi = max(0, onset - round(0.24 * fs_hz)), max(1, onset - round(0.04 * fs_hz))
     p_seg = m[:, p_lo:p_hi] if p_hi > p_lo else m[:, :1]
-    p_idx = np.abs(p_seg).argmax(axis=-1)
+    p_idx = np.abs(np.apply_along_axis(_moving_average, -1, p_seg, smooth)).argmax(axis=-1)
     p_amp = p_seg[np.arange(n_leads), p_idx]
     ii = CANONICAL_LEADS.index("II")
     pr_ms = (onset - (p_lo + int(p_idx[ii]))) * ms + 40.0  # P peak -> onset, + half a P wave
@@ -246,7 +306,13 @@ def _intervals(mb: np.ndarray, r: int, fs_hz: float, heart_rate: float) -> dict[
     axis_sin, axis_cos = (float(net[avf]) / norm, float(net[i_]) / norm) if norm > 0 else (0.0, 0.0)
     # P wave strength relative to the noise of the PR segment region, in lead II
     noise = float(np.std(np.diff(m[:, :max(2, p_lo)], axis=-1))) if p_lo >= 2 else 0.0
+    p2p = r_amp - s_amp  # (leads,) QRS peak-to-peak
+    lead = {name: k for k, name in enumerate(CANONICAL_LEADS)}
     out = {
+        "axis_deg": math.degrees(math.atan2(axis_sin, axis_cos)) if norm > 0 else 0.0,
+        "limb_qrs_max_mv": float(p2p[:6].max()),
+        "precordial_qrs_max_mv": float(p2p[6:].max()),
+        "sokolow_mv": float(-s_amp[lead["V1"]] + max(r_amp[lead["V5"]], r_amp[lead["V6"]])),
         "qrs_ms": (offset - onset) * ms,
         "pr_ms": pr_ms,
         "qtc_ms": qt_ms / math.sqrt(rr_s),
@@ -274,7 +340,7 @@ def measure(x_mv: np.ndarray, fs_hz: float) -> MeasureResult:
     """
     x = np.asarray(x_mv, dtype=np.float64)
     assert x.ndim == 2 and x.shape[0] == len(CANONICAL_LEADS), f"expected (12, samples), got {x.shape}"
-    beats = detect_beats(x, fs_hz)
+    beats = align_beats(x, detect_beats(x, fs_hz), fs_hz)
     values = _rhythm(beats, fs_hz)
     mb, r = _median_beat(x, beats, fs_hz)
     values.update(_intervals(mb, r, fs_hz, values["heart_rate_bpm"]))
@@ -291,3 +357,15 @@ def measure(x_mv: np.ndarray, fs_hz: float) -> MeasureResult:
 def measure_features(x_mv: np.ndarray, fs_hz: float) -> F32Array:
     """``measure(x_mv, fs_hz).features``: float32 (len(FEATURE_NAMES),)."""
     return measure(x_mv, fs_hz).features
+
+
+def measure_bins(features: np.ndarray, names: tuple[str, ...],
+                 edges: tuple[tuple[float, ...], ...]) -> np.ndarray:
+    """Bin of each named measurement: int64 ``(..., len(names))``, ``sum(value > edge)`` per name.
+
+    The same rule as the tokenizer's graph (``diagecg.nn.summary.MeasureBins``), for reading a
+    measurement token back (evidence in answers) and for tests."""
+    f = np.asarray(features)
+    cols = [FEATURE_NAMES.index(n) for n in names]
+    bins = [(f[..., c, None] > np.asarray(e)).sum(axis=-1) for c, e in zip(cols, edges, strict=True)]
+    return np.stack(bins, axis=-1).astype(np.int64)

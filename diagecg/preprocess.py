@@ -159,15 +159,43 @@ def preprocess(record: EcgRecord, cfg: PreprocessConfig) -> F32Array:
     return preprocess_signal(record.signal, record.fs_hz, cfg, record.lead_names, record.source)
 
 
+def measurement_config(cfg: PreprocessConfig) -> PreprocessConfig:
+    """The preprocessing of the signal that ``diagecg.measure`` measures: the model's window, crop and
+    baseline filter, at ``cfg.measure_fs_hz`` and low-passed at ``cfg.measure_lowpass_hz``.
+
+    One rate and one bandwidth for every record: a 100 Hz record is upsampled to it and a 500 Hz one
+    decimated, both band-limited below the 100 Hz release's Nyquist frequency, so the same ECG
+    recorded at either rate gives the same beats and intervals (the model rate, 100 Hz, would put
+    every interval on a 10 ms grid and let high-frequency noise of a 500 Hz record count as beats).
+    """
+    return dataclasses.replace(cfg, fs_hz=cfg.measure_fs_hz, lowpass_hz=cfg.measure_lowpass_hz,
+                               highpass_hz=cfg.highpass_hz if cfg.highpass_hz is not None else 0.5)
+
+
+def measure_signal(
+    signal: np.ndarray,
+    fs_hz: float,
+    cfg: PreprocessConfig,
+    lead_names: Sequence[str] = CANONICAL_LEADS,
+    source: str = "<array>",
+) -> F32Array:
+    """The measurements float32 (len(diagecg.measure.FEATURE_NAMES),) of the model window of a
+    (leads, samples) mV signal at any rate: :func:`prepare_signal` with :func:`measurement_config`,
+    then ``diagecg.measure``. Training (on augmented model-rate signals too) and the runtime call this."""
+    m_cfg = measurement_config(cfg)
+    return measure_features(prepare_signal(signal, fs_hz, m_cfg, lead_names, source), m_cfg.fs_hz)
+
+
 def model_inputs(record: EcgRecord, cfg: PreprocessConfig) -> tuple[F32Array, F32Array]:
     """The two inputs of the ECG tokenizer: the z-scored signal float32 (12, cfg.n_samples) and
-    the measurements float32 (len(diagecg.measure.FEATURE_NAMES),) of the same window in mV.
+    the measurements float32 (len(diagecg.measure.FEATURE_NAMES),) of the same window in mV, measured
+    on the record at its own rate (:func:`measure_signal`).
 
     Raises:
         SignalQualityError, LeadError: as :func:`preprocess`.
     """
     x = prepare_signal(record.signal, record.fs_hz, cfg, record.lead_names, record.source)
-    return zscore(x, cfg), measure_features(x, cfg.fs_hz)
+    return zscore(x, cfg), measure_signal(record.signal, record.fs_hz, cfg, record.lead_names, record.source)
 
 
 # a record longer than the window by more than this share of it is analysed in several windows

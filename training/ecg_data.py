@@ -20,8 +20,8 @@ from diagecg.constants import N_LEADS
 from diagecg.datasets.ptbxl import PtbxlDataset
 from diagecg.errors import DiagEcgError
 from diagecg.io import read_record
-from diagecg.measure import FEATURE_NAMES, measure_features
-from diagecg.preprocess import prepare_signal, zscore
+from diagecg.measure import FEATURE_NAMES
+from diagecg.preprocess import measure_signal, prepare_signal, zscore
 from diagecg.types import F32Array
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ def load_signals(
             continue
         k = len(kept)
         out[k] = zscore(x, preprocess_cfg)  # (leads, n_samples) float32
-        feats[k] = measure_features(x, preprocess_cfg.fs_hz)
+        feats[k] = measure_signal(record.signal, record.fs_hz, preprocess_cfg, record.lead_names,
+                                  record.source)
         if mv is not None:
             mv[k] = x
         kept.append(ecg_id)

@@ -16,7 +16,7 @@ from torch import nn
 from diagecg.config import EncoderConfig, FSQConfig, SummaryConfig
 from diagecg.nn.encoder import LeadwiseDecoder, LeadwiseEncoder
 from diagecg.nn.fsq import FSQ
-from diagecg.nn.summary import SummaryHead
+from diagecg.nn.summary import MeasureBins, SummaryHead
 
 
 class EcgIndexModule(nn.Module):
@@ -51,6 +51,10 @@ class EcgTokenizer(nn.Module):
         self.decoder = LeadwiseDecoder(encoder_cfg, latent_dim=fsq_cfg.dim)
         self.summary = (SummaryHead(self.summary_cfg, encoder_cfg.fused_channels)
                         if self.summary_cfg is not None else None)
+        self.measure_bins = None
+        if self.summary_cfg is not None and self.summary_cfg.measure_tokens:
+            base = fsq_cfg.codebook_size + self.summary_cfg.n_finding_codes
+            self.measure_bins = MeasureBins(self.summary_cfg, base)
 
     @property
     def n_frames(self) -> int:
@@ -147,7 +151,10 @@ class EcgTokenizer(nn.Module):
             return indices
         assert features is not None
         _, levels = self.summary(h, features)
-        return torch.cat([self.summary_codes(levels), indices], dim=1)
+        parts = [self.summary_codes(levels)]
+        if self.measure_bins is not None:
+            parts.append(self.measure_bins(features))
+        return torch.cat([*parts, indices], dim=1)
 
     @torch.no_grad()
     def encode(self, signal: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:

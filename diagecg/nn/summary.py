@@ -42,7 +42,7 @@ class SummaryHead(nn.Module):
         super().__init__()
         assert cfg.enabled, "SummaryHead needs at least one finding"
         self.cfg = cfg
-        n_feat, n_find = len(cfg.features), cfg.n_tokens
+        n_feat, n_find = len(cfg.features), len(cfg.findings)
         self.register_buffer("feature_mean", torch.zeros(n_feat))
         self.register_buffer("feature_std", torch.ones(n_feat))
         self.mlp = nn.Sequential(
@@ -71,3 +71,36 @@ class SummaryHead(nn.Module):
         z = self.mlp(torch.cat([pooled.float(), f], dim=-1))  # (B, F)
         codes, levels = self.fsq.quantize_levels(z)  # (B, F) each
         return codes * self.scale + self.bias, levels
+
+
+class MeasureBins(nn.Module):
+    """(B, M) raw measurements -> int64 (B, K) ECG codes of the measurement tokens.
+
+    Measurement ``k`` (``cfg.measure_tokens[k]``) falls in bin ``sum(value > edge)`` of its edges
+    (``diagecg.measure.measure_bins`` is the same rule in numpy); its code is ``offset_k + bin``,
+    the offsets counting from ``code_base`` (after the frame and finding codes). Comparisons and a
+    sum only, so the ONNX graph computes the tokens and the runtime needs nothing beside it.
+    """
+
+    edges: torch.Tensor
+    offsets: torch.Tensor
+    columns: torch.Tensor
+
+    def __init__(self, cfg: SummaryConfig, code_base: int) -> None:
+        super().__init__()
+        width = max(len(e) for e in cfg.measure_edges)
+        # edges padded with +inf (never exceeded) to one (K, width) table
+        table = torch.full((len(cfg.measure_edges), width), float("inf"))
+        for k, e in enumerate(cfg.measure_edges):
+            table[k, : len(e)] = torch.tensor(e)
+        sizes = [len(e) + 1 for e in cfg.measure_edges]
+        offsets = [code_base + sum(sizes[:k]) for k in range(len(sizes))]
+        self.register_buffer("edges", table, persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.int64), persistent=False)
+        self.register_buffer("columns", torch.tensor([cfg.features.index(n) for n in cfg.measure_tokens],
+                                                     dtype=torch.int64), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        values = features.float().index_select(1, self.columns)  # (B, K)
+        bins = (values.unsqueeze(-1) > self.edges).to(torch.int64).sum(dim=-1)  # (B, K)
+        return self.offsets + bins

@@ -9,7 +9,7 @@ import torch
 
 from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig, preset
 from diagecg.constants import ManifestKey
-from diagecg.measure import FEATURE_NAMES
+from diagecg.measure import FEATURE_NAMES, measure_bins
 from diagecg.nn.checkpoint import load_tokenizer, save_checkpoint
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.encoder import InceptionBlock, LeadwiseDecoder, LeadwiseEncoder
@@ -200,12 +200,45 @@ def test_frame_tokens_do_not_depend_on_the_measurements(summarised: EcgTokenizer
 
 def test_summary_needs_measurements(summarised: EcgTokenizer) -> None:
     x = torch.randn(2, 12, 1000)
-    with pytest.raises(ValueError, match=r"measurements of shape \(2, 75\)"):
+    n = len(FEATURE_NAMES)
+    with pytest.raises(ValueError, match=rf"measurements of shape \(2, {n}\)"):
         summarised.encode(x)
     with pytest.raises(ValueError, match="measurements"):
-        summarised.encode(x, torch.zeros(2, 74))
+        summarised.encode(x, torch.zeros(2, n - 1))
     with pytest.raises(ValueError, match="measurements"):
-        summarised(x, torch.zeros(3, 75))
+        summarised(x, torch.zeros(3, n))
+
+
+MEASURED = ("heart_rate_bpm", "qrs_ms")
+EDGES = ((50.0, 60.0, 100.0), (120.0,))
+
+
+def measured_tokenizer() -> EcgTokenizer:
+    torch.manual_seed(0)
+    cfg = SummaryConfig(findings=FINDINGS, levels=LEVELS, features=FEATURE_NAMES, hidden=16,
+                        measure_tokens=MEASURED, measure_edges=EDGES)
+    return EcgTokenizer(small(EncoderConfig(n_samples=1000)), FSQConfig(), cfg).eval()
+
+
+def test_measurement_tokens_follow_the_findings_and_bin_the_raw_values() -> None:
+    tok = measured_tokenizer()
+    base = 1296 + 3 * LEVELS  # after the frame and the finding codes
+    assert tok.n_summary == 5 and tok.n_tokens == 68 and tok.n_codes == base + 4 + 2
+    f = torch.zeros(4, len(FEATURE_NAMES))
+    hr, qrs = FEATURE_NAMES.index("heart_rate_bpm"), FEATURE_NAMES.index("qrs_ms")
+    f[:, hr] = torch.tensor([45.0, 60.0, 61.0, 130.0])  # a value equal to an edge is in the lower bin
+    f[:, qrs] = torch.tensor([90.0, 120.0, 121.0, 200.0])
+    tokens = tok.encode(torch.randn(4, 12, 1000), f)
+    assert tokens[:, 3].tolist() == [base + 0, base + 1, base + 2, base + 3]
+    assert tokens[:, 4].tolist() == [base + 4, base + 4, base + 5, base + 5]
+    # numpy's rule for reading a token back is the graph's
+    assert measure_bins(f.numpy(), MEASURED, EDGES).tolist() == [[0, 0], [1, 0], [2, 1], [3, 1]]
+
+
+@pytest.mark.parametrize("edges", [((60.0, 50.0), (1.0,)), ((60.0,),), ((), (1.0,))])
+def test_measurement_token_edges_are_checked(edges) -> None:
+    with pytest.raises(ValueError, match="measure_edges"):
+        SummaryConfig(findings=FINDINGS, features=FEATURE_NAMES, measure_tokens=MEASURED, measure_edges=edges)
 
 
 def test_measurements_without_summary_head_are_refused(tokenizer: EcgTokenizer) -> None:

@@ -57,11 +57,12 @@ def _feature_dict(x: np.ndarray, fs_hz: float) -> dict[str, float]:
 
 # --- layout -------------------------------------------------------------------------------------
 
-def test_feature_names_are_rhythm_intervals_then_lead_amplitudes() -> None:
-    assert len(FEATURE_NAMES) == len(set(FEATURE_NAMES)) == 8 + 7 + len(LEAD_FEATURES) * 12
+def test_feature_names_are_rhythm_intervals_criteria_then_lead_amplitudes() -> None:
+    assert len(FEATURE_NAMES) == len(set(FEATURE_NAMES)) == 8 + 7 + 4 + len(LEAD_FEATURES) * 12
     assert FEATURE_NAMES[:2] == ("heart_rate_bpm", "n_beats")
+    assert FEATURE_NAMES[15:19] == ("axis_deg", "limb_qrs_max_mv", "precordial_qrs_max_mv", "sokolow_mv")
     # lead features are grouped by feature, leads in canonical order inside each group
-    assert FEATURE_NAMES[15:27] == tuple(f"{lead}.r_mv" for lead in CANONICAL_LEADS)
+    assert FEATURE_NAMES[19:31] == tuple(f"{lead}.r_mv" for lead in CANONICAL_LEADS)
     m = measure(synthetic_ecg(100, regular_beats(60)), 100)
     assert m.features.dtype == np.float32 and m.features.shape == (len(FEATURE_NAMES),)
     assert list(_named(m)) == list(FEATURE_NAMES)

@@ -17,6 +17,8 @@ from diagecg.errors import SignalQualityError
 from diagecg.io import read_record
 from diagecg.measure import FEATURE_NAMES, measure_features
 from diagecg.preprocess import (
+    measure_signal,
+    measurement_config,
     model_inputs,
     prepare_signal,
     preprocess,
@@ -217,7 +219,7 @@ def test_training_and_runtime_paths_are_identical(ptbxl_root: Path, preset: str)
     from diagecg.datasets.ptbxl import PtbxlDataset
 
     assert training_data.prepare_signal is core.prepare_signal and training_data.zscore is core.zscore
-    assert training_data.measure_features is core.measure_features
+    assert training_data.measure_signal is core.measure_signal
     cfg = PRESETS[preset][0]
     ptbxl = PtbxlDataset(ptbxl_root)
     loaded = training_data.load_signals(ptbxl, [2], cfg, progress=False, keep_mv=True)
@@ -250,7 +252,34 @@ def test_preprocess_is_zscore_of_the_prepared_window(records_dir_module: Path, p
     signal, feats = model_inputs(rec, cfg)
     np.testing.assert_array_equal(signal, preprocess(rec, cfg))
     assert feats.dtype == np.float32
-    np.testing.assert_array_equal(feats, measure_features(x, cfg.fs_hz))
+    # measured on the same window at the measurement rate and bandwidth, from the record as read
+    m_cfg = measurement_config(cfg)
+    assert (m_cfg.fs_hz, m_cfg.lowpass_hz) == (cfg.measure_fs_hz, cfg.measure_lowpass_hz)
+    assert m_cfg.window_s == cfg.window_s
+    m = prepare_signal(rec.signal, rec.fs_hz, m_cfg, rec.lead_names, rec.source)
+    np.testing.assert_array_equal(feats, measure_features(m, cfg.measure_fs_hz))
+
+
+def test_measurements_agree_at_100_and_500_hz(ptbxl_root: Path) -> None:
+    """One ECG recorded at 100 and at 500 Hz (PTB-XL ships both for ecg_id <= 500) measures the same:
+    heart rate within 1 bpm and PR/QRS/QTc within one 100 Hz sample (10 ms) on nearly every record."""
+    from diagecg.measure import FEATURE_NAMES
+
+    cfg = PRESETS["100hz"][0]
+    names = ("heart_rate_bpm", "pr_ms", "qrs_ms", "qtc_ms")
+    tol = np.array([1.0, 10.0, 10.0, 10.0])
+    cols = [FEATURE_NAMES.index(n) for n in names]
+    headers = sorted((ptbxl_root / "records500" / "00000").glob("*_hr.hea"))[:60]
+    assert len(headers) >= 30
+    within = []
+    for hea in headers:
+        feats = []
+        for path in (hea, ptbxl_root / "records100" / "00000" / hea.name.replace("_hr", "_lr")):
+            rec = read_record(path)
+            feats.append(measure_signal(rec.signal, rec.fs_hz, cfg, rec.lead_names)[cols])
+        within.append(np.abs(feats[0] - feats[1]) <= tol)
+    share = np.mean(within, axis=0)
+    assert (share >= 0.95).all(), dict(zip(names, share.round(3), strict=True))
 
 
 def test_prepared_window_keeps_millivolts(rec_lr: EcgRecord) -> None:
