@@ -12,6 +12,7 @@ from diagecg.errors import InputError
 
 F32Array = NDArray[np.float32]
 I64Array = NDArray[np.int64]
+F64Array = NDArray[np.float64]
 
 
 # what a patient's features may be (PatientInfo checks them; the CLI's option ranges are the same)

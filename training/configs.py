@@ -57,6 +57,8 @@ class TokenizerTrainConfig(ConfigMixin):
     """
 
     data_dir: str = "data"  # shared data root (holding ptbxl/) or the ptbxl folder itself
+    # also the records of ptbxl_full/ beside ptbxl/ when the data root has it (diagecg.datasets.ptbxl)
+    ptbxl_full: bool = True
     out_dir: str = "runs/tokenizer"  # checkpoint + run summary go here
     preset: str = "100hz"  # key of diagecg.config.PRESETS
     train_folds: tuple[int, ...] = TRAIN_FOLDS
@@ -156,6 +158,8 @@ class LlmStageConfig(ConfigMixin):
     """What both LLM stages (pretrain, instruct) need: data, LoRA, optimiser and schedule, device."""
 
     data_dir: str = "data"  # shared data root (holding ptbxl/ and ecgqa/) or the ptbxl folder itself
+    # also the records of ptbxl_full/ beside ptbxl/ when the data root has it (diagecg.datasets.ptbxl)
+    ptbxl_full: bool = True
     out_dir: str = "runs/llm"  # LLM checkpoint + run summary
     init_dir: str | None = None  # REQUIRED: the previous stage's output folder
     method: Literal["full", "lora"] = "lora"  # "lora": LoRA on attention/MLP (+ trainable ECG token rows)

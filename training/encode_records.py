@@ -14,7 +14,6 @@ import torch
 from tqdm.auto import tqdm
 
 from diagecg.constants import ECG_TOKEN_CACHE
-from diagecg.datasets import resolve_data_roots
 from diagecg.datasets.ptbxl import PtbxlDataset
 from diagecg.nn.checkpoint import load_tokenizer
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
@@ -68,6 +67,7 @@ def encode_ptbxl(
     batch_size: int = 64,
     folds: tuple[int, ...] | None = None,
     progress: bool = True,
+    full: bool = True,
 ) -> dict[int, I64Array]:
     """Encode every PTB-XL record available at the tokenizer's rate and save the token cache.
 
@@ -78,6 +78,8 @@ def encode_ptbxl(
         batch_size: records per forward pass.
         folds: only these PTB-XL folds; None = every record (the LLM stages pick their splits).
         progress: show a tqdm bar.
+        full: also the records of ``ptbxl_full/`` when the data root has it (unpacked into the cache
+            on first use; :class:`diagecg.datasets.ptbxl.PtbxlDataset`).
 
     Returns:
         ecg_id -> int64 (tokens,) indices, for the records that passed validation
@@ -87,7 +89,7 @@ def encode_ptbxl(
     if path.suffix != ".npz":
         raise ValueError(f"out_path={str(path)!r} must end in .npz")
     tokenizer, pre_cfg, _, _ = load_tokenizer(tokenizer_dir)
-    ptbxl = PtbxlDataset(resolve_data_roots(data_dir).ptbxl)
+    ptbxl = PtbxlDataset.from_data_dir(data_dir, full=full)
     ids = ptbxl.ids(folds, fs_hz=source_fs_hz(pre_cfg.fs_hz))
     tokens: dict[int, I64Array] = {}
     n_skipped = 0

@@ -49,14 +49,22 @@ EncodeText = Callable[[str], Sequence[int]]
 # --- ECG token cache -------------------------------------------------------------------------
 
 
+# a cache missing more than this share of the records the data has is re-encoded (one written before
+# ptbxl_full was used misses most of them; records that fail validation are never in any cache)
+_MAX_MISSING_SHARE = 0.01
+
+
 def load_or_encode_tokens(
-    tokenizer_dir: str | Path, data_dir: str | Path, fallback_dir: str | Path, progress: bool = True
+    tokenizer_dir: str | Path, data_dir: str | Path, fallback_dir: str | Path, progress: bool = True,
+    full: bool = True,
 ) -> dict[int, I64Array]:
     """FSQ indices of every PTB-XL record, from the stage-1 cache or encoded now.
 
     The cache (``constants.ECG_TOKEN_CACHE``) is used only when it is newer than the tokenizer's weights
     (a resumed stage 1 makes it stale). It is looked for in ``tokenizer_dir`` then ``fallback_dir``; a new
-    one is written to ``tokenizer_dir`` when writable, else to ``fallback_dir``.
+    one is written to ``tokenizer_dir`` when writable, else to ``fallback_dir``. A cache that lacks more
+    than 1% of the records the data has at the tokenizer's rate (``full``: ptbxl_full's too) is
+    encoded again.
 
     Returns:
         ecg_id -> int64 (frames,) indices.
@@ -70,13 +78,32 @@ def load_or_encode_tokens(
             f"{tok_dir} is not a stage-1 checkpoint: {CHECKPOINT_WEIGHTS} not found "
             f"(give the --out folder of `diagecg train tokenizer`)"
         )
+    wanted: set[int] | None = None
     for cand in (tok_dir / ECG_TOKEN_CACHE, fallback / ECG_TOKEN_CACHE):
         if cand.is_file() and cand.stat().st_mtime >= weights.stat().st_mtime:
-            logger.info("ECG tokens from cache %s", cand)
-            return load_token_cache(cand)
+            tokens = load_token_cache(cand)
+            if wanted is None:
+                ptbxl = PtbxlDataset.from_data_dir(data_dir, full=full)
+                wanted = set(ptbxl.ids(None, fs_hz=_cache_fs_hz(tok_dir)))
+            missing = len(wanted - tokens.keys())
+            if missing <= _MAX_MISSING_SHARE * len(wanted):
+                logger.info("ECG tokens from cache %s", cand)
+                return tokens
+            logger.info("ECG token cache %s lacks %d of the %d records: encoding again", cand, missing,
+                        len(wanted))
     target = tok_dir / ECG_TOKEN_CACHE if os.access(tok_dir, os.W_OK) else fallback / ECG_TOKEN_CACHE
     logger.info("encoding PTB-XL records with %s into %s", tok_dir, target)
-    return encode_ptbxl(tok_dir, data_dir, out_path=target, progress=progress)
+    return encode_ptbxl(tok_dir, data_dir, out_path=target, progress=progress, full=full)
+
+
+def _cache_fs_hz(tokenizer_dir: Path) -> int:
+    """The PTB-XL release (100 or 500 Hz) a stage-1 checkpoint's records are read at."""
+    from diagecg.config import PreprocessConfig
+    from diagecg.constants import ManifestKey
+    from diagecg.nn.checkpoint import read_configs
+    from diagecg.training.ecg_data import source_fs_hz
+
+    return source_fs_hz(PreprocessConfig.from_dict(read_configs(tokenizer_dir)[ManifestKey.PREPROCESS]).fs_hz)
 
 
 # --- forecasting -----------------------------------------------------------------------------
@@ -345,9 +372,14 @@ def split_encoded_ids(ptbxl: PtbxlDataset, tokens: dict[int, I64Array], fs_hz: i
     Raises:
         ValueError: a split has no encoded record.
     """
-    train_ids = seeded_subset([i for i in ptbxl.ids(tuple(train_folds), fs_hz=fs_hz) if i in tokens],
-                       max_train_records, seed)
-    valid_ids = [i for i in ptbxl.ids(tuple(valid_folds), fs_hz=fs_hz) if i in tokens]
+    all_train = ptbxl.ids(tuple(train_folds), fs_hz=fs_hz)
+    all_valid = ptbxl.ids(tuple(valid_folds), fs_hz=fs_hz)
+    train_ids = seeded_subset([i for i in all_train if i in tokens], max_train_records, seed)
+    valid_ids = [i for i in all_valid if i in tokens]
+    n_missing = sum(i not in tokens for i in (*all_train, *all_valid))
+    if n_missing:
+        logger.warning("%d of %d train/valid records have no ECG tokens (failed validation when encoded)",
+                       n_missing, len(all_train) + len(all_valid))
     if not train_ids or not valid_ids:
         raise ValueError(
             f"no encoded records in train folds {tuple(train_folds)} ({len(train_ids)}) or valid folds "

@@ -124,8 +124,8 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     # --- data: FSQ indices of every record (stage-1 cache), split by fold ---
     roots = resolve_data_roots(cfg.data_dir)
     ptbxl_root = roots.ptbxl
-    ptbxl = PtbxlDataset(ptbxl_root)
-    tokens = load_or_encode_tokens(init_dir, cfg.data_dir, out_dir, cfg.progress)
+    ptbxl = PtbxlDataset.from_data_dir(cfg.data_dir, full=cfg.ptbxl_full)
+    tokens = load_or_encode_tokens(init_dir, cfg.data_dir, out_dir, cfg.progress, full=cfg.ptbxl_full)
     fs_src = source_fs_hz(pre_cfg.fs_hz)
     train_ids, valid_ids = split_encoded_ids(ptbxl, tokens, fs_src, cfg.train_folds, cfg.valid_folds,
                                              cfg.max_train_records, cfg.seed)

@@ -45,11 +45,12 @@ from diagecg.config import (
     SummaryConfig,
 )
 from diagecg.constants import RUN_SUMMARY, ManifestKey
-from diagecg.datasets import resolve_data_roots, seeded_subset
+from diagecg.datasets import seeded_subset
 from diagecg.datasets.ptbxl import (
     SUPERCLASSES,
     PtbxlDataset,
     finding_labels,
+    finding_weights,
     frequent_findings,
 )
 from diagecg.errors import DiagEcgError
@@ -109,12 +110,23 @@ def augment_mv(x_mv: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def summary_auc(logits: np.ndarray, labels: np.ndarray, findings: tuple[str, ...]) -> dict[str, Any]:
     """Held-out AUC of each finding's summary logit, and macro means (superclasses / all)."""
-    per = {c: roc_auc(labels[:, k], logits[:, k]) for k, c in enumerate(findings)}
+    labelled = ~np.isnan(labels)  # a statement of a record without statement labels is unknown, not 0
+    per = {c: roc_auc(labels[labelled[:, k], k], logits[labelled[:, k], k]) for k, c in enumerate(findings)}
     sup = [per[c] for c in SUPERCLASSES if c in per and not math.isnan(per[c])]
     known = [v for v in per.values() if not math.isnan(v)]
     return {"summary_auc_superclass": float(np.mean(sup)) if sup else math.nan,
             "summary_auc_macro": float(np.mean(known)) if known else math.nan,
             "summary_auc": {c: (None if math.isnan(v) else round(v, 4)) for c, v in per.items()}}
+
+
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of (B, F) logits against (B, F) 1/0/NaN labels, weighted by (B, F)
+    ``weights`` (``ptbxl.finding_weights``: 0 where the label is unknown) and averaged over the weight:
+    an unknown label (NaN) adds nothing, and is never read as 0."""
+    known = ~torch.isnan(labels)
+    bce = F.binary_cross_entropy_with_logits(logits, torch.where(known, labels, 0.0), reduction="none")
+    w = torch.where(known, weights, 0.0)
+    return (bce * w).sum() / w.sum().clamp_min(1e-6)
 
 
 @torch.no_grad()
@@ -184,7 +196,7 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
         logger.info("resume: no checkpoint in %s yet, starting from scratch", out_dir)
 
     # --- data ---
-    ptbxl = PtbxlDataset(resolve_data_roots(cfg.data_dir).ptbxl)
+    ptbxl = PtbxlDataset.from_data_dir(cfg.data_dir, full=cfg.ptbxl_full)
     fs_src = source_fs_hz(pre_cfg.fs_hz)
     train_ids = seeded_subset(ptbxl.ids(cfg.train_folds, fs_hz=fs_src), cfg.max_train_records, cfg.seed)
     eval_ids = seeded_subset(ptbxl.ids(cfg.eval_folds, fs_hz=fs_src), cfg.max_eval_records, cfg.seed)
@@ -211,9 +223,15 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
     if summary_cfg is not None and summary_cfg.features != FEATURE_NAMES:
         raise ValueError(f"{out_dir} was trained on other measurements than diagecg.measure computes now "
                          f"({len(summary_cfg.features)} vs {len(FEATURE_NAMES)}); train a new tokenizer")
-    train_y = eval_y = None
+    train_y = eval_y = train_w = None
     if summary_cfg is not None:
-        train_y = torch.tensor(finding_labels(ptbxl, train_set.ids, summary_cfg.findings))
+        # NaN where a statement is unknown (masked in the loss); weights correct the AF-enriched subset
+        findings = summary_cfg.findings
+        train_y = torch.tensor(finding_labels(ptbxl, train_set.ids, findings), dtype=torch.float32)
+        train_w = torch.from_numpy(finding_weights(ptbxl, train_set.ids, findings)).float()
+        logger.info("summary labels: %d of %d training records have statement labels (the others train "
+                    "the superclasses only)", len(ptbxl.statements_labelled_ids(train_set.ids)),
+                    len(train_set.ids))
         eval_y = np.array(finding_labels(ptbxl, eval_set.ids, summary_cfg.findings), dtype=np.float32)
         logger.info("summary: %d findings x %d levels (%s)", summary_cfg.n_tokens, summary_cfg.levels,
                     ", ".join(summary_cfg.findings))
@@ -281,9 +299,9 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
         loss = F.mse_loss(recon, x)
         if cfg.l1_weight > 0:
             loss = loss + cfg.l1_weight * F.l1_loss(recon, x)
-        if logits is not None and train_y is not None and cfg.summary_weight > 0:
-            y = train_y[batch_idx].to(device)
-            loss = loss + cfg.summary_weight * F.binary_cross_entropy_with_logits(logits.float(), y)
+        if logits is not None and train_y is not None and train_w is not None and cfg.summary_weight > 0:
+            y, w = train_y[batch_idx].to(device), train_w[batch_idx].to(device)
+            loss = loss + cfg.summary_weight * masked_bce(logits.float(), y, w)
         if not torch.isfinite(loss):
             raise DiagEcgError(f"tokenizer training diverged: loss {loss.item()} at step {step} "
                                f"(try a lower lr than {cfg.lr})")
@@ -326,6 +344,7 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
         "wall_s": time.time() - t_start,
         "n_params": n_params,
         "n_train_records": len(train_x),
+        "n_train_statements_labelled": len(ptbxl.statements_labelled_ids(train_set.ids)),
         "n_eval_records": len(eval_x),
         "n_skipped_records": len(train_set.skipped) + len(eval_set.skipped),
         "n_frames": enc_cfg.n_frames,

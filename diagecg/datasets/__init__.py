@@ -1,6 +1,6 @@
 """The shared data, read without torch: PTB-XL records and labels (``ptbxl``), SCP statements and
 report texts (``reports``), ECG-QA answer vocabularies, released questions and the question generator
-(``ecgqa``).
+(``ecgqa``), and the cache of unpacked shared data (``cache``).
 
 Training, evaluation, export parity checks and the benchmarks read the data through this package;
 the runtime never imports it (``tests/test_import_boundaries.py``). Two helpers serve them all:
@@ -18,6 +18,8 @@ from typing import TypeVar
 
 PTBXL_FOLDER = "ptbxl"  # sub-folder of the shared data root
 PTBXL_LABELS = "ptbxl_labels.csv"
+PTBXL_FULL_FOLDER = "ptbxl_full"  # beside ptbxl/: the rest of PTB-XL, packed (diagecg.datasets.cache)
+PTBXL_FULL_LABELS = "ptbxl_labels_full.csv"
 ECGQA_FOLDER: tuple[str, ...] = ("ecgqa", "ptbxl")  # beside ptbxl/ under the shared data root
 
 T = TypeVar("T")
@@ -25,10 +27,12 @@ T = TypeVar("T")
 
 @dataclasses.dataclass(frozen=True)
 class DataRoots:
-    """Where the shared data lives: the PTB-XL folder, and the ECG-QA (PTB-XL version) folder if any."""
+    """Where the shared data lives: the PTB-XL folder, and the ECG-QA (PTB-XL version) and the
+    ``ptbxl_full`` folders if any."""
 
     ptbxl: Path
     ecgqa_or_none: Path | None
+    ptbxl_full_or_none: Path | None = None
 
     @property
     def ecgqa(self) -> Path:
@@ -43,8 +47,8 @@ class DataRoots:
 
 
 def resolve_data_roots(data_dir: str | Path) -> DataRoots:
-    """The data folders, given the shared data root (holding ``ptbxl/`` and ``ecgqa/ptbxl/``) or the
-    PTB-XL folder itself.
+    """The data folders, given the shared data root (holding ``ptbxl/``, ``ecgqa/ptbxl/`` and
+    ``ptbxl_full/``) or the PTB-XL folder itself (the others are then looked for beside it).
 
     Raises:
         FileNotFoundError: neither ``data_dir`` nor ``data_dir/ptbxl`` holds the PTB-XL labels.
@@ -58,7 +62,9 @@ def resolve_data_roots(data_dir: str | Path) -> DataRoots:
                                 f"or {d / PTBXL_LABELS}")
     ecgqa = next((c for c in (d.joinpath(*ECGQA_FOLDER), ptbxl.parent.joinpath(*ECGQA_FOLDER)) if c.is_dir()),
                  None)
-    return DataRoots(ptbxl, ecgqa)
+    full = next((c for c in (d / PTBXL_FULL_FOLDER, ptbxl.parent / PTBXL_FULL_FOLDER)
+                 if (c / PTBXL_FULL_LABELS).is_file()), None)
+    return DataRoots(ptbxl, ecgqa, full)
 
 
 def seeded_subset(items: Sequence[T], limit: int | None, seed: int, purpose: str = "subset") -> list[T]:

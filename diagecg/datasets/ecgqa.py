@@ -14,7 +14,11 @@ loaded by :func:`load_ecgqa_samples`. The single-ECG SCP-code questions are gene
 * "including uncertain symptoms" counts every present diagnostic statement, "excluding uncertain
   symptoms" only the certain ones; NORM is not a diagnostic *symptom* (ECG-QA drops it);
 * choose questions answer the subset of the two candidates present, or ``none``; query
-  questions answer every present attribute of the template's group, or ``none``.
+  questions answer every present attribute of the template's group, or ``none``;
+* a record without statement labels (most of ``ptbxl_full``, ``PtbxlEntry.statements_labelled``) is
+  asked only what its superclasses answer: "Is this a normal ECG?", template 1 about a superclass, and
+  the superclass choose question (template 3). A statement it may or may not show is never asked, and
+  never answered "no".
 
 Attribute names are ECG-QA's (``myocardial infarction in inferior leads`` for IMI, ``digitalis
 effect`` for DIG...): the lower-cased ``scp_statements.csv`` description unless
@@ -311,7 +315,7 @@ class _Generator:
     """Answers ECG-QA templates from one record's SCP statements (shared tables built once)."""
 
     def __init__(
-        self, scp_table: dict[str, ScpStatement], vocab: AnswerVocabulary, prevalence: dict[str, int]
+        self, scp_table: dict[str, ScpStatement], vocab: AnswerVocabulary, prevalence: dict[str, float]
     ) -> None:
         self.scp = scp_table
         known = set(vocab.answers)
@@ -327,13 +331,21 @@ class _Generator:
         self.category_codes["any"] = sorted(c for c in scp_table if c != "NORM")
 
     # -- facts about one record
+    @staticmethod
+    def knows(entry: PtbxlEntry, group: str) -> bool:
+        """Whether the record's labels answer ``group``: the superclasses (NORM included) always, the
+        statement groups only where its statements are labelled."""
+        return entry.statements_labelled or _GROUPS[group][0] in ("superclass", "norm")
+
     def group_present(self, entry: PtbxlEntry, group: str) -> list[str]:
         """Codes (or superclass codes) of ``group`` present in the record under its likelihood rule."""
         category, rule = _GROUPS[group]
+        assert self.knows(entry, group), f"ecg_id {entry.ecg_id} has no statement labels for group {group}"
         if category == "superclass":
             return sorted(s for s in entry.superclasses if s in SUPERCLASS_NAMES)
         if category == "norm":
-            return ["NORM"] if "NORM" in entry.scp_codes else []
+            has_norm = "NORM" in (entry.scp_codes if entry.statements_labelled else entry.superclasses)
+            return ["NORM"] if has_norm else []
         codes = [c for c in self.category_codes[category] if c in entry.scp_codes]
         if rule == "certain":
             codes = [c for c in codes if entry.scp_codes[c] in _CERTAIN_LIKELIHOODS]
@@ -343,6 +355,7 @@ class _Generator:
         return SUPERCLASS_NAMES.get(code) if group == "superclass" else self.names.get(code)
 
     def code_answer(self, entry: PtbxlEntry, code: str) -> str:
+        assert entry.statements_labelled, f"ecg_id {entry.ecg_id}: whether it shows {code} is unknown"
         if code not in entry.scp_codes:
             return "no"
         if self.scp[code].diagnostic and entry.scp_codes[code] not in _CERTAIN_LIKELIHOODS:
@@ -351,6 +364,12 @@ class _Generator:
 
     # -- one question of each type; each returns (template_id, attributes, answers) or None
     def verify(self, entry: PtbxlEntry, rng: random.Random, want_yes: bool, frac: float):
+        if not entry.statements_labelled:  # a superclass (template 1) or "normal ECG" (template 2)
+            supers = [c for c in SUPERCLASS_NAMES if (c in entry.superclasses) == want_yes]
+            norm_ok = bool(self.group_present(entry, "norm")) == want_yes
+            if supers and (not norm_ok or rng.random() < frac):
+                return 1, (SUPERCLASS_NAMES[rng.choice(supers)],), ("yes" if want_yes else "no",)
+            return (2, (_RECORD_ATTRIBUTE[2],), ("yes" if want_yes else "no",)) if norm_ok else None
         universe = sorted(self.names)
         if want_yes:
             codes = [c for c in universe if c in entry.scp_codes]
@@ -374,6 +393,8 @@ class _Generator:
         by_pattern: dict[str, list[tuple[int, list[str], list[str]]]] = {}
         for tid in _CHOOSE_TEMPLATES:
             group = TEMPLATES[tid].group
+            if not self.knows(entry, group):
+                continue
             allowed = set(self.vocab.options(tid)) - {NONE_ANSWER}
             named = {self.name_of(group, c) for c in self.group_present(entry, group)}
             present_l, absent = sorted(n for n in named if n in allowed), sorted(allowed - named)
@@ -401,6 +422,8 @@ class _Generator:
         feasible = {}
         for tid in _QUERY_TEMPLATES:
             group = TEMPLATES[tid].group
+            if not self.knows(entry, group):
+                continue
             allowed = self.vocab.options(tid)
             names = [self.name_of(group, c) for c in self.group_present(entry, group)]
             if all(n is not None and n in allowed for n in names):  # else the true answer is unsayable
@@ -453,11 +476,13 @@ def generate_questions(
         raise ValueError(f"{len(missing)} ecg_ids have no PTB-XL labels, e.g. {missing[:5]}")
     entries = [ptbxl.entries[i] for i in ecg_ids]
     # statement frequencies over all labelled records (not just ecg_ids), so a record's questions
-    # do not depend on the id set; they only weight which absent statements are asked about
-    prevalence: dict[str, int] = {}
-    for e in ptbxl.entries.values():
-        for c in e.scp_codes:
-            prevalence[c] = prevalence.get(c, 0) + 1
+    # do not depend on the id set; they only weight which absent statements are asked about. Weighted
+    # (PtbxlDataset.statement_weights), so the AF-enriched subset of ptbxl_full does not inflate AFIB
+    all_ids = list(ptbxl.entries)
+    prevalence: dict[str, float] = {}
+    for i, w in zip(all_ids, ptbxl.statement_weights(all_ids), strict=True):
+        for c in ptbxl.entries[i].scp_codes:
+            prevalence[c] = prevalence.get(c, 0.0) + float(w)
     gen = _Generator(scp_table, answer_vocab, prevalence)
 
     out: list[QASample] = []
@@ -533,7 +558,8 @@ def finding_questions(
 
     Answers follow ECG-QA's rules: a superclass (MI, STTC, CD, HYP) is ``yes``/``no`` from
     ``diagnostic_superclass``; a statement is ``yes``/``not sure``/``no`` as in template 1 (``not sure``:
-    a diagnostic statement with an uncertain likelihood).
+    a diagnostic statement with an uncertain likelihood). A statement is not asked of a record without
+    statement labels (its answer is unknown, not "no"); NORM and the superclasses are asked of every record.
 
     Args:
         ptbxl: the labels.
@@ -544,7 +570,7 @@ def finding_questions(
         wording: as :func:`generate_questions`.
 
     Returns:
-        ``len(ecg_ids) * len(names)`` samples, record-major.
+        One sample per record and finding its labels answer, record-major.
     """
     if wording not in WORDINGS:
         raise ValueError(f"wording must be one of {WORDINGS}, not {wording!r}")
@@ -555,11 +581,13 @@ def finding_questions(
         rng = random.Random(f"ecgqa-finding-{rng_seed}-{ecg_id}")
         for code, name in names.items():
             if code == "NORM":
-                tid, answer = 2, ("yes" if "NORM" in entry.scp_codes else "no")
+                tid, answer = 2, ("yes" if gen.group_present(entry, "norm") else "no")
             elif code in SUPERCLASS_NAMES:
                 tid, answer = 1, ("yes" if code in entry.superclasses else "no")
-            else:
+            elif entry.statements_labelled:
                 tid, answer = 1, gen.code_answer(entry, code)
+            else:
+                continue
             out.append(QASample(
                 ecg_id=ecg_id, question=render_question(TEMPLATES[tid], wording, rng, (name,)),
                 answers=(answer,), question_type="single-verify", attribute_type="scp_code", template_id=tid,

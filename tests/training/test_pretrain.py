@@ -61,6 +61,7 @@ VOCAB = VocabConfig(
 def small_config(shared_data: Path, init: Path, out: Path, base: Path | None, **changes) -> PretrainConfig:
     cfg = PretrainConfig(
         data_dir=str(shared_data),
+        ptbxl_full=False,  # ptbxl/ alone: the random stage-1 token cache covers its records only
         init_dir=str(init),
         out_dir=str(out),
         base_model=None if base is None else str(base),

@@ -30,6 +30,7 @@ QUESTION = "Does this ECG show symptoms of atrial fibrillation?"
 def small_config(shared_data: Path, init: Path, out: Path, **changes) -> SFTConfig:
     cfg = SFTConfig(
         data_dir=str(shared_data),
+        ptbxl_full=False,  # ptbxl/ alone: the random stage-1 token cache covers its records only
         init_dir=str(init),
         out_dir=str(out),
         steps=15,
@@ -61,6 +62,7 @@ def pretrained(shared_data: Path, ptbxl_root: Path, tmp_path_factory: pytest.Tem
     pretrain_main(
         PretrainConfig(
             data_dir=str(shared_data),
+            ptbxl_full=False,
             init_dir=str(init),
             out_dir=str(pre),
             base_model=str(base),

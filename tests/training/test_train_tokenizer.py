@@ -63,7 +63,7 @@ def tiny_config(data: Path, out: Path, **changes: object) -> TokenizerTrainConfi
     base = TokenizerTrainConfig(
         data_dir=str(data), out_dir=str(out), max_train_records=48, max_eval_records=16, steps=STEPS,
         batch_size=8, lr=3e-3, warmup_steps=2, eval_every=10, log_every=5, num_threads=1, progress=False,
-        encoder=TINY,
+        encoder=TINY, ptbxl_full=False,  # ptbxl/ alone (tests/training/test_ptbxl_full.py: ptbxl_full)
     )
     return dataclasses.replace(base, **changes)
 
@@ -204,7 +204,8 @@ def test_refuses_to_overwrite_checkpoint_without_resume(runs: dict, shared_data:
 def test_encode_ptbxl_writes_token_cache(runs: dict, shared_data: Path, tmp_path: Path) -> None:
     ckpt = runs["root"] / "plain"
     cache = tmp_path / "tokens.npz"
-    tokens = encode_ptbxl(ckpt, shared_data, out_path=cache, batch_size=32, folds=(9,), progress=False)
+    tokens = encode_ptbxl(ckpt, shared_data, out_path=cache, batch_size=32, folds=(9,), progress=False,
+                          full=False)
     ptbxl = PtbxlDataset(resolve_data_roots(shared_data).ptbxl)
     assert sorted(tokens) == ptbxl.ids((9,))
     assert all(v.shape == (63,) and v.dtype == np.int64 for v in tokens.values())
@@ -223,7 +224,7 @@ def test_encode_ptbxl_with_summary_puts_summary_codes_first(runs: dict, shared_d
     tok, pre, _, _ = load_tokenizer(ckpt)
     n_sum = tok.n_summary
     tokens = encode_ptbxl(ckpt, shared_data, out_path=tmp_path / "t.npz", batch_size=32, folds=(9,),
-                          progress=False)
+                          progress=False, full=False)
     rows = np.stack(list(tokens.values()))
     assert rows.shape[1] == n_sum + 63
     blocks = 1296 + np.arange(n_sum) * tok.summary_cfg.levels  # finding k: [1296 + k L, 1296 + (k+1) L)
