@@ -92,7 +92,7 @@ from diagecg.datasets.ecgqa import (
     load_answer_vocab,
     load_ecgqa_samples,
 )
-from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset
+from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset, finding_weights
 from diagecg.datasets.reports import ScpStatement, load_scp_table, report_text
 from diagecg.decoding import option_continuations
 from diagecg.nn.checkpoint import load_tokenizer
@@ -103,13 +103,15 @@ from diagecg.prompts import encode_prompt
 from diagecg.training.ecg_data import load_signals, source_fs_hz
 from diagecg.training.encode_records import encode_signals
 from diagecg.training.findings import (
+    NEGATIVE,
     ablation_permutation,
     option_probabilities,
     score_findings,
     select_findings,
 )
 from diagecg.training.metrics import OVERALL, exact_match_by_type, majority_predictions, report_metrics
-from diagecg.types import I64Array, PatientInfo
+from diagecg.training.ruler import fit_calibration, ruler_scores
+from diagecg.types import F32Array, I64Array, PatientInfo
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +145,9 @@ class EvalConfig(ConfigMixin):
     seed: int = 0  # question generation and subsets
     ablation: bool = True  # also score the model with each record's ECG tokens swapped for another's
     finding_min_positives: int = 10  # statements with this many positives get a per-finding row (and macro)
+    # fit the per-finding calibration (training.ruler.fit_calibration) on these folds' answers: run it on a
+    # validation fold (9), never on the test fold; export writes it into the bundle
+    calibrate: bool = False
     batch_size: int = 16  # prompts per generate() call
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     progress: bool = True  # tqdm bars
@@ -489,8 +494,9 @@ def format_findings(findings: dict[str, Any]) -> list[str]:
         if not isinstance(block, dict) or not block.get("model"):  # "findings": the names asked
             continue
         model, abl = block["model"], block.get("ablated")
+        ruler = findings.get("ruler") or {}
         header = (f"{'finding':<10} {'pos/n':>8} {'AUC':>6} {'sens':>6} {'spec':>6} {'balacc':>7} "
-                  f"{'AUC abl':>8} {'balacc abl':>11}")
+                  f"{'AUC abl':>8} {'balacc abl':>11} {'ruler AUC':>10}  measurement")
         lines += ["", f"Findings, {wording} wording: p(present) = 1 - p(no) from the answer logits", header,
                   "-" * len(header)]
 
@@ -502,7 +508,9 @@ def format_findings(findings: dict[str, Any]) -> list[str]:
             lines.append(f"{code:<10} {row['n_pos']:>3}/{row['n']:<4} {f3(row['auc']):>6} "
                          f"{f3(row['sensitivity']):>6} {f3(row['specificity']):>6} "
                          f"{f3(row['balanced_accuracy']):>7} {f3(a['auc'] if a else None):>8} "
-                         f"{f3(a['balanced_accuracy'] if a else None):>11}")
+                         f"{f3(a['balanced_accuracy'] if a else None):>11} "
+                         f"{f3(ruler[code]['auc'] if code in ruler else None):>10}  "
+                         f"{ruler[code]['feature'] if code in ruler else ''}")
         for key, label in (("superclass", "superclasses"), ("statement", "statements")):
             m = model["macro"]
             am = abl["macro"] if abl else {}
@@ -638,27 +646,32 @@ class LlmPredictor:
 def encode_records(
     tokenizer: EcgTokenizer, preprocess_cfg: PreprocessConfig, ptbxl: PtbxlDataset, ecg_ids: Sequence[int],
     progress: bool = False,
-) -> tuple[dict[int, I64Array], dict[int, str]]:
+) -> tuple[dict[int, I64Array], dict[int, str], dict[int, F32Array]]:
     """FSQ indices of the evaluated records with the checkpoint's own ECG tokenizer.
 
     Returns:
-        (ecg_id -> int64 (tokens,) indices, skipped ecg_id -> reason for records failing validation).
+        (ecg_id -> int64 (tokens,) indices, skipped ecg_id -> reason for records failing validation,
+        ecg_id -> float32 measurements of ``diagecg.measure`` for the ruler baseline).
     """
     loaded = load_signals(ptbxl, ecg_ids, preprocess_cfg, progress=progress)
     indices = encode_signals(tokenizer, loaded.signals, loaded.features)  # (N, 12, samples) -> (N, tokens)
     if loaded.skipped:
         logger.warning("%d of %d evaluated records failed validation and are skipped", len(loaded.skipped),
                        len(ecg_ids))
-    return {i: row for i, row in zip(loaded.ids, indices, strict=True)}, loaded.skipped
+    return ({i: row for i, row in zip(loaded.ids, indices, strict=True)}, loaded.skipped,
+            dict(zip(loaded.ids, loaded.features, strict=True)))
 
 
 def evaluate_findings(
     cfg: EvalConfig, ptbxl: PtbxlDataset, scp_table: dict[str, ScpStatement], vocab: AnswerVocabulary,
     ecg_ids: Sequence[int], predictor: LlmPredictor, ablated: LlmPredictor | None,
+    features: dict[int, F32Array] | None = None,
 ) -> dict[str, Any]:
     """Per-finding verify metrics of the model (and its ECG ablation), per wording
     (``training.findings``): ``{wording: {"model": score, "ablated": score | None}}`` plus ``findings``
-    (code -> name asked)."""
+    (code -> name asked), ``ruler`` (``training.ruler.ruler_scores``: the defining measurement's own
+    AUC on the same questions, with ``features``) and, with ``cfg.calibrate``, ``calibration``
+    (``training.ruler.fit_calibration`` of the template-wording answers, keyed by the name asked)."""
     names = select_findings(ptbxl, ecg_ids, scp_table, vocab, cfg.finding_min_positives)
     codes_by_name = {name: code for code, name in names.items()}
     out: dict[str, Any] = {"findings": names}
@@ -677,6 +690,17 @@ def evaluate_findings(
                 continue
             probs = p.option_probabilities(ids, questions, options)
             block[label] = score_findings(samples, codes, probs, options, cfg.finding_min_positives)
+            if label == "model" and wording == cfg.wordings[0]:
+                truth = [s.answers != (NEGATIVE,) for s in samples]
+                if features is not None:
+                    out["ruler"] = ruler_scores(ids, codes, truth, features)
+                if cfg.calibrate:
+                    present = [1.0 - float(pr[list(o).index(NEGATIVE)])
+                               for pr, o in zip(probs, options, strict=True)]
+                    weights = [float(finding_weights(ptbxl, [i], [c])[0, 0])
+                               for i, c in zip(ids, codes, strict=True)]
+                    fitted = fit_calibration(codes, present, truth, weights)
+                    out["calibration"] = {names[c]: {"code": c, **v} for c, v in fitted.items()}
         out[wording] = block
     return out
 
@@ -720,7 +744,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     test_ids = seeded_subset(test_ids, cfg.max_records, cfg.seed, "eval-records")
     if not test_ids:
         raise ValueError(f"no {fs_src} Hz PTB-XL records in folds {cfg.folds} under {ptbxl_root}")
-    indices, skipped = encode_records(ecg_tokenizer, preprocess_cfg, ptbxl, test_ids, cfg.progress)
+    indices, skipped, features = encode_records(ecg_tokenizer, preprocess_cfg, ptbxl, test_ids, cfg.progress)
     ecg_ids = [i for i in test_ids if i in indices]
     train_ids = ptbxl.ids(cfg.train_folds, fs_hz=fs_src)
     data = build_eval_data(cfg, ptbxl, scp_table, ecgqa_root, ecg_ids, train_ids)
@@ -733,7 +757,8 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         source = ablation_permutation(ecg_ids, [ptbxl.entries[i].strat_fold for i in ecg_ids], cfg.seed)
         ablated = predictor.with_ecg_of(source)
     qa, reports, rows = evaluate_predictions(data, predictor, predictor, meta.prompt.report_question, ablated)
-    findings = evaluate_findings(cfg, ptbxl, scp_table, data.answer_vocab, ecg_ids, predictor, ablated)
+    findings = evaluate_findings(cfg, ptbxl, scp_table, data.answer_vocab, ecg_ids, predictor, ablated,
+                                 features)
     results: dict[str, Any] = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "checkpoint_dir": str(cfg.checkpoint_dir),

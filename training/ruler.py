@@ -76,6 +76,10 @@ def ruler_scores(ecg_ids: Sequence[int], codes: Sequence[str], truth: Sequence[b
     return out
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow for large |z|
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, float), P_EPS, 1 - P_EPS)
     return np.log(p / (1 - p))
@@ -91,7 +95,7 @@ def fit_platt(p: np.ndarray, truth: np.ndarray, weights: np.ndarray | None = Non
     X = np.stack([x, np.ones_like(x)], axis=1)
     theta = np.array([1.0, 0.0])
     for _ in range(iters):
-        q = 1 / (1 + np.exp(-(X @ theta)))
+        q = _sigmoid(X @ theta)
         grad = X.T @ (w * (q - y)) + l2 * theta
         hess = (X * (w * q * (1 - q))[:, None]).T @ X + l2 * np.eye(2)
         step = np.linalg.solve(hess, grad)
@@ -103,7 +107,7 @@ def fit_platt(p: np.ndarray, truth: np.ndarray, weights: np.ndarray | None = Non
 
 def apply_platt(p: np.ndarray, a: float, b: float) -> np.ndarray:
     """The calibrated probability of presence of p(present) ``p``."""
-    return 1 / (1 + np.exp(-(a * _logit(p) + b)))
+    return _sigmoid(a * _logit(p) + b)
 
 
 def _best_threshold(q: np.ndarray, truth: np.ndarray, w: np.ndarray) -> float:

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 
 import pytest
+
+from diagecg.measure import FEATURE_NAMES
 from builders import INSTRUCT_CORPUS, demo_text_tokenizer, llama_with_ecg_tokens, save_random_ecg_tokenizer
 
 from diagecg.answers import format_answer
@@ -294,6 +296,27 @@ def test_main_writes_per_type_accuracy_beside_baselines(e2e, ptbxl):
             assert set(per) == set(findings["findings"])
             assert all(row["n"] == 5 for row in per.values())
     assert "Findings, template wording" in table and "AUC abl" in table
+    # the ruler: each finding with a defining measurement, scored on the same questions
+    ruler = findings["ruler"]
+    assert set(ruler) <= set(findings["findings"]) and "NORM" not in ruler and "ruler AUC" in table
+    for code, row in ruler.items():
+        assert row["n"] == 5 and row["feature"] in FEATURE_NAMES and len(row["auc_ci"]) == 2
+    assert "calibration" not in findings  # only on request, on a validation fold
+
+
+def test_calibration_is_fitted_on_request(tiny_checkpoint, shared_data, tmp_path):
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = EvalConfig(checkpoint_dir=str(tiny_checkpoint), data_dir=str(shared_data / "ptbxl"), folds=(9,),
+                     max_records=30, n_reports=0, batch_size=8, device="cpu", progress=False,
+                     wordings=("template",), ablation=False, calibrate=True, finding_min_positives=3)
+    findings = main(cfg)["findings"]
+    cal = findings["calibration"]
+    assert cal, "the superclasses of 30 records have enough positives and negatives"
+    for name, row in cal.items():
+        assert findings["findings"][row["code"]] == name
+        assert {"a", "b", "threshold", "n", "n_pos"} <= set(row) and 0.0 <= row["threshold"] <= 1.0
 
 
 def test_answers_match_an_unbatched_decode_and_generate_answer(e2e, tiny_checkpoint, ptbxl):
