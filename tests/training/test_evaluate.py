@@ -7,8 +7,6 @@ import logging
 from pathlib import Path
 
 import pytest
-
-from diagecg.measure import FEATURE_NAMES
 from builders import INSTRUCT_CORPUS, demo_text_tokenizer, llama_with_ecg_tokens, save_random_ecg_tokenizer
 
 from diagecg.answers import format_answer
@@ -17,6 +15,7 @@ from diagecg.constants import LLM_META, RUN_SUMMARY
 from diagecg.datasets import resolve_data_roots
 from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS
 from diagecg.datasets.reports import report_text
+from diagecg.measure import FEATURE_NAMES
 from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta
 from diagecg.training.evaluate import (
     EvalConfig,
