@@ -15,7 +15,9 @@ On the test fold (never trained on), the macro AUC over the PTB-XL diagnostic su
     results; and its ECG ablation beside it).
 
 Probes are L2-regularised logistic regressions on standardised inputs (full batch, Adam), trained on
-the train folds, reported on the validation and the test folds.
+the train folds, reported on the validation and the test folds, each macro AUC with its 95% bootstrap
+interval (``macro_ci95``, records resampled). With ``ptbxl_full`` (the default, where the data root has
+it) every split holds ptbxl_full's records too: superclass labels are known for all of them.
 
     diagecg probe --tokenizer runs/tokenizer --data shared/data --eval-results runs/instruct/eval_results.json
 """
@@ -37,7 +39,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from diagecg.config import ConfigMixin, _check
-from diagecg.datasets import resolve_data_roots
 from diagecg.datasets.ptbxl import (
     SUPERCLASSES,
     TEST_FOLDS,
@@ -50,7 +51,7 @@ from diagecg.nn.checkpoint import load_tokenizer
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.encoder import LeadwiseEncoder
 from diagecg.training.ecg_data import LoadedRecords, load_signals, source_fs_hz
-from diagecg.training.metrics import roc_auc
+from diagecg.training.metrics import bootstrap_auc_intervals, roc_auc
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class BottleneckConfig(ConfigMixin):
 
     tokenizer_dir: str = "runs/tokenizer"  # stage-1 checkpoint (or an LLM checkpoint's ecg_tokenizer folder)
     data_dir: str = "data"
+    # also the records of ptbxl_full/ beside ptbxl/ when the data root has it (diagecg.datasets.ptbxl)
+    ptbxl_full: bool = True
     eval_results: str | None = None  # results JSON of `diagecg eval` for row (d); None = no LLM row
     out_file: str | None = None
     train_folds: tuple[int, ...] = TRAIN_FOLDS
@@ -89,10 +92,15 @@ class BottleneckConfig(ConfigMixin):
         _check(self.probe_steps >= 1, n, "probe_steps", self.probe_steps, "must be >= 1")
 
 
-def _aucs(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+def _aucs(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+    """Each superclass's AUC over (N, 5) labels and scores, their macro mean and its 95% bootstrap
+    interval (``macro_ci95``: the N records resampled)."""
     per = {c: roc_auc(labels[:, k], scores[:, k]) for k, c in enumerate(LABELS)}
     vals = [v for v in per.values() if not math.isnan(v)]
-    return {"macro": float(np.mean(vals)) if vals else math.nan, **per}
+    records = np.arange(len(labels))
+    ci = bootstrap_auc_intervals({c: (labels[:, k], scores[:, k], records) for k, c in enumerate(LABELS)},
+                                 groups={"macro": LABELS})["macro"]
+    return {"macro": float(np.mean(vals)) if vals else math.nan, "macro_ci95": list(ci), **per}
 
 
 def fit_probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], steps: int, weight_decay: float,
@@ -202,7 +210,7 @@ def main(cfg: BottleneckConfig) -> dict[str, Any]:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     tokenizer, pre_cfg, _, _ = load_tokenizer(cfg.tokenizer_dir)
-    ptbxl = PtbxlDataset(resolve_data_roots(cfg.data_dir).ptbxl)
+    ptbxl = PtbxlDataset.from_data_dir(cfg.data_dir, full=cfg.ptbxl_full)
     fs = source_fs_hz(pre_cfg.fs_hz)
     splits = {"train": cfg.train_folds, "valid": cfg.valid_folds, "test": cfg.test_folds}
     data = {k: load_signals(ptbxl, ptbxl.ids(f, fs_hz=fs), pre_cfg, progress=cfg.progress)

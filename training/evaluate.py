@@ -1,6 +1,12 @@
 """Held-out evaluation of an instruction-tuned checkpoint: ECG-QA exact match and reports.
 
-What is measured, on PTB-XL folds the checkpoint never trained on (fold 10 by default):
+What is measured, on PTB-XL folds the checkpoint never trained on (fold 10 by default: ``ptbxl/``'s fold
+10 and, with ``ptbxl_full``, the test split of ``ptbxl_full/``, about 2,100 records; ``max_records``
+draws a seeded subset stratified by :func:`eval_record_strata`). Statements are asked only of records
+whose statements are labelled; superclass and NORM questions of every record. The AF-enriched subset of
+``ptbxl_full`` is corrected for with ``PtbxlDataset.statement_weights``: in the majority baselines'
+counts and in every per-finding number (AUC, rates, calibration). Per-finding AUCs and their macro means
+come with 95% bootstrap intervals (``n_bootstrap`` draws, records resampled).
 
 * **QA exact match** (ECG-QA, Oh et al. 2023, arXiv 2306.15681): the generated answer, read by
   :func:`diagecg.answers.normalize_answer`, must equal the reference answer set. Questions are the
@@ -81,7 +87,7 @@ from tokenizers import Tokenizer
 from diagecg.answers import format_answer, normalize_answer
 from diagecg.config import ConfigMixin, PreprocessConfig, _check
 from diagecg.constants import RUN_SUMMARY
-from diagecg.datasets import resolve_data_roots, seeded_subset
+from diagecg.datasets import resolve_data_roots, seeded_subset, stratified_subset
 from diagecg.datasets.ecgqa import (
     WORDINGS,
     AnswerVocabulary,
@@ -105,6 +111,7 @@ from diagecg.training.encode_records import encode_signals
 from diagecg.training.findings import (
     NEGATIVE,
     ablation_permutation,
+    finding_sample_weights,
     option_probabilities,
     score_findings,
     select_findings,
@@ -133,18 +140,21 @@ class EvalConfig(ConfigMixin):
 
     checkpoint_dir: str = "runs/instruct"  # output folder of ``diagecg train instruct``
     data_dir: str = "data"  # shared data root (holding ptbxl/ and ecgqa/) or the ptbxl folder itself
+    # also the records of ptbxl_full/ beside ptbxl/ when the data root has it (diagecg.datasets.ptbxl)
+    ptbxl_full: bool = True
     out_file: str | None = None  # results JSON; predictions go beside it (PREDICTIONS_SUFFIX)
     folds: tuple[int, ...] = TEST_FOLDS  # evaluated; must not overlap any fold the checkpoint trained on
     train_folds: tuple[int, ...] = TRAIN_FOLDS  # where the majority baselines count answers
     wordings: tuple[str, ...] = EVAL_WORDINGS  # "template" (training wording) / "paraphrase" (held out)
     include_ecgqa_noise: bool = True  # add ECG-QA's released noise questions on the evaluated records
-    max_records: int | None = None  # a seeded subset of the evaluated records; None = all
+    max_records: int | None = None  # a seeded stratified subset of the evaluated records; None = all
     max_questions: int | None = None  # per wording: a seeded subset (same questions for every wording)
     n_reports: int | None = None  # reports to generate (seeded subset); None = all, 0 = none
     max_new_tokens: int | None = None  # None = the checkpoint's GenerationConfig.max_new_tokens
     seed: int = 0  # question generation and subsets
     ablation: bool = True  # also score the model with each record's ECG tokens swapped for another's
     finding_min_positives: int = 10  # statements with this many positives get a per-finding row (and macro)
+    n_bootstrap: int = 1000  # bootstrap draws of the per-finding AUCs' 95% intervals; 0 = none
     # fit the per-finding calibration (training.ruler.fit_calibration) on these folds' answers: run it on a
     # validation fold (9), never on the test fold; export writes it into the bundle
     calibrate: bool = False
@@ -173,6 +183,7 @@ class EvalConfig(ConfigMixin):
         _check(self.batch_size >= 1, n, "batch_size", self.batch_size, "must be >= 1")
         _check(self.finding_min_positives >= 1, n, "finding_min_positives", self.finding_min_positives,
                "must be >= 1")
+        _check(self.n_bootstrap >= 0, n, "n_bootstrap", self.n_bootstrap, "must be >= 0")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), n, "device",
                self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
 
@@ -190,6 +201,9 @@ class EvalData:
     reports: list[tuple[int, str]]  # (ecg_id, reference report)
     n_empty_reference: int  # evaluated records without any statement (no report reference)
     answer_vocab: AnswerVocabulary
+    # what each training question counts in the majority baselines (its record's statement weight;
+    # 1 for records without statement labels, which are asked about their superclasses only)
+    train_weights: list[float] | None = None
 
 
 def build_eval_data(
@@ -240,13 +254,33 @@ def build_eval_data(
 
     train = generate_questions(ptbxl, list(train_ids), scp_table, cfg.seed, answer_vocab=vocab)
     train += [s for s in released.get(False, []) if s.ecg_id not in test_set]
+    stmt_w = dict(zip(train_ids, ptbxl.statement_weights(list(train_ids)), strict=True))
+    train_weights = [float(stmt_w[s.ecg_id]) if ptbxl.entries[s.ecg_id].statements_labelled else 1.0
+                     for s in train]
 
     references = [(i, report_text(ptbxl.entries[i], scp_table, "en")) for i in ids]
     with_text = [(i, r) for i, r in references if r]
     chosen = seeded_subset(range(len(with_text)), cfg.n_reports, cfg.seed, "eval-subset")
     reports = [] if cfg.n_reports == 0 else [with_text[k] for k in chosen]
     return EvalData(ecg_ids=ids, questions=questions, train_questions=train, reports=reports,
-                    n_empty_reference=len(references) - len(with_text), answer_vocab=vocab)
+                    n_empty_reference=len(references) - len(with_text), answer_vocab=vocab,
+                    train_weights=train_weights)
+
+
+def eval_record_strata(ptbxl: PtbxlDataset,
+                       ecg_ids: Sequence[int]) -> list[tuple[bool, bool, tuple[str, ...]]]:
+    """The stratum of each record for ``max_records``: whether its statements are labelled, whether it
+    has AFIB, and its superclasses."""
+    return [(e.statements_labelled, "AFIB" in e.scp_codes, tuple(sorted(e.superclasses)))
+            for e in (ptbxl.entries[i] for i in ecg_ids)]
+
+
+def eval_record_subset(ptbxl: PtbxlDataset, ecg_ids: Sequence[int], max_records: int | None,
+                       seed: int) -> list[int]:
+    """The records ``diagecg eval`` evaluates with ``max_records`` and ``seed``: a seeded subset of
+    ``ecg_ids`` with the share of each :func:`eval_record_strata` stratum kept."""
+    return stratified_subset(list(ecg_ids), eval_record_strata(ptbxl, ecg_ids), max_records, seed,
+                             "eval-records")
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -277,6 +311,7 @@ def score_qa(
     train_samples: Sequence[QASample],
     vocab: AnswerVocabulary,
     ablated: Sequence[str] | None = None,
+    train_weights: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Exact match of the model, of both majority baselines and of the ECG-ablated model, per group
     (plus ``verify+choose``) and per template.
@@ -288,6 +323,7 @@ def score_qa(
         vocab: answer options per template (for ``valid_format``).
         ablated: the answers with each record's ECG tokens swapped for another record's (column
             ``ablated``); None = no such column.
+        train_weights: what each train sample counts in the baselines' majorities; None = 1 each.
 
     Returns:
         ``{"n", "valid_format", "groups", "by_template"}`` as in the module docstring.
@@ -298,8 +334,8 @@ def score_qa(
         return {"n": 0, "valid_format": 0.0, "groups": {}, "by_template": {}}
     columns = {
         "model": list(predictions),
-        "majority_template": majority_predictions(train_samples, samples, by="template"),
-        "majority_question": majority_predictions(train_samples, samples, by="question"),
+        "majority_template": majority_predictions(train_samples, samples, "template", train_weights),
+        "majority_question": majority_predictions(train_samples, samples, "question", train_weights),
     }
     if ablated is not None:
         columns["ablated"] = list(ablated)
@@ -341,7 +377,8 @@ def evaluate_predictions(
         ids, questions = [s.ecg_id for s in samples], [s.question for s in samples]
         preds = predict_qa(ids, questions)
         ablated = predict_ablated(ids, questions) if predict_ablated is not None else None
-        qa[wording] = score_qa(samples, preds, data.train_questions, data.answer_vocab, ablated)
+        qa[wording] = score_qa(samples, preds, data.train_questions, data.answer_vocab, ablated,
+                               data.train_weights)
         for k, (s, p) in enumerate(zip(samples, preds, strict=True)):
             ref = format_answer(s.answers)
             rows.append({"task": "qa", "wording": wording, "ecg_id": s.ecg_id, "template_id": s.template_id,
@@ -683,13 +720,15 @@ def evaluate_findings(
         ids, questions = [s.ecg_id for s in samples], [s.question for s in samples]
         options = [vocab.options(s.template_id) for s in samples]
         codes = [codes_by_name[s.attributes[0]] for s in samples]
+        weights = finding_sample_weights(ptbxl, ids, codes)  # AF-enriched subset corrected
         block: dict[str, Any] = {}
         for label, p in (("model", predictor), ("ablated", ablated)):
             if p is None:
                 block[label] = None
                 continue
             probs = p.option_probabilities(ids, questions, options)
-            block[label] = score_findings(samples, codes, probs, options, cfg.finding_min_positives)
+            block[label] = score_findings(samples, codes, probs, options, cfg.finding_min_positives,
+                                          weights=weights, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
             if label == "model" and wording == cfg.wordings[0]:
                 truth = [s.answers != (NEGATIVE,) for s in samples]
                 if features is not None:
@@ -737,11 +776,10 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     text_tokenizer = Tokenizer.from_file(str(paths.text_tokenizer))
     ecg_tokenizer, preprocess_cfg, _, _ = load_tokenizer(paths.ecg_tokenizer_dir, device)
 
-    ptbxl = PtbxlDataset(ptbxl_root)
+    ptbxl = PtbxlDataset.from_data_dir(cfg.data_dir, full=cfg.ptbxl_full)
     scp_table = load_scp_table(ptbxl_root)
     fs_src = source_fs_hz(preprocess_cfg.fs_hz)
-    test_ids = ptbxl.ids(cfg.folds, fs_hz=fs_src)
-    test_ids = seeded_subset(test_ids, cfg.max_records, cfg.seed, "eval-records")
+    test_ids = eval_record_subset(ptbxl, ptbxl.ids(cfg.folds, fs_hz=fs_src), cfg.max_records, cfg.seed)
     if not test_ids:
         raise ValueError(f"no {fs_src} Hz PTB-XL records in folds {cfg.folds} under {ptbxl_root}")
     indices, skipped, features = encode_records(ecg_tokenizer, preprocess_cfg, ptbxl, test_ids, cfg.progress)
@@ -754,7 +792,8 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
                              cfg.max_new_tokens, cfg.progress)
     ablated = None
     if cfg.ablation:
-        source = ablation_permutation(ecg_ids, [ptbxl.entries[i].strat_fold for i in ecg_ids], cfg.seed)
+        folds = [ptbxl.entries[i].strat_fold or 0 for i in ecg_ids]  # 0: a training record of unknown fold
+        source = ablation_permutation(ecg_ids, folds, cfg.seed)
         ablated = predictor.with_ecg_of(source)
     qa, reports, rows = evaluate_predictions(data, predictor, predictor, meta.prompt.report_question, ablated)
     findings = evaluate_findings(cfg, ptbxl, scp_table, data.answer_vocab, ecg_ids, predictor, ablated,
@@ -771,6 +810,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         "device": str(device),
         "n_records": len(ecg_ids),
         "n_records_skipped": len(skipped),
+        "n_records_statements_labelled": len(ptbxl.statements_labelled_ids(ecg_ids)),
         "n_prompts_over_context": predictor.n_over_context,
         "qa": qa,
         "findings": json_safe(findings),

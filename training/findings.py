@@ -12,7 +12,13 @@ teacher-forced), and the options' probabilities are normalised over the options.
   diagnostic statements whose uncertain labels ECG-QA answers ``not sure``); a record is positive
   when it shows the finding with any likelihood;
 * ``sensitivity`` / ``specificity`` / ``balanced_accuracy`` of the answer, the most probable option
-  (what a decoder restricted to the options returns), read as positive unless it is ``no``.
+  (what a decoder restricted to the options returns), read as positive unless it is ``no``;
+* ``auc_ci95``: the 95% percentile bootstrap interval of the AUC, records resampled (jointly for all
+  findings, so the macro means get intervals too).
+
+Statements are asked only of records whose statements are labelled (``finding_questions``). With
+:func:`finding_sample_weights` every number is importance-weighted, so the AF-enriched subset of
+ptbxl_full counts as PTB-XL's own AFIB prevalence would (superclass questions weigh 1).
 
 The **ECG ablation** asks the same questions with each record's ECG tokens replaced by another
 record's of the same fold (a seeded derangement; patient features unchanged). A model that reads the
@@ -32,7 +38,7 @@ import torch
 from diagecg.datasets.ecgqa import AnswerVocabulary, QASample, finding_names
 from diagecg.datasets.ptbxl import SUPERCLASSES, PtbxlDataset, frequent_findings
 from diagecg.datasets.reports import ScpStatement
-from diagecg.training.metrics import calibration, roc_auc
+from diagecg.training.metrics import bootstrap_auc_intervals, calibration, weighted_roc_auc
 
 # reported whatever their count (the targets of the issue, and the Challenge's rhythm findings)
 TRACKED_FINDINGS: tuple[str, ...] = ("AFIB", "CLBBB", "CRBBB", "1AVB", "PVC", "PAC", "SBRAD", "STACH")
@@ -50,6 +56,13 @@ def select_findings(ptbxl: PtbxlDataset, ecg_ids: Sequence[int], scp_table: dict
     present = {code for i in ecg_ids for code in ptbxl.entries[i].scp_codes}
     tracked = [c for c in TRACKED_FINDINGS if c in present and c not in frequent]
     return finding_names((*frequent, *tracked), scp_table, answer_vocab)
+
+
+def finding_sample_weights(ptbxl: PtbxlDataset, ecg_ids: Sequence[int], codes: Sequence[str]) -> list[float]:
+    """The importance weight of each (record, finding) question: 1 for a superclass (known for every
+    record), the record's ``PtbxlDataset.statement_weights`` for a statement."""
+    w = dict(zip(ecg_ids, ptbxl.statement_weights(list(ecg_ids)), strict=True))
+    return [1.0 if c in SUPERCLASSES else float(w[i]) for i, c in zip(ecg_ids, codes, strict=True)]
 
 
 def ablation_permutation(ecg_ids: Sequence[int], folds: Sequence[int], seed: int) -> dict[int, int]:
@@ -114,16 +127,19 @@ def option_probabilities(model: Any, prompts: Sequence[Sequence[int]],
     return out
 
 
-def _rates(truth: np.ndarray, called: np.ndarray) -> tuple[float, float]:
-    pos, neg = truth.sum(), (~truth).sum()
-    sens = float((called & truth).sum() / pos) if pos else math.nan
-    spec = float((~called & ~truth).sum() / neg) if neg else math.nan
+def _rates(truth: np.ndarray, called: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    pos, neg = (w * truth).sum(), (w * ~truth).sum()
+    sens = float((w * (called & truth)).sum() / pos) if pos > 0 else math.nan
+    spec = float((w * (~called & ~truth)).sum() / neg) if neg > 0 else math.nan
     return sens, spec
 
 
 def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Sequence[np.ndarray],
-                   options: Sequence[Sequence[str]], min_positives: int) -> dict[str, Any]:
-    """Per-finding AUC, sensitivity, specificity and balanced accuracy, and their macro means.
+                   options: Sequence[Sequence[str]], min_positives: int,
+                   weights: Sequence[float] | None = None, n_bootstrap: int = 0,
+                   seed: int = 0) -> dict[str, Any]:
+    """Per-finding AUC (with a bootstrap interval), sensitivity, specificity and balanced accuracy,
+    and their macro means.
 
     Args:
         samples: the verify questions (one per record and finding).
@@ -131,37 +147,48 @@ def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Seq
         probs: each sample's option probabilities (:func:`option_probabilities`).
         options: each sample's option texts, in the order of ``probs``.
         min_positives: findings with fewer positives are reported but left out of the macro means.
+        weights: importance weight of each sample (:func:`finding_sample_weights`) for every metric and
+            the calibration tables; None = 1 each. ``n`` and ``n_pos`` stay counts.
+        n_bootstrap: bootstrap draws of the 95% intervals (records resampled); 0 = no intervals.
+        seed: the bootstrap's seed.
 
     Returns:
-        ``{"per_finding": {code: {"name", "n", "n_pos", "auc", "sensitivity", "specificity",
+        ``{"per_finding": {code: {"name", "n", "n_pos", "auc", "auc_ci95", "sensitivity", "specificity",
         "balanced_accuracy"}}, "calibration": {"presence", "answer"}`` (reliability tables of
         ``diagecg.training.metrics.calibration`` over every question) and ``"macro": {"superclass_auc",
-        "superclass_balanced_accuracy", "statement_auc", "statement_balanced_accuracy",
-        "n_superclasses", "n_statements"}}``.
+        "superclass_auc_ci95", "superclass_balanced_accuracy", "statement_auc", "statement_auc_ci95",
+        "statement_balanced_accuracy", "n_superclasses", "n_statements"}}``; an interval is ``[low,
+        high]``, or None without bootstrap.
     """
     rows: dict[str, dict[str, list[Any]]] = {}
-    for s, c, p, opts in zip(samples, codes, probs, options, strict=True):
+    sample_w = [1.0] * len(samples) if weights is None else [float(w) for w in weights]
+    assert len(sample_w) == len(samples), f"{len(sample_w)} weights for {len(samples)} samples"
+    for s, c, p, opts, w in zip(samples, codes, probs, options, sample_w, strict=True):
         neg = list(opts).index(NEGATIVE)
-        r = rows.setdefault(c, {"truth": [], "score": [], "called": [], "name": [s.attributes[0]]})
+        r = rows.setdefault(c, {"truth": [], "score": [], "called": [], "name": [s.attributes[0]], "w": [],
+                                "ecg_id": []})
         r["truth"].append(s.answers != (NEGATIVE,))
         r["score"].append(1.0 - float(p[neg]))
         r["called"].append(int(np.argmax(p)) != neg)
+        r["w"].append(w)
+        r["ecg_id"].append(s.ecg_id)
     # reliability of p(present) as the probability that the finding is there, and of the answer's
     # confidence of the positive/negative call (p(present) or 1 - p(present)) as the probability that
     # the call is right
     truth = np.concatenate([r["truth"] for r in rows.values()]) if rows else np.zeros(0, bool)
     present = np.concatenate([r["score"] for r in rows.values()]) if rows else np.zeros(0)
     called = np.concatenate([r["called"] for r in rows.values()]) if rows else np.zeros(0, bool)
+    w_all = np.concatenate([r["w"] for r in rows.values()]) if rows else np.zeros(0)
     confidence = np.where(called, present, 1.0 - present)
-    reliability = {"presence": calibration(truth, np.clip(present, 0.0, 1.0)),
-                   "answer": calibration(called == truth, np.clip(confidence, 0.0, 1.0))}
+    reliability = {"presence": calibration(truth, np.clip(present, 0.0, 1.0), weights=w_all),
+                   "answer": calibration(called == truth, np.clip(confidence, 0.0, 1.0), weights=w_all)}
     per: dict[str, dict[str, Any]] = {}
     for c, r in rows.items():
-        truth, called = np.array(r["truth"]), np.array(r["called"])
-        sens, spec = _rates(truth, called)
+        truth, called, w = np.array(r["truth"]), np.array(r["called"]), np.array(r["w"])
+        sens, spec = _rates(truth, called, w)
         per[c] = {"name": r["name"][0], "n": len(truth), "n_pos": int(truth.sum()),
-                  "auc": roc_auc(truth, r["score"]), "sensitivity": sens, "specificity": spec,
-                  "balanced_accuracy": (sens + spec) / 2}
+                  "auc": weighted_roc_auc(truth, r["score"], w), "auc_ci95": None, "sensitivity": sens,
+                  "specificity": spec, "balanced_accuracy": (sens + spec) / 2}
 
     def macro(keys: list[str], metric: str) -> float:
         vals = [per[k][metric] for k in keys if not math.isnan(per[k][metric])]
@@ -169,7 +196,18 @@ def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Seq
 
     sup = [c for c in per if c in SUPERCLASSES]
     stm = [c for c in per if c not in SUPERCLASSES and per[c]["n_pos"] >= min_positives]
+    intervals: dict[str, list[float] | None] = {"superclass": None, "statement": None}
+    if n_bootstrap > 0 and rows:
+        ci = bootstrap_auc_intervals({c: (r["truth"], r["score"], r["ecg_id"]) for c, r in rows.items()},
+                                     groups={"superclass": sup, "statement": stm},
+                                     weights={c: r["w"] for c, r in rows.items()}, n_boot=n_bootstrap,
+                                     seed=seed)
+        for c in per:
+            per[c]["auc_ci95"] = list(ci[c])
+        intervals = {"superclass": list(ci["superclass"]), "statement": list(ci["statement"])}
     return {"per_finding": per, "calibration": reliability, "macro": {
-        "superclass_auc": macro(sup, "auc"), "superclass_balanced_accuracy": macro(sup, "balanced_accuracy"),
-        "statement_auc": macro(stm, "auc"), "statement_balanced_accuracy": macro(stm, "balanced_accuracy"),
+        "superclass_auc": macro(sup, "auc"), "superclass_auc_ci95": intervals["superclass"],
+        "superclass_balanced_accuracy": macro(sup, "balanced_accuracy"),
+        "statement_auc": macro(stm, "auc"), "statement_auc_ci95": intervals["statement"],
+        "statement_balanced_accuracy": macro(stm, "balanced_accuracy"),
         "n_superclasses": len(sup), "n_statements": len(stm)}}

@@ -270,8 +270,9 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
     # --- data: questions and reports of the training folds; validation on fold 9 ---
     roots = resolve_data_roots(cfg.data_dir)
     ptbxl_root = roots.ptbxl
-    ptbxl = PtbxlDataset(ptbxl_root)
-    tokens = load_or_encode_tokens(ecg_tokenizer_dir, cfg.data_dir, out_dir, cfg.progress)
+    ptbxl = PtbxlDataset.from_data_dir(cfg.data_dir, full=cfg.ptbxl_full)
+    tokens = load_or_encode_tokens(ecg_tokenizer_dir, cfg.data_dir, out_dir, cfg.progress,
+                                   full=cfg.ptbxl_full)
     fs_src = source_fs_hz(stage1_configs(ecg_tokenizer_dir)[0].fs_hz)
     train_ids, valid_ids = split_encoded_ids(ptbxl, tokens, fs_src, cfg.train_folds, cfg.valid_folds,
                                              cfg.max_train_records, cfg.seed)
@@ -336,10 +337,12 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
     }
     report_ratio = cfg.report_ratio if pools["qa"] and pools["report"] else (1.0 if pools["report"] else 0.0)
     logger.info(
-        "instruct data: %d QA + %d report instructions from %d records (valid %d + %d from %d)",
+        "instruct data: %d QA + %d report instructions from %d records, %d with statement labels (the others "
+        "are asked about their superclasses only; valid %d + %d from %d)",
         len(pools["qa"]),
         len(pools["report"]),
         len(train_ids),
+        len(ptbxl.statements_labelled_ids(train_ids)),
         len(valid_pools["qa"]),
         len(valid_pools["report"]),
         len(valid_ids),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -73,4 +73,31 @@ def seeded_subset(items: Sequence[T], limit: int | None, seed: int, purpose: str
     if limit is None or limit >= len(items):
         return list(items)
     chosen = set(random.Random(f"{purpose}-{seed}").sample(range(len(items)), limit))
+    return [x for k, x in enumerate(items) if k in chosen]
+
+
+def stratified_subset(items: Sequence[T], strata: Sequence[Hashable], limit: int | None, seed: int,
+                      purpose: str = "subset") -> list[T]:
+    """``limit`` of ``items`` drawn with a seed so that each stratum keeps its share, in their original
+    order (all when ``limit`` is None or not smaller).
+
+    Each stratum gets ``floor(limit * share)`` items, and the items left over go to the strata with the
+    largest remainders (ties by first appearance), so the subset's composition is as close to the whole
+    as ``limit`` allows; the items within a stratum are a seeded random draw.
+    """
+    if len(strata) != len(items):
+        raise ValueError(f"{len(strata)} strata for {len(items)} items")
+    if limit is None or limit >= len(items):
+        return list(items)
+    members: dict[Hashable, list[int]] = {}
+    for k, s in enumerate(strata):
+        members.setdefault(s, []).append(k)
+    exact = {s: limit * len(m) / len(items) for s, m in members.items()}
+    quota = {s: int(q) for s, q in exact.items()}
+    order = list(members)  # first appearance
+    leftover = sorted(order, key=lambda s: (-(exact[s] - quota[s]), order.index(s)))
+    for s in leftover[: limit - sum(quota.values())]:
+        quota[s] += 1
+    rng = random.Random(f"{purpose}-stratified-{seed}")
+    chosen = {k for s in order for k in rng.sample(members[s], quota[s])}
     return [x for k, x in enumerate(items) if k in chosen]

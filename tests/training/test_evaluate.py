@@ -256,7 +256,7 @@ def e2e(tiny_checkpoint, shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "eval.json"
     cfg = EvalConfig(checkpoint_dir=str(tiny_checkpoint), data_dir=str(shared_data / "ptbxl"),
                      out_file=str(out), max_records=5, n_reports=3, batch_size=4, device="cpu",
-                     progress=False)
+                     progress=False, ptbxl_full=False)  # ptbxl/ alone: the `ptbxl` fixture's records
     return cfg, main(cfg), out
 
 
