@@ -309,7 +309,8 @@ def test_calibration_is_fitted_on_request(tiny_checkpoint, shared_data, tmp_path
     torch.set_num_threads(1)
     cfg = EvalConfig(checkpoint_dir=str(tiny_checkpoint), data_dir=str(shared_data / "ptbxl"), folds=(9,),
                      max_records=30, n_reports=0, batch_size=8, device="cpu", progress=False,
-                     wordings=("template",), ablation=False, calibrate=True, finding_min_positives=3)
+                     wordings=("template",), ablation=False, calibrate=True, finding_min_positives=3,
+                     ptbxl_full=False)  # ptbxl/ alone: the tiny checkpoint's test records
     findings = main(cfg)["findings"]
     cal = findings["calibration"]
     assert cal, "the superclasses of 30 records have enough positives and negatives"
