@@ -80,6 +80,8 @@ class TokenizerTrainConfig(ConfigMixin):
     summary_min_positives: int = 8  # a statement gets a summary token with this many training positives
     summary_weight: float = 1.0  # weight of the findings' binary cross-entropy beside the reconstruction MSE
     summary_hidden: int = 128
+    # binned measurement tokens after the finding tokens (diagecg.measure.MEASURE_TOKEN_EDGES); needs summary
+    measure_tokens: bool = True
     augment: bool = True  # random gain and noise in mV (other devices), before z-score and measurements
     seed: int = 0
     eval_every: int = 250  # also the checkpoint interval
@@ -266,6 +268,9 @@ class SFTConfig(LlmStageConfig):
     # class-balanced verify questions ("Does this ECG show symptoms of X?"), one pool per finding and
     # answer, drawn finding first, then present/absent with equal odds
     finding_verify_ratio: float = 0.0  # share of the QA rows drawn from these pools; 0 = off
+    # share of the other QA rows asked about records without statement labels (most of ptbxl_full: only
+    # superclass and normal-ECG questions); None = drawn from one pool with the rest (about 60% of it)
+    unlabelled_qa_share: float | None = 0.3
     finding_min_positives: int = 8  # a statement is asked about when this many training records show it
     wording: Literal["template", "mixed"] = "mixed"  # "paraphrase" is held out for evaluation
     eval_generate: int = 32  # validation questions answered greedily at the end (exact match); 0 = off
@@ -286,4 +291,6 @@ class SFTConfig(LlmStageConfig):
                "must be in [0, 1]")
         _check(self.finding_min_positives >= 1, n, "finding_min_positives", self.finding_min_positives,
                "must be >= 1")
+        share = self.unlabelled_qa_share
+        _check(share is None or 0 <= share <= 1, n, "unlabelled_qa_share", share, "None or in [0, 1]")
         _check(self.eval_generate >= 0, n, "eval_generate", self.eval_generate, "must be >= 0")

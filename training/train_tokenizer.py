@@ -54,7 +54,7 @@ from diagecg.datasets.ptbxl import (
     frequent_findings,
 )
 from diagecg.errors import DiagEcgError
-from diagecg.measure import FEATURE_NAMES, measure_features
+from diagecg.measure import FEATURE_NAMES, MEASURE_TOKEN_EDGES
 from diagecg.nn.checkpoint import (
     has_checkpoint,
     load_optimizer_state,
@@ -64,7 +64,7 @@ from diagecg.nn.checkpoint import (
     save_checkpoint,
 )
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
-from diagecg.preprocess import zscore
+from diagecg.preprocess import measure_signal, zscore
 from diagecg.training.configs import TokenizerTrainConfig
 from diagecg.training.ecg_data import load_signals, source_fs_hz
 from diagecg.training.metrics import roc_auc
@@ -98,14 +98,34 @@ def code_usage(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
     return {"codes_used": used, "code_usage": used / codebook_size, "perplexity": math.exp(entropy)}
 
 
-def augment_mv(x_mv: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random recording conditions of other devices, in mV: a gain per record (x0.75-1.33) and per lead
-    (x0.9-1.1), and white noise of up to 0.04 mV. (B, leads, n) -> same shape, float32."""
-    B, L, _ = x_mv.shape
+def augment_mv(x_mv: np.ndarray, rng: np.random.Generator, fs_hz: float = 100.0,
+               devices: bool = True) -> np.ndarray:
+    """Random recording conditions of other devices, in mV, on (B, leads, n) signals at ``fs_hz``:
+    a gain per record (x0.75-1.33) and per lead (x0.9-1.1); white noise of up to 0.04 mV; for half the
+    records a narrower bandwidth (a 2-4 sample moving average: other recorders' low-pass filters);
+    for a third, residual baseline wander (up to 0.3 mV at 0.05-0.5 Hz); for a fifth, a burst of
+    electrode noise (up to 0.2 mV, 0.5-2 s) on one lead. Mains interference is not simulated at the
+    model rate: the runtime's anti-alias resampling removes 50/60 Hz before the model sees a record.
+    ``devices=False`` applies the gain and the white noise only. Returns float32 of the same shape."""
+    B, L, n = x_mv.shape
     gain = np.exp(rng.uniform(math.log(0.75), math.log(4 / 3), size=(B, 1, 1)))
     gain = gain * rng.uniform(0.9, 1.1, (B, L, 1))
+    x = x_mv * gain
+    t = np.arange(n) / fs_hz
+    for b in range(B if devices else 0):
+        if rng.random() < 0.5:
+            kernel = np.full(int(rng.integers(2, 5)), 1.0)
+            x[b] = np.stack([np.convolve(v, kernel / kernel.size, mode="same") for v in x[b]])
+        if rng.random() < 1 / 3:
+            f = rng.uniform(0.05, 0.5)
+            x[b] += rng.uniform(0, 0.3) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)) \
+                * rng.uniform(0.5, 1.0, (L, 1))
+        if rng.random() < 0.2:
+            lead, dur = int(rng.integers(L)), int(rng.uniform(0.5, 2.0) * fs_hz)
+            start = int(rng.integers(0, max(1, n - dur)))
+            x[b, lead, start:start + dur] += rng.normal(size=min(dur, n - start)) * rng.uniform(0.05, 0.2)
     noise = rng.normal(size=x_mv.shape) * rng.uniform(0.0, 0.04, size=(B, 1, 1))
-    return (x_mv * gain + noise).astype(np.float32)
+    return (x + noise).astype(np.float32)
 
 
 def summary_auc(logits: np.ndarray, labels: np.ndarray, findings: tuple[str, ...]) -> dict[str, Any]:
@@ -218,8 +238,10 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
     summary_cfg = stored_summary
     if summary_cfg is None and cfg.summary and not resuming:
         findings = frequent_findings(ptbxl, train_set.ids, cfg.summary_min_positives)
+        names = tuple(MEASURE_TOKEN_EDGES) if cfg.measure_tokens else ()
         summary_cfg = SummaryConfig(findings=findings, levels=cfg.summary_levels, features=FEATURE_NAMES,
-                                    hidden=cfg.summary_hidden)
+                                    hidden=cfg.summary_hidden, measure_tokens=names,
+                                    measure_edges=tuple(MEASURE_TOKEN_EDGES[k] for k in names))
     if summary_cfg is not None and summary_cfg.features != FEATURE_NAMES:
         raise ValueError(f"{out_dir} was trained on other measurements than diagecg.measure computes now "
                          f"({len(summary_cfg.features)} vs {len(FEATURE_NAMES)}); train a new tokenizer")
@@ -283,10 +305,12 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
         f = None
         if cfg.augment:  # new recording conditions in mV, then the same z-score and measurements as always
             assert train_set.prepared_mv is not None
-            mv = augment_mv(train_set.prepared_mv[batch_idx.numpy()], np.random.default_rng([cfg.seed, step]))
+            mv = augment_mv(train_set.prepared_mv[batch_idx.numpy()], np.random.default_rng([cfg.seed, step]),
+                            pre_cfg.fs_hz)
             x = torch.from_numpy(zscore(mv, pre_cfg)).to(device)  # (B, leads, samples)
             if summary_cfg is not None:
-                f = torch.from_numpy(np.stack([measure_features(m, pre_cfg.fs_hz) for m in mv])).to(device)
+                f = np.stack([measure_signal(m, pre_cfg.fs_hz, pre_cfg) for m in mv])  # one rate for all
+                f = torch.from_numpy(f).to(device)
         else:
             x = train_x[batch_idx.to(device)]  # (B, leads, samples)
             if summary_cfg is not None:

@@ -25,7 +25,7 @@ from diagecg.constants import (
 from diagecg.datasets import resolve_data_roots, seeded_subset
 from diagecg.datasets.ptbxl import SUPERCLASSES, PtbxlDataset, finding_labels
 from diagecg.errors import CheckpointError
-from diagecg.measure import FEATURE_NAMES
+from diagecg.measure import FEATURE_NAMES, MEASURE_TOKEN_EDGES
 from diagecg.nn.checkpoint import (
     load_optimizer_state,
     load_tokenizer,
@@ -129,7 +129,11 @@ def test_summary_checkpoint_stores_the_findings_superclasses_first(runs: dict, p
     counts = np.array(finding_labels(ptbxl, train_ids, stored.findings)).sum(axis=0)
     assert (counts[len(SUPERCLASSES):] >= cfg.summary_min_positives).all()
     s = runs["full"]
-    assert s["n_summary_tokens"] == len(stored.findings) and s["summary_findings"] == list(stored.findings)
+    # one token per finding, then one per binned measurement (diagecg.measure.MEASURE_TOKEN_EDGES)
+    assert stored.measure_tokens == tuple(MEASURE_TOKEN_EDGES) and cfg.measure_tokens
+    assert stored.measure_edges == tuple(MEASURE_TOKEN_EDGES[k] for k in stored.measure_tokens)
+    assert s["n_summary_tokens"] == len(stored.findings) + len(MEASURE_TOKEN_EDGES)
+    assert s["summary_findings"] == list(stored.findings)
 
 
 def test_summary_run_reports_auc_and_still_learns_reconstruction(runs: dict) -> None:
@@ -227,8 +231,13 @@ def test_encode_ptbxl_with_summary_puts_summary_codes_first(runs: dict, shared_d
                           progress=False, full=False)
     rows = np.stack(list(tokens.values()))
     assert rows.shape[1] == n_sum + 63
-    blocks = 1296 + np.arange(n_sum) * tok.summary_cfg.levels  # finding k: [1296 + k L, 1296 + (k+1) L)
-    assert ((rows[:, :n_sum] >= blocks) & (rows[:, :n_sum] < blocks + tok.summary_cfg.levels)).all()
+    n_find, levels = len(tok.summary_cfg.findings), tok.summary_cfg.levels
+    blocks = 1296 + np.arange(n_find) * levels  # finding k: [1296 + k L, 1296 + (k+1) L)
+    assert ((rows[:, :n_find] >= blocks) & (rows[:, :n_find] < blocks + levels)).all()
+    # then measurement m: [base_m, base_m + bins_m), after all finding codes
+    sizes = np.array([len(e) + 1 for e in tok.summary_cfg.measure_edges])
+    starts = 1296 + n_find * levels + np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    assert ((rows[:, n_find:n_sum] >= starts) & (rows[:, n_find:n_sum] < starts + sizes)).all()
     assert rows[:, n_sum:].max() < 1296
     ptbxl = PtbxlDataset(resolve_data_roots(shared_data).ptbxl)
     ids = sorted(tokens)[:4]
@@ -388,12 +397,30 @@ def test_augment_mv_is_seeded_and_keeps_shape() -> None:
 
 def test_augment_mv_changes_gain_within_the_documented_range() -> None:
     ones = np.ones((200, 12, 2000), dtype=np.float32)  # 1 mV everywhere: the mean of a lead is its gain
-    gain = augment_mv(ones, np.random.default_rng(1)).mean(axis=-1)  # (B, leads); noise averages out
+    gain = augment_mv(ones, np.random.default_rng(1), devices=False).mean(axis=-1)  # (B, leads)
     assert gain.min() >= 0.75 * 0.9 - 0.01 and gain.max() <= 4 / 3 * 1.1 + 0.01
     assert gain.min() < 0.75 and gain.max() > 1.33  # the record gain spans its range
     assert (gain.std(axis=1) > 0.01).all()  # and each lead gets its own gain on top
-    noise = augment_mv(np.zeros((200, 12, 2000), dtype=np.float32), np.random.default_rng(2)).std(axis=(1, 2))
+    noise = augment_mv(np.zeros((200, 12, 2000), dtype=np.float32), np.random.default_rng(2),
+                       devices=False).std(axis=(1, 2))
     assert noise.max() <= 0.041 and noise.min() < 0.005  # white noise of up to 0.04 mV per record
+
+
+def test_augment_mv_adds_other_devices_conditions_to_some_records() -> None:
+    fs, n = 100.0, 1000
+    square = np.where((np.arange(n) // 10) % 2 == 0, 1.0, -1.0).astype(np.float32)  # 5 Hz, sharp edges
+    x = np.broadcast_to(square, (300, 12, n)).copy()
+    y = augment_mv(x, np.random.default_rng(3), fs)
+    plain = augment_mv(x, np.random.default_rng(3), fs, devices=False)
+    # narrower bandwidth (half the records): less slope energy per amplitude; wander (a third) or an
+    # electrode burst (a fifth): some 1 s mean (0 for the square) moves: about 1 - 2/3 * 4/5 of the records
+    def sharpness(v: np.ndarray) -> np.ndarray:
+        return (np.diff(v, axis=-1) ** 2).mean(axis=(1, 2)) / (v ** 2).mean(axis=(1, 2))
+
+    smoothed = sharpness(y) < 0.8 * sharpness(plain)
+    drift = np.abs(y.reshape(300, 12, 10, 100).mean(axis=-1)).max(axis=(1, 2)) > 0.01
+    assert 0.35 < smoothed.mean() < 0.65 and 0.35 < drift.mean() < 0.65
+    assert y.dtype == np.float32 and y.shape == x.shape
 
 
 def test_summary_auc_reports_each_finding_and_superclass_mean() -> None:
