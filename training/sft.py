@@ -320,6 +320,18 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         valid_items, prompt, vocab, encode_text, tokens, patients, max_len
     )
     pools, valid_pools = _pools(train_kept, train_ex), _pools(valid_kept, valid_ex)
+    # questions about records without statement labels (superclasses only) get their own share of the rows
+    unlabelled_qa: list[Example] = []
+    if cfg.unlabelled_qa_share is not None:
+        labelled_of = {i: ptbxl.entries[i].statements_labelled for i in train_ids}
+        qa_pairs = [(item, ex) for item, ex in zip(train_kept, train_ex, strict=True) if item.task == "qa"]
+        unlabelled_qa = [ex for item, ex in qa_pairs if not labelled_of.get(item.ecg_id, True)]
+        if unlabelled_qa and len(unlabelled_qa) < len(qa_pairs):
+            pools["qa"] = [ex for item, ex in qa_pairs if labelled_of.get(item.ecg_id, True)]
+            logger.info("instruct: %d QA instructions about records without statement labels, drawn for "
+                        "%.0f%% of the QA rows", len(unlabelled_qa), 100 * cfg.unlabelled_qa_share)
+        else:
+            unlabelled_qa = []
     finding_ex, finding_kept, _ = encode_sft_items(
         finding_items, prompt, vocab, encode_text, tokens, patients, max_len
     )
@@ -394,7 +406,13 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
             n_qa = cfg.batch_size - n_report
             n_finding = sum(rng.random() < cfg.finding_verify_ratio for _ in range(n_qa)) if balanced else 0
             examples = balanced.draw(n_finding, rng) if balanced else []
-            examples += draw_examples(pools["qa"], n_qa - n_finding, rng) if pools["qa"] else []
+            n_rest = n_qa - n_finding
+            if unlabelled_qa:
+                share = cfg.unlabelled_qa_share or 0.0
+                n_unlabelled = sum(rng.random() < share for _ in range(n_rest))
+                examples += draw_examples(unlabelled_qa, n_unlabelled, rng)
+                n_rest -= n_unlabelled
+            examples += draw_examples(pools["qa"], n_rest, rng) if pools["qa"] else []
             examples += draw_examples(pools["report"], cfg.batch_size - len(examples), rng)
             row_loss, _ = trainer.backward(examples)
             recent.append(row_loss.mean().item())
