@@ -5,46 +5,77 @@ template's question type (verify / choose / query), the attribute values it may 
 answer options and example wordings. The export writes it into the manifest (``questions``);
 ``diagecg questions`` prints it.
 
-:meth:`QuestionCatalogue.match` reads an incoming question into a :class:`MatchedQuestion`: the
-template, the attributes named, the answer options, and the *canonical* wording (the template
-sentence the model was trained with), which is what the runtime sends to the model. Matching:
+:meth:`QuestionCatalogue.read` reads an incoming question into a :class:`MatchedQuestion` (the template,
+the findings named and how each was read, the polarity, the answer options, and the *canonical*
+wording, the template sentence the model was trained with, which is what the runtime sends to the
+model) or a :class:`Refusal` (a stable reason code, one sentence, and the supported questions nearest
+to it). Reading:
 
 1. Normalise: lower case, typographic quotes and dashes made plain, punctuation other than
-   ``/ - ( ) ,`` dropped, whitespace collapsed.
-2. Find the attributes named, longest surface form first and never overlapping: the attribute
-   names themselves (``complete left bundle branch block``), a trailing ``s`` (``PVCs``), and the
-   synonyms and abbreviations of :data:`SYNONYMS` (``AF``, ``AFib``, ``LBBB``, ``1st degree AVB``,
-   ``LVH``, ``PVC``...). Because the longest form wins, ``incomplete left bundle branch block`` is
-   never read as ``LBBB``.
-3. Pick the template from what was found:
+   ``/ - ( ) ,`` dropped, contractions expanded (``isn't`` -> ``is not``), British spellings made
+   American, whitespace collapsed.
+2. Find the findings named (``diagecg.finding_names``), longest name first and never overlapping:
+   the catalogue names (``complete left bundle branch block``), a trailing ``s`` (``PVCs``), synonyms
+   and abbreviations (``AF``, ``LBBB``, ``1st degree AVB``, ``inferior MI``, ``ST depression``, ``long
+   QT``...), then small misspellings of them (``atrial fibrilation``, ``right bundle brunch block``).
+   Because the longest name wins, ``incomplete left bundle branch block`` is never read as ``LBBB``.
+   A general name is read as a broader or narrower catalogue finding *with a note* (``heart block``
+   as conduction disturbance, ``ischemia`` as non-specific ischemic); a finding the model never learnt
+   (``WPW``, ``right ventricular hypertrophy``) or a localisation it lacks (``posterior ischemia``) is
+   refused by name.
+3. Read the polarity (``diagecg.polarity``): negations outside the findings' names ("no", "not",
+   "without", "absent", "ruled out", "exclude", "free of", "negative for"...) and opposites
+   ("abnormal" for "normal") each flip it, so double negations cancel.
+4. Pick the template from what was found:
 
-   * one attribute: "does the ECG show X?" (template 1), unless the question asks for a number
-     (``how many``, ``what is the rate``...), which no template answers;
-   * two attributes joined by ``or`` / ``which`` / ``between``: the choose template of the group
+   * one finding: "does the ECG show X?" (template 1), negated or not, unless the question asks for
+     a number (``how many``, ``what is the rate``...), which no template answers;
+   * two findings joined by ``or`` / ``which`` / ``between``: the choose template of the group
      both belong to (superclasses, rhythm, form, diagnostic statements; "certain" / "excluding
-     uncertain" selects the certain-only variant);
-   * none: record-level questions by keyword: normal ECG (2), anything abnormal (12), any diagnostic
-     (13/14), form (15) or rhythm (16) finding, and "what/which/list" questions about the
-     diagnostic (8/9), rhythm (10) or form (11) findings.
+     uncertain" selects the certain-only variant); a negated choice is refused;
+   * none: record-level questions by keyword: normal ECG (2; "abnormal", "anything wrong" are its
+     negation), ECG-QA's "any kind of abnormal symptoms" (12, in its own words only), any
+     diagnostic (13/14), form (15) or rhythm (16) statement, and "what/which/list" questions about the
+     diagnostic (8/9), rhythm (10) or form (11) findings. "Is the rhythm regular / irregular /
+     normal?" names no finding the model knows and is refused. :data:`SEMANTICS` says what each
+     answer means.
 
    Anything else (a numeric measurement, several findings at once, a question about something the
-   model never learnt, "What is the capital of France?") is **unsupported**: the runtime then gives
-   no clinical answer and names the closest supported questions (:meth:`QuestionCatalogue.closest`).
-
-Synonyms map to ECG-QA attribute names; one whose target is not in a bundle's catalogue is ignored.
+   model never learnt, "What is the capital of France?") is **refused**: the runtime then gives no
+   clinical answer, says why, and names the supported questions nearest to it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from diagecg.answers import format_answer
+from diagecg.finding_names import (
+    SITE_WORDS,
+    STAGE_WORDS,
+    SYNONYMS,
+    FindingTerm,
+    FoundName,
+    NameFinder,
+    finding_forms,
+    is_spelling_slip,
+)
+from diagecg.polarity import (
+    count_negations,
+    expand_contractions,
+    invert_answer,
+    invert_probabilities,
+    opposite_flips,
+    strip_framing,
+)
 
-__all__ = ["SYNONYMS", "TEMPLATES", "CatalogueEntry", "MatchedQuestion", "QuestionCatalogue",
-           "QuestionTemplate", "build_catalogue", "fill_attributes", "normalize_question"]
+__all__ = ["NORMAL_FINDINGS", "REFUSAL_REASONS", "SEMANTICS", "SYNONYMS", "TEMPLATES", "CatalogueEntry",
+           "MatchedQuestion", "QuestionCatalogue", "QuestionTemplate", "Refusal", "build_catalogue",
+           "fill_attributes", "normalize_question"]
 
 ATTRIBUTE = "${attribute}"
 ATTRIBUTE1, ATTRIBUTE2 = "${attribute1}", "${attribute2}"
@@ -133,76 +164,51 @@ TEMPLATES: dict[int, QuestionTemplate] = {t.template_id: t for t in (
 )}
 
 
-# abbreviations and common names -> ECG-QA attribute name (lower case; matched on word boundaries)
-SYNONYMS: dict[str, tuple[str, ...]] = {
-    "atrial fibrillation": ("af", "afib", "a-fib", "a fib", "atrial fib", "auricular fibrillation"),
-    "atrial flutter": ("afl", "aflutter", "a-flutter", "flutter"),
-    "complete left bundle branch block": ("lbbb", "clbbb", "left bundle branch block",
-                                          "complete lbbb", "left bundle-branch block"),
-    "complete right bundle branch block": ("rbbb", "crbbb", "right bundle branch block",
-                                           "complete rbbb", "right bundle-branch block"),
-    "incomplete left bundle branch block": ("ilbbb", "incomplete lbbb"),
-    "incomplete right bundle branch block": ("irbbb", "incomplete rbbb"),
-    "first degree av block": ("1st degree av block", "1st degree avb", "first degree avb", "1avb", "1 avb",
-                              "first-degree av block", "1st-degree av block", "first degree heart block",
-                              "1st degree heart block", "first degree atrioventricular block",
-                              "1st degree atrioventricular block", "av block i", "avb i"),
-    "left ventricular hypertrophy": ("lvh",),
-    "left anterior fascicular block": ("lafb", "left anterior hemiblock", "lahb"),
-    "left posterior fascicular block": ("lpfb", "left posterior hemiblock", "lphb"),
-    "ventricular premature complex": ("pvc", "vpc", "vpb", "pvb", "premature ventricular contraction",
-                                      "premature ventricular complex", "premature ventricular beat",
-                                      "ventricular premature beat", "ventricular extrasystole",
-                                      "ventricular ectopic beat"),
-    "atrial premature complex": ("pac", "apc", "apb", "premature atrial contraction",
-                                 "premature atrial complex",
-                                 "premature atrial beat", "atrial premature beat", "atrial extrasystole",
-                                 "supraventricular premature beat", "svpb"),
-    "sinus bradycardia": ("sinus brady", "bradycardia"),
-    "sinus tachycardia": ("sinus tach", "tachycardia"),
-    "supraventricular tachycardia": ("svt", "psvt"),
-    "sinus rhythm": ("nsr", "normal sinus rhythm"),
-    "sinus arrhythmia": ("sarrh", "respiratory sinus arrhythmia"),
-    "myocardial infarction": ("mi", "infarction", "infarct", "heart attack", "myocardial infarct"),
-    "st/t change": ("st-t change", "st t change", "st/t abnormality", "st-t abnormality", "stt change",
-                    "st/t changes", "st-t changes"),
-    "conduction disturbance": ("conduction abnormality", "conduction defect", "conduction disorder"),
-    "hypertrophy": ("ventricular hypertrophy", "chamber enlargement"),
-    "left atrial overload/enlargement": ("left atrial enlargement", "left atrial overload", "lae", "lao"),
-    "right atrial overload/enlargement": ("right atrial enlargement", "right atrial overload", "rae", "rao"),
-    "long qt-interval": ("long qt", "long qt interval", "prolonged qt", "prolonged qt interval", "long qtc",
-                         "prolonged qtc", "qt prolongation", "qt prolonged", "qtc prolonged"),
-    "prolonged pr interval": ("long pr", "long pr interval", "prolonged pr", "pr prolongation"),
-    "normal functioning artificial pacemaker": ("pacemaker", "paced rhythm", "pacing"),
-    "non-specific intraventricular conduction disturbance (block)": (
-        "ivcd", "intraventricular conduction delay", "nonspecific intraventricular block"),
-    "low qrs voltages in the frontal and horizontal leads": ("low qrs voltage", "low voltage",
-                                                             "low voltages"),
-    "high qrs voltage": ("high voltage", "high qrs voltages"),
-    "inverted t-waves": ("inverted t waves", "t wave inversion", "t-wave inversion", "inverted t"),
-    "q waves present": ("q waves", "pathological q waves", "q-waves"),
-    "digitalis effect": ("digoxin effect", "digitalis"),
-}
-
 # words that make a question ask for a number or a measurement, which no template answers
-_NUMERIC = re.compile(r"\b(how many|how much|how long|how fast|what is the (heart )?rate|heart rate|bpm|"
-                      r"\bms\b|milliseconds?|duration|interval in|qtc? (interval )?(is|value)|value of|"
+_NUMERIC = re.compile(r"\b(how many|how much|how long|how fast|how slow|how high|what is the (heart )?rate|"
+                      r"what rate|bpm|ms|milliseconds?|duration|interval in|qtc? (interval )?value|value of|"
                       r"measure|axis|age|how old|weight|height)\b")
 _CHOICE = re.compile(r"\b(or|which|between|whether)\b")
 _ONE_OF_TWO = re.compile(r"\bor\b(?!\s+(not|no)\b)")  # "A or B", not "... or not?" / "yes or no"
 _WH = re.compile(r"^(what|which|list|name|describe|tell|give|show me|report|enumerate)\b")
 _CERTAIN_ONLY = re.compile(r"\b(certain|excluding uncertain|definite|confirmed|only certain|"
                            r"without uncertain)\b")
+_UNCERTAIN_TOO = re.compile(r"\b(including uncertain|counting uncertain|"
+                            r"uncertain (findings|symptoms|ones) too)\b")
+_OTHER_THAN = re.compile(r"\b(other than|besides|apart from|except|instead of|rather than|beyond)\b")
+_AFTER_NAME = re.compile(r"\s+in (the )?([a-z0-9,/ ]+ )?(leads?|wall|territory)\b")
 _STRIP = re.compile(r"[^a-z0-9/\-(),.' ]+")
+# record-level wordings (when no finding is named)
+_ECGQA_ABNORMAL = re.compile(r"\b(any kind of )?abnormal symptoms?\b")
+_FORM = re.compile(r"\b(form|waveform|wave form|morpholog\w*|shape)")
+_RHYTHM = re.compile(r"\brhythm")
+_RHYTHM_GROUP = re.compile(r"\brhythm(-related| related)? (symptom|finding|statement)s?\b|\brhythm-related\b")
+_NORMAL = re.compile(r"\b(normal|unremarkable|ok|okay|healthy|fine)\b")
+_DIAGNOSTIC = re.compile(r"\b(diagnos|finding|symptom|statement)")
+_REGULARITY = re.compile(r"\b(regular(ly)?|irregular(ly|ity)?|arrh?ythmi\w*|dysrhythmi\w*)\b")
+_RATE = re.compile(r"\b(heart ?rate|rate|pulse)\b")
+# record-level words a spelling slip may be read as (never the other way round)
+KEYWORDS = ("normal", "abnormal", "abnormality", "abnormalities", "rhythm", "regular", "irregular",
+            "waveform", "diagnostic", "symptoms", "findings", "morphology", "evidence")
+# words that carry no meaning for finding the nearest name
+_FILLER = frozenset(
+    "a an the is are was were be been there this that these those it its of in on at to for with and or "
+    "does do did show shows showing see seen can could would will you your me my patient ecg ekg tracing "
+    "recording any sign signs symptom symptoms evidence present have has had please tell whether if "
+    "what which how why when where who here found find look looks like indicate indicates".split())
 
 
 def normalize_question(text: str) -> str:
-    """Lower case, plain quotes and dashes, no punctuation beyond ``/ - ( ) ,``, single spaces."""
+    """Lower case, plain quotes and dashes, no punctuation beyond ``/ - ( ) ,``, single spaces,
+    contractions expanded (``isn't`` -> ``is not``) and British spellings made American
+    (``ischaemia`` -> ``ischemia``)."""
     t = text.lower().replace("\u2019", "'").replace("\u2013", "-").replace("\u2014", "-")
     t = t.replace("°", " degree ")
     t = _STRIP.sub(" ", t)
+    t = expand_contractions(t)
     t = re.sub(r"(?<![a-z0-9])[.'](?![a-z0-9])", " ", t)  # sentence periods and stray quotes
     t = re.sub(r"[,.](?=\s|$)", " ", t)
+    t = re.sub(r"ischaem", "ischem", t).replace("oesophag", "esophag")
     return " ".join(t.split())
 
 
@@ -262,6 +268,27 @@ class CatalogueEntry:
         return fill_attributes(self.text, attributes)
 
 
+# what each template's answer means: ECG-QA's own semantics (diagecg.datasets.ecgqa), said plainly
+SEMANTICS: dict[int, str] = {
+    1: "yes: the finding's PTB-XL statement applies; 'not sure': it applies with a low likelihood "
+       "(diagnostic statements only); no: it does not. 'Is there no X?', 'Can you exclude X?' are answered "
+       "as the negation",
+    2: "yes: PTB-XL's 'normal ECG' statement applies. 'Is the ECG abnormal?', 'Is anything abnormal?' and "
+       "'Is anything wrong?' are answered as its negation (yes = not a normal ECG)",
+    12: "ECG-QA's 'abnormal symptoms' are any statement other than 'normal ECG', sinus rhythm included, so "
+        "the answer is yes for almost every ECG; asked only in ECG-QA's own words. To ask whether an ECG is "
+        "abnormal, ask 'Is the ECG abnormal?' (the negation of 'Is this a normal ECG?')",
+    13: "yes: any diagnostic statement (infarction, ST/T change, conduction disturbance or hypertrophy "
+        "classes), uncertain ones included; 'normal ECG' is not one",
+    14: "yes: any diagnostic statement made with certainty; 'normal ECG' is not one",
+    15: "yes: any form statement (ST, T wave, QRS, voltage, premature complexes...)",
+    16: "ECG-QA's 'rhythm-related symptoms' are any rhythm statement, sinus rhythm included: yes for almost "
+        "every ECG; it does not mean an arrhythmia. 'Is the rhythm regular / irregular / normal?' names no "
+        "finding the model knows and is refused: ask about a rhythm by name",
+}
+NEGATED_TEXT: dict[int, str] = {2: "Is this ECG abnormal (not a normal ECG)?"}
+
+
 @dataclasses.dataclass(frozen=True)
 class MatchedQuestion:
     """A question read against the catalogue.
@@ -272,6 +299,10 @@ class MatchedQuestion:
         attributes: the attribute values the question names.
         options: the answers it is decoded over. Verify and choose questions have a closed set (one
             of them is the answer); for a query it is the members an answer set may contain.
+        negated: the question asks the negation of ``canonical`` ("Is there no AF?"): the model's
+            answer to ``canonical`` is inverted (yes <-> no), and so are its option probabilities.
+        terms: how each finding was read (name, synonym or spelling slip; same, broader or narrower).
+        spelling: ``(typed, read as)`` for every word read as a misspelling.
     """
 
     template_id: int
@@ -279,25 +310,98 @@ class MatchedQuestion:
     canonical: str
     attributes: tuple[str, ...]
     options: tuple[str, ...]
+    negated: bool = False
+    terms: tuple[FindingTerm, ...] = ()
+    spelling: tuple[tuple[str, str], ...] = ()
 
     @property
     def closed(self) -> bool:
         """Whether the answer is exactly one of ``options`` (verify and choose questions)."""
         return self.question_type != "single-query"
 
+    @property
+    def polarity(self) -> str:
+        """``"negated"`` or ``"positive"``."""
+        return "negated" if self.negated else "positive"
+
+    @property
+    def scope(self) -> str:
+        """``"same"``, or ``"broader"`` / ``"narrower"`` when a finding was read as one that covers more
+        / less than was asked (the terms' notes say what the answer does not say)."""
+        scopes = {t.scope for t in self.terms} - {"same"}
+        return "same" if not scopes else ("broader" if "broader" in scopes else "narrower")
+
+    @property
+    def answered(self) -> str:
+        """The question the answer answers: ``canonical``, or its negation."""
+        if not self.negated:
+            return self.canonical
+        if self.template_id in NEGATED_TEXT:
+            return NEGATED_TEXT[self.template_id]
+        for a, b in (("Does this ECG show symptoms of ", "Does this ECG show no symptoms of "),
+                     ("Does this ECG show any kind of ", "Does this ECG show no "),
+                     ("Does this ECG show any ", "Does this ECG show no ")):
+            if self.canonical.startswith(a):
+                return b + self.canonical[len(a):]
+        return f"Not: {self.canonical}"
+
+    def as_asked(self, model_answer: str) -> str:
+        """The answer to the question as asked, from the model's answer to ``canonical``."""
+        return invert_answer(model_answer) if self.negated else model_answer
+
+    def probabilities_as_asked(self, probs: dict[str, float]) -> dict[str, float]:
+        """Option probabilities for the question as asked (p(yes) and p(no) swapped when negated)."""
+        return invert_probabilities(probs, self.options) if self.negated else dict(probs)
+
     def to_dict(self) -> dict[str, Any]:
         return {"template_id": self.template_id, "question_type": self.question_type,
                 "canonical": self.canonical, "attributes": list(self.attributes),
-                "options": list(self.options)}
+                "options": list(self.options), "polarity": self.polarity, "answered": self.answered,
+                "scope": self.scope, "findings": [t.to_dict() for t in self.terms],
+                "spelling": [list(p) for p in self.spelling]}
+
+
+# why a question is refused (stable codes; the message says it in words)
+REFUSAL_REASONS = {
+    "empty": "the question is empty",
+    "numeric": "it asks for a number or a measurement, which the model does not give",
+    "unknown_finding": "it names a finding the model was not trained on",
+    "more_specific": "it asks about a finding more specific than any the model was trained on",
+    "no_such_finding": "it asks about something no finding of the model describes",
+    "several_findings": "it asks about several findings at once",
+    "negated_choice": "a negated choice between findings has no answer the model was trained to give",
+    "negated_query": "a negated 'which findings' question has no answer the model was trained to give",
+    "other_than": "it asks about findings other than the one it names",
+    "not_understood": "it matches none of the questions this model was trained to answer",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """Why a question gets no answer, and what could be asked instead.
+
+    Attributes:
+        reason: one of :data:`REFUSAL_REASONS` (stable).
+        message: one sentence, naming what the question asked for.
+        suggestions: supported questions nearest to it by name and meaning.
+    """
+
+    reason: str
+    message: str
+    suggestions: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "message": self.message, "suggestions": list(self.suggestions)}
 
 
 class QuestionCatalogue:
-    """The templates a bundle answers, and the matcher of free-text questions onto them.
+    """The templates a bundle answers, and the reader of free-text questions onto them.
 
     Args:
         entries: the trained templates.
-        synonyms: attribute name -> other surface forms (default :data:`SYNONYMS`); entries whose
-            attribute is not in the catalogue are ignored.
+        synonyms: attribute name -> other surface forms; the bundle's list is read together with
+            :data:`diagecg.finding_names.SYNONYMS`; entries whose attribute is not in the catalogue are
+            ignored.
 
     Raises:
         ValueError: duplicate template ids, or a template without options.
@@ -311,17 +415,14 @@ class QuestionCatalogue:
         for e in self.entries.values():
             if not e.options:
                 raise ValueError(f"template {e.template_id} has no answer options")
-        self.synonyms = {k: tuple(v) for k, v in (SYNONYMS if synonyms is None else synonyms).items()}
-        names = {a for e in self.entries.values() for a in e.attributes}
-        forms: dict[str, str] = {}
-        for name in names:
-            forms[name] = name
-            for s in self.synonyms.get(name, ()):
-                forms.setdefault(s, name)
-        # longest first, so the longest surface form claims its words
-        self._forms = sorted(forms.items(), key=lambda kv: (-len(kv[0]), kv[0]))
-        self._patterns = [(re.compile(rf"(?<![a-z0-9]){re.escape(f)}s?(?![a-z0-9])"), n)
-                          for f, n in self._forms]
+        merged: dict[str, list[str]] = {k: list(v) for k, v in SYNONYMS.items()}
+        for k, v in (synonyms or {}).items():
+            merged.setdefault(k, [])
+            merged[k].extend(s for s in v if s not in merged[k])
+        self.synonyms = {k: tuple(v) for k, v in merged.items()}
+        self.findings = tuple(sorted({a for e in self.entries.values() for a in e.attributes}))
+        self._names = NameFinder(finding_forms(self.findings, self.synonyms), normalize_question,
+                                 extra_words=(*KEYWORDS, *SITE_WORDS, *STAGE_WORDS))
 
     # --- serialisation -------------------------------------------------------------------------
 
@@ -333,83 +434,236 @@ class QuestionCatalogue:
     def from_dict(cls, data: Mapping[str, Any]) -> QuestionCatalogue:
         return cls([CatalogueEntry.from_dict(t) for t in data["templates"]], data.get("synonyms"))
 
-    # --- matching ------------------------------------------------------------------------------
+    # --- reading -------------------------------------------------------------------------------
 
     def find_attributes(self, question: str) -> list[str]:
-        """Attribute names mentioned in a question, in order of appearance (each once)."""
-        text = normalize_question(question)
-        taken = [False] * len(text)
-        found: list[tuple[int, str]] = []
-        for pattern, name in self._patterns:
-            for m in pattern.finditer(text):
-                if any(taken[m.start():m.end()]):
-                    continue
-                taken[m.start():m.end()] = [True] * (m.end() - m.start())
-                found.append((m.start(), name))
+        """Catalogue findings a question names, in order of appearance (each once)."""
         out: list[str] = []
-        for _, name in sorted(found):
-            if name not in out:
-                out.append(name)
+        for hit in self._names.find(normalize_question(question)):
+            if hit.form.finding and hit.form.finding not in out:
+                out.append(hit.form.finding)
         return out
 
     def _entry(self, *template_ids: int) -> CatalogueEntry | None:
         return next((self.entries[t] for t in template_ids if t in self.entries), None)
 
-    def _matched(self, entry: CatalogueEntry, attributes: Sequence[str]) -> MatchedQuestion:
+    def _matched(self, entry: CatalogueEntry, attributes: Sequence[str], *, negated: bool = False,
+                 terms: Sequence[FindingTerm] = (),
+                 spelling: Sequence[tuple[str, str]] = ()) -> MatchedQuestion:
         attrs = tuple(attributes)
         if entry.question_type == "single-choose":
             options = (*attrs, format_answer(attrs), NONE_ANSWER)
         else:
             options = entry.options
-        return MatchedQuestion(entry.template_id, entry.question_type, entry.render(attrs), attrs, options)
+        return MatchedQuestion(entry.template_id, entry.question_type, entry.render(attrs), attrs, options,
+                               negated=negated, terms=tuple(terms), spelling=tuple(spelling))
 
     def match(self, question: str) -> MatchedQuestion | None:
-        """The template a question asks, with its attributes, or None when no template answers it."""
+        """The template a question asks, or None when it is refused (:meth:`read` says why)."""
+        read = self.read(question)
+        return read if isinstance(read, MatchedQuestion) else None
+
+    def read(self, question: str) -> MatchedQuestion | Refusal:
+        """Read a question: the template it asks, with its findings and polarity, or a
+        :class:`Refusal` (see the module docstring)."""
         text = normalize_question(question)
         if not text:
-            return None
-        attrs = self.find_attributes(question)
+            return Refusal("empty", "the question is empty", self._template_suggestions(""))
+        hits = self._names.find(text)
+        outside = _blank(text, hits)  # the words that name no finding
+        spelling = [p for h in hits for p in h.slips]
+        for hit in hits:
+            if not hit.form.finding:
+                return self._refuse_unknown(hit)
+        terms: list[FindingTerm] = []
+        for hit in hits:
+            term = self._term(text, hit)
+            if isinstance(term, Refusal):
+                return term
+            if all(t.finding != term.finding for t in terms):
+                terms.append(term)
+        if _NUMERIC.search(outside):
+            return Refusal("numeric", "the question asks for a number or a measurement, which this model "
+                                      "does not give", self._suggest(text, terms))
+        negations = count_negations(outside)
         certain = bool(_CERTAIN_ONLY.search(text))
-        if _NUMERIC.search(text):
-            return None
+        attrs = [t.finding for t in terms]
+        if attrs and _OTHER_THAN.search(outside):
+            return Refusal("other_than", f"the question asks about findings other than {attrs[0]}; ask about "
+                                         f"a finding by name", self._suggest(text, terms))
         if len(attrs) == 1:
-            if _WH.search(text) or _ONE_OF_TWO.search(text):
-                return None  # "which ..., A or B?" with B unknown: not a yes/no question about A
+            if _WH.search(text) or _ONE_OF_TWO.search(outside):
+                return Refusal("not_understood", f"the question names {attrs[0]} but is not a yes/no "
+                                                 f"question about it", self._suggest(text, terms))
             entry = self._entry(1)
-            if entry is not None and attrs[0] in entry.attributes:
-                return self._matched(entry, attrs)
-            return None
+            if entry is None or attrs[0] not in entry.attributes:
+                return Refusal("not_understood", f"this model cannot be asked about {attrs[0]} alone",
+                               self._suggest(text, terms))
+            return self._matched(entry, attrs, negated=negations % 2 == 1, terms=terms, spelling=spelling)
         if len(attrs) == 2:
-            if not _CHOICE.search(text):
-                return None  # "AF and LBBB?": two findings at once; ask them one by one
-            order = (5, 4) if certain else (3, 7, 6, 4, 5)
+            if not _CHOICE.search(outside):
+                return Refusal("several_findings", f"the question asks about {attrs[0]} and {attrs[1]} "
+                                                   f"at once; ask about each in turn",
+                               self._suggest(text, terms))
+            if negations % 2:
+                return Refusal("negated_choice", f"a negated choice between {attrs[0]} and {attrs[1]} has no "
+                                                 f"answer this model was trained to give; ask about each in "
+                                                 f"turn", self._suggest(text, terms, negated=True))
+            order = (5, 4) if certain else (4, 3, 7, 6, 5) if _UNCERTAIN_TOO.search(text) else (3, 7, 6, 4, 5)
             for tid in order:
                 entry = self.entries.get(tid)
                 if entry is not None and all(a in entry.attributes for a in attrs):
-                    return self._matched(entry, attrs)
-            return None
+                    return self._matched(entry, attrs, terms=terms, spelling=spelling)
+            return Refusal("several_findings", f"{attrs[0]} and {attrs[1]} are never offered as one choice; "
+                                               f"ask about each in turn", self._suggest(text, terms))
         if attrs:
-            return None
-        return self._record_level(text, certain)
+            return Refusal("several_findings", f"the question names {len(attrs)} findings ("
+                                               f"{', '.join(attrs)}); ask about each in turn",
+                           self._suggest(text, terms))
+        return self._record_level(text, certain, negations, spelling)
 
-    def _record_level(self, text: str, certain: bool) -> MatchedQuestion | None:
+    def _term(self, text: str, hit: FoundName) -> FindingTerm | Refusal:
+        """How a found name is read; a refusal when the words around it ask for something more specific
+        than the catalogue holds ("posterior ischemia", "MI in leads V1-V3")."""
+        form = hit.form
+        before = text[:hit.start].split()
+        site = next((w for w in (" ".join(before[-2:]), *before[-1:]) if w in SITE_WORDS), None)
+        after = _AFTER_NAME.match(text[hit.end:])
+        if site is not None or after is not None:
+            asked = f"{site} {hit.typed}" if site else f"{hit.typed}{after.group() if after else ''}"
+            localised = [a for a in self.findings if a != form.finding and
+                         _base(a) == _base(form.finding) and " leads" in a]
+            related = localised or [form.finding]
+            known = "; ".join(related[:6]) + ("; ..." if len(related) > 6 else "")
+            return Refusal("more_specific", f"'{asked}' is more specific than any finding this model was "
+                                            f"trained on (it knows: {known})",
+                           tuple(self._verify_question(a) for a in related[:3]))
+        via = "spelling" if hit.slips else form.via
+        scope, note = form.scope, form.note
+        if before and before[-1] in STAGE_WORDS and "infarction" in form.finding and scope == "same":
+            scope, note = "broader", "the model does not tell an acute infarction from an old one"
+        return FindingTerm(hit.typed, form.finding, via, scope, note)
+
+    def _refuse_unknown(self, hit: FoundName) -> Refusal:
+        related = [r for r in hit.form.related if r in self.findings]
+        known = f" (related findings it knows: {'; '.join(related)})" if related else ""
+        suggestions = tuple(self._verify_question(r) for r in related[:3]) or self._nearest(hit.typed)
+        return Refusal("unknown_finding", f"'{hit.typed}' is not a finding this model was trained on{known}",
+                       suggestions)
+
+    def _record_level(self, text: str, certain: bool, negations: int,
+                      spelling: list[tuple[str, str]]) -> MatchedQuestion | Refusal:
+        def keyword(m: re.Match[str]) -> str:  # record-level keywords misspelt ("rythm", "normla")
+            w = m.group()
+            if w in self._names.known_words or w in _FILLER:
+                return w
+            fixed = next((k for k in KEYWORDS if is_spelling_slip(w, k, self._names.known_words)), None)
+            if fixed is None:
+                return w
+            spelling.append((w, fixed))
+            return fixed
+
+        text = re.sub(r"[a-z]+", keyword, text)
         wh = bool(_WH.search(text))
-        abnormal = bool(re.search(r"\babnormal(ity|ities)?\b|\bpatholog|\banything wrong\b", text))
-        normal = bool(re.search(r"\b(normal|unremarkable|within normal limits)\b", text))
-        if normal and not abnormal and not wh:
-            tid: tuple[int, ...] = (2,)
-        elif re.search(r"\b(form|waveform|wave form|morpholog|shape)", text):
+        flips = 0
+        if _ECGQA_ABNORMAL.search(text) and not wh:
+            tid: tuple[int, ...] = (12,)
+        elif _FORM.search(text):
             tid = (11,) if wh else (15,)
-        elif re.search(r"\brhythm", text):
-            tid = (10,) if wh else (16,)
-        elif abnormal and not wh:
-            tid = (12,)
-        elif re.search(r"\b(diagnos|finding|symptom|statement)", text):
+            flips = len(_NORMAL.findall(text))  # a normal waveform: no form symptom
+        elif _REGULARITY.search(text) or (_RHYTHM.search(text) and (_NORMAL.search(text)
+                                                                    or opposite_flips(text))):
+            rhythms = ("sinus rhythm", "atrial fibrillation", "sinus arrhythmia")
+            return Refusal("no_such_finding", "a regular, irregular, normal or abnormal rhythm is not a "
+                                              "finding this model was trained on (nor is its opposite): ask "
+                                              "about a rhythm by name",
+                           tuple(self._verify_question(a) for a in rhythms if a in self.findings))
+        elif _RHYTHM.search(text):
+            if wh:
+                tid = (10,)
+            elif _RHYTHM_GROUP.search(text):
+                tid = (16,)
+            else:
+                return Refusal("not_understood", "the question asks about the rhythm without naming one: "
+                                                 "ask about a rhythm by name or 'What rhythm-related "
+                                                 "symptoms does this ECG show?'", self._suggest(text, []))
+        elif (_NORMAL.search(text) or opposite_flips(text)) and not wh:
+            tid, flips = (2,), opposite_flips(text)
+        elif _DIAGNOSTIC.search(text):
             tid = ((9,) if certain else (8,)) if wh else ((14,) if certain else (13,))
+        elif _RATE.search(text):
+            return Refusal("numeric", "the heart rate is a number this model does not give; ask about sinus "
+                                      "bradycardia or sinus tachycardia", tuple(
+                                          self._verify_question(a) for a in ("sinus tachycardia",
+                                                                             "sinus bradycardia")
+                                          if a in self.findings))
         else:
-            return None
+            return Refusal("not_understood", "the question matches none of the questions this model was "
+                                             "trained to answer", self._suggest(text, []))
         entry = self._entry(*tid)
-        return None if entry is None else self._matched(entry, ())
+        if entry is None:
+            return Refusal("not_understood", "this bundle has no template for the question",
+                           self._suggest(text, []))
+        negated = (negations + flips) % 2 == 1
+        if negated and not {"yes", "no"} <= set(entry.options):
+            return Refusal("negated_query", "a negated 'which findings' question has no answer this model "
+                                            "was trained to give", (entry.text,))
+        return self._matched(entry, (), negated=negated, spelling=spelling)
+
+    # --- suggestions ---------------------------------------------------------------------------
+
+    def _verify_question(self, finding: str, negated: bool = False) -> str:
+        if finding in NORMAL_FINDINGS:
+            return NEGATED_TEXT[NORMAL_ECG_TEMPLATE] if negated else TEMPLATES[NORMAL_ECG_TEMPLATE].text
+        entry = self._entry(1)
+        text = entry.render((finding,)) if entry is not None else finding
+        return text.replace("show symptoms of", "show no symptoms of") if negated else text
+
+    def _suggest(self, text: str, terms: Sequence[FindingTerm], negated: bool = False) -> tuple[str, ...]:
+        if terms:
+            return tuple(self._verify_question(t.finding, negated) for t in terms[:3])
+        return self._nearest(text)
+
+    def _nearest(self, text: str, k: int = 3) -> tuple[str, ...]:
+        """Supported questions nearest to ``text``: findings close by name, else templates sharing words."""
+        content = " ".join(w for w in normalize_question(text).split() if w not in _FILLER)
+        if content:
+            forms = {f.text: f.finding for f in self._names.forms if f.finding}
+            close = difflib.get_close_matches(content, list(forms), n=12, cutoff=0.6)
+            for word in content.split():
+                close += difflib.get_close_matches(word, list(forms), n=4, cutoff=0.75)
+            found: list[str] = []
+            for c in close:
+                if forms[c] not in found:
+                    found.append(forms[c])
+            if found:
+                return tuple(self._verify_question(f) for f in found[:k])
+        return self._template_suggestions(text, k)
+
+    def _template_suggestions(self, text: str, k: int = 3) -> tuple[str, ...]:
+        words = set(normalize_question(text).split())
+        scored = []
+        for e in self.entries.values():
+            fill = e.attributes[:2] if e.attributes else ()
+            try:
+                example = e.render(fill[:1] if ATTRIBUTE in e.text else fill)
+            except ValueError:
+                continue
+            other = set(normalize_question(e.text.replace(ATTRIBUTE, "").replace(ATTRIBUTE1, "")
+                                           .replace(ATTRIBUTE2, "")).split())
+            overlap = len(words & other) / (len(words | other) or 1)
+            scored.append((-overlap, e.template_id, example))
+        return tuple(ex for _, _, ex in sorted(scored)[:k])
+
+    def closest(self, question: str, k: int = 3) -> list[str]:
+        """Up to ``k`` supported questions nearest to ``question`` by name and meaning (a refused
+        question's suggestions; for a supported one, its own canonical wording first)."""
+        read = self.read(question)
+        if isinstance(read, MatchedQuestion):
+            return [read.canonical]
+        return list(read.suggestions[:k]) or list(self._template_suggestions(question, k))
+
+    # --- description ---------------------------------------------------------------------------
 
     def is_rhythm(self, match: MatchedQuestion) -> bool:
         """Whether a matched question is about the rhythm only (a rhythm template, or the verify
@@ -422,23 +676,6 @@ class QuestionCatalogue:
         rhythm.discard(NONE_ANSWER)
         return match.template_id == 1 and bool(match.attributes) and set(match.attributes) <= rhythm
 
-    def closest(self, question: str, k: int = 3) -> list[str]:
-        """The ``k`` supported example questions closest to ``question`` (word overlap), for a
-        helpful warning when it matches nothing."""
-        words = set(normalize_question(question).split())
-        scored = []
-        for e in self.entries.values():
-            fill = e.attributes[:2] if e.attributes else ()
-            try:
-                example = e.render(fill[:1] if ATTRIBUTE in e.text else fill)
-            except ValueError:
-                continue
-            other = set(normalize_question(e.text.replace(ATTRIBUTE, "").replace(ATTRIBUTE1, "")
-                                           .replace(ATTRIBUTE2, "")).split())
-            overlap = len(words & other) / (len(words | other) or 1)
-            scored.append((-overlap, e.template_id, example))
-        return [ex for _, _, ex in sorted(scored)[:k]]
-
     def describe(self) -> list[str]:
         """Human-readable lines: each template, its options and how many attributes it takes."""
         lines = []
@@ -448,6 +685,25 @@ class QuestionCatalogue:
             lines.append(f"[{e.template_id}] {e.question_type.removeprefix('single-')}: {e.text}{attr}"
                          f" -> {opts}")
         return lines
+
+
+NORMAL_FINDINGS = frozenset({"normal ecg"})  # the finding template 2 asks about (PTB-XL's NORM)
+
+
+def _blank(text: str, hits: Sequence[FoundName]) -> str:
+    """``text`` with the finding names blanked out (their words are names, not cues), the words typed
+    between a name's words ("QT is *not* prolonged") kept, and framing phrases ("or not") dropped."""
+    out, at = [], 0
+    for h in hits:
+        out += [text[at:h.start], *h.gap]
+        at = h.end
+    return strip_framing(" ".join(" ".join([*out, text[at:]]).split()))
+
+
+def _base(finding: str) -> str:
+    """A localised finding's kind: ``myocardial infarction in inferior leads`` -> ``myocardial
+    infarction``; ``non-specific ischemic`` -> ``ischemic``."""
+    return re.sub(r"^non-specific | in \w+ leads$", "", finding)
 
 
 def build_catalogue(answer_vocab: Mapping[str, Sequence[str]]) -> QuestionCatalogue:

@@ -26,6 +26,9 @@ def test_catalogue_lists_every_generated_template_and_round_trips(catalogue: Que
     assert "none" not in verify.attributes and "myocardial infarction" in verify.attributes
     again = QuestionCatalogue.from_dict(catalogue.to_dict())
     assert again.entries == catalogue.entries and again.synonyms == catalogue.synonyms
+    # a bundle's synonyms are read together with the built-in ones (a newer diagecg knows more names)
+    older = QuestionCatalogue.from_dict({**catalogue.to_dict(), "synonyms": {"atrial fibrillation": ["af"]}})
+    assert older.match("a-fib?") is not None and older.match("heart attack?") is not None
     assert len(catalogue.describe()) == len(TEMPLATES)
     with pytest.raises(ValueError, match="no answer options"):
         build_catalogue({**QA_VOCAB, "7": []})
@@ -74,7 +77,6 @@ def test_one_finding_is_the_verify_template(
         ("Would you read this ECG as normal?", 2),
         ("Is the ECG within normal limits?", 2),
         ("Does this ECG show any kind of abnormal symptoms?", 12),
-        ("Is anything abnormal in this ECG?", 12),
         ("Does this ECG show any diagnostic symptoms, excluding uncertain symptoms?", 14),
         ("Are there diagnostic findings in this ECG?", 13),
         ("Is the waveform shape of this ECG abnormal?", 15),
@@ -116,7 +118,7 @@ def test_two_findings_with_or_are_the_choose_template_of_their_group(catalogue: 
         "hello",
         # a choice between a known finding and one the model was not trained on is not a yes/no
         # question about the known one (it was answered "yes" as "Does this ECG show sinus rhythm?")
-        "Which rhythm-related symptom does this ECG show, sinus rhythm or bigeminal pattern (unknown)?",
+        "Which rhythm-related symptom does this ECG show, sinus rhythm or trigeminal pattern (unknown)?",
         "Is it sinus rhythm or WPW?",
         "Which leads show atrial fibrillation?",
     ],
@@ -126,7 +128,8 @@ def test_unsupported_questions_match_nothing_and_get_suggestions(
 ) -> None:
     assert catalogue.match(question) is None
     closest = catalogue.closest(question)
-    assert len(closest) == 3 and all("${" not in q for q in closest)
+    assert 1 <= len(closest) <= 3 and all("${" not in q for q in closest)
+    assert all(catalogue.match(q) is not None for q in closest)
 
 
 def test_normalisation_and_catalogue_validation() -> None:
