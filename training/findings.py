@@ -184,10 +184,10 @@ def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Seq
                    "answer": calibration(called == truth, np.clip(confidence, 0.0, 1.0), weights=w_all)}
     per: dict[str, dict[str, Any]] = {}
     for c, r in rows.items():
-        truth, called, w = np.array(r["truth"]), np.array(r["called"]), np.array(r["w"])
-        sens, spec = _rates(truth, called, w)
+        truth, called, row_w = np.array(r["truth"]), np.array(r["called"]), np.array(r["w"])
+        sens, spec = _rates(truth, called, row_w)
         per[c] = {"name": r["name"][0], "n": len(truth), "n_pos": int(truth.sum()),
-                  "auc": weighted_roc_auc(truth, r["score"], w), "auc_ci95": None, "sensitivity": sens,
+                  "auc": weighted_roc_auc(truth, r["score"], row_w), "auc_ci95": None, "sensitivity": sens,
                   "specificity": spec, "balanced_accuracy": (sens + spec) / 2}
 
     def macro(keys: list[str], metric: str) -> float:
