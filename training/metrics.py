@@ -265,9 +265,10 @@ def weighted_roc_auc(labels: Sequence[float] | np.ndarray, scores: Sequence[floa
 
 
 def bootstrap_auc_intervals(
-    rows: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[int]]],
+    rows: Mapping[str, tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray,
+                             Sequence[int] | np.ndarray]],
     groups: Mapping[str, Sequence[str]] | None = None,
-    weights: Mapping[str, Sequence[float]] | None = None,
+    weights: Mapping[str, Sequence[float] | np.ndarray] | None = None,
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
