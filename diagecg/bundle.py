@@ -243,6 +243,16 @@ class BundleWriter:
         """Record held-out evaluation results."""
         self._set(K.EVALUATION, _plain(dict(results), "add_evaluation"), "add_evaluation")
 
+    def add_calibration(self, calibration: Mapping[str, Any]) -> None:
+        """Record the per-finding calibration of p(present) and the decision thresholds
+        (``{"fitted_on": {...}, "findings": {name: {"code", "a", "b", "threshold", "n", "n_pos"}}}``)."""
+        for name, row in dict(calibration.get("findings") or {}).items():
+            missing = {"a", "b", "threshold"} - set(row)
+            if missing or not 0.0 <= float(row["threshold"]) <= 1.0:
+                raise ValueError(f"BundleWriter.add_calibration: {name!r} needs a, b and a threshold "
+                                 f"in [0, 1], got {row}")
+        self._set(K.CALIBRATION, _plain(dict(calibration), "add_calibration"), "add_calibration")
+
     def add_parity(self, results: Mapping[str, Any]) -> None:
         """Record the export parity checks (ONNX vs torch, GGUF vs HF)."""
         self._set(K.PARITY, _plain(dict(results), "add_parity"), "add_parity")
@@ -352,6 +362,11 @@ class Bundle:
         return self.manifest.get(K.EVALUATION) or {}
 
     @property
+    def calibration(self) -> dict[str, dict[str, Any]]:
+        """Finding name -> ``{"code", "a", "b", "threshold", ...}``; empty when the bundle has none."""
+        return dict((self.manifest.get(K.CALIBRATION) or {}).get("findings") or {})
+
+    @property
     def training(self) -> dict[str, Any]:
         return self.manifest.get(K.TRAINING) or {}
 
@@ -381,14 +396,19 @@ def _summary_config(manifest: Mapping[str, Any], src: str) -> SummaryConfig | No
     summary = _config(SummaryConfig, manifest, K.SUMMARY, src)
     if not summary.enabled:
         return None
-    if summary.features != FEATURE_NAMES:
-        missing = [f for f in FEATURE_NAMES if f not in summary.features]
-        unknown = [f for f in summary.features if f not in FEATURE_NAMES]
-        diff = f"missing {missing[:5]}, unknown {unknown[:5]}" if missing or unknown else "another order"
-        raise BundleError(f"{src}: summary.features ({len(summary.features)} names) differ from this "
-                          f"diagecg's measurements (diagecg.measure.FEATURE_NAMES, {len(FEATURE_NAMES)} "
-                          f"names): {diff}; use the diagecg version the bundle was exported with")
+    # the graph takes the measurements it was trained on, by name (``feature_columns``): a diagecg that
+    # measures more still serves it; one that lacks a name cannot
+    unknown = [f for f in summary.features if f not in FEATURE_NAMES]
+    if unknown:
+        raise BundleError(f"{src}: summary.features name measurements this diagecg does not compute "
+                          f"(diagecg.measure.FEATURE_NAMES, {len(FEATURE_NAMES)} names): {unknown[:5]}; "
+                          f"use the diagecg version the bundle was exported with")
     return summary
+
+
+def feature_columns(summary: SummaryConfig) -> list[int]:
+    """Where each of the summary head's measurements sits in ``diagecg.measure.FEATURE_NAMES``."""
+    return [FEATURE_NAMES.index(f) for f in summary.features]
 
 
 def _need(manifest: Mapping[str, Any], key: str, kind: type, src: str) -> Any:

@@ -77,6 +77,9 @@ class ManifestKey:
     QUESTIONS = "questions"  # diagecg.questions.QuestionCatalogue; absent = no question matching
     TRAINING = "training"
     EVALUATION = "evaluation"
+    # {"fitted_on": {...}, "findings": {name asked: {"code", "a", "b", "threshold", "n", "n_pos"}}}: the
+    # per-finding Platt map of p(present) and the yes threshold (diagecg.training.ruler.fit_calibration)
+    CALIBRATION = "calibration"
     PARITY = "parity"
     LLM_FILES = "llm_files"  # {quant: file name}
     DEFAULT_QUANT = "default_quant"

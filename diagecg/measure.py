@@ -32,14 +32,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.types import F32Array
 
-__all__ = ["FEATURE_NAMES", "LEAD_FEATURES", "MEASURE_TOKEN_EDGES", "MeasureResult", "measure",
-           "measure_bins", "measure_features"]
+__all__ = ["FEATURE_NAMES", "LEAD_FEATURES", "MEASURE_TOKEN_EDGES", "REPORT_MEASUREMENTS", "MeasureResult",
+           "measure", "measure_bins", "measure_features", "report_measurements"]
 
 RHYTHM_FEATURES: tuple[str, ...] = (
     "heart_rate_bpm", "n_beats", "rr_cv", "rr_rmssd_rel", "rr_pnn50", "rr_pdiff12",
@@ -369,3 +370,47 @@ def measure_bins(features: np.ndarray, names: tuple[str, ...],
     cols = [FEATURE_NAMES.index(n) for n in names]
     bins = [(f[..., c, None] > np.asarray(e)).sum(axis=-1) for c, e in zip(cols, edges, strict=True)]
     return np.stack(bins, axis=-1).astype(np.int64)
+
+
+# the numbers a report prints, from the features the model reads (one definition of each measurement):
+# name -> (unit, how it is derived); the keys and layout of diagecg.intervals.Measurements.to_dict()
+REPORT_MEASUREMENTS: dict[str, tuple[str, str]] = {
+    "heart_rate_bpm": ("bpm", "60 / mean of the middle half of the RR intervals (12-lead QRS energy beats)"),
+    "rr_cv_percent": ("%", "std / mean of the RR intervals"),
+    "rr_rmssd_ms": ("ms", "RMS of successive RR differences"),
+    "pr_ms": ("ms", "lead II P peak (median beat) -> 12-lead QRS onset, + 40 ms"),
+    "qrs_ms": ("ms", "12-lead summed slope of the median beat: QRS onset -> offset"),
+    "qt_ms": ("ms", "QRS onset -> T peak of the lead with the largest T, + 40 ms"),
+    "qtc_bazett_ms": ("ms", "QT / sqrt(RR in s), Bazett"),
+    "qtc_fridericia_ms": ("ms", "QT / cbrt(RR in s), Fridericia"),
+    "qrs_axis_deg": ("deg", "net QRS area of I and aVF on the median beat; atan2(2*aVF/sqrt(3), I)"),
+}
+MIN_REPORT_BEATS = 3  # rate and intervals need two RR intervals
+
+
+def report_measurements(features: np.ndarray) -> dict[str, Any]:
+    """The measurements a report prints, derived from one window's :data:`FEATURE_NAMES` vector: the
+    same numbers the model reads as measurement tokens. ``{"n_beats", "peak_lead", "measurements":
+    {name: {"value", "unit", "method", "reason"}}}`` (names of :data:`REPORT_MEASUREMENTS`), a value
+    None with its reason where the window has too few beats."""
+    f = dict(zip(FEATURE_NAMES, np.asarray(features, dtype=np.float64).tolist(), strict=True))
+    n_beats = int(round(f["n_beats"]))
+    hr = f["heart_rate_bpm"]
+    values: dict[str, float | None] = dict.fromkeys(REPORT_MEASUREMENTS)
+    if n_beats >= MIN_REPORT_BEATS and hr > 0:
+        rr_s = 60.0 / hr
+        qt_ms = f["qtc_ms"] * math.sqrt(rr_s)
+        values.update({
+            "heart_rate_bpm": round(hr), "rr_cv_percent": round(100 * f["rr_cv"], 1),
+            "rr_rmssd_ms": round(f["rr_rmssd_rel"] * rr_s * 1000), "pr_ms": round(f["pr_ms"]),
+            "qrs_ms": round(f["qrs_ms"]), "qt_ms": round(qt_ms), "qtc_bazett_ms": round(f["qtc_ms"]),
+            "qtc_fridericia_ms": round(qt_ms / rr_s ** (1 / 3)),
+            "qrs_axis_deg": round(math.degrees(math.atan2(2 * f["axis_sin"] / math.sqrt(3), f["axis_cos"]))),
+        })
+    reason = f"not measurable: {n_beats} beats detected in the window (at least {MIN_REPORT_BEATS} needed)"
+    out: dict[str, Any] = {}
+    for name, (unit, how) in REPORT_MEASUREMENTS.items():
+        v = values[name]
+        out[name] = {"value": None if v is None else float(v), "unit": unit,
+                     "method": f"diagecg.measure: {how}", "reason": None if v is not None else reason}
+    return {"n_beats": n_beats, "peak_lead": "", "measurements": out}

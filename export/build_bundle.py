@@ -409,6 +409,9 @@ def export_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
         evaluation = _evaluation_results(src.checkpoint_dir)
         if evaluation:
             writer.add_evaluation(evaluation)
+        calibration = _calibration_results(src.checkpoint_dir)
+        if calibration:
+            writer.add_calibration(calibration)
         parity = {"onnx": onnx_parity, "lora_merge": merge_report, "llm": llm_parity,
                   "records": records.ids, "questions": questions}
         writer.add_parity(parity)
@@ -428,6 +431,9 @@ def _onnx_opset(path: Path) -> int | None:
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
+CALIBRATION_RESULTS = "calibration_results.json"  # diagecg eval results of the calibration fold
+
+
 def _evaluation_results(checkpoint_dir: Path) -> dict[str, Any]:
     """``diagecg eval --out`` results saved next to the checkpoint (``eval_results.json``), if any."""
     path = checkpoint_dir / "eval_results.json"
@@ -436,6 +442,24 @@ def _evaluation_results(checkpoint_dir: Path) -> dict[str, Any]:
     results = json.loads(path.read_text())
     keep = ("folds", "train_folds", "n_records", "checkpoint", "qa", "findings", "reports")
     return {k: results[k] for k in keep if k in results}
+
+
+def _calibration_results(checkpoint_dir: Path) -> dict[str, Any]:
+    """The per-finding calibration that ``diagecg eval --set calibrate=true`` fitted on a validation fold
+    and saved next to the checkpoint (``CALIBRATION_RESULTS``), if any; refused when it was fitted on a
+    fold the bundle's evaluation tests on."""
+    path = checkpoint_dir / CALIBRATION_RESULTS
+    if not path.is_file():
+        return {}
+    results = json.loads(path.read_text())
+    fitted = (results.get("findings") or {}).get("calibration") or {}
+    if not fitted:
+        raise ValueError(f"{path} holds no calibration: write it with diagecg eval --set calibrate=true")
+    tested = set(_evaluation_results(checkpoint_dir).get("folds") or [])
+    if tested & set(results.get("folds") or []):
+        raise ValueError(f"{path} was fitted on folds {results.get('folds')}, which the evaluation tests on")
+    return {"fitted_on": {"folds": results.get("folds"), "n_records": results.get("n_records")},
+            "findings": fitted}
 
 
 def _summary(bundle: Bundle, parity: dict[str, Any], wall_s: float) -> dict[str, Any]:
