@@ -13,6 +13,13 @@ What ``diagecg eval`` measures on the PyTorch checkpoint, measured here on the e
   ``.mat`` with ``#Dx:`` SNOMED CT codes (or CPSC 2018's abbreviations); each record is asked about
   atrial fibrillation, complete right / left bundle branch block, first degree AV block, ventricular
   and atrial premature complexes, sinus bradycardia and tachycardia; balanced accuracy per finding.
+* The **ruler** beside every table: for each finding with a defining measurement (``diagecg.criteria``:
+  heart rate for sinus brady/tachycardia, PR for first degree AV block, QRS for bundle branch blocks,
+  RR irregularity for AF, ...) the AUC of that one number of ``diagecg.measure``, computed on the same
+  records as read (at their own rate; a long record: the median over its windows). The model should
+  never be worse than it.
+* ``--fs 500``: the PTB-XL records of the held-out folds that exist at 500 Hz, read at 500 Hz (the
+  runtime resamples them as it does any other hospital's recording).
 
     python bench/ecg_dependence.py --bundle diagecg/bundles/default --data ../shared/data \\
         --challenge path/to/challenge_records --out runs/ecg_dependence.json
@@ -38,10 +45,12 @@ from diagecg.datasets.ecgqa import QASample, finding_questions, load_answer_voca
 from diagecg.datasets.ptbxl import PtbxlDataset
 from diagecg.datasets.reports import load_scp_table
 from diagecg.io import read_record
+from diagecg.preprocess import model_inputs, record_windows
 from diagecg.runtime.pipeline import DiagEcgPipeline
-from diagecg.training.evaluate import format_findings, json_safe
-from diagecg.training.findings import ablation_permutation, score_findings, select_findings
+from diagecg.training.evaluate import eval_record_subset, format_findings, json_safe
+from diagecg.training.findings import NEGATIVE, ablation_permutation, score_findings, select_findings
 from diagecg.training.metrics import format_calibration
+from diagecg.training.ruler import ruler_scores
 
 # Challenge label -> PTB-XL finding (SNOMED CT codes of the 2020/2021 Challenges, CPSC 2018 abbreviations);
 # the Challenges scored RBBB/CRBBB and PVC/VPB and PAC/SVPB as one class each
@@ -81,6 +90,20 @@ def _wander(x: np.ndarray, fs: float, rng: np.random.Generator) -> np.ndarray:
 PERTURBATIONS = {"gain1.5": _gain, "noise50uv": _noise, "wander": _wander}
 
 
+def record_features(pipe: DiagEcgPipeline, record: Any) -> np.ndarray:
+    """The measurements of a record as the runtime computes them: per analysed window, at the record's
+    own rate; a long record's are the median over its windows."""
+    cfg = pipe.bundle.preprocess
+    return np.median(np.stack([model_inputs(w, cfg)[1] for _, _, w in record_windows(record, cfg)]), axis=0)
+
+
+def _ruler(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list[QASample],
+           codes: list[str]) -> dict[str, Any]:
+    features = {i: record_features(pipe, r) for i, r in records.items()}
+    return ruler_scores([s.ecg_id for s in samples], codes, [s.answers != (NEGATIVE,) for s in samples],
+                        features)
+
+
 def _score(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list[QASample],
            source: dict[int, int] | None, progress: bool, desc: str) -> list[np.ndarray]:
     """Option probabilities of every sample, with the record's own ECG or (``source``) another's."""
@@ -116,13 +139,13 @@ def _via_catalogue(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list
 
 def ptbxl_findings(pipe: DiagEcgPipeline, data: Path, folds: tuple[int, ...], min_positives: int,
                    wordings: tuple[str, ...], max_records: int | None, progress: bool,
-                   perturb: str | None = None) -> dict[str, Any]:
+                   perturb: str | None = None, fs: int | None = None) -> dict[str, Any]:
     roots = resolve_data_roots(data)
     ptbxl_root, ecgqa_root = roots.ptbxl, roots.ecgqa
-    ptbxl = PtbxlDataset(ptbxl_root)
+    ptbxl = PtbxlDataset.from_data_dir(data)
     scp = load_scp_table(ptbxl_root)
-    fs = 100 if pipe.bundle.preprocess.fs_hz <= 100 else 500
-    ids = ptbxl.ids(folds, fs_hz=fs)[:max_records]
+    fs = fs or (100 if pipe.bundle.preprocess.fs_hz <= 100 else 500)
+    ids = eval_record_subset(ptbxl, ptbxl.ids(folds, fs_hz=fs), max_records, 0)  # the records eval draws
     records = {i: read_record(ptbxl.record_path(i, fs).with_suffix(".hea")) for i in ids}
     if perturb is not None:
         rng = np.random.default_rng(0)
@@ -131,7 +154,7 @@ def ptbxl_findings(pipe: DiagEcgPipeline, data: Path, folds: tuple[int, ...], mi
     names = select_findings(ptbxl, ids, scp, load_answer_vocab(ecgqa_root), min_positives)
     by_name = {n: c for c, n in names.items()}
     source = ablation_permutation(ids, [ptbxl.entries[i].strat_fold for i in ids], seed=0)
-    out: dict[str, Any] = {"findings": names, "n_records": len(ids), "perturbation": perturb}
+    out: dict[str, Any] = {"findings": names, "n_records": len(ids), "perturbation": perturb, "fs_hz": fs}
     labels = (("model", None),) if perturb else (("model", None), ("ablated", source))
     catalogue = pipe.bundle.questions
     for wording in wordings:
@@ -143,6 +166,8 @@ def ptbxl_findings(pipe: DiagEcgPipeline, data: Path, folds: tuple[int, ...], mi
                                                              min_positives, progress)
         codes = [by_name[s.attributes[0]] for s in samples]
         opts = [OPTIONS] * len(samples)
+        if "ruler" not in out:
+            out["ruler"] = _ruler(pipe, records, samples, codes)
         out[wording] = {
             label: score_findings(samples, codes, _score(pipe, records, samples, src, progress,
                                                          f"{wording} {label}"), opts, min_positives)
@@ -180,6 +205,7 @@ def challenge_findings(pipe: DiagEcgPipeline, folder: Path, progress: bool) -> d
     opts = [OPTIONS] * len(samples)
     out: dict[str, Any] = {"n_records": len(records), "failed": failed,
                            "durations_s": sorted({round(r.duration_s, 1) for r in records.values()})}
+    out["ruler"] = _ruler(pipe, records, samples, codes)
     out["template"] = {label: score_findings(samples, codes, _score(pipe, records, samples, src, progress,
                                                                     f"challenge {label}"), opts, 1)
                        for label, src in (("model", None), ("ablated", source))}
@@ -189,6 +215,7 @@ def challenge_findings(pipe: DiagEcgPipeline, folder: Path, progress: bool) -> d
             probs = pipe.answer(records[s.ecg_id], s.question).option_probabilities or {}
             whole.append(np.array([probs.get(o, 0.0) for o in OPTIONS]))
         out["whole_record"] = {"model": score_findings(samples, codes, whole, opts, 1), "ablated": None}
+        out["whole_record_ruler"] = out["ruler"]
     return out
 
 
@@ -204,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--challenge", help="folder of Challenge .hea/.mat records with #Dx labels")
     ap.add_argument("--perturb", default="", help=f"comma-separated: {', '.join(PERTURBATIONS)} "
                     "(PTB-XL records under other recording conditions; template wording, no ablation)")
+    ap.add_argument("--fs", type=int, default=None, help="read the PTB-XL records at this rate (100 or 500; "
+                    "500 Hz exists for some records only); default: the bundle's")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out")
     ap.add_argument("--no-progress", action="store_true")
@@ -217,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.data:
             results["ptbxl"] = ptbxl_findings(pipe, Path(a.data), tuple(int(f) for f in a.folds.split(",")),
                                               a.min_positives, tuple(a.wordings.split(",")), a.max_records,
-                                              not a.no_progress)
-            print(f"PTB-XL folds {a.folds}, {results['ptbxl']['n_records']} records")
+                                              not a.no_progress, fs=a.fs)
+            r = results["ptbxl"]
+            print(f"PTB-XL folds {a.folds}, {r['n_records']} records at {r['fs_hz']} Hz")
             print("\n".join(format_findings(results["ptbxl"])))
             for wording in a.wordings.split(","):
                 cal = results["ptbxl"][wording]["model"]["calibration"]
@@ -239,10 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.challenge:
             results["challenge"] = ch = challenge_findings(pipe, Path(a.challenge), not a.no_progress)
             print(f"\nChallenge records {a.challenge}: {ch['n_records']} read, {len(ch['failed'])} refused")
-            print("\n".join(format_findings({"template": ch["template"]})))
+            print("\n".join(format_findings({"template": ch["template"], "ruler": ch["ruler"]})))
             if "whole_record" in ch:
                 print(f"\nthe whole record, window by window (durations {ch['durations_s']} s):")
-                print("\n".join(format_findings({"whole record": ch["whole_record"]})))
+                print("\n".join(format_findings({"whole record": ch["whole_record"], "ruler": ch["ruler"]})))
     results["wall_s"] = round(time.time() - t0, 1)
     if a.out:
         text = json.dumps(json_safe(results), indent=2, sort_keys=True, allow_nan=False)
