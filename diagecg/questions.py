@@ -72,6 +72,7 @@ from diagecg.polarity import (
     opposite_flips,
     strip_framing,
 )
+from diagecg.statements import find_statement
 
 __all__ = ["NORMAL_FINDINGS", "REFUSAL_REASONS", "SEMANTICS", "SYNONYMS", "TEMPLATES", "CatalogueEntry",
            "MatchedQuestion", "QuestionCatalogue", "QuestionTemplate", "Refusal", "build_catalogue",
@@ -458,6 +459,22 @@ class QuestionCatalogue:
         return MatchedQuestion(entry.template_id, entry.question_type, entry.render(attrs), attrs, options,
                                negated=negated, terms=tuple(terms), spelling=tuple(spelling))
 
+    def finding_question(self, statement: str) -> MatchedQuestion | None:
+        """The catalogue's yes/no question about a statement (a catalogue name, or another spelling of
+        the same PTB-XL statement, such as a report's ``inferior myocardial infarction``): template 1,
+        or template 2 for ``normal ECG``; None when the catalogue cannot ask about it."""
+        st = find_statement(statement)
+        if st is not None and st.code == "NORM":
+            entry = self._entry(NORMAL_ECG_TEMPLATE)
+            return None if entry is None else self._matched(entry, ())
+        names = [statement, *((st.description, *st.aliases) if st is not None else ())]
+        by_key = {_key(f): f for f in self.findings}
+        entry = self._entry(1)
+        name = next((by_key[_key(n)] for n in names if _key(n) in by_key), None)
+        if entry is None or name is None or name not in entry.attributes:
+            return None
+        return self._matched(entry, (name,))
+
     def match(self, question: str) -> MatchedQuestion | None:
         """The template a question asks, or None when it is refused (:meth:`read` says why)."""
         read = self.read(question)
@@ -698,6 +715,11 @@ def _blank(text: str, hits: Sequence[FoundName]) -> str:
         out += [text[at:h.start], *h.gap]
         at = h.end
     return strip_framing(" ".join(" ".join([*out, text[at:]]).split()))
+
+
+def _key(name: str) -> str:
+    """A name with case and punctuation ignored (``digitalis-effect`` is ``digitalis effect``)."""
+    return " ".join(re.findall(r"[0-9a-z]+", name.lower()))
 
 
 def _base(finding: str) -> str:

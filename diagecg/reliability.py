@@ -28,6 +28,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from diagecg.constants import ManifestKey as K
 from diagecg.notes import W
 
 __all__ = ["MIN_AUC", "MIN_POSITIVES", "PPV_FLOOR", "ReliabilityTable", "hanley_mcneil", "wilson"]
@@ -137,9 +138,10 @@ class ReliabilityTable:
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> ReliabilityTable:
-        calibration = (manifest.get("calibration") or {})
-        return cls(manifest.get("evaluation"), calibration.get("findings") if isinstance(calibration, Mapping)
-                   else None)
+        """The table of a bundle's manifest (its ``evaluation``, and its ``calibration`` if any)."""
+        calibration = manifest.get(K.CALIBRATION) or {}
+        return cls(manifest.get(K.EVALUATION),
+                   calibration.get("findings") if isinstance(calibration, Mapping) else None)
 
     def finding(self, name: str) -> dict[str, Any]:
         """The held-out numbers of a finding (catalogue name; ``normal ecg`` for "Is this a normal ECG?"),

@@ -19,7 +19,7 @@ have none rather than a guessed one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -194,13 +194,17 @@ def find_statement(text: str) -> Statement | None:
     return _BY_TEXT.get(_key(text))
 
 
-def coded_statements(findings: Iterable[tuple[str, bool]]) -> list[dict[str, Any]]:
+def coded_statements(findings: Iterable[tuple[str, bool]],
+                     probabilities: Mapping[str, float | None] | None = None) -> list[dict[str, Any]]:
     """JSON-ready coded statements of ``(text, present)`` findings, in order, each text once.
 
-    Each item: ``text`` (as the model said it), ``present``, and the statement's ``code``, ``system``,
-    ``description`` and ``snomed_ct`` (``None`` where no public mapping gives one); a text that names no
-    known statement keeps ``code`` and the rest ``None``, so nothing the model said is dropped.
+    Each item: ``text`` (as the model said it), ``present``, the statement's ``code``, ``system``,
+    ``description`` and ``snomed_ct`` (``None`` where no public mapping gives one), and ``probability``:
+    the probability that the finding is present as the model reads it (``probabilities[text]``; None
+    where not known). A text that names no known statement keeps ``code`` and the rest ``None``, so
+    nothing the model said is dropped.
     """
+    probabilities = probabilities or {}
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for text, present in findings:
@@ -209,7 +213,7 @@ def coded_statements(findings: Iterable[tuple[str, bool]]) -> list[dict[str, Any
         seen.add(_key(text))
         st = find_statement(text)
         coded = st.to_dict() if st else {"code": None, "system": None, "description": None, "snomed_ct": None}
-        out.append({"text": text, "present": present, **coded})
+        out.append({"text": text, "present": present, **coded, "probability": probabilities.get(text)})
     return out
 
 

@@ -24,17 +24,19 @@ the llama.cpp context (not thread-safe) sits behind a lock in ``LlamaModel``, so
 are correct but their generation steps run one after another. For parallel generation, load one
 pipeline per thread (each holds its own copy of the model in memory).
 
-Questions and the catalogue. A bundle with a question catalogue (``diagecg.questions``) matches
-every question to a template it was trained on. A matched question is asked in the template's own
-wording (``matched_question.canonical``); a verify or choose question is then answered by scoring
+Questions and the catalogue. A bundle with a question catalogue (``diagecg.questions``) reads
+every question against the templates it was trained on. A matched question is asked in the template's
+own wording (``matched_question.canonical``); a verify or choose question is then answered by scoring
 each of its closed options as a whole continuation (``LlamaModel.option_probabilities``): the
 answer is the most probable option, ``confidence`` its probability and ``option_probabilities``
-all of them (normalised over the options; ``{"yes": p, "no": 1 - p}`` for a yes/no question). A
-query ("what rhythm findings...") is decoded greedily, its members kept only when they are among
-the template's options, and ``confidence`` is the probability of the decoded sequence. A question
-that matches no template gets ``question_supported: false``, no answer, and a warning naming the
-closest supported questions. Reports, and every question of a bundle without a catalogue, are
-decoded greedily with ``confidence`` = the sequence's probability.
+all of them (normalised over the options). A negated question ("Is there no AF?") is answered as
+asked: the canonical question's answer and probabilities inverted (``matched_question.polarity``;
+``runtime.answering``). A query ("what rhythm findings...") is decoded greedily, its members kept only
+when they are among the template's options and the model's own yes/no answer about each confirms it;
+a report's statements likewise. ``confidence`` is the probability of a closed question's answer and
+null otherwise: queries and reports give each statement its ``probability`` instead. A refused
+question gets ``question_supported: false``, no answer, ``refusal`` (why, and the supported questions
+nearest to it) and a warning.
 
 The whole record. A record longer than the model window (``preprocess.window_s``, 10 s) by more
 than 5% is cut into ``ceil(duration / window)`` windows of exactly the window, evenly spaced from the
@@ -42,12 +44,14 @@ start to the end (``diagecg.preprocess.record_windows``; they overlap when the d
 multiple), and each window is asked the question. The record's answer: for a verify or choose
 question, the window with the strongest evidence of a finding (the lowest probability of ``no``, of
 ``none``, or of ``yes`` to "is this a normal ECG?"), so a finding present in any window is reported;
-for a query, the union of the windows' answer sets; for a report, the windows' statements joined and
-tidied (``diagecg.report_text``). ``windows`` lists every window's answer and probabilities.
+for a query or a report, each statement the windows said is kept by the same rule applied to the
+yes/no question about it (then contradictions are resolved: ``diagecg.consistency``). ``windows``
+lists every window's answer and probabilities (as asked).
 
-JSON schema of ``Answer.to_dict()`` (``schema_version`` 3; keys are always all present)::
+JSON schema of ``Answer.to_dict()`` (``schema_version`` 4; keys are always all present)::
 
-    schema_version   int     3; bumped on any incompatible change (3 added statements, measurements)
+    schema_version   int     4; bumped on any incompatible change (3 added statements, measurements; 4
+                             coded warnings, polarity, reliability, refusal, statement probabilities)
     record           str     the path the record was read from ("" for an in-memory EcgRecord)
     record_id        str     the record name (file stem)
     task             str     "qa" (a question) or "report" (report generation)
@@ -61,8 +65,16 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 3; keys are always all p
     question_supported bool|null  whether the question matched the bundle's catalogue (null: the
                              bundle has none, or a report)
     matched_question {template_id: int, question_type: str, canonical: str, attributes: [str],
-                      options: [str]} | null   the catalogue template the question was read as
-    confidence       float|null  probability of the returned answer (see above); null when unsupported
+                      options: [str], polarity: "positive"|"negated", answered: str, scope:
+                      "same"|"broader"|"narrower", findings: [{asked, finding, via, scope, note}],
+                      spelling: [[typed, read as]]} | null   the catalogue template the question was read
+                             as (``diagecg.questions.MatchedQuestion``); the model is asked ``canonical``,
+                             the answer answers ``answered`` (its negation when ``polarity`` is negated)
+    refusal          {reason: str, message: str, suggestions: [str]}|null  why a question was refused
+    confidence       float|null  probability of the returned answer of a closed question (as asked);
+                             null for queries, reports and refused questions
+    reliability      {status, floor, source, findings: [...], template}|null  the held-out numbers of
+                             the findings the answer is about (``diagecg.reliability``)
     option_probabilities {str: float}|null  each closed option's probability (verify and choose)
     stop_reason      str     "eos" (the model ended), "length" (max_new_tokens reached), "options"
                              (scored over closed options) or "unsupported" (not asked)
@@ -79,20 +91,22 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 3; keys are always all p
                              record of the window's length; none when the question is unsupported)
     timings_ms       {read, preprocess, tokenize, prompt, generate, total: float} summed over the
                              windows (preprocess and tokenize are 0 when ecg_cached)
-    warnings         [str]   non-fatal notes (record reading, quality, device, token budget)
+    warnings         [{code: str, message: str}]  non-fatal notes, each with a stable code
+                             (``diagecg.notes.WARNING_CODES``)
     measurements     {window_s: [start, end], n_beats: int, peak_lead: str, measurements: {name: {value:
                       float|null, unit: str, method: str, reason: str|null}}}|null  reports only: heart
                              rate, RR irregularity, PR, QRS, QT, QTc, frontal axis of the first analysed
                              window (``diagecg.intervals``); null for questions, when turned off, or
                              without neurokit2 (a warning says so); timings_ms then has ``measure``
     statements       [{text: str, present: bool, code: str|null, system: str|null, description: str|null,
-                       snomed_ct: {code, term, match}|null}]  the findings the answer asserts, coded
+                       snomed_ct: {code, term, match}|null, probability: float|null}]  the findings
+                             the answer asserts, with the probability that each is present, coded
                              (``diagecg.statements``): a report's statements and a query's members
                              (present), a verify or choose question's named findings (present or not)
 
-An error line of a batch (``error_dict``) has the same envelope (``schema_version``, ``record``,
-``record_id``, ``task``, ``question`` (the question it could not answer), ``bundle``, ``timings_ms``
-with ``total``), then ``error`` (one line) and ``error_type`` (the exception class name).
+An error line of a batch (``error_dict``) has every key of an answer (empty where unknown:
+``answer`` "", ``stop_reason`` "error", ``timings_ms`` with ``total`` only, ...), the question it
+could not answer, then ``error`` (one line) and ``error_type`` (the exception class name).
 
 Both are published as a JSON Schema (draft 2020-12): ``diagecg/schemas/answer.schema.json``
 (``answer_schema()`` loads it).
@@ -120,11 +134,22 @@ from diagecg.constants import ManifestKey as K
 from diagecg.decoding import option_continuations
 from diagecg.errors import DiagEcgError, InputError
 from diagecg.io import read_record
+from diagecg.notes import Note, W
 from diagecg.preprocess import model_inputs, preprocess, record_windows
 from diagecg.prompts import encode_prompt, sanitize_question
 from diagecg.quality import flat_leads
-from diagecg.questions import NONE_ANSWER, NORMAL_ECG_TEMPLATE, MatchedQuestion
+from diagecg.questions import NONE_ANSWER, NORMAL_ECG_TEMPLATE, MatchedQuestion, Refusal
+from diagecg.reliability import ReliabilityTable
 from diagecg.report_text import report_statements, tidy_report
+from diagecg.runtime.answering import (
+    StatementReader,
+    as_asked,
+    question_notes,
+    refusal_note,
+    reliability_notes,
+    reliability_of,
+    statement_probabilities,
+)
 from diagecg.runtime.device import DeviceChoice, choose_device
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
@@ -133,7 +158,7 @@ from diagecg.types import EcgRecord, I64Array, PatientInfo
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA_RESOURCE = ("diagecg", "schemas/answer.schema.json")  # package data
 TASK_QA = "qa"
 TASK_REPORT = "report"
@@ -164,7 +189,7 @@ class Answer:
     bundle: dict[str, Any]
     device: dict[str, Any]
     timings_ms: dict[str, float]
-    warnings: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[Note] = dataclasses.field(default_factory=list)
     question_supported: bool | None = None
     matched_question: dict[str, Any] | None = None
     confidence: float | None = None
@@ -173,9 +198,17 @@ class Answer:
     patient: dict[str, Any] = dataclasses.field(default_factory=dict)
     statements: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     measurements: dict[str, Any] | None = None
+    reliability: dict[str, Any] | None = None
+    refusal: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
+
+
+# what an error line holds for the answer fields without a default (the rest take their defaults)
+_ERROR_FIELDS: dict[str, Any] = {"answer": "", "answers": [], "stop_reason": "error", "n_prompt_tokens": 0,
+                                 "n_answer_tokens": 0, "n_ecg_tokens": 0, "ecg_cached": False,
+                                 "n_reused_tokens": 0, "device": {}}
 
 
 _AGGREGATION = {
@@ -241,10 +274,11 @@ def signal_key(record: EcgRecord) -> bytes:
 
 
 def error_dict(record: RecordLike, error: BaseException, question: str = "", *, task: str = TASK_QA,
-               bundle: dict[str, Any] | None = None, elapsed_ms: float = 0.0) -> dict[str, Any]:
-    """The JSON line of an answer that failed: the success envelope (``schema_version``, ``record``,
-    ``record_id``, ``task``, ``question``, ``bundle``, ``timings_ms.total``) plus ``error`` (one
-    line) and ``error_type`` (the exception class name)."""
+               bundle: dict[str, Any] | None = None, elapsed_ms: float = 0.0,
+               device: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON line of an answer that failed: every key of an answer (empty where unknown; ``record``,
+    ``record_id``, ``task``, ``question``, ``bundle``, ``device``, ``timings_ms.total`` filled in) plus
+    ``error`` (one line) and ``error_type`` (the exception class name)."""
     if isinstance(record, EcgRecord):
         source, record_id = record.source, record.record_id
     elif isinstance(record, (str, Path)):
@@ -252,9 +286,11 @@ def error_dict(record: RecordLike, error: BaseException, question: str = "", *, 
     else:  # not a record at all (the error says so); its repr could be a whole array
         source, record_id = f"<{type(record).__name__}>", ""
     message = " ".join(str(error).split()) or type(error).__name__
-    return {"schema_version": SCHEMA_VERSION, "record": source, "record_id": record_id, "task": task,
-            "question": question, "bundle": dict(bundle or {}),
-            "timings_ms": {"total": round(elapsed_ms, 3)}, "error": message,
+    empty = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+             for f in dataclasses.fields(Answer) if f.name not in _ERROR_FIELDS}
+    return {"schema_version": SCHEMA_VERSION, **empty, **_ERROR_FIELDS, "record": source,
+            "record_id": record_id, "task": task, "question": question, "bundle": dict(bundle or {}),
+            "device": dict(device or {}), "timings_ms": {"total": round(elapsed_ms, 3)}, "error": message,
             "error_type": type(error).__name__}
 
 
@@ -297,6 +333,7 @@ class DiagEcgPipeline:
         self.ecg_cache_size = ecg_cache_size
         self.quality = QualityConfig(allow_flat_leads=allow_degraded)
         self.measure = measure
+        self.reliability = ReliabilityTable.from_manifest(bundle.manifest)
         self._ecg_cache: OrderedDict[bytes, I64Array] = OrderedDict()
         self._ecg_cache_lock = threading.Lock()
         self._bundle_info = {
@@ -383,21 +420,19 @@ class DiagEcgPipeline:
         rec = as_record(record, self.quality)
         lap("read")
         catalogue = self.bundle.questions
-        match = catalogue.match(question) if task == TASK_QA and catalogue is not None else None
+        read = catalogue.read(question) if task == TASK_QA and catalogue is not None else None
+        match = read if isinstance(read, MatchedQuestion) else None
         used = rec.patient.with_overrides(patient)
         common: dict[str, Any] = dict(
             record=rec.source, record_id=rec.record_id, task=task, question=question,
             bundle=dict(self._bundle_info), device=self.device.to_dict(), timings_ms=times,
             patient=dataclasses.asdict(used))
-        if task == TASK_QA and catalogue is not None and match is None:
+        if isinstance(read, Refusal):
             times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
-            closest = "; ".join(repr(q) for q in catalogue.closest(question))
-            note = (f"question not supported: it matches none of the questions this model was trained to "
-                    f"answer, so no answer is given (closest supported: {closest}; `diagecg questions` "
-                    f"lists them all)")
             return Answer(**common, answer="", answers=[], stop_reason="unsupported", n_prompt_tokens=0,
                           n_answer_tokens=0, n_ecg_tokens=0, ecg_cached=False, n_reused_tokens=0,
-                          warnings=[*self.load_warnings, *rec.warnings, note], question_supported=False)
+                          warnings=[*self._notes(rec), refusal_note(read)], question_supported=False,
+                          refusal=read.to_dict())
         parts = []  # one per window: (start_s, end_s, codes, cached, prompt length, reply)
         for k, (start_s, end_s, window) in enumerate(record_windows(rec, self.bundle.preprocess)):
             indices, cached, stage_ms = self._codes(window)
@@ -418,12 +453,30 @@ class DiagEcgPipeline:
         flat = flat_leads(rec.signal, self.quality)
         if flat.any() and not (match is not None and catalogue is not None and catalogue.is_rhythm(match)):
             names = ", ".join(n for n, f in zip(rec.lead_names, flat, strict=True) if f)
-            notes.append(f"do not trust this answer: it needs leads that are flat in this record ({names}); "
-                         f"only rhythm questions can be answered from a degraded record")
+            notes.append(Note(W.DEGRADED_LEADS, f"do not trust this answer: it needs leads that are flat in "
+                                                f"this record ({names}); only rhythm questions can be "
+                                                f"answered from a degraded record"))
         reply = chosen[5]
-        times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
-        windows = [{"start_s": a, "end_s": b, "answer": r["text"], "confidence": r["confidence"],
-                    "option_probabilities": r.get("option_probabilities")} for a, b, _, _, _, r in parts]
+        closed = match is not None and match.closed
+        windows = [{"start_s": p[0], "end_s": p[1], "answer": p[5]["text"],
+                    "confidence": p[5]["confidence"] if closed else None,
+                    "option_probabilities": p[5].get("option_probabilities")} for p in parts]
+        probs = reply.get("option_probabilities")
+        statement_probs: dict[str, float | None] = {}
+        if match is not None and closed:
+            statement_probs = dict(statement_probabilities(match, probs))
+        else:  # one meaning of confidence: a closed question's (queries, reports: per statement)
+            confidence = None
+            if catalogue is not None and (match is not None or task == TASK_REPORT):
+                t_read = time.perf_counter()
+                reader = StatementReader(catalogue, lambda k, q: self._ask(parts[k][2], used, q), len(parts))
+                texts = [p[5]["text"] for p in parts]
+                read_all = reader.report if task == TASK_REPORT else reader.query
+                text, statement_probs, read_notes = read_all(texts)
+                notes.extend(read_notes)
+                times["generate"] = round(times["generate"] + (time.perf_counter() - t_read) * 1e3, 3)
+        model_answers = normalize_answer(text)  # the canonical question's answer (statements are about it)
+        text, probs, confidence, windows = as_asked(match, text, probs, confidence, windows)
         answers = sorted(normalize_answer(text)) if task == TASK_QA else []
         measurements = None
         if task == TASK_REPORT and self.measure:
@@ -431,33 +484,48 @@ class DiagEcgPipeline:
             measurements, measure_notes = self._measure(rec, parts[0][0], parts[0][1])
             notes.extend(measure_notes)
             times["measure"] = round((time.perf_counter() - t_measure) * 1e3, 3)
-            times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
         if task == TASK_REPORT:
             findings = [(s, True) for s in report_statements(text)]
         else:
             findings = [] if match is None else answer_findings(
-                match.question_type, match.attributes, answers,
+                match.question_type, match.attributes, model_answers,
                 normal_question=match.template_id == NORMAL_ECG_TEMPLATE)
+        statements = coded_statements(findings, statement_probs)
+        reliability = None
+        if catalogue is not None:
+            reliability, present = reliability_of(self.reliability, catalogue, match, statements,
+                                                  task == TASK_REPORT)
+            notes.extend([*question_notes(match)] if match is not None else [])
+            notes.extend(reliability_notes(reliability, present) if reliability is not None else [])
+        times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
         return Answer(
-            **common, answer=text, answers=answers, statements=coded_statements(findings),
-            measurements=measurements,
+            **common, answer=text, answers=answers, statements=statements, measurements=measurements,
             stop_reason=reply["stop_reason"], n_prompt_tokens=chosen[4],
             n_answer_tokens=reply["n_answer_tokens"],
             n_ecg_tokens=int(chosen[2].shape[0]), ecg_cached=all(p[3] for p in parts),
             n_reused_tokens=reply["n_reused_tokens"],
-            warnings=[*self.load_warnings, *rec.warnings, *(w for p in parts for w in p[5]["warnings"]),
-                      *notes],
+            warnings=[*self._notes(rec), *(w for p in parts for w in p[5]["warnings"]), *notes],
             question_supported=None if match is None else True,
             matched_question=None if match is None else match.to_dict(),
-            confidence=confidence, option_probabilities=reply.get("option_probabilities"), windows=windows,
+            confidence=confidence, option_probabilities=probs, windows=windows, reliability=reliability,
         )
 
+    def _notes(self, rec: EcgRecord) -> list[Note]:
+        """The warnings every answer about ``rec`` starts with: the engines' and the record's."""
+        return [*(Note(W.ENGINE, w) for w in self.load_warnings), *(Note(W.RECORD, w) for w in rec.warnings)]
+
+    def _ask(self, codes: I64Array, patient: PatientInfo, question: MatchedQuestion) -> dict[str, Any]:
+        """One window's reply to a catalogue yes/no question (confirming a query's or report's statement)."""
+        prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
+                                   question=question.canonical, patient=patient, ecg_indices=codes.tolist())
+        return self._choose(prompt_ids, question)
+
     @staticmethod
-    def _measure(rec: EcgRecord, start_s: float, end_s: float) -> tuple[dict[str, Any] | None, list[str]]:
+    def _measure(rec: EcgRecord, start_s: float, end_s: float) -> tuple[dict[str, Any] | None, list[Note]]:
         """The measurements of the record's span ``start_s..end_s`` (the first analysed window), or
         None and a note when neurokit2 is not installed."""
         if importlib.util.find_spec("neurokit2") is None:
-            return None, [MEASURE_EXTRA_NOTE]
+            return None, [Note(W.MEASUREMENTS_UNAVAILABLE, MEASURE_EXTRA_NOTE)]
         from diagecg.intervals import measure_intervals
 
         a, b = round(start_s * rec.fs_hz), round(end_s * rec.fs_hz)
@@ -467,7 +535,7 @@ class DiagEcgPipeline:
 
     @staticmethod
     def _aggregate(parts: list[tuple[Any, ...]], match: MatchedQuestion | None, task: str,
-                   rec: EcgRecord) -> tuple[tuple[Any, ...], str, float | None, list[str]]:
+                   rec: EcgRecord) -> tuple[tuple[Any, ...], str, float | None, list[Note]]:
         """The whole record's answer from its windows' (see the module docstring): the window it comes
         from, its text, its confidence, and notes for the warnings."""
         replies = [p[5] for p in parts]
@@ -494,7 +562,7 @@ class DiagEcgPipeline:
         note = (f"{rec.duration_s:.1f} s record analysed in {len(parts)} windows of "
                 f"{parts[0][1] - parts[0][0]:g} s; {_AGGREGATION[_aggregation_kind(match, task)]} "
                 f"(per-window answers in 'windows')")
-        return chosen, text, confidence, [note]
+        return chosen, text, confidence, [Note(W.WINDOWS_COMBINED, note)]
 
     def _choose(self, prompt_ids: list[int], match: MatchedQuestion) -> dict[str, Any]:
         """Score a closed question's options; the most probable one is the answer."""
@@ -511,13 +579,14 @@ class DiagEcgPipeline:
         g = self.bundle.generation
         gen = self.llm.generate(prompt_ids, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
                                 top_k=g.top_k, top_p=g.top_p, repeat_penalty=g.repeat_penalty)
-        text, warnings = gen.text, list(gen.warnings)
+        text, warnings = gen.text, [Note(W.GENERATION, w) for w in gen.warnings]
         if match is not None:  # a query: members outside the template's options are dropped
             members = normalize_answer(text)
             kept = sorted(members & set(match.options))
             if kept != sorted(members):
-                warnings.append(f"dropped answer members that are not options of the question: "
-                                f"{sorted(members - set(match.options))}")
+                dropped = sorted(members - set(match.options))
+                warnings.append(Note(W.ANSWER_FILTERED, f"dropped answer members that are not options of "
+                                                        f"the question: {dropped}"))
                 text = format_answer(kept) if kept else NONE_ANSWER
         return {"text": text, "stop_reason": gen.stop_reason, "confidence": float(math.exp(gen.logprob)),
                 "n_answer_tokens": len(gen.token_ids), "n_reused_tokens": gen.n_reused_tokens,
@@ -632,7 +701,7 @@ class DiagEcgPipeline:
                 _log_failure(record, e)
                 ms = (time.perf_counter() - t) * 1e3
                 yield from (error_dict(record, e, question, task=task, bundle=self._bundle_info,
-                                       elapsed_ms=ms) for question in questions)
+                                       device=self.device.to_dict(), elapsed_ms=ms) for question in questions)
                 continue
             read_ms = (time.perf_counter() - t) * 1e3  # charged to the first question only
             for question in questions:
@@ -642,6 +711,7 @@ class DiagEcgPipeline:
                 except Exception as e:  # a record or engine error, or a bug: report it, keep going
                     _log_failure(record, e)
                     yield error_dict(rec, e, question, task=task, bundle=self._bundle_info,
+                                     device=self.device.to_dict(),
                                      elapsed_ms=(time.perf_counter() - t) * 1e3 + read_ms)
                 read_ms = 0.0
 

@@ -1,0 +1,235 @@
+"""From the model's replies to the answer of the question as asked (torch-free; used by the pipeline).
+
+The pipeline asks the model the catalogue's canonical question window by window and combines the
+windows (``DiagEcgPipeline._aggregate``: a closed question takes the window with the strongest evidence
+of a finding). This module then:
+
+* **answers the question as asked** (:func:`as_asked`): a negated question ("Is there no AF?") gets
+  the model's answer and option probabilities inverted (yes <-> no), per window too;
+* **gives every statement a probability** (:class:`StatementReader`): the probability that the
+  finding is present as the model reads it, from its answer to the catalogue's yes/no question about
+  that finding (1 - p(no); p(yes) for "normal ECG"). A closed question's statements take it from the
+  answer itself; a query's members and a report's statements are each asked that yes/no question on
+  every window, and the windows are combined by the same rule as a closed question (the window with
+  the strongest evidence of the finding; for "normal ECG" the least normal window). A statement whose
+  yes/no answer is "no" is dropped (``STATEMENT_NOT_CONFIRMED``), so a report never says what the
+  answer to the direct question denies; then statements that contradict a more probable one are
+  dropped (``STATEMENT_CONTRADICTED``, ``diagecg.consistency``);
+* **says what was answered and how far to trust it**: notes for a broader or narrower reading and for
+  ECG-QA's "any statement" templates, and the ``reliability`` summary with a note per finding below
+  the floor (``diagecg.reliability``).
+
+``confidence`` has one meaning: the probability of the given answer of a closed question (verify or
+choose; after inversion for a negated one). Queries and reports have none (null): their statements
+carry ``probability`` each instead of a probability of the whole decoded sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from diagecg.answers import format_answer, normalize_answer
+from diagecg.consistency import resolve
+from diagecg.notes import Note, W
+from diagecg.questions import (
+    NONE_ANSWER,
+    NORMAL_ECG_TEMPLATE,
+    SEMANTICS,
+    MatchedQuestion,
+    QuestionCatalogue,
+    Refusal,
+)
+from diagecg.reliability import PPV_FLOOR, ReliabilityTable
+from diagecg.report_text import report_statements, tidy_report
+from diagecg.statements import BY_CODE
+
+__all__ = ["StatementReader", "as_asked", "presence", "question_notes", "refusal_note", "reliability_notes",
+           "statement_probabilities"]
+
+# (window index, the catalogue's yes/no question about a finding) -> the reply of DiagEcgPipeline._choose
+ScoreFn = Callable[[int, MatchedQuestion], dict[str, Any]]
+
+
+def as_asked(match: MatchedQuestion | None, text: str, probs: dict[str, float] | None,
+             confidence: float | None, windows: list[dict[str, Any]]
+             ) -> tuple[str, dict[str, float] | None, float | None, list[dict[str, Any]]]:
+    """The answer, option probabilities, confidence and windows of the question as asked (inverted
+    for a negated question; unchanged otherwise)."""
+    if match is None or not match.negated:
+        return text, probs, confidence, windows
+    inverted = match.probabilities_as_asked(probs) if probs is not None else None
+    answer = match.as_asked(text)
+    flipped = [{**w, "answer": match.as_asked(w["answer"]),
+                "option_probabilities": match.probabilities_as_asked(w["option_probabilities"])
+                if w.get("option_probabilities") is not None else None} for w in windows]
+    return answer, inverted, (inverted or {}).get(answer, confidence), flipped
+
+
+def presence(match: MatchedQuestion, probs: dict[str, float]) -> float:
+    """The probability that the finding of a yes/no catalogue question is present: p(yes) for "is this
+    a normal ECG?", 1 - p(no) otherwise ("not sure" counts as present, as in ``diagecg eval``)."""
+    if match.template_id == NORMAL_ECG_TEMPLATE:
+        return float(probs.get("yes", 0.0))
+    return float(1.0 - probs.get("no", 0.0))
+
+
+def statement_probabilities(match: MatchedQuestion, probs: dict[str, float] | None) -> dict[str, float]:
+    """The probability of each finding a closed question names (model side, before any inversion):
+    a verify question's p(present); for a choice, the probability of every option that contains it."""
+    if probs is None:
+        return {}
+    if match.question_type == "single-verify":
+        normal = match.template_id == NORMAL_ECG_TEMPLATE
+        names = [BY_CODE["NORM"].description] if normal else list(match.attributes)
+        return {n: round(presence(match, probs), 6) for n in names}
+    if match.question_type == "single-choose":
+        return {a: round(sum(p for o, p in probs.items() if a in normalize_answer(o)), 6)
+                for a in match.attributes}
+    return {}
+
+
+class StatementReader:
+    """Confirms the statements of a query or a report with the model's own yes/no answers.
+
+    Args:
+        catalogue: the bundle's question catalogue.
+        score: asks a window (by index) a catalogue yes/no question and returns the reply of
+            ``DiagEcgPipeline._choose`` (``text``, ``option_probabilities``).
+        n_windows: how many windows the record was analysed in.
+    """
+
+    def __init__(self, catalogue: QuestionCatalogue, score: ScoreFn, n_windows: int) -> None:
+        self.catalogue = catalogue
+        self.score = score
+        self.n_windows = n_windows
+
+    def read(self, statement: str) -> tuple[float | None, bool]:
+        """The record's probability of a statement and whether its yes/no answer confirms it (True for a
+        statement the catalogue cannot ask about: nothing contradicts it)."""
+        question = self.catalogue.finding_question(statement)
+        if question is None:
+            return None, True
+        replies = [self.score(k, question) for k in range(self.n_windows)]
+        best = max(replies, key=lambda r: 1.0 - presence(question, r["option_probabilities"])
+                   if question.template_id == NORMAL_ECG_TEMPLATE
+                   else presence(question, r["option_probabilities"]))
+        negative = "no" if question.template_id != NORMAL_ECG_TEMPLATE else None
+        confirmed = best["text"] != negative if negative else best["text"] == "yes"
+        return round(presence(question, best["option_probabilities"]), 6), confirmed
+
+    def confirm(self, said: Sequence[Sequence[str]]) -> tuple[list[str], dict[str, float | None], list[Note]]:
+        """The statements the windows said (``said[k]``: window k's), kept when confirmed and not
+        contradicted by a more probable one; their probabilities; notes for the ones dropped."""
+        order: list[str] = []
+        windows: dict[str, int] = {}
+        for statements in said:
+            for s in dict.fromkeys(statements):
+                if s not in windows:
+                    order.append(s)
+                windows[s] = windows.get(s, 0) + 1
+        probs: dict[str, float | None] = {}
+        notes: list[Note] = []
+        confirmed = []
+        for s in order:
+            probs[s], ok = self.read(s)
+            if ok:
+                confirmed.append(s)
+            else:
+                notes.append(Note(W.STATEMENT_NOT_CONFIRMED,
+                                  f"'{s}' was generated but dropped: asked directly, the model answers no "
+                                  f"(p(present) = {probs[s]:.2f})"))
+        kept, dropped = resolve([(s, probs[s], windows[s]) for s in confirmed])
+        for s, other in dropped:
+            notes.append(Note(W.STATEMENT_CONTRADICTED,
+                              f"'{s}' was dropped: it contradicts '{other}', which is more probable"))
+        return kept, {s: probs[s] for s in kept}, notes
+
+    def query(self, texts: Sequence[str]) -> tuple[str, dict[str, float | None], list[Note]]:
+        """A query's answer from its windows' answers: the confirmed members, or ``none``."""
+        said = [sorted(normalize_answer(t) - {NONE_ANSWER}) for t in texts]
+        kept, probs, notes = self.confirm(said)
+        return (format_answer(kept) if kept else NONE_ANSWER), probs, notes
+
+    def report(self, texts: Sequence[str]) -> tuple[str, dict[str, float | None], list[Note]]:
+        """A report from its windows' reports: the confirmed statements, tidied."""
+        kept, probs, notes = self.confirm([report_statements(t) for t in texts])
+        text = tidy_report(". ".join(kept))
+        shown = report_statements(text)
+        return text, {s: probs.get(s) for s in shown}, notes
+
+
+def question_notes(match: MatchedQuestion) -> list[Note]:
+    """What an answer does not say: a broader or narrower reading of a finding, and ECG-QA's "any
+    statement" templates whose "yes" counts sinus rhythm."""
+    notes = []
+    for t in match.terms:
+        if t.scope == "broader":
+            notes.append(Note(W.QUESTION_BROADER,
+                              f"'{t.asked}' was answered as {t.finding}, which is broader: {t.note}"))
+        elif t.scope == "narrower":
+            notes.append(Note(W.QUESTION_NARROWER, f"'{t.asked}' was answered as {t.finding}, which is "
+                                                   f"narrower: {t.note}"))
+    if match.template_id in (12, 16):
+        notes.append(Note(W.ECGQA_ANY_STATEMENT, SEMANTICS[match.template_id]))
+    return notes
+
+
+def refusal_note(refusal: Refusal) -> Note:
+    """The warning of a refused question: why, and the supported questions nearest to it."""
+    closest = "; ".join(repr(q) for q in refusal.suggestions)
+    return Note(W.QUESTION_UNSUPPORTED, f"question not supported, so no answer is given: {refusal.message} "
+                                        f"(closest supported: {closest}; `diagecg questions` lists them all)")
+
+
+def reliability_notes(summary: dict[str, Any], present: dict[str, bool]) -> list[Note]:
+    """A note per finding of an answer below the floor or never validated, and per finding said present
+    whose held-out "yes" was wrong more often than right; one for a template no better than its
+    majority answer."""
+    notes = []
+    floor = summary["floor"]
+    for row in summary["findings"]:
+        name, codes = row["finding"], row["warnings"]
+        if W.FINDING_NOT_VALIDATED in codes:
+            notes.append(Note(W.FINDING_NOT_VALIDATED, f"{name}: not validated (no held-out numbers in this "
+                                                       f"bundle): treat the answer as unchecked"))
+        if W.FINDING_FEW_POSITIVES in codes:
+            notes.append(Note(W.FINDING_FEW_POSITIVES,
+                              f"{name}: validated on only {row['n_positives']} positive records (floor "
+                              f"{floor['min_positives']}): its numbers could be far off"))
+        if W.FINDING_LOW_AUC in codes:
+            notes.append(Note(W.FINDING_LOW_AUC, f"{name}: held-out AUC {row['auc']} is below the floor "
+                                                 f"({floor['min_auc']})"))
+        ppv = row.get("ppv")
+        if present.get(name) and ppv is not None and ppv < PPV_FLOOR:
+            notes.append(Note(W.FINDING_LOW_PPV, f"{name}: on held-out records a 'yes' was right "
+                                                 f"{ppv:.0%} of the time (PPV {ppv:.2f})"))
+    template = summary.get("template")
+    if template and template["warnings"]:
+        notes.append(Note(W.TEMPLATE_NOT_BETTER_THAN_MAJORITY,
+                          f"held out, this question was answered right {template['exact_match']:.0%} of the "
+                          f"time, no better than always giving its most common answer "
+                          f"({template['majority_baseline']:.0%})"))
+    return notes
+
+
+def reliability_of(table: ReliabilityTable, catalogue: QuestionCatalogue, match: MatchedQuestion | None,
+                   statements: Sequence[dict[str, Any]], task_is_report: bool
+                   ) -> tuple[dict[str, Any] | None, dict[str, bool]]:
+    """An answer's ``reliability`` and which of its findings it says present (by catalogue name): the
+    findings of its statements (a verify question's, a choice's, a query's members, a report's) and,
+    for a question about a template rather than one finding, the template; None for a free question."""
+    if match is None and not task_is_report:
+        return None, {}
+    present: dict[str, bool] = {}
+    for st in statements:
+        question = catalogue.finding_question(st["text"])
+        if question is None:
+            name = st["text"]
+        else:
+            name = "normal ecg" if question.template_id == NORMAL_ECG_TEMPLATE else question.attributes[0]
+        present[name] = present.get(name, False) or bool(st["present"])
+    template_id = None
+    if match is not None and match.template_id not in (1, NORMAL_ECG_TEMPLATE):
+        template_id = match.template_id
+    return table.summary(present, template_id), present
