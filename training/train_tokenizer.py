@@ -223,7 +223,12 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
     if not train_ids or not eval_ids:
         raise ValueError(f"no {fs_src} Hz records in train folds {cfg.train_folds} ({len(train_ids)}) "
                          f"or eval folds {cfg.eval_folds} ({len(eval_ids)}) under {ptbxl.root}")
-    train_set = load_signals(ptbxl, train_ids, pre_cfg, progress=cfg.progress, keep_mv=cfg.augment)
+    end_step = cfg.steps if cfg.stop_at_step is None else cfg.stop_at_step
+    # resumed at or past its end (a run stopped at stop_at_step, finished): nothing to train, so the
+    # training records are not read again (minutes for ptbxl_full); their counts come from the ids
+    finished = resuming and int(read_trainer_state(out_dir)["step"]) >= end_step
+    load_ids = train_ids[: cfg.batch_size] if finished else train_ids
+    train_set = load_signals(ptbxl, load_ids, pre_cfg, progress=cfg.progress, keep_mv=cfg.augment)
     eval_set = load_signals(ptbxl, eval_ids, pre_cfg, progress=cfg.progress)
     if not train_set.ids or not eval_set.ids:
         raise ValueError(f"every record failed validation ({len(train_set.skipped)} train, "
@@ -294,7 +299,6 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
     recent: list[float] = []
     train_time = 0.0
     last_eval: dict[str, float] | None = None
-    end_step = cfg.steps if cfg.stop_at_step is None else cfg.stop_at_step
     while step < end_step:
         t0 = time.time()
         # batch drawn from (seed, step) only, so a resumed run sees the same batches
@@ -367,8 +371,9 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
         "steps_per_s": steps_run / train_time if train_time > 0 else None,
         "wall_s": time.time() - t_start,
         "n_params": n_params,
-        "n_train_records": len(train_x),
-        "n_train_statements_labelled": len(ptbxl.statements_labelled_ids(train_set.ids)),
+        "n_train_records": len(train_ids) - len(train_set.skipped) if finished else len(train_x),
+        "n_train_statements_labelled": len(ptbxl.statements_labelled_ids(
+            train_ids if finished else train_set.ids)),
         "n_eval_records": len(eval_x),
         "n_skipped_records": len(train_set.skipped) + len(eval_set.skipped),
         "n_frames": enc_cfg.n_frames,

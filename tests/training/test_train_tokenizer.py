@@ -171,6 +171,31 @@ def test_resumed_run_matches_uninterrupted_run(runs: dict) -> None:
     assert runs["resumed"]["eval"] == runs["full"]["eval"]
 
 
+def test_a_finished_run_resumed_reports_without_reading_the_training_records(
+        runs: dict, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped at stop_at_step and started again (reproduce_demo.sh's --resume) trains nothing:
+    it reads the held-out records and a batch of training records, not all of them, and reports the
+    same model and the same counts."""
+    import shutil
+
+    import diagecg.training.train_tokenizer as tt
+
+    out = tmp_path / "done"
+    shutil.copytree(runs["root"] / "full", out)
+    read: list[int] = []
+    real = tt.load_signals
+
+    def counting(ptbxl, ids, *a, **k):  # type: ignore[no-untyped-def]
+        read.append(len(ids))
+        return real(ptbxl, ids, *a, **k)
+
+    monkeypatch.setattr(tt, "load_signals", counting)
+    s = main(tiny_config(shared_data, out, resume=True, steps=SUMMARY_STEPS, eval_every=SUMMARY_STEPS // 2))
+    assert s["steps_this_run"] == 0 and s["step"] == SUMMARY_STEPS
+    assert read == [8, 16]  # one batch of training records, the held-out records
+    assert s["n_train_records"] == runs["full"]["n_train_records"] and s["eval"] == runs["full"]["eval"]
+
+
 def _eval_set(ptbxl_root: Path, runs: dict, pre: PreprocessConfig):
     ptbxl = PtbxlDataset(ptbxl_root)
     cfg = tiny_config(ptbxl_root, runs["root"] / "unused")
