@@ -116,7 +116,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import logging
 import math
 import threading
@@ -126,16 +125,20 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from diagecg.answers import format_answer, normalize_answer
-from diagecg.bundle import Bundle, default_bundle, load_bundle, sha256_file
+from diagecg.bundle import Bundle, default_bundle, feature_columns, load_bundle, sha256_file
 from diagecg.config import QualityConfig
 from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
+from diagecg.criteria import criterion_for
 from diagecg.decoding import option_continuations
 from diagecg.errors import DiagEcgError, InputError
 from diagecg.io import read_record
+from diagecg.measure import FEATURE_NAMES, report_measurements
 from diagecg.notes import Note, W
-from diagecg.preprocess import model_inputs, preprocess, record_windows
+from diagecg.preprocess import model_inputs, record_windows
 from diagecg.prompts import encode_prompt, sanitize_question
 from diagecg.quality import flat_leads
 from diagecg.questions import NONE_ANSWER, NORMAL_ECG_TEMPLATE, MatchedQuestion, Refusal
@@ -154,19 +157,16 @@ from diagecg.runtime.device import DeviceChoice, choose_device
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
 from diagecg.statements import answer_findings, coded_statements
-from diagecg.types import EcgRecord, I64Array, PatientInfo
+from diagecg.types import EcgRecord, F32Array, I64Array, PatientInfo
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
+ECG_CACHE_SIZE = 64  # signals whose ECG codes a pipeline keeps (~0.5 KB each at 100 Hz)
 SCHEMA_RESOURCE = ("diagecg", "schemas/answer.schema.json")  # package data
 TASK_QA = "qa"
 TASK_REPORT = "report"
 TIMING_STAGES: tuple[str, ...] = ("read", "preprocess", "tokenize", "prompt", "generate", "total")
-MEASURE_EXTRA_NOTE = ("no measurements in this report: they need neurokit2, pip install 'diagecg[measure]' "
-                      "(--no-measure, or measure=False in Python, turns them off)")
-ECG_CACHE_SIZE = 64  # signals whose ECG codes a pipeline keeps (~0.5 KB each at 100 Hz)
-
 RecordLike = EcgRecord | str | Path
 
 
@@ -200,6 +200,8 @@ class Answer:
     measurements: dict[str, Any] | None = None
     reliability: dict[str, Any] | None = None
     refusal: dict[str, Any] | None = None
+    evidence: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    calibrated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
@@ -226,6 +228,25 @@ def _aggregation_kind(match: MatchedQuestion | None, task: str) -> str:
     if match is None:
         return "free"
     return "closed" if match.closed else "query"
+
+
+def calibrate_options(probs: np.ndarray, negative: int, cal: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """A verify answer under the bundle's calibration of its finding (``manifest["calibration"]``):
+    p(present) = 1 - p(negative option) becomes ``q = sigmoid(a * logit(p) + b)``, the probability of
+    presence measured on the calibration fold; the positive options share ``q`` in their model
+    proportions and the negative one gets ``1 - q``. The answer is the most probable positive option
+    when ``q`` reaches the finding's threshold (chosen on the calibration fold for balanced accuracy),
+    else the negative one. Returns the new probabilities and the answer's index."""
+    p = np.asarray(probs, dtype=np.float64)
+    present = float(np.clip(1.0 - p[negative], 1e-4, 1 - 1e-4))  # as the calibration was fitted
+    z = float(cal["a"]) * math.log(present / (1 - present)) + float(cal["b"])
+    q = 0.5 * (1.0 + math.tanh(0.5 * z))
+    mass = float(p.sum() - p[negative])
+    out = p * (q / mass) if mass > 0 else np.full_like(p, q / max(1, len(p) - 1))
+    out[negative] = 1.0 - q
+    positives = [k for k in range(len(p)) if k != negative]
+    best = max(positives, key=lambda k: out[k]) if q >= float(cal["threshold"]) else negative
+    return out, best
 
 
 def _negative_option(match: MatchedQuestion) -> str:
@@ -433,9 +454,9 @@ class DiagEcgPipeline:
                           n_answer_tokens=0, n_ecg_tokens=0, ecg_cached=False, n_reused_tokens=0,
                           warnings=[*self._notes(rec), refusal_note(read)], question_supported=False,
                           refusal=read.to_dict())
-        parts = []  # one per window: (start_s, end_s, codes, cached, prompt length, reply)
+        parts = []  # one per window: (start_s, end_s, codes, cached, prompt length, reply, measurements)
         for k, (start_s, end_s, window) in enumerate(record_windows(rec, self.bundle.preprocess)):
-            indices, cached, stage_ms = self._codes(window)
+            indices, features, cached, stage_ms = self._codes(window)
             for stage, ms in stage_ms.items():
                 times[stage] = round(times.get(stage, 0.0) + ms, 3)
             t = time.perf_counter()
@@ -446,7 +467,7 @@ class DiagEcgPipeline:
             reply = self._choose(prompt_ids, match) if match is not None and match.closed \
                 else self._decode(prompt_ids, match)
             lap(f"generate{k}")
-            parts.append((start_s, end_s, indices, cached, len(prompt_ids), reply))
+            parts.append((start_s, end_s, indices, cached, len(prompt_ids), reply, features))
         for stage in ("prompt", "generate"):
             times[stage] = round(sum(times.pop(f"{stage}{k}") for k in range(len(parts))), 3)
         chosen, text, confidence, notes = self._aggregate(parts, match, task, rec)
@@ -479,11 +500,8 @@ class DiagEcgPipeline:
         text, probs, confidence, windows = as_asked(match, text, probs, confidence, windows)
         answers = sorted(normalize_answer(text)) if task == TASK_QA else []
         measurements = None
-        if task == TASK_REPORT and self.measure:
-            t_measure = time.perf_counter()
-            measurements, measure_notes = self._measure(rec, parts[0][0], parts[0][1])
-            notes.extend(measure_notes)
-            times["measure"] = round((time.perf_counter() - t_measure) * 1e3, 3)
+        if task == TASK_REPORT and self.measure:  # the first window's: the numbers the model read
+            measurements = {"window_s": [parts[0][0], parts[0][1]], **report_measurements(parts[0][6])}
         if task == TASK_REPORT:
             findings = [(s, True) for s in report_statements(text)]
         else:
@@ -508,6 +526,7 @@ class DiagEcgPipeline:
             question_supported=None if match is None else True,
             matched_question=None if match is None else match.to_dict(),
             confidence=confidence, option_probabilities=probs, windows=windows, reliability=reliability,
+            evidence=self._evidence(chosen, match), calibrated=bool(reply.get("calibrated")),
         )
 
     def _notes(self, rec: EcgRecord) -> list[Note]:
@@ -520,18 +539,32 @@ class DiagEcgPipeline:
                                    question=question.canonical, patient=patient, ecg_indices=codes.tolist())
         return self._choose(prompt_ids, question)
 
-    @staticmethod
-    def _measure(rec: EcgRecord, start_s: float, end_s: float) -> tuple[dict[str, Any] | None, list[Note]]:
-        """The measurements of the record's span ``start_s..end_s`` (the first analysed window), or
-        None and a note when neurokit2 is not installed."""
-        if importlib.util.find_spec("neurokit2") is None:
-            return None, [Note(W.MEASUREMENTS_UNAVAILABLE, MEASURE_EXTRA_NOTE)]
-        from diagecg.intervals import measure_intervals
+    def _evidence(self, window: tuple[Any, ...], match: MatchedQuestion | None) -> list[dict[str, Any]]:
+        """The measured values a closed finding question rests on (``diagecg.criteria``), from the
+        window the answer comes from; empty for findings without a defining measurement."""
+        if match is None or not match.attributes or self.bundle.questions is None:
+            return []
+        start_s, end_s, features = window[0], window[1], window[6]
+        out = []
+        for name in match.attributes:
+            crit = criterion_for(self._finding_code(name) or "")
+            if crit is None:
+                continue
+            value = float(features[FEATURE_NAMES.index(crit.feature)])
+            out.append({"finding": name, "code": crit.code, "measurement": crit.feature,
+                        "value": round(value, 3), "unit": crit.unit, "cutoff": crit.cutoff,
+                        "direction": "above" if crit.direction > 0 else "below",
+                        "suggests_finding": crit.suggests(value), "window_s": [start_s, end_s]})
+        return out
 
-        a, b = round(start_s * rec.fs_hz), round(end_s * rec.fs_hz)
-        whole = (a, b) == (0, rec.signal.shape[1])
-        span = rec if whole else dataclasses.replace(rec, signal=rec.signal[:, a:b])
-        return {"window_s": [start_s, end_s], **measure_intervals(span).to_dict()}, []
+    def _finding_code(self, name: str) -> str | None:
+        """The SCP code of a finding name the catalogue asks about (calibration entries name it; else
+        the statement table)."""
+        cal = self.bundle.calibration.get(name)
+        if cal and cal.get("code"):
+            return str(cal["code"])
+        coded = coded_statements([(name, True)])
+        return coded[0].get("code") if coded else None
 
     @staticmethod
     def _aggregate(parts: list[tuple[Any, ...]], match: MatchedQuestion | None, task: str,
@@ -570,9 +603,14 @@ class DiagEcgPipeline:
         option_ids = option_continuations(self.prompt_config, self.llm.encode_text, match.options, eos)
         probs, n_reused = self.llm.score_options(prompt_ids, option_ids)
         best = int(probs.argmax())
+        cal = self.bundle.calibration.get(match.attributes[0]) \
+            if match.question_type == "single-verify" and len(match.attributes) == 1 else None
+        if cal is not None and "no" in match.options:
+            probs, best = calibrate_options(probs, match.options.index("no"), cal)
         return {"text": match.options[best], "stop_reason": "options", "confidence": float(probs[best]),
                 "option_probabilities": {o: float(p) for o, p in zip(match.options, probs, strict=True)},
-                "n_answer_tokens": len(option_ids[best]) - 1, "n_reused_tokens": n_reused, "warnings": []}
+                "n_answer_tokens": len(option_ids[best]) - 1, "n_reused_tokens": n_reused, "warnings": [],
+                "calibrated": cal is not None}
 
     def _decode(self, prompt_ids: list[int], match: MatchedQuestion | None) -> dict[str, Any]:
         """Greedy (or the bundle's sampling) decoding; a query keeps only its template's options."""
@@ -592,24 +630,25 @@ class DiagEcgPipeline:
                 "n_answer_tokens": len(gen.token_ids), "n_reused_tokens": gen.n_reused_tokens,
                 "warnings": warnings}
 
-    def _codes(self, rec: EcgRecord) -> tuple[I64Array, bool, dict[str, float]]:
-        """The record's ECG codes (from the cache when its signal was seen), whether they were cached,
-        and the preprocess / tokenize times in ms."""
+    def _codes(self, rec: EcgRecord) -> tuple[I64Array, F32Array, bool, dict[str, float]]:
+        """The record's ECG codes and measurements (from the cache when its signal was seen), whether
+        they were cached, and the preprocess / tokenize times in ms."""
         key = signal_key(rec) if self.ecg_cache_size else b""
-        indices = self._cached_codes(key)
-        if indices is not None:
-            return indices, True, {"preprocess": 0.0, "tokenize": 0.0}
+        hit = self._cached_codes(key)
+        if hit is not None:
+            return hit[0], hit[1], True, {"preprocess": 0.0, "tokenize": 0.0}
         t0 = time.perf_counter()
-        if self.bundle.summary is not None:  # float32 (12, samples) and (measurements,)
-            signal, features = model_inputs(rec, self.bundle.preprocess)
-        else:
-            signal, features = preprocess(rec, self.bundle.preprocess), None
+        # float32 (12, samples) and (measurements,): measured for every bundle (evidence, reports), and
+        # given to the tokenizer when it has a summary head
+        signal, features = model_inputs(rec, self.bundle.preprocess)
         t1 = time.perf_counter()
-        indices = self.ecg_session.encode(signal, features)[0]  # (1, tokens) -> (tokens,)
+        summary = self.bundle.summary
+        graph_features = features[feature_columns(summary)] if summary is not None else None
+        indices = self.ecg_session.encode(signal, graph_features)[0]  # (1, tokens) -> (tokens,)
         t2 = time.perf_counter()
-        self._store_codes(key, indices)
+        self._store_codes(key, indices, features)
         ms = {"preprocess": round((t1 - t0) * 1e3, 3), "tokenize": round((t2 - t1) * 1e3, 3)}
-        return indices, False, ms
+        return indices, features, False, ms
 
     def ecg_codes(self, record: RecordLike) -> I64Array:
         """The ECG token indices the bundle's tokenizer gives a record (summary codes, then frames)."""
@@ -646,21 +685,22 @@ class DiagEcgPipeline:
         probs = self.llm.option_probabilities(prompt_ids, option_ids)
         return {o: float(p) for o, p in zip(options, probs, strict=True)}
 
-    def _cached_codes(self, key: bytes) -> I64Array | None:
+    def _cached_codes(self, key: bytes) -> tuple[I64Array, F32Array] | None:
         if not self.ecg_cache_size:
             return None
         with self._ecg_cache_lock:
-            indices = self._ecg_cache.get(key)
-            if indices is not None:
+            hit = self._ecg_cache.get(key)
+            if hit is not None:
                 self._ecg_cache.move_to_end(key)
-            return indices
+            return hit
 
-    def _store_codes(self, key: bytes, indices: I64Array) -> None:
+    def _store_codes(self, key: bytes, indices: I64Array, features: F32Array) -> None:
         if not self.ecg_cache_size:
             return
         indices.flags.writeable = False  # shared by every later hit
+        features.flags.writeable = False
         with self._ecg_cache_lock:
-            self._ecg_cache[key] = indices
+            self._ecg_cache[key] = (indices, features)
             while len(self._ecg_cache) > self.ecg_cache_size:
                 self._ecg_cache.popitem(last=False)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import math
+import shutil
 import threading
 from pathlib import Path
 
@@ -477,27 +479,80 @@ def test_patient_overrides_must_be_patient_info(pipeline: DiagEcgPipeline, recor
         pipeline.answer(record_paths[0], QUESTION, patient={"age_years": 50})  # type: ignore[arg-type]
 
 
-def test_reports_carry_measurements_questions_do_not(pipeline: DiagEcgPipeline, record_paths: list[Path],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("neurokit2")
+def test_reports_carry_the_measurements_the_model_reads(pipeline: DiagEcgPipeline,
+                                                        record_paths: list[Path]) -> None:
+    """One definition: a report prints the numbers of diagecg.measure that the tokenizer was given,
+    with no extra dependency; questions carry evidence instead."""
+    from diagecg.io import read_record
+    from diagecg.measure import report_measurements
+    from diagecg.preprocess import model_inputs
+
     report = pipeline.report(record_paths[1]).to_dict()
     jsonschema.validate(report, answer_schema())
     m = report["measurements"]
     assert m["window_s"] == [0.0, 10.0] and m["n_beats"] >= 5
-    assert 30 <= m["measurements"]["heart_rate_bpm"]["value"] <= 200 and "measure" in report["timings_ms"]
+    assert 30 <= m["measurements"]["heart_rate_bpm"]["value"] <= 200
+    _, features = model_inputs(read_record(record_paths[1]), pipeline.bundle.preprocess)
+    assert {k: v for k, v in m.items() if k != "window_s"} == report_measurements(features)
     assert pipeline.answer(record_paths[1], QUESTION).measurements is None
-    # without neurokit2: no measurements, and the report says why
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "neurokit2" else real(name, *a))
-    missing = pipeline.report(record_paths[1])
-    assert missing.measurements is None and any("diagecg[measure]" in w.message for w in missing.warnings)
-    monkeypatch.undo()
     pipeline.measure = False
     try:
         off = pipeline.report(record_paths[1])
         assert off.measurements is None and not any("measure" in w.message for w in off.warnings)
     finally:
         pipeline.measure = True
+
+
+def _catalogue_pipeline(bundle: Path, calibration: dict | None = None) -> DiagEcgPipeline:
+    if calibration is not None:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest["calibration"] = {"fitted_on": {"folds": [9]}, "findings": calibration}
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return DiagEcgPipeline.from_bundle(bundle, device="cpu", threads=1)
+
+
+BRADY = "Does this ECG show symptoms of sinus bradycardia?"
+
+
+def test_a_finding_with_a_defining_measurement_carries_it_as_evidence(catalogue_bundle: Path,
+                                                                      record_paths: list[Path]) -> None:
+    from diagecg.io import read_record
+    from diagecg.measure import FEATURE_NAMES
+    from diagecg.preprocess import model_inputs
+
+    with _catalogue_pipeline(catalogue_bundle) as pipe:
+        ans = pipe.answer(record_paths[1], BRADY)
+        jsonschema.validate(ans.to_dict(), answer_schema())
+        _, features = model_inputs(read_record(record_paths[1]), pipe.bundle.preprocess)
+        (ev,) = ans.evidence
+        hr = float(features[FEATURE_NAMES.index("heart_rate_bpm")])
+        assert ev["code"] == "SBRAD" and ev["measurement"] == "heart_rate_bpm"
+        assert ev["value"] == round(hr, 3)
+        assert ev["suggests_finding"] == (hr < 60) and ev["direction"] == "below" and ev["cutoff"] == 60.0
+        assert not ans.calibrated  # this bundle has no calibration
+        # a finding without a defining measurement has none
+        mi = pipe.answer(record_paths[1], "Does this ECG show symptoms of left ventricular hypertrophy?")
+        assert mi.question_supported and mi.evidence == []
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_calibrated_verify_answers_follow_the_findings_threshold(catalogue_bundle: Path, tmp_path: Path,
+                                                                 record_paths: list[Path],
+                                                                 threshold: float) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(catalogue_bundle, bundle)
+    cal = {"sinus bradycardia": {"code": "SBRAD", "a": 1.0, "b": -1.0, "threshold": threshold, "n": 100,
+                                 "n_pos": 9}}
+    with _catalogue_pipeline(catalogue_bundle) as raw, _catalogue_pipeline(bundle, cal) as pipe:
+        before = raw.answer(record_paths[1], BRADY).option_probabilities
+        ans = pipe.answer(record_paths[1], BRADY)
+    assert ans.calibrated and before is not None and ans.option_probabilities is not None
+    p = ans.option_probabilities
+    assert sum(p.values()) == pytest.approx(1.0)
+    present = min(max(1 - before["no"], 1e-4), 1 - 1e-4)
+    q = 1 / (1 + math.exp(-(math.log(present / (1 - present)) - 1.0)))
+    assert 1 - p["no"] == pytest.approx(q, rel=1e-4)
+    # the positive options keep their model proportions
+    assert p["yes"] / p["not sure"] == pytest.approx(before["yes"] / before["not sure"], rel=1e-4)
+    assert ans.answer == ("no" if threshold == 1.0 else max(("yes", "not sure"), key=lambda o: p[o]))
+    assert ans.confidence == pytest.approx(p[ans.answer])

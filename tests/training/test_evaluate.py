@@ -298,7 +298,7 @@ def test_main_writes_per_type_accuracy_beside_baselines(e2e, ptbxl):
     # the ruler: each finding with a defining measurement, scored on the same questions
     ruler = findings["ruler"]
     assert set(ruler) <= set(findings["findings"]) and "NORM" not in ruler and "ruler AUC" in table
-    for code, row in ruler.items():
+    for row in ruler.values():
         assert row["n"] == 5 and row["feature"] in FEATURE_NAMES and len(row["auc_ci"]) == 2
     assert "calibration" not in findings  # only on request, on a validation fold
 
