@@ -3,21 +3,27 @@
 The ECG tokenizer sees each lead z-scored, which removes the amplitudes in mV (voltage criteria of
 hypertrophy) and makes the rate and the regularity of the rhythm something a small network must
 infer from a 10 s window. These measurements restore them, computed the way automated ECG
-interpretation does, on the filtered signal in mV at the model rate (``diagecg.preprocess``):
+interpretation does, on the model's window in mV at one measurement rate and bandwidth whatever the
+record's own rate (``diagecg.preprocess.measure_signal``: 250 Hz, 40 Hz low-pass), so the same ECG
+recorded at 100 or 500 Hz measures the same. They are the one definition of each number: the
+tokenizer's summary head and measurement tokens read them, a report prints them
+(:func:`report_measurements`), an answer cites them as evidence (``diagecg.criteria``).
 
 1. **Beats**: a QRS energy signal (squared slope summed over the 12 leads, integrated over
    ~100 ms, Pan & Tompkins 1985), its peaks above an adaptive threshold with a 250 ms refractory
-   period, and a search-back at half the threshold inside any RR gap longer than 1.6x the median.
-2. **Rhythm**: heart rate, RR variability (coefficient of variation, RMSSD, share of successive
+   period, and a search-back at half the threshold inside any RR gap longer than 1.6x the median;
+   each fiducial point then moved to where its QRS best matches the median QRS (cross-correlation).
+2. **Rhythm**: heart rate (the mean of the middle half of the RR intervals), RR variability (coefficient of variation, RMSSD, share of successive
    RR differences above 50 ms and above 12.5%), shortest/longest RR relative to the median
    (premature beats, pauses).
 3. **Median beat**: the beats whose preceding RR lies within 20% of the median (all beats when
    fewer than three do), aligned on their fiducial point, median per lead; QRS onset/offset where
    the summed slope of the median beat falls below 15% of its peak; baseline from the PR segment.
 4. **Intervals and amplitudes**: QRS duration, an estimate of the PR interval (P peak in lead II to
-   QRS onset) and of QT (QRS onset to T peak + 40 ms, Bazett-corrected), the frontal QRS axis
-   (net QRS of I and aVF), and per lead the R and S amplitudes, ST level at J + 60 ms, T and P
-   amplitudes (mV).
+   QRS onset) and of QT (QRS onset to T peak + 40 ms, Bazett-corrected; P and T peaks on the waves
+   smoothed over 40 ms), the frontal QRS axis (net QRS of I and aVF), the voltage criteria (largest
+   limb and precordial QRS, Sokolow-Lyon), and per lead the R and S amplitudes, ST level at J + 60 ms,
+   T and P amplitudes (mV).
 
 Everything is deterministic and a pure function of its input. A record without detectable beats
 (or with fewer than two) yields the same vector with the rhythm values set to their "no beats"
