@@ -13,7 +13,8 @@ tokenizer's summary head and measurement tokens read them, a report prints them
    ~100 ms, Pan & Tompkins 1985), its peaks above an adaptive threshold with a 250 ms refractory
    period, and a search-back at half the threshold inside any RR gap longer than 1.6x the median;
    each fiducial point then moved to where its QRS best matches the median QRS (cross-correlation).
-2. **Rhythm**: heart rate (the mean of the middle half of the RR intervals), RR variability (coefficient of variation, RMSSD, share of successive
+2. **Rhythm**: heart rate (the mean of the middle half of the RR intervals), RR variability
+   (coefficient of variation, RMSSD, share of successive
    RR differences above 50 ms and above 12.5%), shortest/longest RR relative to the median
    (premature beats, pauses).
 3. **Median beat**: the beats whose preceding RR lies within 20% of the median (all beats when
