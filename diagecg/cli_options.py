@@ -1,4 +1,9 @@
-"""What every ``diagecg`` command shares: its exit codes and its ``-v``/``--quiet`` options.
+"""What every ``diagecg`` command shares: its exit codes, its ``-v``/``--quiet`` options and the patient
+options.
+
+``-q`` means one thing wherever it appears: the question (``diagecg infer -q``). No other subcommand
+takes ``-q``; ``--quiet`` (errors only) has no short form, so ``diagecg report rec.hea -q "AF?"`` is an
+error that says where questions go instead of a report of a record called "AF?".
 
 Exit codes (the same failure gives the same code in every mode, plain text or ``--json``):
 
@@ -76,9 +81,9 @@ def log_level(verbose: bool, quiet: bool) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def verbosity_options(short_quiet: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add ``-v/--verbose`` and ``--quiet`` (``-q/--quiet`` when ``short_quiet``: ``infer`` keeps
-    ``-q`` for its question) to a click command. The command receives ``quiet`` if it takes it."""
+def verbosity_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``-v/--verbose`` and ``--quiet`` to a click command (no ``-q``: that is the question, module
+    docstring). The command receives ``quiet`` if it takes it."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         wants_quiet = "quiet" in inspect.signature(fn).parameters
@@ -90,13 +95,29 @@ def verbosity_options(short_quiet: bool = True) -> Callable[[Callable[..., Any]]
             with log_level(verbose, quiet):
                 return fn(*args, quiet=quiet, **kwargs) if wants_quiet else fn(*args, **kwargs)
 
-        quiet_decls = ("-q", "--quiet") if short_quiet else ("--quiet",)
-        wrapper = click.option(*quiet_decls, "quiet", is_flag=True,
+        wrapper = click.option("--quiet", "quiet", is_flag=True,
                                help="Errors only: no warnings, no progress.")(wrapper)
         return click.option("-v", "--verbose", "verbose", is_flag=True,
                             help="Log debug messages too.")(wrapper)
 
     return decorate
+
+
+class SexType(click.ParamType):
+    """``--sex``: ``male``/``female`` or ``M``/``F`` as DICOM and HL7 write them, any case."""
+
+    name = "sex"
+    ALIASES = {"m": "male", "male": "male", "f": "female", "female": "female"}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        sex = self.ALIASES.get(str(value).strip().lower())
+        if sex is None:
+            self.fail(f"{value!r} is not a sex: one of male, female, M, F (any case)", param, ctx)
+        assert sex in PATIENT_SEXES, sex
+        return sex
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[male|female|M|F]"
 
 
 def patient_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -105,7 +126,8 @@ def patient_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     options = [
         click.option("--age", type=click.FloatRange(*PATIENT_LIMITS["age_years"]),
                      help="Patient age in years (overrides the header)."),
-        click.option("--sex", type=click.Choice(PATIENT_SEXES), help="Patient sex (overrides the header)."),
+        click.option("--sex", type=SexType(), help="Patient sex, male/female or M/F, any case (overrides the "
+                                                   "header)."),
         click.option("--height-cm", type=click.FloatRange(*PATIENT_LIMITS["height_cm"]),
                      help="Patient height in cm."),
         click.option("--weight-kg", type=click.FloatRange(*PATIENT_LIMITS["weight_kg"]),

@@ -20,6 +20,7 @@ class W:
     RECORD = "RECORD"
     DEGRADED_LEADS = "DEGRADED_LEADS"
     WINDOWS_COMBINED = "WINDOWS_COMBINED"
+    RECORD_PART_NOT_ANALYSED = "RECORD_PART_NOT_ANALYSED"
     GENERATION = "GENERATION"
     ANSWER_FILTERED = "ANSWER_FILTERED"
     QUESTION_UNSUPPORTED = "QUESTION_UNSUPPORTED"
@@ -41,6 +42,8 @@ WARNING_CODES: dict[str, str] = {
     W.RECORD: "reading or checking the record (derived leads, units, quality, length)",
     W.DEGRADED_LEADS: "the answer needs leads that are flat in this record: do not trust it",
     W.WINDOWS_COMBINED: "a long record was analysed in several windows and their results combined",
+    W.RECORD_PART_NOT_ANALYSED: "the end of a record shorter than 1.5 windows was not analysed (a second "
+                                "window would have repeated most of the first)",
     W.GENERATION: "text generation was cut short (token budget, context)",
     W.ANSWER_FILTERED: "decoded answer members that are not options of the question were dropped",
     W.QUESTION_UNSUPPORTED: "the question is not one the model was trained to answer: no answer given",

@@ -209,7 +209,10 @@ def record_windows(record: EcgRecord, cfg: PreprocessConfig) -> list[tuple[float
     or padded by :func:`preprocess` as before). A longer one is cut into ``k = ceil(duration /
     window_s)`` windows of exactly ``window_s``, evenly spaced from the start to the end: they
     overlap when the duration is not a multiple of the window, and every sample is in at least
-    one. Each window record keeps the record's leads, patient, id, source and warnings.
+    one. Windows start at least half a window apart, so that no window is a near-copy of another
+    (a 10.5 s record gave two windows 0.5 s apart): a record shorter than 1.5 windows is analysed in
+    its first ``window_s`` only, and the span not analysed is the end of the last window to the end
+    of the record. Each window record keeps the record's leads, patient, id, source and warnings.
     """
     duration = record.duration_s
     if duration <= cfg.window_s * (1 + WINDOW_SLACK):
@@ -217,7 +220,9 @@ def record_windows(record: EcgRecord, cfg: PreprocessConfig) -> list[tuple[float
     n = record.signal.shape[1]
     width = int(round(cfg.window_s * record.fs_hz))
     k = int(np.ceil(n / width))
-    starts = np.linspace(0, n - width, k).round().astype(int)
+    while k > 1 and (n - width) / (k - 1) < width / 2:  # near-copies: fewer windows (only k = 2 can be)
+        k -= 1
+    starts = np.linspace(0, n - width, k).round().astype(int) if k > 1 else np.zeros(1, dtype=int)
     return [(round(a / record.fs_hz, 3), round((a + width) / record.fs_hz, 3),
              dataclasses.replace(record, signal=record.signal[:, a:a + width]))
             for a in starts]

@@ -9,7 +9,12 @@ file's folder).
 ``infer`` takes ``-q`` once or several times: every record is read once and asked each question
 in turn (later questions reuse its ECG codes and the KV cells of the shared prompt prefix).
 
-Output: a single record and a single question without ``--json`` print just the answer. With
+Output: a single record and a single question without ``--json`` print the answer on one line: just
+the answer when the question was the catalogue's own wording, else the answer and, in brackets, what
+the model was asked and answered and how sure it is (``yes  (as "no" to "Does this ECG show symptoms
+of atrial fibrillation?"; p = 0.60)`` for "Is AF absent?"); ``--show-probability`` always adds the
+probability (for a report or query, each statement's). Warnings go to stderr as ``warning [CODE]:
+text``. With
 ``--json``, or several records (or a folder/list) or questions, each answer gives one JSON line on
 stdout as it finishes, record by record and in question order (``Answer.to_dict()``, schema in
 ``diagecg.runtime.pipeline``; a failed one gives the same envelope with ``error`` and
@@ -46,6 +51,8 @@ from diagecg.constants import DEFAULT_BUNDLE_DIR
 from diagecg.errors import BundleError, DiagEcgError, InputError
 from diagecg.formats import find_records
 from diagecg.intervals import summary_line
+from diagecg.polarity import invert_answer
+from diagecg.questions import SEMANTICS, normalize_question
 from diagecg.runtime.device import DEVICES, MAX_THREADS
 from diagecg.types import PatientInfo
 
@@ -130,10 +137,35 @@ def _progress(results: Iterator[Any], total: int, quiet: bool) -> Iterator[Any]:
             yield r
 
 
+def plain_answer(ans: Answer, show_probability: bool = False) -> str:
+    """The one line ``infer``/``report`` print for an answer (module docstring)."""
+    mq = ans.matched_question
+    if ans.task == "report" or (mq is not None and mq["question_type"] == "single-query"):
+        if not show_probability or not ans.statements:
+            return ans.answer
+        parts = [s["text"] + (f" (p {s['probability']:.2f})" if s["probability"] is not None else "")
+                 for s in ans.statements]
+        if ans.task != "report":
+            return "; ".join(parts)
+        return ". ".join(p[0].upper() + p[1:] for p in parts) + "."
+    p = f"p = {ans.confidence:.2f}" if ans.confidence is not None else None
+    reworded = mq is not None and (
+        mq["polarity"] == "negated" or mq["scope"] != "same" or bool(mq["spelling"])
+        or normalize_question(ans.question) != normalize_question(mq["canonical"]))
+    if mq is not None and reworded:
+        model = invert_answer(ans.answer) if mq["polarity"] == "negated" else ans.answer
+        said = [f'as "{model}" to "{mq["canonical"]}"']
+        if mq["scope"] != "same":
+            said.append(f"a {mq['scope']} finding than asked")
+        return f"{ans.answer}  ({'; '.join([*said, *([p] if p else [])])})"
+    return f"{ans.answer}  ({p})" if show_probability and p else ans.answer
+
+
 def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, bundle: str | None,
                 quant: str | None, as_json: bool, threads: int | None, device: str, verify_hashes: bool,
                 age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None,
-                allow_degraded: bool, plot_path: str | None, quiet: bool, measure: bool = False) -> None:
+                allow_degraded: bool, plot_path: str | None, quiet: bool, measure: bool = False,
+                show_probability: bool = False) -> None:
     from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
 
     patient = PatientInfo(age_years=age, sex=sex, height_cm=height_cm, weight_kg=weight_kg)
@@ -163,9 +195,9 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
             fail(e, ExitCode.FAILED)
             return
         for w in [] if quiet else ans.warnings:
-            click.echo(f"warning: {w}", err=True)
+            click.echo(f"warning [{w.code}]: {w.message}", err=True)
         if ans.question_supported is not False:
-            click.echo(ans.answer)
+            click.echo(plain_answer(ans, show_probability))
         if ans.measurements is not None:
             click.echo(summary_line(ans.measurements))
         if plots is not None and not _plot([ans], plots, pipe):
@@ -240,6 +272,9 @@ _common_options = [
                       ".svg); several -> the folder PATH (created if missing), one <record_id>.png each. "
                       "'{record_id}' in PATH is replaced by the record's id."),
     patient_options(),  # patient features for the structured prompt; each overrides the header's
+    click.option("--show-probability", is_flag=True,
+                 help="Plain text: add the probability of the answer (a report or query: of each statement). "
+                      "A question asked in other words than the catalogue's always shows it."),
 ]
 
 
@@ -251,7 +286,7 @@ def _with_common_options(fn: Any) -> Any:
 
 @click.command(epilog=EXIT_CODES_HELP)
 @_with_common_options
-@verbosity_options(short_quiet=False)  # -q is the question
+@verbosity_options()
 @click.option("-q", "--question", "questions", required=True, multiple=True,
               help="The question, in plain text; repeat it to ask several (each record is read once).")
 def infer(records: tuple[str, ...], questions: tuple[str, ...], quiet: bool, **options: Any) -> None:
@@ -265,8 +300,13 @@ def infer(records: tuple[str, ...], questions: tuple[str, ...], quiet: bool, **o
 @click.option("--measure/--no-measure", default=True, show_default=True,
               help="Add heart rate, RR irregularity, PR, QRS, QT/QTc and the frontal axis to each report "
                    "(pip install 'diagecg[measure]'; without it the report says so).")
-def report(records: tuple[str, ...], quiet: bool, **options: Any) -> None:
+@click.option("-q", "--question", "question", hidden=True, expose_value=True,
+              help="Not taken: a report answers no question.")
+def report(records: tuple[str, ...], quiet: bool, question: str | None, **options: Any) -> None:
     """Write the report of ECG records with the offline runtime (no torch)."""
+    if question is not None:  # -q is the question everywhere: never --quiet, never a RECORD
+        raise click.UsageError(f"report takes no question; ask it with: diagecg infer RECORD -q {question!r} "
+                               f"(--quiet is errors only)")
     _answer_all(records, None, quiet=quiet, **options)
 
 
@@ -289,16 +329,49 @@ def questions(bundle: str | None, as_json: bool) -> None:
         fail(BundleError(f"{loaded.root} has no question catalogue (exported before diagecg had them): "
                           f"every question goes to the model as typed"), ExitCode.USAGE)
         return
+    from diagecg.reliability import MIN_AUC, MIN_POSITIVES, ReliabilityTable
+
+    table = ReliabilityTable.from_manifest(loaded.manifest)
+    rows = [table.finding(f) for f in ("normal ecg", *catalogue.findings)]
     if as_json:
-        click.echo(json.dumps(catalogue.to_dict(), indent=2, ensure_ascii=False))
+        floor = {"min_positives": MIN_POSITIVES, "min_auc": MIN_AUC}
+        click.echo(json.dumps({**catalogue.to_dict(), "semantics": {str(k): v for k, v in SEMANTICS.items()},
+                               "reliability": {"source": table.source, "floor": floor, "findings": rows}},
+                              indent=2, ensure_ascii=False))
         return
     click.echo("Questions this model was trained to answer ([template id] type: wording -> answer options).")
-    click.echo("Other wordings, abbreviations (AF, LBBB, 1st degree AVB, LVH, PVC...) and synonyms are "
-               "matched to these; anything else is refused.\n")
+    click.echo("Other wordings, abbreviations (AF, LBBB, 1st degree AVB, LVH, PVC...), synonyms and small "
+               "misspellings are read as these; a negated question ('Is there no AF?', 'Can you exclude "
+               "AF?') is answered as asked (the answer inverted); a general name is answered as the nearest "
+               "finding with a warning (heart block -> conduction disturbance); anything else is refused.\n")
     for line, entry in zip(catalogue.describe(), sorted(catalogue.entries.values(),
                                                         key=lambda e: e.template_id), strict=True):
         click.echo(line)
+        if entry.template_id in SEMANTICS:
+            click.echo(f"    means: {SEMANTICS[entry.template_id]}")
         if entry.attributes:
             click.echo(f"    attributes: {', '.join(entry.attributes)}")
         for example in entry.examples[:3]:
             click.echo(f"    e.g. {example}")
+    click.echo(f"\nHow far each finding can be trusted (held out: {table.source}). Floor: {MIN_POSITIVES} "
+               f"positive records and AUC {MIN_AUC}; below it, or never validated, answers carry a warning "
+               f"code. PPV/NPV at the evaluation's prevalence.")
+    click.echo(f"  {'finding':<44} {'status':<13} {'pos':>4}  {'AUC (95% CI)':<19} {'sens':>5} {'spec':>5} "
+               f"{'PPV':>5} {'NPV':>5}  warnings")
+
+    def num(v: float | None) -> str:
+        return "  -  " if v is None else f"{v:5.2f}"
+
+    unvalidated = []
+    for r in rows:
+        if r["status"] == "not_validated":
+            unvalidated.append(r["finding"])
+            continue
+        ci = r["auc_ci95"]
+        auc = "-" if r["auc"] is None else f"{r['auc']:.2f}" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+        click.echo(f"  {r['finding'][:44]:<44} {r['status']:<13} {r['n_positives']:>4}  {auc:<19} "
+                   f"{num(r['sensitivity'])} {num(r['specificity'])} {num(r['ppv'])} {num(r['npv'])}  "
+                   f"{' '.join(r['warnings'])}")
+    if unvalidated:
+        click.echo(f"  not validated (FINDING_NOT_VALIDATED), {len(unvalidated)} findings: "
+                   f"{', '.join(unvalidated)}")

@@ -134,7 +134,7 @@ from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
 from diagecg.criteria import criterion_for
 from diagecg.decoding import option_continuations
-from diagecg.errors import DiagEcgError, InputError
+from diagecg.errors import DiagEcgError, InferenceError, InputError
 from diagecg.io import read_record
 from diagecg.measure import FEATURE_NAMES, report_measurements
 from diagecg.notes import Note, W
@@ -216,8 +216,10 @@ _ERROR_FIELDS: dict[str, Any] = {"answer": "", "answers": [], "stop_reason": "er
 _AGGREGATION = {
     "closed": "the answer is the window with the strongest evidence of a finding (the lowest "
               "probability of 'no', of 'none', or of 'yes' to 'is this a normal ECG?')",
-    "query": "the answer is the union of the windows' answers",
-    "report": "the report joins the windows' statements, each once",
+    "query": "each member a window gave is kept when the model's yes/no answer about it, from the window "
+             "with the strongest evidence of it, confirms it",
+    "report": "each statement a window wrote is kept when the model's yes/no answer about it, from the "
+              "window with the strongest evidence of it, confirms it; then contradictions are resolved",
     "free": "the first window answers (this bundle has no question catalogue to aggregate with)",
 }
 
@@ -471,6 +473,11 @@ class DiagEcgPipeline:
         for stage in ("prompt", "generate"):
             times[stage] = round(sum(times.pop(f"{stage}{k}") for k in range(len(parts))), 3)
         chosen, text, confidence, notes = self._aggregate(parts, match, task, rec)
+        rest = rec.duration_s - parts[-1][1]
+        if rest > 0.5:  # a record under 1.5 windows: its first window only
+            notes.append(Note(W.RECORD_PART_NOT_ANALYSED,
+                              f"the last {rest:.1f} s of the {rec.duration_s:.1f} s record were not "
+                              f"analysed: a second window would repeat most of the first"))
         flat = flat_leads(rec.signal, self.quality)
         if flat.any() and not (match is not None and catalogue is not None and catalogue.is_rhythm(match)):
             names = ", ".join(n for n, f in zip(rec.lead_names, flat, strict=True) if f)
@@ -607,6 +614,9 @@ class DiagEcgPipeline:
             if match.question_type == "single-verify" and len(match.attributes) == 1 else None
         if cal is not None and "no" in match.options:
             probs, best = calibrate_options(probs, match.options.index("no"), cal)
+        if not np.isfinite(probs).all():  # a damaged calibration entry; never NaN in an answer
+            raise InferenceError(f"the options' probabilities are not finite after the bundle's calibration "
+                                 f"of {match.attributes[0]!r}: {probs.tolist()}")
         return {"text": match.options[best], "stop_reason": "options", "confidence": float(probs[best]),
                 "option_probabilities": {o: float(p) for o, p in zip(match.options, probs, strict=True)},
                 "n_answer_tokens": len(option_ids[best]) - 1, "n_reused_tokens": n_reused, "warnings": [],

@@ -108,9 +108,11 @@ def answer_text(answers: Sequence[Answer]) -> str:
                 lines.append(summary_line(ans.measurements))
         else:
             lines.append(f"Question: {ans.question}")
-            canonical = (ans.matched_question or {}).get("canonical")
+            mq = ans.matched_question or {}
+            canonical = mq.get("canonical")
             if canonical and canonical.casefold() != ans.question.strip().casefold():
-                lines[-1] += f"  (asked as: {canonical})"  # what the model answered is this question
+                inverted = ", its answer inverted" if mq.get("polarity") == "negated" else ""
+                lines[-1] += f"  (asked as: {canonical}{inverted})"  # the question the model answered
             lines.append("Answer: none given: the question is not one this model was trained to answer"
                          if ans.question_supported is False else f"Answer: {ans.answer}")
         if ans.confidence is not None:

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from diagecg.cli import main
 from diagecg.cli_options import ExitCode
 from diagecg.runtime import commands
-from diagecg.runtime.pipeline import DiagEcgPipeline, answer_schema
+from diagecg.runtime.pipeline import SCHEMA_VERSION, DiagEcgPipeline, answer_schema
 
 QUESTION = "Is the rhythm regular?"
 BLOCKED = ("torch", "transformers", "peft")
@@ -48,6 +48,7 @@ def test_cli_without_torch_single_answer_and_batch_with_a_bad_record(
     assert [("error" in d) for d in lines] == [False, True, False]
     assert lines[1]["record"] == str(tmp_path / "not-there.hea")
     assert lines[1]["error_type"] == "RecordNotFoundError"
+    assert set(lines[1]) == set(lines[0]) | {"error", "error_type"}  # an error line has every answer key
     assert lines[0]["task"] == "report" and lines[0]["answer"] == pipeline.report(record_paths[0]).answer
     assert "1 of 3 answers failed (3 records x 1 questions)" in batch.stderr
 
@@ -82,7 +83,7 @@ def test_folder_streams_one_json_line_per_record(tiny_bundle: Path, fixtures_dir
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [d["record_id"] for d in lines] == sorted(p.stem for p in folder.glob("*.hea"))
-    assert all(d["schema_version"] == 3 and d["answer"] for d in lines)
+    assert all(d["schema_version"] == SCHEMA_VERSION and d["answer"] for d in lines)
 
 
 def test_single_record_json(tiny_bundle: Path, record_paths: list[Path]) -> None:
@@ -175,7 +176,7 @@ def test_allow_degraded_flag(catalogue_bundle: Path, record_paths: list[Path], t
     allowed = CliRunner().invoke(main, ["infer", str(path), "-q", "AF?", "--allow-degraded", "--json",
                                         *_opts(catalogue_bundle)])
     assert allowed.exit_code == 0, allowed.output
-    assert any("degraded record" in w for w in json.loads(allowed.stdout)["warnings"])
+    assert any("degraded record" in w["message"] for w in json.loads(allowed.stdout)["warnings"])
 
 
 def test_json_lines_stay_parseable_with_stderr_merged_and_quiet_drops_warnings(
@@ -206,7 +207,8 @@ def test_every_command_takes_verbose_and_quiet_and_lists_the_exit_codes(command:
     text = " ".join(result.stdout.split())
     assert "-v, --verbose" in text and "--quiet" in text
     assert "Exit codes: 0 done; 1 something failed" in text and "3 a question is not in" in text
-    assert ("-q, --quiet" in text) == (command != ["infer"])  # infer's -q is the question
+    assert "-q, --quiet" not in text  # -q is the question wherever it appears (infer), never --quiet
+    assert ("-q, --question" in text) == (command == ["infer"])
 
 
 def test_load_message_only_with_verbose(tiny_bundle: Path, record_paths: list[Path]) -> None:
@@ -219,8 +221,8 @@ def test_load_message_only_with_verbose(tiny_bundle: Path, record_paths: list[Pa
     assert "loaded bundle" not in plain.stderr and "loaded bundle" in loud.stderr
 
 
-def test_threads_are_bounded_and_oversubscription_warns(tiny_bundle: Path, record_paths: list[Path],
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_threads_are_bounded_and_oversubscription_is_capped(tiny_bundle: Path, record_paths: list[Path],
+                                                            caplog: pytest.LogCaptureFixture) -> None:
     from diagecg.runtime.device import MAX_THREADS, logical_cpus, resolve_threads
 
     absurd = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", QUESTION, *_opts(tiny_bundle),
@@ -229,8 +231,9 @@ def test_threads_are_bounded_and_oversubscription_warns(tiny_bundle: Path, recor
     with pytest.raises(ValueError, match=f"1..{MAX_THREADS}"):
         resolve_threads(MAX_THREADS + 1)
     with caplog.at_level("WARNING", logger="diagecg.runtime.device"):
-        assert resolve_threads(logical_cpus() + 1) == logical_cpus() + 1
-    assert "compete for the cores" in caplog.text
+        assert resolve_threads(logical_cpus() + 1) == logical_cpus()
+        assert resolve_threads(MAX_THREADS) == min(MAX_THREADS, logical_cpus())
+    assert f"threads={logical_cpus() + 1} capped at {logical_cpus()}" in caplog.text
 
 
 def test_quant_the_bundle_lacks_is_refused_with_what_it_has(tiny_bundle: Path,

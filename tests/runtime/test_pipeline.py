@@ -13,11 +13,12 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-from builders import N_FRAMES, SUMMARY, record_with_flat_leads
+from builders import N_FRAMES, SUMMARY, record_with_flat_leads, summary_code_ranges
 
 from diagecg.answers import normalize_answer
 from diagecg.errors import BundleError, InferenceError, InputError, RecordError
 from diagecg.io import read_record, record_from_array
+from diagecg.measure import FEATURE_NAMES
 from diagecg.preprocess import model_inputs
 from diagecg.runtime.pipeline import SCHEMA_VERSION, TIMING_STAGES, Answer, DiagEcgPipeline, answer_schema
 from diagecg.types import EcgRecord, PatientInfo
@@ -123,8 +124,10 @@ def test_the_prompt_holds_the_summary_tokens_then_the_frames(pipeline: DiagEcgPi
         # the codes of the record's signal and its measurements, summary first
         signal, features = model_inputs(read_record(path), pipeline.bundle.preprocess)
         np.testing.assert_array_equal(span, pipeline.ecg_session.encode(signal, features)[0])
-        first = 1296 + SUMMARY.levels * np.arange(n_summary)
-        assert ((span[:n_summary] >= first) & (span[:n_summary] < first + SUMMARY.levels)).all()
+        first, size = map(np.array, summary_code_ranges(SUMMARY))
+        assert ((span[:n_summary] >= first) & (span[:n_summary] < first + size)).all()
+        hr = features[FEATURE_NAMES.index("heart_rate_bpm")]  # the measurement token bins the rate
+        assert span[len(SUMMARY.findings)] == first[len(SUMMARY.findings)] + int(hr > 60) + int(hr > 100)
         assert (span[n_summary:] < 1296).all() and len(span) == N_TOKENS
         summaries.append(tuple(span[:n_summary]))
     assert len(set(summaries)) > 1  # the summary tokens follow the record
@@ -376,10 +379,12 @@ def test_a_long_record_is_analysed_window_by_window(catalogue_bundle: Path, reco
         q = pipe.answer(forward, "Which rhythm does this ECG show?")
         union = set().union(*(normalize_answer(w["answer"]) for w in q.windows)) - {"none"}
         assert set(q.answers) <= (union or {"none"})  # the members each window's yes/no answer confirms
-        # 12 s: two overlapping windows covering it all; 10.2 s: one window, as before
-        twelve = dataclasses.replace(forward, signal=forward.signal[:, :1200])
-        spans = [(w["start_s"], w["end_s"]) for w in pipe.answer(twelve, "AF?").windows]
-        assert spans == [(0.0, 10.0), (2.0, 12.0)]
+        # 12 s: the first window only (a second would repeat most of it), and the rest named; 10.2 s: one
+        # window, the record itself
+        twelve = pipe.answer(dataclasses.replace(forward, signal=forward.signal[:, :1200]), "AF?")
+        assert [(w["start_s"], w["end_s"]) for w in twelve.windows] == [(0.0, 10.0)]
+        codes = [w.code for w in twelve.warnings if "not analysed" in w.message]
+        assert codes == ["RECORD_PART_NOT_ANALYSED"]
         short = dataclasses.replace(forward, signal=forward.signal[:, :1020])
         assert len(pipe.answer(short, "AF?").windows) == 1
 
