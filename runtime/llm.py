@@ -35,12 +35,15 @@ from tokenizers import Tokenizer
 from diagecg.config import VocabConfig
 from diagecg.decoding import DecodingPolicy
 from diagecg.errors import BundleError, InferenceError
-from diagecg.runtime.device import resolve_threads
+from diagecg.runtime.device import available_memory_bytes, resolve_threads
+from diagecg.runtime.gguf_header import GgufHparams, read_gguf_hparams
 from diagecg.vocab import ecg_ids
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 512  # prompt tokens per llama_decode call
+MIN_N_CTX = 64  # as GenerationConfig requires
+KV_MEMORY_SHARE = 0.5  # the KV cache of n_ctx may take at most this share of the memory available now
 
 
 @dataclasses.dataclass
@@ -121,6 +124,7 @@ class LlamaModel:
         self.vocab = vocab
         self._lock = threading.Lock()
         self._closed = False
+        check_context(n_ctx, read_gguf_hparams(self.path), self.path)
         n_batch = min(MAX_BATCH, n_ctx)
         try:
             self._llm = llama_cpp.Llama(
@@ -209,7 +213,13 @@ class LlamaModel:
             self._llm.reset()  # the next prompt starts from an empty context
             raise InferenceError(f"llama.cpp decode failed after {n_done} tokens: {e}") from e
         ptr = llama_cpp.llama_get_logits_ith(self._llm.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+        logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+        if not np.isfinite(logits).all():  # damaged weights; a NaN would become an answer's probability
+            n_bad = int((~np.isfinite(logits)).sum())
+            self._llm.reset()
+            raise InferenceError(f"{self.path.name}: the model produced {n_bad} non-finite logits (NaN/inf) "
+                                 f"of {self.n_vocab}: its weights are damaged; no answer can be given")
+        return logits
 
     def generate(self, prompt_ids: Sequence[int], *, max_new_tokens: int, temperature: float = 0.0,
                  top_k: int = 1, top_p: float = 1.0, repeat_penalty: float = 1.0,
@@ -279,6 +289,9 @@ class LlamaModel:
                 out.append(tok)
                 if step + 1 < max_new_tokens:
                     logits = self._eval([tok])
+        if not np.isfinite(logprob):
+            raise InferenceError(f"{self.path.name}: the answer's log-probability is {logprob} (a token "
+                                 f"the model gives no probability)")
         text = self.decode(out).strip()
         return Generation(token_ids=out, text=text, n_prompt_tokens=n_prompt, stop_reason=stop_reason,
                           n_reused_tokens=n_reused, logprob=logprob, warnings=warnings)
@@ -327,7 +340,11 @@ class LlamaModel:
                             self._llm.n_tokens = len(prompt)  # drop the previous option's cells
                         logits = self._eval([int(tok)])
         p = np.exp(logp - logp.max())
-        return p / p.sum(), n_reused
+        p /= p.sum()
+        if not np.isfinite(p).all():  # every option at -inf (all of them banned or underflowed)
+            raise InferenceError(f"{self.path.name}: the options' probabilities are not finite "
+                                 f"(log-probabilities {logp.tolist()})")
+        return p, n_reused
 
     def reset(self) -> None:
         """Forget the held sequence: the next prompt is evaluated from scratch."""
@@ -346,6 +363,27 @@ class LlamaModel:
     def _check_open(self) -> None:
         if self._closed:
             raise InferenceError(f"{self.path.name}: the model was closed (close()); load the bundle again")
+
+
+def check_context(n_ctx: int, hparams: GgufHparams, path: Path) -> None:
+    """Refuse a context size the model or this machine cannot hold, before llama.cpp allocates it.
+
+    Raises:
+        BundleError: ``n_ctx`` is not an int in ``MIN_N_CTX..hparams.context_length`` (the context the
+            model was trained with; above it positions are meaningless, and llama.cpp's 32-bit field
+            would wrap a value above 2**32), or its KV cache needs more than ``KV_MEMORY_SHARE`` of the
+            memory available now.
+    """
+    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) \
+            or not MIN_N_CTX <= n_ctx <= hparams.context_length:
+        raise BundleError(f"{path.name}: the manifest's generation.n_ctx={n_ctx!r} is invalid: an int in "
+                          f"{MIN_N_CTX}..{hparams.context_length} (the model's trained context length, "
+                          f"{hparams.architecture}.context_length in the GGUF)")
+    need, free = hparams.kv_cache_bytes(n_ctx), available_memory_bytes()
+    if free is not None and need > KV_MEMORY_SHARE * free:
+        raise BundleError(f"{path.name}: generation.n_ctx={n_ctx} needs a {need / 2**20:.0f} MiB KV cache, "
+                          f"more than {KV_MEMORY_SHARE:.0%} of the {free / 2**20:.0f} MiB of memory "
+                          f"available; use a smaller n_ctx")
 
 
 def _log_softmax_at(logits: np.ndarray, token: int) -> float:

@@ -20,12 +20,19 @@ def test_resolve_threads_rejects_non_positive_ints(bad: object) -> None:
         dev.resolve_threads(bad)  # type: ignore[arg-type]
 
 
+def test_threads_beyond_the_cpus_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dev, "logical_cpus", lambda: 2)
+    assert dev.resolve_threads(256) == 2 and dev.resolve_threads(2) == 2 and dev.resolve_threads(1) == 1
+    assert dev.choose_device("cpu", threads=256).threads == 2
+
+
 def test_unknown_device_names_the_allowed_values() -> None:
     with pytest.raises(ValueError, match=r"one of \['auto', 'cpu', 'cuda'\]"):
         dev.choose_device("gpu")
 
 
 def test_cpu_never_touches_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dev, "logical_cpus", lambda: 4)  # 3 threads are not capped
     monkeypatch.setattr(dev, "ort_cuda_available", lambda: True)
     monkeypatch.setattr(dev, "llama_gpu_available", lambda: True)
     choice = dev.choose_device("cpu", threads=3)
