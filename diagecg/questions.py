@@ -500,8 +500,11 @@ class QuestionCatalogue:
             if all(t.finding != term.finding for t in terms):
                 terms.append(term)
         if _NUMERIC.search(outside):
+            rate = [a for a in ("sinus bradycardia", "sinus tachycardia") if a in self.findings]
+            suggestions = (tuple(self._verify_question(a) for a in rate)
+                           if _RATE.search(outside) and not terms else self._suggest(text, terms))
             return Refusal("numeric", "the question asks for a number or a measurement, which this model "
-                                      "does not give", self._suggest(text, terms))
+                                      "does not give", suggestions)
         negations = count_negations(outside)
         certain = bool(_CERTAIN_ONLY.search(text))
         attrs = [t.finding for t in terms]
