@@ -27,6 +27,7 @@ import enum
 import functools
 import inspect
 import logging
+import math
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -120,17 +121,28 @@ class SexType(click.ParamType):
         return "[male|female|M|F]"
 
 
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses NaN (which compares false with both bounds and slipped
+    through) and infinities: a usage error, exit code 2."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def patient_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add ``--age``, ``--sex``, ``--height-cm`` and ``--weight-kg`` (the command receives ``age``,
     ``sex``, ``height_cm`` and ``weight_kg``; None when not given): each overrides the record header's."""
     options = [
-        click.option("--age", type=click.FloatRange(*PATIENT_LIMITS["age_years"]),
+        click.option("--age", type=FiniteFloatRange(*PATIENT_LIMITS["age_years"]),
                      help="Patient age in years (overrides the header)."),
         click.option("--sex", type=SexType(), help="Patient sex, male/female or M/F, any case (overrides the "
                                                    "header)."),
-        click.option("--height-cm", type=click.FloatRange(*PATIENT_LIMITS["height_cm"]),
+        click.option("--height-cm", type=FiniteFloatRange(*PATIENT_LIMITS["height_cm"]),
                      help="Patient height in cm."),
-        click.option("--weight-kg", type=click.FloatRange(*PATIENT_LIMITS["weight_kg"]),
+        click.option("--weight-kg", type=FiniteFloatRange(*PATIENT_LIMITS["weight_kg"]),
                      help="Patient weight in kg."),
     ]
 
