@@ -98,11 +98,15 @@ def expand_records(args: tuple[str, ...] | list[str]) -> tuple[list[Path], bool]
     A path that does not exist is kept: reading it fails with a per-record error.
 
     Raises:
-        InputError: an empty folder, a missing or empty list file, or no arguments.
+        InputError: an empty folder, a missing or empty list file, an empty argument, or no arguments.
     """
     records: list[Path] = []
     expanded = False
     for arg in args:
+        if not arg.strip():  # Path("") is the current folder: it would be scanned recursively
+            raise InputError("an empty RECORD argument ('') names no record")
+        if "\x00" in arg:
+            raise InputError(f"RECORD argument {arg!r} contains a NUL byte")
         if arg.startswith(LIST_PREFIX):
             listed = _read_list(Path(arg[len(LIST_PREFIX):]))
             if not listed:
