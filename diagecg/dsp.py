@@ -33,6 +33,9 @@ import numpy as np
 KAISER_BETA = 5.0  # scipy.signal.resample_poly's default window ("kaiser", 5.0)
 HALF_LEN_PER_RATE = 10  # its filter half-length, in multiples of max(up, down)
 IMPULSE_TAIL = 1e-18  # |h[n]| / |h[0]| below which the IIR impulse response is taken as ended
+# the longest impulse tail a filter may have (samples): 0.05 Hz at 20 kHz needs 3.7M; a cut-off of
+# 1e-9 Hz asked for 4.7e12 (3.4 TiB of FFT buffers)
+MAX_IMPULSE_TAIL = 1 << 23
 
 
 def _line_extend(x: np.ndarray, n_left: int, n_right: int) -> np.ndarray:
@@ -153,6 +156,9 @@ def _response(order: int, cutoff_hz: float, btype: str, fs_hz: float,
     z, p, k = butter_zpk(order, cutoff_hz, btype, fs_hz)
     radius = float(np.max(np.abs(p)))
     decay = math.ceil(math.log(IMPULSE_TAIL) / math.log(radius)) if radius > 0 else 1
+    if decay > MAX_IMPULSE_TAIL:
+        raise ValueError(f"a {cutoff_hz:g} Hz {btype} at {fs_hz:g} Hz rings for {decay:.3g} samples (more "
+                         f"than {MAX_IMPULSE_TAIL}): the cut-off is too low for this sampling rate")
     n_fft = _fft_len(n_samples + decay)
     e = np.exp(2j * np.pi * np.arange(n_fft // 2 + 1) / n_fft)  # e^{jw} on the rfft grid
     response = k * np.prod(e[:, None] - z[None, :], axis=1) / np.prod(e[:, None] - p[None, :], axis=1)

@@ -20,6 +20,7 @@ through its Agg canvas: no pyplot, no GUI, no global state.
 from __future__ import annotations
 
 import importlib
+import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,8 @@ CAL_S = 0.4  # 10 mm left of t = 0 for the calibration pulse
 TIME_ZONE_MV = 1.5  # 15 mm under the rhythm strip: the record's seconds and the window brackets
 CAL_PULSE = ((-0.36, 0.0), (-0.3, 0.0), (-0.3, 1.0), (-0.1, 1.0), (-0.1, 0.0), (-0.04, 0.0))  # (s, mV)
 FILTER_ORDER = 2  # as PreprocessConfig.filter_order
+MIN_HIGHPASS_HZ = 0.05  # the lowest high-pass a diagnostic ECG uses; lower ones ring for hours of samples
+MAX_NAME_BYTES = 255  # one path component, as ext4, APFS and NTFS allow
 
 # --- page (mm) --------------------------------------------------------------------------------------------
 MARGIN_MM = 10.0
@@ -96,6 +99,13 @@ def check_output_path(out: str | Path) -> Path:
         FileNotFoundError: the folder does not exist (or is not a folder).
     """
     path = Path(out)
+    if "\x00" in str(out):
+        raise ValueError(f"cannot write {str(out)!r}: the name contains a NUL byte")
+    long = [part for part in path.parts if len(os.fsencode(part)) > MAX_NAME_BYTES]
+    if long:
+        n_bytes = len(os.fsencode(long[0]))
+        raise ValueError(f"cannot write {long[0][:40]}...: the name is {n_bytes} bytes long; a file system "
+                         f"takes at most {MAX_NAME_BYTES}")
     if path.suffix.lower() not in FORMATS:
         raise ValueError(f"cannot write {path}: the file name must end in one of {', '.join(FORMATS)}")
     if not path.parent.is_dir():
@@ -223,6 +233,9 @@ def _filtered(record: EcgRecord, highpass_hz: float | None,
                 continue  # nothing of the record lies above it
             raise ValueError(f"{btype} cut-off {hz:g} Hz is invalid for a {record.fs_hz:g} Hz record: "
                              f"in (0, {nyquist:g})")
+        if btype == "highpass" and hz < MIN_HIGHPASS_HZ:
+            raise ValueError(f"highpass cut-off {hz:g} Hz is below {MIN_HIGHPASS_HZ:g} Hz, the lowest a "
+                             f"diagnostic ECG uses (IEC 60601-2-25); 0 draws the record unfiltered")
         signal = dsp.butter_filtfilt(signal, FILTER_ORDER, hz, btype, record.fs_hz)
         notes.append(f"{hz:g} Hz {'high' if btype == 'highpass' else 'low'}-pass")
     return signal, ("filter " + ", ".join(notes) if notes else "unfiltered")

@@ -135,7 +135,7 @@ from diagecg.constants import ManifestKey as K
 from diagecg.criteria import criterion_for
 from diagecg.decoding import option_continuations
 from diagecg.errors import DiagEcgError, InferenceError, InputError
-from diagecg.io import read_record
+from diagecg.io import check_record, read_record
 from diagecg.measure import FEATURE_NAMES, report_measurements
 from diagecg.notes import Note, W
 from diagecg.preprocess import model_inputs, record_windows
@@ -260,14 +260,17 @@ def _negative_option(match: MatchedQuestion) -> str:
 
 
 def as_record(record: RecordLike, quality: QualityConfig | None = None) -> EcgRecord:
-    """An ``EcgRecord`` as it is, or the file at a path read (any format of ``diagecg.formats``).
+    """The file at a path read (any format of ``diagecg.formats``), or an ``EcgRecord`` checked as a file
+    is (``diagecg.io.check_record``: one a reader returned and nobody changed passes at once; one built
+    by hand gets every check).
 
     Raises:
         InputError: anything else; a bare numpy array is refused with how to wrap it, because it carries
             no sampling rate, units or lead names.
+        RecordError: the record fails validation.
     """
     if isinstance(record, EcgRecord):
-        return record
+        return check_record(record, quality)
     if isinstance(record, (str, Path)):
         return read_record(record, quality=quality)
     if hasattr(record, "__array__"):
@@ -680,10 +683,14 @@ class DiagEcgPipeline:
                 ECG ablation); None = the record's.
 
         Raises:
-            InputError: bad question or no options. RecordError / InferenceError: as :meth:`answer`.
+            InputError: bad question, no options, or an option that is not a str or fails the question
+                checks (empty, special tokens). RecordError / InferenceError: as :meth:`answer`.
         """
-        if not options:
-            raise InputError("no answer options given")
+        if isinstance(options, str) or not options:
+            raise InputError("no answer options given: a list of option strings, e.g. ['yes', 'no']")
+        if not all(isinstance(o, str) for o in options):
+            raise InputError("every answer option must be a str")
+        options = [self._check_option(o) for o in options]
         rec = as_record(record, self.quality)
         codes = self._codes(rec)[0] if ecg_codes is None else ecg_codes
         prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
@@ -694,6 +701,15 @@ class DiagEcgPipeline:
         option_ids = option_continuations(self.prompt_config, self.llm.encode_text, options, eos)
         probs = self.llm.option_probabilities(prompt_ids, option_ids)
         return {o: float(p) for o, p in zip(options, probs, strict=True)}
+
+    def _check_option(self, option: str) -> str:
+        """An answer option checked as a question is (empty text, control characters, ECG-token or special-
+        token text are refused)."""
+        try:
+            return self.check_question(option)
+        except InputError as e:
+            why = str(e).replace("the question", "it")
+            raise InputError(f"answer option {option[:60]!r}: {why}") from None
 
     def _cached_codes(self, key: bytes) -> tuple[I64Array, F32Array] | None:
         if not self.ecg_cache_size:

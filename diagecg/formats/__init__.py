@@ -31,6 +31,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from diagecg.errors import HeaderError, RecordError, RecordNotFoundError, SignalFileError
 from diagecg.types import PATIENT_LIMITS
 
@@ -216,7 +218,10 @@ def read(path: str | Path, fmt: str, *, quality: QualityConfig | None = None) ->
     if fmt not in READERS:
         raise ValueError(f"unknown ECG format {fmt!r}; known: {list(FORMAT_NAMES)}")
     module = importlib.import_module(READERS[fmt])
-    record: EcgRecord = module.read(check_file(Path(path)), quality=quality)
+    # a file's scale can overflow float64 (1e300 x a sample): the inf is refused by record_from_array with
+    # the reason, not printed as numpy's RuntimeWarning on stderr
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        record: EcgRecord = module.read(check_file(Path(path)), quality=quality)
     return record
 
 

@@ -150,6 +150,10 @@ def _check_layout(path: Path, source: str) -> None:
         n_signals = _header_int(fixed[N_SIGNALS_FIELD], "number of signals", source)
         if n_signals < 1:
             raise HeaderError(f"{source}: the EDF header declares {n_signals} signals")
+        if HEADER_BYTES * (n_signals + 1) > size:  # checked before reading: 1e9 signals asked for 256 GB
+            need = HEADER_BYTES * (n_signals + 1)
+            raise SignalFileError(f"{source}: the EDF header declares {n_signals:.6g} signals, whose headers "
+                                  f"alone need {need:.6g} bytes; the file has {size}")
         signal_headers = f.read(HEADER_BYTES * n_signals)
     header_bytes = _header_int(fixed[HEADER_BYTES_FIELD], "number of header bytes", source)
     if header_bytes != HEADER_BYTES * (n_signals + 1):

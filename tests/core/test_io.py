@@ -459,3 +459,111 @@ def test_challenge_mat_without_scipy_names_the_extra(records_dir: Path,
     monkeypatch.setitem(sys.modules, "scipy.io", None)  # `import scipy.io` raises ImportError
     with pytest.raises(SignalFileError, match=r"needs scipy: pip install 'diagecg\[mat\]'"):
         read_record(records_dir / "C00002.hea")
+
+
+# --- one validation gate (issue 23): arrays and hand-built records are checked as files are ----------
+
+@pytest.mark.parametrize("make, message", [
+    (lambda x: x.astype(np.complex64), "complex"),
+    (lambda x: x > 0, "boolean"),
+    (lambda x: x.astype(object), "Python objects"),
+    (lambda x: x.astype(str), "text"),
+    (lambda x: np.ma.masked_array(x, mask=x > 0.5), "masked samples"),
+    (lambda x: x[:, :0], "shape"),
+    (lambda x: None, "not NoneType"),
+    (lambda x: "0 1 2", "not str"),
+])
+def test_record_from_array_refuses_what_is_not_real_numbers(records_dir: Path, make, message: str) -> None:
+    x = read_record(records_dir / "00002_lr").signal
+    with pytest.raises(RecordError, match=message):
+        record_from_array(make(x), 100, CANONICAL_LEADS)
+
+
+def test_record_from_array_takes_numpy_rates_and_unmasked_arrays(records_dir: Path) -> None:
+    ref = read_record(records_dir / "00002_lr")
+    for fs in (np.float32(100), np.int64(100), np.float64(100.0), 100):
+        assert record_from_array(ref.signal, fs, CANONICAL_LEADS).fs_hz == 100.0
+    unmasked = np.ma.masked_array(ref.signal, mask=np.zeros_like(ref.signal, dtype=bool))
+    np.testing.assert_array_equal(record_from_array(unmasked, 100, CANONICAL_LEADS).signal, ref.signal)
+    micro = np.round(ref.signal * 1000).astype(np.int16)
+    as_ints = record_from_array(micro, 100, CANONICAL_LEADS, units="uV")
+    np.testing.assert_allclose(as_ints.signal, ref.signal, atol=1e-3)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"fs_hz": True}, "bool"),
+    ({"fs_hz": "100"}, "not a number of Hz"),
+    ({"fs_hz": float("nan")}, "not a positive number"),
+    ({"fs_hz": None}, "not a number of Hz"),
+    ({"lead_names": None}, "lead_names must be a list of str, not NoneType"),
+    ({"lead_names": "I II III"}, "lead_names must be a list of str, not str"),
+    ({"lead_names": [1] * 12}, "lead_names must hold str only"),
+    ({"units": None}, "units must be a str"),
+    ({"patient": {"age_years": 50}}, "PatientInfo"),
+    ({"diagnoses": None}, "diagnoses must be a list of str"),
+])
+def test_record_from_array_refuses_bad_arguments_with_a_record_error(records_dir: Path, kwargs: dict,
+                                                                     message: str) -> None:
+    signal = read_record(records_dir / "00002_lr").signal
+    args = {"signal": signal, "fs_hz": 100, "lead_names": CANONICAL_LEADS}
+    with pytest.raises(RecordError, match=message):
+        record_from_array(**{**args, **kwargs})
+
+
+def test_record_from_array_caps_the_length_before_converting() -> None:
+    huge = np.broadcast_to(np.float32(0), (12, 10_000_000))  # 120M values, not allocated
+    tracemalloc.start()
+    try:
+        with pytest.raises(RecordError, match="more than diagecg reads"):
+            record_from_array(huge, 500, CANONICAL_LEADS)
+        assert tracemalloc.get_traced_memory()[1] < 10 << 20
+    finally:
+        tracemalloc.stop()
+
+
+def test_scales_that_overflow_are_one_error_without_numpy_warnings(copy_record, records_dir: Path) -> None:
+    import warnings
+
+    rec = copy_record()
+    rec.write_lines([rec.lines[0], *(ln.replace("1000.0(0)/mV", "1e-300(0)/mV") for ln in rec.lines[1:])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy RuntimeWarning would fail here
+        with pytest.raises(SignalFileError, match="beyond float32"):
+            read_record(rec.hea)
+        with pytest.raises(SignalQualityError, match="infinite or beyond float32"):
+            big = read_record(records_dir / "00002_lr").signal.astype(np.float64) * 1e305
+            record_from_array(big, 100, CANONICAL_LEADS)
+
+
+def test_a_nul_byte_in_a_signal_file_name_or_path_is_one_error(copy_record) -> None:
+    rec = copy_record()
+    rec.write_lines([rec.lines[0], *(ln.replace("00002_lr.dat", "00002\x00_lr.dat", 1)
+                                     for ln in rec.lines[1:])])
+    with pytest.raises(SignalFileError, match="NUL byte"):
+        read_record(rec.hea)
+    with pytest.raises(RecordError, match="NUL byte"):
+        read_record("rec\x00.hea")
+
+
+def test_a_hand_built_record_is_checked_like_a_file(records_dir: Path) -> None:
+    from diagecg.io import check_record
+    from diagecg.types import EcgRecord
+
+    ref = read_record(records_dir / "00002_lr")
+    assert check_record(ref) is ref  # read and unchanged: not checked again
+    noise = np.random.default_rng(0).normal(0, 0.3, ref.signal.shape).astype(np.float32)
+    with pytest.raises(SignalQualityError, match="does not look like a 12-lead ECG"):
+        check_record(EcgRecord(signal=noise, fs_hz=100.0, lead_names=CANONICAL_LEADS))
+    with pytest.raises(SignalQualityError, match="implausible amplitude"):
+        check_record(EcgRecord(signal=ref.signal * 1e6, fs_hz=100.0, lead_names=CANONICAL_LEADS))
+    with pytest.raises(RecordError, match="bool"):
+        check_record(EcgRecord(signal=ref.signal, fs_hz=True, lead_names=CANONICAL_LEADS))  # type: ignore[arg-type]
+    same = EcgRecord(signal=ref.signal.copy(), fs_hz=100.0, lead_names=CANONICAL_LEADS, record_id="x")
+    checked = check_record(same)
+    assert checked is not same and checked.record_id == "x" and check_record(checked) is checked
+    checked.signal[0] = 0.0  # changed after its check: checked again (a flat lead I is refused)
+    with pytest.raises(SignalQualityError, match="flat lead"):
+        check_record(checked)
+    # stricter thresholds than the record was checked with: checked again under them
+    with pytest.raises(SignalQualityError, match="too short"):
+        check_record(ref, QualityConfig(min_duration_s=20.0))

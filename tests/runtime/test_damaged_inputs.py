@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def test_damaged_records_fail_with_one_line(tiny_bundle: Path, fixtures_dir: Pat
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
     if mode == "json":
         line = json.loads(result.stdout)
-        assert message in line["error"] and "answer" not in line
+        assert message in line["error"] and line["answer"] == "" and line["confidence"] is None
     else:
         errors = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
         assert len(errors) == 1 and message in errors[0] and result.stdout == ""
@@ -112,3 +113,112 @@ def test_a_deeply_nested_manifest_is_one_line(bundle_copy: Path, fixtures_dir: P
                                        *_opts(bundle_copy)])
     assert result.exit_code == ExitCode.USAGE and "nested too deeply" in result.stderr
     assert "Traceback" not in result.output
+
+
+# --- issue 23: the tracebacks of the second round, each one line with its exit code --------------------
+
+def _nul_file_name(lines: list[str]) -> None:
+    lines[1] = lines[1].replace(f"{GOOD}.dat", f"{GOOD[:3]}\x00{GOOD[3:]}.dat", 1)
+
+
+def _edf_signals(value: str) -> Callable[[Path, Path], Path]:
+    def make(fixtures_dir: Path, tmp: Path) -> Path:
+        data = bytearray((fixtures_dir / "formats" / "edf" / "short_psg.edf").read_bytes())
+        data[252:256] = value.ljust(4).encode()  # the fixed header's "number of signals" field
+        (tmp / "bad.edf").write_bytes(bytes(data))
+        return tmp / "bad.edf"
+    return make
+
+
+def _gain(value: str) -> Callable[[list[str]], None]:
+    def edit(lines: list[str]) -> None:
+        lines[1:] = [ln.replace("1000.0(0)/mV", f"{value}(0)/mV") for ln in lines[1:]]
+    return edit
+
+
+SECOND_ROUND = [
+    ("NUL byte in a signal file name", lambda f, t: _edit_header(f, t, _nul_file_name), "NUL byte"),
+    ("EDF with 1e99 signals", _edf_signals("1e99"), "signals, whose headers alone need"),
+    ("EDF with 1e9 signals", _edf_signals("1e9"), "signals, whose headers alone need"),
+    ("gain 1e-300", lambda f, t: _edit_header(f, t, _gain("1e-300")), "beyond float32"),
+]
+
+
+@pytest.mark.parametrize("name, make, message", SECOND_ROUND, ids=[c[0] for c in SECOND_ROUND])
+def test_second_round_records_fail_with_one_line_and_no_numpy_warning(tiny_bundle: Path, fixtures_dir: Path,
+                                                                      tmp_path: Path, name: str,
+                                                                      make: Callable[[Path, Path], Path],
+                                                                      message: str) -> None:
+    import warnings
+
+    record = make(fixtures_dir, tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(main, ["infer", str(record), "-q", "AF?", *_opts(tiny_bundle)])
+    assert result.exit_code == ExitCode.FAILED, result.output
+    errors = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.output
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["infer", "", "-q", "AF?"], "an empty RECORD argument"),
+    (["infer", f"{GOOD}.hea", "-q", "AF?", "--age", "nan"], "'nan' is not a finite number"),
+    (["infer", f"{GOOD}.hea", "-q", "AF?", "--height-cm", "nan"], "'nan' is not a finite number"),
+    (["report", f"{GOOD}.hea", "--weight-kg", "-nan"], "not a finite number"),
+])
+def test_second_round_options_are_usage_errors(tiny_bundle: Path, fixtures_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch, args: list[str],
+                                               message: str) -> None:
+    _copy(fixtures_dir, tmp_path)
+    (tmp_path / "sub").mkdir()  # '' must not scan the current folder (which holds a record)
+    _copy(fixtures_dir, tmp_path / "sub")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [*args, *_opts(tiny_bundle)])
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert message in result.output and "Traceback" not in result.output and result.stdout == ""
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["-o", "a" * 300 + ".png"], "bytes long; a file system takes at most 255"),
+    (["--highpass", "1e-9"], "below 0.05 Hz"),
+])
+def test_plot_options_that_crashed_are_usage_errors(fixtures_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, extra: list[str],
+                                                    message: str) -> None:
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    t = time.perf_counter()
+    result = CliRunner().invoke(main, ["plot", str(fixtures_dir / "records" / f"{GOOD}.hea"), *extra])
+    assert time.perf_counter() - t < 30  # a 1e-9 Hz high-pass asked for 3.4 TiB of FFT buffers
+    assert result.exit_code == ExitCode.USAGE, result.output
+    errors = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.output
+
+
+def test_a_filter_that_rings_for_ever_is_refused_before_allocating() -> None:
+    from diagecg.dsp import butter_filtfilt
+
+    with pytest.raises(ValueError, match="too low for this sampling rate"):
+        butter_filtfilt(np.zeros((12, 1000)), 2, 1e-9, "highpass", 500.0)
+
+
+def test_pipeline_api_edges(pipeline, fixtures_dir: Path) -> None:
+    from diagecg.constants import CANONICAL_LEADS
+    from diagecg.errors import InputError, SignalQualityError
+    from diagecg.types import EcgRecord
+
+    record = fixtures_dir / "records" / f"{GOOD}.hea"
+    for options, message in (([], "no answer options"), ("yes", "no answer options"), ([""], "it is empty"),
+                             (["yes", "<|end_of_text|>"], "special token"), (["yes", 1], "must be a str")):
+        with pytest.raises(InputError, match=message):
+            pipeline.option_probabilities(record, "AF?", options)
+    good = read_record(record).signal
+    noise = np.random.default_rng(0).normal(0, 0.3, good.shape).astype(np.float32)
+    for signal, message in ((noise, "does not look like a 12-lead ECG"),
+                            (good * 1e6, "implausible amplitude")):
+        hand = EcgRecord(signal=signal, fs_hz=100.0, lead_names=CANONICAL_LEADS)
+        with pytest.raises(SignalQualityError, match=message):
+            pipeline.answer(hand, "AF?")
+        [line] = list(pipeline.answer_batch([hand], "AF?"))
+        assert isinstance(line, dict) and message in line["error"]
