@@ -32,6 +32,8 @@ class W:
     FINDING_LOW_AUC = "FINDING_LOW_AUC"
     FINDING_LOW_PPV = "FINDING_LOW_PPV"
     TEMPLATE_NOT_BETTER_THAN_MAJORITY = "TEMPLATE_NOT_BETTER_THAN_MAJORITY"
+    ANSWER_FROM_MEMBER = "ANSWER_FROM_MEMBER"
+    ANSWER_CONTRADICTED = "ANSWER_CONTRADICTED"
     STATEMENT_NOT_CONFIRMED = "STATEMENT_NOT_CONFIRMED"
     STATEMENT_CONTRADICTED = "STATEMENT_CONTRADICTED"
     MEASUREMENTS_UNAVAILABLE = "MEASUREMENTS_UNAVAILABLE"
@@ -56,6 +58,10 @@ WARNING_CODES: dict[str, str] = {
     W.FINDING_LOW_PPV: "held out, a 'yes' for this finding was wrong more often than right",
     W.TEMPLATE_NOT_BETTER_THAN_MAJORITY: "held out, the model was no better at this question than always "
                                          "giving its most common answer",
+    W.ANSWER_FROM_MEMBER: "a superclass was answered yes because the model reads one of its member findings "
+                          "as present",
+    W.ANSWER_CONTRADICTED: "the model's own yes was overruled: it reads a finding no ECG has together with "
+                           "this one as more probable",
     W.STATEMENT_NOT_CONFIRMED: "a generated statement was dropped: the model's own yes/no reading of it "
                                "said no",
     W.STATEMENT_CONTRADICTED: "a statement was dropped because it contradicts a more probable one",

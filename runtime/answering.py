@@ -26,11 +26,18 @@ carry ``probability`` each instead of a probability of the whole decoded sequenc
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from diagecg.answers import format_answer, normalize_answer
-from diagecg.consistency import resolve
+from diagecg.consistency import (
+    CONTRADICTIONS,
+    SUPERCLASS_MEMBERS,
+    contradicting_pairs,
+    resolve,
+    statement_code,
+)
 from diagecg.notes import Note, W
 from diagecg.questions import (
     NONE_ANSWER,
@@ -44,9 +51,10 @@ from diagecg.reliability import PPV_FLOOR, ReliabilityTable
 from diagecg.report_text import report_statements, tidy_report
 from diagecg.statements import BY_CODE
 
-__all__ = ["StatementReader", "as_asked", "presence", "question_notes", "refusal_note", "reliability_notes",
-           "statement_probabilities"]
+__all__ = ["NORMAL_NAME", "Reading", "StatementReader", "as_asked", "choose_consistently", "presence",
+           "question_notes", "refusal_note", "reliability_notes", "reliability_of", "statement_probabilities"]
 
+NORMAL_NAME = "normal ecg"  # the finding "Is this a normal ECG?" asks about (PTB-XL's NORM)
 # (window index, the catalogue's yes/no question about a finding) -> the reply of DiagEcgPipeline._choose
 ScoreFn = Callable[[int, MatchedQuestion], dict[str, Any]]
 
@@ -89,8 +97,29 @@ def statement_probabilities(match: MatchedQuestion, probs: dict[str, float] | No
     return {}
 
 
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """How the model reads one finding of a record, windows combined: the probability that it is
+    present, whether its yes/no answer says present, and the reply that answer comes from."""
+
+    presence: float
+    present: bool
+    reply: dict[str, Any]
+
+
 class StatementReader:
-    """Confirms the statements of a query or a report with the model's own yes/no answers.
+    """Reads findings of one record with the model's yes/no answers, under one rule that keeps any two
+    answers about the record from contradicting each other.
+
+    The rule (``decide``): a finding's reading is its yes/no answer on the window with the strongest
+    evidence of it ("normal ECG": the least normal window). A superclass (myocardial infarction, ST/T
+    change, conduction disturbance, hypertrophy) is present when it or any of its member findings reads
+    present, with the largest of their probabilities. A finding that reads present is answered "no"
+    when a finding no ECG carries together with it (``diagecg.consistency.CONTRADICTIONS``) reads present
+    with a higher probability (ties: by name). So "complete LBBB: yes" implies "conduction
+    disturbance: yes", and "sinus bradycardia" and "sinus tachycardia", "atrial fibrillation" and "sinus
+    rhythm", "normal ECG" and an infarction are never both yes. Closed questions, a query's members and a
+    report's statements all go through it.
 
     Args:
         catalogue: the bundle's question catalogue.
@@ -103,24 +132,107 @@ class StatementReader:
         self.catalogue = catalogue
         self.score = score
         self.n_windows = n_windows
+        self._readings: dict[str, Reading | None] = {}
+        # PTB-XL code -> the catalogue's name of it ("normal ecg" for NORM, asked by template 2)
+        self._names: dict[str, str] = {"NORM": NORMAL_NAME}
+        for name in catalogue.findings:
+            code = statement_code(name)
+            if code is not None and catalogue.finding_question(name) is not None:
+                self._names.setdefault(code, name)
 
-    def read(self, statement: str) -> tuple[float | None, bool]:
-        """The record's probability of a statement and whether its yes/no answer confirms it (True for a
+    def seed(self, finding: str, reply: dict[str, Any]) -> None:
+        """Record a reading already made (the asked question's own, windows combined)."""
+        question = self.catalogue.finding_question(finding)
+        if question is not None:
+            self._readings[finding] = Reading(presence(question, reply["option_probabilities"]),
+                                              _says_present(question, reply["text"]), reply)
+
+    def reading(self, finding: str) -> Reading | None:
+        """A finding's reading (cached), or None when the catalogue cannot ask about it."""
+        if finding not in self._readings:
+            question = self.catalogue.finding_question(finding)
+            if question is None:
+                self._readings[finding] = None
+            else:
+                replies = [self.score(k, question) for k in range(self.n_windows)]
+                sign = -1.0 if question.template_id == NORMAL_ECG_TEMPLATE else 1.0
+                best = max(replies, key=lambda r: sign * presence(question, r["option_probabilities"]))
+                self._readings[finding] = Reading(presence(question, best["option_probabilities"]),
+                                                  _says_present(question, best["text"]), best)
+        return self._readings[finding]
+
+    def _effective(self, code: str) -> Reading | None:
+        """A finding's reading with a superclass present when a member is (largest probability)."""
+        own = self.reading(self._names[code]) if code in self._names else None
+        members = [r for c in sorted(SUPERCLASS_MEMBERS.get(code, ())) if c in self._names
+                   and (r := self.reading(self._names[c])) is not None and r.present]
+        if not members:
+            return own
+        best = max(members, key=lambda r: r.presence)
+        if own is not None and own.present and own.presence >= best.presence:
+            return own
+        return best
+
+    def decide(self, finding: str) -> tuple[Reading | None, Note | None]:
+        """The reading of a finding under the rule (class docstring) and a note when the rule changed
+        the model's own answer; None when the catalogue cannot ask about the finding."""
+        code = statement_code(finding)
+        own = self.reading(finding)
+        if code is None or own is None:
+            return own, None
+        effective = self._effective(code) or own
+        note = None
+        if effective.present and not own.present:
+            member = next(n for c, n in self._names.items()
+                          if c in SUPERCLASS_MEMBERS.get(code, ()) and self._readings.get(n) is effective)
+            note = Note(W.ANSWER_FROM_MEMBER, f"{finding}: answered yes because the model reads {member}, "
+                                              f"one kind of it, as present (p = {effective.presence:.2f})")
+        if not effective.present:
+            return effective, note
+        for other in sorted(c for pair in CONTRADICTIONS if code in pair for c in pair if c != code):
+            rival = self._effective(other)
+            name = self._names.get(other, other)
+            if rival is None or not rival.present or (rival.presence, name) <= (effective.presence, finding):
+                continue
+            note = Note(W.ANSWER_CONTRADICTED,
+                        f"{finding}: the model reads it as present (p = {effective.presence:.2f}) but "
+                        f"{name}, which no ECG has together with it, as more probable (p = "
+                        f"{rival.presence:.2f}): answered no")
+            no = {"text": "no", "option_probabilities": effective.reply["option_probabilities"]}
+            return Reading(effective.presence, False, no), note
+        return effective, note
+
+    def verify(self, match: MatchedQuestion, text: str, probs: dict[str, float]
+               ) -> tuple[str, dict[str, float], list[Note]]:
+        """A closed yes/no question about one finding (template 1) or "is this a normal ECG?", answered
+        under the rule: the answer, its option probabilities, and the note when the rule changed it."""
+        finding = NORMAL_NAME if match.template_id == NORMAL_ECG_TEMPLATE else match.attributes[0]
+        self.seed(finding, {"text": text, "option_probabilities": probs})
+        decided, note = self.decide(finding)
+        if decided is None or note is None:
+            return text, probs, []
+        return decided.reply["text"], dict(decided.reply["option_probabilities"]), [note]
+
+    def read(self, statement: str) -> tuple[float | None, bool, Note | None]:
+        """The record's probability of a statement, whether the rule keeps it, and why not (True for a
         statement the catalogue cannot ask about: nothing contradicts it)."""
         question = self.catalogue.finding_question(statement)
         if question is None:
-            return None, True
-        replies = [self.score(k, question) for k in range(self.n_windows)]
-        best = max(replies, key=lambda r: 1.0 - presence(question, r["option_probabilities"])
-                   if question.template_id == NORMAL_ECG_TEMPLATE
-                   else presence(question, r["option_probabilities"]))
-        negative = "no" if question.template_id != NORMAL_ECG_TEMPLATE else None
-        confirmed = best["text"] != negative if negative else best["text"] == "yes"
-        return round(presence(question, best["option_probabilities"]), 6), confirmed
+            return None, True, None
+        finding = NORMAL_NAME if question.template_id == NORMAL_ECG_TEMPLATE else question.attributes[0]
+        decided, note = self.decide(finding)
+        assert decided is not None
+        p = round(decided.presence, 6)
+        if not decided.present and note is None:
+            note = Note(W.STATEMENT_NOT_CONFIRMED, f"'{statement}' was generated but dropped: asked "
+                                                   f"directly, the model answers no (p(present) = {p:.2f})")
+        elif not decided.present and note is not None:
+            note = Note(W.STATEMENT_CONTRADICTED, f"'{statement}' was generated but dropped: {note.message}")
+        return p, decided.present, note if not decided.present else None
 
     def confirm(self, said: Sequence[Sequence[str]]) -> tuple[list[str], dict[str, float | None], list[Note]]:
-        """The statements the windows said (``said[k]``: window k's), kept when confirmed and not
-        contradicted by a more probable one; their probabilities; notes for the ones dropped."""
+        """The statements the windows said (``said[k]``: window k's), kept when the rule keeps them;
+        their probabilities; notes for the ones dropped."""
         order: list[str] = []
         windows: dict[str, int] = {}
         for statements in said:
@@ -132,13 +244,12 @@ class StatementReader:
         notes: list[Note] = []
         confirmed = []
         for s in order:
-            probs[s], ok = self.read(s)
+            probs[s], ok, note = self.read(s)
             if ok:
                 confirmed.append(s)
-            else:
-                notes.append(Note(W.STATEMENT_NOT_CONFIRMED,
-                                  f"'{s}' was generated but dropped: asked directly, the model answers no "
-                                  f"(p(present) = {probs[s]:.2f})"))
+            elif note is not None:
+                notes.append(note)
+        # statements the catalogue cannot ask about may still contradict one another
         kept, dropped = resolve([(s, probs[s], windows[s]) for s in confirmed])
         for s, other in dropped:
             notes.append(Note(W.STATEMENT_CONTRADICTED,
@@ -146,17 +257,34 @@ class StatementReader:
         return kept, {s: probs[s] for s in kept}, notes
 
     def query(self, texts: Sequence[str]) -> tuple[str, dict[str, float | None], list[Note]]:
-        """A query's answer from its windows' answers: the confirmed members, or ``none``."""
+        """A query's answer from its windows' answers: the members the rule keeps, or ``none``."""
         said = [sorted(normalize_answer(t) - {NONE_ANSWER}) for t in texts]
         kept, probs, notes = self.confirm(said)
         return (format_answer(kept) if kept else NONE_ANSWER), probs, notes
 
     def report(self, texts: Sequence[str]) -> tuple[str, dict[str, float | None], list[Note]]:
-        """A report from its windows' reports: the confirmed statements, tidied."""
+        """A report from its windows' reports: the statements the rule keeps, tidied."""
         kept, probs, notes = self.confirm([report_statements(t) for t in texts])
         text = tidy_report(". ".join(kept))
         shown = report_statements(text)
         return text, {s: probs.get(s) for s in shown}, notes
+
+
+def _says_present(question: MatchedQuestion, answer: str) -> bool:
+    """Whether a yes/no catalogue answer says the finding is present ("not sure" counts, as in eval)."""
+    return answer == "yes" if question.template_id == NORMAL_ECG_TEMPLATE else answer != "no"
+
+
+def choose_consistently(match: MatchedQuestion, text: str, probs: dict[str, float]
+                        ) -> tuple[str, list[Note]]:
+    """A choice's answer that names two findings no ECG has together ("atrial fibrillation; sinus
+    rhythm") is replaced by the most probable option that does not."""
+    if not contradicting_pairs(sorted(normalize_answer(text))):
+        return text, []
+    allowed = [o for o in match.options if not contradicting_pairs(sorted(normalize_answer(o)))]
+    best = max(allowed, key=lambda o: probs.get(o, 0.0))
+    return best, [Note(W.ANSWER_CONTRADICTED, f"'{text}' names findings no ECG has together: answered the "
+                                              f"most probable other option, '{best}'")]
 
 
 def question_notes(match: MatchedQuestion) -> list[Note]:

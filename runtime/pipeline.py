@@ -147,6 +147,7 @@ from diagecg.report_text import report_statements, tidy_report
 from diagecg.runtime.answering import (
     StatementReader,
     as_asked,
+    choose_consistently,
     question_notes,
     refusal_note,
     reliability_notes,
@@ -494,18 +495,27 @@ class DiagEcgPipeline:
                     "option_probabilities": p[5].get("option_probabilities")} for p in parts]
         probs = reply.get("option_probabilities")
         statement_probs: dict[str, float | None] = {}
-        if match is not None and closed:
+        t_read = time.perf_counter()
+        # one rule keeps any two answers about the record consistent (runtime.answering.StatementReader)
+        reader = None if catalogue is None else StatementReader(
+            catalogue, lambda k, q: self._ask(parts[k][2], used, q), len(parts))
+        if match is not None and closed and probs is not None:
+            if reader is not None and match.question_type == "single-verify" and (
+                    match.template_id == NORMAL_ECG_TEMPLATE or match.template_id == 1):
+                text, probs, rule_notes = reader.verify(match, text, probs)
+            else:
+                text, rule_notes = choose_consistently(match, text, probs)
+            notes.extend(rule_notes)
+            confidence = probs[text]
             statement_probs = dict(statement_probabilities(match, probs))
-        else:  # one meaning of confidence: a closed question's (queries, reports: per statement)
+        elif not closed:  # one meaning of confidence: a closed question's (queries, reports: per statement)
             confidence = None
-            if catalogue is not None and (match is not None or task == TASK_REPORT):
-                t_read = time.perf_counter()
-                reader = StatementReader(catalogue, lambda k, q: self._ask(parts[k][2], used, q), len(parts))
+            if reader is not None and (match is not None or task == TASK_REPORT):
                 texts = [p[5]["text"] for p in parts]
                 read_all = reader.report if task == TASK_REPORT else reader.query
                 text, statement_probs, read_notes = read_all(texts)
                 notes.extend(read_notes)
-                times["generate"] = round(times["generate"] + (time.perf_counter() - t_read) * 1e3, 3)
+        times["generate"] = round(times["generate"] + (time.perf_counter() - t_read) * 1e3, 3)
         model_answers = normalize_answer(text)  # the canonical question's answer (statements are about it)
         text, probs, confidence, windows = as_asked(match, text, probs, confidence, windows)
         answers = sorted(normalize_answer(text)) if task == TASK_QA else []

@@ -206,3 +206,108 @@ def test_questions_lists_semantics_and_reliability(evaluated_bundle: Path) -> No
     assert rows["sinus bradycardia"]["warnings"] == ["FINDING_FEW_POSITIVES", "FINDING_LOW_AUC"]
     assert rows["digitalis effect"]["status"] == "not_validated"
     assert data["reliability"]["floor"] == {"min_positives": 10, "min_auc": 0.75}
+
+
+def _fake_reader(pipe: DiagEcgPipeline, present: dict[str, float]) -> StatementReader:
+    """A reader of one window whose yes/no answers say p(present) as given (0.05 for the rest)."""
+    q = pipe.bundle.questions
+    assert q is not None
+
+    def score(k: int, question: MatchedQuestion) -> dict:
+        name = "normal ecg" if question.template_id == 2 else question.attributes[0]
+        p = present.get(name, 0.05)
+        probs = {"no": 1 - p, "yes": p}
+        if question.template_id != 2:
+            probs["not sure"] = 0.0
+        return {"text": "yes" if p >= 0.5 else "no", "option_probabilities": probs}
+
+    return StatementReader(q, score, 1)
+
+
+def _verify(reader: StatementReader, question: str) -> tuple[str, list[str]]:
+    catalogue = reader.catalogue
+    match = catalogue.match(question)
+    assert match is not None
+    reply = reader.score(0, match)
+    text, _, notes = reader.verify(match, reply["text"], reply["option_probabilities"])
+    return text, [n.code for n in notes]
+
+
+def test_one_rule_keeps_answers_about_a_record_consistent(pipe: DiagEcgPipeline) -> None:
+    lbbb, cd = "complete left bundle branch block", "conduction disturbance"
+    reader = _fake_reader(pipe, {lbbb: 0.6, cd: 0.3, "sinus bradycardia": 0.7, "sinus tachycardia": 0.6})
+    # a finding implies its class: LBBB yes -> conduction disturbance yes, though the model said no to it
+    assert _verify(reader, "LBBB?") == ("yes", [])
+    assert _verify(reader, "Is there a conduction disturbance?") == ("yes", [W.ANSWER_FROM_MEMBER])
+    # of two findings no ECG has together, the more probable is yes, the other no, whichever is asked
+    assert _verify(reader, "Sinus bradycardia?") == ("yes", [])
+    assert _verify(reader, "Sinus tachycardia?") == ("no", [W.ANSWER_CONTRADICTED])
+    # normal (0.9) beats an inferior MI (0.6): the MI, and its class, are no; normal stays yes
+    reader = _fake_reader(pipe, {"normal ecg": 0.9, "myocardial infarction in inferior leads": 0.6,
+                                 "sinus bradycardia": 0.7, "sinus tachycardia": 0.6})
+    assert _verify(reader, "Inferior MI?") == ("no", [W.ANSWER_CONTRADICTED])
+    assert _verify(reader, "Is there a myocardial infarction?") == ("no", [W.ANSWER_CONTRADICTED])
+    assert _verify(reader, "Is this a normal ECG?") == ("yes", [])
+    # the same rule keeps a report's statements
+    text, _, notes = reader.report(["sinus bradycardia. sinus tachycardia. inferior myocardial infarction."])
+    assert text == "Sinus bradycardia." and {n.code for n in notes} == {W.STATEMENT_CONTRADICTED}
+
+
+QUESTIONS = ["Is this ECG normal?", "Is the ECG abnormal?", "AF?", "Sinus rhythm?", "Sinus bradycardia?",
+             "Sinus tachycardia?", "LBBB?", "RBBB?", "Incomplete RBBB?", "Conduction disturbance?", "MI?",
+             "Inferior MI?", "Anteroseptal MI?", "Hypertrophy?", "LVH?", "Atrial flutter?"]
+
+
+def test_answers_and_reports_about_the_fixture_records_never_contradict_each_other(
+        pipe: DiagEcgPipeline, record_paths: list[Path], fixtures_dir: Path) -> None:
+    """Every fixture record (PTB-XL, Challenge, MUSE, HL7 aECG, DICOM, Philips where the readers are
+    installed) is asked about findings that imply or exclude each other, and reported: the number of
+    contradictory answer pairs, answers against their class, and contradictory reports is 0."""
+    formats = [p for p in sorted((fixtures_dir / "formats").rglob("*"))
+               if p.suffix.lower() in (".xml", ".dcm")]
+    n_records = n_pairs = n_class = n_reports = 0
+    for path in [*record_paths, *formats]:
+        try:
+            answers = {q: pipe.answer(path, q) for q in QUESTIONS}
+        except Exception:  # a format whose reader is not installed, or a file no reader takes
+            continue
+        n_records += 1
+        yes = {a.statements[0]["text"] if a.statements else q for q, a in answers.items()
+               if a.statements and a.statements[0]["present"]}
+        n_pairs += len(contradicting_pairs(sorted(yes)))
+        n_pairs += answers["Is this ECG normal?"].answer == answers["Is the ECG abnormal?"].answer
+        members = {"LBBB?", "RBBB?", "Incomplete RBBB?"}
+        n_class += any(answers[m].answer == "yes" for m in members) and \
+            answers["Conduction disturbance?"].answer == "no"
+        n_class += any(answers[m].answer == "yes" for m in ("Inferior MI?", "Anteroseptal MI?")) and \
+            answers["MI?"].answer == "no"
+        n_class += answers["LVH?"].answer == "yes" and answers["Hypertrophy?"].answer == "no"
+        report = pipe.report(path)
+        n_reports += bool(contradicting_pairs([s["text"] for s in report.statements if s["present"]]))
+    assert n_records >= 8
+    assert (n_pairs, n_class, n_reports) == (0, 0, 0)
+
+
+def test_the_schema_lists_every_warning_code_and_refusal_reason() -> None:
+    from diagecg.questions import REFUSAL_REASONS
+    from diagecg.runtime.pipeline import SCHEMA_VERSION
+
+    schema = answer_schema()
+    enums: list[list[str]] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "ENGINE" in node.get("enum", ()):
+                enums.append(node["enum"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    assert len(enums) >= 3 and all(e == sorted(WARNING_CODES) for e in enums)
+    refusal = schema["$defs"]["answer"]["properties"]["refusal"]["oneOf"][1]["properties"]["reason"]["enum"]
+    assert refusal == list(REFUSAL_REASONS)
+    assert schema["$defs"]["answer"]["properties"]["schema_version"] == {"const": SCHEMA_VERSION}
+    assert SCHEMA_VERSION == 4
