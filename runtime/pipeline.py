@@ -244,7 +244,7 @@ def calibrate_options(probs: np.ndarray, negative: int, cal: dict[str, Any]) -> 
     present = float(np.clip(1.0 - p[negative], 1e-4, 1 - 1e-4))  # as the calibration was fitted
     z = float(cal["a"]) * math.log(present / (1 - present)) + float(cal["b"])
     q = 0.5 * (1.0 + math.tanh(0.5 * z))
-    mass = float(p.sum() - p[negative])
+    mass = float(np.delete(p, negative).sum())  # not 1 - p[negative]: that rounds tiny masses to 0
     out = p * (q / mass) if mass > 0 else np.full_like(p, q / max(1, len(p) - 1))
     out[negative] = 1.0 - q
     positives = [k for k in range(len(p)) if k != negative]

@@ -18,7 +18,25 @@ from diagecg.measure import FEATURE_NAMES
 N_CODES = 16  # FSQ levels (4, 4)
 N_FRAMES = 63  # ECG tokens per 100 Hz record (1000 samples / 16)
 # the summary head of the tiny tokenizers that have one: 3 summary tokens, 3 * 4 = 12 summary codes
-SUMMARY = SummaryConfig(findings=("NORM", "MI", "AFIB"), levels=4, features=FEATURE_NAMES, hidden=8)
+# three finding tokens, then two measurement tokens (heart rate in 3 bins, QRS in 2): 5 summary tokens
+SUMMARY = SummaryConfig(findings=("NORM", "MI", "AFIB"), levels=4, features=FEATURE_NAMES, hidden=8,
+                        measure_tokens=("heart_rate_bpm", "qrs_ms"), measure_edges=((60.0, 100.0), (120.0,)))
+
+
+def summary_code_ranges(summary: SummaryConfig, codebook_size: int = 1296) -> tuple[list[int], list[int]]:
+    """(first code, number of codes) of each summary token: findings (``levels`` each), then the
+    measurement tokens (their bins)."""
+    firsts, sizes = [], []
+    base = codebook_size
+    for _ in summary.findings:
+        firsts.append(base)
+        sizes.append(summary.levels)
+        base += summary.levels
+    for edges in summary.measure_edges:
+        firsts.append(base)
+        sizes.append(len(edges) + 1)
+        base += len(edges) + 1
+    return firsts, sizes
 FIXTURE_RECORDS_DIR = Path(__file__).resolve().parent / "fixtures" / "records"
 # real records shipped with the tests: PTB-XL 100 Hz (three), 500 Hz, and a Challenge .hea + .mat
 FIXTURE_RECORDS = ("00002_lr.hea", "00003_lr.hea", "00008_lr.hea", "00002_hr.hea", "C00002.mat")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import SUMMARY, random_ecg_tokenizer
+from builders import SUMMARY, random_ecg_tokenizer, summary_code_ranges
 
 from diagecg.bundle import load_bundle
 from diagecg.errors import BundleError, InferenceError, InputError
@@ -55,8 +55,8 @@ def test_encode_gives_summary_then_frame_codes_and_2d_equals_batch(session: EcgT
     idx = session.encode(x, f)
     assert idx.dtype == np.int64 and idx.shape == (2, N_SUMMARY + 63)  # 1000 samples / 16 -> 63 frames
     assert 0 <= idx[:, N_SUMMARY:].min() and idx[:, N_SUMMARY:].max() < 1296
-    first = 1296 + SUMMARY.levels * np.arange(N_SUMMARY)  # finding f, level l -> 1296 + 4 f + l
-    assert ((idx[:, :N_SUMMARY] >= first) & (idx[:, :N_SUMMARY] < first + SUMMARY.levels)).all()
+    first, size = map(np.array, summary_code_ranges(SUMMARY))  # finding f, level l -> 1296 + 4 f + l, ...
+    assert ((idx[:, :N_SUMMARY] >= first) & (idx[:, :N_SUMMARY] < first + size)).all()
     np.testing.assert_array_equal(session.encode(x[1], f[1]), idx[1:2])
     assert session.device == "cpu" and session.providers == ["CPUExecutionProvider"]
 
