@@ -32,6 +32,7 @@ from diagecg.types import EcgRecord, PatientInfo
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 TIME_CODES: tuple[str, ...] = ("TIME_ABSOLUTE", "TIME_RELATIVE")
 RHYTHM_CODE = "RHYTHM"
+MEDIAN_CODE = "REPRESENTATIVE_BEAT"  # a median beat: one averaged complex, never a recording of the rhythm
 # UCUM time units of a sampling increment -> seconds
 SECONDS: dict[str, float] = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 # LOINC codes of subject observations (controlVariable/relatedObservation) -> PatientInfo field, and the
@@ -98,8 +99,10 @@ def _n_values(text: str | None) -> int:
 
 
 def _rhythm_sequence_set(root: ET.Element, ns: str, source: str) -> tuple[ET.Element, list[str]]:
-    """The sequence set to read: of a RHYTHM series first, then the most leads, then the longest."""
+    """The sequence set to read: of a RHYTHM series first, then the most leads, then the longest; a
+    REPRESENTATIVE_BEAT series (a median beat) is never read."""
     candidates: list[tuple[tuple[bool, int, int], str, ET.Element]] = []
+    medians: list[str] = []
     for i, series in enumerate(root.findall(f"{ns}component/{ns}series")):
         series_code = _code(series, ns) or "uncoded"
         for j, sequence_set in enumerate(series.findall(f"{ns}component/{ns}sequenceSet")):
@@ -107,7 +110,14 @@ def _rhythm_sequence_set(root: ET.Element, ns: str, source: str) -> tuple[ET.Ele
             length = max((_n_values(s.findtext(f"{ns}value/{ns}digits")) for s in leads), default=0)
             label = (f"series {i + 1} {series_code!r} sequence set {j + 1} ({len(leads)} leads x {length} "
                      f"samples)")
-            candidates.append(((series_code == RHYTHM_CODE, len(leads), length), label, sequence_set))
+            if series_code == MEDIAN_CODE:
+                medians.append(label)
+            else:
+                candidates.append(((series_code == RHYTHM_CODE, len(leads), length), label, sequence_set))
+    if not candidates and medians:
+        raise SignalFileError(f"{source}: the AnnotatedECG holds only a representative (median) beat series "
+                              f"({MEDIAN_CODE}), no rhythm strip: one averaged beat is not a recording of the "
+                              f"rhythm")
     if not candidates:
         raise SignalFileError(f"{source}: the AnnotatedECG holds no waveform series "
                               f"(component/series/component/sequenceSet)")
@@ -115,9 +125,10 @@ def _rhythm_sequence_set(root: ET.Element, ns: str, source: str) -> tuple[ET.Ele
     if not rank[1]:
         raise SignalFileError(f"{source}: the AnnotatedECG's waveform series hold no lead sequences")
     warnings = []
-    if len(candidates) > 1:
-        others = ", ".join(c[1] for c in candidates if c[2] is not chosen)
-        warnings.append(f"read {label}; ignored {others}")
+    others = [c[1] for c in candidates if c[2] is not chosen]
+    if others or medians:
+        ignored = sorted([*others, *medians], key=lambda text: int(text.split()[1]))
+        warnings.append(f"read {label}; ignored {', '.join(ignored)}")
     return chosen, warnings
 
 

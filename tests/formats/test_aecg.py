@@ -148,6 +148,18 @@ def test_rhythm_series_is_preferred_to_a_median_beat_series(tmp_path: Path, wfdb
                             "series 1 'REPRESENTATIVE_BEAT' sequence set 1 (12 leads x 600 samples)"]
 
 
+def test_a_file_with_only_a_median_beat_series_is_refused(tmp_path: Path, wfdb_source: EcgRecord,
+                                                         one_line: Callable[..., str]) -> None:
+    """A representative beat is one averaged complex; repeated over 10 s it would read as a rhythm."""
+    beat = wfdb_source.signal[:, 1000:1600]
+    path = tmp_path / "median.xml"
+    path.write_text(aecg_document(rhythm_series(np.tile(beat, (1, 9)), CANONICAL_LEADS,
+                                                code="REPRESENTATIVE_BEAT")))
+    with pytest.raises(SignalFileError, match="only a representative") as e:
+        read_record(path)
+    assert "no rhythm strip" in one_line(e.value, path)
+
+
 def test_patient_from_birth_date_height_weight_and_implausible_values(tmp_path: Path,
                                                                       wfdb_source: EcgRecord) -> None:
     series = rhythm_series(wfdb_source.signal, CANONICAL_LEADS)
