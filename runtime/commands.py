@@ -347,7 +347,11 @@ def questions(bundle: str | None, as_json: bool) -> None:
     click.echo("Other wordings, abbreviations (AF, LBBB, 1st degree AVB, LVH, PVC...), synonyms and small "
                "misspellings are read as these; a negated question ('Is there no AF?', 'Can you exclude "
                "AF?') is answered as asked (the answer inverted); a general name is answered as the nearest "
-               "finding with a warning (heart block -> conduction disturbance); anything else is refused.\n")
+               "finding with a warning (heart block -> conduction disturbance); anything else is refused.")
+    click.echo("Answers about one record never contradict each other: a class (myocardial infarction, ST/T "
+               "change, conduction disturbance, hypertrophy) is yes when one of its findings is, and of two "
+               "findings no ECG has together (normal ECG and an infarction, sinus bradycardia and "
+               "tachycardia, AF and sinus rhythm...) the less probable is answered no.\n")
     for line, entry in zip(catalogue.describe(), sorted(catalogue.entries.values(),
                                                         key=lambda e: e.template_id), strict=True):
         click.echo(line)
