@@ -15,6 +15,11 @@ of a finding). This module then:
   yes/no answer is "no" is dropped (``STATEMENT_NOT_CONFIRMED``), so a report never says what the
   answer to the direct question denies; then statements that contradict a more probable one are
   dropped (``STATEMENT_CONTRADICTED``, ``diagecg.consistency``);
+* **keeps answers about one record consistent** (:meth:`StatementReader.decide`, one rule for closed
+  questions, query members and report statements alike): a class is yes when one of its findings is
+  (``ANSWER_FROM_MEMBER``), and of two findings no ECG has together the less probable is answered no
+  (``ANSWER_CONTRADICTED``). It costs one yes/no scoring per related finding and window (the prompt
+  prefix is reused): about 35 for "is this a normal ECG?", up to 15 for a class, a few otherwise;
 * **says what was answered and how far to trust it**: notes for a broader or narrower reading and for
   ECG-QA's "any statement" templates, and the ``reliability`` summary with a note per finding below
   the floor (``diagecg.reliability``).
