@@ -185,7 +185,11 @@ class StatementReader:
         own = self.reading(finding)
         if code is None or own is None:
             return own, None
-        effective = self._effective(code) or own
+        rivals = sorted(c for pair in CONTRADICTIONS if code in pair for c in pair if c != code)
+        effective = own  # a class's members are read only when they can change the answer (they cost)
+        if code in SUPERCLASS_MEMBERS and (not own.present or any(
+                (r := self._effective(c)) is not None and r.present for c in rivals)):
+            effective = self._effective(code) or own
         note = None
         if effective.present and not own.present:
             member = next(n for c, n in self._names.items()
@@ -194,7 +198,7 @@ class StatementReader:
                                               f"one kind of it, as present (p = {effective.presence:.2f})")
         if not effective.present:
             return effective, note
-        for other in sorted(c for pair in CONTRADICTIONS if code in pair for c in pair if c != code):
+        for other in rivals:
             rival = self._effective(other)
             name = self._names.get(other, other)
             if rival is None or not rival.present or (rival.presence, name) <= (effective.presence, finding):
