@@ -116,8 +116,8 @@ def _rhythm_sequence_set(root: ET.Element, ns: str, source: str) -> tuple[ET.Ele
                 candidates.append(((series_code == RHYTHM_CODE, len(leads), length), label, sequence_set))
     if not candidates and medians:
         raise SignalFileError(f"{source}: the AnnotatedECG holds only a representative (median) beat series "
-                              f"({MEDIAN_CODE}), no rhythm strip: one averaged beat is not a recording of the "
-                              f"rhythm")
+                              f"({MEDIAN_CODE}), no rhythm strip: one averaged beat is not a recording of "
+                              f"the rhythm")
     if not candidates:
         raise SignalFileError(f"{source}: the AnnotatedECG holds no waveform series "
                               f"(component/series/component/sequenceSet)")
