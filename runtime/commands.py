@@ -40,7 +40,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -254,7 +254,7 @@ def _plot(answers: list[Answer], plots: AnswerPlots, pipe: DiagEcgPipeline) -> b
     return True
 
 
-_common_options = [
+_common_options: list[Callable[[Any], Any]] = [
     click.argument("records", nargs=-1, required=True, metavar="RECORD..."),
     click.option("--bundle", type=click.Path(file_okay=False),
                  help=f"Bundle folder (default: the shipped <diagecg>/{DEFAULT_BUNDLE_DIR})."),
