@@ -38,7 +38,9 @@ PREPROCESS = PreprocessConfig(fs_hz=100)
 ENCODER = EncoderConfig(n_samples=1000, stem_channels=8, stage_channels=(8, 16, 16, 32), groups=4,
                         fused_channels=32)
 FSQ = FSQConfig(levels=(4, 4))
-N_CODES = FSQ.codebook_size + SUMMARY.n_codes  # 16 frame codes + 3 findings * 4 levels
+N_CODES = FSQ.codebook_size + SUMMARY.n_codes  # 16 frame codes + 3 findings * 4 levels + 3 + 2 bins
+CALIBRATION = {"atrial fibrillation": {"code": "AFIB", "a": 0.8, "b": -1.5, "threshold": 0.2, "n": 300,
+                                       "n_pos": 20}}
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,9 @@ def instruct_checkpoint(tmp_path_factory: pytest.TempPathFactory, text_tokenizer
 
 def test_export_writes_a_bundle_that_loads_and_verifies(instruct_checkpoint: Path, shared_data: Path,
                                                         tmp_path: Path) -> None:
+    # diagecg eval --set calibrate=true on fold 9, beside the checkpoint (scripts/reproduce_demo.sh)
+    (instruct_checkpoint / "calibration_results.json").write_text(json.dumps(
+        {"folds": [9], "n_records": 300, "findings": {"calibration": CALIBRATION}}))
     cfg = ExportConfig(checkpoint_dir=str(instruct_checkpoint), out_dir=str(tmp_path / "bundle"),
                        quants=("q8_0", "f16"), data_dir=str(shared_data), n_parity_records=3, n_questions=2,
                        max_new_tokens=4, min_top1={"f16": 0.9}, n_threads=1, progress=False)
@@ -83,7 +88,9 @@ def test_export_writes_a_bundle_that_loads_and_verifies(instruct_checkpoint: Pat
 
     parity = b.parity
     assert parity["onnx"]["code_agreement"] == 1.0 and parity["onnx"]["n_records"] == 3
-    assert parity["onnx"]["summary_agreement"] == 1.0 and parity["onnx"]["n_summary_codes"] == 3 * 3
+    assert parity["onnx"]["summary_agreement"] == 1.0
+    assert parity["onnx"]["n_summary_codes"] == 3 * SUMMARY.n_tokens
+    assert b.calibration == CALIBRATION and b.manifest["calibration"]["fitted_on"]["folds"] == [9]
     assert parity["lora_merge"]["merged"] and parity["lora_merge"]["max_abs_diff"] < 1e-3
     assert parity["llm"]["f16"]["logits"]["top1_agreement"] >= 0.9
     n_positions = parity["llm"]["f16"]["logits"]["n_positions"]
@@ -105,6 +112,23 @@ def test_export_writes_a_bundle_that_loads_and_verifies(instruct_checkpoint: Pat
     assert verified["llm"]["f16"]["top1_agreement"] == summary["llm"]["f16"]["top1_agreement"]
     manifest = json.loads((b.root / "manifest.json").read_text())
     assert manifest == b.manifest  # verify only reads
+
+
+def test_export_refuses_a_calibration_fitted_on_the_tested_folds(tmp_path: Path) -> None:
+    from diagecg.export.build_bundle import _calibration_results
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "eval_results.json").write_text(json.dumps({"folds": [10]}))
+    (ck / "calibration_results.json").write_text(json.dumps(
+        {"folds": [10], "findings": {"calibration": CALIBRATION}}))
+    with pytest.raises(ValueError, match="fitted on folds \\[10\\], which the evaluation tests on"):
+        _calibration_results(ck)
+    (ck / "calibration_results.json").write_text(json.dumps({"folds": [9], "findings": {}}))
+    with pytest.raises(ValueError, match="holds no calibration"):
+        _calibration_results(ck)
+    (ck / "calibration_results.json").unlink()
+    assert _calibration_results(ck) == {}  # none: the runtime answers with the model's own probabilities
 
 
 def test_export_config_parses_and_checks_fields() -> None:
