@@ -249,6 +249,26 @@ class QualityConfig(ConfigMixin):
     max_lead_relation_error: float = 0.25  # Einthoven/Goldberger: rms(II - (I + III)) / rms, ...
     min_lead_difference: float = 0.005  # two leads closer than this (rms ratio) are copies of one signal
     min_qrs_concentration: float = 2.2  # slope energy near detected beats / its average; noise ~1
+    # plausibility (diagecg.plausibility; the margins against the project's real records: README): past a
+    # *_warn threshold the answer carries a warning with the check's code, past a *_refuse one the record
+    # is refused
+    plausibility: bool = True  # run the plausibility checks (with require_ecg, on 12-lead records)
+    min_wave_mv: float = 0.02  # a P or T wave smaller than this has no sign (limb-electrode check)
+    rate_warn: float = 1.1  # |ln(HR / 70 bpm) + ln(slope centroid / 18 Hz)| above this warns ...
+    rate_refuse: float = 1.6  # ... and above this refuses (a rate 5x too high or low gives >= 1.85)
+    qrs_warn_mv: tuple[float, float] = (0.4, 12.0)  # the largest QRS (peak to peak) outside this warns ...
+    qrs_refuse_mv: tuple[float, float] = (0.15, 20.0)  # ... and outside this refuses
+    time_order_warn: float = 0.3  # rms after the QRS / before it (T after, P before) below this warns
+    repeat_warn: float = 1e-3  # a window that equals itself shifted to within this (energy share) warns ...
+    repeat_refuse: float = 1e-4  # ... and within this refuses (copies of one segment)
+    beat_change_warn: float = 2e-3  # beat-to-beat change (CV) of the QRS slope energy below this warns ...
+    beat_change_refuse: float = 3e-4  # ... and below this refuses (identical, synthetic beats)
+    axis_change_warn: float = 3e-3  # beat-to-beat change of the QRS energy's share among leads: below warns
+    lead_noise_warn: float = 0.8  # a lead scoring below this (beats unlike each other, energy not at QRS)
+    dropout_warn: float = 0.008  # share of samples jumping to one value and back: above this warns ...
+    dropout_refuse: float = 0.02  # ... and above this refuses
+    constant_run_warn_s: float = 0.6  # a live lead held at one value this long warns ...
+    constant_run_refuse_s: float = 1.0  # ... and this long makes it a dead lead, like a flat one
 
     def __post_init__(self) -> None:
         n = "QualityConfig"
@@ -264,6 +284,18 @@ class QualityConfig(ConfigMixin):
                "must be >= 0")
         _check(self.min_qrs_concentration >= 0, n, "min_qrs_concentration", self.min_qrs_concentration,
                "must be >= 0")
+        for low, high in (("rate_warn", "rate_refuse"), ("repeat_refuse", "repeat_warn"),
+                          ("beat_change_refuse", "beat_change_warn"), ("dropout_warn", "dropout_refuse"),
+                          ("constant_run_warn_s", "constant_run_refuse_s")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            _check(0 < lo <= hi, n, f"{low}, {high}", (lo, hi), f"must satisfy 0 < {low} <= {high}")
+        for name in ("qrs_warn_mv", "qrs_refuse_mv"):
+            v = tuple(getattr(self, name))
+            _check(len(v) == 2 and 0 <= v[0] < v[1], n, name, v, "must be (low, high) with 0 <= low < high")
+        inside = self.qrs_refuse_mv[0] <= self.qrs_warn_mv[0] and self.qrs_warn_mv[1] <= self.qrs_refuse_mv[1]
+        _check(inside, n, "qrs_warn_mv", self.qrs_warn_mv, f"must lie in qrs_refuse_mv {self.qrs_refuse_mv}")
+        for name in ("min_wave_mv", "time_order_warn", "lead_noise_warn", "axis_change_warn"):
+            _check(getattr(self, name) >= 0, n, name, getattr(self, name), "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,6 +37,13 @@ class W:
     STATEMENT_NOT_CONFIRMED = "STATEMENT_NOT_CONFIRMED"
     STATEMENT_CONTRADICTED = "STATEMENT_CONTRADICTED"
     MEASUREMENTS_UNAVAILABLE = "MEASUREMENTS_UNAVAILABLE"
+    # a record that fails a plausibility check (diagecg.plausibility.CHECKS; reliability "implausible_record")
+    LIMB_LEADS_REVERSED = "LIMB_LEADS_REVERSED"
+    RATE_CONTRADICTS_WAVEFORM = "RATE_CONTRADICTS_WAVEFORM"
+    AMPLITUDE_IMPLAUSIBLE = "AMPLITUDE_IMPLAUSIBLE"
+    TIME_REVERSED = "TIME_REVERSED"
+    SIGNAL_REPEATS = "SIGNAL_REPEATS"
+    LEAD_NOISE = "LEAD_NOISE"
 
 
 WARNING_CODES: dict[str, str] = {
@@ -66,6 +73,17 @@ WARNING_CODES: dict[str, str] = {
                                "said no",
     W.STATEMENT_CONTRADICTED: "a statement was dropped because it contradicts a more probable one",
     W.MEASUREMENTS_UNAVAILABLE: "no measurements in a report (neurokit2 missing)",
+    W.LIMB_LEADS_REVERSED: "P, QRS and T negative in lead I and positive in aVR: arm electrodes swapped, "
+                           "every lead inverted, or dextrocardia",
+    W.RATE_CONTRADICTS_WAVEFORM: "the beat rate and the slope spectrum together say the stated sampling rate "
+                                 "is wrong (the waveform looks played slower or faster than recorded)",
+    W.AMPLITUDE_IMPLAUSIBLE: "the largest QRS of the 12 leads is outside what hearts produce (a gain or "
+                             "units error?)",
+    W.TIME_REVERSED: "the large wave comes before each QRS and the small one after it: the record may run "
+                     "backwards",
+    W.SIGNAL_REPEATS: "the signal, or its QRS complexes, repeat more exactly than a heart does: a simulator, "
+                      "a synthetic or a copied signal",
+    W.LEAD_NOISE: "a lead looks like noise, has dropouts, or holds one value too long",
 }
 
 

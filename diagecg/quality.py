@@ -6,18 +6,25 @@ few seconds, or a signal that is not a 12-lead ECG (:func:`ecg_problems`: limb l
 Einthoven's and Goldberger's relations, two leads that are copies of one signal, no QRS complexes).
 Milder problems come back as warnings.
 
+Then the plausibility checks of :mod:`diagecg.plausibility` (limb electrodes, rate against waveform,
+amplitude, time order, repetition, single-lead noise and dropouts) refuse a record that is certainly
+recorded or stored wrongly and warn about one that may be.
+
 Degraded mode (``QualityConfig.allow_flat_leads``, ``diagecg infer --allow-degraded``): a record
 with some flat leads (a missing or disconnected precordial electrode is common in other hospitals'
 exports) is read with a warning naming the leads and what can still be trusted: rhythm questions
-when the limb leads are intact (rate and regularity are read there), nothing morphological.
+when the limb leads are intact (rate and regularity are read there), nothing morphological. A flat
+limb lead leaves nothing to trust: such a record is refused even in degraded mode.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from diagecg import plausibility
 from diagecg.config import QualityConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.dsp import butter_filtfilt
@@ -93,7 +100,7 @@ def check_signal(
             f"max |x - median| = {peak.max():.4g} mV > {cfg.max_abs_mv:g} mV; the signal does not look "
             f"like mV (uV given as mV? check the header units)"
         )
-    flat = flat_leads(x, cfg)  # (leads,)
+    flat = dead_leads(x, fs_hz, cfg)  # (leads,)
     if flat.all():
         raise SignalQualityError(
             f"{source}: every lead is flat (max std {x.std(axis=1).max():.3g} mV < {cfg.flat_std_mv:g} mV); "
@@ -102,16 +109,22 @@ def check_signal(
     warnings: list[str] = []
     if flat.any() and not cfg.allow_flat_leads:
         raise SignalQualityError(f"{source}: flat lead(s) {_leads_text(lead_names, flat)} "
-                                 f"(std < {cfg.flat_std_mv:g} mV over the record); --allow-degraded "
+                                 f"(std < {cfg.flat_std_mv:g} mV over the record, or one value held for more "
+                                 f"than {cfg.constant_run_refuse_s:g} s: an electrode off); --allow-degraded "
                                  f"(QualityConfig.allow_flat_leads) answers anyway, with a warning")
     if flat.any():
-        warnings.append(degraded_warning([str(lead_names[int(i)]) for i in np.flatnonzero(flat)]))
-        x = x[~flat]  # the rail check below is about the leads that carry a signal
-        lead_names = [n for n, f in zip(lead_names, flat, strict=True) if not f]
+        flat_names = [str(lead_names[int(i)]) for i in np.flatnonzero(flat)]
+        limb = [name for name in flat_names if name in LIMB_LEADS]
+        if limb and cfg.require_ecg:  # degraded_warning would say no answer can be trusted: none is given
+            raise SignalQualityError(f"{source}: flat limb lead(s) {', '.join(limb)}: rhythm is read from "
+                                     f"the limb leads, so no answer about this record could be trusted, not "
+                                     f"even with --allow-degraded")
+        warnings.append(degraded_warning(flat_names))
+    live = ~flat
     # fraction of samples sitting exactly at the lead's own min or max: clipping at the ADC rail
     lo = x.min(axis=1, keepdims=True)
     hi = x.max(axis=1, keepdims=True)
-    at_rail = np.maximum((x == lo).mean(axis=1), (x == hi).mean(axis=1))  # (leads,)
+    at_rail = np.where(live, np.maximum((x == lo).mean(axis=1), (x == hi).mean(axis=1)), 0.0)  # (leads,)
     saturated = at_rail > cfg.rail_fraction
     if saturated.any():
         detail = ", ".join(f"{lead_names[int(i)]}: {at_rail[i]:.0%}" for i in np.flatnonzero(saturated))
@@ -122,12 +135,14 @@ def check_signal(
         detail = ", ".join(f"{lead_names[int(i)]}: {at_rail[i]:.1%}" for i in np.flatnonzero(partly))
         warnings.append(f"lead(s) partly at their min/max rail (clipping?): {detail}")
     if cfg.require_ecg and tuple(lead_names) == CANONICAL_LEADS:
-        warnings += _check_is_ecg(x, fs_hz, source, cfg)
+        warnings += _check_is_ecg(x, fs_hz, source, cfg, live)
     return warnings
 
 
-def _check_is_ecg(x: np.ndarray, fs_hz: float, source: str, cfg: QualityConfig) -> list[str]:
-    """Refuse a signal that is not a 12-lead ECG (all, or most, windows fail); warn when some windows fail."""
+def _check_is_ecg(x: np.ndarray, fs_hz: float, source: str, cfg: QualityConfig,
+                  live: np.ndarray) -> list[str]:
+    """Refuse a signal that is not a 12-lead ECG, or fails a plausibility check that refuses, in all or most
+    windows; warn when some windows fail, and for every plausibility check that warns."""
     n = x.shape[1]
     width = round(PLAUSIBILITY_WINDOW_S * fs_hz)
     if n <= width * PLAUSIBILITY_MAX_WINDOWS:
@@ -139,10 +154,32 @@ def _check_is_ecg(x: np.ndarray, fs_hz: float, source: str, cfg: QualityConfig) 
     failed = [p for p in problems if p]
     if failed and 2 * len(failed) > len(windows):
         raise SignalQualityError(f"{source}: does not look like a 12-lead ECG: {'; '.join(failed[0])}")
+    warnings = []
     if failed:
-        return [f"{len(failed)} of {len(windows)} checked {PLAUSIBILITY_WINDOW_S:g} s windows do not look "
-                f"like an ECG ({'; '.join(failed[0])})"]
-    return []
+        warnings.append(f"{len(failed)} of {len(windows)} checked {PLAUSIBILITY_WINDOW_S:g} s windows do not "
+                        f"look like an ECG ({'; '.join(failed[0])})")
+    if cfg.plausibility:
+        found = [plausibility.assess(w, fs_hz, live, cfg) if not p else []
+                 for w, p in zip(windows, problems, strict=True)]
+        warnings += _plausibility_verdict(found, len(windows), source)
+    return warnings
+
+
+def _plausibility_verdict(found: list[list[plausibility.Finding]], n_windows: int, source: str) -> list[str]:
+    """Refuse on a refusing finding in most windows; else one warning per kind of finding (the first
+    window's message, with how many windows showed it)."""
+    kinds: dict[str, list[plausibility.Finding]] = {}
+    for window in found:
+        for f in window:
+            kinds.setdefault(f.message.split(":")[0], []).append(f)
+    for hits in kinds.values():
+        refusals = [f for f in hits if f.refuse]
+        if refusals and 2 * len(refusals) > n_windows:
+            raise SignalQualityError(f"{source}: implausible as a recorded ECG ({refusals[0].code}): "
+                                     f"{refusals[0].message}")
+    where = (lambda k: f" (in {k} of {n_windows} checked {PLAUSIBILITY_WINDOW_S:g} s windows)") \
+        if n_windows > 1 else (lambda k: "")
+    return [hits[0].message + where(len(hits)) for hits in kinds.values()]
 
 
 def ecg_problems(signal: np.ndarray, fs_hz: float, cfg: QualityConfig | None = None) -> list[str]:
@@ -214,6 +251,21 @@ def flat_leads(signal: np.ndarray, cfg: QualityConfig | None = None) -> np.ndarr
     """Bool (leads,): the leads whose standard deviation over the record is below ``cfg.flat_std_mv``."""
     cfg = cfg or QualityConfig()
     return np.asarray(signal, dtype=np.float64).std(axis=1) < cfg.flat_std_mv
+
+
+def dead_leads(signal: np.ndarray, fs_hz: float, cfg: QualityConfig | None = None) -> np.ndarray:
+    """Bool (leads,): flat leads (:func:`flat_leads`) and leads that hold one value for more than
+    ``cfg.constant_run_refuse_s`` (an electrode that came off during the recording: a live trace never
+    holds still that long; two real PTB-XL records show it, V6 held for 7.1 s and at -20 mV for 9.3 s)."""
+    cfg = cfg or QualityConfig()
+    x = np.asarray(signal)
+    dead = flat_leads(x, cfg)
+    longest = max(1, math.ceil(cfg.constant_run_refuse_s * fs_hz))
+    for k in np.flatnonzero(~dead):
+        same = np.concatenate([[False], x[k, 1:] == x[k, :-1], [False]])
+        edges = np.flatnonzero(np.diff(same.astype(np.int8)))
+        dead[k] = bool(edges.size) and int((edges[1::2] - edges[0::2]).max()) + 1 > longest
+    return dead
 
 
 def degraded_warning(flat: Sequence[str]) -> str:

@@ -74,7 +74,9 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 4; keys are always all p
     confidence       float|null  probability of the returned answer of a closed question (as asked);
                              null for queries, reports and refused questions
     reliability      {status, floor, source, findings: [...], template}|null  the held-out numbers of
-                             the findings the answer is about (``diagecg.reliability``)
+                             the findings the answer is about (``diagecg.reliability``); status
+                             "implausible_record" when the record failed a plausibility check that warns
+                             (``diagecg.plausibility``: the numbers are of records that pass them)
     option_probabilities {str: float}|null  each closed option's probability (verify and choose)
     stop_reason      str     "eos" (the model ended), "length" (max_new_tokens reached), "options"
                              (scored over closed options) or "unsupported" (not asked)
@@ -134,13 +136,14 @@ from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
 from diagecg.criteria import criterion_for
 from diagecg.decoding import option_continuations
-from diagecg.errors import DiagEcgError, InferenceError, InputError
+from diagecg.errors import DiagEcgError, InferenceError, InputError, SignalQualityError
 from diagecg.io import check_record, read_record
 from diagecg.measure import FEATURE_NAMES, report_measurements
 from diagecg.notes import Note, W
+from diagecg.plausibility import CHECKS, note_code
 from diagecg.preprocess import model_inputs, record_windows
 from diagecg.prompts import encode_prompt, sanitize_question
-from diagecg.quality import flat_leads
+from diagecg.quality import dead_leads
 from diagecg.questions import NONE_ANSWER, NORMAL_ECG_TEMPLATE, MatchedQuestion, Refusal
 from diagecg.reliability import ReliabilityTable
 from diagecg.report_text import report_statements, tidy_report
@@ -164,6 +167,8 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
 ECG_CACHE_SIZE = 64  # signals whose ECG codes a pipeline keeps (~0.5 KB each at 100 Hz)
+PLAUSIBILITY_CODES = frozenset(CHECKS.values())  # record warnings of diagecg.plausibility
+IMPLAUSIBLE_RECORD = "implausible_record"  # reliability status of an answer about such a record
 SCHEMA_RESOURCE = ("diagecg", "schemas/answer.schema.json")  # package data
 TASK_QA = "qa"
 TASK_REPORT = "report"
@@ -460,6 +465,13 @@ class DiagEcgPipeline:
                           n_answer_tokens=0, n_ecg_tokens=0, ecg_cached=False, n_reused_tokens=0,
                           warnings=[*self._notes(rec), refusal_note(read)], question_supported=False,
                           refusal=read.to_dict())
+        dead = dead_leads(rec.signal, rec.fs_hz, self.quality)
+        if dead.any() and not (match is not None and catalogue is not None and catalogue.is_rhythm(match)):
+            # its own warning would say "do not trust this answer": it is not given (issue 23)
+            names = ", ".join(n for n, f in zip(rec.lead_names, dead, strict=True) if f)
+            raise SignalQualityError(f"{rec.source or rec.record_id or 'record'}: the answer would need "
+                                     f"leads that are flat in this record ({names}); a degraded record "
+                                     f"answers only rhythm questions (read from the intact limb leads)")
         parts = []  # one per window: (start_s, end_s, codes, cached, prompt length, reply, measurements)
         for k, (start_s, end_s, window) in enumerate(record_windows(rec, self.bundle.preprocess)):
             indices, features, cached, stage_ms = self._codes(window)
@@ -482,12 +494,6 @@ class DiagEcgPipeline:
             notes.append(Note(W.RECORD_PART_NOT_ANALYSED,
                               f"the last {rest:.1f} s of the {rec.duration_s:.1f} s record were not "
                               f"analysed: a second window would repeat most of the first"))
-        flat = flat_leads(rec.signal, self.quality)
-        if flat.any() and not (match is not None and catalogue is not None and catalogue.is_rhythm(match)):
-            names = ", ".join(n for n, f in zip(rec.lead_names, flat, strict=True) if f)
-            notes.append(Note(W.DEGRADED_LEADS, f"do not trust this answer: it needs leads that are flat in "
-                                                f"this record ({names}); only rhythm questions can be "
-                                                f"answered from a degraded record"))
         reply = chosen[5]
         closed = match is not None and match.closed
         windows = [{"start_s": p[0], "end_s": p[1], "answer": p[5]["text"],
@@ -535,6 +541,10 @@ class DiagEcgPipeline:
                                                   task == TASK_REPORT)
             notes.extend([*question_notes(match)] if match is not None else [])
             notes.extend(reliability_notes(reliability, present) if reliability is not None else [])
+        record_notes = self._notes(rec)
+        if reliability is not None and any(n.code in PLAUSIBILITY_CODES for n in record_notes):
+            # the held-out numbers are of records that pass these checks; this one fails one
+            reliability = {**reliability, "status": IMPLAUSIBLE_RECORD}
         times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
         return Answer(
             **common, answer=text, answers=answers, statements=statements, measurements=measurements,
@@ -542,7 +552,7 @@ class DiagEcgPipeline:
             n_answer_tokens=reply["n_answer_tokens"],
             n_ecg_tokens=int(chosen[2].shape[0]), ecg_cached=all(p[3] for p in parts),
             n_reused_tokens=reply["n_reused_tokens"],
-            warnings=[*self._notes(rec), *(w for p in parts for w in p[5]["warnings"]), *notes],
+            warnings=[*record_notes, *(w for p in parts for w in p[5]["warnings"]), *notes],
             question_supported=None if match is None else True,
             matched_question=None if match is None else match.to_dict(),
             confidence=confidence, option_probabilities=probs, windows=windows, reliability=reliability,
@@ -551,7 +561,8 @@ class DiagEcgPipeline:
 
     def _notes(self, rec: EcgRecord) -> list[Note]:
         """The warnings every answer about ``rec`` starts with: the engines' and the record's."""
-        return [*(Note(W.ENGINE, w) for w in self.load_warnings), *(Note(W.RECORD, w) for w in rec.warnings)]
+        return [*(Note(W.ENGINE, w) for w in self.load_warnings),
+                *(Note(note_code(w) or W.RECORD, w) for w in rec.warnings)]
 
     def _ask(self, codes: I64Array, patient: PatientInfo, question: MatchedQuestion) -> dict[str, Any]:
         """One window's reply to a catalogue yes/no question (confirming a query's or report's statement)."""

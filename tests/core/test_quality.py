@@ -67,9 +67,13 @@ def test_degraded_mode_reads_flat_precordial_leads_with_a_warning(mv: np.ndarray
     (warning,) = check_signal(x, 100.0, CANONICAL_LEADS, "rec", QualityConfig(allow_flat_leads=True))
     assert "V1, V2, V3" in warning and "rhythm questions can still be trusted" in warning
     assert flat_leads(x).tolist() == [False] * 6 + [True] * 3 + [False] * 3
-    x[1] = 0.0  # lead II too: nothing can be trusted
-    (warning,) = check_signal(x, 100.0, CANONICAL_LEADS, "rec", QualityConfig(allow_flat_leads=True))
-    assert "II, V1, V2, V3" in warning and "no answer can be trusted" in warning
+    x[1] = 0.0  # lead II too: nothing can be trusted, so nothing is answered (issue 23)
+    with pytest.raises(SignalQualityError, match="flat limb lead.*II.*not even with --allow-degraded"):
+        check_signal(x, 100.0, CANONICAL_LEADS, "rec", QualityConfig(allow_flat_leads=True))
+    only_ii = np.zeros_like(mv)
+    only_ii[1] = mv[1]  # only lead II alive, the case of the issue: refused, not answered with a warning
+    with pytest.raises(SignalQualityError, match="flat limb lead.*not even with --allow-degraded"):
+        check_signal(only_ii, 100.0, CANONICAL_LEADS, "rec", QualityConfig(allow_flat_leads=True))
     with pytest.raises(SignalQualityError, match="every lead is flat"):  # still refused
         check_signal(np.zeros_like(mv), 100.0, CANONICAL_LEADS, "rec", QualityConfig(allow_flat_leads=True))
 

@@ -406,10 +406,13 @@ def test_degraded_records_are_refused_unless_allowed(catalogue_bundle: Path, rec
         rhythm = pipe.answer(path, "AF?")
         assert any("degraded record" in w.message and "V1, V2, V3" in w.message for w in rhythm.warnings)
         assert not any("do not trust" in w.message for w in rhythm.warnings)  # a rhythm question
-        form = pipe.answer(path, "LBBB?")
-        assert any("do not trust this answer" in w.message and "V1, V2, V3" in w.message
-                   for w in form.warnings)
-        assert form.option_probabilities is not None  # answered, with the warning
+        # an answer its own warning would call untrustworthy is not given (issue 23): one error instead
+        with pytest.raises(RecordError, match="would need leads that are flat in this record .*V1, V2, V3"):
+            pipe.answer(path, "LBBB?")
+        with pytest.raises(RecordError, match="answers only rhythm questions"):
+            pipe.report(path)
+        [line] = list(pipe.answer_batch([path], "LBBB?"))
+        assert isinstance(line, dict) and line["error_type"] == "SignalQualityError" and line["answer"] == ""
 
 
 def test_a_closed_pipeline_refuses_instead_of_crashing(tiny_bundle: Path, record_paths: list[Path]) -> None:
