@@ -19,6 +19,8 @@ import hashlib
 import logging
 import math
 import re
+import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -138,6 +140,67 @@ def _is_mat_v4(path: Path) -> bool:
     return not head.startswith(b"MATLAB")  # v5 / v7.3 files start with a text banner
 
 
+_MAT5_HEADER = 128
+_MI_MATRIX, _MI_COMPRESSED, _MI_INT32 = 14, 15, 5
+_MAT5_HEAD_BYTES = 1024  # a variable's flags, dimensions and name fit in far less
+
+
+def _mat5_shapes(path: Path, source: str) -> dict[str, tuple[int, ...]]:
+    """The name and dimensions of each variable of a MATLAB v5 file, read from the element headers: a
+    compressed variable has only its first ``_MAT5_HEAD_BYTES`` inflated (MATLAB 5 MAT-file format,
+    "Data Element Format"). Variables this cannot parse are left out (``loadmat`` says why later)."""
+    out: dict[str, tuple[int, ...]] = {}
+    with path.open("rb") as f:
+        header = f.read(_MAT5_HEADER)
+        if len(header) < _MAT5_HEADER:
+            raise SignalFileError(f"{source}: MATLAB file {path.name} is shorter than its 128-byte header")
+        order = "<" if header[126:128] == b"IM" else ">"
+        size = path.stat().st_size
+        while f.tell() + 8 <= size:
+            kind, n_bytes = struct.unpack(order + "II", f.read(8))
+            start = f.tell()
+            if kind == _MI_COMPRESSED:
+                inflater = zlib.decompressobj()
+                try:
+                    head = inflater.decompress(f.read(min(n_bytes, 4096)), _MAT5_HEAD_BYTES)
+                except zlib.error as e:
+                    raise SignalFileError(f"{source}: MATLAB file {path.name}: a compressed variable is "
+                                          f"corrupt ({e})") from None
+            else:
+                head = struct.pack(order + "II", kind, n_bytes) + f.read(min(n_bytes, _MAT5_HEAD_BYTES))
+            parsed = _mat5_matrix_head(head, order)
+            if parsed is not None:
+                out[parsed[0]] = parsed[1]
+            f.seek(start + n_bytes + (-n_bytes % 8 if kind != _MI_COMPRESSED else 0))
+    return out
+
+
+def _mat5_matrix_head(head: bytes, order: str) -> tuple[str, tuple[int, ...]] | None:
+    """(name, dimensions) of a miMATRIX element that starts ``head``, or None."""
+    def element(at: int) -> tuple[int, bytes, int] | None:  # (type, data, offset of the next element)
+        if at + 8 > len(head):
+            return None
+        word, n = struct.unpack(order + "II", head[at:at + 8])
+        if word >> 16:  # the small data element format: type and size in one word, data in the next 4
+            return word & 0xFFFF, head[at + 4: at + 4 + (word >> 16)], at + 8
+        end = at + 8 + n
+        return word, head[at + 8: end], end + (-n % 8)
+
+    try:
+        matrix = element(0)
+        if matrix is None or matrix[0] != _MI_MATRIX:
+            return None
+        flags = element(8)
+        dims = element(flags[2]) if flags is not None else None
+        name = element(dims[2]) if dims is not None else None
+        if dims is None or name is None or dims[0] != _MI_INT32 or len(dims[1]) % 4:
+            return None
+        shape = struct.unpack(order + f"{len(dims[1]) // 4}i", dims[1])
+        return name[1].decode("latin-1").rstrip("\x00"), tuple(int(d) for d in shape)
+    except (struct.error, UnicodeDecodeError):
+        return None
+
+
 def _read_mat(path: Path, n_ch: int, n_samples: int, source: str) -> np.ndarray:
     """A Challenge ``.mat`` file's ``val`` array, shape (n_ch, n_samples)."""
     try:
@@ -145,6 +208,12 @@ def _read_mat(path: Path, n_ch: int, n_samples: int, source: str) -> np.ndarray:
     except ImportError:
         raise SignalFileError(f"{source}: reading MATLAB signal files (PhysioNet Challenge records) needs "
                               f"scipy: pip install 'diagecg[mat]'") from None
+    # the shape first, from the variable's header: a compressed 'val' is not inflated before it is known
+    # (scipy's whosmat inflates it all: a 120 kB file of 120 MB of samples peaked at 270 MB)
+    declared = {} if _is_mat_v4(path) else _mat5_shapes(path, source)
+    if "val" in declared and tuple(declared["val"]) != (n_ch, n_samples):
+        raise SignalFileError(f"{source}: {path.name} holds 'val' of shape {tuple(declared['val'])}; the "
+                              f"header declares {n_ch} signals x {n_samples} samples")
     try:
         mat = scipy.io.loadmat(str(path), variable_names=["val"])
     except Exception as e:  # scipy raises many types on a corrupt file

@@ -12,12 +12,16 @@ Safe by default:
   ``ps`` would show it); tokens are compared with ``hmac.compare_digest``;
 * a request body over ``max_upload_bytes`` is refused with 413 (from ``Content-Length`` before anything is
   read, or as soon as a chunked body passes the limit), and so is a record longer than ``max_record_s``;
+* every connection has ``read_timeout_s`` to send a request's headers (counted from when it opened, or from
+  the end of its previous response; bytes trickling in do not extend it) and then as long for the body:
+  past either, it gets 408 and is closed, so idle or trickling clients cannot hold sockets or slots;
 * work runs on ``workers`` threads; at most ``workers + queue_size`` requests are admitted at once and the
-  next one gets 503 with ``Retry-After`` at once, before its body is read, instead of a growing queue;
-* a request waits at most ``request_timeout_s`` for its answer (then 504; work that has not started is
-  dropped, work that has keeps its slot until it ends, so the bound holds);
+  next one gets 503 with ``Retry-After`` at once, before its body is read, instead of a growing queue; a
+  request takes its slot only once its body has arrived;
+* a request waits at most ``request_timeout_s`` for its answer, staging the upload included (then 504;
+  work that has not started is dropped, work that has keeps its slot until it ends, so the bound holds);
 * on SIGINT/SIGTERM uvicorn stops accepting, finishes the requests in flight (up to the timeout), and
-  then the pipeline is closed.
+  then the pipeline is closed; SIGTERM then exits with status 0 (a service manager's normal stop).
 
 Only the standard library and click are imported at module level, so the runtime imports without the
 ``serve`` extra (``tests/test_import_boundaries.py``).
@@ -25,6 +29,7 @@ Only the standard library and click are imported at module level, so the runtime
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 import ipaddress
@@ -77,6 +82,8 @@ class ServeConfig:
         max_extracted_bytes: the most an upload may write to disk (archives after extraction).
         max_files: files per upload (archive members included).
         max_record_s: the longest record answered, in seconds (then 413).
+        read_timeout_s: how long a connection may take to send a request's headers, and then its body
+            (then 408 and the connection is closed).
         allow_folder: the one folder whose records may be named by path; None = uploads only.
         token: the bearer token ``/v1/*`` requires; None = no auth.
         allow_remote: let ``host`` be a non-loopback address.
@@ -91,6 +98,7 @@ class ServeConfig:
     max_extracted_bytes: int = 256 << 20
     max_files: int = 32
     max_record_s: float = 600.0
+    read_timeout_s: float = 30.0
     allow_folder: Path | None = None
     token: str | None = dataclasses.field(default=None, repr=False)
     allow_remote: bool = False
@@ -106,7 +114,7 @@ class ServeConfig:
             raise ValueError(f"ServeConfig.queue_size={self.queue_size} is invalid: must be >= 0")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"ServeConfig.port={self.port} is invalid: 0..65535")
-        for name in ("request_timeout_s", "max_record_s"):
+        for name in ("request_timeout_s", "max_record_s", "read_timeout_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"ServeConfig.{name}={value} is invalid: must be > 0")
@@ -213,7 +221,7 @@ class Ticket:
         self._gate._release(time.perf_counter() - self.started if timed else None)
 
 
-class _BodyTooLarge(Exception):
+class _Refused(Exception):
     pass
 
 
@@ -262,53 +270,83 @@ class AdmissionMiddleware:
             message = f"request body of {size} bytes is over this server's limit of {limit} bytes"
             await _send_json(send, 413, error_body(message, "UploadTooLargeError"))
             return
-        ticket = None
-        if scope["method"] == "POST" and path in WORK_PATHS:
-            ticket = self.gate.try_acquire()
-            if ticket is None:
-                await _drain(receive, _DRAIN_BYTES)
-                why = "shutting down" if self.gate.draining else f"busy: all {self.gate.capacity} slots taken"
-                await _send_json(send, 503, error_body(f"server {why}; retry later", "ServerBusy"),
-                                 {"retry-after": str(self.gate.retry_after_s())})
-                return
-            scope.setdefault("state", {})["ticket"] = ticket
-        await self._call_limited(scope, receive, send, limit, ticket)
+        work = scope["method"] == "POST" and path in WORK_PATHS
+        if work and (self.gate.draining or self.gate.in_use >= self.gate.capacity):
+            await self._busy(receive, send)  # a full server never reads the body
+            return
+        await self._call_limited(scope, receive, send, limit, work)
 
-    async def _call_limited(self, scope: Scope, receive: Receive, send: Send, limit: int,
-                            ticket: Ticket | None) -> None:
-        received = 0
-        too_large = False
+    async def _busy(self, receive: Receive, send: Send) -> None:
+        await _drain(receive, _DRAIN_BYTES)
+        why = "shutting down" if self.gate.draining else f"busy: all {self.gate.capacity} slots taken"
+        await _send_json(send, 503, error_body(f"server {why}; retry later", "ServerBusy"),
+                         {"retry-after": str(self.gate.retry_after_s())})
+
+    async def _call_limited(self, scope: Scope, receive: Receive, send: Send, limit: int, work: bool) -> None:
+        """Run the app with the body bounded in size and time; a work request takes its slot once its
+        body is in. Any failure the app lets through is the JSON error, never a bare 500."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.read_timeout_s
+        received, body_done = 0, False
+        refusal: tuple[int, str, str] | None = None  # status, message, error_type: replaces the app's answer
         started = False
+        ticket: Ticket | None = None
 
         async def limited_receive() -> Message:
-            nonlocal received, too_large
-            message = await receive()
+            nonlocal received, body_done, refusal, ticket
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                refusal = (408, f"the request body did not arrive within {self.config.read_timeout_s:g} s "
+                                f"(the server's read timeout)", "RequestTimeout")
+                raise _Refused from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    too_large = True
-                    raise _BodyTooLarge
+                    refusal = (413, f"request body over this server's limit of {limit} bytes",
+                               "UploadTooLargeError")
+                    raise _Refused
+                if not message.get("more_body", False):
+                    body_done = True
+                    if work:
+                        ticket = self.gate.try_acquire()
+                        if ticket is None:
+                            refusal = (503, "server busy or shutting down; retry later", "ServerBusy")
+                            raise _Refused
+                        scope.setdefault("state", {})["ticket"] = ticket
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if too_large:  # the app's own answer to the aborted body (400 or 500) is replaced below
+            if refusal is not None:  # the app's own answer to the aborted body (400 or 500) is replaced below
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not too_large:  # a body over the limit may surface as any parsing error
-                raise
+        except Exception as e:
+            if refusal is None:  # a bug: one JSON line to the client, the traceback only in the debug log
+                logger.error("unexpected error on %s %s: %s: %s", scope["method"], scope["path"],
+                             type(e).__name__, e)
+                logger.debug("traceback", exc_info=e)
+                if not started:
+                    await _send_json(send, 500, error_body(f"internal error: {type(e).__name__}: {e}",
+                                                           type(e).__name__))
+                return
         finally:
             if ticket is not None and not ticket.handed_off:
                 ticket.release()
-        if too_large and not started:
-            await _drain(receive, _DRAIN_BYTES)
-            await _send_json(send, 413, error_body(f"request body over this server's limit of {limit} bytes",
-                                                   "UploadTooLargeError"))
+        if refusal is not None and not started:
+            status, message, error_type = refusal
+            if status != 408:
+                await _drain(receive, _DRAIN_BYTES)
+            headers = {"retry-after": str(self.gate.retry_after_s())} if status == 503 else {}
+            if status == 408:
+                headers["connection"] = "close"
+            await _send_json(send, status, error_body(message, error_type), headers)
 
 
 async def _drain(receive: Receive, cap: int) -> None:
@@ -331,18 +369,94 @@ def missing_serve_extra() -> list[str]:
     return [m for m in SERVE_EXTRA if importlib.util.find_spec(m) is None]
 
 
-def run_server(pipeline: DiagEcgPipeline, config: ServeConfig, *, log_level: str = "info") -> None:
-    """Serve ``pipeline`` until SIGINT/SIGTERM (blocks); requests in flight are finished first."""
+def deadline_protocol(read_timeout_s: float) -> type:
+    """uvicorn's h11 protocol with a header deadline: a connection has ``read_timeout_s`` from when it opens
+    (or its previous response ends) to complete a request's headers; bytes trickling in do not extend it
+    (uvicorn's keep-alive timer restarts on every byte, and nothing times out a connection's first
+    request). Past it the client gets 408 with the JSON error and the connection is closed."""
+    import json
+
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    body = json.dumps(error_body(f"the request headers did not arrive within {read_timeout_s:g} s (the "
+                                 f"server's read timeout)", "RequestTimeout")).encode()
+    timeout_response = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close"
+                        b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    class DeadlineH11Protocol(H11Protocol):  # type: ignore[misc]
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(read_timeout_s, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            waiting = self.cycle is None or self.cycle.response_complete
+            if waiting and not self.transport.is_closing():
+                if self.conn.our_state in (h11.IDLE, h11.DONE):
+                    self.transport.write(timeout_response)
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle and self.cycle is not None:  # a request's headers are complete
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request's headers get the same deadline
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return DeadlineH11Protocol
+
+
+def build_server(app: Any, config: ServeConfig, *, log_level: str = "info") -> Any:
+    """The uvicorn server ``diagecg serve`` runs (read deadlines, graceful shutdown, SIGTERM exits 0); its
+    ``run()`` blocks until SIGINT/SIGTERM or ``should_exit``."""
+    import signal
+
     import uvicorn
 
-    from diagecg.runtime.serve_app import create_app
+    gate: JobGate | None = getattr(getattr(app, "state", None), "service", None) and app.state.service.gate
 
-    app = create_app(pipeline, config)
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if gate is not None:
+                gate.draining = True  # new work gets 503 "shutting down" while the rest drains
+            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM and sig in self._captured_signals:
+                # drained and stopped as asked: exit 0, not re-raise SIGTERM after shutdown (exit 143)
+                self._captured_signals.remove(sig)
+
     uv = uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, access_log=False,
+                        http=deadline_protocol(config.read_timeout_s), timeout_keep_alive=5,
                         timeout_graceful_shutdown=math.ceil(config.request_timeout_s) + 5,
                         # connections beyond this get uvicorn's bare 503: a bound on sockets, not on work
                         limit_concurrency=max(64, 4 * config.capacity))
-    uvicorn.Server(uv).run()
+    return Server(uv)
+
+
+def run_server(pipeline: DiagEcgPipeline, config: ServeConfig, *, log_level: str = "info") -> None:
+    """Serve ``pipeline`` until SIGINT/SIGTERM (blocks); requests in flight are finished first."""
+    from diagecg.runtime.serve_app import create_app
+
+    build_server(create_app(pipeline, config), config, log_level=log_level).run()
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -366,6 +480,9 @@ def run_server(pipeline: DiagEcgPipeline, config: ServeConfig, *, log_level: str
               help="Largest request body (then 413).")
 @click.option("--max-record-s", type=click.FloatRange(min=1.0), default=600.0, show_default=True,
               help="Longest record answered, in seconds (then 413).")
+@click.option("--read-timeout", "read_timeout_s", type=click.FloatRange(min=0.1), default=30.0,
+              show_default=True, metavar="SECONDS",
+              help="Longest a connection may take to send a request's headers, and then its body (then 408).")
 @click.option("--allow-folder", type=click.Path(file_okay=False, exists=True),
               help="Also accept records named by a path inside this folder (symlinks resolved; others 403).")
 @click.option("--token-file", type=click.Path(dir_okay=False, exists=True),
@@ -377,8 +494,8 @@ def run_server(pipeline: DiagEcgPipeline, config: ServeConfig, *, log_level: str
               help="Print the OpenAPI document (docs/openapi.json) and exit; loads no bundle.")
 def serve(bundle: str | None, quant: str | None, host: str, port: int, allow_remote: bool, workers: int,
           queue_size: int, request_timeout_s: float, max_upload_mb: float, max_record_s: float,
-          allow_folder: str | None, token_file: str | None, threads: int | None, device: str,
-          allow_degraded: bool, print_openapi: bool, quiet: bool) -> None:
+          read_timeout_s: float, allow_folder: str | None, token_file: str | None, threads: int | None,
+          device: str, allow_degraded: bool, print_openapi: bool, quiet: bool) -> None:
     """Answer questions and write reports over HTTP on this machine (pip install 'diagecg[serve]').
 
     Routes: POST /v1/answer, POST /v1/report, GET /v1/questions, /v1/bundle, /v1/schema, /healthz,
@@ -402,7 +519,8 @@ def serve(bundle: str | None, quant: str | None, host: str, port: int, allow_rem
         config = ServeConfig(host=host, port=port, workers=workers, queue_size=queue_size,
                              request_timeout_s=request_timeout_s,
                              max_upload_bytes=int(max_upload_mb * (1 << 20)),
-                             max_record_s=max_record_s, allow_remote=allow_remote,
+                             max_record_s=max_record_s, read_timeout_s=read_timeout_s,
+                             allow_remote=allow_remote,
                              allow_folder=Path(allow_folder) if allow_folder else None,
                              token=read_token_file(token_file) if token_file else None)
         if not is_loopback(host):

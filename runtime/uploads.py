@@ -10,7 +10,10 @@ too). Nothing the client names becomes a path unchecked:
 * an archive member must be a regular file (links and devices are refused) whose relative path has no
   absolute root, no ``..`` and only ``SAFE_NAME`` components; macOS ``__MACOSX`` and dot files are skipped;
 * the bytes written are counted as they are written (never trusted from a header), against
-  ``max_bytes`` in all, so a zip bomb stops at the limit;
+  ``max_bytes`` in all, so a zip bomb stops at the limit; a compressed tar is decompressed as a stream
+  whose every byte counts against the same limit, members skipped (dot files) included, so a bomb hidden
+  in a skipped member stops there too;
+* staging stops at a deadline (the request's timeout), checked at every chunk decompressed or written;
 * ``allowed_record_path`` resolves symlinks before checking that a path lies inside the allowed folder.
 
 Only the standard library is used here, so the rules can be tested without the ``serve`` extra.
@@ -18,12 +21,18 @@ Only the standard library is used here, so the rules can be tested without the `
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
+import lzma
 import os
 import re
 import shutil
 import stat
 import tarfile
+import time
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -48,6 +57,12 @@ class UploadTooLargeError(UploadError):
     """The upload, or what its archive holds, is over the server's limit (HTTP 413)."""
 
     http_status = 413
+
+
+class UploadTimeoutError(UploadError):
+    """Staging the upload took longer than the request may (HTTP 504)."""
+
+    http_status = 504
 
 
 class PathNotAllowedError(InputError):
@@ -127,12 +142,17 @@ def _member_path(name: str, source: str) -> PurePosixPath | None:
 
 
 class _Budget:
-    """Bytes and files still allowed for one upload."""
+    """Bytes and files still allowed for one upload, and the deadline (``time.monotonic()``) of staging."""
 
-    def __init__(self, max_bytes: int, max_files: int) -> None:
+    def __init__(self, max_bytes: int, max_files: int, deadline: float | None = None) -> None:
         self.bytes_left = max_bytes
         self.files_left = max_files
         self.max_bytes, self.max_files = max_bytes, max_files
+        self.deadline = deadline
+
+    def check_time(self, what: str) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise UploadTimeoutError(f"{what}: staging the upload took longer than the server's timeout")
 
     def copy(self, src: IO[bytes], dst: Path, what: str) -> None:
         self.files_left -= 1
@@ -143,11 +163,33 @@ class _Budget:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             while chunk := src.read(_CHUNK):
+                self.check_time(what)
                 self.bytes_left -= len(chunk)
                 if self.bytes_left < 0:
                     raise UploadTooLargeError(f"{what}: the upload holds more than {self.max_bytes} bytes "
                                               f"(the server's limit)")
                 out.write(chunk)
+
+
+class _CountedStream(io.RawIOBase):
+    """A decompressing stream read through a budget: every byte it yields counts (archive headers and
+    skipped members too), and each read checks the deadline."""
+
+    def __init__(self, inner: IO[bytes], limit: int, budget: _Budget, what: str) -> None:
+        self.inner, self.left, self.limit, self.budget, self.what = inner, limit, limit, budget, what
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        self.budget.check_time(self.what)
+        data = self.inner.read(min(len(buffer), _CHUNK))
+        self.left -= len(data)
+        if self.left < 0:
+            raise UploadTooLargeError(f"{self.what}: the archive decompresses to more than {self.limit} "
+                                      f"bytes (the server's limit, skipped members included)")
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def archive_kind(head: bytes) -> str | None:
@@ -181,14 +223,35 @@ def _extract_zip(src: BinaryIO, dest: Path, budget: _Budget, source: str) -> Non
                     budget.copy(member, dest / rel, source)
             except FileExistsError:
                 raise UploadError(f"{source}: member {info.filename!r} appears twice") from None
-            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError) as e:
+            except UploadError:
+                raise
+            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError, OSError,
+                    ValueError, lzma.LZMAError) as e:  # a corrupt deflate stream raises zlib.error
                 raise UploadError(f"{source}: member {info.filename!r} cannot be extracted ({e})") from None
 
 
+def _decompressed(src: BinaryIO) -> IO[bytes]:
+    """The tar stream inside ``src``: gunzipped, bunzipped or unxz'd as it is read, or ``src`` itself."""
+    head = src.read(6)
+    src.seek(0)
+    if head[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=src, mode="rb")
+    if head[:3] == b"BZh":
+        return bz2.BZ2File(src, mode="rb")
+    if head[:6] == b"\xfd7zXZ\x00":
+        return lzma.LZMAFile(src, mode="rb")
+    return src
+
+
 def _extract_tar(src: BinaryIO, dest: Path, budget: _Budget, source: str) -> None:
+    # read as a stream ("r|"), never seeking: skipping a member reads (and counts) its bytes too
+    limit = budget.max_bytes + tarfile.BLOCKSIZE * (2 * budget.max_files + 64)  # + headers and padding
+    stream = io.BufferedReader(_CountedStream(_decompressed(src), limit, budget, source), _CHUNK)
     try:
-        archive = tarfile.open(fileobj=src, mode="r:*")
-    except (tarfile.TarError, OSError, EOFError) as e:
+        archive = tarfile.open(fileobj=stream, mode="r|")
+    except UploadError:
+        raise
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as e:
         raise UploadError(f"{source}: not a readable tar archive ({e})") from None
     with archive:
         try:
@@ -207,26 +270,31 @@ def _extract_tar(src: BinaryIO, dest: Path, budget: _Budget, source: str) -> Non
                     budget.copy(data, dest / rel, source)
                 except FileExistsError:
                     raise UploadError(f"{source}: member {member.name!r} appears twice") from None
-        except (tarfile.TarError, EOFError, OSError) as e:
+        except UploadError:
+            raise
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError) as e:
             raise UploadError(f"{source}: the tar archive is damaged ({e})") from None
 
 
 def stage_upload(files: Sequence[tuple[str | None, BinaryIO]], folder: Path, *, max_bytes: int,
-                 max_files: int) -> StagedRecord:
+                 max_files: int, deadline: float | None = None) -> StagedRecord:
     """Write an upload into ``folder`` (empty, private) and find its one record.
 
     Args:
         files: (client file name, readable binary stream) per uploaded file.
         folder: where to write; deleted by ``StagedRecord.cleanup``, also when this raises.
-        max_bytes: bytes that may be written in all (archives: after extraction).
+        max_bytes: bytes that may be written in all (archives: after extraction), and decompressed in all
+            (a compressed tar's whole stream).
         max_files: files that may be written in all.
+        deadline: ``time.monotonic()`` by which staging must end; None = no deadline.
 
     Raises:
         UploadError: no file, a bad name or archive, or not exactly one record in the upload.
         UploadTooLargeError: over ``max_bytes``.
+        UploadTimeoutError: past ``deadline``.
     """
     try:
-        return _stage(files, folder, _Budget(max_bytes, max_files))
+        return _stage(files, folder, _Budget(max_bytes, max_files, deadline))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -286,11 +354,16 @@ def allowed_record_path(path: str, allowed: Path | None) -> StagedRecord:
         raise UploadError(f"record path {path!r} is not a path")
     root = allowed.resolve()
     candidate = Path(path) if Path(path).is_absolute() else root / path
-    resolved = candidate.resolve()  # follows every symlink: an escape shows as a path outside root
-    if not resolved.is_relative_to(root):
-        raise PathNotAllowedError(f"record path {path!r} is outside the folder this server may read")
-    if not resolved.exists():
-        raise PathNotFoundError(f"record {path!r} not found in the allowed folder")
+    try:
+        resolved = candidate.resolve()  # follows every symlink: an escape shows as a path outside root
+        if not resolved.is_relative_to(root):
+            raise PathNotAllowedError(f"record path {path[:200]!r} is outside the folder this server may "
+                                      f"read")
+        exists = resolved.exists()
+    except OSError as e:  # a name over 255 bytes, a symlink loop...
+        raise UploadError(f"record path {path[:200]!r} is not a usable path ({e.strerror or e})") from None
+    if not exists:
+        raise PathNotFoundError(f"record {path[:200]!r} not found in the allowed folder")
     if resolved.is_dir():
         raise UploadError(f"record path {path!r} is a folder; name one record (e.g. its .hea)")
     return StagedRecord(path=resolved, name=str(resolved))

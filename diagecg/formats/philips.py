@@ -65,6 +65,7 @@ STANDARD_ACQUISITIONS: tuple[str, ...] = ("STD-12", "10-WIRE")
 RECONSTRUCTED_ORDER: tuple[str, ...] = CANONICAL_LEADS[:6]
 STANDARD_PLACEMENTS: tuple[str, ...] = ("STD", "STD 12+", "STD-12", "UNKNOWN")
 XLI_HEADER_BYTES = 8  # int32 LE chunk size, int16 (always 1), int16 LE first value
+MAX_XLI_CHUNKS = 16  # carts write 16 (12 leads + 4 unused front-end channels); sierraecg decodes every one
 LZW_BITS = 10  # XLI code width; a code above 2**10 - 2 ends a chunk (sierraecg.lzw.LzwDecoder)
 CALIBRATION_MV = 1.0  # the pulse Philips carts append to each channel
 # age element -> years per unit; a 1.04 file may give the date of birth instead
@@ -316,7 +317,16 @@ def _check_xli_stream(payload: bytes, labels: list[str], n: int, source: str) ->
     only the calibration pulse in the sample files) are ignored, as sierraecg and Philips' viewers do."""
     counts: list[int | None] = []
     offset = 0
+    # LZW codes are 10 bits per byte at best: a chunk of n 16-bit samples is under 2.5 n + a header, so a
+    # longer payload is refused before the (pure Python) walk and sierraecg's decoding of every chunk
+    most = MAX_XLI_CHUNKS * (XLI_HEADER_BYTES + math.ceil(2.5 * n) + 16)
+    if len(payload) > most:
+        raise SignalFileError(f"{source}: the waveform data holds {len(payload)} bytes; {MAX_XLI_CHUNKS} "
+                              f"XLI chunks of {n} samples take at most {most}: corrupt or crafted")
     while offset < len(payload):
+        if len(counts) == MAX_XLI_CHUNKS:
+            raise SignalFileError(f"{source}: the waveform data holds more than {MAX_XLI_CHUNKS} XLI chunks "
+                                  f"(carts write 16): corrupt or crafted")
         start = offset + XLI_HEADER_BYTES
         size = int.from_bytes(payload[offset:offset + 4], "little", signed=True)
         if start > len(payload) or size < 0 or start + size > len(payload):
@@ -334,6 +344,10 @@ def _check_xli_stream(payload: bytes, labels: list[str], n: int, source: str) ->
             state = "cannot be decoded" if count is None else f"decodes to {count} samples"
             raise SignalFileError(f"{source}: lead {label} {state}; durationperchannel declares {n}: the "
                                   f"waveform data is corrupt")
+    for k, count in enumerate(counts[len(labels):], len(labels) + 1):
+        if count is not None and count > n:  # sierraecg decodes the unnamed chunks too
+            raise SignalFileError(f"{source}: XLI chunk {k} decodes to {count} samples, more than the {n} of "
+                                  f"durationperchannel: corrupt or crafted")
 
 
 def _decode(path: Path, labels: list[str], fs_hz: float, n: int, source: str) -> np.ndarray:

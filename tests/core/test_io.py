@@ -567,3 +567,19 @@ def test_a_hand_built_record_is_checked_like_a_file(records_dir: Path) -> None:
     # stricter thresholds than the record was checked with: checked again under them
     with pytest.raises(SignalQualityError, match="too short"):
         check_record(ref, QualityConfig(min_duration_s=20.0))
+
+
+def test_a_mat_whose_val_disagrees_with_the_header_is_refused_before_inflating(records_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    """Issue 23: a 467 kB .mat inflating to 480 MB raised the server's memory to 0.8 GB."""
+    (tmp_path / "C00002.hea").write_bytes((records_dir / "C00002.hea").read_bytes())
+    scipy.io.savemat(tmp_path / "C00002.mat", {"val": np.zeros((12, 5_000_000), dtype=np.int16)},
+                     do_compression=True)  # 120 MB of samples in ~120 kB
+    assert (tmp_path / "C00002.mat").stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(SignalFileError, match=r"shape \(12, 5000000\)"):
+            read_record(tmp_path / "C00002")
+        assert tracemalloc.get_traced_memory()[1] < 20 << 20  # the samples were never inflated
+    finally:
+        tracemalloc.stop()

@@ -302,3 +302,27 @@ def test_missing_sierraecg_names_the_extra(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(SignalFileError) as excinfo:
         read_record(V103)
     assert "pip install 'diagecg[philips]'" in one_line(excinfo.value, V103)
+
+
+def test_extra_or_oversized_xli_chunks_are_refused_before_decoding(
+        tmp_path: Path, one_line: Callable[..., str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: a zip of a Philips file whose waveform data was zero chunks (all-zero headers: 18 million
+    empty chunks) cost 30 CPU-s and 1.4 GB; sierraecg decodes every chunk, the unnamed ones too."""
+    import time
+
+    monkeypatch.setattr(sierraecg, "read_file", lambda *_: pytest.fail("sierraecg ran"))
+    chunks = xli_chunks(V103)
+    cases = {
+        "zeros": (bytes(4 << 20), "XLI chunks of 5500 samples take at most"),
+        "a 17th chunk": (b"".join([*chunks, chunks[-1]]), "more than 16 XLI chunks"),
+    }
+    codes = lzw_codes([65, *range(256, 1023), *[1022] * 40])  # an unnamed chunk that decodes past n
+    big = len(codes).to_bytes(4, "little") + b"\x01\x00\x00\x00" + codes
+    cases["an unnamed chunk over n"] = (b"".join([*chunks[:15], big]), "XLI chunk 16 decodes to")
+    for name, (payload, expected) in cases.items():
+        path = with_payload(V103, tmp_path / f"{name}.xml", payload)
+        t = time.perf_counter()
+        with pytest.raises(SignalFileError) as excinfo:
+            read_record(path)
+        assert expected in one_line(excinfo.value, path), name
+        assert time.perf_counter() - t < 10, name

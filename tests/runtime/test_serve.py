@@ -26,7 +26,7 @@ httpx = pytest.importorskip("httpx")
 
 from diagecg.runtime.client import DiagEcgClient, ServerError  # noqa: E402
 from diagecg.runtime.pipeline import DiagEcgPipeline  # noqa: E402
-from diagecg.runtime.serve import ServeConfig  # noqa: E402
+from diagecg.runtime.serve import ServeConfig, build_server  # noqa: E402
 from diagecg.runtime.serve_app import create_app, openapi_document  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,8 +41,9 @@ APPS: dict[str, Any] = {}  # base URL -> the app it serves
 @contextmanager
 def live_server(pipe: Any, **config: Any) -> Iterator[str]:
     """A real uvicorn server for ``create_app(pipe, ServeConfig(**config))``; yields its base URL."""
-    app = create_app(pipe, ServeConfig(port=0, **config))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    cfg = ServeConfig(port=0, **config)
+    app = create_app(pipe, cfg)
+    server = build_server(app, cfg, log_level="warning")  # as `diagecg serve` runs it (read deadlines...)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -386,3 +387,199 @@ def test_serve_command_refuses_a_remote_host_without_the_flag() -> None:
     assert result.exit_code == 2 and "--allow-remote" in result.output
     result = CliRunner().invoke(main, ["serve", "--openapi"])
     assert result.exit_code == 0 and json.loads(result.stdout) == openapi_document()
+
+
+# --- cheap attacks on the service (issue 23) -------------------------------------------------------------
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def _raw(url: str, data: bytes) -> Any:
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", _port(url)), timeout=30)
+    sock.sendall(data)
+    return sock
+
+
+def _read_all(sock: Any) -> bytes:
+    out = b""
+    while chunk := sock.recv(65536):
+        out += chunk
+    return out
+
+
+HEADERS_ONLY = (b"POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                b"Content-Length: 100000\r\n\r\n")
+
+
+def test_idle_clients_get_408_and_never_hold_the_slots(pipeline) -> None:
+    """Ten connections that send headers and nothing more (and ten that trickle their headers a byte at a
+    time) held every worker slot past --timeout; now a slot is taken only once a body is in, and each
+    connection has the read timeout for its headers and then for its body."""
+    with live_server(pipeline, workers=1, queue_size=0, read_timeout_s=1.0) as url:
+        idle = [_raw(url, HEADERS_ONLY) for _ in range(10)]
+        trickling = [_raw(url, b"POST /v1/answer HTTP/1.1\r\n") for _ in range(10)]
+        t = time.monotonic()
+        ok = _ask(url, _files(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat"))
+        assert ok.status_code == 200, ok.text  # the only slot was free all along
+        for _ in range(4):  # a header byte every 0.4 s: never completes, never extends the deadline
+            time.sleep(0.4)
+            for sock in trickling:
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    pass
+        for sock in idle + trickling:
+            reply = _read_all(sock)  # the server closes each one
+            assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+            assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error_type"] == "RequestTimeout"
+            sock.close()
+        assert time.monotonic() - t < 10
+        assert httpx.get(f"{url}/readyz").json()["in_flight"] == 0
+
+
+def _bz2_tar_with_a_skipped_bomb(n_zeros: int) -> bytes:
+    """A .tar.bz2 whose first member is a dot file of zeros (skipped by staging) and then a record."""
+    class Zeros(io.RawIOBase):
+        def __init__(self, n: int) -> None:
+            self.left = n
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: Any) -> int:
+            k = min(len(b), self.left)
+            b[:k] = bytes(k)
+            self.left -= k
+            return k
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:bz2") as t:
+        info = tarfile.TarInfo(".zeros")
+        info.size = n_zeros
+        t.addfile(info, io.BufferedReader(Zeros(n_zeros)))
+        for p in (RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat"):
+            t.add(p, arcname=p.name)
+    return buf.getvalue()
+
+
+def test_every_decompressed_byte_counts_skipped_members_too(server) -> None:
+    url, _ = server  # max_extracted_bytes: 1 MiB
+    bomb = _bz2_tar_with_a_skipped_bomb(8 << 20)
+    assert len(bomb) < 20_000
+    t = time.monotonic()
+    body = _one_line_error(_ask(url, [("files", ("r.tar.bz2", bomb))]), 413)
+    assert "skipped members included" in body["error"] and time.monotonic() - t < 10
+    small = _bz2_tar_with_a_skipped_bomb(1000)  # a small skipped member is fine
+    assert _ask(url, [("files", ("r.tar.bz2", small))]).status_code == 200
+
+
+def test_staging_runs_under_the_request_timeout(pipeline, tmp_path) -> None:
+    from diagecg.runtime.uploads import UploadTimeoutError, stage_upload
+
+    with pytest.raises(UploadTimeoutError, match="timeout"):  # the deadline is checked at every chunk
+        stage_upload([("r.tar.bz2", io.BytesIO(_bz2_tar_with_a_skipped_bomb(4 << 20)))], tmp_path / "s",
+                     max_bytes=64 << 20, max_files=8, deadline=time.monotonic() - 1)
+    assert not (tmp_path / "s").exists()
+    bomb = _bz2_tar_with_a_skipped_bomb(300 << 20)  # a few hundred bytes; over a second to inflate
+    with live_server(pipeline, request_timeout_s=0.2, max_extracted_bytes=1 << 30) as url:
+        t0 = time.monotonic()
+        body = _one_line_error(_ask(url, [("files", ("r.tar.bz2", bomb))]), 504)
+        assert "timeout" in body["error"] and time.monotonic() - t0 < 10
+        deadline = time.monotonic() + 10  # the staging thread stops at the same deadline: its slot returns
+        while httpx.get(f"{url}/readyz").json()["in_flight"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
+def test_damaged_archives_and_long_paths_are_json_errors(server) -> None:
+    url, _ = server
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("00002_lr.hea", (RECORDS / "00002_lr.hea").read_bytes())
+        z.writestr("00002_lr.dat", (RECORDS / "00002_lr.dat").read_bytes())
+    data = bytearray(buf.getvalue())
+    start = data.index(b"00002_lr.dat") + len("00002_lr.dat")  # inside the second member's deflate stream
+    data[start + 10: start + 40] = b"\xff" * 30
+    body = _one_line_error(_ask(url, [("files", ("r.zip", bytes(data)))]), 400)
+    assert "cannot be extracted" in body["error"]
+    body = _one_line_error(_ask(url, path="x" * 300 + ".hea"), 400)
+    assert "not a usable path" in body["error"]
+    assert _ask(url, _files(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat")).status_code == 200
+
+
+def test_an_unexpected_failure_is_the_json_error_not_a_bare_500(pipeline, monkeypatch) -> None:
+    from diagecg.runtime import serve_app
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise KeyError("a bug")
+
+    with live_server(pipeline) as url:
+        monkeypatch.setattr(serve_app, "PatientInfo", broken)  # fails before staging, inside the route
+        body = _one_line_error(_ask(url, _files(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat")), 500)
+        assert body["error_type"] == "KeyError"
+        monkeypatch.setattr(serve_app._Service, "describe", broken)  # a GET route's own failure
+        r = httpx.get(f"{url}/v1/bundle")
+        assert r.status_code == 500 and r.json()["error_type"] == "KeyError"
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+
+
+def test_a_nan_model_is_a_500_json_error(bundle_copy: Path, record_paths: list[Path]) -> None:
+    from test_model_faults import _poison_tensor, _rehash
+
+    _poison_tensor(bundle_copy / "llm-q8_0.gguf", "output_norm.weight")
+    _rehash(bundle_copy, "llm-q8_0.gguf")
+    with DiagEcgPipeline.from_bundle(bundle_copy, device="cpu", threads=1) as pipe, live_server(pipe) as url:
+        r = _ask(url, _files(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat"))
+        assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+        body = json.loads(r.text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+        assert body["error_type"] == "InferenceError" and "non-finite" in body["error"]
+
+
+def test_sigterm_drains_then_exits_0(tiny_bundle: Path, tmp_path: Path) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "diagecg.cli", "serve", "--bundle", str(tiny_bundle),
+                             "--port", str(port), "--device", "cpu", "--threads", "1", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        # a request that takes a while to stage (skipped members of zeros), with the record at the end
+        gz = io.BytesIO()
+        with tarfile.open(fileobj=gz, mode="w:gz", compresslevel=1) as t:
+            for k in range(4):
+                info = tarfile.TarInfo(f".zeros{k}")
+                info.size = 40 << 20
+                t.addfile(info, io.BytesIO(bytes(info.size)))
+            for p in (RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat"):
+                t.add(p, arcname=p.name)
+        results: list[httpx.Response] = []
+        client = threading.Thread(target=lambda: results.append(_ask(url, [("files", ("r.tar.gz",
+                                                                                      gz.getvalue()))])))
+        client.start()
+        while not results and httpx.get(f"{url}/readyz").json()["in_flight"] == 0:
+            time.sleep(0.01)  # its body is in: it holds a slot
+        proc.send_signal(signal.SIGTERM)
+        client.join(60)
+        assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+        assert [r.status_code for r in results] == [200]  # finished before the server stopped
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
