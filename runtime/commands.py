@@ -145,6 +145,8 @@ def plain_answer(ans: Answer, show_probability: bool = False) -> str:
     """The one line ``infer``/``report`` print for an answer (module docstring)."""
     mq = ans.matched_question
     if ans.task == "report" or (mq is not None and mq["question_type"] == "single-query"):
+        if ans.task == "report" and not ans.answer:
+            return "(no statement the model's own answers confirm; the warnings say why)"
         if not show_probability or not ans.statements:
             return ans.answer
         parts = [s["text"] + (f" (p {s['probability']:.2f})" if s["probability"] is not None else "")
