@@ -165,17 +165,6 @@ class ReliabilityTable:
         return {"template_id": template_id, "n": int(row.get("n") or 0), "exact_match": _round(model),
                 "majority_baseline": _round(majority), "warnings": warnings}
 
-    @property
-    def track_records(self) -> dict[str, float]:
-        """Finding -> its held-out balanced accuracy (how often its yes/no call was right, positives and
-        negatives weighted alike), for the findings the evaluation covers."""
-        out = {}
-        for name, row in self._findings.items():
-            sens, spec = row["sensitivity"], row["specificity"]
-            if sens is not None and spec is not None:
-                out[name] = round((sens + spec) / 2, 4)
-        return out
-
     def findings(self) -> list[dict[str, Any]]:
         """Every evaluated finding, by name."""
         return [dict(self._findings[k]) for k in sorted(self._findings)]

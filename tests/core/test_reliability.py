@@ -58,12 +58,6 @@ def test_status_follows_the_floor_and_ppv_comes_from_the_counts() -> None:
     assert table.summary(["digitalis effect"])["status"] == "not_validated"
 
 
-def test_track_records_are_the_held_out_balanced_accuracy() -> None:
-    table = ReliabilityTable(_evaluation({"AFIB": _row("atrial fibrillation", 8, 0.897, 0.625, 0.846),
-                                          "X": _row("no numbers", 3, 0.5, float("nan"), 0.9)}))
-    assert table.track_records == {"atrial fibrillation": round((0.625 + 0.846) / 2, 4)}
-
-
 def test_templates_are_judged_against_the_majority_answer() -> None:
     table = ReliabilityTable(_evaluation({}))
     assert table.template(12)["warnings"] == [W.TEMPLATE_NOT_BETTER_THAN_MAJORITY]
