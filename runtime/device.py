@@ -20,9 +20,12 @@ and at least 1.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import logging
 import os
+from collections.abc import Callable
 from typing import Literal
 
 from diagecg.errors import InferenceError
@@ -100,6 +103,24 @@ def available_memory_bytes() -> int | None:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, OSError, ValueError):
         return None
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to call
+        return None
+
+
+def trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere). glibc keeps
+    memory freed by native code for reuse: loading, answering with and closing a pipeline 200 times grew
+    the resident size from 99 to 241 MB although nothing stayed allocated, and five large records in a
+    row left the server holding 2 GB."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def ort_cuda_available() -> bool:

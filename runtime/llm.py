@@ -23,6 +23,7 @@ differently. ``reuse_prefix=False`` evaluates every prompt from scratch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Sequence
@@ -71,15 +72,23 @@ class Generation:
 
 
 def load_text_tokenizer(path: str | Path) -> Tokenizer:
-    """Load a Hugging Face ``tokenizers`` JSON file.
+    """Load a Hugging Face ``tokenizers`` JSON file (one parse per distinct file content, shared).
 
     Raises:
         BundleError: the file is missing or unreadable.
     """
     try:
-        return Tokenizer.from_file(str(path))
-    except Exception as e:  # tokenizers raises a bare Exception subclass
+        return _parse_tokenizer(Path(path).read_text(encoding="utf-8"))
+    except Exception as e:  # tokenizers raises a bare Exception subclass; OSError, UnicodeDecodeError
         raise BundleError(f"cannot load the text tokenizer {path}: {e}") from e
+
+
+# tokenizers 0.23 keeps ~5 KB of native memory per Tokenizer that has encoded text, after the object is
+# dropped (200 load-encode cycles: +1.0 MB in use, none with one Tokenizer reused); a Tokenizer is read-only
+# once built and safe to share between threads, so each file content is parsed once per process
+@functools.lru_cache(maxsize=4)
+def _parse_tokenizer(text: str) -> Tokenizer:
+    return Tokenizer.from_str(text)
 
 
 _MASKED_ATTRS = (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED

@@ -157,7 +157,7 @@ from diagecg.runtime.answering import (
     reliability_of,
     statement_probabilities,
 )
-from diagecg.runtime.device import DeviceChoice, choose_device
+from diagecg.runtime.device import DeviceChoice, choose_device, trim_heap
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
 from diagecg.statements import answer_findings, coded_statements
@@ -827,6 +827,7 @@ class DiagEcgPipeline:
         needs them raises ``InferenceError`` (never a crash of the host process)."""
         self.llm.close()
         self.ecg_session.close()
+        trim_heap()  # the models' freed memory goes back to the OS: load-answer-close stays flat
 
     def __enter__(self) -> DiagEcgPipeline:
         return self

@@ -34,14 +34,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import ctypes
 import dataclasses
-import functools
 import logging
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,6 +51,7 @@ from starlette.concurrency import run_in_threadpool
 
 from diagecg import __version__
 from diagecg.errors import DiagEcgError, InputError, RecordError
+from diagecg.runtime.device import trim_heap
 from diagecg.runtime.pipeline import (
     SCHEMA_VERSION,
     TASK_QA,
@@ -241,23 +240,6 @@ def _finish(ticket: Ticket | None, staged: StagedRecord) -> None:
     trim_heap()
     if ticket is not None:
         ticket.release(timed=True)
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to call
-        return None
-
-
-def trim_heap() -> None:
-    """Give the heap pages freed by a request back to the OS (glibc's malloc_trim). glibc keeps freed
-    memory for reuse, so one large record left the server's resident size at its peak: five 480 MB
-    Challenge .mat uploads in a row held 2 GB."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _patient(age_years: float | None, sex: str | None, height_cm: float | None,
