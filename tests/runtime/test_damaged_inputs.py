@@ -222,3 +222,41 @@ def test_pipeline_api_edges(pipeline, fixtures_dir: Path) -> None:
             pipeline.answer(hand, "AF?")
         [line] = list(pipeline.answer_batch([hand], "AF?"))
         assert isinstance(line, dict) and message in line["error"]
+
+
+# --- issue 23: what only looks like an ECG ------------------------------------------------------------
+
+def _reversed_arms(x: np.ndarray) -> np.ndarray:
+    y = x.copy()
+    y[0] = -x[0]  # I -> -I, II <-> III, aVR <-> aVL
+    y[[1, 2]] = x[[2, 1]]
+    y[[3, 4]] = x[[4, 3]]
+    return y
+
+
+def test_implausible_records_are_refused_or_answered_with_coded_warnings(catalogue_bundle: Path,
+                                                                         fixtures_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    good = read_record(fixtures_dir / "records" / "00002_hr.hea")
+    swapped = write_record(tmp_path, "swapped", _reversed_arms(good.signal), 500.0)
+    args = ["-q", "AF?", "--json", *_opts(catalogue_bundle)]
+    result = CliRunner().invoke(main, ["infer", str(swapped), *args])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout)
+    assert "LIMB_LEADS_REVERSED" in {w["code"] for w in line["warnings"]}
+    assert line["reliability"]["status"] == "implausible_record"
+    tiled = write_record(tmp_path, "tiled", np.tile(good.signal[:, :500], (1, 10)), 500.0)
+    result = CliRunner().invoke(main, ["infer", str(tiled), *args])
+    assert result.exit_code == ExitCode.FAILED and "(SIGNAL_REPEATS)" in json.loads(result.stdout)["error"]
+
+
+def test_allow_degraded_with_only_lead_ii_alive_gives_no_answer(catalogue_bundle: Path, fixtures_dir: Path,
+                                                                tmp_path: Path) -> None:
+    good = read_record(fixtures_dir / "records" / "00002_hr.hea").signal
+    only_ii = np.zeros_like(good)
+    only_ii[1] = good[1]
+    record = write_record(tmp_path, "only_ii", only_ii, 500.0)
+    result = CliRunner().invoke(main, ["infer", str(record), "-q", "AF?", "--allow-degraded",
+                                       *_opts(catalogue_bundle)])
+    assert result.exit_code == ExitCode.FAILED and result.stdout == ""
+    assert "flat limb lead" in result.stderr and "not even with --allow-degraded" in result.stderr
