@@ -120,7 +120,7 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
     if n * len(labels) > MAX_RECORD_SAMPLES:
         raise SignalFileError(f"{source}: declares {n} samples x {len(labels)} leads, more than diagecg "
                               f"reads ({MAX_RECORD_SAMPLES} values)")
-    _check_xli_stream(_payload(waveforms, source), labels, n, source)
+    _check_xli_stream(_payload(waveforms, source, _max_payload_bytes(n)), labels, n, source)
     warnings += _placement_warnings(characteristics, len(labels))
     digital = _decode(path, labels, fs_hz, n, source)  # (leads, samples) int64, raw units
     digital, calibration = _cut_calibration(digital, uv_per_bit, fs_hz)
@@ -272,8 +272,18 @@ def _placement_warnings(characteristics: ET.Element, n_leads: int) -> list[str]:
 
 # --- waveform -------------------------------------------------------------------------------------------
 
-def _payload(waveforms: ET.Element, source: str) -> bytes:
-    text = "".join((waveforms.text or "").split())
+def _max_payload_bytes(n: int) -> int:
+    """The most ``MAX_XLI_CHUNKS`` chunks of ``n`` samples take: LZW codes are 10 bits per byte at best,
+    so a chunk of n 16-bit samples is under 2.5 n bytes plus its header."""
+    return MAX_XLI_CHUNKS * (XLI_HEADER_BYTES + math.ceil(2.5 * n) + 16)
+
+
+def _payload(waveforms: ET.Element, source: str, most: int) -> bytes:
+    raw = waveforms.text or ""
+    if len(raw) > 2 * most + (1 << 20):  # base64: 4/3 of the bytes, plus line breaks; checked before decoding
+        raise SignalFileError(f"{source}: parsedwaveforms holds {len(raw)} characters; {MAX_XLI_CHUNKS} XLI "
+                              f"chunks take at most {most} bytes: corrupt or crafted")
+    text = "".join(raw.split())
     if not text:
         raise SignalFileError(f"{source}: parsedwaveforms holds no data")
     try:
@@ -317,9 +327,8 @@ def _check_xli_stream(payload: bytes, labels: list[str], n: int, source: str) ->
     only the calibration pulse in the sample files) are ignored, as sierraecg and Philips' viewers do."""
     counts: list[int | None] = []
     offset = 0
-    # LZW codes are 10 bits per byte at best: a chunk of n 16-bit samples is under 2.5 n + a header, so a
-    # longer payload is refused before the (pure Python) walk and sierraecg's decoding of every chunk
-    most = MAX_XLI_CHUNKS * (XLI_HEADER_BYTES + math.ceil(2.5 * n) + 16)
+    # a longer payload is refused before the (pure Python) walk and sierraecg's decoding of every chunk
+    most = _max_payload_bytes(n)
     if len(payload) > most:
         raise SignalFileError(f"{source}: the waveform data holds {len(payload)} bytes; {MAX_XLI_CHUNKS} "
                               f"XLI chunks of {n} samples take at most {most}: corrupt or crafted")

@@ -313,7 +313,7 @@ def test_extra_or_oversized_xli_chunks_are_refused_before_decoding(
     monkeypatch.setattr(sierraecg, "read_file", lambda *_: pytest.fail("sierraecg ran"))
     chunks = xli_chunks(V103)
     cases = {
-        "zeros": (bytes(4 << 20), "XLI chunks of 5500 samples take at most"),
+        "zeros": (bytes(4 << 20), "take at most"),
         "a 17th chunk": (b"".join([*chunks, chunks[-1]]), "more than 16 XLI chunks"),
     }
     codes = lzw_codes([65, *range(256, 1023), *[1022] * 40])  # an unnamed chunk that decodes past n
