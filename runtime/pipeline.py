@@ -366,7 +366,7 @@ class DiagEcgPipeline:
         self.quality = QualityConfig(allow_flat_leads=allow_degraded)
         self.measure = measure
         self.reliability = ReliabilityTable.from_manifest(bundle.manifest)
-        self._ecg_cache: OrderedDict[bytes, I64Array] = OrderedDict()
+        self._ecg_cache: OrderedDict[bytes, tuple[I64Array, F32Array]] = OrderedDict()
         self._ecg_cache_lock = threading.Lock()
         self._bundle_info = {
             "path": str(bundle.root),

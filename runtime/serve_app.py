@@ -192,9 +192,9 @@ class _Service:
             staged = await asyncio.wait_for(
                 run_in_threadpool(self.stage, files, path, time.monotonic() + timeout), timeout)
         except asyncio.TimeoutError:
-            late = UploadTimeoutError(f"staging the upload took longer than {timeout:g} s (the server's "
+            slow = UploadTimeoutError(f"staging the upload took longer than {timeout:g} s (the server's "
                                       f"timeout)")
-            return self.failure(late, "", first, task, started)
+            return self.failure(slow, "", first, task, started)
         except Exception as e:
             return self.failure(e, "", first, task, started)
         progress = {"question": checked[0]}

@@ -175,7 +175,7 @@ class _CountedStream(io.RawIOBase):
     """A decompressing stream read through a budget: every byte it yields counts (archive headers and
     skipped members too), and each read checks the deadline."""
 
-    def __init__(self, inner: IO[bytes], limit: int, budget: _Budget, what: str) -> None:
+    def __init__(self, inner: BinaryIO | io.BufferedIOBase, limit: int, budget: _Budget, what: str) -> None:
         self.inner, self.left, self.limit, self.budget, self.what = inner, limit, limit, budget, what
 
     def readable(self) -> bool:
@@ -230,7 +230,7 @@ def _extract_zip(src: BinaryIO, dest: Path, budget: _Budget, source: str) -> Non
                 raise UploadError(f"{source}: member {info.filename!r} cannot be extracted ({e})") from None
 
 
-def _decompressed(src: BinaryIO) -> IO[bytes]:
+def _decompressed(src: BinaryIO) -> BinaryIO | io.BufferedIOBase:
     """The tar stream inside ``src``: gunzipped, bunzipped or unxz'd as it is read, or ``src`` itself."""
     head = src.read(6)
     src.seek(0)
