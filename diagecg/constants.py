@@ -29,6 +29,8 @@ CHECKPOINT_CONFIG = "config.json"
 CHECKPOINT_STATE = "trainer_state.json"  # step, optimiser file, rng seed
 CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
 RUN_SUMMARY = "run_summary.json"
+# diagecg eval --set calibrate=true results, beside the checkpoint they calibrate
+CALIBRATION_RESULTS = "calibration_results.json"
 ECG_TOKEN_CACHE = "ecg_tokens.npz"  # ecg_id -> FSQ indices (frames,) int64
 
 # --- LLM stage checkpoints (pretrain / instruct; see diagecg.nn.llm_checkpoint) -------

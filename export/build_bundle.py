@@ -45,6 +45,7 @@ from diagecg.config import (
 )
 from diagecg.constants import (
     BUNDLE_ONNX_NAME,
+    CALIBRATION_RESULTS,
     CHECKPOINT_CONFIG,
     LLM_TEXT_TOKENIZER,
     MANIFEST_NAME,
@@ -431,7 +432,6 @@ def _onnx_opset(path: Path) -> int | None:
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-CALIBRATION_RESULTS = "calibration_results.json"  # diagecg eval results of the calibration fold
 
 
 def _evaluation_results(checkpoint_dir: Path) -> dict[str, Any]:

@@ -131,6 +131,7 @@ import numpy as np
 
 from diagecg.answers import format_answer, normalize_answer
 from diagecg.bundle import Bundle, default_bundle, feature_columns, load_bundle, sha256_file
+from diagecg.calibration import calibrate_options
 from diagecg.config import QualityConfig
 from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
@@ -236,25 +237,6 @@ def _aggregation_kind(match: MatchedQuestion | None, task: str) -> str:
     if match is None:
         return "free"
     return "closed" if match.closed else "query"
-
-
-def calibrate_options(probs: np.ndarray, negative: int, cal: dict[str, Any]) -> tuple[np.ndarray, int]:
-    """A verify answer under the bundle's calibration of its finding (``manifest["calibration"]``):
-    p(present) = 1 - p(negative option) becomes ``q = sigmoid(a * logit(p) + b)``, the probability of
-    presence measured on the calibration fold; the positive options share ``q`` in their model
-    proportions and the negative one gets ``1 - q``. The answer is the most probable positive option
-    when ``q`` reaches the finding's threshold (chosen on the calibration fold for balanced accuracy),
-    else the negative one. Returns the new probabilities and the answer's index."""
-    p = np.asarray(probs, dtype=np.float64)
-    present = float(np.clip(1.0 - p[negative], 1e-4, 1 - 1e-4))  # as the calibration was fitted
-    z = float(cal["a"]) * math.log(present / (1 - present)) + float(cal["b"])
-    q = 0.5 * (1.0 + math.tanh(0.5 * z))
-    mass = float(np.delete(p, negative).sum())  # not 1 - p[negative]: that rounds tiny masses to 0
-    out = p * (q / mass) if mass > 0 else np.full_like(p, q / max(1, len(p) - 1))
-    out[negative] = 1.0 - q
-    positives = [k for k in range(len(p)) if k != negative]
-    best = max(positives, key=lambda k: out[k]) if q >= float(cal["threshold"]) else negative
-    return out, best
 
 
 def _negative_option(match: MatchedQuestion) -> str:

@@ -85,8 +85,9 @@ import torch
 from tokenizers import Tokenizer
 
 from diagecg.answers import format_answer, normalize_answer
+from diagecg.calibration import calibrate_options
 from diagecg.config import ConfigMixin, PreprocessConfig, _check
-from diagecg.constants import RUN_SUMMARY
+from diagecg.constants import CALIBRATION_RESULTS, RUN_SUMMARY
 from diagecg.datasets import resolve_data_roots, seeded_subset, stratified_subset
 from diagecg.datasets.ecgqa import (
     WORDINGS,
@@ -98,7 +99,7 @@ from diagecg.datasets.ecgqa import (
     load_answer_vocab,
     load_ecgqa_samples,
 )
-from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset, finding_weights
+from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset
 from diagecg.datasets.reports import ScpStatement, load_scp_table, report_text
 from diagecg.decoding import option_continuations
 from diagecg.nn.checkpoint import load_tokenizer
@@ -158,6 +159,10 @@ class EvalConfig(ConfigMixin):
     # fit the per-finding calibration (training.ruler.fit_calibration) on these folds' answers: run it on a
     # validation fold (9), never on the test fold; export writes it into the bundle
     calibrate: bool = False
+    # the calibration the runtime will answer with (results of a calibrate run on another fold); None =
+    # the checkpoint's calibration_results.json when it exists: sensitivity, specificity and ECE are then
+    # those of the calibrated decision rule
+    calibration_file: str | None = None
     batch_size: int = 16  # prompts per generate() call
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     progress: bool = True  # tqdm bars
@@ -699,6 +704,55 @@ def encode_records(
             dict(zip(loaded.ids, loaded.features, strict=True)))
 
 
+def calibration_path(cfg: EvalConfig) -> str | None:
+    """The calibration results the evaluation decides with: ``cfg.calibration_file``, else the
+    checkpoint's ``calibration_results.json`` when it exists (what export ships), else None."""
+    if cfg.calibration_file:
+        return cfg.calibration_file
+    default = Path(cfg.checkpoint_dir) / CALIBRATION_RESULTS
+    return str(default) if default.is_file() else None
+
+
+def load_calibration(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
+    """Finding name -> calibration (``diagecg.calibration``) of :func:`calibration_path`; empty without.
+
+    Raises:
+        ValueError: it was fitted on a fold this evaluation tests, or holds no calibration.
+    """
+    path = calibration_path(cfg)
+    if path is None:
+        return {}
+    results = json.loads(Path(path).read_text())
+    overlap = sorted(set(results.get("folds") or []) & set(cfg.folds))
+    if overlap:
+        raise ValueError(f"{path} was fitted on fold(s) {overlap}, which this evaluation tests")
+    fitted = (results.get("findings") or {}).get("calibration") or {}
+    if not fitted:
+        raise ValueError(f"{path} holds no calibration: write it with diagecg eval --set calibrate=true")
+    return dict(fitted)
+
+
+def apply_calibration(samples: Sequence[QASample], probs: Sequence[np.ndarray],
+                      options: Sequence[Sequence[str]], calibration: Mapping[str, Mapping[str, Any]]
+                      ) -> tuple[list[np.ndarray], list[bool] | None]:
+    """Each verify answer as the runtime gives it (``diagecg.calibration.calibrate_options`` where its
+    finding is calibrated): the probabilities and the yes/no calls; ``(probs, None)`` without calibration."""
+    if not calibration:
+        return list(probs), None
+    out, calls = [], []
+    for s, p, opts in zip(samples, probs, options, strict=True):
+        neg = list(opts).index(NEGATIVE)
+        cal = calibration.get(s.attributes[0])
+        if cal is None:
+            out.append(np.asarray(p))
+            calls.append(int(np.argmax(p)) != neg)
+            continue
+        q, best = calibrate_options(np.asarray(p), neg, cal)
+        out.append(q)
+        calls.append(best != neg)
+    return out, calls
+
+
 def evaluate_findings(
     cfg: EvalConfig, ptbxl: PtbxlDataset, scp_table: dict[str, ScpStatement], vocab: AnswerVocabulary,
     ecg_ids: Sequence[int], predictor: LlmPredictor, ablated: LlmPredictor | None,
@@ -712,6 +766,9 @@ def evaluate_findings(
     names = select_findings(ptbxl, ecg_ids, scp_table, vocab, cfg.finding_min_positives)
     codes_by_name = {name: code for code, name in names.items()}
     out: dict[str, Any] = {"findings": names}
+    calibration = {} if cfg.calibrate else load_calibration(cfg)
+    if calibration:
+        out["calibrated_with"] = {"file": calibration_path(cfg), "findings": sorted(calibration)}
     for wording in cfg.wordings:
         samples = finding_questions(ptbxl, list(ecg_ids), names, scp_table, cfg.seed,
                                     wording=wording)  # type: ignore[arg-type]
@@ -726,19 +783,19 @@ def evaluate_findings(
             if p is None:
                 block[label] = None
                 continue
-            probs = p.option_probabilities(ids, questions, options)
+            raw = p.option_probabilities(ids, questions, options)
+            probs, calls = apply_calibration(samples, raw, options, calibration)
             block[label] = score_findings(samples, codes, probs, options, cfg.finding_min_positives,
-                                          weights=weights, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+                                          weights=weights, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed,
+                                          calls=calls)
             if label == "model" and wording == cfg.wordings[0]:
                 truth = [s.answers != (NEGATIVE,) for s in samples]
                 if features is not None:
                     out["ruler"] = ruler_scores(ids, codes, truth, features)
-                if cfg.calibrate:
+                if cfg.calibrate:  # fitted on the model's own probabilities
                     present = [1.0 - float(pr[list(o).index(NEGATIVE)])
-                               for pr, o in zip(probs, options, strict=True)]
-                    weights = [float(finding_weights(ptbxl, [i], [c])[0, 0])
-                               for i, c in zip(ids, codes, strict=True)]
-                    fitted = fit_calibration(codes, present, truth, weights)
+                               for pr, o in zip(raw, options, strict=True)]
+                    fitted = fit_calibration(codes, present, truth, list(weights))
                     out["calibration"] = {names[c]: {"code": c, **v} for c, v in fitted.items()}
         out[wording] = block
     return out

@@ -137,7 +137,7 @@ def _rates(truth: np.ndarray, called: np.ndarray, w: np.ndarray) -> tuple[float,
 def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Sequence[np.ndarray],
                    options: Sequence[Sequence[str]], min_positives: int,
                    weights: Sequence[float] | None = None, n_bootstrap: int = 0,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, calls: Sequence[bool] | None = None) -> dict[str, Any]:
     """Per-finding AUC (with a bootstrap interval), sensitivity, specificity and balanced accuracy,
     and their macro means.
 
@@ -151,6 +151,8 @@ def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Seq
             the calibration tables; None = 1 each. ``n`` and ``n_pos`` stay counts.
         n_bootstrap: bootstrap draws of the 95% intervals (records resampled); 0 = no intervals.
         seed: the bootstrap's seed.
+        calls: each sample's yes/no decision when it is not the most probable option (a calibrated
+            threshold, ``diagecg.calibration``); None = the most probable option.
 
     Returns:
         ``{"per_finding": {code: {"name", "n", "n_pos", "auc", "auc_ci95", "sensitivity", "specificity",
@@ -163,13 +165,14 @@ def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Seq
     rows: dict[str, dict[str, list[Any]]] = {}
     sample_w = [1.0] * len(samples) if weights is None else [float(w) for w in weights]
     assert len(sample_w) == len(samples), f"{len(sample_w)} weights for {len(samples)} samples"
-    for s, c, p, opts, w in zip(samples, codes, probs, options, sample_w, strict=True):
+    decided = [None] * len(samples) if calls is None else list(calls)
+    for s, c, p, opts, w, call in zip(samples, codes, probs, options, sample_w, decided, strict=True):
         neg = list(opts).index(NEGATIVE)
         r = rows.setdefault(c, {"truth": [], "score": [], "called": [], "name": [s.attributes[0]], "w": [],
                                 "ecg_id": []})
         r["truth"].append(s.answers != (NEGATIVE,))
         r["score"].append(1.0 - float(p[neg]))
-        r["called"].append(int(np.argmax(p)) != neg)
+        r["called"].append(int(np.argmax(p)) != neg if call is None else bool(call))
         r["w"].append(w)
         r["ecg_id"].append(s.ecg_id)
     # reliability of p(present) as the probability that the finding is there, and of the answer's

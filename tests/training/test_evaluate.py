@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -311,12 +312,44 @@ def test_calibration_is_fitted_on_request(tiny_checkpoint, shared_data, tmp_path
                      max_records=30, n_reports=0, batch_size=8, device="cpu", progress=False,
                      wordings=("template",), ablation=False, calibrate=True, finding_min_positives=3,
                      ptbxl_full=False)  # ptbxl/ alone: the tiny checkpoint's test records
-    findings = main(cfg)["findings"]
+    results = main(cfg)
+    findings = results["findings"]
     cal = findings["calibration"]
     assert cal, "the superclasses of 30 records have enough positives and negatives"
     for name, row in cal.items():
         assert findings["findings"][row["code"]] == name
         assert {"a", "b", "threshold", "n", "n_pos"} <= set(row) and 0.0 <= row["threshold"] <= 1.0
+    # the test fold is then scored with the rule the runtime answers with
+    path = tmp_path / "calibration_results.json"
+    path.write_text(json.dumps(results))
+    test_cfg = dataclasses.replace(cfg, folds=(10,), calibrate=False, calibration_file=str(path),
+                                   max_records=12)
+    scored = main(test_cfg)["findings"]
+    assert scored["calibrated_with"]["findings"] == sorted(cal)
+    assert "calibration" not in scored
+    with pytest.raises(ValueError, match="fitted on fold"):
+        main(dataclasses.replace(test_cfg, folds=(9,), train_folds=TRAIN_FOLDS))
+
+
+def test_apply_calibration_gives_the_runtime_rule() -> None:
+    import numpy as np
+
+    from diagecg.calibration import calibrate_options
+    from diagecg.datasets.ecgqa import QASample
+    from diagecg.training.evaluate import apply_calibration
+
+    s = QASample(ecg_id=1, question="q", answers=("yes",), question_type="single-verify",
+                 attribute_type="scp_code", template_id=1, attributes=("atrial fibrillation",),
+                 source="generated")
+    other = dataclasses.replace(s, attributes=("myocardial infarction",))
+    probs = [np.array([0.7, 0.1, 0.2]), np.array([0.7, 0.1, 0.2])]  # no, not sure, yes
+    opts = [("no", "not sure", "yes")] * 2
+    cal = {"atrial fibrillation": {"a": 1.0, "b": 0.0, "threshold": 0.25}}
+    out, calls = apply_calibration([s, other], probs, opts, cal)
+    q, best = calibrate_options(probs[0], 0, cal["atrial fibrillation"])
+    np.testing.assert_allclose(out[0], q)
+    assert calls == [True, False]  # p(present) 0.3 reaches 0.25; the uncalibrated one answers "no"
+    assert apply_calibration([s], probs[:1], opts[:1], {}) == (probs[:1], None)
 
 
 def test_answers_match_an_unbatched_decode_and_generate_answer(e2e, tiny_checkpoint, ptbxl):
