@@ -67,7 +67,8 @@ def main(paths: list[str]) -> None:
                 b = r[key]
                 for w in ("template", "paraphrase", "whole_record"):
                     if w in b:
-                        title = f"runtime {key} {w} ({b['n_records']} records, {b.get('fs_hz') or 'native'} Hz)"
+                        rate = b.get("fs_hz") or "native"
+                        title = f"runtime {key} {w} ({b['n_records']} records, {rate} Hz)"
                         print("\n".join(findings_table(title, b[w], b.get("ruler", {}))))
 
 

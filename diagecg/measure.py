@@ -315,12 +315,12 @@ def _intervals(mb: np.ndarray, r: int, fs_hz: float, heart_rate: float) -> dict[
     # P wave strength relative to the noise of the PR segment region, in lead II
     noise = float(np.std(np.diff(m[:, :max(2, p_lo)], axis=-1))) if p_lo >= 2 else 0.0
     p2p = r_amp - s_amp  # (leads,) QRS peak-to-peak
-    lead = {name: k for k, name in enumerate(CANONICAL_LEADS)}
+    at = {name: k for k, name in enumerate(CANONICAL_LEADS)}
     out = {
         "axis_deg": math.degrees(math.atan2(axis_sin, axis_cos)) if norm > 0 else 0.0,
         "limb_qrs_max_mv": float(p2p[:6].max()),
         "precordial_qrs_max_mv": float(p2p[6:].max()),
-        "sokolow_mv": float(-s_amp[lead["V1"]] + max(r_amp[lead["V5"]], r_amp[lead["V6"]])),
+        "sokolow_mv": float(-s_amp[at["V1"]] + max(r_amp[at["V5"]], r_amp[at["V6"]])),
         "qrs_ms": (offset - onset) * ms,
         "pr_ms": pr_ms,
         "qtc_ms": qt_ms / math.sqrt(rr_s),

@@ -313,8 +313,8 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
                             pre_cfg.fs_hz)
             x = torch.from_numpy(zscore(mv, pre_cfg)).to(device)  # (B, leads, samples)
             if summary_cfg is not None:
-                f = np.stack([measure_signal(m, pre_cfg.fs_hz, pre_cfg) for m in mv])  # one rate for all
-                f = torch.from_numpy(f).to(device)
+                measured = np.stack([measure_signal(m, pre_cfg.fs_hz, pre_cfg) for m in mv])  # one rate
+                f = torch.from_numpy(measured).to(device)
         else:
             x = train_x[batch_idx.to(device)]  # (B, leads, samples)
             if summary_cfg is not None:

@@ -247,11 +247,12 @@ def test_writer_rejects_duplicate_parts_and_writes_only_a_complete_bundle(tmp_pa
 
 def test_manifest_round_trip_with_summary(summary_bundle_dir: Path, parts: dict[str, object]) -> None:
     b = load_bundle(summary_bundle_dir)
-    assert b.summary == SUMMARY and b.vocab == parts["vocab_summary"] and b.vocab.n_codes == 16 + 12
-    assert b.manifest["summary"] == SUMMARY.to_dict()
+    n_codes = 16 + SUMMARY.n_codes  # frames, then 3 findings x 4 levels and the 3 + 2 measurement bins
+    assert b.summary == SUMMARY and b.vocab == parts["vocab_summary"] and b.vocab.n_codes == n_codes
+    assert b.manifest["summary"] == json.loads(json.dumps(SUMMARY.to_dict()))
     onnx_meta = b.manifest["onnx"]
-    assert onnx_meta["features"] == ONNX_INPUT_FEATURES and onnx_meta["n_tokens"] == 3 + 63
-    assert list(ecg_code_ids(b.vocab)) == list(range(b.vocab.offset, b.vocab.offset + 28))
+    assert onnx_meta["features"] == ONNX_INPUT_FEATURES and onnx_meta["n_tokens"] == SUMMARY.n_tokens + 63
+    assert list(ecg_code_ids(b.vocab)) == list(range(b.vocab.offset, b.vocab.offset + n_codes))
 
 
 def test_old_manifest_without_a_summary_key_loads(bundle_dir: Path) -> None:
@@ -265,7 +266,8 @@ def test_writer_checks_vocab_against_the_summary(tmp_path: Path, parts: dict[str
     w.add_onnx(parts["onnx_summary"])
     w.add_gguf(parts["gguf_summary"], "q8_0")
     with pytest.raises(ValueError, match=r"add_vocab: vocab.n_codes=16 != prod\(fsq.levels\)=16 "
-                                         r"\+ summary findings\*levels=12$"):
+                                         rf"\+ summary codes={SUMMARY.n_codes} "
+                                         r"\(findings\*levels \+ measurement bins\)$"):
         w.add_vocab(parts["vocab"])
     w.add_vocab(parts["vocab_summary"])
 
@@ -342,13 +344,13 @@ def test_load_rejects_codebook_vocab_mismatch(bundle_dir: Path, summary_bundle_d
     with pytest.raises(BundleError, match=r"vocab.n_codes=16 != prod\(fsq.levels\)=1296$"):
         load_bundle(bundle_dir)
     edit_manifest(summary_bundle_dir, lambda m: m["summary"].update(levels=5))
-    with pytest.raises(BundleError, match=r"vocab.n_codes=28 != prod\(fsq.levels\)=16 \+ summary findings"
-                                          r"\*levels=15"):
+    with pytest.raises(BundleError, match=rf"vocab.n_codes={16 + SUMMARY.n_codes} != prod\(fsq.levels\)=16 "
+                                          rf"\+ summary codes={SUMMARY.n_codes + 3}"):
         load_bundle(summary_bundle_dir)
 
 
 def test_load_refuses_a_summary_trained_on_measurements_it_cannot_compute(summary_bundle_dir: Path) -> None:
-    other = ["qrs_area_mvms" if f == "qrs_ms" else f for f in FEATURE_NAMES]
+    other = ["qrs_area_mvms" if f == "pr_ms" else f for f in FEATURE_NAMES]
     edit_manifest(summary_bundle_dir, lambda m: m["summary"].update(features=other))
     with pytest.raises(BundleError, match=r"summary.features name measurements this diagecg does not compute "
                                           r".*\['qrs_area_mvms'\]"):
@@ -399,7 +401,7 @@ def test_load_checks_onnx_io(tmp_path: Path, parts: dict[str, object]) -> None:
     with pytest.raises(BundleError, match="'features' axis 1 is 10, expected"):
         load_bundle(write_bundle(tmp_path / "s3", parts, summary=True, onnx_path=few))
     short = make_onnx(tmp_path / "o.onnx", n_features=len(FEATURE_NAMES), n_summary=2)
-    with pytest.raises(BundleError, match="'indices' axis 1 is 65, expected 66"):
+    with pytest.raises(BundleError, match=f"'indices' axis 1 is 65, expected {SUMMARY.n_tokens + 63}"):
         load_bundle(write_bundle(tmp_path / "s4", parts, summary=True, onnx_path=short))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import SUMMARY, fixture_model_inputs, random_ecg_tokenizer
+from builders import SUMMARY, fixture_model_inputs, random_ecg_tokenizer, summary_code_ranges
 
 from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig
 from diagecg.constants import ONNX_INPUT_FEATURES, ONNX_INPUT_SIGNAL, ONNX_OUTPUT_INDICES
@@ -91,9 +91,9 @@ def test_onnx_with_summary_equals_torch_encode_on_real_records(exported_summary,
         want = tok.encode(torch.from_numpy(signals), torch.from_numpy(features)).numpy()
     assert got.dtype == np.int64 and got.shape == (21, N_SUMMARY + 63) == want.shape
     np.testing.assert_array_equal(got, want)
-    # summary first: finding f at level l is code 1296 + 4 f + l; then the frame codes
-    first = 1296 + 4 * np.arange(N_SUMMARY)
-    assert ((got[:, :N_SUMMARY] >= first) & (got[:, :N_SUMMARY] < first + 4)).all()
+    # summary first: finding f at level l is code 1296 + 4 f + l, then the measurement bins; then frames
+    first, size = map(np.array, summary_code_ranges(SUMMARY))
+    assert ((got[:, :N_SUMMARY] >= first) & (got[:, :N_SUMMARY] < first + size)).all()
     assert (got[:, N_SUMMARY:] < 1296).all()
     assert len({tuple(row) for row in got[:, :N_SUMMARY]}) > 1  # the levels follow the record
     r = check_onnx_parity(tok, path, signals, features, max_mismatch=0.0)
@@ -143,7 +143,8 @@ def test_summary_graph_takes_signal_and_features_with_dynamic_batch(
         check_onnx_io(path, ENCODER)
     signals, features = inputs
     one, three = (run_onnx_indices(path, signals[:n], features[:n]) for n in (1, 3))
-    assert one.shape == (1, 66) and three.shape == (3, 66) and np.array_equal(one[0], three[0])
+    n = N_SUMMARY + 63
+    assert one.shape == (1, n) and three.shape == (3, n) and np.array_equal(one[0], three[0])
 
 
 def test_conv2d_copy_computes_the_same_latents_and_the_graph_has_only_2d_convolutions(
