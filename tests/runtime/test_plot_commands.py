@@ -136,8 +136,11 @@ def test_several_records_are_drawn_into_a_folder_one_picture_each(
 
 def test_report_plot_of_a_long_record_marks_the_windows_its_answer_used(
         tiny_bundle: Path, record_paths: list[Path], tmp_path: Path, drawn: list[dict[str, Any]]) -> None:
-    rec = read_record(record_paths[0])  # 100 Hz, 10 s
-    long = write_record(tmp_path, "long", np.concatenate([rec.signal] * 3, axis=1), rec.fs_hz)  # 30 s
+    # three different real 100 Hz records, 10 s each, one after another: 30 s (one record tiled three
+    # times is refused now: a segment that repeats is not a recording)
+    recs = [read_record(p) for p in record_paths[:3]]
+    assert {r.fs_hz for r in recs} == {100.0}
+    long = write_record(tmp_path, "long", np.concatenate([r.signal for r in recs], axis=1), 100.0)  # 30 s
     result = CliRunner().invoke(main, ["report", str(long), "--json", "--plot", str(tmp_path / "long.png"),
                                        *_opts(tiny_bundle)])
     assert result.exit_code == 0, result.output
