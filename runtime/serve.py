@@ -341,7 +341,7 @@ class AdmissionMiddleware:
                 ticket.release()
         if refusal is not None and not started:
             status, message, error_type = refusal
-            if status != 408:
+            if status != 408 and not body_done:  # once the body is in, receive() waits for a disconnect
                 await _drain(receive, _DRAIN_BYTES)
             headers = {"retry-after": str(self.gate.retry_after_s())} if status == 503 else {}
             if status == 408:

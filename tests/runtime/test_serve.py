@@ -583,3 +583,31 @@ def test_sigterm_drains_then_exits_0(tiny_bundle: Path, tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_a_body_that_completes_when_the_slots_are_full_gets_503_at_once(pipeline) -> None:
+    """The slot is taken when the body is in; if none is free then, the 503 goes out at once (it waited
+    for the client to hang up: the bench's queue-full run stalled on it)."""
+    slow = BlockingPipeline(pipeline)
+    hea, dat = (RECORDS / "00002_lr.hea").read_bytes(), (RECORDS / "00002_lr.dat").read_bytes()
+    part = 'Content-Disposition: form-data; name="files"; filename="{}"\r\n\r\n'
+    body = (b'--b\r\nContent-Disposition: form-data; name="question"\r\n\r\n' + QUESTION.encode() + b"\r\n"
+            + b"--b\r\n" + part.format("00002_lr.hea").encode() + hea + b"\r\n--b\r\n"
+            + part.format("00002_lr.dat").encode() + dat + b"\r\n--b--\r\n")
+    head = (b"POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    with live_server(slow, workers=1, queue_size=0) as url:
+        sock = _raw(url, head + body[:100])  # admitted: the only slot is free
+        results: list[httpx.Response] = []
+        holder = _ask_in_thread(url, results)  # takes the slot and holds it
+        assert slow.started.wait(20)
+        t = time.monotonic()
+        sock.sendall(body[100:])
+        sock.settimeout(10)
+        reply = sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 503") and time.monotonic() - t < 5, reply[:200]
+        assert b"retry-after" in reply.lower()
+        sock.close()
+        slow.release.set()
+        holder.join(30)
+        assert [r.status_code for r in results] == [200]
