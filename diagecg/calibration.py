@@ -9,21 +9,48 @@ sensitivity, specificity and PPV a bundle reports are those of the rule its runt
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+import json
+from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["P_EPS", "calibrate_options", "platt"]
+__all__ = ["P_EPS", "calibrate_options", "logit", "platt", "read_calibration_results", "sigmoid"]
 
 P_EPS = 1e-4  # p(present) is clipped to [P_EPS, 1 - P_EPS] before its logit (fit and use alike)
 
 
-def platt(p: float, a: float, b: float) -> float:
-    """``sigmoid(a * logit(p) + b)``, with ``p`` clipped to ``[P_EPS, 1 - P_EPS]``."""
-    p = min(max(float(p), P_EPS), 1 - P_EPS)
-    return 0.5 * (1.0 + math.tanh(0.5 * (a * math.log(p / (1 - p)) + b)))
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function, without overflow for large ``|z|``."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))`` of ``p`` clipped to ``[P_EPS, 1 - P_EPS]`` (fit and use alike)."""
+    q = np.clip(np.asarray(p, dtype=np.float64), P_EPS, 1 - P_EPS)
+    return np.log(q / (1 - q))
+
+
+def platt(p: np.ndarray, a: float, b: float) -> np.ndarray:
+    """The calibrated probability of presence ``sigmoid(a * logit(p) + b)`` of p(present) ``p``."""
+    return sigmoid(a * logit(p) + b)
+
+
+def read_calibration_results(path: Path, tested_folds: Collection[int]) -> dict[str, dict[str, Any]]:
+    """Finding name -> calibration of a ``diagecg eval --set calibrate=true`` results file.
+
+    Raises:
+        ValueError: it was fitted on one of ``tested_folds``, or holds no calibration.
+    """
+    results = json.loads(Path(path).read_text())
+    overlap = sorted(set(results.get("folds") or []) & set(tested_folds))
+    if overlap:
+        raise ValueError(f"{path} was fitted on folds {overlap}, which the evaluation tests on")
+    fitted = (results.get("findings") or {}).get("calibration") or {}
+    if not fitted:
+        raise ValueError(f"{path} holds no calibration: write it with diagecg eval --set calibrate=true")
+    return dict(fitted)
 
 
 def calibrate_options(probs: np.ndarray, negative: int, cal: Mapping[str, Any]) -> tuple[np.ndarray, int]:
@@ -39,7 +66,7 @@ def calibrate_options(probs: np.ndarray, negative: int, cal: Mapping[str, Any]) 
         The new probabilities (float64, same order) and the answer's index.
     """
     p = np.asarray(probs, dtype=np.float64)
-    q = platt(1.0 - p[negative], float(cal["a"]), float(cal["b"]))
+    q = float(platt(np.asarray(1.0 - p[negative]), float(cal["a"]), float(cal["b"])))
     mass = float(np.delete(p, negative).sum())  # not 1 - p[negative]: that rounds tiny masses to 0
     out = p * (q / mass) if mass > 0 else np.full_like(p, q / max(1, len(p) - 1))
     out[negative] = 1.0 - q

@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diagecg.bundle import Bundle, BundleWriter, load_bundle
+from diagecg.calibration import read_calibration_results
 from diagecg.config import (
     ConfigMixin,
     EncoderConfig,
@@ -451,13 +452,8 @@ def _calibration_results(checkpoint_dir: Path) -> dict[str, Any]:
     path = checkpoint_dir / CALIBRATION_RESULTS
     if not path.is_file():
         return {}
+    fitted = read_calibration_results(path, _evaluation_results(checkpoint_dir).get("folds") or [])
     results = json.loads(path.read_text())
-    fitted = (results.get("findings") or {}).get("calibration") or {}
-    if not fitted:
-        raise ValueError(f"{path} holds no calibration: write it with diagecg eval --set calibrate=true")
-    tested = set(_evaluation_results(checkpoint_dir).get("folds") or [])
-    if tested & set(results.get("folds") or []):
-        raise ValueError(f"{path} was fitted on folds {results.get('folds')}, which the evaluation tests on")
     return {"fitted_on": {"folds": results.get("folds"), "n_records": results.get("n_records")},
             "findings": fitted}
 

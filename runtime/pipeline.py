@@ -98,8 +98,8 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 4; keys are always all p
     measurements     {window_s: [start, end], n_beats: int, peak_lead: str, measurements: {name: {value:
                       float|null, unit: str, method: str, reason: str|null}}}|null  reports only: heart
                              rate, RR irregularity, PR, QRS, QT, QTc, frontal axis of the first analysed
-                             window (``diagecg.intervals``); null for questions, when turned off, or
-                             without neurokit2 (a warning says so); timings_ms then has ``measure``
+                             window (``diagecg.measure.report_measurements``: the numbers the model
+                             reads); null for questions or when turned off
     statements       [{text: str, present: bool, code: str|null, system: str|null, description: str|null,
                        snomed_ct: {code, term, match}|null, probability: float|null}]  the findings
                              the answer asserts, with the probability that each is present, coded
@@ -381,7 +381,7 @@ class DiagEcgPipeline:
             ecg_cache_size: signals whose ECG codes are kept (0 = none).
             reuse_prefix: let llama.cpp keep the KV cells a new prompt shares with the previous one.
             allow_degraded: answer records with some flat leads, with warnings (see ``__init__``).
-            measure: add the measurements of ``diagecg.intervals`` to reports (needs ``diagecg[measure]``).
+            measure: add the measurements of ``diagecg.measure`` (the numbers the model reads) to reports.
 
         Raises:
             BundleError: missing/tampered/truncated files, unknown quant, inconsistent manifest.

@@ -85,7 +85,7 @@ import torch
 from tokenizers import Tokenizer
 
 from diagecg.answers import format_answer, normalize_answer
-from diagecg.calibration import calibrate_options
+from diagecg.calibration import calibrate_options, read_calibration_results
 from diagecg.config import ConfigMixin, PreprocessConfig, _check
 from diagecg.constants import CALIBRATION_RESULTS, RUN_SUMMARY
 from diagecg.datasets import resolve_data_roots, seeded_subset, stratified_subset
@@ -720,16 +720,7 @@ def load_calibration(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
         ValueError: it was fitted on a fold this evaluation tests, or holds no calibration.
     """
     path = calibration_path(cfg)
-    if path is None:
-        return {}
-    results = json.loads(Path(path).read_text())
-    overlap = sorted(set(results.get("folds") or []) & set(cfg.folds))
-    if overlap:
-        raise ValueError(f"{path} was fitted on fold(s) {overlap}, which this evaluation tests")
-    fitted = (results.get("findings") or {}).get("calibration") or {}
-    if not fitted:
-        raise ValueError(f"{path} holds no calibration: write it with diagecg eval --set calibrate=true")
-    return dict(fitted)
+    return {} if path is None else read_calibration_results(Path(path), cfg.folds)
 
 
 def apply_calibration(samples: Sequence[QASample], probs: Sequence[np.ndarray],

@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from diagecg.calibration import logit, platt, sigmoid
 from diagecg.criteria import criterion_for, criterion_score
 from diagecg.training.metrics import roc_auc
 
 __all__ = ["auc_interval", "fit_calibration", "fit_platt", "ruler_scores"]
 
-P_EPS = 1e-4  # p(present) is clipped to [eps, 1 - eps] before its logit
 
 
 def auc_interval(truth: np.ndarray, score: np.ndarray, n_boot: int = 500, seed: int = 0,
@@ -76,26 +76,17 @@ def ruler_scores(ecg_ids: Sequence[int], codes: Sequence[str], truth: Sequence[b
     return out
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow for large |z|
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, float), P_EPS, 1 - P_EPS)
-    return np.log(p / (1 - p))
-
-
 def fit_platt(p: np.ndarray, truth: np.ndarray, weights: np.ndarray | None = None,
               l2: float = 1e-3, iters: int = 50) -> tuple[float, float]:
     """``(a, b)`` of ``sigmoid(a * logit(p) + b)``: weighted logistic regression by Newton's method
     (a small ridge keeps it finite on separable data)."""
-    x = _logit(p)
+    x = logit(p)
     y = np.asarray(truth, float)
     w = np.ones_like(x) if weights is None else np.asarray(weights, float)
     X = np.stack([x, np.ones_like(x)], axis=1)
     theta = np.array([1.0, 0.0])
     for _ in range(iters):
-        q = _sigmoid(X @ theta)
+        q = sigmoid(X @ theta)
         grad = X.T @ (w * (q - y)) + l2 * theta
         hess = (X * (w * q * (1 - q))[:, None]).T @ X + l2 * np.eye(2)
         step = np.linalg.solve(hess, grad)
@@ -103,11 +94,6 @@ def fit_platt(p: np.ndarray, truth: np.ndarray, weights: np.ndarray | None = Non
         if np.abs(step).max() < 1e-8:
             break
     return float(theta[0]), float(theta[1])
-
-
-def apply_platt(p: np.ndarray, a: float, b: float) -> np.ndarray:
-    """The calibrated probability of presence of p(present) ``p``."""
-    return _sigmoid(a * _logit(p) + b)
 
 
 def _best_threshold(q: np.ndarray, truth: np.ndarray, w: np.ndarray) -> float:
@@ -150,7 +136,7 @@ def fit_calibration(codes: Sequence[str], p_present: Sequence[float], truth: Seq
         if n_pos < min_positives or n_neg < min_positives:
             continue
         a, b = fit_platt(p[m], t[m], w[m])
-        q = apply_platt(p[m], a, b)
+        q = platt(p[m], a, b)
         threshold = _best_threshold(q, t[m], w[m])
         out[code] = {"a": round(a, 5), "b": round(b, 5), "threshold": round(threshold, 5),
                      "n": int(m.sum()), "n_pos": n_pos}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from diagecg.calibration import platt as apply_platt
 from diagecg.criteria import CRITERIA, criterion_for, criterion_score
 from diagecg.measure import FEATURE_NAMES
-from diagecg.training.ruler import apply_platt, auc_interval, fit_calibration, fit_platt, ruler_scores
+from diagecg.training.ruler import auc_interval, fit_calibration, fit_platt, ruler_scores
 
 
 def _features(hr: np.ndarray) -> np.ndarray:
