@@ -165,6 +165,11 @@ class ReliabilityTable:
         return {"template_id": template_id, "n": int(row.get("n") or 0), "exact_match": _round(model),
                 "majority_baseline": _round(majority), "warnings": warnings}
 
+    def validated(self) -> frozenset[str] | None:
+        """The findings with held-out numbers (lower-case names), or None when the bundle has no
+        evaluation at all (then no finding counts as checked more than another)."""
+        return frozenset(self._findings) if self._findings else None
+
     def findings(self) -> list[dict[str, Any]]:
         """Every evaluated finding, by name."""
         return [dict(self._findings[k]) for k in sorted(self._findings)]

@@ -122,7 +122,15 @@ class StatementReader:
     change, conduction disturbance, hypertrophy) is present when it or any of its member findings reads
     present, with the largest of their probabilities. A finding that reads present is answered "no"
     when a finding no ECG carries together with it (``diagecg.consistency.CONTRADICTIONS``) reads present
-    with a higher probability (the bundle's calibrated one when it has a calibration; ties: by name).
+    and ranks higher: a finding the bundle's evaluation validated (held-out numbers in the manifest)
+    ranks above one it never validated, then the higher probability (the bundle's calibrated one when it
+    has a calibration), then the name. An unchecked reading never overturns a checked one: with the
+    shipped bundle, "sinus arrhythmia" (never validated, p = 0.83) overruled "atrial fibrillation"
+    (validated, p = 0.81) on the AF record 00318, and "incomplete LBBB" (never validated) "complete
+    LBBB" on the LBBB record 00180. A rival that the rule itself answers no does not overrule (as in
+    reports: a dropped statement drops nothing). On the first 55 fold-10 records (the 18 findings with
+    positives among them) validated-first ranking gives a macro balanced accuracy of 0.797, probability
+    alone 0.798 (AF 0.991 vs 0.972, complete LBBB 0.981 vs 0.972, complete RBBB 0.935 vs 0.963).
     Measured on 55 PTB-XL fold-10 records with the shipped bundle, this rule raised the macro balanced
     accuracy of the 19 evaluated findings from 0.752 (the model's own answers, 63 contradictions) to
     0.782 (0 contradictions); ranking first by each finding's held-out balanced accuracy gave 0.725 (it
@@ -136,12 +144,16 @@ class StatementReader:
         score: asks a window (by index) a catalogue yes/no question and returns the reply of
             ``DiagEcgPipeline._choose`` (``text``, ``option_probabilities``).
         n_windows: how many windows the record was analysed in.
+        validated: the findings (catalogue names) the bundle's evaluation validated; None: every
+            finding ranks alike.
     """
 
-    def __init__(self, catalogue: QuestionCatalogue, score: ScoreFn, n_windows: int) -> None:
+    def __init__(self, catalogue: QuestionCatalogue, score: ScoreFn, n_windows: int,
+                 validated: frozenset[str] | None = None) -> None:
         self.catalogue = catalogue
         self.score = score
         self.n_windows = n_windows
+        self.validated = validated
         self._readings: dict[str, Reading | None] = {}
         # PTB-XL code -> the catalogue's name of it ("normal ecg" for NORM, asked by template 2)
         self._names: dict[str, str] = {"NORM": NORMAL_NAME}
@@ -206,7 +218,11 @@ class StatementReader:
         for other in rivals:
             rival = self._effective(other)
             name = self._names.get(other, other)
-            if rival is None or not rival.present or (rival.presence, name) <= (effective.presence, finding):
+            if rival is None or not rival.present or (
+                    self._rank(name, rival) <= self._rank(finding, effective)):
+                continue
+            # a rival the rule itself overrules does not overrule (ranks rise along the chain, so it ends)
+            if name in self._names.values() and not (self.decide(name)[0] or rival).present:
                 continue
             note = Note(W.ANSWER_CONTRADICTED,
                         f"{finding}: the model reads it as present (p = {effective.presence:.2f}) but "
@@ -215,6 +231,11 @@ class StatementReader:
             no = {"text": "no", "option_probabilities": effective.reply["option_probabilities"]}
             return Reading(effective.presence, False, no), note
         return effective, note
+
+    def _rank(self, finding: str, reading: Reading) -> tuple[bool, float, str]:
+        """Which of two contradicting readings stands (class docstring): validated, then probable."""
+        checked = self.validated is None or finding.lower() in self.validated
+        return checked, reading.presence, finding
 
     def verify(self, match: MatchedQuestion, text: str, probs: dict[str, float]
                ) -> tuple[str, dict[str, float], list[Note]]:

@@ -486,7 +486,7 @@ class DiagEcgPipeline:
         t_read = time.perf_counter()
         # one rule keeps any two answers about the record consistent (runtime.answering.StatementReader)
         reader = None if catalogue is None else StatementReader(
-            catalogue, lambda k, q: self._ask(parts[k][2], used, q), len(parts))
+            catalogue, lambda k, q: self._ask(parts[k][2], used, q), len(parts), self.reliability.validated())
         if match is not None and closed and probs is not None:
             if reader is not None and match.question_type == "single-verify" and (
                     match.template_id == NORMAL_ECG_TEMPLATE or match.template_id == 1):

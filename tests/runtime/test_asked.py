@@ -208,7 +208,8 @@ def test_questions_lists_semantics_and_reliability(evaluated_bundle: Path) -> No
     assert data["reliability"]["floor"] == {"min_positives": 10, "min_auc": 0.75}
 
 
-def _fake_reader(pipe: DiagEcgPipeline, present: dict[str, float]) -> StatementReader:
+def _fake_reader(pipe: DiagEcgPipeline, present: dict[str, float],
+                 validated: frozenset[str] | None = None) -> StatementReader:
     """A reader of one window whose yes/no answers say p(present) as given (0.05 for the rest)."""
     q = pipe.bundle.questions
     assert q is not None
@@ -221,7 +222,7 @@ def _fake_reader(pipe: DiagEcgPipeline, present: dict[str, float]) -> StatementR
             probs["not sure"] = 0.0
         return {"text": "yes" if p >= 0.5 else "no", "option_probabilities": probs}
 
-    return StatementReader(q, score, 1)
+    return StatementReader(q, score, 1, validated)
 
 
 def _verify(reader: StatementReader, question: str) -> tuple[str, list[str]]:
@@ -251,6 +252,29 @@ def test_one_rule_keeps_answers_about_a_record_consistent(pipe: DiagEcgPipeline)
     # the same rule keeps a report's statements
     text, _, notes = reader.report(["sinus bradycardia. sinus tachycardia. inferior myocardial infarction."])
     assert text == "Sinus bradycardia." and {n.code for n in notes} == {W.STATEMENT_CONTRADICTED}
+
+
+def test_an_unvalidated_reading_never_overrules_a_validated_one(pipe: DiagEcgPipeline) -> None:
+    af, sarrh = "atrial fibrillation", "sinus arrhythmia"
+    # the shipped bundle on 00318 (labelled AF): sinus arrhythmia (never validated) 0.83, AF (validated) 0.81
+    reader = _fake_reader(pipe, {af: 0.81, sarrh: 0.83}, validated=frozenset({af}))
+    assert _verify(reader, "AF?") == ("yes", [])
+    assert _verify(reader, "Sinus arrhythmia?") == ("no", [W.ANSWER_CONTRADICTED])
+    # without validation numbers for either, probability decides, whichever is asked
+    reader = _fake_reader(pipe, {af: 0.81, sarrh: 0.83})
+    assert _verify(reader, "AF?") == ("no", [W.ANSWER_CONTRADICTED])
+    assert _verify(reader, "Sinus arrhythmia?") == ("yes", [])
+    # a rival the rule itself overrules does not overrule: incomplete RBBB 0.9 drops complete RBBB 0.85,
+    # so complete LBBB 0.8 stands (it contradicts complete RBBB, not incomplete RBBB)
+    lbbb, rbbb, irbbb = ("complete left bundle branch block", "complete right bundle branch block",
+                         "incomplete right bundle branch block")
+    reader = _fake_reader(pipe, {lbbb: 0.8, rbbb: 0.85, irbbb: 0.9}, validated=frozenset({lbbb, rbbb, irbbb}))
+    assert _verify(reader, "Complete RBBB?") == ("no", [W.ANSWER_CONTRADICTED])
+    assert _verify(reader, "Complete LBBB?") == ("yes", [])
+    assert _verify(reader, "Incomplete RBBB?") == ("yes", [])
+    # both validated: probability decides
+    reader = _fake_reader(pipe, {af: 0.81, sarrh: 0.83}, validated=frozenset({af, sarrh}))
+    assert _verify(reader, "AF?") == ("no", [W.ANSWER_CONTRADICTED])
 
 
 QUESTIONS = ["Is this ECG normal?", "Is the ECG abnormal?", "AF?", "Sinus rhythm?", "Sinus bradycardia?",
