@@ -96,3 +96,13 @@ def test_manifest_evaluation_shows_answers_that_depend_on_the_ecg(manifest: dict
         model, ablated = block["model"]["macro"], block["ablated"]["macro"]
         assert model["superclass_auc"] > ablated["superclass_auc"] + 0.1, (wording, model, ablated)
     assert evaluation["findings"]["template"]["model"]["calibration"]["presence"]["ece"] < 0.2
+
+
+def test_the_readme_main_job_prints_what_the_readme_says(pipeline) -> None:
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    cmd = re.search(r'diagecg infer (examples/records/\S+\.hea) --question "([^"]+)"\n', readme)
+    said = re.search(r"That prints `(\w+)`", readme)
+    assert cmd is not None and said is not None
+    assert pipeline.answer(REPO / cmd.group(1), cmd.group(2)).answer == said.group(1)
