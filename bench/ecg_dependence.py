@@ -47,10 +47,9 @@ from diagecg.datasets.reports import load_scp_table
 from diagecg.io import read_record
 from diagecg.preprocess import model_inputs, record_windows
 from diagecg.runtime.pipeline import DiagEcgPipeline
+from diagecg.scoring import NEGATIVE, ablation_permutation, format_calibration, ruler_scores, score_findings
 from diagecg.training.evaluate import eval_record_subset, format_findings, json_safe
-from diagecg.training.findings import NEGATIVE, ablation_permutation, score_findings, select_findings
-from diagecg.training.metrics import format_calibration
-from diagecg.training.ruler import ruler_scores
+from diagecg.training.findings import select_findings
 
 # Challenge label -> PTB-XL finding (SNOMED CT codes of the 2020/2021 Challenges, CPSC 2018 abbreviations);
 # the Challenges scored RBBB/CRBBB and PVC/VPB and PAC/SVPB as one class each

@@ -1,8 +1,13 @@
-"""A verify answer under a finding's calibration: one rule for the runtime and for ``diagecg eval``.
+"""A verify answer under a finding's calibration: one rule for fitting, for the runtime and for
+``diagecg eval`` / ``diagecg validate`` (torch-free).
 
-A bundle's manifest may hold, per finding, a logistic map of the model's p(present) (Platt scaling:
-``a``, ``b``) and a threshold on the mapped probability (``threshold``), fitted on a validation fold by
-``diagecg.training.ruler.fit_calibration``. :func:`calibrate_options` applies it to one verify
+The verify answers are trained on class-balanced questions, so their p(present) overstates rare
+findings. Per finding, a logistic map of the logit of p(present) (Platt scaling, ``a``, ``b``: fitted by
+:func:`fit_calibration` on a validation fold or a site's own labelled records, with importance weights
+where those over-represent a finding) turns it into a probability of presence, and a threshold on
+that probability (``threshold``), chosen to maximise balanced accuracy on the same records, is the
+decision rule: the answer is ``yes`` when the calibrated probability reaches it. A bundle's manifest
+holds them per finding. :func:`calibrate_options` applies it to one verify
 question's option probabilities; the held-out evaluation applies the same function, so the
 sensitivity, specificity and PPV a bundle reports are those of the rule its runtime answers with.
 """
@@ -10,13 +15,14 @@ sensitivity, specificity and PPV a bundle reports are those of the rule its runt
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["P_EPS", "calibrate_options", "logit", "platt", "read_calibration_results", "sigmoid"]
+__all__ = ["P_EPS", "calibrate_options", "fit_calibration", "fit_platt", "logit", "platt",
+           "read_calibration_results", "sigmoid"]
 
 P_EPS = 1e-4  # p(present) is clipped to [P_EPS, 1 - P_EPS] before its logit (fit and use alike)
 
@@ -73,3 +79,70 @@ def calibrate_options(probs: np.ndarray, negative: int, cal: Mapping[str, Any]) 
     positives = [k for k in range(len(p)) if k != negative]
     best = max(positives, key=lambda k: out[k]) if q >= float(cal["threshold"]) else negative
     return out, best
+
+
+def fit_platt(p: np.ndarray, truth: np.ndarray, weights: np.ndarray | None = None,
+              l2: float = 1e-3, iters: int = 50) -> tuple[float, float]:
+    """``(a, b)`` of ``sigmoid(a * logit(p) + b)``: weighted logistic regression by Newton's method
+    (a small ridge keeps it finite on separable data)."""
+    x = logit(p)
+    y = np.asarray(truth, float)
+    w = np.ones_like(x) if weights is None else np.asarray(weights, float)
+    X = np.stack([x, np.ones_like(x)], axis=1)
+    theta = np.array([1.0, 0.0])
+    for _ in range(iters):
+        q = sigmoid(X @ theta)
+        grad = X.T @ (w * (q - y)) + l2 * theta
+        hess = (X * (w * q * (1 - q))[:, None]).T @ X + l2 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        theta = theta - step
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(theta[0]), float(theta[1])
+
+
+def _best_threshold(q: np.ndarray, truth: np.ndarray, w: np.ndarray) -> float:
+    """The threshold on ``q`` with the largest weighted balanced accuracy (midpoints of sorted values)."""
+    order = np.unique(q)
+    if order.size < 2:
+        return 0.5
+    cands = np.concatenate([[0.0], (order[1:] + order[:-1]) / 2, [1.0]])
+    pos, neg = w[truth].sum(), w[~truth].sum()
+    best, best_t = -1.0, 0.5
+    for t in cands:
+        called = q >= t
+        bal = (w[called & truth].sum() / pos + w[~called & ~truth].sum() / neg) / 2
+        if bal > best + 1e-12:
+            best, best_t = bal, float(t)
+    return best_t
+
+
+def fit_calibration(codes: Sequence[str], p_present: Sequence[float], truth: Sequence[bool],
+                    weights: Sequence[float] | None = None, min_positives: int = 5
+                    ) -> dict[str, dict[str, Any]]:
+    """Per-finding Platt map and decision threshold, fitted on validation answers.
+
+    Args:
+        codes, p_present, truth: one entry per (record, finding) verify question.
+        weights: importance weight of each question's record (prevalence correction); None = 1.
+        min_positives: findings with fewer positives (or negatives) are not calibrated.
+
+    Returns:
+        ``{code: {"a", "b", "threshold", "n", "n_pos"}}``.
+    """
+    codes_a = np.asarray(codes)
+    p = np.asarray(p_present, float)
+    t = np.asarray(truth, bool)
+    w = np.ones_like(p) if weights is None else np.asarray(weights, float)
+    out: dict[str, dict[str, Any]] = {}
+    for code in dict.fromkeys(codes):
+        m = codes_a == code
+        n_pos, n_neg = int(t[m].sum()), int((~t[m]).sum())
+        if n_pos < min_positives or n_neg < min_positives:
+            continue
+        a, b = fit_platt(p[m], t[m], w[m])
+        q = platt(p[m], a, b)
+        threshold = _best_threshold(q, t[m], w[m])
+        out[code] = {"a": round(a, 5), "b": round(b, 5), "threshold": round(threshold, 5),
+                     "n": int(m.sum()), "n_pos": n_pos}
+    return out

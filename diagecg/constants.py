@@ -80,7 +80,7 @@ class ManifestKey:
     TRAINING = "training"
     EVALUATION = "evaluation"
     # {"fitted_on": {...}, "findings": {name asked: {"code", "a", "b", "threshold", "n", "n_pos"}}}: the
-    # per-finding Platt map of p(present) and the yes threshold (diagecg.training.ruler.fit_calibration)
+    # per-finding Platt map of p(present) and the yes threshold (diagecg.calibration.fit_calibration)
     CALIBRATION = "calibration"
     PARITY = "parity"
     LLM_FILES = "llm_files"  # {quant: file name}

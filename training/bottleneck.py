@@ -50,8 +50,8 @@ from diagecg.datasets.ptbxl import (
 from diagecg.nn.checkpoint import load_tokenizer
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.encoder import LeadwiseEncoder
+from diagecg.scoring import bootstrap_auc_intervals, roc_auc
 from diagecg.training.ecg_data import LoadedRecords, load_signals, source_fs_hz
-from diagecg.training.metrics import bootstrap_auc_intervals, roc_auc
 
 logger = logging.getLogger(__name__)
 

@@ -85,7 +85,7 @@ import torch
 from tokenizers import Tokenizer
 
 from diagecg.answers import format_answer, normalize_answer
-from diagecg.calibration import calibrate_options, read_calibration_results
+from diagecg.calibration import calibrate_options, fit_calibration, read_calibration_results
 from diagecg.config import ConfigMixin, PreprocessConfig, _check
 from diagecg.constants import CALIBRATION_RESULTS, RUN_SUMMARY
 from diagecg.datasets import resolve_data_roots, seeded_subset, stratified_subset
@@ -107,18 +107,11 @@ from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.generation import decoding_policy, greedy_generate
 from diagecg.nn.llm_checkpoint import has_llm_checkpoint, load_llm_checkpoint, read_llm_meta
 from diagecg.prompts import encode_prompt
+from diagecg.scoring import NEGATIVE, ablation_permutation, ruler_scores, score_findings
 from diagecg.training.ecg_data import load_signals, source_fs_hz
 from diagecg.training.encode_records import encode_signals
-from diagecg.training.findings import (
-    NEGATIVE,
-    ablation_permutation,
-    finding_sample_weights,
-    option_probabilities,
-    score_findings,
-    select_findings,
-)
+from diagecg.training.findings import finding_sample_weights, option_probabilities, select_findings
 from diagecg.training.metrics import OVERALL, exact_match_by_type, majority_predictions, report_metrics
-from diagecg.training.ruler import fit_calibration, ruler_scores
 from diagecg.types import F32Array, I64Array, PatientInfo
 
 logger = logging.getLogger(__name__)
@@ -156,8 +149,8 @@ class EvalConfig(ConfigMixin):
     ablation: bool = True  # also score the model with each record's ECG tokens swapped for another's
     finding_min_positives: int = 10  # statements with this many positives get a per-finding row (and macro)
     n_bootstrap: int = 1000  # bootstrap draws of the per-finding AUCs' 95% intervals; 0 = none
-    # fit the per-finding calibration (training.ruler.fit_calibration) on these folds' answers: run it on a
-    # validation fold (9), never on the test fold; export writes it into the bundle
+    # fit the per-finding calibration (diagecg.calibration.fit_calibration) on these folds' answers: run it
+    # on a validation fold (9), never on the test fold; export writes it into the bundle
     calibrate: bool = False
     # the calibration the runtime will answer with (results of a calibrate run on another fold); None =
     # the checkpoint's calibration_results.json when it exists: sensitivity, specificity and ECE are then
@@ -751,9 +744,9 @@ def evaluate_findings(
 ) -> dict[str, Any]:
     """Per-finding verify metrics of the model (and its ECG ablation), per wording
     (``training.findings``): ``{wording: {"model": score, "ablated": score | None}}`` plus ``findings``
-    (code -> name asked), ``ruler`` (``training.ruler.ruler_scores``: the defining measurement's own
+    (code -> name asked), ``ruler`` (``diagecg.scoring.ruler_scores``: the defining measurement's own
     AUC on the same questions, with ``features``) and, with ``cfg.calibrate``, ``calibration``
-    (``training.ruler.fit_calibration`` of the template-wording answers, keyed by the name asked)."""
+    (``diagecg.calibration.fit_calibration`` of the template-wording answers, keyed by the name asked)."""
     names = select_findings(ptbxl, ecg_ids, scp_table, vocab, cfg.finding_min_positives)
     codes_by_name = {name: code for code, name in names.items()}
     out: dict[str, Any] = {"findings": names}

@@ -65,9 +65,9 @@ from diagecg.nn.checkpoint import (
 )
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.preprocess import measure_signal, zscore
+from diagecg.scoring import roc_auc
 from diagecg.training.configs import TokenizerTrainConfig
 from diagecg.training.ecg_data import load_signals, source_fs_hz
-from diagecg.training.metrics import roc_auc
 
 logger = logging.getLogger(__name__)
 

@@ -10,14 +10,8 @@ import pytest
 from diagecg.datasets import resolve_data_roots
 from diagecg.datasets.ecgqa import QASample, finding_questions, load_answer_vocab
 from diagecg.datasets.ptbxl import SUPERCLASSES, TEST_FOLDS, has_finding
-from diagecg.training.findings import (
-    TRACKED_FINDINGS,
-    ablation_permutation,
-    option_probabilities,
-    score_findings,
-    select_findings,
-)
-from diagecg.training.metrics import roc_auc
+from diagecg.scoring import ablation_permutation, roc_auc, score_findings
+from diagecg.training.findings import TRACKED_FINDINGS, option_probabilities, select_findings
 
 
 def test_ablation_is_a_seeded_derangement_within_each_fold():

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 
 from diagecg.datasets.ecgqa import QASample
+from diagecg.scoring import calibration, roc_auc
 from diagecg.training.metrics import (
-    calibration,
     exact_match_by_type,
     format_table,
     majority_baseline,
     majority_predictions,
     report_metrics,
-    roc_auc,
 )
 
 

@@ -1,14 +1,15 @@
-"""The ruler baseline and the per-finding calibration (training/ruler.py, diagecg/criteria.py)."""
+"""The ruler baseline and the per-finding calibration (diagecg/scoring.py, calibration.py, criteria.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from diagecg.calibration import fit_calibration, fit_platt
 from diagecg.calibration import platt as apply_platt
 from diagecg.criteria import CRITERIA, criterion_for, criterion_score
 from diagecg.measure import FEATURE_NAMES
-from diagecg.training.ruler import auc_interval, fit_calibration, fit_platt, ruler_scores
+from diagecg.scoring import auc_interval, ruler_scores
 
 
 def _features(hr: np.ndarray) -> np.ndarray:

@@ -11,14 +11,8 @@ import pytest
 
 from diagecg.datasets import stratified_subset
 from diagecg.datasets.ecgqa import QASample
-from diagecg.training.findings import score_findings
-from diagecg.training.metrics import (
-    bootstrap_auc_intervals,
-    calibration,
-    majority_predictions,
-    roc_auc,
-    weighted_roc_auc,
-)
+from diagecg.scoring import bootstrap_auc_intervals, calibration, roc_auc, score_findings, weighted_roc_auc
+from diagecg.training.metrics import majority_predictions
 
 
 def test_weighted_auc_counts_a_sample_as_often_as_its_weight() -> None:
