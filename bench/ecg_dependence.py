@@ -45,7 +45,7 @@ from diagecg.datasets.ecgqa import QASample, finding_questions, load_answer_voca
 from diagecg.datasets.ptbxl import PtbxlDataset
 from diagecg.datasets.reports import load_scp_table
 from diagecg.io import read_record
-from diagecg.preprocess import model_inputs, record_windows
+from diagecg.preprocess import record_measurements
 from diagecg.runtime.pipeline import DiagEcgPipeline
 from diagecg.scoring import NEGATIVE, ablation_permutation, format_calibration, ruler_scores, score_findings
 from diagecg.training.evaluate import eval_record_subset, format_findings, json_safe
@@ -90,10 +90,8 @@ PERTURBATIONS = {"gain1.5": _gain, "noise50uv": _noise, "wander": _wander}
 
 
 def record_features(pipe: DiagEcgPipeline, record: Any) -> np.ndarray:
-    """The measurements of a record as the runtime computes them: per analysed window, at the record's
-    own rate; a long record's are the median over its windows."""
-    cfg = pipe.bundle.preprocess
-    return np.median(np.stack([model_inputs(w, cfg)[1] for _, _, w in record_windows(record, cfg)]), axis=0)
+    """The measurements of a record as the runtime computes them (``preprocess.record_measurements``)."""
+    return record_measurements(record, pipe.bundle.preprocess)
 
 
 def _ruler(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list[QASample],

@@ -14,15 +14,17 @@ sensitivity, specificity and PPV a bundle reports are those of the rule its runt
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["P_EPS", "calibrate_options", "fit_calibration", "fit_platt", "logit", "platt",
-           "read_calibration_results", "sigmoid"]
+__all__ = ["P_EPS", "calibrate_options", "calibration_identity", "fit_calibration", "fit_platt", "logit",
+           "parse_rule", "platt", "read_calibration_results", "sigmoid"]
 
 P_EPS = 1e-4  # p(present) is clipped to [P_EPS, 1 - P_EPS] before its logit (fit and use alike)
 
@@ -117,8 +119,54 @@ def _best_threshold(q: np.ndarray, truth: np.ndarray, w: np.ndarray) -> float:
     return best_t
 
 
+def _threshold_for_sensitivity(q: np.ndarray, truth: np.ndarray, w: np.ndarray, target: float) -> float:
+    """The highest threshold on ``q`` whose weighted sensitivity reaches ``target`` (most specific)."""
+    pos = np.sort(q[truth])[::-1]
+    pw = w[truth][np.argsort(q[truth])[::-1]]
+    if not pos.size:
+        return 0.5
+    reached = np.cumsum(pw) / pw.sum() >= target - 1e-12
+    return float(pos[int(np.argmax(reached))])
+
+
+def parse_rule(rule: str) -> tuple[str, float | None]:
+    """``"balanced"`` or ``"sensitivity:0.9"`` -> (kind, target).
+
+    Raises:
+        ValueError: any other rule.
+    """
+    if rule == "balanced":
+        return "balanced", None
+    kind, _, value = rule.partition(":")
+    try:
+        target = float(value)
+    except ValueError:
+        target = math.nan
+    if kind != "sensitivity" or not 0 < target <= 1:
+        raise ValueError(f"decision rule {rule!r}: use 'balanced' (best balanced accuracy) or "
+                         f"'sensitivity:T' (the most specific threshold with sensitivity >= T, 0 < T <= 1)")
+    return kind, target
+
+
+def calibration_identity(section: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Which calibration a bundle's answers follow: where it was fitted, when, and the sha256 of its
+    manifest section (canonical JSON); None without one."""
+    if not section or not section.get("findings"):
+        return None
+    fitted = section.get("fitted_on") or {}
+    if fitted.get("source"):
+        source = str(fitted["source"])
+    elif fitted.get("folds"):
+        source = f"PTB-XL fold {', '.join(map(str, fitted['folds']))}"
+    else:
+        source = "unknown"
+    canonical = json.dumps(section, sort_keys=True, separators=(",", ":")).encode()
+    return {"source": source, "created_utc": section.get("created_utc"),
+            "sha256": hashlib.sha256(canonical).hexdigest()}
+
+
 def fit_calibration(codes: Sequence[str], p_present: Sequence[float], truth: Sequence[bool],
-                    weights: Sequence[float] | None = None, min_positives: int = 5
+                    weights: Sequence[float] | None = None, min_positives: int = 5, rule: str = "balanced"
                     ) -> dict[str, dict[str, Any]]:
     """Per-finding Platt map and decision threshold, fitted on validation answers.
 
@@ -126,10 +174,13 @@ def fit_calibration(codes: Sequence[str], p_present: Sequence[float], truth: Seq
         codes, p_present, truth: one entry per (record, finding) verify question.
         weights: importance weight of each question's record (prevalence correction); None = 1.
         min_positives: findings with fewer positives (or negatives) are not calibrated.
+        rule: how the threshold is chosen (:func:`parse_rule`): ``"balanced"`` for the best balanced
+            accuracy, ``"sensitivity:0.9"`` for the most specific threshold that finds 90% of positives.
 
     Returns:
         ``{code: {"a", "b", "threshold", "n", "n_pos"}}``.
     """
+    _, target = parse_rule(rule)
     codes_a = np.asarray(codes)
     p = np.asarray(p_present, float)
     t = np.asarray(truth, bool)
@@ -142,7 +193,9 @@ def fit_calibration(codes: Sequence[str], p_present: Sequence[float], truth: Seq
             continue
         a, b = fit_platt(p[m], t[m], w[m])
         q = platt(p[m], a, b)
-        threshold = _best_threshold(q, t[m], w[m])
-        out[code] = {"a": round(a, 5), "b": round(b, 5), "threshold": round(threshold, 5),
+        threshold = (_best_threshold(q, t[m], w[m]) if target is None
+                     else _threshold_for_sensitivity(q, t[m], w[m], target))
+        # rounded down: a positive at the threshold stays at or above it
+        out[code] = {"a": round(a, 5), "b": round(b, 5), "threshold": math.floor(threshold * 1e5) / 1e5,
                      "n": int(m.sum()), "n_pos": n_pos}
     return out

@@ -246,10 +246,13 @@ def _add_runtime_commands() -> None:
     # runtime is torch-free, so importing its command definitions here is cheap
     from diagecg.runtime.commands import infer, questions, report
     from diagecg.runtime.serve import serve  # FastAPI/uvicorn are imported only when it runs
+    from diagecg.runtime.site_commands import calibrate, validate
 
     main.add_command(infer)
     main.add_command(report)
     main.add_command(questions)
+    main.add_command(validate)
+    main.add_command(calibrate)
     main.add_command(serve)
 
 
@@ -269,6 +272,8 @@ except ImportError as _e:  # runtime extra not installed: say so instead of hidi
     main.add_command(_missing_runtime_command("infer", str(_e)))
     main.add_command(_missing_runtime_command("report", str(_e)))
     main.add_command(_missing_runtime_command("questions", str(_e)))
+    main.add_command(_missing_runtime_command("validate", str(_e)))
+    main.add_command(_missing_runtime_command("calibrate", str(_e)))
     main.add_command(_missing_runtime_command("serve", str(_e)))
 
 

@@ -226,3 +226,11 @@ def record_windows(record: EcgRecord, cfg: PreprocessConfig) -> list[tuple[float
     return [(round(a / record.fs_hz, 3), round((a + width) / record.fs_hz, 3),
              dataclasses.replace(record, signal=record.signal[:, a:a + width]))
             for a in starts]
+
+
+def record_measurements(record: EcgRecord, cfg: PreprocessConfig) -> F32Array:
+    """The measurements (``diagecg.measure.FEATURE_NAMES``) of a record as the runtime computes them: per
+    analysed window (:func:`record_windows`), at the record's own rate; a long record's are the median
+    over its windows. What the ruler scores (``diagecg.scoring.ruler_scores``)."""
+    feats = np.stack([model_inputs(w, cfg)[1] for _, _, w in record_windows(record, cfg)])
+    return np.median(feats, axis=0).astype(np.float32)

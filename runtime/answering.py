@@ -146,14 +146,19 @@ class StatementReader:
         n_windows: how many windows the record was analysed in.
         validated: the findings (catalogue names) the bundle's evaluation validated; None: every
             finding ranks alike.
+        shared: readings scored for earlier questions about the same prompt (record windows, patient,
+            calibration); the reader adds the ones it scores, so later questions about the record do
+            not score them again. None: kept for this reader only.
     """
 
     def __init__(self, catalogue: QuestionCatalogue, score: ScoreFn, n_windows: int,
-                 validated: frozenset[str] | None = None) -> None:
+                 validated: frozenset[str] | None = None,
+                 shared: dict[str, Reading | None] | None = None) -> None:
         self.catalogue = catalogue
         self.score = score
         self.n_windows = n_windows
         self.validated = validated
+        self._shared = {} if shared is None else shared
         self._readings: dict[str, Reading | None] = {}
         # PTB-XL code -> the catalogue's name of it ("normal ecg" for NORM, asked by template 2)
         self._names: dict[str, str] = {"NORM": NORMAL_NAME}
@@ -171,6 +176,8 @@ class StatementReader:
 
     def reading(self, finding: str) -> Reading | None:
         """A finding's reading (cached), or None when the catalogue cannot ask about it."""
+        if finding not in self._readings and finding in self._shared:
+            self._readings[finding] = self._shared[finding]
         if finding not in self._readings:
             question = self.catalogue.finding_question(finding)
             if question is None:
@@ -181,6 +188,7 @@ class StatementReader:
                 best = max(replies, key=lambda r: sign * presence(question, r["option_probabilities"]))
                 self._readings[finding] = Reading(presence(question, best["option_probabilities"]),
                                                   _says_present(question, best["text"]), best)
+            self._shared[finding] = self._readings[finding]
         return self._readings[finding]
 
     def _effective(self, code: str) -> Reading | None:

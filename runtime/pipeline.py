@@ -86,7 +86,9 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 4; keys are always all p
     ecg_cached       bool    every window's ECG codes came from the cache (no preprocess/tokenize run)
     n_reused_tokens  int     leading prompt tokens whose KV cells llama.cpp kept from the previous call
     bundle           {path: str, format_version: int, diagecg_version: str, manifest_sha256: str,
-                      quant: str, gguf_sha256: str}
+                      quant: str, gguf_sha256: str, calibration: {source: str, created_utc: str|null,
+                      sha256: str}|null}  calibration: which per-finding calibration the answers follow
+                             (``diagecg.calibration.calibration_identity``; null: none)
     device           {requested: str, ecg_tokenizer: "cpu"|"cuda", llm: "cpu"|"cuda", threads: int}
     windows          [{start_s: float, end_s: float, answer: str, confidence: float|null,
                        option_probabilities: {str: float}|null}]  one per analysed window (one for a
@@ -131,7 +133,7 @@ import numpy as np
 
 from diagecg.answers import format_answer, normalize_answer
 from diagecg.bundle import Bundle, default_bundle, feature_columns, load_bundle, sha256_file
-from diagecg.calibration import calibrate_options
+from diagecg.calibration import calibrate_options, calibration_identity
 from diagecg.config import QualityConfig
 from diagecg.constants import MANIFEST_NAME
 from diagecg.constants import ManifestKey as K
@@ -149,6 +151,7 @@ from diagecg.questions import NONE_ANSWER, NORMAL_ECG_TEMPLATE, MatchedQuestion,
 from diagecg.reliability import ReliabilityTable
 from diagecg.report_text import report_statements, tidy_report
 from diagecg.runtime.answering import (
+    NORMAL_NAME,
     StatementReader,
     as_asked,
     choose_consistently,
@@ -348,8 +351,12 @@ class DiagEcgPipeline:
         self.quality = QualityConfig(allow_flat_leads=allow_degraded)
         self.measure = measure
         self.reliability = ReliabilityTable.from_manifest(bundle.manifest)
+        # finding name -> Platt map and threshold the verify answers follow (the manifest's; `diagecg
+        # calibrate` sets it to {} to read the model's own probabilities)
+        self.calibration: dict[str, dict[str, Any]] = bundle.calibration
         self._ecg_cache: OrderedDict[bytes, tuple[I64Array, F32Array]] = OrderedDict()
         self._ecg_cache_lock = threading.Lock()
+        self._readings_cache: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
         self._bundle_info = {
             "path": str(bundle.root),
             "format_version": bundle.manifest.get(K.FORMAT_VERSION),
@@ -357,6 +364,7 @@ class DiagEcgPipeline:
             "manifest_sha256": sha256_file(bundle.root / MANIFEST_NAME),
             "quant": quant,
             "gguf_sha256": bundle.manifest[K.FILES][bundle.gguf_path(quant).name]["sha256"],
+            "calibration": calibration_identity(bundle.manifest.get(K.CALIBRATION)),
         }
 
     @property
@@ -486,7 +494,8 @@ class DiagEcgPipeline:
         t_read = time.perf_counter()
         # one rule keeps any two answers about the record consistent (runtime.answering.StatementReader)
         reader = None if catalogue is None else StatementReader(
-            catalogue, lambda k, q: self._ask(parts[k][2], used, q), len(parts), self.reliability.validated())
+            catalogue, lambda k, q: self._ask(parts[k][2], used, q), len(parts), self.reliability.validated(),
+            self._shared_readings(parts, used))
         if match is not None and closed and probs is not None:
             if reader is not None and match.question_type == "single-verify" and (
                     match.template_id == NORMAL_ECG_TEMPLATE or match.template_id == 1):
@@ -573,7 +582,7 @@ class DiagEcgPipeline:
     def _finding_code(self, name: str) -> str | None:
         """The SCP code of a finding name the catalogue asks about (calibration entries name it; else
         the statement table)."""
-        cal = self.bundle.calibration.get(name)
+        cal = self.calibration.get(name)
         if cal and cal.get("code"):
             return str(cal["code"])
         coded = coded_statements([(name, True)])
@@ -616,13 +625,14 @@ class DiagEcgPipeline:
         option_ids = option_continuations(self.prompt_config, self.llm.encode_text, match.options, eos)
         probs, n_reused = self.llm.score_options(prompt_ids, option_ids)
         best = int(probs.argmax())
-        cal = self.bundle.calibration.get(match.attributes[0]) \
-            if match.question_type == "single-verify" and len(match.attributes) == 1 else None
+        finding = NORMAL_NAME if match.template_id == NORMAL_ECG_TEMPLATE else (
+            match.attributes[0] if len(match.attributes) == 1 else None)
+        cal = self.calibration.get(finding) if match.question_type == "single-verify" and finding else None
         if cal is not None and "no" in match.options:
             probs, best = calibrate_options(probs, match.options.index("no"), cal)
         if not np.isfinite(probs).all():  # a damaged calibration entry; never NaN in an answer
             raise InferenceError(f"the options' probabilities are not finite after the bundle's calibration "
-                                 f"of {match.attributes[0]!r}: {probs.tolist()}")
+                                 f"of {finding!r}: {probs.tolist()}")
         return {"text": match.options[best], "stop_reason": "options", "confidence": float(probs[best]),
                 "option_probabilities": {o: float(p) for o, p in zip(match.options, probs, strict=True)},
                 "n_answer_tokens": len(option_ids[best]) - 1, "n_reused_tokens": n_reused, "warnings": [],
@@ -733,10 +743,29 @@ class DiagEcgPipeline:
             while len(self._ecg_cache) > self.ecg_cache_size:
                 self._ecg_cache.popitem(last=False)
 
+    def _shared_readings(self, parts: list[tuple[Any, ...]], patient: PatientInfo) -> dict[str, Any]:
+        """The consistency rule's readings of one prompt (the windows' ECG codes, the patient, the
+        calibration in use), kept for the next question about it (as many prompts as ECG codes)."""
+        h = hashlib.sha256(repr((dataclasses.astuple(patient), id(self.calibration),
+                                 sorted(self.calibration))).encode())
+        for p in parts:
+            h.update(np.ascontiguousarray(p[2]).tobytes())
+        key = h.digest()
+        with self._ecg_cache_lock:
+            hit = self._readings_cache.get(key)
+            if hit is None:
+                hit = self._readings_cache[key] = {}
+            self._readings_cache.move_to_end(key)
+            while len(self._readings_cache) > max(self.ecg_cache_size, 1):
+                self._readings_cache.popitem(last=False)
+        return hit
+
     def clear_caches(self) -> None:
-        """Drop the cached ECG codes and the KV cells llama.cpp holds (the next answer starts cold)."""
+        """Drop the cached ECG codes, the consistency rule's readings and the KV cells llama.cpp holds
+        (the next answer starts cold)."""
         with self._ecg_cache_lock:
             self._ecg_cache.clear()
+            self._readings_cache.clear()
         self.llm.reset()
 
     def answer(self, record: RecordLike, question: str, *, patient: PatientInfo | None = None) -> Answer:
