@@ -107,6 +107,8 @@ JSON schema of ``Answer.to_dict()`` (``schema_version`` 4; keys are always all p
                              the answer asserts, with the probability that each is present, coded
                              (``diagecg.statements``): a report's statements and a query's members
                              (present), a verify or choose question's named findings (present or not)
+    request_id       str     a new random id (32 hex digits) of this answer, for audit trails and support
+    created_utc      str     when the answer was made, UTC, ISO 8601 to the millisecond
 
 An error line of a batch (``error_dict``) has every key of an answer (empty where unknown:
 ``answer`` "", ``stop_reason`` "error", ``timings_ms`` with ``total`` only, ...), the question it
@@ -119,11 +121,13 @@ Both are published as a JSON Schema (draft 2020-12): ``diagecg/schemas/answer.sc
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import logging
 import math
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -180,6 +184,11 @@ TIMING_STAGES: tuple[str, ...] = ("read", "preprocess", "tokenize", "prompt", "g
 RecordLike = EcgRecord | str | Path
 
 
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the millisecond (``2026-12-07T21:40:33.123Z``)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 @dataclasses.dataclass
 class Answer:
     """One answered record; ``to_dict()`` gives the stable JSON schema of the module docstring."""
@@ -212,6 +221,8 @@ class Answer:
     refusal: dict[str, Any] | None = None
     evidence: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     calibrated: bool = False
+    request_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+    created_utc: str = dataclasses.field(default_factory=utc_now)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}

@@ -25,7 +25,8 @@ from diagecg.types import EcgRecord, PatientInfo
 
 # the published schema lists every key of an answer line; Answer.to_dict() gives exactly those
 ANSWER_KEYS = set(answer_schema()["$defs"]["answer"]["required"])
-BUNDLE_KEYS = {"path", "format_version", "diagecg_version", "manifest_sha256", "quant", "gguf_sha256"}
+BUNDLE_KEYS = {"path", "format_version", "diagecg_version", "manifest_sha256", "quant", "gguf_sha256",
+               "calibration"}
 DEVICE_KEYS = {"requested", "ecg_tokenizer", "llm", "threads"}
 ERROR_KEYS = ANSWER_KEYS | {"error", "error_type"}  # every key of an answer, and the error
 QUESTION = "Does this ECG show atrial fibrillation?"
@@ -52,6 +53,9 @@ def test_answer_is_deterministic_with_a_stable_json_schema(pipeline: DiagEcgPipe
     assert d["confidence"] is None and b.confidence is None  # one meaning: a closed question's answer
     jsonschema.validate(d, answer_schema())  # the published JSON Schema
     assert d["patient"] == dataclasses.asdict(read_record(record_paths[0]).patient)
+    # every answer has its own id and time, for audit trails
+    assert len(d["request_id"]) == 32 and d["request_id"] != b.request_id
+    assert d["created_utc"].endswith("Z") and d["created_utc"] <= b.created_utc
 
 
 def test_repeated_ecg_is_served_from_the_caches_with_the_same_answers(tiny_bundle: Path,

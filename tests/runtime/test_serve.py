@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 RECORDS = REPO / "tests" / "fixtures" / "records"
 FORMATS = REPO / "tests" / "fixtures" / "formats"
 QUESTION = "Is the rhythm regular?"
-VOLATILE = ("record", "timings_ms", "ecg_cached", "n_reused_tokens")  # how, not what, was answered
+VOLATILE = ("record", "timings_ms", "ecg_cached", "n_reused_tokens", "request_id", "created_utc")  # how, not what
 TOKEN = "s3cret-token-of-24-chars"
 APPS: dict[str, Any] = {}  # base URL -> the app it serves
 
