@@ -171,11 +171,14 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
                 quant: str | None, as_json: bool, threads: int | None, device: str, verify_hashes: bool,
                 age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None,
                 allow_degraded: bool, plot_path: str | None, quiet: bool, measure: bool = False,
-                show_probability: bool = False) -> None:
+                show_probability: bool = False, output: str | None = None, audit_log: str | None = None
+                ) -> None:
+    from diagecg.runtime.outputs import AnswerFile
     from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
 
     patient = PatientInfo(age_years=age, sex=sex, height_cm=height_cm, weight_kg=weight_kg)
 
+    out_file = None
     try:
         records, expanded = expand_records(records_args)
         plots = None
@@ -183,16 +186,22 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
             from diagecg.runtime.plots import AnswerPlots
 
             plots = AnswerPlots(plot_path, several=expanded or len(records) > 1)
+        if output is not None:
+            out_file = AnswerFile(output)  # checked (suffix, no overwrite) before the bundle loads
         pipe = DiagEcgPipeline.from_bundle(resolve_bundle(bundle), quant=quant, device=device,
                                            threads=threads, verify_hashes=verify_hashes,
-                                           allow_degraded=allow_degraded, measure=measure)
+                                           allow_degraded=allow_degraded, measure=measure,
+                                           audit_log=audit_log)
         for question in questions or ():
             pipe.check_question(question)
     except (DiagEcgError, ValueError, FileNotFoundError, ImportError) as e:
+        if out_file is not None:
+            out_file.close()
+            out_file.path.unlink(missing_ok=True)
         fail(e, ExitCode.USAGE)
         return
     n_questions = len(questions) if questions is not None else 1
-    stream = as_json or expanded or len(records) > 1 or n_questions > 1
+    stream = out_file is not None or as_json or expanded or len(records) > 1 or n_questions > 1
     if not stream:
         try:
             ans = (pipe.answer(records[0], questions[0], patient=patient) if questions is not None
@@ -206,7 +215,7 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
             click.echo(plain_answer(ans, show_probability))
         if ans.measurements is not None:
             click.echo(summary_line(ans.measurements))
-        if plots is not None and not _plot([ans], plots, pipe):
+        if plots is not None and _plot([ans], plots, pipe) is None:
             sys.exit(int(ExitCode.FAILED))
         if ans.question_supported is False:
             sys.exit(int(ExitCode.UNSUPPORTED))
@@ -215,22 +224,46 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
                else pipe.report_batch(records, patient=patient))
     n_failed = n_unsupported = n_unplotted = 0
     total = len(records) * n_questions
-    pending: list[Answer] = []  # the current record's answers, drawn once its last one is in
-    for result in _progress(results, total, quiet):
-        if isinstance(result, Answer):
-            line = result.to_dict()
-            n_unsupported += result.question_supported is False
+    pending: list[Answer | dict[str, Any]] = []  # the current record's lines, emitted once it is drawn
+
+    def emit(lines: list[Answer | dict[str, Any]]) -> None:
+        nonlocal n_unplotted
+        answered = [x for x in lines if isinstance(x, Answer)]
+        picture = None
+        if plots is not None and answered:
+            picture = _plot(answered, plots, pipe)
+            n_unplotted += picture is None
+        for x in lines:
+            line = x.to_dict() if isinstance(x, Answer) else x
             if plots is not None:
-                if pending and pending[0].record != result.record:
-                    n_unplotted += not _plot(pending, plots, pipe)
+                line["plot"] = str(picture) if picture is not None and isinstance(x, Answer) else None
+            if out_file is not None:
+                out_file.write(line, plot=line.get("plot"))
+            else:
+                click.echo(json.dumps(line, ensure_ascii=False))
+
+    try:
+        for result in _progress(results, total, quiet):
+            if plots is None:  # each line as it finishes
+                emit([result])
+            else:  # a record's lines once its picture is drawn (they name it)
+                if pending and _source(pending[0]) != _source(result):
+                    emit(pending)
                     pending = []
                 pending.append(result)
-        else:
-            n_failed += 1
-            line = result
-        click.echo(json.dumps(line, ensure_ascii=False))
-    if plots is not None and pending:
-        n_unplotted += not _plot(pending, plots, pipe)
+            if isinstance(result, Answer):
+                n_unsupported += result.question_supported is False
+            else:
+                n_failed += 1
+        if pending:
+            emit(pending)
+    finally:
+        if out_file is not None:
+            out_file.close()
+    if out_file is not None:
+        answered = total - n_failed - n_unsupported
+        click.echo(f"{out_file.n_written} lines written to {out_file.path}: {answered} answered, {n_failed} "
+                   f"failed, {n_unsupported} not supported", err=True)
     if n_failed:
         click.echo(f"{n_failed} of {total} answers failed ({len(records)} records x {n_questions} "
                    f"questions)", err=True)
@@ -245,15 +278,18 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
         sys.exit(int(ExitCode.UNSUPPORTED))
 
 
-def _plot(answers: list[Answer], plots: AnswerPlots, pipe: DiagEcgPipeline) -> bool:
-    """Draw one record's answers (``--plot``) with the filters the model saw; a failure is one
-    ``error:`` line on stderr."""
+def _source(x: Any) -> str:
+    return x.record if hasattr(x, "record") and not isinstance(x, dict) else x["record"]
+
+
+def _plot(answers: list[Answer], plots: AnswerPlots, pipe: DiagEcgPipeline) -> Path | None:
+    """Draw one record's answers (``--plot``) with the filters the model saw: the picture's path, or None
+    after one ``error:`` line on stderr."""
     try:
-        plots.write(answers, preprocess=pipe.bundle.preprocess, quality=pipe.quality)
+        return plots.write(answers, preprocess=pipe.bundle.preprocess, quality=pipe.quality)
     except (DiagEcgError, OSError, ValueError) as e:
         click.echo(f"error: --plot {answers[0].record}: {' '.join(str(e).split())}", err=True)
-        return False
-    return True
+        return None
 
 
 _common_options: list[Callable[[Any], Any]] = [
@@ -277,6 +313,14 @@ _common_options: list[Callable[[Any], Any]] = [
                       "windows (pip install 'diagecg[plot]'): one record -> the file PATH (.png, .pdf or "
                       ".svg); several -> the folder PATH (created if missing), one <record_id>.png each. "
                       "'{record_id}' in PATH is replaced by the record's id."),
+    click.option("-o", "--output", metavar="FILE",
+                 help="Write every answer to FILE instead of stdout: .jsonl (one JSON line each) or .csv "
+                      "(one row per record and question, probabilities and warning codes flattened); an "
+                      "existing FILE is refused. A progress bar and the final count go to stderr."),
+    click.option("--audit-log", metavar="FILE",
+                 help="Append one JSON line per answer and failure to FILE (UTC time, request id, record "
+                      "SHA-256, question, answer, probabilities, warning codes, bundle hash, latency; never "
+                      "signal data). Rotated at 100 MB."),
     patient_options(),  # patient features for the structured prompt; each overrides the header's
     click.option("--show-probability", is_flag=True,
                  help="Plain text: add the probability of the answer (a report or query: of each statement). "

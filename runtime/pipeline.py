@@ -168,6 +168,7 @@ from diagecg.runtime.answering import (
 from diagecg.runtime.device import DeviceChoice, choose_device, trim_heap
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
+from diagecg.runtime.outputs import AuditLog
 from diagecg.statements import answer_findings, coded_statements
 from diagecg.types import EcgRecord, F32Array, I64Array, PatientInfo
 
@@ -365,6 +366,8 @@ class DiagEcgPipeline:
         # finding name -> Platt map and threshold the verify answers follow (the manifest's; `diagecg
         # calibrate` sets it to {} to read the model's own probabilities)
         self.calibration: dict[str, dict[str, Any]] = bundle.calibration
+        # one JSON line per answer and failure (runtime.outputs.AuditLog); set by from_bundle(audit_log=)
+        self.audit: AuditLog | None = None
         self._ecg_cache: OrderedDict[bytes, tuple[I64Array, F32Array]] = OrderedDict()
         self._ecg_cache_lock = threading.Lock()
         self._readings_cache: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
@@ -388,7 +391,8 @@ class DiagEcgPipeline:
     def from_bundle(cls, path: str | Path | None = None, quant: str | None = None, device: str = "auto",
                     threads: int | None = None, *, verify_hashes: bool = True,
                     ecg_cache_size: int = ECG_CACHE_SIZE, reuse_prefix: bool = True,
-                    allow_degraded: bool = False, measure: bool = True) -> DiagEcgPipeline:
+                    allow_degraded: bool = False, measure: bool = True,
+                    audit_log: str | Path | AuditLog | None = None) -> DiagEcgPipeline:
         """Load and validate a bundle, then open its ONNX session and GGUF model.
 
         Args:
@@ -401,6 +405,9 @@ class DiagEcgPipeline:
             reuse_prefix: let llama.cpp keep the KV cells a new prompt shares with the previous one.
             allow_degraded: answer records with some flat leads, with warnings (see ``__init__``).
             measure: add the measurements of ``diagecg.measure`` (the numbers the model reads) to reports.
+            audit_log: append one audit line per answer and failure to this file (``runtime.outputs``:
+                time, request id, client, record hash, question, answer, probabilities, warning codes,
+                bundle hash; never signal data).
 
         Raises:
             BundleError: missing/tampered/truncated files, unknown quant, inconsistent manifest.
@@ -408,6 +415,8 @@ class DiagEcgPipeline:
             ValueError: bad ``device`` or ``threads``.
         """
         t0 = time.perf_counter()
+        # a bad audit path fails before the models load
+        audit = AuditLog(audit_log) if isinstance(audit_log, (str, Path)) else audit_log
         choice = choose_device(device, threads)
         bundle = load_bundle(default_bundle() if path is None else path, verify_hashes=verify_hashes)
         q = quant or bundle.default_quant
@@ -421,6 +430,7 @@ class DiagEcgPipeline:
                          threads=choice.threads, n_gpu_layers=choice.n_gpu_layers, reuse_prefix=reuse_prefix)
         pipe = cls(bundle, session, llm, quant=q, device=choice, ecg_cache_size=ecg_cache_size,
                    allow_degraded=allow_degraded, measure=measure)
+        pipe.audit = audit
         logger.debug("loaded bundle %s (%s) in %.0f ms: ECG tokenizer on %s, LLM on %s, %d threads",
                     bundle.root, q, (time.perf_counter() - t0) * 1e3, pipe.device.ecg_tokenizer,
                     pipe.device.llm, choice.threads)
@@ -440,7 +450,31 @@ class DiagEcgPipeline:
 
     def _run(self, record: RecordLike, question: str, task: str, patient: PatientInfo | None = None,
              read_ms: float = 0.0) -> Answer:
-        """Answer one question; ``read_ms``: time already spent reading ``record`` (an EcgRecord)."""
+        """Answer one question; ``read_ms``: time already spent reading ``record`` (an EcgRecord). The
+        answer goes to the audit log when there is one."""
+        ans = self._answer_one(record, question, task, patient, read_ms)
+        if self.audit is not None:
+            self.audit.log(ans.to_dict(), record if isinstance(record, (str, Path, EcgRecord)) else None)
+        return ans
+
+    def _audit_error(self, record: RecordLike, line: dict[str, Any]) -> dict[str, Any]:
+        if self.audit is not None:
+            self.audit.log(line, record if isinstance(record, (str, Path, EcgRecord)) else None)
+        return line
+
+    def _guarded(self, record: RecordLike, question: str, task: str, patient: PatientInfo | None) -> Answer:
+        """``_run``, with a failure written to the audit log before it is raised."""
+        t = time.perf_counter()
+        try:
+            return self._run(record, question, task, patient)
+        except Exception as e:
+            self._audit_error(record, error_dict(record, e, question, task=task, bundle=self._bundle_info,
+                                                 device=self.device.to_dict(),
+                                                 elapsed_ms=(time.perf_counter() - t) * 1e3))
+            raise
+
+    def _answer_one(self, record: RecordLike, question: str, task: str, patient: PatientInfo | None = None,
+                    read_ms: float = 0.0) -> Answer:
         times: dict[str, float] = {}
         t_start = t = time.perf_counter() - read_ms / 1e3
 
@@ -792,11 +826,11 @@ class DiagEcgPipeline:
             RecordError: the record cannot be read or is unusable.
             InferenceError: the prompt does not fit the context, or an engine failed.
         """
-        return self._run(record, self.check_question(question), TASK_QA, check_patient(patient))
+        return self._guarded(record, self.check_question(question), TASK_QA, check_patient(patient))
 
     def report(self, record: RecordLike, *, patient: PatientInfo | None = None) -> Answer:
         """Generate the report of one record (the bundle's fixed report question); raises as `answer`."""
-        return self._run(record, self.prompt_config.report_question, TASK_REPORT, check_patient(patient))
+        return self._guarded(record, self.prompt_config.report_question, TASK_REPORT, check_patient(patient))
 
     # --- many records --------------------------------------------------------------------------
 
@@ -809,8 +843,9 @@ class DiagEcgPipeline:
             except Exception as e:  # DiagEcgError, or a bug: one error line per question, the batch goes on
                 _log_failure(record, e)
                 ms = (time.perf_counter() - t) * 1e3
-                yield from (error_dict(record, e, question, task=task, bundle=self._bundle_info,
-                                       device=self.device.to_dict(), elapsed_ms=ms) for question in questions)
+                yield from (self._audit_error(record, error_dict(
+                    record, e, question, task=task, bundle=self._bundle_info, device=self.device.to_dict(),
+                    elapsed_ms=ms)) for question in questions)
                 continue
             read_ms = (time.perf_counter() - t) * 1e3  # charged to the first question only
             for question in questions:
@@ -819,9 +854,9 @@ class DiagEcgPipeline:
                     yield self._run(rec, question, task, patient, read_ms=read_ms)
                 except Exception as e:  # a record or engine error, or a bug: report it, keep going
                     _log_failure(record, e)
-                    yield error_dict(rec, e, question, task=task, bundle=self._bundle_info,
-                                     device=self.device.to_dict(),
-                                     elapsed_ms=(time.perf_counter() - t) * 1e3 + read_ms)
+                    yield self._audit_error(rec, error_dict(
+                        rec, e, question, task=task, bundle=self._bundle_info, device=self.device.to_dict(),
+                        elapsed_ms=(time.perf_counter() - t) * 1e3 + read_ms))
                 read_ms = 0.0
 
     def answer_batch(self, records: Iterable[RecordLike], question: str | Sequence[str], *,
@@ -849,6 +884,8 @@ class DiagEcgPipeline:
         needs them raises ``InferenceError`` (never a crash of the host process)."""
         self.llm.close()
         self.ecg_session.close()
+        if self.audit is not None:
+            self.audit.close()
         trim_heap()  # the models' freed memory goes back to the OS: load-answer-close stays flat
 
     def __enter__(self) -> DiagEcgPipeline:
