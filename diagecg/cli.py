@@ -89,7 +89,7 @@ def _run_stage(fn: Any, cfg: Any) -> Any:
         fail(e, ExitCode.FAILED)
 
 
-@click.group(epilog=EXIT_CODES_HELP)
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"auto_envvar_prefix": "DIAGECG"})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages (every subcommand also takes -v).")
 @click.version_option(package_name="diagecg")
 def main(verbose: bool) -> None:

@@ -32,10 +32,16 @@ from diagecg import __version__
 from diagecg.errors import InputError
 from diagecg.types import EcgRecord
 
-__all__ = ["AUDIT_CLIENT", "CSV_COLUMNS", "AnswerFile", "AuditLog", "audit_line", "record_sha256"]
+__all__ = ["AUDIT_CLIENT", "AUDIT_RECORD_SHA256", "CSV_COLUMNS", "AnswerFile", "AuditLog", "audit_line",
+           "record_sha256"]
 
 # who asked, for the audit line of the answer being made (the service sets it per request)
 AUDIT_CLIENT: contextvars.ContextVar[str] = contextvars.ContextVar("diagecg_audit_client", default="local")
+
+# the SHA-256 of the files of the record being answered, when the caller knows them better than the
+# pipeline does (the service: the staged upload's files, whose name alone reaches the pipeline)
+AUDIT_RECORD_SHA256: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "diagecg_audit_record", default=None)
 
 CSV_COLUMNS = ("request_id", "created_utc", "record", "record_id", "task", "question", "answered_question",
                "answer", "confidence", "p_yes", "p_no", "p_not_sure", "calibrated", "statements",
@@ -197,10 +203,12 @@ class AuditLog:
     def log(self, line: Mapping[str, Any], record: str | Path | EcgRecord | None,
             client: str | None = None) -> None:
         """Audit one answer or error line about ``record``."""
-        try:
-            digest = record_sha256(record) if record is not None else ""
-        except OSError:  # a record that could not be read: its error line says why
-            digest = ""
+        digest = AUDIT_RECORD_SHA256.get()
+        if digest is None:
+            try:
+                digest = record_sha256(record) if record is not None else ""
+            except OSError:  # a record that could not be read: its error line says why
+                digest = ""
         self.write(audit_line(line, digest, client))
 
     def close(self) -> None:

@@ -490,12 +490,16 @@ def run_server(pipeline: DiagEcgPipeline, config: ServeConfig, *, log_level: str
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), help="CPU threads of the engines.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--allow-degraded", is_flag=True, help="Answer records with some flat leads, with a warning.")
+@click.option("--audit-log", metavar="FILE",
+              help="Append one JSON line per answer and failure to FILE (client address, record SHA-256, "
+                   "question, answer, probabilities, warning codes, bundle hash, latency; no signal data).")
 @click.option("--openapi", "print_openapi", is_flag=True,
               help="Print the OpenAPI document (docs/openapi.json) and exit; loads no bundle.")
 def serve(bundle: str | None, quant: str | None, host: str, port: int, allow_remote: bool, workers: int,
           queue_size: int, request_timeout_s: float, max_upload_mb: float, max_record_s: float,
           read_timeout_s: float, allow_folder: str | None, token_file: str | None, threads: int | None,
-          device: str, allow_degraded: bool, print_openapi: bool, quiet: bool) -> None:
+          device: str, allow_degraded: bool, audit_log: str | None, print_openapi: bool,
+          quiet: bool) -> None:
     """Answer questions and write reports over HTTP on this machine (pip install 'diagecg[serve]').
 
     Routes: POST /v1/answer, POST /v1/report, GET /v1/questions, /v1/bundle, /v1/schema, /healthz,
@@ -527,7 +531,8 @@ def serve(bundle: str | None, quant: str | None, host: str, port: int, allow_rem
             click.echo(f"warning: listening on {host}: other machines can send records to this server"
                        + ("" if config.token else " and no --token-file is set"), err=True)
         pipe = DiagEcgPipeline.from_bundle(resolve_bundle(bundle), quant=quant, device=device,
-                                           threads=threads, allow_degraded=allow_degraded)
+                                           threads=threads, allow_degraded=allow_degraded,
+                                           audit_log=audit_log)
     except (DiagEcgError, ValueError, OSError) as e:
         fail(e, ExitCode.USAGE)
         return

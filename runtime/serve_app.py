@@ -52,6 +52,7 @@ from starlette.concurrency import run_in_threadpool
 from diagecg import __version__
 from diagecg.errors import DiagEcgError, InputError, RecordError
 from diagecg.runtime.device import trim_heap
+from diagecg.runtime.outputs import AUDIT_CLIENT, AUDIT_RECORD_SHA256, record_sha256
 from diagecg.runtime.pipeline import (
     SCHEMA_VERSION,
     TASK_QA,
@@ -145,8 +146,19 @@ class _Service:
                             deadline=deadline)
 
     def work(self, staged: StagedRecord, task: str, questions: list[str], patient: PatientInfo | None,
-             progress: dict[str, str]) -> list[dict[str, Any]]:
-        """Read the record once and answer each question (in a worker thread)."""
+             progress: dict[str, str], client: str = "unknown") -> list[dict[str, Any]]:
+        """Read the record once and answer each question (in a worker thread); the audit log, if any,
+        names ``client`` and the staged files' SHA-256."""
+        who, digest = AUDIT_CLIENT.set(client), AUDIT_RECORD_SHA256.set(
+            record_sha256(staged.path) if self.pipe.audit is not None else None)
+        try:
+            return self._work(staged, task, questions, patient, progress)
+        finally:
+            AUDIT_CLIENT.reset(who)
+            AUDIT_RECORD_SHA256.reset(digest)
+
+    def _work(self, staged: StagedRecord, task: str, questions: list[str], patient: PatientInfo | None,
+              progress: dict[str, str]) -> list[dict[str, Any]]:
         t = time.perf_counter()
         rec = as_record(staged.path, self.pipe.quality)
         if rec.duration_s > self.config.max_record_s:
@@ -200,7 +212,9 @@ class _Service:
         progress = {"question": checked[0]}
         try:
             assert self.executor is not None, "the app's lifespan has not started"
-            future = self.executor.submit(self.work, staged, task, checked, patient, progress)
+            client = f"{request.client.host if request.client else 'unknown'}" + (
+                " (bearer token)" if self.config.token else "")
+            future = self.executor.submit(self.work, staged, task, checked, patient, progress, client)
         except BaseException as e:
             staged.cleanup()
             return self.failure(e, staged.name, first, task, started, staged)

@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 RECORDS = REPO / "tests" / "fixtures" / "records"
 FORMATS = REPO / "tests" / "fixtures" / "formats"
 QUESTION = "Is the rhythm regular?"
-VOLATILE = ("record", "timings_ms", "ecg_cached", "n_reused_tokens", "request_id", "created_utc")  # how, not what
+# how, not what, was answered
+VOLATILE = ("record", "timings_ms", "ecg_cached", "n_reused_tokens", "request_id", "created_utc")
 TOKEN = "s3cret-token-of-24-chars"
 APPS: dict[str, Any] = {}  # base URL -> the app it serves
 
@@ -611,3 +612,23 @@ def test_a_body_that_completes_when_the_slots_are_full_gets_503_at_once(pipeline
         slow.release.set()
         holder.join(30)
         assert [r.status_code for r in results] == [200]
+
+
+def test_audit_log_has_one_whole_line_per_answer_under_16_clients(tiny_bundle: Path, tmp_path: Path) -> None:
+    from diagecg.runtime.outputs import AuditLog, record_sha256
+
+    audit = tmp_path / "audit.jsonl"
+    with DiagEcgPipeline.from_bundle(tiny_bundle, device="cpu", threads=1, audit_log=audit) as pipe, \
+            live_server(pipe, workers=4, queue_size=32) as url:
+        results: list[httpx.Response] = []
+        threads = [_ask_in_thread(url, results) for _ in range(16)]
+        for t in threads:
+            t.join(timeout=120)
+        assert len(results) == 16 and all(r.status_code == 200 for r in results), [r.text for r in results]
+    assert isinstance(pipe.audit, AuditLog)
+    lines = [json.loads(x) for x in audit.read_text().splitlines()]  # every line parses whole
+    assert len(lines) == 16
+    assert {x["request_id"] for x in lines} == {r.json()[0]["request_id"] for r in results}
+    assert {x["client"] for x in lines} == {"127.0.0.1"}
+    digest = record_sha256(RECORDS / "00002_lr.hea")
+    assert {x["record_sha256"] for x in lines} == {digest}  # the uploaded files' hash, as on disk
