@@ -365,10 +365,13 @@ def _old_rule(old: dict[str, Any] | None, p: np.ndarray) -> tuple[np.ndarray, np
     return q, q >= float(old["threshold"])
 
 
-def _metrics(truth: np.ndarray, q: np.ndarray, called: np.ndarray) -> dict[str, float | None]:
+def _metrics(truth: np.ndarray, p: np.ndarray, q: np.ndarray, called: np.ndarray) -> dict[str, float | None]:
+    """AUC (of the model's own p: a calibration is a monotone map of it, so AUC is the same before and
+    after; the pooled cross-validated scores would mix the folds' maps), ECE of ``q`` and balanced
+    accuracy of ``called``."""
     sens = called[truth].mean() if truth.any() else math.nan
     spec = (~called[~truth]).mean() if (~truth).any() else math.nan
-    return {"auc": roc_auc(truth, q), "ece": calibration(truth, np.clip(q, 0, 1))["ece"],
+    return {"auc": roc_auc(truth, p), "ece": calibration(truth, np.clip(q, 0, 1))["ece"],
             "balanced_accuracy": float((sens + spec) / 2)}
 
 
@@ -428,14 +431,14 @@ def fit_site_calibration(rows: Sequence[Row], old: dict[str, dict[str, Any]], *,
             q_after[test] = platt(p[test], fold_cal["a"], fold_cal["b"])
             call_after[test] = q_after[test] >= fold_cal["threshold"]
         q_before, call_before = _old_rule(old.get(name), p)
-        before, after = _metrics(truth, q_before, call_before), _metrics(truth, q_after, call_after)
+        before, after = _metrics(truth, p, q_before, call_before), _metrics(truth, p, q_after, call_after)
         boot: dict[str, list[float]] = {f"{w}_{m}": [] for w in ("before", "after") for m in before}
         for _ in range(n_bootstrap):
             k = rng.integers(0, len(rs), len(rs))
             if truth[k].all() or not truth[k].any():
                 continue
             for w, (q, decided) in (("before", (q_before, call_before)), ("after", (q_after, call_after))):
-                for m, v in _metrics(truth[k], q[k], decided[k]).items():
+                for m, v in _metrics(truth[k], p[k], q[k], decided[k]).items():
                     boot[f"{w}_{m}"].append(float(v) if v is not None else math.nan)
         report["findings"][code] = {
             "finding": name, "n": len(rs), "n_pos": n_pos, "threshold": cal["threshold"],
