@@ -33,7 +33,8 @@ carry ``probability`` each instead of a probability of the whole decoded sequenc
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from diagecg.answers import format_answer, normalize_answer
@@ -123,8 +124,14 @@ class StatementReader:
     present, with the largest of their probabilities. A finding that reads present is answered "no"
     when a finding no ECG carries together with it (``diagecg.consistency.CONTRADICTIONS``) reads present
     and ranks higher: a finding the bundle's evaluation validated (held-out numbers in the manifest)
-    ranks above one it never validated, then the higher probability (the bundle's calibrated one when it
-    has a calibration), then the name. An unchecked reading never overturns a checked one: with the
+    ranks above one it never validated, then the larger margin over its own yes threshold, in log-odds
+    (``logit(p) - logit(threshold)``: the calibrated probability and threshold where the bundle has a
+    calibration, else the model's p(present) against 0.5), then the name. Calibrated probabilities are
+    probabilities of presence, so a common finding's is high on most records and a rare one's low even
+    when the model reads it clearly: compared raw, "sinus rhythm" (80% of PTB-XL) overruled atrial
+    fibrillation on most AF records (AF balanced accuracy 0.56 with the full configuration's bundle on
+    177 fold-10 records); the margin compares how far each reading is past its own decision rule.
+    An unchecked reading never overturns a checked one: with the
     shipped bundle, "sinus arrhythmia" (never validated, p = 0.83) overruled "atrial fibrillation"
     (validated, p = 0.81) on the AF record 00318, and "incomplete LBBB" (never validated) "complete
     LBBB" on the LBBB record 00180. A rival that the rule itself answers no does not overrule (as in
@@ -146,6 +153,8 @@ class StatementReader:
         n_windows: how many windows the record was analysed in.
         validated: the findings (catalogue names) the bundle's evaluation validated; None: every
             finding ranks alike.
+        thresholds: each finding's yes threshold on its presence (catalogue name -> threshold: the
+            bundle's calibration); a finding not in it: 0.5.
         shared: readings scored for earlier questions about the same prompt (record windows, patient,
             calibration); the reader adds the ones it scores, so later questions about the record do
             not score them again. None: kept for this reader only.
@@ -153,11 +162,13 @@ class StatementReader:
 
     def __init__(self, catalogue: QuestionCatalogue, score: ScoreFn, n_windows: int,
                  validated: frozenset[str] | None = None,
-                 shared: dict[str, Reading | None] | None = None) -> None:
+                 shared: dict[str, Reading | None] | None = None,
+                 thresholds: Mapping[str, float] | None = None) -> None:
         self.catalogue = catalogue
         self.score = score
         self.n_windows = n_windows
         self.validated = validated
+        self.thresholds = dict(thresholds or {})
         self._shared = {} if shared is None else shared
         self._readings: dict[str, Reading | None] = {}
         # PTB-XL code -> the catalogue's name of it ("normal ecg" for NORM, asked by template 2)
@@ -241,9 +252,10 @@ class StatementReader:
         return effective, note
 
     def _rank(self, finding: str, reading: Reading) -> tuple[bool, float, str]:
-        """Which of two contradicting readings stands (class docstring): validated, then probable."""
+        """Which of two contradicting readings stands (class docstring): validated, then the larger
+        log-odds margin over its own threshold."""
         checked = self.validated is None or finding.lower() in self.validated
-        return checked, reading.presence, finding
+        return checked, _log_odds(reading.presence) - _log_odds(self.thresholds.get(finding, 0.5)), finding
 
     def verify(self, match: MatchedQuestion, text: str, probs: dict[str, float]
                ) -> tuple[str, dict[str, float], list[Note]]:
@@ -311,6 +323,11 @@ class StatementReader:
         text = tidy_report(". ".join(kept))
         shown = report_statements(text)
         return text, {s: probs.get(s) for s in shown}, notes
+
+
+def _log_odds(p: float) -> float:
+    q = min(max(float(p), 1e-6), 1 - 1e-6)
+    return math.log(q / (1 - q))
 
 
 def _says_present(question: MatchedQuestion, answer: str) -> bool:

@@ -540,7 +540,8 @@ class DiagEcgPipeline:
         # one rule keeps any two answers about the record consistent (runtime.answering.StatementReader)
         reader = None if catalogue is None else StatementReader(
             catalogue, lambda k, q: self._ask(parts[k][2], used, q), len(parts), self.reliability.validated(),
-            self._shared_readings(parts, used))
+            self._shared_readings(parts, used),
+            {name: float(c["threshold"]) for name, c in self.calibration.items() if "threshold" in c})
         if match is not None and closed and probs is not None:
             if reader is not None and match.question_type == "single-verify" and (
                     match.template_id == NORMAL_ECG_TEMPLATE or match.template_id == 1):

@@ -1,9 +1,10 @@
 """The shipped demonstration bundle: it loads with full verification, answers on the example records,
-its manifest records the training configs that scripts/reproduce_demo.sh uses, and its
+its manifest records the training configs that scripts/train_full.sh uses (configs/full), and its
 held-out evaluation shows answers that depend on the ECG.
 
-It is the format with diagnostic summary tokens (44 summary tokens before the 63 frame tokens) and a
-question catalogue; the format without them stays covered by the tiny test bundles."""
+It is the format with diagnostic summary tokens (55 finding tokens and 9 measurement tokens before the
+63 frame tokens), a question catalogue and a per-finding calibration; the format without them stays
+covered by the tiny test bundles."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from diagecg.constants import DEFAULT_BUNDLE_DIR, ManifestKey
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "diagecg" / DEFAULT_BUNDLE_DIR
 EXAMPLES = sorted((REPO / "examples" / "records").glob("*.hea"))
-CONFIGS = REPO / "configs" / "demo"
+CONFIGS = REPO / "configs" / "full"
 # where a stage reads data from and writes to is given on the reproduction script's command line
 PATH_FIELDS = {"data_dir", "out_dir", "init_dir", "checkpoint_dir", "out_file"}
+# how a stage was run, not what it trained (scripts/train_full.sh passes --resume to every stage)
+RUN_FIELDS = {"resume"}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,7 @@ def manifest() -> dict:
 
 def test_shipped_bundle_loads_and_verifies_every_hash() -> None:
     bundle = load_bundle(BUNDLE, verify_hashes=True, check_models=True)
-    assert bundle.preset == "100hz" and bundle.summary is not None and bundle.summary.n_tokens == 44
+    assert bundle.preset == "100hz" and bundle.summary is not None and bundle.summary.n_tokens == 64  # 55 findings + 9 measurements
     assert bundle.questions is not None and len(bundle.questions.entries) == 16
     assert bundle.default_quant in bundle.quants
 
@@ -49,7 +52,7 @@ def test_example_records_are_answered_deterministically(pipeline) -> None:
     for path in EXAMPLES:
         first = pipeline.answer(path, question)
         assert first.answer in {"yes", "no", "not sure"} and first.question_supported is True
-        assert first.n_ecg_tokens == 44 + 63  # summary tokens, then frame tokens
+        assert first.n_ecg_tokens == 64 + 63  # summary tokens, then frame tokens
         assert first.confidence == max(first.option_probabilities.values())
         assert pipeline.answer(path, question).answer == first.answer
         report = pipeline.report(path)
@@ -77,7 +80,7 @@ def test_reproduction_configs_match_the_manifest(manifest: dict) -> None:
     for stage in ("tokenizer", "pretrain", "instruct"):
         script_cfg = json.loads((CONFIGS / f"{stage}.json").read_text())
         shipped = stages[stage]
-        for key in sorted(set(script_cfg) - PATH_FIELDS):
+        for key in sorted(set(script_cfg) - PATH_FIELDS - RUN_FIELDS):
             if key not in shipped:  # a setting newer than the bundle: the config keeps the behaviour it had
                 assert script_cfg[key] == NEWER_THAN_BUNDLE[key], (stage, key, script_cfg[key])
                 continue
