@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO / "tests" / "fixtures" / "records"
 FORMATS = REPO / "tests" / "fixtures" / "formats"
 QUESTIONS = ("Does this ECG show sinus rhythm?", "Does this ECG show atrial fibrillation?")
-VOLATILE = ("record", "timings_ms", "ecg_cached", "n_reused_tokens")
+VOLATILE = ("record", "timings_ms", "ecg_cached", "n_reused_tokens", "request_id", "created_utc")
 UPLOAD_LIMIT_MB = 4
 SERVER_THREADS = 2  # the server's and the reference pipeline's (the answer's `device` names it)
 

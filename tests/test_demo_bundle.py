@@ -41,7 +41,8 @@ def manifest() -> dict:
 
 def test_shipped_bundle_loads_and_verifies_every_hash() -> None:
     bundle = load_bundle(BUNDLE, verify_hashes=True, check_models=True)
-    assert bundle.preset == "100hz" and bundle.summary is not None and bundle.summary.n_tokens == 64  # 55 findings + 9 measurements
+    assert bundle.preset == "100hz" and bundle.summary is not None
+    assert bundle.summary.n_tokens == 64  # 55 findings + 9 measurements
     assert bundle.questions is not None and len(bundle.questions.entries) == 16
     assert bundle.default_quant in bundle.quants
 

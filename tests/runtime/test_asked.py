@@ -91,8 +91,9 @@ def test_every_answer_says_how_far_it_can_be_trusted(pipe: DiagEcgPipeline, reco
     rel = af.reliability
     assert rel is not None and rel["status"] == "below_floor"
     (row,) = rel["findings"]
-    assert row["finding"] == "atrial fibrillation" and row["n_positives"] == 8
-    assert row["ppv"] == pytest.approx(5 / 31, abs=1e-3)
+    evaluated = pipe.bundle.manifest["evaluation"]["findings"]["template"]["model"]["per_finding"]["AFIB"]
+    assert row["finding"] == "atrial fibrillation" and row["n_positives"] == evaluated["n_pos"] < 10
+    assert row["auc"] == pytest.approx(evaluated["auc"], abs=1e-4) and row["ppv"] is not None
     codes = {w.code for w in af.warnings}
     assert W.FINDING_FEW_POSITIVES in codes
     assert (W.FINDING_LOW_PPV in codes) == af.statements[0]["present"]  # only a "yes" is warned of its PPV
@@ -197,19 +198,23 @@ def test_questions_lists_semantics_and_reliability(evaluated_bundle: Path) -> No
     assert "means: ECG-QA's 'abnormal symptoms' are any statement other than 'normal ECG'" in text.stdout
     assert "How far each finding can be trusted" in text.stdout
     af = next(line for line in text.stdout.splitlines() if line.strip().startswith("atrial fibrillation "))
-    assert "below_floor" in af and "FINDING_FEW_POSITIVES" in af and "0.16" in af
+    shipped = json.loads((default_bundle() / MANIFEST_NAME).read_text())["evaluation"]
+    row = shipped["findings"]["template"]["model"]["per_finding"]["AFIB"]
+    assert row["n_pos"] < 10 and "below_floor" in af and "FINDING_FEW_POSITIVES" in af
+    assert f"{row['auc']:.2f}" in af
     assert "not validated (FINDING_NOT_VALIDATED)" in text.stdout
     as_json = CliRunner().invoke(main, ["questions", "--bundle", str(evaluated_bundle), "--json"])
     data = json.loads(as_json.stdout)
     assert set(data["semantics"]) >= {"1", "2", "12", "16"}
     rows = {r["finding"]: r for r in data["reliability"]["findings"]}
-    assert rows["sinus bradycardia"]["warnings"] == ["FINDING_FEW_POSITIVES", "FINDING_LOW_AUC"]
+    assert rows["sinus bradycardia"]["warnings"] == ["FINDING_FEW_POSITIVES"]  # rare, read well (AUC > 0.75)
     assert rows["digitalis effect"]["status"] == "not_validated"
     assert data["reliability"]["floor"] == {"min_positives": 10, "min_auc": 0.75}
 
 
 def _fake_reader(pipe: DiagEcgPipeline, present: dict[str, float],
-                 validated: frozenset[str] | None = None) -> StatementReader:
+                 validated: frozenset[str] | None = None,
+                 thresholds: dict[str, float] | None = None) -> StatementReader:
     """A reader of one window whose yes/no answers say p(present) as given (0.05 for the rest)."""
     q = pipe.bundle.questions
     assert q is not None
@@ -220,9 +225,10 @@ def _fake_reader(pipe: DiagEcgPipeline, present: dict[str, float],
         probs = {"no": 1 - p, "yes": p}
         if question.template_id != 2:
             probs["not sure"] = 0.0
-        return {"text": "yes" if p >= 0.5 else "no", "option_probabilities": probs}
+        cut = (thresholds or {}).get(name, 0.5)
+        return {"text": "yes" if p >= cut else "no", "option_probabilities": probs}
 
-    return StatementReader(q, score, 1, validated)
+    return StatementReader(q, score, 1, validated, thresholds=thresholds)
 
 
 def _verify(reader: StatementReader, question: str) -> tuple[str, list[str]]:
@@ -272,6 +278,12 @@ def test_an_unvalidated_reading_never_overrules_a_validated_one(pipe: DiagEcgPip
     assert _verify(reader, "Complete RBBB?") == ("no", [W.ANSWER_CONTRADICTED])
     assert _verify(reader, "Complete LBBB?") == ("yes", [])
     assert _verify(reader, "Incomplete RBBB?") == ("yes", [])
+    # calibrated: each reading is weighed against its own threshold (log-odds margin), so a rare finding
+    # well past its low threshold stands against a common one barely past its high threshold
+    reader = _fake_reader(pipe, {af: 0.3, "sinus rhythm": 0.8}, validated=frozenset({af, "sinus rhythm"}),
+                          thresholds={af: 0.1, "sinus rhythm": 0.75})
+    assert _verify(reader, "AF?") == ("yes", [])
+    assert _verify(reader, "Sinus rhythm?") == ("no", [W.ANSWER_CONTRADICTED])
     # both validated: probability decides
     reader = _fake_reader(pipe, {af: 0.81, sarrh: 0.83}, validated=frozenset({af, sarrh}))
     assert _verify(reader, "AF?") == ("no", [W.ANSWER_CONTRADICTED])
