@@ -139,7 +139,8 @@ def test_validate_command_writes_json_rows_and_an_offline_html_page(ptbxl_root: 
     assert result["schema"] == "diagecg.validation" and result["schema_version"] == 1
     assert result["records"]["answered"] == 12 and result["records"]["given"] == 13
     assert result["records"]["failed"][0]["record"].endswith("missing.hea")
-    assert result["bundle"]["manifest_sha256"] and result["bundle"]["calibration"]["source"] == "PTB-XL fold 9"
+    assert result["bundle"]["manifest_sha256"]
+    assert result["bundle"]["calibration"]["source"] == "PTB-XL fold 9"
     lines = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
     assert len(lines) == 24 and {x["code"] for x in lines} == {"NORM", "CD"}
     assert len((out / "records.csv").read_text().splitlines()) == 25
