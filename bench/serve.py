@@ -91,7 +91,12 @@ def rss_mb(pid: int) -> float:
 
 
 def _strip(line: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in line.items() if k not in VOLATILE}
+    """What an answer says, not how or when; the bundle by its folder's name (the service never shows
+    the server's path)."""
+    out = {k: v for k, v in line.items() if k not in VOLATILE}
+    if isinstance(out.get("bundle"), dict) and out["bundle"].get("path"):
+        out["bundle"] = {**out["bundle"], "path": Path(out["bundle"]["path"]).name}
+    return out
 
 
 def workload() -> list[tuple[list[Path], Path]]:

@@ -48,6 +48,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from diagecg import __version__
 from diagecg.errors import DiagEcgError, InputError, RecordError
@@ -123,6 +124,11 @@ class _Service:
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.uploads: Path | None = None
 
+    @property
+    def public_bundle(self) -> dict[str, Any]:
+        """The bundle as answers name it, with its folder's name instead of the server's path."""
+        return {**self.pipe.bundle_info, "path": self.pipe.bundle.root.name}
+
     def start(self) -> None:
         self.executor = concurrent.futures.ThreadPoolExecutor(self.config.workers, "diagecg-serve")
         self.uploads = Path(tempfile.mkdtemp(prefix="diagecg-serve-"))  # mode 0700
@@ -172,6 +178,7 @@ class _Service:
             ans = self.pipe.report(rec, patient=patient) if task == TASK_REPORT \
                 else self.pipe.answer(rec, question, patient=patient)
             line = ans.to_dict()
+            line["bundle"] = self.public_bundle  # the bundle's name, never the server's path
             timings = line["timings_ms"]  # charged to the first answer, as answer_batch does
             timings["read"] = round(timings.get("read", 0.0) + read_ms, 3)
             timings["total"] = round(timings.get("total", 0.0) + read_ms, 3)
@@ -184,7 +191,7 @@ class _Service:
         """The error line of a failed request, with its status; never the private folder's path."""
         if not isinstance(error, DiagEcgError):
             logger.error("unexpected error on %s", record or "a request", exc_info=error)
-        line = error_dict(record, error, question, task=task, bundle=self.pipe.bundle_info,
+        line = error_dict(record, error, question, task=task, bundle=self.public_bundle,
                           elapsed_ms=(time.perf_counter() - started) * 1e3)
         if staged is not None:
             line["error"] = staged.public_text(line["error"])
@@ -229,7 +236,7 @@ class _Service:
             late = TimeoutError(f"no answer within {self.config.request_timeout_s:g} s (the server's "
                                 f"timeout); {fate}")
             line = error_dict(staged.name, late, progress["question"], task=task,
-                              bundle=self.pipe.bundle_info, elapsed_ms=(time.perf_counter() - started) * 1e3)
+                              bundle=self.public_bundle, elapsed_ms=(time.perf_counter() - started) * 1e3)
             return JSONResponse(line, status_code=504)
         except Exception as e:
             return self.failure(e, staged.name, progress["question"], task, started, staged)
@@ -239,7 +246,7 @@ class _Service:
         c = self.config
         bundle = self.pipe.bundle
         return {"diagecg_version": __version__, "schema_version": SCHEMA_VERSION,
-                "bundle": self.pipe.bundle_info, "quants": list(bundle.quants),
+                "bundle": self.public_bundle, "quants": list(bundle.quants),
                 "device": self.pipe.device.to_dict(), "question_catalogue": bundle.questions is not None,
                 "load_warnings": list(self.pipe.load_warnings),
                 "limits": {"workers": c.workers, "queue_size": c.queue_size,
@@ -292,6 +299,13 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
                   docs_url=None, redoc_url=None)  # the docs pages load scripts from a CDN: not offline
     app.state.service = service
     app.add_middleware(AdmissionMiddleware, config=config, gate=service.gate)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # 404, 405 ... in the service's envelope, not FastAPI's {"detail": ...}
+        name = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, f"HTTP{exc.status_code}")
+        return JSONResponse(error_body(str(exc.detail), name), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def bad_form(_: Request, exc: RequestValidationError) -> JSONResponse:

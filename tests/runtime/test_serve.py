@@ -61,9 +61,14 @@ def live_server(pipe: Any, **config: Any) -> Iterator[str]:
         thread.join(timeout=20)
 
 
+def _public(bundle: dict[str, Any]) -> dict[str, Any]:
+    """A bundle's info as the service shows it: its folder's name, never the server's path."""
+    return {**bundle, "path": Path(bundle["path"]).name}
+
+
 def _same(line: dict[str, Any], expected: dict[str, Any]) -> None:
     strip = lambda d: {k: v for k, v in d.items() if k not in VOLATILE}  # noqa: E731
-    assert strip(line) == strip(expected)
+    assert strip(line) == {**strip(expected), "bundle": _public(expected["bundle"])}
 
 
 def _files(*paths: Path) -> list[tuple[str, tuple[str, bytes]]]:
@@ -175,7 +180,7 @@ def test_python_client_answers_as_the_pipeline(server, pipeline) -> None:
     _same(line, pipeline.answer(hea, QUESTION).to_dict())
     [line] = client.answer_path("00002_lr.hea", QUESTION)
     _same(line, pipeline.answer(allowed / "00002_lr.hea", QUESTION).to_dict())
-    assert client.bundle()["bundle"] == pipeline.bundle_info and client.ready()
+    assert client.bundle()["bundle"] == _public(pipeline.bundle_info) and client.ready()
     with pytest.raises(ServerError) as e:
         client.answer(RECORDS / "LICENSE.txt", QUESTION)
     assert e.value.status == 422 and "not an ECG format" in e.value.error
@@ -364,7 +369,7 @@ def test_shutdown_finishes_the_request_in_flight(pipeline) -> None:
 def test_bundle_questions_schema_and_probes(server, pipeline) -> None:
     url, _ = server
     info = httpx.get(f"{url}/v1/bundle").json()
-    assert info["bundle"] == pipeline.bundle_info and info["device"] == pipeline.device.to_dict()
+    assert info["bundle"] == _public(pipeline.bundle_info) and info["device"] == pipeline.device.to_dict()
     assert info["limits"]["max_upload_bytes"] == 512 << 10 and info["limits"]["allow_folder"] is True
     _one_line_error(httpx.get(f"{url}/v1/questions"), 404)  # the tiny bundle has no catalogue
     assert httpx.get(f"{url}/v1/schema").json()["$schema"].startswith("https://json-schema.org/")
@@ -632,3 +637,17 @@ def test_audit_log_has_one_whole_line_per_answer_under_16_clients(tiny_bundle: P
     assert {x["client"] for x in lines} == {"127.0.0.1"}
     digest = record_sha256(RECORDS / "00002_lr.hea")
     assert {x["record_sha256"] for x in lines} == {digest}  # the uploaded files' hash, as on disk
+
+
+def test_unknown_routes_share_the_error_envelope_and_no_server_path_leaks(server, pipeline) -> None:
+    url, _ = server
+    for r, status in ((httpx.get(f"{url}/v2/nothing", timeout=10), 404),
+                      (httpx.get(f"{url}/v1/answer", timeout=10), 405)):
+        assert r.status_code == status
+        assert set(r.json()) == {"error", "error_type"}
+        assert r.json()["error_type"] in ("NotFound", "MethodNotAllowed")
+    ok = _ask(url, _files(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat"))
+    assert ok.status_code == 200
+    root = str(pipeline.bundle.root)
+    assert root not in ok.text and root not in httpx.get(f"{url}/v1/bundle", timeout=10).text
+    assert ok.json()[0]["bundle"]["path"] == pipeline.bundle.root.name
