@@ -45,7 +45,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -64,6 +64,7 @@ from diagecg.runtime.pipeline import (
     error_dict,
 )
 from diagecg.runtime.serve import AdmissionMiddleware, JobGate, ServeConfig, Ticket, error_body
+from diagecg.runtime.serve_metrics import Metrics, MetricsMiddleware
 from diagecg.runtime.uploads import (
     RecordTooLongError,
     StagedRecord,
@@ -299,6 +300,11 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
                   docs_url=None, redoc_url=None)  # the docs pages load scripts from a CDN: not offline
     app.state.service = service
     app.add_middleware(AdmissionMiddleware, config=config, gate=service.gate)
+    gate = service.gate
+    metrics = Metrics(lambda: {"diagecg_slots_in_use": gate.in_use, "diagecg_slots_capacity": gate.capacity,
+                               "diagecg_workers": gate.workers})
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, sees every refusal
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -350,6 +356,12 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
     async def schema() -> dict[str, Any]:
         """The JSON Schema (draft 2020-12) of answers and error lines."""
         return answer_schema()
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics_text() -> PlainTextResponse:
+        """Prometheus text format: requests by route and status, latency histogram, refusals by reason,
+        slots in use (``runtime.serve_metrics``)."""
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

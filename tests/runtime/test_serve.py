@@ -651,3 +651,23 @@ def test_unknown_routes_share_the_error_envelope_and_no_server_path_leaks(server
     root = str(pipeline.bundle.root)
     assert root not in ok.text and root not in httpx.get(f"{url}/v1/bundle", timeout=10).text
     assert ok.json()[0]["bundle"]["path"] == pipeline.bundle.root.name
+
+
+def test_metrics_count_answers_refusals_and_latency(pipeline) -> None:
+    with live_server(pipeline, token=TOKEN) as url:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        files = _files(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat")
+        form = {"question": [QUESTION]}
+        ok = httpx.post(f"{url}/v1/answer", files=files, data=form, headers=auth, timeout=60)
+        assert ok.status_code == 200
+        assert httpx.post(f"{url}/v1/answer", files=files, data=form, timeout=60).status_code == 401
+        assert httpx.get(f"{url}/nowhere", timeout=10).status_code == 404
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    lines = set(text.splitlines())
+    assert 'diagecg_requests_total{route="/v1/answer",method="POST",status="200"} 1' in lines
+    assert 'diagecg_requests_total{route="/v1/answer",method="POST",status="401"} 1' in lines
+    assert 'diagecg_requests_total{route="other",method="GET",status="404"} 1' in lines
+    assert 'diagecg_rejections_total{reason="auth"} 1' in lines
+    assert 'diagecg_request_duration_seconds_count{route="/v1/answer"} 2' in lines
+    assert 'diagecg_request_duration_seconds_bucket{route="/v1/answer",le="+Inf"} 2' in lines
+    assert "diagecg_slots_in_use 0" in lines and any(x.startswith("diagecg_slots_capacity ") for x in lines)
