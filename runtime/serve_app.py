@@ -45,6 +45,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
@@ -299,6 +300,14 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
     app = FastAPI(title=API_TITLE, version=__version__, description=API_DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)  # the docs pages load scripts from a CDN: not offline
     app.state.service = service
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _typed_openapi(get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(AdmissionMiddleware, config=config, gate=service.gate)
     gate = service.gate
     metrics = Metrics(lambda: {"diagecg_slots_in_use": gate.in_use, "diagecg_slots_capacity": gate.capacity,
@@ -382,3 +391,26 @@ def openapi_document() -> dict[str, Any]:
     """The OpenAPI document of the app (it does not depend on the bundle or the limits)."""
     app = create_app(None, ServeConfig())  # type: ignore[arg-type]  # routes are never called
     return app.openapi()
+
+
+def _typed_openapi(doc: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI's document with the answer typed for client generators: the answer and the record error
+    as components (from the published JSON Schema, ``GET /v1/schema``) referenced by the 200 responses,
+    and the optional bearer token (``--token-file``) declared on every ``/v1/`` route."""
+    schema = answer_schema()["$defs"]
+    components = doc.setdefault("components", {})
+    components.setdefault("schemas", {}).update({"Answer": schema["answer"], "AnswerError": schema["error"]})
+    components["securitySchemes"] = {"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "required when the server runs with --token-file; other servers ignore it"}}
+    ref = {"$ref": "#/components/schemas/Answer"}
+    for path, ops in doc.get("paths", {}).items():
+        for op in ops.values():
+            if path.startswith("/v1/"):
+                op["security"] = [{"bearer": []}, {}]
+            ok = op.get("responses", {}).get("200", {}).get("content", {}).get("application/json")
+            if ok is not None and ok.get("schema") == {"type": "array", "items": _ANSWER_DOC}:
+                ok["schema"] = {"type": "array", "items": ref}
+            elif ok is not None and ok.get("schema") == _ANSWER_DOC:
+                ok["schema"] = ref
+    return doc

@@ -671,3 +671,19 @@ def test_metrics_count_answers_refusals_and_latency(pipeline) -> None:
     assert 'diagecg_request_duration_seconds_count{route="/v1/answer"} 2' in lines
     assert 'diagecg_request_duration_seconds_bucket{route="/v1/answer",le="+Inf"} 2' in lines
     assert "diagecg_slots_in_use 0" in lines and any(x.startswith("diagecg_slots_capacity ") for x in lines)
+
+
+def test_openapi_document_is_valid_and_types_the_answers() -> None:
+    from openapi_spec_validator import validate
+
+    from diagecg.runtime.serve_app import openapi_document
+
+    doc = openapi_document()
+    validate(doc)  # a valid OpenAPI 3.1 document, as client generators read it
+    answer = doc["paths"]["/v1/answer"]["post"]
+    assert answer["responses"]["200"]["content"]["application/json"]["schema"]["items"] == {
+        "$ref": "#/components/schemas/Answer"}
+    assert doc["components"]["schemas"]["Answer"]["properties"]["request_id"]["type"] == "string"
+    bearer = doc["components"]["securitySchemes"]["bearer"]
+    assert bearer["type"] == "http" and bearer["scheme"] == "bearer"
+    assert {"bearer": []} in answer["security"]
