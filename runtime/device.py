@@ -26,20 +26,17 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from typing import Literal
 
 from diagecg.errors import InferenceError
 
 logger = logging.getLogger(__name__)
 
-DeviceName = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 MAX_DEFAULT_THREADS = 8
 MAX_THREADS = 256  # refused above this (onnxruntime crashes on absurd counts; llama.cpp caps at 512)
 
 # onnxruntime's own provider identifiers
 ORT_CUDA = "CUDAExecutionProvider"
-ORT_CPU = "CPUExecutionProvider"
 
 
 def check_device(device: str) -> str:

@@ -118,7 +118,6 @@ logger = logging.getLogger(__name__)
 
 RESULTS_SCHEMA_VERSION = 1
 PREDICTIONS_SUFFIX = ".predictions.jsonl"  # beside out_file
-BASELINES: tuple[str, ...] = ("majority_template", "majority_question")
 N_REPORT_EXAMPLES = 5
 EVAL_WORDINGS: tuple[str, ...] = ("template", "paraphrase")  # "mixed" would blur the two
 VERIFY_CHOOSE: tuple[str, ...] = ("single-verify", "single-choose")

@@ -125,9 +125,12 @@ def test_to_dict_is_json_ready_with_documented_keys(fixtures_dir) -> None:
     assert cv == round(cv, 1) and qrs == round(qrs)
 
 
-def test_measurements_are_deterministic(fixtures_dir) -> None:
-    rec = read_record(fixtures_dir / "records" / "00003_lr")
-    assert measure_intervals(rec).to_dict() == measure_intervals(rec).to_dict()
+def test_measurements_keep_no_state_between_records(fixtures_dir) -> None:
+    # a record measured again after another, from a separate read, measures the same
+    first = measure_intervals(read_record(fixtures_dir / "records" / "00003_lr")).to_dict()
+    other = measure_intervals(read_record(fixtures_dir / "records" / "00008_lr")).to_dict()
+    assert measure_intervals(read_record(fixtures_dir / "records" / "00003_lr")).to_dict() == first
+    assert other != first
 
 
 # --- unmeasurable records -------------------------------------------------------------------------------

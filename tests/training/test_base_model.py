@@ -128,10 +128,7 @@ def test_demo_model_sizes_fit_the_quantisers(tmp_path: Path) -> None:
     assert c.max_position_embeddings == 512 and not c.tie_word_embeddings
     assert (c.bos_token_id, c.eos_token_id, c.pad_token_id) == (0, 1, 2)
     assert model.generation_config.eos_token_id == 1
-    assert (
-        "not clinical" in (out / "README.md").read_text().lower()
-        or "clinical" in (out / "README.md").read_text()
-    )
+    assert "do not use it for clinical decisions" in (out / "README.md").read_text().lower()
     assert tok.encode("sinus rhythm")[0] == tok.bos_token_id
 
 
