@@ -62,13 +62,17 @@ def _common(fn: Any) -> Any:
 
 
 def _setup(records: tuple[str, ...], labels_file: str | None, bundle: str | None, quant: str | None,
-           threads: int | None, device: str) -> tuple[list[Path], Any, Any]:
+           threads: int | None, device: str, only: tuple[str, ...]) -> tuple[list[Path], Any, Any]:
+    """Records, labels and the pipeline, with ``--finding`` codes checked against its catalogue: every
+    bad input fails here, before any record is read."""
     from diagecg.labels import read_labels
     from diagecg.runtime.pipeline import DiagEcgPipeline
+    from diagecg.runtime.validate import asked_findings
 
     paths, _ = expand_records(records)
     labels = read_labels(labels_file) if labels_file else None
     pipe = DiagEcgPipeline.from_bundle(resolve_bundle(bundle), quant=quant, device=device, threads=threads)
+    asked_findings(pipe, only or None)
     return paths, labels, pipe
 
 
@@ -98,16 +102,12 @@ def validate(records: tuple[str, ...], labels_file: str | None, bundle: str | No
     try:
         if out.exists() and not out.is_dir():
             raise InputError(f"-o {out} is a file: give a folder")
-        paths, labels, pipe = _setup(records, labels_file, bundle, quant, threads, device)
+        paths, labels, pipe = _setup(records, labels_file, bundle, quant, threads, device, only)
     except (DiagEcgError, ValueError, OSError) as e:
         fail(e, ExitCode.USAGE)
         return
-    try:
-        got = collect(pipe, paths, labels, limit=limit, seed=seed, ablation=ablation, progress=not quiet,
-                      only=only or None)
-    except InputError as e:
-        fail(e, ExitCode.USAGE)
-        return
+    got = collect(pipe, paths, labels, limit=limit, seed=seed, ablation=ablation, progress=not quiet,
+                  only=only or None)
     if not got.rows:
         fail(InputError(f"no labelled record could be answered ({len(got.failed)} failed, "
                         f"{len(got.unlabelled)} without labels)"), ExitCode.USAGE)
@@ -173,7 +173,7 @@ def calibrate(records: tuple[str, ...], labels_file: str | None, bundle: str | N
 
     try:
         parse_rule(rule)
-        paths, labels, pipe = _setup(records, labels_file, bundle, quant, threads, device)
+        paths, labels, pipe = _setup(records, labels_file, bundle, quant, threads, device, only)
         out = Path(out_dir)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise InputError(f"{out} exists and is not an empty folder: the new bundle needs a new folder")
@@ -182,12 +182,8 @@ def calibrate(records: tuple[str, ...], labels_file: str | None, bundle: str | N
         return
     old = pipe.calibration
     pipe.calibration = {}  # the model's own probabilities are what a calibration maps
-    try:
-        got = collect(pipe, paths, labels, limit=limit, seed=seed, ablation=False, progress=not quiet,
-                      only=only or None)
-    except InputError as e:
-        fail(e, ExitCode.USAGE)
-        return
+    got = collect(pipe, paths, labels, limit=limit, seed=seed, ablation=False, progress=not quiet,
+              only=only or None)
     fitted, report = fit_site_calibration(got.rows, old, rule=rule, min_positives=min_positives,
                                           k_folds=k_folds, seed=seed)
     source = labels.source if labels is not None else "WFDB #Dx headers"

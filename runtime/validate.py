@@ -60,6 +60,7 @@ from diagecg.preprocess import record_measurements
 from diagecg.questions import NORMAL_ECG_TEMPLATE, MatchedQuestion
 from diagecg.reliability import wilson
 from diagecg.runtime.answering import NORMAL_NAME, presence
+from diagecg.runtime.outputs import record_sha256
 from diagecg.runtime.pipeline import DiagEcgPipeline, as_record
 from diagecg.scoring import calibration, roc_auc, score_findings
 from diagecg.statements import find_statement
@@ -104,23 +105,6 @@ class Collected:
         return len({r.record for r in self.rows})
 
 
-def files_sha256(path: Path) -> str:
-    """SHA-256 over a record's files: a WFDB header and the signal files it names beside it, or the
-    one file (DICOM, XML, EDF, .mat)."""
-    h = hashlib.sha256()
-    files = [path]
-    if path.suffix.lower() == ".hea":
-        first = path.read_text(errors="replace").splitlines()
-        names = {ln.split()[0] for ln in first[1:] if ln.strip() and not ln.startswith("#")}
-        files += sorted(path.parent / n for n in names if (path.parent / n).is_file())
-    for f in files:
-        h.update(f.name.encode() + b"\0")
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def catalogue_findings(pipe: DiagEcgPipeline) -> dict[str, tuple[str, MatchedQuestion]]:
     """Finding code -> (catalogue name, its yes/no question), for every finding the bundle can ask."""
     catalogue = pipe.bundle.questions
@@ -133,6 +117,23 @@ def catalogue_findings(pipe: DiagEcgPipeline) -> dict[str, tuple[str, MatchedQue
         if st is not None and question is not None:
             out.setdefault(st.code, (name, question))
     return out
+
+
+def asked_findings(pipe: DiagEcgPipeline, only: Collection[str] | None = None
+                   ) -> dict[str, tuple[str, MatchedQuestion]]:
+    """:func:`catalogue_findings`, restricted to ``only`` (None: all).
+
+    Raises:
+        InputError: a code in ``only`` the bundle's catalogue cannot ask about (the message lists them).
+    """
+    findings = catalogue_findings(pipe)
+    if only is None:
+        return findings
+    unknown = sorted(set(only) - set(findings))
+    if unknown:
+        raise InputError(f"findings {unknown} are not in the bundle's question catalogue (it asks about "
+                         f"{', '.join(sorted(findings))})")
+    return {c: v for c, v in findings.items() if c in only}
 
 
 def _said_present(question: MatchedQuestion, answer: str) -> bool:
@@ -165,13 +166,7 @@ def collect(pipe: DiagEcgPipeline, paths: Sequence[Path], labels: SiteLabels | N
         progress: a progress bar on stderr.
         only: ask only about these finding codes (None: every labelled one the bundle can answer).
     """
-    findings = catalogue_findings(pipe)
-    if only is not None:
-        unknown = sorted(set(only) - set(findings))
-        if unknown:
-            raise InputError(f"findings {unknown} are not in the bundle's question catalogue (it asks about "
-                             f"{', '.join(sorted(findings))})")
-        findings = {c: v for c, v in findings.items() if c in only}
+    findings = asked_findings(pipe, only)
     order = _order(paths, limit, seed)
     rows: list[Row] = []
     failed: list[dict[str, str]] = []
@@ -191,7 +186,7 @@ def collect(pipe: DiagEcgPipeline, paths: Sequence[Path], labels: SiteLabels | N
                 continue
             not_answerable.update(c for c in lab if c not in findings)
             asked = [(c, *findings[c]) for c in sorted(lab) if c in findings]
-            sha = files_sha256(Path(path))
+            sha = record_sha256(Path(path))
             features = record_measurements(rec, pipe.bundle.preprocess)
             codes = pipe.ecg_codes(rec)
             start = len(rows)
