@@ -90,7 +90,7 @@ class DiagEcgClient:
         self.timeout_s = timeout_s
 
     def _request(self, method: str, route: str, body: bytes | None = None,
-                 content_type: str | None = None) -> Any:
+                 content_type: str | None = None, *, binary: bool = False) -> Any:
         request = urllib.request.Request(self.base_url + route, data=body, method=method)
         if content_type:
             request.add_header("Content-Type", content_type)
@@ -98,7 +98,8 @@ class DiagEcgClient:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return json.loads(response.read())
+                data = response.read()
+                return data if binary else json.loads(data)
         except urllib.error.HTTPError as e:
             raw = e.read()
             try:
@@ -140,6 +141,17 @@ class DiagEcgClient:
         """Upload a record and get its report."""
         result: dict[str, Any] = self._post("/v1/report", self._patient_fields(patient), record_files(record))
         return result
+
+    def plot(self, record: str | Path | Sequence[str | Path], question: str | Sequence[str] = (), *,
+             image_format: str = "png", patient: dict[str, Any] | None = None) -> bytes:
+        """Upload a record and get it drawn as a printed ECG (``png``, ``svg`` or ``pdf`` bytes), with the
+        answers to ``question`` (none: the traces only) and the windows they were read from."""
+        questions = [question] if isinstance(question, str) else list(question)
+        fields = [("image_format", image_format), *(("question", q) for q in questions),
+                  *self._patient_fields(patient)]
+        body, content_type = _multipart(fields, record_files(record))
+        image: bytes = self._request("POST", "/v1/plot", body, content_type, binary=True)
+        return image
 
     def answer_path(self, path: str, question: str | Sequence[str], *,
                     patient: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -62,7 +62,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SERVE_EXTRA = ("fastapi", "uvicorn", "multipart")  # python-multipart installs the module `multipart`
-WORK_PATHS = ("/v1/answer", "/v1/report")  # the routes that take a worker slot
+# the routes that take a worker slot
+WORK_PATHS = ("/v1/answer", "/v1/report", "/v1/plot", "/v1/json/answer", "/v1/json/report")
 AUTH_PREFIX = "/v1/"  # health, readiness and the OpenAPI document stay open
 MIN_TOKEN_CHARS = 16
 _DRAIN_BYTES = 16 << 20  # read and drop this much of a refused body, so the client sees the answer
@@ -493,28 +494,31 @@ def run_server(pipeline: DiagEcgPipeline, config: ServeConfig, *, log_level: str
 @click.option("--audit-log", metavar="FILE",
               help="Append one JSON line per answer and failure to FILE (client address, record SHA-256, "
                    "question, answer, probabilities, warning codes, bundle hash, latency; no signal data).")
-@click.option("--openapi", "print_openapi", is_flag=True,
-              help="Print the OpenAPI document (docs/openapi.json) and exit; loads no bundle.")
+@click.option("--openapi", "print_openapi", is_flag=False, flag_value="3.1",
+              type=click.Choice(["3.1", "3.0"]),
+              help="Print the OpenAPI document (3.1: docs/openapi.json; --openapi 3.0: "
+                   "docs/openapi-3.0.json) and exit; loads no bundle.")
 def serve(bundle: str | None, quant: str | None, host: str, port: int, allow_remote: bool, workers: int,
           queue_size: int, request_timeout_s: float, max_upload_mb: float, max_record_s: float,
           read_timeout_s: float, allow_folder: str | None, token_file: str | None, threads: int | None,
-          device: str, allow_degraded: bool, audit_log: str | None, print_openapi: bool,
+          device: str, allow_degraded: bool, audit_log: str | None, print_openapi: str | None,
           quiet: bool) -> None:
     """Answer questions and write reports over HTTP on this machine (pip install 'diagecg[serve]').
 
-    Routes: POST /v1/answer, POST /v1/report, GET /v1/questions, /v1/bundle, /v1/schema, /healthz,
-    /readyz, /openapi.json. Stop it with Ctrl-C or SIGTERM: requests in flight are finished first."""
+    Routes: POST /v1/answer, /v1/report, /v1/plot, /v1/json/answer, /v1/json/report; GET /v1/questions,
+    /v1/bundle, /v1/schema, /healthz, /readyz, /metrics, /openapi.json (/openapi-3.0.json). Stop it with
+    Ctrl-C or SIGTERM: requests in flight are finished first."""
     missing = missing_serve_extra()
     if missing:
         fail(ImportError(f"diagecg serve needs {', '.join(missing)}: pip install 'diagecg[serve]'"),
              ExitCode.USAGE)
         return
-    if print_openapi:
+    if print_openapi is not None:
         import json
 
         from diagecg.runtime.serve_app import openapi_document
 
-        click.echo(json.dumps(openapi_document(), indent=2, sort_keys=True))
+        click.echo(json.dumps(openapi_document(print_openapi), indent=2, sort_keys=True))
         return
     from diagecg.runtime.commands import resolve_bundle
     from diagecg.runtime.pipeline import DiagEcgPipeline

@@ -23,8 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["BUCKETS_S", "Metrics", "MetricsMiddleware"]
 
 BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-ROUTES = ("/v1/answer", "/v1/report", "/v1/questions", "/v1/bundle", "/v1/schema", "/healthz", "/readyz",
-          "/openapi.json", "/metrics")
+ROUTES = ("/v1/answer", "/v1/report", "/v1/plot", "/v1/json/answer", "/v1/json/report", "/v1/questions",
+          "/v1/bundle", "/v1/schema", "/healthz", "/readyz", "/openapi.json", "/openapi-3.0.json", "/metrics")
 REASONS = {400: "bad_request", 401: "auth", 404: "not_found", 405: "not_found", 408: "read_timeout",
            413: "too_large", 422: "bad_record", 503: "busy", 504: "timeout"}
 

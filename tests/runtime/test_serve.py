@@ -5,6 +5,7 @@ and the server keeps answering after them."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -184,6 +185,8 @@ def test_python_client_answers_as_the_pipeline(server, pipeline) -> None:
     with pytest.raises(ServerError) as e:
         client.answer(RECORDS / "LICENSE.txt", QUESTION)
     assert e.value.status == 422 and "not an ECG format" in e.value.error
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert client.plot(hea, QUESTION, image_format="pdf").startswith(b"%PDF")
 
 
 # --- refusals ----------------------------------------------------------------------------------------------
@@ -687,3 +690,116 @@ def test_openapi_document_is_valid_and_types_the_answers() -> None:
     bearer = doc["components"]["securitySchemes"]["bearer"]
     assert bearer["type"] == "http" and bearer["scheme"] == "bearer"
     assert {"bearer": []} in answer["security"]
+
+
+def test_openapi_30_rendering_is_valid_and_keeps_every_route(server) -> None:
+    from openapi_spec_validator import OpenAPIV30SpecValidator
+
+    url, _ = server
+    doc = openapi_document("3.0")
+    OpenAPIV30SpecValidator(doc).validate()  # what 3.0-only generators (NSwag, swagger-codegen 2) read
+    assert doc["openapi"] == "3.0.3" and doc["paths"].keys() == openapi_document()["paths"].keys()
+    text = json.dumps(doc)
+    for only_31 in ('"const"', '"null"', '"contentMediaType"', '"examples"'):
+        assert only_31 not in text, only_31
+    answer = doc["components"]["schemas"]["Answer"]
+    assert answer["properties"]["confidence"].get("nullable") is True  # was type: [number, null]
+    upload = doc["components"]["schemas"]["Body_answer_v1_answer_post"]["properties"]["files"]
+    assert upload["items"] == {"type": "string", "format": "binary"} and upload["nullable"] is True
+    assert httpx.get(f"{url}/openapi-3.0.json").json() == doc
+    assert doc == json.loads((REPO / "docs" / "openapi-3.0.json").read_text()), \
+        "regenerate it: diagecg serve --openapi 3.0 > docs/openapi-3.0.json"
+
+
+def test_openapi_30_refuses_what_it_cannot_say() -> None:
+    from diagecg.runtime.openapi import openapi_30
+
+    tuple_schema = {"type": "array", "prefixItems": [{"type": "number"}]}
+    doc = {"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {},
+           "components": {"schemas": {"Pair": tuple_schema}}}
+    with pytest.raises(ValueError, match=r"components.schemas.Pair: 'prefixItems'"):
+        openapi_30(doc)
+    ranged = openapi_30({**doc, "components": {"schemas": {"P": {"type": "number", "exclusiveMinimum": 0}}}})
+    assert ranged["components"]["schemas"]["P"] == {"type": "number", "minimum": 0, "exclusiveMinimum": True}
+
+
+# --- JSON bodies and pictures (issue 25) -----------------------------------------------------------------
+
+def _b64(*paths: Path) -> list[dict[str, str]]:
+    import base64
+
+    return [{"name": p.name, "content_base64": base64.b64encode(p.read_bytes()).decode()} for p in paths]
+
+
+def test_json_body_answers_as_the_multipart_upload(server) -> None:
+    url, _ = server
+    record = (RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat")
+    questions = [QUESTION, "Does this ECG show atrial fibrillation?"]
+    body = {"files": _b64(*record), "questions": questions, "age_years": 63, "sex": "male", "format": "wfdb"}
+    r = httpx.post(f"{url}/v1/json/answer", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    multipart = _ask(url, _files(*record), questions, age_years="63", sex="male").json()
+    for line, expected in zip(r.json(), multipart, strict=True):
+        _same(line, {**expected, "bundle": _b64_bundle(expected)})
+    report = httpx.post(f"{url}/v1/json/report", json={"files": _b64(*record)}, timeout=30)
+    assert report.status_code == 200 and report.json()["task"] == "report", report.text
+
+
+def _b64_bundle(line: dict[str, Any]) -> dict[str, Any]:
+    return {**line["bundle"], "path": "/x/" + line["bundle"]["path"]}  # _same compares by folder name
+
+
+@pytest.mark.parametrize("change, status, says", [
+    ({"files": [{"name": "00002_lr.hea", "content_base64": "not base64!"}]}, 400, "not base64"),
+    ({"format": "dicom"}, 400, "'format' says dicom, but the content is wfdb"),
+    ({"format": "jpeg"}, 400, "format 'jpeg' is not one of"),
+    ({"files": [{"name": "my record.hea", "content_base64": ""}]}, 400, "is not accepted"),
+    ({"questions": []}, 400, "at least one question"),
+    ({"record": "x"}, 422, "record: Extra inputs are not permitted"),
+    ({"files": []}, 422, "files: List should have at least 1 item"),
+])
+def test_json_body_errors_are_one_line(server, change: dict[str, Any], status: int, says: str) -> None:
+    url, _ = server
+    body = {"files": _b64(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat"), "questions": [QUESTION],
+            **change}
+    r = httpx.post(f"{url}/v1/json/answer", json=body, timeout=30)
+    assert says in _one_line_error(r, status)["error"]
+    assert _ask(url, _files(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat")).status_code == 200
+
+
+def test_plot_route_draws_the_record_with_its_answers(server, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    url, _ = server
+    files = _files(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat")
+    r = httpx.post(f"{url}/v1/plot", files=files, data={"question": [QUESTION]}, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+    assert r.content.startswith(b"\x89PNG\r\n\x1a\n") and len(r.content) > 50_000
+    svg = httpx.post(f"{url}/v1/plot", files=files, data={"image_format": "svg"}, timeout=60)
+    assert svg.headers["content-type"] == "image/svg+xml" and b"<svg" in svg.content[:400]
+    assert QUESTION.encode() not in svg.content  # no question asked: no answer text on the picture
+    asked = httpx.post(f"{url}/v1/plot", files=files, data={"question": [QUESTION], "image_format": "svg"},
+                       timeout=60)
+    assert asked.status_code == 200 and len(asked.content) > len(svg.content)
+    bad = httpx.post(f"{url}/v1/plot", files=files, data={"image_format": "gif"}, timeout=60)
+    assert "image_format 'gif' is not one of png, svg, pdf" in _one_line_error(bad, 400)["error"]
+
+
+def test_java_client_example_answers_through_the_json_route(server, pipeline, tmp_path: Path) -> None:
+    """The README's Java example (examples/clients/DiagEcg.java), run as a single-file program."""
+    import shutil
+    import subprocess
+
+    java = shutil.which("java")
+    if java is None:
+        pytest.skip("no Java runtime on this machine")
+    url, _ = server
+    hea = RECORDS / "00002_lr.hea"
+    run = subprocess.run([java, str(REPO / "examples" / "clients" / "DiagEcg.java"), url, QUESTION, str(hea),
+                          str(RECORDS / "00002_lr.dat")], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "DIAGECG_TOKEN": ""})
+    assert run.returncode == 0, run.stdout + run.stderr
+    (line,) = json.loads(run.stdout)
+    _same(line, pipeline.answer(hea, QUESTION).to_dict())
+    refused = subprocess.run([java, str(REPO / "examples" / "clients" / "DiagEcg.java"), url, "", str(hea)],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and json.loads(refused.stdout)["error_type"]
