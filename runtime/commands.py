@@ -267,6 +267,9 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
     if n_failed:
         click.echo(f"{n_failed} of {total} answers failed ({len(records)} records x {n_questions} "
                    f"questions)", err=True)
+    for first, renamed in (plots.renamed if plots is not None else []):
+        click.echo(f"note: --plot: {first.stem} names several records; also drawn as {renamed.name} (the "
+                   f"'plot' field of each JSON line says which picture is whose)", err=True)
     if n_unplotted:
         click.echo(f"--plot: {n_unplotted} answered records could not be drawn (their error lines say why)",
                    err=True)

@@ -4,7 +4,8 @@ ECG (``diagecg.plot``) with its answers and the windows they were read from.
 PATH names one file (``.png``, ``.pdf`` or ``.svg``, in a folder that exists) for a single record. For
 several records (RECORD arguments that are a folder or an ``@list`` count as several), or when PATH is
 an existing folder, it names a folder, created if missing (its parent must exist), that gets one
-``<record_id>.png`` per record (``<record_id>-2.png`` ... when two records share an id). A
+``<record_id>.png`` per record (``<record_id>-2.png`` ... when two records share an id: the command
+says so on stderr, and each JSON line's ``plot`` names its picture). A
 ``{record_id}`` in the file name of PATH is replaced by the record's id, e.g.
 ``--plot plots/{record_id}.pdf``. A record asked several questions gets one picture with every
 question and answer. The traces are filtered as the bundle's preprocessing filters them (what the
@@ -63,6 +64,7 @@ class AnswerPlots:
             assert self.file is not None
             check_output_path(self.file)
         self._written: dict[Path, int] = {}
+        self.renamed: list[tuple[Path, Path]] = []  # (the first picture, a later record's renamed one)
 
     def _target(self, record_id: str) -> Path:
         if self.file is not None:
@@ -73,7 +75,11 @@ class AnswerPlots:
             assert self.folder is not None
             path = self.folder / f"{record_id}{FOLDER_SUFFIX}"
         n = self._written[path] = self._written.get(path, 0) + 1
-        return path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        if n == 1:
+            return path
+        renamed = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        self.renamed.append((path, renamed))
+        return renamed
 
     def write(self, answers: Sequence[Answer], *, preprocess: PreprocessConfig,
               quality: QualityConfig) -> Path:

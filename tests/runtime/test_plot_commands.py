@@ -134,6 +134,21 @@ def test_several_records_are_drawn_into_a_folder_one_picture_each(
     assert (tmp_path / "00002_lr.svg").is_file()
 
 
+def test_records_sharing_an_id_are_drawn_apart_and_the_command_says_so(
+        tiny_bundle: Path, record_paths: list[Path], tmp_path: Path, drawn: list[dict[str, Any]]) -> None:
+    twin = tmp_path / "copy"
+    twin.mkdir()
+    for f in record_paths[0].parent.glob(record_paths[0].stem + ".*"):
+        (twin / f.name).write_bytes(f.read_bytes())  # another record with the same id
+    folder = tmp_path / "plots"
+    result = CliRunner().invoke(main, ["infer", str(record_paths[0]), str(twin / record_paths[0].name), "-q",
+                                       QUESTION, "--plot", str(folder), *_opts(tiny_bundle)])
+    assert result.exit_code == 0, result.output
+    first, second = (json.loads(line)["plot"] for line in result.stdout.splitlines())
+    assert Path(first).name == "00002_lr.png" and Path(second).name == "00002_lr-2.png"
+    assert "note: --plot: 00002_lr names several records; also drawn as 00002_lr-2.png" in result.stderr
+
+
 def test_report_plot_of_a_long_record_marks_the_windows_its_answer_used(
         tiny_bundle: Path, record_paths: list[Path], tmp_path: Path, drawn: list[dict[str, Any]]) -> None:
     # three different real 100 Hz records, 10 s each, one after another: 30 s (one record tiled three
