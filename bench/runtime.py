@@ -32,10 +32,11 @@ the PTB-XL labels of fold-10 records (``training.evaluate.build_eval_data``, the
 record subset), with their gold answer sets. The parent prints a table with, per backend:
 cold start, latency per question (median, p90), records/s in batch mode, peak RSS, agreement
 with the PyTorch answers (% identical ``normalize_answer`` sets), exact match against the gold
-answers, and the ratios against PyTorch beside the targets (runtime >= 5x faster per question,
-<= 1/3 of its peak memory, Q8_0 exact match at most 1 point below PyTorch on the questions it answers:
-a question outside the bundle's question catalogue is refused by the runtime, counted in ``refused``
-and left out of that comparison) with PASS/FAIL.
+answers, and the ratios against PyTorch beside the targets (runtime >= 2x faster on the first question
+about a record, >= 5x on the questions that follow, <= 1/3 of its peak memory, Q8_0 exact match at most
+1 point below PyTorch) with PASS/FAIL. A question outside the bundle's question catalogue is refused by
+the runtime in milliseconds: it is counted in ``refused`` (its latency in ``refused_ms``) and left out
+of every speed-up and of the accuracy comparison, both backends timed on the questions it answered.
 
     python bench/runtime.py --checkpoint runs/instruct --bundle bundle --data ../shared/data \\
         --n-records 20 --threads 8 --quants q8_0,q4_k_m --out bench/results.json
@@ -73,7 +74,8 @@ TORCH = "pytorch"
 RUNTIME_PREFIX = "runtime-"
 NOCACHE_SUFFIX = "-nocache"
 HELD_OUT_FOLDS: tuple[int, ...] = (10,)
-TARGET_SPEEDUP = 5.0  # runtime median latency per question vs PyTorch
+TARGET_SPEEDUP_FOLLOWUP = 5.0  # runtime median latency of a later question about a record vs PyTorch
+TARGET_SPEEDUP_FIRST = 2.0  # ... of the first question about a record (nothing cached)
 TARGET_MEMORY_FRACTION = 1 / 3  # runtime peak RSS vs PyTorch
 TARGET_ACCURACY_POINTS = 1.0  # exact match at most this many points below PyTorch ...
 ACCURACY_TARGET_QUANTS: tuple[str, ...] = ("q8_0",)  # ... for these quantisations
@@ -173,19 +175,48 @@ def _target(value: float | None, op: str, bound: float) -> dict[str, Any]:
     return {"value": value, "target": f"{op} {bound:.3g}", "pass": bool(ok)}
 
 
-def compare(backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]]) -> dict[str, dict[str, Any]]:
+def _median_ms(res: dict[str, Any], indices: Sequence[int]) -> float | None:
+    items = res["latency_items_ms"]
+    return percentile([items[k] for k in indices], 50) if indices else None
+
+
+def _ratio(base: float | None, value: float | None) -> float | None:
+    return None if base is None or value is None or value <= 0 else base / value
+
+
+def answered_speedups(base: dict[str, Any], res: dict[str, Any], answered: Sequence[int],
+                      records: Sequence[str]) -> dict[str, float | None]:
+    """Speed-ups over PyTorch on the questions ``res`` answered, both backends timed on the same ones.
+
+    A question the runtime refuses (outside its catalogue) takes milliseconds and no model: counting it
+    would flatter the ratio. The first answered question about a record is the one that pays for its ECG
+    tokens and the prompt's prefill; later ones reuse them.
+    """
+    firsts = first_of_record([records[k] for k in answered])
+    first = [k for k, f in zip(answered, firsts, strict=True) if f]
+    follow = [k for k, f in zip(answered, firsts, strict=True) if not f]
+    return {"speedup_per_question": _ratio(_median_ms(base, answered), _median_ms(res, answered)),
+            "speedup_first_question": _ratio(_median_ms(base, first), _median_ms(res, first)),
+            "speedup_followup_question": _ratio(_median_ms(base, follow), _median_ms(res, follow)),
+            "answered_first_ms": _median_ms(res, first), "answered_followup_ms": _median_ms(res, follow)}
+
+
+def compare(backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]],
+            records: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     """Per backend: agreement with PyTorch, exact match, and the ratios against PyTorch with their targets.
 
     Args:
-        backends: name -> worker result (``predictions``, ``latency_ms``, ``peak_rss_mb``...; a failed
-            worker has ``error`` instead). ``TORCH`` is the baseline.
+        backends: name -> worker result (``predictions``, ``latency_ms``, ``latency_items_ms``,
+            ``peak_rss_mb``...; a failed worker has ``error`` instead). ``TORCH`` is the baseline.
         gold: the gold answer set of every question, in workload order.
+        records: each question's record, in workload order. With it (and per-item latencies) the speed-ups
+            count only the questions the backend answered (``answered_speedups``); without, whole medians.
 
     Returns:
         name -> ``{"agreement", "exact_match", "speedup_per_question", "speedup_first_question",
-        "memory_fraction", "accuracy_delta_points", "targets": {name: {"value", "target", "pass"}}}``
-        (``speedup_first_question``: first question about each record only; no target); ratios and targets
-        are None/absent for the baseline and when the baseline failed.
+        "speedup_followup_question", "refused_ms", "memory_fraction", "accuracy_delta_points",
+        "targets": {name: {"value", "target", "pass"}}}``; ratios and targets are None/absent for the
+        baseline and when the baseline failed.
     """
     base = backends.get(TORCH)
     base_ok = base is not None and "error" not in base
@@ -195,8 +226,9 @@ def compare(backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]]) 
         if "error" in res:
             out[name] = {"agreement": None, "exact_match": None, "n_refused": None,
                          "exact_match_answered": None, "speedup_per_question": None,
-                         "speedup_first_question": None, "memory_fraction": None,
-                         "accuracy_delta_points": None, "targets": {}}
+                         "speedup_first_question": None, "speedup_followup_question": None,
+                         "refused_ms": None, "memory_fraction": None, "accuracy_delta_points": None,
+                         "targets": {}}
             continue
         preds = res["predictions"]
         refused = set(res.get("unsupported", ()))
@@ -205,19 +237,29 @@ def compare(backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]]) 
             "agreement": agreement(preds, base["predictions"]) if base_ok and name != TORCH else None,
             "exact_match": exact_match(preds, gold), "n_refused": len(refused),
             "exact_match_answered": exact_match([preds[k] for k in answered], [gold[k] for k in answered]),
-            "speedup_per_question": None, "speedup_first_question": None, "memory_fraction": None,
-            "accuracy_delta_points": None, "targets": {},
+            "speedup_per_question": None, "speedup_first_question": None, "speedup_followup_question": None,
+            "refused_ms": None, "memory_fraction": None, "accuracy_delta_points": None, "targets": {},
         }
+        timed = records is not None and "latency_items_ms" in res
+        if timed:
+            row["refused_ms"] = _median_ms(res, sorted(refused))
         if base_ok and name != TORCH:
-            row["speedup_per_question"] = base["latency_ms"]["median"] / res["latency_ms"]["median"]
-            if "latency_first_ms" in base and "latency_first_ms" in res:
-                row["speedup_first_question"] = (base["latency_first_ms"]["median"]
-                                                 / res["latency_first_ms"]["median"])
+            if timed and "latency_items_ms" in base:
+                assert records is not None
+                row.update(answered_speedups(base, res, answered, records))
+            else:  # whole medians (results without per-item latencies)
+                row["speedup_per_question"] = base["latency_ms"]["median"] / res["latency_ms"]["median"]
+                row["speedup_first_question"] = _ratio(base["latency_first_ms"]["median"],
+                                                       res["latency_first_ms"]["median"])
+                row["speedup_followup_question"] = _ratio(base["latency_followup_ms"]["median"],
+                                                          res["latency_followup_ms"]["median"])
             row["memory_fraction"] = res["peak_rss_mb"] / base["peak_rss_mb"]
             # on the questions this backend answered: a refusal (unsupported question) is not a wrong answer
             base_exact = exact_match([base["predictions"][k] for k in answered], [gold[k] for k in answered])
             row["accuracy_delta_points"] = 100.0 * (row["exact_match_answered"] - base_exact)
-            row["targets"]["speedup"] = _target(row["speedup_per_question"], ">=", TARGET_SPEEDUP)
+            row["targets"]["speedup_first"] = _target(row["speedup_first_question"], ">=", TARGET_SPEEDUP_FIRST)
+            row["targets"]["speedup_followup"] = _target(row["speedup_followup_question"], ">=",
+                                                         TARGET_SPEEDUP_FOLLOWUP)
             row["targets"]["memory"] = _target(row["memory_fraction"], "<=", TARGET_MEMORY_FRACTION)
             if res.get("quant") in ACCURACY_TARGET_QUANTS:
                 row["targets"]["accuracy"] = _target(row["accuracy_delta_points"], ">=",
@@ -234,7 +276,7 @@ def format_table(report: dict[str, Any]) -> str:
              f"(folds {w['folds']}), "
              f"{report['config']['threads']} threads; batch question: {w['batch_question']!r}"]
     header = (f"{'backend':<24} {'cold s':>7} {'med ms':>8} {'p90 ms':>8} {'1st ms':>8} {'next ms':>8} "
-              f"{'rec/s':>7} {'RSS MB':>7} {'agree%':>7} {'exact%':>7} {'speed-up':>9} {'1st x':>6} "
+              f"{'rec/s':>7} {'RSS MB':>7} {'agree%':>7} {'exact%':>7} {'speed-up':>9} {'1st x':>6} {'next x':>6} "
               f"{'mem frac':>9} {'refused':>8}")
     lines += [header, "-" * len(header)]
 
@@ -250,6 +292,8 @@ def format_table(report: dict[str, Any]) -> str:
         speedup = "-" if cmp["speedup_per_question"] is None else f"{cmp['speedup_per_question']:.2f}x"
         first_speedup = cmp.get("speedup_first_question")
         first_x = "-" if first_speedup is None else f"{first_speedup:.2f}x"
+        next_speedup = cmp.get("speedup_followup_question")
+        next_x = "-" if next_speedup is None else f"{next_speedup:.2f}x"
         first = res.get("latency_first_ms", {}).get("median")
         follow = res.get("latency_followup_ms", {}).get("median")
         lines.append(
@@ -257,17 +301,19 @@ def format_table(report: dict[str, Any]) -> str:
             f"{num(res['latency_ms']['p90'], '.1f'):>8} {num(first, '.1f'):>8} {num(follow, '.1f'):>8} "
             f"{num(res['batch']['records_per_s'], '.2f'):>7} "
             f"{num(res['peak_rss_mb'], '.0f'):>7} {num(pct[0], '.1f'):>7} {num(pct[1], '.1f'):>7} "
-            f"{speedup:>9} {first_x:>6} {num(cmp['memory_fraction'], '.3f'):>9} "
+            f"{speedup:>9} {first_x:>6} {next_x:>6} {num(cmp['memory_fraction'], '.3f'):>9} "
             f"{cmp.get('n_refused') or 0:>8}")
     target_lines = []
-    labels = {"speedup": "speed-up per question", "memory": "peak memory fraction",
+    labels = {"speedup_first": "speed-up, first question", "speedup_followup": "speed-up, later questions",
+              "memory": "peak memory fraction",
               "accuracy": "exact match vs PyTorch on answered (points)"}
     for name, cmp in report["comparison"].items():
         for key, t in cmp["targets"].items():
             target_lines.append(f"  {name:<24} {labels[key]:<32} {num(t['value'], '.3f'):>8}  "
                                 f"target {t['target']:<8} {'PASS' if t['pass'] else 'FAIL'}")
     if target_lines:
-        lines += ["", "targets (against PyTorch measured in this run):", *target_lines]
+        lines += ["", "targets (against PyTorch measured in this run; speed-ups on the questions each backend "
+                  "answered):", *target_lines]
     return "\n".join(lines)
 
 
@@ -556,7 +602,7 @@ def worker_runtime(w: Workload, quant: str, t_start: float, cache: bool = True) 
     n_err = sum(isinstance(b, dict) for b in batch)
     return {
         "backend": "runtime", "quant": quant, "threads": w.threads, "cache": cache,
-        **workload_latencies(seconds, w.items),
+        **workload_latencies(seconds, w.items), "latency_items_ms": [t * 1e3 for t in seconds],
         "cold_start_s": t_ready - t_start, "startup_s": t_imports - t_start, "import_s": t_load - t_imports,
         "load_s": t_ready - t_load, "first_answer_s": first,
         "batch": {"n_records": len(batch), "n_errors": n_err, "wall_s": batch_s,
@@ -619,7 +665,7 @@ def worker_torch(w: Workload, t_start: float) -> dict[str, Any]:
         batch_s = time.perf_counter() - t
     return {
         "backend": TORCH, "quant": None, "threads": w.threads, "torch_threads": torch.get_num_threads(),
-        **workload_latencies(seconds, w.items),
+        **workload_latencies(seconds, w.items), "latency_items_ms": [t * 1e3 for t in seconds],
         "cold_start_s": t_ready - t_start, "startup_s": t_imports - t_start, "import_s": t_load - t_imports,
         "load_s": t_ready - t_load, "first_answer_s": first,
         "batch": {"n_records": len(w.batch_records), "n_errors": len(w.batch_records) - len(batch),
@@ -758,8 +804,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "questions": [{k: it[k] for k in ("ecg_id", "question", "answers", "template_id",
                                                        "question_type")} for it in workload.items]},
         "backends": backends,
-        "comparison": compare(backends, gold),
-        "targets": {"speedup": TARGET_SPEEDUP, "memory_fraction": TARGET_MEMORY_FRACTION,
+        "comparison": compare(backends, gold, [item["record"] for item in workload.items]),
+        "targets": {"speedup_first": TARGET_SPEEDUP_FIRST, "speedup_followup": TARGET_SPEEDUP_FOLLOWUP, "memory_fraction": TARGET_MEMORY_FRACTION,
                     "accuracy_points": TARGET_ACCURACY_POINTS,
                     "accuracy_quants": list(ACCURACY_TARGET_QUANTS)},
         "wall_s": time.time() - t_run,

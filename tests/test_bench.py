@@ -86,12 +86,15 @@ def test_compare_gives_ratios_against_pytorch_and_the_targets():
     assert q8["agreement"] == 1.0 and q8["speedup_per_question"] == pytest.approx(6.0)
     assert q8["speedup_first_question"] == pytest.approx(1200.0 / 400.0)  # reported, no target
     assert q8["memory_fraction"] == pytest.approx(0.3) and q8["accuracy_delta_points"] == pytest.approx(0.0)
+    assert q8["speedup_followup_question"] == pytest.approx(6.0)  # 300 / 50
     passed = {k: t["pass"] for k, t in q8["targets"].items()}
-    assert passed == {"speedup": True, "memory": True, "accuracy": True}
+    assert passed == {"speedup_first": True, "speedup_followup": True, "memory": True, "accuracy": True}
     q4 = cmp["runtime-q4_k_m"]
     assert q4["agreement"] == pytest.approx(0.75) and q4["accuracy_delta_points"] == pytest.approx(-25.0)
-    # 4x is short of 5x, 1100/3000 is above 1/3; no accuracy target for Q4_K_M
-    assert {k: t["pass"] for k, t in q4["targets"].items()} == {"speedup": False, "memory": False}
+    # 1200/300 = 4x first (>= 2x), 300/75 = 4x later (short of 5x), 1100/3000 is above 1/3; no accuracy
+    # target for Q4_K_M
+    assert {k: t["pass"] for k, t in q4["targets"].items()} == {"speedup_first": True,
+                                                                 "speedup_followup": False, "memory": False}
     assert cmp["runtime-q4_0"]["agreement"] is None and cmp["runtime-q4_0"]["targets"] == {}
 
     worse = dict(backends, **{"runtime-q8_0": _result(100.0, 900.0, ["yes", "yes", "yes", "x"], "q8_0")})
@@ -111,10 +114,29 @@ def test_compare_gives_ratios_against_pytorch_and_the_targets():
     table = bench.format_table(report)
     assert "runtime-q4_0" in table and "FAILED: exit status 1: boom" in table
     q8_row = next(line for line in table.splitlines() if line.startswith("runtime-q8_0 "))
-    assert q8_row.split()[-6:] == ["100.0", "75.0", "6.00x", "3.00x", "0.300", "0"]  # 0 refused
+    assert q8_row.split()[-7:] == ["100.0", "75.0", "6.00x", "3.00x", "6.00x", "0.300", "0"]  # 0 refused
     assert q8_row.split()[4:6] == ["400.0", "50.0"]  # first question about a record, follow-ups
-    assert table.count("PASS") == 3 and table.count("FAIL") == 3  # 2 target FAILs + the FAILED worker
+    assert table.count("PASS") == 5 and table.count("FAIL") == 3  # 2 target FAILs + the FAILED worker
     assert "refused" in table.splitlines()[1]
+
+
+def test_speedups_count_only_the_questions_the_runtime_answered():
+    """A refused question (milliseconds, no model) must not flatter the ratio; the first answered question
+    about a record is the one that pays for its prefill, even when a refused one came before it."""
+    records = ["a", "a", "a", "b", "b"]
+    torch = {"latency_items_ms": [600.0, 600.0, 600.0, 600.0, 600.0]}
+    runtime = {"latency_items_ms": [3.0, 300.0, 100.0, 300.0, 100.0]}  # item 0 refused
+    out = bench.answered_speedups(torch, runtime, [1, 2, 3, 4], records)
+    assert out["speedup_first_question"] == pytest.approx(2.0)  # items 1 and 3
+    assert out["speedup_followup_question"] == pytest.approx(6.0)  # items 2 and 4
+    assert out["speedup_per_question"] == pytest.approx(600.0 / 200.0)
+    backends = {bench.TORCH: {**_result(600.0, 3000.0, ["yes"] * 5, None), **torch},
+                "runtime-q8_0": {**_result(100.0, 900.0, ["", "yes", "yes", "yes", "yes"], "q8_0"), **runtime,
+                                 "unsupported": [0]}}
+    row = bench.compare(backends, [["yes"]] * 5, records)["runtime-q8_0"]
+    assert row["refused_ms"] == pytest.approx(3.0) and row["speedup_first_question"] == pytest.approx(2.0)
+    whole = bench.compare(backends, [["yes"]] * 5)["runtime-q8_0"]  # without records: whole medians
+    assert whole["speedup_per_question"] == pytest.approx(6.0)
 
 
 def test_latency_is_split_at_the_first_question_about_each_record():
@@ -265,7 +287,8 @@ def test_bench_reports_every_metric_for_each_backend(model_pair, shared_data, tm
         for key in ("speedup_per_question", "memory_fraction", "accuracy_delta_points"):
             assert math.isfinite(cmp[key]), (name, key)
         # each target's verdict is its value against its bound, as printed
-        assert cmp["targets"]["speedup"]["pass"] == (cmp["speedup_per_question"] >= bench.TARGET_SPEEDUP)
+        assert cmp["targets"]["speedup_followup"]["pass"] == (
+            cmp["speedup_followup_question"] >= bench.TARGET_SPEEDUP_FOLLOWUP)
         assert cmp["targets"]["memory"]["pass"] == (cmp["memory_fraction"] <= bench.TARGET_MEMORY_FRACTION)
     assert report["backends"]["runtime-q8_0-nocache"]["cache"] is False
     assert report["backends"]["runtime-q8_0"]["cache"] is True
