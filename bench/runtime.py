@@ -257,7 +257,8 @@ def compare(backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]],
             # on the questions this backend answered: a refusal (unsupported question) is not a wrong answer
             base_exact = exact_match([base["predictions"][k] for k in answered], [gold[k] for k in answered])
             row["accuracy_delta_points"] = 100.0 * (row["exact_match_answered"] - base_exact)
-            row["targets"]["speedup_first"] = _target(row["speedup_first_question"], ">=", TARGET_SPEEDUP_FIRST)
+            row["targets"]["speedup_first"] = _target(row["speedup_first_question"], ">=",
+                                                      TARGET_SPEEDUP_FIRST)
             row["targets"]["speedup_followup"] = _target(row["speedup_followup_question"], ">=",
                                                          TARGET_SPEEDUP_FOLLOWUP)
             row["targets"]["memory"] = _target(row["memory_fraction"], "<=", TARGET_MEMORY_FRACTION)
@@ -276,7 +277,8 @@ def format_table(report: dict[str, Any]) -> str:
              f"(folds {w['folds']}), "
              f"{report['config']['threads']} threads; batch question: {w['batch_question']!r}"]
     header = (f"{'backend':<24} {'cold s':>7} {'med ms':>8} {'p90 ms':>8} {'1st ms':>8} {'next ms':>8} "
-              f"{'rec/s':>7} {'RSS MB':>7} {'agree%':>7} {'exact%':>7} {'speed-up':>9} {'1st x':>6} {'next x':>6} "
+              f"{'rec/s':>7} {'RSS MB':>7} {'agree%':>7} {'exact%':>7} {'speed-up':>9} {'1st x':>6} "
+              f"{'next x':>6} "
               f"{'mem frac':>9} {'refused':>8}")
     lines += [header, "-" * len(header)]
 
@@ -312,8 +314,8 @@ def format_table(report: dict[str, Any]) -> str:
             target_lines.append(f"  {name:<24} {labels[key]:<32} {num(t['value'], '.3f'):>8}  "
                                 f"target {t['target']:<8} {'PASS' if t['pass'] else 'FAIL'}")
     if target_lines:
-        lines += ["", "targets (against PyTorch measured in this run; speed-ups on the questions each backend "
-                  "answered):", *target_lines]
+        lines += ["", "targets (against PyTorch measured in this run; speed-ups on the questions each "
+                  "backend answered):", *target_lines]
     return "\n".join(lines)
 
 
@@ -805,7 +807,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                        "question_type")} for it in workload.items]},
         "backends": backends,
         "comparison": compare(backends, gold, [item["record"] for item in workload.items]),
-        "targets": {"speedup_first": TARGET_SPEEDUP_FIRST, "speedup_followup": TARGET_SPEEDUP_FOLLOWUP, "memory_fraction": TARGET_MEMORY_FRACTION,
+        "targets": {"speedup_first": TARGET_SPEEDUP_FIRST, "speedup_followup": TARGET_SPEEDUP_FOLLOWUP,
+                    "memory_fraction": TARGET_MEMORY_FRACTION,
                     "accuracy_points": TARGET_ACCURACY_POINTS,
                     "accuracy_quants": list(ACCURACY_TARGET_QUANTS)},
         "wall_s": time.time() - t_run,
