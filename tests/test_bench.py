@@ -427,3 +427,29 @@ def test_serve_bench_runs_small_and_every_check_holds(tmp_path):
     report = json.loads(out.read_text())
     assert report["checks"] and all(report["checks"].values()), report["checks"]
     assert {str(level["clients"]) for level in report["load"]} == {"1", "4", "16"}
+
+
+# --- bench/prefill.py ---------------------------------------------------------------------------------------
+
+def test_prefill_bench_counts_the_model_work_and_times_the_shipped_model(tmp_path: Path) -> None:
+    """The FLOP count from the GGUF's own shapes, and a short real run (never a timing value checked)."""
+    prefill = _load_bench(REPO / "bench" / "prefill.py", "bench_prefill")
+    gguf = REPO / "diagecg" / "bundles" / "default" / "llm-q8_0.gguf"
+    shape = prefill.model_shape(gguf)
+    manifest = json.loads((gguf.parent / "manifest.json").read_text())
+    assert shape["n_vocab"] == manifest["vocab"]["vocab_size"]
+    assert 0 < shape["n_params_nonembed"] < shape["n_params"]
+    n = 10
+    expected = (2 * shape["n_params_nonembed"] * n + 4 * shape["n_layer"] * n * n * shape["n_embd"]
+                + 2 * shape["n_vocab"] * shape["n_embd"])
+    assert prefill.prefill_flops(shape, n) == pytest.approx(expected)
+    out = tmp_path / "prefill.json"
+    assert prefill.main(["--gguf", str(gguf), "--threads", "1", "--tokens", "16", "--repeats", "1",
+                         "--gemm-n", "64", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [(r["flash_attn"], r["threads"]) for r in report["rows"]] == [(False, 1), (True, 1)]
+    for r in report["rows"]:
+        assert r["gflops"] == pytest.approx(r["gflop"] / (r["prefill_ms"] / 1e3))
+        peak = report["peaks"]["1"]["fp32_gflops"]
+        assert r["x_fp32_floor"] == pytest.approx((r["prefill_ms"] / 1e3) / (r["gflop"] / peak))
+    assert prefill.main(["--quants", "q9_9", "--smollm2"]) == 2
