@@ -139,3 +139,9 @@ def test_cuda_that_does_not_become_active_is_never_silent(tiny_bundle: Path,
         EcgTokenizerSession(onnx, device="cuda", threads=1)
     s = EcgTokenizerSession(onnx, device="auto", threads=1)
     assert s.device == "cpu" and any("CUDA was requested" in w for w in s.warnings)
+
+
+def test_onnxruntime_threads_do_not_spin_against_llama_cpp(session: EcgTokenizerSession) -> None:
+    assert session._session is not None
+    options = session._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
