@@ -18,15 +18,21 @@ it (the same patient and ECG, another question) evaluates only the tokens after 
 With Q8_0 and f16 models the logits are bitwise those of a fresh evaluation; K-quant kernels pick
 another code path for small batches, which moves logits by ~1e-6, so an exact tie could resolve
 differently. ``reuse_prefix=False`` evaluates every prompt from scratch.
+
+Answer options side by side: the context holds ``N_SEQUENCES`` sequences over one unified KV cache.
+:meth:`LlamaModel.score_options` evaluates the prompt once as sequence 0, shares its cells with one
+sequence per option, and feeds every option's tokens in one ``llama_decode`` call, instead of one call
+per option token (a "which of X or Y" question with ten options made twenty calls).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import llama_cpp
@@ -45,6 +51,8 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 512  # prompt tokens per llama_decode call
 MIN_N_CTX = 64  # as GenerationConfig requires
 KV_MEMORY_SHARE = 0.5  # the KV cache of n_ctx may take at most this share of the memory available now
+N_SEQUENCES = 16  # sequences of a context: the prompt's, and answer options scored side by side
+_DEFAULTS_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass
@@ -124,7 +132,7 @@ class LlamaModel:
 
     def __init__(self, gguf_path: str | Path, *, vocab: VocabConfig, n_ctx: int,
                  tokenizer: Tokenizer | None = None, stop_ids: Iterable[int] = (), threads: int | None = None,
-                 n_gpu_layers: int = 0, reuse_prefix: bool = True) -> None:
+                 n_gpu_layers: int = 0, reuse_prefix: bool = True, flash_attn: bool = False) -> None:
         self.path = Path(gguf_path)
         self.reuse_prefix = reuse_prefix
         self.threads = resolve_threads(threads)
@@ -136,15 +144,18 @@ class LlamaModel:
         check_context(n_ctx, read_gguf_hparams(self.path), self.path)
         n_batch = min(MAX_BATCH, n_ctx)
         try:
-            self._llm = llama_cpp.Llama(
-                model_path=str(self.path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
-                n_threads=self.threads, n_threads_batch=self.threads, n_gpu_layers=n_gpu_layers,
-                logits_all=False, seed=0, verbose=False,
-            )
+            with _sequences(N_SEQUENCES):
+                self._llm = llama_cpp.Llama(
+                    model_path=str(self.path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
+                    n_threads=self.threads, n_threads_batch=self.threads, n_gpu_layers=n_gpu_layers,
+                    logits_all=False, seed=0, verbose=False, flash_attn=flash_attn,
+                )
         except Exception as e:  # llama-cpp-python raises ValueError("Failed to load model from file")
             raise InferenceError(f"llama.cpp cannot load {self.path}: {e}") from e
         self.n_ctx = int(self._llm.n_ctx())
         self.n_vocab = int(self._llm.n_vocab())
+        self.n_batch = n_batch
+        self.n_sequences = int(llama_cpp.llama_n_seq_max(self._llm.ctx))
         if vocab.vocab_size and self.n_vocab != vocab.vocab_size:
             raise BundleError(f"{self.path.name}: the model has {self.n_vocab} tokens but the manifest's "
                               f"vocab.vocab_size is {vocab.vocab_size}")
@@ -332,6 +343,9 @@ class LlamaModel:
         if not options or any(len(o) == 0 for o in options):
             raise InferenceError("option_probabilities needs at least one non-empty option")
         longest = max(len(o) for o in options)
+        if longest - 1 > self.n_batch:
+            raise InferenceError(f"an answer option of {longest} tokens is longer than a batch "
+                                 f"({self.n_batch} + 1)")
         if not prompt or len(prompt) + longest > self.n_ctx:
             raise InferenceError(f"the prompt ({len(prompt)} tokens) and its longest option ({longest}) "
                                  f"do not "
@@ -341,19 +355,64 @@ class LlamaModel:
             self._check_open()
             first, n_reused = self._prefill(prompt)
             for k, option in enumerate(options):
-                logits = first
-                for j, tok in enumerate(option):
-                    logp[k] += _log_softmax_at(logits, int(tok))
-                    if j + 1 < len(option):
-                        if j == 0:
-                            self._llm.n_tokens = len(prompt)  # drop the previous option's cells
-                        logits = self._eval([int(tok)])
+                logp[k] = _log_softmax_at(first, int(option[0]))
+            longer = [(k, [int(t) for t in o]) for k, o in enumerate(options) if len(o) > 1]
+            for group in self._option_groups(longer):
+                self._score_continuations(len(prompt), group, logp)
         p = np.exp(logp - logp.max())
         p /= p.sum()
         if not np.isfinite(p).all():  # every option at -inf (all of them banned or underflowed)
             raise InferenceError(f"{self.path.name}: the options' probabilities are not finite "
                                  f"(log-probabilities {logp.tolist()})")
         return p, n_reused
+
+    def _option_groups(self, options: list[tuple[int, list[int]]]) -> Iterator[list[tuple[int, list[int]]]]:
+        """``options`` in groups that fit one ``llama_decode``: a sequence each beside the prompt's, and
+        their tokens (all but the last: its log-probability needs no evaluation) within the batch."""
+        group: list[tuple[int, list[int]]] = []
+        n_tokens = 0
+        for k, option in options:
+            if group and (len(group) + 1 >= self.n_sequences or n_tokens + len(option) - 1 > self.n_batch):
+                yield group
+                group, n_tokens = [], 0
+            group.append((k, option))
+            n_tokens += len(option) - 1
+        if group:
+            yield group
+
+    def _score_continuations(self, n_prompt: int, group: list[tuple[int, list[int]]],
+                             logp: np.ndarray) -> None:
+        """Add to ``logp[k]`` the log-probabilities of option k's tokens after its first, all options in
+        one ``llama_decode``: option ``s`` is sequence ``s`` (1...), sharing the prompt's KV cells with
+        sequence 0; its cells are dropped afterwards. Sequential evaluation gives the same logits (the
+        attention of each sequence sees only its own cells)."""
+        if len(group) >= self.n_sequences or sum(len(o) - 1 for _, o in group) > self.n_batch:
+            raise InferenceError(f"{len(group)} options do not fit one batch of this context")
+        ctx = self._llm.ctx
+        memory = llama_cpp.llama_get_memory(ctx)
+        batch = self._llm._batch.batch
+        rows: list[tuple[int, int, int]] = []  # (option, the token scored, its row in the batch)
+        for seq, (k, option) in enumerate(group, start=1):
+            llama_cpp.llama_memory_seq_cp(memory, 0, seq, 0, n_prompt)
+            for j, tok in enumerate(option[:-1]):
+                i = len(rows)
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = tok, n_prompt + j, 1
+                batch.seq_id[i][0], batch.logits[i] = seq, True
+                rows.append((k, option[j + 1], i))
+        batch.n_tokens = len(rows)
+        try:
+            status = llama_cpp.llama_decode(ctx, batch)
+        finally:
+            for seq in range(1, len(group) + 1):
+                llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+        if status != 0:
+            raise InferenceError(f"llama.cpp decode of {len(group)} answer options failed (status {status})")
+        for k, tok, i in rows:
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(self.n_vocab,))
+            if not np.isfinite(logits).all():
+                raise InferenceError(f"{self.path.name}: the model produced non-finite logits (NaN/inf): its "
+                                     f"weights are damaged; no answer can be given")
+            logp[k] += _log_softmax_at(logits, tok)
 
     def reset(self) -> None:
         """Forget the held sequence: the next prompt is evaluated from scratch."""
@@ -372,6 +431,29 @@ class LlamaModel:
     def _check_open(self) -> None:
         if self._closed:
             raise InferenceError(f"{self.path.name}: the model was closed (close()); load the bundle again")
+
+
+@contextlib.contextmanager
+def _sequences(n: int) -> Iterator[None]:
+    """While a ``Llama`` is built in this block, its context holds ``n`` sequences over one unified KV
+    cache (each may use the whole context). llama-cpp-python's ``Llama()`` takes no such argument: it
+    starts from ``llama_context_default_params()`` (one sequence), so that function answers with these
+    settings for the duration (under a lock: another thread building a Llama waits)."""
+    module = llama_cpp.llama_cpp
+    defaults = module.llama_context_default_params
+
+    def with_sequences() -> llama_cpp.llama_context_params:
+        params = defaults()
+        params.n_seq_max = min(n, int(llama_cpp.llama_max_parallel_sequences()))
+        params.kv_unified = True
+        return params
+
+    with _DEFAULTS_LOCK:
+        module.llama_context_default_params = with_sequences
+        try:
+            yield
+        finally:
+            module.llama_context_default_params = defaults
 
 
 def check_context(n_ctx: int, hparams: GgufHparams, path: Path) -> None:

@@ -155,3 +155,30 @@ def test_option_probabilities_are_teacher_forced_sequence_likelihoods(llm: Llama
     np.testing.assert_allclose(llm.option_probabilities(prompt, options), p, rtol=1e-5)
     with pytest.raises(InferenceError, match="non-empty"):
         llm.option_probabilities(prompt, [[], options[0]])
+
+
+def test_options_are_scored_side_by_side_in_groups_and_leave_no_cells(llm: LlamaModel,
+                                                                      prompt: list[int]) -> None:
+    """Every option's tokens go to one llama_decode as its own sequence sharing the prompt's cells; more
+    options than the context has sequences (or batch room) are split into groups with the same result."""
+    import llama_cpp
+
+    words = [" yes", " no", " not sure", " sinus rhythm", " atrial fibrillation", " left bundle branch block"]
+    options = [[*llm.encode_text(w), next(iter(llm.stop_ids))] for w in words]
+    assert llm.n_sequences > len(options)
+    together = llm.option_probabilities(prompt, options)
+    memory = llama_cpp.llama_get_memory(llm._llm.ctx)
+    for seq in range(1, llm.n_sequences):  # the options' sequences are gone: only the prompt's is left
+        assert llama_cpp.llama_memory_seq_pos_max(memory, seq) == -1
+    assert llama_cpp.llama_memory_seq_pos_max(memory, 0) == len(prompt) - 1
+    groups = [len(g) for g in llm._option_groups([(k, o) for k, o in enumerate(options)])]
+    assert groups == [len(options)]
+    n_sequences, n_batch = llm.n_sequences, llm.n_batch
+    try:
+        longest = max(len(o) for o in options) - 1  # tokens an option puts in the batch
+        llm.n_sequences, llm.n_batch = 3, longest  # at most two options per group, fewer when long
+        sizes = [len(g) for g in llm._option_groups(list(enumerate(options)))]
+        assert max(sizes) <= 2 and len(sizes) >= 3 and sum(sizes) == len(options)
+        np.testing.assert_allclose(llm.option_probabilities(prompt, options), together, rtol=1e-5)
+    finally:
+        llm.n_sequences, llm.n_batch = n_sequences, n_batch
