@@ -151,11 +151,10 @@ from diagecg.plausibility import CHECKS, note_code
 from diagecg.preprocess import model_inputs, record_windows
 from diagecg.prompts import encode_prompt, sanitize_question
 from diagecg.quality import dead_leads
-from diagecg.questions import NONE_ANSWER, NORMAL_ECG_TEMPLATE, MatchedQuestion, Refusal
+from diagecg.questions import NONE_ANSWER, MatchedQuestion, Refusal
 from diagecg.reliability import ReliabilityTable
 from diagecg.report_text import report_statements, tidy_report
 from diagecg.runtime.answering import (
-    NORMAL_NAME,
     StatementReader,
     as_asked,
     choose_consistently,
@@ -252,14 +251,6 @@ def _aggregation_kind(match: MatchedQuestion | None, task: str) -> str:
     if match is None:
         return "free"
     return "closed" if match.closed else "query"
-
-
-def _negative_option(match: MatchedQuestion) -> str:
-    """The option that says "no finding": ``none`` for a choice, ``yes`` for "is this a normal
-    ECG?" (template 2), ``no`` otherwise."""
-    if match.question_type == "single-choose":
-        return NONE_ANSWER
-    return "yes" if match.template_id == NORMAL_ECG_TEMPLATE else "no"
 
 
 def as_record(record: RecordLike, quality: QualityConfig | None = None) -> EcgRecord:
@@ -543,8 +534,7 @@ class DiagEcgPipeline:
             self._shared_readings(parts, used),
             {name: float(c["threshold"]) for name, c in self.calibration.items() if "threshold" in c})
         if match is not None and closed and probs is not None:
-            if reader is not None and match.question_type == "single-verify" and (
-                    match.template_id == NORMAL_ECG_TEMPLATE or match.template_id == 1):
+            if reader is not None and match.template.one_finding:
                 text, probs, rule_notes = reader.verify(match, text, probs)
             else:
                 text, rule_notes = choose_consistently(match, text, probs)
@@ -569,8 +559,7 @@ class DiagEcgPipeline:
             findings = [(s, True) for s in report_statements(text)]
         else:
             findings = [] if match is None else answer_findings(
-                match.question_type, match.attributes, model_answers,
-                normal_question=match.template_id == NORMAL_ECG_TEMPLATE)
+                match.question_type, match.attributes, model_answers, statement=match.template.statement)
         statements = coded_statements(findings, statement_probs)
         reliability = None
         if catalogue is not None:
@@ -647,7 +636,7 @@ class DiagEcgPipeline:
         elif len(parts) == 1:
             return parts[0], replies[0]["text"], replies[0]["confidence"], []
         elif match is not None and match.closed:
-            negative = _negative_option(match)
+            negative = match.template.negative_option
             # the mass off the negative option, summed (not 1 - p: it keeps tiny probabilities apart)
             best = max(range(len(parts)), key=lambda i: sum(
                 p for o, p in replies[i]["option_probabilities"].items() if o != negative))
@@ -671,9 +660,8 @@ class DiagEcgPipeline:
         option_ids = option_continuations(self.prompt_config, self.llm.encode_text, match.options, eos)
         probs, n_reused = self.llm.score_options(prompt_ids, option_ids)
         best = int(probs.argmax())
-        finding = NORMAL_NAME if match.template_id == NORMAL_ECG_TEMPLATE else (
-            match.attributes[0] if len(match.attributes) == 1 else None)
-        cal = self.calibration.get(finding) if match.question_type == "single-verify" and finding else None
+        finding = match.finding  # a verify question's about one finding: calibrated per finding
+        cal = self.calibration.get(finding) if finding else None
         if cal is not None and "no" in match.options:
             probs, best = calibrate_options(probs, match.options.index("no"), cal)
         if not np.isfinite(probs).all():  # a damaged calibration entry; never NaN in an answer
