@@ -46,6 +46,7 @@ from diagecg.datasets.ptbxl import PtbxlDataset
 from diagecg.datasets.reports import load_scp_table
 from diagecg.io import read_record
 from diagecg.preprocess import record_measurements
+from diagecg.question_templates import fill_attributes, finding_template
 from diagecg.runtime.pipeline import DiagEcgPipeline
 from diagecg.scoring import NEGATIVE, ablation_permutation, format_calibration, ruler_scores, score_findings
 from diagecg.training.evaluate import eval_record_subset, format_findings, json_safe
@@ -190,13 +191,14 @@ def challenge_findings(pipe: DiagEcgPipeline, folder: Path, progress: bool) -> d
             continue
         labels[k] = challenge_labels(header)
     samples, codes = [], []
+    asks = finding_template()  # "Does this ECG show symptoms of X?"
     for k in records:
         for code, name in CHALLENGE_NAMES.items():
             present = bool(labels[k] & set(CHALLENGE_FINDINGS[code]))
-            samples.append(QASample(ecg_id=k, question=f"Does this ECG show symptoms of {name}?",
-                                    answers=("yes" if present else "no",), question_type="single-verify",
-                                    attribute_type="scp_code", template_id=1, attributes=(name,),
-                                    source="generated"))
+            samples.append(QASample(ecg_id=k, question=fill_attributes(asks.text, (name,)),
+                                    answers=("yes" if present else "no",),
+                                    question_type=asks.question_type.value, attribute_type="scp_code",
+                                    template_id=asks.template_id, attributes=(name,), source="generated"))
             codes.append(code)
     source = ablation_permutation(list(records), [0] * len(records), seed=0)
     opts = [OPTIONS] * len(samples)

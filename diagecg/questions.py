@@ -50,7 +50,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from diagecg.answers import format_answer
@@ -79,17 +79,20 @@ from diagecg.question_templates import (
     NEGATED_TEXT,
     NONE_ANSWER,
     NORMAL_ECG_TEMPLATE,
+    NORMAL_STATEMENT,
     SEMANTICS,
     TEMPLATES,
     QuestionTemplate,
+    QuestionType,
     fill_attributes,
 )
 from diagecg.statements import find_statement
 
 # the templates' names are re-exported: the catalogue is where readers of questions look for them
-__all__ = ["NONE_ANSWER", "NORMAL_ECG_TEMPLATE", "NORMAL_FINDINGS", "REFUSAL_REASONS", "SEMANTICS",
-           "SYNONYMS", "TEMPLATES", "CatalogueEntry", "MatchedQuestion", "QuestionCatalogue",
-           "QuestionTemplate", "Refusal", "build_catalogue", "fill_attributes", "normalize_question"]
+__all__ = ["NONE_ANSWER", "NORMAL_ECG_TEMPLATE", "NORMAL_FINDINGS", "NORMAL_STATEMENT", "REFUSAL_REASONS",
+           "SEMANTICS", "SYNONYMS", "TEMPLATES", "CatalogueEntry", "MatchedQuestion", "QuestionCatalogue",
+           "QuestionTemplate", "QuestionType", "Refusal", "build_catalogue", "fill_attributes",
+           "normalize_question"]
 
 # words that make a question ask for a number or a measurement, which no template answers
 _NUMERIC = re.compile(r"\b(how many|how much|how long|how fast|how slow|how high|what is the (heart )?rate|"
@@ -145,7 +148,7 @@ class CatalogueEntry:
 
     Attributes:
         template_id: the ECG-QA template id.
-        question_type: ``"single-verify"``, ``"single-choose"`` or ``"single-query"``.
+        question_type: verify, choose or query (a str given is read as a :class:`QuestionType`).
         group: what the template is about (``code``, ``norm``, ``superclass``, ``dx_inc``,
             ``dx_exc``, ``form``, ``rhythm``, ``abnormal``).
         text: the template sentence; ``${attribute}`` / ``${attribute1}`` / ``${attribute2}`` mark
@@ -156,20 +159,25 @@ class CatalogueEntry:
     """
 
     template_id: int
-    question_type: str
+    question_type: QuestionType
     group: str
     text: str
     attributes: tuple[str, ...]
     options: tuple[str, ...]
     examples: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # a manifest holds the type as its string; an unknown one raises ValueError naming it
+        object.__setattr__(self, "question_type", QuestionType(self.question_type))
+
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        out = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+               for f in dataclasses.fields(self)}
+        return {**out, "question_type": self.question_type.value}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CatalogueEntry:
-        return cls(template_id=int(data["template_id"]), question_type=str(data["question_type"]),
+        return cls(template_id=int(data["template_id"]), question_type=QuestionType(data["question_type"]),
                    group=str(data["group"]), text=str(data["text"]),
                    attributes=tuple(data.get("attributes", ())), options=tuple(data["options"]),
                    examples=tuple(data.get("examples", ())))
@@ -196,7 +204,7 @@ class MatchedQuestion:
     """
 
     template_id: int
-    question_type: str
+    question_type: QuestionType
     canonical: str
     attributes: tuple[str, ...]
     options: tuple[str, ...]
@@ -207,7 +215,21 @@ class MatchedQuestion:
     @property
     def closed(self) -> bool:
         """Whether the answer is exactly one of ``options`` (verify and choose questions)."""
-        return self.question_type != "single-query"
+        return self.question_type.closed
+
+    @property
+    def template(self) -> QuestionTemplate:
+        """The template it was read as, with its routing data (:data:`TEMPLATES`)."""
+        return TEMPLATES[self.template_id]
+
+    @property
+    def finding(self) -> str | None:
+        """The finding a yes/no question about one finding asks about (the named one, or the template's
+        statement such as ``normal ecg``); None for any other question."""
+        t = self.template
+        if not t.one_finding:
+            return None
+        return t.statement if t.statement is not None else self.attributes[0]
 
     @property
     def polarity(self) -> str:
@@ -244,7 +266,7 @@ class MatchedQuestion:
         return invert_probabilities(probs, self.options) if self.negated else dict(probs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"template_id": self.template_id, "question_type": self.question_type,
+        return {"template_id": self.template_id, "question_type": self.question_type.value,
                 "canonical": self.canonical, "attributes": list(self.attributes),
                 "options": list(self.options), "polarity": self.polarity, "answered": self.answered,
                 "scope": self.scope, "findings": [t.to_dict() for t in self.terms],
@@ -334,14 +356,28 @@ class QuestionCatalogue:
                 out.append(hit.form.finding)
         return out
 
-    def _entry(self, *template_ids: int) -> CatalogueEntry | None:
-        return next((self.entries[t] for t in template_ids if t in self.entries), None)
+    def _routed(self, accept: Callable[[QuestionTemplate], bool]) -> list[CatalogueEntry]:
+        """The entries whose template (:data:`TEMPLATES`) ``accept`` takes, by template id."""
+        return [e for tid, e in sorted(self.entries.items()) if tid in TEMPLATES and accept(TEMPLATES[tid])]
+
+    def _finding_entry(self) -> CatalogueEntry | None:
+        """The yes/no template about one named finding ("Does this ECG show symptoms of X?")."""
+        return next(iter(self._routed(lambda t: t.one_finding and t.n_attributes == 1)), None)
+
+    def _statement_entry(self, statement: str) -> CatalogueEntry | None:
+        """The record-level yes/no template about ``statement`` ("Is this a normal ECG?")."""
+        return next(iter(self._routed(lambda t: t.statement == statement)), None)
+
+    def _record_entry(self, question_type: QuestionType, group: str) -> CatalogueEntry | None:
+        """The record-level template of ``question_type`` about ``group``."""
+        return next(iter(self._routed(lambda t: t.record_level and t.question_type is question_type
+                                      and t.group == group)), None)
 
     def _matched(self, entry: CatalogueEntry, attributes: Sequence[str], *, negated: bool = False,
                  terms: Sequence[FindingTerm] = (),
                  spelling: Sequence[tuple[str, str]] = ()) -> MatchedQuestion:
         attrs = tuple(attributes)
-        if entry.question_type == "single-choose":
+        if entry.question_type is QuestionType.CHOOSE:
             options = (*attrs, format_answer(attrs), NONE_ANSWER)
         else:
             options = entry.options
@@ -350,15 +386,19 @@ class QuestionCatalogue:
 
     def finding_question(self, statement: str) -> MatchedQuestion | None:
         """The catalogue's yes/no question about a statement (a catalogue name, or another spelling of
-        the same PTB-XL statement, such as a report's ``inferior myocardial infarction``): template 1,
-        or template 2 for ``normal ECG``; None when the catalogue cannot ask about it."""
+        the same PTB-XL statement, such as a report's ``inferior myocardial infarction``): the template
+        about one named finding, or the record-level one asking about that statement ("Is this a normal
+        ECG?" for ``normal ECG``); None when the catalogue cannot ask about it."""
         st = find_statement(statement)
-        if st is not None and st.code == "NORM":
-            entry = self._entry(NORMAL_ECG_TEMPLATE)
-            return None if entry is None else self._matched(entry, ())
+        for t in TEMPLATES.values() if st is not None else ():
+            asks = t.statement
+            found = find_statement(asks) if asks is not None else None
+            if asks is not None and found is not None and st is not None and found.code == st.code:
+                entry = self._statement_entry(asks)
+                return None if entry is None else self._matched(entry, ())
         names = [statement, *((st.description, *st.aliases) if st is not None else ())]
         by_key = {_key(f): f for f in self.findings}
-        entry = self._entry(1)
+        entry = self._finding_entry()
         name = next((by_key[_key(n)] for n in names if _key(n) in by_key), None)
         if entry is None or name is None or name not in entry.attributes:
             return None
@@ -404,7 +444,7 @@ class QuestionCatalogue:
             if _WH.search(text) or _ONE_OF_TWO.search(outside):
                 return Refusal("not_understood", f"the question names {attrs[0]} but is not a yes/no "
                                                  f"question about it", self._suggest(text, terms))
-            entry = self._entry(1)
+            entry = self._finding_entry()
             if entry is None or attrs[0] not in entry.attributes:
                 return Refusal("not_understood", f"this model cannot be asked about {attrs[0]} alone",
                                self._suggest(text, terms))
@@ -418,10 +458,12 @@ class QuestionCatalogue:
                 return Refusal("negated_choice", f"a negated choice between {attrs[0]} and {attrs[1]} has no "
                                                  f"answer this model was trained to give; ask about each in "
                                                  f"turn", self._suggest(text, terms, negated=True))
-            order = (5, 4) if certain else (4, 3, 7, 6, 5) if _UNCERTAIN_TOO.search(text) else (3, 7, 6, 4, 5)
-            for tid in order:
-                entry = self.entries.get(tid)
-                if entry is not None and all(a in entry.attributes for a in attrs):
+            said = "certain" if certain else "uncertain_too" if _UNCERTAIN_TOO.search(text) else "unsaid"
+            order = _CHOICE_ORDER[said]
+            choices = self._routed(lambda t: t.question_type is QuestionType.CHOOSE and t.uncertain in order)
+            choices.sort(key=lambda e: order.index(TEMPLATES[e.template_id].uncertain))  # stable: by id
+            for entry in choices:
+                if all(a in entry.attributes for a in attrs):
                     return self._matched(entry, attrs, terms=terms, spelling=spelling)
             return Refusal("several_findings", f"{attrs[0]} and {attrs[1]} are never offered as one choice; "
                                                f"ask about each in turn", self._suggest(text, terms))
@@ -474,11 +516,12 @@ class QuestionCatalogue:
 
         text = re.sub(r"[a-z]+", keyword, text)
         wh = bool(_WH.search(text))
+        kind = QuestionType.QUERY if wh else QuestionType.VERIFY  # "what/which/list" asks for the set
         flips = 0
         if _ECGQA_ABNORMAL.search(text) and not wh:
-            tid: tuple[int, ...] = (12,)
+            entry = self._record_entry(kind, "abnormal")
         elif _FORM.search(text):
-            tid = (11,) if wh else (15,)
+            entry = self._record_entry(kind, "form")
             flips = len(_NORMAL.findall(text))  # a normal waveform: no form symptom
         elif _REGULARITY.search(text) or (_RHYTHM.search(text) and (_NORMAL.search(text)
                                                                     or opposite_flips(text))):
@@ -488,18 +531,18 @@ class QuestionCatalogue:
                                               "about a rhythm by name",
                            tuple(self._verify_question(a) for a in rhythms if a in self.findings))
         elif _RHYTHM.search(text):
-            if wh:
-                tid = (10,)
-            elif _RHYTHM_GROUP.search(text):
-                tid = (16,)
+            if wh or _RHYTHM_GROUP.search(text):
+                entry = self._record_entry(kind, "rhythm")
             else:
                 return Refusal("not_understood", "the question asks about the rhythm without naming one: "
                                                  "ask about a rhythm by name or 'What rhythm-related "
                                                  "symptoms does this ECG show?'", self._suggest(text, []))
         elif (_NORMAL.search(text) or opposite_flips(text)) and not wh:
-            tid, flips = (2,), opposite_flips(text)
+            entry, flips = self._statement_entry(NORMAL_STATEMENT), opposite_flips(text)
         elif _DIAGNOSTIC.search(text):
-            tid = ((9,) if certain else (8,)) if wh else ((14,) if certain else (13,))
+            uncertain = "excluded" if certain else "included"
+            entry = next(iter(self._routed(lambda t: t.record_level and t.question_type is kind
+                                           and t.uncertain == uncertain)), None)
         elif _RATE.search(text):
             return Refusal("numeric", "the heart rate is a number this model does not give; ask about sinus "
                                       "bradycardia or sinus tachycardia", tuple(
@@ -509,7 +552,6 @@ class QuestionCatalogue:
         else:
             return Refusal("not_understood", "the question matches none of the questions this model was "
                                              "trained to answer", self._suggest(text, []))
-        entry = self._entry(*tid)
         if entry is None:
             return Refusal("not_understood", "this bundle has no template for the question",
                            self._suggest(text, []))
@@ -522,9 +564,10 @@ class QuestionCatalogue:
     # --- suggestions ---------------------------------------------------------------------------
 
     def _verify_question(self, finding: str, negated: bool = False) -> str:
-        if finding in NORMAL_FINDINGS:
-            return NEGATED_TEXT[NORMAL_ECG_TEMPLATE] if negated else TEMPLATES[NORMAL_ECG_TEMPLATE].text
-        entry = self._entry(1)
+        asks = next((t for t in TEMPLATES.values() if t.statement == finding), None)
+        if asks is not None:
+            return NEGATED_TEXT[asks.template_id] if negated else asks.text
+        entry = self._finding_entry()
         text = entry.render((finding,)) if entry is not None else finding
         return text.replace("show symptoms of", "show no symptoms of") if negated else text
 
@@ -581,9 +624,10 @@ class QuestionCatalogue:
         if entry is not None and entry.group == "rhythm":
             return True
         rhythm = {a for e in self.entries.values()
-                  if e.group == "rhythm" and e.question_type != "single-verify" for a in e.options}
+                  if e.group == "rhythm" and e.question_type is not QuestionType.VERIFY for a in e.options}
         rhythm.discard(NONE_ANSWER)
-        return match.template_id == 1 and bool(match.attributes) and set(match.attributes) <= rhythm
+        named = match.template.one_finding and match.template.n_attributes == 1
+        return named and bool(match.attributes) and set(match.attributes) <= rhythm
 
     def describe(self) -> list[str]:
         """Human-readable lines: each template, its options and how many attributes it takes."""
@@ -596,7 +640,14 @@ class QuestionCatalogue:
         return lines
 
 
-NORMAL_FINDINGS = frozenset({"normal ecg"})  # the finding template 2 asks about (PTB-XL's NORM)
+NORMAL_FINDINGS = frozenset({NORMAL_STATEMENT})  # what "Is this a normal ECG?" asks about (PTB-XL's NORM)
+# the order a choice between two findings tries the choose templates in, by what the question says of
+# uncertain findings; each value is a template's ``uncertain`` (None: its wording says nothing of them)
+_CHOICE_ORDER: dict[str, tuple[str | None, ...]] = {
+    "certain": ("excluded", "included"),
+    "uncertain_too": ("included", None, "excluded"),
+    "unsaid": (None, "included", "excluded"),
+}
 
 
 def _blank(text: str, hits: Sequence[FoundName]) -> str:
@@ -641,13 +692,13 @@ def build_catalogue(answer_vocab: Mapping[str, Sequence[str]]) -> QuestionCatalo
             raise ValueError(f"no answer options for ECG-QA template {tid}")
         return opts
 
-    choose = [t for t in TEMPLATES.values() if t.question_type == "single-choose"]
+    choose = [t for t in TEMPLATES.values() if t.question_type is QuestionType.CHOOSE]
     named = sorted({a for t in choose for a in options(t.template_id)} - {NONE_ANSWER})
     entries = []
     for tid, t in sorted(TEMPLATES.items()):
-        if ATTRIBUTE in t.text:
+        if t.n_attributes == 1:
             attributes: tuple[str, ...] = tuple(named)
-        elif t.question_type == "single-choose":
+        elif t.question_type is QuestionType.CHOOSE:
             attributes = tuple(a for a in options(tid) if a != NONE_ANSWER)
         else:
             attributes = ()

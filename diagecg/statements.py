@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from diagecg.question_templates import QuestionType
+
 SnomedMatch = Literal["exact", "broader", "approximate"]
 
 
@@ -217,16 +219,17 @@ def coded_statements(findings: Iterable[tuple[str, bool]],
     return out
 
 
-def answer_findings(question_type: str | None, attributes: Iterable[str], answers: Iterable[str], *,
-                    normal_question: bool = False) -> list[tuple[str, bool]]:
+def answer_findings(question_type: QuestionType | None, attributes: Iterable[str], answers: Iterable[str], *,
+                    statement: str | None = None) -> list[tuple[str, bool]]:
     """The ``(finding, present)`` pairs a catalogued answer asserts.
 
     Args:
-        question_type: ``"single-verify"``, ``"single-choose"`` or ``"single-query"`` (None: a free
-            question; it asserts nothing codable).
+        question_type: the question's type (None: a free question; it asserts nothing codable).
         attributes: the findings the question names.
         answers: the answer set.
-        normal_question: "Is this a normal ECG?" (its yes/no is about the statement NORM).
+        statement: the statement a record-level verify question asks about
+            (``QuestionTemplate.statement``: "Is this a normal ECG?" asks about ``normal ecg``, NORM);
+            its yes/no is about that statement.
 
     A verify answer asserts each named finding present ("yes") or absent ("no"); "not sure" asserts
     nothing. A choose answer asserts its pick(s) present and the other named findings absent. A query
@@ -234,15 +237,16 @@ def answer_findings(question_type: str | None, attributes: Iterable[str], answer
     """
     answers = set(answers)
     named = [a for a in attributes if find_statement(a) is not None]
-    if question_type == "single-verify":
-        if normal_question:
-            named = [BY_CODE["NORM"].description]
+    if question_type == QuestionType.VERIFY:
+        if statement is not None:
+            st = find_statement(statement)
+            named = [st.description] if st is not None else []
         if answers & {"yes", "no"}:
             return [(a, "yes" in answers) for a in named]
         return []
-    if question_type == "single-choose":
+    if question_type == QuestionType.CHOOSE:
         return [(a, a in answers) for a in named] + [(a, True) for a in sorted(answers - set(named))
                                                      if find_statement(a) is not None]
-    if question_type == "single-query":
+    if question_type == QuestionType.QUERY:
         return [(a, True) for a in sorted(answers) if a != "none"]
     return []

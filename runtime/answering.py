@@ -48,20 +48,21 @@ from diagecg.consistency import (
 from diagecg.notes import Note, W
 from diagecg.questions import (
     NONE_ANSWER,
-    NORMAL_ECG_TEMPLATE,
+    NORMAL_STATEMENT,
     SEMANTICS,
     MatchedQuestion,
     QuestionCatalogue,
+    QuestionType,
     Refusal,
 )
 from diagecg.reliability import PPV_FLOOR, ReliabilityTable
 from diagecg.report_text import report_statements, tidy_report
-from diagecg.statements import BY_CODE
+from diagecg.statements import find_statement
 
 __all__ = ["NORMAL_NAME", "Reading", "StatementReader", "as_asked", "choose_consistently", "presence",
            "question_notes", "refusal_note", "reliability_notes", "reliability_of", "statement_probabilities"]
 
-NORMAL_NAME = "normal ecg"  # the finding "Is this a normal ECG?" asks about (PTB-XL's NORM)
+NORMAL_NAME = NORMAL_STATEMENT  # the finding "Is this a normal ECG?" asks about (PTB-XL's NORM)
 # (window index, the catalogue's yes/no question about a finding) -> the reply of DiagEcgPipeline._choose
 ScoreFn = Callable[[int, MatchedQuestion], dict[str, Any]]
 
@@ -82,9 +83,10 @@ def as_asked(match: MatchedQuestion | None, text: str, probs: dict[str, float] |
 
 
 def presence(match: MatchedQuestion, probs: dict[str, float]) -> float:
-    """The probability that the finding of a yes/no catalogue question is present: p(yes) for "is this
-    a normal ECG?", 1 - p(no) otherwise ("not sure" counts as present, as in ``diagecg eval``)."""
-    if match.template_id == NORMAL_ECG_TEMPLATE:
+    """The probability that the finding of a yes/no catalogue question is present: p(yes) for a
+    record-level question about a statement ("is this a normal ECG?"), 1 - p(no) otherwise ("not sure"
+    counts as present, as in ``diagecg eval``)."""
+    if match.template.statement is not None:
         return float(probs.get("yes", 0.0))
     return float(1.0 - probs.get("no", 0.0))
 
@@ -94,11 +96,15 @@ def statement_probabilities(match: MatchedQuestion, probs: dict[str, float] | No
     a verify question's p(present); for a choice, the probability of every option that contains it."""
     if probs is None:
         return {}
-    if match.question_type == "single-verify":
-        normal = match.template_id == NORMAL_ECG_TEMPLATE
-        names = [BY_CODE["NORM"].description] if normal else list(match.attributes)
+    if match.question_type is QuestionType.VERIFY:
+        statement = match.template.statement
+        if statement is None:
+            names = list(match.attributes)
+        else:  # a record-level question about a statement: its table name ("normal ECG")
+            st = find_statement(statement)
+            names = [st.description] if st is not None else []
         return {n: round(presence(match, probs), 6) for n in names}
-    if match.question_type == "single-choose":
+    if match.question_type is QuestionType.CHOOSE:
         return {a: round(sum(p for o, p in probs.items() if a in normalize_answer(o)), 6)
                 for a in match.attributes}
     return {}
@@ -195,7 +201,9 @@ class StatementReader:
                 self._readings[finding] = None
             else:
                 replies = [self.score(k, question) for k in range(self.n_windows)]
-                sign = -1.0 if question.template_id == NORMAL_ECG_TEMPLATE else 1.0
+                # the window with the strongest evidence of a finding: the least normal one when
+                # "yes" says there is none ("is this a normal ECG?")
+                sign = -1.0 if question.template.negative_option == "yes" else 1.0
                 best = max(replies, key=lambda r: sign * presence(question, r["option_probabilities"]))
                 self._readings[finding] = Reading(presence(question, best["option_probabilities"]),
                                                   _says_present(question, best["text"]), best)
@@ -261,7 +269,8 @@ class StatementReader:
                ) -> tuple[str, dict[str, float], list[Note]]:
         """A closed yes/no question about one finding (template 1) or "is this a normal ECG?", answered
         under the rule: the answer, its option probabilities, and the note when the rule changed it."""
-        finding = NORMAL_NAME if match.template_id == NORMAL_ECG_TEMPLATE else match.attributes[0]
+        finding = match.finding
+        assert finding is not None, f"template {match.template_id} is not a question about one finding"
         self.seed(finding, {"text": text, "option_probabilities": probs})
         decided, note = self.decide(finding)
         if decided is None or note is None:
@@ -274,7 +283,8 @@ class StatementReader:
         question = self.catalogue.finding_question(statement)
         if question is None:
             return None, True, None
-        finding = NORMAL_NAME if question.template_id == NORMAL_ECG_TEMPLATE else question.attributes[0]
+        finding = question.finding
+        assert finding is not None, f"template {question.template_id} is not a question about one finding"
         decided, note = self.decide(finding)
         assert decided is not None
         p = round(decided.presence, 6)
@@ -332,7 +342,7 @@ def _log_odds(p: float) -> float:
 
 def _says_present(question: MatchedQuestion, answer: str) -> bool:
     """Whether a yes/no catalogue answer says the finding is present ("not sure" counts, as in eval)."""
-    return answer == "yes" if question.template_id == NORMAL_ECG_TEMPLATE else answer != "no"
+    return answer == "yes" if question.template.statement is not None else answer != "no"
 
 
 def choose_consistently(match: MatchedQuestion, text: str, probs: dict[str, float]
@@ -358,7 +368,7 @@ def question_notes(match: MatchedQuestion) -> list[Note]:
         elif t.scope == "narrower":
             notes.append(Note(W.QUESTION_NARROWER, f"'{t.asked}' was answered as {t.finding}, which is "
                                                    f"narrower: {t.note}"))
-    if match.template_id in (12, 16):
+    if match.template.any_statement:
         notes.append(Note(W.ECGQA_ANY_STATEMENT, SEMANTICS[match.template_id]))
     return notes
 
@@ -412,12 +422,10 @@ def reliability_of(table: ReliabilityTable, catalogue: QuestionCatalogue, match:
     present: dict[str, bool] = {}
     for st in statements:
         question = catalogue.finding_question(st["text"])
-        if question is None:
-            name = st["text"]
-        else:
-            name = "normal ecg" if question.template_id == NORMAL_ECG_TEMPLATE else question.attributes[0]
+        name = st["text"] if question is None or question.finding is None else question.finding
         present[name] = present.get(name, False) or bool(st["present"])
     template_id = None
-    if match is not None and match.template_id not in (1, NORMAL_ECG_TEMPLATE):
+    # a question about one finding has that finding's numbers; any other also its template's
+    if match is not None and not match.template.one_finding:
         template_id = match.template_id
     return table.summary(present, template_id), present

@@ -52,7 +52,7 @@ from diagecg.errors import BundleError, DiagEcgError, InputError
 from diagecg.formats import find_records
 from diagecg.intervals import summary_line
 from diagecg.polarity import invert_answer
-from diagecg.questions import SEMANTICS, normalize_question
+from diagecg.questions import SEMANTICS, QuestionType, normalize_question
 from diagecg.runtime.device import DEVICES, MAX_THREADS
 from diagecg.types import PatientInfo
 
@@ -144,7 +144,7 @@ def _progress(results: Iterator[Any], total: int, quiet: bool) -> Iterator[Any]:
 def plain_answer(ans: Answer, show_probability: bool = False) -> str:
     """The one line ``infer``/``report`` print for an answer (module docstring)."""
     mq = ans.matched_question
-    if ans.task == "report" or (mq is not None and mq["question_type"] == "single-query"):
+    if ans.task == "report" or (mq is not None and mq["question_type"] == QuestionType.QUERY):
         if ans.task == "report" and not ans.answer:
             return "(no statement the model's own answers confirm; the warnings say why)"
         if not show_probability or not ans.statements:

@@ -24,98 +24,23 @@ the llama.cpp context (not thread-safe) sits behind a lock in ``LlamaModel``, so
 are correct but their generation steps run one after another. For parallel generation, load one
 pipeline per thread (each holds its own copy of the model in memory).
 
-Questions and the catalogue. A bundle with a question catalogue (``diagecg.questions``) reads
-every question against the templates it was trained on. A matched question is asked in the template's
-own wording (``matched_question.canonical``); a verify or choose question is then answered by scoring
-each of its closed options as a whole continuation (``LlamaModel.option_probabilities``): the
-answer is the most probable option, ``confidence`` its probability and ``option_probabilities``
-all of them (normalised over the options). A negated question ("Is there no AF?") is answered as
-asked: the canonical question's answer and probabilities inverted (``matched_question.polarity``;
-``runtime.answering``). A query ("what rhythm findings...") is decoded greedily, its members kept only
-when they are among the template's options and the model's own yes/no answer about each confirms it;
-a report's statements likewise. ``confidence`` is the probability of a closed question's answer and
-null otherwise: queries and reports give each statement its ``probability`` instead. A refused
-question gets ``question_supported: false``, no answer, ``refusal`` (why, and the supported questions
-nearest to it) and a warning.
+Questions. A bundle with a question catalogue reads every question against the templates it was
+trained on (``diagecg.questions``) and asks the model the template's own wording. A closed question
+(verify, choose) is answered by scoring each option as a whole continuation
+(``LlamaModel.option_probabilities``); a query is decoded and its members kept when the model's own
+yes/no answer about each confirms it; a negated question is answered as asked
+(``runtime.answering``). A refused question gets no answer, the reason and the supported questions
+nearest to it.
 
-The whole record. A record longer than the model window (``preprocess.window_s``, 10 s) by more
-than 5% is cut into ``ceil(duration / window)`` windows of exactly the window, evenly spaced from the
-start to the end (``diagecg.preprocess.record_windows``; they overlap when the duration is not a
-multiple), and each window is asked the question. The record's answer: for a verify or choose
-question, the window with the strongest evidence of a finding (the lowest probability of ``no``, of
-``none``, or of ``yes`` to "is this a normal ECG?"), so a finding present in any window is reported;
-for a query or a report, each statement the windows said is kept by the same rule applied to the
-yes/no question about it (then contradictions are resolved: ``diagecg.consistency``). ``windows``
-lists every window's answer and probabilities (as asked).
+The whole record. A record longer than the model window by more than 5% is cut into evenly spaced
+windows (``diagecg.preprocess.record_windows``), each asked the question (:class:`WindowAnswer`).
+A closed answer comes from the window with the strongest evidence of a finding (the lowest
+probability of the template's ``negative_option``, ``diagecg.question_templates``); a query's or a
+report's statements are each kept by the same rule applied to the yes/no question about them.
 
-JSON schema of ``Answer.to_dict()`` (``schema_version`` 4; keys are always all present)::
-
-    schema_version   int     4; bumped on any incompatible change (3 added statements, measurements; 4
-                             coded warnings, polarity, reliability, refusal, statement probabilities)
-    record           str     the path the record was read from ("" for an in-memory EcgRecord)
-    record_id        str     the record name (file stem)
-    task             str     "qa" (a question) or "report" (report generation)
-    question         str     the question as sent (the bundle's fixed report question for "report")
-    answer           str     the decoded answer text
-    answers          [str]   "qa": the answer read as a set (``diagecg.answers.normalize_answer``:
-                             lower case, split on "; " or ", "), sorted; "report" and unsupported: []
-    patient          {age_years: float|null, sex: "male"|"female"|null, height_cm: float|null,
-                      weight_kg: float|null}  the patient features the prompt was given (header values
-                             overridden by the caller's)
-    question_supported bool|null  whether the question matched the bundle's catalogue (null: the
-                             bundle has none, or a report)
-    matched_question {template_id: int, question_type: str, canonical: str, attributes: [str],
-                      options: [str], polarity: "positive"|"negated", answered: str, scope:
-                      "same"|"broader"|"narrower", findings: [{asked, finding, via, scope, note}],
-                      spelling: [[typed, read as]]} | null   the catalogue template the question was read
-                             as (``diagecg.questions.MatchedQuestion``); the model is asked ``canonical``,
-                             the answer answers ``answered`` (its negation when ``polarity`` is negated)
-    refusal          {reason: str, message: str, suggestions: [str]}|null  why a question was refused
-    confidence       float|null  probability of the returned answer of a closed question (as asked);
-                             null for queries, reports and refused questions
-    reliability      {status, floor, source, findings: [...], template}|null  the held-out numbers of
-                             the findings the answer is about (``diagecg.reliability``); status
-                             "implausible_record" when the record failed a plausibility check that warns
-                             (``diagecg.plausibility``: the numbers are of records that pass them)
-    option_probabilities {str: float}|null  each closed option's probability (verify and choose)
-    stop_reason      str     "eos" (the model ended), "length" (max_new_tokens reached), "options"
-                             (scored over closed options) or "unsupported" (not asked)
-    n_prompt_tokens  int     prompt length in LLM tokens
-    n_answer_tokens  int     answer length in LLM tokens
-    n_ecg_tokens     int     ECG code tokens in the prompt (summary tokens + frame tokens) of one window
-    ecg_cached       bool    every window's ECG codes came from the cache (no preprocess/tokenize run)
-    n_reused_tokens  int     leading prompt tokens whose KV cells llama.cpp kept from the previous call
-    bundle           {path: str, format_version: int, diagecg_version: str, manifest_sha256: str,
-                      quant: str, gguf_sha256: str, calibration: {source: str, created_utc: str|null,
-                      sha256: str}|null}  calibration: which per-finding calibration the answers follow
-                             (``diagecg.calibration.calibration_identity``; null: none)
-    device           {requested: str, ecg_tokenizer: "cpu"|"cuda", llm: "cpu"|"cuda", threads: int}
-    windows          [{start_s: float, end_s: float, answer: str, confidence: float|null,
-                       option_probabilities: {str: float}|null}]  one per analysed window (one for a
-                             record of the window's length; none when the question is unsupported)
-    timings_ms       {read, preprocess, tokenize, prompt, generate, total: float} summed over the
-                             windows (preprocess and tokenize are 0 when ecg_cached)
-    warnings         [{code: str, message: str}]  non-fatal notes, each with a stable code
-                             (``diagecg.notes.WARNING_CODES``)
-    measurements     {window_s: [start, end], n_beats: int, peak_lead: str, measurements: {name: {value:
-                      float|null, unit: str, method: str, reason: str|null}}}|null  reports only: heart
-                             rate, RR irregularity, PR, QRS, QT, QTc, frontal axis of the first analysed
-                             window (``diagecg.measure.report_measurements``: the numbers the model
-                             reads); null for questions or when turned off
-    statements       [{text: str, present: bool, code: str|null, system: str|null, description: str|null,
-                       snomed_ct: {code, term, match}|null, probability: float|null}]  the findings
-                             the answer asserts, with the probability that each is present, coded
-                             (``diagecg.statements``): a report's statements and a query's members
-                             (present), a verify or choose question's named findings (present or not)
-    request_id       str     a new random id (32 hex digits) of this answer, for audit trails and support
-    created_utc      str     when the answer was made, UTC, ISO 8601 to the millisecond
-
-An error line of a batch (``error_dict``) has every key of an answer (empty where unknown:
-``answer`` "", ``stop_reason`` "error", ``timings_ms`` with ``total`` only, ...), the question it
-could not answer, then ``error`` (one line) and ``error_type`` (the exception class name).
-
-Both are published as a JSON Schema (draft 2020-12): ``diagecg/schemas/answer.schema.json``
-(``answer_schema()`` loads it).
+The answer's JSON (``Answer.to_dict()``, ``schema_version`` :data:`SCHEMA_VERSION`) and a batch's error
+lines (:func:`error_dict`) are specified by the JSON Schema ``diagecg/schemas/answer.schema.json``
+(:func:`answer_schema`; served at ``/v1/schema``, and in ``docs/openapi.json``).
 """
 
 from __future__ import annotations
@@ -151,11 +76,10 @@ from diagecg.plausibility import CHECKS, note_code
 from diagecg.preprocess import model_inputs, record_windows
 from diagecg.prompts import encode_prompt, sanitize_question
 from diagecg.quality import dead_leads
-from diagecg.questions import NONE_ANSWER, NORMAL_ECG_TEMPLATE, MatchedQuestion, Refusal
+from diagecg.questions import NONE_ANSWER, MatchedQuestion, Refusal
 from diagecg.reliability import ReliabilityTable
 from diagecg.report_text import report_statements, tidy_report
 from diagecg.runtime.answering import (
-    NORMAL_NAME,
     StatementReader,
     as_asked,
     choose_consistently,
@@ -192,7 +116,7 @@ def utc_now() -> str:
 
 @dataclasses.dataclass
 class Answer:
-    """One answered record; ``to_dict()`` gives the stable JSON schema of the module docstring."""
+    """One answered record; ``to_dict()`` gives the stable JSON of ``diagecg/schemas/answer.schema.json``."""
 
     record: str
     record_id: str
@@ -229,6 +153,20 @@ class Answer:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class WindowAnswer:
+    """One analysed window of a record and the model's reply about it: what the record's answer is
+    combined from (:meth:`DiagEcgPipeline._aggregate`) and what its ``windows`` list."""
+
+    start_s: float
+    end_s: float
+    codes: I64Array  # the window's ECG token indices (summary codes, then frames)
+    cached: bool  # the codes came from the pipeline's cache
+    n_prompt_tokens: int
+    reply: dict[str, Any]  # DiagEcgPipeline._choose (closed question) or _decode: text, confidence...
+    features: F32Array  # the window's measurements, in diagecg.measure.FEATURE_NAMES order
+
+
 # what an error line holds for the answer fields without a default (the rest take their defaults)
 _ERROR_FIELDS: dict[str, Any] = {"answer": "", "answers": [], "stop_reason": "error", "n_prompt_tokens": 0,
                                  "n_answer_tokens": 0, "n_ecg_tokens": 0, "ecg_cached": False,
@@ -252,14 +190,6 @@ def _aggregation_kind(match: MatchedQuestion | None, task: str) -> str:
     if match is None:
         return "free"
     return "closed" if match.closed else "query"
-
-
-def _negative_option(match: MatchedQuestion) -> str:
-    """The option that says "no finding": ``none`` for a choice, ``yes`` for "is this a normal
-    ECG?" (template 2), ``no`` otherwise."""
-    if match.question_type == "single-choose":
-        return NONE_ANSWER
-    return "yes" if match.template_id == NORMAL_ECG_TEMPLATE else "no"
 
 
 def as_record(record: RecordLike, quality: QualityConfig | None = None) -> EcgRecord:
@@ -507,7 +437,7 @@ class DiagEcgPipeline:
             raise SignalQualityError(f"{rec.source or rec.record_id or 'record'}: the answer would need "
                                      f"leads that are flat in this record ({names}); a degraded record "
                                      f"answers only rhythm questions (read from the intact limb leads)")
-        parts = []  # one per window: (start_s, end_s, codes, cached, prompt length, reply, measurements)
+        parts: list[WindowAnswer] = []
         for k, (start_s, end_s, window) in enumerate(record_windows(rec, self.bundle.preprocess)):
             indices, features, cached, stage_ms = self._codes(window)
             for stage, ms in stage_ms.items():
@@ -520,31 +450,30 @@ class DiagEcgPipeline:
             reply = self._choose(prompt_ids, match) if match is not None and match.closed \
                 else self._decode(prompt_ids, match)
             lap(f"generate{k}")
-            parts.append((start_s, end_s, indices, cached, len(prompt_ids), reply, features))
+            parts.append(WindowAnswer(start_s, end_s, indices, cached, len(prompt_ids), reply, features))
         for stage in ("prompt", "generate"):
             times[stage] = round(sum(times.pop(f"{stage}{k}") for k in range(len(parts))), 3)
         chosen, text, confidence, notes = self._aggregate(parts, match, task, rec)
-        rest = rec.duration_s - parts[-1][1]
+        rest = rec.duration_s - parts[-1].end_s
         if rest > 0.5:  # a record under 1.5 windows: its first window only
             notes.append(Note(W.RECORD_PART_NOT_ANALYSED,
                               f"the last {rest:.1f} s of the {rec.duration_s:.1f} s record were not "
                               f"analysed: a second window would repeat most of the first"))
-        reply = chosen[5]
+        reply = chosen.reply
         closed = match is not None and match.closed
-        windows = [{"start_s": p[0], "end_s": p[1], "answer": p[5]["text"],
-                    "confidence": p[5]["confidence"] if closed else None,
-                    "option_probabilities": p[5].get("option_probabilities")} for p in parts]
+        windows = [{"start_s": p.start_s, "end_s": p.end_s, "answer": p.reply["text"],
+                    "confidence": p.reply["confidence"] if closed else None,
+                    "option_probabilities": p.reply.get("option_probabilities")} for p in parts]
         probs = reply.get("option_probabilities")
         statement_probs: dict[str, float | None] = {}
         t_read = time.perf_counter()
         # one rule keeps any two answers about the record consistent (runtime.answering.StatementReader)
         reader = None if catalogue is None else StatementReader(
-            catalogue, lambda k, q: self._ask(parts[k][2], used, q), len(parts), self.reliability.validated(),
-            self._shared_readings(parts, used),
+            catalogue, lambda k, q: self._ask(parts[k].codes, used, q), len(parts),
+            self.reliability.validated(), self._shared_readings(parts, used),
             {name: float(c["threshold"]) for name, c in self.calibration.items() if "threshold" in c})
         if match is not None and closed and probs is not None:
-            if reader is not None and match.question_type == "single-verify" and (
-                    match.template_id == NORMAL_ECG_TEMPLATE or match.template_id == 1):
+            if reader is not None and match.template.one_finding:
                 text, probs, rule_notes = reader.verify(match, text, probs)
             else:
                 text, rule_notes = choose_consistently(match, text, probs)
@@ -554,7 +483,7 @@ class DiagEcgPipeline:
         elif not closed:  # one meaning of confidence: a closed question's (queries, reports: per statement)
             confidence = None
             if reader is not None and (match is not None or task == TASK_REPORT):
-                texts = [p[5]["text"] for p in parts]
+                texts = [p.reply["text"] for p in parts]
                 read_all = reader.report if task == TASK_REPORT else reader.query
                 text, statement_probs, read_notes = read_all(texts)
                 notes.extend(read_notes)
@@ -564,13 +493,13 @@ class DiagEcgPipeline:
         answers = sorted(normalize_answer(text)) if task == TASK_QA else []
         measurements = None
         if task == TASK_REPORT and self.measure:  # the first window's: the numbers the model read
-            measurements = {"window_s": [parts[0][0], parts[0][1]], **report_measurements(parts[0][6])}
+            first = parts[0]
+            measurements = {"window_s": [first.start_s, first.end_s], **report_measurements(first.features)}
         if task == TASK_REPORT:
             findings = [(s, True) for s in report_statements(text)]
         else:
             findings = [] if match is None else answer_findings(
-                match.question_type, match.attributes, model_answers,
-                normal_question=match.template_id == NORMAL_ECG_TEMPLATE)
+                match.question_type, match.attributes, model_answers, statement=match.template.statement)
         statements = coded_statements(findings, statement_probs)
         reliability = None
         if catalogue is not None:
@@ -585,11 +514,11 @@ class DiagEcgPipeline:
         times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
         return Answer(
             **common, answer=text, answers=answers, statements=statements, measurements=measurements,
-            stop_reason=reply["stop_reason"], n_prompt_tokens=chosen[4],
+            stop_reason=reply["stop_reason"], n_prompt_tokens=chosen.n_prompt_tokens,
             n_answer_tokens=reply["n_answer_tokens"],
-            n_ecg_tokens=int(chosen[2].shape[0]), ecg_cached=all(p[3] for p in parts),
+            n_ecg_tokens=int(chosen.codes.shape[0]), ecg_cached=all(p.cached for p in parts),
             n_reused_tokens=reply["n_reused_tokens"],
-            warnings=[*record_notes, *(w for p in parts for w in p[5]["warnings"]), *notes],
+            warnings=[*record_notes, *(w for p in parts for w in p.reply["warnings"]), *notes],
             question_supported=None if match is None else True,
             matched_question=None if match is None else match.to_dict(),
             confidence=confidence, option_probabilities=probs, windows=windows, reliability=reliability,
@@ -607,12 +536,12 @@ class DiagEcgPipeline:
                                    question=question.canonical, patient=patient, ecg_indices=codes.tolist())
         return self._choose(prompt_ids, question)
 
-    def _evidence(self, window: tuple[Any, ...], match: MatchedQuestion | None) -> list[dict[str, Any]]:
+    def _evidence(self, window: WindowAnswer, match: MatchedQuestion | None) -> list[dict[str, Any]]:
         """The measured values a closed finding question rests on (``diagecg.criteria``), from the
         window the answer comes from; empty for findings without a defining measurement."""
         if match is None or not match.attributes or self.bundle.questions is None:
             return []
-        start_s, end_s, features = window[0], window[1], window[6]
+        start_s, end_s, features = window.start_s, window.end_s, window.features
         out = []
         for name in match.attributes:
             crit = criterion_for(self._finding_code(name) or "")
@@ -635,11 +564,11 @@ class DiagEcgPipeline:
         return coded[0].get("code") if coded else None
 
     @staticmethod
-    def _aggregate(parts: list[tuple[Any, ...]], match: MatchedQuestion | None, task: str,
-                   rec: EcgRecord) -> tuple[tuple[Any, ...], str, float | None, list[Note]]:
-        """The whole record's answer from its windows' (see the module docstring): the window it comes
+    def _aggregate(parts: list[WindowAnswer], match: MatchedQuestion | None, task: str,
+                   rec: EcgRecord) -> tuple[WindowAnswer, str, float | None, list[Note]]:
+        """The whole record's answer from its windows' (the module docstring says how): the window it comes
         from, its text, its confidence, and notes for the warnings."""
-        replies = [p[5] for p in parts]
+        replies = [p.reply for p in parts]
         if task == TASK_REPORT:
             text = tidy_report(" ".join(r["text"] for r in replies))
             confidence = min(r["confidence"] for r in replies)
@@ -647,7 +576,7 @@ class DiagEcgPipeline:
         elif len(parts) == 1:
             return parts[0], replies[0]["text"], replies[0]["confidence"], []
         elif match is not None and match.closed:
-            negative = _negative_option(match)
+            negative = match.template.negative_option
             # the mass off the negative option, summed (not 1 - p: it keeps tiny probabilities apart)
             best = max(range(len(parts)), key=lambda i: sum(
                 p for o, p in replies[i]["option_probabilities"].items() if o != negative))
@@ -661,7 +590,7 @@ class DiagEcgPipeline:
         if len(parts) == 1:
             return chosen, text, confidence, []
         note = (f"{rec.duration_s:.1f} s record analysed in {len(parts)} windows of "
-                f"{parts[0][1] - parts[0][0]:g} s; {_AGGREGATION[_aggregation_kind(match, task)]} "
+                f"{parts[0].end_s - parts[0].start_s:g} s; {_AGGREGATION[_aggregation_kind(match, task)]} "
                 f"(per-window answers in 'windows')")
         return chosen, text, confidence, [Note(W.WINDOWS_COMBINED, note)]
 
@@ -671,9 +600,8 @@ class DiagEcgPipeline:
         option_ids = option_continuations(self.prompt_config, self.llm.encode_text, match.options, eos)
         probs, n_reused = self.llm.score_options(prompt_ids, option_ids)
         best = int(probs.argmax())
-        finding = NORMAL_NAME if match.template_id == NORMAL_ECG_TEMPLATE else (
-            match.attributes[0] if len(match.attributes) == 1 else None)
-        cal = self.calibration.get(finding) if match.question_type == "single-verify" and finding else None
+        finding = match.finding  # a verify question's about one finding: calibrated per finding
+        cal = self.calibration.get(finding) if finding else None
         if cal is not None and "no" in match.options:
             probs, best = calibrate_options(probs, match.options.index("no"), cal)
         if not np.isfinite(probs).all():  # a damaged calibration entry; never NaN in an answer
@@ -789,13 +717,13 @@ class DiagEcgPipeline:
             while len(self._ecg_cache) > self.ecg_cache_size:
                 self._ecg_cache.popitem(last=False)
 
-    def _shared_readings(self, parts: list[tuple[Any, ...]], patient: PatientInfo) -> dict[str, Any]:
+    def _shared_readings(self, parts: list[WindowAnswer], patient: PatientInfo) -> dict[str, Any]:
         """The consistency rule's readings of one prompt (the windows' ECG codes, the patient, the
         calibration in use), kept for the next question about it (as many prompts as ECG codes)."""
         h = hashlib.sha256(repr((dataclasses.astuple(patient), id(self.calibration),
                                  sorted(self.calibration))).encode())
         for p in parts:
-            h.update(np.ascontiguousarray(p[2]).tobytes())
+            h.update(np.ascontiguousarray(p.codes).tobytes())
         key = h.digest()
         with self._ecg_cache_lock:
             hit = self._readings_cache.get(key)

@@ -57,7 +57,7 @@ from diagecg.criteria import criterion_for, criterion_score
 from diagecg.errors import DiagEcgError, InputError
 from diagecg.labels import SiteLabels, labels_from_diagnoses
 from diagecg.preprocess import record_measurements
-from diagecg.questions import NORMAL_ECG_TEMPLATE, MatchedQuestion
+from diagecg.questions import MatchedQuestion
 from diagecg.reliability import wilson
 from diagecg.runtime.answering import NORMAL_NAME, presence
 from diagecg.runtime.outputs import record_sha256
@@ -137,7 +137,8 @@ def asked_findings(pipe: DiagEcgPipeline, only: Collection[str] | None = None
 
 
 def _said_present(question: MatchedQuestion, answer: str) -> bool:
-    return answer == "yes" if question.template_id == NORMAL_ECG_TEMPLATE else answer != "no"
+    # a record-level question about a statement ("is this a normal ECG?") says it present by "yes" alone
+    return answer == "yes" if question.template.statement is not None else answer != "no"
 
 
 def _calibrated(pipe: DiagEcgPipeline, finding: str, p: float) -> float:

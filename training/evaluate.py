@@ -107,6 +107,7 @@ from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.generation import decoding_policy, greedy_generate
 from diagecg.nn.llm_checkpoint import has_llm_checkpoint, load_llm_checkpoint, read_llm_meta
 from diagecg.prompts import encode_prompt
+from diagecg.question_templates import QuestionType
 from diagecg.scoring import NEGATIVE, ablation_permutation, ruler_scores, score_findings
 from diagecg.training.ecg_data import load_signals, source_fs_hz
 from diagecg.training.encode_records import encode_signals
@@ -120,7 +121,7 @@ RESULTS_SCHEMA_VERSION = 1
 PREDICTIONS_SUFFIX = ".predictions.jsonl"  # beside out_file
 N_REPORT_EXAMPLES = 5
 EVAL_WORDINGS: tuple[str, ...] = ("template", "paraphrase")  # "mixed" would blur the two
-VERIFY_CHOOSE: tuple[str, ...] = ("single-verify", "single-choose")
+VERIFY_CHOOSE: tuple[str, ...] = tuple(t.value for t in QuestionType if t.closed)  # one answer each
 VERIFY_CHOOSE_GROUP = "verify+choose"
 
 # Each prediction function maps (ecg_ids, questions) to generated texts, in order.

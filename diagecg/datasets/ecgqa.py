@@ -26,8 +26,9 @@ effect`` for DIG...): the lower-cased ``scp_statements.csv`` description unless
 3AVB, WPW, EL, ANEUR, PRC(S), PSVT, SVARR, TRIGU) are never asked; a query whose true answer would
 need one of them is skipped for that record rather than answered wrongly.
 
-The templates themselves (``TEMPLATES``: wording, training and held-out paraphrases) live in
-``diagecg.questions``, where the runtime matches questions against them.
+The templates themselves (``TEMPLATES``: wording, training and held-out paraphrases, and which
+templates a record-level, choose or query question is drawn from) live in ``diagecg.question_templates``;
+the runtime matches questions against them in ``diagecg.questions``.
 
 Template provenance. Verified wording: 26-38 (released data, ECG-QA README) and 1, 5, 6, 8
 (ECG-QA questions quoted in other public code). Reconstructed wording (the id's answer options and
@@ -66,11 +67,19 @@ from typing import Any, Literal
 from diagecg.config import ConfigMixin
 from diagecg.datasets.ptbxl import PtbxlDataset, PtbxlEntry
 from diagecg.datasets.reports import ScpStatement
-from diagecg.questions import NONE_ANSWER, TEMPLATES, QuestionTemplate, fill_attributes
+from diagecg.question_templates import (
+    NONE_ANSWER,
+    NORMAL_ECG_TEMPLATE,
+    TEMPLATES,
+    QuestionTemplate,
+    QuestionType,
+    fill_attributes,
+    finding_template,
+)
 
 logger = logging.getLogger(__name__)
 
-QUESTION_TYPES: tuple[str, ...] = ("single-verify", "single-choose", "single-query")
+QUESTION_TYPES: tuple[str, ...] = tuple(t.value for t in QuestionType)
 ATTRIBUTE_TYPES: tuple[str, ...] = (
     "scp_code", "noise", "stage_of_infarction", "extra_systole", "heart_axis", "numeric_feature",
 )
@@ -261,10 +270,8 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "rhythm": ("rhythm", "any"), "abnormal": ("any", "any"),
 }
 # ECG-QA's attribute name for the record-level verify templates
-_RECORD_ATTRIBUTE: dict[int, str] = {
-    2: "normal ecg", 12: "any kind of abnormal symptoms", 13: "any diagnostic symptoms",
-    14: "any diagnostic symptoms", 15: "any form symptoms", 16: "any rhythm symptoms",
-}
+_RECORD_ATTRIBUTE: dict[int, str] = {tid: t.record_attribute for tid, t in TEMPLATES.items()
+                                     if t.record_attribute is not None}
 
 
 def render_question(
@@ -306,9 +313,11 @@ class QuestionGenConfig(ConfigMixin):
 
 
 _CERTAIN_LIKELIHOODS = (0.0, 100.0)
-_VERIFY_RECORD_TEMPLATES = (2, 12, 13, 14, 15, 16)
-_CHOOSE_TEMPLATES = (3, 4, 5, 6, 7)
-_QUERY_TEMPLATES = (8, 9, 10, 11)
+_FINDING_TEMPLATE = finding_template().template_id  # "Does this ECG show symptoms of X?"
+_VERIFY_RECORD_TEMPLATES = tuple(tid for tid, t in TEMPLATES.items()
+                                 if t.record_level and t.question_type is QuestionType.VERIFY)
+_CHOOSE_TEMPLATES = tuple(tid for tid, t in TEMPLATES.items() if t.question_type is QuestionType.CHOOSE)
+_QUERY_TEMPLATES = tuple(tid for tid, t in TEMPLATES.items() if t.question_type is QuestionType.QUERY)
 
 
 class _Generator:
@@ -367,9 +376,10 @@ class _Generator:
         if not entry.statements_labelled:  # a superclass (template 1) or "normal ECG" (template 2)
             supers = [c for c in SUPERCLASS_NAMES if (c in entry.superclasses) == want_yes]
             norm_ok = bool(self.group_present(entry, "norm")) == want_yes
+            said = ("yes" if want_yes else "no",)
             if supers and (not norm_ok or rng.random() < frac):
-                return 1, (SUPERCLASS_NAMES[rng.choice(supers)],), ("yes" if want_yes else "no",)
-            return (2, (_RECORD_ATTRIBUTE[2],), ("yes" if want_yes else "no",)) if norm_ok else None
+                return _FINDING_TEMPLATE, (SUPERCLASS_NAMES[rng.choice(supers)],), said
+            return (NORMAL_ECG_TEMPLATE, (_RECORD_ATTRIBUTE[NORMAL_ECG_TEMPLATE],), said) if norm_ok else None
         universe = sorted(self.names)
         if want_yes:
             codes = [c for c in universe if c in entry.scp_codes]
@@ -381,7 +391,7 @@ class _Generator:
                        if bool(self.group_present(entry, TEMPLATES[t].group)) == want_yes]
         if codes and (not record_tids or rng.random() < frac):
             code = rng.choices(codes, weights=weights)[0]
-            return 1, (self.names[code],), (self.code_answer(entry, code),)
+            return _FINDING_TEMPLATE, (self.names[code],), (self.code_answer(entry, code),)
         if record_tids:
             tid = rng.choice(record_tids)
             return tid, (_RECORD_ATTRIBUTE[tid],), ("yes" if want_yes else "no",)
@@ -513,8 +523,9 @@ def generate_questions(
             assert set(answers) <= set(options), f"template {tid}: {answers} not within {options}"
             out.append(QASample(
                 ecg_id=entry.ecg_id, question=render_question(tpl, wording, word_rng, attributes),
-                answers=tuple(sorted(answers)), question_type=tpl.question_type, attribute_type="scp_code",
-                template_id=tid, attributes=attributes, source="generated", wording=wording,
+                answers=tuple(sorted(answers)), question_type=tpl.question_type.value,
+                attribute_type="scp_code", template_id=tid, attributes=attributes, source="generated",
+                wording=wording,
             ))
     return out
 
@@ -528,7 +539,7 @@ def finding_names(findings: tuple[str, ...], scp_table: dict[str, ScpStatement],
     out: dict[str, str] = {}
     for code in findings:
         if code == "NORM":
-            out[code] = _RECORD_ATTRIBUTE[2]
+            out[code] = _RECORD_ATTRIBUTE[NORMAL_ECG_TEMPLATE]
         elif code in SUPERCLASS_NAMES:
             out[code] = SUPERCLASS_NAMES[code]
         elif code in scp_table and ecgqa_attribute_name(code, scp_table) in known:
@@ -539,7 +550,7 @@ def finding_names(findings: tuple[str, ...], scp_table: dict[str, ScpStatement],
 def finding_text(code: str, scp_table: dict[str, ScpStatement]) -> str:
     """Words for any finding code: ECG-QA's name where it has one, else the statement's description."""
     if code == "NORM":
-        return _RECORD_ATTRIBUTE[2]
+        return _RECORD_ATTRIBUTE[NORMAL_ECG_TEMPLATE]
     if code in SUPERCLASS_NAMES:
         return SUPERCLASS_NAMES[code]
     return ecgqa_attribute_name(code, scp_table)
@@ -581,16 +592,18 @@ def finding_questions(
         rng = random.Random(f"ecgqa-finding-{rng_seed}-{ecg_id}")
         for code, name in names.items():
             if code == "NORM":
-                tid, answer = 2, ("yes" if gen.group_present(entry, "norm") else "no")
+                tid, answer = NORMAL_ECG_TEMPLATE, ("yes" if gen.group_present(entry, "norm") else "no")
             elif code in SUPERCLASS_NAMES:
-                tid, answer = 1, ("yes" if code in entry.superclasses else "no")
+                tid, answer = _FINDING_TEMPLATE, ("yes" if code in entry.superclasses else "no")
             elif entry.statements_labelled:
-                tid, answer = 1, gen.code_answer(entry, code)
+                tid, answer = _FINDING_TEMPLATE, gen.code_answer(entry, code)
             else:
                 continue
+            tpl = TEMPLATES[tid]
             out.append(QASample(
-                ecg_id=ecg_id, question=render_question(TEMPLATES[tid], wording, rng, (name,)),
-                answers=(answer,), question_type="single-verify", attribute_type="scp_code", template_id=tid,
+                ecg_id=ecg_id, question=render_question(tpl, wording, rng, (name,)),
+                answers=(answer,), question_type=tpl.question_type.value, attribute_type="scp_code",
+                template_id=tid,
                 attributes=(name,), source="generated", wording=wording,
             ))
     return out

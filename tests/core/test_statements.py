@@ -9,6 +9,7 @@ import pytest
 
 from diagecg.bundle import default_bundle, load_bundle
 from diagecg.io import read_record
+from diagecg.question_templates import NORMAL_ECG_TEMPLATE, TEMPLATES, QuestionType
 from diagecg.statements import BY_CODE, STATEMENTS, answer_findings, coded_statements, find_statement
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -83,7 +84,9 @@ def test_what_each_kind_of_answer_asserts() -> None:
     assert answer_findings("single-verify", afib, {"no"}) == [("atrial fibrillation", False)]
     assert answer_findings("single-verify", afib, {"not sure"}) == []
     normal = BY_CODE["NORM"].description
-    assert answer_findings("single-verify", (), {"no"}, normal_question=True) == [(normal, False)]
+    asks_normal = TEMPLATES[NORMAL_ECG_TEMPLATE].statement
+    assert answer_findings(QuestionType.VERIFY, (), {"no"}, statement=asks_normal) == [(normal, False)]
+    assert answer_findings(QuestionType.VERIFY, (), {"yes"}, statement=asks_normal) == [(normal, True)]
     both = ("sinus rhythm", "atrial fibrillation")
     assert answer_findings("single-choose", both, {"atrial fibrillation"}) == [
         ("sinus rhythm", False), ("atrial fibrillation", True)]
