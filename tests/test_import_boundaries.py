@@ -84,8 +84,8 @@ _PROBE = textwrap.dedent(
 
 def test_core_and_runtime_import_without_torch() -> None:
     core = ["diagecg", "diagecg.constants", "diagecg.types", "diagecg.errors", "diagecg.config", "diagecg.io",
-            "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.measure", "diagecg.intervals",
-            "diagecg.preprocess", "diagecg.plot"]
+            "diagecg.record", "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.measure",
+            "diagecg.intervals", "diagecg.preprocess", "diagecg.plot"]
     core += [m for m in ("diagecg.vocab", "diagecg.prompts", "diagecg.bundle")
              if (CORE / f"{m.split('.')[1]}.py").is_file()]
     datasets = sorted((CORE / "datasets").glob("*.py"))
@@ -186,6 +186,17 @@ def test_runtime_uses_only_torch_free_core(path: Path) -> None:
 def test_export_never_imports_training(path: Path) -> None:
     bad = [(n, line) for n, line in _imports(path) if _under(n, ("diagecg.training",))]
     assert not bad, f"{path.relative_to(REPO)} imports {bad}; checkpoints describe themselves (STYLE R3)"
+
+
+def test_record_path_runs_one_way() -> None:
+    """``diagecg.io`` -> ``diagecg.formats`` -> a reader -> ``diagecg.record``, never back: a reader that
+    imported ``diagecg.io`` (which dispatches to the readers) would close a circle that only the readers'
+    lookup by module name hides."""
+    bad = [(str(p.relative_to(REPO)), n, line) for p in _sources(CORE / "formats")
+           for n, line in _imports(p) if _under(n, ("diagecg.io",))]
+    bad += [("diagecg/record.py", n, line) for n, line in _imports(CORE / "record.py")
+            if _under(n, ("diagecg.io", "diagecg.formats"))]
+    assert not bad, f"imports against the record path: {bad}"
 
 
 def test_static_checker_sees_violations() -> None:
