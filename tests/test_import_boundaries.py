@@ -199,6 +199,46 @@ def test_record_path_runs_one_way() -> None:
     assert not bad, f"imports against the record path: {bad}"
 
 
+def _import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan): each is an import circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_circles() -> None:
+    """No two modules of the package import each other, directly or around a longer circle, counting the
+    imports inside functions too (those only hide a circle from the interpreter, not from a reader)."""
+    stages = ("training", "export", "runtime")
+    paths = [*_sources(CORE), *(p for stage in stages for p in _sources(REPO / stage))]
+    modules = {_module_name(p): p for p in paths}
+    graph = {m: {n for n, _ in _imports(p) if n in modules and n != m} for m, p in modules.items()}
+    assert _import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert not _import_cycles(graph), f"import circles: {_import_cycles(graph)}"
+
+
 def test_static_checker_sees_violations() -> None:
     """The ast walker must catch nested, relative and from-imports (else the rules above prove nothing)."""
     src = "def f():\n    import torch\n\nfrom ..training import ptbxl\nfrom diagecg import nn\n"
