@@ -297,6 +297,7 @@ def _units_to_mv(spec: SignalSpec, source: str) -> float:
     return factor
 
 
+# --- the record -----------------------------------------------------------------------------------------
 
 def header_path(path: str | Path) -> Path:
     """The ``.hea`` file of a record given as its header, a signal file, or the path without suffix."""
@@ -319,7 +320,6 @@ def read_header(path: str | Path) -> WfdbHeader:
     if size > MAX_HEADER_BYTES:
         raise HeaderError(f"{hea}: {size} bytes is too large for a WFDB header")
     return parse_wfdb_header(hea.read_bytes().decode("utf-8", errors="replace"), str(hea))
-
 
 
 def read(path: str | Path, *, quality: QualityConfig | None = None) -> EcgRecord:
