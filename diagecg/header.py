@@ -1,7 +1,7 @@
 """WFDB header text -> ``WfdbHeader``, and patient features from its comments.
 
 Spec: https://physionet.org/physiotools/wag/header-5.htm. Parsed strictly, by hand: ``wfdb.rdheader``
-fills a missing rate (250 Hz) or gain (200) with defaults, which ``diagecg.io`` must refuse.
+fills a missing rate (250 Hz) or gain (200) with defaults, which ``diagecg.formats.wfdb`` must refuse.
 PhysioNet Challenge 2020/2021 headers add ``#Age:``, ``#Sex:`` and ``#Dx:`` (SNOMED CT) comments.
 """
 

@@ -68,9 +68,9 @@ class EcgRecord:
         source: the path the record was read from.
         warnings: non-fatal issues met while reading (dropped extra leads...).
         diagnoses: diagnosis codes from the header (PhysioNet Challenge ``#Dx:`` SNOMED CT codes).
-        checked: set by ``diagecg.io`` when the record passed validation: a digest of the signal, rate,
+        checked: set by ``diagecg.record`` when the record passed validation: a digest of the signal, rate,
             leads and the thresholds it was checked with. A record built by hand (or changed since) does
-            not match it, so the pipeline checks it as it checks a file (``diagecg.io.check_record``).
+            not match it, so the pipeline checks it as it checks a file (``diagecg.record.check_record``).
     """
 
     signal: F32Array

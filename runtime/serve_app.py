@@ -79,7 +79,7 @@ from diagecg.runtime.pipeline import (
     as_record,
     error_dict,
 )
-from diagecg.runtime.serve import AdmissionMiddleware, JobGate, ServeConfig, Ticket, error_body
+from diagecg.runtime.serve_admission import AdmissionMiddleware, JobGate, ServeConfig, Ticket, error_body
 from diagecg.runtime.serve_metrics import Metrics, MetricsMiddleware
 from diagecg.runtime.uploads import (
     RecordTooLongError,

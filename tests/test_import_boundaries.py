@@ -84,8 +84,8 @@ _PROBE = textwrap.dedent(
 
 def test_core_and_runtime_import_without_torch() -> None:
     core = ["diagecg", "diagecg.constants", "diagecg.types", "diagecg.errors", "diagecg.config", "diagecg.io",
-            "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.measure", "diagecg.intervals",
-            "diagecg.preprocess", "diagecg.plot"]
+            "diagecg.record", "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.measure",
+            "diagecg.intervals", "diagecg.preprocess", "diagecg.plot"]
     core += [m for m in ("diagecg.vocab", "diagecg.prompts", "diagecg.bundle")
              if (CORE / f"{m.split('.')[1]}.py").is_file()]
     datasets = sorted((CORE / "datasets").glob("*.py"))
@@ -186,6 +186,57 @@ def test_runtime_uses_only_torch_free_core(path: Path) -> None:
 def test_export_never_imports_training(path: Path) -> None:
     bad = [(n, line) for n, line in _imports(path) if _under(n, ("diagecg.training",))]
     assert not bad, f"{path.relative_to(REPO)} imports {bad}; checkpoints describe themselves (STYLE R3)"
+
+
+def test_record_path_runs_one_way() -> None:
+    """``diagecg.io`` -> ``diagecg.formats`` -> a reader -> ``diagecg.record``, never back: a reader that
+    imported ``diagecg.io`` (which dispatches to the readers) would close a circle that only the readers'
+    lookup by module name hides."""
+    bad = [(str(p.relative_to(REPO)), n, line) for p in _sources(CORE / "formats")
+           for n, line in _imports(p) if _under(n, ("diagecg.io",))]
+    bad += [("diagecg/record.py", n, line) for n, line in _imports(CORE / "record.py")
+            if _under(n, ("diagecg.io", "diagecg.formats"))]
+    assert not bad, f"imports against the record path: {bad}"
+
+
+def _import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan): each is an import circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_circles() -> None:
+    """No two modules of the package import each other, directly or around a longer circle, counting the
+    imports inside functions too (those only hide a circle from the interpreter, not from a reader)."""
+    stages = ("training", "export", "runtime")
+    paths = [*_sources(CORE), *(p for stage in stages for p in _sources(REPO / stage))]
+    modules = {_module_name(p): p for p in paths}
+    graph = {m: {n for n, _ in _imports(p) if n in modules and n != m} for m, p in modules.items()}
+    assert _import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert not _import_cycles(graph), f"import circles: {_import_cycles(graph)}"
 
 
 def test_static_checker_sees_violations() -> None:

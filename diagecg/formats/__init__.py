@@ -1,15 +1,17 @@
 """ECG file formats: which one a file is (from its content), and one reader per format.
 
 Every reader returns the same validated :class:`~diagecg.types.EcgRecord` through
-:func:`diagecg.io.record_from_array` (float32 mV, the 12 leads in canonical order, every signal check
-of the WFDB path); it converts the file's digital values with the file's own gain, baseline and units
-and refuses a file that leaves any of them unstated. ``diagecg.io.read_record`` calls :func:`read`, so
-the CLI, the pipeline and the API accept every format below.
+:func:`diagecg.record.record_from_array` (float32 mV, the 12 leads in canonical order, the same checks
+for every format); it converts the file's digital values with the file's own gain, baseline and units
+and refuses a file that leaves any of them unstated. ``diagecg.io.read_record`` calls
+:func:`detect_format` and then :func:`read`, so the CLI, the pipeline and the API accept every format
+below. Readers import this package's helpers and ``diagecg.record``, never ``diagecg.io``: the path
+from a file to a record runs one way.
 
 =========  =============================================  ==========================  ================
 format     what it is                                     detected by                 reader (extra)
 =========  =============================================  ==========================  ================
-wfdb       PhysioNet WFDB ``.hea`` + ``.dat``/``.mat``    a ``.hea`` header           ``diagecg.io``
+wfdb       PhysioNet WFDB ``.hea`` + ``.dat``/``.mat``    a ``.hea`` header           scipy for .mat (``mat``)
 dicom      DICOM 12-lead / General ECG waveform           ``DICM`` at byte 128        pydicom (``dicom``)
 hl7aecg    HL7 v3 annotated ECG (FDA submissions)         XML root ``AnnotatedECG``   stdlib XML
 muse       GE MUSE / MAC resting ECG XML                  XML root ``RestingECG``     stdlib XML
@@ -43,15 +45,16 @@ if TYPE_CHECKING:
 MAX_FILE_BYTES = 256 << 20  # a 10 s 12-lead file is well under 10 MB; a 1 h 1 kHz DICOM ~90 MB
 _SNIFF_BYTES = 4096
 
-# format -> module whose ``read(path, *, quality)`` reads it (wfdb stays in diagecg.io)
+# format -> module whose ``read(path, *, quality)`` reads it
 READERS: dict[str, str] = {
+    "wfdb": "diagecg.formats.wfdb",
     "dicom": "diagecg.formats.dicom",
     "hl7aecg": "diagecg.formats.aecg",
     "muse": "diagecg.formats.muse",
     "edf": "diagecg.formats.edf",
     "philips": "diagecg.formats.philips",
 }
-FORMAT_NAMES: tuple[str, ...] = ("wfdb", *READERS)
+FORMAT_NAMES: tuple[str, ...] = tuple(READERS)
 
 # XML root element (namespace dropped) -> format
 _XML_ROOTS: dict[str, str] = {"AnnotatedECG": "hl7aecg", "RestingECG": "muse", "restingecgdata": "philips"}
@@ -214,10 +217,13 @@ def detect_format(path: str | Path) -> str:
 
 
 def read(path: str | Path, fmt: str, *, quality: QualityConfig | None = None) -> EcgRecord:
-    """Read ``path`` with the reader of ``fmt`` (not ``wfdb``: ``diagecg.io.read_record`` reads that)."""
+    """Read ``path`` with the reader of ``fmt`` (one of ``FORMAT_NAMES``)."""
     if fmt not in READERS:
         raise ValueError(f"unknown ECG format {fmt!r}; known: {list(FORMAT_NAMES)}")
     module = importlib.import_module(READERS[fmt])
+    if fmt == "wfdb":  # a record is a header plus signal files: the reader finds and checks each of them
+        wfdb_record: EcgRecord = module.read(path, quality=quality)
+        return wfdb_record
     # a file's scale can overflow float64 (1e300 x a sample): the inf is refused by record_from_array with
     # the reason, not printed as numpy's RuntimeWarning on stderr
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):

@@ -25,8 +25,8 @@ import numpy as np
 from diagecg.config import QualityConfig
 from diagecg.errors import HeaderError, SignalFileError
 from diagecg.formats import parse_xml, plausible_patient_value
-from diagecg.io import MAX_RECORD_SAMPLES, UNITS_TO_MV, record_from_array
 from diagecg.leads import derive_limb_leads
+from diagecg.record import MAX_RECORD_SAMPLES, UNITS_TO_MV, record_from_array
 from diagecg.types import EcgRecord, PatientInfo
 
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"

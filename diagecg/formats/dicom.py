@@ -27,8 +27,8 @@ import numpy as np
 from diagecg.config import QualityConfig
 from diagecg.errors import HeaderError, SignalFileError
 from diagecg.formats import import_optional, plausible_patient_value
-from diagecg.io import MAX_RECORD_SAMPLES, UNITS_TO_MV, record_from_array
 from diagecg.leads import KNOWN_EXTRA_LEADS, LEAD_ALIASES, derive_limb_leads, normalise_lead_name
+from diagecg.record import MAX_RECORD_SAMPLES, UNITS_TO_MV, record_from_array
 from diagecg.types import EcgRecord, PatientInfo
 
 ECG_SOP_CLASSES: dict[str, str] = {

@@ -36,8 +36,8 @@ from diagecg.config import QualityConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import DiagEcgError, HeaderError, LeadError, SignalFileError
 from diagecg.formats import file_number, import_optional, plausible_patient_value
-from diagecg.io import MAX_FS_HZ, MAX_RECORD_SAMPLES, MIN_FS_HZ, UNITS_TO_MV, record_from_array
 from diagecg.leads import LEAD_ALIASES, normalise_lead_name
+from diagecg.record import MAX_FS_HZ, MAX_RECORD_SAMPLES, MIN_FS_HZ, UNITS_TO_MV, record_from_array
 from diagecg.types import EcgRecord, PatientInfo
 
 HEADER_BYTES = 256  # the fixed header, and each signal's header
@@ -87,7 +87,7 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
         HeaderError: leads at different rates, a bad record duration, a degenerate calibration range or
             a physical dimension that is not a voltage.
         LeadError: no ECG leads (an EEG or sleep recording), or some of the 12 missing.
-        SignalQualityError: from ``diagecg.io.record_from_array``.
+        SignalQualityError: from ``diagecg.record.record_from_array``.
     """
     source = str(path)
     _check_layout(path, source)

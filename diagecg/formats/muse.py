@@ -34,11 +34,11 @@ import numpy as np
 from diagecg.config import QualityConfig
 from diagecg.errors import HeaderError, SignalFileError
 from diagecg.formats import file_number, parse_xml, patient_number, plausible_patient_value
-from diagecg.io import MAX_FS_HZ, MAX_RECORD_SAMPLES, MIN_FS_HZ, UNITS_TO_MV, record_from_array
 from diagecg.leads import DERIVED_LIMB_LEADS, derive_limb_leads
+from diagecg.record import MAX_FS_HZ, MAX_RECORD_SAMPLES, MIN_FS_HZ, UNITS_TO_MV, record_from_array
 from diagecg.types import EcgRecord, PatientInfo
 
-# LeadAmplitudeUnits as MUSE spells them -> key of diagecg.io.UNITS_TO_MV
+# LeadAmplitudeUnits as MUSE spells them -> key of diagecg.record.UNITS_TO_MV
 MUSE_UNITS: dict[str, str] = {"MICROVOLTS": "uV", "MILLIVOLTS": "mV", "VOLTS": "V", "NANOVOLTS": "nV"}
 # AgeUnits -> years per unit (MUSE gives infants' ages in months, weeks or days)
 AGE_UNITS_TO_YEARS: dict[str, float] = {"YEARS": 1.0, "MONTHS": 1 / 12, "WEEKS": 7 / 365.25,
@@ -75,7 +75,7 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
         HeaderError: no Rhythm waveform, or a missing/zero/non-finite rate or scale, unknown units.
         SignalFileError: not well-formed XML, malformed base64, a size or CRC-32 that disagrees with the
             file's own declaration, a sample size other than 2 bytes.
-        LeadError, SignalQualityError: from ``diagecg.io.record_from_array``.
+        LeadError, SignalQualityError: from ``diagecg.record.record_from_array``.
     """
     source = str(path)
     warnings: list[str] = []

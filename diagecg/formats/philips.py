@@ -56,7 +56,7 @@ from diagecg.config import QualityConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import HeaderError, SignalFileError
 from diagecg.formats import file_number, import_optional, parse_xml, patient_number, plausible_patient_value
-from diagecg.io import MAX_FS_HZ, MAX_RECORD_SAMPLES, MIN_FS_HZ, record_from_array
+from diagecg.record import MAX_FS_HZ, MAX_RECORD_SAMPLES, MIN_FS_HZ, record_from_array
 from diagecg.types import EcgRecord, PatientInfo
 
 # sierraecg names a 1.03 file's channels after its acquisitiontype only for these (else "Channel n")
@@ -97,7 +97,7 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
         SignalFileError: not well-formed XML, not Base64 + XLI, truncated or corrupt waveform data, a lead
             count or length that disagrees with the file, sierraecg missing (``pip install
             'diagecg[philips]'``) or unable to decode the file.
-        LeadError, SignalQualityError: from ``diagecg.io.record_from_array``.
+        LeadError, SignalQualityError: from ``diagecg.record.record_from_array``.
     """
     source = str(path)
     warnings: list[str] = []

@@ -27,7 +27,8 @@ httpx = pytest.importorskip("httpx")
 
 from diagecg.runtime.client import DiagEcgClient, ServerError  # noqa: E402
 from diagecg.runtime.pipeline import DiagEcgPipeline  # noqa: E402
-from diagecg.runtime.serve import ServeConfig, build_server  # noqa: E402
+from diagecg.runtime.serve import build_server  # noqa: E402
+from diagecg.runtime.serve_admission import ServeConfig  # noqa: E402
 from diagecg.runtime.serve_app import create_app, openapi_document  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -385,6 +386,22 @@ def test_openapi_document_is_checked_in(server) -> None:
     checked_in = json.loads((REPO / "docs" / "openapi.json").read_text())
     assert served == openapi_document() == checked_in, \
         "regenerate it: diagecg serve --openapi > docs/openapi.json"
+
+
+def test_serve_options_default_to_the_serve_config_fields(tmp_path: Path) -> None:
+    """The command's options take their defaults from ServeConfig (declared once) and reach it by field."""
+    import dataclasses
+
+    from diagecg.runtime.serve import serve
+
+    fields = {f.name for f in dataclasses.fields(ServeConfig)}
+    parsed = serve.make_context("serve", []).params
+    assert ServeConfig(**{k: v for k, v in parsed.items() if k in fields}) == ServeConfig()
+    parsed = serve.make_context("serve", ["--max-upload-mb", "0.5", "--allow-folder", str(tmp_path),
+                                          "--timeout", "3", "--read-timeout", "4"]).params
+    config = ServeConfig(**{k: v for k, v in parsed.items() if k in fields})
+    assert (config.max_upload_bytes, config.allow_folder) == (512 << 10, tmp_path)
+    assert (config.request_timeout_s, config.read_timeout_s) == (3.0, 4.0)
 
 
 def test_serve_command_refuses_a_remote_host_without_the_flag() -> None:
