@@ -10,9 +10,9 @@ context/target scales, loss on the target only). With the tiny from-scratch demo
     diagecg train pretrain --init runs/tokenizer --out runs/pretrain-qwen --base-model /models/Qwen2.5-0.5B \\
         --set method=lora
 
-A linear script (STYLE R20): data, model, optimiser, loop, checkpoint. Multi-GPU runs go through
-``accelerate launch -m diagecg.cli train pretrain ...`` without code changes (``accelerate.Accelerator``
-wraps model and optimiser; on one CPU it is a no-op). Training uses PTB-XL folds 1-8, the validation
+A linear script (STYLE R20): data, model, optimiser, loop, checkpoint. Multi-process runs go through
+``accelerate launch -m diagecg.cli train pretrain ...`` or ``torchrun`` (docs/SCALING.md): each process
+trains on its slice of the step's micro-batch, with ``batch_size`` rows per process. Training uses PTB-XL folds 1-8, the validation
 loss fold 9; fold 10 (test) is refused. The output folder is an LLM checkpoint
 (``diagecg.nn.llm_checkpoint``) plus ``run_summary.json``; ``--resume`` continues it bit-for-bit in
 data order (batches depend on ``(seed, step)`` only).

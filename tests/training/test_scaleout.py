@@ -2,7 +2,8 @@
 processes (gloo) follow the loss curve of one process with the same global batch.
 
 One process trains on micro-batches of 4 rows; two processes draw the same 4 rows from the step's rng,
-each trains on its 2, and DDP averages the gradients. The real CLI runs in subprocesses on a tiny model
+each trains on its 2, and DDP averages the gradients; 2 micro-batches a step (gradient accumulation,
+DDP syncing at the second only), so the global batch is 8 rows in both. The real CLI runs in subprocesses on a tiny model
 built here and a random stage-1 checkpoint over the real PTB-XL records (like test_pretrain.py).
 """
 
@@ -25,12 +26,12 @@ GLOBAL_BATCH = 4
 STEPS = 6
 # fp32 throughout; the two runs differ only in how sums are split (2 rows per forward instead of 4, the
 # gradient averaged over processes by an all-reduce), so each step differs by rounding that Adam carries
-# over 6 steps (1e-7 relative measured): 1e-5 is far above that and far below any real difference (a
-# different row, or one process's gradient alone, moves the loss by 1e-2 or more)
+# over 6 steps (1e-7 relative measured): 1e-5 is far above that and far below a real difference (both
+# processes training on the same slice moved the losses by 1e-3 relative)
 REL_TOL = 1e-5
 COMMON = [f"--set={kv}" for kv in (f"steps={STEPS}", "eval_every=1", "log_every=1", "warmup_steps=2",
                                     "eval_examples=8", "max_train_records=32", "num_threads=1", "device=cpu",
-                                    "progress=false", "ptbxl_full=false")]
+                                    "progress=false", "ptbxl_full=false", "grad_accum=2")]
 
 
 def free_port() -> int:
