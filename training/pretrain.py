@@ -12,10 +12,10 @@ context/target scales, loss on the target only). With the tiny from-scratch demo
 
 A linear script (STYLE R20): data, model, optimiser, loop, checkpoint. Multi-process runs go through
 ``accelerate launch -m diagecg.cli train pretrain ...`` or ``torchrun`` (docs/SCALING.md): each process
-trains on its slice of the step's micro-batch, with ``batch_size`` rows per process. Training uses PTB-XL folds 1-8, the validation
-loss fold 9; fold 10 (test) is refused. The output folder is an LLM checkpoint
-(``diagecg.nn.llm_checkpoint``) plus ``run_summary.json``; ``--resume`` continues it bit-for-bit in
-data order (batches depend on ``(seed, step)`` only).
+trains on its slice of the step's micro-batch, with ``batch_size`` rows per process. Training uses
+PTB-XL folds 1-8, the validation loss fold 9; fold 10 (test) is refused. The output folder is an LLM
+checkpoint (``diagecg.nn.llm_checkpoint``) plus ``run_summary.json``; ``--resume`` continues it
+bit-for-bit in data order (batches depend on ``(seed, step)`` only).
 
 Shared with ``sft.py``: LoRA wrapping, base-model loading and evaluation below; the optimiser, lr
 schedule, accelerator, checkpointing and resume live in ``llm_trainer.py``.

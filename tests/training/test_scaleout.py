@@ -3,8 +3,9 @@ processes (gloo) follow the loss curve of one process with the same global batch
 
 One process trains on micro-batches of 4 rows; two processes draw the same 4 rows from the step's rng,
 each trains on its 2, and DDP averages the gradients; 2 micro-batches a step (gradient accumulation,
-DDP syncing at the second only), so the global batch is 8 rows in both. The real CLI runs in subprocesses on a tiny model
-built here and a random stage-1 checkpoint over the real PTB-XL records (like test_pretrain.py).
+DDP syncing at the second only), so the global batch is 8 rows in both. The real CLI runs in
+subprocesses on a tiny model built here and a random stage-1 checkpoint over the real PTB-XL records
+(like test_pretrain.py).
 """
 
 from __future__ import annotations
