@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 from typing import Any
 
 import click
@@ -118,7 +119,8 @@ def _make_train_command(stage: str, module_name: str, class_name: str, help_text
             click.echo(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
             return
         summary = _run_stage(_import_stage(module_name).main, cfg)
-        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        if os.environ.get("RANK", "0") == "0":  # under accelerate launch / torchrun: the main process only
+            click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
 
     for field, option in reversed(TRAIN_SHORTCUTS.items()):
         if field in fields:

@@ -349,9 +349,10 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
-def step_rng(seed: int, step: int, rank: int = 0) -> random.Random:
-    """The RNG of one optimisation step (and process): batches depend on (seed, step, rank) only."""
-    return random.Random(f"diagecg-llm-{seed}-{step}-{rank}")
+def step_rng(seed: int, step: int) -> random.Random:
+    """The RNG of one optimisation step: batches depend on (seed, step) only, in every process."""
+    # the "-0" keeps the string of the former per-process rng of process 0: one-process runs draw the same
+    return random.Random(f"diagecg-llm-{seed}-{step}-0")
 
 
 def draw_examples(pool: Sequence[Example], n: int, rng: random.Random) -> list[Example]:

@@ -5,6 +5,12 @@ drives :class:`LlmTrainer` step by step, drawing its own batches and writing its
 The trainer owns what is the same in both: the accelerator, AdamW with linear warmup + cosine decay,
 resume from the train state, gradient accumulation and clipping, the divergence check, the
 checkpoint (model + train state) and the run-summary fields every stage reports.
+
+Several processes (``accelerate launch`` / ``torchrun``, see docs/SCALING.md) train as one: every
+process draws the same micro-batch of ``batch_size x processes`` rows from the step's rng, keeps its
+own contiguous slice of ``batch_size`` rows, and DDP averages the gradients, so the update is the one
+a single process makes on the whole micro-batch; the row losses are gathered back in row order for the
+logged curve, and only the main process writes.
 """
 
 from __future__ import annotations
@@ -126,7 +132,7 @@ def example_losses(
 
 
 def start_run(cfg: Any, out_dir: Path) -> tuple[Any, dict[str, Any], bool]:
-    """Threads, accelerator, 4-bit load kwargs and whether ``out_dir`` is resumed.
+    """Threads, torch seed, accelerator, 4-bit load kwargs and whether ``out_dir`` is resumed.
 
     Args:
         cfg: a ``PretrainConfig`` or ``SFTConfig``.
@@ -140,6 +146,9 @@ def start_run(cfg: Any, out_dir: Path) -> tuple[Any, dict[str, Any], bool]:
     """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    # LoRA's A matrices (and any dropout) draw from torch's global rng: seeded, a run is repeatable, and
+    # every process of a multi-process run starts from the weights of a one-process run
+    torch.manual_seed(cfg.seed)
     accelerator = make_accelerator(cfg.device, cfg.bf16, cfg.grad_accum)
     qkw = quantized_load_kwargs(cfg.load_in_4bit, accelerator)
     resuming = cfg.resume and has_llm_checkpoint(out_dir) and (out_dir / LLM_TRAIN_STATE_DIR).is_dir()
@@ -159,7 +168,7 @@ class LlmTrainer:
         while trainer.step < trainer.last_step:
             rng = trainer.begin_step()
             for _ in range(cfg.grad_accum):
-                row_loss, batch = trainer.backward(draw(rng))
+                row_loss, batch = trainer.backward(draw(trainer.rows, rng))
             trainer.end_step()
             if trainer.eval_due():
                 ...; trainer.checkpoint()
@@ -195,6 +204,7 @@ class LlmTrainer:
         self.hf_tok, self.meta, self.ecg_tokenizer_dir = hf_tok, meta, ecg_tokenizer_dir
         self.out_dir = out_dir = Path(cfg.out_dir)
         self.resuming = resuming
+        self.rows = cfg.batch_size * accelerator.num_processes  # one micro-batch, all processes together
         self.lr = default_lr(cfg.lr, cfg.method, meta.base_model.demo)
         self.params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=cfg.weight_decay)
@@ -244,38 +254,48 @@ class LlmTrainer:
         )
 
     def begin_step(self) -> random.Random:
-        """Set this step's learning rate; return its batch rng (depends on seed, step and process only)."""
+        """Set this step's learning rate; return its batch rng (the same in every process)."""
         self._t0 = time.time()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
-        return step_rng(self.cfg.seed, self.step, self.accelerator.process_index)
+        return step_rng(self.cfg.seed, self.step)
 
     def backward(self, examples: list[Example]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One micro-batch: forward, mean row loss, backward, clip and (at the accumulation boundary) step.
 
+        Args:
+            examples: the micro-batch of all processes (``self.rows`` rows, the same list in each);
+                this process trains on its slice of ``cfg.batch_size`` rows.
+
         Returns:
-            (per-row losses (B,), the collated batch on the device).
+            (per-row losses of all ``self.rows`` rows, detached, in ``examples`` order; this process's
+            collated slice on the device).
 
         Raises:
-            DiagEcgError: the loss is NaN/inf.
+            DiagEcgError: a row loss is NaN/inf (in every process at once).
         """
         accelerator, cfg = self.accelerator, self.cfg
-        batch = {k: v.to(accelerator.device) for k, v in collate(examples, self.pad_id).items()}
+        assert len(examples) == self.rows, f"{len(examples)} examples for a micro-batch of {self.rows} rows"
+        first = accelerator.process_index * cfg.batch_size
+        mine = examples[first : first + cfg.batch_size]
+        batch = {k: v.to(accelerator.device) for k, v in collate(mine, self.pad_id).items()}
         with accelerator.accumulate(self.model):
             row_loss, _, _ = example_losses(self.model, batch)
-            loss = row_loss.mean()  # every row counts the same, whatever its target length
-            if not torch.isfinite(loss):
+            # gathered before backward, so every process sees a divergence and none waits in the all-reduce
+            rows = accelerator.gather(row_loss.detach())  # (rows,) in rank order = examples order
+            if not torch.isfinite(rows).all():
                 raise DiagEcgError(
-                    f"{self.diverged} diverged: loss {loss.item()} at step {self.step} "
+                    f"{self.diverged} diverged: loss {rows.mean().item()} at step {self.step} "
                     f"(try a lower lr than {self.lr})"
                 )
-            accelerator.backward(loss)
+            # every row counts the same, whatever its target length; DDP averages the equal-sized slices
+            accelerator.backward(row_loss.mean())
             if accelerator.sync_gradients and cfg.grad_clip > 0:
                 accelerator.clip_grad_norm_(self.params, cfg.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        self.n_tokens_seen += int(batch["attention_mask"].sum())
-        return row_loss, batch
+        self.n_tokens_seen += sum(len(ids) for ids, _ in examples)
+        return rows, batch
 
     def end_step(self) -> None:
         """Count the step, its time and the progress bar."""

@@ -10,12 +10,12 @@ context/target scales, loss on the target only). With the tiny from-scratch demo
     diagecg train pretrain --init runs/tokenizer --out runs/pretrain-qwen --base-model /models/Qwen2.5-0.5B \\
         --set method=lora
 
-A linear script (STYLE R20): data, model, optimiser, loop, checkpoint. Multi-GPU runs go through
-``accelerate launch -m diagecg.cli train pretrain ...`` without code changes (``accelerate.Accelerator``
-wraps model and optimiser; on one CPU it is a no-op). Training uses PTB-XL folds 1-8, the validation
-loss fold 9; fold 10 (test) is refused. The output folder is an LLM checkpoint
-(``diagecg.nn.llm_checkpoint``) plus ``run_summary.json``; ``--resume`` continues it bit-for-bit in
-data order (batches depend on ``(seed, step)`` only).
+A linear script (STYLE R20): data, model, optimiser, loop, checkpoint. Multi-process runs go through
+``accelerate launch -m diagecg.cli train pretrain ...`` or ``torchrun`` (docs/SCALING.md): each process
+trains on its slice of the step's micro-batch, with ``batch_size`` rows per process. Training uses
+PTB-XL folds 1-8, the validation loss fold 9; fold 10 (test) is refused. The output folder is an LLM
+checkpoint (``diagecg.nn.llm_checkpoint``) plus ``run_summary.json``; ``--resume`` continues it
+bit-for-bit in data order (batches depend on ``(seed, step)`` only).
 
 Shared with ``sft.py``: LoRA wrapping, base-model loading and evaluation below; the optimiser, lr
 schedule, accelerator, checkpointing and resume live in ``llm_trainer.py``.
@@ -125,7 +125,8 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     roots = resolve_data_roots(cfg.data_dir)
     ptbxl_root = roots.ptbxl
     ptbxl = PtbxlDataset.from_data_dir(cfg.data_dir, full=cfg.ptbxl_full)
-    tokens = load_or_encode_tokens(init_dir, cfg.data_dir, out_dir, cfg.progress, full=cfg.ptbxl_full)
+    with accelerator.main_process_first():  # a missing token cache is written once, then read
+        tokens = load_or_encode_tokens(init_dir, cfg.data_dir, out_dir, cfg.progress, full=cfg.ptbxl_full)
     fs_src = source_fs_hz(pre_cfg.fs_hz)
     train_ids, valid_ids = split_encoded_ids(ptbxl, tokens, fs_src, cfg.train_folds, cfg.valid_folds,
                                              cfg.max_train_records, cfg.seed)
@@ -158,18 +159,24 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         text_tok = Tokenizer.from_file(str(paths.text_tokenizer))
     else:
         demo = cfg.base_model is None
-        if demo:
-            corpus = text_corpus()
-            base_dir = build_tiny_base_model(
-                corpus,
-                out_dir / LLM_BASE_DIR,
-                cfg.seed,
-                vocab_size=cfg.demo_vocab_size,
-                max_position=cfg.max_position,
-            )
-        else:  # a GGUF is dequantised into the checkpoint's base folder, a folder is used in place
-            assert base_path is not None
-            base_dir = materialise_base_model(base_path, out_dir / LLM_BASE_DIR)
+        with accelerator.main_process_first():  # the main process writes the base folder, the others read it
+            if demo:
+                corpus = text_corpus()
+                base_dir = out_dir / LLM_BASE_DIR
+                if accelerator.is_main_process:
+                    build_tiny_base_model(
+                        corpus,
+                        base_dir,
+                        cfg.seed,
+                        vocab_size=cfg.demo_vocab_size,
+                        max_position=cfg.max_position,
+                    )
+            else:  # a GGUF is dequantised into the checkpoint's base folder, a folder is used in place
+                assert base_path is not None
+                if accelerator.is_main_process:
+                    base_dir = materialise_base_model(base_path, out_dir / LLM_BASE_DIR)
+                else:
+                    base_dir = base_path if base_path.is_dir() else out_dir / LLM_BASE_DIR
         copied = demo or base_dir == out_dir / LLM_BASE_DIR
         model, hf_tok = load_hf_base(base_dir, base_dtype(device, cfg.method), qkw)
         rows_before = model.get_input_embeddings().weight.shape[0]
@@ -256,11 +263,12 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         )
     trainer.start_loop()
     recent: dict[str, list[float]] = {"loss": [], "ecg": [], "text": []}
+    rows = trainer.rows  # the micro-batch of all processes: each trains on its slice
     while trainer.step < trainer.last_step:
         rng = trainer.begin_step()
         for _ in range(cfg.grad_accum):
-            n_text = sum(rng.random() < text_ratio for _ in range(cfg.batch_size)) if text_pool else 0
-            examples = draw_forecast_examples(train_records, vocab, scales, cfg.batch_size - n_text, rng)
+            n_text = sum(rng.random() < text_ratio for _ in range(rows)) if text_pool else 0
+            examples = draw_forecast_examples(train_records, vocab, scales, rows - n_text, rng)
             examples += draw_examples(text_pool, n_text, rng)
             row_loss, _ = trainer.backward(examples)
             n_ecg = len(examples) - n_text

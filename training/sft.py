@@ -271,8 +271,9 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
     roots = resolve_data_roots(cfg.data_dir)
     ptbxl_root = roots.ptbxl
     ptbxl = PtbxlDataset.from_data_dir(cfg.data_dir, full=cfg.ptbxl_full)
-    tokens = load_or_encode_tokens(ecg_tokenizer_dir, cfg.data_dir, out_dir, cfg.progress,
-                                   full=cfg.ptbxl_full)
+    with accelerator.main_process_first():  # a missing token cache is written once, then read
+        tokens = load_or_encode_tokens(ecg_tokenizer_dir, cfg.data_dir, out_dir, cfg.progress,
+                                       full=cfg.ptbxl_full)
     fs_src = source_fs_hz(stage1_configs(ecg_tokenizer_dir)[0].fs_hz)
     train_ids, valid_ids = split_encoded_ids(ptbxl, tokens, fs_src, cfg.train_folds, cfg.valid_folds,
                                              cfg.max_train_records, cfg.seed)
@@ -399,11 +400,12 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
         history.append({"step": 0, **{f"eval_{k}": v for k, v in evaluate().items()}})
     trainer.start_loop()
     recent: list[float] = []
+    rows = trainer.rows  # the micro-batch of all processes: each trains on its slice
     while trainer.step < trainer.last_step:
         rng = trainer.begin_step()
         for _ in range(cfg.grad_accum):
-            n_report = sum(rng.random() < report_ratio for _ in range(cfg.batch_size))
-            n_qa = cfg.batch_size - n_report
+            n_report = sum(rng.random() < report_ratio for _ in range(rows))
+            n_qa = rows - n_report
             n_finding = sum(rng.random() < cfg.finding_verify_ratio for _ in range(n_qa)) if balanced else 0
             examples = balanced.draw(n_finding, rng) if balanced else []
             n_rest = n_qa - n_finding
@@ -413,7 +415,7 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
                 examples += draw_examples(unlabelled_qa, n_unlabelled, rng)
                 n_rest -= n_unlabelled
             examples += draw_examples(pools["qa"], n_rest, rng) if pools["qa"] else []
-            examples += draw_examples(pools["report"], cfg.batch_size - len(examples), rng)
+            examples += draw_examples(pools["report"], rows - len(examples), rng)
             row_loss, _ = trainer.backward(examples)
             recent.append(row_loss.mean().item())
         trainer.end_step()
