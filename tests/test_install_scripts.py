@@ -22,7 +22,8 @@ BASH = shutil.which("bash") or "bash"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the install scripts are bash")
 
 
-def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, env: dict[str, str] | None = None,
+         timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([BASH, *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
