@@ -72,11 +72,14 @@ def _build_config(module_name: str, class_name: str, config_file: str | None, se
 
 
 def _load_config(cls: Any, config_file: str | None, sets: tuple[str, ...], shortcuts: dict[str, Any]) -> Any:
+    """``cls`` from ``config_file`` (or its defaults), then the shortcut options, then ``--set``. Every
+    problem (a missing or malformed file, a value of the wrong JSON type, a bad override or value) is a
+    ``ConfigError``: one ``error:`` line and exit code 2."""
     try:
         cfg = cls.load(config_file) if config_file else cls()
         pairs = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
         return apply_overrides(cfg, [*pairs, *sets])
-    except (DiagEcgError, ValueError, OSError) as e:
+    except DiagEcgError as e:
         fail(e, ExitCode.USAGE)
 
 

@@ -86,7 +86,7 @@ from tokenizers import Tokenizer
 
 from diagecg.answers import format_answer, normalize_answer
 from diagecg.calibration import calibrate_options, fit_calibration, read_calibration_results
-from diagecg.config import ConfigMixin, PreprocessConfig, _check
+from diagecg.config import ConfigMixin, PreprocessConfig, check_field
 from diagecg.constants import CALIBRATION_RESULTS, RUN_SUMMARY
 from diagecg.datasets import resolve_data_roots, seeded_subset, stratified_subset
 from diagecg.datasets.ecgqa import (
@@ -163,26 +163,27 @@ class EvalConfig(ConfigMixin):
         n = "EvalConfig"
         for name in ("folds", "train_folds"):
             folds = getattr(self, name)
-            _check(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
-                   "a non-empty tuple of PTB-XL folds 1-10")
-        _check(not set(self.folds) & set(self.train_folds), n, "folds", self.folds,
-               f"must be disjoint from train_folds {self.train_folds}")
-        _check(len(self.wordings) > 0 and all(w in WORDINGS for w in self.wordings)
-               and len(set(self.wordings)) == len(self.wordings), n, "wordings", self.wordings,
-               f"a non-empty tuple of distinct values from {WORDINGS}")
-        _check(self.max_records is None or self.max_records >= 1, n, "max_records", self.max_records,
-               "None or >= 1")
-        _check(self.max_questions is None or self.max_questions >= 1, n, "max_questions", self.max_questions,
-               "None or >= 1")
-        _check(self.n_reports is None or self.n_reports >= 0, n, "n_reports", self.n_reports, "None or >= 0")
-        _check(self.max_new_tokens is None or self.max_new_tokens >= 1, n, "max_new_tokens",
-               self.max_new_tokens, "None or >= 1")
-        _check(self.batch_size >= 1, n, "batch_size", self.batch_size, "must be >= 1")
-        _check(self.finding_min_positives >= 1, n, "finding_min_positives", self.finding_min_positives,
-               "must be >= 1")
-        _check(self.n_bootstrap >= 0, n, "n_bootstrap", self.n_bootstrap, "must be >= 0")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), n, "device",
-               self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+            check_field(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
+                        "a non-empty tuple of PTB-XL folds 1-10")
+        check_field(not set(self.folds) & set(self.train_folds), n, "folds", self.folds,
+                    f"must be disjoint from train_folds {self.train_folds}")
+        check_field(len(self.wordings) > 0 and all(w in WORDINGS for w in self.wordings)
+                    and len(set(self.wordings)) == len(self.wordings), n, "wordings", self.wordings,
+                    f"a non-empty tuple of distinct values from {WORDINGS}")
+        check_field(self.max_records is None or self.max_records >= 1, n, "max_records", self.max_records,
+                    "None or >= 1")
+        check_field(self.max_questions is None or self.max_questions >= 1, n, "max_questions",
+                    self.max_questions, "None or >= 1")
+        check_field(self.n_reports is None or self.n_reports >= 0, n, "n_reports", self.n_reports,
+                    "None or >= 0")
+        check_field(self.max_new_tokens is None or self.max_new_tokens >= 1, n, "max_new_tokens",
+                    self.max_new_tokens, "None or >= 1")
+        check_field(self.batch_size >= 1, n, "batch_size", self.batch_size, "must be >= 1")
+        check_field(self.finding_min_positives >= 1, n, "finding_min_positives", self.finding_min_positives,
+                    "must be >= 1")
+        check_field(self.n_bootstrap >= 0, n, "n_bootstrap", self.n_bootstrap, "must be >= 0")
+        check_field(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), n,
+                    "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
 # --- data ------------------------------------------------------------------------------------
