@@ -81,7 +81,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
 
 from diagecg.answers import format_answer, normalize_answer
@@ -108,6 +107,7 @@ from diagecg.nn.generation import decoding_policy, greedy_generate
 from diagecg.nn.llm_checkpoint import has_llm_checkpoint, load_llm_checkpoint, read_llm_meta
 from diagecg.prompts import encode_prompt
 from diagecg.scoring import NEGATIVE, ablation_permutation, ruler_scores, score_findings
+from diagecg.training.device import resolve_device
 from diagecg.training.ecg_data import load_signals, source_fs_hz
 from diagecg.training.encode_records import encode_signals
 from diagecg.training.findings import finding_sample_weights, option_probabilities, select_findings
@@ -589,14 +589,6 @@ def write_results(results: dict[str, Any], rows: list[dict[str, Any]], out_file:
 # --- the model -------------------------------------------------------------------------------
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"EvalConfig.device={name!r}: CUDA is not available on this machine")
-    return torch.device(name)
-
-
 class LlmPredictor:
     """(ecg_ids, questions) -> greedy answers of an instruction-tuned checkpoint, batched.
 
@@ -811,7 +803,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     if meta.stage != "instruct":
         logger.warning("%s is a %s checkpoint: it was not trained to answer questions",
                        cfg.checkpoint_dir, meta.stage)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "EvalConfig.device")
     model, _, meta, paths = load_llm_checkpoint(cfg.checkpoint_dir, merge=True)  # what export ships
     model.to(device).eval()
     text_tokenizer = Tokenizer.from_file(str(paths.text_tokenizer))

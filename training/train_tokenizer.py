@@ -67,17 +67,10 @@ from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.preprocess import measure_signal, zscore
 from diagecg.scoring import roc_auc
 from diagecg.training.configs import TokenizerTrainConfig
+from diagecg.training.device import resolve_device
 from diagecg.training.ecg_data import load_signals, source_fs_hz
 
 logger = logging.getLogger(__name__)
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"TokenizerTrainConfig.device={name!r}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def _lr_at(cfg: TokenizerTrainConfig, step: int) -> float:
@@ -191,7 +184,7 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
     out_dir = Path(cfg.out_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "TokenizerTrainConfig.device")
     use_amp = cfg.amp and device.type == "cuda"
 
     # --- configs: the preset, or the checkpoint's own on resume (STYLE R3) ---
