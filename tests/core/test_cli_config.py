@@ -66,3 +66,36 @@ def test_a_good_config_file_prints_back_with_overrides(tmp_path: Path) -> None:
     assert code == 0, err
     printed = json.loads(out)
     assert printed["steps"] == 100 and printed["lr"] == 1.0 and printed["batch_size"] == 4
+
+
+# eval / probe / export: declared by the same factory as the train stages, --print-config included
+CONFIG_COMMANDS = {
+    "eval": (["--checkpoint", "ck", "--data", "d", "--out", "r.json", "--set", "seed=3"],
+             {"checkpoint_dir": "ck", "data_dir": "d", "out_file": "r.json", "seed": 3}),
+    "probe": (["--tokenizer", "tok", "--eval-results", "e.json", "--out", "p.json", "--set", "seed=3"],
+              {"tokenizer_dir": "tok", "eval_results": "e.json", "out_file": "p.json", "seed": 3}),
+    "export": (["--checkpoint", "ck", "--out", "bundle", "--quant", "q8_0,f16", "--verify",
+                "--set", "n_threads=2"],
+               {"checkpoint_dir": "ck", "out_dir": "bundle", "quants": ["q8_0", "f16"], "verify_only": True,
+                "n_threads": 2}),
+}
+
+
+@pytest.mark.parametrize("command", sorted(CONFIG_COMMANDS))
+def test_eval_probe_export_print_their_resolved_config(command: str, tmp_path: Path) -> None:
+    args, fields = CONFIG_COMMANDS[command]
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"progress": False}))
+    code, out, err = _invoke([command, *args, "--config", str(config), "--print-config"])
+    assert code == 0, err
+    printed = json.loads(out)
+    assert printed["progress"] is False and {k: printed[k] for k in fields} == fields
+
+
+@pytest.mark.parametrize("command", ["eval", "probe", "export"])
+def test_eval_probe_export_refuse_a_bad_config_with_one_line(command: str, tmp_path: Path) -> None:
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"progress": "yes"}))
+    code, out, err = _invoke([command, "--config", str(config)])
+    assert code == ExitCode.USAGE and out == ""
+    assert "Config.progress='yes' is invalid: expected true or false, got str" in _one_error_line(err)
