@@ -1,10 +1,12 @@
 """The ``diagecg`` command line: the composition root (STYLE §3).
 
 Stage modules are imported inside command bodies only, so ``diagecg infer``
-never imports torch. Every training stage is driven by its dataclass config:
-``--config file.json`` loads one, ``--set key=value`` overrides fields
-(typed, unknown keys are an error), and the few common options below are
-shortcuts for fields of the same name.
+never imports torch. Every training stage, ``eval``, ``probe`` and ``export``
+is driven by its dataclass config and declared by one factory
+(:func:`_config_command`): ``--config file.json`` loads one, ``--set key=value``
+overrides fields (typed, unknown keys are an error), the few common options are
+shortcuts for fields of the same name, and ``--print-config`` prints the result.
+A bad config is a ``ConfigError``: one ``error:`` line, exit code 2.
 """
 
 from __future__ import annotations

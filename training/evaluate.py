@@ -101,6 +101,7 @@ from diagecg.datasets.ecgqa import (
 from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset
 from diagecg.datasets.reports import ScpStatement, load_scp_table, report_text
 from diagecg.decoding import option_continuations
+from diagecg.errors import ConfigError
 from diagecg.nn.checkpoint import load_tokenizer
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.generation import decoding_policy, greedy_generate
@@ -474,15 +475,15 @@ def check_folds(cfg: EvalConfig, recorded: dict[str, tuple[int, ...]]) -> None:
     """Refuse to evaluate on folds a stage trained on; warn on folds used for model selection.
 
     Raises:
-        ValueError: ``cfg.folds`` overlaps recorded training folds.
+        ConfigError: ``cfg.folds`` overlaps recorded training folds.
     """
     for name, folds in recorded.items():
         overlap = sorted(set(cfg.folds) & set(folds))
         if not overlap:
             continue
         if name.endswith("train_folds"):
-            raise ValueError(f"EvalConfig.folds={cfg.folds} overlaps the checkpoint's training folds "
-                             f"({name}={folds}): evaluate on held-out folds only")
+            raise ConfigError(f"EvalConfig.folds={cfg.folds} overlaps the checkpoint's training folds "
+                              f"({name}={folds}): evaluate on held-out folds only")
         logger.warning("evaluating on fold(s) %s that the checkpoint used for validation (%s)", overlap, name)
     if not recorded:
         logger.warning("%s records no training folds; assuming folds %s were held out",

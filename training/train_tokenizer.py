@@ -53,7 +53,7 @@ from diagecg.datasets.ptbxl import (
     finding_weights,
     frequent_findings,
 )
-from diagecg.errors import DiagEcgError
+from diagecg.errors import ConfigError, DiagEcgError
 from diagecg.measure import FEATURE_NAMES, MEASURE_TOKEN_EDGES
 from diagecg.nn.checkpoint import (
     has_checkpoint,
@@ -177,7 +177,8 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no PTB-XL data under ``cfg.data_dir``.
-        ValueError: ``out_dir`` holds a checkpoint but ``resume`` is off, or no usable records.
+        ConfigError: ``out_dir`` holds a checkpoint but ``resume`` is off; ``device`` is CUDA without a GPU.
+        ValueError: no usable records.
         DiagEcgError: the loss became NaN/inf.
     """
     t_start = time.time()
@@ -203,8 +204,8 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
         if ManifestKey.SUMMARY in stored:
             stored_summary = SummaryConfig.from_dict(stored[ManifestKey.SUMMARY])
     elif has_checkpoint(out_dir):
-        raise ValueError(f"{out_dir} already holds a checkpoint: pass --resume to continue it, or choose "
-                         f"another --out")
+        raise ConfigError(f"{out_dir} already holds a checkpoint: pass --resume to continue it, or choose "
+                          f"another --out")
     elif cfg.resume:
         logger.info("resume: no checkpoint in %s yet, starting from scratch", out_dir)
 

@@ -99,3 +99,13 @@ def test_eval_probe_export_refuse_a_bad_config_with_one_line(command: str, tmp_p
     code, out, err = _invoke([command, "--config", str(config)])
     assert code == ExitCode.USAGE and out == ""
     assert "Config.progress='yes' is invalid: expected true or false, got str" in _one_error_line(err)
+
+
+def test_a_config_the_stage_refuses_is_one_line_exit_1_not_a_traceback(tmp_path: Path) -> None:
+    from diagecg.constants import CHECKPOINT_CONFIG, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS
+
+    for name in (CHECKPOINT_WEIGHTS, CHECKPOINT_CONFIG, CHECKPOINT_STATE):
+        (tmp_path / name).write_text("{}")
+    code, out, err = _invoke(["train", "tokenizer", "--out", str(tmp_path), "--set", "device=cpu"])
+    assert code == ExitCode.FAILED and out == ""
+    assert "already holds a checkpoint: pass --resume" in _one_error_line(err)
