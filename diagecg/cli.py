@@ -1,18 +1,22 @@
 """The ``diagecg`` command line: the composition root (STYLE §3).
 
 Stage modules are imported inside command bodies only, so ``diagecg infer``
-never imports torch. Every training stage is driven by its dataclass config:
-``--config file.json`` loads one, ``--set key=value`` overrides fields
-(typed, unknown keys are an error), and the few common options below are
-shortcuts for fields of the same name.
+never imports torch. Every training stage, ``eval``, ``probe`` and ``export``
+is driven by its dataclass config and declared by one factory
+(:func:`_config_command`): ``--config file.json`` loads one, ``--set key=value``
+overrides fields (typed, unknown keys are an error), the few common options are
+shortcuts for fields of the same name, and ``--print-config`` prints the result.
+A bad config is a ``ConfigError``: one ``error:`` line, exit code 2.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -64,20 +68,15 @@ def _import_stage(module_name: str) -> Any:
         raise click.ClickException(f"{e}; this command needs pip install 'diagecg[{extra}]'") from e
 
 
-def _build_config(module_name: str, class_name: str, config_file: str | None, sets: tuple[str, ...],
-                  shortcuts: dict[str, Any]) -> Any:
-    """The stage's module and its config (file, then shortcuts, then ``--set``); a bad config is
-    one line and exit code 2 (nothing ran)."""
-    module = _import_stage(module_name)
-    return module, _load_config(getattr(module, class_name), config_file, sets, shortcuts)
-
-
 def _load_config(cls: Any, config_file: str | None, sets: tuple[str, ...], shortcuts: dict[str, Any]) -> Any:
+    """``cls`` from ``config_file`` (or its defaults), then the shortcut options, then ``--set``. Every
+    problem (a missing or malformed file, a value of the wrong JSON type, a bad override or value) is a
+    ``ConfigError``: one ``error:`` line and exit code 2."""
     try:
         cfg = cls.load(config_file) if config_file else cls()
         pairs = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
         return apply_overrides(cfg, [*pairs, *sets])
-    except (DiagEcgError, ValueError, OSError) as e:
+    except DiagEcgError as e:
         fail(e, ExitCode.USAGE)
 
 
@@ -107,87 +106,100 @@ def train() -> None:
     """Train a stage: tokenizer -> pretrain -> instruct."""
 
 
-def _make_train_command(stage: str, module_name: str, class_name: str, help_text: str) -> click.Command:
-    import dataclasses
+def _config_command(name: str, help_text: str, stage_module: str, config_class: tuple[str, str],
+                    config_help: str, options: list[Any], show: Callable[[Any, Any], str]) -> click.Command:
+    """A command driven by one config dataclass, declared once for ``train <stage>``, ``eval``,
+    ``probe`` and ``export``.
 
-    config_class = getattr(importlib.import_module(TRAIN_CONFIGS), class_name)
-    fields = {f.name for f in dataclasses.fields(config_class)}
+    The config is ``--config FILE`` (or the defaults), then the shortcut ``options`` (each a field of
+    the same name), then ``--set KEY=VALUE`` (:func:`_load_config`: any problem is one line, exit code 2).
+    ``--print-config`` prints the resolved config as JSON and exits 0 without running anything;
+    otherwise ``stage_module.main(cfg)`` runs and ``show(stage_module, result)`` is printed.
+
+    Args:
+        config_class: (module, class name); the module is imported when the command runs, so listing
+            the commands imports no stage (and no torch).
+        options: click options, in the order ``--help`` lists them.
+    """
 
     def cmd(config_file: str | None, sets: tuple[str, ...], print_config: bool, **shortcuts: Any) -> None:
-        cfg = _load_config(config_class, config_file, sets, shortcuts)
+        module_name, class_name = config_class
+        cfg = _load_config(getattr(_import_stage(module_name), class_name), config_file, sets, shortcuts)
         if print_config:
             click.echo(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
             return
-        summary = _run_stage(_import_stage(module_name).main, cfg)
+        module = _import_stage(stage_module)
+        text = show(module, _run_stage(module.main, cfg))
         if os.environ.get("RANK", "0") == "0":  # under accelerate launch / torchrun: the main process only
-            click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+            click.echo(text)
 
-    for field, option in reversed(TRAIN_SHORTCUTS.items()):
-        if field in fields:
-            cmd = option(cmd)
+    for option in reversed(options):
+        cmd = option(cmd)
     for option in (click.option("--print-config", is_flag=True, help="Print the resolved config and exit."),
                    click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                                 help="Override a config field."),
-                   click.option("--config", "config_file", type=click.Path(dir_okay=False),
-                                help="JSON config file."),
+                   click.option("--config", "config_file", type=click.Path(dir_okay=False), help=config_help),
                    verbosity_options()):
         cmd = option(cmd)
-    return click.command(name=stage, help=help_text, epilog=EXIT_CODES_HELP)(cmd)
+    return click.command(name=name, help=help_text, epilog=EXIT_CODES_HELP)(cmd)
+
+
+def _json_summary(module: Any, summary: Any) -> str:
+    return json.dumps(summary, indent=2, sort_keys=True, default=str)
+
+
+def _formatted_results(module: Any, results: Any) -> str:
+    return str(module.format_results(results))
+
+
+def _train_command(stage: str, module_name: str, class_name: str, help_text: str) -> click.Command:
+    """``train <stage>``: offers the shortcuts whose field its config has (the config module is
+    torch-free, so reading its fields here costs no torch import)."""
+    fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(TRAIN_CONFIGS), class_name))}
+    options = [option for field, option in TRAIN_SHORTCUTS.items() if field in fields]
+    return _config_command(stage, help_text, module_name, (TRAIN_CONFIGS, class_name), "JSON config file.",
+                           options, _json_summary)
 
 
 for _stage, (_mod, _cls, _help) in TRAIN_STAGES.items():
-    train.add_command(_make_train_command(_stage, _mod, _cls, _help))
+    train.add_command(_train_command(_stage, _mod, _cls, _help))
 
+_CHECKPOINT_OPTION = click.option("--checkpoint", "checkpoint_dir", type=click.Path(file_okay=False),
+                                  help="Instruction-tuned model folder (train instruct --out).")
+_DATA_OPTION = click.option("--data", "data_dir", type=click.Path(file_okay=False),
+                            help="Data root (data_dir).")
+_RESULTS_OPTION = click.option("--out", "out_file", type=click.Path(dir_okay=False),
+                               help="Write the results JSON here.")
 
-@main.command(name="eval", epilog=EXIT_CODES_HELP)
-@verbosity_options()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON EvalConfig file.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
-@click.option("--checkpoint", "checkpoint_dir", type=click.Path(file_okay=False),
-              help="Instruction-tuned model folder (train instruct --out).")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Data root (data_dir).")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write the results JSON here.")
-def eval_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) -> None:
-    """Held-out ECG-QA exact match per question type (beside the majority baseline) and report metrics."""
-    module, cfg = _build_config("diagecg.training.evaluate", "EvalConfig", config_file, sets, shortcuts)
-    results = _run_stage(module.main, cfg)
-    click.echo(module.format_results(results))
+main.add_command(_config_command(
+    "eval",
+    "Held-out ECG-QA exact match per question type (beside the majority baseline) and report metrics.",
+    "diagecg.training.evaluate", ("diagecg.training.evaluate", "EvalConfig"), "JSON EvalConfig file.",
+    [_CHECKPOINT_OPTION, _DATA_OPTION, _RESULTS_OPTION], _formatted_results))
 
+main.add_command(_config_command(
+    "probe",
+    "Where the ECG's diagnostic information is lost: superclass AUC of a supervised CNN, probes on the "
+    "tokenizer's encoder features, frame codes and measurements, its summary tokens, and the LLM.",
+    "diagecg.training.bottleneck", ("diagecg.training.bottleneck", "BottleneckConfig"),
+    "JSON BottleneckConfig file.",
+    [click.option("--tokenizer", "tokenizer_dir", type=click.Path(file_okay=False),
+                  help="ECG tokenizer checkpoint (train tokenizer --out)."),
+     _DATA_OPTION,
+     click.option("--eval-results", "eval_results", type=click.Path(dir_okay=False),
+                  help="diagecg eval results JSON of an LLM on this tokenizer (adds the LLM row)."),
+     _RESULTS_OPTION],
+    _formatted_results))
 
-@main.command(name="probe", epilog=EXIT_CODES_HELP)
-@verbosity_options()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON BottleneckConfig file.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
-@click.option("--tokenizer", "tokenizer_dir", type=click.Path(file_okay=False),
-              help="ECG tokenizer checkpoint (train tokenizer --out).")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Data root (data_dir).")
-@click.option("--eval-results", "eval_results", type=click.Path(dir_okay=False),
-              help="diagecg eval results JSON of an LLM on this tokenizer (adds the LLM row).")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write the results JSON here.")
-def probe_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) -> None:
-    """Where the ECG's diagnostic information is lost: superclass AUC of a supervised CNN, probes on the
-    tokenizer's encoder features, frame codes and measurements, its summary tokens, and the LLM."""
-    module, cfg = _build_config("diagecg.training.bottleneck", "BottleneckConfig", config_file, sets,
-                                shortcuts)
-    results = _run_stage(module.main, cfg)
-    click.echo(module.format_results(results))
-
-
-@main.command(name="export", epilog=EXIT_CODES_HELP)
-@verbosity_options()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON ExportConfig file.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
-@click.option("--checkpoint", "checkpoint_dir", type=click.Path(file_okay=False),
-              help="Instruction-tuned model folder (train instruct --out).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Bundle folder to write.")
-@click.option("--quant", "quants", help="Comma-separated GGUF quantisations, e.g. q8_0,q4_k_m.")
-@click.option("--verify", "verify_only", is_flag=True, default=None,
-              help="Only re-run the parity checks of an existing bundle in --out.")
-def export_cmd(config_file: str | None, sets: tuple[str, ...], **shortcuts: Any) -> None:
-    """Export the ONNX ECG tokenizer + quantised GGUF LLM + manifest as one bundle."""
-    module, cfg = _build_config("diagecg.export.build_bundle", "ExportConfig", config_file, sets, shortcuts)
-    summary = _run_stage(module.main, cfg)
-    click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+main.add_command(_config_command(
+    "export", "Export the ONNX ECG tokenizer + quantised GGUF LLM + manifest as one bundle.",
+    "diagecg.export.build_bundle", ("diagecg.export.build_bundle", "ExportConfig"), "JSON ExportConfig file.",
+    [_CHECKPOINT_OPTION,
+     click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Bundle folder to write."),
+     click.option("--quant", "quants", help="Comma-separated GGUF quantisations, e.g. q8_0,q4_k_m."),
+     click.option("--verify", "verify_only", is_flag=True, default=None,
+                  help="Only re-run the parity checks of an existing bundle in --out.")],
+    _json_summary))
 
 
 @main.command(name="plot", epilog=EXIT_CODES_HELP)

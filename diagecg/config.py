@@ -19,6 +19,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
+from diagecg.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 C = TypeVar("C", bound="ConfigMixin")
@@ -33,29 +35,70 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
     return False, tp
 
 
-def _from_json_value(tp: Any, value: Any) -> Any:
-    """Turn a JSON value back into the field's declared type."""
+def _expected(tp: Any, plural: bool = False) -> str:
+    """What a field of type ``tp`` takes, in JSON words, for error messages ("a list of integers")."""
     optional, inner = _is_optional(tp)
-    if value is None:
-        return None
-    tp = inner if optional else tp
-    origin = typing.get_origin(tp)
+    if optional:
+        return f"{_expected(inner, plural)} or null"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"expected a JSON list for {tp}, got {value!r}")
-        args = typing.get_args(tp)
-        elem = args[0] if args else Any
-        return tuple(_from_json_value(elem, v) for v in value)
+        return f"{'lists' if plural else 'a list'} of {_expected(args[0], True) if args else 'values'}"
     if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"expected a JSON object for {tp}, got {value!r}")
-        elem = typing.get_args(tp)[1] if typing.get_args(tp) else Any
-        return {str(k): _from_json_value(elem, v) for k, v in value.items()}
+        return f"{'objects' if plural else 'an object'} of {_expected(args[1], True) if args else 'values'}"
+    if origin is typing.Literal:
+        return f"{'values among' if plural else 'one of'} {', '.join(repr(a) for a in args)}"
     if isinstance(tp, type) and issubclass(tp, ConfigMixin):
+        return f"{'objects' if plural else 'an object'} ({tp.__name__})"
+    names = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+             bool: ("true or false", "booleans")}
+    return names[tp][plural] if tp in names else str(tp)
+
+
+def json_field_value(tp: Any, value: Any, where: str) -> Any:
+    """Check a JSON value against a config field's declared type and return it as that type.
+
+    This is the one check of JSON scalars for every config: values are never coerced, so an ``int``
+    field refuses ``"100"``, ``100.5`` and ``true``; a ``float`` field takes a number (an integer
+    becomes a float); a ``str`` field refuses numbers; a ``bool`` field takes only ``true``/``false``.
+    A list becomes a tuple (each element checked), an object a ``dict`` or a nested config.
+
+    Args:
+        tp: the field's declared type (``typing.get_type_hints`` of the config class).
+        value: the value ``json.loads`` gave.
+        where: the field for messages, ``"TokenizerTrainConfig.steps"``.
+
+    Raises:
+        ConfigError: ``value`` is not of type ``tp``; one line naming ``where``, the expected type and
+            the value.
+    """
+    declared = tp
+    optional, tp = _is_optional(tp)
+    if value is None and (optional or tp is Any):
+        return None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is tuple and isinstance(value, (list, tuple)):
+        elem = args[0] if args else Any
+        return tuple(json_field_value(elem, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict and isinstance(value, dict):
+        elem = args[1] if args else Any
+        return {str(k): json_field_value(elem, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is typing.Literal and isinstance(value, str) and value in args:
+        return value
+    if isinstance(tp, type) and issubclass(tp, ConfigMixin) and isinstance(value, dict):
         return tp.from_dict(value)
-    if tp is float and isinstance(value, int):
+    if tp is bool and isinstance(value, bool):
+        return value
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int and number and isinstance(value, int):
+        return value
+    if tp is float and number:
         return float(value)
-    return value
+    if tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}={value!r} is invalid: expected {_expected(declared)}, "
+                      f"got {type(value).__name__}")
 
 
 def _parse_text(tp: Any, text: str, name: str) -> Any:
@@ -93,8 +136,8 @@ def _parse_text(tp: Any, text: str, name: str) -> Any:
                 raise ValueError(text)
             return text
     except ValueError:
-        raise ValueError(f"--set {name}={text!r}: cannot parse as {tp}") from None
-    raise ValueError(f"--set {name}: field type {tp} cannot be set from the command line")
+        raise ConfigError(f"--set {name}={text!r}: cannot parse as {tp}") from None
+    raise ConfigError(f"--set {name}: field type {tp} cannot be set from the command line")
 
 
 class ConfigMixin:
@@ -115,8 +158,16 @@ class ConfigMixin:
 
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        """The config a JSON object describes: each value checked by :func:`json_field_value`, unknown
+        keys dropped with a warning, missing ones at their defaults.
+
+        Raises:
+            ConfigError: ``data`` is not a dict, a value has the wrong type, a required key is missing,
+                or ``__post_init__`` refuses a value.
+        """
         if not isinstance(data, dict):
-            raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
+            raise ConfigError(f"{cls.__name__}.from_dict expects a dict (a JSON object), "
+                              f"got {type(data).__name__}")
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(fields))
@@ -125,9 +176,9 @@ class ConfigMixin:
         kwargs = {}
         for name, f in fields.items():
             if name in data:
-                kwargs[name] = _from_json_value(hints[name], data[name])
+                kwargs[name] = json_field_value(hints[name], data[name], f"{cls.__name__}.{name}")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ValueError(f"{cls.__name__}: required key {name!r} is missing")
+                raise ConfigError(f"{cls.__name__}: required key {name!r} is missing")
         return cls(**kwargs)
 
     def save(self, path: str | Path) -> None:
@@ -135,10 +186,21 @@ class ConfigMixin:
 
     @classmethod
     def load(cls: type[C], path: str | Path) -> C:
+        """The config in the JSON file ``path`` (:meth:`from_dict`).
+
+        Raises:
+            ConfigError: the file is missing, unreadable or not JSON, or :meth:`from_dict` refuses it.
+        """
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"{cls.__name__}: config file {p} not found")
-        return cls.from_dict(json.loads(p.read_text()))
+            raise ConfigError(f"{cls.__name__}: config file {p} not found")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{cls.__name__}: cannot read config file {p}: {e}") from e
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{cls.__name__}: config file {p} is not JSON: {e}") from e
+        return cls.from_dict(data)
 
 
 def apply_overrides(cfg: C, pairs: typing.Iterable[str]) -> C:
@@ -149,12 +211,12 @@ def apply_overrides(cfg: C, pairs: typing.Iterable[str]) -> C:
     The result goes through ``from_dict``, so every level is checked again.
 
     Raises:
-        ValueError: unknown key, malformed pair, or a value of the wrong type.
+        ConfigError: unknown key, malformed pair, or a value of the wrong type.
     """
     data = cfg.to_dict()
     for pair in pairs:
         if "=" not in pair:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
         key, text = (part.strip() for part in pair.split("=", 1))
         *parents, leaf = key.split(".")
         node, tp = data, type(cfg)
@@ -179,17 +241,19 @@ def _field_type(tp: Any, name: str, where: str) -> Any:
         if name in names:
             return typing.get_type_hints(tp)[name]
         key = f"{where}.{name}" if where else name
-        raise ValueError(f"--set: unknown key {key!r} for {tp.__name__}; known: {sorted(names)}")
-    raise ValueError(f"--set: {where!r} is a {tp}, not a config with fields; cannot set {where}.{name}")
+        raise ConfigError(f"--set: unknown key {key!r} for {tp.__name__}; known: {sorted(names)}")
+    raise ConfigError(f"--set: {where!r} is a {tp}, not a config with fields; cannot set {where}.{name}")
 
 
 def _json_ready(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _check(cond: bool, cls: str, field: str, value: Any, allowed: str) -> None:
+def check_field(cond: bool, cls: str, field: str, value: Any, allowed: str) -> None:
+    """The check every config's ``__post_init__`` makes of its fields: unless ``cond`` holds, raise
+    :class:`ConfigError` ``"<cls>.<field>=<value> is invalid: <allowed>"``."""
     if not cond:
-        raise ValueError(f"{cls}.{field}={value!r} is invalid: {allowed}")
+        raise ConfigError(f"{cls}.{field}={value!r} is invalid: {allowed}")
 
 
 # --- core configs -------------------------------------------------------------
@@ -214,20 +278,20 @@ class PreprocessConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         n = "PreprocessConfig"
-        _check(self.fs_hz > 0, n, "fs_hz", self.fs_hz, "must be > 0")
-        _check(self.window_s > 0, n, "window_s", self.window_s, "must be > 0")
-        _check(self.crop in ("start", "center"), n, "crop", self.crop, "one of 'start', 'center'")
+        check_field(self.fs_hz > 0, n, "fs_hz", self.fs_hz, "must be > 0")
+        check_field(self.window_s > 0, n, "window_s", self.window_s, "must be > 0")
+        check_field(self.crop in ("start", "center"), n, "crop", self.crop, "one of 'start', 'center'")
         if self.highpass_hz is not None:
-            _check(0 < self.highpass_hz < self.fs_hz / 2, n, "highpass_hz", self.highpass_hz,
-                   f"None or in (0, {self.fs_hz / 2})")
+            check_field(0 < self.highpass_hz < self.fs_hz / 2, n, "highpass_hz", self.highpass_hz,
+                        f"None or in (0, {self.fs_hz / 2})")
         if self.lowpass_hz is not None:
-            _check(0 < self.lowpass_hz < self.fs_hz / 2, n, "lowpass_hz", self.lowpass_hz,
-                   f"None or in (0, {self.fs_hz / 2})")
-        _check(self.filter_order >= 1, n, "filter_order", self.filter_order, "must be >= 1")
-        _check(self.pad_short_s >= 0, n, "pad_short_s", self.pad_short_s, "must be >= 0")
-        _check(self.measure_fs_hz >= 100, n, "measure_fs_hz", self.measure_fs_hz, "must be >= 100")
-        _check(0 < self.measure_lowpass_hz < self.measure_fs_hz / 2, n, "measure_lowpass_hz",
-               self.measure_lowpass_hz, f"must be in (0, {self.measure_fs_hz / 2})")
+            check_field(0 < self.lowpass_hz < self.fs_hz / 2, n, "lowpass_hz", self.lowpass_hz,
+                        f"None or in (0, {self.fs_hz / 2})")
+        check_field(self.filter_order >= 1, n, "filter_order", self.filter_order, "must be >= 1")
+        check_field(self.pad_short_s >= 0, n, "pad_short_s", self.pad_short_s, "must be >= 0")
+        check_field(self.measure_fs_hz >= 100, n, "measure_fs_hz", self.measure_fs_hz, "must be >= 100")
+        check_field(0 < self.measure_lowpass_hz < self.measure_fs_hz / 2, n, "measure_lowpass_hz",
+                    self.measure_lowpass_hz, f"must be in (0, {self.measure_fs_hz / 2})")
 
     @property
     def n_samples(self) -> int:
@@ -272,30 +336,32 @@ class QualityConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         n = "QualityConfig"
-        _check(self.min_duration_s > 0, n, "min_duration_s", self.min_duration_s, "must be > 0")
-        _check(self.flat_std_mv >= 0, n, "flat_std_mv", self.flat_std_mv, "must be >= 0")
-        _check(0 < self.rail_fraction <= 1, n, "rail_fraction", self.rail_fraction, "must be in (0, 1]")
-        _check(0 < self.rail_warn_fraction <= self.rail_fraction, n, "rail_warn_fraction",
-               self.rail_warn_fraction, "must be in (0, rail_fraction]")
-        _check(self.max_abs_mv > 0, n, "max_abs_mv", self.max_abs_mv, "must be > 0")
-        _check(self.max_lead_relation_error > 0, n, "max_lead_relation_error", self.max_lead_relation_error,
-               "must be > 0")
-        _check(self.min_lead_difference >= 0, n, "min_lead_difference", self.min_lead_difference,
-               "must be >= 0")
-        _check(self.min_qrs_concentration >= 0, n, "min_qrs_concentration", self.min_qrs_concentration,
-               "must be >= 0")
+        check_field(self.min_duration_s > 0, n, "min_duration_s", self.min_duration_s, "must be > 0")
+        check_field(self.flat_std_mv >= 0, n, "flat_std_mv", self.flat_std_mv, "must be >= 0")
+        check_field(0 < self.rail_fraction <= 1, n, "rail_fraction", self.rail_fraction, "must be in (0, 1]")
+        check_field(0 < self.rail_warn_fraction <= self.rail_fraction, n, "rail_warn_fraction",
+                    self.rail_warn_fraction, "must be in (0, rail_fraction]")
+        check_field(self.max_abs_mv > 0, n, "max_abs_mv", self.max_abs_mv, "must be > 0")
+        check_field(self.max_lead_relation_error > 0, n, "max_lead_relation_error",
+                    self.max_lead_relation_error, "must be > 0")
+        check_field(self.min_lead_difference >= 0, n, "min_lead_difference", self.min_lead_difference,
+                    "must be >= 0")
+        check_field(self.min_qrs_concentration >= 0, n, "min_qrs_concentration", self.min_qrs_concentration,
+                    "must be >= 0")
         for low, high in (("rate_warn", "rate_refuse"), ("repeat_refuse", "repeat_warn"),
                           ("beat_change_refuse", "beat_change_warn"), ("dropout_warn", "dropout_refuse"),
                           ("constant_run_warn_s", "constant_run_refuse_s")):
             lo, hi = getattr(self, low), getattr(self, high)
-            _check(0 < lo <= hi, n, f"{low}, {high}", (lo, hi), f"must satisfy 0 < {low} <= {high}")
+            check_field(0 < lo <= hi, n, f"{low}, {high}", (lo, hi), f"must satisfy 0 < {low} <= {high}")
         for name in ("qrs_warn_mv", "qrs_refuse_mv"):
             v = tuple(getattr(self, name))
-            _check(len(v) == 2 and 0 <= v[0] < v[1], n, name, v, "must be (low, high) with 0 <= low < high")
+            check_field(len(v) == 2 and 0 <= v[0] < v[1], n, name, v,
+                        "must be (low, high) with 0 <= low < high")
         inside = self.qrs_refuse_mv[0] <= self.qrs_warn_mv[0] and self.qrs_warn_mv[1] <= self.qrs_refuse_mv[1]
-        _check(inside, n, "qrs_warn_mv", self.qrs_warn_mv, f"must lie in qrs_refuse_mv {self.qrs_refuse_mv}")
+        check_field(inside, n, "qrs_warn_mv", self.qrs_warn_mv,
+                    f"must lie in qrs_refuse_mv {self.qrs_refuse_mv}")
         for name in ("min_wave_mv", "time_order_warn", "lead_noise_warn", "axis_change_warn"):
-            _check(getattr(self, name) >= 0, n, name, getattr(self, name), "must be >= 0")
+            check_field(getattr(self, name) >= 0, n, name, getattr(self, name), "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,8 +371,8 @@ class FSQConfig(ConfigMixin):
     levels: tuple[int, ...] = (6, 6, 6, 6)
 
     def __post_init__(self) -> None:
-        _check(len(self.levels) >= 1 and all(int(v) >= 2 for v in self.levels), "FSQConfig", "levels",
-               self.levels, "a non-empty tuple of ints >= 2")
+        check_field(len(self.levels) >= 1 and all(int(v) >= 2 for v in self.levels), "FSQConfig", "levels",
+                    self.levels, "a non-empty tuple of ints >= 2")
 
     @property
     def codebook_size(self) -> int:
@@ -331,12 +397,14 @@ class EncoderConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         n = "EncoderConfig"
-        _check(self.n_leads >= 1, n, "n_leads", self.n_leads, "must be >= 1")
-        _check(self.n_samples >= 2 ** len(self.stage_channels), n, "n_samples", self.n_samples,
-               "must be >= the total downsampling")
-        _check(len(self.stage_channels) >= 1, n, "stage_channels", self.stage_channels, "non-empty")
+        check_field(self.n_leads >= 1, n, "n_leads", self.n_leads, "must be >= 1")
+        check_field(self.n_samples >= 2 ** len(self.stage_channels), n, "n_samples", self.n_samples,
+                    "must be >= the total downsampling")
+        check_field(len(self.stage_channels) >= 1, n, "stage_channels", self.stage_channels, "non-empty")
+        check_field(self.groups >= 1, n, "groups", self.groups, "must be >= 1")
         for c in (self.stem_channels, *self.stage_channels):
-            _check(c % self.groups == 0, n, "groups", self.groups, f"must divide every channel count ({c})")
+            check_field(c % self.groups == 0, n, "groups", self.groups,
+                        f"must divide every channel count ({c})")
 
     @property
     def downsample(self) -> int:
@@ -369,19 +437,20 @@ class SummaryConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         n = "SummaryConfig"
-        _check(len(self.measure_edges) == len(self.measure_tokens), n, "measure_edges", self.measure_edges,
-               "one tuple of edges per measure_tokens name")
+        check_field(len(self.measure_edges) == len(self.measure_tokens), n, "measure_edges",
+                    self.measure_edges,
+                    "one tuple of edges per measure_tokens name")
         increasing = all(len(e) >= 1 and all(a < b for a, b in zip(e, e[1:], strict=False))
                          for e in self.measure_edges)
-        _check(increasing, n, "measure_edges", self.measure_edges, "each a non-empty increasing tuple")
-        _check(set(self.measure_tokens) <= set(self.features), n, "measure_tokens", self.measure_tokens,
-               "must be among the head's features")
-        _check(self.levels >= 2, n, "levels", self.levels, "must be >= 2")
-        _check(len(set(self.findings)) == len(self.findings), n, "findings", self.findings,
-               "must be distinct")
-        _check(not self.findings or len(self.features) > 0, n, "features", self.features,
-               "must name the measurements when there are findings")
-        _check(self.hidden >= 1, n, "hidden", self.hidden, "must be >= 1")
+        check_field(increasing, n, "measure_edges", self.measure_edges, "each a non-empty increasing tuple")
+        check_field(set(self.measure_tokens) <= set(self.features), n, "measure_tokens", self.measure_tokens,
+                    "must be among the head's features")
+        check_field(self.levels >= 2, n, "levels", self.levels, "must be >= 2")
+        check_field(len(set(self.findings)) == len(self.findings), n, "findings", self.findings,
+                    "must be distinct")
+        check_field(not self.findings or len(self.features) > 0, n, "features", self.features,
+                    "must name the measurements when there are findings")
+        check_field(self.hidden >= 1, n, "hidden", self.hidden, "must be >= 1")
 
     @property
     def enabled(self) -> bool:
@@ -419,12 +488,12 @@ class VocabConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         n = "VocabConfig"
-        _check(self.n_codes >= 2, n, "n_codes", self.n_codes, "must be >= 2")
-        _check(self.offset >= 0, n, "offset", self.offset, "must be >= 0")
-        _check(self.base_vocab_size >= 0, n, "base_vocab_size", self.base_vocab_size, "must be >= 0")
+        check_field(self.n_codes >= 2, n, "n_codes", self.n_codes, "must be >= 2")
+        check_field(self.offset >= 0, n, "offset", self.offset, "must be >= 0")
+        check_field(self.base_vocab_size >= 0, n, "base_vocab_size", self.base_vocab_size, "must be >= 0")
         for name in ("bos_id", "eos_id", "pad_id"):
             v = getattr(self, name)
-            _check(v is None or v >= 0, n, name, v, "None or >= 0")
+            check_field(v is None or v >= 0, n, name, v, "None or >= 0")
 
     def index_to_id(self, index: int) -> int:
         return self.offset + index
@@ -444,9 +513,9 @@ class GenerationConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         n = "GenerationConfig"
-        _check(self.max_new_tokens >= 1, n, "max_new_tokens", self.max_new_tokens, "must be >= 1")
-        _check(self.temperature >= 0, n, "temperature", self.temperature, "must be >= 0")
-        _check(self.n_ctx >= 64, n, "n_ctx", self.n_ctx, "must be >= 64")
+        check_field(self.max_new_tokens >= 1, n, "max_new_tokens", self.max_new_tokens, "must be >= 1")
+        check_field(self.temperature >= 0, n, "temperature", self.temperature, "must be >= 0")
+        check_field(self.n_ctx >= 64, n, "n_ctx", self.n_ctx, "must be >= 64")
 
 
 # The two presets: the paper's 500 Hz / 313 tokens, and 100 Hz / 63 tokens for CPUs.
@@ -462,6 +531,11 @@ PRESETS: dict[str, tuple[PreprocessConfig, EncoderConfig, FSQConfig]] = {
 
 
 def preset(name: str) -> tuple[PreprocessConfig, EncoderConfig, FSQConfig]:
+    """The (preprocess, encoder, FSQ) configs of the preset ``name`` (a key of :data:`PRESETS`).
+
+    Raises:
+        ConfigError: an unknown name.
+    """
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
     return PRESETS[name]

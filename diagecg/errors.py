@@ -54,3 +54,13 @@ class InferenceError(DiagEcgError):
 
 class InputError(DiagEcgError):
     """A user-supplied question or argument is unusable (too long, contains ECG tokens...)."""
+
+
+class ConfigError(InputError, ValueError):
+    """A config is unusable: a JSON file that is missing or malformed, a field of the wrong JSON type, a
+    bad ``--set key=value`` or a value its dataclass refuses. The message is one line naming the config,
+    the field, what is allowed and the value.
+
+    An :class:`InputError`, so every command reports it as a usage error (exit code 2); also a
+    ``ValueError``, so code that caught the ``ValueError`` configs raised before keeps working.
+    """

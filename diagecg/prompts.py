@@ -35,9 +35,9 @@ import string
 import unicodedata
 from collections.abc import Callable, Sequence
 
-from diagecg.config import ConfigMixin, VocabConfig, _check
+from diagecg.config import ConfigMixin, VocabConfig, check_field
 from diagecg.constants import ECG_END_TOKEN, ECG_START_TOKEN
-from diagecg.errors import InputError
+from diagecg.errors import ConfigError, InputError
 from diagecg.types import PatientInfo
 from diagecg.vocab import ecg_ids, ecg_span_ids, ecg_token_string, find_ecg_token_text
 
@@ -61,21 +61,26 @@ def _parse_template(template: str) -> tuple[list[tuple[str, str | None]], list[t
     """(prefix pieces, suffix pieces) around ``{ecg}``; each piece is (literal, field or None).
 
     Raises:
-        ValueError: unknown field, format spec/conversion, or ``{ecg}``/``{question}`` not exactly once.
+        ConfigError: unbalanced braces, unknown field, format spec/conversion, or ``{ecg}``/``{question}``
+            not exactly once.
     """
     prefix: list[tuple[str, str | None]] = []
     suffix: list[tuple[str, str | None]] = []
     seen: list[str] = []
     current = prefix
-    for literal, field, spec, conversion in string.Formatter().parse(template):
+    try:
+        pieces = list(string.Formatter().parse(template))
+    except ValueError as e:  # "Single '}' encountered in format string" and the like
+        raise ConfigError(f"PromptConfig.template={template!r} is invalid: {e}") from e
+    for literal, field, spec, conversion in pieces:
         if field is not None:
             if field not in PROMPT_FIELDS:
-                raise ValueError(
+                raise ConfigError(
                     f"PromptConfig.template: unknown placeholder {{{field}}}; allowed: "
                     f"{', '.join('{' + f + '}' for f in PROMPT_FIELDS)}"
                 )
             if spec or conversion:
-                raise ValueError(
+                raise ConfigError(
                     f"PromptConfig.template: placeholder {{{field}}} takes no format spec or conversion"
                 )
             seen.append(field)
@@ -86,7 +91,7 @@ def _parse_template(template: str) -> tuple[list[tuple[str, str | None]], list[t
         current.append((literal, field))
     for required in ("ecg", "question"):
         if seen.count(required) != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"PromptConfig.template must contain {{{required}}} exactly once "
                 f"(found {seen.count(required)})"
             )
@@ -107,15 +112,15 @@ class PromptConfig(ConfigMixin):
     add_bos: bool = True  # prepend VocabConfig.bos_id when the vocabulary has one
 
     def __post_init__(self) -> None:
-        _parse_template(self.template)  # raises ValueError naming the problem
-        _check(
+        _parse_template(self.template)  # raises ConfigError naming the problem
+        check_field(
             bool(self.report_question.strip()),
             "PromptConfig",
             "report_question",
             self.report_question,
             "must not be empty",
         )
-        _check(
+        check_field(
             find_ecg_token_text(self.template.replace("{ecg}", "")) is None,
             "PromptConfig",
             "template",

@@ -42,7 +42,7 @@ from diagecg.config import (
     PreprocessConfig,
     SummaryConfig,
     VocabConfig,
-    _check,
+    check_field,
 )
 from diagecg.constants import (
     BUNDLE_ONNX_NAME,
@@ -99,23 +99,24 @@ class ExportConfig(ConfigMixin):
     def __post_init__(self) -> None:
         n = "ExportConfig"
         object.__setattr__(self, "quants", tuple(q.strip().lower() for q in self.quants))
-        _check(bool(self.quants) and len(set(self.quants)) == len(self.quants), n, "quants", self.quants,
-               f"a non-empty subset of {QUANT_TYPES}")
+        check_field(bool(self.quants) and len(set(self.quants)) == len(self.quants), n, "quants", self.quants,
+                    f"a non-empty subset of {QUANT_TYPES}")
         for q in self.quants:
-            _check(q in QUANT_TYPES, n, "quants", self.quants, f"each one of {QUANT_TYPES}")
+            check_field(q in QUANT_TYPES, n, "quants", self.quants, f"each one of {QUANT_TYPES}")
         if self.default_quant is not None:
-            _check(self.default_quant in self.quants, n, "default_quant", self.default_quant,
-                   f"one of quants {self.quants}")
-        _check(self.n_parity_records >= 1, n, "n_parity_records", self.n_parity_records, "must be >= 1")
-        _check(self.n_questions >= 1, n, "n_questions", self.n_questions, "must be >= 1")
-        _check(all(1 <= f <= 10 for f in self.parity_folds) and bool(self.parity_folds), n, "parity_folds",
-               self.parity_folds, "a non-empty tuple of PTB-XL folds 1-10")
-        _check(0 <= self.max_onnx_mismatch < 1, n, "max_onnx_mismatch", self.max_onnx_mismatch, "in [0, 1)")
-        _check(self.lora_atol > 0, n, "lora_atol", self.lora_atol, "must be > 0")
+            check_field(self.default_quant in self.quants, n, "default_quant", self.default_quant,
+                        f"one of quants {self.quants}")
+        check_field(self.n_parity_records >= 1, n, "n_parity_records", self.n_parity_records, "must be >= 1")
+        check_field(self.n_questions >= 1, n, "n_questions", self.n_questions, "must be >= 1")
+        check_field(all(1 <= f <= 10 for f in self.parity_folds) and bool(self.parity_folds), n,
+                    "parity_folds", self.parity_folds, "a non-empty tuple of PTB-XL folds 1-10")
+        check_field(0 <= self.max_onnx_mismatch < 1, n, "max_onnx_mismatch", self.max_onnx_mismatch,
+                    "in [0, 1)")
+        check_field(self.lora_atol > 0, n, "lora_atol", self.lora_atol, "must be > 0")
         for q, floor in self.min_top1.items():
-            _check(q in QUANT_TYPES, n, f"min_top1.{q}", floor, f"a quant of {QUANT_TYPES}")
-            _check(isinstance(floor, (int, float)) and 0 <= floor <= 1, n, f"min_top1.{q}", floor,
-                   "a fraction in [0, 1]")
+            check_field(q in QUANT_TYPES, n, f"min_top1.{q}", floor, f"a quant of {QUANT_TYPES}")
+            check_field(isinstance(floor, (int, float)) and 0 <= floor <= 1, n, f"min_top1.{q}", floor,
+                        "a fraction in [0, 1]")
 
 
 # --- parity data: real held-out records and questions ----------------------------------------------------

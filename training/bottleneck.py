@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from diagecg.config import ConfigMixin, _check
+from diagecg.config import ConfigMixin, check_field
 from diagecg.datasets.ptbxl import (
     SUPERCLASSES,
     TEST_FOLDS,
@@ -85,11 +85,12 @@ class BottleneckConfig(ConfigMixin):
         n = "BottleneckConfig"
         for name in ("train_folds", "valid_folds", "test_folds"):
             folds = getattr(self, name)
-            _check(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds, "PTB-XL folds 1-10")
-        _check(not (set(self.train_folds) & (set(self.valid_folds) | set(self.test_folds))), n, "train_folds",
-               self.train_folds, "must be disjoint from the valid and test folds")
-        _check(self.cnn_steps >= 0, n, "cnn_steps", self.cnn_steps, "must be >= 0")
-        _check(self.probe_steps >= 1, n, "probe_steps", self.probe_steps, "must be >= 1")
+            check_field(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
+                        "PTB-XL folds 1-10")
+        check_field(not (set(self.train_folds) & (set(self.valid_folds) | set(self.test_folds))), n,
+                    "train_folds", self.train_folds, "must be disjoint from the valid and test folds")
+        check_field(self.cnn_steps >= 0, n, "cnn_steps", self.cnn_steps, "must be >= 0")
+        check_field(self.probe_steps >= 1, n, "probe_steps", self.probe_steps, "must be >= 1")
 
 
 def _aucs(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:

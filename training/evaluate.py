@@ -81,12 +81,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
 
 from diagecg.answers import format_answer, normalize_answer
 from diagecg.calibration import calibrate_options, fit_calibration, read_calibration_results
-from diagecg.config import ConfigMixin, PreprocessConfig, _check
+from diagecg.config import ConfigMixin, PreprocessConfig, check_field
 from diagecg.constants import CALIBRATION_RESULTS, RUN_SUMMARY
 from diagecg.datasets import resolve_data_roots, seeded_subset, stratified_subset
 from diagecg.datasets.ecgqa import (
@@ -102,6 +101,7 @@ from diagecg.datasets.ecgqa import (
 from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset
 from diagecg.datasets.reports import ScpStatement, load_scp_table, report_text
 from diagecg.decoding import option_continuations
+from diagecg.errors import ConfigError
 from diagecg.nn.checkpoint import load_tokenizer
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.generation import decoding_policy, greedy_generate
@@ -109,6 +109,7 @@ from diagecg.nn.llm_checkpoint import has_llm_checkpoint, load_llm_checkpoint, r
 from diagecg.prompts import encode_prompt
 from diagecg.question_templates import QuestionType
 from diagecg.scoring import NEGATIVE, ablation_permutation, ruler_scores, score_findings
+from diagecg.training.device import resolve_device
 from diagecg.training.ecg_data import load_signals, source_fs_hz
 from diagecg.training.encode_records import encode_signals
 from diagecg.training.findings import finding_sample_weights, option_probabilities, select_findings
@@ -164,26 +165,27 @@ class EvalConfig(ConfigMixin):
         n = "EvalConfig"
         for name in ("folds", "train_folds"):
             folds = getattr(self, name)
-            _check(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
-                   "a non-empty tuple of PTB-XL folds 1-10")
-        _check(not set(self.folds) & set(self.train_folds), n, "folds", self.folds,
-               f"must be disjoint from train_folds {self.train_folds}")
-        _check(len(self.wordings) > 0 and all(w in WORDINGS for w in self.wordings)
-               and len(set(self.wordings)) == len(self.wordings), n, "wordings", self.wordings,
-               f"a non-empty tuple of distinct values from {WORDINGS}")
-        _check(self.max_records is None or self.max_records >= 1, n, "max_records", self.max_records,
-               "None or >= 1")
-        _check(self.max_questions is None or self.max_questions >= 1, n, "max_questions", self.max_questions,
-               "None or >= 1")
-        _check(self.n_reports is None or self.n_reports >= 0, n, "n_reports", self.n_reports, "None or >= 0")
-        _check(self.max_new_tokens is None or self.max_new_tokens >= 1, n, "max_new_tokens",
-               self.max_new_tokens, "None or >= 1")
-        _check(self.batch_size >= 1, n, "batch_size", self.batch_size, "must be >= 1")
-        _check(self.finding_min_positives >= 1, n, "finding_min_positives", self.finding_min_positives,
-               "must be >= 1")
-        _check(self.n_bootstrap >= 0, n, "n_bootstrap", self.n_bootstrap, "must be >= 0")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), n, "device",
-               self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+            check_field(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
+                        "a non-empty tuple of PTB-XL folds 1-10")
+        check_field(not set(self.folds) & set(self.train_folds), n, "folds", self.folds,
+                    f"must be disjoint from train_folds {self.train_folds}")
+        check_field(len(self.wordings) > 0 and all(w in WORDINGS for w in self.wordings)
+                    and len(set(self.wordings)) == len(self.wordings), n, "wordings", self.wordings,
+                    f"a non-empty tuple of distinct values from {WORDINGS}")
+        check_field(self.max_records is None or self.max_records >= 1, n, "max_records", self.max_records,
+                    "None or >= 1")
+        check_field(self.max_questions is None or self.max_questions >= 1, n, "max_questions",
+                    self.max_questions, "None or >= 1")
+        check_field(self.n_reports is None or self.n_reports >= 0, n, "n_reports", self.n_reports,
+                    "None or >= 0")
+        check_field(self.max_new_tokens is None or self.max_new_tokens >= 1, n, "max_new_tokens",
+                    self.max_new_tokens, "None or >= 1")
+        check_field(self.batch_size >= 1, n, "batch_size", self.batch_size, "must be >= 1")
+        check_field(self.finding_min_positives >= 1, n, "finding_min_positives", self.finding_min_positives,
+                    "must be >= 1")
+        check_field(self.n_bootstrap >= 0, n, "n_bootstrap", self.n_bootstrap, "must be >= 0")
+        check_field(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), n,
+                    "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -474,15 +476,15 @@ def check_folds(cfg: EvalConfig, recorded: dict[str, tuple[int, ...]]) -> None:
     """Refuse to evaluate on folds a stage trained on; warn on folds used for model selection.
 
     Raises:
-        ValueError: ``cfg.folds`` overlaps recorded training folds.
+        ConfigError: ``cfg.folds`` overlaps recorded training folds.
     """
     for name, folds in recorded.items():
         overlap = sorted(set(cfg.folds) & set(folds))
         if not overlap:
             continue
         if name.endswith("train_folds"):
-            raise ValueError(f"EvalConfig.folds={cfg.folds} overlaps the checkpoint's training folds "
-                             f"({name}={folds}): evaluate on held-out folds only")
+            raise ConfigError(f"EvalConfig.folds={cfg.folds} overlaps the checkpoint's training folds "
+                              f"({name}={folds}): evaluate on held-out folds only")
         logger.warning("evaluating on fold(s) %s that the checkpoint used for validation (%s)", overlap, name)
     if not recorded:
         logger.warning("%s records no training folds; assuming folds %s were held out",
@@ -587,14 +589,6 @@ def write_results(results: dict[str, Any], rows: list[dict[str, Any]], out_file:
 
 
 # --- the model -------------------------------------------------------------------------------
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"EvalConfig.device={name!r}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 class LlmPredictor:
@@ -811,7 +805,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     if meta.stage != "instruct":
         logger.warning("%s is a %s checkpoint: it was not trained to answer questions",
                        cfg.checkpoint_dir, meta.stage)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "EvalConfig.device")
     model, _, meta, paths = load_llm_checkpoint(cfg.checkpoint_dir, merge=True)  # what export ships
     model.to(device).eval()
     text_tokenizer = Tokenizer.from_file(str(paths.text_tokenizer))

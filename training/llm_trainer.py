@@ -37,6 +37,7 @@ from diagecg.nn.llm_checkpoint import (
     save_llm_checkpoint,
     save_train_state,
 )
+from diagecg.training.device import resolve_device
 from diagecg.training.llm_data import IGNORE_INDEX, Example, collate, step_rng
 
 logger = logging.getLogger(__name__)
@@ -46,13 +47,11 @@ def make_accelerator(device: str, bf16: bool, grad_accum: int) -> Any:
     """An ``accelerate.Accelerator`` on the requested device (CPU: a single plain process).
 
     Raises:
-        ValueError: ``device="cuda"`` without CUDA.
+        ConfigError: ``device="cuda"`` without CUDA.
     """
     from accelerate import Accelerator
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but CUDA is not available on this machine")
-    cpu = device == "cpu" or not torch.cuda.is_available()
+    cpu = resolve_device(device).type != "cuda"
     return Accelerator(
         cpu=cpu, mixed_precision="bf16" if bf16 and not cpu else "no", gradient_accumulation_steps=grad_accum
     )

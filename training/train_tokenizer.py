@@ -53,7 +53,7 @@ from diagecg.datasets.ptbxl import (
     finding_weights,
     frequent_findings,
 )
-from diagecg.errors import DiagEcgError
+from diagecg.errors import ConfigError, DiagEcgError
 from diagecg.measure import FEATURE_NAMES, MEASURE_TOKEN_EDGES
 from diagecg.nn.checkpoint import (
     has_checkpoint,
@@ -67,17 +67,10 @@ from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.preprocess import measure_signal, zscore
 from diagecg.scoring import roc_auc
 from diagecg.training.configs import TokenizerTrainConfig
+from diagecg.training.device import resolve_device
 from diagecg.training.ecg_data import load_signals, source_fs_hz
 
 logger = logging.getLogger(__name__)
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"TokenizerTrainConfig.device={name!r}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def _lr_at(cfg: TokenizerTrainConfig, step: int) -> float:
@@ -184,14 +177,15 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no PTB-XL data under ``cfg.data_dir``.
-        ValueError: ``out_dir`` holds a checkpoint but ``resume`` is off, or no usable records.
+        ConfigError: ``out_dir`` holds a checkpoint but ``resume`` is off; ``device`` is CUDA without a GPU.
+        ValueError: no usable records.
         DiagEcgError: the loss became NaN/inf.
     """
     t_start = time.time()
     out_dir = Path(cfg.out_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "TokenizerTrainConfig.device")
     use_amp = cfg.amp and device.type == "cuda"
 
     # --- configs: the preset, or the checkpoint's own on resume (STYLE R3) ---
@@ -210,8 +204,8 @@ def main(cfg: TokenizerTrainConfig) -> dict[str, Any]:
         if ManifestKey.SUMMARY in stored:
             stored_summary = SummaryConfig.from_dict(stored[ManifestKey.SUMMARY])
     elif has_checkpoint(out_dir):
-        raise ValueError(f"{out_dir} already holds a checkpoint: pass --resume to continue it, or choose "
-                         f"another --out")
+        raise ConfigError(f"{out_dir} already holds a checkpoint: pass --resume to continue it, or choose "
+                          f"another --out")
     elif cfg.resume:
         logger.info("resume: no checkpoint in %s yet, starting from scratch", out_dir)
 

@@ -64,7 +64,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from diagecg.config import ConfigMixin
+from diagecg.config import ConfigMixin, check_field
 from diagecg.datasets.ptbxl import PtbxlDataset, PtbxlEntry
 from diagecg.datasets.reports import ScpStatement
 from diagecg.question_templates import (
@@ -303,13 +303,11 @@ class QuestionGenConfig(ConfigMixin):
     verify_code_fraction: float = 0.6  # share of verify questions about one statement (template 1)
 
     def __post_init__(self) -> None:
+        n = "QuestionGenConfig"
         for name in ("n_verify", "n_choose", "n_query"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"QuestionGenConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.verify_code_fraction <= 1.0:
-            raise ValueError(
-                f"QuestionGenConfig.verify_code_fraction must be in [0, 1], got {self.verify_code_fraction}"
-            )
+            check_field(getattr(self, name) >= 0, n, name, getattr(self, name), "must be >= 0")
+        check_field(0.0 <= self.verify_code_fraction <= 1.0, n, "verify_code_fraction",
+                    self.verify_code_fraction, "must be in [0, 1]")
 
 
 _CERTAIN_LIKELIHOODS = (0.0, 100.0)

@@ -43,7 +43,7 @@ from typing import Any, Literal
 import torch
 
 from diagecg import __version__
-from diagecg.config import ConfigMixin, GenerationConfig, VocabConfig, _check
+from diagecg.config import ConfigMixin, GenerationConfig, VocabConfig, check_field
 from diagecg.constants import (
     CHECKPOINT_CONFIG,
     CHECKPOINT_OPTIMIZER,
@@ -88,7 +88,7 @@ class BaseModelRef(ConfigMixin):
     demo: bool = False  # the tiny from-scratch demonstration model (diagecg.training.base_model)
 
     def __post_init__(self) -> None:
-        _check(self.kind in BASE_KINDS, "BaseModelRef", "kind", self.kind, f"one of {BASE_KINDS}")
+        check_field(self.kind in BASE_KINDS, "BaseModelRef", "kind", self.kind, f"one of {BASE_KINDS}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +121,8 @@ class LlmMeta(ConfigMixin):
 
     def __post_init__(self) -> None:
         n = "LlmMeta"
-        _check(self.stage in STAGES, n, "stage", self.stage, f"one of {STAGES}")
-        _check(self.method in METHODS, n, "method", self.method, f"one of {METHODS}")
+        check_field(self.stage in STAGES, n, "stage", self.stage, f"one of {STAGES}")
+        check_field(self.method in METHODS, n, "method", self.method, f"one of {METHODS}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import re
 import types
 import typing
 from pathlib import Path
@@ -22,7 +23,9 @@ from diagecg.config import (
     PreprocessConfig,
     SummaryConfig,
     apply_overrides,
+    preset,
 )
+from diagecg.errors import ConfigError, DiagEcgError, InputError
 
 # every module that defines a config class; a new one must be listed here (test_every_config_class_is_covered)
 CONFIG_MODULES = ("diagecg.config", "diagecg.prompts", "diagecg.datasets.ecgqa", "diagecg.nn.llm_checkpoint",
@@ -170,11 +173,86 @@ def test_nested_config_and_int_to_float_roundtrip() -> None:
     assert _Needs.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
-def test_from_dict_rejects_non_dict_and_load_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match="expects a dict"):
+def test_from_dict_rejects_non_dict_and_load_missing_or_malformed_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expects a dict"):
         PreprocessConfig.from_dict([1, 2])  # type: ignore[arg-type]
-    with pytest.raises(FileNotFoundError, match="nope.json"):
+    with pytest.raises(ConfigError, match="nope.json"):
         PreprocessConfig.load(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text('{"fs_hz": 100,')
+    with pytest.raises(ConfigError, match=r"PreprocessConfig: config file .*bad.json is not JSON"):
+        PreprocessConfig.load(tmp_path / "bad.json")
+
+
+# --- JSON types: one check for every config (json_field_value) ----------------------------------------
+
+@pytest.mark.parametrize(("data", "match"), [
+    ({"steps": "100"}, r"TokenizerTrainConfig\.steps='100' is invalid: expected an integer, got str"),
+    ({"steps": 100.5}, r"TokenizerTrainConfig\.steps=100\.5 is invalid: expected an integer, got float"),
+    ({"steps": 100.0}, r"TokenizerTrainConfig\.steps=100\.0 is invalid: expected an integer, got float"),
+    ({"steps": True}, r"TokenizerTrainConfig\.steps=True is invalid: expected an integer, got bool"),
+    ({"steps": None}, r"TokenizerTrainConfig\.steps=None is invalid: expected an integer, got NoneType"),
+    ({"lr": "0.1"}, r"TokenizerTrainConfig\.lr='0\.1' is invalid: expected a number, got str"),
+    ({"lr": False}, r"TokenizerTrainConfig\.lr=False is invalid: expected a number, got bool"),
+    ({"preset": 100}, r"TokenizerTrainConfig\.preset=100 is invalid: expected a string, got int"),
+    ({"augment": "false"}, r"TokenizerTrainConfig\.augment='false' is invalid: expected true or false"),
+    ({"augment": 0}, r"TokenizerTrainConfig\.augment=0 is invalid: expected true or false, got int"),
+    ({"max_train_records": 1.5}, r"max_train_records=1\.5 is invalid: expected an integer or null"),
+    ({"train_folds": [1, "2"]}, r"TokenizerTrainConfig\.train_folds\[1\]='2' is invalid: expected an int"),
+    ({"train_folds": 1}, r"TokenizerTrainConfig\.train_folds=1 is invalid: expected a list of integers"),
+    ({"encoder": {"groups": 2.5}}, r"EncoderConfig\.groups=2\.5 is invalid: expected an integer"),
+    ({"encoder": 8}, r"\.encoder=8 is invalid: expected an object \(EncoderConfig\) or null, got int"),
+    ({"stem_channels": "8"}, r"EncoderConfig\.stem_channels='8' is invalid"),
+    ({"encoder": {"groups": 0}}, r"EncoderConfig\.groups=0 is invalid: must be >= 1"),
+])
+def test_json_values_of_the_wrong_type_are_one_line_config_errors(data: dict, match: str,
+                                                                  tmp_path: Path) -> None:
+    from diagecg.training.configs import TokenizerTrainConfig
+
+    with pytest.raises(ConfigError, match=match) as from_dict:
+        TokenizerTrainConfig.from_dict(data)
+    assert "\n" not in str(from_dict.value)
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=match):
+        TokenizerTrainConfig.load(tmp_path / "c.json")
+
+
+def test_json_checks_reach_every_config_module() -> None:
+    from diagecg.datasets.ecgqa import QuestionGenConfig
+    from diagecg.export.build_bundle import ExportConfig
+    from diagecg.nn.llm_checkpoint import LlmMeta
+    from diagecg.prompts import PromptConfig
+    from diagecg.training.configs import SFTConfig
+    from diagecg.training.evaluate import EvalConfig
+
+    cases = [(EvalConfig, {"batch_size": "16"}, "EvalConfig.batch_size"),
+             (ExportConfig, {"min_top1": {"q8_0": "0.9"}}, "ExportConfig.min_top1.q8_0"),
+             (ExportConfig, {"quants": "q8_0"}, "ExportConfig.quants"),
+             (SFTConfig, {"method": "qlora"}, "SFTConfig.method='qlora' is invalid: expected one of"),
+             (SFTConfig, {"report_ratio": "0.5"}, "SFTConfig.report_ratio"),
+             (PromptConfig, {"template": 3}, "PromptConfig.template"),
+             (PromptConfig, {"template": "{ecg} {question"}, "PromptConfig.template"),
+             (QuestionGenConfig, {"n_verify": -1}, "QuestionGenConfig.n_verify=-1 is invalid: must be >= 0"),
+             (LlmMeta, {"vocab": {"n_codes": 12.5}}, "VocabConfig.n_codes=12.5")]
+    for cls, data, match in cases:
+        with pytest.raises(ConfigError, match=re.escape(match)):
+            cls.from_dict(data)
+
+
+def test_json_numbers_keep_their_meaning() -> None:
+    from diagecg.training.configs import TokenizerTrainConfig
+
+    cfg = TokenizerTrainConfig.from_dict({"steps": 100, "lr": 1, "max_train_records": None,
+                                          "train_folds": [1, 2], "eval_folds": [9]})
+    assert cfg.steps == 100 and cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.train_folds == (1, 2)
+
+
+def test_config_error_is_a_usage_error_and_still_a_value_error() -> None:
+    assert issubclass(ConfigError, InputError) and issubclass(ConfigError, DiagEcgError)
+    assert issubclass(ConfigError, ValueError)
+    with pytest.raises(ConfigError):
+        PreprocessConfig(crop="middle")
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("1000hz")
 
 
 def test_invalid_values_name_field_value_and_allowed() -> None:
@@ -214,7 +292,7 @@ def test_overrides_keep_the_original_unchanged() -> None:
     ("highpass_hz=400", "highpass_hz=400.0 is invalid"),
 ])
 def test_bad_overrides_are_errors(pair: str, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         apply_overrides(PreprocessConfig(), [pair])
 
 
