@@ -85,9 +85,9 @@ _PROBE = textwrap.dedent(
 def test_core_and_runtime_import_without_torch() -> None:
     core = ["diagecg", "diagecg.constants", "diagecg.types", "diagecg.errors", "diagecg.config", "diagecg.io",
             "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.measure", "diagecg.intervals",
-            "diagecg.preprocess", "diagecg.plot"]
-    core += [m for m in ("diagecg.vocab", "diagecg.prompts", "diagecg.bundle")
-             if (CORE / f"{m.split('.')[1]}.py").is_file()]
+            "diagecg.preprocess", "diagecg.plot", "diagecg.vocab", "diagecg.prompts", "diagecg.native_stderr"]
+    bundle = sorted((CORE / "bundle").glob("*.py"))
+    core += ["diagecg.bundle", *(f"diagecg.bundle.{p.stem}" for p in bundle if p.stem != "__init__")]
     datasets = sorted((CORE / "datasets").glob("*.py"))
     core += ["diagecg.datasets", *(f"diagecg.datasets.{p.stem}" for p in datasets if p.stem != "__init__")]
     readers = sorted((CORE / "formats").glob("*.py"))  # torch-free; optional deps imported when read
