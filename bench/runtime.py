@@ -308,8 +308,8 @@ def check_model_pair(checkpoint: Path, bundle_dir: Path, quants: Sequence[str]) 
     from diagecg.bundle import load_bundle
     from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig
     from diagecg.constants import LLM_ECG_TOKENIZER_DIR, ManifestKey
+    from diagecg.llm_meta import read_llm_meta
     from diagecg.nn.checkpoint import read_configs
-    from diagecg.nn.llm_checkpoint import read_llm_meta
 
     bundle = load_bundle(bundle_dir, verify_hashes=False)  # the workers load it for real
     missing = [q for q in quants if q not in bundle.quants]

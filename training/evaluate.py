@@ -102,10 +102,11 @@ from diagecg.datasets.ecgqa import (
 from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS, PtbxlDataset
 from diagecg.datasets.reports import ScpStatement, load_scp_table, report_text
 from diagecg.decoding import option_continuations
+from diagecg.llm_meta import has_llm_checkpoint, read_llm_meta
 from diagecg.nn.checkpoint import load_tokenizer
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.generation import decoding_policy, greedy_generate
-from diagecg.nn.llm_checkpoint import has_llm_checkpoint, load_llm_checkpoint, read_llm_meta
+from diagecg.nn.llm_checkpoint import load_llm_checkpoint
 from diagecg.prompts import encode_prompt
 from diagecg.scoring import NEGATIVE, ablation_permutation, ruler_scores, score_findings
 from diagecg.training.ecg_data import load_signals, source_fs_hz
