@@ -26,7 +26,7 @@ from diagecg.config import (
 
 # every module that defines a config class; a new one must be listed here (test_every_config_class_is_covered)
 CONFIG_MODULES = ("diagecg.config", "diagecg.prompts", "diagecg.datasets.ecgqa", "diagecg.llm_meta",
-                  "diagecg.training.configs", "diagecg.training.evaluate", "diagecg.training.bottleneck",
+                  "diagecg.training.configs", "diagecg.training.eval_data", "diagecg.training.bottleneck",
                   "diagecg.export.build_bundle")
 
 
