@@ -44,13 +44,13 @@ from diagecg.datasets import resolve_data_roots
 from diagecg.datasets.ecgqa import QASample, finding_questions, load_answer_vocab
 from diagecg.datasets.ptbxl import PtbxlDataset
 from diagecg.datasets.reports import load_scp_table
+from diagecg.eval_results import format_findings, json_safe
 from diagecg.io import read_record
 from diagecg.preprocess import record_measurements
 from diagecg.question_templates import fill_attributes, finding_template
 from diagecg.runtime.pipeline import DiagEcgPipeline
 from diagecg.scoring import NEGATIVE, ablation_permutation, format_calibration, ruler_scores, score_findings
-from diagecg.training.evaluate import eval_record_subset, format_findings, json_safe
-from diagecg.training.findings import select_findings
+from diagecg.training.eval_data import eval_record_subset, select_findings
 
 # Challenge label -> PTB-XL finding (SNOMED CT codes of the 2020/2021 Challenges, CPSC 2018 abbreviations);
 # the Challenges scored RBBB/CRBBB and PVC/VPB and PAC/SVPB as one class each

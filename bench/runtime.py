@@ -28,7 +28,7 @@ tokens, prompt, greedy answer), then one question for all records in batch mode 
 batches of ``--torch-batch-size``). It writes one JSON line on stdout (``RESULT_MARKER``).
 
 Questions are the held-out ones of ``diagecg eval``: ECG-QA template questions generated from
-the PTB-XL labels of fold-10 records (``training.evaluate.build_eval_data``, the same seeded
+the PTB-XL labels of fold-10 records (``training.eval_data.build_eval_data``, the same seeded
 record subset), with their gold answer sets. The parent prints a table with, per backend:
 cold start, latency per question (median, p90), records/s in batch mode, peak RSS, agreement
 with the PyTorch answers (% identical ``normalize_answer`` sets), exact match against the gold
@@ -356,8 +356,8 @@ def check_model_pair(checkpoint: Path, bundle_dir: Path, quants: Sequence[str]) 
     from diagecg.bundle import load_bundle
     from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig
     from diagecg.constants import LLM_ECG_TOKENIZER_DIR, ManifestKey
+    from diagecg.llm_meta import read_llm_meta
     from diagecg.nn.checkpoint import read_configs
-    from diagecg.nn.llm_checkpoint import read_llm_meta
 
     bundle = load_bundle(bundle_dir, verify_hashes=False)  # the workers load it for real
     missing = [q for q in quants if q not in bundle.quants]
@@ -396,12 +396,8 @@ def build_workload(args: argparse.Namespace, bundle: Any) -> Workload:
     from diagecg.io import read_record
     from diagecg.preprocess import model_inputs
     from diagecg.training.ecg_data import source_fs_hz
-    from diagecg.training.evaluate import (
-        EvalConfig,
-        build_eval_data,
-        check_folds,
-        checkpoint_training_folds,
-    )
+    from diagecg.training.eval_data import EvalConfig, build_eval_data
+    from diagecg.training.eval_folds import check_folds, checkpoint_training_folds
 
     reports = args.task == "report"
     eval_cfg = EvalConfig(checkpoint_dir=str(args.checkpoint), data_dir=str(args.data), folds=HELD_OUT_FOLDS,

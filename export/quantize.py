@@ -15,8 +15,8 @@ from pathlib import Path
 
 import gguf
 
-from diagecg.bundle import native_stderr_captured
 from diagecg.constants import QUANT_TYPES
+from diagecg.native_stderr import native_stderr_captured
 
 logger = logging.getLogger(__name__)
 

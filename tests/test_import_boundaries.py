@@ -85,9 +85,10 @@ _PROBE = textwrap.dedent(
 def test_core_and_runtime_import_without_torch() -> None:
     core = ["diagecg", "diagecg.constants", "diagecg.types", "diagecg.errors", "diagecg.config", "diagecg.io",
             "diagecg.record", "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.measure",
-            "diagecg.intervals", "diagecg.preprocess", "diagecg.plot"]
-    core += [m for m in ("diagecg.vocab", "diagecg.prompts", "diagecg.bundle")
-             if (CORE / f"{m.split('.')[1]}.py").is_file()]
+            "diagecg.intervals", "diagecg.preprocess", "diagecg.plot", "diagecg.vocab", "diagecg.prompts",
+            "diagecg.native_stderr", "diagecg.llm_meta"]
+    bundle = sorted((CORE / "bundle").glob("*.py"))
+    core += ["diagecg.bundle", *(f"diagecg.bundle.{p.stem}" for p in bundle if p.stem != "__init__")]
     datasets = sorted((CORE / "datasets").glob("*.py"))
     core += ["diagecg.datasets", *(f"diagecg.datasets.{p.stem}" for p in datasets if p.stem != "__init__")]
     readers = sorted((CORE / "formats").glob("*.py"))  # torch-free; optional deps imported when read
@@ -103,6 +104,34 @@ def test_core_and_runtime_import_without_torch() -> None:
     assert not result["failures"], "imports that fail without torch/transformers/peft:\n" + "\n".join(
         f"--- {k}\n{v}" for k, v in result["failures"].items())
     assert result["loaded"] == []
+
+
+# torch-free pieces of diagecg eval: what it asks, how answers are scored, the folds a checkpoint used
+EVAL_TORCH_FREE = ("diagecg.training.eval_data", "diagecg.training.qa_scoring", "diagecg.training.eval_folds",
+                   "diagecg.eval_results", "diagecg.llm_meta")
+
+_BENCH_PROBE = textwrap.dedent(
+    """
+    import importlib, importlib.util, json, sys
+    for name in {modules!r}:
+        importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location("ecg_dependence", "bench/ecg_dependence.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    print(json.dumps(sorted(m for m in sys.modules if m.partition(".")[0] in {torch_like!r})))
+    """
+)
+
+
+def test_bundle_bench_scores_and_formats_without_torch() -> None:
+    """bench/ecg_dependence.py measures the exported bundle through the torch-free runtime: drawing diagecg
+    eval's records and findings and printing its tables must not import torch (torch is installed here, so
+    the probe looks at what was imported rather than blocking it)."""
+    script = _BENCH_PROBE.format(modules=EVAL_TORCH_FREE, torch_like=TORCH_LIKE)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
 
 
 # --- 2. static: who imports whom -------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""Does the model read the ECG? The findings to ask about and the PyTorch model's answers to them.
+"""Does the model read the ECG? The PyTorch model's answers to the findings it is asked about.
 
 For every finding of the evaluated records (the PTB-XL superclasses, each SCP statement with enough
-positives, and a few tracked rhythm and conduction findings: :func:`select_findings`), every record is
+positives, and a few tracked rhythm and conduction findings: ``training.eval_data.select_findings``,
+torch-free, so the bundle benches ask the same), every record is
 asked the verify question of :func:`diagecg.datasets.ecgqa.finding_questions` ("Does this ECG show
 symptoms of X?"). The model's answer is read from its logits, not from free text: each answer option
 (``yes`` / ``no`` / ``not sure``) is scored as a whole continuation (``answer_prefix + option + eos``,
@@ -10,8 +11,8 @@ teacher-forced), and the options' probabilities are normalised over the options
 specificity and balanced accuracy, as it does for the exported bundle's answers.
 
 Statements are asked only of records whose statements are labelled (``finding_questions``). With
-:func:`finding_sample_weights` every number is importance-weighted, so the AF-enriched subset of
-ptbxl_full counts as PTB-XL's own AFIB prevalence would (superclass questions weigh 1).
+``training.eval_data.finding_sample_weights`` every number is importance-weighted, so the AF-enriched
+subset of ptbxl_full counts as PTB-XL's own AFIB prevalence would (superclass questions weigh 1).
 """
 
 from __future__ import annotations
@@ -21,33 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from diagecg.datasets.ecgqa import AnswerVocabulary, finding_names
-from diagecg.datasets.ptbxl import SUPERCLASSES, PtbxlDataset, frequent_findings
-from diagecg.datasets.reports import ScpStatement
-
-# reported whatever their count (the targets of the issue, and the Challenge's rhythm findings)
-TRACKED_FINDINGS: tuple[str, ...] = ("AFIB", "CLBBB", "CRBBB", "1AVB", "PVC", "PAC", "SBRAD", "STACH")
-
-
-def select_findings(ptbxl: PtbxlDataset, ecg_ids: Sequence[int], scp_table: dict[str, ScpStatement],
-                    answer_vocab: AnswerVocabulary, min_positives: int) -> dict[str, str]:
-    """The findings to score on ``ecg_ids``: code -> name asked.
-
-    The superclasses, every nameable statement with at least ``min_positives`` positives among
-    ``ecg_ids``, and the :data:`TRACKED_FINDINGS` with at least one.
-    """
-    frequent = frequent_findings(ptbxl, list(ecg_ids), min_positives)  # superclasses first
-    present = {code for i in ecg_ids for code in ptbxl.entries[i].scp_codes}
-    tracked = [c for c in TRACKED_FINDINGS if c in present and c not in frequent]
-    return finding_names((*frequent, *tracked), scp_table, answer_vocab)
-
-
-def finding_sample_weights(ptbxl: PtbxlDataset, ecg_ids: Sequence[int], codes: Sequence[str]) -> list[float]:
-    """The importance weight of each (record, finding) question: 1 for a superclass (known for every
-    record), the record's ``PtbxlDataset.statement_weights`` for a statement."""
-    w = dict(zip(ecg_ids, ptbxl.statement_weights(list(ecg_ids)), strict=True))
-    return [1.0 if c in SUPERCLASSES else float(w[i]) for i, c in zip(ecg_ids, codes, strict=True)]
 
 
 @torch.no_grad()

@@ -14,8 +14,8 @@ import torch
 
 from diagecg.config import PRESETS, EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig
 from diagecg.constants import RUN_SUMMARY, ManifestKey
+from diagecg.llm_meta import StageRecord
 from diagecg.nn.checkpoint import read_configs
-from diagecg.nn.llm_checkpoint import StageRecord
 from diagecg.training.configs import LORA_TARGETS
 from diagecg.training.llm_data import Example, collate
 from diagecg.training.llm_trainer import example_losses

@@ -4,8 +4,8 @@ Layout of a checkpoint folder (names from ``diagecg.constants``)::
 
     <dir>/
       llm_meta.json        LLM_META: LlmMeta (format_version, stage, method, vocab, prompt, generation,
-                           base_model, preset, train/valid folds, diagecg_version). Written LAST: a folder
-                           without it is an interrupted save.
+                           base_model, preset, train/valid folds, diagecg_version; ``diagecg.llm_meta``,
+                           torch-free). Written LAST: a folder without it is an interrupted save.
       text_tokenizer.json  LLM_TEXT_TOKENIZER: the base text tokenizer (``tokenizers`` JSON) WITHOUT the ECG
                            tokens; ``diagecg.prompts.encode_prompt`` tokenizes every text piece with it, in
                            training and in the runtime (the bundle ships it as tokenizer.json).
@@ -38,12 +38,12 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from diagecg import __version__
-from diagecg.config import ConfigMixin, GenerationConfig, VocabConfig, check_field
+from diagecg.config import VocabConfig
 from diagecg.constants import (
     CHECKPOINT_CONFIG,
     CHECKPOINT_OPTIMIZER,
@@ -62,67 +62,17 @@ from diagecg.constants import (
     RUN_SUMMARY,
 )
 from diagecg.errors import CheckpointError
+from diagecg.llm_meta import BaseModelRef, LlmMeta, read_llm_meta
+from diagecg.llm_meta import StageRecord as StageRecord  # re-exported: the training stages import it here
+from diagecg.llm_meta import has_llm_checkpoint as has_llm_checkpoint  # re-exported, likewise
 from diagecg.nn.checkpoint import _write_json, _write_tensors, load_optimizer_state, read_trainer_state
-from diagecg.prompts import PromptConfig
 from diagecg.vocab import check_vocab, ecg_code_ids, special_token_strings, strip_ecg_tokens
 
 logger = logging.getLogger(__name__)
 
-STAGES: tuple[str, ...] = ("pretrain", "instruct")
-METHODS: tuple[str, ...] = ("full", "lora")
-BASE_KINDS: tuple[str, ...] = ("hf", "llm_checkpoint")
 COPY_BASE_MAX_BYTES = 2 * 1024**3  # a LoRA base up to this size is copied into the folder (self-contained)
 _ECG_TOKENIZER_FILES = (CHECKPOINT_WEIGHTS, CHECKPOINT_CONFIG, CHECKPOINT_STATE)  # required
 _ECG_TOKENIZER_EXTRA = (ECG_TOKEN_CACHE, RUN_SUMMARY)  # copied when present
-
-
-@dataclasses.dataclass(frozen=True)
-class BaseModelRef(ConfigMixin):
-    """The model a checkpoint started from; for LoRA, the model its adapter applies to."""
-
-    path: str = ""  # relative to the checkpoint folder when `copied`, else absolute
-    kind: Literal["hf", "llm_checkpoint"] = "hf"  # an HF folder, or another stage folder (loaded merged)
-    copied: bool = False
-    name: str = ""  # what it is: the original path or model id, or the demo model's description
-    model_type: str = ""  # HF config.model_type: llama | qwen2 | mistral
-    demo: bool = False  # the tiny from-scratch demonstration model (diagecg.training.base_model)
-
-    def __post_init__(self) -> None:
-        check_field(self.kind in BASE_KINDS, "BaseModelRef", "kind", self.kind, f"one of {BASE_KINDS}")
-
-
-@dataclasses.dataclass(frozen=True)
-class StageRecord(ConfigMixin):
-    """One training stage behind a checkpoint: which PTB-XL folds it trained and validated on, and its
-    config. Later stages copy their predecessors' records, so the lineage of a checkpoint is exact."""
-
-    stage: str = ""  # "tokenizer" | "pretrain" | "instruct"
-    train_folds: tuple[int, ...] = ()
-    valid_folds: tuple[int, ...] = ()  # used for validation losses / model selection, never for gradients
-    config: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class LlmMeta(ConfigMixin):
-    """Everything that defines an LLM stage checkpoint besides its weights (``llm_meta.json``)."""
-
-    stage: Literal["pretrain", "instruct"] = "pretrain"
-    method: Literal["full", "lora"] = "full"
-    vocab: VocabConfig = dataclasses.field(default_factory=VocabConfig)
-    prompt: PromptConfig = dataclasses.field(default_factory=PromptConfig)
-    generation: GenerationConfig = dataclasses.field(default_factory=GenerationConfig)
-    base_model: BaseModelRef = dataclasses.field(default_factory=BaseModelRef)
-    preset: str | None = None  # the stage-1 preset ("100hz" | "500hz"), when known
-    train_folds: tuple[int, ...] = ()  # PTB-XL folds this stage trained on
-    valid_folds: tuple[int, ...] = ()  # folds used for validation loss / model selection
-    lineage: tuple[StageRecord, ...] = ()  # every stage up to and including this one, oldest first
-    format_version: int = LLM_CHECKPOINT_VERSION
-    diagecg_version: str = __version__
-
-    def __post_init__(self) -> None:
-        n = "LlmMeta"
-        check_field(self.stage in STAGES, n, "stage", self.stage, f"one of {STAGES}")
-        check_field(self.method in METHODS, n, "method", self.method, f"one of {METHODS}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,32 +89,6 @@ class LlmCheckpointPaths:
     model_dir: Path | None = None  # method "full"
     adapter_dir: Path | None = None  # method "lora"
     base_model_dir: Path | None = None  # method "lora": the resolved base folder
-
-
-def has_llm_checkpoint(ckpt_dir: str | Path) -> bool:
-    """True when ``ckpt_dir`` holds a complete LLM checkpoint (its ``llm_meta.json`` exists)."""
-    return (Path(ckpt_dir) / LLM_META).is_file()
-
-
-def read_llm_meta(ckpt_dir: str | Path) -> LlmMeta:
-    """The checkpoint's metadata, version-checked.
-
-    Raises:
-        FileNotFoundError: no ``llm_meta.json`` (not a checkpoint, or an interrupted save).
-        CheckpointError: another format version.
-    """
-    path = Path(ckpt_dir) / LLM_META
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{ckpt_dir} is not an LLM checkpoint: {LLM_META} not found "
-            f"(give the --out folder of `diagecg train pretrain` or `train instruct`)"
-        )
-    meta = LlmMeta.load(path)
-    if meta.format_version != LLM_CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: format_version {meta.format_version}, this diagecg reads {LLM_CHECKPOINT_VERSION}"
-        )
-    return meta
 
 
 def _is_peft(model: Any) -> bool:

@@ -28,8 +28,8 @@ from diagecg.config import (
 from diagecg.errors import ConfigError, DiagEcgError, InputError
 
 # every module that defines a config class; a new one must be listed here (test_every_config_class_is_covered)
-CONFIG_MODULES = ("diagecg.config", "diagecg.prompts", "diagecg.datasets.ecgqa", "diagecg.nn.llm_checkpoint",
-                  "diagecg.training.configs", "diagecg.training.evaluate", "diagecg.training.bottleneck",
+CONFIG_MODULES = ("diagecg.config", "diagecg.prompts", "diagecg.datasets.ecgqa", "diagecg.llm_meta",
+                  "diagecg.training.configs", "diagecg.training.eval_data", "diagecg.training.bottleneck",
                   "diagecg.export.build_bundle")
 
 

@@ -107,9 +107,9 @@ def test_bad_question_exits_2_with_one_line(tiny_bundle: Path, record_paths: lis
 
 def test_missing_default_bundle_is_explained(record_paths: list[Path], tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import diagecg.bundle
+    import diagecg.bundle.loader
 
-    monkeypatch.setattr(diagecg.bundle, "shipped_bundle_dir", lambda: tmp_path / "bundles" / "default")
+    monkeypatch.setattr(diagecg.bundle.loader, "shipped_bundle_dir", lambda: tmp_path / "bundles" / "default")
     result = CliRunner().invoke(main, ["report", str(record_paths[0])])
     assert result.exit_code == 2
     assert "no bundle given and no default bundle shipped at" in result.stderr

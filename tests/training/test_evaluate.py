@@ -16,21 +16,14 @@ from diagecg.constants import LLM_META, RUN_SUMMARY
 from diagecg.datasets import resolve_data_roots
 from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS
 from diagecg.datasets.reports import report_text
+from diagecg.eval_results import format_results, write_results
 from diagecg.measure import FEATURE_NAMES
 from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta
-from diagecg.training.evaluate import (
-    EvalConfig,
-    EvalData,
-    build_eval_data,
-    check_folds,
-    checkpoint_training_folds,
-    evaluate_predictions,
-    format_results,
-    main,
-    score_qa,
-    write_results,
-)
+from diagecg.training.eval_data import EvalConfig, EvalData, build_eval_data
+from diagecg.training.eval_folds import check_folds, checkpoint_training_folds
+from diagecg.training.evaluate import main
 from diagecg.training.metrics import majority_predictions
+from diagecg.training.qa_scoring import evaluate_predictions, score_qa
 
 
 @pytest.fixture(scope="module")

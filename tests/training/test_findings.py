@@ -11,7 +11,8 @@ from diagecg.datasets import resolve_data_roots
 from diagecg.datasets.ecgqa import QASample, finding_questions, load_answer_vocab
 from diagecg.datasets.ptbxl import SUPERCLASSES, TEST_FOLDS, has_finding
 from diagecg.scoring import ablation_permutation, roc_auc, score_findings
-from diagecg.training.findings import TRACKED_FINDINGS, option_probabilities, select_findings
+from diagecg.training.eval_data import TRACKED_FINDINGS, select_findings
+from diagecg.training.findings import option_probabilities
 
 
 def test_ablation_is_a_seeded_derangement_within_each_fold():
