@@ -349,5 +349,5 @@ def test_the_schema_lists_every_warning_code_and_refusal_reason() -> None:
     assert IMPLAUSIBLE_RECORD in reliability["status"]["enum"]
     refusal = schema["$defs"]["answer"]["properties"]["refusal"]["oneOf"][1]["properties"]["reason"]["enum"]
     assert refusal == list(REFUSAL_REASONS)
-    assert schema["$defs"]["answer"]["properties"]["schema_version"] == {"const": SCHEMA_VERSION}
+    assert schema["$defs"]["answer"]["properties"]["schema_version"]["const"] == SCHEMA_VERSION
     assert SCHEMA_VERSION == 4
