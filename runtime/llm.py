@@ -120,6 +120,10 @@ class LlamaModel:
 
         reuse_prefix: keep the KV cells of the previous sequence and evaluate only what a new
             prompt does not share with it (see the module docstring).
+        flash_attn: llama.cpp's fused attention kernel. Off by default: on the CPU it keeps its
+            accumulators in f16, so logits move (about 1% of their range on the test model, enough to
+            change greedy answers of a random-weight model) and a reused prefix no longer gives the
+            bitwise logits of a fresh evaluation; ``bench/prefill.py`` times both.
 
     Attributes:
         stop_ids: every id that ends an answer.
