@@ -55,6 +55,11 @@ def test_the_scripts_build_llama_cpp_as_ci_and_the_readme_do() -> None:
     portable = flags.replace(str(REPO), "$PWD")
     for doc in (REPO / ".ci" / "run", REPO / "README.md"):
         assert f'CMAKE_ARGS="{portable}"' in doc.read_text(), f"{doc.name} builds llama.cpp otherwise"
+    native = subprocess.run([str(REPO / "scripts" / "llama_cpp_flags.sh"), "--native"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert native == flags.replace("-DGGML_NATIVE=OFF", "-DGGML_NATIVE=ON")  # nothing else differs
+    install = INSTALL.read_text()
+    assert 'native=--native' in install and '--portable) native=""' in install  # local installs: native
 
 
 @pytest.mark.slow
