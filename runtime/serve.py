@@ -45,7 +45,14 @@ from diagecg.cli_options import EXIT_CODES_HELP, ExitCode, fail, verbosity_optio
 from diagecg.constants import DEFAULT_BUNDLE_DIR
 from diagecg.errors import DiagEcgError
 from diagecg.runtime.device import DEVICES, MAX_THREADS
-from diagecg.runtime.serve_admission import JobGate, ServeConfig, error_body, is_loopback, read_token_file
+from diagecg.runtime.serve_admission import (
+    ACCESS_LOGGER,
+    JobGate,
+    ServeConfig,
+    error_body,
+    is_loopback,
+    read_token_file,
+)
 
 if TYPE_CHECKING:
     from diagecg.runtime.pipeline import DiagEcgPipeline
@@ -213,13 +220,16 @@ def serve_config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--audit-log", metavar="FILE",
               help="Append one JSON line per answer and failure to FILE (client address, record SHA-256, "
                    "question, answer, probabilities, warning codes, bundle hash, latency; no signal data).")
+@click.option("--access-log", is_flag=True,
+              help="Print one line per HTTP request on stderr (time, client, method, path, status, "
+                   "latency; refusals included; no record data), even with --quiet.")
 @click.option("--openapi", "print_openapi", is_flag=False, flag_value="3.1",
               type=click.Choice(["3.1", "3.0"]),
               help="Print the OpenAPI document (3.1: docs/openapi.json; --openapi 3.0: "
                    "docs/openapi-3.0.json) and exit; loads no bundle.")
 def serve(bundle: str | None, quant: str | None, token_file: str | None, threads: int | None, device: str,
-          allow_degraded: bool, audit_log: str | None, print_openapi: str | None, quiet: bool,
-          **config_fields: Any) -> None:
+          allow_degraded: bool, audit_log: str | None, access_log: bool, print_openapi: str | None,
+          quiet: bool, **config_fields: Any) -> None:
     """Answer questions and write reports over HTTP on this machine (pip install 'diagecg[serve]').
 
     Routes: POST /v1/answer, /v1/report, /v1/plot, /v1/json/answer, /v1/json/report; GET /v1/questions,
@@ -241,7 +251,8 @@ def serve(bundle: str | None, quant: str | None, token_file: str | None, threads
     from diagecg.runtime.pipeline import DiagEcgPipeline
 
     try:
-        config = ServeConfig(**config_fields, token=read_token_file(token_file) if token_file else None)
+        config = ServeConfig(**config_fields, token=read_token_file(token_file) if token_file else None,
+                             access_log=access_log)
         if not is_loopback(config.host):
             click.echo(f"warning: listening on {config.host}: other machines can send records to this server"
                        + ("" if config.token else " and no --token-file is set"), err=True)
@@ -256,6 +267,13 @@ def serve(bundle: str | None, quant: str | None, token_file: str | None, threads
             click.echo(f"diagecg serve: http://{config.host}:{config.port} ({pipe.bundle.root.name}, "
                        f"{pipe.quant}, {config.workers} workers, queue {config.queue_size}"
                        f"{', token required' if config.token else ''})", err=True)
+        if access_log:  # the command, not the library, decides where log lines go
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            access = logging.getLogger(ACCESS_LOGGER)
+            access.addHandler(handler)
+            access.setLevel(logging.INFO)
+            access.propagate = False
         run_server(pipe, config, log_level="error" if quiet else "info")
     finally:
         pipe.close()

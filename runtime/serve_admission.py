@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from diagecg.errors import InputError
 
+ACCESS_LOGGER = "diagecg.access"  # serve --access-log: one line per HTTP request
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
 
@@ -62,6 +64,7 @@ class ServeConfig:
         allow_folder: the one folder whose records may be named by path; None = uploads only.
         token: the bearer token ``/v1/*`` requires; None = no auth.
         allow_remote: let ``host`` be a non-loopback address.
+        access_log: one line per HTTP request on the ``diagecg.access`` logger (``ACCESS_LOGGER``).
     """
 
     host: str = "127.0.0.1"
@@ -77,6 +80,7 @@ class ServeConfig:
     allow_folder: Path | None = None
     token: str | None = dataclasses.field(default=None, repr=False)
     allow_remote: bool = False
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         for name in ("workers", "max_files"):

@@ -448,7 +448,8 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
     metrics = Metrics(lambda: {"diagecg_slots_in_use": gate.in_use, "diagecg_slots_capacity": gate.capacity,
                                "diagecg_workers": gate.workers})
     app.state.metrics = metrics
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, sees every refusal
+    # added last: outermost, sees every refusal
+    app.add_middleware(MetricsMiddleware, metrics=metrics, access_log=config.access_log)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

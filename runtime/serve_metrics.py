@@ -13,6 +13,7 @@ the refusals of the admission layer included (401, 408, 413, 503):
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -20,7 +21,9 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BUCKETS_S", "Metrics", "MetricsMiddleware"]
+from diagecg.runtime.serve_admission import ACCESS_LOGGER
+
+__all__ = ["ACCESS_LOGGER", "BUCKETS_S", "Metrics", "MetricsMiddleware"]
 
 BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 ROUTES = ("/v1/answer", "/v1/report", "/v1/plot", "/v1/json/answer", "/v1/json/report", "/v1/questions",
@@ -82,11 +85,14 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware that times every HTTP request and records its status in ``metrics``."""
+    """Pure ASGI middleware that times every HTTP request and records its status in ``metrics``; with
+    ``access_log``, also one line per request on the ``ACCESS_LOGGER`` logger (client, method, path,
+    status, latency: never a query string, a header or a body)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = False) -> None:
         self.app = app
         self.metrics = metrics
+        self.access = logging.getLogger(ACCESS_LOGGER) if access_log else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,4 +110,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, watch)
         finally:
-            self.metrics.observe(scope["path"], scope["method"], status, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.metrics.observe(scope["path"], scope["method"], status, elapsed)
+            if self.access is not None:
+                client = scope.get("client") or ("-", 0)
+                self.access.info('%s "%s %s" %d %.1f ms', client[0], scope["method"], scope["path"], status,
+                                 elapsed * 1e3)

@@ -693,6 +693,33 @@ def test_metrics_count_answers_refusals_and_latency(pipeline) -> None:
     assert "diagecg_slots_in_use 0" in lines and any(x.startswith("diagecg_slots_capacity ") for x in lines)
 
 
+def test_access_log_has_one_line_per_request_refusals_included(pipeline, caplog) -> None:
+    import logging
+
+    from diagecg.runtime.serve_admission import ACCESS_LOGGER
+
+    files = _files(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat")
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        with live_server(pipeline, token=TOKEN, access_log=True) as url:
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            ok = httpx.post(f"{url}/v1/answer", files=files, data={"question": [QUESTION]}, headers=auth,
+                            timeout=60)
+            assert ok.status_code == 200
+            assert httpx.get(f"{url}/v1/bundle", timeout=10).status_code == 401
+            assert httpx.get(f"{url}/healthz?secret=x", timeout=10).status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith('127.0.0.1 "POST /v1/answer" 200 ') and lines[0].endswith(" ms")
+    assert lines[1].startswith('127.0.0.1 "GET /v1/bundle" 401 ')
+    assert lines[2].startswith('127.0.0.1 "GET /healthz" 200 ')  # no query string
+    assert not any(TOKEN in line or "00002" in line for line in lines)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        with live_server(pipeline) as url:  # off unless asked
+            httpx.get(f"{url}/healthz", timeout=10)
+    assert not [r for r in caplog.records if r.name == ACCESS_LOGGER]
+
+
 def test_openapi_document_is_valid_and_types_the_answers() -> None:
     from openapi_spec_validator import validate
 
