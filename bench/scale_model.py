@@ -69,17 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--like", type=Path, required=True,
                    help="instruct checkpoint whose tokenizers and configs to reuse")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--hidden", type=int, default=768, help="a multiple of 256 (K-quant rows)")
+    p.add_argument("--hidden", type=int, default=768,
+                   help="a multiple of 32 (Q8_0/Q4_0 rows); of 256 for the K-quants (SmolLM2: 576)")
     p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--intermediate", type=int, default=2048, help="a multiple of 256")
+    p.add_argument("--intermediate", type=int, default=2048, help="a multiple of 32 (of 256 for K-quants)")
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--max-new-tokens", type=int, default=6, help="answer budget (random weights never stop)")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     for name in ("hidden", "intermediate"):
-        if getattr(a, name) % 256:
-            p.error(f"--{name} must be a multiple of 256 so every quantisation applies")
+        if getattr(a, name) % 32:
+            p.error(f"--{name} must be a multiple of 32 so Q8_0 and Q4_0 apply (256 for the K-quants)")
     if a.hidden % a.heads:
         p.error("--hidden must be a multiple of --heads")
     from diagecg.errors import DiagEcgError
