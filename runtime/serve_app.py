@@ -66,19 +66,12 @@ from diagecg import __version__
 from diagecg.errors import DiagEcgError, InputError, RecordError
 from diagecg.formats import FORMAT_NAMES, detect_format
 from diagecg.plot import require_matplotlib
+from diagecg.runtime.answer import SCHEMA_VERSION, TASK_QA, TASK_REPORT, Answer, answer_schema, error_dict
 from diagecg.runtime.device import trim_heap
 from diagecg.runtime.openapi import openapi_30, typed_openapi
 from diagecg.runtime.outputs import AUDIT_CLIENT, AUDIT_RECORD_SHA256, record_sha256
-from diagecg.runtime.pipeline import (
-    SCHEMA_VERSION,
-    TASK_QA,
-    TASK_REPORT,
-    Answer,
-    DiagEcgPipeline,
-    answer_schema,
-    as_record,
-    error_dict,
-)
+from diagecg.runtime.pipeline import DiagEcgPipeline
+from diagecg.runtime.record_input import as_record
 from diagecg.runtime.serve_admission import AdmissionMiddleware, JobGate, ServeConfig, Ticket, error_body
 from diagecg.runtime.serve_metrics import Metrics, MetricsMiddleware
 from diagecg.runtime.uploads import (
