@@ -15,9 +15,11 @@ answers many questions. Usage::
 
 Repeated questions about one ECG are cheap: the ECG codes of the last ``ecg_cache_size`` signals
 are kept, keyed by a hash of the signal's bytes, sampling rate and lead names (the codes are a
-deterministic function of those), and llama.cpp keeps the KV cells of the previous prompt, so a
-prompt with the same patient and ECG evaluates only its question (``runtime.llm``). Both are on by
-default; ``ecg_cache_size=0`` and ``reuse_prefix=False`` turn them off.
+deterministic function of those); so are the per-record checks (quality checks, dead leads) of the last
+``ecg_cache_size`` in-memory ``EcgRecord``s (``runtime.record_input.RecordChecks``); and llama.cpp keeps
+the KV cells of the previous prompt, so a prompt with the same patient and ECG evaluates only its
+question (``runtime.llm``). All are on by default; ``ecg_cache_size=0`` and ``reuse_prefix=False``
+turn them off.
 
 Thread safety: one pipeline may be shared by threads. onnxruntime sessions are thread-safe, and
 the llama.cpp context (not thread-safe) sits behind a lock in ``LlamaModel``, so concurrent calls
@@ -73,7 +75,6 @@ from diagecg.notes import Note, W
 from diagecg.plausibility import CHECKS, note_code
 from diagecg.preprocess import model_inputs, record_windows
 from diagecg.prompts import encode_prompt, sanitize_question
-from diagecg.quality import dead_leads
 from diagecg.questions import NONE_ANSWER, MatchedQuestion, Refusal
 from diagecg.reliability import ReliabilityTable
 from diagecg.report_text import report_statements, tidy_report
@@ -100,7 +101,7 @@ from diagecg.runtime.device import DeviceChoice, choose_device, trim_heap
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
 from diagecg.runtime.outputs import AuditLog
-from diagecg.runtime.record_input import RecordLike, as_record, check_patient, signal_key
+from diagecg.runtime.record_input import RecordChecks, RecordLike, as_record, check_patient, signal_key
 from diagecg.statements import answer_findings, coded_statements
 from diagecg.types import EcgRecord, F32Array, I64Array, PatientInfo
 
@@ -167,7 +168,8 @@ class DiagEcgPipeline:
         llm: its GGUF model.
         quant: the quantisation ``llm`` was loaded from.
         device: the device choice both were loaded with.
-        ecg_cache_size: signals whose ECG codes are kept (0 = no cache).
+        ecg_cache_size: signals whose ECG codes are kept, and in-memory records whose checks are kept
+            (0 = no cache).
         allow_degraded: read records with some flat leads, with a warning, instead of refusing them
             (``diagecg.quality``); answers that need the flat leads get a warning of their own.
     """
@@ -196,6 +198,7 @@ class DiagEcgPipeline:
         self._ecg_cache: OrderedDict[bytes, tuple[I64Array, F32Array]] = OrderedDict()
         self._ecg_cache_lock = threading.Lock()
         self._readings_cache: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+        self._checks = RecordChecks(ecg_cache_size)  # per-record checks of in-memory records
         self._bundle_info = {
             "path": str(bundle.root),
             "format_version": bundle.manifest.get(K.FORMAT_VERSION),
@@ -226,7 +229,8 @@ class DiagEcgPipeline:
             device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (see ``runtime.device``).
             threads: CPU threads for both engines; None = ``device.default_threads()``.
             verify_hashes: check every file's sha256 (sizes are always checked).
-            ecg_cache_size: signals whose ECG codes are kept (0 = none).
+            ecg_cache_size: signals whose ECG codes are kept, and in-memory records whose checks are
+                kept (0 = none).
             reuse_prefix: let llama.cpp keep the KV cells a new prompt shares with the previous one.
             allow_degraded: answer records with some flat leads, with warnings (see ``__init__``).
             measure: add the measurements of ``diagecg.measure`` (the numbers the model reads) to reports.
@@ -309,7 +313,7 @@ class DiagEcgPipeline:
             times[stage] = round((now - t) * 1e3, 3)
             t = now
 
-        rec = as_record(record, self.quality)
+        rec, dead = self._checks.check(record, self.quality)
         lap("read")
         catalogue = self.bundle.questions
         read = catalogue.read(question) if task == TASK_QA and catalogue is not None else None
@@ -325,7 +329,6 @@ class DiagEcgPipeline:
                           n_answer_tokens=0, n_ecg_tokens=0, ecg_cached=False, n_reused_tokens=0,
                           warnings=[*self._notes(rec), refusal_note(read)], question_supported=False,
                           refusal=read.to_dict())
-        dead = dead_leads(rec.signal, rec.fs_hz, self.quality)
         if dead.any() and not (match is not None and catalogue is not None and catalogue.is_rhythm(match)):
             # its own warning would say "do not trust this answer": it is not given (issue 23)
             names = ", ".join(n for n, f in zip(rec.lead_names, dead, strict=True) if f)
@@ -547,7 +550,7 @@ class DiagEcgPipeline:
 
     def ecg_codes(self, record: RecordLike) -> I64Array:
         """The ECG token indices the bundle's tokenizer gives a record (summary codes, then frames)."""
-        rec = as_record(record, self.quality)
+        rec = self._checks.check(record, self.quality)[0]
         return self._codes(rec)[0]
 
     def option_probabilities(self, record: RecordLike, question: str, options: Sequence[str], *,
@@ -573,7 +576,7 @@ class DiagEcgPipeline:
         if not all(isinstance(o, str) for o in options):
             raise InputError("every answer option must be a str")
         options = [self._check_option(o) for o in options]
-        rec = as_record(record, self.quality)
+        rec = self._checks.check(record, self.quality)[0]
         codes = self._codes(rec)[0] if ecg_codes is None else ecg_codes
         prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
                                    question=self.check_question(question),
@@ -630,11 +633,12 @@ class DiagEcgPipeline:
         return hit
 
     def clear_caches(self) -> None:
-        """Drop the cached ECG codes, the consistency rule's readings and the KV cells llama.cpp holds
-        (the next answer starts cold)."""
+        """Drop the cached ECG codes, the consistency rule's readings, the records' checks and the KV cells
+        llama.cpp holds (the next answer starts cold)."""
         with self._ecg_cache_lock:
             self._ecg_cache.clear()
             self._readings_cache.clear()
+        self._checks.clear()
         self.llm.reset()
 
     def answer(self, record: RecordLike, question: str, *, patient: PatientInfo | None = None) -> Answer:
@@ -663,7 +667,7 @@ class DiagEcgPipeline:
         for record in records:
             t = time.perf_counter()
             try:
-                rec = as_record(record, self.quality)
+                rec = as_record(record, self.quality)  # checked again, from the cache, by each question
             except Exception as e:  # DiagEcgError, or a bug: one error line per question, the batch goes on
                 _log_failure(record, e)
                 ms = (time.perf_counter() - t) * 1e3
