@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the real types for type checkers; at run time the names load lazily
     from diagecg.bundle import default_bundle, load_bundle
+    from diagecg.runtime.answer import SCHEMA_VERSION, Answer
     from diagecg.runtime.device import DeviceChoice, choose_device, default_threads
     from diagecg.runtime.ecg_session import EcgTokenizerSession
     from diagecg.runtime.llm import Generation, LlamaModel
-    from diagecg.runtime.pipeline import SCHEMA_VERSION, Answer, DiagEcgPipeline
+    from diagecg.runtime.pipeline import DiagEcgPipeline
 
 _LAZY: dict[str, str] = {
     "DiagEcgPipeline": "diagecg.runtime.pipeline",
-    "Answer": "diagecg.runtime.pipeline",
-    "SCHEMA_VERSION": "diagecg.runtime.pipeline",
+    "Answer": "diagecg.runtime.answer",
+    "SCHEMA_VERSION": "diagecg.runtime.answer",
     "EcgTokenizerSession": "diagecg.runtime.ecg_session",
     "LlamaModel": "diagecg.runtime.llm",
     "Generation": "diagecg.runtime.llm",

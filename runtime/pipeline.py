@@ -15,9 +15,11 @@ answers many questions. Usage::
 
 Repeated questions about one ECG are cheap: the ECG codes of the last ``ecg_cache_size`` signals
 are kept, keyed by a hash of the signal's bytes, sampling rate and lead names (the codes are a
-deterministic function of those), and llama.cpp keeps the KV cells of the previous prompt, so a
-prompt with the same patient and ECG evaluates only its question (``runtime.llm``). Both are on by
-default; ``ecg_cache_size=0`` and ``reuse_prefix=False`` turn them off.
+deterministic function of those); so are the per-record checks (quality checks, dead leads) of the last
+``ecg_cache_size`` in-memory ``EcgRecord``s (``runtime.record_input.RecordChecks``); and llama.cpp keeps
+the KV cells of the previous prompt, so a prompt with the same patient and ECG evaluates only its
+question (``runtime.llm``). All are on by default; ``ecg_cache_size=0`` and ``reuse_prefix=False``
+turn them off.
 
 Thread safety: one pipeline may be shared by threads. onnxruntime sessions are thread-safe, and
 the llama.cpp context (not thread-safe) sits behind a lock in ``LlamaModel``, so concurrent calls
@@ -38,21 +40,20 @@ A closed answer comes from the window with the strongest evidence of a finding (
 probability of the template's ``negative_option``, ``diagecg.question_templates``); a query's or a
 report's statements are each kept by the same rule applied to the yes/no question about them.
 
-The answer's JSON (``Answer.to_dict()``, ``schema_version`` :data:`SCHEMA_VERSION`) and a batch's error
-lines (:func:`error_dict`) are specified by the JSON Schema ``diagecg/schemas/answer.schema.json``
-(:func:`answer_schema`; served at ``/v1/schema``, and in ``docs/openapi.json``).
+The answer's JSON (``Answer.to_dict()``) and a batch's error lines (``error_dict``) are written by
+``runtime.answer``; what a record may be and how it is checked, by ``runtime.record_input``. Their
+public names are re-exported here (``__all__``), so ``from diagecg.runtime.pipeline import Answer``
+keeps working.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import logging
 import math
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -69,16 +70,23 @@ from diagecg.constants import ManifestKey as K
 from diagecg.criteria import criterion_for
 from diagecg.decoding import option_continuations
 from diagecg.errors import DiagEcgError, InferenceError, InputError, SignalQualityError
-from diagecg.io import check_record, read_record
 from diagecg.measure import FEATURE_NAMES, report_measurements
 from diagecg.notes import Note, W
 from diagecg.plausibility import CHECKS, note_code
 from diagecg.preprocess import model_inputs, record_windows
 from diagecg.prompts import encode_prompt, sanitize_question
-from diagecg.quality import dead_leads
 from diagecg.questions import NONE_ANSWER, MatchedQuestion, Refusal
 from diagecg.reliability import ReliabilityTable
 from diagecg.report_text import report_statements, tidy_report
+from diagecg.runtime.answer import (
+    SCHEMA_VERSION,
+    TASK_QA,
+    TASK_REPORT,
+    TIMING_STAGES,
+    Answer,
+    answer_schema,
+    error_dict,
+)
 from diagecg.runtime.answering import (
     StatementReader,
     as_asked,
@@ -93,64 +101,19 @@ from diagecg.runtime.device import DeviceChoice, choose_device, trim_heap
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
 from diagecg.runtime.outputs import AuditLog
+from diagecg.runtime.record_input import RecordChecks, RecordLike, as_record, check_patient, signal_key
 from diagecg.statements import answer_findings, coded_statements
 from diagecg.types import EcgRecord, F32Array, I64Array, PatientInfo
 
+__all__ = ["ECG_CACHE_SIZE", "IMPLAUSIBLE_RECORD", "SCHEMA_VERSION", "TASK_QA", "TASK_REPORT",
+           "TIMING_STAGES", "Answer", "DiagEcgPipeline", "WindowAnswer", "answer_schema", "as_record",
+           "error_dict", "signal_key"]
+
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
 ECG_CACHE_SIZE = 64  # signals whose ECG codes a pipeline keeps (~0.5 KB each at 100 Hz)
 PLAUSIBILITY_CODES = frozenset(CHECKS.values())  # record warnings of diagecg.plausibility
 IMPLAUSIBLE_RECORD = "implausible_record"  # reliability status of an answer about such a record
-SCHEMA_RESOURCE = ("diagecg", "schemas/answer.schema.json")  # package data
-TASK_QA = "qa"
-TASK_REPORT = "report"
-TIMING_STAGES: tuple[str, ...] = ("read", "preprocess", "tokenize", "prompt", "generate", "total")
-RecordLike = EcgRecord | str | Path
-
-
-def utc_now() -> str:
-    """The current UTC time, ISO 8601 to the millisecond (``2026-12-07T21:40:33.123Z``)."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclasses.dataclass
-class Answer:
-    """One answered record; ``to_dict()`` gives the stable JSON of ``diagecg/schemas/answer.schema.json``."""
-
-    record: str
-    record_id: str
-    task: str
-    question: str
-    answer: str
-    answers: list[str]
-    stop_reason: str
-    n_prompt_tokens: int
-    n_answer_tokens: int
-    n_ecg_tokens: int
-    ecg_cached: bool
-    n_reused_tokens: int
-    bundle: dict[str, Any]
-    device: dict[str, Any]
-    timings_ms: dict[str, float]
-    warnings: list[Note] = dataclasses.field(default_factory=list)
-    question_supported: bool | None = None
-    matched_question: dict[str, Any] | None = None
-    confidence: float | None = None
-    option_probabilities: dict[str, float] | None = None
-    windows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    patient: dict[str, Any] = dataclasses.field(default_factory=dict)
-    statements: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    measurements: dict[str, Any] | None = None
-    reliability: dict[str, Any] | None = None
-    refusal: dict[str, Any] | None = None
-    evidence: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    calibrated: bool = False
-    request_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
-    created_utc: str = dataclasses.field(default_factory=utc_now)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -165,12 +128,6 @@ class WindowAnswer:
     n_prompt_tokens: int
     reply: dict[str, Any]  # DiagEcgPipeline._choose (closed question) or _decode: text, confidence...
     features: F32Array  # the window's measurements, in diagecg.measure.FEATURE_NAMES order
-
-
-# what an error line holds for the answer fields without a default (the rest take their defaults)
-_ERROR_FIELDS: dict[str, Any] = {"answer": "", "answers": [], "stop_reason": "error", "n_prompt_tokens": 0,
-                                 "n_answer_tokens": 0, "n_ecg_tokens": 0, "ecg_cached": False,
-                                 "n_reused_tokens": 0, "device": {}}
 
 
 _AGGREGATION = {
@@ -192,67 +149,6 @@ def _aggregation_kind(match: MatchedQuestion | None, task: str) -> str:
     return "closed" if match.closed else "query"
 
 
-def as_record(record: RecordLike, quality: QualityConfig | None = None) -> EcgRecord:
-    """The file at a path read (any format of ``diagecg.formats``), or an ``EcgRecord`` checked as a file
-    is (``diagecg.io.check_record``: one a reader returned and nobody changed passes at once; one built
-    by hand gets every check).
-
-    Raises:
-        InputError: anything else; a bare numpy array is refused with how to wrap it, because it carries
-            no sampling rate, units or lead names.
-        RecordError: the record fails validation.
-    """
-    if isinstance(record, EcgRecord):
-        return check_record(record, quality)
-    if isinstance(record, (str, Path)):
-        return read_record(record, quality=quality)
-    if hasattr(record, "__array__"):
-        raise InputError("a bare array has no sampling rate, units or lead names: wrap it with "
-                         "diagecg.record_from_array(signal, fs_hz, lead_names, units='mV')")
-    raise InputError(f"record must be a path or a diagecg.EcgRecord, not {type(record).__name__}")
-
-
-def check_patient(patient: PatientInfo | None) -> PatientInfo | None:
-    """Patient overrides from a caller: a ``PatientInfo`` (which validates itself) or None.
-
-    Raises:
-        InputError: anything else.
-    """
-    if patient is not None and not isinstance(patient, PatientInfo):
-        raise InputError(f"patient must be a diagecg.types.PatientInfo or None, not {type(patient).__name__}")
-    return patient
-
-
-def signal_key(record: EcgRecord) -> bytes:
-    """Digest of what the ECG codes depend on: the signal's bytes, dtype, shape, rate and lead names."""
-    h = hashlib.blake2b(digest_size=16)
-    signal = record.signal
-    h.update(f"{signal.dtype.str}|{signal.shape}|{record.fs_hz!r}|{','.join(record.lead_names)}|".encode())
-    h.update(signal.tobytes() if signal.flags.c_contiguous else signal.copy(order="C").tobytes())
-    return h.digest()
-
-
-def error_dict(record: RecordLike, error: BaseException, question: str = "", *, task: str = TASK_QA,
-               bundle: dict[str, Any] | None = None, elapsed_ms: float = 0.0,
-               device: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON line of an answer that failed: every key of an answer (empty where unknown; ``record``,
-    ``record_id``, ``task``, ``question``, ``bundle``, ``device``, ``timings_ms.total`` filled in) plus
-    ``error`` (one line) and ``error_type`` (the exception class name)."""
-    if isinstance(record, EcgRecord):
-        source, record_id = record.source, record.record_id
-    elif isinstance(record, (str, Path)):
-        source, record_id = str(record), Path(record).stem
-    else:  # not a record at all (the error says so); its repr could be a whole array
-        source, record_id = f"<{type(record).__name__}>", ""
-    message = " ".join(str(error).split()) or type(error).__name__
-    empty = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-             for f in dataclasses.fields(Answer) if f.name not in _ERROR_FIELDS}
-    return {"schema_version": SCHEMA_VERSION, **empty, **_ERROR_FIELDS, "record": source,
-            "record_id": record_id, "task": task, "question": question, "bundle": dict(bundle or {}),
-            "device": dict(device or {}), "timings_ms": {"total": round(elapsed_ms, 3)}, "error": message,
-            "error_type": type(error).__name__}
-
-
 def _log_failure(record: RecordLike, error: Exception) -> None:
     """Log a failed batch item: one line for an expected error, the traceback for anything else."""
     if isinstance(error, DiagEcgError):
@@ -272,7 +168,8 @@ class DiagEcgPipeline:
         llm: its GGUF model.
         quant: the quantisation ``llm`` was loaded from.
         device: the device choice both were loaded with.
-        ecg_cache_size: signals whose ECG codes are kept (0 = no cache).
+        ecg_cache_size: signals whose ECG codes are kept, and in-memory records whose checks are kept
+            (0 = no cache).
         allow_degraded: read records with some flat leads, with a warning, instead of refusing them
             (``diagecg.quality``); answers that need the flat leads get a warning of their own.
     """
@@ -301,6 +198,7 @@ class DiagEcgPipeline:
         self._ecg_cache: OrderedDict[bytes, tuple[I64Array, F32Array]] = OrderedDict()
         self._ecg_cache_lock = threading.Lock()
         self._readings_cache: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+        self._checks = RecordChecks(ecg_cache_size)  # per-record checks of in-memory records
         self._bundle_info = {
             "path": str(bundle.root),
             "format_version": bundle.manifest.get(K.FORMAT_VERSION),
@@ -331,7 +229,8 @@ class DiagEcgPipeline:
             device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (see ``runtime.device``).
             threads: CPU threads for both engines; None = ``device.default_threads()``.
             verify_hashes: check every file's sha256 (sizes are always checked).
-            ecg_cache_size: signals whose ECG codes are kept (0 = none).
+            ecg_cache_size: signals whose ECG codes are kept, and in-memory records whose checks are
+                kept (0 = none).
             reuse_prefix: let llama.cpp keep the KV cells a new prompt shares with the previous one.
             allow_degraded: answer records with some flat leads, with warnings (see ``__init__``).
             measure: add the measurements of ``diagecg.measure`` (the numbers the model reads) to reports.
@@ -414,7 +313,7 @@ class DiagEcgPipeline:
             times[stage] = round((now - t) * 1e3, 3)
             t = now
 
-        rec = as_record(record, self.quality)
+        rec, dead = self._checks.check(record, self.quality)
         lap("read")
         catalogue = self.bundle.questions
         read = catalogue.read(question) if task == TASK_QA and catalogue is not None else None
@@ -430,7 +329,6 @@ class DiagEcgPipeline:
                           n_answer_tokens=0, n_ecg_tokens=0, ecg_cached=False, n_reused_tokens=0,
                           warnings=[*self._notes(rec), refusal_note(read)], question_supported=False,
                           refusal=read.to_dict())
-        dead = dead_leads(rec.signal, rec.fs_hz, self.quality)
         if dead.any() and not (match is not None and catalogue is not None and catalogue.is_rhythm(match)):
             # its own warning would say "do not trust this answer": it is not given (issue 23)
             names = ", ".join(n for n, f in zip(rec.lead_names, dead, strict=True) if f)
@@ -652,7 +550,7 @@ class DiagEcgPipeline:
 
     def ecg_codes(self, record: RecordLike) -> I64Array:
         """The ECG token indices the bundle's tokenizer gives a record (summary codes, then frames)."""
-        rec = as_record(record, self.quality)
+        rec = self._checks.check(record, self.quality)[0]
         return self._codes(rec)[0]
 
     def option_probabilities(self, record: RecordLike, question: str, options: Sequence[str], *,
@@ -678,7 +576,7 @@ class DiagEcgPipeline:
         if not all(isinstance(o, str) for o in options):
             raise InputError("every answer option must be a str")
         options = [self._check_option(o) for o in options]
-        rec = as_record(record, self.quality)
+        rec = self._checks.check(record, self.quality)[0]
         codes = self._codes(rec)[0] if ecg_codes is None else ecg_codes
         prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
                                    question=self.check_question(question),
@@ -735,11 +633,12 @@ class DiagEcgPipeline:
         return hit
 
     def clear_caches(self) -> None:
-        """Drop the cached ECG codes, the consistency rule's readings and the KV cells llama.cpp holds
-        (the next answer starts cold)."""
+        """Drop the cached ECG codes, the consistency rule's readings, the records' checks and the KV cells
+        llama.cpp holds (the next answer starts cold)."""
         with self._ecg_cache_lock:
             self._ecg_cache.clear()
             self._readings_cache.clear()
+        self._checks.clear()
         self.llm.reset()
 
     def answer(self, record: RecordLike, question: str, *, patient: PatientInfo | None = None) -> Answer:
@@ -768,7 +667,7 @@ class DiagEcgPipeline:
         for record in records:
             t = time.perf_counter()
             try:
-                rec = as_record(record, self.quality)
+                rec = as_record(record, self.quality)  # checked again, from the cache, by each question
             except Exception as e:  # DiagEcgError, or a bug: one error line per question, the batch goes on
                 _log_failure(record, e)
                 ms = (time.perf_counter() - t) * 1e3
@@ -823,11 +722,3 @@ class DiagEcgPipeline:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def answer_schema() -> dict[str, Any]:
-    """The JSON Schema of the answer and error lines (``diagecg/schemas/answer.schema.json``)."""
-    import importlib.resources
-    import json
-
-    package, name = SCHEMA_RESOURCE
-    return json.loads(importlib.resources.files(package).joinpath(name).read_text(encoding="utf-8"))

@@ -22,7 +22,7 @@ from diagecg.config import PreprocessConfig, QualityConfig
 from diagecg.intervals import summary_line
 from diagecg.io import read_record
 from diagecg.plot import check_output_path, plot_ecg, require_matplotlib
-from diagecg.runtime.pipeline import TASK_REPORT, Answer
+from diagecg.runtime.answer import TASK_REPORT, Answer
 from diagecg.types import PatientInfo
 
 logger = logging.getLogger(__name__)

@@ -61,7 +61,8 @@ from diagecg.questions import MatchedQuestion
 from diagecg.reliability import wilson
 from diagecg.runtime.answering import NORMAL_NAME, presence
 from diagecg.runtime.outputs import record_sha256
-from diagecg.runtime.pipeline import DiagEcgPipeline, as_record
+from diagecg.runtime.pipeline import DiagEcgPipeline
+from diagecg.runtime.record_input import as_record
 from diagecg.scoring import calibration, roc_auc, score_findings
 from diagecg.statements import find_statement
 

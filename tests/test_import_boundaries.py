@@ -30,7 +30,9 @@ TORCH_LIKE = (*BLOCKED, "safetensors", "accelerate", "bitsandbytes", "torchvisio
 RUNTIME_FORBIDDEN = ("diagecg.nn", "diagecg.cli", "diagecg.datasets", "diagecg.training", "diagecg.export")
 STAGE_PACKAGES = ("diagecg.training", "diagecg.export", "diagecg.runtime")
 # runtime modules that need an optional extra at import: without it installed they may fail on exactly those
-OPTIONAL_EXTRA_MODULES = {"diagecg.runtime.serve_app": ("fastapi", "starlette", "pydantic", "multipart")}
+_SERVE_EXTRA = ("fastapi", "starlette", "pydantic", "multipart")
+OPTIONAL_EXTRA_MODULES = {f"diagecg.runtime.{name}": _SERVE_EXTRA
+                          for name in ("serve_app", "serve_models", "serve_service")}
 
 # --- 1. dynamic: import without torch -------------------------------------------------------------------
 

@@ -537,16 +537,16 @@ def test_damaged_archives_and_long_paths_are_json_errors(server) -> None:
 
 
 def test_an_unexpected_failure_is_the_json_error_not_a_bare_500(pipeline, monkeypatch) -> None:
-    from diagecg.runtime import serve_app
+    from diagecg.runtime import serve_service
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise KeyError("a bug")
 
     with live_server(pipeline) as url:
-        monkeypatch.setattr(serve_app, "PatientInfo", broken)  # fails before staging, inside the route
+        monkeypatch.setattr(serve_service, "PatientInfo", broken)  # fails before staging, inside the route
         body = _one_line_error(_ask(url, _files(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat")), 500)
         assert body["error_type"] == "KeyError"
-        monkeypatch.setattr(serve_app._Service, "describe", broken)  # a GET route's own failure
+        monkeypatch.setattr(serve_service.Service, "describe", broken)  # a GET route's own failure
         r = httpx.get(f"{url}/v1/bundle")
         assert r.status_code == 500 and r.json()["error_type"] == "KeyError"
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
