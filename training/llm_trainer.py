@@ -1,7 +1,8 @@
 """The optimisation machinery the two LLM stages (``pretrain.py``, ``sft.py``) share.
 
-Each stage's ``main(cfg)`` still reads top to bottom (STYLE R20): it builds its data and model, then
-drives :class:`LlmTrainer` step by step, drawing its own batches and writing its own history rows.
+Each stage's ``main(cfg)`` still reads top to bottom (conventions: scripts read top to bottom): it builds
+its data and model, then drives :class:`LlmTrainer` step by step, drawing its own batches and choosing
+what its history rows hold.
 The trainer owns what is the same in both: the accelerator, AdamW with linear warmup + cosine decay,
 resume from the train state, gradient accumulation and clipping, the divergence check, the
 checkpoint (model + train state) and the run-summary fields every stage reports.
@@ -240,6 +241,32 @@ class LlmTrainer:
             save_train_state(
                 self.out_dir, self.raw_optimizer, self.step, {"history": self.history, "seed": self.cfg.seed}
             )
+
+    def evaluate_start(self, evaluate: Callable[[], dict[str, float]]) -> bool:
+        """Evaluate the untrained model as history row 0, the reference point of a run (step 0 only).
+
+        Returns:
+            Whether it evaluated (False when resumed past step 0: row 0 is in the resumed history).
+        """
+        if self.step != 0:
+            return False
+        self.history.append({"step": 0, **{f"eval_{k}": v for k, v in evaluate().items()}})
+        return True
+
+    def record_eval(self, evaluate: Callable[[], dict[str, float]], train: dict[str, Any]) -> dict[str, Any]:
+        """Evaluate after this step and append the history row ``{step, **train, eval_*}``.
+
+        Args:
+            evaluate: the stage's evaluation of ``self.model``.
+            train: the stage's training entries of the row (losses since the last evaluation...).
+
+        Returns:
+            The row (``self.last_eval`` holds the evaluation).
+        """
+        last_eval = self.last_eval = evaluate()
+        row = {"step": self.step, **train, **{f"eval_{k}": v for k, v in last_eval.items()}}
+        self.history.append(row)
+        return row
 
     def start_loop(self) -> None:
         """Train mode and the progress bar (after the step-0 evaluation)."""
