@@ -2,7 +2,7 @@
 against torch (STYLE R12).
 
 The graph maps a preprocessed signal float32 (B, leads, samples), and, when the tokenizer has a
-diagnostic summary head, the record's measurements float32 (B, len(diagecg.measure.FEATURE_NAMES)),
+diagnostic summary head, the record's measurements float32 (B, len(diagecg.features.FEATURE_NAMES)),
 to token indices int64 (B, tokens): the summary codes first, then one FSQ index per frame. Names:
 ``constants.ONNX_INPUT_SIGNAL`` / ``ONNX_INPUT_FEATURES`` / ``ONNX_OUTPUT_INDICES``; the batch axis
 is dynamic. The whole graph stays float32: FSQ rounds a bounded latent to a grid, so int8

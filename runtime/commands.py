@@ -49,8 +49,8 @@ import click
 from diagecg.cli_options import EXIT_CODES_HELP, ExitCode, fail, patient_options, verbosity_options
 from diagecg.constants import DEFAULT_BUNDLE_DIR
 from diagecg.errors import BundleError, DiagEcgError, InputError
+from diagecg.features import summary_line
 from diagecg.formats import find_records
-from diagecg.intervals import summary_line
 from diagecg.polarity import invert_answer
 from diagecg.questions import SEMANTICS, QuestionType, normalize_question
 from diagecg.runtime.device import DEVICES, MAX_THREADS

@@ -69,8 +69,8 @@ from diagecg.constants import ManifestKey as K
 from diagecg.criteria import criterion_for
 from diagecg.decoding import option_continuations
 from diagecg.errors import DiagEcgError, InferenceError, InputError, SignalQualityError
+from diagecg.features import FEATURE_NAMES, report_measurements
 from diagecg.io import check_record, read_record
-from diagecg.measure import FEATURE_NAMES, report_measurements
 from diagecg.notes import Note, W
 from diagecg.plausibility import CHECKS, note_code
 from diagecg.preprocess import model_inputs, record_windows

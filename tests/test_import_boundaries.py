@@ -84,8 +84,8 @@ _PROBE = textwrap.dedent(
 
 def test_core_and_runtime_import_without_torch() -> None:
     core = ["diagecg", "diagecg.constants", "diagecg.types", "diagecg.errors", "diagecg.config", "diagecg.io",
-            "diagecg.record", "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.measure",
-            "diagecg.intervals", "diagecg.preprocess", "diagecg.plot", "diagecg.vocab", "diagecg.prompts",
+            "diagecg.record", "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.features",
+            "diagecg.delineation", "diagecg.preprocess", "diagecg.plot", "diagecg.vocab", "diagecg.prompts",
             "diagecg.native_stderr", "diagecg.llm_meta"]
     bundle = sorted((CORE / "bundle").glob("*.py"))
     core += ["diagecg.bundle", *(f"diagecg.bundle.{p.stem}" for p in bundle if p.stem != "__init__")]

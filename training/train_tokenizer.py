@@ -54,7 +54,7 @@ from diagecg.datasets.ptbxl import (
     frequent_findings,
 )
 from diagecg.errors import ConfigError, DiagEcgError
-from diagecg.measure import FEATURE_NAMES, MEASURE_TOKEN_EDGES
+from diagecg.features import FEATURE_NAMES, MEASURE_TOKEN_EDGES
 from diagecg.nn.checkpoint import (
     has_checkpoint,
     load_optimizer_state,

@@ -33,7 +33,7 @@ from diagecg.constants import (
     ONNX_OUTPUT_INDICES,
 )
 from diagecg.errors import BundleError
-from diagecg.measure import FEATURE_NAMES
+from diagecg.features import FEATURE_NAMES
 from diagecg.prompts import PromptConfig
 from diagecg.vocab import ecg_code_ids
 

@@ -9,7 +9,7 @@ import torch
 
 from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig, preset
 from diagecg.constants import ManifestKey
-from diagecg.measure import FEATURE_NAMES, measure_bins
+from diagecg.features import FEATURE_NAMES, measure_bins
 from diagecg.nn.checkpoint import load_tokenizer, save_checkpoint
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.encoder import InceptionBlock, LeadwiseDecoder, LeadwiseEncoder

@@ -1,8 +1,12 @@
-"""Basic ECG measurements for reports: heart rate, RR irregularity, PR, QRS, QT/QTc and the frontal QRS axis.
+"""ECG intervals by neurokit2 P/QRS/T delineation: heart rate, RR irregularity, PR, QRS, QT/QTc, QRS axis.
+
+An independent measurement of the numbers that :mod:`diagecg.features` computes in numpy (the ones the
+model reads and a report prints); ``bench/intervals.py`` compares the two on PTB-XL. The product does not
+use this module.
 
 :func:`measure_intervals` measures a validated :class:`~diagecg.types.EcgRecord` the way a report
 states it, one :class:`Measurement` per quantity with its unit, its method, and when it is None the
-reason. neurokit2 (Makowski et al. 2021, doi:10.3758/s13428-020-01516-y; the ``measure`` extra) does
+reason. neurokit2 (Makowski et al. 2021, doi:10.3758/s13428-020-01516-y; the ``delineation`` extra) does
 the cleaning, the R peaks and the P/T delineation; the steps, and why each one was chosen, are:
 
 1. **Cleaning**: ``nk.ecg_clean(method="neurokit")`` per lead (0.5 Hz high-pass, 50 Hz smoothing).
@@ -328,9 +332,9 @@ def measure_intervals(record: EcgRecord) -> Measurements:
         One Measurement per name of ``MEASUREMENT_NAMES``; None values carry the reason.
 
     Raises:
-        SignalFileError: neurokit2 is not installed (``pip install 'diagecg[measure]'``).
+        SignalFileError: neurokit2 is not installed (``pip install 'diagecg[delineation]'``).
     """
-    nk = import_optional("neurokit2", "measure", "ECG measurements", record.source or record.record_id or
+    nk = import_optional("neurokit2", "delineation", "ECG measurements", record.source or record.record_id or
                          "<record>")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # neurokit2 warns on every short or odd signal; reasons say it
@@ -535,22 +539,3 @@ def _qt(b: _Builder, beats: _Beats, rr_s: float) -> None:
         b.set("qtc_fridericia_ms", qt / rr_s ** (1.0 / 3.0), METHODS["qtc_fridericia_ms"].format(lead=lead))
         return
     b.fail(names, f"not measurable: {'; '.join(why)}")
-
-
-# how a report line prints each value: label, format
-_SUMMARY: dict[str, tuple[str, str]] = {
-    "heart_rate_bpm": ("HR", "{:.0f} bpm"), "rr_cv_percent": ("RR CV", "{:.1f}%"),
-    "pr_ms": ("PR", "{:.0f} ms"), "qrs_ms": ("QRS", "{:.0f} ms"), "qt_ms": ("QT", "{:.0f} ms"),
-    "qtc_bazett_ms": ("QTc (Bazett)", "{:.0f} ms"), "qrs_axis_deg": ("axis", "{:.0f}\u00b0"),
-}
-
-
-def summary_line(measurements: dict[str, Any]) -> str:
-    """One line of ``Measurements.to_dict()`` for people: ``"HR 64 bpm, RR CV 2.0%, PR 131 ms, ...,
-    axis 22°"``; a value that could not be measured prints as ``n/m`` (its reason is in the JSON)."""
-    values = measurements["measurements"]
-    parts = []
-    for name, (label, fmt) in _SUMMARY.items():
-        value = values[name]["value"]
-        parts.append(f"{label} {'n/m' if value is None else fmt.format(value)}")
-    return "Measured: " + ", ".join(parts)
