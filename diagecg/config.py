@@ -1,10 +1,10 @@
-"""Core stage configs and their exact JSON round trip (STYLE R1, R2).
+"""Core stage configs and their exact JSON round trip (conventions: configs).
 
 Every config is a dataclass checked in ``__post_init__``; defaults live only
 here. ``to_dict``/``from_dict`` round-trip exactly (tuples stay tuples);
 unknown keys are dropped with a warning that names them; a missing required
 key is an error. ``apply_overrides`` parses CLI ``--set key=value`` pairs
-with the field's type (STYLE R20); a dotted key reaches into a nested config
+with the field's type; a dotted key reaches into a nested config
 (``encoder.stem_channels=8``) or a ``dict[str, ...]`` field (``min_top1.q8_0=0.9``).
 """
 

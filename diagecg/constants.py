@@ -1,4 +1,4 @@
-"""Every format string of diagecg, defined once (STYLE R7).
+"""Every format string of diagecg, defined once (conventions: defined once).
 
 Bundle file names, manifest keys, ONNX input/output names, special tokens and
 the format version live here and nowhere else.

@@ -1,4 +1,4 @@
-"""The one preprocessing implementation (STYLE R11): record -> model input, numpy only.
+"""The one preprocessing implementation (conventions: defined once): record -> model input, numpy only.
 
 Training calls :func:`preprocess` and then ``torch.from_numpy``; the runtime rebuilds the same
 ``PreprocessConfig`` from ``manifest["preprocess"]`` and calls the same function. Steps, in order:

@@ -25,7 +25,7 @@ question, control characters, a question longer than ``max_chars`` or any text t
 ECG token (``constants.ECG_TOKEN_PATTERN``, e.g. ``<ecg_0001>``, ``</ecg>``) raise ``InputError``
 rather than being silently rewritten.
 
-This module is torch-free (STYLE §3: a contract module of the runtime).
+This module is torch-free: the runtime imports it (conventions: layers).
 """
 
 from __future__ import annotations

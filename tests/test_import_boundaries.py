@@ -1,4 +1,4 @@
-"""Dependency rules of STYLE §3 and R10, checked two ways.
+"""Dependency rules (docs/CONVENTIONS.md: layers), checked two ways.
 
 1. Dynamically: in a fresh interpreter where ``torch``, ``transformers`` and ``peft`` cannot be imported
    (an import hook that raises ImportError),
@@ -214,7 +214,7 @@ def test_runtime_uses_only_torch_free_core(path: Path) -> None:
 @pytest.mark.parametrize("path", _sources(REPO / "export"), ids=lambda p: str(p.relative_to(REPO)))
 def test_export_never_imports_training(path: Path) -> None:
     bad = [(n, line) for n, line in _imports(path) if _under(n, ("diagecg.training",))]
-    assert not bad, f"{path.relative_to(REPO)} imports {bad}; checkpoints describe themselves (STYLE R3)"
+    assert not bad, f"{path.relative_to(REPO)} imports {bad}; checkpoints describe themselves"
 
 
 def test_record_path_runs_one_way() -> None:

@@ -1,7 +1,7 @@
 """The training stages' configs, in one torch-free module: ``diagecg train ... --print-config`` and the
 CLI's options need no torch.
 
-One frozen dataclass per stage (STYLE: one config per stage): ``TokenizerTrainConfig`` for stage 1,
+One frozen dataclass per stage (conventions: configs): ``TokenizerTrainConfig`` for stage 1,
 and for the two LLM stages a shared base, :class:`LlmStageConfig` (data, LoRA, optimiser, schedule,
 device; validated once), with :class:`PretrainConfig` and :class:`SFTConfig` adding their own fields
 and defaults, as peft's ``PeftConfig`` is subclassed per method.

@@ -2,7 +2,7 @@
 
 The records are small (1,600 x 12 x 1,000 float32 at 100 Hz is 77 MB), so they are
 preloaded once into one array, with their measurements (``diagecg.features``). Preprocessing is the numpy
-pipeline shared with the runtime (STYLE R11); this module only calls it.
+pipeline shared with the runtime (conventions: defined once); this module only calls it.
 Records that fail validation are skipped and counted, never dropped silently.
 """
 

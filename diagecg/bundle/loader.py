@@ -1,6 +1,6 @@
 """``load_bundle``: open a bundle folder and validate all of it when it is opened, not on first use
-(STYLE R13): the manifest's format version and configs, every file's size and sha256, and (through
-``diagecg.bundle.engines``) the model files themselves."""
+(conventions: validate at the boundary, completely): the manifest's format version and configs, every
+file's size and sha256, and (through ``diagecg.bundle.engines``) the model files themselves."""
 
 from __future__ import annotations
 
@@ -190,7 +190,7 @@ def default_bundle() -> Path:
 
 
 def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: bool = True) -> Bundle:
-    """Open a bundle folder and validate it completely (STYLE R13).
+    """Open a bundle folder and validate it completely, when it is opened.
 
     Checks ``format_version``; every listed file's size and sha256; the configs; that
     ``vocab.n_codes`` is ``prod(fsq.levels)`` plus the summary codes, that the summary was trained on

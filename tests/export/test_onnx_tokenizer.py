@@ -1,4 +1,4 @@
-"""ECG tokenizer -> ONNX: identical indices to torch on real PTB-XL records (STYLE R12), for a tokenizer
+"""ECG tokenizer -> ONNX: identical indices to torch on real PTB-XL records, for a tokenizer
 with frame tokens only and for one with diagnostic summary tokens (signal + measurements in)."""
 
 from __future__ import annotations
