@@ -63,7 +63,7 @@ def tiny_config(data: Path, out: Path, **changes: object) -> TokenizerTrainConfi
     base = TokenizerTrainConfig(
         data_dir=str(data), out_dir=str(out), max_train_records=48, max_eval_records=16, steps=STEPS,
         batch_size=8, lr=3e-3, warmup_steps=2, eval_every=10, log_every=5, num_threads=1, progress=False,
-        encoder=TINY, ptbxl_full=False,  # ptbxl/ alone (tests/training/test_ptbxl_full.py: ptbxl_full)
+        encoder=TINY, ptbxl_full=False,  # ptbxl/ alone (tests/datasets/test_ptbxl_full.py: ptbxl_full)
     )
     return dataclasses.replace(base, **changes)
 
