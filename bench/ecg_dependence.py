@@ -15,7 +15,7 @@ What ``diagecg eval`` measures on the PyTorch checkpoint, measured here on the e
   and atrial premature complexes, sinus bradycardia and tachycardia; balanced accuracy per finding.
 * The **ruler** beside every table: for each finding with a defining measurement (``diagecg.criteria``:
   heart rate for sinus brady/tachycardia, PR for first degree AV block, QRS for bundle branch blocks,
-  RR irregularity for AF, ...) the AUC of that one number of ``diagecg.measure``, computed on the same
+  RR irregularity for AF, ...) the AUC of that one number of ``diagecg.features``, computed on the same
   records as read (at their own rate; a long record: the median over its windows). The model should
   never be worse than it.
 * ``--fs 500``: the PTB-XL records of the held-out folds that exist at 500 Hz, read at 500 Hz (the

@@ -1,10 +1,10 @@
-"""Are diagecg.intervals' measurements right? Checks on real PTB-XL records against independent references.
+"""Are diagecg.delineation' measurements right? Checks on real PTB-XL records against independent references.
 
 PTB-XL has no interval measurements here (``ptbxl_database.csv`` and PTB-XL+ are absent), so each
 measurement is checked against what is known of the records:
 
 (a) heart rate against an independent beat count: wfdb's ``processing.xqrs_detect`` on each lead (the
-    median of the 12 leads' rates), and diagecg.measure's 12-lead energy detector; 500 Hz records;
+    median of the 12 leads' rates), and diagecg.features's 12-lead energy detector; 500 Hz records;
 (b) RR irregularity: AFIB records against sinus rhythm (SR without AFIB): medians and AUC;
 (c) QRS duration: complete bundle branch blocks (CLBBB, CRBBB: QRS >= 120 ms by definition) against NORM;
 (d) axis: left axis deviation against NORM. PTB-XL has no LAD statement; the records counted as LAD are
@@ -41,10 +41,10 @@ from tqdm.auto import tqdm
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.datasets import resolve_data_roots
 from diagecg.datasets.ptbxl import PtbxlDataset, PtbxlEntry
+from diagecg.delineation import MEASUREMENT_NAMES, measure_intervals
 from diagecg.dsp import butter_filtfilt
-from diagecg.intervals import MEASUREMENT_NAMES, measure_intervals
+from diagecg.features import detect_beats
 from diagecg.io import read_record
-from diagecg.measure import detect_beats
 
 RATES: tuple[int, ...] = (100, 500)
 NK_METHODS: tuple[str, ...] = ("dwt", "prominence")  # the baseline of check (c)
@@ -83,14 +83,14 @@ def xqrs_rate(signal: np.ndarray, fs_hz: float) -> float | None:
 
 
 def energy_rate(signal: np.ndarray, fs_hz: float) -> float | None:
-    """60 / mean RR from diagecg.measure.detect_beats (summed 12-lead slope energy, Pan-Tompkins style)."""
+    """60 / mean RR from diagecg.features.detect_beats (summed 12-lead slope energy, Pan-Tompkins style)."""
     beats = detect_beats(butter_filtfilt(signal.astype(np.float64), 2, 0.5, "highpass", fs_hz), fs_hz)
     return 60.0 * fs_hz / float(np.mean(np.diff(beats))) if beats.size >= 3 else None
 
 
 def neurokit_qrs(signal: np.ndarray, fs_hz: float, method: str) -> tuple[float | None, float]:
     """neurokit2's own QRS duration (ms) in lead II: ``ecg_delineate(method)`` R onset -> R offset,
-    median over beats; and the share of beats where it found both. What diagecg.intervals does not use."""
+    median over beats; and the share of beats where it found both. What diagecg.delineation does not use."""
     import neurokit2 as nk
 
     with warnings.catch_warnings():
@@ -269,7 +269,7 @@ def format_report(report: dict[str, Any]) -> list[str]:
         lines += ["", f"(a) heart rate vs independent beat counts, {hr['n']} records at {hr['fs_hz']} Hz",
                   f"{'reference':<44} {'n':>4} {'MAE':>6} {'med':>5} {'<=2':>5} {'<=5':>5}"]
         names = {"xqrs": "wfdb xqrs_detect, median of 12 leads' rates",
-                 "measure": "diagecg.measure 12-lead energy"}
+                 "measure": "diagecg.features 12-lead energy"}
         for key, text in names.items():
             r = hr[key]
             lines.append(f"{text:<44} {r['n_compared']:>4} {r['mae']:>6.2f} {r['median_ae']:>5.2f} "
@@ -304,7 +304,7 @@ def format_report(report: dict[str, Any]) -> list[str]:
     base = report.get("neurokit_qrs")
     if base:
         lines += ["", f"(c) baseline: neurokit2's own QRS bounds (ecg_delineate R onset -> R offset, "
-                      f"lead II), {base['fs_hz']} Hz; not used by diagecg.intervals",
+                      f"lead II), {base['fs_hz']} Hz; not used by diagecg.delineation",
                   f"  {'method':<11} {'group':<6} {'n':>8} {'median [IQR]':>18} {'>=120':>6} "
                   f"{'beats found':>12}"]
         for m in NK_METHODS:

@@ -1,6 +1,6 @@
 """diagecg: let a language model read a 12-lead ECG (DiagECG / HeartLLM, arXiv 2508.15338).
 
-``import diagecg`` never imports torch: torch-backed names resolve lazily (STYLE R15).
+``import diagecg`` never imports torch: torch-backed names resolve lazily (conventions: layers).
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
-"""QA answer sets as text: the trained format, its exact inverse and a lenient reader (torch-free).
+"""QA answer sets as text: the trained format and a lenient reader (torch-free).
 
 ECG-QA answers are sets (Oh et al. 2023, arXiv 2306.15681). The model is trained to write a set
-as its members sorted and joined by ``constants.ANSWER_SEPARATOR`` (:func:`format_answer`);
-:func:`parse_answer` is the exact inverse. Generated text is read leniently by
-:func:`normalize_answer` (case, spacing, trailing period, ``", "`` as separator outside
-parentheses), and a prediction is correct when its set equals the reference set, ECG-QA's
-exact-match accuracy. Training, evaluation and the runtime all use this one module.
+as its members sorted and joined by ``constants.ANSWER_SEPARATOR`` (:func:`format_answer`).
+Generated text is read leniently by :func:`normalize_answer` (case, spacing, trailing period,
+``", "`` as separator outside parentheses), and a prediction is correct when its set equals the
+reference set, ECG-QA's exact-match accuracy. Training, evaluation and the runtime all use this one module.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from collections.abc import Iterable
 
 from diagecg.constants import ANSWER_SEPARATOR
 
-__all__ = ["ANSWER_SEPARATOR", "format_answer", "normalize_answer", "parse_answer"]
+__all__ = ["ANSWER_SEPARATOR", "format_answer", "normalize_answer"]
 
 _SEPARATOR_CHAR = ANSWER_SEPARATOR.strip()
 _ANSWER_PREFIX_RE = re.compile(r"^\s*(?:the\s+)?answer\s*(?:is)?\s*[:\-]?\s*", re.IGNORECASE)
@@ -40,11 +39,6 @@ def format_answer(answers: Iterable[str]) -> str:
     if bad:
         raise ValueError(f"answer members must be non-blank and free of {_SEPARATOR_CHAR!r}: {bad}")
     return ANSWER_SEPARATOR.join(sorted(members))
-
-
-def parse_answer(text: str) -> frozenset[str]:
-    """Inverse of :func:`format_answer`: split on ``";"`` and strip each member."""
-    return frozenset(p.strip() for p in text.split(_SEPARATOR_CHAR) if p.strip())
 
 
 def _split_outside_parentheses(text: str, sep: str) -> list[str]:

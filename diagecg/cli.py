@@ -1,4 +1,4 @@
-"""The ``diagecg`` command line: the composition root (STYLE §3).
+"""The ``diagecg`` command line: the composition root (conventions: layers).
 
 Stage modules are imported inside command bodies only, so ``diagecg infer``
 never imports torch. Every training stage, ``eval``, ``probe`` and ``export``

@@ -1,10 +1,10 @@
-"""Core stage configs and their exact JSON round trip (STYLE R1, R2).
+"""Core stage configs and their exact JSON round trip (conventions: configs).
 
 Every config is a dataclass checked in ``__post_init__``; defaults live only
 here. ``to_dict``/``from_dict`` round-trip exactly (tuples stay tuples);
 unknown keys are dropped with a warning that names them; a missing required
 key is an error. ``apply_overrides`` parses CLI ``--set key=value`` pairs
-with the field's type (STYLE R20); a dotted key reaches into a nested config
+with the field's type; a dotted key reaches into a nested config
 (``encoder.stem_channels=8``) or a ``dict[str, ...]`` field (``min_top1.q8_0=0.9``).
 """
 
@@ -271,7 +271,7 @@ class PreprocessConfig(ConfigMixin):
     zscore_eps: float = 1e-6  # guards division by ~0 std; flat leads are rejected before this
     min_duration_s: float | None = None  # None = window_s: a record shorter than this is an error
     pad_short_s: float = 0.0  # a record short of the window by at most this much is edge-padded
-    # diagecg.measure works on the same window at one rate and bandwidth whatever the record's rate,
+    # diagecg.features works on the same window at one rate and bandwidth whatever the record's rate,
     # so a 100 Hz and a 500 Hz recording of one ECG measure the same (diagecg.preprocess.measure_inputs)
     measure_fs_hz: int = 250
     measure_lowpass_hz: float = 40.0
@@ -420,7 +420,7 @@ class EncoderConfig(ConfigMixin):
 class SummaryConfig(ConfigMixin):
     """Diagnostic summary tokens: one token per finding, placed before the ECG's frame tokens.
 
-    A head on the pooled encoder features and the signal measurements (``diagecg.measure``) predicts
+    A head on the pooled encoder features and the signal measurements (``diagecg.features``) predicts
     every finding (multi-label, trained with the reconstruction); each finding's logit is quantised
     by a one-dimensional FSQ with ``levels`` levels, and finding ``f`` at level ``l`` is the ECG code
     ``frame_codes + f * levels + l``. Empty ``findings`` turns the summary off (the paper's tokenizer).
@@ -428,11 +428,11 @@ class SummaryConfig(ConfigMixin):
 
     findings: tuple[str, ...] = ()  # PTB-XL superclasses and SCP codes, in token order
     levels: int = 8  # quantisation levels per finding
-    features: tuple[str, ...] = ()  # diagecg.measure.FEATURE_NAMES the head was trained on
+    features: tuple[str, ...] = ()  # diagecg.features.FEATURE_NAMES the head was trained on
     hidden: int = 128  # width of the head's hidden layer
     # measurement tokens, after the finding tokens: measurement m in bin b (of len(edges[m]) + 1) is the
     # ECG code frame_codes + len(findings) * levels + sum(bins of measurements before m) + b
-    measure_tokens: tuple[str, ...] = ()  # names in diagecg.measure.FEATURE_NAMES
+    measure_tokens: tuple[str, ...] = ()  # names in diagecg.features.FEATURE_NAMES
     measure_edges: tuple[tuple[float, ...], ...] = ()  # increasing bin edges, one tuple per name
 
     def __post_init__(self) -> None:

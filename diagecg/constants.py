@@ -1,4 +1,4 @@
-"""Every format string of diagecg, defined once (STYLE R7).
+"""Every format string of diagecg, defined once (conventions: defined once).
 
 Bundle file names, manifest keys, ONNX input/output names, special tokens and
 the format version live here and nowhere else.
@@ -54,7 +54,7 @@ BUNDLE_TOKENIZER_NAME = "tokenizer.json"  # HF `tokenizers` file for text pieces
 BUNDLE_GGUF_FORMAT = "llm-{quant}.gguf"  # quant in QUANT_TYPES, lower case
 
 ONNX_INPUT_SIGNAL = "signal"  # float32 (batch, leads, samples), preprocessed
-ONNX_INPUT_FEATURES = "features"  # float32 (batch, measurements), diagecg.measure; with a summary only
+ONNX_INPUT_FEATURES = "features"  # float32 (batch, measurements), diagecg.features; with a summary only
 ONNX_OUTPUT_INDICES = "indices"  # int64 (batch, tokens): summary codes, then frame FSQ codes
 
 QUANT_TYPES: tuple[str, ...] = ("f16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")

@@ -1,4 +1,4 @@
-"""The measurement that defines a finding: which number of ``diagecg.measure`` a cardiologist reads first.
+"""The measurement that defines a finding: which number of ``diagecg.features`` a cardiologist reads first.
 
 Sinus bradycardia is a heart rate below 60 bpm, a complete bundle branch block a QRS of 120 ms or
 more, a first degree AV block a PR above 200 ms. For each such finding this table names the
@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-from diagecg.measure import FEATURE_NAMES
+from diagecg.features import FEATURE_NAMES
 
 __all__ = ["CRITERIA", "Criterion", "criterion_for", "criterion_score"]
 
@@ -28,7 +28,7 @@ class Criterion:
     """Finding ``code`` is suggested by ``feature`` above (``direction`` +1) or below (-1) ``cutoff``."""
 
     code: str
-    feature: str  # a name of diagecg.measure.FEATURE_NAMES
+    feature: str  # a name of diagecg.features.FEATURE_NAMES
     direction: int  # +1: larger values point to the finding; -1: smaller ones
     cutoff: float  # the usual clinical threshold, in the feature's unit
     unit: str

@@ -3,8 +3,8 @@
 ``resample_poly`` and ``butter_filtfilt`` compute what ``scipy.signal.resample_poly(x, up, down,
 padtype="line")`` and ``scipy.signal.sosfiltfilt(scipy.signal.butter(..., output="sos"), x)`` compute,
 to float64 rounding (``tests/core/test_dsp.py`` compares them with scipy over many rates, orders
-and cutoffs). They exist because ``import scipy.signal`` costs the torch-free runtime ~78 MB of
-resident memory and ~1.3 s of start-up, more than onnxruntime and llama.cpp together.
+and cutoffs). They exist because ``import scipy.signal`` costs the torch-free runtime more resident memory and
+start-up time than onnxruntime and llama.cpp together (the README's runtime benchmark gives the numbers).
 
 How each is computed:
 

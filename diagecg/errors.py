@@ -1,4 +1,4 @@
-"""The one small error hierarchy of diagecg (STYLE R14)."""
+"""The one small error hierarchy of diagecg (conventions: validate at the boundary, completely)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Lead names -> the 12 canonical leads, through one declarative alias table (STYLE R9).
+"""Lead names -> the 12 canonical leads, through one declarative alias table; an unknown name raises.
 
 Record headers spell leads many ways (``I``, ``lead I``, ``LI``, ``DI``; ``aVR``, ``AVR``, ``avr``; ``V1``,
 ``v1``, ``C1``), and hospital formats name them by code: DICOM's ``Lead I (Einthoven)`` with the SCP-ECG

@@ -38,7 +38,7 @@ import numpy as np
 from diagecg.config import QualityConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.dsp import butter_filtfilt
-from diagecg.measure import FEATURE_NAMES, measure
+from diagecg.features import FEATURE_NAMES, measure
 
 __all__ = ["CHECKS", "Finding", "assess", "findings", "note_code", "window_metrics"]
 

@@ -1,4 +1,4 @@
-"""The one preprocessing implementation (STYLE R11): record -> model input, numpy only.
+"""The one preprocessing implementation (conventions: defined once): record -> model input, numpy only.
 
 Training calls :func:`preprocess` and then ``torch.from_numpy``; the runtime rebuilds the same
 ``PreprocessConfig`` from ``manifest["preprocess"]`` and calls the same function. Steps, in order:
@@ -27,8 +27,8 @@ from diagecg import dsp
 from diagecg.config import PreprocessConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import SignalQualityError
+from diagecg.features import measure_features
 from diagecg.leads import canonical_lead_order
-from diagecg.measure import measure_features
 from diagecg.types import EcgRecord, F32Array
 
 MAX_RESAMPLE_TERM = 10_000  # largest up/down factor of the polyphase resampler (500/257 Hz is fine)
@@ -93,7 +93,7 @@ def prepare_signal(
 ) -> np.ndarray:
     """Steps 1-4 of the module docstring: float64 (12, cfg.n_samples) in mV, before the z-score.
 
-    This is what ``diagecg.measure`` measures; :func:`preprocess_signal` z-scores it.
+    This is what ``diagecg.features`` measures; :func:`preprocess_signal` z-scores it.
 
     Raises:
         SignalQualityError: the record is shorter than the window allows, or contains NaN/inf.
@@ -160,7 +160,7 @@ def preprocess(record: EcgRecord, cfg: PreprocessConfig) -> F32Array:
 
 
 def measurement_config(cfg: PreprocessConfig) -> PreprocessConfig:
-    """The preprocessing of the signal that ``diagecg.measure`` measures: the model's window, crop and
+    """The preprocessing of the signal that ``diagecg.features`` measures: the model's window, crop and
     baseline filter, at ``cfg.measure_fs_hz`` and low-passed at ``cfg.measure_lowpass_hz``.
 
     One rate and one bandwidth for every record: a 100 Hz record is upsampled to it and a 500 Hz one
@@ -179,16 +179,16 @@ def measure_signal(
     lead_names: Sequence[str] = CANONICAL_LEADS,
     source: str = "<array>",
 ) -> F32Array:
-    """The measurements float32 (len(diagecg.measure.FEATURE_NAMES),) of the model window of a
+    """The measurements float32 (len(diagecg.features.FEATURE_NAMES),) of the model window of a
     (leads, samples) mV signal at any rate: :func:`prepare_signal` with :func:`measurement_config`,
-    then ``diagecg.measure``. Training (on augmented model-rate signals too) and the runtime call this."""
+    then ``diagecg.features``. Training (on augmented model-rate signals too) and the runtime call this."""
     m_cfg = measurement_config(cfg)
     return measure_features(prepare_signal(signal, fs_hz, m_cfg, lead_names, source), m_cfg.fs_hz)
 
 
 def model_inputs(record: EcgRecord, cfg: PreprocessConfig) -> tuple[F32Array, F32Array]:
     """The two inputs of the ECG tokenizer: the z-scored signal float32 (12, cfg.n_samples) and
-    the measurements float32 (len(diagecg.measure.FEATURE_NAMES),) of the same window in mV, measured
+    the measurements float32 (len(diagecg.features.FEATURE_NAMES),) of the same window in mV, measured
     on the record at its own rate (:func:`measure_signal`).
 
     Raises:
@@ -229,7 +229,7 @@ def record_windows(record: EcgRecord, cfg: PreprocessConfig) -> list[tuple[float
 
 
 def record_measurements(record: EcgRecord, cfg: PreprocessConfig) -> F32Array:
-    """The measurements (``diagecg.measure.FEATURE_NAMES``) of a record as the runtime computes them: per
+    """The measurements (``diagecg.features.FEATURE_NAMES``) of a record as the runtime computes them: per
     analysed window (:func:`record_windows`), at the record's own rate; a long record's are the median
     over its windows. What the ruler scores (``diagecg.scoring.ruler_scores``)."""
     feats = np.stack([model_inputs(w, cfg)[1] for _, _, w in record_windows(record, cfg)])

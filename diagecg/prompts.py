@@ -25,7 +25,7 @@ question, control characters, a question longer than ``max_chars`` or any text t
 ECG token (``constants.ECG_TOKEN_PATTERN``, e.g. ``<ecg_0001>``, ``</ecg>``) raise ``InputError``
 rather than being silently rewritten.
 
-This module is torch-free (STYLE §3: a contract module of the runtime).
+This module is torch-free: the runtime imports it (conventions: layers).
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ import unicodedata
 from collections.abc import Callable, Sequence
 
 from diagecg.config import ConfigMixin, VocabConfig, check_field
-from diagecg.constants import ECG_END_TOKEN, ECG_START_TOKEN
 from diagecg.errors import ConfigError, InputError
 from diagecg.types import PatientInfo
-from diagecg.vocab import ecg_ids, ecg_span_ids, ecg_token_string, find_ecg_token_text
+from diagecg.vocab import ecg_ids, ecg_span_ids, find_ecg_token_text
 
 __all__ = [
     "PROMPT_FIELDS",
@@ -47,7 +46,6 @@ __all__ = [
     "encode_answer",
     "encode_prompt",
     "patient_fields",
-    "prompt_text",
     "render_prompt_text",
     "sanitize_question",
 ]
@@ -213,13 +211,6 @@ def encode_answer(cfg: PromptConfig, encode_text: EncodeText, answer: str, eos_i
     if eos_id is None:
         raise ValueError("encode_answer: the vocabulary has no eos_id; answers could never end")
     return [*(int(i) for i in encode_text(cfg.answer_prefix + answer)), int(eos_id)]
-
-
-def prompt_text(cfg: PromptConfig, *, question: str, patient: PatientInfo, ecg_indices: Sequence[int]) -> str:
-    """The prompt as readable text, the ECG span written as token strings (for logs and docs only)."""
-    prefix, suffix = render_prompt_text(cfg, question=question, patient=patient)
-    span = "".join(ecg_token_string(int(k)) for k in ecg_indices)
-    return f"{prefix}{ECG_START_TOKEN}{span}{ECG_END_TOKEN}{suffix}"
 
 
 def sanitize_question(text: str, max_chars: int) -> str:

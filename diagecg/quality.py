@@ -29,7 +29,7 @@ from diagecg.config import QualityConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.dsp import butter_filtfilt
 from diagecg.errors import SignalQualityError
-from diagecg.measure import detect_beats
+from diagecg.features import detect_beats
 
 LIMB_LEADS: tuple[str, ...] = CANONICAL_LEADS[:6]  # I, II, III, aVR, aVL, aVF
 # lead = sum of weight * lead: the limb leads are two projections of one cardiac vector

@@ -23,7 +23,7 @@ from typing import Literal
 
 __all__ = ["ATTRIBUTE", "ATTRIBUTE1", "ATTRIBUTE2", "NEGATED_TEXT", "NONE_ANSWER", "NORMAL_ECG_TEMPLATE",
            "NORMAL_STATEMENT", "SEMANTICS", "TEMPLATES", "QuestionTemplate", "QuestionType",
-           "fill_attributes", "finding_template", "statement_template"]
+           "fill_attributes", "finding_template"]
 
 ATTRIBUTE = "${attribute}"
 ATTRIBUTE1, ATTRIBUTE2 = "${attribute1}", "${attribute2}"
@@ -219,12 +219,6 @@ NEGATED_TEXT: dict[int, str] = {2: "Is this ECG abnormal (not a normal ECG)?"}
 def finding_template() -> QuestionTemplate:
     """The yes/no template about one named finding ("Does this ECG show symptoms of X?")."""
     return next(t for t in TEMPLATES.values() if t.one_finding and t.n_attributes == 1)
-
-
-def statement_template(statement: str) -> QuestionTemplate | None:
-    """The record-level verify template that asks about ``statement`` ("Is this a normal ECG?" for
-    :data:`NORMAL_STATEMENT`), or None."""
-    return next((t for t in TEMPLATES.values() if t.statement == statement), None)
 
 
 # "Is this a normal ECG?": its "yes" is the absence of findings

@@ -89,7 +89,7 @@ from diagecg.question_templates import (
 from diagecg.statements import find_statement
 
 # the templates' names are re-exported: the catalogue is where readers of questions look for them
-__all__ = ["NONE_ANSWER", "NORMAL_ECG_TEMPLATE", "NORMAL_FINDINGS", "NORMAL_STATEMENT", "REFUSAL_REASONS",
+__all__ = ["NONE_ANSWER", "NORMAL_ECG_TEMPLATE", "NORMAL_STATEMENT", "REFUSAL_REASONS",
            "SEMANTICS", "SYNONYMS", "TEMPLATES", "CatalogueEntry", "MatchedQuestion", "QuestionCatalogue",
            "QuestionTemplate", "QuestionType", "Refusal", "build_catalogue", "fill_attributes",
            "normalize_question"]
@@ -640,7 +640,6 @@ class QuestionCatalogue:
         return lines
 
 
-NORMAL_FINDINGS = frozenset({NORMAL_STATEMENT})  # what "Is this a normal ECG?" asks about (PTB-XL's NORM)
 # the order a choice between two findings tries the choose templates in, by what the question says of
 # uncertain findings; each value is a template's ``uncertain`` (None: its wording says nothing of them)
 _CHOICE_ORDER: dict[str, tuple[str | None, ...]] = {

@@ -340,7 +340,7 @@ def ruler_scores(ecg_ids: Sequence[int], codes: Sequence[str], truth: Sequence[b
 
     Args:
         ecg_ids, codes, truth: one entry per (record, finding) question, as scored for the model.
-        features: ecg_id -> float32 (len(diagecg.measure.FEATURE_NAMES),) of the record's window.
+        features: ecg_id -> float32 (len(diagecg.features.FEATURE_NAMES),) of the record's window.
 
     Returns:
         ``{code: {"feature", "direction", "cutoff", "n", "n_pos", "auc", "auc_ci"}}``.

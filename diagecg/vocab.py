@@ -25,7 +25,6 @@ __all__ = [
     "ecg_token_string",
     "ecg_token_strings",
     "find_ecg_token_text",
-    "ids_to_indices",
     "indices_to_ids",
     "is_ecg_id",
     "special_token_strings",
@@ -83,21 +82,6 @@ def indices_to_ids(indices: Iterable[int], vocab: VocabConfig) -> list[int]:
     if bad:
         raise ValueError(f"FSQ indices {bad[:5]} are outside [0, {vocab.n_codes})")
     return [vocab.offset + k for k in out]
-
-
-def ids_to_indices(ids: Iterable[int], vocab: VocabConfig) -> list[int]:
-    """LLM token ids of ECG code tokens -> FSQ indices (the inverse of :func:`indices_to_ids`).
-
-    Raises:
-        ValueError: an id that is not an ECG code token.
-    """
-    out = [int(i) for i in ids]
-    bad = [i for i in out if not is_ecg_id(i, vocab)]
-    if bad:
-        raise ValueError(
-            f"token ids {bad[:5]} are not ECG code tokens [{vocab.offset}, {vocab.offset + vocab.n_codes})"
-        )
-    return [i - vocab.offset for i in out]
 
 
 def ecg_span_ids(indices: Iterable[int], vocab: VocabConfig) -> list[int]:

@@ -127,7 +127,7 @@ class ParityRecords:
 
     ids: list[int]
     signals: F32Array  # float32 (n, 12, samples), z-scored per lead
-    features: F32Array  # float32 (n, len(diagecg.measure.FEATURE_NAMES)) measurements of the same window
+    features: F32Array  # float32 (n, len(diagecg.features.FEATURE_NAMES)) measurements of the same window
     patients: list[PatientInfo]  # from the label table
 
     def model_inputs(self, summary: SummaryConfig | None) -> tuple[F32Array, F32Array | None]:

@@ -4,7 +4,7 @@ https://github.com/ggml-org/ggml/blob/master/docs/gguf.md).
 A small, explicit converter for the architectures diagecg trains. It follows llama.cpp's
 ``convert_hf_to_gguf.py`` where the format demands it:
 
-* tensor names come from ``gguf.get_tensor_name_map``; an unmapped tensor is an error (STYLE R9);
+* tensor names come from ``gguf.get_tensor_name_map``; an unmapped tensor is an error;
 * llama and mistral store q/k projections permuted for llama.cpp's rotary layout (rope type NORM,
   interleaved pairs) while HF uses the rotate-half layout; qwen2 runs NEOX rope in llama.cpp and
   needs no permutation;

@@ -1,4 +1,5 @@
-"""Fold a LoRA adapter into its base model, and prove the merge changed nothing (STYLE R12).
+"""Fold a LoRA adapter into its base model, and prove the merge changed nothing
+(conventions: checked against a reference).
 
 ``merge_and_unload(safe_merge=True)`` makes peft check every merged weight for NaN before it
 replaces the base weight; we then compare the merged model's logits with the adapter model's on

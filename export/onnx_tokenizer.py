@@ -1,8 +1,8 @@
 """ECG tokenizer (lead-wise encoder + FSQ [+ summary head]) -> one ONNX file, and its parity check
-against torch (STYLE R12).
+against torch (conventions: checked against a reference).
 
 The graph maps a preprocessed signal float32 (B, leads, samples), and, when the tokenizer has a
-diagnostic summary head, the record's measurements float32 (B, len(diagecg.measure.FEATURE_NAMES)),
+diagnostic summary head, the record's measurements float32 (B, len(diagecg.features.FEATURE_NAMES)),
 to token indices int64 (B, tokens): the summary codes first, then one FSQ index per frame. Names:
 ``constants.ONNX_INPUT_SIGNAL`` / ``ONNX_INPUT_FEATURES`` / ``ONNX_OUTPUT_INDICES``; the batch axis
 is dynamic. The whole graph stays float32: FSQ rounds a bounded latent to a grid, so int8
@@ -14,8 +14,8 @@ summary codes separately.
 
 The graph is written with 2-D convolutions: ``conv1d_as_conv2d`` turns every Conv1d / MaxPool1d
 of the encoder into a Conv2d / MaxPool2d over a (1, L) image with the same weights. onnxruntime's
-fast blocked (NCHWc) convolution kernels serve only 4-D convolutions, and on one CPU thread this
-makes the 100 Hz encoder ~1.3-2x faster (5.5 vs 7.4 ms a record) with identical codes.
+fast blocked (NCHWc) convolution kernels serve only 4-D convolutions, so this makes the encoder faster
+on CPU with identical codes (the README's runtime benchmark gives the times).
 """
 
 from __future__ import annotations

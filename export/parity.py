@@ -1,4 +1,5 @@
-"""GGUF (llama.cpp) against the merged HF model, on the same token ids (STYLE R12).
+"""GGUF (llama.cpp) against the merged HF model, on the same token ids
+(conventions: checked against a reference).
 
 Prompts go in as token ids, ECG tokens included, never as text: llama.cpp's tokenizer plays no
 part. Two measurements per quantisation:

@@ -49,8 +49,8 @@ import click
 from diagecg.cli_options import EXIT_CODES_HELP, ExitCode, fail, patient_options, verbosity_options
 from diagecg.constants import DEFAULT_BUNDLE_DIR
 from diagecg.errors import BundleError, DiagEcgError, InputError
+from diagecg.features import summary_line
 from diagecg.formats import find_records
-from diagecg.intervals import summary_line
 from diagecg.polarity import invert_answer
 from diagecg.questions import SEMANTICS, QuestionType, normalize_question
 from diagecg.runtime.device import DEVICES, MAX_THREADS
@@ -352,7 +352,7 @@ def infer(records: tuple[str, ...], questions: tuple[str, ...], quiet: bool, **o
 @verbosity_options()
 @click.option("--measure/--no-measure", default=True, show_default=True,
               help="Add heart rate, RR irregularity, PR, QRS, QT/QTc and the frontal axis to each report "
-                   "(pip install 'diagecg[measure]'; without it the report says so).")
+                   "(numpy measurements of the signal: the numbers the model reads).")
 @click.option("-q", "--question", "question", hidden=True, expose_value=True,
               help="Not taken: a report answers no question.")
 def report(records: tuple[str, ...], quiet: bool, question: str | None, **options: Any) -> None:

@@ -67,8 +67,7 @@ def resolve_threads(threads: int | None) -> int:
     """``threads`` if given (checked), else :func:`default_threads`.
 
     More threads than the CPUs this process may run on are capped at that count, with a warning: they
-    would only compete for the same cores (256 threads on 2 CPUs took 28 s for three questions that one
-    thread answers in 50 ms).
+    would only compete for the same cores (the README's ``--threads`` gives what that cost).
 
     Raises:
         ValueError: ``threads`` is not an int in 1..``MAX_THREADS``.
@@ -112,9 +111,9 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 def trim_heap() -> None:
     """Give freed heap pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere). glibc keeps
-    memory freed by native code for reuse: loading, answering with and closing a pipeline 200 times grew
-    the resident size from 99 to 241 MB although nothing stayed allocated, and five large records in a
-    row left the server holding 2 GB."""
+    memory freed by native code for reuse, so without this, loading, answering with and closing
+    pipelines, or answering large records one after another, grows the resident size although nothing
+    stays allocated (measured in the README's Python API section)."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

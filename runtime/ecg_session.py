@@ -150,7 +150,7 @@ class EcgTokenizerSession:
         if not isinstance(features, np.ndarray):
             raise InputError(f"features must be a numpy array, got {type(features).__name__}")
         if features.dtype != np.float32:
-            raise InputError(f"features dtype is {features.dtype}, expected float32 (diagecg.measure output)")
+            raise InputError(f"features dtype is {features.dtype}, expected float32 (diagecg.features)")
         if features.ndim == 1:
             features = features[None]  # (M,) -> (1, M)
         n = self.n_features

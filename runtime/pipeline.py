@@ -70,7 +70,7 @@ from diagecg.constants import ManifestKey as K
 from diagecg.criteria import criterion_for
 from diagecg.decoding import option_continuations
 from diagecg.errors import DiagEcgError, InferenceError, InputError, SignalQualityError
-from diagecg.measure import FEATURE_NAMES, report_measurements
+from diagecg.features import FEATURE_NAMES, report_measurements
 from diagecg.notes import Note, W
 from diagecg.plausibility import CHECKS, note_code
 from diagecg.preprocess import model_inputs, record_windows
@@ -127,7 +127,7 @@ class WindowAnswer:
     cached: bool  # the codes came from the pipeline's cache
     n_prompt_tokens: int
     reply: dict[str, Any]  # DiagEcgPipeline._choose (closed question) or _decode: text, confidence...
-    features: F32Array  # the window's measurements, in diagecg.measure.FEATURE_NAMES order
+    features: F32Array  # the window's measurements, in diagecg.features.FEATURE_NAMES order
 
 
 _AGGREGATION = {
@@ -233,7 +233,7 @@ class DiagEcgPipeline:
                 kept (0 = none).
             reuse_prefix: let llama.cpp keep the KV cells a new prompt shares with the previous one.
             allow_degraded: answer records with some flat leads, with warnings (see ``__init__``).
-            measure: add the measurements of ``diagecg.measure`` (the numbers the model reads) to reports.
+            measure: add the measurements of ``diagecg.features`` (the numbers the model reads) to reports.
             audit_log: append one audit line per answer and failure to this file (``runtime.outputs``:
                 time, request id, client, record hash, question, answer, probabilities, warning codes,
                 bundle hash; never signal data).

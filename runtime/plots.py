@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from diagecg.config import PreprocessConfig, QualityConfig
-from diagecg.intervals import summary_line
+from diagecg.features import summary_line
 from diagecg.io import read_record
 from diagecg.plot import check_output_path, plot_ecg, require_matplotlib
 from diagecg.runtime.answer import TASK_REPORT, Answer

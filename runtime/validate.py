@@ -342,10 +342,6 @@ def write_rows(rows: Sequence[Row], path: Path) -> None:
             f.write(json.dumps(dataclasses.asdict(r), sort_keys=True) + "\n")
 
 
-def read_rows(path: Path) -> list[Row]:
-    return [Row(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 # ---------------------------------------------------------------------------------------------- calibrate
 def _folds(rows: Sequence[Row], k: int, seed: int) -> dict[str, int]:
     records = sorted({r.record for r in rows})

@@ -13,7 +13,7 @@ from typing import Any
 
 from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig, VocabConfig
 from diagecg.constants import ECG_END_TOKEN, ECG_START_TOKEN, ECG_TOKEN_CACHE, ECG_TOKEN_FORMAT, ManifestKey
-from diagecg.measure import FEATURE_NAMES
+from diagecg.features import FEATURE_NAMES
 
 N_CODES = 16  # FSQ levels (4, 4)
 N_FRAMES = 63  # ECG tokens per 100 Hz record (1000 samples / 16)

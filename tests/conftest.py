@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real shared data lives, and the small records copied into the repo."""
+"""Shared fixtures: where the real shared data lives, the real PTB-XL dataset and its SCP statement table,
+and the small records copied into the repo."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+
+from diagecg.datasets.ptbxl import PtbxlDataset
+from diagecg.datasets.reports import load_scp_table
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -31,6 +35,16 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def ptbxl_root(shared_data: Path) -> Path:
     return shared_data / "ptbxl"
+
+
+@pytest.fixture(scope="session")
+def ptbxl(ptbxl_root: Path) -> PtbxlDataset:
+    return PtbxlDataset(ptbxl_root)
+
+
+@pytest.fixture(scope="session")
+def scp_table(ptbxl_root: Path):
+    return load_scp_table(ptbxl_root)
 
 
 @pytest.fixture(scope="session")

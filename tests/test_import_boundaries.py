@@ -1,4 +1,4 @@
-"""Dependency rules of STYLE §3 and R10, checked two ways.
+"""Dependency rules (docs/CONVENTIONS.md: layers), checked two ways.
 
 1. Dynamically: in a fresh interpreter where ``torch``, ``transformers`` and ``peft`` cannot be imported
    (an import hook that raises ImportError),
@@ -86,8 +86,8 @@ _PROBE = textwrap.dedent(
 
 def test_core_and_runtime_import_without_torch() -> None:
     core = ["diagecg", "diagecg.constants", "diagecg.types", "diagecg.errors", "diagecg.config", "diagecg.io",
-            "diagecg.record", "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.measure",
-            "diagecg.intervals", "diagecg.preprocess", "diagecg.plot", "diagecg.vocab", "diagecg.prompts",
+            "diagecg.record", "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.features",
+            "diagecg.delineation", "diagecg.preprocess", "diagecg.plot", "diagecg.vocab", "diagecg.prompts",
             "diagecg.native_stderr", "diagecg.llm_meta"]
     bundle = sorted((CORE / "bundle").glob("*.py"))
     core += ["diagecg.bundle", *(f"diagecg.bundle.{p.stem}" for p in bundle if p.stem != "__init__")]
@@ -216,7 +216,7 @@ def test_runtime_uses_only_torch_free_core(path: Path) -> None:
 @pytest.mark.parametrize("path", _sources(REPO / "export"), ids=lambda p: str(p.relative_to(REPO)))
 def test_export_never_imports_training(path: Path) -> None:
     bad = [(n, line) for n, line in _imports(path) if _under(n, ("diagecg.training",))]
-    assert not bad, f"{path.relative_to(REPO)} imports {bad}; checkpoints describe themselves (STYLE R3)"
+    assert not bad, f"{path.relative_to(REPO)} imports {bad}; checkpoints describe themselves"
 
 
 def test_record_path_runs_one_way() -> None:

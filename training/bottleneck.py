@@ -9,7 +9,7 @@ On the test fold (never trained on), the macro AUC over the PTB-XL diagnostic su
     per-frame features, mean+max pooled), frozen;
 (c) ``codes_probe``: a linear probe on the frame FSQ codes (code histogram + pooled code values):
     what survives quantisation into the LLM's frame tokens;
-(e) ``measurements_probe``: a linear probe on the numpy measurements (``diagecg.measure``);
+(e) ``measurements_probe``: a linear probe on the numpy measurements (``diagecg.features``);
 (f) ``summary_tokens``: the tokenizer's summary head as quantised into its tokens (when it has one);
 (d) ``llm``: the LLM's p(present) for the verify question of each superclass (from ``diagecg eval``'s
     results; and its ECG ablation beside it).

@@ -1,7 +1,7 @@
 """The training stages' configs, in one torch-free module: ``diagecg train ... --print-config`` and the
 CLI's options need no torch.
 
-One frozen dataclass per stage (STYLE: one config per stage): ``TokenizerTrainConfig`` for stage 1,
+One frozen dataclass per stage (conventions: configs): ``TokenizerTrainConfig`` for stage 1,
 and for the two LLM stages a shared base, :class:`LlmStageConfig` (data, LoRA, optimiser, schedule,
 device; validated once), with :class:`PretrainConfig` and :class:`SFTConfig` adding their own fields
 and defaults, as peft's ``PeftConfig`` is subclassed per method.
@@ -80,7 +80,7 @@ class TokenizerTrainConfig(ConfigMixin):
     summary_min_positives: int = 8  # a statement gets a summary token with this many training positives
     summary_weight: float = 1.0  # weight of the findings' binary cross-entropy beside the reconstruction MSE
     summary_hidden: int = 128
-    # binned measurement tokens after the finding tokens (diagecg.measure.MEASURE_TOKEN_EDGES); needs summary
+    # binned measurement tokens after the finding tokens (diagecg.features.MEASURE_TOKEN_EDGES); needs summary
     measure_tokens: bool = True
     augment: bool = True  # random gain and noise in mV (other devices), before z-score and measurements
     seed: int = 0

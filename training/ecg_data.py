@@ -1,8 +1,8 @@
 """PTB-XL signals for the ECG tokenizer: read (diagecg.io) -> preprocess (diagecg.preprocess) -> torch.
 
 The records are small (1,600 x 12 x 1,000 float32 at 100 Hz is 77 MB), so they are
-preloaded once into one array, with their measurements (``diagecg.measure``). Preprocessing is the numpy
-pipeline shared with the runtime (STYLE R11); this module only calls it.
+preloaded once into one array, with their measurements (``diagecg.features``). Preprocessing is the numpy
+pipeline shared with the runtime (conventions: defined once); this module only calls it.
 Records that fail validation are skipped and counted, never dropped silently.
 """
 
@@ -19,8 +19,8 @@ from diagecg.config import PreprocessConfig
 from diagecg.constants import N_LEADS
 from diagecg.datasets.ptbxl import PtbxlDataset
 from diagecg.errors import DiagEcgError
+from diagecg.features import FEATURE_NAMES
 from diagecg.io import read_record
-from diagecg.measure import FEATURE_NAMES
 from diagecg.preprocess import measure_signal, prepare_signal, zscore
 from diagecg.types import F32Array
 
@@ -38,7 +38,7 @@ class LoadedRecords:
     Attributes:
         ids: ecg_ids that passed validation, in row order.
         signals: float32 (N, 12, n_samples), z-scored per lead (the encoder input).
-        features: float32 (N, len(diagecg.measure.FEATURE_NAMES)) measurements of the same window.
+        features: float32 (N, len(diagecg.features.FEATURE_NAMES)) measurements of the same window.
         skipped: ecg_id -> reason, for the records that failed validation.
         prepared_mv: float32 (N, 12, n_samples) in mV before the z-score (``keep_mv=True`` only),
             for augmentations that must act on physical units.

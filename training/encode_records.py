@@ -32,7 +32,7 @@ def encode_signals(tokenizer: EcgTokenizer, signals: F32Array, features: F32Arra
     Args:
         tokenizer: a trained tokenizer (its device is used).
         signals: float32 (B, leads, samples), z-scored per lead (diagecg.preprocess).
-        features: float32 (B, M) measurements (diagecg.measure); required when the tokenizer has a
+        features: float32 (B, M) measurements (diagecg.features); required when the tokenizer has a
             summary head, ignored otherwise.
         batch_size: records per forward pass.
 

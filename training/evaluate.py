@@ -205,7 +205,7 @@ def encode_records(
 
     Returns:
         (ecg_id -> int64 (tokens,) indices, skipped ecg_id -> reason for records failing validation,
-        ecg_id -> float32 measurements of ``diagecg.measure`` for the ruler baseline).
+        ecg_id -> float32 measurements of ``diagecg.features`` for the ruler baseline).
     """
     loaded = load_signals(ptbxl, ecg_ids, preprocess_cfg, progress=progress)
     indices = encode_signals(tokenizer, loaded.signals, loaded.features)  # (N, 12, samples) -> (N, tokens)

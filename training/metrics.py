@@ -20,12 +20,12 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from diagecg.answers import format_answer, normalize_answer, parse_answer
+from diagecg.answers import format_answer, normalize_answer
 from diagecg.datasets.ecgqa import QUESTION_TYPES, QASample
 
 __all__ = [
     "ATTRIBUTE_PREFIX", "OVERALL", "exact_match_by_type", "format_answer", "format_table",
-    "majority_baseline", "majority_predictions", "normalize_answer", "parse_answer", "report_metrics",
+    "majority_baseline", "majority_predictions", "normalize_answer", "report_metrics",
     "tokenize_report",
 ]
 

@@ -54,7 +54,7 @@ from diagecg.datasets.ptbxl import (
     frequent_findings,
 )
 from diagecg.errors import ConfigError, DiagEcgError
-from diagecg.measure import FEATURE_NAMES, MEASURE_TOKEN_EDGES
+from diagecg.features import FEATURE_NAMES, MEASURE_TOKEN_EDGES
 from diagecg.nn.checkpoint import (
     has_checkpoint,
     load_optimizer_state,
@@ -306,7 +306,7 @@ def finding_targets(cfg: TokenizerTrainConfig, configs: ModelConfigs, data: Toke
     resumed run keeps its checkpoint's) and their labels.
 
     Raises:
-        ValueError: the checkpoint was trained on other measurements than ``diagecg.measure`` computes.
+        ValueError: the checkpoint was trained on other measurements than ``diagecg.features`` computes.
     """
     summary_cfg = configs.stored_summary
     ptbxl, train_set = data.ptbxl, data.train_set
@@ -319,7 +319,7 @@ def finding_targets(cfg: TokenizerTrainConfig, configs: ModelConfigs, data: Toke
     if summary_cfg is None:
         return FindingTargets(None)
     if summary_cfg.features != FEATURE_NAMES:
-        raise ValueError(f"{out_dir} was trained on other measurements than diagecg.measure computes now "
+        raise ValueError(f"{out_dir} was trained on other measurements than diagecg.features computes now "
                          f"({len(summary_cfg.features)} vs {len(FEATURE_NAMES)}); train a new tokenizer")
     # NaN where a statement is unknown (masked in the loss); weights correct the AF-enriched subset
     findings = summary_cfg.findings

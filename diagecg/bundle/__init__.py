@@ -1,4 +1,5 @@
-"""The diagecg bundle: one folder that the torch-free runtime can run (STYLE R3, R8, R13).
+"""The diagecg bundle: one folder that the torch-free runtime can run (conventions: self-describing artifacts,
+one writer per format, validate at the boundary, completely).
 
 Layout (names in ``diagecg.constants``)::
 

@@ -1,5 +1,5 @@
 """The bundle's model files read by the runtime's own engines: the ONNX graph's inputs and outputs with
-onnxruntime, the GGUF vocabulary's ECG tokens with llama.cpp (STYLE R13).
+onnxruntime, the GGUF vocabulary's ECG tokens with llama.cpp, when the bundle loads.
 
 Both engines are imported only when a check runs, so the rest of the bundle code needs neither.
 """

@@ -1,6 +1,6 @@
 """``load_bundle``: open a bundle folder and validate all of it when it is opened, not on first use
-(STYLE R13): the manifest's format version and configs, every file's size and sha256, and (through
-``diagecg.bundle.engines``) the model files themselves."""
+(conventions: validate at the boundary, completely): the manifest's format version and configs, every
+file's size and sha256, and (through ``diagecg.bundle.engines``) the model files themselves."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from diagecg.config import (
 )
 from diagecg.constants import ManifestKey as K
 from diagecg.errors import BundleError
-from diagecg.measure import FEATURE_NAMES
+from diagecg.features import FEATURE_NAMES
 from diagecg.prompts import PromptConfig
 from diagecg.questions import QuestionCatalogue
 
@@ -108,13 +108,13 @@ def _summary_config(manifest: Mapping[str, Any], src: str) -> SummaryConfig | No
     unknown = [f for f in summary.features if f not in FEATURE_NAMES]
     if unknown:
         raise BundleError(f"{src}: summary.features name measurements this diagecg does not compute "
-                          f"(diagecg.measure.FEATURE_NAMES, {len(FEATURE_NAMES)} names): {unknown[:5]}; "
+                          f"(diagecg.features.FEATURE_NAMES, {len(FEATURE_NAMES)} names): {unknown[:5]}; "
                           f"use the diagecg version the bundle was exported with")
     return summary
 
 
 def feature_columns(summary: SummaryConfig) -> list[int]:
-    """Where each of the summary head's measurements sits in ``diagecg.measure.FEATURE_NAMES``."""
+    """Where each of the summary head's measurements sits in ``diagecg.features.FEATURE_NAMES``."""
     return [FEATURE_NAMES.index(f) for f in summary.features]
 
 
@@ -190,11 +190,11 @@ def default_bundle() -> Path:
 
 
 def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: bool = True) -> Bundle:
-    """Open a bundle folder and validate it completely (STYLE R13).
+    """Open a bundle folder and validate it completely, when it is opened.
 
     Checks ``format_version``; every listed file's size and sha256; the configs; that
     ``vocab.n_codes`` is ``prod(fsq.levels)`` plus the summary codes, that the summary was trained on
-    this diagecg's measurements (``diagecg.measure.FEATURE_NAMES``) and that the encoder length matches
+    this diagecg's measurements (``diagecg.features.FEATURE_NAMES``) and that the encoder length matches
     preprocessing; the ONNX input/output names, dtypes and sizes; and, in every GGUF, that each ECG
     token string sits at its recorded id as a CONTROL token.
 

@@ -1,4 +1,5 @@
-"""``BundleWriter``: assembles a bundle folder and writes its ``manifest.json`` (STYLE R3, R8).
+"""``BundleWriter``: assembles a bundle folder and writes its ``manifest.json``
+(conventions: one writer per format, self-describing artifacts).
 
 The writer only formats: it never trains or converts anything. Model files are checked when the bundle
 is loaded (``diagecg.bundle.loader``), not here.
@@ -121,7 +122,8 @@ class BundleWriter:
     def add_config(self, *, preprocess: PreprocessConfig, encoder: EncoderConfig, fsq: FSQConfig,
                    prompt: Mapping[str, Any] | ConfigMixin, generation: GenerationConfig,
                    preset: str | None = None, summary: SummaryConfig | None = None) -> None:
-        """Record every config the runtime needs to rebuild the pipeline (STYLE R3); ``summary`` is the
+        """Record every config the runtime needs to rebuild the pipeline (conventions: self-describing
+        artifacts); ``summary`` is the
         ECG tokenizer's diagnostic summary (None or no findings: frame tokens only, written as null).
 
         Raises:

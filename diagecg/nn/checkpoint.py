@@ -1,4 +1,5 @@
-"""Self-describing training checkpoints: {config, weights, step} (STYLE R3), no pickle.
+"""Self-describing training checkpoints: {config, weights, step}, no pickle
+(conventions: self-describing artifacts).
 
 A checkpoint folder holds
 

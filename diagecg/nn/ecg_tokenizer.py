@@ -125,7 +125,7 @@ class EcgTokenizer(nn.Module):
 
         Args:
             signal: float32 (B, leads, samples), preprocessed (z-scored per lead).
-            features: float32 (B, M) measurements (``diagecg.measure``); required with a summary head.
+            features: float32 (B, M) measurements (``diagecg.features``); required with a summary head.
 
         Returns:
             recon: float32 (B, leads, samples) reconstruction in the same (z-scored) units.

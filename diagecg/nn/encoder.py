@@ -8,7 +8,7 @@ this to rebuild the 12 leads, and exists only for the reconstruction loss.
 
 Input signals are preprocessed float32 ``(B, leads, samples)``, z-scored per
 lead (diagecg.preprocess). Composites take ``EncoderConfig``; leaf layers take
-plain kwargs (STYLE R4).
+plain kwargs, so each can be built and tested alone.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ interval and rounded to one of ``levels[i]`` values; a frame's code is the
 mixed-radix number of its ``d`` digits, so the implicit codebook has
 ``prod(levels)`` entries (6, 6, 6, 6 -> 1296) and no learned parameters.
 
-Pure tensor maths built from inverse pairs (STYLE R5): ``codes_to_indices`` /
+Pure tensor maths built from inverse pairs, each undoing the other: ``codes_to_indices`` /
 ``indices_to_codes``. Everything derived from ``levels`` is a non-persistent
 buffer, so a checkpoint stores nothing that can be recomputed. Quantisation
 always runs in float32. Only ops with direct ONNX equivalents are used

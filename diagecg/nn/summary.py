@@ -4,7 +4,7 @@ The frame tokens of the ECG tokenizer are trained on reconstruction alone, so th
 what a diagnosis needs, and a small LLM has to pool 63-313 of them to answer one question. The
 summary head is the supervised shortcut (issue: answers that depend on the ECG): the fused
 per-frame features of the shared encoder are pooled over time (mean and max), concatenated with
-the standardised measurements of ``diagecg.measure`` (rate, rhythm, intervals and amplitudes in mV,
+the standardised measurements of ``diagecg.features`` (rate, rhythm, intervals and amplitudes in mV,
 which the per-lead z-score removes), and an MLP predicts one logit per finding. Each logit is then
 quantised on its own by FSQ (arXiv 2309.15505) with ``SummaryConfig.levels`` levels, and the loss
 is binary cross-entropy on an affine map of the *quantised* value, so the token the LLM reads is
@@ -77,7 +77,7 @@ class MeasureBins(nn.Module):
     """(B, M) raw measurements -> int64 (B, K) ECG codes of the measurement tokens.
 
     Measurement ``k`` (``cfg.measure_tokens[k]``) falls in bin ``sum(value > edge)`` of its edges
-    (``diagecg.measure.measure_bins`` is the same rule in numpy); its code is ``offset_k + bin``,
+    (``diagecg.features.measure_bins`` is the same rule in numpy); its code is ``offset_k + bin``,
     the offsets counting from ``code_base`` (after the frame and finding codes). Comparisons and a
     sum only, so the ONNX graph computes the tokens and the runtime needs nothing beside it.
     """

@@ -1,4 +1,4 @@
-"""BundleWriter state machine, manifest round trip, and load_bundle's validation (STYLE R8, R13).
+"""BundleWriter state machine, manifest round trip, and load_bundle's validation.
 
 The fixture bundles hold real model files: a small ONNX graph built with ``onnx.helper`` (signal
 [+ features] -> indices, the bundle's I/O contract) and a GGUF converted from a tiny in-process Llama
@@ -33,7 +33,7 @@ from diagecg.constants import (
     ONNX_OUTPUT_INDICES,
 )
 from diagecg.errors import BundleError
-from diagecg.measure import FEATURE_NAMES
+from diagecg.features import FEATURE_NAMES
 from diagecg.prompts import PromptConfig
 from diagecg.vocab import ecg_code_ids
 

@@ -1,5 +1,5 @@
 """Every config class of diagecg (core, datasets, training, export, checkpoint metadata) round-trips
-exactly through JSON (STYLE R2); overrides parse."""
+exactly through JSON; overrides parse."""
 
 from __future__ import annotations
 

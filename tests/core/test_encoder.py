@@ -9,7 +9,7 @@ import torch
 
 from diagecg.config import EncoderConfig, FSQConfig, PreprocessConfig, SummaryConfig, preset
 from diagecg.constants import ManifestKey
-from diagecg.measure import FEATURE_NAMES, measure_bins
+from diagecg.features import FEATURE_NAMES, measure_bins
 from diagecg.nn.checkpoint import load_tokenizer, save_checkpoint
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.encoder import InceptionBlock, LeadwiseDecoder, LeadwiseEncoder
@@ -125,7 +125,7 @@ def test_index_module_onnx_matches_torch(tokenizer: EcgTokenizer, tmp_path) -> N
     (got,) = sess.run(None, {"signal": x.numpy()})
     want = tokenizer.encode(x).numpy()
     assert got.dtype.name == "int64" and got.shape == (4, 63)
-    # float differences between runtimes may flip a value sitting exactly on a rounding edge (STYLE R12)
+    # float differences between runtimes may flip a value sitting exactly on a rounding edge
     assert (got == want).mean() >= 0.99
 
 

@@ -14,8 +14,8 @@ import pytest
 from diagecg.config import PRESETS, PreprocessConfig
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.errors import SignalQualityError
+from diagecg.features import FEATURE_NAMES, measure_features
 from diagecg.io import read_record
-from diagecg.measure import FEATURE_NAMES, measure_features
 from diagecg.preprocess import (
     measure_signal,
     measurement_config,
@@ -263,7 +263,7 @@ def test_preprocess_is_zscore_of_the_prepared_window(records_dir_module: Path, p
 def test_measurements_agree_at_100_and_500_hz(ptbxl_root: Path) -> None:
     """One ECG recorded at 100 and at 500 Hz (PTB-XL ships both for ecg_id <= 500) measures the same:
     heart rate within 1 bpm and PR/QRS/QTc within one 100 Hz sample (10 ms) on nearly every record."""
-    from diagecg.measure import FEATURE_NAMES
+    from diagecg.features import FEATURE_NAMES
 
     cfg = PRESETS["100hz"][0]
     names = ("heart_rate_bpm", "pr_ms", "qrs_ms", "qtc_ms")
@@ -283,7 +283,7 @@ def test_measurements_agree_at_100_and_500_hz(ptbxl_root: Path) -> None:
 
 
 def test_prepared_window_keeps_millivolts(rec_lr: EcgRecord) -> None:
-    """Before the z-score the window is linear in the input: amplitudes stay in mV for diagecg.measure."""
+    """Before the z-score the window is linear in the input: amplitudes stay in mV for diagecg.features."""
     cfg = PRESETS["100hz"][0]
     x = prepare_signal(rec_lr.signal, rec_lr.fs_hz, cfg, rec_lr.lead_names)
     doubled = prepare_signal(2 * rec_lr.signal, rec_lr.fs_hz, cfg, rec_lr.lead_names)

@@ -14,7 +14,6 @@ from diagecg.prompts import (
     encode_answer,
     encode_prompt,
     patient_fields,
-    prompt_text,
     render_prompt_text,
     sanitize_question,
 )
@@ -189,11 +188,6 @@ def test_custom_template_and_roundtrip(tmp_path: Path) -> None:
     assert (prefix, suffix) == ("{system} Q: hi?\n", "\nA (male):")
     cfg.save(tmp_path / "p.json")
     assert PromptConfig.load(tmp_path / "p.json") == cfg
-
-
-def test_prompt_text_is_readable() -> None:
-    text = prompt_text(PromptConfig(), question="q?", patient=PatientInfo(), ecg_indices=[1, 2])
-    assert "ECG: <ecg><ecg_0001><ecg_0002></ecg>\nQuestion: q?\nAnswer:" in text
 
 
 def test_sanitize_question_normalises_whitespace() -> None:

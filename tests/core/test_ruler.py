@@ -8,7 +8,7 @@ import pytest
 from diagecg.calibration import fit_calibration, fit_platt
 from diagecg.calibration import platt as apply_platt
 from diagecg.criteria import CRITERIA, criterion_for, criterion_score
-from diagecg.measure import FEATURE_NAMES
+from diagecg.features import FEATURE_NAMES
 from diagecg.scoring import auc_interval, ruler_scores
 
 

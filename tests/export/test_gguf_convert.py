@@ -1,4 +1,4 @@
-"""HF -> GGUF conversion and quantisation, checked against the HF model's own logits (STYLE R12)."""
+"""HF -> GGUF conversion and quantisation, checked against the HF model's own logits."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LoRA merge: the merged model's logits equal the adapter model's; NaN weights are refused (STYLE R12)."""
+"""LoRA merge: the merged model's logits equal the adapter model's; NaN weights are refused."""
 
 from __future__ import annotations
 

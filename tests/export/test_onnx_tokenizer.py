@@ -1,4 +1,4 @@
-"""ECG tokenizer -> ONNX: identical indices to torch on real PTB-XL records (STYLE R12), for a tokenizer
+"""ECG tokenizer -> ONNX: identical indices to torch on real PTB-XL records, for a tokenizer
 with frame tokens only and for one with diagnostic summary tokens (signal + measurements in)."""
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from diagecg.export.onnx_tokenizer import (  # noqa: E402
     export_onnx_tokenizer,
     run_onnx_indices,
 )
+from diagecg.features import FEATURE_NAMES  # noqa: E402
 from diagecg.io import read_record  # noqa: E402
-from diagecg.measure import FEATURE_NAMES  # noqa: E402
 from diagecg.nn.ecg_tokenizer import EcgTokenizer  # noqa: E402
 from diagecg.preprocess import model_inputs  # noqa: E402
 

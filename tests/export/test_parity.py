@@ -1,4 +1,4 @@
-"""HF vs GGUF parity reports: logits per position and greedy answers (STYLE R12)."""
+"""HF vs GGUF parity reports: logits per position and greedy answers."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from builders import SUMMARY, random_ecg_tokenizer, summary_code_ranges
 
 from diagecg.bundle import load_bundle
 from diagecg.errors import BundleError, InferenceError, InputError
-from diagecg.measure import FEATURE_NAMES
+from diagecg.features import FEATURE_NAMES
 from diagecg.runtime import ecg_session
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 

@@ -17,8 +17,8 @@ from builders import N_FRAMES, SUMMARY, record_with_flat_leads, summary_code_ran
 
 from diagecg.answers import normalize_answer
 from diagecg.errors import BundleError, InferenceError, InputError, RecordError
+from diagecg.features import FEATURE_NAMES
 from diagecg.io import read_record, record_from_array
-from diagecg.measure import FEATURE_NAMES
 from diagecg.preprocess import model_inputs
 from diagecg.runtime.pipeline import SCHEMA_VERSION, TIMING_STAGES, Answer, DiagEcgPipeline, answer_schema
 from diagecg.types import EcgRecord, PatientInfo
@@ -526,10 +526,10 @@ def test_patient_overrides_must_be_patient_info(pipeline: DiagEcgPipeline, recor
 
 def test_reports_carry_the_measurements_the_model_reads(pipeline: DiagEcgPipeline,
                                                         record_paths: list[Path]) -> None:
-    """One definition: a report prints the numbers of diagecg.measure that the tokenizer was given,
+    """One definition: a report prints the numbers of diagecg.features that the tokenizer was given,
     with no extra dependency; questions carry evidence instead."""
+    from diagecg.features import report_measurements
     from diagecg.io import read_record
-    from diagecg.measure import report_measurements
     from diagecg.preprocess import model_inputs
 
     report = pipeline.report(record_paths[1]).to_dict()
@@ -561,8 +561,8 @@ BRADY = "Does this ECG show symptoms of sinus bradycardia?"
 
 def test_a_finding_with_a_defining_measurement_carries_it_as_evidence(catalogue_bundle: Path,
                                                                       record_paths: list[Path]) -> None:
+    from diagecg.features import FEATURE_NAMES
     from diagecg.io import read_record
-    from diagecg.measure import FEATURE_NAMES
     from diagecg.preprocess import model_inputs
 
     with _catalogue_pipeline(catalogue_bundle) as pipe:

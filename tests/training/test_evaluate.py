@@ -17,7 +17,7 @@ from diagecg.datasets import resolve_data_roots
 from diagecg.datasets.ptbxl import TEST_FOLDS, TRAIN_FOLDS
 from diagecg.datasets.reports import report_text
 from diagecg.eval_results import format_results, write_results
-from diagecg.measure import FEATURE_NAMES
+from diagecg.features import FEATURE_NAMES
 from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta
 from diagecg.training.eval_data import EvalConfig, EvalData, build_eval_data
 from diagecg.training.eval_folds import check_folds, checkpoint_training_folds

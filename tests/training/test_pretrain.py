@@ -27,7 +27,7 @@ from diagecg.constants import (
     ManifestKey,
 )
 from diagecg.datasets.ptbxl import PtbxlDataset
-from diagecg.measure import FEATURE_NAMES
+from diagecg.features import FEATURE_NAMES
 from diagecg.nn.checkpoint import save_checkpoint
 from diagecg.nn.ecg_tokenizer import EcgTokenizer
 from diagecg.nn.llm_checkpoint import load_llm_checkpoint, read_llm_meta

@@ -25,7 +25,7 @@ from diagecg.constants import (
 from diagecg.datasets import resolve_data_roots, seeded_subset
 from diagecg.datasets.ptbxl import SUPERCLASSES, PtbxlDataset, finding_labels
 from diagecg.errors import CheckpointError
-from diagecg.measure import FEATURE_NAMES, MEASURE_TOKEN_EDGES
+from diagecg.features import FEATURE_NAMES, MEASURE_TOKEN_EDGES
 from diagecg.nn.checkpoint import (
     load_optimizer_state,
     load_tokenizer,
@@ -63,7 +63,7 @@ def tiny_config(data: Path, out: Path, **changes: object) -> TokenizerTrainConfi
     base = TokenizerTrainConfig(
         data_dir=str(data), out_dir=str(out), max_train_records=48, max_eval_records=16, steps=STEPS,
         batch_size=8, lr=3e-3, warmup_steps=2, eval_every=10, log_every=5, num_threads=1, progress=False,
-        encoder=TINY, ptbxl_full=False,  # ptbxl/ alone (tests/training/test_ptbxl_full.py: ptbxl_full)
+        encoder=TINY, ptbxl_full=False,  # ptbxl/ alone (tests/datasets/test_ptbxl_full.py: ptbxl_full)
     )
     return dataclasses.replace(base, **changes)
 
@@ -129,7 +129,7 @@ def test_summary_checkpoint_stores_the_findings_superclasses_first(runs: dict, p
     counts = np.array(finding_labels(ptbxl, train_ids, stored.findings)).sum(axis=0)
     assert (counts[len(SUPERCLASSES):] >= cfg.summary_min_positives).all()
     s = runs["full"]
-    # one token per finding, then one per binned measurement (diagecg.measure.MEASURE_TOKEN_EDGES)
+    # one token per finding, then one per binned measurement (diagecg.features.MEASURE_TOKEN_EDGES)
     assert stored.measure_tokens == tuple(MEASURE_TOKEN_EDGES) and cfg.measure_tokens
     assert stored.measure_edges == tuple(MEASURE_TOKEN_EDGES[k] for k in stored.measure_tokens)
     assert s["n_summary_tokens"] == len(stored.findings) + len(MEASURE_TOKEN_EDGES)

@@ -1,4 +1,4 @@
-"""diagecg.measure: rate, rhythm and QRS duration of synthetic ECGs with known answers, the no-beat
+"""diagecg.features: rate, rhythm and QRS duration of synthetic ECGs with known answers, the no-beat
 defaults, clipping and units, and on real PTB-XL records determinism and the AFIB/SR rhythm contrast."""
 
 from __future__ import annotations
@@ -10,8 +10,16 @@ import pytest
 
 from diagecg.config import PRESETS
 from diagecg.constants import CANONICAL_LEADS
+from diagecg.features import (
+    BEAT_WINDOW_S,
+    FEATURE_NAMES,
+    LEAD_FEATURES,
+    REPORT_MEASUREMENTS,
+    measure,
+    measure_features,
+    summary_line,
+)
 from diagecg.io import read_record
-from diagecg.measure import BEAT_WINDOW_S, FEATURE_NAMES, LEAD_FEATURES, measure, measure_features
 from diagecg.preprocess import prepare_signal
 
 SECONDS = 10.0
@@ -212,3 +220,11 @@ def test_afib_records_have_more_irregular_rr_than_sinus_rhythm(ptbxl) -> None:
     sr = np.array([_feature_dict(_prepared(ptbxl, i, 100), 100)["rr_pdiff12"] for i in sinus])
     assert np.median(af) >= np.median(sr) + 0.3, (np.median(af), np.median(sr))
     assert np.median(sr) <= 0.1
+
+
+def test_summary_line_prints_values_and_marks_the_unmeasurable() -> None:
+    values = {n: {"value": 100.0, "unit": "", "method": "m", "reason": None} for n in REPORT_MEASUREMENTS}
+    values["pr_ms"] = {"value": None, "unit": "ms", "method": "m", "reason": "P waves not found"}
+    line = summary_line({"n_beats": 10, "peak_lead": "II", "measurements": values})
+    assert line.startswith("Measured: HR 100 bpm, RR CV 100.0%, PR n/m, QRS 100 ms")
+    assert line.endswith("axis 100\u00b0")

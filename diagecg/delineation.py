@@ -1,19 +1,22 @@
-"""Basic ECG measurements for reports: heart rate, RR irregularity, PR, QRS, QT/QTc and the frontal QRS axis.
+"""ECG intervals by neurokit2 P/QRS/T delineation: heart rate, RR irregularity, PR, QRS, QT/QTc, QRS axis.
+
+An independent measurement of the numbers that :mod:`diagecg.features` computes in numpy (the ones the
+model reads and a report prints); ``bench/intervals.py`` compares the two on PTB-XL. The product does not
+use this module.
 
 :func:`measure_intervals` measures a validated :class:`~diagecg.types.EcgRecord` the way a report
 states it, one :class:`Measurement` per quantity with its unit, its method, and when it is None the
-reason. neurokit2 (Makowski et al. 2021, doi:10.3758/s13428-020-01516-y; the ``measure`` extra) does
+reason. neurokit2 (Makowski et al. 2021, doi:10.3758/s13428-020-01516-y; the ``delineation`` extra) does
 the cleaning, the R peaks and the P/T delineation; the steps, and why each one was chosen, are:
 
 1. **Cleaning**: ``nk.ecg_clean(method="neurokit")`` per lead (0.5 Hz high-pass, 50 Hz smoothing).
 2. **R peaks**: ``nk.ecg_peaks(method="neurokit")`` on every non-flat lead; the lead whose beats agree
    best with the other leads' is used (lead II on a tie). One lead alone can lose beats where its QRS
-   is small or odd (a paced PTB-XL record lost 9 of 12 beats in lead II); disagreement of every lead
-   with the others means there are no QRS complexes (noise) and nothing is measured.
-3. **QRS onset and offset**: not neurokit2. On PTB-XL's 500 Hz NORM records its ``dwt`` QRS onset
-   often lands on the P wave (median QRS 185 ms, 89% of them >= 120 ms) and its ``prominence`` bounds
-   are those of the R wave alone (NORM 81 ms, CLBBB 91 ms); ``cwt`` finds bounds in few beats. None of
-   them separates bundle branch blocks from normal QRS (``bench/intervals.py``). The QRS is measured
+   is small or odd (paced records); disagreement of every lead with the others means there are no QRS
+   complexes (noise) and nothing is measured.
+3. **QRS onset and offset**: not neurokit2. Its ``dwt`` QRS onset often lands on the P wave, its
+   ``prominence`` bounds are those of the R wave alone, ``cwt`` finds bounds in few beats: none of them
+   separates bundle branch blocks from normal QRS (``bench/intervals.py`` and its README). The QRS is measured
    instead as automated 12-lead programs define it, from the earliest onset to the latest offset over
    all leads: on the median beat (12 leads, aligned on the R peaks) the spatial velocity (sum over
    leads of |slope|) is above its median plus ``QRS_THRESHOLD`` of its peak excess.
@@ -22,9 +25,9 @@ the cleaning, the R peaks and the P/T delineation; the steps, and why each one w
    are medians over beats. A PR that varies between beats (median absolute deviation above
    ``PR_MAX_MAD_MS``) means no fixed P-QRS relation (atrial fibrillation: dwt marks a "P" in the
    fibrillatory waves of nearly every beat) and is not reported. Where lead II fails these checks V1 is
-   tried for the P waves, and V5 where lead II's T ends are not found (``P_LEADS``, ``T_LEADS``): on
-   PTB-XL's 100 Hz records V5 cut the records without a QT from 7% to 4%, and with V1 (and a stricter
-   PR gate) 93% of the AFIB records and 6% of the NORM records are left without a PR.
+   tried for the P waves, and V5 where lead II's T ends are not found (``P_LEADS``, ``T_LEADS``): the
+   usual leads for each, which leave fewer records without a QT and keep AFIB records without a PR
+   (``bench/intervals.py`` reports how many of each group are left unmeasured).
 5. **Frontal QRS axis**: the net QRS area (onset to offset, PR-segment baseline) of leads I and aVF per
    beat, averaged over beats; ``atan2(2 * aVF / sqrt(3), I)``: Goldberger's aVF = (II + III) / 2 is
    sqrt(3)/2 of the frontal vector's vertical component, while lead I is its horizontal component.
@@ -328,9 +331,9 @@ def measure_intervals(record: EcgRecord) -> Measurements:
         One Measurement per name of ``MEASUREMENT_NAMES``; None values carry the reason.
 
     Raises:
-        SignalFileError: neurokit2 is not installed (``pip install 'diagecg[measure]'``).
+        SignalFileError: neurokit2 is not installed (``pip install 'diagecg[delineation]'``).
     """
-    nk = import_optional("neurokit2", "measure", "ECG measurements", record.source or record.record_id or
+    nk = import_optional("neurokit2", "delineation", "ECG measurements", record.source or record.record_id or
                          "<record>")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # neurokit2 warns on every short or odd signal; reasons say it
@@ -535,22 +538,3 @@ def _qt(b: _Builder, beats: _Beats, rr_s: float) -> None:
         b.set("qtc_fridericia_ms", qt / rr_s ** (1.0 / 3.0), METHODS["qtc_fridericia_ms"].format(lead=lead))
         return
     b.fail(names, f"not measurable: {'; '.join(why)}")
-
-
-# how a report line prints each value: label, format
-_SUMMARY: dict[str, tuple[str, str]] = {
-    "heart_rate_bpm": ("HR", "{:.0f} bpm"), "rr_cv_percent": ("RR CV", "{:.1f}%"),
-    "pr_ms": ("PR", "{:.0f} ms"), "qrs_ms": ("QRS", "{:.0f} ms"), "qt_ms": ("QT", "{:.0f} ms"),
-    "qtc_bazett_ms": ("QTc (Bazett)", "{:.0f} ms"), "qrs_axis_deg": ("axis", "{:.0f}\u00b0"),
-}
-
-
-def summary_line(measurements: dict[str, Any]) -> str:
-    """One line of ``Measurements.to_dict()`` for people: ``"HR 64 bpm, RR CV 2.0%, PR 131 ms, ...,
-    axis 22°"``; a value that could not be measured prints as ``n/m`` (its reason is in the JSON)."""
-    values = measurements["measurements"]
-    parts = []
-    for name, (label, fmt) in _SUMMARY.items():
-        value = values[name]["value"]
-        parts.append(f"{label} {'n/m' if value is None else fmt.format(value)}")
-    return "Measured: " + ", ".join(parts)

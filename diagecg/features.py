@@ -47,7 +47,7 @@ from diagecg.constants import CANONICAL_LEADS
 from diagecg.types import F32Array
 
 __all__ = ["FEATURE_NAMES", "LEAD_FEATURES", "MEASURE_TOKEN_EDGES", "REPORT_MEASUREMENTS", "MeasureResult",
-           "measure", "measure_bins", "measure_features", "report_measurements"]
+           "measure", "measure_bins", "measure_features", "report_measurements", "summary_line"]
 
 RHYTHM_FEATURES: tuple[str, ...] = (
     "heart_rate_bpm", "n_beats", "rr_cv", "rr_rmssd_rel", "rr_pnn50", "rr_pdiff12",
@@ -380,7 +380,7 @@ def measure_bins(features: np.ndarray, names: tuple[str, ...],
 
 
 # the numbers a report prints, from the features the model reads (one definition of each measurement):
-# name -> (unit, how it is derived); the keys and layout of diagecg.intervals.Measurements.to_dict()
+# name -> (unit, how it is derived); the keys and layout of diagecg.delineation.Measurements.to_dict()
 REPORT_MEASUREMENTS: dict[str, tuple[str, str]] = {
     "heart_rate_bpm": ("bpm", "60 / mean of the middle half of the RR intervals (12-lead QRS energy beats)"),
     "rr_cv_percent": ("%", "std / mean of the RR intervals"),
@@ -418,6 +418,27 @@ def report_measurements(features: np.ndarray) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, (unit, how) in REPORT_MEASUREMENTS.items():
         v = values[name]
+        # "diagecg.measure" names this module by its former name: the answer JSON keeps it unchanged
         out[name] = {"value": None if v is None else float(v), "unit": unit,
                      "method": f"diagecg.measure: {how}", "reason": None if v is not None else reason}
     return {"n_beats": n_beats, "peak_lead": "", "measurements": out}
+
+
+# how a report line prints each value: label, format
+_SUMMARY: dict[str, tuple[str, str]] = {
+    "heart_rate_bpm": ("HR", "{:.0f} bpm"), "rr_cv_percent": ("RR CV", "{:.1f}%"),
+    "pr_ms": ("PR", "{:.0f} ms"), "qrs_ms": ("QRS", "{:.0f} ms"), "qt_ms": ("QT", "{:.0f} ms"),
+    "qtc_bazett_ms": ("QTc (Bazett)", "{:.0f} ms"), "qrs_axis_deg": ("axis", "{:.0f}\u00b0"),
+}
+
+
+def summary_line(measurements: dict[str, Any]) -> str:
+    """One line of :func:`report_measurements` (or of ``diagecg.delineation.Measurements.to_dict()``, the
+    same layout) for people: ``"HR 64 bpm, RR CV 2.0%, PR 131 ms, ..., axis 22°"``; a value that could
+    not be measured prints as ``n/m`` (its reason is in the JSON)."""
+    values = measurements["measurements"]
+    parts = []
+    for name, (label, fmt) in _SUMMARY.items():
+        value = values[name]["value"]
+        parts.append(f"{label} {'n/m' if value is None else fmt.format(value)}")
+    return "Measured: " + ", ".join(parts)

@@ -1,22 +1,19 @@
 """ptbxl_full beside ptbxl: the fold rule for records without a known fold, unknown statements (never
-"absent"), the AF-prevalence weights, the unpack cache, and what training reads from them.
+"absent"), the AF-prevalence weights, the unpack cache, and the questions generated from them.
 
-The fake data is written by the tests: a ``ptbxl/`` folder with a few label rows (three with the fixture
-records' signals) and a ``ptbxl_full/`` folder whose ``unpack.py`` writes a fixture record under each id
-and logs every call, so a test can count how often the cache was unpacked.
+The fake data (``tests/fake_ptbxl_full.py``) is written by the tests; what the training stages read from
+it is tested in ``tests/training/test_ptbxl_full_training.py``.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from fake_ptbxl_full import n_unpacks, write_fake_data
 
 from diagecg.datasets import resolve_data_roots
 from diagecg.datasets.cache import CACHE_MARKER, unpacked
@@ -33,75 +30,6 @@ from diagecg.datasets.ptbxl import (
 )
 from diagecg.errors import DiagEcgError
 
-FIXTURE_RECORDS = Path(__file__).resolve().parents[1] / "fixtures" / "records"
-
-PTBXL_ROWS = [  # ecg_id, scp_codes, strat_fold, superclasses; 2, 3 and 8 have the fixture signals
-    (2, {"NORM": 80.0, "SR": 0.0}, 1, ["NORM"]),
-    (3, {"AFIB": 0.0, "STD_": 100.0}, 2, ["STTC"]),
-    (4, {"SR": 0.0, "NORM": 100.0}, 1, ["NORM"]),
-    (5, {"SR": 0.0, "LVH": 100.0}, 3, ["HYP"]),
-    (8, {"SR": 0.0, "IMI": 100.0}, 10, ["MI"]),
-    (2001, {"AFIB": 0.0, "ISC_": 100.0}, 3, ["STTC"]),  # also in ptbxl_full: its signal is there
-]
-FULL_ROWS = [  # ecg_id, split, strat_fold, superclasses, scp_codes (None: no statement labels)
-    (2001, "train", 3, ["STTC"], {"AFIB": 0.0, "ISC_": 100.0}),
-    (2002, "train", None, ["CD"], None),  # training fold unknown
-    (2003, "test", 10, ["NORM"], None),
-    (2004, "val", 9, ["NORM"], {"SR": 0.0, "NORM": 100.0}),
-    (2005, "train", 4, ["MI"], {"SR": 0.0, "IMI": 100.0}),
-    (2006, "train", None, ["NORM"], None),
-]
-FAKE_UNPACK = '''
-import sys
-from pathlib import Path
-here = Path(__file__).resolve().parent
-out = Path(sys.argv[1])
-with open(here.parent / "unpack_calls.log", "a") as f:
-    f.write("call\\n")
-if (here.parent / "FAIL").exists():
-    sys.exit("checksum mismatch: the pack is damaged")
-hea, dat = (here / "template.hea").read_text(), (here / "template.dat").read_bytes()
-for i in map(int, (here / "ids.txt").read_text().split()):
-    rel = f"records100/{i // 1000 * 1000:05d}/{i:05d}_lr"
-    (out / rel).parent.mkdir(parents=True, exist_ok=True)
-    (out / (rel + ".hea")).write_text(hea.replace("00002_lr", f"{i:05d}_lr"))
-    (out / (rel + ".dat")).write_bytes(dat)
-'''
-
-
-def write_fake_data(root: Path) -> Path:
-    """A shared data root with ``ptbxl/`` and ``ptbxl_full/`` as described in the module docstring."""
-    ptbxl = root / "ptbxl"
-    (ptbxl / "records100" / "00000").mkdir(parents=True)
-    for i in (2, 3, 8):
-        for suffix in (".hea", ".dat"):
-            shutil.copy(FIXTURE_RECORDS / f"{i:05d}_lr{suffix}", ptbxl / "records100" / "00000")
-    with (ptbxl / "ptbxl_labels.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["ecg_id", "scp_codes", "strat_fold", "report", "age", "sex", "patient_id",
-                    "recording_date", "label_source", "diagnostic_superclass"])
-        for i, codes, fold, supers in PTBXL_ROWS:
-            w.writerow([i, repr(codes), fold, "sinusrhythmus", 60.0, 1.0, 100 + i, "", "test",
-                        json.dumps(supers)])
-    full = root / "ptbxl_full"
-    full.mkdir()
-    with (full / "ptbxl_labels_full.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["ecg_id", "split", "strat_fold", *SUPERCLASSES, "diagnostic_superclass", "scp_codes",
-                    "report", "age", "sex", "patient_id", "recording_date", "label_source"])
-        for i, split, fold, supers, codes in FULL_ROWS:
-            known = ([repr(codes), "sinus rhythm.", 70.0, 0.0, 500 + i] if codes is not None
-                     else ["", "", "", "", ""])  # no statements: no report, age, sex, patient either
-            w.writerow([i, split, "" if fold is None else fold, *(int(s in supers) for s in SUPERCLASSES),
-                        json.dumps(supers), *known, "", "test"])
-    (full / "ids.txt").write_text("\n".join(str(r[0]) for r in FULL_ROWS) + "\n")
-    (full / "records100.bin.xz").write_bytes(b"packed")
-    (full / "headers100.tar.xz").write_bytes(b"headers")
-    (full / "unpack.py").write_text(FAKE_UNPACK)
-    shutil.copy(FIXTURE_RECORDS / "00002_lr.hea", full / "template.hea")
-    shutil.copy(FIXTURE_RECORDS / "00002_lr.dat", full / "template.dat")
-    return root
-
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
@@ -111,11 +39,6 @@ def data(tmp_path: Path) -> Path:
 @pytest.fixture
 def ds(data: Path, tmp_path: Path) -> PtbxlDataset:
     return PtbxlDataset.from_data_dir(data, cache_dir=tmp_path / "cache")
-
-
-def n_unpacks(data: Path) -> int:
-    log = data / "unpack_calls.log"
-    return len(log.read_text().splitlines()) if log.is_file() else 0
 
 
 # --- folds ---------------------------------------------------------------------------------------
@@ -245,26 +168,7 @@ def test_the_cache_root_comes_from_the_environment(data: Path, tmp_path: Path,
     assert ds.record_path(2002).is_relative_to(tmp_path / "env-cache" / "ptbxl_full")
 
 
-# --- what training reads -------------------------------------------------------------------------
-
-
-def test_masked_bce_ignores_unknown_labels() -> None:
-    from diagecg.training.train_tokenizer import masked_bce
-
-    labels = torch.tensor([[1.0, 0.0, math.nan], [0.0, math.nan, 1.0]])
-    weights = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 2.0]])
-    logits = torch.tensor([[0.3, -0.2, 5.0], [1.0, -7.0, 0.5]], requires_grad=True)
-    loss = masked_bce(logits, labels, weights)
-    loss.backward()
-    assert logits.grad is not None
-    assert logits.grad[0, 2] == 0 and logits.grad[1, 1] == 0  # unknown: no gradient, never pushed to 0
-    known = [(0, 0, 1.0, 1.0), (0, 1, 0.0, 1.0), (1, 0, 0.0, 1.0), (1, 2, 1.0, 2.0)]
-    want = sum(w * torch.nn.functional.binary_cross_entropy_with_logits(logits[r, c], torch.tensor(y))
-               for r, c, y, w in known) / 5.0
-    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
-    other = logits.detach().clone()
-    other[0, 2], other[1, 1] = -30.0, 30.0  # whatever the model says where the label is unknown
-    assert masked_bce(other, labels, weights).item() == pytest.approx(loss.item(), rel=1e-6)
+# --- questions and the real data ----------------------------------------------------------------
 
 
 def test_questions_never_read_an_unknown_statement_as_no(ds: PtbxlDataset, scp_table: dict,
@@ -309,59 +213,3 @@ def test_real_ptbxl_full_counts(shared_data: Path) -> None:
     p_ref = np.mean([has_finding(ds.entries[i], "AFIB") for i in ref])
     # the weights are fitted on every labelled training row (two of which have no signal): close, not equal
     assert (w * afib).sum() / w.sum() == pytest.approx(p_ref, abs=2e-3)
-
-
-@pytest.mark.slow
-def test_pretrain_and_instruct_read_ptbxl_full(data: Path, tmp_path: Path, shared_data: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """The LLM stages on the fake data with ptbxl_full (random FSQ indices, a tiny base model): every
-    record is used, a record without statements is asked about its superclasses only and has no report."""
-    from builders import N_CODES, N_FRAMES, TINY_LLM_CORPUS, TINY_LLM_WIDTHS, save_random_ecg_tokenizer
-
-    from diagecg.constants import ECG_TOKEN_CACHE
-    from diagecg.training import sft as sft_module
-    from diagecg.training.base_model import build_tiny_base_model
-    from diagecg.training.pretrain import PretrainConfig
-    from diagecg.training.pretrain import main as pretrain_main
-
-    monkeypatch.setenv("DIAGECG_CACHE", str(tmp_path / "cache"))
-    shutil.copy(shared_data / "ptbxl" / "scp_statements.csv", data / "ptbxl")
-    (data / "ecgqa").mkdir()
-    (data / "ecgqa" / "ptbxl").symlink_to(resolve_data_roots(shared_data).ecgqa)
-    torch.manual_seed(0)
-    init = tmp_path / "tokenizer"
-    save_random_ecg_tokenizer(init)
-    ids = PtbxlDataset.from_data_dir(data).ids(None)
-    rng = np.random.default_rng(0)
-    np.savez_compressed(init / ECG_TOKEN_CACHE, **{str(i): rng.integers(0, N_CODES, N_FRAMES) for i in ids})
-    base = build_tiny_base_model(TINY_LLM_CORPUS, tmp_path / "base", 0, vocab_size=400, max_position=256,
-                                 **TINY_LLM_WIDTHS)
-    common = dict(data_dir=str(data), steps=4, batch_size=8, eval_every=4, eval_examples=4, num_threads=1,
-                  progress=False)
-    pretrain_main(PretrainConfig(init_dir=str(init), out_dir=str(tmp_path / "pre"), base_model=str(base),
-                                 text_ratio=0.5, **common))  # type: ignore[arg-type]
-    seen: list[list] = []
-    original = sft_module.encode_sft_items
-
-    def spy(items, *args, **kwargs):  # the train, valid and finding instructions, in that order
-        seen.append(list(items))
-        return original(items, *args, **kwargs)
-
-    monkeypatch.setattr(sft_module, "encode_sft_items", spy)
-    sft_module.main(sft_module.SFTConfig(init_dir=str(tmp_path / "pre"), out_dir=str(tmp_path / "sft"),
-                                         eval_generate=0, question_rounds=2, lora_r=4, lora_alpha=8,
-                                         unlabelled_qa_share=0.5, finding_verify_ratio=0.25,
-                                         finding_min_positives=1, **common))  # type: ignore[arg-type]
-    train, _, finding = seen
-    assert {it.ecg_id for it in train} >= {2002, 2006}  # unknown-fold training records are used
-    from diagecg.datasets.ecgqa import ecgqa_attribute_name
-    from diagecg.datasets.reports import load_scp_table
-
-    scp = load_scp_table(data / "ptbxl")
-    statement_names = {ecgqa_attribute_name(c, scp) for c in scp if c != "NORM"}
-    for it in (*train, *finding):
-        if it.ecg_id in (2002, 2006):  # superclass and normal-ECG questions only, whatever the wording
-            assert it.task == "qa" and not any(name in it.question.lower() for name in statement_names), it
-            assert not any(w in it.question.lower() for w in ("rhythm", "form", "diagnostic symptoms")), it
-    assert {it.ecg_id for it in train if it.task == "report"} <= {2, 3, 2001, 2005}
-    assert not any(it.ecg_id in (2002, 2006) and "fibrillation" in it.question for it in finding)

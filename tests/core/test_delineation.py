@@ -1,4 +1,4 @@
-"""diagecg.intervals: rate of a simulated ECG, the axis of a synthetic cardiac vector, plausible values on
+"""diagecg.delineation: rate of a simulated ECG, the axis of a synthetic cardiac vector, plausible values on
 real PTB-XL fixture records (the same recording at 100 and 500 Hz agreeing), None with reasons on noise,
 a 2 s record and neurokit2 failures, the plausibility gates, and the one-line error without neurokit2."""
 
@@ -20,8 +20,8 @@ from diagecg.types import EcgRecord
 
 nk = pytest.importorskip("neurokit2")
 
-from diagecg import intervals  # noqa: E402  (after the skip: the module's tests need neurokit2)
-from diagecg.intervals import MEASUREMENT_NAMES, UNITS, Measurement, measure_intervals  # noqa: E402
+from diagecg import delineation  # noqa: E402  (after the skip: the module's tests need neurokit2)
+from diagecg.delineation import MEASUREMENT_NAMES, UNITS, Measurement, measure_intervals  # noqa: E402
 
 # precordial gains of the synthetic records (mV per unit of the frontal signal): all distinct, so no two
 # leads are copies of one signal
@@ -58,7 +58,7 @@ def gaussian_ecg(fs_hz: float, bpm: float, seconds: float = 10.0) -> np.ndarray:
     return x
 
 
-def _reasons(m: intervals.Measurements) -> dict[str, str]:
+def _reasons(m: delineation.Measurements) -> dict[str, str]:
     return {x.name: x.reason for x in m if x.reason is not None}
 
 
@@ -71,7 +71,7 @@ def test_simulated_ecg_gives_its_heart_rate_within_2_bpm(fs_hz: int, bpm: int) -
     assert m["heart_rate_bpm"].value == pytest.approx(bpm, abs=2)
     assert m["rr_cv_percent"].value is not None and m["rr_cv_percent"].value < 5  # a regular rhythm
     for name in ("qrs_ms", "qt_ms", "pr_ms"):
-        low, high = intervals.PLAUSIBLE[name]
+        low, high = delineation.PLAUSIBLE[name]
         assert m[name].value is not None and low <= m[name].value <= high, (name, m[name])
 
 
@@ -180,7 +180,7 @@ def test_a_failing_neurokit2_call_becomes_the_reason(fixtures_dir, monkeypatch) 
 
 
 def test_value_outside_the_plausible_range_becomes_none(fixtures_dir, monkeypatch) -> None:
-    monkeypatch.setitem(intervals.PLAUSIBLE, "qrs_ms", (40.0, 50.0))
+    monkeypatch.setitem(delineation.PLAUSIBLE, "qrs_ms", (40.0, 50.0))
     m = measure_intervals(read_record(fixtures_dir / "records" / "00002_lr"))
     assert m["qrs_ms"].value is None
     assert m["qrs_ms"].reason.startswith("implausible: ") and "outside 40-50 ms" in m["qrs_ms"].reason
@@ -200,7 +200,7 @@ def test_missing_neurokit2_names_the_extra(fixtures_dir, monkeypatch) -> None:
     with pytest.raises(SignalFileError) as e:
         measure_intervals(rec)
     message = str(e.value)
-    assert "\n" not in message and "neurokit2" in message and "pip install 'diagecg[measure]'" in message
+    assert "\n" not in message and "neurokit2" in message and "pip install 'diagecg[delineation]'" in message
 
 
 def test_degraded_record_with_flat_limb_leads_uses_the_other_leads(fixtures_dir) -> None:
@@ -250,7 +250,7 @@ def test_odd_valid_records_never_raise(fixtures_dir) -> None:
 
 
 def test_implausible_qrs_leaves_what_depends_on_its_bounds_unmeasured(fixtures_dir, monkeypatch) -> None:
-    monkeypatch.setitem(intervals.PLAUSIBLE, "qrs_ms", (150.0, 250.0))
+    monkeypatch.setitem(delineation.PLAUSIBLE, "qrs_ms", (150.0, 250.0))
     m = measure_intervals(read_record(fixtures_dir / "records" / "00002_lr"))
     assert m["qrs_ms"].reason.startswith("implausible: ")
     for name in ("pr_ms", "qt_ms", "qtc_bazett_ms", "qtc_fridericia_ms", "qrs_axis_deg"):
@@ -258,11 +258,9 @@ def test_implausible_qrs_leaves_what_depends_on_its_bounds_unmeasured(fixtures_d
     assert m["heart_rate_bpm"].value is not None and m["rr_cv_percent"].value is not None
 
 
-def test_summary_line_prints_values_and_marks_the_unmeasurable() -> None:
-    from diagecg.intervals import MEASUREMENT_NAMES, summary_line
+def test_report_measurements_have_the_names_and_layout_of_the_delineation() -> None:
+    """diagecg.features.summary_line prints both; the keys must agree."""
+    from diagecg.features import REPORT_MEASUREMENTS
 
-    values = {n: {"value": 100.0, "unit": "", "method": "m", "reason": None} for n in MEASUREMENT_NAMES}
-    values["pr_ms"] = {"value": None, "unit": "ms", "method": "m", "reason": "P waves not found"}
-    line = summary_line({"n_beats": 10, "peak_lead": "II", "measurements": values})
-    assert line.startswith("Measured: HR 100 bpm, RR CV 100.0%, PR n/m, QRS 100 ms")
-    assert line.endswith("axis 100\u00b0")
+    assert tuple(REPORT_MEASUREMENTS) == MEASUREMENT_NAMES
+    assert {n: unit for n, (unit, _) in REPORT_MEASUREMENTS.items()} == UNITS
