@@ -425,7 +425,7 @@ class NameFinder:
 
     Args:
         forms: :func:`finding_forms` of a catalogue.
-        normalize: how questions are normalised (``diagecg.questions.normalize_question``).
+        normalize: how questions are normalised (``diagecg.question_text.normalize_question``).
         extra_words: other words a question may use that must never be read as a slip (keywords).
     """
 

@@ -1,19 +1,15 @@
-"""What a bundle was trained to answer, and how a free-text question is matched to it (torch-free).
+"""How a free-text question is matched to a template of the bundle's question catalogue (torch-free).
 
-The **question catalogue** lists the single-ECG ECG-QA templates the model was trained on: each
-template's question type (verify / choose / query), the attribute values it may name, its closed
-answer options and example wordings. The export writes it into the manifest (``questions``);
-``diagecg questions`` prints it.
+The catalogue (``diagecg.catalogue``) lists the templates the model was trained on.
+:meth:`QuestionCatalogue.read` reads an incoming question into a :class:`MatchedQuestion`
+(``diagecg.matched_question``: the template, the findings named and how each was read, the polarity,
+the answer options, and the *canonical* wording, the template sentence the model was trained with,
+which is what the runtime sends to the model) or a :class:`Refusal` (``diagecg.refusals``: a stable
+reason code, one sentence, and the supported questions nearest to it). Reading:
 
-:meth:`QuestionCatalogue.read` reads an incoming question into a :class:`MatchedQuestion` (the template,
-the findings named and how each was read, the polarity, the answer options, and the *canonical*
-wording, the template sentence the model was trained with, which is what the runtime sends to the
-model) or a :class:`Refusal` (a stable reason code, one sentence, and the supported questions nearest
-to it). Reading:
-
-1. Normalise: lower case, typographic quotes and dashes made plain, punctuation other than
-   ``/ - ( ) ,`` dropped, contractions expanded (``isn't`` -> ``is not``), British spellings made
-   American, whitespace collapsed.
+1. Normalise (``diagecg.question_text``): lower case, typographic quotes and dashes made plain,
+   punctuation other than ``/ - ( ) ,`` dropped, contractions expanded (``isn't`` -> ``is not``),
+   British spellings made American, whitespace collapsed.
 2. Find the findings named (``diagecg.finding_names``), longest name first and never overlapping:
    the catalogue names (``complete left bundle branch block``), a trailing ``s`` (``PVCs``), synonyms
    and abbreviations (``AF``, ``LBBB``, ``1st degree AVB``, ``inferior MI``, ``ST depression``, ``long
@@ -47,36 +43,22 @@ to it). Reading:
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 from diagecg.answers import format_answer
+from diagecg.catalogue import Catalogue, CatalogueEntry, catalogue_entries
 from diagecg.finding_names import (
     SITE_WORDS,
     STAGE_WORDS,
     SYNONYMS,
     FindingTerm,
     FoundName,
-    NameFinder,
-    finding_forms,
     is_spelling_slip,
 )
-from diagecg.polarity import (
-    count_negations,
-    expand_contractions,
-    invert_answer,
-    invert_probabilities,
-    opposite_flips,
-    strip_framing,
-)
+from diagecg.matched_question import MatchedQuestion
+from diagecg.polarity import count_negations, opposite_flips, strip_framing
 from diagecg.question_templates import (
-    ATTRIBUTE,
-    ATTRIBUTE1,
-    ATTRIBUTE2,
-    NEGATED_TEXT,
     NONE_ANSWER,
     NORMAL_ECG_TEMPLATE,
     NORMAL_STATEMENT,
@@ -86,9 +68,12 @@ from diagecg.question_templates import (
     QuestionType,
     fill_attributes,
 )
+from diagecg.question_text import FILLER, KEYWORDS, normalize_question
+from diagecg.refusals import REFUSAL_REASONS, Refusal, Suggestions
 from diagecg.statements import find_statement
 
-# the templates' names are re-exported: the catalogue is where readers of questions look for them
+# the templates', the catalogue's, a match's and a refusal's names are re-exported: this is where readers
+# of questions look for them
 __all__ = ["NONE_ANSWER", "NORMAL_ECG_TEMPLATE", "NORMAL_STATEMENT", "REFUSAL_REASONS",
            "SEMANTICS", "SYNONYMS", "TEMPLATES", "CatalogueEntry", "MatchedQuestion", "QuestionCatalogue",
            "QuestionTemplate", "QuestionType", "Refusal", "build_catalogue", "fill_attributes",
@@ -107,7 +92,6 @@ _UNCERTAIN_TOO = re.compile(r"\b(including uncertain|counting uncertain|"
                             r"uncertain (findings|symptoms|ones) too)\b")
 _OTHER_THAN = re.compile(r"\b(other than|besides|apart from|except|instead of|rather than|beyond)\b")
 _AFTER_NAME = re.compile(r"\s+in (the )?([a-z0-9,/ ]+ )?(leads?|wall|territory)\b")
-_STRIP = re.compile(r"[^a-z0-9/\-(),.' ]+")
 # record-level wordings (when no finding is named)
 _ECGQA_ABNORMAL = re.compile(r"\b(any kind of )?abnormal symptoms?\b")
 _FORM = re.compile(r"\b(form|waveform|wave form|morpholog\w*|shape)")
@@ -117,197 +101,12 @@ _NORMAL = re.compile(r"\b(normal|unremarkable|ok|okay|healthy|fine)\b")
 _DIAGNOSTIC = re.compile(r"\b(diagnos|finding|symptom|statement)")
 _REGULARITY = re.compile(r"\b(regular(ly)?|irregular(ly|ity)?|arrh?ythmi\w*|dysrhythmi\w*)\b")
 _RATE = re.compile(r"\b(heart ?rate|rate|pulse)\b")
-# record-level words a spelling slip may be read as (never the other way round)
-KEYWORDS = ("normal", "abnormal", "abnormality", "abnormalities", "rhythm", "regular", "irregular",
-            "waveform", "diagnostic", "symptoms", "findings", "morphology", "evidence")
-# words that carry no meaning for finding the nearest name
-_FILLER = frozenset(
-    "a an the is are was were be been there this that these those it its of in on at to for with and or "
-    "does do did show shows showing see seen can could would will you your me my patient ecg ekg tracing "
-    "recording any sign signs symptom symptoms evidence present have has had please tell whether if "
-    "what which how why when where who here found find look looks like indicate indicates".split())
 
 
-def normalize_question(text: str) -> str:
-    """Lower case, plain quotes and dashes, no punctuation beyond ``/ - ( ) ,``, single spaces,
-    contractions expanded (``isn't`` -> ``is not``) and British spellings made American
-    (``ischaemia`` -> ``ischemia``)."""
-    t = text.lower().replace("\u2019", "'").replace("\u2013", "-").replace("\u2014", "-")
-    t = t.replace("°", " degree ")
-    t = _STRIP.sub(" ", t)
-    t = expand_contractions(t)
-    t = re.sub(r"(?<![a-z0-9])[.'](?![a-z0-9])", " ", t)  # sentence periods and stray quotes
-    t = re.sub(r"[,.](?=\s|$)", " ", t)
-    t = re.sub(r"ischaem", "ischem", t).replace("oesophag", "esophag")
-    return " ".join(t.split())
 
-
-@dataclasses.dataclass(frozen=True)
-class CatalogueEntry:
-    """One trained question template.
-
-    Attributes:
-        template_id: the ECG-QA template id.
-        question_type: verify, choose or query (a str given is read as a :class:`QuestionType`).
-        group: what the template is about (``code``, ``norm``, ``superclass``, ``dx_inc``,
-            ``dx_exc``, ``form``, ``rhythm``, ``abnormal``).
-        text: the template sentence; ``${attribute}`` / ``${attribute1}`` / ``${attribute2}`` mark
-            where attribute values go.
-        attributes: the values the placeholders may take (empty for a template without one).
-        options: the closed answer options (for a query: the members an answer set may have).
-        examples: other wordings the model was trained with.
-    """
-
-    template_id: int
-    question_type: QuestionType
-    group: str
-    text: str
-    attributes: tuple[str, ...]
-    options: tuple[str, ...]
-    examples: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        # a manifest holds the type as its string; an unknown one raises ValueError naming it
-        object.__setattr__(self, "question_type", QuestionType(self.question_type))
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-               for f in dataclasses.fields(self)}
-        return {**out, "question_type": self.question_type.value}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CatalogueEntry:
-        return cls(template_id=int(data["template_id"]), question_type=QuestionType(data["question_type"]),
-                   group=str(data["group"]), text=str(data["text"]),
-                   attributes=tuple(data.get("attributes", ())), options=tuple(data["options"]),
-                   examples=tuple(data.get("examples", ())))
-
-    def render(self, attributes: Sequence[str] = ()) -> str:
-        """The template sentence with ``attributes`` filled in (:func:`fill_attributes`)."""
-        return fill_attributes(self.text, attributes)
-
-
-@dataclasses.dataclass(frozen=True)
-class MatchedQuestion:
-    """A question read against the catalogue.
-
-    Attributes:
-        template_id, question_type: of the matched template.
-        canonical: the template sentence with the attributes filled in (what the model is asked).
-        attributes: the attribute values the question names.
-        options: the answers it is decoded over. Verify and choose questions have a closed set (one
-            of them is the answer); for a query it is the members an answer set may contain.
-        negated: the question asks the negation of ``canonical`` ("Is there no AF?"): the model's
-            answer to ``canonical`` is inverted (yes <-> no), and so are its option probabilities.
-        terms: how each finding was read (name, synonym or spelling slip; same, broader or narrower).
-        spelling: ``(typed, read as)`` for every word read as a misspelling.
-    """
-
-    template_id: int
-    question_type: QuestionType
-    canonical: str
-    attributes: tuple[str, ...]
-    options: tuple[str, ...]
-    negated: bool = False
-    terms: tuple[FindingTerm, ...] = ()
-    spelling: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def closed(self) -> bool:
-        """Whether the answer is exactly one of ``options`` (verify and choose questions)."""
-        return self.question_type.closed
-
-    @property
-    def template(self) -> QuestionTemplate:
-        """The template it was read as, with its routing data (:data:`TEMPLATES`)."""
-        return TEMPLATES[self.template_id]
-
-    @property
-    def finding(self) -> str | None:
-        """The finding a yes/no question about one finding asks about (the named one, or the template's
-        statement such as ``normal ecg``); None for any other question."""
-        t = self.template
-        if not t.one_finding:
-            return None
-        return t.statement if t.statement is not None else self.attributes[0]
-
-    @property
-    def polarity(self) -> str:
-        """``"negated"`` or ``"positive"``."""
-        return "negated" if self.negated else "positive"
-
-    @property
-    def scope(self) -> str:
-        """``"same"``, or ``"broader"`` / ``"narrower"`` when a finding was read as one that covers more
-        / less than was asked (the terms' notes say what the answer does not say)."""
-        scopes = {t.scope for t in self.terms} - {"same"}
-        return "same" if not scopes else ("broader" if "broader" in scopes else "narrower")
-
-    @property
-    def answered(self) -> str:
-        """The question the answer answers: ``canonical``, or its negation."""
-        if not self.negated:
-            return self.canonical
-        if self.template_id in NEGATED_TEXT:
-            return NEGATED_TEXT[self.template_id]
-        for a, b in (("Does this ECG show symptoms of ", "Does this ECG show no symptoms of "),
-                     ("Does this ECG show any kind of ", "Does this ECG show no "),
-                     ("Does this ECG show any ", "Does this ECG show no ")):
-            if self.canonical.startswith(a):
-                return b + self.canonical[len(a):]
-        return f"Not: {self.canonical}"
-
-    def as_asked(self, model_answer: str) -> str:
-        """The answer to the question as asked, from the model's answer to ``canonical``."""
-        return invert_answer(model_answer) if self.negated else model_answer
-
-    def probabilities_as_asked(self, probs: dict[str, float]) -> dict[str, float]:
-        """Option probabilities for the question as asked (p(yes) and p(no) swapped when negated)."""
-        return invert_probabilities(probs, self.options) if self.negated else dict(probs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"template_id": self.template_id, "question_type": self.question_type.value,
-                "canonical": self.canonical, "attributes": list(self.attributes),
-                "options": list(self.options), "polarity": self.polarity, "answered": self.answered,
-                "scope": self.scope, "findings": [t.to_dict() for t in self.terms],
-                "spelling": [list(p) for p in self.spelling]}
-
-
-# why a question is refused (stable codes; the message says it in words)
-REFUSAL_REASONS = {
-    "empty": "the question is empty",
-    "numeric": "it asks for a number or a measurement, which the model does not give",
-    "unknown_finding": "it names a finding the model was not trained on",
-    "more_specific": "it asks about a finding more specific than any the model was trained on",
-    "no_such_finding": "it asks about something no finding of the model describes",
-    "several_findings": "it asks about several findings at once",
-    "negated_choice": "a negated choice between findings has no answer the model was trained to give",
-    "negated_query": "a negated 'which findings' question has no answer the model was trained to give",
-    "other_than": "it asks about findings other than the one it names",
-    "not_understood": "it matches none of the questions this model was trained to answer",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Refusal:
-    """Why a question gets no answer, and what could be asked instead.
-
-    Attributes:
-        reason: one of :data:`REFUSAL_REASONS` (stable).
-        message: one sentence, naming what the question asked for.
-        suggestions: supported questions nearest to it by name and meaning.
-    """
-
-    reason: str
-    message: str
-    suggestions: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"reason": self.reason, "message": self.message, "suggestions": list(self.suggestions)}
-
-
-class QuestionCatalogue:
-    """The templates a bundle answers, and the reader of free-text questions onto them.
+class QuestionCatalogue(Catalogue):
+    """The templates a bundle answers (:class:`~diagecg.catalogue.Catalogue`), and the reader of
+    free-text questions onto them.
 
     Args:
         entries: the trained templates.
@@ -321,57 +120,18 @@ class QuestionCatalogue:
 
     def __init__(self, entries: Iterable[CatalogueEntry],
                  synonyms: Mapping[str, Sequence[str]] | None = None) -> None:
-        self.entries = {e.template_id: e for e in entries}
-        if not self.entries:
-            raise ValueError("a question catalogue needs at least one template")
-        for e in self.entries.values():
-            if not e.options:
-                raise ValueError(f"template {e.template_id} has no answer options")
-        merged: dict[str, list[str]] = {k: list(v) for k, v in SYNONYMS.items()}
-        for k, v in (synonyms or {}).items():
-            merged.setdefault(k, [])
-            merged[k].extend(s for s in v if s not in merged[k])
-        self.synonyms = {k: tuple(v) for k, v in merged.items()}
-        self.findings = tuple(sorted({a for e in self.entries.values() for a in e.attributes}))
-        self._names = NameFinder(finding_forms(self.findings, self.synonyms), normalize_question,
-                                 extra_words=(*KEYWORDS, *SITE_WORDS, *STAGE_WORDS))
-
-    # --- serialisation -------------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"templates": [e.to_dict() for e in self.entries.values()],
-                "synonyms": {k: list(v) for k, v in sorted(self.synonyms.items())}}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> QuestionCatalogue:
-        return cls([CatalogueEntry.from_dict(t) for t in data["templates"]], data.get("synonyms"))
+        super().__init__(entries, synonyms)
+        self._suggest = Suggestions(self)
 
     # --- reading -------------------------------------------------------------------------------
 
     def find_attributes(self, question: str) -> list[str]:
         """Catalogue findings a question names, in order of appearance (each once)."""
         out: list[str] = []
-        for hit in self._names.find(normalize_question(question)):
+        for hit in self.names.find(normalize_question(question)):
             if hit.form.finding and hit.form.finding not in out:
                 out.append(hit.form.finding)
         return out
-
-    def _routed(self, accept: Callable[[QuestionTemplate], bool]) -> list[CatalogueEntry]:
-        """The entries whose template (:data:`TEMPLATES`) ``accept`` takes, by template id."""
-        return [e for tid, e in sorted(self.entries.items()) if tid in TEMPLATES and accept(TEMPLATES[tid])]
-
-    def _finding_entry(self) -> CatalogueEntry | None:
-        """The yes/no template about one named finding ("Does this ECG show symptoms of X?")."""
-        return next(iter(self._routed(lambda t: t.one_finding and t.n_attributes == 1)), None)
-
-    def _statement_entry(self, statement: str) -> CatalogueEntry | None:
-        """The record-level yes/no template about ``statement`` ("Is this a normal ECG?")."""
-        return next(iter(self._routed(lambda t: t.statement == statement)), None)
-
-    def _record_entry(self, question_type: QuestionType, group: str) -> CatalogueEntry | None:
-        """The record-level template of ``question_type`` about ``group``."""
-        return next(iter(self._routed(lambda t: t.record_level and t.question_type is question_type
-                                      and t.group == group)), None)
 
     def _matched(self, entry: CatalogueEntry, attributes: Sequence[str], *, negated: bool = False,
                  terms: Sequence[FindingTerm] = (),
@@ -394,11 +154,11 @@ class QuestionCatalogue:
             asks = t.statement
             found = find_statement(asks) if asks is not None else None
             if asks is not None and found is not None and st is not None and found.code == st.code:
-                entry = self._statement_entry(asks)
+                entry = self.statement_entry(asks)
                 return None if entry is None else self._matched(entry, ())
         names = [statement, *((st.description, *st.aliases) if st is not None else ())]
         by_key = {_key(f): f for f in self.findings}
-        entry = self._finding_entry()
+        entry = self.finding_entry()
         name = next((by_key[_key(n)] for n in names if _key(n) in by_key), None)
         if entry is None or name is None or name not in entry.attributes:
             return None
@@ -414,8 +174,8 @@ class QuestionCatalogue:
         :class:`Refusal` (see the module docstring)."""
         text = normalize_question(question)
         if not text:
-            return Refusal("empty", "the question is empty", self._template_suggestions(""))
-        hits = self._names.find(text)
+            return Refusal("empty", "the question is empty", self._suggest.by_template(""))
+        hits = self.names.find(text)
         outside = _blank(text, hits)  # the words that name no finding
         spelling = [p for h in hits for p in h.slips]
         for hit in hits:
@@ -430,8 +190,8 @@ class QuestionCatalogue:
                 terms.append(term)
         if _NUMERIC.search(outside):
             rate = [a for a in ("sinus bradycardia", "sinus tachycardia") if a in self.findings]
-            suggestions = (tuple(self._verify_question(a) for a in rate)
-                           if _RATE.search(outside) and not terms else self._suggest(text, terms))
+            suggestions = (tuple(self._suggest.verify_question(a) for a in rate)
+                           if _RATE.search(outside) and not terms else self._suggest.nearby(text, terms))
             return Refusal("numeric", "the question asks for a number or a measurement, which this model "
                                       "does not give", suggestions)
         negations = count_negations(outside)
@@ -439,38 +199,38 @@ class QuestionCatalogue:
         attrs = [t.finding for t in terms]
         if attrs and _OTHER_THAN.search(outside):
             return Refusal("other_than", f"the question asks about findings other than {attrs[0]}; ask about "
-                                         f"a finding by name", self._suggest(text, terms))
+                                         f"a finding by name", self._suggest.nearby(text, terms))
         if len(attrs) == 1:
             if _WH.search(text) or _ONE_OF_TWO.search(outside):
                 return Refusal("not_understood", f"the question names {attrs[0]} but is not a yes/no "
-                                                 f"question about it", self._suggest(text, terms))
-            entry = self._finding_entry()
+                                                 f"question about it", self._suggest.nearby(text, terms))
+            entry = self.finding_entry()
             if entry is None or attrs[0] not in entry.attributes:
                 return Refusal("not_understood", f"this model cannot be asked about {attrs[0]} alone",
-                               self._suggest(text, terms))
+                               self._suggest.nearby(text, terms))
             return self._matched(entry, attrs, negated=negations % 2 == 1, terms=terms, spelling=spelling)
         if len(attrs) == 2:
             if not _CHOICE.search(outside):
                 return Refusal("several_findings", f"the question asks about {attrs[0]} and {attrs[1]} "
                                                    f"at once; ask about each in turn",
-                               self._suggest(text, terms))
+                               self._suggest.nearby(text, terms))
             if negations % 2:
                 return Refusal("negated_choice", f"a negated choice between {attrs[0]} and {attrs[1]} has no "
                                                  f"answer this model was trained to give; ask about each in "
-                                                 f"turn", self._suggest(text, terms, negated=True))
+                                                 f"turn", self._suggest.nearby(text, terms, negated=True))
             said = "certain" if certain else "uncertain_too" if _UNCERTAIN_TOO.search(text) else "unsaid"
             order = _CHOICE_ORDER[said]
-            choices = self._routed(lambda t: t.question_type is QuestionType.CHOOSE and t.uncertain in order)
+            choices = self.routed(lambda t: t.question_type is QuestionType.CHOOSE and t.uncertain in order)
             choices.sort(key=lambda e: order.index(TEMPLATES[e.template_id].uncertain))  # stable: by id
             for entry in choices:
                 if all(a in entry.attributes for a in attrs):
                     return self._matched(entry, attrs, terms=terms, spelling=spelling)
             return Refusal("several_findings", f"{attrs[0]} and {attrs[1]} are never offered as one choice; "
-                                               f"ask about each in turn", self._suggest(text, terms))
+                                               f"ask about each in turn", self._suggest.nearby(text, terms))
         if attrs:
             return Refusal("several_findings", f"the question names {len(attrs)} findings ("
                                                f"{', '.join(attrs)}); ask about each in turn",
-                           self._suggest(text, terms))
+                           self._suggest.nearby(text, terms))
         return self._record_level(text, certain, negations, spelling)
 
     def _term(self, text: str, hit: FoundName) -> FindingTerm | Refusal:
@@ -488,7 +248,7 @@ class QuestionCatalogue:
             known = "; ".join(related[:6]) + ("; ..." if len(related) > 6 else "")
             return Refusal("more_specific", f"'{asked}' is more specific than any finding this model was "
                                             f"trained on (it knows: {known})",
-                           tuple(self._verify_question(a) for a in related[:3]))
+                           tuple(self._suggest.verify_question(a) for a in related[:3]))
         via = "spelling" if hit.slips else form.via
         scope, note = form.scope, form.note
         if before and before[-1] in STAGE_WORDS and "infarction" in form.finding and scope == "same":
@@ -498,7 +258,8 @@ class QuestionCatalogue:
     def _refuse_unknown(self, hit: FoundName) -> Refusal:
         related = [r for r in hit.form.related if r in self.findings]
         known = f" (related findings it knows: {'; '.join(related)})" if related else ""
-        suggestions = tuple(self._verify_question(r) for r in related[:3]) or self._nearest(hit.typed)
+        suggestions = (tuple(self._suggest.verify_question(r) for r in related[:3])
+                       or self._suggest.nearest(hit.typed))
         return Refusal("unknown_finding", f"'{hit.typed}' is not a finding this model was trained on{known}",
                        suggestions)
 
@@ -506,9 +267,9 @@ class QuestionCatalogue:
                       spelling: list[tuple[str, str]]) -> MatchedQuestion | Refusal:
         def keyword(m: re.Match[str]) -> str:  # record-level keywords misspelt ("rythm", "normla")
             w = m.group()
-            if w in self._names.known_words or w in _FILLER:
+            if w in self.names.known_words or w in FILLER:
                 return w
-            fixed = next((k for k in KEYWORDS if is_spelling_slip(w, k, self._names.known_words)), None)
+            fixed = next((k for k in KEYWORDS if is_spelling_slip(w, k, self.names.known_words)), None)
             if fixed is None:
                 return w
             spelling.append((w, fixed))
@@ -519,9 +280,9 @@ class QuestionCatalogue:
         kind = QuestionType.QUERY if wh else QuestionType.VERIFY  # "what/which/list" asks for the set
         flips = 0
         if _ECGQA_ABNORMAL.search(text) and not wh:
-            entry = self._record_entry(kind, "abnormal")
+            entry = self.record_entry(kind, "abnormal")
         elif _FORM.search(text):
-            entry = self._record_entry(kind, "form")
+            entry = self.record_entry(kind, "form")
             flips = len(_NORMAL.findall(text))  # a normal waveform: no form symptom
         elif _REGULARITY.search(text) or (_RHYTHM.search(text) and (_NORMAL.search(text)
                                                                     or opposite_flips(text))):
@@ -529,32 +290,33 @@ class QuestionCatalogue:
             return Refusal("no_such_finding", "a regular, irregular, normal or abnormal rhythm is not a "
                                               "finding this model was trained on (nor is its opposite): ask "
                                               "about a rhythm by name",
-                           tuple(self._verify_question(a) for a in rhythms if a in self.findings))
+                           tuple(self._suggest.verify_question(a) for a in rhythms if a in self.findings))
         elif _RHYTHM.search(text):
             if wh or _RHYTHM_GROUP.search(text):
-                entry = self._record_entry(kind, "rhythm")
+                entry = self.record_entry(kind, "rhythm")
             else:
                 return Refusal("not_understood", "the question asks about the rhythm without naming one: "
                                                  "ask about a rhythm by name or 'What rhythm-related "
-                                                 "symptoms does this ECG show?'", self._suggest(text, []))
+                                                 "symptoms does this ECG show?'",
+                               self._suggest.nearby(text, []))
         elif (_NORMAL.search(text) or opposite_flips(text)) and not wh:
-            entry, flips = self._statement_entry(NORMAL_STATEMENT), opposite_flips(text)
+            entry, flips = self.statement_entry(NORMAL_STATEMENT), opposite_flips(text)
         elif _DIAGNOSTIC.search(text):
             uncertain = "excluded" if certain else "included"
-            entry = next(iter(self._routed(lambda t: t.record_level and t.question_type is kind
+            entry = next(iter(self.routed(lambda t: t.record_level and t.question_type is kind
                                            and t.uncertain == uncertain)), None)
         elif _RATE.search(text):
             return Refusal("numeric", "the heart rate is a number this model does not give; ask about sinus "
                                       "bradycardia or sinus tachycardia", tuple(
-                                          self._verify_question(a) for a in ("sinus tachycardia",
-                                                                             "sinus bradycardia")
+                                          self._suggest.verify_question(a)
+                                          for a in ("sinus tachycardia", "sinus bradycardia")
                                           if a in self.findings))
         else:
             return Refusal("not_understood", "the question matches none of the questions this model was "
-                                             "trained to answer", self._suggest(text, []))
+                                             "trained to answer", self._suggest.nearby(text, []))
         if entry is None:
             return Refusal("not_understood", "this bundle has no template for the question",
-                           self._suggest(text, []))
+                           self._suggest.nearby(text, []))
         negated = (negations + flips) % 2 == 1
         if negated and not {"yes", "no"} <= set(entry.options):
             return Refusal("negated_query", "a negated 'which findings' question has no answer this model "
@@ -563,57 +325,13 @@ class QuestionCatalogue:
 
     # --- suggestions ---------------------------------------------------------------------------
 
-    def _verify_question(self, finding: str, negated: bool = False) -> str:
-        asks = next((t for t in TEMPLATES.values() if t.statement == finding), None)
-        if asks is not None:
-            return NEGATED_TEXT[asks.template_id] if negated else asks.text
-        entry = self._finding_entry()
-        text = entry.render((finding,)) if entry is not None else finding
-        return text.replace("show symptoms of", "show no symptoms of") if negated else text
-
-    def _suggest(self, text: str, terms: Sequence[FindingTerm], negated: bool = False) -> tuple[str, ...]:
-        if terms:
-            return tuple(self._verify_question(t.finding, negated) for t in terms[:3])
-        return self._nearest(text)
-
-    def _nearest(self, text: str, k: int = 3) -> tuple[str, ...]:
-        """Supported questions nearest to ``text``: findings close by name, else templates sharing words."""
-        content = " ".join(w for w in normalize_question(text).split() if w not in _FILLER)
-        if content:
-            forms = {f.text: f.finding for f in self._names.forms if f.finding}
-            close = difflib.get_close_matches(content, list(forms), n=12, cutoff=0.6)
-            for word in content.split():
-                close += difflib.get_close_matches(word, list(forms), n=4, cutoff=0.75)
-            found: list[str] = []
-            for c in close:
-                if forms[c] not in found:
-                    found.append(forms[c])
-            if found:
-                return tuple(self._verify_question(f) for f in found[:k])
-        return self._template_suggestions(text, k)
-
-    def _template_suggestions(self, text: str, k: int = 3) -> tuple[str, ...]:
-        words = set(normalize_question(text).split())
-        scored = []
-        for e in self.entries.values():
-            fill = e.attributes[:2] if e.attributes else ()
-            try:
-                example = e.render(fill[:1] if ATTRIBUTE in e.text else fill)
-            except ValueError:
-                continue
-            other = set(normalize_question(e.text.replace(ATTRIBUTE, "").replace(ATTRIBUTE1, "")
-                                           .replace(ATTRIBUTE2, "")).split())
-            overlap = len(words & other) / (len(words | other) or 1)
-            scored.append((-overlap, e.template_id, example))
-        return tuple(ex for _, _, ex in sorted(scored)[:k])
-
     def closest(self, question: str, k: int = 3) -> list[str]:
         """Up to ``k`` supported questions nearest to ``question`` by name and meaning (a refused
         question's suggestions; for a supported one, its own canonical wording first)."""
         read = self.read(question)
         if isinstance(read, MatchedQuestion):
             return [read.canonical]
-        return list(read.suggestions[:k]) or list(self._template_suggestions(question, k))
+        return list(read.suggestions[:k]) or list(self._suggest.by_template(question, k))
 
     # --- description ---------------------------------------------------------------------------
 
@@ -628,16 +346,6 @@ class QuestionCatalogue:
         rhythm.discard(NONE_ANSWER)
         named = match.template.one_finding and match.template.n_attributes == 1
         return named and bool(match.attributes) and set(match.attributes) <= rhythm
-
-    def describe(self) -> list[str]:
-        """Human-readable lines: each template, its options and how many attributes it takes."""
-        lines = []
-        for e in sorted(self.entries.values(), key=lambda e: e.template_id):
-            opts = ", ".join(e.options) if len(e.options) <= 6 else f"{len(e.options)} options"
-            attr = f" ({len(e.attributes)} attribute values)" if e.attributes else ""
-            lines.append(f"[{e.template_id}] {e.question_type.removeprefix('single-')}: {e.text}{attr}"
-                         f" -> {opts}")
-        return lines
 
 
 # the order a choice between two findings tries the choose templates in, by what the question says of
@@ -671,11 +379,8 @@ def _base(finding: str) -> str:
 
 
 def build_catalogue(answer_vocab: Mapping[str, Sequence[str]]) -> QuestionCatalogue:
-    """The catalogue of :data:`TEMPLATES` with ECG-QA's answers per template (for a bundle).
-
-    Template 1 ("Does this ECG show symptoms of X?") takes every statement and superclass name the
-    choose templates may name; choose templates take their own options; query and record-level
-    verify templates take none. Examples are the training paraphrases (the held-out ones stay out).
+    """The catalogue of :data:`TEMPLATES` with ECG-QA's answers per template (for a bundle):
+    :func:`diagecg.catalogue.catalogue_entries`, read by a :class:`QuestionCatalogue`.
 
     Args:
         answer_vocab: ECG-QA template id (as a string) -> allowed answers
@@ -684,24 +389,4 @@ def build_catalogue(answer_vocab: Mapping[str, Sequence[str]]) -> QuestionCatalo
     Raises:
         ValueError: a template has no answer options in ``answer_vocab``.
     """
-
-    def options(tid: int) -> tuple[str, ...]:
-        opts = tuple(answer_vocab.get(str(tid), ()))
-        if not opts:
-            raise ValueError(f"no answer options for ECG-QA template {tid}")
-        return opts
-
-    choose = [t for t in TEMPLATES.values() if t.question_type is QuestionType.CHOOSE]
-    named = sorted({a for t in choose for a in options(t.template_id)} - {NONE_ANSWER})
-    entries = []
-    for tid, t in sorted(TEMPLATES.items()):
-        if t.n_attributes == 1:
-            attributes: tuple[str, ...] = tuple(named)
-        elif t.question_type is QuestionType.CHOOSE:
-            attributes = tuple(a for a in options(tid) if a != NONE_ANSWER)
-        else:
-            attributes = ()
-        entries.append(CatalogueEntry(template_id=tid, question_type=t.question_type, group=t.group,
-                                      text=t.text, attributes=attributes, options=options(tid),
-                                      examples=t.train_paraphrases))
-    return QuestionCatalogue(entries)
+    return QuestionCatalogue(catalogue_entries(answer_vocab))
