@@ -55,20 +55,15 @@ from pathlib import Path
 from typing import Any
 
 from diagecg.answers import normalize_answer
-from diagecg.bundle import Bundle, default_bundle, load_bundle, sha256_file
-from diagecg.calibration import calibration_identity
+from diagecg.bundle import Bundle, default_bundle, load_bundle
 from diagecg.config import QualityConfig
-from diagecg.constants import MANIFEST_NAME
-from diagecg.constants import ManifestKey as K
-from diagecg.decoding import option_continuations
 from diagecg.errors import DiagEcgError, InputError, SignalQualityError
 from diagecg.notes import Note, W
-from diagecg.plausibility import CHECKS, note_code
+from diagecg.plausibility import note_code
 from diagecg.preprocess import record_windows
 from diagecg.prompts import encode_prompt, sanitize_question
 from diagecg.questions import MatchedQuestion, Refusal
 from diagecg.reliability import ReliabilityTable
-from diagecg.report_text import report_statements
 from diagecg.runtime.answer import (
     SCHEMA_VERSION,
     TASK_QA,
@@ -76,29 +71,26 @@ from diagecg.runtime.answer import (
     TIMING_STAGES,
     Answer,
     answer_schema,
+    bundle_field,
     error_dict,
 )
-from diagecg.runtime.answering import (
-    StatementReader,
-    as_asked,
-    choose_consistently,
-    question_notes,
-    refusal_note,
-    reliability_notes,
-    reliability_of,
-    statement_probabilities,
-)
+from diagecg.runtime.answering import StatementReader, as_asked, refusal_note
 from diagecg.runtime.device import DeviceChoice, choose_device, trim_heap
 from diagecg.runtime.ecg_codes import EcgCodeReader
 from diagecg.runtime.ecg_session import EcgTokenizerSession
 from diagecg.runtime.evidence import evidence
 from diagecg.runtime.evidence import measurements as window_measurements
+from diagecg.runtime.findings import (
+    IMPLAUSIBLE_RECORD,
+    answer_reliability,
+    answer_statements,
+    read_consistently,
+)
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
 from diagecg.runtime.outputs import AuditLog
 from diagecg.runtime.record_input import RecordChecks, RecordLike, as_record, check_patient, signal_key
-from diagecg.runtime.replies import choose, decode
+from diagecg.runtime.replies import check_options, choose, decode, score_options
 from diagecg.runtime.windows import WindowAnswer, aggregate, unanalysed_note, window_list
-from diagecg.statements import answer_findings, coded_statements
 from diagecg.types import EcgRecord, I64Array, PatientInfo
 
 __all__ = ["ECG_CACHE_SIZE", "IMPLAUSIBLE_RECORD", "SCHEMA_VERSION", "TASK_QA", "TASK_REPORT",
@@ -108,8 +100,6 @@ __all__ = ["ECG_CACHE_SIZE", "IMPLAUSIBLE_RECORD", "SCHEMA_VERSION", "TASK_QA", 
 logger = logging.getLogger(__name__)
 
 ECG_CACHE_SIZE = 64  # signals whose ECG codes a pipeline keeps (~0.5 KB each at 100 Hz)
-PLAUSIBILITY_CODES = frozenset(CHECKS.values())  # record warnings of diagecg.plausibility
-IMPLAUSIBLE_RECORD = "implausible_record"  # reliability status of an answer about such a record
 
 
 def _log_failure(record: RecordLike, error: Exception) -> None:
@@ -160,15 +150,7 @@ class DiagEcgPipeline:
         self.audit: AuditLog | None = None
         self._ecg = EcgCodeReader(ecg_session, bundle.preprocess, bundle.summary, ecg_cache_size)
         self._checks = RecordChecks(ecg_cache_size)  # per-record checks of in-memory records
-        self._bundle_info = {
-            "path": str(bundle.root),
-            "format_version": bundle.manifest.get(K.FORMAT_VERSION),
-            "diagecg_version": bundle.manifest.get(K.DIAGECG_VERSION),
-            "manifest_sha256": sha256_file(bundle.root / MANIFEST_NAME),
-            "quant": quant,
-            "gguf_sha256": bundle.manifest[K.FILES][bundle.gguf_path(quant).name]["sha256"],
-            "calibration": calibration_identity(bundle.manifest.get(K.CALIBRATION)),
-        }
+        self._bundle_info = bundle_field(bundle, quant)
 
     @property
     def bundle_info(self) -> dict[str, Any]:
@@ -247,7 +229,11 @@ class DiagEcgPipeline:
             self.audit.log(ans.to_dict(), record if isinstance(record, (str, Path, EcgRecord)) else None)
         return ans
 
-    def _audit_error(self, record: RecordLike, line: dict[str, Any]) -> dict[str, Any]:
+    def _error(self, record: RecordLike, error: Exception, question: str, task: str,
+               elapsed_ms: float) -> dict[str, Any]:
+        """A failure's error line (``error_dict``), written to the audit log when there is one."""
+        line = error_dict(record, error, question, task=task, bundle=self._bundle_info,
+                          device=self.device.to_dict(), elapsed_ms=elapsed_ms)
         if self.audit is not None:
             self.audit.log(line, record if isinstance(record, (str, Path, EcgRecord)) else None)
         return line
@@ -258,9 +244,7 @@ class DiagEcgPipeline:
         try:
             return self._run(record, question, task, patient)
         except Exception as e:
-            self._audit_error(record, error_dict(record, e, question, task=task, bundle=self._bundle_info,
-                                                 device=self.device.to_dict(),
-                                                 elapsed_ms=(time.perf_counter() - t) * 1e3))
+            self._error(record, e, question, task, (time.perf_counter() - t) * 1e3)
             raise
 
     def _answer_one(self, record: RecordLike, question: str, task: str, patient: PatientInfo | None = None,
@@ -316,10 +300,7 @@ class DiagEcgPipeline:
         tail = unanalysed_note(rec, parts)
         notes.extend([tail] if tail is not None else [])
         reply = chosen.reply
-        closed = match is not None and match.closed
-        windows = window_list(parts, closed)
-        probs = reply.get("option_probabilities")
-        statement_probs: dict[str, float | None] = {}
+        windows = window_list(parts, match is not None and match.closed)
         t_read = time.perf_counter()
         # one rule keeps any two answers about the record consistent (runtime.answering.StatementReader)
         reader = None if catalogue is None else StatementReader(
@@ -327,21 +308,10 @@ class DiagEcgPipeline:
             self.reliability.validated(),
             self._ecg.shared_readings([p.codes for p in parts], used, self.calibration),
             {name: float(c["threshold"]) for name, c in self.calibration.items() if "threshold" in c})
-        if match is not None and closed and probs is not None:
-            if reader is not None and match.template.one_finding:
-                text, probs, rule_notes = reader.verify(match, text, probs)
-            else:
-                text, rule_notes = choose_consistently(match, text, probs)
-            notes.extend(rule_notes)
-            confidence = probs[text]
-            statement_probs = dict(statement_probabilities(match, probs))
-        elif not closed:  # one meaning of confidence: a closed question's (queries, reports: per statement)
-            confidence = None
-            if reader is not None and (match is not None or task == TASK_REPORT):
-                texts = [p.reply["text"] for p in parts]
-                read_all = reader.report if task == TASK_REPORT else reader.query
-                text, statement_probs, read_notes = read_all(texts)
-                notes.extend(read_notes)
+        text, probs, confidence, statement_probs, rule_notes = read_consistently(
+            reader, match, task, [p.reply["text"] for p in parts], text, reply.get("option_probabilities"),
+            confidence)
+        notes.extend(rule_notes)
         times["generate"] = round(times["generate"] + (time.perf_counter() - t_read) * 1e3, 3)
         model_answers = normalize_answer(text)  # the canonical question's answer (statements are about it)
         text, probs, confidence, windows = as_asked(match, text, probs, confidence, windows)
@@ -349,22 +319,11 @@ class DiagEcgPipeline:
         measurements = None
         if task == TASK_REPORT and self.measure:  # the first window's: the numbers the model read
             measurements = window_measurements(parts[0])
-        if task == TASK_REPORT:
-            findings = [(s, True) for s in report_statements(text)]
-        else:
-            findings = [] if match is None else answer_findings(
-                match.question_type, match.attributes, model_answers, statement=match.template.statement)
-        statements = coded_statements(findings, statement_probs)
-        reliability = None
-        if catalogue is not None:
-            reliability, present = reliability_of(self.reliability, catalogue, match, statements,
-                                                  task == TASK_REPORT)
-            notes.extend([*question_notes(match)] if match is not None else [])
-            notes.extend(reliability_notes(reliability, present) if reliability is not None else [])
+        statements = answer_statements(task, match, text, model_answers, statement_probs)
         record_notes = self._notes(rec)
-        if reliability is not None and any(n.code in PLAUSIBILITY_CODES for n in record_notes):
-            # the held-out numbers are of records that pass these checks; this one fails one
-            reliability = {**reliability, "status": IMPLAUSIBLE_RECORD}
+        reliability, trust_notes = answer_reliability(self.reliability, catalogue, match, statements, task,
+                                                      record_notes)
+        notes.extend(trust_notes)
         times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
         return Answer(
             **common, answer=text, answers=answers, statements=statements, measurements=measurements,
@@ -418,30 +377,14 @@ class DiagEcgPipeline:
             InputError: bad question, no options, or an option that is not a str or fails the question
                 checks (empty, special tokens). RecordError / InferenceError: as :meth:`answer`.
         """
-        if isinstance(options, str) or not options:
-            raise InputError("no answer options given: a list of option strings, e.g. ['yes', 'no']")
-        if not all(isinstance(o, str) for o in options):
-            raise InputError("every answer option must be a str")
-        options = [self._check_option(o) for o in options]
+        options = check_options(options, self.check_question)
         rec = self._checks.check(record, self.quality)[0]
         codes = self._ecg.read(rec)[0] if ecg_codes is None else ecg_codes
         prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
                                    question=self.check_question(question),
                                    patient=rec.patient.with_overrides(check_patient(patient)),
                                    ecg_indices=codes.tolist())
-        eos = self.bundle.vocab.eos_id
-        option_ids = option_continuations(self.prompt_config, self.llm.encode_text, options, eos)
-        probs = self.llm.option_probabilities(prompt_ids, option_ids)
-        return {o: float(p) for o, p in zip(options, probs, strict=True)}
-
-    def _check_option(self, option: str) -> str:
-        """An answer option checked as a question is (empty text, control characters, ECG-token or special-
-        token text are refused)."""
-        try:
-            return self.check_question(option)
-        except InputError as e:
-            why = str(e).replace("the question", "it")
-            raise InputError(f"answer option {option[:60]!r}: {why}") from None
+        return score_options(self.llm, self.prompt_config, self.bundle.vocab.eos_id, prompt_ids, options)
 
     def clear_caches(self) -> None:
         """Drop the cached ECG codes, the consistency rule's readings, the records' checks and the KV cells
@@ -480,9 +423,7 @@ class DiagEcgPipeline:
             except Exception as e:  # DiagEcgError, or a bug: one error line per question, the batch goes on
                 _log_failure(record, e)
                 ms = (time.perf_counter() - t) * 1e3
-                yield from (self._audit_error(record, error_dict(
-                    record, e, question, task=task, bundle=self._bundle_info, device=self.device.to_dict(),
-                    elapsed_ms=ms)) for question in questions)
+                yield from (self._error(record, e, question, task, ms) for question in questions)
                 continue
             read_ms = (time.perf_counter() - t) * 1e3  # charged to the first question only
             for question in questions:
@@ -491,9 +432,7 @@ class DiagEcgPipeline:
                     yield self._run(rec, question, task, patient, read_ms=read_ms)
                 except Exception as e:  # a record or engine error, or a bug: report it, keep going
                     _log_failure(record, e)
-                    yield self._audit_error(rec, error_dict(
-                        rec, e, question, task=task, bundle=self._bundle_info, device=self.device.to_dict(),
-                        elapsed_ms=(time.perf_counter() - t) * 1e3 + read_ms))
+                    yield self._error(rec, e, question, task, (time.perf_counter() - t) * 1e3 + read_ms)
                 read_ms = 0.0
 
     def answer_batch(self, records: Iterable[RecordLike], question: str | Sequence[str], *,

@@ -1,6 +1,7 @@
 """The model's reply to one prompt (torch-free; used by the pipeline): a closed question's options scored
 side by side and calibrated (:func:`choose`), or decoded text with a query's members kept to its
-options (:func:`decode`).
+options (:func:`decode`); and a caller's own options checked and scored (:func:`check_options`,
+:func:`score_options`, for ``DiagEcgPipeline.option_probabilities``).
 
 A reply is a dict: ``text``, ``stop_reason``, ``confidence``, ``n_answer_tokens``, ``n_reused_tokens``,
 ``warnings`` (``Note``), and a closed question's ``option_probabilities`` and ``calibrated``. The
@@ -14,7 +15,7 @@ options are scored or calibrated, or to how decoding is read, changes this modul
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,13 +24,13 @@ from diagecg.answers import format_answer, normalize_answer
 from diagecg.calibration import calibrate_options
 from diagecg.config import GenerationConfig
 from diagecg.decoding import option_continuations
-from diagecg.errors import InferenceError
+from diagecg.errors import InferenceError, InputError
 from diagecg.notes import Note, W
 from diagecg.prompts import PromptConfig
 from diagecg.questions import NONE_ANSWER, MatchedQuestion
 from diagecg.runtime.llm import LlamaModel
 
-__all__ = ["choose", "decode"]
+__all__ = ["check_options", "choose", "decode", "score_options"]
 
 
 def choose(llm: LlamaModel, prompt: PromptConfig, eos_id: int | None,
@@ -82,3 +83,35 @@ def decode(llm: LlamaModel, generation: GenerationConfig, prompt_ids: list[int],
     return {"text": text, "stop_reason": gen.stop_reason, "confidence": float(math.exp(gen.logprob)),
             "n_answer_tokens": len(gen.token_ids), "n_reused_tokens": gen.n_reused_tokens,
             "warnings": warnings}
+
+
+def check_options(options: Sequence[str], check: Callable[[str], str]) -> list[str]:
+    """A caller's answer options, each checked by ``check`` (the pipeline's ``check_question``).
+
+    Raises:
+        InputError: no options, an option that is not a str, or one that ``check`` refuses.
+    """
+    if isinstance(options, str) or not options:
+        raise InputError("no answer options given: a list of option strings, e.g. ['yes', 'no']")
+    if not all(isinstance(o, str) for o in options):
+        raise InputError("every answer option must be a str")
+    return [_check_option(o, check) for o in options]
+
+
+def _check_option(option: str, check: Callable[[str], str]) -> str:
+    """An answer option checked as a question is (empty text, control characters, ECG-token or special-
+    token text are refused)."""
+    try:
+        return check(option)
+    except InputError as e:
+        why = str(e).replace("the question", "it")
+        raise InputError(f"answer option {option[:60]!r}: {why}") from None
+
+
+def score_options(llm: LlamaModel, prompt: PromptConfig, eos_id: int | None, prompt_ids: list[int],
+                  options: Sequence[str]) -> dict[str, float]:
+    """The model's probability of each option after the prompt (whole continuations, normalised over the
+    options; ``LlamaModel.option_probabilities``), uncalibrated."""
+    option_ids = option_continuations(prompt, llm.encode_text, options, eos_id)
+    probs = llm.option_probabilities(prompt_ids, option_ids)
+    return {o: float(p) for o, p in zip(options, probs, strict=True)}
