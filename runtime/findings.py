@@ -2,7 +2,8 @@
 
 Once the windows' answers are combined (``runtime.windows``):
 
-* :func:`read_consistently` applies the one consistency rule (``runtime.answering.StatementReader``): a
+* :func:`statement_reader` sets up the one consistency rule (``runtime.answering.StatementReader``) for a
+  record's windows, and :func:`read_consistently` applies it: a
   closed answer is checked against the related findings, a query's members and a report's statements are
   each kept when the yes/no question about them confirms them;
 * :func:`answer_statements` codes what the answer says (``diagecg.statements``): a report's sentences,
@@ -17,7 +18,7 @@ answer states or how far it is trusted changes this module (and ``runtime.answer
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from diagecg.notes import Note
@@ -27,6 +28,7 @@ from diagecg.reliability import ReliabilityTable
 from diagecg.report_text import report_statements
 from diagecg.runtime.answer import TASK_REPORT
 from diagecg.runtime.answering import (
+    ScoreFn,
     StatementReader,
     choose_consistently,
     question_notes,
@@ -37,10 +39,20 @@ from diagecg.runtime.answering import (
 from diagecg.statements import answer_findings, coded_statements
 
 __all__ = ["IMPLAUSIBLE_RECORD", "PLAUSIBILITY_CODES", "answer_reliability", "answer_statements",
-           "read_consistently"]
+           "read_consistently", "statement_reader"]
 
 PLAUSIBILITY_CODES = frozenset(CHECKS.values())  # record warnings of diagecg.plausibility
 IMPLAUSIBLE_RECORD = "implausible_record"  # reliability status of an answer about such a record
+
+
+def statement_reader(catalogue: QuestionCatalogue, ask: ScoreFn, n_windows: int, table: ReliabilityTable,
+                     readings: dict[str, Any],
+                     calibration: Mapping[str, Mapping[str, Any]]) -> StatementReader:
+    """The consistency rule's reader of one record's windows: ``ask`` puts a catalogue yes/no question to a
+    window (by index), ``readings`` are those kept for this prompt (``EcgCodeReader.shared_readings``),
+    the findings ``table`` validated rank first, and a calibrated finding is present above its threshold."""
+    thresholds = {name: float(c["threshold"]) for name, c in calibration.items() if "threshold" in c}
+    return StatementReader(catalogue, ask, n_windows, table.validated(), readings, thresholds)
 
 
 def read_consistently(reader: StatementReader | None, match: MatchedQuestion | None, task: str,

@@ -13,13 +13,11 @@ answers many questions. Usage::
     for result in pipe.answer_batch(paths, ["q1?", "q2?"]):  # each record read once, asked both
         ...
 
-Repeated questions about one ECG are cheap: the ECG codes of the last ``ecg_cache_size`` signals
-are kept, keyed by a hash of the signal's bytes, sampling rate and lead names (the codes are a
-deterministic function of those); so are the per-record checks (quality checks, dead leads) of the last
-``ecg_cache_size`` in-memory ``EcgRecord``s (``runtime.record_input.RecordChecks``); and llama.cpp keeps
-the KV cells of the previous prompt, so a prompt with the same patient and ECG evaluates only its
-question (``runtime.llm``). All are on by default; ``ecg_cache_size=0`` and ``reuse_prefix=False``
-turn them off.
+Repeated questions about one ECG are cheap: the ECG codes of the last ``ecg_cache_size`` signals are
+kept (``runtime.ecg_codes``); so are the per-record checks of the last ``ecg_cache_size`` in-memory
+``EcgRecord``s (``runtime.record_input.RecordChecks``); and llama.cpp keeps the KV cells of the previous
+prompt, so a prompt with the same patient and ECG evaluates only its question (``runtime.llm``). All are
+on by default; ``ecg_cache_size=0`` and ``reuse_prefix=False`` turn them off.
 
 Thread safety: one pipeline may be shared by threads. onnxruntime sessions are thread-safe, and
 the llama.cpp context (not thread-safe) sits behind a lock in ``LlamaModel``, so concurrent calls
@@ -27,17 +25,12 @@ are correct but their generation steps run one after another. For parallel gener
 pipeline per thread (each holds its own copy of the model in memory).
 
 Questions. A bundle with a question catalogue reads every question against the templates it was
-trained on (``diagecg.questions``) and asks the model the template's own wording. A closed question
-(verify, choose) is answered by scoring each option as a whole continuation
-(``LlamaModel.option_probabilities``); a query is decoded and its members kept when the model's own
-yes/no answer about each confirms it; a negated question is answered as asked
-(``runtime.answering``). A refused question gets no answer, the reason and the supported questions
-nearest to it.
-
-The whole record. A record longer than the model window by more than 5% is cut into evenly spaced
-windows, each asked the question; how their answers make the record's is ``runtime.windows``. The ECG
-codes and measurements of each window, and their cache, are ``runtime.ecg_codes``; the measured evidence
-of a finding and a report's measurements, ``runtime.evidence``.
+trained on (``diagecg.questions``) and asks the model the template's own wording, window by window
+(``runtime.windows``): a closed question (verify, choose) by scoring each option as a whole
+continuation, anything else by decoding (``runtime.replies``). The windows' answers are combined
+(``runtime.windows``), kept consistent, coded and rated (``runtime.findings``, ``runtime.answering``),
+turned to the question as asked, and given their measured evidence (``runtime.evidence``). A refused
+question gets no answer, the reason and the supported questions nearest to it.
 
 The answer's JSON (``Answer.to_dict()``) and a batch's error lines (``error_dict``) are written by
 ``runtime.answer``; what a record may be and how it is checked, by ``runtime.record_input``. Their
@@ -74,7 +67,7 @@ from diagecg.runtime.answer import (
     bundle_field,
     error_dict,
 )
-from diagecg.runtime.answering import StatementReader, as_asked, refusal_note
+from diagecg.runtime.answering import as_asked, refusal_note
 from diagecg.runtime.device import DeviceChoice, choose_device, trim_heap
 from diagecg.runtime.ecg_codes import EcgCodeReader
 from diagecg.runtime.ecg_session import EcgTokenizerSession
@@ -85,6 +78,7 @@ from diagecg.runtime.findings import (
     answer_reliability,
     answer_statements,
     read_consistently,
+    statement_reader,
 )
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
 from diagecg.runtime.outputs import AuditLog
@@ -303,11 +297,9 @@ class DiagEcgPipeline:
         windows = window_list(parts, match is not None and match.closed)
         t_read = time.perf_counter()
         # one rule keeps any two answers about the record consistent (runtime.answering.StatementReader)
-        reader = None if catalogue is None else StatementReader(
-            catalogue, lambda k, q: self._ask(parts[k].codes, used, q), len(parts),
-            self.reliability.validated(),
-            self._ecg.shared_readings([p.codes for p in parts], used, self.calibration),
-            {name: float(c["threshold"]) for name, c in self.calibration.items() if "threshold" in c})
+        reader = None if catalogue is None else statement_reader(
+            catalogue, lambda k, q: self._ask(parts[k].codes, used, q), len(parts), self.reliability,
+            self._ecg.shared_readings([p.codes for p in parts], used, self.calibration), self.calibration)
         text, probs, confidence, statement_probs, rule_notes = read_consistently(
             reader, match, task, [p.reply["text"] for p in parts], text, reply.get("option_probabilities"),
             confidence)
@@ -316,9 +308,7 @@ class DiagEcgPipeline:
         model_answers = normalize_answer(text)  # the canonical question's answer (statements are about it)
         text, probs, confidence, windows = as_asked(match, text, probs, confidence, windows)
         answers = sorted(normalize_answer(text)) if task == TASK_QA else []
-        measurements = None
-        if task == TASK_REPORT and self.measure:  # the first window's: the numbers the model read
-            measurements = window_measurements(parts[0])
+        measurements = window_measurements(parts[0]) if task == TASK_REPORT and self.measure else None
         statements = answer_statements(task, match, text, model_answers, statement_probs)
         record_notes = self._notes(rec)
         reliability, trust_notes = answer_reliability(self.reliability, catalogue, match, statements, task,
