@@ -1,5 +1,6 @@
 """The answer record and its JSON: :class:`Answer` (``to_dict()``, ``schema_version`` :data:`SCHEMA_VERSION`)
-and a failed answer's error line (:func:`error_dict`), both specified by the JSON Schema
+and a failed answer's error line (:func:`error_dict`), with the ``bundle`` field of both
+(:func:`bundle_field`), all specified by the JSON Schema
 ``diagecg/schemas/answer.schema.json`` (:func:`answer_schema`; served at ``/v1/schema``, and in
 ``docs/openapi.json``).
 
@@ -15,6 +16,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from diagecg.bundle import Bundle, sha256_file
+from diagecg.calibration import calibration_identity
+from diagecg.constants import MANIFEST_NAME
+from diagecg.constants import ManifestKey as K
 from diagecg.notes import Note
 from diagecg.runtime.record_input import RecordLike
 from diagecg.types import EcgRecord
@@ -29,6 +34,20 @@ TIMING_STAGES: tuple[str, ...] = ("read", "preprocess", "tokenize", "prompt", "g
 def utc_now() -> str:
     """The current UTC time, ISO 8601 to the millisecond (``2026-12-07T21:40:33.123Z``)."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def bundle_field(bundle: Bundle, quant: str) -> dict[str, Any]:
+    """What every answer's ``bundle`` field holds: path, format and package versions, manifest and GGUF
+    sha256, quant, and the identity of the calibration in use."""
+    return {
+        "path": str(bundle.root),
+        "format_version": bundle.manifest.get(K.FORMAT_VERSION),
+        "diagecg_version": bundle.manifest.get(K.DIAGECG_VERSION),
+        "manifest_sha256": sha256_file(bundle.root / MANIFEST_NAME),
+        "quant": quant,
+        "gguf_sha256": bundle.manifest[K.FILES][bundle.gguf_path(quant).name]["sha256"],
+        "calibration": calibration_identity(bundle.manifest.get(K.CALIBRATION)),
+    }
 
 
 @dataclasses.dataclass

@@ -1,7 +1,7 @@
 """From the model's replies to the answer of the question as asked (torch-free; used by the pipeline).
 
 The pipeline asks the model the catalogue's canonical question window by window and combines the
-windows (``DiagEcgPipeline._aggregate``: a closed question takes the window with the strongest evidence
+windows (``runtime.windows.aggregate``: a closed question takes the window with the strongest evidence
 of a finding). This module then:
 
 * **answers the question as asked** (:func:`as_asked`): a negated question ("Is there no AF?") gets
@@ -63,7 +63,7 @@ __all__ = ["NORMAL_NAME", "Reading", "StatementReader", "as_asked", "choose_cons
            "question_notes", "refusal_note", "reliability_notes", "reliability_of", "statement_probabilities"]
 
 NORMAL_NAME = NORMAL_STATEMENT  # the finding "Is this a normal ECG?" asks about (PTB-XL's NORM)
-# (window index, the catalogue's yes/no question about a finding) -> the reply of DiagEcgPipeline._choose
+# (window index, the catalogue's yes/no question about a finding) -> the reply of runtime.replies.choose
 ScoreFn = Callable[[int, MatchedQuestion], dict[str, Any]]
 
 
@@ -149,7 +149,7 @@ class StatementReader:
     Args:
         catalogue: the bundle's question catalogue.
         score: asks a window (by index) a catalogue yes/no question and returns the reply of
-            ``DiagEcgPipeline._choose`` (``text``, ``option_probabilities``).
+            ``runtime.replies.choose`` (``text``, ``option_probabilities``).
         n_windows: how many windows the record was analysed in.
         validated: the findings (catalogue names) the bundle's evaluation validated; None: every
             finding ranks alike.

@@ -13,13 +13,11 @@ answers many questions. Usage::
     for result in pipe.answer_batch(paths, ["q1?", "q2?"]):  # each record read once, asked both
         ...
 
-Repeated questions about one ECG are cheap: the ECG codes of the last ``ecg_cache_size`` signals
-are kept, keyed by a hash of the signal's bytes, sampling rate and lead names (the codes are a
-deterministic function of those); so are the per-record checks (quality checks, dead leads) of the last
-``ecg_cache_size`` in-memory ``EcgRecord``s (``runtime.record_input.RecordChecks``); and llama.cpp keeps
-the KV cells of the previous prompt, so a prompt with the same patient and ECG evaluates only its
-question (``runtime.llm``). All are on by default; ``ecg_cache_size=0`` and ``reuse_prefix=False``
-turn them off.
+Repeated questions about one ECG are cheap: the ECG codes of the last ``ecg_cache_size`` signals are
+kept (``runtime.ecg_codes``); so are the per-record checks of the last ``ecg_cache_size`` in-memory
+``EcgRecord``s (``runtime.record_input.RecordChecks``); and llama.cpp keeps the KV cells of the previous
+prompt, so a prompt with the same patient and ECG evaluates only its question (``runtime.llm``). All are
+on by default; ``ecg_cache_size=0`` and ``reuse_prefix=False`` turn them off.
 
 Thread safety: one pipeline may be shared by threads. onnxruntime sessions are thread-safe, and
 the llama.cpp context (not thread-safe) sits behind a lock in ``LlamaModel``, so concurrent calls
@@ -27,18 +25,12 @@ are correct but their generation steps run one after another. For parallel gener
 pipeline per thread (each holds its own copy of the model in memory).
 
 Questions. A bundle with a question catalogue reads every question against the templates it was
-trained on (``diagecg.questions``) and asks the model the template's own wording. A closed question
-(verify, choose) is answered by scoring each option as a whole continuation
-(``LlamaModel.option_probabilities``); a query is decoded and its members kept when the model's own
-yes/no answer about each confirms it; a negated question is answered as asked
-(``runtime.answering``). A refused question gets no answer, the reason and the supported questions
-nearest to it.
-
-The whole record. A record longer than the model window by more than 5% is cut into evenly spaced
-windows (``diagecg.preprocess.record_windows``), each asked the question (:class:`WindowAnswer`).
-A closed answer comes from the window with the strongest evidence of a finding (the lowest
-probability of the template's ``negative_option``, ``diagecg.question_templates``); a query's or a
-report's statements are each kept by the same rule applied to the yes/no question about them.
+trained on (``diagecg.questions``) and asks the model the template's own wording, window by window
+(``runtime.windows``): a closed question (verify, choose) by scoring each option as a whole
+continuation, anything else by decoding (``runtime.replies``). The windows' answers are combined
+(``runtime.windows``), kept consistent, coded and rated (``runtime.findings``, ``runtime.answering``),
+turned to the question as asked, and given their measured evidence (``runtime.evidence``). A refused
+question gets no answer, the reason and the supported questions nearest to it.
 
 The answer's JSON (``Answer.to_dict()``) and a batch's error lines (``error_dict``) are written by
 ``runtime.answer``; what a record may be and how it is checked, by ``runtime.record_input``. Their
@@ -49,35 +41,22 @@ keeps working.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import math
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from diagecg.answers import format_answer, normalize_answer
-from diagecg.bundle import Bundle, default_bundle, feature_columns, load_bundle, sha256_file
-from diagecg.calibration import calibrate_options, calibration_identity
+from diagecg.answers import normalize_answer
+from diagecg.bundle import Bundle, default_bundle, load_bundle
 from diagecg.config import QualityConfig
-from diagecg.constants import MANIFEST_NAME
-from diagecg.constants import ManifestKey as K
-from diagecg.criteria import criterion_for
-from diagecg.decoding import option_continuations
-from diagecg.errors import DiagEcgError, InferenceError, InputError, SignalQualityError
-from diagecg.features import FEATURE_NAMES, report_measurements
+from diagecg.errors import DiagEcgError, InputError, SignalQualityError
 from diagecg.notes import Note, W
-from diagecg.plausibility import CHECKS, note_code
-from diagecg.preprocess import model_inputs, record_windows
+from diagecg.plausibility import note_code
+from diagecg.preprocess import record_windows
 from diagecg.prompts import encode_prompt, sanitize_question
-from diagecg.questions import NONE_ANSWER, MatchedQuestion, Refusal
+from diagecg.questions import MatchedQuestion, Refusal
 from diagecg.reliability import ReliabilityTable
-from diagecg.report_text import report_statements, tidy_report
 from diagecg.runtime.answer import (
     SCHEMA_VERSION,
     TASK_QA,
@@ -85,25 +64,28 @@ from diagecg.runtime.answer import (
     TIMING_STAGES,
     Answer,
     answer_schema,
+    bundle_field,
     error_dict,
 )
-from diagecg.runtime.answering import (
-    StatementReader,
-    as_asked,
-    choose_consistently,
-    question_notes,
-    refusal_note,
-    reliability_notes,
-    reliability_of,
-    statement_probabilities,
-)
+from diagecg.runtime.answering import as_asked, refusal_note
 from diagecg.runtime.device import DeviceChoice, choose_device, trim_heap
+from diagecg.runtime.ecg_codes import EcgCodeReader
 from diagecg.runtime.ecg_session import EcgTokenizerSession
+from diagecg.runtime.evidence import evidence
+from diagecg.runtime.evidence import measurements as window_measurements
+from diagecg.runtime.findings import (
+    IMPLAUSIBLE_RECORD,
+    answer_reliability,
+    answer_statements,
+    read_consistently,
+    statement_reader,
+)
 from diagecg.runtime.llm import LlamaModel, load_text_tokenizer
 from diagecg.runtime.outputs import AuditLog
 from diagecg.runtime.record_input import RecordChecks, RecordLike, as_record, check_patient, signal_key
-from diagecg.statements import answer_findings, coded_statements
-from diagecg.types import EcgRecord, F32Array, I64Array, PatientInfo
+from diagecg.runtime.replies import check_options, choose, decode, score_options
+from diagecg.runtime.windows import WindowAnswer, aggregate, unanalysed_note, window_list
+from diagecg.types import EcgRecord, I64Array, PatientInfo
 
 __all__ = ["ECG_CACHE_SIZE", "IMPLAUSIBLE_RECORD", "SCHEMA_VERSION", "TASK_QA", "TASK_REPORT",
            "TIMING_STAGES", "Answer", "DiagEcgPipeline", "WindowAnswer", "answer_schema", "as_record",
@@ -112,41 +94,6 @@ __all__ = ["ECG_CACHE_SIZE", "IMPLAUSIBLE_RECORD", "SCHEMA_VERSION", "TASK_QA", 
 logger = logging.getLogger(__name__)
 
 ECG_CACHE_SIZE = 64  # signals whose ECG codes a pipeline keeps (~0.5 KB each at 100 Hz)
-PLAUSIBILITY_CODES = frozenset(CHECKS.values())  # record warnings of diagecg.plausibility
-IMPLAUSIBLE_RECORD = "implausible_record"  # reliability status of an answer about such a record
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class WindowAnswer:
-    """One analysed window of a record and the model's reply about it: what the record's answer is
-    combined from (:meth:`DiagEcgPipeline._aggregate`) and what its ``windows`` list."""
-
-    start_s: float
-    end_s: float
-    codes: I64Array  # the window's ECG token indices (summary codes, then frames)
-    cached: bool  # the codes came from the pipeline's cache
-    n_prompt_tokens: int
-    reply: dict[str, Any]  # DiagEcgPipeline._choose (closed question) or _decode: text, confidence...
-    features: F32Array  # the window's measurements, in diagecg.features.FEATURE_NAMES order
-
-
-_AGGREGATION = {
-    "closed": "the answer is the window with the strongest evidence of a finding (the lowest "
-              "probability of 'no', of 'none', or of 'yes' to 'is this a normal ECG?')",
-    "query": "each member a window gave is kept when the model's yes/no answer about it, from the window "
-             "with the strongest evidence of it, confirms it",
-    "report": "each statement a window wrote is kept when the model's yes/no answer about it, from the "
-              "window with the strongest evidence of it, confirms it; then contradictions are resolved",
-    "free": "the first window answers (this bundle has no question catalogue to aggregate with)",
-}
-
-
-def _aggregation_kind(match: MatchedQuestion | None, task: str) -> str:
-    if task == TASK_REPORT:
-        return "report"
-    if match is None:
-        return "free"
-    return "closed" if match.closed else "query"
 
 
 def _log_failure(record: RecordLike, error: Exception) -> None:
@@ -195,19 +142,9 @@ class DiagEcgPipeline:
         self.calibration: dict[str, dict[str, Any]] = bundle.calibration
         # one JSON line per answer and failure (runtime.outputs.AuditLog); set by from_bundle(audit_log=)
         self.audit: AuditLog | None = None
-        self._ecg_cache: OrderedDict[bytes, tuple[I64Array, F32Array]] = OrderedDict()
-        self._ecg_cache_lock = threading.Lock()
-        self._readings_cache: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+        self._ecg = EcgCodeReader(ecg_session, bundle.preprocess, bundle.summary, ecg_cache_size)
         self._checks = RecordChecks(ecg_cache_size)  # per-record checks of in-memory records
-        self._bundle_info = {
-            "path": str(bundle.root),
-            "format_version": bundle.manifest.get(K.FORMAT_VERSION),
-            "diagecg_version": bundle.manifest.get(K.DIAGECG_VERSION),
-            "manifest_sha256": sha256_file(bundle.root / MANIFEST_NAME),
-            "quant": quant,
-            "gguf_sha256": bundle.manifest[K.FILES][bundle.gguf_path(quant).name]["sha256"],
-            "calibration": calibration_identity(bundle.manifest.get(K.CALIBRATION)),
-        }
+        self._bundle_info = bundle_field(bundle, quant)
 
     @property
     def bundle_info(self) -> dict[str, Any]:
@@ -286,7 +223,11 @@ class DiagEcgPipeline:
             self.audit.log(ans.to_dict(), record if isinstance(record, (str, Path, EcgRecord)) else None)
         return ans
 
-    def _audit_error(self, record: RecordLike, line: dict[str, Any]) -> dict[str, Any]:
+    def _error(self, record: RecordLike, error: Exception, question: str, task: str,
+               elapsed_ms: float) -> dict[str, Any]:
+        """A failure's error line (``error_dict``), written to the audit log when there is one."""
+        line = error_dict(record, error, question, task=task, bundle=self._bundle_info,
+                          device=self.device.to_dict(), elapsed_ms=elapsed_ms)
         if self.audit is not None:
             self.audit.log(line, record if isinstance(record, (str, Path, EcgRecord)) else None)
         return line
@@ -297,9 +238,7 @@ class DiagEcgPipeline:
         try:
             return self._run(record, question, task, patient)
         except Exception as e:
-            self._audit_error(record, error_dict(record, e, question, task=task, bundle=self._bundle_info,
-                                                 device=self.device.to_dict(),
-                                                 elapsed_ms=(time.perf_counter() - t) * 1e3))
+            self._error(record, e, question, task, (time.perf_counter() - t) * 1e3)
             raise
 
     def _answer_one(self, record: RecordLike, question: str, task: str, patient: PatientInfo | None = None,
@@ -337,7 +276,7 @@ class DiagEcgPipeline:
                                      f"answers only rhythm questions (read from the intact limb leads)")
         parts: list[WindowAnswer] = []
         for k, (start_s, end_s, window) in enumerate(record_windows(rec, self.bundle.preprocess)):
-            indices, features, cached, stage_ms = self._codes(window)
+            indices, features, cached, stage_ms = self._ecg.read(window)
             for stage, ms in stage_ms.items():
                 times[stage] = round(times.get(stage, 0.0) + ms, 3)
             t = time.perf_counter()
@@ -346,69 +285,35 @@ class DiagEcgPipeline:
                                        patient=used, ecg_indices=indices.tolist())
             lap(f"prompt{k}")
             reply = self._choose(prompt_ids, match) if match is not None and match.closed \
-                else self._decode(prompt_ids, match)
+                else decode(self.llm, self.bundle.generation, prompt_ids, match)
             lap(f"generate{k}")
             parts.append(WindowAnswer(start_s, end_s, indices, cached, len(prompt_ids), reply, features))
         for stage in ("prompt", "generate"):
             times[stage] = round(sum(times.pop(f"{stage}{k}") for k in range(len(parts))), 3)
-        chosen, text, confidence, notes = self._aggregate(parts, match, task, rec)
-        rest = rec.duration_s - parts[-1].end_s
-        if rest > 0.5:  # a record under 1.5 windows: its first window only
-            notes.append(Note(W.RECORD_PART_NOT_ANALYSED,
-                              f"the last {rest:.1f} s of the {rec.duration_s:.1f} s record were not "
-                              f"analysed: a second window would repeat most of the first"))
+        chosen, text, confidence, notes = aggregate(parts, match, task, rec)
+        tail = unanalysed_note(rec, parts)
+        notes.extend([tail] if tail is not None else [])
         reply = chosen.reply
-        closed = match is not None and match.closed
-        windows = [{"start_s": p.start_s, "end_s": p.end_s, "answer": p.reply["text"],
-                    "confidence": p.reply["confidence"] if closed else None,
-                    "option_probabilities": p.reply.get("option_probabilities")} for p in parts]
-        probs = reply.get("option_probabilities")
-        statement_probs: dict[str, float | None] = {}
+        windows = window_list(parts, match is not None and match.closed)
         t_read = time.perf_counter()
         # one rule keeps any two answers about the record consistent (runtime.answering.StatementReader)
-        reader = None if catalogue is None else StatementReader(
-            catalogue, lambda k, q: self._ask(parts[k].codes, used, q), len(parts),
-            self.reliability.validated(), self._shared_readings(parts, used),
-            {name: float(c["threshold"]) for name, c in self.calibration.items() if "threshold" in c})
-        if match is not None and closed and probs is not None:
-            if reader is not None and match.template.one_finding:
-                text, probs, rule_notes = reader.verify(match, text, probs)
-            else:
-                text, rule_notes = choose_consistently(match, text, probs)
-            notes.extend(rule_notes)
-            confidence = probs[text]
-            statement_probs = dict(statement_probabilities(match, probs))
-        elif not closed:  # one meaning of confidence: a closed question's (queries, reports: per statement)
-            confidence = None
-            if reader is not None and (match is not None or task == TASK_REPORT):
-                texts = [p.reply["text"] for p in parts]
-                read_all = reader.report if task == TASK_REPORT else reader.query
-                text, statement_probs, read_notes = read_all(texts)
-                notes.extend(read_notes)
+        reader = None if catalogue is None else statement_reader(
+            catalogue, lambda k, q: self._ask(parts[k].codes, used, q), len(parts), self.reliability,
+            self._ecg.shared_readings([p.codes for p in parts], used, self.calibration), self.calibration)
+        text, probs, confidence, statement_probs, rule_notes = read_consistently(
+            reader, match, task, [p.reply["text"] for p in parts], text, reply.get("option_probabilities"),
+            confidence)
+        notes.extend(rule_notes)
         times["generate"] = round(times["generate"] + (time.perf_counter() - t_read) * 1e3, 3)
         model_answers = normalize_answer(text)  # the canonical question's answer (statements are about it)
         text, probs, confidence, windows = as_asked(match, text, probs, confidence, windows)
         answers = sorted(normalize_answer(text)) if task == TASK_QA else []
-        measurements = None
-        if task == TASK_REPORT and self.measure:  # the first window's: the numbers the model read
-            first = parts[0]
-            measurements = {"window_s": [first.start_s, first.end_s], **report_measurements(first.features)}
-        if task == TASK_REPORT:
-            findings = [(s, True) for s in report_statements(text)]
-        else:
-            findings = [] if match is None else answer_findings(
-                match.question_type, match.attributes, model_answers, statement=match.template.statement)
-        statements = coded_statements(findings, statement_probs)
-        reliability = None
-        if catalogue is not None:
-            reliability, present = reliability_of(self.reliability, catalogue, match, statements,
-                                                  task == TASK_REPORT)
-            notes.extend([*question_notes(match)] if match is not None else [])
-            notes.extend(reliability_notes(reliability, present) if reliability is not None else [])
+        measurements = window_measurements(parts[0]) if task == TASK_REPORT and self.measure else None
+        statements = answer_statements(task, match, text, model_answers, statement_probs)
         record_notes = self._notes(rec)
-        if reliability is not None and any(n.code in PLAUSIBILITY_CODES for n in record_notes):
-            # the held-out numbers are of records that pass these checks; this one fails one
-            reliability = {**reliability, "status": IMPLAUSIBLE_RECORD}
+        reliability, trust_notes = answer_reliability(self.reliability, catalogue, match, statements, task,
+                                                      record_notes)
+        notes.extend(trust_notes)
         times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
         return Answer(
             **common, answer=text, answers=answers, statements=statements, measurements=measurements,
@@ -420,7 +325,7 @@ class DiagEcgPipeline:
             question_supported=None if match is None else True,
             matched_question=None if match is None else match.to_dict(),
             confidence=confidence, option_probabilities=probs, windows=windows, reliability=reliability,
-            evidence=self._evidence(chosen, match), calibrated=bool(reply.get("calibrated")),
+            evidence=evidence(chosen, match, self.calibration), calibrated=bool(reply.get("calibrated")),
         )
 
     def _notes(self, rec: EcgRecord) -> list[Note]:
@@ -434,124 +339,15 @@ class DiagEcgPipeline:
                                    question=question.canonical, patient=patient, ecg_indices=codes.tolist())
         return self._choose(prompt_ids, question)
 
-    def _evidence(self, window: WindowAnswer, match: MatchedQuestion | None) -> list[dict[str, Any]]:
-        """The measured values a closed finding question rests on (``diagecg.criteria``), from the
-        window the answer comes from; empty for findings without a defining measurement."""
-        if match is None or not match.attributes or self.bundle.questions is None:
-            return []
-        start_s, end_s, features = window.start_s, window.end_s, window.features
-        out = []
-        for name in match.attributes:
-            crit = criterion_for(self._finding_code(name) or "")
-            if crit is None:
-                continue
-            value = float(features[FEATURE_NAMES.index(crit.feature)])
-            out.append({"finding": name, "code": crit.code, "measurement": crit.feature,
-                        "value": round(value, 3), "unit": crit.unit, "cutoff": crit.cutoff,
-                        "direction": "above" if crit.direction > 0 else "below",
-                        "suggests_finding": crit.suggests(value), "window_s": [start_s, end_s]})
-        return out
-
-    def _finding_code(self, name: str) -> str | None:
-        """The SCP code of a finding name the catalogue asks about (calibration entries name it; else
-        the statement table)."""
-        cal = self.calibration.get(name)
-        if cal and cal.get("code"):
-            return str(cal["code"])
-        coded = coded_statements([(name, True)])
-        return coded[0].get("code") if coded else None
-
-    @staticmethod
-    def _aggregate(parts: list[WindowAnswer], match: MatchedQuestion | None, task: str,
-                   rec: EcgRecord) -> tuple[WindowAnswer, str, float | None, list[Note]]:
-        """The whole record's answer from its windows' (the module docstring says how): the window it comes
-        from, its text, its confidence, and notes for the warnings."""
-        replies = [p.reply for p in parts]
-        if task == TASK_REPORT:
-            text = tidy_report(" ".join(r["text"] for r in replies))
-            confidence = min(r["confidence"] for r in replies)
-            chosen = parts[0]
-        elif len(parts) == 1:
-            return parts[0], replies[0]["text"], replies[0]["confidence"], []
-        elif match is not None and match.closed:
-            negative = match.template.negative_option
-            # the mass off the negative option, summed (not 1 - p: it keeps tiny probabilities apart)
-            best = max(range(len(parts)), key=lambda i: sum(
-                p for o, p in replies[i]["option_probabilities"].items() if o != negative))
-            chosen, text, confidence = parts[best], replies[best]["text"], replies[best]["confidence"]
-        elif match is not None:  # a query: the union of the windows' answer sets
-            members = set().union(*(normalize_answer(r["text"]) for r in replies)) - {NONE_ANSWER}
-            text = format_answer(members) if members else NONE_ANSWER
-            confidence, chosen = min(r["confidence"] for r in replies), parts[0]
-        else:  # no catalogue: no way to tell a finding from its absence; the first window answers
-            chosen, text, confidence = parts[0], replies[0]["text"], replies[0]["confidence"]
-        if len(parts) == 1:
-            return chosen, text, confidence, []
-        note = (f"{rec.duration_s:.1f} s record analysed in {len(parts)} windows of "
-                f"{parts[0].end_s - parts[0].start_s:g} s; {_AGGREGATION[_aggregation_kind(match, task)]} "
-                f"(per-window answers in 'windows')")
-        return chosen, text, confidence, [Note(W.WINDOWS_COMBINED, note)]
-
     def _choose(self, prompt_ids: list[int], match: MatchedQuestion) -> dict[str, Any]:
-        """Score a closed question's options; the most probable one is the answer."""
-        eos = self.bundle.vocab.eos_id
-        option_ids = option_continuations(self.prompt_config, self.llm.encode_text, match.options, eos)
-        probs, n_reused = self.llm.score_options(prompt_ids, option_ids)
-        best = int(probs.argmax())
-        finding = match.finding  # a verify question's about one finding: calibrated per finding
-        cal = self.calibration.get(finding) if finding else None
-        if cal is not None and "no" in match.options:
-            probs, best = calibrate_options(probs, match.options.index("no"), cal)
-        if not np.isfinite(probs).all():  # a damaged calibration entry; never NaN in an answer
-            raise InferenceError(f"the options' probabilities are not finite after the bundle's calibration "
-                                 f"of {finding!r}: {probs.tolist()}")
-        return {"text": match.options[best], "stop_reason": "options", "confidence": float(probs[best]),
-                "option_probabilities": {o: float(p) for o, p in zip(match.options, probs, strict=True)},
-                "n_answer_tokens": len(option_ids[best]) - 1, "n_reused_tokens": n_reused, "warnings": [],
-                "calibrated": cal is not None}
-
-    def _decode(self, prompt_ids: list[int], match: MatchedQuestion | None) -> dict[str, Any]:
-        """Greedy (or the bundle's sampling) decoding; a query keeps only its template's options."""
-        g = self.bundle.generation
-        gen = self.llm.generate(prompt_ids, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                                top_k=g.top_k, top_p=g.top_p, repeat_penalty=g.repeat_penalty)
-        text, warnings = gen.text, [Note(W.GENERATION, w) for w in gen.warnings]
-        if match is not None:  # a query: members outside the template's options are dropped
-            members = normalize_answer(text)
-            kept = sorted(members & set(match.options))
-            if kept != sorted(members):
-                dropped = sorted(members - set(match.options))
-                warnings.append(Note(W.ANSWER_FILTERED, f"dropped answer members that are not options of "
-                                                        f"the question: {dropped}"))
-                text = format_answer(kept) if kept else NONE_ANSWER
-        return {"text": text, "stop_reason": gen.stop_reason, "confidence": float(math.exp(gen.logprob)),
-                "n_answer_tokens": len(gen.token_ids), "n_reused_tokens": gen.n_reused_tokens,
-                "warnings": warnings}
-
-    def _codes(self, rec: EcgRecord) -> tuple[I64Array, F32Array, bool, dict[str, float]]:
-        """The record's ECG codes and measurements (from the cache when its signal was seen), whether
-        they were cached, and the preprocess / tokenize times in ms."""
-        key = signal_key(rec) if self.ecg_cache_size else b""
-        hit = self._cached_codes(key)
-        if hit is not None:
-            return hit[0], hit[1], True, {"preprocess": 0.0, "tokenize": 0.0}
-        t0 = time.perf_counter()
-        # float32 (12, samples) and (measurements,): measured for every bundle (evidence, reports), and
-        # given to the tokenizer when it has a summary head
-        signal, features = model_inputs(rec, self.bundle.preprocess)
-        t1 = time.perf_counter()
-        summary = self.bundle.summary
-        graph_features = features[feature_columns(summary)] if summary is not None else None
-        indices = self.ecg_session.encode(signal, graph_features)[0]  # (1, tokens) -> (tokens,)
-        t2 = time.perf_counter()
-        self._store_codes(key, indices, features)
-        ms = {"preprocess": round((t1 - t0) * 1e3, 3), "tokenize": round((t2 - t1) * 1e3, 3)}
-        return indices, features, False, ms
+        """Score a closed question's options (``runtime.replies.choose``) under the calibration in use."""
+        return choose(self.llm, self.prompt_config, self.bundle.vocab.eos_id, self.calibration, prompt_ids,
+                      match)
 
     def ecg_codes(self, record: RecordLike) -> I64Array:
         """The ECG token indices the bundle's tokenizer gives a record (summary codes, then frames)."""
         rec = self._checks.check(record, self.quality)[0]
-        return self._codes(rec)[0]
+        return self._ecg.read(rec)[0]
 
     def option_probabilities(self, record: RecordLike, question: str, options: Sequence[str], *,
                              patient: PatientInfo | None = None,
@@ -571,73 +367,19 @@ class DiagEcgPipeline:
             InputError: bad question, no options, or an option that is not a str or fails the question
                 checks (empty, special tokens). RecordError / InferenceError: as :meth:`answer`.
         """
-        if isinstance(options, str) or not options:
-            raise InputError("no answer options given: a list of option strings, e.g. ['yes', 'no']")
-        if not all(isinstance(o, str) for o in options):
-            raise InputError("every answer option must be a str")
-        options = [self._check_option(o) for o in options]
+        options = check_options(options, self.check_question)
         rec = self._checks.check(record, self.quality)[0]
-        codes = self._codes(rec)[0] if ecg_codes is None else ecg_codes
+        codes = self._ecg.read(rec)[0] if ecg_codes is None else ecg_codes
         prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
                                    question=self.check_question(question),
                                    patient=rec.patient.with_overrides(check_patient(patient)),
                                    ecg_indices=codes.tolist())
-        eos = self.bundle.vocab.eos_id
-        option_ids = option_continuations(self.prompt_config, self.llm.encode_text, options, eos)
-        probs = self.llm.option_probabilities(prompt_ids, option_ids)
-        return {o: float(p) for o, p in zip(options, probs, strict=True)}
-
-    def _check_option(self, option: str) -> str:
-        """An answer option checked as a question is (empty text, control characters, ECG-token or special-
-        token text are refused)."""
-        try:
-            return self.check_question(option)
-        except InputError as e:
-            why = str(e).replace("the question", "it")
-            raise InputError(f"answer option {option[:60]!r}: {why}") from None
-
-    def _cached_codes(self, key: bytes) -> tuple[I64Array, F32Array] | None:
-        if not self.ecg_cache_size:
-            return None
-        with self._ecg_cache_lock:
-            hit = self._ecg_cache.get(key)
-            if hit is not None:
-                self._ecg_cache.move_to_end(key)
-            return hit
-
-    def _store_codes(self, key: bytes, indices: I64Array, features: F32Array) -> None:
-        if not self.ecg_cache_size:
-            return
-        indices.flags.writeable = False  # shared by every later hit
-        features.flags.writeable = False
-        with self._ecg_cache_lock:
-            self._ecg_cache[key] = (indices, features)
-            while len(self._ecg_cache) > self.ecg_cache_size:
-                self._ecg_cache.popitem(last=False)
-
-    def _shared_readings(self, parts: list[WindowAnswer], patient: PatientInfo) -> dict[str, Any]:
-        """The consistency rule's readings of one prompt (the windows' ECG codes, the patient, the
-        calibration in use), kept for the next question about it (as many prompts as ECG codes)."""
-        h = hashlib.sha256(repr((dataclasses.astuple(patient), id(self.calibration),
-                                 sorted(self.calibration))).encode())
-        for p in parts:
-            h.update(np.ascontiguousarray(p.codes).tobytes())
-        key = h.digest()
-        with self._ecg_cache_lock:
-            hit = self._readings_cache.get(key)
-            if hit is None:
-                hit = self._readings_cache[key] = {}
-            self._readings_cache.move_to_end(key)
-            while len(self._readings_cache) > max(self.ecg_cache_size, 1):
-                self._readings_cache.popitem(last=False)
-        return hit
+        return score_options(self.llm, self.prompt_config, self.bundle.vocab.eos_id, prompt_ids, options)
 
     def clear_caches(self) -> None:
         """Drop the cached ECG codes, the consistency rule's readings, the records' checks and the KV cells
         llama.cpp holds (the next answer starts cold)."""
-        with self._ecg_cache_lock:
-            self._ecg_cache.clear()
-            self._readings_cache.clear()
+        self._ecg.clear()
         self._checks.clear()
         self.llm.reset()
 
@@ -671,9 +413,7 @@ class DiagEcgPipeline:
             except Exception as e:  # DiagEcgError, or a bug: one error line per question, the batch goes on
                 _log_failure(record, e)
                 ms = (time.perf_counter() - t) * 1e3
-                yield from (self._audit_error(record, error_dict(
-                    record, e, question, task=task, bundle=self._bundle_info, device=self.device.to_dict(),
-                    elapsed_ms=ms)) for question in questions)
+                yield from (self._error(record, e, question, task, ms) for question in questions)
                 continue
             read_ms = (time.perf_counter() - t) * 1e3  # charged to the first question only
             for question in questions:
@@ -682,9 +422,7 @@ class DiagEcgPipeline:
                     yield self._run(rec, question, task, patient, read_ms=read_ms)
                 except Exception as e:  # a record or engine error, or a bug: report it, keep going
                     _log_failure(record, e)
-                    yield self._audit_error(rec, error_dict(
-                        rec, e, question, task=task, bundle=self._bundle_info, device=self.device.to_dict(),
-                        elapsed_ms=(time.perf_counter() - t) * 1e3 + read_ms))
+                    yield self._error(rec, e, question, task, (time.perf_counter() - t) * 1e3 + read_ms)
                 read_ms = 0.0
 
     def answer_batch(self, records: Iterable[RecordLike], question: str | Sequence[str], *,
