@@ -65,10 +65,14 @@ CHALLENGE_FINDINGS: dict[str, tuple[str, ...]] = {
     "STACH": ("427084000",),
 }
 CHALLENGE_NAMES: dict[str, str] = {
-    "AFIB": "atrial fibrillation", "CRBBB": "complete right bundle branch block",
-    "CLBBB": "complete left bundle branch block", "1AVB": "first degree av block",
-    "PVC": "ventricular premature complex", "PAC": "atrial premature complex",
-    "SBRAD": "sinus bradycardia", "STACH": "sinus tachycardia",
+    "AFIB": "atrial fibrillation",
+    "CRBBB": "complete right bundle branch block",
+    "CLBBB": "complete left bundle branch block",
+    "1AVB": "first degree av block",
+    "PVC": "ventricular premature complex",
+    "PAC": "atrial premature complex",
+    "SBRAD": "sinus bradycardia",
+    "STACH": "sinus tachycardia",
 }
 OPTIONS = ("yes", "no", "not sure")
 
@@ -95,15 +99,23 @@ def record_features(pipe: DiagEcgPipeline, record: Any) -> np.ndarray:
     return record_measurements(record, pipe.bundle.preprocess)
 
 
-def _ruler(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list[QASample],
-           codes: list[str]) -> dict[str, Any]:
+def _ruler(
+    pipe: DiagEcgPipeline, records: dict[int, Any], samples: list[QASample], codes: list[str]
+) -> dict[str, Any]:
     features = {i: record_features(pipe, r) for i, r in records.items()}
-    return ruler_scores([s.ecg_id for s in samples], codes, [s.answers != (NEGATIVE,) for s in samples],
-                        features)
+    return ruler_scores(
+        [s.ecg_id for s in samples], codes, [s.answers != (NEGATIVE,) for s in samples], features
+    )
 
 
-def _score(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list[QASample],
-           source: dict[int, int] | None, progress: bool, desc: str) -> list[np.ndarray]:
+def _score(
+    pipe: DiagEcgPipeline,
+    records: dict[int, Any],
+    samples: list[QASample],
+    source: dict[int, int] | None,
+    progress: bool,
+    desc: str,
+) -> list[np.ndarray]:
     """Option probabilities of every sample, with the record's own ECG or (``source``) another's."""
     ecg = {i: pipe.ecg_codes(r) for i, r in records.items()} if source is not None else {}
     probs = []
@@ -114,30 +126,51 @@ def _score(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list[QASampl
     return probs
 
 
-def _via_catalogue(pipe: DiagEcgPipeline, records: dict[int, Any], samples: list[QASample],
-                   by_name: dict[str, str], labels: tuple[tuple[str, Any], ...], min_positives: int,
-                   progress: bool) -> dict[str, Any]:
+def _via_catalogue(
+    pipe: DiagEcgPipeline,
+    records: dict[int, Any],
+    samples: list[QASample],
+    by_name: dict[str, str],
+    labels: tuple[tuple[str, Any], ...],
+    min_positives: int,
+    progress: bool,
+) -> dict[str, Any]:
     catalogue = pipe.bundle.questions
     assert catalogue is not None
     matched = [catalogue.match(s.question) for s in samples]
+
     def same(s: QASample, m: Any) -> bool:  # the question the sample asks (template 2 names no attribute)
         return m is not None and m.template_id == s.template_id and m.attributes in (s.attributes, ())
 
-    asked = [dataclasses.replace(s, question=m.canonical) for s, m in zip(samples, matched, strict=True)
-             if same(s, m)]
+    asked = [
+        dataclasses.replace(s, question=m.canonical)
+        for s, m in zip(samples, matched, strict=True)
+        if same(s, m)
+    ]
     codes = [by_name[s.attributes[0]] for s in asked]
     missed = sorted({s.question for s, m in zip(samples, matched, strict=True) if not same(s, m)})
-    block: dict[str, Any] = {"n_questions": len(samples), "n_matched": len(asked),
-                             "unmatched_examples": missed[:5]}
+    block: dict[str, Any] = {
+        "n_questions": len(samples),
+        "n_matched": len(asked),
+        "unmatched_examples": missed[:5],
+    }
     for label, src in labels:
         probs = _score(pipe, records, asked, src, progress, f"paraphrase via catalogue {label}")
         block[label] = score_findings(asked, codes, probs, [OPTIONS] * len(asked), min_positives)
     return block
 
 
-def ptbxl_findings(pipe: DiagEcgPipeline, data: Path, folds: tuple[int, ...], min_positives: int,
-                   wordings: tuple[str, ...], max_records: int | None, progress: bool,
-                   perturb: str | None = None, fs: int | None = None) -> dict[str, Any]:
+def ptbxl_findings(
+    pipe: DiagEcgPipeline,
+    data: Path,
+    folds: tuple[int, ...],
+    min_positives: int,
+    wordings: tuple[str, ...],
+    max_records: int | None,
+    progress: bool,
+    perturb: str | None = None,
+    fs: int | None = None,
+) -> dict[str, Any]:
     roots = resolve_data_roots(data)
     ptbxl_root, ecgqa_root = roots.ptbxl, roots.ecgqa
     ptbxl = PtbxlDataset.from_data_dir(data)
@@ -160,15 +193,21 @@ def ptbxl_findings(pipe: DiagEcgPipeline, data: Path, folds: tuple[int, ...], mi
         if wording == "paraphrase" and catalogue is not None and not perturb:
             # what the product does with these wordings: each is matched to the catalogue and asked in
             # its canonical wording; the questions it cannot match (refused) are counted, not scored
-            out["paraphrase_via_catalogue"] = _via_catalogue(pipe, records, samples, by_name, labels,
-                                                             min_positives, progress)
+            out["paraphrase_via_catalogue"] = _via_catalogue(
+                pipe, records, samples, by_name, labels, min_positives, progress
+            )
         codes = [by_name[s.attributes[0]] for s in samples]
         opts = [OPTIONS] * len(samples)
         if "ruler" not in out:
             out["ruler"] = _ruler(pipe, records, samples, codes)
         out[wording] = {
-            label: score_findings(samples, codes, _score(pipe, records, samples, src, progress,
-                                                         f"{wording} {label}"), opts, min_positives)
+            label: score_findings(
+                samples,
+                codes,
+                _score(pipe, records, samples, src, progress, f"{wording} {label}"),
+                opts,
+                min_positives,
+            )
             for label, src in labels
         }
     return out
@@ -195,19 +234,33 @@ def challenge_findings(pipe: DiagEcgPipeline, folder: Path, progress: bool) -> d
     for k in records:
         for code, name in CHALLENGE_NAMES.items():
             present = bool(labels[k] & set(CHALLENGE_FINDINGS[code]))
-            samples.append(QASample(ecg_id=k, question=fill_attributes(asks.text, (name,)),
-                                    answers=("yes" if present else "no",),
-                                    question_type=asks.question_type.value, attribute_type="scp_code",
-                                    template_id=asks.template_id, attributes=(name,), source="generated"))
+            samples.append(
+                QASample(
+                    ecg_id=k,
+                    question=fill_attributes(asks.text, (name,)),
+                    answers=("yes" if present else "no",),
+                    question_type=asks.question_type.value,
+                    attribute_type="scp_code",
+                    template_id=asks.template_id,
+                    attributes=(name,),
+                    source="generated",
+                )
+            )
             codes.append(code)
     source = ablation_permutation(list(records), [0] * len(records), seed=0)
     opts = [OPTIONS] * len(samples)
-    out: dict[str, Any] = {"n_records": len(records), "failed": failed,
-                           "durations_s": sorted({round(r.duration_s, 1) for r in records.values()})}
+    out: dict[str, Any] = {
+        "n_records": len(records),
+        "failed": failed,
+        "durations_s": sorted({round(r.duration_s, 1) for r in records.values()}),
+    }
     out["ruler"] = _ruler(pipe, records, samples, codes)
-    out["template"] = {label: score_findings(samples, codes, _score(pipe, records, samples, src, progress,
-                                                                    f"challenge {label}"), opts, 1)
-                       for label, src in (("model", None), ("ablated", source))}
+    out["template"] = {
+        label: score_findings(
+            samples, codes, _score(pipe, records, samples, src, progress, f"challenge {label}"), opts, 1
+        )
+        for label, src in (("model", None), ("ablated", source))
+    }
     if pipe.bundle.questions is not None:  # as the product answers: the whole record, window by window
         whole = []
         for s in tqdm(samples, desc="challenge whole record", disable=not progress, unit="q"):
@@ -228,10 +281,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wordings", default="template,paraphrase")
     ap.add_argument("--max-records", type=int, default=None)
     ap.add_argument("--challenge", help="folder of Challenge .hea/.mat records with #Dx labels")
-    ap.add_argument("--perturb", default="", help=f"comma-separated: {', '.join(PERTURBATIONS)} "
-                    "(PTB-XL records under other recording conditions; template wording, no ablation)")
-    ap.add_argument("--fs", type=int, default=None, help="read the PTB-XL records at this rate (100 or 500; "
-                    "500 Hz exists for some records only); default: the bundle's")
+    ap.add_argument(
+        "--perturb",
+        default="",
+        help=f"comma-separated: {', '.join(PERTURBATIONS)} "
+        "(PTB-XL records under other recording conditions; template wording, no ablation)",
+    )
+    ap.add_argument(
+        "--fs",
+        type=int,
+        default=None,
+        help="read the PTB-XL records at this rate (100 or 500; "
+        "500 Hz exists for some records only); default: the bundle's",
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out")
     ap.add_argument("--no-progress", action="store_true")
@@ -243,9 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     with DiagEcgPipeline.from_bundle(a.bundle, quant=a.quant, device="cpu", threads=a.threads) as pipe:
         results["quant"] = pipe.quant
         if a.data:
-            results["ptbxl"] = ptbxl_findings(pipe, Path(a.data), tuple(int(f) for f in a.folds.split(",")),
-                                              a.min_positives, tuple(a.wordings.split(",")), a.max_records,
-                                              not a.no_progress, fs=a.fs)
+            results["ptbxl"] = ptbxl_findings(
+                pipe,
+                Path(a.data),
+                tuple(int(f) for f in a.folds.split(",")),
+                a.min_positives,
+                tuple(a.wordings.split(",")),
+                a.max_records,
+                not a.no_progress,
+                fs=a.fs,
+            )
             r = results["ptbxl"]
             print(f"PTB-XL folds {a.folds}, {r['n_records']} records at {r['fs_hz']} Hz")
             print("\n".join(format_findings(results["ptbxl"])))
@@ -255,14 +324,23 @@ def main(argv: list[str] | None = None) -> int:
                     print("\n" + "\n".join(format_calibration(cal[key], f"reliability of {what}, {wording}")))
             via = results["ptbxl"].get("paraphrase_via_catalogue")
             if via:
-                print(f"paraphrase via catalogue: {via['n_matched']} of {via['n_questions']} questions "
-                      f"matched the catalogue's template (unmatched e.g. {via['unmatched_examples'][:2]})")
+                print(
+                    f"paraphrase via catalogue: {via['n_matched']} of {via['n_questions']} questions "
+                    f"matched the catalogue's template (unmatched e.g. {via['unmatched_examples'][:2]})"
+                )
         for name in filter(None, a.perturb.split(",")):
             if name not in PERTURBATIONS:
                 ap.error(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")
             results[f"ptbxl_{name}"] = r = ptbxl_findings(
-                pipe, Path(a.data), tuple(int(f) for f in a.folds.split(",")), a.min_positives, ("template",),
-                a.max_records, not a.no_progress, perturb=name)
+                pipe,
+                Path(a.data),
+                tuple(int(f) for f in a.folds.split(",")),
+                a.min_positives,
+                ("template",),
+                a.max_records,
+                not a.no_progress,
+                perturb=name,
+            )
             print(f"\nPTB-XL folds {a.folds}, recorded as {name}")
             print("\n".join(format_findings(r)))
         if a.challenge:

@@ -137,8 +137,13 @@ def measure_all(ptbxl: PtbxlDataset, ids: list[int], fs_hz: int, progress: bool)
         t = time.perf_counter()
         m = measure_intervals(record)
         ms = (time.perf_counter() - t) * 1000.0
-        out[i] = {"values": m.values(), "reasons": {x.name: x.reason for x in m if x.reason},
-                  "n_beats": m.n_beats, "peak_lead": m.peak_lead, "ms": ms}
+        out[i] = {
+            "values": m.values(),
+            "reasons": {x.name: x.reason for x in m if x.reason},
+            "n_beats": m.n_beats,
+            "peak_lead": m.peak_lead,
+            "ms": ms,
+        }
     return out
 
 
@@ -187,16 +192,19 @@ def label_checks(results: Results, ptbxl: PtbxlDataset) -> dict[str, Any]:
 COVERAGE_GROUPS: tuple[str, ...] = ("NORM", "SR", "AFIB", "AFLT", "CLBBB", "CRBBB", "1AVB", "LNGQT", "PACE")
 
 
-def coverage(results: Results, ptbxl: PtbxlDataset,
-             groups: tuple[str, ...] = COVERAGE_GROUPS) -> dict[str, Any]:
+def coverage(
+    results: Results, ptbxl: PtbxlDataset, groups: tuple[str, ...] = COVERAGE_GROUPS
+) -> dict[str, Any]:
     """Per group and measurement: the share of records left unmeasured (None), and the commonest reasons."""
     out: dict[str, Any] = {}
     for g in ("all", *groups):
         ids = [i for i in results if g == "all" or in_group(ptbxl.entries[i], g)]
         if not ids:
             continue
-        none = {name: float(np.mean([results[i]["values"][name] is None for i in ids]))
-                for name in MEASUREMENT_NAMES}
+        none = {
+            name: float(np.mean([results[i]["values"][name] is None for i in ids]))
+            for name in MEASUREMENT_NAMES
+        }
         out[g] = {"n": len(ids), "none": none}
     reasons: dict[str, int] = {}
     for r in results.values():
@@ -224,14 +232,19 @@ def rate_agreement(low: Results, high: Results) -> dict[str, Any]:
                 diffs.append(min(d, 360.0 - d) if name == "qrs_axis_deg" else d)
             elif (a is None) != (b is None):
                 one_none += 1
-        out[name] = {"n_both": len(diffs), "mae": float(np.mean(diffs)) if diffs else None,
-                     "median_ae": float(np.median(diffs)) if diffs else None,
-                     "p90_ae": float(np.percentile(diffs, 90)) if diffs else None, "one_none": one_none}
+        out[name] = {
+            "n_both": len(diffs),
+            "mae": float(np.mean(diffs)) if diffs else None,
+            "median_ae": float(np.median(diffs)) if diffs else None,
+            "p90_ae": float(np.percentile(diffs, 90)) if diffs else None,
+            "one_none": one_none,
+        }
     return out
 
 
-def heart_rate_check(results: Results, ptbxl: PtbxlDataset, ids: list[int], fs_hz: int,
-                     progress: bool) -> dict[str, Any]:
+def heart_rate_check(
+    results: Results, ptbxl: PtbxlDataset, ids: list[int], fs_hz: int, progress: bool
+) -> dict[str, Any]:
     """Check (a): |HR - reference| for each reference detector, where both are measured."""
     refs: dict[str, Callable[[np.ndarray, float], float | None]] = {"xqrs": xqrs_rate, "measure": energy_rate}
     out: dict[str, Any] = {"n": len(ids)}
@@ -250,11 +263,18 @@ def heart_rate_check(results: Results, ptbxl: PtbxlDataset, ids: list[int], fs_h
             errors.append(abs(hr - expected))
             worst.append((abs(hr - expected), i, hr, expected))
         e = np.asarray(errors)
-        out[key] = {"n_compared": int(e.size), "missing": missing, "mae": float(e.mean()),
-                    "median_ae": float(np.median(e)), "within_2": float((e <= 2).mean()),
-                    "within_5": float((e <= 5).mean()),
-                    "worst": [{"ecg_id": i, "hr": hr, "ref": round(ref, 1)} for _, i, hr, ref in
-                              sorted(worst, reverse=True)[:5]]}
+        out[key] = {
+            "n_compared": int(e.size),
+            "missing": missing,
+            "mae": float(e.mean()),
+            "median_ae": float(np.median(e)),
+            "within_2": float((e <= 2).mean()),
+            "within_5": float((e <= 5).mean()),
+            "worst": [
+                {"ecg_id": i, "hr": hr, "ref": round(ref, 1)}
+                for _, i, hr, ref in sorted(worst, reverse=True)[:5]
+            ],
+        }
     return out
 
 
@@ -266,17 +286,27 @@ def format_report(report: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     hr = report.get("heart_rate")
     if hr:
-        lines += ["", f"(a) heart rate vs independent beat counts, {hr['n']} records at {hr['fs_hz']} Hz",
-                  f"{'reference':<44} {'n':>4} {'MAE':>6} {'med':>5} {'<=2':>5} {'<=5':>5}"]
-        names = {"xqrs": "wfdb xqrs_detect, median of 12 leads' rates",
-                 "measure": "diagecg.features 12-lead energy"}
+        lines += [
+            "",
+            f"(a) heart rate vs independent beat counts, {hr['n']} records at {hr['fs_hz']} Hz",
+            f"{'reference':<44} {'n':>4} {'MAE':>6} {'med':>5} {'<=2':>5} {'<=5':>5}",
+        ]
+        names = {
+            "xqrs": "wfdb xqrs_detect, median of 12 leads' rates",
+            "measure": "diagecg.features 12-lead energy",
+        }
         for key, text in names.items():
             r = hr[key]
-            lines.append(f"{text:<44} {r['n_compared']:>4} {r['mae']:>6.2f} {r['median_ae']:>5.2f} "
-                         f"{r['within_2']:>5.0%} {r['within_5']:>5.0%}")
+            lines.append(
+                f"{text:<44} {r['n_compared']:>4} {r['mae']:>6.2f} {r['median_ae']:>5.2f} "
+                f"{r['within_2']:>5.0%} {r['within_5']:>5.0%}"
+            )
     for fs, block in report["rates"].items():
-        lines += ["", f"=== {fs} Hz: {block['n_records']} records, {block['ms_median']:.0f} ms/record median "
-                      f"({block['ms_mean']:.0f} mean) ==="]
+        lines += [
+            "",
+            f"=== {fs} Hz: {block['n_records']} records, {block['ms_median']:.0f} ms/record median "
+            f"({block['ms_mean']:.0f} mean) ===",
+        ]
         lines.append(f"{'check':<44} {'group':<6} {'n':>8} {'median [IQR]':>18} {'share':>6}  AUC")
         for key, check in block["checks"].items():
             letter, name = key.split(":")
@@ -284,44 +314,57 @@ def format_report(report: dict[str, Any]) -> list[str]:
             for g, row in check.items():
                 if not isinstance(row, dict):
                     continue
-                med = (f"{row['median']:.1f} [{row['q1']:.0f}-{row['q3']:.0f}]" if "median" in row else "-")
+                med = f"{row['median']:.1f} [{row['q1']:.0f}-{row['q3']:.0f}]" if "median" in row else "-"
                 share = f"{row['fraction']:.0%}" if "fraction" in row else ""
                 a = _f(check.get("auc"), ".3f") if g == "AFIB" else ""
-                lines.append(f"({letter}) {name + (': ' + rule if rule else ''):<40} {g:<6} "
-                             f"{row['n_measured']:>3}/{row['n']:<4} {med:>18} {share:>6}  {a}")
+                lines.append(
+                    f"({letter}) {name + (': ' + rule if rule else ''):<40} {g:<6} "
+                    f"{row['n_measured']:>3}/{row['n']:<4} {med:>18} {share:>6}  {a}"
+                )
         lines.append("unmeasured (None) share per group:")
         cov = block["coverage"]
-        short = {n: n.replace("_percent", "").replace("_bpm", "").replace("_ms", "").replace("_deg", "")
-                 for n in MEASUREMENT_NAMES}
+        short = {
+            n: n.replace("_percent", "").replace("_bpm", "").replace("_ms", "").replace("_deg", "")
+            for n in MEASUREMENT_NAMES
+        }
         lines.append(f"  {'group':<6} {'n':>5} " + " ".join(f"{short[n]:>14}" for n in MEASUREMENT_NAMES))
         for g, row in cov.items():
             if g == "reasons":
                 continue
-            lines.append(f"  {g:<6} {row['n']:>5} " + " ".join(f"{row['none'][n]:>14.0%}"
-                                                                for n in MEASUREMENT_NAMES))
+            lines.append(
+                f"  {g:<6} {row['n']:>5} " + " ".join(f"{row['none'][n]:>14.0%}" for n in MEASUREMENT_NAMES)
+            )
         lines.append("commonest reasons (records):")
         lines += [f"  {v:>4} {k}" for k, v in cov["reasons"].items()]
     base = report.get("neurokit_qrs")
     if base:
-        lines += ["", f"(c) baseline: neurokit2's own QRS bounds (ecg_delineate R onset -> R offset, "
-                      f"lead II), {base['fs_hz']} Hz; not used by diagecg.delineation",
-                  f"  {'method':<11} {'group':<6} {'n':>8} {'median [IQR]':>18} {'>=120':>6} "
-                  f"{'beats found':>12}"]
+        lines += [
+            "",
+            f"(c) baseline: neurokit2's own QRS bounds (ecg_delineate R onset -> R offset, "
+            f"lead II), {base['fs_hz']} Hz; not used by diagecg.delineation",
+            f"  {'method':<11} {'group':<6} {'n':>8} {'median [IQR]':>18} {'>=120':>6} {'beats found':>12}",
+        ]
         for m in NK_METHODS:
             for g, row in base[m].items():
                 med = f"{row['median']:.1f} [{row['q1']:.0f}-{row['q3']:.0f}]" if "median" in row else "-"
                 share = f"{row['fraction']:.0%}" if "fraction" in row else ""
                 found = _f(row["beats_found"], ".0%") if row["beats_found"] is not None else "-"
-                lines.append(f"  {m:<11} {g:<6} {row['n_measured']:>3}/{row['n']:<4} {med:>18} {share:>6} "
-                             f"{found:>12}")
+                lines.append(
+                    f"  {m:<11} {g:<6} {row['n_measured']:>3}/{row['n']:<4} {med:>18} {share:>6} {found:>12}"
+                )
     agree = report.get("rate_agreement")
     if agree:
-        lines += ["", f"100 Hz vs 500 Hz, the same {agree['n']} recordings: |difference| where both measured",
-                  f"  {'measurement':<18} {'n':>4} {'MAE':>6} {'median':>7} {'p90':>6} {'one None':>9}"]
+        lines += [
+            "",
+            f"100 Hz vs 500 Hz, the same {agree['n']} recordings: |difference| where both measured",
+            f"  {'measurement':<18} {'n':>4} {'MAE':>6} {'median':>7} {'p90':>6} {'one None':>9}",
+        ]
         for name in MEASUREMENT_NAMES:
             r = agree[name]
-            lines.append(f"  {name:<18} {r['n_both']:>4} {_f(r['mae'], '.1f'):>6} "
-                         f"{_f(r['median_ae'], '.1f'):>7} {_f(r['p90_ae'], '.1f'):>6} {r['one_none']:>9}")
+            lines.append(
+                f"  {name:<18} {r['n_both']:>4} {_f(r['mae'], '.1f'):>6} "
+                f"{_f(r['median_ae'], '.1f'):>7} {_f(r['p90_ae'], '.1f'):>6} {r['one_none']:>9}"
+            )
     return lines
 
 
@@ -330,8 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True, help="shared data root (holds ptbxl/) or the PTB-XL folder")
     ap.add_argument("--rates", default="100,500", help="sampling rates to measure, comma-separated")
     ap.add_argument("--max-records", type=int, default=None, help="per rate, the first N records")
-    ap.add_argument("--hr-records", type=int, default=None,
-                    help="check (a) on the first N 500 Hz records (default all measured)")
+    ap.add_argument(
+        "--hr-records",
+        type=int,
+        default=None,
+        help="check (a) on the first N 500 Hz records (default all measured)",
+    )
     ap.add_argument("--no-baseline", action="store_true", help="skip check (c) with neurokit2's QRS bounds")
     ap.add_argument("--out")
     ap.add_argument("--no-progress", action="store_true")
@@ -351,9 +398,13 @@ def main(argv: list[str] | None = None) -> int:
         results = measure_all(ptbxl, ids, fs, progress)
         per_rate[fs] = results
         times = [r["ms"] for r in results.values()]
-        report["rates"][str(fs)] = {"n_records": len(ids), "ms_median": statistics.median(times),
-                                    "ms_mean": statistics.fmean(times), "coverage": coverage(results, ptbxl),
-                                    "checks": label_checks(results, ptbxl)}
+        report["rates"][str(fs)] = {
+            "n_records": len(ids),
+            "ms_median": statistics.median(times),
+            "ms_mean": statistics.fmean(times),
+            "coverage": coverage(results, ptbxl),
+            "checks": label_checks(results, ptbxl),
+        }
     if 500 in per_rate:
         ids = sorted(per_rate[500])[: a.hr_records]
         report["heart_rate"] = {"fs_hz": 500, **heart_rate_check(per_rate[500], ptbxl, ids, 500, progress)}

@@ -40,8 +40,9 @@ def full_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return ce.sum(1) / (target != IGNORE_INDEX).sum(1).clamp(min=1)
 
 
-def make_batch(vocab: int, batch_size: int, seq_len: int, answer_len: int,
-               seed: int) -> dict[str, torch.Tensor]:
+def make_batch(
+    vocab: int, batch_size: int, seq_len: int, answer_len: int, seed: int
+) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(100, vocab - 100, (batch_size, seq_len), generator=g)
     labels = torch.full_like(ids, IGNORE_INDEX)
@@ -49,7 +50,7 @@ def make_batch(vocab: int, batch_size: int, seq_len: int, answer_len: int,
     mask = torch.zeros_like(ids)
     for b, n in enumerate(lengths.tolist()):
         mask[b, :n] = 1
-        labels[b, n - answer_len: n] = ids[b, n - answer_len: n]  # the answer ends the row
+        labels[b, n - answer_len : n] = ids[b, n - answer_len : n]  # the answer ends the row
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -88,14 +89,18 @@ def main() -> int:
                 losses[name].append(float(loss))
     tokens = args.batch_size * args.seq_len
     base = statistics.median(times["full logits"])
-    print(f"{args.base_model}: vocab {vocab}, batch {args.batch_size} x {args.seq_len} tokens, answers of "
-          f"{args.answer_len}, LoRA r16, {torch.get_num_threads()} threads, {args.steps} steps each")
+    print(
+        f"{args.base_model}: vocab {vocab}, batch {args.batch_size} x {args.seq_len} tokens, answers of "
+        f"{args.answer_len}, LoRA r16, {torch.get_num_threads()} threads, {args.steps} steps each"
+    )
     print(f"{'variant':<28}{'s/step':>9}{'tokens/s':>10}{'speed-up':>10}")
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"{name:<28}{med:>9.2f}{tokens / med:>10.0f}{base / med:>9.2f}x")
-    agree = all(abs(a - b) < 1e-4 for a, b in zip(losses["full logits"], losses["logits where the loss is"],
-                                                   strict=True))
+    agree = all(
+        abs(a - b) < 1e-4
+        for a, b in zip(losses["full logits"], losses["logits where the loss is"], strict=True)
+    )
     print(f"losses agree: {agree}")
     return 0 if agree else 1
 

@@ -39,8 +39,10 @@ def sources(data: Path, cache: Path) -> dict[str, list[Path]]:
         "ptbxl records100": sorted((data / "ptbxl" / "records100").rglob("*.hea")),
         "ptbxl records500": sorted((data / "ptbxl" / "records500").rglob("*.hea")),
         "ptbxl_full records100": sorted((cache / "ptbxl_full" / "records100").rglob("*.hea")),
-        "other_hospitals + wfdb_sample": [*sorted((data / "other_hospitals").glob("*.hea")),
-                                          *sorted((data / "wfdb_sample").glob("*.hea"))],
+        "other_hospitals + wfdb_sample": [
+            *sorted((data / "other_hospitals").glob("*.hea")),
+            *sorted((data / "wfdb_sample").glob("*.hea")),
+        ],
         "tests/fixtures": find_records(REPO / "tests" / "fixtures"),
     }
 
@@ -64,9 +66,14 @@ def survey(records: dict[str, list[Path]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, paths in records.items():
         t = time.perf_counter()
-        counts: dict[str, Any] = {"records": len(paths), "refused_before": 0,
-                                  "new_refusals": collections.Counter(), "warnings": collections.Counter(),
-                                  "new_refused_records": [], "warned_records": collections.defaultdict(list)}
+        counts: dict[str, Any] = {
+            "records": len(paths),
+            "refused_before": 0,
+            "new_refusals": collections.Counter(),
+            "warnings": collections.Counter(),
+            "new_refused_records": [],
+            "warned_records": collections.defaultdict(list),
+        }
         for path in paths:
             _, before = _read(path, BEFORE)
             warnings, after = _read(path, AFTER)
@@ -85,9 +92,11 @@ def survey(records: dict[str, list[Path]]) -> dict[str, Any]:
                     counts["warned_records"][code].append(path.name)
         counts["seconds"] = round(time.perf_counter() - t, 1)
         out[name] = counts
-        print(f"{name}: {len(paths)} records, refused before {counts['refused_before']}, new refusals "
-              f"{dict(counts['new_refusals'])}, warnings {dict(counts['warnings'])} ({counts['seconds']} s)",
-              flush=True)
+        print(
+            f"{name}: {len(paths)} records, refused before {counts['refused_before']}, new refusals "
+            f"{dict(counts['new_refusals'])}, warnings {dict(counts['warnings'])} ({counts['seconds']} s)",
+            flush=True,
+        )
     return out
 
 

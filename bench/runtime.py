@@ -106,11 +106,23 @@ def percentile(values: Sequence[float], q: float) -> float:
 def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
     """``{n, median, p90, mean, min, max}`` in milliseconds."""
     if not seconds:
-        return {"n": 0, "median": float("nan"), "p90": float("nan"), "mean": float("nan"),
-                "min": float("nan"), "max": float("nan")}
+        return {
+            "n": 0,
+            "median": float("nan"),
+            "p90": float("nan"),
+            "mean": float("nan"),
+            "min": float("nan"),
+            "max": float("nan"),
+        }
     ms = [s * 1e3 for s in seconds]
-    return {"n": len(ms), "median": percentile(ms, 50), "p90": percentile(ms, 90),
-            "mean": sum(ms) / len(ms), "min": min(ms), "max": max(ms)}
+    return {
+        "n": len(ms),
+        "median": percentile(ms, 50),
+        "p90": percentile(ms, 90),
+        "mean": sum(ms) / len(ms),
+        "min": min(ms),
+        "max": max(ms),
+    }
 
 
 def first_of_record(records: Sequence[str]) -> list[bool]:
@@ -127,15 +139,20 @@ def split_latency(seconds: Sequence[float], first: Sequence[bool]) -> dict[str, 
     """Latency stats of the first question about each record and of the questions that follow."""
     if len(seconds) != len(first):
         raise ValueError(f"{len(seconds)} latencies but {len(first)} flags")
-    return {"latency_first_ms": latency_stats([t for t, f in zip(seconds, first, strict=True) if f]),
-            "latency_followup_ms": latency_stats([t for t, f in zip(seconds, first, strict=True) if not f])}
+    return {
+        "latency_first_ms": latency_stats([t for t, f in zip(seconds, first, strict=True) if f]),
+        "latency_followup_ms": latency_stats([t for t, f in zip(seconds, first, strict=True) if not f]),
+    }
 
 
-def workload_latencies(seconds: Sequence[float],
-                       items: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def workload_latencies(
+    seconds: Sequence[float], items: Sequence[dict[str, Any]]
+) -> dict[str, dict[str, float]]:
     """A worker's ``latency_ms`` (all questions), ``latency_first_ms`` and ``latency_followup_ms``."""
-    return {"latency_ms": latency_stats(seconds),
-            **split_latency(seconds, first_of_record([it["record"] for it in items]))}
+    return {
+        "latency_ms": latency_stats(seconds),
+        **split_latency(seconds, first_of_record([it["record"] for it in items])),
+    }
 
 
 def _answer_set(text: str | None) -> frozenset[str] | None:
@@ -165,8 +182,10 @@ def exact_match(predictions: Sequence[str | None], gold: Sequence[Sequence[str]]
         raise ValueError(f"{len(predictions)} predictions but {len(gold)} gold answers")
     if not predictions:
         return float("nan")
-    hits = sum(p is not None and normalize_answer(p) == normalize_answer(format_answer(g))
-               for p, g in zip(predictions, gold, strict=True))
+    hits = sum(
+        p is not None and normalize_answer(p) == normalize_answer(format_answer(g))
+        for p, g in zip(predictions, gold, strict=True)
+    )
     return hits / len(predictions)
 
 
@@ -184,8 +203,9 @@ def _ratio(base: float | None, value: float | None) -> float | None:
     return None if base is None or value is None or value <= 0 else base / value
 
 
-def answered_speedups(base: dict[str, Any], res: dict[str, Any], answered: Sequence[int],
-                      records: Sequence[str]) -> dict[str, float | None]:
+def answered_speedups(
+    base: dict[str, Any], res: dict[str, Any], answered: Sequence[int], records: Sequence[str]
+) -> dict[str, float | None]:
     """Speed-ups over PyTorch on the questions ``res`` answered, both backends timed on the same ones.
 
     A question the runtime refuses (outside its catalogue) takes milliseconds and no model: counting it
@@ -195,14 +215,18 @@ def answered_speedups(base: dict[str, Any], res: dict[str, Any], answered: Seque
     firsts = first_of_record([records[k] for k in answered])
     first = [k for k, f in zip(answered, firsts, strict=True) if f]
     follow = [k for k, f in zip(answered, firsts, strict=True) if not f]
-    return {"speedup_per_question": _ratio(_median_ms(base, answered), _median_ms(res, answered)),
-            "speedup_first_question": _ratio(_median_ms(base, first), _median_ms(res, first)),
-            "speedup_followup_question": _ratio(_median_ms(base, follow), _median_ms(res, follow)),
-            "answered_first_ms": _median_ms(res, first), "answered_followup_ms": _median_ms(res, follow)}
+    return {
+        "speedup_per_question": _ratio(_median_ms(base, answered), _median_ms(res, answered)),
+        "speedup_first_question": _ratio(_median_ms(base, first), _median_ms(res, first)),
+        "speedup_followup_question": _ratio(_median_ms(base, follow), _median_ms(res, follow)),
+        "answered_first_ms": _median_ms(res, first),
+        "answered_followup_ms": _median_ms(res, follow),
+    }
 
 
-def compare(backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]],
-            records: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+def compare(
+    backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]], records: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per backend: agreement with PyTorch, exact match, and the ratios against PyTorch with their targets.
 
     Args:
@@ -224,21 +248,35 @@ def compare(backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]],
     out: dict[str, dict[str, Any]] = {}
     for name, res in backends.items():
         if "error" in res:
-            out[name] = {"agreement": None, "exact_match": None, "n_refused": None,
-                         "exact_match_answered": None, "speedup_per_question": None,
-                         "speedup_first_question": None, "speedup_followup_question": None,
-                         "refused_ms": None, "memory_fraction": None, "accuracy_delta_points": None,
-                         "targets": {}}
+            out[name] = {
+                "agreement": None,
+                "exact_match": None,
+                "n_refused": None,
+                "exact_match_answered": None,
+                "speedup_per_question": None,
+                "speedup_first_question": None,
+                "speedup_followup_question": None,
+                "refused_ms": None,
+                "memory_fraction": None,
+                "accuracy_delta_points": None,
+                "targets": {},
+            }
             continue
         preds = res["predictions"]
         refused = set(res.get("unsupported", ()))
         answered = [k for k in range(len(gold)) if k not in refused]
         row: dict[str, Any] = {
             "agreement": agreement(preds, base["predictions"]) if base_ok and name != TORCH else None,
-            "exact_match": exact_match(preds, gold), "n_refused": len(refused),
+            "exact_match": exact_match(preds, gold),
+            "n_refused": len(refused),
             "exact_match_answered": exact_match([preds[k] for k in answered], [gold[k] for k in answered]),
-            "speedup_per_question": None, "speedup_first_question": None, "speedup_followup_question": None,
-            "refused_ms": None, "memory_fraction": None, "accuracy_delta_points": None, "targets": {},
+            "speedup_per_question": None,
+            "speedup_first_question": None,
+            "speedup_followup_question": None,
+            "refused_ms": None,
+            "memory_fraction": None,
+            "accuracy_delta_points": None,
+            "targets": {},
         }
         timed = records is not None and "latency_items_ms" in res
         if timed:
@@ -249,22 +287,27 @@ def compare(backends: dict[str, dict[str, Any]], gold: Sequence[Sequence[str]],
                 row.update(answered_speedups(base, res, answered, records))
             else:  # whole medians (results without per-item latencies)
                 row["speedup_per_question"] = base["latency_ms"]["median"] / res["latency_ms"]["median"]
-                row["speedup_first_question"] = _ratio(base["latency_first_ms"]["median"],
-                                                       res["latency_first_ms"]["median"])
-                row["speedup_followup_question"] = _ratio(base["latency_followup_ms"]["median"],
-                                                          res["latency_followup_ms"]["median"])
+                row["speedup_first_question"] = _ratio(
+                    base["latency_first_ms"]["median"], res["latency_first_ms"]["median"]
+                )
+                row["speedup_followup_question"] = _ratio(
+                    base["latency_followup_ms"]["median"], res["latency_followup_ms"]["median"]
+                )
             row["memory_fraction"] = res["peak_rss_mb"] / base["peak_rss_mb"]
             # on the questions this backend answered: a refusal (unsupported question) is not a wrong answer
             base_exact = exact_match([base["predictions"][k] for k in answered], [gold[k] for k in answered])
             row["accuracy_delta_points"] = 100.0 * (row["exact_match_answered"] - base_exact)
-            row["targets"]["speedup_first"] = _target(row["speedup_first_question"], ">=",
-                                                      TARGET_SPEEDUP_FIRST)
-            row["targets"]["speedup_followup"] = _target(row["speedup_followup_question"], ">=",
-                                                         TARGET_SPEEDUP_FOLLOWUP)
+            row["targets"]["speedup_first"] = _target(
+                row["speedup_first_question"], ">=", TARGET_SPEEDUP_FIRST
+            )
+            row["targets"]["speedup_followup"] = _target(
+                row["speedup_followup_question"], ">=", TARGET_SPEEDUP_FOLLOWUP
+            )
             row["targets"]["memory"] = _target(row["memory_fraction"], "<=", TARGET_MEMORY_FRACTION)
             if res.get("quant") in ACCURACY_TARGET_QUANTS:
-                row["targets"]["accuracy"] = _target(row["accuracy_delta_points"], ">=",
-                                                     -TARGET_ACCURACY_POINTS)
+                row["targets"]["accuracy"] = _target(
+                    row["accuracy_delta_points"], ">=", -TARGET_ACCURACY_POINTS
+                )
         out[name] = row
     return out
 
@@ -273,13 +316,17 @@ def format_table(report: dict[str, Any]) -> str:
     """The plain-text table of a report (one row per backend, then the targets)."""
     w = report["workload"]
     kind = "reports" if w.get("task") == "report" else "questions"
-    lines = [f"{w['n_questions']} {kind} on {w['n_records']} held-out PTB-XL records "
-             f"(folds {w['folds']}), "
-             f"{report['config']['threads']} threads; batch question: {w['batch_question']!r}"]
-    header = (f"{'backend':<24} {'cold s':>7} {'med ms':>8} {'p90 ms':>8} {'1st ms':>8} {'next ms':>8} "
-              f"{'rec/s':>7} {'RSS MB':>7} {'agree%':>7} {'exact%':>7} {'speed-up':>9} {'1st x':>6} "
-              f"{'next x':>6} "
-              f"{'mem frac':>9} {'refused':>8}")
+    lines = [
+        f"{w['n_questions']} {kind} on {w['n_records']} held-out PTB-XL records "
+        f"(folds {w['folds']}), "
+        f"{report['config']['threads']} threads; batch question: {w['batch_question']!r}"
+    ]
+    header = (
+        f"{'backend':<24} {'cold s':>7} {'med ms':>8} {'p90 ms':>8} {'1st ms':>8} {'next ms':>8} "
+        f"{'rec/s':>7} {'RSS MB':>7} {'agree%':>7} {'exact%':>7} {'speed-up':>9} {'1st x':>6} "
+        f"{'next x':>6} "
+        f"{'mem frac':>9} {'refused':>8}"
+    )
     lines += [header, "-" * len(header)]
 
     def num(v: float | None, fmt: str) -> str:
@@ -304,18 +351,28 @@ def format_table(report: dict[str, Any]) -> str:
             f"{num(res['batch']['records_per_s'], '.2f'):>7} "
             f"{num(res['peak_rss_mb'], '.0f'):>7} {num(pct[0], '.1f'):>7} {num(pct[1], '.1f'):>7} "
             f"{speedup:>9} {first_x:>6} {next_x:>6} {num(cmp['memory_fraction'], '.3f'):>9} "
-            f"{cmp.get('n_refused') or 0:>8}")
+            f"{cmp.get('n_refused') or 0:>8}"
+        )
     target_lines = []
-    labels = {"speedup_first": "speed-up, first question", "speedup_followup": "speed-up, later questions",
-              "memory": "peak memory fraction",
-              "accuracy": "exact match vs PyTorch on answered (points)"}
+    labels = {
+        "speedup_first": "speed-up, first question",
+        "speedup_followup": "speed-up, later questions",
+        "memory": "peak memory fraction",
+        "accuracy": "exact match vs PyTorch on answered (points)",
+    }
     for name, cmp in report["comparison"].items():
         for key, t in cmp["targets"].items():
-            target_lines.append(f"  {name:<24} {labels[key]:<32} {num(t['value'], '.3f'):>8}  "
-                                f"target {t['target']:<8} {'PASS' if t['pass'] else 'FAIL'}")
+            target_lines.append(
+                f"  {name:<24} {labels[key]:<32} {num(t['value'], '.3f'):>8}  "
+                f"target {t['target']:<8} {'PASS' if t['pass'] else 'FAIL'}"
+            )
     if target_lines:
-        lines += ["", "targets (against PyTorch measured in this run; speed-ups on the questions each "
-                  "backend answered):", *target_lines]
+        lines += [
+            "",
+            "targets (against PyTorch measured in this run; speed-ups on the questions each "
+            "backend answered):",
+            *target_lines,
+        ]
     return "\n".join(lines)
 
 
@@ -376,11 +433,16 @@ def check_model_pair(checkpoint: Path, bundle_dir: Path, quants: Sequence[str]) 
     }
     differ = [k for k, (a, b) in pairs.items() if a != b]
     if differ:
-        raise BenchError(f"checkpoint {checkpoint} and bundle {bundle_dir} are not the same model: their "
-                         f"{', '.join(differ)} configs differ")
+        raise BenchError(
+            f"checkpoint {checkpoint} and bundle {bundle_dir} are not the same model: their "
+            f"{', '.join(differ)} configs differ"
+        )
     if meta.generation.max_new_tokens != bundle.generation.max_new_tokens:
-        logger.warning("the checkpoint decodes up to %d new tokens, the bundle %d: both backends use the "
-                       "bundle's", meta.generation.max_new_tokens, bundle.generation.max_new_tokens)
+        logger.warning(
+            "the checkpoint decodes up to %d new tokens, the bundle %d: both backends use the bundle's",
+            meta.generation.max_new_tokens,
+            bundle.generation.max_new_tokens,
+        )
     return bundle
 
 
@@ -400,10 +462,16 @@ def build_workload(args: argparse.Namespace, bundle: Any) -> Workload:
     from diagecg.training.eval_folds import check_folds, checkpoint_training_folds
 
     reports = args.task == "report"
-    eval_cfg = EvalConfig(checkpoint_dir=str(args.checkpoint), data_dir=str(args.data), folds=HELD_OUT_FOLDS,
-                          wordings=(args.wording,), include_ecgqa_noise=args.ecgqa_noise,
-                          max_questions=args.max_questions, n_reports=args.max_questions if reports else 0,
-                          seed=args.seed)
+    eval_cfg = EvalConfig(
+        checkpoint_dir=str(args.checkpoint),
+        data_dir=str(args.data),
+        folds=HELD_OUT_FOLDS,
+        wordings=(args.wording,),
+        include_ecgqa_noise=args.ecgqa_noise,
+        max_questions=args.max_questions,
+        n_reports=args.max_questions if reports else 0,
+        seed=args.seed,
+    )
     try:
         check_folds(eval_cfg, checkpoint_training_folds(args.checkpoint))
     except ValueError as e:
@@ -437,18 +505,41 @@ def build_workload(args: argparse.Namespace, bundle: Any) -> Workload:
 
     if reports:  # one report per record; the "answer" is the reference report
         question = bundle.prompt.report_question
-        items = [{**where(i), "question": question, "answers": [ref], "template_id": None,
-                  "question_type": "report"} for i, ref in data.reports]
+        items = [
+            {
+                **where(i),
+                "question": question,
+                "answers": [ref],
+                "template_id": None,
+                "question_type": "report",
+            }
+            for i, ref in data.reports
+        ]
         batch_question = args.batch_question or question
     else:
-        items = [{**where(s.ecg_id), "question": s.question, "answers": list(s.answers),
-                  "template_id": s.template_id, "question_type": s.question_type} for s in samples]
+        items = [
+            {
+                **where(s.ecg_id),
+                "question": s.question,
+                "answers": list(s.answers),
+                "template_id": s.template_id,
+                "question_type": s.question_type,
+            }
+            for s in samples
+        ]
         batch_question = args.batch_question or Counter(s.question for s in samples).most_common(1)[0][0]
     return Workload(
-        checkpoint=str(Path(args.checkpoint).resolve()), bundle=str(Path(args.bundle).resolve()),
-        threads=args.threads, verify_hashes=args.verify_hashes, torch_merge=args.torch_merge,
-        torch_batch_size=args.torch_batch_size, max_new_tokens=bundle.generation.max_new_tokens, items=items,
-        batch_question=batch_question, batch_records=[where(i) for i in kept], folds=list(HELD_OUT_FOLDS),
+        checkpoint=str(Path(args.checkpoint).resolve()),
+        bundle=str(Path(args.bundle).resolve()),
+        threads=args.threads,
+        verify_hashes=args.verify_hashes,
+        torch_merge=args.torch_merge,
+        torch_batch_size=args.torch_batch_size,
+        max_new_tokens=bundle.generation.max_new_tokens,
+        items=items,
+        batch_question=batch_question,
+        batch_records=[where(i) for i in kept],
+        folds=list(HELD_OUT_FOLDS),
         n_skipped_records=skipped,
     )
 
@@ -465,11 +556,18 @@ def warm_page_cache(paths: Sequence[Path]) -> int:
     return total
 
 
-def run_worker(name: str, quant: str | None, workload_path: Path, threads: int,
-               timeout_s: float, cache: bool = True) -> dict[str, Any]:
+def run_worker(
+    name: str, quant: str | None, workload_path: Path, threads: int, timeout_s: float, cache: bool = True
+) -> dict[str, Any]:
     """Run one backend in a fresh interpreter; returns its result, or ``{"error": ...}`` when it failed."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", TORCH if quant is None else "runtime",
-           "--workload", str(workload_path)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        TORCH if quant is None else "runtime",
+        "--workload",
+        str(workload_path),
+    ]
     if quant is not None:
         cmd += ["--quant", quant]
     if not cache:
@@ -478,15 +576,16 @@ def run_worker(name: str, quant: str | None, workload_path: Path, threads: int,
     logger.info("running %s", name)
     t0 = time.time()
     try:
-        proc = subprocess.run([*cmd, "--t0", repr(t0)], capture_output=True, text=True, env=env,
-                              timeout=timeout_s)
+        proc = subprocess.run(
+            [*cmd, "--t0", repr(t0)], capture_output=True, text=True, env=env, timeout=timeout_s
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout_s:.0f} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARKER)]
     if proc.returncode != 0 or not lines:
         tail = " | ".join(proc.stderr.strip().splitlines()[-5:])
         return {"error": f"exit status {proc.returncode}: {tail}"}
-    return json.loads(lines[-1][len(RESULT_MARKER):])
+    return json.loads(lines[-1][len(RESULT_MARKER) :])
 
 
 def machine_info() -> dict[str, Any]:
@@ -496,8 +595,13 @@ def machine_info() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "logical_cpus": os.cpu_count(), "python": platform.python_version(), "packages": versions}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "packages": versions,
+    }
 
 
 # --- workers (one backend per process) ----------------------------------------------------------------
@@ -528,8 +632,9 @@ def peak_rss_mb() -> float:
     return ru_maxrss_mb()
 
 
-def _timed_answers(answer: Any, items: list[dict[str, Any]], after_warmup: Callable[[], None] | None = None
-                   ) -> tuple[float, list[float], list[str | None], list[str]]:
+def _timed_answers(
+    answer: Any, items: list[dict[str, Any]], after_warmup: Callable[[], None] | None = None
+) -> tuple[float, list[float], list[str | None], list[str]]:
     """Warm-up on the first item (then ``after_warmup()``), then every item once: (warm-up s,
     latencies s, texts, errors)."""
     t = time.perf_counter()
@@ -571,9 +676,15 @@ def worker_runtime(w: Workload, quant: str, t_start: float, cache: bool = True) 
     from diagecg.runtime.pipeline import ECG_CACHE_SIZE, DiagEcgPipeline
 
     t_load = time.time()
-    pipe = DiagEcgPipeline.from_bundle(w.bundle, quant=quant, device="cpu", threads=w.threads,
-                                       verify_hashes=w.verify_hashes,
-                                       ecg_cache_size=ECG_CACHE_SIZE if cache else 0, reuse_prefix=cache)
+    pipe = DiagEcgPipeline.from_bundle(
+        w.bundle,
+        quant=quant,
+        device="cpu",
+        threads=w.threads,
+        verify_hashes=w.verify_hashes,
+        ecg_cache_size=ECG_CACHE_SIZE if cache else 0,
+        reuse_prefix=cache,
+    )
     t_ready = time.time()
 
     position = {id(item): k for k, item in enumerate(w.items)}
@@ -587,6 +698,7 @@ def worker_runtime(w: Workload, quant: str, t_start: float, cache: bool = True) 
 
     first, seconds, texts, errors = _timed_answers(ask, w.items, pipe.clear_caches)
     pipe.clear_caches()  # batch mode starts cold too
+
     def records() -> Iterator[Any]:  # read lazily: reading is part of the batch time
         for r in w.batch_records:
             try:
@@ -599,13 +711,27 @@ def worker_runtime(w: Workload, quant: str, t_start: float, cache: bool = True) 
     batch_s = time.perf_counter() - t
     n_err = sum(isinstance(b, dict) for b in batch)
     return {
-        "backend": "runtime", "quant": quant, "threads": w.threads, "cache": cache,
-        **workload_latencies(seconds, w.items), "latency_items_ms": [t * 1e3 for t in seconds],
-        "cold_start_s": t_ready - t_start, "startup_s": t_imports - t_start, "import_s": t_load - t_imports,
-        "load_s": t_ready - t_load, "first_answer_s": first,
-        "batch": {"n_records": len(batch), "n_errors": n_err, "wall_s": batch_s,
-                  "records_per_s": len(batch) / batch_s},
-        "peak_rss_mb": peak_rss_mb(), "ru_maxrss_mb": ru_maxrss_mb(), "predictions": texts, "errors": errors,
+        "backend": "runtime",
+        "quant": quant,
+        "threads": w.threads,
+        "cache": cache,
+        **workload_latencies(seconds, w.items),
+        "latency_items_ms": [t * 1e3 for t in seconds],
+        "cold_start_s": t_ready - t_start,
+        "startup_s": t_imports - t_start,
+        "import_s": t_load - t_imports,
+        "load_s": t_ready - t_load,
+        "first_answer_s": first,
+        "batch": {
+            "n_records": len(batch),
+            "n_errors": n_err,
+            "wall_s": batch_s,
+            "records_per_s": len(batch) / batch_s,
+        },
+        "peak_rss_mb": peak_rss_mb(),
+        "ru_maxrss_mb": ru_maxrss_mb(),
+        "predictions": texts,
+        "errors": errors,
         "unsupported": sorted(refused),
         "model_bytes": Path(pipe.bundle.gguf_path(quant)).stat().st_size,
         "device": pipe.device.to_dict(),
@@ -662,16 +788,31 @@ def worker_torch(w: Workload, t_start: float) -> dict[str, Any]:
         batch = predictor(list(range(len(recs))), [w.batch_question] * len(recs))
         batch_s = time.perf_counter() - t
     return {
-        "backend": TORCH, "quant": None, "threads": w.threads, "torch_threads": torch.get_num_threads(),
-        **workload_latencies(seconds, w.items), "latency_items_ms": [t * 1e3 for t in seconds],
-        "cold_start_s": t_ready - t_start, "startup_s": t_imports - t_start, "import_s": t_load - t_imports,
-        "load_s": t_ready - t_load, "first_answer_s": first,
-        "batch": {"n_records": len(w.batch_records), "n_errors": len(w.batch_records) - len(batch),
-                  "wall_s": batch_s, "records_per_s": len(w.batch_records) / batch_s,
-                  "batch_size": w.torch_batch_size},
-        "peak_rss_mb": peak_rss_mb(), "ru_maxrss_mb": ru_maxrss_mb(), "predictions": texts, "errors": errors,
+        "backend": TORCH,
+        "quant": None,
+        "threads": w.threads,
+        "torch_threads": torch.get_num_threads(),
+        **workload_latencies(seconds, w.items),
+        "latency_items_ms": [t * 1e3 for t in seconds],
+        "cold_start_s": t_ready - t_start,
+        "startup_s": t_imports - t_start,
+        "import_s": t_load - t_imports,
+        "load_s": t_ready - t_load,
+        "first_answer_s": first,
+        "batch": {
+            "n_records": len(w.batch_records),
+            "n_errors": len(w.batch_records) - len(batch),
+            "wall_s": batch_s,
+            "records_per_s": len(w.batch_records) / batch_s,
+            "batch_size": w.torch_batch_size,
+        },
+        "peak_rss_mb": peak_rss_mb(),
+        "ru_maxrss_mb": ru_maxrss_mb(),
+        "predictions": texts,
+        "errors": errors,
         "model_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
-        "merged_lora": w.torch_merge, "dtype": str(next(model.parameters()).dtype),
+        "merged_lora": w.torch_merge,
+        "dtype": str(next(model.parameters()).dtype),
     }
 
 
@@ -692,38 +833,75 @@ def worker_main(kind: str, workload_path: Path, quant: str | None, t_start: floa
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--checkpoint", type=Path, help="instruct checkpoint (`diagecg train instruct --out`)")
     p.add_argument("--bundle", type=Path, help="its bundle (`diagecg export --out`)")
     p.add_argument("--data", type=Path, help="shared data root (ptbxl/ and ecgqa/) or the ptbxl folder")
-    p.add_argument("--n-records", type=int, default=20,
-                   help="fold-10 records (seeded subset, as diagecg eval)")
-    p.add_argument("--max-questions", type=int, default=None,
-                   help="questions asked (seeded subset of all questions on those records; with --task "
-                        "report, reports); default all")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for every backend; default the runtime's default_threads()")
+    p.add_argument(
+        "--n-records", type=int, default=20, help="fold-10 records (seeded subset, as diagecg eval)"
+    )
+    p.add_argument(
+        "--max-questions",
+        type=int,
+        default=None,
+        help="questions asked (seeded subset of all questions on those records; with --task "
+        "report, reports); default all",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for every backend; default the runtime's default_threads()",
+    )
     p.add_argument("--quants", default="q8_0,q4_k_m", help="comma-separated GGUFs of the bundle to compare")
-    p.add_argument("--nocache-quants", default="q8_0",
-                   help="GGUFs also run with the ECG-code cache and prefix reuse off ('' = none)")
+    p.add_argument(
+        "--nocache-quants",
+        default="q8_0",
+        help="GGUFs also run with the ECG-code cache and prefix reuse off ('' = none)",
+    )
     p.add_argument("--out", type=Path, default=None, help="results JSON")
-    p.add_argument("--task", choices=("qa", "report"), default="qa",
-                   help="qa: ECG-QA questions; report: one report per record (long answers, decode-bound)")
-    p.add_argument("--wording", choices=("template", "paraphrase"), default="template",
-                   help="question wording: the training templates or the held-out paraphrases")
-    p.add_argument("--ecgqa-noise", action=argparse.BooleanOptionalAction, default=True,
-                   help="add ECG-QA's released noise questions on the records (as diagecg eval)")
-    p.add_argument("--patient", choices=("labels", "header"), default="labels",
-                   help="patient features in the prompt: from ptbxl_labels.csv (as training/eval) or only "
-                        "what the record header holds (PTB-XL headers hold none)")
-    p.add_argument("--batch-question", default=None, help="the batch-mode question; default the most "
-                   "frequent question of the workload")
-    p.add_argument("--torch-batch-size", type=int, default=8,
-                   help="PyTorch batch mode: prompts per generate()")
+    p.add_argument(
+        "--task",
+        choices=("qa", "report"),
+        default="qa",
+        help="qa: ECG-QA questions; report: one report per record (long answers, decode-bound)",
+    )
+    p.add_argument(
+        "--wording",
+        choices=("template", "paraphrase"),
+        default="template",
+        help="question wording: the training templates or the held-out paraphrases",
+    )
+    p.add_argument(
+        "--ecgqa-noise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add ECG-QA's released noise questions on the records (as diagecg eval)",
+    )
+    p.add_argument(
+        "--patient",
+        choices=("labels", "header"),
+        default="labels",
+        help="patient features in the prompt: from ptbxl_labels.csv (as training/eval) or only "
+        "what the record header holds (PTB-XL headers hold none)",
+    )
+    p.add_argument(
+        "--batch-question",
+        default=None,
+        help="the batch-mode question; default the most frequent question of the workload",
+    )
+    p.add_argument(
+        "--torch-batch-size", type=int, default=8, help="PyTorch batch mode: prompts per generate()"
+    )
     p.add_argument("--torch-merge", action="store_true", help="PyTorch: merge the LoRA adapter at load")
-    p.add_argument("--verify-hashes", action=argparse.BooleanOptionalAction, default=True,
-                   help="runtime: check the bundle's sha256 at load (the `diagecg infer` default)")
+    p.add_argument(
+        "--verify-hashes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="runtime: check the bundle's sha256 at load (the `diagecg infer` default)",
+    )
     p.add_argument("--seed", type=int, default=0, help="record subset and question generation seed")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per backend")
     p.add_argument("--worker", choices=(TORCH, "runtime"), help=argparse.SUPPRESS)
@@ -768,8 +946,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BenchError, DiagEcgError, FileNotFoundError) as e:  # each names the file or field at fault
         print(f"error: {e}", file=sys.stderr)
         return 2
-    logger.info("%d questions on %d records; warming the page cache", len(workload.items),
-                len(workload.batch_records))
+    logger.info(
+        "%d questions on %d records; warming the page cache", len(workload.items), len(workload.batch_records)
+    )
     meta_base = Path(args.checkpoint)
     warm_page_cache([meta_base, *(Path(bundle.gguf_path(q)) for q in quants), bundle.onnx_path])
 
@@ -781,8 +960,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         backends[TORCH] = run_worker(TORCH, None, workload_path, args.threads, args.timeout)
         for q in args.quant_list:
-            backends[RUNTIME_PREFIX + q] = run_worker(RUNTIME_PREFIX + q, q, workload_path, args.threads,
-                                                      args.timeout)
+            backends[RUNTIME_PREFIX + q] = run_worker(
+                RUNTIME_PREFIX + q, q, workload_path, args.threads, args.timeout
+            )
         for q in args.nocache_list:
             name = RUNTIME_PREFIX + q + NOCACHE_SUFFIX
             backends[name] = run_worker(name, q, workload_path, args.threads, args.timeout, cache=False)
@@ -792,21 +972,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     gold = [item["answers"] for item in workload.items]
     report = {
         "schema_version": SCHEMA_VERSION,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                   if k not in ("worker", "workload", "quant", "t0", "no_cache")},
+        "config": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k not in ("worker", "workload", "quant", "t0", "no_cache")
+        },
         "machine": machine_info(),
-        "workload": {"n_records": len(workload.batch_records), "n_questions": len(workload.items),
-                     "n_skipped_records": workload.n_skipped_records, "folds": workload.folds,
-                     "task": args.task, "wording": args.wording, "batch_question": workload.batch_question,
-                     "max_new_tokens": workload.max_new_tokens, "patient": args.patient,
-                     "questions": [{k: it[k] for k in ("ecg_id", "question", "answers", "template_id",
-                                                       "question_type")} for it in workload.items]},
+        "workload": {
+            "n_records": len(workload.batch_records),
+            "n_questions": len(workload.items),
+            "n_skipped_records": workload.n_skipped_records,
+            "folds": workload.folds,
+            "task": args.task,
+            "wording": args.wording,
+            "batch_question": workload.batch_question,
+            "max_new_tokens": workload.max_new_tokens,
+            "patient": args.patient,
+            "questions": [
+                {k: it[k] for k in ("ecg_id", "question", "answers", "template_id", "question_type")}
+                for it in workload.items
+            ],
+        },
         "backends": backends,
         "comparison": compare(backends, gold, [item["record"] for item in workload.items]),
-        "targets": {"speedup_first": TARGET_SPEEDUP_FIRST, "speedup_followup": TARGET_SPEEDUP_FOLLOWUP,
-                    "memory_fraction": TARGET_MEMORY_FRACTION,
-                    "accuracy_points": TARGET_ACCURACY_POINTS,
-                    "accuracy_quants": list(ACCURACY_TARGET_QUANTS)},
+        "targets": {
+            "speedup_first": TARGET_SPEEDUP_FIRST,
+            "speedup_followup": TARGET_SPEEDUP_FOLLOWUP,
+            "memory_fraction": TARGET_MEMORY_FRACTION,
+            "accuracy_points": TARGET_ACCURACY_POINTS,
+            "accuracy_quants": list(ACCURACY_TARGET_QUANTS),
+        },
         "wall_s": time.time() - t_run,
     }
     print(format_table(report))

@@ -56,9 +56,24 @@ def _free_port() -> int:
 
 def start_server(bundle: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    cmd = [sys.executable, "-m", "diagecg.cli", "serve", "--bundle", str(bundle), "--port", str(port),
-           "--device", "cpu", "--threads", str(SERVER_THREADS), "--quiet", "--max-upload-mb",
-           str(UPLOAD_LIMIT_MB), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "diagecg.cli",
+        "serve",
+        "--bundle",
+        str(bundle),
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--threads",
+        str(SERVER_THREADS),
+        "--quiet",
+        "--max-upload-mb",
+        str(UPLOAD_LIMIT_MB),
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -101,8 +116,10 @@ def _strip(line: dict[str, Any]) -> dict[str, Any]:
 
 def workload() -> list[tuple[list[Path], Path]]:
     """(files to upload, the file the pipeline reads) per record."""
-    items = [([RECORDS / f"{n}.hea", RECORDS / f"{n}.dat"], RECORDS / f"{n}.hea")
-             for n in ("00002_lr", "00003_lr", "00008_lr", "00002_hr")]
+    items = [
+        ([RECORDS / f"{n}.hea", RECORDS / f"{n}.dat"], RECORDS / f"{n}.hea")
+        for n in ("00002_lr", "00003_lr", "00008_lr", "00002_hr")
+    ]
     items.append(([RECORDS / "C00002.hea", RECORDS / "C00002.mat"], RECORDS / "C00002.hea"))
     for path in (FORMATS / "dicom" / "waveform_ecg.dcm", FORMATS / "muse" / "muse-sinus.xml"):
         items.append(([path], path))
@@ -113,12 +130,21 @@ def expected_answers(bundle: Path, items: list[tuple[list[Path], Path]]) -> dict
     from diagecg.runtime.pipeline import DiagEcgPipeline
 
     with DiagEcgPipeline.from_bundle(bundle, device="cpu", threads=SERVER_THREADS) as pipe:
-        return {(i, q): _strip(pipe.answer(path, q).to_dict()) for i, (_, path) in enumerate(items)
-                for q in QUESTIONS}
+        return {
+            (i, q): _strip(pipe.answer(path, q).to_dict())
+            for i, (_, path) in enumerate(items)
+            for q in QUESTIONS
+        }
 
 
-def run_clients(url: str, n_clients: int, n_requests: int, items: list[tuple[list[Path], Path]],
-                expected: dict[tuple[int, str], Any], on_progress: Any = None) -> dict[str, Any]:
+def run_clients(
+    url: str,
+    n_clients: int,
+    n_requests: int,
+    items: list[tuple[list[Path], Path]],
+    expected: dict[tuple[int, str], Any],
+    on_progress: Any = None,
+) -> dict[str, Any]:
     from diagecg.runtime.client import DiagEcgClient, ServerError
 
     latencies: list[float] = []
@@ -159,11 +185,18 @@ def run_clients(url: str, n_clients: int, n_requests: int, items: list[tuple[lis
     elapsed = time.perf_counter() - t0
     lat = sorted(latencies)
     pick = (lambda f: round(lat[min(len(lat) - 1, int(f * len(lat)))] * 1e3, 1)) if lat else (lambda f: None)
-    return {"clients": n_clients, "requests": n_requests, "statuses": statuses,
-            "elapsed_s": round(elapsed, 2), "answers_per_s": round(len(lat) / elapsed, 1),
-            "p50_ms": pick(0.5), "p99_ms": pick(0.99),
-            "mean_ms": round(statistics.fmean(lat) * 1e3, 1) if lat else None, "wrong": wrong,
-            "retry_after_missing": retry_after_missing}
+    return {
+        "clients": n_clients,
+        "requests": n_requests,
+        "statuses": statuses,
+        "elapsed_s": round(elapsed, 2),
+        "answers_per_s": round(len(lat) / elapsed, 1),
+        "p50_ms": pick(0.5),
+        "p99_ms": pick(0.99),
+        "mean_ms": round(statistics.fmean(lat) * 1e3, 1) if lat else None,
+        "wrong": wrong,
+        "retry_after_missing": retry_after_missing,
+    }
 
 
 def _post_raw(url: str, files: list[tuple[str, bytes]], question: str = QUESTIONS[0]) -> tuple[int, str]:
@@ -172,11 +205,20 @@ def _post_raw(url: str, files: list[tuple[str, bytes]], question: str = QUESTION
     boundary = uuid.uuid4().hex
     body = f'--{boundary}\r\nContent-Disposition: form-data; name="question"\r\n\r\n{question}\r\n'.encode()
     for name, data in files:
-        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n\r\n'
-                 .encode() + data + b"\r\n")
+        body += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n\r\n'
+            ).encode()
+            + data
+            + b"\r\n"
+        )
     body += f"--{boundary}--\r\n".encode()
-    req = urllib.request.Request(url + "/v1/answer", data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    req = urllib.request.Request(
+        url + "/v1/answer",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, ""
@@ -209,21 +251,28 @@ def bad_input(url: str, n_disconnects: int) -> dict[str, Any]:
     port = int(url.rsplit(":", 1)[1])
     for _ in range(n_disconnects):  # announce 1 MiB, send 64 KiB, hang up
         with socket.create_connection(("127.0.0.1", port)) as s:
-            s.sendall(b"POST /v1/answer HTTP/1.1\r\nHost: x\r\n"
-                      b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1048576\r\n\r\n"
-                      b'--b\r\nContent-Disposition: form-data; name="files"; filename="00002_lr.dat"\r\n\r\n'
-                      + b"\0" * (64 << 10))
+            s.sendall(
+                b"POST /v1/answer HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1048576\r\n\r\n"
+                b'--b\r\nContent-Disposition: form-data; name="files"; filename="00002_lr.dat"\r\n\r\n'
+                + b"\0"
+                * (64 << 10)
+            )
     time.sleep(0.5)
     with urllib.request.urlopen(url + "/readyz", timeout=5) as r:
         ready = json.loads(r.read())
-    out[f"{n_disconnects} hang-ups mid-upload"] = {"status": "-", "ok": ready["in_flight"] == 0,
-                                                   "error": f"readyz after: {ready}"}
+    out[f"{n_disconnects} hang-ups mid-upload"] = {
+        "status": "-",
+        "ok": ready["in_flight"] == 0,
+        "error": f"readyz after: {ready}",
+    }
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--bundle", type=Path, help="bundle folder (default: the shipped one)")
     parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
     parser.add_argument("--rss-requests", type=int, default=2000)
@@ -238,17 +287,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     items = workload()
     expected = expected_answers(bundle, items)
-    results: dict[str, Any] = {"bundle": str(bundle), "machine": {"python": platform.python_version(),
-                                                                  "cpus": os.cpu_count(),
-                                                                  "platform": platform.platform()}}
+    results: dict[str, Any] = {
+        "bundle": str(bundle),
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+    }
     proc, url = start_server(bundle, "--workers", "2", "--queue-size", "32")
     try:
         results["rss_mb_ready"] = round(rss_mb(proc.pid), 1)
         run_clients(url, 4, 50, items, expected)  # warm-up
         results["load"] = [run_clients(url, n, args.requests, items, expected) for n in (1, 4, 16)]
         samples: list[tuple[int, float]] = []
-        run_clients(url, 4, args.rss_requests, items, expected,
-                    on_progress=lambda n: n % 250 == 0 and samples.append((n, round(rss_mb(proc.pid), 1))))
+        run_clients(
+            url,
+            4,
+            args.rss_requests,
+            items,
+            expected,
+            on_progress=lambda n: n % 250 == 0 and samples.append((n, round(rss_mb(proc.pid), 1))),
+        )
         results["rss_mb"] = samples
         results["bad_input"] = bad_input(url, args.disconnects)
         results["rss_mb_after_bad_input"] = round(rss_mb(proc.pid), 1)
@@ -263,11 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     checks = {
         "every accepted answer equals the pipeline's": all(not r["wrong"] for r in results["load"])
         and not results["queue_full"]["wrong"],
-        "no request refused under load (queue 32)":
-            all(set(r["statuses"]) == {"200"} for r in results["load"]),
+        "no request refused under load (queue 32)": all(
+            set(r["statuses"]) == {"200"} for r in results["load"]
+        ),
         "RSS flat over the run (last <= first sample + 10%)": samples[-1][1] <= samples[0][1] * 1.1,
-        "bad input answered as expected, server still ready":
-            all(v["ok"] for v in results["bad_input"].values()),
+        "bad input answered as expected, server still ready": all(
+            v["ok"] for v in results["bad_input"].values()
+        ),
         "queue full: 503s, each with Retry-After": results["queue_full"]["statuses"].get("503", 0) > 0
         and results["queue_full"]["retry_after_missing"] == 0,
     }
@@ -275,12 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle {bundle}  ({os.cpu_count()} CPUs)")
     print(f"{'clients':>7} {'requests':>8} {'answers/s':>9} {'p50 ms':>7} {'p99 ms':>7}  statuses")
     for r in results["load"]:
-        print(f"{r['clients']:>7} {r['requests']:>8} {r['answers_per_s']:>9} {r['p50_ms']:>7} "
-              f"{r['p99_ms']:>7}  {r['statuses']}")
+        print(
+            f"{r['clients']:>7} {r['requests']:>8} {r['answers_per_s']:>9} {r['p50_ms']:>7} "
+            f"{r['p99_ms']:>7}  {r['statuses']}"
+        )
     q = results["queue_full"]
     print(f"queue full (1 worker, queue 1, 16 clients): {q['statuses']}, {q['answers_per_s']} answers/s")
-    print(f"RSS MB: ready {results['rss_mb_ready']}, samples {samples}, after bad input "
-          f"{results['rss_mb_after_bad_input']}; shutdown {results['shutdown_s']} s")
+    print(
+        f"RSS MB: ready {results['rss_mb_ready']}, samples {samples}, after bad input "
+        f"{results['rss_mb_after_bad_input']}; shutdown {results['shutdown_s']} s"
+    )
     for name, v in results["bad_input"].items():
         print(f"  {name:<28} {v['status']!s:>4} {'ok' if v['ok'] else 'FAIL'}  {v['error']}")
     for name, ok in checks.items():

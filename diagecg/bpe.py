@@ -27,7 +27,6 @@ PRE_TOKENIZER_BY_REGEX: dict[str, str] = {
 GPT2_PRE = "gpt-2"  # a plain ByteLevel pre-tokenizer with its built-in GPT-2 regex
 
 
-
 def check_byte_level_bpe(tok_json: Mapping[str, Any]) -> None:
     """Raise ValueError unless ``tok_json`` (tokenizers-library JSON) is a byte-level BPE tokenizer whose
     pre-tokenizer llama.cpp knows."""
@@ -35,8 +34,10 @@ def check_byte_level_bpe(tok_json: Mapping[str, Any]) -> None:
     if model.get("type") != "BPE":
         raise ValueError(f"only BPE tokenizers are supported, got model type {model.get('type')!r}")
     if model.get("byte_fallback"):
-        raise ValueError("SentencePiece-style (byte_fallback) BPE tokenizers are not supported; use a "
-                         "byte-level BPE base model (GPT-2, Qwen2 or Llama-3 style)")
+        raise ValueError(
+            "SentencePiece-style (byte_fallback) BPE tokenizers are not supported; use a "
+            "byte-level BPE base model (GPT-2, Qwen2 or Llama-3 style)"
+        )
 
 
 def detect_pre_tokenizer(tok_json: Mapping[str, Any]) -> str:
@@ -55,6 +56,8 @@ def detect_pre_tokenizer(tok_json: Mapping[str, Any]) -> str:
         name = PRE_TOKENIZER_BY_REGEX.get(regex) if regex else None
         if name is not None:
             return name
-        raise ValueError(f"cannot map pre-tokenizer regex {regex!r} to a llama.cpp pre-tokenizer; known: "
-                         f"{sorted(PRE_TOKENIZER_BY_REGEX.values())} or {GPT2_PRE!r}; pass tokenizer_pre")
+        raise ValueError(
+            f"cannot map pre-tokenizer regex {regex!r} to a llama.cpp pre-tokenizer; known: "
+            f"{sorted(PRE_TOKENIZER_BY_REGEX.values())} or {GPT2_PRE!r}; pass tokenizer_pre"
+        )
     raise ValueError(f"cannot map pre-tokenizer {kinds} to a llama.cpp pre-tokenizer; pass tokenizer_pre")

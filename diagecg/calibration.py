@@ -23,8 +23,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["P_EPS", "calibrate_options", "calibration_identity", "fit_calibration", "fit_platt", "logit",
-           "parse_rule", "platt", "read_calibration_results", "sigmoid"]
+__all__ = [
+    "P_EPS",
+    "calibrate_options",
+    "calibration_identity",
+    "fit_calibration",
+    "fit_platt",
+    "logit",
+    "parse_rule",
+    "platt",
+    "read_calibration_results",
+    "sigmoid",
+]
 
 P_EPS = 1e-4  # p(present) is clipped to [P_EPS, 1 - P_EPS] before its logit (fit and use alike)
 
@@ -83,8 +93,9 @@ def calibrate_options(probs: np.ndarray, negative: int, cal: Mapping[str, Any]) 
     return out, best
 
 
-def fit_platt(p: np.ndarray, truth: np.ndarray, weights: np.ndarray | None = None,
-              l2: float = 1e-3, iters: int = 50) -> tuple[float, float]:
+def fit_platt(
+    p: np.ndarray, truth: np.ndarray, weights: np.ndarray | None = None, l2: float = 1e-3, iters: int = 50
+) -> tuple[float, float]:
     """``(a, b)`` of ``sigmoid(a * logit(p) + b)``: weighted logistic regression by Newton's method
     (a small ridge keeps it finite on separable data)."""
     x = logit(p)
@@ -143,8 +154,10 @@ def parse_rule(rule: str) -> tuple[str, float | None]:
     except ValueError:
         target = math.nan
     if kind != "sensitivity" or not 0 < target <= 1:
-        raise ValueError(f"decision rule {rule!r}: use 'balanced' (best balanced accuracy) or "
-                         f"'sensitivity:T' (the most specific threshold with sensitivity >= T, 0 < T <= 1)")
+        raise ValueError(
+            f"decision rule {rule!r}: use 'balanced' (best balanced accuracy) or "
+            f"'sensitivity:T' (the most specific threshold with sensitivity >= T, 0 < T <= 1)"
+        )
     return kind, target
 
 
@@ -161,13 +174,21 @@ def calibration_identity(section: Mapping[str, Any] | None) -> dict[str, Any] | 
     else:
         source = "unknown"
     canonical = json.dumps(section, sort_keys=True, separators=(",", ":")).encode()
-    return {"source": source, "created_utc": section.get("created_utc"),
-            "sha256": hashlib.sha256(canonical).hexdigest()}
+    return {
+        "source": source,
+        "created_utc": section.get("created_utc"),
+        "sha256": hashlib.sha256(canonical).hexdigest(),
+    }
 
 
-def fit_calibration(codes: Sequence[str], p_present: Sequence[float], truth: Sequence[bool],
-                    weights: Sequence[float] | None = None, min_positives: int = 5, rule: str = "balanced"
-                    ) -> dict[str, dict[str, Any]]:
+def fit_calibration(
+    codes: Sequence[str],
+    p_present: Sequence[float],
+    truth: Sequence[bool],
+    weights: Sequence[float] | None = None,
+    min_positives: int = 5,
+    rule: str = "balanced",
+) -> dict[str, dict[str, Any]]:
     """Per-finding Platt map and decision threshold, fitted on validation answers.
 
     Args:
@@ -193,9 +214,17 @@ def fit_calibration(codes: Sequence[str], p_present: Sequence[float], truth: Seq
             continue
         a, b = fit_platt(p[m], t[m], w[m])
         q = platt(p[m], a, b)
-        threshold = (_best_threshold(q, t[m], w[m]) if target is None
-                     else _threshold_for_sensitivity(q, t[m], w[m], target))
+        threshold = (
+            _best_threshold(q, t[m], w[m])
+            if target is None
+            else _threshold_for_sensitivity(q, t[m], w[m], target)
+        )
         # rounded down: a positive at the threshold stays at or above it
-        out[code] = {"a": round(a, 5), "b": round(b, 5), "threshold": math.floor(threshold * 1e5) / 1e5,
-                     "n": int(m.sum()), "n_pos": n_pos}
+        out[code] = {
+            "a": round(a, 5),
+            "b": round(b, 5),
+            "threshold": math.floor(threshold * 1e5) / 1e5,
+            "n": int(m.sum()),
+            "n_pos": n_pos,
+        }
     return out

@@ -53,16 +53,23 @@ class CatalogueEntry:
         object.__setattr__(self, "question_type", QuestionType(self.question_type))
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-               for f in dataclasses.fields(self)}
+        out = {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+            for f in dataclasses.fields(self)
+        }
         return {**out, "question_type": self.question_type.value}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CatalogueEntry:
-        return cls(template_id=int(data["template_id"]), question_type=QuestionType(data["question_type"]),
-                   group=str(data["group"]), text=str(data["text"]),
-                   attributes=tuple(data.get("attributes", ())), options=tuple(data["options"]),
-                   examples=tuple(data.get("examples", ())))
+        return cls(
+            template_id=int(data["template_id"]),
+            question_type=QuestionType(data["question_type"]),
+            group=str(data["group"]),
+            text=str(data["text"]),
+            attributes=tuple(data.get("attributes", ())),
+            options=tuple(data["options"]),
+            examples=tuple(data.get("examples", ())),
+        )
 
     def render(self, attributes: Sequence[str] = ()) -> str:
         """The template sentence with ``attributes`` filled in (:func:`fill_attributes`)."""
@@ -88,8 +95,9 @@ class Catalogue:
         ValueError: duplicate template ids, or a template without options.
     """
 
-    def __init__(self, entries: Iterable[CatalogueEntry],
-                 synonyms: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(
+        self, entries: Iterable[CatalogueEntry], synonyms: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
         self.entries = {e.template_id: e for e in entries}
         if not self.entries:
             raise ValueError("a question catalogue needs at least one template")
@@ -102,14 +110,19 @@ class Catalogue:
             merged[k].extend(s for s in v if s not in merged[k])
         self.synonyms = {k: tuple(v) for k, v in merged.items()}
         self.findings = tuple(sorted({a for e in self.entries.values() for a in e.attributes}))
-        self.names = NameFinder(finding_forms(self.findings, self.synonyms), normalize_question,
-                                extra_words=(*KEYWORDS, *SITE_WORDS, *STAGE_WORDS))
+        self.names = NameFinder(
+            finding_forms(self.findings, self.synonyms),
+            normalize_question,
+            extra_words=(*KEYWORDS, *SITE_WORDS, *STAGE_WORDS),
+        )
 
     # --- serialisation -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {"templates": [e.to_dict() for e in self.entries.values()],
-                "synonyms": {k: list(v) for k, v in sorted(self.synonyms.items())}}
+        return {
+            "templates": [e.to_dict() for e in self.entries.values()],
+            "synonyms": {k: list(v) for k, v in sorted(self.synonyms.items())},
+        }
 
     @classmethod
     def from_dict(cls: type[_C], data: Mapping[str, Any]) -> _C:
@@ -131,8 +144,14 @@ class Catalogue:
 
     def record_entry(self, question_type: QuestionType, group: str) -> CatalogueEntry | None:
         """The record-level template of ``question_type`` about ``group``."""
-        return next(iter(self.routed(lambda t: t.record_level and t.question_type is question_type
-                                     and t.group == group)), None)
+        return next(
+            iter(
+                self.routed(
+                    lambda t: t.record_level and t.question_type is question_type and t.group == group
+                )
+            ),
+            None,
+        )
 
     # --- description ---------------------------------------------------------------------------
 
@@ -142,8 +161,9 @@ class Catalogue:
         for e in sorted(self.entries.values(), key=lambda e: e.template_id):
             opts = ", ".join(e.options) if len(e.options) <= 6 else f"{len(e.options)} options"
             attr = f" ({len(e.attributes)} attribute values)" if e.attributes else ""
-            lines.append(f"[{e.template_id}] {e.question_type.removeprefix('single-')}: {e.text}{attr}"
-                         f" -> {opts}")
+            lines.append(
+                f"[{e.template_id}] {e.question_type.removeprefix('single-')}: {e.text}{attr} -> {opts}"
+            )
         return lines
 
 
@@ -178,7 +198,15 @@ def catalogue_entries(answer_vocab: Mapping[str, Sequence[str]]) -> list[Catalog
             attributes = tuple(a for a in options(tid) if a != NONE_ANSWER)
         else:
             attributes = ()
-        entries.append(CatalogueEntry(template_id=tid, question_type=t.question_type, group=t.group,
-                                      text=t.text, attributes=attributes, options=options(tid),
-                                      examples=t.train_paraphrases))
+        entries.append(
+            CatalogueEntry(
+                template_id=tid,
+                question_type=t.question_type,
+                group=t.group,
+                text=t.text,
+                attributes=attributes,
+                options=options(tid),
+                examples=t.train_paraphrases,
+            )
+        )
     return entries

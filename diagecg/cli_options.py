@@ -52,6 +52,7 @@ EXIT_CODES_HELP = (
     "the bundle's catalogue (no answer given)."
 )
 
+
 def fail(error: BaseException, code: ExitCode) -> None:
     """End the command: ``error`` as one ``error:`` line on stderr, and ``code``."""
     click.echo(f"error: {' '.join(str(error).split())}", err=True)
@@ -96,10 +97,12 @@ def verbosity_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             with log_level(verbose, quiet):
                 return fn(*args, quiet=quiet, **kwargs) if wants_quiet else fn(*args, **kwargs)
 
-        wrapper = click.option("--quiet", "quiet", is_flag=True,
-                               help="Errors only: no warnings, no progress.")(wrapper)
-        return click.option("-v", "--verbose", "verbose", is_flag=True,
-                            help="Log debug messages too.")(wrapper)
+        wrapper = click.option(
+            "--quiet", "quiet", is_flag=True, help="Errors only: no warnings, no progress."
+        )(wrapper)
+        return click.option("-v", "--verbose", "verbose", is_flag=True, help="Log debug messages too.")(
+            wrapper
+        )
 
     return decorate
 
@@ -136,14 +139,20 @@ def patient_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add ``--age``, ``--sex``, ``--height-cm`` and ``--weight-kg`` (the command receives ``age``,
     ``sex``, ``height_cm`` and ``weight_kg``; None when not given): each overrides the record header's."""
     options = [
-        click.option("--age", type=FiniteFloatRange(*PATIENT_LIMITS["age_years"]),
-                     help="Patient age in years (overrides the header)."),
-        click.option("--sex", type=SexType(), help="Patient sex, male/female or M/F, any case (overrides the "
-                                                   "header)."),
-        click.option("--height-cm", type=FiniteFloatRange(*PATIENT_LIMITS["height_cm"]),
-                     help="Patient height in cm."),
-        click.option("--weight-kg", type=FiniteFloatRange(*PATIENT_LIMITS["weight_kg"]),
-                     help="Patient weight in kg."),
+        click.option(
+            "--age",
+            type=FiniteFloatRange(*PATIENT_LIMITS["age_years"]),
+            help="Patient age in years (overrides the header).",
+        ),
+        click.option(
+            "--sex", type=SexType(), help="Patient sex, male/female or M/F, any case (overrides the header)."
+        ),
+        click.option(
+            "--height-cm", type=FiniteFloatRange(*PATIENT_LIMITS["height_cm"]), help="Patient height in cm."
+        ),
+        click.option(
+            "--weight-kg", type=FiniteFloatRange(*PATIENT_LIMITS["weight_kg"]), help="Patient weight in kg."
+        ),
     ]
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:

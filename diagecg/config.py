@@ -49,8 +49,12 @@ def _expected(tp: Any, plural: bool = False) -> str:
         return f"{'values among' if plural else 'one of'} {', '.join(repr(a) for a in args)}"
     if isinstance(tp, type) and issubclass(tp, ConfigMixin):
         return f"{'objects' if plural else 'an object'} ({tp.__name__})"
-    names = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
-             bool: ("true or false", "booleans")}
+    names = {
+        int: ("an integer", "integers"),
+        float: ("a number", "numbers"),
+        str: ("a string", "strings"),
+        bool: ("true or false", "booleans"),
+    }
     return names[tp][plural] if tp in names else str(tp)
 
 
@@ -97,8 +101,9 @@ def json_field_value(tp: Any, value: Any, where: str) -> Any:
         return float(value)
     if tp is str and isinstance(value, str):
         return value
-    raise ConfigError(f"{where}={value!r} is invalid: expected {_expected(declared)}, "
-                      f"got {type(value).__name__}")
+    raise ConfigError(
+        f"{where}={value!r} is invalid: expected {_expected(declared)}, got {type(value).__name__}"
+    )
 
 
 def _parse_text(tp: Any, text: str, name: str) -> Any:
@@ -166,8 +171,9 @@ class ConfigMixin:
                 or ``__post_init__`` refuses a value.
         """
         if not isinstance(data, dict):
-            raise ConfigError(f"{cls.__name__}.from_dict expects a dict (a JSON object), "
-                              f"got {type(data).__name__}")
+            raise ConfigError(
+                f"{cls.__name__}.from_dict expects a dict (a JSON object), got {type(data).__name__}"
+            )
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(fields))
@@ -258,6 +264,7 @@ def check_field(cond: bool, cls: str, field: str, value: Any, allowed: str) -> N
 
 # --- core configs -------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig(ConfigMixin):
     """How a record becomes the model input: float32 (12, fs_hz * window_s), z-scored per lead."""
@@ -282,16 +289,31 @@ class PreprocessConfig(ConfigMixin):
         check_field(self.window_s > 0, n, "window_s", self.window_s, "must be > 0")
         check_field(self.crop in ("start", "center"), n, "crop", self.crop, "one of 'start', 'center'")
         if self.highpass_hz is not None:
-            check_field(0 < self.highpass_hz < self.fs_hz / 2, n, "highpass_hz", self.highpass_hz,
-                        f"None or in (0, {self.fs_hz / 2})")
+            check_field(
+                0 < self.highpass_hz < self.fs_hz / 2,
+                n,
+                "highpass_hz",
+                self.highpass_hz,
+                f"None or in (0, {self.fs_hz / 2})",
+            )
         if self.lowpass_hz is not None:
-            check_field(0 < self.lowpass_hz < self.fs_hz / 2, n, "lowpass_hz", self.lowpass_hz,
-                        f"None or in (0, {self.fs_hz / 2})")
+            check_field(
+                0 < self.lowpass_hz < self.fs_hz / 2,
+                n,
+                "lowpass_hz",
+                self.lowpass_hz,
+                f"None or in (0, {self.fs_hz / 2})",
+            )
         check_field(self.filter_order >= 1, n, "filter_order", self.filter_order, "must be >= 1")
         check_field(self.pad_short_s >= 0, n, "pad_short_s", self.pad_short_s, "must be >= 0")
         check_field(self.measure_fs_hz >= 100, n, "measure_fs_hz", self.measure_fs_hz, "must be >= 100")
-        check_field(0 < self.measure_lowpass_hz < self.measure_fs_hz / 2, n, "measure_lowpass_hz",
-                    self.measure_lowpass_hz, f"must be in (0, {self.measure_fs_hz / 2})")
+        check_field(
+            0 < self.measure_lowpass_hz < self.measure_fs_hz / 2,
+            n,
+            "measure_lowpass_hz",
+            self.measure_lowpass_hz,
+            f"must be in (0, {self.measure_fs_hz / 2})",
+        )
 
     @property
     def n_samples(self) -> int:
@@ -339,27 +361,49 @@ class QualityConfig(ConfigMixin):
         check_field(self.min_duration_s > 0, n, "min_duration_s", self.min_duration_s, "must be > 0")
         check_field(self.flat_std_mv >= 0, n, "flat_std_mv", self.flat_std_mv, "must be >= 0")
         check_field(0 < self.rail_fraction <= 1, n, "rail_fraction", self.rail_fraction, "must be in (0, 1]")
-        check_field(0 < self.rail_warn_fraction <= self.rail_fraction, n, "rail_warn_fraction",
-                    self.rail_warn_fraction, "must be in (0, rail_fraction]")
+        check_field(
+            0 < self.rail_warn_fraction <= self.rail_fraction,
+            n,
+            "rail_warn_fraction",
+            self.rail_warn_fraction,
+            "must be in (0, rail_fraction]",
+        )
         check_field(self.max_abs_mv > 0, n, "max_abs_mv", self.max_abs_mv, "must be > 0")
-        check_field(self.max_lead_relation_error > 0, n, "max_lead_relation_error",
-                    self.max_lead_relation_error, "must be > 0")
-        check_field(self.min_lead_difference >= 0, n, "min_lead_difference", self.min_lead_difference,
-                    "must be >= 0")
-        check_field(self.min_qrs_concentration >= 0, n, "min_qrs_concentration", self.min_qrs_concentration,
-                    "must be >= 0")
-        for low, high in (("rate_warn", "rate_refuse"), ("repeat_refuse", "repeat_warn"),
-                          ("beat_change_refuse", "beat_change_warn"), ("dropout_warn", "dropout_refuse"),
-                          ("constant_run_warn_s", "constant_run_refuse_s")):
+        check_field(
+            self.max_lead_relation_error > 0,
+            n,
+            "max_lead_relation_error",
+            self.max_lead_relation_error,
+            "must be > 0",
+        )
+        check_field(
+            self.min_lead_difference >= 0, n, "min_lead_difference", self.min_lead_difference, "must be >= 0"
+        )
+        check_field(
+            self.min_qrs_concentration >= 0,
+            n,
+            "min_qrs_concentration",
+            self.min_qrs_concentration,
+            "must be >= 0",
+        )
+        for low, high in (
+            ("rate_warn", "rate_refuse"),
+            ("repeat_refuse", "repeat_warn"),
+            ("beat_change_refuse", "beat_change_warn"),
+            ("dropout_warn", "dropout_refuse"),
+            ("constant_run_warn_s", "constant_run_refuse_s"),
+        ):
             lo, hi = getattr(self, low), getattr(self, high)
             check_field(0 < lo <= hi, n, f"{low}, {high}", (lo, hi), f"must satisfy 0 < {low} <= {high}")
         for name in ("qrs_warn_mv", "qrs_refuse_mv"):
             v = tuple(getattr(self, name))
-            check_field(len(v) == 2 and 0 <= v[0] < v[1], n, name, v,
-                        "must be (low, high) with 0 <= low < high")
+            check_field(
+                len(v) == 2 and 0 <= v[0] < v[1], n, name, v, "must be (low, high) with 0 <= low < high"
+            )
         inside = self.qrs_refuse_mv[0] <= self.qrs_warn_mv[0] and self.qrs_warn_mv[1] <= self.qrs_refuse_mv[1]
-        check_field(inside, n, "qrs_warn_mv", self.qrs_warn_mv,
-                    f"must lie in qrs_refuse_mv {self.qrs_refuse_mv}")
+        check_field(
+            inside, n, "qrs_warn_mv", self.qrs_warn_mv, f"must lie in qrs_refuse_mv {self.qrs_refuse_mv}"
+        )
         for name in ("min_wave_mv", "time_order_warn", "lead_noise_warn", "axis_change_warn"):
             check_field(getattr(self, name) >= 0, n, name, getattr(self, name), "must be >= 0")
 
@@ -371,8 +415,13 @@ class FSQConfig(ConfigMixin):
     levels: tuple[int, ...] = (6, 6, 6, 6)
 
     def __post_init__(self) -> None:
-        check_field(len(self.levels) >= 1 and all(int(v) >= 2 for v in self.levels), "FSQConfig", "levels",
-                    self.levels, "a non-empty tuple of ints >= 2")
+        check_field(
+            len(self.levels) >= 1 and all(int(v) >= 2 for v in self.levels),
+            "FSQConfig",
+            "levels",
+            self.levels,
+            "a non-empty tuple of ints >= 2",
+        )
 
     @property
     def codebook_size(self) -> int:
@@ -398,13 +447,19 @@ class EncoderConfig(ConfigMixin):
     def __post_init__(self) -> None:
         n = "EncoderConfig"
         check_field(self.n_leads >= 1, n, "n_leads", self.n_leads, "must be >= 1")
-        check_field(self.n_samples >= 2 ** len(self.stage_channels), n, "n_samples", self.n_samples,
-                    "must be >= the total downsampling")
+        check_field(
+            self.n_samples >= 2 ** len(self.stage_channels),
+            n,
+            "n_samples",
+            self.n_samples,
+            "must be >= the total downsampling",
+        )
         check_field(len(self.stage_channels) >= 1, n, "stage_channels", self.stage_channels, "non-empty")
         check_field(self.groups >= 1, n, "groups", self.groups, "must be >= 1")
         for c in (self.stem_channels, *self.stage_channels):
-            check_field(c % self.groups == 0, n, "groups", self.groups,
-                        f"must divide every channel count ({c})")
+            check_field(
+                c % self.groups == 0, n, "groups", self.groups, f"must divide every channel count ({c})"
+            )
 
     @property
     def downsample(self) -> int:
@@ -437,19 +492,35 @@ class SummaryConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         n = "SummaryConfig"
-        check_field(len(self.measure_edges) == len(self.measure_tokens), n, "measure_edges",
-                    self.measure_edges,
-                    "one tuple of edges per measure_tokens name")
-        increasing = all(len(e) >= 1 and all(a < b for a, b in zip(e, e[1:], strict=False))
-                         for e in self.measure_edges)
+        check_field(
+            len(self.measure_edges) == len(self.measure_tokens),
+            n,
+            "measure_edges",
+            self.measure_edges,
+            "one tuple of edges per measure_tokens name",
+        )
+        increasing = all(
+            len(e) >= 1 and all(a < b for a, b in zip(e, e[1:], strict=False)) for e in self.measure_edges
+        )
         check_field(increasing, n, "measure_edges", self.measure_edges, "each a non-empty increasing tuple")
-        check_field(set(self.measure_tokens) <= set(self.features), n, "measure_tokens", self.measure_tokens,
-                    "must be among the head's features")
+        check_field(
+            set(self.measure_tokens) <= set(self.features),
+            n,
+            "measure_tokens",
+            self.measure_tokens,
+            "must be among the head's features",
+        )
         check_field(self.levels >= 2, n, "levels", self.levels, "must be >= 2")
-        check_field(len(set(self.findings)) == len(self.findings), n, "findings", self.findings,
-                    "must be distinct")
-        check_field(not self.findings or len(self.features) > 0, n, "features", self.features,
-                    "must name the measurements when there are findings")
+        check_field(
+            len(set(self.findings)) == len(self.findings), n, "findings", self.findings, "must be distinct"
+        )
+        check_field(
+            not self.findings or len(self.features) > 0,
+            n,
+            "features",
+            self.features,
+            "must name the measurements when there are findings",
+        )
         check_field(self.hidden >= 1, n, "hidden", self.hidden, "must be >= 1")
 
     @property

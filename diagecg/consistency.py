@@ -33,26 +33,81 @@ from diagecg.statements import find_statement
 __all__ = ["CONTRADICTIONS", "SUPERCLASS_MEMBERS", "contradicting_pairs", "resolve", "statement_code"]
 
 SUPERCLASS_MEMBERS: dict[str, frozenset[str]] = {
-    "MI": frozenset({"IMI", "ASMI", "ILMI", "AMI", "ALMI", "LMI", "IPLMI", "IPMI", "PMI", "INJAS", "INJAL",
-                     "INJIN", "INJLA", "INJIL"}),
-    "STTC": frozenset({"NDT", "NST_", "DIG", "LNGQT", "ISC_", "ISCAL", "ISCIN", "ISCIL", "ISCAS", "ISCLA",
-                       "ANEUR", "EL", "ISCAN"}),
-    "CD": frozenset({"LAFB", "IRBBB", "1AVB", "IVCD", "CRBBB", "CLBBB", "LPFB", "WPW", "ILBBB", "3AVB",
-                     "2AVB"}),
+    "MI": frozenset(
+        {
+            "IMI",
+            "ASMI",
+            "ILMI",
+            "AMI",
+            "ALMI",
+            "LMI",
+            "IPLMI",
+            "IPMI",
+            "PMI",
+            "INJAS",
+            "INJAL",
+            "INJIN",
+            "INJLA",
+            "INJIL",
+        }
+    ),
+    "STTC": frozenset(
+        {
+            "NDT",
+            "NST_",
+            "DIG",
+            "LNGQT",
+            "ISC_",
+            "ISCAL",
+            "ISCIN",
+            "ISCIL",
+            "ISCAS",
+            "ISCLA",
+            "ANEUR",
+            "EL",
+            "ISCAN",
+        }
+    ),
+    "CD": frozenset(
+        {"LAFB", "IRBBB", "1AVB", "IVCD", "CRBBB", "CLBBB", "LPFB", "WPW", "ILBBB", "3AVB", "2AVB"}
+    ),
     "HYP": frozenset({"LVH", "LAO/LAE", "RVH", "RAO/RAE", "SEHYP"}),
 }
-_NOT_NORMAL = frozenset({"MI", *SUPERCLASS_MEMBERS["MI"], "HYP", *SUPERCLASS_MEMBERS["HYP"],
-                         *(SUPERCLASS_MEMBERS["STTC"] - {"NDT", "NST_"}), "CLBBB", "CRBBB", "2AVB", "3AVB",
-                         "WPW", "PACE", "AFIB", "AFLT"})
+_NOT_NORMAL = frozenset(
+    {
+        "MI",
+        *SUPERCLASS_MEMBERS["MI"],
+        "HYP",
+        *SUPERCLASS_MEMBERS["HYP"],
+        *(SUPERCLASS_MEMBERS["STTC"] - {"NDT", "NST_"}),
+        "CLBBB",
+        "CRBBB",
+        "2AVB",
+        "3AVB",
+        "WPW",
+        "PACE",
+        "AFIB",
+        "AFLT",
+    }
+)
 _SINUS = ("SR", "SBRAD", "STACH", "SARRH")
 
 
 def _pairs() -> frozenset[frozenset[str]]:
     pairs = {frozenset({"NORM", c}) for c in _NOT_NORMAL}
     pairs |= {frozenset({s, a}) for s in _SINUS for a in ("AFIB", "AFLT")}
-    pairs |= {frozenset(p) for p in (("SBRAD", "STACH"), ("CLBBB", "ILBBB"), ("CRBBB", "IRBBB"),
-                                     ("CLBBB", "CRBBB"), ("LVOLT", "HVOLT"), ("LVOLT", "VCLVH"),
-                                     ("LVOLT", "LVH"))}
+    pairs |= {
+        frozenset(p)
+        for p in (
+            ("SBRAD", "STACH"),
+            ("CLBBB", "ILBBB"),
+            ("CRBBB", "IRBBB"),
+            ("CLBBB", "CRBBB"),
+            ("LVOLT", "HVOLT"),
+            ("LVOLT", "VCLVH"),
+            ("LVOLT", "LVH"),
+        )
+    }
     return frozenset(pairs)
 
 
@@ -68,8 +123,11 @@ def statement_code(text: str) -> str | None:
 def contradicting_pairs(texts: Iterable[str]) -> list[tuple[str, str]]:
     """The pairs of ``texts`` (statements said present) that contradict each other."""
     coded = [(t, statement_code(t)) for t in texts]
-    return [(a, b) for (a, ca), (b, cb) in itertools.combinations(coded, 2)
-            if ca is not None and cb is not None and frozenset({ca, cb}) in CONTRADICTIONS]
+    return [
+        (a, b)
+        for (a, ca), (b, cb) in itertools.combinations(coded, 2)
+        if ca is not None and cb is not None and frozenset({ca, cb}) in CONTRADICTIONS
+    ]
 
 
 def resolve(statements: Sequence[tuple[str, float | None, int]]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -82,6 +140,7 @@ def resolve(statements: Sequence[tuple[str, float | None, int]]) -> tuple[list[s
     Returns:
         The kept texts (in the order given) and ``(dropped, the statement it contradicts)`` pairs.
     """
+
     def rank(i: int) -> tuple[float, int, bool, int]:
         text, p, windows = statements[i]
         return (-(p if p is not None else -1.0), -windows, statement_code(text) == "NORM", i)

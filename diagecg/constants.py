@@ -10,7 +10,18 @@ FORMAT_VERSION = 1  # bundle format; load_bundle rejects any other value
 
 # --- leads ---------------------------------------------------------------
 CANONICAL_LEADS: tuple[str, ...] = (
-    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
+    "I",
+    "II",
+    "III",
+    "aVR",
+    "aVL",
+    "aVF",
+    "V1",
+    "V2",
+    "V3",
+    "V4",
+    "V5",
+    "V6",
 )
 N_LEADS = len(CANONICAL_LEADS)
 

@@ -46,8 +46,15 @@ class DecodingPolicy:
     banned_ids: frozenset[int]
 
     @classmethod
-    def build(cls, vocab: VocabConfig, vocab_size: int, *, extra_stop_ids: Iterable[int | None] = (),
-              text_vocab_size: int | None = None, extra_banned_ids: Iterable[int] = ()) -> DecodingPolicy:
+    def build(
+        cls,
+        vocab: VocabConfig,
+        vocab_size: int,
+        *,
+        extra_stop_ids: Iterable[int | None] = (),
+        text_vocab_size: int | None = None,
+        extra_banned_ids: Iterable[int] = (),
+    ) -> DecodingPolicy:
         """The policy of a model with an extended vocabulary.
 
         Args:
@@ -71,8 +78,11 @@ class DecodingPolicy:
         if outside:
             raise ValueError(f"stop ids {outside} are outside the vocabulary of {vocab_size}")
         limit = text_vocab_size if text_vocab_size is not None else (vocab.base_vocab_size or vocab_size)
-        banned = {*ecg_ids(vocab), *range(min(limit, vocab_size), vocab_size),
-                  *(int(i) for i in extra_banned_ids)}
+        banned = {
+            *ecg_ids(vocab),
+            *range(min(limit, vocab_size), vocab_size),
+            *(int(i) for i in extra_banned_ids),
+        }
         banned |= {i for i in (vocab.bos_id, vocab.pad_id) if i is not None}
         banned = {i for i in banned if 0 <= i < vocab_size} - set(stops)
         if len(banned) >= vocab_size - len(stops):
@@ -86,8 +96,9 @@ class DecodingPolicy:
         return mask
 
 
-def option_continuations(cfg: PromptConfig, encode_text: EncodeText, options: Sequence[str],
-                         eos_id: int | None) -> list[list[int]]:
+def option_continuations(
+    cfg: PromptConfig, encode_text: EncodeText, options: Sequence[str], eos_id: int | None
+) -> list[list[int]]:
     """Each closed answer option as the ids the model was trained to write for it
     (``answer_prefix + option`` then eos; ``diagecg.prompts.encode_answer``)."""
     return [encode_answer(cfg, encode_text, o, eos_id) for o in options]

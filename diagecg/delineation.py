@@ -53,8 +53,15 @@ from diagecg.constants import CANONICAL_LEADS
 from diagecg.formats import import_optional
 from diagecg.types import EcgRecord
 
-__all__ = ["MEASUREMENT_NAMES", "METHODS", "PLAUSIBLE", "UNITS", "Measurement", "Measurements",
-           "measure_intervals"]
+__all__ = [
+    "MEASUREMENT_NAMES",
+    "METHODS",
+    "PLAUSIBLE",
+    "UNITS",
+    "Measurement",
+    "Measurements",
+    "measure_intervals",
+]
 
 # name -> unit; the keys of Measurements.to_dict()["measurements"], in this order
 UNITS: dict[str, str] = {
@@ -71,9 +78,15 @@ UNITS: dict[str, str] = {
 MEASUREMENT_NAMES: tuple[str, ...] = tuple(UNITS)
 # physiological range of each value; outside it, the value is a measurement error and becomes None
 PLAUSIBLE: dict[str, tuple[float, float]] = {
-    "heart_rate_bpm": (20.0, 300.0), "rr_cv_percent": (0.0, 100.0), "rr_rmssd_ms": (0.0, 2000.0),
-    "pr_ms": (60.0, 400.0), "qrs_ms": (40.0, 250.0), "qt_ms": (200.0, 700.0),
-    "qtc_bazett_ms": (200.0, 800.0), "qtc_fridericia_ms": (200.0, 800.0), "qrs_axis_deg": (-180.0, 180.0),
+    "heart_rate_bpm": (20.0, 300.0),
+    "rr_cv_percent": (0.0, 100.0),
+    "rr_rmssd_ms": (0.0, 2000.0),
+    "pr_ms": (60.0, 400.0),
+    "qrs_ms": (40.0, 250.0),
+    "qt_ms": (200.0, 700.0),
+    "qtc_bazett_ms": (200.0, 800.0),
+    "qtc_fridericia_ms": (200.0, 800.0),
+    "qrs_axis_deg": (-180.0, 180.0),
 }
 _DECIMALS: dict[str, int] = {"rr_cv_percent": 1}  # everything else to whole units, as reports print them
 
@@ -134,8 +147,9 @@ class Measurement:
     reason: str | None = None
 
     def __post_init__(self) -> None:
-        assert (self.value is None) != (self.reason is None), \
+        assert (self.value is None) != (self.reason is None), (
             f"{self.name}: exactly one of value ({self.value}) and reason ({self.reason!r}) must be set"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """``{"value", "unit", "method", "reason"}``: JSON-ready (value a float or None)."""
@@ -175,8 +189,11 @@ class Measurements:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``{"n_beats": int, "peak_lead": str, "measurements": {name: {"value": float | None,
         "unit": str, "method": str, "reason": str | None}}}``, names as in ``MEASUREMENT_NAMES``."""
-        return {"n_beats": self.n_beats, "peak_lead": self.peak_lead,
-                "measurements": {m.name: m.to_dict() for m in self.items}}
+        return {
+            "n_beats": self.n_beats,
+            "peak_lead": self.peak_lead,
+            "measurements": {m.name: m.to_dict() for m in self.items},
+        }
 
 
 class _Builder:
@@ -194,8 +211,10 @@ class _Builder:
         if not math.isfinite(value):
             return "not measurable: the computation gave no finite value"
         if not low <= value <= high:
-            return (f"implausible: {value:.4g} {UNITS[name]} is outside {low:g}-{high:g} {UNITS[name]} "
-                    f"(a measurement error)")
+            return (
+                f"implausible: {value:.4g} {UNITS[name]} is outside {low:g}-{high:g} {UNITS[name]} "
+                f"(a measurement error)"
+            )
         return None
 
     def set(self, name: str, value: float, method: str) -> None:
@@ -333,8 +352,9 @@ def measure_intervals(record: EcgRecord) -> Measurements:
     Raises:
         SignalFileError: neurokit2 is not installed (``pip install 'diagecg[delineation]'``).
     """
-    nk = import_optional("neurokit2", "delineation", "ECG measurements", record.source or record.record_id or
-                         "<record>")
+    nk = import_optional(
+        "neurokit2", "delineation", "ECG measurements", record.source or record.record_id or "<record>"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # neurokit2 warns on every short or odd signal; reasons say it
         with np.errstate(all="ignore"):
@@ -377,8 +397,11 @@ def _measure(nk: ModuleType, record: EcgRecord) -> Measurements:
     peak_lead, agreement = _choose_peaks(peaks, fs)
     r = peaks[peak_lead]
     if agreement < MIN_LEAD_AGREEMENT:
-        b.fail(everything, f"not measurable: no QRS complexes consistent across leads (best lead {peak_lead} "
-                           f"agrees {agreement:.0%} with the others; noise?)")
+        b.fail(
+            everything,
+            f"not measurable: no QRS complexes consistent across leads (best lead {peak_lead} "
+            f"agrees {agreement:.0%} with the others; noise?)",
+        )
         return b.build(int(r.size), peak_lead)
     if r.size < MIN_BEATS:
         b.fail(everything, f"not measurable: fewer than {MIN_BEATS} beats detected ({r.size})")
@@ -388,13 +411,22 @@ def _measure(nk: ModuleType, record: EcgRecord) -> Measurements:
     rr_ms = np.diff(r) * 1000.0 / fs  # (beats - 1,)
     b.set("heart_rate_bpm", 60000.0 / float(rr_ms.mean()), METHODS["heart_rate_bpm"].format(peaks=peak_lead))
     if r.size >= MIN_BEATS_VARIABILITY:
-        b.set("rr_cv_percent", 100.0 * float(rr_ms.std() / rr_ms.mean()),
-              METHODS["rr_cv_percent"].format(peaks=peak_lead))
-        b.set("rr_rmssd_ms", float(np.sqrt(np.mean(np.diff(rr_ms) ** 2))),
-              METHODS["rr_rmssd_ms"].format(peaks=peak_lead))
+        b.set(
+            "rr_cv_percent",
+            100.0 * float(rr_ms.std() / rr_ms.mean()),
+            METHODS["rr_cv_percent"].format(peaks=peak_lead),
+        )
+        b.set(
+            "rr_rmssd_ms",
+            float(np.sqrt(np.mean(np.diff(rr_ms) ** 2))),
+            METHODS["rr_rmssd_ms"].format(peaks=peak_lead),
+        )
     else:
-        b.fail(("rr_cv_percent", "rr_rmssd_ms"), f"not measurable: {r.size - 1} RR intervals; RR "
-                                                 f"irregularity needs at least {MIN_BEATS_VARIABILITY - 1}")
+        b.fail(
+            ("rr_cv_percent", "rr_rmssd_ms"),
+            f"not measurable: {r.size - 1} RR intervals; RR "
+            f"irregularity needs at least {MIN_BEATS_VARIABILITY - 1}",
+        )
     if "heart_rate_bpm" not in b.values:  # the beats are wrong, and so would be everything below
         b.fail(everything, "not measurable: the detected beats give an implausible heart rate")
         return b.build(int(r.size), peak_lead)
@@ -403,19 +435,23 @@ def _measure(nk: ModuleType, record: EcgRecord) -> Measurements:
     pre, post = round(BEAT_WINDOW_S[0] * fs), round(BEAT_WINDOW_S[1] * fs)
     inside = r[(r - pre >= 0) & (r + post <= x.shape[1])]
     if inside.size == 0:
-        b.fail(everything, f"not measurable: no beat has {BEAT_WINDOW_S[0]:g} s before and "
-                           f"{BEAT_WINDOW_S[1]:g} s after its R peak inside the record")
+        b.fail(
+            everything,
+            f"not measurable: no beat has {BEAT_WINDOW_S[0]:g} s before and "
+            f"{BEAT_WINDOW_S[1]:g} s after its R peak inside the record",
+        )
         return b.build(int(r.size), peak_lead)
     stack = np.zeros((inside.size, len(CANONICAL_LEADS), pre + post))  # (beats, 12, window); flat leads 0
     for k, lead in enumerate(CANONICAL_LEADS):
         if lead in clean:
             for j, peak in enumerate(inside):
-                stack[j, k] = clean[lead][peak - pre: peak + post]
+                stack[j, k] = clean[lead][peak - pre : peak + post]
     onset, offset = _qrs_bounds(np.median(stack, axis=0), pre, fs)  # fractional samples of the window
     b.set("qrs_ms", (offset - onset) * 1000.0 / fs, METHODS["qrs_ms"])
     if "qrs_ms" not in b.values:  # PR, QT and the axis start or end at these bounds
-        b.fail(everything, "not measurable: the QRS onset and offset are not (the QRS duration is "
-                           "implausible)")
+        b.fail(
+            everything, "not measurable: the QRS onset and offset are not (the QRS duration is implausible)"
+        )
         return b.build(int(r.size), peak_lead)
     # 5. axis
     _axis(b, clean, inside, onset - pre, offset - pre, fs)
@@ -429,8 +465,16 @@ def _measure(nk: ModuleType, record: EcgRecord) -> Measurements:
 class _Beats:
     """The beats of one record and neurokit2's dwt delineation of each lead, computed once when asked."""
 
-    def __init__(self, nk: ModuleType, clean: dict[str, np.ndarray], peaks: dict[str, np.ndarray],
-                 r: np.ndarray, qrs_on: np.ndarray, qrs_off: np.ndarray, rate: float) -> None:
+    def __init__(
+        self,
+        nk: ModuleType,
+        clean: dict[str, np.ndarray],
+        peaks: dict[str, np.ndarray],
+        r: np.ndarray,
+        qrs_on: np.ndarray,
+        qrs_off: np.ndarray,
+        rate: float,
+    ) -> None:
         self.nk, self.clean, self.peaks, self.rate, self.fs = nk, clean, peaks, rate, float(rate)
         self.r, self.qrs_on, self.qrs_off = r, qrs_on, qrs_off  # (beats,) samples of the record
         self._waves: dict[str, dict[str, Any] | str] = {}
@@ -444,16 +488,18 @@ class _Beats:
                 # dwt searches P and T relative to the R peaks it is given: this lead's own, where it has them
                 r = _snap(self.r, self.peaks.get(lead), round(MATCH_TOLERANCE_S * self.fs))
                 try:
-                    _, waves = self.nk.ecg_delineate(self.clean[lead], r, sampling_rate=self.rate,
-                                                     method="dwt")
+                    _, waves = self.nk.ecg_delineate(
+                        self.clean[lead], r, sampling_rate=self.rate, method="dwt"
+                    )
                     self._waves[lead] = dict(waves)
                 except Exception as e:  # noqa: BLE001
                     self._waves[lead] = _nk_error("ecg_delineate", e).removeprefix("not measurable: ")
         return self._waves[lead]
 
 
-def _axis(b: _Builder, clean: dict[str, np.ndarray], beats: np.ndarray, on: float, off: float,
-          fs: float) -> None:
+def _axis(
+    b: _Builder, clean: dict[str, np.ndarray], beats: np.ndarray, on: float, off: float, fs: float
+) -> None:
     """Net QRS area of I and aVF per beat (``on``/``off``: samples from the R peak), mean over beats."""
     if "I" not in clean or "aVF" not in clean:
         flat = [lead for lead in ("I", "aVF") if lead not in clean]
@@ -465,8 +511,12 @@ def _axis(b: _Builder, clean: dict[str, np.ndarray], beats: np.ndarray, on: floa
     for peak in beats:
         a, z = int(peak) + lo, int(peak) + hi + 1
         if a - base >= 0 and z <= clean["I"].size:
-            areas.append([float((clean[lead][a:z] - clean[lead][a - base:a].mean()).sum() / fs)
-                          for lead in ("I", "aVF")])
+            areas.append(
+                [
+                    float((clean[lead][a:z] - clean[lead][a - base : a].mean()).sum() / fs)
+                    for lead in ("I", "aVF")
+                ]
+            )
     if not areas:
         b.fail(("qrs_axis_deg",), "not measurable: no complete QRS inside the record")
         return
@@ -474,8 +524,11 @@ def _axis(b: _Builder, clean: dict[str, np.ndarray], beats: np.ndarray, on: floa
     if math.hypot(area_i, area_avf) == 0.0:
         b.fail(("qrs_axis_deg",), "not measurable: zero net QRS area in I and aVF")
         return
-    b.set("qrs_axis_deg", math.degrees(math.atan2(2.0 * area_avf / math.sqrt(3.0), area_i)),
-          METHODS["qrs_axis_deg"])
+    b.set(
+        "qrs_axis_deg",
+        math.degrees(math.atan2(2.0 * area_avf / math.sqrt(3.0), area_i)),
+        METHODS["qrs_axis_deg"],
+    )
 
 
 def _pr(b: _Builder, beats: _Beats) -> None:
@@ -487,8 +540,12 @@ def _pr(b: _Builder, beats: _Beats) -> None:
         if isinstance(waves, str):
             why.append(f"lead {lead}: {waves}")
             continue
-        p_on = _assign(waves.get("ECG_P_Onsets", []), beats.qrs_on - P_SEARCH_S * fs,
-                       beats.qrs_on - P_MIN_GAP_S * fs, last=True)
+        p_on = _assign(
+            waves.get("ECG_P_Onsets", []),
+            beats.qrs_on - P_SEARCH_S * fs,
+            beats.qrs_on - P_MIN_GAP_S * fs,
+            last=True,
+        )
         if np.isfinite(p_on).mean() <= MIN_FOUND_FRACTION:
             why.append(f"lead {lead}: P waves not found in >{MIN_FOUND_FRACTION:.0%} of beats")
             fibrillation = True
@@ -498,8 +555,10 @@ def _pr(b: _Builder, beats: _Beats) -> None:
         mad = float(np.median(np.abs(pr - median)))
         max_mad = max(PR_MAX_MAD_MS, 1000.0 / fs)  # one sample at least (a 50 Hz record)
         if mad > max_mad:
-            why.append(f"lead {lead}: the PR interval varies between beats (median absolute deviation "
-                       f"{mad:.0f} ms > {max_mad:g} ms)")
+            why.append(
+                f"lead {lead}: the PR interval varies between beats (median absolute deviation "
+                f"{mad:.0f} ms > {max_mad:g} ms)"
+            )
             fibrillation = True
             continue
         problem = b.problem("pr_ms", median)
@@ -508,8 +567,11 @@ def _pr(b: _Builder, beats: _Beats) -> None:
             continue
         b.set("pr_ms", median, METHODS["pr_ms"].format(lead=lead))
         return
-    hint = ": no P waves with a fixed relation to the QRS (atrial fibrillation or flutter?)" \
-        if fibrillation else ""
+    hint = (
+        ": no P waves with a fixed relation to the QRS (atrial fibrillation or flutter?)"
+        if fibrillation
+        else ""
+    )
     b.fail(("pr_ms",), f"not measurable: {'; '.join(why)}{hint}")
 
 
@@ -523,8 +585,12 @@ def _qt(b: _Builder, beats: _Beats, rr_s: float) -> None:
         if isinstance(waves, str):
             why.append(f"lead {lead}: {waves}")
             continue
-        t_off = _assign(waves.get("ECG_T_Offsets", []), beats.qrs_off + T_MIN_GAP_S * fs,
-                        np.minimum(next_r, beats.r + T_SEARCH_S * fs), last=False)
+        t_off = _assign(
+            waves.get("ECG_T_Offsets", []),
+            beats.qrs_off + T_MIN_GAP_S * fs,
+            np.minimum(next_r, beats.r + T_SEARCH_S * fs),
+            last=False,
+        )
         if np.isfinite(t_off).mean() <= MIN_FOUND_FRACTION:
             why.append(f"lead {lead}: T wave end not found in >{MIN_FOUND_FRACTION:.0%} of beats")
             continue

@@ -93,13 +93,14 @@ def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
     for m0 in range(min(up, n_out)):
         start, phase = divmod(half_len + m0 * down, up)  # window [start - n_taps + 1, start] of x
         count = len(range(m0, n_out, up))
-        w = windows[..., start:start + (count - 1) * down + 1:down, :]  # (..., count, n_taps)
+        w = windows[..., start : start + (count - 1) * down + 1 : down, :]  # (..., count, n_taps)
         out[..., m0::up] = w @ phases[phase, ::-1]
     return out
 
 
-def butter_zpk(order: int, cutoff_hz: float, btype: str,
-               fs_hz: float) -> tuple[np.ndarray, np.ndarray, float]:
+def butter_zpk(
+    order: int, cutoff_hz: float, btype: str, fs_hz: float
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Digital Butterworth zeros, poles and gain (as ``scipy.signal.butter(..., output="zpk")``).
 
     Args:
@@ -120,7 +121,7 @@ def butter_zpk(order: int, cutoff_hz: float, btype: str,
     if btype == "lowpass":
         za = np.zeros(0, dtype=complex)
         pa = warped * p
-        k = warped ** order
+        k = warped**order
         z_extra = -np.ones(order)  # the analog zeros at infinity map to z = -1
     else:
         za = np.zeros(order, dtype=complex)  # s -> warped / s puts every zero at s = 0
@@ -150,15 +151,18 @@ def _fft_len(n: int) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _response(order: int, cutoff_hz: float, btype: str, fs_hz: float,
-              n_samples: int) -> tuple[np.ndarray, float, int]:
+def _response(
+    order: int, cutoff_hz: float, btype: str, fs_hz: float, n_samples: int
+) -> tuple[np.ndarray, float, int]:
     """(frequency response on the rfft grid, DC gain, FFT length) of a filter pass over n_samples."""
     z, p, k = butter_zpk(order, cutoff_hz, btype, fs_hz)
     radius = float(np.max(np.abs(p)))
     decay = math.ceil(math.log(IMPULSE_TAIL) / math.log(radius)) if radius > 0 else 1
     if decay > MAX_IMPULSE_TAIL:
-        raise ValueError(f"a {cutoff_hz:g} Hz {btype} at {fs_hz:g} Hz rings for {decay:.3g} samples (more "
-                         f"than {MAX_IMPULSE_TAIL}): the cut-off is too low for this sampling rate")
+        raise ValueError(
+            f"a {cutoff_hz:g} Hz {btype} at {fs_hz:g} Hz rings for {decay:.3g} samples (more "
+            f"than {MAX_IMPULSE_TAIL}): the cut-off is too low for this sampling rate"
+        )
     n_fft = _fft_len(n_samples + decay)
     e = np.exp(2j * np.pi * np.arange(n_fft // 2 + 1) / n_fft)  # e^{jw} on the rfft grid
     response = k * np.prod(e[:, None] - z[None, :], axis=1) / np.prod(e[:, None] - p[None, :], axis=1)
@@ -191,11 +195,11 @@ def butter_filtfilt(x: np.ndarray, order: int, cutoff_hz: float, btype: str, fs_
     if n <= padlen:
         raise ValueError(f"filtering needs more than {padlen} samples, got {n}")
     left = 2 * x[..., :1] - x[..., padlen:0:-1]
-    right = 2 * x[..., -1:] - x[..., -2:-padlen - 2:-1]
+    right = 2 * x[..., -1:] - x[..., -2 : -padlen - 2 : -1]
     ext = np.concatenate([left, x, right], axis=-1)
 
     response, dc_gain, n_fft = _response(order, float(cutoff_hz), btype, float(fs_hz), ext.shape[-1])
 
     y = _pass(ext, response, dc_gain, n_fft)
     y = _pass(y[..., ::-1], response, dc_gain, n_fft)[..., ::-1]
-    return y[..., padlen:padlen + n]
+    return y[..., padlen : padlen + n]

@@ -46,15 +46,37 @@ import numpy as np
 from diagecg.constants import CANONICAL_LEADS
 from diagecg.types import F32Array
 
-__all__ = ["FEATURE_NAMES", "LEAD_FEATURES", "MEASURE_TOKEN_EDGES", "REPORT_MEASUREMENTS", "MeasureResult",
-           "measure", "measure_bins", "measure_features", "report_measurements", "summary_line"]
+__all__ = [
+    "FEATURE_NAMES",
+    "LEAD_FEATURES",
+    "MEASURE_TOKEN_EDGES",
+    "REPORT_MEASUREMENTS",
+    "MeasureResult",
+    "measure",
+    "measure_bins",
+    "measure_features",
+    "report_measurements",
+    "summary_line",
+]
 
 RHYTHM_FEATURES: tuple[str, ...] = (
-    "heart_rate_bpm", "n_beats", "rr_cv", "rr_rmssd_rel", "rr_pnn50", "rr_pdiff12",
-    "rr_min_rel", "rr_max_rel",
+    "heart_rate_bpm",
+    "n_beats",
+    "rr_cv",
+    "rr_rmssd_rel",
+    "rr_pnn50",
+    "rr_pdiff12",
+    "rr_min_rel",
+    "rr_max_rel",
 )
 INTERVAL_FEATURES: tuple[str, ...] = (
-    "qrs_ms", "pr_ms", "qtc_ms", "axis_sin", "axis_cos", "p_ratio", "noise_mv",
+    "qrs_ms",
+    "pr_ms",
+    "qtc_ms",
+    "axis_sin",
+    "axis_cos",
+    "p_ratio",
+    "noise_mv",
 )
 # the numbers that define findings, derived from the median beat (voltage criteria, axis in degrees)
 CRITERIA_FEATURES: tuple[str, ...] = (
@@ -101,12 +123,25 @@ QRS_GAP_S = 0.008  # a dip of the slope shorter than this does not end the QRS (
 
 # physiological clipping ranges: (low, high)
 _CLIP: dict[str, tuple[float, float]] = {
-    "heart_rate_bpm": (0.0, 300.0), "n_beats": (0.0, 60.0), "rr_cv": (0.0, 1.0),
-    "rr_rmssd_rel": (0.0, 1.5), "rr_pnn50": (0.0, 1.0), "rr_pdiff12": (0.0, 1.0),
-    "rr_min_rel": (0.0, 1.0), "rr_max_rel": (1.0, 4.0), "qrs_ms": (0.0, 240.0), "pr_ms": (0.0, 400.0),
-    "qtc_ms": (0.0, 700.0), "axis_sin": (-1.0, 1.0), "axis_cos": (-1.0, 1.0), "p_ratio": (0.0, 2.0),
-    "noise_mv": (0.0, 2.0), "axis_deg": (-180.0, 180.0), "limb_qrs_max_mv": (0.0, 8.0),
-    "precordial_qrs_max_mv": (0.0, 8.0), "sokolow_mv": (0.0, 8.0),
+    "heart_rate_bpm": (0.0, 300.0),
+    "n_beats": (0.0, 60.0),
+    "rr_cv": (0.0, 1.0),
+    "rr_rmssd_rel": (0.0, 1.5),
+    "rr_pnn50": (0.0, 1.0),
+    "rr_pdiff12": (0.0, 1.0),
+    "rr_min_rel": (0.0, 1.0),
+    "rr_max_rel": (1.0, 4.0),
+    "qrs_ms": (0.0, 240.0),
+    "pr_ms": (0.0, 400.0),
+    "qtc_ms": (0.0, 700.0),
+    "axis_sin": (-1.0, 1.0),
+    "axis_cos": (-1.0, 1.0),
+    "p_ratio": (0.0, 2.0),
+    "noise_mv": (0.0, 2.0),
+    "axis_deg": (-180.0, 180.0),
+    "limb_qrs_max_mv": (0.0, 8.0),
+    "precordial_qrs_max_mv": (0.0, 8.0),
+    "sokolow_mv": (0.0, 8.0),
 }
 _AMPLITUDE_CLIP_MV = 8.0
 
@@ -126,6 +161,7 @@ class MeasureResult:
     beats: np.ndarray
     median_beat: F32Array
     n_beats: int
+
 
 def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
     """Centred moving average along the last axis (same length, edges averaged over what exists)."""
@@ -159,7 +195,7 @@ def _local_peaks(e: np.ndarray, threshold: float, distance: int) -> np.ndarray:
 def detect_beats(x_mv: np.ndarray, fs_hz: float) -> np.ndarray:
     """QRS fiducial points of a (leads, n) mV signal; int64 sample indices, increasing."""
     slope = np.gradient(x_mv, axis=-1) * fs_hz  # (leads, n) mV/s
-    energy = _moving_average((slope ** 2).sum(axis=0), round(INTEGRATION_S * fs_hz))  # (n,)
+    energy = _moving_average((slope**2).sum(axis=0), round(INTEGRATION_S * fs_hz))  # (n,)
     ref = float(np.percentile(energy, 98))
     if not math.isfinite(ref) or ref <= 0:
         return np.zeros(0, dtype=np.int64)
@@ -204,24 +240,41 @@ def align_beats(x_mv: np.ndarray, beats: np.ndarray, fs_hz: float) -> np.ndarray
     inside = beats[(beats - half - shift >= 0) & (beats + half + shift < n)]
     if inside.size < 3:
         return beats
-    template = np.median(np.stack([x_mv[:, b - half: b + half + 1] for b in inside]), axis=0)
+    template = np.median(np.stack([x_mv[:, b - half : b + half + 1] for b in inside]), axis=0)
     template = template - template.mean(axis=-1, keepdims=True)
     out = beats.copy()
     for k, b in enumerate(beats):
         if not (b - half - shift >= 0 and b + half + shift < n):
             continue
-        seg = x_mv[:, b - half - shift: b + half + shift + 1]
-        scores = [float((template * (seg[:, d: d + 2 * half + 1]
-                                     - seg[:, d: d + 2 * half + 1].mean(axis=-1, keepdims=True))).sum())
-                  for d in range(2 * shift + 1)]
+        seg = x_mv[:, b - half - shift : b + half + shift + 1]
+        scores = [
+            float(
+                (
+                    template
+                    * (
+                        seg[:, d : d + 2 * half + 1]
+                        - seg[:, d : d + 2 * half + 1].mean(axis=-1, keepdims=True)
+                    )
+                ).sum()
+            )
+            for d in range(2 * shift + 1)
+        ]
         out[k] = b - shift + int(np.argmax(scores))
     return np.unique(out)
 
 
 def _rhythm(beats: np.ndarray, fs_hz: float) -> dict[str, float]:
     if beats.size < 2:
-        return {"heart_rate_bpm": 0.0, "n_beats": float(beats.size), "rr_cv": 0.0, "rr_rmssd_rel": 0.0,
-                "rr_pnn50": 0.0, "rr_pdiff12": 0.0, "rr_min_rel": 1.0, "rr_max_rel": 1.0}
+        return {
+            "heart_rate_bpm": 0.0,
+            "n_beats": float(beats.size),
+            "rr_cv": 0.0,
+            "rr_rmssd_rel": 0.0,
+            "rr_pnn50": 0.0,
+            "rr_pdiff12": 0.0,
+            "rr_min_rel": 1.0,
+            "rr_max_rel": 1.0,
+        }
     rr = np.diff(beats) / fs_hz  # (n-1,) s
     # the rate from the middle half of the RR intervals: as robust as the median to a missed or extra
     # beat, without its one-sample jitter (which made 100 and 500 Hz recordings differ by ~1 bpm)
@@ -233,7 +286,7 @@ def _rhythm(beats: np.ndarray, fs_hz: float) -> dict[str, float]:
         "heart_rate_bpm": 60.0 / med,
         "n_beats": float(beats.size),
         "rr_cv": float(rr.std() / rr.mean()),
-        "rr_rmssd_rel": float(math.sqrt(float((d ** 2).mean())) / med) if d.size else 0.0,
+        "rr_rmssd_rel": float(math.sqrt(float((d**2).mean())) / med) if d.size else 0.0,
         "rr_pnn50": float((d > 0.05).mean()) if d.size else 0.0,
         "rr_pdiff12": float((d > 0.125 * med).mean()) if d.size else 0.0,
         "rr_min_rel": float(rr.min() / med),
@@ -256,7 +309,7 @@ def _median_beat(x_mv: np.ndarray, beats: np.ndarray, fs_hz: float) -> tuple[np.
         regular = [(k, b) for k, b in inside if k > 0 and abs(rr[k - 1] - med) <= 0.2 * med]
         if len(regular) >= 3:
             chosen = regular
-    stack = np.stack([x_mv[:, b + lo: b + hi] for _, b in chosen])  # (beats, leads, window)
+    stack = np.stack([x_mv[:, b + lo : b + hi] for _, b in chosen])  # (beats, leads, window)
     return np.median(stack, axis=0), -lo
 
 
@@ -266,7 +319,7 @@ def _intervals(mb: np.ndarray, r: int, fs_hz: float, heart_rate: float) -> dict[
     slope = np.abs(np.diff(mb, axis=-1)).sum(axis=0)  # (width-1,)
     # on one time scale at every rate: averaged over 10 ms (one sample at 100 Hz: unchanged there)
     slope = _moving_average(slope, round(QRS_SLOPE_S * fs_hz))
-    peak = float(slope[max(0, r - 3): r + 3].max()) if slope.size else 0.0
+    peak = float(slope[max(0, r - 3) : r + 3].max()) if slope.size else 0.0
     limit = max(1, round(MAX_QRS_HALF_S * fs_hz))
     onset, offset = max(0, r - 1), min(width - 1, r + 1)
     if peak > 0:
@@ -276,11 +329,11 @@ def _intervals(mb: np.ndarray, r: int, fs_hz: float, heart_rate: float) -> dict[
         # leads share, and stopping there halved the QRS (and took the baseline on its upstroke)
         gap = max(1, round(QRS_GAP_S * fs_hz))
         k = r - 1
-        while k > max(0, r - limit) and slope[max(0, k - gap):k].max() > thr:
+        while k > max(0, r - limit) and slope[max(0, k - gap) : k].max() > thr:
             k -= 1
         onset = k
         k = r
-        while k < min(width - 2, r + limit) and slope[k:k + gap].max() > thr:
+        while k < min(width - 2, r + limit) and slope[k : k + gap].max() > thr:
             k += 1
         offset = k + 1
     ms = 1000.0 / fs_hz
@@ -288,7 +341,7 @@ def _intervals(mb: np.ndarray, r: int, fs_hz: float, heart_rate: float) -> dict[
     b_lo, b_hi = max(0, onset - round(0.04 * fs_hz)), max(1, onset)
     baseline = mb[:, b_lo:b_hi].mean(axis=-1, keepdims=True)
     m = mb - baseline
-    qrs = m[:, onset:offset + 1]
+    qrs = m[:, onset : offset + 1]
     r_amp, s_amp = qrs.max(axis=-1), qrs.min(axis=-1)
     st = m[:, min(width - 1, offset + round(0.06 * fs_hz))]
     t_lo, t_hi = min(width - 1, offset + round(0.08 * fs_hz)), min(width, offset + round(0.40 * fs_hz))
@@ -313,7 +366,7 @@ def _intervals(mb: np.ndarray, r: int, fs_hz: float, heart_rate: float) -> dict[
     norm = math.hypot(float(net[i_]), float(net[avf]))
     axis_sin, axis_cos = (float(net[avf]) / norm, float(net[i_]) / norm) if norm > 0 else (0.0, 0.0)
     # P wave strength relative to the noise of the PR segment region, in lead II
-    noise = float(np.std(np.diff(m[:, :max(2, p_lo)], axis=-1))) if p_lo >= 2 else 0.0
+    noise = float(np.std(np.diff(m[:, : max(2, p_lo)], axis=-1))) if p_lo >= 2 else 0.0
     p2p = r_amp - s_amp  # (leads,) QRS peak-to-peak
     at = {name: k for k, name in enumerate(CANONICAL_LEADS)}
     out = {
@@ -358,8 +411,12 @@ def measure(x_mv: np.ndarray, fs_hz: float) -> MeasureResult:
         v = v if math.isfinite(v) else 0.0
         lo, hi = _CLIP.get(name, (-_AMPLITUDE_CLIP_MV, _AMPLITUDE_CLIP_MV))
         feats[k] = min(max(v, lo), hi)
-    return MeasureResult(features=feats.astype(np.float32), beats=beats, median_beat=mb.astype(np.float32),
-                         n_beats=int(beats.size))
+    return MeasureResult(
+        features=feats.astype(np.float32),
+        beats=beats,
+        median_beat=mb.astype(np.float32),
+        n_beats=int(beats.size),
+    )
 
 
 def measure_features(x_mv: np.ndarray, fs_hz: float) -> F32Array:
@@ -367,8 +424,9 @@ def measure_features(x_mv: np.ndarray, fs_hz: float) -> F32Array:
     return measure(x_mv, fs_hz).features
 
 
-def measure_bins(features: np.ndarray, names: tuple[str, ...],
-                 edges: tuple[tuple[float, ...], ...]) -> np.ndarray:
+def measure_bins(
+    features: np.ndarray, names: tuple[str, ...], edges: tuple[tuple[float, ...], ...]
+) -> np.ndarray:
     """Bin of each named measurement: int64 ``(..., len(names))``, ``sum(value > edge)`` per name.
 
     The same rule as the tokenizer's graph (``diagecg.nn.summary.MeasureBins``), for reading a
@@ -407,28 +465,44 @@ def report_measurements(features: np.ndarray) -> dict[str, Any]:
     if n_beats >= MIN_REPORT_BEATS and hr > 0:
         rr_s = 60.0 / hr
         qt_ms = f["qtc_ms"] * math.sqrt(rr_s)
-        values.update({
-            "heart_rate_bpm": round(hr), "rr_cv_percent": round(100 * f["rr_cv"], 1),
-            "rr_rmssd_ms": round(f["rr_rmssd_rel"] * rr_s * 1000), "pr_ms": round(f["pr_ms"]),
-            "qrs_ms": round(f["qrs_ms"]), "qt_ms": round(qt_ms), "qtc_bazett_ms": round(f["qtc_ms"]),
-            "qtc_fridericia_ms": round(qt_ms / rr_s ** (1 / 3)),
-            "qrs_axis_deg": round(math.degrees(math.atan2(2 * f["axis_sin"] / math.sqrt(3), f["axis_cos"]))),
-        })
+        values.update(
+            {
+                "heart_rate_bpm": round(hr),
+                "rr_cv_percent": round(100 * f["rr_cv"], 1),
+                "rr_rmssd_ms": round(f["rr_rmssd_rel"] * rr_s * 1000),
+                "pr_ms": round(f["pr_ms"]),
+                "qrs_ms": round(f["qrs_ms"]),
+                "qt_ms": round(qt_ms),
+                "qtc_bazett_ms": round(f["qtc_ms"]),
+                "qtc_fridericia_ms": round(qt_ms / rr_s ** (1 / 3)),
+                "qrs_axis_deg": round(
+                    math.degrees(math.atan2(2 * f["axis_sin"] / math.sqrt(3), f["axis_cos"]))
+                ),
+            }
+        )
     reason = f"not measurable: {n_beats} beats detected in the window (at least {MIN_REPORT_BEATS} needed)"
     out: dict[str, Any] = {}
     for name, (unit, how) in REPORT_MEASUREMENTS.items():
         v = values[name]
         # "diagecg.measure" names this module by its former name: the answer JSON keeps it unchanged
-        out[name] = {"value": None if v is None else float(v), "unit": unit,
-                     "method": f"diagecg.measure: {how}", "reason": None if v is not None else reason}
+        out[name] = {
+            "value": None if v is None else float(v),
+            "unit": unit,
+            "method": f"diagecg.measure: {how}",
+            "reason": None if v is not None else reason,
+        }
     return {"n_beats": n_beats, "peak_lead": "", "measurements": out}
 
 
 # how a report line prints each value: label, format
 _SUMMARY: dict[str, tuple[str, str]] = {
-    "heart_rate_bpm": ("HR", "{:.0f} bpm"), "rr_cv_percent": ("RR CV", "{:.1f}%"),
-    "pr_ms": ("PR", "{:.0f} ms"), "qrs_ms": ("QRS", "{:.0f} ms"), "qt_ms": ("QT", "{:.0f} ms"),
-    "qtc_bazett_ms": ("QTc (Bazett)", "{:.0f} ms"), "qrs_axis_deg": ("axis", "{:.0f}\u00b0"),
+    "heart_rate_bpm": ("HR", "{:.0f} bpm"),
+    "rr_cv_percent": ("RR CV", "{:.1f}%"),
+    "pr_ms": ("PR", "{:.0f} ms"),
+    "qrs_ms": ("QRS", "{:.0f} ms"),
+    "qt_ms": ("QT", "{:.0f} ms"),
+    "qtc_bazett_ms": ("QTc (Bazett)", "{:.0f} ms"),
+    "qrs_axis_deg": ("axis", "{:.0f}\u00b0"),
 }
 
 

@@ -17,6 +17,7 @@ from diagecg.types import PATIENT_LIMITS, PatientInfo
 
 # --- header lines ------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class SignalSpec:
     """One signal line of a WFDB header."""
@@ -90,8 +91,9 @@ def parse_wfdb_header(text: str, source: str = "<header>") -> WfdbHeader:
         raise HeaderError(f"{source}: negative number of samples {n_samples}")
     signals = [_parse_signal_line(line, source) for line in lines[1:]]
     if n_sig != len(signals):
-        raise HeaderError(f"{source}: the record line declares {n_sig} signals, the header has "
-                          f"{len(signals)} signal lines")
+        raise HeaderError(
+            f"{source}: the record line declares {n_sig} signals, the header has {len(signals)} signal lines"
+        )
     return WfdbHeader(name, fs_hz, n_samples, tuple(signals), tuple(comments))
 
 
@@ -105,11 +107,14 @@ def _parse_signal_line(line: str, source: str) -> SignalSpec:
         raise HeaderError(f"{source}: signal format {parts[1]!r} is malformed")
     fmt, spf, skew, offset = m.groups()
     if spf not in (None, "1") or skew not in (None, "0"):
-        raise SignalFileError(f"{source}: signal format {parts[1]!r}: multiple samples per frame and skew "
-                              f"are not supported")
+        raise SignalFileError(
+            f"{source}: signal format {parts[1]!r}: multiple samples per frame and skew are not supported"
+        )
     if len(parts) < 3:
-        raise HeaderError(f"{source}: signal {file_name!r} has no ADC gain; refusing to guess "
-                          f"(WFDB would assume 200 units/mV)")
+        raise HeaderError(
+            f"{source}: signal {file_name!r} has no ADC gain; refusing to guess "
+            f"(WFDB would assume 200 units/mV)"
+        )
     g = _GAIN_RE.match(parts[2])
     if not g:
         raise HeaderError(f"{source}: ADC gain field {parts[2]!r} is malformed")
@@ -117,8 +122,10 @@ def _parse_signal_line(line: str, source: str) -> SignalSpec:
     if not (math.isfinite(gain) and gain > 0):
         # a negative gain would invert the lead: no ECG device writes one, and an inverted limb lead
         # changes the diagnosis (axis, sinus P waves), so it is refused rather than applied or ignored
-        raise HeaderError(f"{source}: ADC gain {parts[2]!r} is not a positive number (zero: an uncalibrated "
-                          f"signal; negative: an inverted lead); fix the header")
+        raise HeaderError(
+            f"{source}: ADC gain {parts[2]!r} is not a positive number (zero: an uncalibrated "
+            f"signal; negative: an inverted lead); fix the header"
+        )
     adc_zero = _int(parts[4], "ADC zero", source) if len(parts) > 4 else 0
     baseline = _int(g.group(2), "baseline", source) if g.group(2) is not None else adc_zero
     return SignalSpec(
@@ -138,8 +145,11 @@ def _parse_signal_line(line: str, source: str) -> SignalSpec:
 
 _UNKNOWN = {"", "nan", "unknown", "n/a", "na", "none", "?", "-"}
 _KEY_VALUE = re.compile(r"^([A-Za-z][A-Za-z ]*?)\s*:\s*(.*)$")
-_PLAUSIBLE = {"age": PATIENT_LIMITS["age_years"], "height": PATIENT_LIMITS["height_cm"],
-              "weight": PATIENT_LIMITS["weight_kg"]}
+_PLAUSIBLE = {
+    "age": PATIENT_LIMITS["age_years"],
+    "height": PATIENT_LIMITS["height_cm"],
+    "weight": PATIENT_LIMITS["weight_kg"],
+}
 _LENGTH_TO_CM = {"": 1.0, "cm": 1.0, "m": 100.0, "in": 2.54, "inch": 2.54, "inches": 2.54}
 _MASS_TO_KG = {"": 1.0, "kg": 1.0, "g": 1e-3, "lb": 0.45359237, "lbs": 0.45359237}
 
@@ -149,8 +159,11 @@ def _quantity(key: str, value: str, units: dict[str, float] | None, warnings: li
         return None
     m = re.match(rf"^({_NUM})\s*([A-Za-z]*)\.?$", value.strip())
     unit = m.group(2).lower() if m else ""
-    if not m or (units is None and unit not in ("", "y", "yr", "yrs", "years")) or \
-            (units is not None and unit not in units):
+    if (
+        not m
+        or (units is None and unit not in ("", "y", "yr", "yrs", "years"))
+        or (units is not None and unit not in units)
+    ):
         warnings.append(f"header comment {key}: {value!r} is not understood; ignored")
         return None
     v = float(m.group(1)) * (units[unit] if units else 1.0)

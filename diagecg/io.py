@@ -24,7 +24,10 @@ __all__ = ["check_record", "read_record", "record_from_array"]
 
 
 def read_record(
-    path: str | Path, *, quality: QualityConfig | None = None, fmt: str | None = None,
+    path: str | Path,
+    *,
+    quality: QualityConfig | None = None,
+    fmt: str | None = None,
 ) -> EcgRecord:
     """Read and validate one ECG record of any supported format.
 

@@ -33,8 +33,14 @@ from pathlib import Path
 from diagecg.errors import InputError
 from diagecg.statements import BY_CODE, STATEMENTS, find_statement
 
-__all__ = ["CHALLENGE_SNOMED", "CPSC_ABBREVIATIONS", "SiteLabels", "labels_from_diagnoses", "read_labels",
-           "record_key"]
+__all__ = [
+    "CHALLENGE_SNOMED",
+    "CPSC_ABBREVIATIONS",
+    "SiteLabels",
+    "labels_from_diagnoses",
+    "read_labels",
+    "record_key",
+]
 
 # the Challenge 2020/2021 scored some classes under more than one concept, and merged RBBB with CRBBB,
 # VPB with PVC and SVPB with PAC when scoring (its "equivalent classes"); these map beside the table's
@@ -47,11 +53,20 @@ CHALLENGE_SNOMED: dict[str, str] = {
 }
 # the nine classes of the 2018 China Physiological Signal Challenge, as its headers write them
 CPSC_ABBREVIATIONS: dict[str, str] = {
-    "normal": "NORM", "af": "AFIB", "i-avb": "1AVB", "iavb": "1AVB", "rbbb": "CRBBB", "lbbb": "CLBBB",
-    "pac": "PAC", "pvc": "PVC", "std": "STD_", "ste": "STE_",
+    "normal": "NORM",
+    "af": "AFIB",
+    "i-avb": "1AVB",
+    "iavb": "1AVB",
+    "rbbb": "CRBBB",
+    "lbbb": "CLBBB",
+    "pac": "PAC",
+    "pvc": "PVC",
+    "std": "STD_",
+    "ste": "STE_",
 }
-_SNOMED: dict[str, str] = {st.snomed.code: st.code for st in STATEMENTS
-                           if st.snomed is not None and st.snomed.match == "exact"} | CHALLENGE_SNOMED
+_SNOMED: dict[str, str] = {
+    st.snomed.code: st.code for st in STATEMENTS if st.snomed is not None and st.snomed.match == "exact"
+} | CHALLENGE_SNOMED
 _SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 _TRUE = {"1", "yes", "true", "y", "present"}
 _FALSE = {"0", "no", "false", "n", "absent"}
@@ -182,8 +197,10 @@ def read_labels(path: str | Path) -> SiteLabels:
             out.add(str(name), codes)
         return out
     if not {"record", "finding", "present"} <= set(fields):
-        raise InputError(f"labels file {path}: columns {fields} are neither a PTB-XL layout (ecg_id, "
-                         f"scp_codes) nor record,finding,present")
+        raise InputError(
+            f"labels file {path}: columns {fields} are neither a PTB-XL layout (ecg_id, "
+            f"scp_codes) nor record,finding,present"
+        )
     for k, row in enumerate(rows, start=2):
         row = {key.strip().lower(): v for key, v in row.items() if key}
         code = map_code(row["finding"])

@@ -82,11 +82,13 @@ class MatchedQuestion:
             return self.canonical
         if self.template_id in NEGATED_TEXT:
             return NEGATED_TEXT[self.template_id]
-        for a, b in (("Does this ECG show symptoms of ", "Does this ECG show no symptoms of "),
-                     ("Does this ECG show any kind of ", "Does this ECG show no "),
-                     ("Does this ECG show any ", "Does this ECG show no ")):
+        for a, b in (
+            ("Does this ECG show symptoms of ", "Does this ECG show no symptoms of "),
+            ("Does this ECG show any kind of ", "Does this ECG show no "),
+            ("Does this ECG show any ", "Does this ECG show no "),
+        ):
             if self.canonical.startswith(a):
-                return b + self.canonical[len(a):]
+                return b + self.canonical[len(a) :]
         return f"Not: {self.canonical}"
 
     def as_asked(self, model_answer: str) -> str:
@@ -98,8 +100,15 @@ class MatchedQuestion:
         return invert_probabilities(probs, self.options) if self.negated else dict(probs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"template_id": self.template_id, "question_type": self.question_type.value,
-                "canonical": self.canonical, "attributes": list(self.attributes),
-                "options": list(self.options), "polarity": self.polarity, "answered": self.answered,
-                "scope": self.scope, "findings": [t.to_dict() for t in self.terms],
-                "spelling": [list(p) for p in self.spelling]}
+        return {
+            "template_id": self.template_id,
+            "question_type": self.question_type.value,
+            "canonical": self.canonical,
+            "attributes": list(self.attributes),
+            "options": list(self.options),
+            "polarity": self.polarity,
+            "answered": self.answered,
+            "scope": self.scope,
+            "findings": [t.to_dict() for t in self.terms],
+            "spelling": [list(p) for p in self.spelling],
+        }

@@ -52,7 +52,7 @@ WARNING_CODES: dict[str, str] = {
     W.DEGRADED_LEADS: "the answer needs leads that are flat in this record: do not trust it",
     W.WINDOWS_COMBINED: "a long record was analysed in several windows and their results combined",
     W.RECORD_PART_NOT_ANALYSED: "the end of a record shorter than 1.5 windows was not analysed (a second "
-                                "window would have repeated most of the first)",
+    "window would have repeated most of the first)",
     W.GENERATION: "text generation was cut short (token budget, context)",
     W.ANSWER_FILTERED: "decoded answer members that are not options of the question were dropped",
     W.QUESTION_UNSUPPORTED: "the question is not one the model was trained to answer: no answer given",
@@ -64,25 +64,25 @@ WARNING_CODES: dict[str, str] = {
     W.FINDING_LOW_AUC: "the finding's held-out AUC is below the floor",
     W.FINDING_LOW_PPV: "held out, a 'yes' for this finding was wrong more often than right",
     W.TEMPLATE_NOT_BETTER_THAN_MAJORITY: "held out, the model was no better at this question than always "
-                                         "giving its most common answer",
+    "giving its most common answer",
     W.ANSWER_FROM_MEMBER: "a superclass was answered yes because the model reads one of its member findings "
-                          "as present",
+    "as present",
     W.ANSWER_CONTRADICTED: "the model's own yes was overruled: it reads a finding no ECG has together with "
-                           "this one as more probable",
+    "this one as more probable",
     W.STATEMENT_NOT_CONFIRMED: "a generated statement was dropped: the model's own yes/no reading of it "
-                               "said no",
+    "said no",
     W.STATEMENT_CONTRADICTED: "a statement was dropped because it contradicts a more probable one",
     W.MEASUREMENTS_UNAVAILABLE: "no measurements in a report (neurokit2 missing)",
     W.LIMB_LEADS_REVERSED: "P, QRS and T negative in lead I and positive in aVR: arm electrodes swapped, "
-                           "every lead inverted, or dextrocardia",
+    "every lead inverted, or dextrocardia",
     W.RATE_CONTRADICTS_WAVEFORM: "the beat rate and the slope spectrum together say the stated sampling rate "
-                                 "is wrong (the waveform looks played slower or faster than recorded)",
+    "is wrong (the waveform looks played slower or faster than recorded)",
     W.AMPLITUDE_IMPLAUSIBLE: "the largest QRS of the 12 leads is outside what hearts produce (a gain or "
-                             "units error?)",
+    "units error?)",
     W.TIME_REVERSED: "the large wave comes before each QRS and the small one after it: the record may run "
-                     "backwards",
+    "backwards",
     W.SIGNAL_REPEATS: "the signal, or its QRS complexes, repeat more exactly than a heart does: a simulator, "
-                      "a synthetic or a copied signal",
+    "a synthetic or a copied signal",
     W.LEAD_NOISE: "a lead looks like noise, has dropouts, or holds one value too long",
 }
 

@@ -84,7 +84,7 @@ def _segments(y: np.ndarray, beats: np.ndarray, before: int, after: int) -> np.n
     inside = [b for b in beats if b - before >= 0 and b + after < n]
     if not inside:
         return np.zeros((0, y.shape[0], before + after + 1))
-    return np.stack([y[:, b - before: b + after + 1] for b in inside])
+    return np.stack([y[:, b - before : b + after + 1] for b in inside])
 
 
 def _repetition(x: np.ndarray, fs_hz: float) -> tuple[float, float]:
@@ -98,7 +98,7 @@ def _repetition(x: np.ndarray, fs_hz: float) -> tuple[float, float]:
     n_fft = 1 << int(math.ceil(math.log2(2 * n)))
     spec = np.fft.rfft(x, n_fft, axis=1)
     corr = np.fft.irfft(spec * spec.conj(), n_fft, axis=1)[:, :n].sum(axis=0)  # sum_t x[t] . x[t + lag]
-    energy = np.concatenate([[0.0], np.cumsum((x ** 2).sum(axis=0))])
+    energy = np.concatenate([[0.0], np.cumsum((x**2).sum(axis=0))])
     lags = np.arange(lo, hi)
     both = energy[n - lags] + (energy[n] - energy[lags])  # the two overlapping parts' energies
     r = 1.0 - 2.0 * corr[lo:hi] / np.maximum(both, 1e-30)
@@ -177,10 +177,10 @@ def window_metrics(x: np.ndarray, fs_hz: float, live: np.ndarray) -> dict[str, f
         around = _segments(y[live], beats, d, d)
         if around.shape[0] >= 2 and d > e + 1:
             mb = np.median(around, axis=0)
-            flanks = np.concatenate([mb[:, : d - e], mb[:, d + e + 1:]], axis=1)
+            flanks = np.concatenate([mb[:, : d - e], mb[:, d + e + 1 :]], axis=1)
             mb = mb - np.median(flanks, axis=1, keepdims=True)
             before = float(np.sqrt((mb[:, : d - e] ** 2).mean()))
-            after = float(np.sqrt((mb[:, d + e + 1:] ** 2).mean()))
+            after = float(np.sqrt((mb[:, d + e + 1 :] ** 2).mean()))
             out["after_before"] = after / max(before, 1e-9)
     out["repeat_residual"], out["repeat_lag_s"] = _repetition(x[live], fs_hz)
     # single leads: energy near the common beats, and how alike the lead's beats are
@@ -189,22 +189,30 @@ def window_metrics(x: np.ndarray, fs_hz: float, live: np.ndarray) -> dict[str, f
         slope2 = np.gradient(y, axis=-1) ** 2
         near = np.zeros(y.shape[1], dtype=bool)
         for b in beats:
-            near[max(0, b - half): b + half + 1] = True
+            near[max(0, b - half) : b + half + 1] = True
         conc = slope2[:, near].sum(axis=1) / np.maximum(slope2.sum(axis=1), 1e-30) / max(near.mean(), 1e-9)
         seg = _segments(y, beats, round(0.25 * fs_hz), round(0.4 * fs_hz))
         if seg.shape[0] >= 3:
             mb = np.median(seg, axis=0)
             num = (seg * mb).sum(axis=2)
-            den = np.sqrt((seg ** 2).sum(axis=2) * (mb ** 2).sum(axis=1)) + 1e-30
+            den = np.sqrt((seg**2).sum(axis=2) * (mb**2).sum(axis=1)) + 1e-30
             corr = np.median(num / den, axis=0)
     noise_score = np.where(live, np.maximum(conc / 1.5, corr / 0.5), np.inf)  # < 1 on both counts: noise
     worst = int(np.argmin(noise_score))
-    out.update(lead_noise_score=float(noise_score[worst]), lead_noise_lead=CANONICAL_LEADS[worst],
-               lead_concentration=float(conc[worst]), lead_beat_correlation=float(corr[worst]))
+    out.update(
+        lead_noise_score=float(noise_score[worst]),
+        lead_noise_lead=CANONICAL_LEADS[worst],
+        lead_concentration=float(conc[worst]),
+        lead_beat_correlation=float(corr[worst]),
+    )
     jumps, runs = _dropouts(x, fs_hz)
     jumps, runs = np.where(live, jumps, 0.0), np.where(live, runs, 0.0)
-    out.update(dropout_share=float(jumps.max()), dropout_lead=CANONICAL_LEADS[int(jumps.argmax())],
-               constant_run_s=float(runs.max()), constant_run_lead=CANONICAL_LEADS[int(runs.argmax())])
+    out.update(
+        dropout_share=float(jumps.max()),
+        dropout_lead=CANONICAL_LEADS[int(jumps.argmax())],
+        constant_run_s=float(runs.max()),
+        constant_run_lead=CANONICAL_LEADS[int(runs.argmax())],
+    )
     return out
 
 
@@ -217,8 +225,9 @@ def assess(x: np.ndarray, fs_hz: float, live: np.ndarray, cfg: QualityConfig | N
     return findings(m, live, cfg)
 
 
-def findings(m: dict[str, float | str], live: Sequence[bool] | np.ndarray,
-             cfg: QualityConfig) -> list[Finding]:
+def findings(
+    m: dict[str, float | str], live: Sequence[bool] | np.ndarray, cfg: QualityConfig
+) -> list[Finding]:
     """:func:`assess` from metrics already computed (the thresholds are ``cfg``'s)."""
     v = {k: float(val) for k, val in m.items() if not isinstance(val, str)}
     live = np.asarray(live, dtype=bool)
@@ -234,64 +243,97 @@ def findings(m: dict[str, float | str], live: Sequence[bool] | np.ndarray,
         avr = (v["aVR.p"] > w, v["aVR.qrs"] > 0, v["aVR.t"] > w)
         lead_ii = (v["II.p"] < -w, v["II.qrs"] < 0, v["II.t"] < -w)
         if sum(lead_i) + sum(avr) >= 5:
-            what = ("every lead inverted (II negative too)" if sum(lead_ii) >= 2
-                    else "the left and right arm electrodes swapped (or dextrocardia)")
-            add("limb_leads", False, "limb electrodes reversed? P, QRS and T are negative in lead I and ",
+            what = (
+                "every lead inverted (II negative too)"
+                if sum(lead_ii) >= 2
+                else "the left and right arm electrodes swapped (or dextrocardia)"
+            )
+            add(
+                "limb_leads",
+                False,
+                "limb electrodes reversed? P, QRS and T are negative in lead I and ",
                 f"positive in aVR ({sum(lead_i)}/3 and {sum(avr)}/3), as with {what}: answers about axis, ",
-                "infarction, hypertrophy and rhythm may be wrong")
+                "infarction, hypertrophy and rhythm may be wrong",
+            )
     # rate against waveform: both the beat rate and the slope spectrum scale with a wrong sampling rate
     hr, centroid = v["heart_rate_bpm"], v["slope_centroid_hz"]
     if centroid > 0:
         scale = (math.log(hr / 70.0) if hr > 0 else math.log(20.0 / 70.0)) + math.log(centroid / 18.0)
         if abs(scale) > cfg.rate_warn:
             direction = "slower" if scale < 0 else "faster"
-            add("rate", abs(scale) > cfg.rate_refuse,
+            add(
+                "rate",
+                abs(scale) > cfg.rate_refuse,
                 "the waveform contradicts the stated sampling rate: ",
                 f"{hr:.0f} bpm with the slopes centred at {centroid:.1f} Hz (QRS {v['qrs_ms']:.0f} ms) ",
                 f"look like an ECG played about {math.exp(abs(scale) / 2):.1f}x {direction} than recorded ",
-                f"(scale index {scale:+.2f}, limit {cfg.rate_warn:g}): is the header's sampling rate right?")
+                f"(scale index {scale:+.2f}, limit {cfg.rate_warn:g}): is the header's sampling rate right?",
+            )
     # amplitude
     p2p = v["qrs_p2p_max_mv"]
     (warn_lo, warn_hi), (ref_lo, ref_hi) = cfg.qrs_warn_mv, cfg.qrs_refuse_mv
     if not warn_lo <= p2p <= warn_hi:
         hint = "x10?" if p2p > warn_hi else "x0.1?, or no signal"
-        add("amplitude", not ref_lo <= p2p <= ref_hi,
+        add(
+            "amplitude",
+            not ref_lo <= p2p <= ref_hi,
             f"implausible amplitude: the largest QRS of the 12 leads is {p2p:.3g} mV peak to peak ",
-            f"(hearts give {warn_lo:g}-{warn_hi:g} mV): a gain or units error ({hint})")
+            f"(hearts give {warn_lo:g}-{warn_hi:g} mV): a gain or units error ({hint})",
+        )
     # time order
     ratio = v["after_before"]
     if math.isfinite(ratio) and ratio < cfg.time_order_warn:
-        add("time_order", False, f"time reversed? the waves after each QRS are {ratio:.2f}x those before ",
-            f"it (T follows the QRS and is larger than P: an ECG gives > {cfg.time_order_warn:g})")
+        add(
+            "time_order",
+            False,
+            f"time reversed? the waves after each QRS are {ratio:.2f}x those before ",
+            f"it (T follows the QRS and is larger than P: an ECG gives > {cfg.time_order_warn:g})",
+        )
     # repetition: a segment copied, or beats identical to the last digit
     residual, lag = v["repeat_residual"], v["repeat_lag_s"]
     if residual < cfg.repeat_warn:
-        add("repetition", residual < cfg.repeat_refuse,
+        add(
+            "repetition",
+            residual < cfg.repeat_refuse,
             f"the signal repeats itself: shifted by {lag:.2f} s it differs from itself by {residual:.1e} ",
             f"of its energy (a real ECG by > {cfg.repeat_warn:g}): copies of one segment, a simulator or a ",
-            "synthetic signal")
+            "synthetic signal",
+        )
     change, axis = v["qrs_energy_cv"], v["qrs_axis_change"]
     if math.isfinite(change) and (change < cfg.beat_change_warn or axis < cfg.axis_change_warn):
-        add("repetition", change < cfg.beat_change_refuse,
+        add(
+            "repetition",
+            change < cfg.beat_change_refuse,
             f"the QRS complexes are identical: from beat to beat their slope energy varies by {change:.1e} ",
             f"(CV) and its share among the leads by {axis:.1e} (breathing alone moves a real heart's by > ",
-            f"{cfg.beat_change_warn:g} and > {cfg.axis_change_warn:g}): a synthetic or copied signal")
+            f"{cfg.beat_change_warn:g} and > {cfg.axis_change_warn:g}): a synthetic or copied signal",
+        )
     # single leads
     if v["lead_noise_score"] < cfg.lead_noise_warn:
-        add("lead_noise", False, f"lead {m['lead_noise_lead']} looks like noise: its beats do not resemble ",
+        add(
+            "lead_noise",
+            False,
+            f"lead {m['lead_noise_lead']} looks like noise: its beats do not resemble ",
             f"each other (correlation {v['lead_beat_correlation']:.2f}) and its energy does not gather at ",
             f"the QRS complexes of the other leads ({v['lead_concentration']:.2f}x its average): answers ",
-            "that need it may be wrong")
+            "that need it may be wrong",
+        )
     share = v["dropout_share"]
     if share > cfg.dropout_warn:
-        add("lead_noise", share > cfg.dropout_refuse,
+        add(
+            "lead_noise",
+            share > cfg.dropout_refuse,
             f"dropouts in lead {m['dropout_lead']}: {share:.1%} of its samples jump to one value and back ",
-            f"(a real trace: < {cfg.dropout_warn:.1%}): samples lost or zeroed")
+            f"(a real trace: < {cfg.dropout_warn:.1%}): samples lost or zeroed",
+        )
     run = v["constant_run_s"]  # longer than constant_run_refuse_s: a dead lead (diagecg.quality.dead_leads)
     if run > cfg.constant_run_warn_s:
-        add("lead_noise", False,
+        add(
+            "lead_noise",
+            False,
             f"dropout in lead {m['constant_run_lead']}: it holds one value for {run:.2f} s (a live trace ",
-            f"never does for > {cfg.constant_run_warn_s:g} s)")
+            f"never does for > {cfg.constant_run_warn_s:g} s)",
+        )
     return out
 
 
@@ -304,8 +346,13 @@ def note_code(message: str) -> str | None:
 
 
 _PREFIXES: tuple[tuple[str, str], ...] = (
-    ("limb electrodes reversed?", "limb_leads"), ("the waveform contradicts the stated", "rate"),
-    ("implausible amplitude", "amplitude"), ("time reversed?", "time_order"),
-    ("the signal repeats itself", "repetition"), ("the QRS complexes are identical", "repetition"),
-    ("lead ", "lead_noise"), ("dropouts in lead", "lead_noise"), ("dropout in lead", "lead_noise"),
+    ("limb electrodes reversed?", "limb_leads"),
+    ("the waveform contradicts the stated", "rate"),
+    ("implausible amplitude", "amplitude"),
+    ("time reversed?", "time_order"),
+    ("the signal repeats itself", "repetition"),
+    ("the QRS complexes are identical", "repetition"),
+    ("lead ", "lead_noise"),
+    ("dropouts in lead", "lead_noise"),
+    ("dropout in lead", "lead_noise"),
 )

@@ -44,8 +44,11 @@ GAIN_MM_MV = 10.0
 MM_PER_INCH = 25.4
 SEGMENT_S = 2.5  # one lead's time slice in the 3 x 4 grid
 SPAN_S = 4 * SEGMENT_S  # the 10 s shown
-GRID_LEADS: tuple[tuple[str, ...], ...] = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"),
-                                           ("III", "aVF", "V3", "V6"))
+GRID_LEADS: tuple[tuple[str, ...], ...] = (
+    ("I", "aVR", "V1", "V4"),
+    ("II", "aVL", "V2", "V5"),
+    ("III", "aVF", "V3", "V6"),
+)
 RHYTHM_LEAD = "II"
 ROW_MV = 5.0  # 50 mm per row; a trace is clipped to its row's band, +-2.5 mV around its baseline
 CAL_S = 0.4  # 10 mm left of t = 0 for the calibration pulse
@@ -104,8 +107,10 @@ def check_output_path(out: str | Path) -> Path:
     long = [part for part in path.parts if len(os.fsencode(part)) > MAX_NAME_BYTES]
     if long:
         n_bytes = len(os.fsencode(long[0]))
-        raise ValueError(f"cannot write {long[0][:40]}...: the name is {n_bytes} bytes long; a file system "
-                         f"takes at most {MAX_NAME_BYTES}")
+        raise ValueError(
+            f"cannot write {long[0][:40]}...: the name is {n_bytes} bytes long; a file system "
+            f"takes at most {MAX_NAME_BYTES}"
+        )
     if path.suffix.lower() not in FORMATS:
         raise ValueError(f"cannot write {path}: the file name must end in one of {', '.join(FORMATS)}")
     if not path.parent.is_dir():
@@ -115,11 +120,19 @@ def check_output_path(out: str | Path) -> Path:
     return path
 
 
-def plot_ecg(record: EcgRecord, out: str | Path, *, text: str | None = None,
-             windows: Sequence[tuple[float, float]] | None = None, start_s: float | None = None,
-             highpass_hz: float | None = None, lowpass_hz: float | None = None,
-             patient: PatientInfo | None = None, window_label: str = "analysed window",
-             dpi: int = DEFAULT_DPI) -> Path:
+def plot_ecg(
+    record: EcgRecord,
+    out: str | Path,
+    *,
+    text: str | None = None,
+    windows: Sequence[tuple[float, float]] | None = None,
+    start_s: float | None = None,
+    highpass_hz: float | None = None,
+    lowpass_hz: float | None = None,
+    patient: PatientInfo | None = None,
+    window_label: str = "analysed window",
+    dpi: int = DEFAULT_DPI,
+) -> Path:
     """Draw a record as a printed 12-lead ECG and save it (PNG, PDF or SVG, from the suffix).
 
     Args:
@@ -145,19 +158,36 @@ def plot_ecg(record: EcgRecord, out: str | Path, *, text: str | None = None,
         LeadError: leads that do not map to the 12 canonical ones.
     """
     path = check_output_path(out)
-    fig = _figure(record, text=text, windows=windows, start_s=start_s, highpass_hz=highpass_hz,
-                  lowpass_hz=lowpass_hz, patient=patient, window_label=window_label, dpi=dpi)
+    fig = _figure(
+        record,
+        text=text,
+        windows=windows,
+        start_s=start_s,
+        highpass_hz=highpass_hz,
+        lowpass_hz=lowpass_hz,
+        patient=patient,
+        window_label=window_label,
+        dpi=dpi,
+    )
     fig.savefig(path, dpi=dpi, facecolor="white")
     return path
 
 
 # --- the figure ---------------------------------------------------------------------------------------------
 
-def _figure(record: EcgRecord, *, text: str | None = None,
-            windows: Sequence[tuple[float, float]] | None = None, start_s: float | None = None,
-            highpass_hz: float | None = None, lowpass_hz: float | None = None,
-            patient: PatientInfo | None = None, window_label: str = "analysed window",
-            dpi: int = DEFAULT_DPI) -> Figure:
+
+def _figure(
+    record: EcgRecord,
+    *,
+    text: str | None = None,
+    windows: Sequence[tuple[float, float]] | None = None,
+    start_s: float | None = None,
+    highpass_hz: float | None = None,
+    lowpass_hz: float | None = None,
+    patient: PatientInfo | None = None,
+    window_label: str = "analysed window",
+    dpi: int = DEFAULT_DPI,
+) -> Figure:
     """The figure :func:`plot_ecg` saves (arguments as there); not yet drawn."""
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -201,22 +231,54 @@ def _figure(record: EcgRecord, *, text: str | None = None,
     _windows(ax, windows, t0, t1, window_label)
 
     for k, line in enumerate(header):
-        fig.text(fx(MARGIN_MM), fy(6.0 + HEADER_LINE_MM * k), line, fontsize=10.5 if k == 0 else 8.5,
-                 color=INK, fontweight="bold" if k == 0 else "normal", va="baseline", ha="left")
+        fig.text(
+            fx(MARGIN_MM),
+            fy(6.0 + HEADER_LINE_MM * k),
+            line,
+            fontsize=10.5 if k == 0 else 8.5,
+            color=INK,
+            fontweight="bold" if k == 0 else "normal",
+            va="baseline",
+            ha="left",
+        )
     if lines:
         top = header_mm + grid_h_mm + GAP_MM
-        fig.add_artist(Rectangle((fx(MARGIN_MM), fy(top + box_mm)), fx(grid_w_mm), box_mm / fig_h_mm,
-                                 transform=fig.transFigure, facecolor="#f7f7f7", edgecolor="#888888",
-                                 linewidth=0.8))
-        fig.text(fx(MARGIN_MM + 2.5), fy(top + 0.45 * LINE_MM), "\n".join(lines), fontsize=TEXT_PT,
-                 color=INK, va="top", ha="left", linespacing=1.45)
-    fig.text(fx(MARGIN_MM + grid_w_mm), fy(fig_h_mm - 2.5), _footer(bool(text)), fontsize=6.5,
-             color="#777777", ha="right", va="baseline")
+        fig.add_artist(
+            Rectangle(
+                (fx(MARGIN_MM), fy(top + box_mm)),
+                fx(grid_w_mm),
+                box_mm / fig_h_mm,
+                transform=fig.transFigure,
+                facecolor="#f7f7f7",
+                edgecolor="#888888",
+                linewidth=0.8,
+            )
+        )
+        fig.text(
+            fx(MARGIN_MM + 2.5),
+            fy(top + 0.45 * LINE_MM),
+            "\n".join(lines),
+            fontsize=TEXT_PT,
+            color=INK,
+            va="top",
+            ha="left",
+            linespacing=1.45,
+        )
+    fig.text(
+        fx(MARGIN_MM + grid_w_mm),
+        fy(fig_h_mm - 2.5),
+        _footer(bool(text)),
+        fontsize=6.5,
+        color="#777777",
+        ha="right",
+        va="baseline",
+    )
     return fig
 
 
-def _filtered(record: EcgRecord, highpass_hz: float | None,
-              lowpass_hz: float | None) -> tuple[np.ndarray, str]:
+def _filtered(
+    record: EcgRecord, highpass_hz: float | None, lowpass_hz: float | None
+) -> tuple[np.ndarray, str]:
     """The signal in canonical lead order, float64 mV (12, samples), filtered; and the filter note."""
     signal = np.asarray(record.signal, dtype=np.float64)
     assert signal.ndim == 2, f"signal must be (leads, samples), got {signal.shape}"
@@ -231,11 +293,14 @@ def _filtered(record: EcgRecord, highpass_hz: float | None,
         if not 0 < hz < nyquist:
             if btype == "lowpass" and hz >= nyquist:
                 continue  # nothing of the record lies above it
-            raise ValueError(f"{btype} cut-off {hz:g} Hz is invalid for a {record.fs_hz:g} Hz record: "
-                             f"in (0, {nyquist:g})")
+            raise ValueError(
+                f"{btype} cut-off {hz:g} Hz is invalid for a {record.fs_hz:g} Hz record: in (0, {nyquist:g})"
+            )
         if btype == "highpass" and hz < MIN_HIGHPASS_HZ:
-            raise ValueError(f"highpass cut-off {hz:g} Hz is below {MIN_HIGHPASS_HZ:g} Hz, the lowest a "
-                             f"diagnostic ECG uses (IEC 60601-2-25); 0 draws the record unfiltered")
+            raise ValueError(
+                f"highpass cut-off {hz:g} Hz is below {MIN_HIGHPASS_HZ:g} Hz, the lowest a "
+                f"diagnostic ECG uses (IEC 60601-2-25); 0 draws the record unfiltered"
+            )
         signal = dsp.butter_filtfilt(signal, FILTER_ORDER, hz, btype, record.fs_hz)
         notes.append(f"{hz:g} Hz {'high' if btype == 'highpass' else 'low'}-pass")
     return signal, ("filter " + ", ".join(notes) if notes else "unfiltered")
@@ -263,11 +328,19 @@ def _paper(ax: Axes) -> None:
     xs = np.arange(round(CAL_S / minor_s) * -1, round(SPAN_S / minor_s) + 1) * minor_s
     ys = np.arange(0, round((4 * ROW_MV + TIME_ZONE_MV) / minor_mv) + 1) * minor_mv
     for k, x in enumerate(xs, start=-round(CAL_S / minor_s)):
-        ax.axvline(x, color=MAJOR if k % 5 == 0 else MINOR, linewidth=0.7 if k % 5 == 0 else 0.35,
-                   zorder=0.5 if k % 5 == 0 else 0.4)
+        ax.axvline(
+            x,
+            color=MAJOR if k % 5 == 0 else MINOR,
+            linewidth=0.7 if k % 5 == 0 else 0.35,
+            zorder=0.5 if k % 5 == 0 else 0.4,
+        )
     for k, y in enumerate(ys):
-        ax.axhline(y, color=MAJOR if k % 5 == 0 else MINOR, linewidth=0.7 if k % 5 == 0 else 0.35,
-                   zorder=0.5 if k % 5 == 0 else 0.4)
+        ax.axhline(
+            y,
+            color=MAJOR if k % 5 == 0 else MINOR,
+            linewidth=0.7 if k % 5 == 0 else 0.35,
+            zorder=0.5 if k % 5 == 0 else 0.4,
+        )
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -278,7 +351,7 @@ def _paper(ax: Axes) -> None:
 def _shown(signal: np.ndarray, fs_hz: float, t0: float, t1: float) -> np.ndarray:
     """The shown seconds, ``(12, samples) -> (12, samples in [t0, t1))``, each lead less its median
     there, so that it sits on its row's baseline (baseline wander is the filter's business)."""
-    x = signal[:, int(round(t0 * fs_hz)):int(round(t1 * fs_hz))]
+    x = signal[:, int(round(t0 * fs_hz)) : int(round(t1 * fs_hz))]
     return x - np.median(x, axis=1, keepdims=True)
 
 
@@ -300,29 +373,51 @@ def _traces(ax: Axes, shown: np.ndarray, fs_hz: float, t0: float, t1: float) -> 
     """Draw the traces (clipped to their row's band), calibration pulses, lead labels and seconds."""
     half = ROW_MV / 2
     for _, row, x0, y in _segments(shown, fs_hz):
-        ax.plot(x0 + np.arange(y.size) / fs_hz, np.clip(y, -half, half) + _baseline(row), color=TRACE,
-                linewidth=0.7, solid_joinstyle="round", zorder=3)
+        ax.plot(
+            x0 + np.arange(y.size) / fs_hz,
+            np.clip(y, -half, half) + _baseline(row),
+            color=TRACE,
+            linewidth=0.7,
+            solid_joinstyle="round",
+            zorder=3,
+        )
     for row, leads in enumerate(GRID_LEADS):
         for col, lead in enumerate(leads):
             _label(ax, lead, col * SEGMENT_S, row)
             if col:  # the printers' lead-change tick
                 base = _baseline(row)
-                ax.plot([col * SEGMENT_S] * 2, [base - 0.5, base + 0.5], color=TRACE, linewidth=1.0,
-                        zorder=3)
+                ax.plot([col * SEGMENT_S] * 2, [base - 0.5, base + 0.5], color=TRACE, linewidth=1.0, zorder=3)
     _label(ax, RHYTHM_LEAD, 0.0, 3)
     xs, ys = zip(*CAL_PULSE, strict=True)
     for row in range(4):
         ax.plot(xs, np.array(ys) + _baseline(row), color=TRACE, linewidth=0.9, zorder=3)
     for second in range(int(np.ceil(t0)), int(np.floor(t1)) + 1):
-        ax.text(second - t0, TIME_ZONE_MV - 0.12, f"{second} s", fontsize=6, color="#555555",
-                ha="center", va="top", zorder=4,
-                bbox={"boxstyle": "square,pad=0.1", "facecolor": PAPER, "edgecolor": "none"})
+        ax.text(
+            second - t0,
+            TIME_ZONE_MV - 0.12,
+            f"{second} s",
+            fontsize=6,
+            color="#555555",
+            ha="center",
+            va="top",
+            zorder=4,
+            bbox={"boxstyle": "square,pad=0.1", "facecolor": PAPER, "edgecolor": "none"},
+        )
 
 
 def _label(ax: Axes, lead: str, x: float, row: int) -> None:
-    ax.text(x + 0.06, _baseline(row) + 1.2, lead, fontsize=10, fontweight="bold", color=INK,
-            ha="left", va="bottom", zorder=4,
-            bbox={"boxstyle": "square,pad=0.1", "facecolor": PAPER, "edgecolor": "none", "alpha": 0.8})
+    ax.text(
+        x + 0.06,
+        _baseline(row) + 1.2,
+        lead,
+        fontsize=10,
+        fontweight="bold",
+        color=INK,
+        ha="left",
+        va="bottom",
+        zorder=4,
+        bbox={"boxstyle": "square,pad=0.1", "facecolor": PAPER, "edgecolor": "none", "alpha": 0.8},
+    )
 
 
 def _windows(ax: Axes, windows: list[tuple[float, float]], t0: float, t1: float, label: str) -> None:
@@ -331,8 +426,16 @@ def _windows(ax: Axes, windows: list[tuple[float, float]], t0: float, t1: float,
     bottom, top = TIME_ZONE_MV, TIME_ZONE_MV + ROW_MV
     for level, (k, a, b) in enumerate(shown):
         x0, x1 = max(a, t0) - t0, min(b, t1) - t0
-        ax.axvspan(x0, x1, ymin=bottom / ax.get_ylim()[1], ymax=top / ax.get_ylim()[1], color=WINDOW,
-                   alpha=0.07, linewidth=0, zorder=1)
+        ax.axvspan(
+            x0,
+            x1,
+            ymin=bottom / ax.get_ylim()[1],
+            ymax=top / ax.get_ylim()[1],
+            color=WINDOW,
+            alpha=0.07,
+            linewidth=0,
+            zorder=1,
+        )
         y = 0.8 - 0.45 * (level % 2)  # alternate heights so overlapping windows stay apart
         ax.plot([x0, x1], [y, y], color=WINDOW, linewidth=1.2, zorder=4)
         for x, inside in ((x0, a >= t0), (x1, b <= t1)):
@@ -342,23 +445,42 @@ def _windows(ax: Axes, windows: list[tuple[float, float]], t0: float, t1: float,
         text = f"{name}: {a:.1f}\u2013{b:.1f} s"
         half_s = len(text) * WINDOW_PT * 0.3 / 72 * MM_PER_INCH / PAPER_SPEED_MM_S  # ~0.6 em a character
         x = min(max((x0 + x1) / 2, half_s - CAL_S), SPAN_S - half_s)  # the label stays on the grid
-        ax.text(x, y + 0.08, text, fontsize=WINDOW_PT, color=WINDOW, ha="center", va="bottom", zorder=5,
-                bbox={"boxstyle": "square,pad=0.15", "facecolor": PAPER, "edgecolor": "none"})
+        ax.text(
+            x,
+            y + 0.08,
+            text,
+            fontsize=WINDOW_PT,
+            color=WINDOW,
+            ha="center",
+            va="bottom",
+            zorder=5,
+            bbox={"boxstyle": "square,pad=0.15", "facecolor": PAPER, "edgecolor": "none"},
+        )
 
 
 # --- text -----------------------------------------------------------------------------------------------
 
-def _header(record: EcgRecord, patient: PatientInfo | None, t0: float, t1: float,
-            windows: list[tuple[float, float]], filter_note: str, clipped: list[str]) -> list[str]:
+
+def _header(
+    record: EcgRecord,
+    patient: PatientInfo | None,
+    t0: float,
+    t1: float,
+    windows: list[tuple[float, float]],
+    filter_note: str,
+    clipped: list[str],
+) -> list[str]:
     """Who and what; how it is drawn; then, when there is any, the windows and the clipped leads."""
     p = record.patient.with_overrides(patient)
     first = [record.record_id or "ECG"]
     if record.source:
         first.append(Path(record.source).name)
-    facts = [f"{p.age_years:g} y" if p.age_years is not None else "",
-             p.sex or "",
-             f"{p.height_cm:g} cm" if p.height_cm is not None else "",
-             f"{p.weight_kg:g} kg" if p.weight_kg is not None else ""]
+    facts = [
+        f"{p.age_years:g} y" if p.age_years is not None else "",
+        p.sex or "",
+        f"{p.height_cm:g} cm" if p.height_cm is not None else "",
+        f"{p.weight_kg:g} kg" if p.weight_kg is not None else "",
+    ]
     first.append(", ".join(f for f in facts if f) or "patient details unknown")
     second = [f"{record.fs_hz:g} Hz", f"{record.duration_s:.1f} s recorded"]
     if t0 > 0 or t1 < record.duration_s:
@@ -381,7 +503,7 @@ def _wrap(text: str, width_mm: float) -> list[str]:
     for paragraph in text.strip().splitlines():
         lines += textwrap.wrap(paragraph, chars) or [""]
     if len(lines) > MAX_TEXT_LINES:
-        lines = [*lines[:MAX_TEXT_LINES - 1], "\u2026"]
+        lines = [*lines[: MAX_TEXT_LINES - 1], "\u2026"]
     return lines
 
 
@@ -390,4 +512,3 @@ def _footer(with_text: bool) -> str:
 
     note = "; the text is a model's reading, not a diagnosis: have a clinician review it" if with_text else ""
     return f"drawn by diagecg {__version__}{note}"
-

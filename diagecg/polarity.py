@@ -21,24 +21,64 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["NEGATION_CUES", "count_negations", "expand_contractions", "invert_answer",
-           "invert_probabilities", "opposite_flips", "strip_framing"]
+__all__ = [
+    "NEGATION_CUES",
+    "count_negations",
+    "expand_contractions",
+    "invert_answer",
+    "invert_probabilities",
+    "opposite_flips",
+    "strip_framing",
+]
 
-NEGATION_CUES = ("no", "not", "never", "without", "absent", "absence", "lack", "lacks", "lacking",
-                 "free of", "free from", "negative for", "rule out", "ruled out", "rules out", "ruling out",
-                 "exclude", "excluded", "excludes", "excluding", "exclusion", "nothing", "false", "untrue")
-_CUES = re.compile(r"(?<![a-z0-9\-])(" + "|".join(re.escape(c) for c in sorted(NEGATION_CUES, key=len,
-                                                                                 reverse=True))
-                   + r")(?![a-z0-9\-])")
+NEGATION_CUES = (
+    "no",
+    "not",
+    "never",
+    "without",
+    "absent",
+    "absence",
+    "lack",
+    "lacks",
+    "lacking",
+    "free of",
+    "free from",
+    "negative for",
+    "rule out",
+    "ruled out",
+    "rules out",
+    "ruling out",
+    "exclude",
+    "excluded",
+    "excludes",
+    "excluding",
+    "exclusion",
+    "nothing",
+    "false",
+    "untrue",
+)
+_CUES = re.compile(
+    r"(?<![a-z0-9\-])("
+    + "|".join(re.escape(c) for c in sorted(NEGATION_CUES, key=len, reverse=True))
+    + r")(?![a-z0-9\-])"
+)
 # phrases that frame a yes/no question or are ECG-QA's own wording, not negations
-_FRAMING = re.compile(r"\b(or not|yes or no|yes/no|yes, no|no or yes|or no|present or absent|"
-                      r"absent or present|not sure|whether or not|"
-                      r"(excluding|without|not counting|not including) uncertain"
-                      r"( symptoms?| findings?| ones| statements?)?)\b")
-_CONTRACTIONS = ((r"\bcan'?t\b", "can not"), (r"\bcannot\b", "can not"), (r"\bwon'?t\b", "will not"),
-                 (r"\b(is|are|was|were|does|do|did|has|have|had|should|could|would)n'?t\b", r"\1 not"))
-_ABNORMAL = re.compile(r"\b(abnormal(ity|ities|ly)?|patholog(y|ic|ical)|anything wrong|something wrong|"
-                       r"wrong)\b")
+_FRAMING = re.compile(
+    r"\b(or not|yes or no|yes/no|yes, no|no or yes|or no|present or absent|"
+    r"absent or present|not sure|whether or not|"
+    r"(excluding|without|not counting|not including) uncertain"
+    r"( symptoms?| findings?| ones| statements?)?)\b"
+)
+_CONTRACTIONS = (
+    (r"\bcan'?t\b", "can not"),
+    (r"\bcannot\b", "can not"),
+    (r"\bwon'?t\b", "will not"),
+    (r"\b(is|are|was|were|does|do|did|has|have|had|should|could|would)n'?t\b", r"\1 not"),
+)
+_ABNORMAL = re.compile(
+    r"\b(abnormal(ity|ities|ly)?|patholog(y|ic|ical)|anything wrong|something wrong|"
+    r"wrong)\b"
+)
 _INVERT = {"yes": "no", "no": "yes"}
 
 

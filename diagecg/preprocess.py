@@ -78,7 +78,7 @@ def _window(x: np.ndarray, cfg: PreprocessConfig, source: str, duration_s: float
     n = x.shape[-1]
     if n >= n_out:
         start = 0 if cfg.crop == "start" else (n - n_out) // 2
-        return x[:, start:start + n_out]
+        return x[:, start : start + n_out]
     missing = n_out - n
     widths = (0, missing) if cfg.crop == "start" else (missing // 2, missing - missing // 2)
     return np.pad(x, ((0, 0), widths), mode="edge")
@@ -168,8 +168,12 @@ def measurement_config(cfg: PreprocessConfig) -> PreprocessConfig:
     recorded at either rate gives the same beats and intervals (the model rate, 100 Hz, would put
     every interval on a 10 ms grid and let high-frequency noise of a 500 Hz record count as beats).
     """
-    return dataclasses.replace(cfg, fs_hz=cfg.measure_fs_hz, lowpass_hz=cfg.measure_lowpass_hz,
-                               highpass_hz=cfg.highpass_hz if cfg.highpass_hz is not None else 0.5)
+    return dataclasses.replace(
+        cfg,
+        fs_hz=cfg.measure_fs_hz,
+        lowpass_hz=cfg.measure_lowpass_hz,
+        highpass_hz=cfg.highpass_hz if cfg.highpass_hz is not None else 0.5,
+    )
 
 
 def measure_signal(
@@ -223,9 +227,14 @@ def record_windows(record: EcgRecord, cfg: PreprocessConfig) -> list[tuple[float
     while k > 1 and (n - width) / (k - 1) < width / 2:  # near-copies: fewer windows (only k = 2 can be)
         k -= 1
     starts = np.linspace(0, n - width, k).round().astype(int) if k > 1 else np.zeros(1, dtype=int)
-    return [(round(a / record.fs_hz, 3), round((a + width) / record.fs_hz, 3),
-             dataclasses.replace(record, signal=record.signal[:, a:a + width]))
-            for a in starts]
+    return [
+        (
+            round(a / record.fs_hz, 3),
+            round((a + width) / record.fs_hz, 3),
+            dataclasses.replace(record, signal=record.signal[:, a : a + width]),
+        )
+        for a in starts
+    ]
 
 
 def record_measurements(record: EcgRecord, cfg: PreprocessConfig) -> F32Array:

@@ -232,8 +232,9 @@ def sanitize_question(text: str, max_chars: int) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8 (e.g. a Latin-1 terminal)
-        raise InputError("the question is not valid UTF-8 text; check the terminal's or file's "
-                         "encoding") from None
+        raise InputError(
+            "the question is not valid UTF-8 text; check the terminal's or file's encoding"
+        ) from None
     question = " ".join(text.split())
     if not question:
         raise InputError("the question is empty")

@@ -74,21 +74,23 @@ def check_signal(
     cfg = cfg or QualityConfig()
     x = np.asarray(signal)
     if x.ndim != 2 or x.shape[0] != len(lead_names):
-        raise SignalQualityError(f"{source}: signal shape {x.shape} does not match "
-                                 f"{len(lead_names)} leads x samples")
+        raise SignalQualityError(
+            f"{source}: signal shape {x.shape} does not match {len(lead_names)} leads x samples"
+        )
     if not fs_hz > 0:
         raise SignalQualityError(f"{source}: sampling rate {fs_hz} Hz is not positive")
     n_leads, n = x.shape
     duration_s = n / fs_hz
     if duration_s < cfg.min_duration_s:
-        raise SignalQualityError(f"{source}: record too short: {duration_s:.3f} s ({n} samples at "
-                                 f"{fs_hz:g} Hz); at least {cfg.min_duration_s:g} s is required")
+        raise SignalQualityError(
+            f"{source}: record too short: {duration_s:.3f} s ({n} samples at "
+            f"{fs_hz:g} Hz); at least {cfg.min_duration_s:g} s is required"
+        )
     finite = np.isfinite(x)
     if not finite.all():
         bad = ~finite.all(axis=1)
         counts = ", ".join(f"{lead_names[int(i)]}: {int((~finite[i]).sum())}" for i in np.flatnonzero(bad))
-        raise SignalQualityError(f"{source}: NaN/inf samples (invalid or missing values) in "
-                                 f"lead(s) {counts}")
+        raise SignalQualityError(f"{source}: NaN/inf samples (invalid or missing values) in lead(s) {counts}")
     x = x.astype(np.float64, copy=False)
     # (leads, samples): amplitude around each lead's median, so a DC offset alone does not count
     median = np.median(x, axis=1, keepdims=True)
@@ -108,17 +110,21 @@ def check_signal(
         )
     warnings: list[str] = []
     if flat.any() and not cfg.allow_flat_leads:
-        raise SignalQualityError(f"{source}: flat lead(s) {_leads_text(lead_names, flat)} "
-                                 f"(std < {cfg.flat_std_mv:g} mV over the record, or one value held for more "
-                                 f"than {cfg.constant_run_refuse_s:g} s: an electrode off); --allow-degraded "
-                                 f"(QualityConfig.allow_flat_leads) answers anyway, with a warning")
+        raise SignalQualityError(
+            f"{source}: flat lead(s) {_leads_text(lead_names, flat)} "
+            f"(std < {cfg.flat_std_mv:g} mV over the record, or one value held for more "
+            f"than {cfg.constant_run_refuse_s:g} s: an electrode off); --allow-degraded "
+            f"(QualityConfig.allow_flat_leads) answers anyway, with a warning"
+        )
     if flat.any():
         flat_names = [str(lead_names[int(i)]) for i in np.flatnonzero(flat)]
         limb = [name for name in flat_names if name in LIMB_LEADS]
         if limb and cfg.require_ecg:  # degraded_warning would say no answer can be trusted: none is given
-            raise SignalQualityError(f"{source}: flat limb lead(s) {', '.join(limb)}: rhythm is read from "
-                                     f"the limb leads, so no answer about this record could be trusted, not "
-                                     f"even with --allow-degraded")
+            raise SignalQualityError(
+                f"{source}: flat limb lead(s) {', '.join(limb)}: rhythm is read from "
+                f"the limb leads, so no answer about this record could be trusted, not "
+                f"even with --allow-degraded"
+            )
         warnings.append(degraded_warning(flat_names))
     live = ~flat
     # fraction of samples sitting exactly at the lead's own min or max: clipping at the ADC rail
@@ -128,8 +134,10 @@ def check_signal(
     saturated = at_rail > cfg.rail_fraction
     if saturated.any():
         detail = ", ".join(f"{lead_names[int(i)]}: {at_rail[i]:.0%}" for i in np.flatnonzero(saturated))
-        raise SignalQualityError(f"{source}: saturated lead(s), samples stuck at the min/max rail: "
-                                 f"{detail} (limit {cfg.rail_fraction:.0%})")
+        raise SignalQualityError(
+            f"{source}: saturated lead(s), samples stuck at the min/max rail: "
+            f"{detail} (limit {cfg.rail_fraction:.0%})"
+        )
     partly = at_rail > cfg.rail_warn_fraction
     if partly.any():
         detail = ", ".join(f"{lead_names[int(i)]}: {at_rail[i]:.1%}" for i in np.flatnonzero(partly))
@@ -139,8 +147,9 @@ def check_signal(
     return warnings
 
 
-def _check_is_ecg(x: np.ndarray, fs_hz: float, source: str, cfg: QualityConfig,
-                  live: np.ndarray) -> list[str]:
+def _check_is_ecg(
+    x: np.ndarray, fs_hz: float, source: str, cfg: QualityConfig, live: np.ndarray
+) -> list[str]:
     """Refuse a signal that is not a 12-lead ECG, or fails a plausibility check that refuses, in all or most
     windows; warn when some windows fail, and for every plausibility check that warns."""
     n = x.shape[1]
@@ -149,18 +158,22 @@ def _check_is_ecg(x: np.ndarray, fs_hz: float, source: str, cfg: QualityConfig,
         windows = [x]
     else:  # a long record: evenly spaced windows, so the check costs the same for any length
         starts = np.linspace(0, n - width, PLAUSIBILITY_MAX_WINDOWS).round().astype(int)
-        windows = [x[:, s: s + width] for s in starts]
+        windows = [x[:, s : s + width] for s in starts]
     problems = [ecg_problems(w, fs_hz, cfg) for w in windows]
     failed = [p for p in problems if p]
     if failed and 2 * len(failed) > len(windows):
         raise SignalQualityError(f"{source}: does not look like a 12-lead ECG: {'; '.join(failed[0])}")
     warnings = []
     if failed:
-        warnings.append(f"{len(failed)} of {len(windows)} checked {PLAUSIBILITY_WINDOW_S:g} s windows do not "
-                        f"look like an ECG ({'; '.join(failed[0])})")
+        warnings.append(
+            f"{len(failed)} of {len(windows)} checked {PLAUSIBILITY_WINDOW_S:g} s windows do not "
+            f"look like an ECG ({'; '.join(failed[0])})"
+        )
     if cfg.plausibility:
-        found = [plausibility.assess(w, fs_hz, live, cfg) if not p else []
-                 for w, p in zip(windows, problems, strict=True)]
+        found = [
+            plausibility.assess(w, fs_hz, live, cfg) if not p else []
+            for w, p in zip(windows, problems, strict=True)
+        ]
         warnings += _plausibility_verdict(found, len(windows), source)
     return warnings
 
@@ -175,10 +188,14 @@ def _plausibility_verdict(found: list[list[plausibility.Finding]], n_windows: in
     for hits in kinds.values():
         refusals = [f for f in hits if f.refuse]
         if refusals and 2 * len(refusals) > n_windows:
-            raise SignalQualityError(f"{source}: implausible as a recorded ECG ({refusals[0].code}): "
-                                     f"{refusals[0].message}")
-    where = (lambda k: f" (in {k} of {n_windows} checked {PLAUSIBILITY_WINDOW_S:g} s windows)") \
-        if n_windows > 1 else (lambda k: "")
+            raise SignalQualityError(
+                f"{source}: implausible as a recorded ECG ({refusals[0].code}): {refusals[0].message}"
+            )
+    where = (
+        (lambda k: f" (in {k} of {n_windows} checked {PLAUSIBILITY_WINDOW_S:g} s windows)")
+        if n_windows > 1
+        else (lambda k: "")
+    )
     return [hits[0].message + where(len(hits)) for hits in kinds.values()]
 
 
@@ -201,7 +218,7 @@ def ecg_problems(signal: np.ndarray, fs_hz: float, cfg: QualityConfig | None = N
     live = ~flat_leads(x, cfg)  # (leads,)
     y = butter_filtfilt(x, 2, 0.5, "highpass", fs_hz)
     y = butter_filtfilt(y, 2, min(40.0, fs_hz / 2.5), "lowpass", fs_hz)  # (leads, n)
-    rms = np.sqrt((y ** 2).mean(axis=1))  # (leads,)
+    rms = np.sqrt((y**2).mean(axis=1))  # (leads,)
     index = {name: k for k, name in enumerate(CANONICAL_LEADS)}
     problems = []
     broken = []
@@ -210,25 +227,34 @@ def ecg_problems(signal: np.ndarray, fs_hz: float, cfg: QualityConfig | None = N
         if not live[ks].all():
             continue
         rhs = sum(w * y[index[p]] for p, w in parts.items())
-        scale = max(rms[ks[0]], np.sqrt((rhs ** 2).mean()), 1e-12)
+        scale = max(rms[ks[0]], np.sqrt((rhs**2).mean()), 1e-12)
         error = float(np.sqrt(((y[index[lead]] - rhs) ** 2).mean()) / scale)
         if error > cfg.max_lead_relation_error:
-            broken.append(f"{lead} = {' + '.join(f'{w:g}*{p}' for p, w in parts.items())} is off by "
-                          f"{error:.0%}")
+            broken.append(
+                f"{lead} = {' + '.join(f'{w:g}*{p}' for p, w in parts.items())} is off by {error:.0%}"
+            )
     if broken:
-        problems.append(f"the limb leads break the relations every ECG obeys ({'; '.join(broken)}): an "
-                        f"inverted, swapped or copied lead, or not an ECG")
+        problems.append(
+            f"the limb leads break the relations every ECG obeys ({'; '.join(broken)}): an "
+            f"inverted, swapped or copied lead, or not an ECG"
+        )
     alive = np.flatnonzero(live)
-    copies = [f"{CANONICAL_LEADS[i]} = {CANONICAL_LEADS[j]}"
-              for a, i in enumerate(alive) for j in alive[a + 1:]
-              if np.sqrt(((y[i] - y[j]) ** 2).mean()) < cfg.min_lead_difference * max(rms[i], rms[j])]
+    copies = [
+        f"{CANONICAL_LEADS[i]} = {CANONICAL_LEADS[j]}"
+        for a, i in enumerate(alive)
+        for j in alive[a + 1 :]
+        if np.sqrt(((y[i] - y[j]) ** 2).mean()) < cfg.min_lead_difference * max(rms[i], rms[j])
+    ]
     if copies:
-        problems.append(f"leads are copies of one signal ({', '.join(copies[:4])}"
-                        f"{', ...' if len(copies) > 4 else ''})")
+        problems.append(
+            f"leads are copies of one signal ({', '.join(copies[:4])}{', ...' if len(copies) > 4 else ''})"
+        )
     concentration = qrs_concentration(y[live], fs_hz)
     if concentration < cfg.min_qrs_concentration:
-        problems.append(f"no QRS complexes found (slope energy near detected beats {concentration:.2f}x its "
-                        f"average; an ECG has >= {cfg.min_qrs_concentration:g}x): noise or a non-ECG signal")
+        problems.append(
+            f"no QRS complexes found (slope energy near detected beats {concentration:.2f}x its "
+            f"average; an ECG has >= {cfg.min_qrs_concentration:g}x): noise or a non-ECG signal"
+        )
     return problems
 
 
@@ -242,7 +268,7 @@ def qrs_concentration(y: np.ndarray, fs_hz: float) -> float:
     half = max(1, round(QRS_HALF_WIDTH_S * fs_hz))
     near = np.zeros(energy.size, dtype=bool)
     for b in beats:
-        near[max(0, b - half): b + half + 1] = True
+        near[max(0, b - half) : b + half + 1] = True
     total = float(energy.sum())
     return float(energy[near].sum() / total / near.mean()) if total > 0 else 0.0
 
@@ -271,8 +297,13 @@ def dead_leads(signal: np.ndarray, fs_hz: float, cfg: QualityConfig | None = Non
 def degraded_warning(flat: Sequence[str]) -> str:
     """The warning of a record read in degraded mode: which leads are flat and what can be trusted."""
     limb_ok = not any(name in LIMB_LEADS for name in flat)
-    trust = ("rhythm questions can still be trusted (rate and regularity are read from the intact limb "
-             "leads); morphology, conduction, hypertrophy, infarction and ST/T answers cannot"
-             if limb_ok else "no answer can be trusted: limb leads are flat too")
-    return (f"degraded record: flat lead(s) {', '.join(flat)}; the model was trained on 12 working leads, "
-            f"so {trust}")
+    trust = (
+        "rhythm questions can still be trusted (rate and regularity are read from the intact limb "
+        "leads); morphology, conduction, hypertrophy, infarction and ST/T answers cannot"
+        if limb_ok
+        else "no answer can be trusted: limb leads are flat too"
+    )
+    return (
+        f"degraded record: flat lead(s) {', '.join(flat)}; the model was trained on 12 working leads, "
+        f"so {trust}"
+    )

@@ -21,9 +21,21 @@ import enum
 from collections.abc import Sequence
 from typing import Literal
 
-__all__ = ["ATTRIBUTE", "ATTRIBUTE1", "ATTRIBUTE2", "NEGATED_TEXT", "NONE_ANSWER", "NORMAL_ECG_TEMPLATE",
-           "NORMAL_STATEMENT", "SEMANTICS", "TEMPLATES", "QuestionTemplate", "QuestionType",
-           "fill_attributes", "finding_template"]
+__all__ = [
+    "ATTRIBUTE",
+    "ATTRIBUTE1",
+    "ATTRIBUTE2",
+    "NEGATED_TEXT",
+    "NONE_ANSWER",
+    "NORMAL_ECG_TEMPLATE",
+    "NORMAL_STATEMENT",
+    "SEMANTICS",
+    "TEMPLATES",
+    "QuestionTemplate",
+    "QuestionType",
+    "fill_attributes",
+    "finding_template",
+]
 
 ATTRIBUTE = "${attribute}"
 ATTRIBUTE1, ATTRIBUTE2 = "${attribute1}", "${attribute2}"
@@ -92,8 +104,9 @@ class QuestionTemplate:
         """Whether it is the yes/no question about one finding: a named one (``${attribute}``) or the
         template's own :attr:`statement`. Such an answer is read, calibrated and checked as that
         finding's; any other template's reliability is the template's own."""
-        return self.question_type is QuestionType.VERIFY and (self.n_attributes == 1 or
-                                                              self.statement is not None)
+        return self.question_type is QuestionType.VERIFY and (
+            self.n_attributes == 1 or self.statement is not None
+        )
 
     @property
     def negative_option(self) -> str:
@@ -113,70 +126,183 @@ _V, _C, _Q = QuestionType.VERIFY, QuestionType.CHOOSE, QuestionType.QUERY
 _t = QuestionTemplate  # the table's rows: id, type, group, wording, paraphrases, then routing keywords
 
 
-TEMPLATES: dict[int, QuestionTemplate] = {t.template_id: t for t in (
-    _t(1, _V, "code", f"Does this ECG show symptoms of {_A}?",
-       (f"Are there signs of {_A} in this ECG?", f"Does this ECG indicate {_A}?", f"Is there {_A}?",
-        f"Does this ECG have {_A}?", f"Do you see {_A} in this ECG?", f"Is {_A} present?",
-        f"Does the ECG show {_A}?", f"Does this recording show {_A}?", f"Any {_A} on this ECG?",
-        f"Is {_A} found in this tracing?"),
-       (f"Is there evidence of {_A} in this ECG?", f"Can {_A} be seen on this ECG?")),
-    _t(2, _V, "norm", "Is this a normal ECG?",
-       ("Is this ECG normal?", "Is the ECG within normal limits?", "Is this a normal tracing?",
-        "Is this ECG unremarkable?"),
-       ("Would you read this ECG as normal?", "Does this ECG look normal?"),
-       statement=NORMAL_STATEMENT, record_attribute=NORMAL_STATEMENT),
-    _t(3, _C, "superclass", f"Which diagnostic symptom does this ECG show, {_A1} or {_A2}?",
-       (f"Which of {_A1} and {_A2} does this ECG show?", f"Does this ECG show {_A1} or {_A2}?",
-        f"{_A1} or {_A2}: which one is in this ECG?"),
-       (f"Between {_A1} and {_A2}, which is present in this ECG?",
-        f"Which is found in this ECG: {_A1} or {_A2}?")),
-    _t(4, _C, "dx_inc", f"Which diagnostic symptom does this ECG show, {_A1} or {_A2}{_INC}?",
-       (f"Which of {_A1} and {_A2} does this ECG show{_INC}?",),
-       (f"Counting uncertain findings too, which is present in this ECG: {_A1} or {_A2}?",),
-       uncertain="included"),
-    _t(5, _C, "dx_exc", f"Which diagnostic symptom does this ECG show, {_A1} or {_A2}{_EXC}?",
-       (f"Which of {_A1} and {_A2} does this ECG show{_EXC}?",),
-       (f"Counting only certain findings, which is present in this ECG: {_A1} or {_A2}?",),
-       uncertain="excluded"),
-    _t(6, _C, "form", f"Which form-related symptom does this ECG show, {_A1} or {_A2}?",
-       (f"Which of the waveform findings {_A1} and {_A2} does this ECG show?",
-        f"Does this ECG show {_A1} or {_A2}?"),
-       (f"Looking at the waveform shape, which is present in this ECG: {_A1} or {_A2}?",)),
-    _t(7, _C, "rhythm", f"Which rhythm-related symptom does this ECG show, {_A1} or {_A2}?",
-       (f"Which of the rhythm findings {_A1} and {_A2} does this ECG show?",
-        f"Is the rhythm {_A1} or {_A2}?"),
-       (f"Regarding the rhythm, which is present in this ECG: {_A1} or {_A2}?",)),
-    _t(8, _Q, "dx_inc", f"What diagnostic symptoms does this ECG show{_INC}?",
-       (f"Which diagnostic findings does this ECG have{_INC}?",),
-       ("List every diagnostic finding in this ECG, counting uncertain ones too.",),
-       uncertain="included"),
-    _t(9, _Q, "dx_exc", f"What diagnostic symptoms does this ECG show{_EXC}?",
-       (f"Which diagnostic findings does this ECG have{_EXC}?",),
-       ("List the diagnostic findings in this ECG, counting only certain ones.",),
-       uncertain="excluded"),
-    _t(10, _Q, "rhythm", "What rhythm-related symptoms does this ECG show?",
-       ("Which rhythm findings does this ECG have?",), ("Describe the rhythm findings of this ECG.",)),
-    _t(11, _Q, "form", "What form-related symptoms does this ECG show?",
-       ("Which waveform findings does this ECG have?",),
-       ("List the form-related findings seen in this ECG.",)),
-    _t(12, _V, "abnormal", "Does this ECG show any kind of abnormal symptoms?",
-       ("Is anything abnormal in this ECG?",), ("Does this ECG contain any abnormal finding?",),
-       record_attribute="any kind of abnormal symptoms", any_statement=True),
-    _t(13, _V, "dx_inc", f"Does this ECG show any diagnostic symptoms{_INC}?",
-       (f"Are there diagnostic findings in this ECG{_INC}?",),
-       ("Counting uncertain findings too, is there any diagnostic finding in this ECG?",),
-       uncertain="included", record_attribute="any diagnostic symptoms"),
-    _t(14, _V, "dx_exc", f"Does this ECG show any diagnostic symptoms{_EXC}?",
-       (f"Are there diagnostic findings in this ECG{_EXC}?",),
-       ("Counting only certain findings, is there any diagnostic finding in this ECG?",),
-       uncertain="excluded", record_attribute="any diagnostic symptoms"),
-    _t(15, _V, "form", "Does this ECG show any form-related symptoms?",
-       ("Are there waveform abnormalities in this ECG?",),
-       ("Is the waveform shape of this ECG abnormal in any way?",), record_attribute="any form symptoms"),
-    _t(16, _V, "rhythm", "Does this ECG show any rhythm-related symptoms?",
-       ("Are there rhythm findings in this ECG?",), ("Is any rhythm statement made for this ECG?",),
-       record_attribute="any rhythm symptoms", any_statement=True),
-)}
+TEMPLATES: dict[int, QuestionTemplate] = {
+    t.template_id: t
+    for t in (
+        _t(
+            1,
+            _V,
+            "code",
+            f"Does this ECG show symptoms of {_A}?",
+            (
+                f"Are there signs of {_A} in this ECG?",
+                f"Does this ECG indicate {_A}?",
+                f"Is there {_A}?",
+                f"Does this ECG have {_A}?",
+                f"Do you see {_A} in this ECG?",
+                f"Is {_A} present?",
+                f"Does the ECG show {_A}?",
+                f"Does this recording show {_A}?",
+                f"Any {_A} on this ECG?",
+                f"Is {_A} found in this tracing?",
+            ),
+            (f"Is there evidence of {_A} in this ECG?", f"Can {_A} be seen on this ECG?"),
+        ),
+        _t(
+            2,
+            _V,
+            "norm",
+            "Is this a normal ECG?",
+            (
+                "Is this ECG normal?",
+                "Is the ECG within normal limits?",
+                "Is this a normal tracing?",
+                "Is this ECG unremarkable?",
+            ),
+            ("Would you read this ECG as normal?", "Does this ECG look normal?"),
+            statement=NORMAL_STATEMENT,
+            record_attribute=NORMAL_STATEMENT,
+        ),
+        _t(
+            3,
+            _C,
+            "superclass",
+            f"Which diagnostic symptom does this ECG show, {_A1} or {_A2}?",
+            (
+                f"Which of {_A1} and {_A2} does this ECG show?",
+                f"Does this ECG show {_A1} or {_A2}?",
+                f"{_A1} or {_A2}: which one is in this ECG?",
+            ),
+            (
+                f"Between {_A1} and {_A2}, which is present in this ECG?",
+                f"Which is found in this ECG: {_A1} or {_A2}?",
+            ),
+        ),
+        _t(
+            4,
+            _C,
+            "dx_inc",
+            f"Which diagnostic symptom does this ECG show, {_A1} or {_A2}{_INC}?",
+            (f"Which of {_A1} and {_A2} does this ECG show{_INC}?",),
+            (f"Counting uncertain findings too, which is present in this ECG: {_A1} or {_A2}?",),
+            uncertain="included",
+        ),
+        _t(
+            5,
+            _C,
+            "dx_exc",
+            f"Which diagnostic symptom does this ECG show, {_A1} or {_A2}{_EXC}?",
+            (f"Which of {_A1} and {_A2} does this ECG show{_EXC}?",),
+            (f"Counting only certain findings, which is present in this ECG: {_A1} or {_A2}?",),
+            uncertain="excluded",
+        ),
+        _t(
+            6,
+            _C,
+            "form",
+            f"Which form-related symptom does this ECG show, {_A1} or {_A2}?",
+            (
+                f"Which of the waveform findings {_A1} and {_A2} does this ECG show?",
+                f"Does this ECG show {_A1} or {_A2}?",
+            ),
+            (f"Looking at the waveform shape, which is present in this ECG: {_A1} or {_A2}?",),
+        ),
+        _t(
+            7,
+            _C,
+            "rhythm",
+            f"Which rhythm-related symptom does this ECG show, {_A1} or {_A2}?",
+            (
+                f"Which of the rhythm findings {_A1} and {_A2} does this ECG show?",
+                f"Is the rhythm {_A1} or {_A2}?",
+            ),
+            (f"Regarding the rhythm, which is present in this ECG: {_A1} or {_A2}?",),
+        ),
+        _t(
+            8,
+            _Q,
+            "dx_inc",
+            f"What diagnostic symptoms does this ECG show{_INC}?",
+            (f"Which diagnostic findings does this ECG have{_INC}?",),
+            ("List every diagnostic finding in this ECG, counting uncertain ones too.",),
+            uncertain="included",
+        ),
+        _t(
+            9,
+            _Q,
+            "dx_exc",
+            f"What diagnostic symptoms does this ECG show{_EXC}?",
+            (f"Which diagnostic findings does this ECG have{_EXC}?",),
+            ("List the diagnostic findings in this ECG, counting only certain ones.",),
+            uncertain="excluded",
+        ),
+        _t(
+            10,
+            _Q,
+            "rhythm",
+            "What rhythm-related symptoms does this ECG show?",
+            ("Which rhythm findings does this ECG have?",),
+            ("Describe the rhythm findings of this ECG.",),
+        ),
+        _t(
+            11,
+            _Q,
+            "form",
+            "What form-related symptoms does this ECG show?",
+            ("Which waveform findings does this ECG have?",),
+            ("List the form-related findings seen in this ECG.",),
+        ),
+        _t(
+            12,
+            _V,
+            "abnormal",
+            "Does this ECG show any kind of abnormal symptoms?",
+            ("Is anything abnormal in this ECG?",),
+            ("Does this ECG contain any abnormal finding?",),
+            record_attribute="any kind of abnormal symptoms",
+            any_statement=True,
+        ),
+        _t(
+            13,
+            _V,
+            "dx_inc",
+            f"Does this ECG show any diagnostic symptoms{_INC}?",
+            (f"Are there diagnostic findings in this ECG{_INC}?",),
+            ("Counting uncertain findings too, is there any diagnostic finding in this ECG?",),
+            uncertain="included",
+            record_attribute="any diagnostic symptoms",
+        ),
+        _t(
+            14,
+            _V,
+            "dx_exc",
+            f"Does this ECG show any diagnostic symptoms{_EXC}?",
+            (f"Are there diagnostic findings in this ECG{_EXC}?",),
+            ("Counting only certain findings, is there any diagnostic finding in this ECG?",),
+            uncertain="excluded",
+            record_attribute="any diagnostic symptoms",
+        ),
+        _t(
+            15,
+            _V,
+            "form",
+            "Does this ECG show any form-related symptoms?",
+            ("Are there waveform abnormalities in this ECG?",),
+            ("Is the waveform shape of this ECG abnormal in any way?",),
+            record_attribute="any form symptoms",
+        ),
+        _t(
+            16,
+            _V,
+            "rhythm",
+            "Does this ECG show any rhythm-related symptoms?",
+            ("Are there rhythm findings in this ECG?",),
+            ("Is any rhythm statement made for this ECG?",),
+            record_attribute="any rhythm symptoms",
+            any_statement=True,
+        ),
+    )
+}
 
 
 def fill_attributes(text: str, attributes: Sequence[str]) -> str:
@@ -198,20 +324,20 @@ def fill_attributes(text: str, attributes: Sequence[str]) -> str:
 # what each template's answer means: ECG-QA's own semantics (diagecg.datasets.ecgqa), said plainly
 SEMANTICS: dict[int, str] = {
     1: "yes: the finding's PTB-XL statement applies; 'not sure': it applies with a low likelihood "
-       "(diagnostic statements only); no: it does not. 'Is there no X?', 'Can you exclude X?' are answered "
-       "as the negation",
+    "(diagnostic statements only); no: it does not. 'Is there no X?', 'Can you exclude X?' are answered "
+    "as the negation",
     2: "yes: PTB-XL's 'normal ECG' statement applies. 'Is the ECG abnormal?', 'Is anything abnormal?' and "
-       "'Is anything wrong?' are answered as its negation (yes = not a normal ECG)",
+    "'Is anything wrong?' are answered as its negation (yes = not a normal ECG)",
     12: "ECG-QA's 'abnormal symptoms' are any statement other than 'normal ECG', sinus rhythm included, so "
-        "the answer is yes for almost every ECG; asked only in ECG-QA's own words. To ask whether an ECG is "
-        "abnormal, ask 'Is the ECG abnormal?' (the negation of 'Is this a normal ECG?')",
+    "the answer is yes for almost every ECG; asked only in ECG-QA's own words. To ask whether an ECG is "
+    "abnormal, ask 'Is the ECG abnormal?' (the negation of 'Is this a normal ECG?')",
     13: "yes: any diagnostic statement (infarction, ST/T change, conduction disturbance or hypertrophy "
-        "classes), uncertain ones included; 'normal ECG' is not one",
+    "classes), uncertain ones included; 'normal ECG' is not one",
     14: "yes: any diagnostic statement made with certainty; 'normal ECG' is not one",
     15: "yes: any form statement (ST, T wave, QRS, voltage, premature complexes...)",
     16: "ECG-QA's 'rhythm-related symptoms' are any rhythm statement, sinus rhythm included: yes for almost "
-        "every ECG; it does not mean an arrhythmia. 'Is the rhythm regular / irregular / normal?' names no "
-        "finding the model knows and is refused: ask about a rhythm by name",
+    "every ECG; it does not mean an arrhythmia. 'Is the rhythm regular / irregular / normal?' names no "
+    "finding the model knows and is refused: ask about a rhythm by name",
 }
 NEGATED_TEXT: dict[int, str] = {2: "Is this ECG abnormal (not a normal ECG)?"}
 

@@ -15,14 +15,28 @@ __all__ = ["FILLER", "KEYWORDS", "normalize_question"]
 
 _STRIP = re.compile(r"[^a-z0-9/\-(),.' ]+")
 # record-level words a spelling slip may be read as (never the other way round)
-KEYWORDS = ("normal", "abnormal", "abnormality", "abnormalities", "rhythm", "regular", "irregular",
-            "waveform", "diagnostic", "symptoms", "findings", "morphology", "evidence")
+KEYWORDS = (
+    "normal",
+    "abnormal",
+    "abnormality",
+    "abnormalities",
+    "rhythm",
+    "regular",
+    "irregular",
+    "waveform",
+    "diagnostic",
+    "symptoms",
+    "findings",
+    "morphology",
+    "evidence",
+)
 # words that carry no meaning for finding the nearest name
 FILLER = frozenset(
     "a an the is are was were be been there this that these those it its of in on at to for with and or "
     "does do did show shows showing see seen can could would will you your me my patient ecg ekg tracing "
     "recording any sign signs symptom symptoms evidence present have has had please tell whether if "
-    "what which how why when where who here found find look looks like indicate indicates".split())
+    "what which how why when where who here found find look looks like indicate indicates".split()
+)
 
 
 def normalize_question(text: str) -> str:

@@ -74,22 +74,42 @@ from diagecg.statements import find_statement
 
 # the templates', the catalogue's, a match's and a refusal's names are re-exported: this is where readers
 # of questions look for them
-__all__ = ["NONE_ANSWER", "NORMAL_ECG_TEMPLATE", "NORMAL_STATEMENT", "REFUSAL_REASONS",
-           "SEMANTICS", "SYNONYMS", "TEMPLATES", "CatalogueEntry", "MatchedQuestion", "QuestionCatalogue",
-           "QuestionTemplate", "QuestionType", "Refusal", "build_catalogue", "fill_attributes",
-           "normalize_question"]
+__all__ = [
+    "NONE_ANSWER",
+    "NORMAL_ECG_TEMPLATE",
+    "NORMAL_STATEMENT",
+    "REFUSAL_REASONS",
+    "SEMANTICS",
+    "SYNONYMS",
+    "TEMPLATES",
+    "CatalogueEntry",
+    "MatchedQuestion",
+    "QuestionCatalogue",
+    "QuestionTemplate",
+    "QuestionType",
+    "Refusal",
+    "build_catalogue",
+    "fill_attributes",
+    "normalize_question",
+]
 
 # words that make a question ask for a number or a measurement, which no template answers
-_NUMERIC = re.compile(r"\b(how many|how much|how long|how fast|how slow|how high|what is the (heart )?rate|"
-                      r"what rate|bpm|ms|milliseconds?|duration|interval in|qtc? (interval )?value|value of|"
-                      r"measure|axis|age|how old|weight|height)\b")
+_NUMERIC = re.compile(
+    r"\b(how many|how much|how long|how fast|how slow|how high|what is the (heart )?rate|"
+    r"what rate|bpm|ms|milliseconds?|duration|interval in|qtc? (interval )?value|value of|"
+    r"measure|axis|age|how old|weight|height)\b"
+)
 _CHOICE = re.compile(r"\b(or|which|between|whether)\b")
 _ONE_OF_TWO = re.compile(r"\bor\b(?!\s+(not|no)\b)")  # "A or B", not "... or not?" / "yes or no"
 _WH = re.compile(r"^(what|which|list|name|describe|tell|give|show me|report|enumerate)\b")
-_CERTAIN_ONLY = re.compile(r"\b(certain|excluding uncertain|definite|confirmed|only certain|"
-                           r"without uncertain)\b")
-_UNCERTAIN_TOO = re.compile(r"\b(including uncertain|counting uncertain|"
-                            r"uncertain (findings|symptoms|ones) too)\b")
+_CERTAIN_ONLY = re.compile(
+    r"\b(certain|excluding uncertain|definite|confirmed|only certain|"
+    r"without uncertain)\b"
+)
+_UNCERTAIN_TOO = re.compile(
+    r"\b(including uncertain|counting uncertain|"
+    r"uncertain (findings|symptoms|ones) too)\b"
+)
 _OTHER_THAN = re.compile(r"\b(other than|besides|apart from|except|instead of|rather than|beyond)\b")
 _AFTER_NAME = re.compile(r"\s+in (the )?([a-z0-9,/ ]+ )?(leads?|wall|territory)\b")
 # record-level wordings (when no finding is named)
@@ -101,7 +121,6 @@ _NORMAL = re.compile(r"\b(normal|unremarkable|ok|okay|healthy|fine)\b")
 _DIAGNOSTIC = re.compile(r"\b(diagnos|finding|symptom|statement)")
 _REGULARITY = re.compile(r"\b(regular(ly)?|irregular(ly|ity)?|arrh?ythmi\w*|dysrhythmi\w*)\b")
 _RATE = re.compile(r"\b(heart ?rate|rate|pulse)\b")
-
 
 
 class QuestionCatalogue(Catalogue):
@@ -118,8 +137,9 @@ class QuestionCatalogue(Catalogue):
         ValueError: duplicate template ids, or a template without options.
     """
 
-    def __init__(self, entries: Iterable[CatalogueEntry],
-                 synonyms: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(
+        self, entries: Iterable[CatalogueEntry], synonyms: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
         super().__init__(entries, synonyms)
         self._suggest = Suggestions(self)
 
@@ -133,16 +153,30 @@ class QuestionCatalogue(Catalogue):
                 out.append(hit.form.finding)
         return out
 
-    def _matched(self, entry: CatalogueEntry, attributes: Sequence[str], *, negated: bool = False,
-                 terms: Sequence[FindingTerm] = (),
-                 spelling: Sequence[tuple[str, str]] = ()) -> MatchedQuestion:
+    def _matched(
+        self,
+        entry: CatalogueEntry,
+        attributes: Sequence[str],
+        *,
+        negated: bool = False,
+        terms: Sequence[FindingTerm] = (),
+        spelling: Sequence[tuple[str, str]] = (),
+    ) -> MatchedQuestion:
         attrs = tuple(attributes)
         if entry.question_type is QuestionType.CHOOSE:
             options = (*attrs, format_answer(attrs), NONE_ANSWER)
         else:
             options = entry.options
-        return MatchedQuestion(entry.template_id, entry.question_type, entry.render(attrs), attrs, options,
-                               negated=negated, terms=tuple(terms), spelling=tuple(spelling))
+        return MatchedQuestion(
+            entry.template_id,
+            entry.question_type,
+            entry.render(attrs),
+            attrs,
+            options,
+            negated=negated,
+            terms=tuple(terms),
+            spelling=tuple(spelling),
+        )
 
     def finding_question(self, statement: str) -> MatchedQuestion | None:
         """The catalogue's yes/no question about a statement (a catalogue name, or another spelling of
@@ -190,34 +224,55 @@ class QuestionCatalogue(Catalogue):
                 terms.append(term)
         if _NUMERIC.search(outside):
             rate = [a for a in ("sinus bradycardia", "sinus tachycardia") if a in self.findings]
-            suggestions = (tuple(self._suggest.verify_question(a) for a in rate)
-                           if _RATE.search(outside) and not terms else self._suggest.nearby(text, terms))
-            return Refusal("numeric", "the question asks for a number or a measurement, which this model "
-                                      "does not give", suggestions)
+            suggestions = (
+                tuple(self._suggest.verify_question(a) for a in rate)
+                if _RATE.search(outside) and not terms
+                else self._suggest.nearby(text, terms)
+            )
+            return Refusal(
+                "numeric",
+                "the question asks for a number or a measurement, which this model does not give",
+                suggestions,
+            )
         negations = count_negations(outside)
         certain = bool(_CERTAIN_ONLY.search(text))
         attrs = [t.finding for t in terms]
         if attrs and _OTHER_THAN.search(outside):
-            return Refusal("other_than", f"the question asks about findings other than {attrs[0]}; ask about "
-                                         f"a finding by name", self._suggest.nearby(text, terms))
+            return Refusal(
+                "other_than",
+                f"the question asks about findings other than {attrs[0]}; ask about a finding by name",
+                self._suggest.nearby(text, terms),
+            )
         if len(attrs) == 1:
             if _WH.search(text) or _ONE_OF_TWO.search(outside):
-                return Refusal("not_understood", f"the question names {attrs[0]} but is not a yes/no "
-                                                 f"question about it", self._suggest.nearby(text, terms))
+                return Refusal(
+                    "not_understood",
+                    f"the question names {attrs[0]} but is not a yes/no question about it",
+                    self._suggest.nearby(text, terms),
+                )
             entry = self.finding_entry()
             if entry is None or attrs[0] not in entry.attributes:
-                return Refusal("not_understood", f"this model cannot be asked about {attrs[0]} alone",
-                               self._suggest.nearby(text, terms))
+                return Refusal(
+                    "not_understood",
+                    f"this model cannot be asked about {attrs[0]} alone",
+                    self._suggest.nearby(text, terms),
+                )
             return self._matched(entry, attrs, negated=negations % 2 == 1, terms=terms, spelling=spelling)
         if len(attrs) == 2:
             if not _CHOICE.search(outside):
-                return Refusal("several_findings", f"the question asks about {attrs[0]} and {attrs[1]} "
-                                                   f"at once; ask about each in turn",
-                               self._suggest.nearby(text, terms))
+                return Refusal(
+                    "several_findings",
+                    f"the question asks about {attrs[0]} and {attrs[1]} at once; ask about each in turn",
+                    self._suggest.nearby(text, terms),
+                )
             if negations % 2:
-                return Refusal("negated_choice", f"a negated choice between {attrs[0]} and {attrs[1]} has no "
-                                                 f"answer this model was trained to give; ask about each in "
-                                                 f"turn", self._suggest.nearby(text, terms, negated=True))
+                return Refusal(
+                    "negated_choice",
+                    f"a negated choice between {attrs[0]} and {attrs[1]} has no "
+                    f"answer this model was trained to give; ask about each in "
+                    f"turn",
+                    self._suggest.nearby(text, terms, negated=True),
+                )
             said = "certain" if certain else "uncertain_too" if _UNCERTAIN_TOO.search(text) else "unsaid"
             order = _CHOICE_ORDER[said]
             choices = self.routed(lambda t: t.question_type is QuestionType.CHOOSE and t.uncertain in order)
@@ -225,30 +280,40 @@ class QuestionCatalogue(Catalogue):
             for entry in choices:
                 if all(a in entry.attributes for a in attrs):
                     return self._matched(entry, attrs, terms=terms, spelling=spelling)
-            return Refusal("several_findings", f"{attrs[0]} and {attrs[1]} are never offered as one choice; "
-                                               f"ask about each in turn", self._suggest.nearby(text, terms))
+            return Refusal(
+                "several_findings",
+                f"{attrs[0]} and {attrs[1]} are never offered as one choice; ask about each in turn",
+                self._suggest.nearby(text, terms),
+            )
         if attrs:
-            return Refusal("several_findings", f"the question names {len(attrs)} findings ("
-                                               f"{', '.join(attrs)}); ask about each in turn",
-                           self._suggest.nearby(text, terms))
+            return Refusal(
+                "several_findings",
+                f"the question names {len(attrs)} findings ({', '.join(attrs)}); ask about each in turn",
+                self._suggest.nearby(text, terms),
+            )
         return self._record_level(text, certain, negations, spelling)
 
     def _term(self, text: str, hit: FoundName) -> FindingTerm | Refusal:
         """How a found name is read; a refusal when the words around it ask for something more specific
         than the catalogue holds ("posterior ischemia", "MI in leads V1-V3")."""
         form = hit.form
-        before = text[:hit.start].split()
+        before = text[: hit.start].split()
         site = next((w for w in (" ".join(before[-2:]), *before[-1:]) if w in SITE_WORDS), None)
-        after = _AFTER_NAME.match(text[hit.end:])
+        after = _AFTER_NAME.match(text[hit.end :])
         if site is not None or after is not None:
             asked = f"{site} {hit.typed}" if site else f"{hit.typed}{after.group() if after else ''}"
-            localised = [a for a in self.findings if a != form.finding and
-                         _base(a) == _base(form.finding) and " leads" in a]
+            localised = [
+                a
+                for a in self.findings
+                if a != form.finding and _base(a) == _base(form.finding) and " leads" in a
+            ]
             related = localised or [form.finding]
             known = "; ".join(related[:6]) + ("; ..." if len(related) > 6 else "")
-            return Refusal("more_specific", f"'{asked}' is more specific than any finding this model was "
-                                            f"trained on (it knows: {known})",
-                           tuple(self._suggest.verify_question(a) for a in related[:3]))
+            return Refusal(
+                "more_specific",
+                f"'{asked}' is more specific than any finding this model was trained on (it knows: {known})",
+                tuple(self._suggest.verify_question(a) for a in related[:3]),
+            )
         via = "spelling" if hit.slips else form.via
         scope, note = form.scope, form.note
         if before and before[-1] in STAGE_WORDS and "infarction" in form.finding and scope == "same":
@@ -258,13 +323,16 @@ class QuestionCatalogue(Catalogue):
     def _refuse_unknown(self, hit: FoundName) -> Refusal:
         related = [r for r in hit.form.related if r in self.findings]
         known = f" (related findings it knows: {'; '.join(related)})" if related else ""
-        suggestions = (tuple(self._suggest.verify_question(r) for r in related[:3])
-                       or self._suggest.nearest(hit.typed))
-        return Refusal("unknown_finding", f"'{hit.typed}' is not a finding this model was trained on{known}",
-                       suggestions)
+        suggestions = tuple(self._suggest.verify_question(r) for r in related[:3]) or self._suggest.nearest(
+            hit.typed
+        )
+        return Refusal(
+            "unknown_finding", f"'{hit.typed}' is not a finding this model was trained on{known}", suggestions
+        )
 
-    def _record_level(self, text: str, certain: bool, negations: int,
-                      spelling: list[tuple[str, str]]) -> MatchedQuestion | Refusal:
+    def _record_level(
+        self, text: str, certain: bool, negations: int, spelling: list[tuple[str, str]]
+    ) -> MatchedQuestion | Refusal:
         def keyword(m: re.Match[str]) -> str:  # record-level keywords misspelt ("rythm", "normla")
             w = m.group()
             if w in self.names.known_words or w in FILLER:
@@ -284,43 +352,70 @@ class QuestionCatalogue(Catalogue):
         elif _FORM.search(text):
             entry = self.record_entry(kind, "form")
             flips = len(_NORMAL.findall(text))  # a normal waveform: no form symptom
-        elif _REGULARITY.search(text) or (_RHYTHM.search(text) and (_NORMAL.search(text)
-                                                                    or opposite_flips(text))):
+        elif _REGULARITY.search(text) or (
+            _RHYTHM.search(text) and (_NORMAL.search(text) or opposite_flips(text))
+        ):
             rhythms = ("sinus rhythm", "atrial fibrillation", "sinus arrhythmia")
-            return Refusal("no_such_finding", "a regular, irregular, normal or abnormal rhythm is not a "
-                                              "finding this model was trained on (nor is its opposite): ask "
-                                              "about a rhythm by name",
-                           tuple(self._suggest.verify_question(a) for a in rhythms if a in self.findings))
+            return Refusal(
+                "no_such_finding",
+                "a regular, irregular, normal or abnormal rhythm is not a "
+                "finding this model was trained on (nor is its opposite): ask "
+                "about a rhythm by name",
+                tuple(self._suggest.verify_question(a) for a in rhythms if a in self.findings),
+            )
         elif _RHYTHM.search(text):
             if wh or _RHYTHM_GROUP.search(text):
                 entry = self.record_entry(kind, "rhythm")
             else:
-                return Refusal("not_understood", "the question asks about the rhythm without naming one: "
-                                                 "ask about a rhythm by name or 'What rhythm-related "
-                                                 "symptoms does this ECG show?'",
-                               self._suggest.nearby(text, []))
+                return Refusal(
+                    "not_understood",
+                    "the question asks about the rhythm without naming one: "
+                    "ask about a rhythm by name or 'What rhythm-related "
+                    "symptoms does this ECG show?'",
+                    self._suggest.nearby(text, []),
+                )
         elif (_NORMAL.search(text) or opposite_flips(text)) and not wh:
             entry, flips = self.statement_entry(NORMAL_STATEMENT), opposite_flips(text)
         elif _DIAGNOSTIC.search(text):
             uncertain = "excluded" if certain else "included"
-            entry = next(iter(self.routed(lambda t: t.record_level and t.question_type is kind
-                                           and t.uncertain == uncertain)), None)
+            entry = next(
+                iter(
+                    self.routed(
+                        lambda t: t.record_level and t.question_type is kind and t.uncertain == uncertain
+                    )
+                ),
+                None,
+            )
         elif _RATE.search(text):
-            return Refusal("numeric", "the heart rate is a number this model does not give; ask about sinus "
-                                      "bradycardia or sinus tachycardia", tuple(
-                                          self._suggest.verify_question(a)
-                                          for a in ("sinus tachycardia", "sinus bradycardia")
-                                          if a in self.findings))
+            return Refusal(
+                "numeric",
+                "the heart rate is a number this model does not give; ask about sinus "
+                "bradycardia or sinus tachycardia",
+                tuple(
+                    self._suggest.verify_question(a)
+                    for a in ("sinus tachycardia", "sinus bradycardia")
+                    if a in self.findings
+                ),
+            )
         else:
-            return Refusal("not_understood", "the question matches none of the questions this model was "
-                                             "trained to answer", self._suggest.nearby(text, []))
+            return Refusal(
+                "not_understood",
+                "the question matches none of the questions this model was trained to answer",
+                self._suggest.nearby(text, []),
+            )
         if entry is None:
-            return Refusal("not_understood", "this bundle has no template for the question",
-                           self._suggest.nearby(text, []))
+            return Refusal(
+                "not_understood",
+                "this bundle has no template for the question",
+                self._suggest.nearby(text, []),
+            )
         negated = (negations + flips) % 2 == 1
         if negated and not {"yes", "no"} <= set(entry.options):
-            return Refusal("negated_query", "a negated 'which findings' question has no answer this model "
-                                            "was trained to give", (entry.text,))
+            return Refusal(
+                "negated_query",
+                "a negated 'which findings' question has no answer this model was trained to give",
+                (entry.text,),
+            )
         return self._matched(entry, (), negated=negated, spelling=spelling)
 
     # --- suggestions ---------------------------------------------------------------------------
@@ -341,8 +436,12 @@ class QuestionCatalogue(Catalogue):
         entry = self.entries.get(match.template_id)
         if entry is not None and entry.group == "rhythm":
             return True
-        rhythm = {a for e in self.entries.values()
-                  if e.group == "rhythm" and e.question_type is not QuestionType.VERIFY for a in e.options}
+        rhythm = {
+            a
+            for e in self.entries.values()
+            if e.group == "rhythm" and e.question_type is not QuestionType.VERIFY
+            for a in e.options
+        }
         rhythm.discard(NONE_ANSWER)
         named = match.template.one_finding and match.template.n_attributes == 1
         return named and bool(match.attributes) and set(match.attributes) <= rhythm
@@ -362,7 +461,7 @@ def _blank(text: str, hits: Sequence[FoundName]) -> str:
     between a name's words ("QT is *not* prolonged") kept, and framing phrases ("or not") dropped."""
     out, at = [], 0
     for h in hits:
-        out += [text[at:h.start], *h.gap]
+        out += [text[at : h.start], *h.gap]
         at = h.end
     return strip_framing(" ".join(" ".join([*out, text[at:]]).split()))
 

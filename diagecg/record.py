@@ -73,8 +73,10 @@ def record_from_array(
     if x.ndim != 2 or 0 in x.shape:
         raise RecordError(f"{source}: signal must have shape (leads, samples), got {x.shape}")
     if x.size > MAX_RECORD_SAMPLES:
-        raise RecordError(f"{source}: {x.shape[0]} x {x.shape[1]} values are more than diagecg reads "
-                          f"({MAX_RECORD_SAMPLES}); crop the record first")
+        raise RecordError(
+            f"{source}: {x.shape[0]} x {x.shape[1]} values are more than diagecg reads "
+            f"({MAX_RECORD_SAMPLES}); crop the record first"
+        )
     rate = _rate(fs_hz, source)
     _check_text(units, "units", source)
     factor = UNITS_TO_MV.get(units.strip().lower())
@@ -85,8 +87,9 @@ def record_from_array(
         raise RecordError(f"{source}: {len(names)} lead names for {x.shape[0]} signal rows")
     _check_text(record_id, "record_id", source)
     if patient is not None and not isinstance(patient, PatientInfo):
-        raise RecordError(f"{source}: patient must be a diagecg.types.PatientInfo or None, not "
-                          f"{type(patient).__name__}")
+        raise RecordError(
+            f"{source}: patient must be a diagecg.types.PatientInfo or None, not {type(patient).__name__}"
+        )
     diagnoses, warnings = _texts(diagnoses, "diagnoses", source), _texts(warnings, "warnings", source)
     try:
         indices, lead_warnings = canonical_lead_order(names)
@@ -96,8 +99,10 @@ def record_from_array(
         mv64 = x[indices].astype(np.float64) * factor  # (12, samples) mV
         out_of_range = np.isinf(mv64) | (np.abs(mv64) > F32_MAX_MV)
     if out_of_range.any():
-        raise SignalQualityError(f"{source}: {int(out_of_range.sum())} samples are infinite or beyond "
-                                 f"float32 (|x| > {F32_MAX_MV:.3g} mV): a wrong scale, gain or units")
+        raise SignalQualityError(
+            f"{source}: {int(out_of_range.sum())} samples are infinite or beyond "
+            f"float32 (|x| > {F32_MAX_MV:.3g} mV): a wrong scale, gain or units"
+        )
     mv: F32Array = mv64.astype(np.float32)
     del mv64
     cfg = quality or QualityConfig()
@@ -126,7 +131,9 @@ def record_digest(record: EcgRecord, quality: QualityConfig) -> bytes:
     signal = record.signal
     if not isinstance(signal, np.ndarray):
         return b""
-    h.update(f"{signal.dtype.str}|{signal.shape}|{record.fs_hz!r}|{record.lead_names!r}|{quality!r}|".encode())
+    h.update(
+        f"{signal.dtype.str}|{signal.shape}|{record.fs_hz!r}|{record.lead_names!r}|{quality!r}|".encode()
+    )
     h.update(signal.tobytes() if signal.flags.c_contiguous else signal.copy(order="C").tobytes())
     return h.digest()
 
@@ -145,9 +152,18 @@ def check_record(record: EcgRecord, quality: QualityConfig | None = None) -> Ecg
     if record.checked and record.checked == record_digest(record, cfg):
         return record
     source = record.source if isinstance(record.source, str) and record.source else "<EcgRecord>"
-    return record_from_array(record.signal, record.fs_hz, record.lead_names, units="mV", source=source,
-                             record_id=record.record_id, patient=record.patient, diagnoses=record.diagnoses,
-                             warnings=record.warnings, quality=cfg)
+    return record_from_array(
+        record.signal,
+        record.fs_hz,
+        record.lead_names,
+        units="mV",
+        source=source,
+        record_id=record.record_id,
+        patient=record.patient,
+        diagnoses=record.diagnoses,
+        warnings=record.warnings,
+        quality=cfg,
+    )
 
 
 def _real_array(signal: object, source: str) -> np.ndarray:
@@ -155,22 +171,33 @@ def _real_array(signal: object, source: str) -> np.ndarray:
     if isinstance(signal, np.ma.MaskedArray):
         masked = np.ma.getmaskarray(signal)
         if masked.any():
-            raise RecordError(f"{source}: the signal is a masked array with {int(masked.sum())} masked "
-                              f"samples; fill them (or crop them away) first: diagecg does not guess missing "
-                              f"values")
+            raise RecordError(
+                f"{source}: the signal is a masked array with {int(masked.sum())} masked "
+                f"samples; fill them (or crop them away) first: diagecg does not guess missing "
+                f"values"
+            )
         signal = signal.data
     if signal is None or isinstance(signal, (str, bytes)):
-        raise RecordError(f"{source}: signal must be a (leads, samples) array of numbers, not "
-                          f"{type(signal).__name__}")
+        raise RecordError(
+            f"{source}: signal must be a (leads, samples) array of numbers, not {type(signal).__name__}"
+        )
     try:
         x = np.asarray(signal)
     except (TypeError, ValueError) as e:  # ragged lists
         raise RecordError(f"{source}: signal is not a (leads, samples) array: {e}") from None
     if x.dtype.kind not in "fiu":
-        what = {"c": "complex (an imaginary part would be dropped)", "b": "boolean", "O": "Python objects",
-                "U": "text", "S": "bytes", "M": "dates", "m": "time spans"}.get(x.dtype.kind, str(x.dtype))
-        raise RecordError(f"{source}: signal dtype {x.dtype} ({what}) is not a real number type; "
-                          f"give floats or integers")
+        what = {
+            "c": "complex (an imaginary part would be dropped)",
+            "b": "boolean",
+            "O": "Python objects",
+            "U": "text",
+            "S": "bytes",
+            "M": "dates",
+            "m": "time spans",
+        }.get(x.dtype.kind, str(x.dtype))
+        raise RecordError(
+            f"{source}: signal dtype {x.dtype} ({what}) is not a real number type; give floats or integers"
+        )
     return x
 
 
@@ -205,6 +232,7 @@ def check_rate(fs_hz: float, source: str, error: type[Exception]) -> None:
     """Raise ``error`` when ``fs_hz`` lies outside ``MIN_FS_HZ``..``MAX_FS_HZ`` (a reader passes its
     ``HeaderError``: the rate a file states is part of its header)."""
     if not MIN_FS_HZ <= fs_hz <= MAX_FS_HZ:
-        raise error(f"{source}: sampling rate {fs_hz:g} Hz is not an ECG's (expected {MIN_FS_HZ:g}-"
-                    f"{MAX_FS_HZ:g} Hz); check the header")
-
+        raise error(
+            f"{source}: sampling rate {fs_hz:g} Hz is not an ECG's (expected {MIN_FS_HZ:g}-"
+            f"{MAX_FS_HZ:g} Hz); check the header"
+        )

@@ -106,8 +106,11 @@ class Suggestions:
                 example = e.render(fill[:1] if ATTRIBUTE in e.text else fill)
             except ValueError:
                 continue
-            other = set(normalize_question(e.text.replace(ATTRIBUTE, "").replace(ATTRIBUTE1, "")
-                                           .replace(ATTRIBUTE2, "")).split())
+            other = set(
+                normalize_question(
+                    e.text.replace(ATTRIBUTE, "").replace(ATTRIBUTE1, "").replace(ATTRIBUTE2, "")
+                ).split()
+            )
             overlap = len(words & other) / (len(words | other) or 1)
             scored.append((-overlap, e.template_id, example))
         return tuple(ex for _, _, ex in sorted(scored)[:k])

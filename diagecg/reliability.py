@@ -81,16 +81,20 @@ class ReliabilityTable:
             its thresholds are reported as the decision rule.
     """
 
-    def __init__(self, evaluation: Mapping[str, Any] | None,
-                 calibration: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, evaluation: Mapping[str, Any] | None, calibration: Mapping[str, Any] | None = None
+    ) -> None:
         evaluation = evaluation or {}
         findings = evaluation.get("findings") or {}
         model = ((findings.get("template") or {}).get("model") or {}) if isinstance(findings, Mapping) else {}
         per = model.get("per_finding") or {}
         folds = evaluation.get("folds") or []
         n_records = evaluation.get("n_records")
-        self.source = (f"PTB-XL fold {', '.join(map(str, folds))} ({n_records} records), template wording"
-                       if folds else "the bundle's held-out evaluation")
+        self.source = (
+            f"PTB-XL fold {', '.join(map(str, folds))} ({n_records} records), template wording"
+            if folds
+            else "the bundle's held-out evaluation"
+        )
         self.calibration = dict(calibration or {})
         self._findings: dict[str, dict[str, Any]] = {}
         for code, row in per.items():
@@ -119,20 +123,31 @@ class ReliabilityTable:
         name = str(row["name"]).lower()
         threshold = _number(self.calibration.get(name) or {}, "threshold")
         return {
-            "finding": name, "code": code, "status": "below_floor" if warnings else "validated",
-            "n": n, "n_positives": n_pos,
-            "auc": _round(auc), "auc_ci95": row.get("auc_ci95") or (
-                hanley_mcneil(auc, n_pos, n_neg) if auc is not None else None),
-            "sensitivity": _round(sens), "sensitivity_ci95": row.get("sensitivity_ci95") or (
-                wilson(tp, n_pos) if tp is not None else None),
-            "specificity": _round(spec), "specificity_ci95": row.get("specificity_ci95") or (
-                wilson(tn, n_neg) if tn is not None else None),
-            "ppv": _round(ppv), "ppv_ci95": row.get("ppv_ci95") or (
-                wilson(tp, tp + n_neg - tn) if tp is not None and tn is not None else None),
-            "npv": _round(npv), "npv_ci95": row.get("npv_ci95") or (
-                wilson(tn, tn + n_pos - tp) if tp is not None and tn is not None else None),
-            "decision": (f"calibrated p(present) >= {threshold:g}" if threshold is not None
-                         else "the most probable answer ('yes' or 'not sure' count as present)"),
+            "finding": name,
+            "code": code,
+            "status": "below_floor" if warnings else "validated",
+            "n": n,
+            "n_positives": n_pos,
+            "auc": _round(auc),
+            "auc_ci95": row.get("auc_ci95")
+            or (hanley_mcneil(auc, n_pos, n_neg) if auc is not None else None),
+            "sensitivity": _round(sens),
+            "sensitivity_ci95": row.get("sensitivity_ci95")
+            or (wilson(tp, n_pos) if tp is not None else None),
+            "specificity": _round(spec),
+            "specificity_ci95": row.get("specificity_ci95")
+            or (wilson(tn, n_neg) if tn is not None else None),
+            "ppv": _round(ppv),
+            "ppv_ci95": row.get("ppv_ci95")
+            or (wilson(tp, tp + n_neg - tn) if tp is not None and tn is not None else None),
+            "npv": _round(npv),
+            "npv_ci95": row.get("npv_ci95")
+            or (wilson(tn, tn + n_pos - tp) if tp is not None and tn is not None else None),
+            "decision": (
+                f"calibrated p(present) >= {threshold:g}"
+                if threshold is not None
+                else "the most probable answer ('yes' or 'not sure' count as present)"
+            ),
             "warnings": warnings,
         }
 
@@ -140,8 +155,10 @@ class ReliabilityTable:
     def from_manifest(cls, manifest: Mapping[str, Any]) -> ReliabilityTable:
         """The table of a bundle's manifest (its ``evaluation``, and its ``calibration`` if any)."""
         calibration = manifest.get(K.CALIBRATION) or {}
-        return cls(manifest.get(K.EVALUATION),
-                   calibration.get("findings") if isinstance(calibration, Mapping) else None)
+        return cls(
+            manifest.get(K.EVALUATION),
+            calibration.get("findings") if isinstance(calibration, Mapping) else None,
+        )
 
     def finding(self, name: str) -> dict[str, Any]:
         """The held-out numbers of a finding (catalogue name; ``normal ecg`` for "Is this a normal ECG?"),
@@ -149,10 +166,30 @@ class ReliabilityTable:
         hit = self._findings.get(name.lower())
         if hit is not None:
             return dict(hit)
-        return {"finding": name, "code": None, "status": "not_validated", "n": 0, "n_positives": 0,
-                **{k: None for k in ("auc", "auc_ci95", "sensitivity", "sensitivity_ci95", "specificity",
-                                     "specificity_ci95", "ppv", "ppv_ci95", "npv", "npv_ci95", "decision")},
-                "warnings": [W.FINDING_NOT_VALIDATED]}
+        return {
+            "finding": name,
+            "code": None,
+            "status": "not_validated",
+            "n": 0,
+            "n_positives": 0,
+            **{
+                k: None
+                for k in (
+                    "auc",
+                    "auc_ci95",
+                    "sensitivity",
+                    "sensitivity_ci95",
+                    "specificity",
+                    "specificity_ci95",
+                    "ppv",
+                    "ppv_ci95",
+                    "npv",
+                    "npv_ci95",
+                    "decision",
+                )
+            },
+            "warnings": [W.FINDING_NOT_VALIDATED],
+        }
 
     def template(self, template_id: int) -> dict[str, Any] | None:
         """A template's held-out exact match beside its majority baseline, or None."""
@@ -160,10 +197,18 @@ class ReliabilityTable:
         if row is None:
             return None
         model, majority = _number(row, "model"), _number(row, "majority_template")
-        warnings = ([W.TEMPLATE_NOT_BETTER_THAN_MAJORITY]
-                    if model is not None and majority is not None and model <= majority else [])
-        return {"template_id": template_id, "n": int(row.get("n") or 0), "exact_match": _round(model),
-                "majority_baseline": _round(majority), "warnings": warnings}
+        warnings = (
+            [W.TEMPLATE_NOT_BETTER_THAN_MAJORITY]
+            if model is not None and majority is not None and model <= majority
+            else []
+        )
+        return {
+            "template_id": template_id,
+            "n": int(row.get("n") or 0),
+            "exact_match": _round(model),
+            "majority_baseline": _round(majority),
+            "warnings": warnings,
+        }
 
     def validated(self) -> frozenset[str] | None:
         """The findings with held-out numbers (lower-case names), or None when the bundle has no
@@ -183,5 +228,10 @@ class ReliabilityTable:
         if template is not None:
             statuses.append("below_floor" if template["warnings"] else "validated")
         status = max(statuses, key=_STATUS_ORDER.index) if statuses else "not_validated"
-        return {"status": status, "floor": {"min_positives": MIN_POSITIVES, "min_auc": MIN_AUC},
-                "source": self.source, "findings": rows, "template": template}
+        return {
+            "status": status,
+            "floor": {"min_positives": MIN_POSITIVES, "min_auc": MIN_AUC},
+            "source": self.source,
+            "findings": rows,
+            "template": template,
+        }

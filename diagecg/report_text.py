@@ -26,7 +26,7 @@ def report_statements(text: str) -> list[str]:
 
 def _implied(short: list[str], long: list[str]) -> bool:
     n = len(short)
-    return n < len(long) and any(long[i:i + n] == short for i in range(len(long) - n + 1))
+    return n < len(long) and any(long[i : i + n] == short for i in range(len(long) - n + 1))
 
 
 def tidy_report(text: str) -> str:
@@ -37,6 +37,7 @@ def tidy_report(text: str) -> str:
         if s not in statements:
             statements.append(s)
     words = [s.split() for s in statements]
-    kept = [s for s, w in zip(statements, words, strict=True)
-            if not any(_implied(w, other) for other in words)]
+    kept = [
+        s for s, w in zip(statements, words, strict=True) if not any(_implied(w, other) for other in words)
+    ]
     return " ".join(s[0].upper() + s[1:] + "." for s in kept)

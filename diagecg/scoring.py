@@ -33,8 +33,18 @@ from diagecg.criteria import criterion_for, criterion_score
 from diagecg.datasets.ecgqa import QASample
 from diagecg.datasets.ptbxl import SUPERCLASSES
 
-__all__ = ["NEGATIVE", "ablation_permutation", "auc_interval", "bootstrap_auc_intervals", "calibration",
-           "format_calibration", "roc_auc", "ruler_scores", "score_findings", "weighted_roc_auc"]
+__all__ = [
+    "NEGATIVE",
+    "ablation_permutation",
+    "auc_interval",
+    "bootstrap_auc_intervals",
+    "calibration",
+    "format_calibration",
+    "roc_auc",
+    "ruler_scores",
+    "score_findings",
+    "weighted_roc_auc",
+]
 
 NEGATIVE = "no"
 
@@ -78,8 +88,11 @@ def _grouped_auc(y_sorted: np.ndarray, w_sorted: np.ndarray, groups: np.ndarray)
     return float((wp * (below + 0.5 * wn)).sum() / (total_p * total_n))
 
 
-def weighted_roc_auc(labels: Sequence[float] | np.ndarray, scores: Sequence[float] | np.ndarray,
-                     weights: Sequence[float] | np.ndarray | None = None) -> float:
+def weighted_roc_auc(
+    labels: Sequence[float] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    weights: Sequence[float] | np.ndarray | None = None,
+) -> float:
     """Area under the ROC curve with each sample counted ``weights`` times (:func:`roc_auc` when
     all weights are 1); NaN unless both classes have weight. Importance weights
     (``PtbxlDataset.statement_weights``) give the AUC of the population the weights stand for."""
@@ -87,14 +100,16 @@ def weighted_roc_auc(labels: Sequence[float] | np.ndarray, scores: Sequence[floa
     s = np.asarray(scores, dtype=float)
     w = np.ones(len(s)) if weights is None else np.asarray(weights, dtype=float)
     assert y.shape == s.shape == w.shape and y.ndim == 1, (
-        f"labels {y.shape}, scores {s.shape} and weights {w.shape} must be equal 1-D")
+        f"labels {y.shape}, scores {s.shape} and weights {w.shape} must be equal 1-D"
+    )
     order, groups = _tie_groups(s)
     return _grouped_auc(y[order], w[order], groups)
 
 
 def bootstrap_auc_intervals(
-    rows: Mapping[str, tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray,
-                             Sequence[int] | np.ndarray]],
+    rows: Mapping[
+        str, tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray, Sequence[int] | np.ndarray]
+    ],
     groups: Mapping[str, Sequence[str]] | None = None,
     weights: Mapping[str, Sequence[float] | np.ndarray] | None = None,
     n_boot: int = 1000,
@@ -121,15 +136,22 @@ def bootstrap_auc_intervals(
     if n_boot < 1 or not 0 < level < 1:
         raise ValueError(f"n_boot={n_boot} must be >= 1 and level={level} in (0, 1)")
     names = list(rows)
-    all_clusters = np.unique(np.concatenate([np.asarray(r[2], dtype=np.int64) for r in rows.values()]
-                                            or [np.zeros(0, np.int64)]))
+    all_clusters = np.unique(
+        np.concatenate([np.asarray(r[2], dtype=np.int64) for r in rows.values()] or [np.zeros(0, np.int64)])
+    )
     prepared = []
     for name in names:
         y, s, c = (np.asarray(v) for v in rows[name])
         w = np.ones(len(s)) if weights is None or name not in weights else np.asarray(weights[name], float)
         order, tie = _tie_groups(s.astype(float))
-        prepared.append(((y.astype(float) > 0.5)[order], w[order], tie,
-                         np.searchsorted(all_clusters, c.astype(np.int64))[order]))
+        prepared.append(
+            (
+                (y.astype(float) > 0.5)[order],
+                w[order],
+                tie,
+                np.searchsorted(all_clusters, c.astype(np.int64))[order],
+            )
+        )
     rng = np.random.default_rng(seed)
     draws = np.full((n_boot, len(names)), math.nan)
     for b in range(n_boot):
@@ -159,8 +181,12 @@ def bootstrap_auc_intervals(
     return out
 
 
-def calibration(outcomes: Sequence[float] | np.ndarray, probs: Sequence[float] | np.ndarray,
-                n_bins: int = 10, weights: Sequence[float] | np.ndarray | None = None) -> dict[str, Any]:
+def calibration(
+    outcomes: Sequence[float] | np.ndarray,
+    probs: Sequence[float] | np.ndarray,
+    n_bins: int = 10,
+    weights: Sequence[float] | np.ndarray | None = None,
+) -> dict[str, Any]:
     """Reliability table and expected calibration error (ECE) of probabilities against 0/1 outcomes.
 
     Predictions fall into ``n_bins`` equal-width bins of ``probs`` over [0, 1] (1.0 in the last).
@@ -176,7 +202,8 @@ def calibration(outcomes: Sequence[float] | np.ndarray, probs: Sequence[float] |
     p = np.asarray(probs, dtype=float)
     w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=float)
     assert y.shape == p.shape == w.shape and y.ndim == 1, (
-        f"outcomes {y.shape}, probs {p.shape} and weights {w.shape} must be equal 1-D")
+        f"outcomes {y.shape}, probs {p.shape} and weights {w.shape} must be equal 1-D"
+    )
     if n_bins < 1:
         raise ValueError(f"n_bins={n_bins} is invalid: must be >= 1")
     if p.size and (np.nanmin(p) < 0 or np.nanmax(p) > 1 or np.isnan(p).any()):
@@ -192,17 +219,22 @@ def calibration(outcomes: Sequence[float] | np.ndarray, probs: Sequence[float] |
         wb = w[inside]
         mean_p, observed = float(np.average(p[inside], weights=wb)), float(np.average(y[inside], weights=wb))
         ece += wb.sum() / total * abs(mean_p - observed)
-        bins.append({"lo": b / n_bins, "hi": (b + 1) / n_bins, "n": n, "mean_prob": mean_p,
-                     "observed": observed})
+        bins.append(
+            {"lo": b / n_bins, "hi": (b + 1) / n_bins, "n": n, "mean_prob": mean_p, "observed": observed}
+        )
     return {"ece": float(ece) if len(p) else math.nan, "n": int(len(p)), "bins": bins}
 
 
 def format_calibration(table: dict[str, Any], title: str) -> list[str]:
     """Lines of a reliability table (:func:`calibration`)."""
-    lines = [f"{title}: ECE {table['ece']:.3f} over {table['n']} answers",
-             f"{'p bin':<11} {'n':>6} {'mean p':>7} {'observed':>9}"]
-    lines += [f"{b['lo']:.1f}-{b['hi']:.1f}    {b['n']:>6} {b['mean_prob']:>7.3f} {b['observed']:>9.3f}"
-              for b in table["bins"]]
+    lines = [
+        f"{title}: ECE {table['ece']:.3f} over {table['n']} answers",
+        f"{'p bin':<11} {'n':>6} {'mean p':>7} {'observed':>9}",
+    ]
+    lines += [
+        f"{b['lo']:.1f}-{b['hi']:.1f}    {b['n']:>6} {b['mean_prob']:>7.3f} {b['observed']:>9.3f}"
+        for b in table["bins"]
+    ]
     return lines
 
 
@@ -233,10 +265,17 @@ def _rates(truth: np.ndarray, called: np.ndarray, w: np.ndarray) -> tuple[float,
     return sens, spec
 
 
-def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Sequence[np.ndarray],
-                   options: Sequence[Sequence[str]], min_positives: int,
-                   weights: Sequence[float] | None = None, n_bootstrap: int = 0,
-                   seed: int = 0, calls: Sequence[bool] | None = None) -> dict[str, Any]:
+def score_findings(
+    samples: Sequence[QASample],
+    codes: Sequence[str],
+    probs: Sequence[np.ndarray],
+    options: Sequence[Sequence[str]],
+    min_positives: int,
+    weights: Sequence[float] | None = None,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    calls: Sequence[bool] | None = None,
+) -> dict[str, Any]:
     """Per-finding AUC (with a bootstrap interval), sensitivity, specificity and balanced accuracy,
     and their macro means.
 
@@ -267,8 +306,9 @@ def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Seq
     decided = [None] * len(samples) if calls is None else list(calls)
     for s, c, p, opts, w, call in zip(samples, codes, probs, options, sample_w, decided, strict=True):
         neg = list(opts).index(NEGATIVE)
-        r = rows.setdefault(c, {"truth": [], "score": [], "called": [], "name": [s.attributes[0]], "w": [],
-                                "ecg_id": []})
+        r = rows.setdefault(
+            c, {"truth": [], "score": [], "called": [], "name": [s.attributes[0]], "w": [], "ecg_id": []}
+        )
         r["truth"].append(s.answers != (NEGATIVE,))
         r["score"].append(1.0 - float(p[neg]))
         r["called"].append(int(np.argmax(p)) != neg if call is None else bool(call))
@@ -282,15 +322,24 @@ def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Seq
     called = np.concatenate([r["called"] for r in rows.values()]) if rows else np.zeros(0, bool)
     w_all = np.concatenate([r["w"] for r in rows.values()]) if rows else np.zeros(0)
     confidence = np.where(called, present, 1.0 - present)
-    reliability = {"presence": calibration(truth, np.clip(present, 0.0, 1.0), weights=w_all),
-                   "answer": calibration(called == truth, np.clip(confidence, 0.0, 1.0), weights=w_all)}
+    reliability = {
+        "presence": calibration(truth, np.clip(present, 0.0, 1.0), weights=w_all),
+        "answer": calibration(called == truth, np.clip(confidence, 0.0, 1.0), weights=w_all),
+    }
     per: dict[str, dict[str, Any]] = {}
     for c, r in rows.items():
         truth, called, row_w = np.array(r["truth"]), np.array(r["called"]), np.array(r["w"])
         sens, spec = _rates(truth, called, row_w)
-        per[c] = {"name": r["name"][0], "n": len(truth), "n_pos": int(truth.sum()),
-                  "auc": weighted_roc_auc(truth, r["score"], row_w), "auc_ci95": None, "sensitivity": sens,
-                  "specificity": spec, "balanced_accuracy": (sens + spec) / 2}
+        per[c] = {
+            "name": r["name"][0],
+            "n": len(truth),
+            "n_pos": int(truth.sum()),
+            "auc": weighted_roc_auc(truth, r["score"], row_w),
+            "auc_ci95": None,
+            "sensitivity": sens,
+            "specificity": spec,
+            "balanced_accuracy": (sens + spec) / 2,
+        }
 
     def macro(keys: list[str], metric: str) -> float:
         vals = [per[k][metric] for k in keys if not math.isnan(per[k][metric])]
@@ -300,23 +349,35 @@ def score_findings(samples: Sequence[QASample], codes: Sequence[str], probs: Seq
     stm = [c for c in per if c not in SUPERCLASSES and per[c]["n_pos"] >= min_positives]
     intervals: dict[str, list[float] | None] = {"superclass": None, "statement": None}
     if n_bootstrap > 0 and rows:
-        ci = bootstrap_auc_intervals({c: (r["truth"], r["score"], r["ecg_id"]) for c, r in rows.items()},
-                                     groups={"superclass": sup, "statement": stm},
-                                     weights={c: r["w"] for c, r in rows.items()}, n_boot=n_bootstrap,
-                                     seed=seed)
+        ci = bootstrap_auc_intervals(
+            {c: (r["truth"], r["score"], r["ecg_id"]) for c, r in rows.items()},
+            groups={"superclass": sup, "statement": stm},
+            weights={c: r["w"] for c, r in rows.items()},
+            n_boot=n_bootstrap,
+            seed=seed,
+        )
         for c in per:
             per[c]["auc_ci95"] = list(ci[c])
         intervals = {"superclass": list(ci["superclass"]), "statement": list(ci["statement"])}
-    return {"per_finding": per, "calibration": reliability, "macro": {
-        "superclass_auc": macro(sup, "auc"), "superclass_auc_ci95": intervals["superclass"],
-        "superclass_balanced_accuracy": macro(sup, "balanced_accuracy"),
-        "statement_auc": macro(stm, "auc"), "statement_auc_ci95": intervals["statement"],
-        "statement_balanced_accuracy": macro(stm, "balanced_accuracy"),
-        "n_superclasses": len(sup), "n_statements": len(stm)}}
+    return {
+        "per_finding": per,
+        "calibration": reliability,
+        "macro": {
+            "superclass_auc": macro(sup, "auc"),
+            "superclass_auc_ci95": intervals["superclass"],
+            "superclass_balanced_accuracy": macro(sup, "balanced_accuracy"),
+            "statement_auc": macro(stm, "auc"),
+            "statement_auc_ci95": intervals["statement"],
+            "statement_balanced_accuracy": macro(stm, "balanced_accuracy"),
+            "n_superclasses": len(sup),
+            "n_statements": len(stm),
+        },
+    }
 
 
-def auc_interval(truth: np.ndarray, score: np.ndarray, n_boot: int = 500, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+def auc_interval(
+    truth: np.ndarray, score: np.ndarray, n_boot: int = 500, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the AUC (records resampled with replacement); NaN without
     positives and negatives."""
     truth, score = np.asarray(truth, bool), np.asarray(score, float)
@@ -334,8 +395,13 @@ def auc_interval(truth: np.ndarray, score: np.ndarray, n_boot: int = 500, seed: 
     return float(lo), float(hi)
 
 
-def ruler_scores(ecg_ids: Sequence[int], codes: Sequence[str], truth: Sequence[bool],
-                 features: Mapping[int, np.ndarray], n_boot: int = 500) -> dict[str, dict[str, Any]]:
+def ruler_scores(
+    ecg_ids: Sequence[int],
+    codes: Sequence[str],
+    truth: Sequence[bool],
+    features: Mapping[int, np.ndarray],
+    n_boot: int = 500,
+) -> dict[str, dict[str, Any]]:
     """The measurement-alone baseline of each finding that has a defining measurement.
 
     Args:
@@ -355,7 +421,13 @@ def ruler_scores(ecg_ids: Sequence[int], codes: Sequence[str], truth: Sequence[b
             continue
         t = np.array([r[1] for r in rows], bool)
         score = criterion_score(crit, np.stack([features[r[0]] for r in rows]))
-        out[code] = {"feature": crit.feature, "direction": crit.direction, "cutoff": crit.cutoff,
-                     "n": len(t), "n_pos": int(t.sum()), "auc": roc_auc(t, score),
-                     "auc_ci": list(auc_interval(t, score, n_boot))}
+        out[code] = {
+            "feature": crit.feature,
+            "direction": crit.direction,
+            "cutoff": crit.cutoff,
+            "n": len(t),
+            "n_pos": int(t.sum()),
+            "auc": roc_auc(t, score),
+            "auc_ci": list(auc_interval(t, score, n_boot)),
+        }
     return out

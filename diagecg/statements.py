@@ -47,8 +47,12 @@ class Statement:
 
     def to_dict(self) -> dict[str, Any]:
         s = self.snomed
-        return {"code": self.code, "system": self.system, "description": self.description,
-                "snomed_ct": None if s is None else {"code": s.code, "term": s.term, "match": s.match}}
+        return {
+            "code": self.code,
+            "system": self.system,
+            "description": self.description,
+            "snomed_ct": None if s is None else {"code": s.code, "term": s.term, "match": s.match},
+        }
 
 
 def _s(code: str, term: str, match: SnomedMatch = "exact") -> Snomed:
@@ -63,45 +67,98 @@ _SCP = "SCP-ECG"
 STATEMENTS: tuple[Statement, ...] = (
     # --- diagnostic statements -------------------------------------------------------------------------
     Statement("NORM", _SCP, "normal ECG", None),  # no "normal ECG" concept in the Challenge tables
-    Statement("IMI", _SCP, "inferior myocardial infarction",
-              _MI, ("myocardial infarction in inferior leads",)),
-    Statement("ASMI", _SCP, "anteroseptal myocardial infarction", _MI,
-              ("myocardial infarction in anteroseptal leads",)),
-    Statement("ILMI", _SCP, "inferolateral myocardial infarction", _MI,
-              ("myocardial infarction in inferolateral leads",)),
-    Statement("AMI", _SCP, "anterior myocardial infarction", _s("54329005", "anterior myocardial infarction"),
-              ("myocardial infarction in anterior leads",)),
-    Statement("ALMI", _SCP, "anterolateral myocardial infarction", _MI,
-              ("myocardial infarction in anterolateral leads",)),
+    Statement(
+        "IMI", _SCP, "inferior myocardial infarction", _MI, ("myocardial infarction in inferior leads",)
+    ),
+    Statement(
+        "ASMI",
+        _SCP,
+        "anteroseptal myocardial infarction",
+        _MI,
+        ("myocardial infarction in anteroseptal leads",),
+    ),
+    Statement(
+        "ILMI",
+        _SCP,
+        "inferolateral myocardial infarction",
+        _MI,
+        ("myocardial infarction in inferolateral leads",),
+    ),
+    Statement(
+        "AMI",
+        _SCP,
+        "anterior myocardial infarction",
+        _s("54329005", "anterior myocardial infarction"),
+        ("myocardial infarction in anterior leads",),
+    ),
+    Statement(
+        "ALMI",
+        _SCP,
+        "anterolateral myocardial infarction",
+        _MI,
+        ("myocardial infarction in anterolateral leads",),
+    ),
     Statement("LMI", _SCP, "lateral myocardial infarction", _MI, ("myocardial infarction in lateral leads",)),
-    Statement("IPLMI", _SCP, "inferoposterolateral myocardial infarction", _MI,
-              ("myocardial infarction in inferoposterolateral leads",)),
-    Statement("IPMI", _SCP, "inferoposterior myocardial infarction", _MI,
-              ("myocardial infarction in inferoposterior leads",)),
-    Statement("PMI", _SCP, "posterior myocardial infarction",
-              _MI, ("myocardial infarction in posterior leads",)),
+    Statement(
+        "IPLMI",
+        _SCP,
+        "inferoposterolateral myocardial infarction",
+        _MI,
+        ("myocardial infarction in inferoposterolateral leads",),
+    ),
+    Statement(
+        "IPMI",
+        _SCP,
+        "inferoposterior myocardial infarction",
+        _MI,
+        ("myocardial infarction in inferoposterior leads",),
+    ),
+    Statement(
+        "PMI", _SCP, "posterior myocardial infarction", _MI, ("myocardial infarction in posterior leads",)
+    ),
     Statement("LVH", _SCP, "left ventricular hypertrophy", _s("164873001", "left ventricular hypertrophy")),
     Statement("RVH", _SCP, "right ventricular hypertrophy", _s("89792004", "right ventricular hypertrophy")),
     Statement("SEHYP", _SCP, "septal hypertrophy", _s("266249003", "ventricular hypertrophy", "broader")),
-    Statement("LAO/LAE", _SCP, "left atrial overload/enlargement",
-              _s("67741000119109", "left atrial enlargement")),
-    Statement("RAO/RAE", _SCP, "right atrial overload/enlargement",
-              _s("446358003", "right atrial hypertrophy")),
-    Statement("LAFB", _SCP, "left anterior fascicular block",
-              _s("445118002", "left anterior fascicular block")),
-    Statement("LPFB", _SCP, "left posterior fascicular block",
-              _s("445211001", "left posterior fascicular block")),
-    Statement("IRBBB", _SCP, "incomplete right bundle branch block",
-              _s("713426002", "incomplete right bundle branch block")),
-    Statement("CRBBB", _SCP, "complete right bundle branch block",
-              _s("713427006", "complete right bundle branch block")),
+    Statement(
+        "LAO/LAE", _SCP, "left atrial overload/enlargement", _s("67741000119109", "left atrial enlargement")
+    ),
+    Statement(
+        "RAO/RAE", _SCP, "right atrial overload/enlargement", _s("446358003", "right atrial hypertrophy")
+    ),
+    Statement(
+        "LAFB", _SCP, "left anterior fascicular block", _s("445118002", "left anterior fascicular block")
+    ),
+    Statement(
+        "LPFB", _SCP, "left posterior fascicular block", _s("445211001", "left posterior fascicular block")
+    ),
+    Statement(
+        "IRBBB",
+        _SCP,
+        "incomplete right bundle branch block",
+        _s("713426002", "incomplete right bundle branch block"),
+    ),
+    Statement(
+        "CRBBB",
+        _SCP,
+        "complete right bundle branch block",
+        _s("713427006", "complete right bundle branch block"),
+    ),
     # the Challenge released PTB-XL's CLBBB as 164909002 and scores it the same as 733534002
-    Statement("CLBBB", _SCP, "complete left bundle branch block",
-              _s("164909002", "left bundle branch block")),
-    Statement("ILBBB", _SCP, "incomplete left bundle branch block",
-              _s("251120003", "incomplete left bundle branch block")),
-    Statement("IVCD", _SCP, "non-specific intraventricular conduction disturbance (block)",
-              _s("698252002", "nonspecific intraventricular conduction disorder")),
+    Statement(
+        "CLBBB", _SCP, "complete left bundle branch block", _s("164909002", "left bundle branch block")
+    ),
+    Statement(
+        "ILBBB",
+        _SCP,
+        "incomplete left bundle branch block",
+        _s("251120003", "incomplete left bundle branch block"),
+    ),
+    Statement(
+        "IVCD",
+        _SCP,
+        "non-specific intraventricular conduction disturbance (block)",
+        _s("698252002", "nonspecific intraventricular conduction disorder"),
+    ),
     Statement("1AVB", _SCP, "first degree AV block", _s("270492004", "1st degree av block")),
     Statement("2AVB", _SCP, "second degree AV block", _s("195042002", "2nd degree av block")),
     Statement("3AVB", _SCP, "third degree AV block", _s("27885002", "complete heart block")),
@@ -129,16 +186,24 @@ STATEMENTS: tuple[Statement, ...] = (
     Statement("PVC", _SCP, "ventricular premature complex", _s("164884008", "ventricular ectopics")),
     Statement("STD_", _SCP, "non-specific ST depression", _s("429622005", "st depression")),
     Statement("STE_", _SCP, "non-specific ST elevation", _s("164931005", "st elevation")),
-    Statement("VCLVH", _SCP, "voltage criteria (QRS) for left ventricular hypertrophy",
-              _s("164873001", "left ventricular hypertrophy", "broader")),
+    Statement(
+        "VCLVH",
+        _SCP,
+        "voltage criteria (QRS) for left ventricular hypertrophy",
+        _s("164873001", "left ventricular hypertrophy", "broader"),
+    ),
     Statement("QWAVE", _SCP, "Q waves present", _s("164917005", "qwave abnormal")),
     Statement("LOWT", _SCP, "low amplitude T-waves", None, ("low amplitude t-wave",)),
     Statement("NT_", _SCP, "non-specific T-wave changes", _T_ABNORMAL),
     Statement("PAC", _SCP, "atrial premature complex", _s("284470004", "premature atrial contraction")),
     Statement("LPR", _SCP, "prolonged PR interval", _s("164947007", "prolonged pr interval")),
     Statement("INVT", _SCP, "inverted T-waves", _s("59931005", "t wave inversion")),
-    Statement("LVOLT", _SCP, "low QRS voltages in the frontal and horizontal leads",
-              _s("251146004", "low qrs voltages")),
+    Statement(
+        "LVOLT",
+        _SCP,
+        "low QRS voltages in the frontal and horizontal leads",
+        _s("251146004", "low qrs voltages"),
+    ),
     Statement("HVOLT", _SCP, "high QRS voltage", None),
     Statement("TAB_", _SCP, "T-wave abnormality", _s("164934002", "t wave abnormal")),
     Statement("PRC(S)", _SCP, "premature complex(es)", None),
@@ -150,17 +215,33 @@ STATEMENTS: tuple[Statement, ...] = (
     Statement("SBRAD", _SCP, "sinus bradycardia", _s("426177001", "sinus bradycardia")),
     Statement("SARRH", _SCP, "sinus arrhythmia", _s("427393009", "sinus arrhythmia")),
     Statement("PACE", _SCP, "normal functioning artificial pacemaker", _s("10370003", "pacing rhythm")),
-    Statement("SVARR", _SCP, "supraventricular arrhythmia",
-              _s("63593006", "supraventricular premature beats", "approximate")),
+    Statement(
+        "SVARR",
+        _SCP,
+        "supraventricular arrhythmia",
+        _s("63593006", "supraventricular premature beats", "approximate"),
+    ),
     Statement("SVTAC", _SCP, "supraventricular tachycardia", _s("426761007", "supraventricular tachycardia")),
-    Statement("PSVT", _SCP, "paroxysmal supraventricular tachycardia",
-              _s("67198005", "paroxysmal supraventricular tachycardia")),
-    Statement("BIGU", _SCP, "bigeminal pattern (unknown origin, SV or Ventricular)",
-              _s("11157007", "ventricular bigeminy", "approximate"),
-              ("bigeminal pattern (unknown origin, supraventricular, or ventricular)",)),
-    Statement("TRIGU", _SCP, "trigeminal pattern (unknown origin, SV or Ventricular)",
-              _s("251180001", "ventricular trigeminy", "approximate"),
-              ("trigeminal pattern (unknown origin, supraventricular, or ventricular)",)),
+    Statement(
+        "PSVT",
+        _SCP,
+        "paroxysmal supraventricular tachycardia",
+        _s("67198005", "paroxysmal supraventricular tachycardia"),
+    ),
+    Statement(
+        "BIGU",
+        _SCP,
+        "bigeminal pattern (unknown origin, SV or Ventricular)",
+        _s("11157007", "ventricular bigeminy", "approximate"),
+        ("bigeminal pattern (unknown origin, supraventricular, or ventricular)",),
+    ),
+    Statement(
+        "TRIGU",
+        _SCP,
+        "trigeminal pattern (unknown origin, SV or Ventricular)",
+        _s("251180001", "ventricular trigeminy", "approximate"),
+        ("trigeminal pattern (unknown origin, supraventricular, or ventricular)",),
+    ),
     # --- PTB-XL diagnostic superclasses, as ECG-QA names them (NORM is the statement above) -------------
     Statement("MI", "PTB-XL superclass", "myocardial infarction", _s("164865005", "myocardial infarction")),
     Statement("STTC", "PTB-XL superclass", "ST/T change", None),
@@ -196,8 +277,9 @@ def find_statement(text: str) -> Statement | None:
     return _BY_TEXT.get(_key(text))
 
 
-def coded_statements(findings: Iterable[tuple[str, bool]],
-                     probabilities: Mapping[str, float | None] | None = None) -> list[dict[str, Any]]:
+def coded_statements(
+    findings: Iterable[tuple[str, bool]], probabilities: Mapping[str, float | None] | None = None
+) -> list[dict[str, Any]]:
     """JSON-ready coded statements of ``(text, present)`` findings, in order, each text once.
 
     Each item: ``text`` (as the model said it), ``present``, the statement's ``code``, ``system``,
@@ -219,8 +301,13 @@ def coded_statements(findings: Iterable[tuple[str, bool]],
     return out
 
 
-def answer_findings(question_type: QuestionType | None, attributes: Iterable[str], answers: Iterable[str], *,
-                    statement: str | None = None) -> list[tuple[str, bool]]:
+def answer_findings(
+    question_type: QuestionType | None,
+    attributes: Iterable[str],
+    answers: Iterable[str],
+    *,
+    statement: str | None = None,
+) -> list[tuple[str, bool]]:
     """The ``(finding, present)`` pairs a catalogued answer asserts.
 
     Args:
@@ -245,8 +332,9 @@ def answer_findings(question_type: QuestionType | None, attributes: Iterable[str
             return [(a, "yes" in answers) for a in named]
         return []
     if question_type == QuestionType.CHOOSE:
-        return [(a, a in answers) for a in named] + [(a, True) for a in sorted(answers - set(named))
-                                                     if find_statement(a) is not None]
+        return [(a, a in answers) for a in named] + [
+            (a, True) for a in sorted(answers - set(named)) if find_statement(a) is not None
+        ]
     if question_type == QuestionType.QUERY:
         return [(a, True) for a in sorted(answers) if a != "none"]
     return []

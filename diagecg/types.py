@@ -16,8 +16,11 @@ F64Array = NDArray[np.float64]
 
 
 # what a patient's features may be (PatientInfo checks them; the CLI's option ranges are the same)
-PATIENT_LIMITS: dict[str, tuple[float, float]] = {"age_years": (0.0, 125.0), "height_cm": (30.0, 260.0),
-                                                  "weight_kg": (1.0, 400.0)}
+PATIENT_LIMITS: dict[str, tuple[float, float]] = {
+    "age_years": (0.0, 125.0),
+    "height_cm": (30.0, 260.0),
+    "weight_kg": (1.0, 400.0),
+}
 PATIENT_SEXES: tuple[str, ...] = ("male", "female")
 
 
@@ -41,10 +44,15 @@ class PatientInfo:
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not low <= value <= high:
-                raise InputError(f"patient {name}={value!r} is invalid: a number in [{low:g}, {high:g}] "
-                                 f"or None")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not low <= value <= high
+            ):
+                raise InputError(
+                    f"patient {name}={value!r} is invalid: a number in [{low:g}, {high:g}] or None"
+                )
         if self.sex is not None and self.sex not in PATIENT_SEXES:
             raise InputError(f"patient sex={self.sex!r} is invalid: one of {PATIENT_SEXES} or None")
 

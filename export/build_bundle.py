@@ -73,7 +73,6 @@ from diagecg.vocab import ecg_ids
 logger = logging.getLogger(__name__)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ExportConfig(ConfigMixin):
     """What to export and how hard to check it."""
@@ -99,27 +98,49 @@ class ExportConfig(ConfigMixin):
     def __post_init__(self) -> None:
         n = "ExportConfig"
         object.__setattr__(self, "quants", tuple(q.strip().lower() for q in self.quants))
-        check_field(bool(self.quants) and len(set(self.quants)) == len(self.quants), n, "quants", self.quants,
-                    f"a non-empty subset of {QUANT_TYPES}")
+        check_field(
+            bool(self.quants) and len(set(self.quants)) == len(self.quants),
+            n,
+            "quants",
+            self.quants,
+            f"a non-empty subset of {QUANT_TYPES}",
+        )
         for q in self.quants:
             check_field(q in QUANT_TYPES, n, "quants", self.quants, f"each one of {QUANT_TYPES}")
         if self.default_quant is not None:
-            check_field(self.default_quant in self.quants, n, "default_quant", self.default_quant,
-                        f"one of quants {self.quants}")
+            check_field(
+                self.default_quant in self.quants,
+                n,
+                "default_quant",
+                self.default_quant,
+                f"one of quants {self.quants}",
+            )
         check_field(self.n_parity_records >= 1, n, "n_parity_records", self.n_parity_records, "must be >= 1")
         check_field(self.n_questions >= 1, n, "n_questions", self.n_questions, "must be >= 1")
-        check_field(all(1 <= f <= 10 for f in self.parity_folds) and bool(self.parity_folds), n,
-                    "parity_folds", self.parity_folds, "a non-empty tuple of PTB-XL folds 1-10")
-        check_field(0 <= self.max_onnx_mismatch < 1, n, "max_onnx_mismatch", self.max_onnx_mismatch,
-                    "in [0, 1)")
+        check_field(
+            all(1 <= f <= 10 for f in self.parity_folds) and bool(self.parity_folds),
+            n,
+            "parity_folds",
+            self.parity_folds,
+            "a non-empty tuple of PTB-XL folds 1-10",
+        )
+        check_field(
+            0 <= self.max_onnx_mismatch < 1, n, "max_onnx_mismatch", self.max_onnx_mismatch, "in [0, 1)"
+        )
         check_field(self.lora_atol > 0, n, "lora_atol", self.lora_atol, "must be > 0")
         for q, floor in self.min_top1.items():
             check_field(q in QUANT_TYPES, n, f"min_top1.{q}", floor, f"a quant of {QUANT_TYPES}")
-            check_field(isinstance(floor, (int, float)) and 0 <= floor <= 1, n, f"min_top1.{q}", floor,
-                        "a fraction in [0, 1]")
+            check_field(
+                isinstance(floor, (int, float)) and 0 <= floor <= 1,
+                n,
+                f"min_top1.{q}",
+                floor,
+                "a fraction in [0, 1]",
+            )
 
 
 # --- parity data: real held-out records and questions ----------------------------------------------------
+
 
 @dataclasses.dataclass
 class ParityRecords:
@@ -135,8 +156,9 @@ class ParityRecords:
         return self.signals, self.features if summary is not None else None
 
 
-def load_parity_records(data_dir: str | Path, preprocess_cfg: PreprocessConfig, n: int, folds: Sequence[int]
-                        ) -> ParityRecords:
+def load_parity_records(
+    data_dir: str | Path, preprocess_cfg: PreprocessConfig, n: int, folds: Sequence[int]
+) -> ParityRecords:
     """The first ``n`` readable PTB-XL records of ``folds``, preprocessed and measured for the model.
 
     Raises:
@@ -181,8 +203,9 @@ def load_questions(data_dir: str | Path, report_question: str | None, n: int) ->
             if sample.question not in questions:
                 questions.append(sample.question)
     if not questions:
-        raise ValueError("no questions: the prompt has no report question and there are no ECG-QA files "
-                         f"under {data_dir}")
+        raise ValueError(
+            f"no questions: the prompt has no report question and there are no ECG-QA files under {data_dir}"
+        )
     return questions[:n]
 
 
@@ -197,21 +220,37 @@ def load_answer_vocabularies(data_dir: str | Path) -> dict[str, list[str]]:
     return {str(k): list(v) for k, v in vocab.per_template.items()}
 
 
-def build_prompts(prompt_cfg: Any, vocab: VocabConfig, encode_text: Callable[[str], list[int]],
-                  indices: np.ndarray, patients: Sequence[PatientInfo],
-                  questions: Sequence[str]) -> list[list[int]]:
+def build_prompts(
+    prompt_cfg: Any,
+    vocab: VocabConfig,
+    encode_text: Callable[[str], list[int]],
+    indices: np.ndarray,
+    patients: Sequence[PatientInfo],
+    questions: Sequence[str],
+) -> list[list[int]]:
     """One prompt per (record, question) pair, cycling through the questions, as token ids."""
     from diagecg.prompts import encode_prompt
 
     prompts = []
     for i, (codes, patient) in enumerate(zip(indices, patients, strict=True)):
         question = questions[i % len(questions)]
-        prompts.append(list(encode_prompt(prompt_cfg, vocab, encode_text, question=question, patient=patient,
-                                          ecg_indices=[int(c) for c in codes])))
+        prompts.append(
+            list(
+                encode_prompt(
+                    prompt_cfg,
+                    vocab,
+                    encode_text,
+                    question=question,
+                    patient=patient,
+                    ecg_indices=[int(c) for c in codes],
+                )
+            )
+        )
     return prompts
 
 
 # --- checkpoint ----------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class ExportSource:
@@ -268,17 +307,30 @@ def load_source(checkpoint_dir: str | Path) -> ExportSource:
     ecg_tokenizer, preprocess_cfg, encoder_cfg, fsq_cfg = load_tokenizer(paths.ecg_tokenizer_dir)
     summary = json.loads(paths.run_summary.read_text()) if paths.run_summary.is_file() else {}
     training = {
-        "stage": meta.stage, "method": meta.method, "base_model": meta.base_model.to_dict(),
-        "train_folds": list(meta.train_folds), "valid_folds": list(meta.valid_folds),
-        "diagecg_version": meta.diagecg_version, "run_summary": summary,
+        "stage": meta.stage,
+        "method": meta.method,
+        "base_model": meta.base_model.to_dict(),
+        "train_folds": list(meta.train_folds),
+        "valid_folds": list(meta.valid_folds),
+        "diagecg_version": meta.diagecg_version,
+        "run_summary": summary,
         "stage_configs": stage_configs(d, summary, paths.ecg_tokenizer_dir),
     }
     return ExportSource(
-        model=model.float().eval(), hf_tokenizer=hf_tokenizer, ecg_tokenizer=ecg_tokenizer.float().eval(),
-        preprocess=preprocess_cfg, encoder=encoder_cfg, fsq=fsq_cfg, summary=ecg_tokenizer.summary_cfg,
-        vocab=meta.vocab, prompt=meta.prompt, generation=meta.generation,
+        model=model.float().eval(),
+        hf_tokenizer=hf_tokenizer,
+        ecg_tokenizer=ecg_tokenizer.float().eval(),
+        preprocess=preprocess_cfg,
+        encoder=encoder_cfg,
+        fsq=fsq_cfg,
+        summary=ecg_tokenizer.summary_cfg,
+        vocab=meta.vocab,
+        prompt=meta.prompt,
+        generation=meta.generation,
         text_tokenizer_file=paths.text_tokenizer if paths.text_tokenizer.is_file() else None,
-        checkpoint_dir=d, preset=meta.preset, training=training,
+        checkpoint_dir=d,
+        preset=meta.preset,
+        training=training,
     )
 
 
@@ -301,8 +353,9 @@ def stage_configs(checkpoint_dir: Path, summary: dict[str, Any], ecg_tokenizer_d
         if "config" in pre:
             configs[pre.get("stage", "pretrain")] = pre["config"]
     else:
-        logger.warning("pretrain run summary not found (init_dir=%r): no pretrain config in the manifest",
-                       init_dir)
+        logger.warning(
+            "pretrain run summary not found (init_dir=%r): no pretrain config in the manifest", init_dir
+        )
     tok_config = ecg_tokenizer_dir / CHECKPOINT_CONFIG
     if tok_config.is_file():
         tok = json.loads(tok_config.read_text())
@@ -312,6 +365,7 @@ def stage_configs(checkpoint_dir: Path, summary: dict[str, Any], ecg_tokenizer_d
 
 
 # --- export --------------------------------------------------------------------------------------------
+
 
 def _tokenizer_for_gguf(hf_tokenizer: Any) -> Any:
     backend = getattr(hf_tokenizer, "backend_tokenizer", None) or getattr(hf_tokenizer, "_tokenizer", None)
@@ -331,15 +385,21 @@ def _merged(model: Any, prompts: list[list[int]], atol: float) -> tuple[Any, dic
     return merged, {**report, "merged": True}
 
 
-def _llm_parity(cfg: ExportConfig, model: Any, gguf_paths: dict[str, Path], prompts: list[list[int]],
-                src: ExportSource) -> dict[str, Any]:
+def _llm_parity(
+    cfg: ExportConfig, model: Any, gguf_paths: dict[str, Path], prompts: list[list[int]], src: ExportSource
+) -> dict[str, Any]:
     logits = logits_parity(model, gguf_paths, prompts, n_threads=cfg.n_threads, progress=cfg.progress)
     check_thresholds(logits, cfg.min_top1)  # fail before the slower greedy decoding
-    greedy = greedy_parity(model, gguf_paths, prompts, max_new_tokens=cfg.max_new_tokens or
-                           src.generation.max_new_tokens, policy=src.decoding_policy(),
-                           n_threads=cfg.n_threads,
-                           decode=lambda ids: src.hf_tokenizer.decode(ids, skip_special_tokens=True),
-                           progress=cfg.progress)
+    greedy = greedy_parity(
+        model,
+        gguf_paths,
+        prompts,
+        max_new_tokens=cfg.max_new_tokens or src.generation.max_new_tokens,
+        policy=src.decoding_policy(),
+        n_threads=cfg.n_threads,
+        decode=lambda ids: src.hf_tokenizer.decode(ids, skip_special_tokens=True),
+        progress=cfg.progress,
+    )
     return {q: {"logits": logits[q], "greedy": greedy[q]} for q in gguf_paths}
 
 
@@ -358,8 +418,9 @@ def export_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
     # 1. ECG tokenizer -> ONNX, checked on real held-out records
     records = load_parity_records(cfg.data_dir, src.preprocess, cfg.n_parity_records, cfg.parity_folds)
     inputs = records.model_inputs(src.summary)  # signals (+ measurements)
-    onnx_path = export_onnx_tokenizer(src.ecg_tokenizer, src.preprocess.n_samples, out / BUNDLE_ONNX_NAME,
-                                      n_leads=src.encoder.n_leads)
+    onnx_path = export_onnx_tokenizer(
+        src.ecg_tokenizer, src.preprocess.n_samples, out / BUNDLE_ONNX_NAME, n_leads=src.encoder.n_leads
+    )
     onnx_parity = check_onnx_parity(src.ecg_tokenizer, onnx_path, *inputs, max_mismatch=cfg.max_onnx_mismatch)
     indices = run_onnx_indices(onnx_path, *inputs)  # what the runtime will feed the LLM
     steps.update()
@@ -370,21 +431,33 @@ def export_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
     model, merge_report = _merged(src.model, prompts, cfg.lora_atol)
     n_rows = int(model.get_input_embeddings().weight.shape[0])
     if src.vocab.vocab_size and src.vocab.vocab_size != n_rows:
-        raise ExportError(f"vocab.vocab_size={src.vocab.vocab_size} but the model has {n_rows} "
-                          "embedding rows")
+        raise ExportError(
+            f"vocab.vocab_size={src.vocab.vocab_size} but the model has {n_rows} embedding rows"
+        )
     steps.update()
 
     with tempfile.TemporaryDirectory(prefix="diagecg-export-", dir=out) as work:
         # 3. GGUF f16 and quantisations
-        f16 = convert_hf_to_gguf(model, _tokenizer_for_gguf(src.hf_tokenizer), Path(work) / "f16.gguf",
-                                 control_token_ids=_control_ids(src.vocab), bos_token_id=src.vocab.bos_id,
-                                 eos_token_id=src.vocab.eos_id, pad_token_id=src.vocab.pad_id,
-                                 name=src.checkpoint_dir.name)
+        f16 = convert_hf_to_gguf(
+            model,
+            _tokenizer_for_gguf(src.hf_tokenizer),
+            Path(work) / "f16.gguf",
+            control_token_ids=_control_ids(src.vocab),
+            bos_token_id=src.vocab.bos_id,
+            eos_token_id=src.vocab.eos_id,
+            pad_token_id=src.vocab.pad_id,
+            name=src.checkpoint_dir.name,
+        )
         ggufs = {"f16": f16}
         for q in tqdm(cfg.quants, desc="quantise", disable=not cfg.progress):
             if q != "f16":
-                ggufs[q] = quantize_gguf(f16, Path(work) / f"{q}.gguf", q, n_threads=cfg.n_threads,
-                                         allow_fallback=cfg.allow_quant_fallback)
+                ggufs[q] = quantize_gguf(
+                    f16,
+                    Path(work) / f"{q}.gguf",
+                    q,
+                    n_threads=cfg.n_threads,
+                    allow_fallback=cfg.allow_quant_fallback,
+                )
         steps.update()
 
         # 4. GGUF vs merged HF model on the real prompts
@@ -393,16 +466,26 @@ def export_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
 
         # 5. the bundle
         writer = BundleWriter(out)
-        writer.add_config(preprocess=src.preprocess, encoder=src.encoder, fsq=src.fsq, prompt=src.prompt,
-                          generation=src.generation, preset=src.preset, summary=src.summary)
+        writer.add_config(
+            preprocess=src.preprocess,
+            encoder=src.encoder,
+            fsq=src.fsq,
+            prompt=src.prompt,
+            generation=src.generation,
+            preset=src.preset,
+            summary=src.summary,
+        )
         writer.add_onnx(onnx_path, opset=_onnx_opset(onnx_path))
         for q in cfg.quants:
             writer.add_gguf(ggufs[q], q, info=gguf_info(ggufs[q]))
         if src.text_tokenizer_file is not None:
             writer.add_tokenizer(src.text_tokenizer_file)
         else:
-            logger.warning("%s has no %s; the runtime will tokenize text with llama.cpp", src.checkpoint_dir,
-                           LLM_TEXT_TOKENIZER)
+            logger.warning(
+                "%s has no %s; the runtime will tokenize text with llama.cpp",
+                src.checkpoint_dir,
+                LLM_TEXT_TOKENIZER,
+            )
         writer.add_vocab(src.vocab)
         answer_vocab = load_answer_vocabularies(cfg.data_dir)
         if answer_vocab:
@@ -415,8 +498,13 @@ def export_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
         calibration = _calibration_results(src.checkpoint_dir)
         if calibration:
             writer.add_calibration(calibration)
-        parity = {"onnx": onnx_parity, "lora_merge": merge_report, "llm": llm_parity,
-                  "records": records.ids, "questions": questions}
+        parity = {
+            "onnx": onnx_parity,
+            "lora_merge": merge_report,
+            "llm": llm_parity,
+            "records": records.ids,
+            "questions": questions,
+        }
         writer.add_parity(parity)
         writer.write(default_quant=cfg.default_quant or cfg.quants[0])
         steps.update()
@@ -432,8 +520,6 @@ def _onnx_opset(path: Path) -> int | None:
 
     model = onnx.load(str(path), load_external_data=False)
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
 
 
 def _evaluation_results(checkpoint_dir: Path) -> dict[str, Any]:
@@ -455,8 +541,10 @@ def _calibration_results(checkpoint_dir: Path) -> dict[str, Any]:
         return {}
     fitted = read_calibration_results(path, _evaluation_results(checkpoint_dir).get("folds") or [])
     results = json.loads(path.read_text())
-    return {"fitted_on": {"folds": results.get("folds"), "n_records": results.get("n_records")},
-            "findings": fitted}
+    return {
+        "fitted_on": {"folds": results.get("folds"), "n_records": results.get("n_records")},
+        "findings": fitted,
+    }
 
 
 def _summary(bundle: Bundle, parity: dict[str, Any], wall_s: float) -> dict[str, Any]:
@@ -469,9 +557,14 @@ def _summary(bundle: Bundle, parity: dict[str, Any], wall_s: float) -> dict[str,
         "onnx_code_agreement": parity["onnx"]["code_agreement"],
         "onnx_summary_agreement": parity["onnx"].get("summary_agreement", 1.0),
         "lora_merge_max_abs_diff": parity.get("lora_merge", {}).get("max_abs_diff"),
-        "llm": {q: {"top1_agreement": r["logits"]["top1_agreement"],
-                    "max_abs_diff": r["logits"]["max_abs_diff"],
-                    "greedy_exact_match": r["greedy"]["exact_match"]} for q, r in parity["llm"].items()},
+        "llm": {
+            q: {
+                "top1_agreement": r["logits"]["top1_agreement"],
+                "max_abs_diff": r["logits"]["max_abs_diff"],
+                "greedy_exact_match": r["greedy"]["exact_match"],
+            }
+            for q, r in parity["llm"].items()
+        },
         "wall_s": round(wall_s, 1),
     }
 
@@ -485,8 +578,9 @@ def verify_bundle(cfg: ExportConfig, src: ExportSource) -> dict[str, Any]:
         raise ExportError(f"{bundle.root}: the bundle's configs differ from checkpoint {src.checkpoint_dir}")
     records = load_parity_records(cfg.data_dir, bundle.preprocess, cfg.n_parity_records, cfg.parity_folds)
     inputs = records.model_inputs(bundle.summary)
-    onnx_parity = check_onnx_parity(src.ecg_tokenizer, bundle.onnx_path, *inputs,
-                                    max_mismatch=cfg.max_onnx_mismatch)
+    onnx_parity = check_onnx_parity(
+        src.ecg_tokenizer, bundle.onnx_path, *inputs, max_mismatch=cfg.max_onnx_mismatch
+    )
     indices = run_onnx_indices(bundle.onnx_path, *inputs)
     questions = load_questions(cfg.data_dir, getattr(src.prompt, "report_question", None), cfg.n_questions)
     prompts = build_prompts(src.prompt, bundle.vocab, src.encode_text, indices, records.patients, questions)

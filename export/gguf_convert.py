@@ -63,6 +63,7 @@ def permute_qk(weight: torch.Tensor, n_head: int) -> torch.Tensor:
 
 # --- tokenizer -----------------------------------------------------------------------------------------
 
+
 def _tokenizer_json(tokenizer: Any) -> dict[str, Any]:
     """The tokenizers-library JSON of a path, a `tokenizers.Tokenizer` or a transformers fast tokenizer."""
     if isinstance(tokenizer, (str, Path)):
@@ -75,8 +76,10 @@ def _tokenizer_json(tokenizer: Any) -> dict[str, Any]:
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
     backend = backend if backend is not None else tokenizer
     if not hasattr(backend, "to_str"):
-        raise TypeError(f"unsupported tokenizer {type(tokenizer).__name__}: give a tokenizer.json path, a "
-                        "tokenizers.Tokenizer or a transformers fast tokenizer")
+        raise TypeError(
+            f"unsupported tokenizer {type(tokenizer).__name__}: give a tokenizer.json path, a "
+            "tokenizers.Tokenizer or a transformers fast tokenizer"
+        )
     return json.loads(backend.to_str())
 
 
@@ -93,8 +96,9 @@ def _bos_from_post_processor(tok_json: Mapping[str, Any], bos_id: int | None) ->
     return False
 
 
-def build_gguf_vocab(tok_json: Mapping[str, Any], n_rows: int, control_token_ids: Iterable[int] = ()
-                     ) -> tuple[list[str], list[int], list[str]]:
+def build_gguf_vocab(
+    tok_json: Mapping[str, Any], n_rows: int, control_token_ids: Iterable[int] = ()
+) -> tuple[list[str], list[int], list[str]]:
     """Token strings, GGUF token types and merges for a byte-level BPE tokenizer.
 
     Args:
@@ -112,8 +116,9 @@ def build_gguf_vocab(tok_json: Mapping[str, Any], n_rows: int, control_token_ids
     for i, a in added.items():
         id_to_token[i] = a["content"]
     if id_to_token and max(id_to_token) >= n_rows:
-        raise ValueError(f"tokenizer has token id {max(id_to_token)} but the embedding has only "
-                         f"{n_rows} rows")
+        raise ValueError(
+            f"tokenizer has token id {max(id_to_token)} but the embedding has only {n_rows} rows"
+        )
     control = set(int(i) for i in control_token_ids)
     missing = sorted(i for i in control if i not in id_to_token)
     if missing:
@@ -137,6 +142,7 @@ def build_gguf_vocab(tok_json: Mapping[str, Any], n_rows: int, control_token_ids
 
 
 # --- model ---------------------------------------------------------------------------------------------
+
 
 def _load_model(model_dir_or_model: Any) -> Any:
     if isinstance(model_dir_or_model, (str, Path)):
@@ -166,10 +172,19 @@ def _first_id(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def convert_hf_to_gguf(model_dir_or_model: Any, tokenizer: Any, out_path: str | Path, *, ftype: str = "f16",
-                       control_token_ids: Iterable[int] = (), tokenizer_pre: str | None = None,
-                       bos_token_id: int | None = None, eos_token_id: int | None = None,
-                       pad_token_id: int | None = None, name: str = "diagecg") -> Path:
+def convert_hf_to_gguf(
+    model_dir_or_model: Any,
+    tokenizer: Any,
+    out_path: str | Path,
+    *,
+    ftype: str = "f16",
+    control_token_ids: Iterable[int] = (),
+    tokenizer_pre: str | None = None,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    name: str = "diagecg",
+) -> Path:
     """Write a Hugging Face llama/mistral/qwen2 causal LM and its tokenizer as one GGUF file.
 
     Args:
@@ -196,8 +211,9 @@ def convert_hf_to_gguf(model_dir_or_model: Any, tokenizer: Any, out_path: str | 
     model = _load_model(model_dir_or_model)
     cfg = model.config
     if cfg.model_type not in ARCHITECTURES:
-        raise ValueError(f"model_type={cfg.model_type!r} is not supported; choose one of "
-                         f"{sorted(ARCHITECTURES)}")
+        raise ValueError(
+            f"model_type={cfg.model_type!r} is not supported; choose one of {sorted(ARCHITECTURES)}"
+        )
     arch, needs_permute = ARCHITECTURES[cfg.model_type]
     n_layer = int(cfg.num_hidden_layers)
     n_head = int(cfg.num_attention_heads)
@@ -208,8 +224,11 @@ def convert_hf_to_gguf(model_dir_or_model: Any, tokenizer: Any, out_path: str | 
         raise ValueError(f"hidden_act={cfg.hidden_act!r} is not supported (llama.cpp {arch.name} uses silu)")
     sliding = getattr(cfg, "sliding_window", None)
     if cfg.model_type == "mistral" and sliding and sliding < cfg.max_position_embeddings:
-        logger.warning("mistral sliding_window=%d is ignored by llama.cpp's llama architecture; keep prompts "
-                       "shorter than it", sliding)
+        logger.warning(
+            "mistral sliding_window=%d is ignored by llama.cpp's llama architecture; keep prompts "
+            "shorter than it",
+            sliding,
+        )
 
     embed = model.get_input_embeddings().weight
     n_rows = int(embed.shape[0])
@@ -246,8 +265,11 @@ def convert_hf_to_gguf(model_dir_or_model: Any, tokenizer: Any, out_path: str | 
     eos = eos_token_id if eos_token_id is not None else _first_id(getattr(gen, "eos_token_id", None))
     eos = eos if eos is not None else _first_id(getattr(cfg, "eos_token_id", None))
     pad = pad_token_id if pad_token_id is not None else _first_id(getattr(cfg, "pad_token_id", None))
-    for tid, add in ((bos, writer.add_bos_token_id), (eos, writer.add_eos_token_id),
-                     (pad, writer.add_pad_token_id)):
+    for tid, add in (
+        (bos, writer.add_bos_token_id),
+        (eos, writer.add_eos_token_id),
+        (pad, writer.add_pad_token_id),
+    ):
         if tid is not None and 0 <= tid < n_rows:
             add(tid)
     writer.add_add_bos_token(_bos_from_post_processor(tok_json, bos))
@@ -275,8 +297,15 @@ def convert_hf_to_gguf(model_dir_or_model: Any, tokenizer: Any, out_path: str | 
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    logger.info("wrote %s: %s, %d tensors, %d tokens (pre=%s), %s", out_path, arch.name.lower(), n_written,
-                n_rows, pre, ftype)
+    logger.info(
+        "wrote %s: %s, %d tensors, %d tokens (pre=%s), %s",
+        out_path,
+        arch.name.lower(),
+        n_written,
+        n_rows,
+        pre,
+        ftype,
+    )
     return out_path
 
 

@@ -23,8 +23,9 @@ def _logits(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
     return model(input_ids=input_ids).logits.float()  # (B, T, V)
 
 
-def merge_lora(peft_model: Any, sample_ids: torch.Tensor, *,
-               atol: float = 1e-3) -> tuple[Any, dict[str, Any]]:
+def merge_lora(
+    peft_model: Any, sample_ids: torch.Tensor, *, atol: float = 1e-3
+) -> tuple[Any, dict[str, Any]]:
     """Merge a peft (LoRA) model into a plain transformers model and check the logits.
 
     Args:
@@ -43,8 +44,9 @@ def merge_lora(peft_model: Any, sample_ids: torch.Tensor, *,
     if not hasattr(peft_model, "merge_and_unload"):
         raise TypeError(f"merge_lora expects a peft model, got {type(peft_model).__name__}")
     if sample_ids.dim() != 2 or sample_ids.dtype != torch.int64:
-        raise ValueError(f"sample_ids must be int64 (batch, tokens), got {sample_ids.dtype} "
-                         f"{tuple(sample_ids.shape)}")
+        raise ValueError(
+            f"sample_ids must be int64 (batch, tokens), got {sample_ids.dtype} {tuple(sample_ids.shape)}"
+        )
     peft_model.eval()
     before = _logits(peft_model, sample_ids)
     try:
@@ -61,9 +63,11 @@ def merge_lora(peft_model: Any, sample_ids: torch.Tensor, *,
         "atol": atol,
         "n_tokens": int(sample_ids.numel()),
     }
-    logger.info("merged LoRA: max |logit diff| %.2e over %d tokens", report["max_abs_diff"],
-                report["n_tokens"])
+    logger.info(
+        "merged LoRA: max |logit diff| %.2e over %d tokens", report["max_abs_diff"], report["n_tokens"]
+    )
     if report["max_abs_diff"] > atol:
-        raise ExportError(f"merged logits differ from the adapter's by {report['max_abs_diff']:.3g} "
-                          f"> atol={atol}")
+        raise ExportError(
+            f"merged logits differ from the adapter's by {report['max_abs_diff']:.3g} > atol={atol}"
+        )
     return merged, report

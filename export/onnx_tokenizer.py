@@ -60,10 +60,10 @@ def export_index_module(ecg_tokenizer: nn.Module) -> nn.Module:
     return conv1d_as_conv2d(_index_module(tok)).eval()
 
 
-
 def _first_int(value: object) -> int:
     """A 1-D layer's size argument as one int (torch stores some as an int, some as a 1-tuple)."""
     return int(value[0]) if isinstance(value, tuple) else int(value)  # type: ignore[call-overload]
+
 
 def conv1d_as_conv2d(module: nn.Module) -> nn.Module:
     """A copy of ``module`` whose Conv1d / MaxPool1d layers are Conv2d / MaxPool2d over (1, L) images.
@@ -81,14 +81,22 @@ def conv1d_as_conv2d(module: nn.Module) -> nn.Module:
 
     def convert(parent: nn.Module) -> None:
         for name, child in parent.named_children():
-            if isinstance(child, nn.ConvTranspose1d) or (isinstance(child, nn.Conv1d)
-                                                         and isinstance(child.padding, str)):
+            if isinstance(child, nn.ConvTranspose1d) or (
+                isinstance(child, nn.Conv1d) and isinstance(child.padding, str)
+            ):
                 raise ValueError(f"cannot express {child} as a 2-D layer")
             if isinstance(child, nn.Conv1d):
-                conv = nn.Conv2d(child.in_channels, child.out_channels, (1, child.kernel_size[0]),
-                                 stride=(1, child.stride[0]), padding=(0, _first_int(child.padding)),
-                                 dilation=(1, child.dilation[0]), groups=child.groups,
-                                 bias=child.bias is not None, padding_mode=child.padding_mode)
+                conv = nn.Conv2d(
+                    child.in_channels,
+                    child.out_channels,
+                    (1, child.kernel_size[0]),
+                    stride=(1, child.stride[0]),
+                    padding=(0, _first_int(child.padding)),
+                    dilation=(1, child.dilation[0]),
+                    groups=child.groups,
+                    bias=child.bias is not None,
+                    padding_mode=child.padding_mode,
+                )
                 conv.weight = nn.Parameter(child.weight.detach()[:, :, None, :].clone())
                 if child.bias is not None:
                     conv.bias = nn.Parameter(child.bias.detach().clone())
@@ -96,9 +104,15 @@ def conv1d_as_conv2d(module: nn.Module) -> nn.Module:
             elif isinstance(child, nn.MaxPool1d):
                 if child.dilation != 1 or child.ceil_mode or child.return_indices:
                     raise ValueError(f"cannot express {child} as a 2-D layer")
-                setattr(parent, name, nn.MaxPool2d((1, _first_int(child.kernel_size)),
-                                                   stride=(1, _first_int(child.stride)),
-                                                   padding=(0, _first_int(child.padding))))
+                setattr(
+                    parent,
+                    name,
+                    nn.MaxPool2d(
+                        (1, _first_int(child.kernel_size)),
+                        stride=(1, _first_int(child.stride)),
+                        padding=(0, _first_int(child.padding)),
+                    ),
+                )
             else:
                 convert(child)
             if isinstance(child, LeadwiseEncoder):
@@ -119,8 +133,14 @@ def _single_file(model_proto: Any, out_path: Path) -> None:
     onnx.save_model(model_proto, str(out_path), save_as_external_data=False)
 
 
-def export_onnx_tokenizer(ecg_tokenizer: nn.Module, n_samples: int, out_path: str | Path, *,
-                          n_leads: int = 12, opset: int = DEFAULT_OPSET) -> Path:
+def export_onnx_tokenizer(
+    ecg_tokenizer: nn.Module,
+    n_samples: int,
+    out_path: str | Path,
+    *,
+    n_leads: int = 12,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
     """Export the encoder + FSQ (+ summary head) as one self-contained ONNX file with a dynamic batch axis.
 
     Args:
@@ -162,9 +182,16 @@ def export_onnx_tokenizer(ecg_tokenizer: nn.Module, n_samples: int, out_path: st
     batch = torch.export.Dim("batch")
     with torch.no_grad():
         program = torch.onnx.export(
-            module, example, input_names=names, output_names=[ONNX_OUTPUT_INDICES],
-            dynamic_shapes=tuple({0: batch} for _ in example), opset_version=opset, dynamo=True,
-            external_data=False, verbose=False, optimize=True,
+            module,
+            example,
+            input_names=names,
+            output_names=[ONNX_OUTPUT_INDICES],
+            dynamic_shapes=tuple({0: batch} for _ in example),
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+            optimize=True,
         )
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
@@ -175,13 +202,19 @@ def export_onnx_tokenizer(ecg_tokenizer: nn.Module, n_samples: int, out_path: st
     mismatch = float((got != want.numpy()).mean())
     if mismatch > 0.01:
         raise ExportError(f"exported ONNX disagrees with torch on {mismatch:.1%} of codes of a random input")
-    logger.info("wrote %s (opset %d, %.1f kB, %d tokens)", out_path, opset, out_path.stat().st_size / 1e3,
-                want.shape[1])
+    logger.info(
+        "wrote %s (opset %d, %.1f kB, %d tokens)",
+        out_path,
+        opset,
+        out_path.stat().st_size / 1e3,
+        want.shape[1],
+    )
     return out_path
 
 
-def run_onnx_indices(onnx_path: str | Path, signals: F32Array, features: F32Array | None = None, *,
-                     batch_size: int = 64) -> I64Array:
+def run_onnx_indices(
+    onnx_path: str | Path, signals: F32Array, features: F32Array | None = None, *, batch_size: int = 64
+) -> I64Array:
     """Run the exported graph on CPU: float32 (N, leads, samples) [+ float32 (N, M) measurements, for a
     graph with a summary head] -> int64 (N, tokens)."""
     import onnxruntime as ort
@@ -193,9 +226,9 @@ def run_onnx_indices(onnx_path: str | Path, signals: F32Array, features: F32Arra
     f = None if features is None else np.ascontiguousarray(features, dtype=np.float32)
     out = []
     for i in range(0, len(x), batch_size):
-        feeds = {ONNX_INPUT_SIGNAL: x[i:i + batch_size]}
+        feeds = {ONNX_INPUT_SIGNAL: x[i : i + batch_size]}
         if f is not None:
-            feeds[ONNX_INPUT_FEATURES] = f[i:i + batch_size]
+            feeds[ONNX_INPUT_FEATURES] = f[i : i + batch_size]
         out.append(sess.run([ONNX_OUTPUT_INDICES], feeds)[0])
     return np.concatenate(out, axis=0)
 
@@ -206,9 +239,14 @@ def _stack(arrays: F32Array | Sequence[F32Array]) -> F32Array:
     return np.asarray(arrays, dtype=np.float32)
 
 
-def check_onnx_parity(ecg_tokenizer: nn.Module, onnx_path: str | Path, signals: F32Array | Sequence[F32Array],
-                      features: F32Array | Sequence[F32Array] | None = None, *,
-                      max_mismatch: float | None = None) -> dict[str, Any]:
+def check_onnx_parity(
+    ecg_tokenizer: nn.Module,
+    onnx_path: str | Path,
+    signals: F32Array | Sequence[F32Array],
+    features: F32Array | Sequence[F32Array] | None = None,
+    *,
+    max_mismatch: float | None = None,
+) -> dict[str, Any]:
     """Compare ONNX codes with the torch codes on real preprocessed records.
 
     Args:
@@ -237,8 +275,12 @@ def check_onnx_parity(ecg_tokenizer: nn.Module, onnx_path: str | Path, signals: 
         raise ValueError("this ECG tokenizer has summary tokens: pass the records' measurements")
     module = _index_module(ecg_tokenizer).float().eval()
     with torch.no_grad():
-        want = torch.cat([module(*(torch.from_numpy(a[i:i + 64]) for a in (x, f) if a is not None))
-                          for i in range(0, len(x), 64)]).numpy()
+        want = torch.cat(
+            [
+                module(*(torch.from_numpy(a[i : i + 64]) for a in (x, f) if a is not None))
+                for i in range(0, len(x), 64)
+            ]
+        ).numpy()
     got = run_onnx_indices(onnx_path, x, f if n_summary else None)
     same = got == want
     frames, summary = same[:, n_summary:], same[:, :n_summary]
@@ -253,12 +295,19 @@ def check_onnx_parity(ecg_tokenizer: nn.Module, onnx_path: str | Path, signals: 
         # codes of one finding are consecutive, so the code difference is the level difference
         "max_summary_level_diff": int(np.abs(got - want)[:, :n_summary].max()) if summary.size else 0,
     }
-    logger.info("ONNX parity on %d records: %.4f%% of frame codes and %.2f%% of summary codes agree, "
-                "%.1f%% of records identical", result["n_records"], 100 * result["code_agreement"],
-                100 * result["summary_agreement"], 100 * result["records_identical"])
+    logger.info(
+        "ONNX parity on %d records: %.4f%% of frame codes and %.2f%% of summary codes agree, "
+        "%.1f%% of records identical",
+        result["n_records"],
+        100 * result["code_agreement"],
+        100 * result["summary_agreement"],
+        100 * result["records_identical"],
+    )
     if max_mismatch is not None:
         for what, key in (("codes", "code_agreement"), ("summary codes", "summary_agreement")):
             if 1.0 - result[key] > max_mismatch:
-                raise ExportError(f"ONNX {what} differ from torch on {1 - result[key]:.3%} of {what} "
-                                  f"(allowed {max_mismatch:.3%})")
+                raise ExportError(
+                    f"ONNX {what} differ from torch on {1 - result[key]:.3%} of {what} "
+                    f"(allowed {max_mismatch:.3%})"
+                )
     return result

@@ -39,8 +39,15 @@ def open_gguf(path: str | Path, *, n_ctx: int, n_threads: int | None = None) -> 
     """A llama.cpp model that keeps every position's logits (``logits_all=True``), CPU only."""
     import llama_cpp
 
-    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(n_ctx, 512), logits_all=True,
-                           n_gpu_layers=0, n_threads=n_threads, verbose=False)
+    return llama_cpp.Llama(
+        model_path=str(path),
+        n_ctx=n_ctx,
+        n_batch=min(n_ctx, 512),
+        logits_all=True,
+        n_gpu_layers=0,
+        n_threads=n_threads,
+        verbose=False,
+    )
 
 
 def gguf_logits(llm: Any, ids: Sequence[int]) -> np.ndarray:
@@ -104,8 +111,14 @@ def _context_for(prompts: Sequence[Sequence[int]], max_new_tokens: int) -> int:
     return int(-(-need // 64) * 64)
 
 
-def logits_parity(model: Any, gguf_paths: Mapping[str, str | Path], prompts: Sequence[Sequence[int]], *,
-                  n_threads: int | None = None, progress: bool = True) -> dict[str, dict[str, float]]:
+def logits_parity(
+    model: Any,
+    gguf_paths: Mapping[str, str | Path],
+    prompts: Sequence[Sequence[int]],
+    *,
+    n_threads: int | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
     """Per quantisation: logit differences between the HF model and each GGUF over all prompt positions.
 
     Args:
@@ -124,9 +137,12 @@ def logits_parity(model: Any, gguf_paths: Mapping[str, str | Path], prompts: Seq
     for quant, path in gguf_paths.items():
         llm = open_gguf(path, n_ctx=n_ctx, n_threads=n_threads)
         try:
-            rows = [compare_logits(ref, gguf_logits(llm, p))
-                    for ref, p in tqdm(list(zip(refs, prompts, strict=True)), desc=f"GGUF {quant} logits",
-                                       disable=not progress)]
+            rows = [
+                compare_logits(ref, gguf_logits(llm, p))
+                for ref, p in tqdm(
+                    list(zip(refs, prompts, strict=True)), desc=f"GGUF {quant} logits", disable=not progress
+                )
+            ]
         finally:
             llm.close()
         weights = np.array([len(p) for p in prompts], dtype=np.float64)
@@ -137,15 +153,27 @@ def logits_parity(model: Any, gguf_paths: Mapping[str, str | Path], prompts: Seq
             "logit_range": max(r["logit_range"] for r in rows),
             "n_positions": int(weights.sum()),
         }
-        logger.info("GGUF %s vs HF: max |diff| %.3g, top-1 agreement %.2f%% over %d positions", quant,
-                    results[quant]["max_abs_diff"], 100 * results[quant]["top1_agreement"],
-                    results[quant]["n_positions"])
+        logger.info(
+            "GGUF %s vs HF: max |diff| %.3g, top-1 agreement %.2f%% over %d positions",
+            quant,
+            results[quant]["max_abs_diff"],
+            100 * results[quant]["top1_agreement"],
+            results[quant]["n_positions"],
+        )
     return results
 
 
-def greedy_parity(model: Any, gguf_paths: Mapping[str, str | Path], prompts: Sequence[Sequence[int]], *,
-                  max_new_tokens: int, policy: DecodingPolicy, n_threads: int | None = None,
-                  decode: Callable[[list[int]], str] | None = None, progress: bool = True) -> dict[str, Any]:
+def greedy_parity(
+    model: Any,
+    gguf_paths: Mapping[str, str | Path],
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    policy: DecodingPolicy,
+    n_threads: int | None = None,
+    decode: Callable[[list[int]], str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Per quantisation: how often greedy GGUF answers equal greedy HF answers on held-out prompts.
 
     Args:
@@ -161,15 +189,19 @@ def greedy_parity(model: Any, gguf_paths: Mapping[str, str | Path], prompts: Seq
     """
     if not prompts:
         raise ValueError("greedy_parity needs at least one prompt")
-    refs = [greedy_hf(model, p, max_new_tokens=max_new_tokens, policy=policy)
-            for p in tqdm(prompts, desc="HF greedy", disable=not progress)]
+    refs = [
+        greedy_hf(model, p, max_new_tokens=max_new_tokens, policy=policy)
+        for p in tqdm(prompts, desc="HF greedy", disable=not progress)
+    ]
     n_ctx = _context_for(prompts, max_new_tokens)
     results: dict[str, Any] = {}
     for quant, path in gguf_paths.items():
         llm = open_gguf(path, n_ctx=n_ctx, n_threads=n_threads)
         try:
-            outs = [greedy_gguf(llm, p, max_new_tokens=max_new_tokens, policy=policy)
-                    for p in tqdm(prompts, desc=f"GGUF {quant} greedy", disable=not progress)]
+            outs = [
+                greedy_gguf(llm, p, max_new_tokens=max_new_tokens, policy=policy)
+                for p in tqdm(prompts, desc=f"GGUF {quant} greedy", disable=not progress)
+            ]
         finally:
             llm.close()
         pairs = list(zip(refs, outs, strict=True))
@@ -181,8 +213,12 @@ def greedy_parity(model: Any, gguf_paths: Mapping[str, str | Path], prompts: Seq
             "n_prompts": len(prompts),
             "examples": [{"hf": decode(r), "gguf": decode(o)} for r, o in pairs[:3]] if decode else [],
         }
-        logger.info("GGUF %s greedy answers equal HF on %.1f%% of %d prompts", quant,
-                    100 * results[quant]["exact_match"], len(prompts))
+        logger.info(
+            "GGUF %s greedy answers equal HF on %.1f%% of %d prompts",
+            quant,
+            100 * results[quant]["exact_match"],
+            len(prompts),
+        )
     return results
 
 
@@ -190,5 +226,7 @@ def check_thresholds(results: Mapping[str, Mapping[str, float]], min_top1: Mappi
     """Raise ExportError when a quant's top-1 agreement falls below its floor (quants without one pass)."""
     for quant, floor in min_top1.items():
         if quant in results and results[quant]["top1_agreement"] < floor:
-            raise ExportError(f"GGUF {quant}: top-1 agreement {results[quant]['top1_agreement']:.3f} "
-                              f"with the HF model is below {floor}")
+            raise ExportError(
+                f"GGUF {quant}: top-1 agreement {results[quant]['top1_agreement']:.3f} "
+                f"with the HF model is below {floor}"
+            )

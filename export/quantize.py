@@ -42,8 +42,14 @@ def incompatible_tensors(src: str | Path, block: int) -> list[tuple[str, int]]:
     return out
 
 
-def quantize_gguf(src: str | Path, dst: str | Path, quant: str, *, allow_fallback: bool = False,
-                  n_threads: int | None = None) -> Path:
+def quantize_gguf(
+    src: str | Path,
+    dst: str | Path,
+    quant: str,
+    *,
+    allow_fallback: bool = False,
+    n_threads: int | None = None,
+) -> Path:
     """Quantise GGUF ``src`` (f16/f32) into ``dst``.
 
     Args:
@@ -70,12 +76,16 @@ def quantize_gguf(src: str | Path, dst: str | Path, quant: str, *, allow_fallbac
     bad = incompatible_tensors(src, block)
     if bad:
         listing = ", ".join(f"{n} ({w})" for n, w in bad[:6]) + (" ..." if len(bad) > 6 else "")
-        msg = (f"{quant} needs row widths that are multiples of {block}; {len(bad)} tensor(s) of {src.name} "
-               f"are not: {listing}")
+        msg = (
+            f"{quant} needs row widths that are multiples of {block}; {len(bad)} tensor(s) of {src.name} "
+            f"are not: {listing}"
+        )
         if not allow_fallback:
             hint = " Use q8_0/q4_0 (blocks of 32)" if block > 32 else ""
-            raise ValueError(msg + "." + hint + " or pass allow_fallback=True to let llama.cpp store them "
-                             "in a compatible type.")
+            raise ValueError(
+                msg + "." + hint + " or pass allow_fallback=True to let llama.cpp store them "
+                "in a compatible type."
+            )
         logger.warning("%s; llama.cpp stores those in a fallback type", msg)
 
     import llama_cpp
@@ -90,7 +100,8 @@ def quantize_gguf(src: str | Path, dst: str | Path, quant: str, *, allow_fallbac
     logger.debug("llama.cpp quantize log:\n%s", log_text)
     if rc != 0 or not dst.is_file():
         tail = "\n".join(log_text.strip().splitlines()[-5:])
-        raise RuntimeError(f"llama_model_quantize({src.name} -> {dst.name}, {quant}) failed with code "
-                           f"{rc}:\n{tail}")
+        raise RuntimeError(
+            f"llama_model_quantize({src.name} -> {dst.name}, {quant}) failed with code {rc}:\n{tail}"
+        )
     logger.info("quantised %s -> %s (%s, %.1f MB)", src.name, dst.name, quant, dst.stat().st_size / 1e6)
     return dst

@@ -36,8 +36,19 @@ _LAZY: dict[str, str] = {
     "default_bundle": "diagecg.bundle",
 }
 
-__all__ = ["SCHEMA_VERSION", "Answer", "DeviceChoice", "DiagEcgPipeline", "EcgTokenizerSession", "Generation",
-           "LlamaModel", "choose_device", "default_threads", "load_bundle", "default_bundle"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Answer",
+    "DeviceChoice",
+    "DiagEcgPipeline",
+    "EcgTokenizerSession",
+    "Generation",
+    "LlamaModel",
+    "choose_device",
+    "default_threads",
+    "load_bundle",
+    "default_bundle",
+]
 
 
 def __getattr__(name: str) -> Any:

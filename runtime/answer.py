@@ -90,14 +90,29 @@ class Answer:
 
 
 # what an error line holds for the answer fields without a default (the rest take their defaults)
-_ERROR_FIELDS: dict[str, Any] = {"answer": "", "answers": [], "stop_reason": "error", "n_prompt_tokens": 0,
-                                 "n_answer_tokens": 0, "n_ecg_tokens": 0, "ecg_cached": False,
-                                 "n_reused_tokens": 0, "device": {}}
+_ERROR_FIELDS: dict[str, Any] = {
+    "answer": "",
+    "answers": [],
+    "stop_reason": "error",
+    "n_prompt_tokens": 0,
+    "n_answer_tokens": 0,
+    "n_ecg_tokens": 0,
+    "ecg_cached": False,
+    "n_reused_tokens": 0,
+    "device": {},
+}
 
 
-def error_dict(record: RecordLike, error: BaseException, question: str = "", *, task: str = TASK_QA,
-               bundle: dict[str, Any] | None = None, elapsed_ms: float = 0.0,
-               device: dict[str, Any] | None = None) -> dict[str, Any]:
+def error_dict(
+    record: RecordLike,
+    error: BaseException,
+    question: str = "",
+    *,
+    task: str = TASK_QA,
+    bundle: dict[str, Any] | None = None,
+    elapsed_ms: float = 0.0,
+    device: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The JSON line of an answer that failed: every key of an answer (empty where unknown; ``record``,
     ``record_id``, ``task``, ``question``, ``bundle``, ``device``, ``timings_ms.total`` filled in) plus
     ``error`` (one line) and ``error_type`` (the exception class name)."""
@@ -108,12 +123,25 @@ def error_dict(record: RecordLike, error: BaseException, question: str = "", *, 
     else:  # not a record at all (the error says so); its repr could be a whole array
         source, record_id = f"<{type(record).__name__}>", ""
     message = " ".join(str(error).split()) or type(error).__name__
-    empty = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-             for f in dataclasses.fields(Answer) if f.name not in _ERROR_FIELDS}
-    return {"schema_version": SCHEMA_VERSION, **empty, **_ERROR_FIELDS, "record": source,
-            "record_id": record_id, "task": task, "question": question, "bundle": dict(bundle or {}),
-            "device": dict(device or {}), "timings_ms": {"total": round(elapsed_ms, 3)}, "error": message,
-            "error_type": type(error).__name__}
+    empty = {
+        f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        for f in dataclasses.fields(Answer)
+        if f.name not in _ERROR_FIELDS
+    }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        **empty,
+        **_ERROR_FIELDS,
+        "record": source,
+        "record_id": record_id,
+        "task": task,
+        "question": question,
+        "bundle": dict(bundle or {}),
+        "device": dict(device or {}),
+        "timings_ms": {"total": round(elapsed_ms, 3)},
+        "error": message,
+        "error_type": type(error).__name__,
+    }
 
 
 def answer_schema() -> dict[str, Any]:

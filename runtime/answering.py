@@ -59,26 +59,48 @@ from diagecg.reliability import PPV_FLOOR, ReliabilityTable
 from diagecg.report_text import report_statements, tidy_report
 from diagecg.statements import find_statement
 
-__all__ = ["NORMAL_NAME", "Reading", "StatementReader", "as_asked", "choose_consistently", "presence",
-           "question_notes", "refusal_note", "reliability_notes", "reliability_of", "statement_probabilities"]
+__all__ = [
+    "NORMAL_NAME",
+    "Reading",
+    "StatementReader",
+    "as_asked",
+    "choose_consistently",
+    "presence",
+    "question_notes",
+    "refusal_note",
+    "reliability_notes",
+    "reliability_of",
+    "statement_probabilities",
+]
 
 NORMAL_NAME = NORMAL_STATEMENT  # the finding "Is this a normal ECG?" asks about (PTB-XL's NORM)
 # (window index, the catalogue's yes/no question about a finding) -> the reply of runtime.replies.choose
 ScoreFn = Callable[[int, MatchedQuestion], dict[str, Any]]
 
 
-def as_asked(match: MatchedQuestion | None, text: str, probs: dict[str, float] | None,
-             confidence: float | None, windows: list[dict[str, Any]]
-             ) -> tuple[str, dict[str, float] | None, float | None, list[dict[str, Any]]]:
+def as_asked(
+    match: MatchedQuestion | None,
+    text: str,
+    probs: dict[str, float] | None,
+    confidence: float | None,
+    windows: list[dict[str, Any]],
+) -> tuple[str, dict[str, float] | None, float | None, list[dict[str, Any]]]:
     """The answer, option probabilities, confidence and windows of the question as asked (inverted
     for a negated question; unchanged otherwise)."""
     if match is None or not match.negated:
         return text, probs, confidence, windows
     inverted = match.probabilities_as_asked(probs) if probs is not None else None
     answer = match.as_asked(text)
-    flipped = [{**w, "answer": match.as_asked(w["answer"]),
-                "option_probabilities": match.probabilities_as_asked(w["option_probabilities"])
-                if w.get("option_probabilities") is not None else None} for w in windows]
+    flipped = [
+        {
+            **w,
+            "answer": match.as_asked(w["answer"]),
+            "option_probabilities": match.probabilities_as_asked(w["option_probabilities"])
+            if w.get("option_probabilities") is not None
+            else None,
+        }
+        for w in windows
+    ]
     return answer, inverted, (inverted or {}).get(answer, confidence), flipped
 
 
@@ -105,8 +127,10 @@ def statement_probabilities(match: MatchedQuestion, probs: dict[str, float] | No
             names = [st.description] if st is not None else []
         return {n: round(presence(match, probs), 6) for n in names}
     if match.question_type is QuestionType.CHOOSE:
-        return {a: round(sum(p for o, p in probs.items() if a in normalize_answer(o)), 6)
-                for a in match.attributes}
+        return {
+            a: round(sum(p for o, p in probs.items() if a in normalize_answer(o)), 6)
+            for a in match.attributes
+        }
     return {}
 
 
@@ -160,10 +184,15 @@ class StatementReader:
             not score them again. None: kept for this reader only.
     """
 
-    def __init__(self, catalogue: QuestionCatalogue, score: ScoreFn, n_windows: int,
-                 validated: frozenset[str] | None = None,
-                 shared: dict[str, Reading | None] | None = None,
-                 thresholds: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        catalogue: QuestionCatalogue,
+        score: ScoreFn,
+        n_windows: int,
+        validated: frozenset[str] | None = None,
+        shared: dict[str, Reading | None] | None = None,
+        thresholds: Mapping[str, float] | None = None,
+    ) -> None:
         self.catalogue = catalogue
         self.score = score
         self.n_windows = n_windows
@@ -182,8 +211,11 @@ class StatementReader:
         """Record a reading already made (the asked question's own, windows combined)."""
         question = self.catalogue.finding_question(finding)
         if question is not None:
-            self._readings[finding] = Reading(presence(question, reply["option_probabilities"]),
-                                              _says_present(question, reply["text"]), reply)
+            self._readings[finding] = Reading(
+                presence(question, reply["option_probabilities"]),
+                _says_present(question, reply["text"]),
+                reply,
+            )
 
     def reading(self, finding: str) -> Reading | None:
         """A finding's reading (cached), or None when the catalogue cannot ask about it."""
@@ -199,16 +231,22 @@ class StatementReader:
                 # "yes" says there is none ("is this a normal ECG?")
                 sign = -1.0 if question.template.negative_option == "yes" else 1.0
                 best = max(replies, key=lambda r: sign * presence(question, r["option_probabilities"]))
-                self._readings[finding] = Reading(presence(question, best["option_probabilities"]),
-                                                  _says_present(question, best["text"]), best)
+                self._readings[finding] = Reading(
+                    presence(question, best["option_probabilities"]),
+                    _says_present(question, best["text"]),
+                    best,
+                )
             self._shared[finding] = self._readings[finding]
         return self._readings[finding]
 
     def _effective(self, code: str) -> Reading | None:
         """A finding's reading with a superclass present when a member is (largest probability)."""
         own = self.reading(self._names[code]) if code in self._names else None
-        members = [r for c in sorted(SUPERCLASS_MEMBERS.get(code, ())) if c in self._names
-                   and (r := self.reading(self._names[c])) is not None and r.present]
+        members = [
+            r
+            for c in sorted(SUPERCLASS_MEMBERS.get(code, ()))
+            if c in self._names and (r := self.reading(self._names[c])) is not None and r.present
+        ]
         if not members:
             return own
         best = max(members, key=lambda r: r.presence)
@@ -225,30 +263,42 @@ class StatementReader:
             return own, None
         rivals = sorted(c for pair in CONTRADICTIONS if code in pair for c in pair if c != code)
         effective = own  # a class's members are read only when they can change the answer (they cost)
-        if code in SUPERCLASS_MEMBERS and (not own.present or any(
-                (r := self._effective(c)) is not None and r.present for c in rivals)):
+        if code in SUPERCLASS_MEMBERS and (
+            not own.present or any((r := self._effective(c)) is not None and r.present for c in rivals)
+        ):
             effective = self._effective(code) or own
         note = None
         if effective.present and not own.present:
-            member = next(n for c, n in self._names.items()
-                          if c in SUPERCLASS_MEMBERS.get(code, ()) and self._readings.get(n) is effective)
-            note = Note(W.ANSWER_FROM_MEMBER, f"{finding}: answered yes because the model reads {member}, "
-                                              f"one kind of it, as present (p = {effective.presence:.2f})")
+            member = next(
+                n
+                for c, n in self._names.items()
+                if c in SUPERCLASS_MEMBERS.get(code, ()) and self._readings.get(n) is effective
+            )
+            note = Note(
+                W.ANSWER_FROM_MEMBER,
+                f"{finding}: answered yes because the model reads {member}, "
+                f"one kind of it, as present (p = {effective.presence:.2f})",
+            )
         if not effective.present:
             return effective, note
         for other in rivals:
             rival = self._effective(other)
             name = self._names.get(other, other)
-            if rival is None or not rival.present or (
-                    self._rank(name, rival) <= self._rank(finding, effective)):
+            if (
+                rival is None
+                or not rival.present
+                or (self._rank(name, rival) <= self._rank(finding, effective))
+            ):
                 continue
             # a rival the rule itself overrules does not overrule (ranks rise along the chain, so it ends)
             if name in self._names.values() and not (self.decide(name)[0] or rival).present:
                 continue
-            note = Note(W.ANSWER_CONTRADICTED,
-                        f"{finding}: the model reads it as present (p = {effective.presence:.2f}) but "
-                        f"{name}, which no ECG has together with it, as more probable (p = "
-                        f"{rival.presence:.2f}): answered no")
+            note = Note(
+                W.ANSWER_CONTRADICTED,
+                f"{finding}: the model reads it as present (p = {effective.presence:.2f}) but "
+                f"{name}, which no ECG has together with it, as more probable (p = "
+                f"{rival.presence:.2f}): answered no",
+            )
             no = {"text": "no", "option_probabilities": effective.reply["option_probabilities"]}
             return Reading(effective.presence, False, no), note
         return effective, note
@@ -259,8 +309,9 @@ class StatementReader:
         checked = self.validated is None or finding.lower() in self.validated
         return checked, _log_odds(reading.presence) - _log_odds(self.thresholds.get(finding, 0.5)), finding
 
-    def verify(self, match: MatchedQuestion, text: str, probs: dict[str, float]
-               ) -> tuple[str, dict[str, float], list[Note]]:
+    def verify(
+        self, match: MatchedQuestion, text: str, probs: dict[str, float]
+    ) -> tuple[str, dict[str, float], list[Note]]:
         """A closed yes/no question about one finding (template 1) or "is this a normal ECG?", answered
         under the rule: the answer, its option probabilities, and the note when the rule changed it."""
         finding = match.finding
@@ -283,8 +334,11 @@ class StatementReader:
         assert decided is not None
         p = round(decided.presence, 6)
         if not decided.present and note is None:
-            note = Note(W.STATEMENT_NOT_CONFIRMED, f"'{statement}' was generated but dropped: asked "
-                                                   f"directly, the model answers no (p(present) = {p:.2f})")
+            note = Note(
+                W.STATEMENT_NOT_CONFIRMED,
+                f"'{statement}' was generated but dropped: asked "
+                f"directly, the model answers no (p(present) = {p:.2f})",
+            )
         elif not decided.present and note is not None:
             note = Note(W.STATEMENT_CONTRADICTED, f"'{statement}' was generated but dropped: {note.message}")
         return p, decided.present, note if not decided.present else None
@@ -311,8 +365,12 @@ class StatementReader:
         # statements the catalogue cannot ask about may still contradict one another
         kept, dropped = resolve([(s, probs[s], windows[s]) for s in confirmed])
         for s, other in dropped:
-            notes.append(Note(W.STATEMENT_CONTRADICTED,
-                              f"'{s}' was dropped: it contradicts '{other}', which is more probable"))
+            notes.append(
+                Note(
+                    W.STATEMENT_CONTRADICTED,
+                    f"'{s}' was dropped: it contradicts '{other}', which is more probable",
+                )
+            )
         return kept, {s: probs[s] for s in kept}, notes
 
     def query(self, texts: Sequence[str]) -> tuple[str, dict[str, float | None], list[Note]]:
@@ -339,16 +397,19 @@ def _says_present(question: MatchedQuestion, answer: str) -> bool:
     return answer == "yes" if question.template.statement is not None else answer != "no"
 
 
-def choose_consistently(match: MatchedQuestion, text: str, probs: dict[str, float]
-                        ) -> tuple[str, list[Note]]:
+def choose_consistently(match: MatchedQuestion, text: str, probs: dict[str, float]) -> tuple[str, list[Note]]:
     """A choice's answer that names two findings no ECG has together ("atrial fibrillation; sinus
     rhythm") is replaced by the most probable option that does not."""
     if not contradicting_pairs(sorted(normalize_answer(text))):
         return text, []
     allowed = [o for o in match.options if not contradicting_pairs(sorted(normalize_answer(o)))]
     best = max(allowed, key=lambda o: probs.get(o, 0.0))
-    return best, [Note(W.ANSWER_CONTRADICTED, f"'{text}' names findings no ECG has together: answered the "
-                                              f"most probable other option, '{best}'")]
+    return best, [
+        Note(
+            W.ANSWER_CONTRADICTED,
+            f"'{text}' names findings no ECG has together: answered the most probable other option, '{best}'",
+        )
+    ]
 
 
 def question_notes(match: MatchedQuestion) -> list[Note]:
@@ -357,11 +418,18 @@ def question_notes(match: MatchedQuestion) -> list[Note]:
     notes = []
     for t in match.terms:
         if t.scope == "broader":
-            notes.append(Note(W.QUESTION_BROADER,
-                              f"'{t.asked}' was answered as {t.finding}, which is broader: {t.note}"))
+            notes.append(
+                Note(
+                    W.QUESTION_BROADER, f"'{t.asked}' was answered as {t.finding}, which is broader: {t.note}"
+                )
+            )
         elif t.scope == "narrower":
-            notes.append(Note(W.QUESTION_NARROWER, f"'{t.asked}' was answered as {t.finding}, which is "
-                                                   f"narrower: {t.note}"))
+            notes.append(
+                Note(
+                    W.QUESTION_NARROWER,
+                    f"'{t.asked}' was answered as {t.finding}, which is narrower: {t.note}",
+                )
+            )
     if match.template.any_statement:
         notes.append(Note(W.ECGQA_ANY_STATEMENT, SEMANTICS[match.template_id]))
     return notes
@@ -370,8 +438,11 @@ def question_notes(match: MatchedQuestion) -> list[Note]:
 def refusal_note(refusal: Refusal) -> Note:
     """The warning of a refused question: why, and the supported questions nearest to it."""
     closest = "; ".join(repr(q) for q in refusal.suggestions)
-    return Note(W.QUESTION_UNSUPPORTED, f"question not supported, so no answer is given: {refusal.message} "
-                                        f"(closest supported: {closest}; `diagecg questions` lists them all)")
+    return Note(
+        W.QUESTION_UNSUPPORTED,
+        f"question not supported, so no answer is given: {refusal.message} "
+        f"(closest supported: {closest}; `diagecg questions` lists them all)",
+    )
 
 
 def reliability_notes(summary: dict[str, Any], present: dict[str, bool]) -> list[Note]:
@@ -383,31 +454,56 @@ def reliability_notes(summary: dict[str, Any], present: dict[str, bool]) -> list
     for row in summary["findings"]:
         name, codes = row["finding"], row["warnings"]
         if W.FINDING_NOT_VALIDATED in codes:
-            notes.append(Note(W.FINDING_NOT_VALIDATED, f"{name}: not validated (no held-out numbers in this "
-                                                       f"bundle): treat the answer as unchecked"))
+            notes.append(
+                Note(
+                    W.FINDING_NOT_VALIDATED,
+                    f"{name}: not validated (no held-out numbers in this "
+                    f"bundle): treat the answer as unchecked",
+                )
+            )
         if W.FINDING_FEW_POSITIVES in codes:
-            notes.append(Note(W.FINDING_FEW_POSITIVES,
-                              f"{name}: validated on only {row['n_positives']} positive records (floor "
-                              f"{floor['min_positives']}): its numbers could be far off"))
+            notes.append(
+                Note(
+                    W.FINDING_FEW_POSITIVES,
+                    f"{name}: validated on only {row['n_positives']} positive records (floor "
+                    f"{floor['min_positives']}): its numbers could be far off",
+                )
+            )
         if W.FINDING_LOW_AUC in codes:
-            notes.append(Note(W.FINDING_LOW_AUC, f"{name}: held-out AUC {row['auc']} is below the floor "
-                                                 f"({floor['min_auc']})"))
+            notes.append(
+                Note(
+                    W.FINDING_LOW_AUC,
+                    f"{name}: held-out AUC {row['auc']} is below the floor ({floor['min_auc']})",
+                )
+            )
         ppv = row.get("ppv")
         if present.get(name) and ppv is not None and ppv < PPV_FLOOR:
-            notes.append(Note(W.FINDING_LOW_PPV, f"{name}: on held-out records a 'yes' was right "
-                                                 f"{ppv:.0%} of the time (PPV {ppv:.2f})"))
+            notes.append(
+                Note(
+                    W.FINDING_LOW_PPV,
+                    f"{name}: on held-out records a 'yes' was right {ppv:.0%} of the time (PPV {ppv:.2f})",
+                )
+            )
     template = summary.get("template")
     if template and template["warnings"]:
-        notes.append(Note(W.TEMPLATE_NOT_BETTER_THAN_MAJORITY,
-                          f"held out, this question was answered right {template['exact_match']:.0%} of the "
-                          f"time, no better than always giving its most common answer "
-                          f"({template['majority_baseline']:.0%})"))
+        notes.append(
+            Note(
+                W.TEMPLATE_NOT_BETTER_THAN_MAJORITY,
+                f"held out, this question was answered right {template['exact_match']:.0%} of the "
+                f"time, no better than always giving its most common answer "
+                f"({template['majority_baseline']:.0%})",
+            )
+        )
     return notes
 
 
-def reliability_of(table: ReliabilityTable, catalogue: QuestionCatalogue, match: MatchedQuestion | None,
-                   statements: Sequence[dict[str, Any]], task_is_report: bool
-                   ) -> tuple[dict[str, Any] | None, dict[str, bool]]:
+def reliability_of(
+    table: ReliabilityTable,
+    catalogue: QuestionCatalogue,
+    match: MatchedQuestion | None,
+    statements: Sequence[dict[str, Any]],
+    task_is_report: bool,
+) -> tuple[dict[str, Any] | None, dict[str, bool]]:
     """An answer's ``reliability`` and which of its findings it says present (by catalogue name): the
     findings of its statements (a verify question's, a choice's, a query's members, a report's) and,
     for a question about a template rather than one finding, the template; None for a free question."""

@@ -35,8 +35,14 @@ class ServerError(DiagEcgError):
     """The server refused or failed a request: ``status`` (HTTP; 0 = unreachable), ``error`` (one line),
     ``error_type``, ``retry_after_s`` (503 only), ``body`` (the decoded JSON, if any)."""
 
-    def __init__(self, status: int, error: str, error_type: str = "", retry_after_s: float | None = None,
-                 body: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        error_type: str = "",
+        retry_after_s: float | None = None,
+        body: Any = None,
+    ) -> None:
         super().__init__(f"HTTP {status}: {error}" if status else error)
         self.status, self.error, self.error_type = status, error, error_type
         self.retry_after_s, self.body = retry_after_s, body
@@ -58,12 +64,17 @@ def _multipart(fields: list[tuple[str, str]], files: list[Path]) -> tuple[bytes,
     boundary = f"diagecg-{uuid.uuid4().hex}"
     parts: list[bytes] = []
     for name, value in fields:
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-                     + value.encode() + b"\r\n")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            + value.encode()
+            + b"\r\n"
+        )
     for path in files:
         name = path.name.replace('"', "%22")
-        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
-                f"Content-Type: application/octet-stream\r\n\r\n")
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        )
         parts.append(head.encode() + path.read_bytes() + b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
@@ -79,8 +90,14 @@ class DiagEcgClient:
         timeout_s: socket timeout of each request.
     """
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8765", *, token: str | None = None,
-                 token_file: str | Path | None = None, timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8765",
+        *,
+        token: str | None = None,
+        token_file: str | Path | None = None,
+        timeout_s: float = 300.0,
+    ) -> None:
         if token is not None and token_file is not None:
             raise ValueError("give token or token_file, not both")
         if token_file is not None:
@@ -89,8 +106,15 @@ class DiagEcgClient:
         self.token = token
         self.timeout_s = timeout_s
 
-    def _request(self, method: str, route: str, body: bytes | None = None,
-                 content_type: str | None = None, *, binary: bool = False) -> Any:
+    def _request(
+        self,
+        method: str,
+        route: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        *,
+        binary: bool = False,
+    ) -> Any:
         request = urllib.request.Request(self.base_url + route, data=body, method=method)
         if content_type:
             request.add_header("Content-Type", content_type)
@@ -108,9 +132,13 @@ class DiagEcgClient:
                 data = None
             error = data.get("error") if isinstance(data, dict) else None
             retry = e.headers.get("Retry-After")
-            raise ServerError(e.code, error or raw.decode("utf-8", "replace")[:200] or str(e.reason),
-                              data.get("error_type", "") if isinstance(data, dict) else "",
-                              float(retry) if retry and retry.isdigit() else None, data) from None
+            raise ServerError(
+                e.code,
+                error or raw.decode("utf-8", "replace")[:200] or str(e.reason),
+                data.get("error_type", "") if isinstance(data, dict) else "",
+                float(retry) if retry and retry.isdigit() else None,
+                data,
+            ) from None
         except urllib.error.URLError as e:
             raise ServerError(0, f"cannot reach {self.base_url}: {e.reason}") from None
 
@@ -122,8 +150,13 @@ class DiagEcgClient:
     def _patient_fields(patient: dict[str, Any] | None) -> list[tuple[str, str]]:
         return [(k, str(v)) for k, v in (patient or {}).items() if v is not None]
 
-    def answer(self, record: str | Path | Sequence[str | Path], question: str | Sequence[str], *,
-               patient: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def answer(
+        self,
+        record: str | Path | Sequence[str | Path],
+        question: str | Sequence[str],
+        *,
+        patient: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
         """Upload a record and ask one question or several; one answer per question, in order.
 
         Args:
@@ -136,25 +169,36 @@ class DiagEcgClient:
         result: list[dict[str, Any]] = self._post("/v1/answer", fields, record_files(record))
         return result
 
-    def report(self, record: str | Path | Sequence[str | Path], *,
-               patient: dict[str, Any] | None = None) -> dict[str, Any]:
+    def report(
+        self, record: str | Path | Sequence[str | Path], *, patient: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Upload a record and get its report."""
         result: dict[str, Any] = self._post("/v1/report", self._patient_fields(patient), record_files(record))
         return result
 
-    def plot(self, record: str | Path | Sequence[str | Path], question: str | Sequence[str] = (), *,
-             image_format: str = "png", patient: dict[str, Any] | None = None) -> bytes:
+    def plot(
+        self,
+        record: str | Path | Sequence[str | Path],
+        question: str | Sequence[str] = (),
+        *,
+        image_format: str = "png",
+        patient: dict[str, Any] | None = None,
+    ) -> bytes:
         """Upload a record and get it drawn as a printed ECG (``png``, ``svg`` or ``pdf`` bytes), with the
         answers to ``question`` (none: the traces only) and the windows they were read from."""
         questions = [question] if isinstance(question, str) else list(question)
-        fields = [("image_format", image_format), *(("question", q) for q in questions),
-                  *self._patient_fields(patient)]
+        fields = [
+            ("image_format", image_format),
+            *(("question", q) for q in questions),
+            *self._patient_fields(patient),
+        ]
         body, content_type = _multipart(fields, record_files(record))
         image: bytes = self._request("POST", "/v1/plot", body, content_type, binary=True)
         return image
 
-    def answer_path(self, path: str, question: str | Sequence[str], *,
-                    patient: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def answer_path(
+        self, path: str, question: str | Sequence[str], *, patient: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """Ask about a record on the server's disk, inside its ``--allow-folder``."""
         questions = [question] if isinstance(question, str) else list(question)
         fields = [("path", path), *(("question", q) for q in questions), *self._patient_fields(patient)]

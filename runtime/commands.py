@@ -108,16 +108,17 @@ def expand_records(args: tuple[str, ...] | list[str]) -> tuple[list[Path], bool]
         if "\x00" in arg:
             raise InputError(f"RECORD argument {arg!r} contains a NUL byte")
         if arg.startswith(LIST_PREFIX):
-            listed = _read_list(Path(arg[len(LIST_PREFIX):]))
+            listed = _read_list(Path(arg[len(LIST_PREFIX) :]))
             if not listed:
-                raise InputError(f"record list {arg[len(LIST_PREFIX):]} names no record")
+                raise InputError(f"record list {arg[len(LIST_PREFIX) :]} names no record")
             records.extend(listed)
             expanded = True
         elif Path(arg).is_dir():
             found = find_records(arg)
             if not found:
-                raise InputError(f"folder {arg} holds no ECG record (WFDB .hea, DICOM, HL7 aECG, MUSE XML, "
-                                 "EDF)")
+                raise InputError(
+                    f"folder {arg} holds no ECG record (WFDB .hea, DICOM, HL7 aECG, MUSE XML, EDF)"
+                )
             records.extend(found)
             expanded = True
         else:
@@ -149,15 +150,20 @@ def plain_answer(ans: Answer, show_probability: bool = False) -> str:
             return "(no statement the model's own answers confirm; the warnings say why)"
         if not show_probability or not ans.statements:
             return ans.answer
-        parts = [s["text"] + (f" (p {s['probability']:.2f})" if s["probability"] is not None else "")
-                 for s in ans.statements]
+        parts = [
+            s["text"] + (f" (p {s['probability']:.2f})" if s["probability"] is not None else "")
+            for s in ans.statements
+        ]
         if ans.task != "report":
             return "; ".join(parts)
         return ". ".join(p[0].upper() + p[1:] for p in parts) + "."
     p = f"p = {ans.confidence:.2f}" if ans.confidence is not None else None
     reworded = mq is not None and (
-        mq["polarity"] == "negated" or mq["scope"] != "same" or bool(mq["spelling"])
-        or normalize_question(ans.question) != normalize_question(mq["canonical"]))
+        mq["polarity"] == "negated"
+        or mq["scope"] != "same"
+        or bool(mq["spelling"])
+        or normalize_question(ans.question) != normalize_question(mq["canonical"])
+    )
     if mq is not None and reworded:
         model = invert_answer(ans.answer) if mq["polarity"] == "negated" else ans.answer
         said = [f'as "{model}" to "{mq["canonical"]}"']
@@ -167,12 +173,28 @@ def plain_answer(ans: Answer, show_probability: bool = False) -> str:
     return f"{ans.answer}  ({p})" if show_probability and p else ans.answer
 
 
-def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None, *, bundle: str | None,
-                quant: str | None, as_json: bool, threads: int | None, device: str, verify_hashes: bool,
-                age: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None,
-                allow_degraded: bool, plot_path: str | None, quiet: bool, measure: bool = False,
-                show_probability: bool = False, output: str | None = None, audit_log: str | None = None
-                ) -> None:
+def _answer_all(
+    records_args: tuple[str, ...],
+    questions: tuple[str, ...] | None,
+    *,
+    bundle: str | None,
+    quant: str | None,
+    as_json: bool,
+    threads: int | None,
+    device: str,
+    verify_hashes: bool,
+    age: float | None,
+    sex: str | None,
+    height_cm: float | None,
+    weight_kg: float | None,
+    allow_degraded: bool,
+    plot_path: str | None,
+    quiet: bool,
+    measure: bool = False,
+    show_probability: bool = False,
+    output: str | None = None,
+    audit_log: str | None = None,
+) -> None:
     from diagecg.runtime.outputs import AnswerFile
     from diagecg.runtime.pipeline import Answer, DiagEcgPipeline
 
@@ -188,10 +210,16 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
             plots = AnswerPlots(plot_path, several=expanded or len(records) > 1)
         if output is not None:
             out_file = AnswerFile(output)  # checked (suffix, no overwrite) before the bundle loads
-        pipe = DiagEcgPipeline.from_bundle(resolve_bundle(bundle), quant=quant, device=device,
-                                           threads=threads, verify_hashes=verify_hashes,
-                                           allow_degraded=allow_degraded, measure=measure,
-                                           audit_log=audit_log)
+        pipe = DiagEcgPipeline.from_bundle(
+            resolve_bundle(bundle),
+            quant=quant,
+            device=device,
+            threads=threads,
+            verify_hashes=verify_hashes,
+            allow_degraded=allow_degraded,
+            measure=measure,
+            audit_log=audit_log,
+        )
         for question in questions or ():
             pipe.check_question(question)
     except (DiagEcgError, ValueError, FileNotFoundError, ImportError) as e:
@@ -204,8 +232,11 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
     stream = out_file is not None or as_json or expanded or len(records) > 1 or n_questions > 1
     if not stream:
         try:
-            ans = (pipe.answer(records[0], questions[0], patient=patient) if questions is not None
-                   else pipe.report(records[0], patient=patient))
+            ans = (
+                pipe.answer(records[0], questions[0], patient=patient)
+                if questions is not None
+                else pipe.report(records[0], patient=patient)
+            )
         except DiagEcgError as e:  # the record failed, as its error line in --json mode: exit code 1
             fail(e, ExitCode.FAILED)
             return
@@ -220,8 +251,11 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
         if ans.question_supported is False:
             sys.exit(int(ExitCode.UNSUPPORTED))
         return
-    results = (pipe.answer_batch(records, list(questions), patient=patient) if questions is not None
-               else pipe.report_batch(records, patient=patient))
+    results = (
+        pipe.answer_batch(records, list(questions), patient=patient)
+        if questions is not None
+        else pipe.report_batch(records, patient=patient)
+    )
     n_failed = n_unsupported = n_unplotted = 0
     total = len(records) * n_questions
     pending: list[Answer | dict[str, Any]] = []  # the current record's lines, emitted once it is drawn
@@ -262,22 +296,34 @@ def _answer_all(records_args: tuple[str, ...], questions: tuple[str, ...] | None
             out_file.close()
     if out_file is not None:
         answered = total - n_failed - n_unsupported
-        click.echo(f"{out_file.n_written} lines written to {out_file.path}: {answered} answered, {n_failed} "
-                   f"failed, {n_unsupported} not supported", err=True)
+        click.echo(
+            f"{out_file.n_written} lines written to {out_file.path}: {answered} answered, {n_failed} "
+            f"failed, {n_unsupported} not supported",
+            err=True,
+        )
     if n_failed:
-        click.echo(f"{n_failed} of {total} answers failed ({len(records)} records x {n_questions} "
-                   f"questions)", err=True)
-    for first, renamed in (plots.renamed if plots is not None else []):
-        click.echo(f"note: --plot: {first.stem} names several records; also drawn as {renamed.name} (the "
-                   f"'plot' field of each JSON line says which picture is whose)", err=True)
+        click.echo(
+            f"{n_failed} of {total} answers failed ({len(records)} records x {n_questions} questions)",
+            err=True,
+        )
+    for first, renamed in plots.renamed if plots is not None else []:
+        click.echo(
+            f"note: --plot: {first.stem} names several records; also drawn as {renamed.name} (the "
+            f"'plot' field of each JSON line says which picture is whose)",
+            err=True,
+        )
     if n_unplotted:
-        click.echo(f"--plot: {n_unplotted} answered records could not be drawn (their error lines say why)",
-                   err=True)
+        click.echo(
+            f"--plot: {n_unplotted} answered records could not be drawn (their error lines say why)", err=True
+        )
     if n_failed or n_unplotted:
         sys.exit(int(ExitCode.FAILED))
     if n_unsupported:
-        click.echo(f"{n_unsupported} of {total} questions are not supported by the bundle: no answer given "
-                   f"(`diagecg questions` lists the supported ones)", err=True)
+        click.echo(
+            f"{n_unsupported} of {total} questions are not supported by the bundle: no answer given "
+            f"(`diagecg questions` lists the supported ones)",
+            err=True,
+        )
         sys.exit(int(ExitCode.UNSUPPORTED))
 
 
@@ -297,37 +343,72 @@ def _plot(answers: list[Answer], plots: AnswerPlots, pipe: DiagEcgPipeline) -> P
 
 _common_options: list[Callable[[Any], Any]] = [
     click.argument("records", nargs=-1, required=True, metavar="RECORD..."),
-    click.option("--bundle", type=click.Path(file_okay=False),
-                 help=f"Bundle folder (default: the shipped <diagecg>/{DEFAULT_BUNDLE_DIR})."),
-    click.option("--quant", help="Which of the bundle's GGUF files, e.g. q8_0 or q4_k_m (default: the "
-                                 "bundle's own; another it lacks is refused with the list it has)."),
+    click.option(
+        "--bundle",
+        type=click.Path(file_okay=False),
+        help=f"Bundle folder (default: the shipped <diagecg>/{DEFAULT_BUNDLE_DIR}).",
+    ),
+    click.option(
+        "--quant",
+        help="Which of the bundle's GGUF files, e.g. q8_0 or q4_k_m (default: the "
+        "bundle's own; another it lacks is refused with the list it has).",
+    ),
     click.option("--json", "as_json", is_flag=True, help="One JSON line per record (always so for several)."),
-    click.option("--threads", type=click.IntRange(1, MAX_THREADS),
-                 help="CPU threads (default: half the CPUs, at most 8; more than the CPUs warns)."),
-    click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-                 help="auto = CUDA where the installed engines support it; cuda = fail unless both do."),
-    click.option("--verify-hashes/--no-verify-hashes", default=True, show_default=True,
-                 help="Check every bundle file's sha256 at load (sizes are always checked)."),
-    click.option("--allow-degraded", is_flag=True,
-                 help="Answer records with some flat leads (e.g. missing precordial electrodes), with a "
-                      "warning naming them and what can still be trusted; default: refuse them."),
-    click.option("--plot", "plot_path", metavar="PATH",
-                 help="Also draw each answered record as a printed ECG with its answers and analysed "
-                      "windows (pip install 'diagecg[plot]'): one record -> the file PATH (.png, .pdf or "
-                      ".svg); several -> the folder PATH (created if missing), one <record_id>.png each. "
-                      "'{record_id}' in PATH is replaced by the record's id."),
-    click.option("-o", "--output", metavar="FILE",
-                 help="Write every answer to FILE instead of stdout: .jsonl (one JSON line each) or .csv "
-                      "(one row per record and question, probabilities and warning codes flattened); an "
-                      "existing FILE is refused. A progress bar and the final count go to stderr."),
-    click.option("--audit-log", metavar="FILE",
-                 help="Append one JSON line per answer and failure to FILE (UTC time, request id, record "
-                      "SHA-256, question, answer, probabilities, warning codes, bundle hash, latency; never "
-                      "signal data). Rotated at 100 MB."),
+    click.option(
+        "--threads",
+        type=click.IntRange(1, MAX_THREADS),
+        help="CPU threads (default: half the CPUs, at most 8; more than the CPUs warns).",
+    ),
+    click.option(
+        "--device",
+        type=click.Choice(DEVICES),
+        default="auto",
+        show_default=True,
+        help="auto = CUDA where the installed engines support it; cuda = fail unless both do.",
+    ),
+    click.option(
+        "--verify-hashes/--no-verify-hashes",
+        default=True,
+        show_default=True,
+        help="Check every bundle file's sha256 at load (sizes are always checked).",
+    ),
+    click.option(
+        "--allow-degraded",
+        is_flag=True,
+        help="Answer records with some flat leads (e.g. missing precordial electrodes), with a "
+        "warning naming them and what can still be trusted; default: refuse them.",
+    ),
+    click.option(
+        "--plot",
+        "plot_path",
+        metavar="PATH",
+        help="Also draw each answered record as a printed ECG with its answers and analysed "
+        "windows (pip install 'diagecg[plot]'): one record -> the file PATH (.png, .pdf or "
+        ".svg); several -> the folder PATH (created if missing), one <record_id>.png each. "
+        "'{record_id}' in PATH is replaced by the record's id.",
+    ),
+    click.option(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="Write every answer to FILE instead of stdout: .jsonl (one JSON line each) or .csv "
+        "(one row per record and question, probabilities and warning codes flattened); an "
+        "existing FILE is refused. A progress bar and the final count go to stderr.",
+    ),
+    click.option(
+        "--audit-log",
+        metavar="FILE",
+        help="Append one JSON line per answer and failure to FILE (UTC time, request id, record "
+        "SHA-256, question, answer, probabilities, warning codes, bundle hash, latency; never "
+        "signal data). Rotated at 100 MB.",
+    ),
     patient_options(),  # patient features for the structured prompt; each overrides the header's
-    click.option("--show-probability", is_flag=True,
-                 help="Plain text: add the probability of the answer (a report or query: of each statement). "
-                      "A question asked in other words than the catalogue's always shows it."),
+    click.option(
+        "--show-probability",
+        is_flag=True,
+        help="Plain text: add the probability of the answer (a report or query: of each statement). "
+        "A question asked in other words than the catalogue's always shows it.",
+    ),
 ]
 
 
@@ -340,8 +421,14 @@ def _with_common_options(fn: Any) -> Any:
 @click.command(epilog=EXIT_CODES_HELP)
 @_with_common_options
 @verbosity_options()
-@click.option("-q", "--question", "questions", required=True, multiple=True,
-              help="The question, in plain text; repeat it to ask several (each record is read once).")
+@click.option(
+    "-q",
+    "--question",
+    "questions",
+    required=True,
+    multiple=True,
+    help="The question, in plain text; repeat it to ask several (each record is read once).",
+)
 def infer(records: tuple[str, ...], questions: tuple[str, ...], quiet: bool, **options: Any) -> None:
     """Answer questions about ECG records with the offline runtime (no torch)."""
     _answer_all(records, questions, quiet=quiet, **options)
@@ -350,23 +437,38 @@ def infer(records: tuple[str, ...], questions: tuple[str, ...], quiet: bool, **o
 @click.command(epilog=EXIT_CODES_HELP)
 @_with_common_options
 @verbosity_options()
-@click.option("--measure/--no-measure", default=True, show_default=True,
-              help="Add heart rate, RR irregularity, PR, QRS, QT/QTc and the frontal axis to each report "
-                   "(numpy measurements of the signal: the numbers the model reads).")
-@click.option("-q", "--question", "question", hidden=True, expose_value=True,
-              help="Not taken: a report answers no question.")
+@click.option(
+    "--measure/--no-measure",
+    default=True,
+    show_default=True,
+    help="Add heart rate, RR irregularity, PR, QRS, QT/QTc and the frontal axis to each report "
+    "(numpy measurements of the signal: the numbers the model reads).",
+)
+@click.option(
+    "-q",
+    "--question",
+    "question",
+    hidden=True,
+    expose_value=True,
+    help="Not taken: a report answers no question.",
+)
 def report(records: tuple[str, ...], quiet: bool, question: str | None, **options: Any) -> None:
     """Write the report of ECG records with the offline runtime (no torch)."""
     if question is not None:  # -q is the question everywhere: never --quiet, never a RECORD
-        raise click.UsageError(f"report takes no question; ask it with: diagecg infer RECORD -q {question!r} "
-                               f"(--quiet is errors only)")
+        raise click.UsageError(
+            f"report takes no question; ask it with: diagecg infer RECORD -q {question!r} "
+            f"(--quiet is errors only)"
+        )
     _answer_all(records, None, quiet=quiet, **options)
 
 
 @click.command(epilog=EXIT_CODES_HELP)
 @verbosity_options()
-@click.option("--bundle", type=click.Path(file_okay=False),
-              help=f"Bundle folder (default: the shipped <diagecg>/{DEFAULT_BUNDLE_DIR}).")
+@click.option(
+    "--bundle",
+    type=click.Path(file_okay=False),
+    help=f"Bundle folder (default: the shipped <diagecg>/{DEFAULT_BUNDLE_DIR}).",
+)
 @click.option("--json", "as_json", is_flag=True, help="The catalogue as JSON (the manifest's object).")
 def questions(bundle: str | None, as_json: bool) -> None:
     """List the questions the bundle's model was trained to answer, with their answer options."""
@@ -379,8 +481,13 @@ def questions(bundle: str | None, as_json: bool) -> None:
         return
     catalogue = loaded.questions
     if catalogue is None:
-        fail(BundleError(f"{loaded.root} has no question catalogue (exported before diagecg had them): "
-                          f"every question goes to the model as typed"), ExitCode.USAGE)
+        fail(
+            BundleError(
+                f"{loaded.root} has no question catalogue (exported before diagecg had them): "
+                f"every question goes to the model as typed"
+            ),
+            ExitCode.USAGE,
+        )
         return
     from diagecg.reliability import MIN_AUC, MIN_POSITIVES, ReliabilityTable
 
@@ -388,21 +495,34 @@ def questions(bundle: str | None, as_json: bool) -> None:
     rows = [table.finding(f) for f in ("normal ecg", *catalogue.findings)]
     if as_json:
         floor = {"min_positives": MIN_POSITIVES, "min_auc": MIN_AUC}
-        click.echo(json.dumps({**catalogue.to_dict(), "semantics": {str(k): v for k, v in SEMANTICS.items()},
-                               "reliability": {"source": table.source, "floor": floor, "findings": rows}},
-                              indent=2, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                {
+                    **catalogue.to_dict(),
+                    "semantics": {str(k): v for k, v in SEMANTICS.items()},
+                    "reliability": {"source": table.source, "floor": floor, "findings": rows},
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return
     click.echo("Questions this model was trained to answer ([template id] type: wording -> answer options).")
-    click.echo("Other wordings, abbreviations (AF, LBBB, 1st degree AVB, LVH, PVC...), synonyms and small "
-               "misspellings are read as these; a negated question ('Is there no AF?', 'Can you exclude "
-               "AF?') is answered as asked (the answer inverted); a general name is answered as the nearest "
-               "finding with a warning (heart block -> conduction disturbance); anything else is refused.")
-    click.echo("Answers about one record never contradict each other: a class (myocardial infarction, ST/T "
-               "change, conduction disturbance, hypertrophy) is yes when one of its findings is, and of two "
-               "findings no ECG has together (normal ECG and an infarction, sinus bradycardia and "
-               "tachycardia, AF and sinus rhythm...) the less probable is answered no.\n")
-    for line, entry in zip(catalogue.describe(), sorted(catalogue.entries.values(),
-                                                        key=lambda e: e.template_id), strict=True):
+    click.echo(
+        "Other wordings, abbreviations (AF, LBBB, 1st degree AVB, LVH, PVC...), synonyms and small "
+        "misspellings are read as these; a negated question ('Is there no AF?', 'Can you exclude "
+        "AF?') is answered as asked (the answer inverted); a general name is answered as the nearest "
+        "finding with a warning (heart block -> conduction disturbance); anything else is refused."
+    )
+    click.echo(
+        "Answers about one record never contradict each other: a class (myocardial infarction, ST/T "
+        "change, conduction disturbance, hypertrophy) is yes when one of its findings is, and of two "
+        "findings no ECG has together (normal ECG and an infarction, sinus bradycardia and "
+        "tachycardia, AF and sinus rhythm...) the less probable is answered no.\n"
+    )
+    for line, entry in zip(
+        catalogue.describe(), sorted(catalogue.entries.values(), key=lambda e: e.template_id), strict=True
+    ):
         click.echo(line)
         if entry.template_id in SEMANTICS:
             click.echo(f"    means: {SEMANTICS[entry.template_id]}")
@@ -410,11 +530,15 @@ def questions(bundle: str | None, as_json: bool) -> None:
             click.echo(f"    attributes: {', '.join(entry.attributes)}")
         for example in entry.examples[:3]:
             click.echo(f"    e.g. {example}")
-    click.echo(f"\nHow far each finding can be trusted (held out: {table.source}). Floor: {MIN_POSITIVES} "
-               f"positive records and AUC {MIN_AUC}; below it, or never validated, answers carry a warning "
-               f"code. PPV/NPV at the evaluation's prevalence.")
-    click.echo(f"  {'finding':<44} {'status':<13} {'pos':>4}  {'AUC (95% CI)':<19} {'sens':>5} {'spec':>5} "
-               f"{'PPV':>5} {'NPV':>5}  warnings")
+    click.echo(
+        f"\nHow far each finding can be trusted (held out: {table.source}). Floor: {MIN_POSITIVES} "
+        f"positive records and AUC {MIN_AUC}; below it, or never validated, answers carry a warning "
+        f"code. PPV/NPV at the evaluation's prevalence."
+    )
+    click.echo(
+        f"  {'finding':<44} {'status':<13} {'pos':>4}  {'AUC (95% CI)':<19} {'sens':>5} {'spec':>5} "
+        f"{'PPV':>5} {'NPV':>5}  warnings"
+    )
 
     def num(v: float | None) -> str:
         return "  -  " if v is None else f"{v:5.2f}"
@@ -426,9 +550,12 @@ def questions(bundle: str | None, as_json: bool) -> None:
             continue
         ci = r["auc_ci95"]
         auc = "-" if r["auc"] is None else f"{r['auc']:.2f}" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
-        click.echo(f"  {r['finding'][:44]:<44} {r['status']:<13} {r['n_positives']:>4}  {auc:<19} "
-                   f"{num(r['sensitivity'])} {num(r['specificity'])} {num(r['ppv'])} {num(r['npv'])}  "
-                   f"{' '.join(r['warnings'])}")
+        click.echo(
+            f"  {r['finding'][:44]:<44} {r['status']:<13} {r['n_positives']:>4}  {auc:<19} "
+            f"{num(r['sensitivity'])} {num(r['specificity'])} {num(r['ppv'])} {num(r['npv'])}  "
+            f"{' '.join(r['warnings'])}"
+        )
     if unvalidated:
-        click.echo(f"  not validated (FINDING_NOT_VALIDATED), {len(unvalidated)} findings: "
-                   f"{', '.join(unvalidated)}")
+        click.echo(
+            f"  not validated (FINDING_NOT_VALIDATED), {len(unvalidated)} findings: {', '.join(unvalidated)}"
+        )

@@ -75,12 +75,19 @@ def resolve_threads(threads: int | None) -> int:
     if threads is None:
         return default_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
-        raise ValueError(f"threads={threads!r} is invalid: an int in 1..{MAX_THREADS} or None "
-                         f"(default {default_threads()})")
+        raise ValueError(
+            f"threads={threads!r} is invalid: an int in 1..{MAX_THREADS} or None "
+            f"(default {default_threads()})"
+        )
     cpus = logical_cpus()
     if threads > cpus:
-        logger.warning("threads=%d capped at %d, the CPUs this process may run on (more threads only compete "
-                       "for the cores); the default is %d", threads, cpus, default_threads())
+        logger.warning(
+            "threads=%d capped at %d, the CPUs this process may run on (more threads only compete "
+            "for the cores); the default is %d",
+            threads,
+            cpus,
+            default_threads(),
+        )
         return cpus
     return threads
 
@@ -182,13 +189,16 @@ def choose_device(device: str = "auto", threads: int | None = None) -> DeviceCho
         if not ort_cuda:
             missing.append(f"onnxruntime has no {ORT_CUDA} (install onnxruntime-gpu)")
         if not llama_gpu:
-            missing.append("llama-cpp-python was built without GPU offload "
-                           "(reinstall it with CMAKE_ARGS=-DGGML_CUDA=on)")
+            missing.append(
+                "llama-cpp-python was built without GPU offload (reinstall it with CMAKE_ARGS=-DGGML_CUDA=on)"
+            )
         if missing:
-            raise InferenceError("device='cuda' requested but " + "; ".join(missing)
-                                 + "; or use device 'cpu'/'auto'")
+            raise InferenceError(
+                "device='cuda' requested but " + "; ".join(missing) + "; or use device 'cpu'/'auto'"
+            )
         return DeviceChoice(device, "cuda", "cuda", n_threads)
     choice = DeviceChoice(device, "cuda" if ort_cuda else "cpu", "cuda" if llama_gpu else "cpu", n_threads)
-    logger.debug("device auto: ECG tokenizer on %s, LLM on %s, %d threads", choice.ecg_tokenizer, choice.llm,
-                 n_threads)
+    logger.debug(
+        "device auto: ECG tokenizer on %s, LLM on %s, %d threads", choice.ecg_tokenizer, choice.llm, n_threads
+    )
     return choice

@@ -42,8 +42,13 @@ class EcgCodeReader:
         cache_size: signals whose codes are kept (0 = none), and prompts whose readings are kept (at least 1).
     """
 
-    def __init__(self, session: EcgTokenizerSession, preprocess: PreprocessConfig,
-                 summary: SummaryConfig | None, cache_size: int) -> None:
+    def __init__(
+        self,
+        session: EcgTokenizerSession,
+        preprocess: PreprocessConfig,
+        summary: SummaryConfig | None,
+        cache_size: int,
+    ) -> None:
         self.session = session
         self.preprocess = preprocess
         self.summary = summary
@@ -91,12 +96,14 @@ class EcgCodeReader:
             while len(self._codes) > self.cache_size:
                 self._codes.popitem(last=False)
 
-    def shared_readings(self, codes: Sequence[I64Array], patient: PatientInfo,
-                        calibration: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def shared_readings(
+        self, codes: Sequence[I64Array], patient: PatientInfo, calibration: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
         """The consistency rule's readings of one prompt (the windows' ECG codes, the patient, the
         calibration in use), kept for the next question about it (as many prompts as ECG codes)."""
-        h = hashlib.sha256(repr((dataclasses.astuple(patient), id(calibration),
-                                 sorted(calibration))).encode())
+        h = hashlib.sha256(
+            repr((dataclasses.astuple(patient), id(calibration), sorted(calibration))).encode()
+        )
         for c in codes:
             h.update(np.ascontiguousarray(c).tobytes())
         key = h.digest()

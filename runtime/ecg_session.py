@@ -52,8 +52,15 @@ class EcgTokenizerSession:
             ``device="cuda"`` and CUDA is unavailable or did not become active.
     """
 
-    def __init__(self, onnx_path: str | Path, *, device: str = "auto", threads: int | None = None,
-                 n_samples: int | None = None, n_codes: int | None = None) -> None:
+    def __init__(
+        self,
+        onnx_path: str | Path,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        n_samples: int | None = None,
+        n_codes: int | None = None,
+    ) -> None:
         check_device(device)
         self.path = Path(onnx_path)
         self.threads = resolve_threads(threads)
@@ -61,9 +68,11 @@ class EcgTokenizerSession:
         self.warnings: list[str] = []
         want_cuda = device == "cuda" or (device == "auto" and ort_cuda_available())
         if device == "cuda" and not ort_cuda_available():
-            raise InferenceError(f"device='cuda' requested but onnxruntime offers only "
-                                 f"{ort.get_available_providers()}; install onnxruntime-gpu or use "
-                                 f"device 'cpu'")
+            raise InferenceError(
+                f"device='cuda' requested but onnxruntime offers only "
+                f"{ort.get_available_providers()}; install onnxruntime-gpu or use "
+                f"device 'cpu'"
+            )
         requested = [ORT_CUDA, "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
 
         opts = ort.SessionOptions()
@@ -83,8 +92,10 @@ class EcgTokenizerSession:
         self.providers: list[str] = list(session.get_providers())
         self.device = "cuda" if self.providers and self.providers[0] == ORT_CUDA else "cpu"
         if want_cuda and self.device != "cuda":
-            msg = (f"CUDA was requested for the ECG tokenizer but onnxruntime made {self.providers} active "
-                   f"(CUDA/cuDNN libraries missing?); it runs on CPU")
+            msg = (
+                f"CUDA was requested for the ECG tokenizer but onnxruntime made {self.providers} active "
+                f"(CUDA/cuDNN libraries missing?); it runs on CPU"
+            )
             if device == "cuda":
                 raise InferenceError(msg)
             logger.warning(msg)
@@ -93,25 +104,33 @@ class EcgTokenizerSession:
         inputs = {i.name: i for i in session.get_inputs()}
         outputs = {o.name for o in session.get_outputs()}
         if ONNX_INPUT_SIGNAL not in inputs or ONNX_OUTPUT_INDICES not in outputs:
-            raise InferenceError(f"{self.path}: expected input {ONNX_INPUT_SIGNAL!r} and output "
-                                 f"{ONNX_OUTPUT_INDICES!r}, found inputs {sorted(inputs)} "
-                                 f"outputs {sorted(outputs)}")
+            raise InferenceError(
+                f"{self.path}: expected input {ONNX_INPUT_SIGNAL!r} and output "
+                f"{ONNX_OUTPUT_INDICES!r}, found inputs {sorted(inputs)} "
+                f"outputs {sorted(outputs)}"
+            )
         shape = list(inputs[ONNX_INPUT_SIGNAL].shape)  # e.g. ["batch", 12, 1000]
         if len(shape) != 3:
-            raise InferenceError(f"{self.path}: input {ONNX_INPUT_SIGNAL!r} has rank {len(shape)}, "
-                                 f"expected 3 (batch, leads, samples)")
+            raise InferenceError(
+                f"{self.path}: input {ONNX_INPUT_SIGNAL!r} has rank {len(shape)}, "
+                f"expected 3 (batch, leads, samples)"
+            )
         self.n_leads: int | None = shape[1] if isinstance(shape[1], int) else None
         onnx_samples = shape[2] if isinstance(shape[2], int) else None
         if n_samples is not None and onnx_samples is not None and n_samples != onnx_samples:
-            raise InferenceError(f"{self.path}: the graph takes {onnx_samples} samples per lead but the "
-                                 f"preprocess window gives {n_samples}")
+            raise InferenceError(
+                f"{self.path}: the graph takes {onnx_samples} samples per lead but the "
+                f"preprocess window gives {n_samples}"
+            )
         self.n_samples: int | None = n_samples if n_samples is not None else onnx_samples
         features = inputs.get(ONNX_INPUT_FEATURES)  # only in a graph with summary tokens
         self.takes_features = features is not None
         f_shape = list(features.shape) if features is not None else [None, None]  # e.g. ["batch", 75]
         if len(f_shape) != 2:
-            raise InferenceError(f"{self.path}: input {ONNX_INPUT_FEATURES!r} has rank {len(f_shape)}, "
-                                 f"expected 2 (batch, measurements)")
+            raise InferenceError(
+                f"{self.path}: input {ONNX_INPUT_FEATURES!r} has rank {len(f_shape)}, "
+                f"expected 2 (batch, measurements)"
+            )
         self.n_features: int | None = f_shape[1] if isinstance(f_shape[1], int) else None
         logger.debug("ECG tokenizer %s on %s (%d threads)", self.path.name, self.providers, self.threads)
 
@@ -123,30 +142,37 @@ class EcgTokenizerSession:
         if signal.ndim == 2:
             signal = signal[None]  # (leads, samples) -> (1, leads, samples)
         if signal.ndim != 3 or signal.shape[0] == 0:
-            raise InputError(f"signal shape {signal.shape} is invalid: expected (leads, samples) or "
-                             f"(batch, leads, samples) with batch >= 1")
+            raise InputError(
+                f"signal shape {signal.shape} is invalid: expected (leads, samples) or "
+                f"(batch, leads, samples) with batch >= 1"
+            )
         _, leads, samples = signal.shape
         if self.n_leads is not None and leads != self.n_leads:
             raise InputError(f"signal has {leads} leads, the ECG tokenizer expects {self.n_leads}")
         if self.n_samples is not None and samples != self.n_samples:
-            raise InputError(f"signal has {samples} samples per lead, the ECG tokenizer expects "
-                             f"{self.n_samples}")
+            raise InputError(
+                f"signal has {samples} samples per lead, the ECG tokenizer expects {self.n_samples}"
+            )
         finite = np.isfinite(signal)
         if not finite.all():
             bad = int(signal.size - np.count_nonzero(finite))
-            raise InputError(f"signal contains {bad} NaN/inf values; the ECG tokenizer would return "
-                             f"meaningless codes")
+            raise InputError(
+                f"signal contains {bad} NaN/inf values; the ECG tokenizer would return meaningless codes"
+            )
         return np.ascontiguousarray(signal)
 
     def _check_features(self, features: np.ndarray | None, batch: int) -> np.ndarray | None:
         if not self.takes_features:
             if features is not None:
-                raise InputError("this ECG tokenizer has no summary tokens: it takes no measurements "
-                                 "(pass features=None)")
+                raise InputError(
+                    "this ECG tokenizer has no summary tokens: it takes no measurements (pass features=None)"
+                )
             return None
         if features is None:
-            raise InputError("this ECG tokenizer has summary tokens: pass the record's measurements "
-                             "(diagecg.preprocess.model_inputs)")
+            raise InputError(
+                "this ECG tokenizer has summary tokens: pass the record's measurements "
+                "(diagecg.preprocess.model_inputs)"
+            )
         if not isinstance(features, np.ndarray):
             raise InputError(f"features must be a numpy array, got {type(features).__name__}")
         if features.dtype != np.float32:
@@ -155,13 +181,17 @@ class EcgTokenizerSession:
             features = features[None]  # (M,) -> (1, M)
         n = self.n_features
         if features.ndim != 2 or features.shape[0] != batch or (n is not None and features.shape[1] != n):
-            raise InputError(f"features shape {features.shape} is invalid: expected ({batch}, "
-                             f"{n if n is not None else 'measurements'}), one row per signal")
+            raise InputError(
+                f"features shape {features.shape} is invalid: expected ({batch}, "
+                f"{n if n is not None else 'measurements'}), one row per signal"
+            )
         finite = np.isfinite(features)
         if not finite.all():
             bad = int(features.size - np.count_nonzero(finite))
-            raise InputError(f"features contain {bad} NaN/inf values; the ECG tokenizer would return "
-                             f"meaningless summary codes")
+            raise InputError(
+                f"features contain {bad} NaN/inf values; the ECG tokenizer would return "
+                f"meaningless summary codes"
+            )
         return np.ascontiguousarray(features)
 
     def close(self) -> None:
@@ -188,17 +218,22 @@ class EcgTokenizerSession:
         f = self._check_features(features, x.shape[0])  # (B, M) or None
         feeds = {ONNX_INPUT_SIGNAL: x} if f is None else {ONNX_INPUT_SIGNAL: x, ONNX_INPUT_FEATURES: f}
         if self._session is None:
-            raise InferenceError(f"{self.path.name}: the ECG tokenizer was closed (close()); load the bundle "
-                                 f"again")
+            raise InferenceError(
+                f"{self.path.name}: the ECG tokenizer was closed (close()); load the bundle again"
+            )
         try:
             (indices,) = self._session.run([ONNX_OUTPUT_INDICES], feeds)
         except Exception as e:
             raise InferenceError(f"onnxruntime failed on the ECG tokenizer {self.path.name}: {e}") from e
         indices = np.asarray(indices)
         if indices.dtype != np.int64 or indices.ndim != 2 or indices.shape[0] != x.shape[0]:
-            raise InferenceError(f"{self.path.name} returned {indices.dtype} {indices.shape}, expected int64 "
-                                 f"({x.shape[0]}, tokens)")
+            raise InferenceError(
+                f"{self.path.name} returned {indices.dtype} {indices.shape}, expected int64 "
+                f"({x.shape[0]}, tokens)"
+            )
         if self.n_codes is not None and indices.size and (indices.min() < 0 or indices.max() >= self.n_codes):
-            raise InferenceError(f"{self.path.name} returned codes in [{indices.min()}, {indices.max()}], "
-                                 f"outside [0, {self.n_codes})")
+            raise InferenceError(
+                f"{self.path.name} returned codes in [{indices.min()}, {indices.max()}], "
+                f"outside [0, {self.n_codes})"
+            )
         return indices

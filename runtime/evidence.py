@@ -20,8 +20,9 @@ from diagecg.statements import coded_statements
 __all__ = ["evidence", "finding_code", "measurements"]
 
 
-def evidence(window: WindowAnswer, match: MatchedQuestion | None,
-             calibration: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+def evidence(
+    window: WindowAnswer, match: MatchedQuestion | None, calibration: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """The measured values a closed finding question rests on (``diagecg.criteria``), from the
     window the answer comes from; empty for findings without a defining measurement.
 
@@ -39,10 +40,19 @@ def evidence(window: WindowAnswer, match: MatchedQuestion | None,
         if crit is None:
             continue
         value = float(features[FEATURE_NAMES.index(crit.feature)])
-        out.append({"finding": name, "code": crit.code, "measurement": crit.feature,
-                    "value": round(value, 3), "unit": crit.unit, "cutoff": crit.cutoff,
-                    "direction": "above" if crit.direction > 0 else "below",
-                    "suggests_finding": crit.suggests(value), "window_s": [start_s, end_s]})
+        out.append(
+            {
+                "finding": name,
+                "code": crit.code,
+                "measurement": crit.feature,
+                "value": round(value, 3),
+                "unit": crit.unit,
+                "cutoff": crit.cutoff,
+                "direction": "above" if crit.direction > 0 else "below",
+                "suggests_finding": crit.suggests(value),
+                "window_s": [start_s, end_s],
+            }
+        )
     return out
 
 

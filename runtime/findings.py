@@ -38,16 +38,27 @@ from diagecg.runtime.answering import (
 )
 from diagecg.statements import answer_findings, coded_statements
 
-__all__ = ["IMPLAUSIBLE_RECORD", "PLAUSIBILITY_CODES", "answer_reliability", "answer_statements",
-           "read_consistently", "statement_reader"]
+__all__ = [
+    "IMPLAUSIBLE_RECORD",
+    "PLAUSIBILITY_CODES",
+    "answer_reliability",
+    "answer_statements",
+    "read_consistently",
+    "statement_reader",
+]
 
 PLAUSIBILITY_CODES = frozenset(CHECKS.values())  # record warnings of diagecg.plausibility
 IMPLAUSIBLE_RECORD = "implausible_record"  # reliability status of an answer about such a record
 
 
-def statement_reader(catalogue: QuestionCatalogue, ask: ScoreFn, n_windows: int, table: ReliabilityTable,
-                     readings: dict[str, Any],
-                     calibration: Mapping[str, Mapping[str, Any]]) -> StatementReader:
+def statement_reader(
+    catalogue: QuestionCatalogue,
+    ask: ScoreFn,
+    n_windows: int,
+    table: ReliabilityTable,
+    readings: dict[str, Any],
+    calibration: Mapping[str, Mapping[str, Any]],
+) -> StatementReader:
     """The consistency rule's reader of one record's windows: ``ask`` puts a catalogue yes/no question to a
     window (by index), ``readings`` are those kept for this prompt (``EcgCodeReader.shared_readings``),
     the findings ``table`` validated rank first, and a calibrated finding is present above its threshold."""
@@ -55,10 +66,15 @@ def statement_reader(catalogue: QuestionCatalogue, ask: ScoreFn, n_windows: int,
     return StatementReader(catalogue, ask, n_windows, table.validated(), readings, thresholds)
 
 
-def read_consistently(reader: StatementReader | None, match: MatchedQuestion | None, task: str,
-                      texts: Sequence[str], text: str, probs: dict[str, float] | None,
-                      confidence: float | None) -> tuple[str, dict[str, float] | None, float | None,
-                                                         dict[str, float | None], list[Note]]:
+def read_consistently(
+    reader: StatementReader | None,
+    match: MatchedQuestion | None,
+    task: str,
+    texts: Sequence[str],
+    text: str,
+    probs: dict[str, float] | None,
+    confidence: float | None,
+) -> tuple[str, dict[str, float] | None, float | None, dict[str, float | None], list[Note]]:
     """The record's answer under the consistency rule: its text, option probabilities, confidence, the
     probability of each statement, and notes for the warnings.
 
@@ -90,22 +106,37 @@ def read_consistently(reader: StatementReader | None, match: MatchedQuestion | N
     return text, probs, confidence, statement_probs, notes
 
 
-def answer_statements(task: str, match: MatchedQuestion | None, text: str, model_answers: frozenset[str],
-                      statement_probs: dict[str, float | None]) -> list[dict[str, Any]]:
+def answer_statements(
+    task: str,
+    match: MatchedQuestion | None,
+    text: str,
+    model_answers: frozenset[str],
+    statement_probs: dict[str, float | None],
+) -> list[dict[str, Any]]:
     """The answer's coded ``statements``: a report's sentences (``text``), or the findings the model's
     answer to a catalogue question (``model_answers``, before any inversion) names; none for a free
     question."""
     if task == TASK_REPORT:
         findings = [(s, True) for s in report_statements(text)]
     else:
-        findings = [] if match is None else answer_findings(
-            match.question_type, match.attributes, model_answers, statement=match.template.statement)
+        findings = (
+            []
+            if match is None
+            else answer_findings(
+                match.question_type, match.attributes, model_answers, statement=match.template.statement
+            )
+        )
     return coded_statements(findings, statement_probs)
 
 
-def answer_reliability(table: ReliabilityTable, catalogue: QuestionCatalogue | None,
-                       match: MatchedQuestion | None, statements: Sequence[dict[str, Any]], task: str,
-                       record_notes: Sequence[Note]) -> tuple[dict[str, Any] | None, list[Note]]:
+def answer_reliability(
+    table: ReliabilityTable,
+    catalogue: QuestionCatalogue | None,
+    match: MatchedQuestion | None,
+    statements: Sequence[dict[str, Any]],
+    task: str,
+    record_notes: Sequence[Note],
+) -> tuple[dict[str, Any] | None, list[Note]]:
     """The answer's ``reliability`` (None without a catalogue) and its notes: what the question does not
     say (``question_notes``) and the findings below the floor (``reliability_notes``)."""
     if catalogue is None:

@@ -21,8 +21,19 @@ from diagecg.errors import BundleError
 GGUF_MAGIC = b"GGUF"
 MAX_KV = 1 << 16  # a real header has a few dozen keys
 # GGUF value types -> struct format of one scalar (8: string, 9: array are read apart)
-_SCALARS: dict[int, str] = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-                            10: "<Q", 11: "<q", 12: "<d"}
+_SCALARS: dict[int, str] = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 _STRING, _ARRAY = 8, 9
 
 
@@ -49,8 +60,10 @@ class _Reader:
 
     def take(self, n: int) -> bytes:
         if n < 0 or self.f.tell() + n > self.size:
-            raise BundleError(f"{self.path}: GGUF header is truncated or damaged (a field of {n} bytes at "
-                              f"offset {self.f.tell()} runs past the end of the {self.size}-byte file)")
+            raise BundleError(
+                f"{self.path}: GGUF header is truncated or damaged (a field of {n} bytes at "
+                f"offset {self.f.tell()} runs past the end of the {self.size}-byte file)"
+            )
         return self.f.read(n)
 
     def scalar(self, fmt: str) -> Any:
@@ -111,8 +124,12 @@ def read_gguf_hparams(path: str | Path) -> GgufHparams:
     if not isinstance(arch, str) or not arch:
         raise BundleError(f"{p}: GGUF header has no general.architecture")
     values = {}
-    for name, key in (("context_length", "context_length"), ("block_count", "block_count"),
-                      ("embedding_length", "embedding_length"), ("head_count", "attention.head_count")):
+    for name, key in (
+        ("context_length", "context_length"),
+        ("block_count", "block_count"),
+        ("embedding_length", "embedding_length"),
+        ("head_count", "attention.head_count"),
+    ):
         v = kv.get(f"{arch}.{key}")
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise BundleError(f"{p}: GGUF header's {arch}.{key} is {v!r}; a positive integer is needed")

@@ -99,8 +99,11 @@ def _parse_tokenizer(text: str) -> Tokenizer:
     return Tokenizer.from_str(text)
 
 
-_MASKED_ATTRS = (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED
-                 | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN)
+_MASKED_ATTRS = (
+    llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+    | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED
+    | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+)
 _TYPED_ATTRS = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED  # text -> one id
 
 
@@ -134,9 +137,19 @@ class LlamaModel:
         BundleError: the model's vocabulary size disagrees with the bundle's vocab config.
     """
 
-    def __init__(self, gguf_path: str | Path, *, vocab: VocabConfig, n_ctx: int,
-                 tokenizer: Tokenizer | None = None, stop_ids: Iterable[int] = (), threads: int | None = None,
-                 n_gpu_layers: int = 0, reuse_prefix: bool = True, flash_attn: bool = False) -> None:
+    def __init__(
+        self,
+        gguf_path: str | Path,
+        *,
+        vocab: VocabConfig,
+        n_ctx: int,
+        tokenizer: Tokenizer | None = None,
+        stop_ids: Iterable[int] = (),
+        threads: int | None = None,
+        n_gpu_layers: int = 0,
+        reuse_prefix: bool = True,
+        flash_attn: bool = False,
+    ) -> None:
         self.path = Path(gguf_path)
         self.reuse_prefix = reuse_prefix
         self.threads = resolve_threads(threads)
@@ -150,9 +163,17 @@ class LlamaModel:
         try:
             with _sequences(N_SEQUENCES):
                 self._llm = llama_cpp.Llama(
-                    model_path=str(self.path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
-                    n_threads=self.threads, n_threads_batch=self.threads, n_gpu_layers=n_gpu_layers,
-                    logits_all=False, seed=0, verbose=False, flash_attn=flash_attn,
+                    model_path=str(self.path),
+                    n_ctx=n_ctx,
+                    n_batch=n_batch,
+                    n_ubatch=n_batch,
+                    n_threads=self.threads,
+                    n_threads_batch=self.threads,
+                    n_gpu_layers=n_gpu_layers,
+                    logits_all=False,
+                    seed=0,
+                    verbose=False,
+                    flash_attn=flash_attn,
                 )
         except Exception as e:  # llama-cpp-python raises ValueError("Failed to load model from file")
             raise InferenceError(f"llama.cpp cannot load {self.path}: {e}") from e
@@ -161,34 +182,57 @@ class LlamaModel:
         self.n_batch = n_batch
         self.n_sequences = int(llama_cpp.llama_n_seq_max(self._llm.ctx))
         if vocab.vocab_size and self.n_vocab != vocab.vocab_size:
-            raise BundleError(f"{self.path.name}: the model has {self.n_vocab} tokens but the manifest's "
-                              f"vocab.vocab_size is {vocab.vocab_size}")
+            raise BundleError(
+                f"{self.path.name}: the model has {self.n_vocab} tokens but the manifest's "
+                f"vocab.vocab_size is {vocab.vocab_size}"
+            )
         llama_vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
-        attrs = np.fromiter((llama_cpp.llama_vocab_get_attr(llama_vocab, i) for i in range(self.n_vocab)),
-                            dtype=np.int64, count=self.n_vocab)
-        eog = sorted(i for i in range(self.n_vocab) if (attrs[i] & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL)
-                     and llama_cpp.llama_vocab_is_eog(llama_vocab, i))
+        attrs = np.fromiter(
+            (llama_cpp.llama_vocab_get_attr(llama_vocab, i) for i in range(self.n_vocab)),
+            dtype=np.int64,
+            count=self.n_vocab,
+        )
+        eog = sorted(
+            i
+            for i in range(self.n_vocab)
+            if (attrs[i] & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL)
+            and llama_cpp.llama_vocab_is_eog(llama_vocab, i)
+        )
         special = np.flatnonzero((attrs & _MASKED_ATTRS) != 0).tolist()  # bos, pad, unused... of the GGUF
         text_vocab = None
         if tokenizer is not None:
             text_vocab = tokenizer.get_vocab_size(with_added_tokens=True)
             special += [i for i, tok in tokenizer.get_added_tokens_decoder().items() if tok.special]
         try:
-            self.policy = DecodingPolicy.build(vocab, self.n_vocab,
-                                               extra_stop_ids=[*eog, int(self._llm.token_eos()), *stop_ids],
-                                               text_vocab_size=text_vocab, extra_banned_ids=special)
+            self.policy = DecodingPolicy.build(
+                vocab,
+                self.n_vocab,
+                extra_stop_ids=[*eog, int(self._llm.token_eos()), *stop_ids],
+                text_vocab_size=text_vocab,
+                extra_banned_ids=special,
+            )
         except ValueError as e:
             raise BundleError(f"{self.path.name}: {e}") from None
         self.stop_ids = frozenset(self.policy.stop_ids)
         self._banned = self.policy.banned_mask()
         ecg = set(ecg_ids(vocab))
-        texts = {tok.content for i, tok in tokenizer.get_added_tokens_decoder().items()
-                 if tok.special and i not in ecg} if tokenizer is not None else {
-            llama_cpp.llama_vocab_get_text(llama_vocab, i).decode("utf-8", errors="replace")
-            for i in np.flatnonzero((attrs & _TYPED_ATTRS) != 0).tolist() if i not in ecg}
+        texts = (
+            {
+                tok.content
+                for i, tok in tokenizer.get_added_tokens_decoder().items()
+                if tok.special and i not in ecg
+            }
+            if tokenizer is not None
+            else {
+                llama_cpp.llama_vocab_get_text(llama_vocab, i).decode("utf-8", errors="replace")
+                for i in np.flatnonzero((attrs & _TYPED_ATTRS) != 0).tolist()
+                if i not in ecg
+            }
+        )
         # the special tokens' texts (bos, eos, chat markers...): a question must not contain them
-        self.special_texts: tuple[str, ...] = tuple(sorted((t for t in texts if t.strip()), key=len,
-                                                           reverse=True))
+        self.special_texts: tuple[str, ...] = tuple(
+            sorted((t for t in texts if t.strip()), key=len, reverse=True)
+        )
 
     def find_special_text(self, text: str) -> str | None:
         """The first special token's text (``<|end_of_text|>``...) found in ``text``, or None."""
@@ -241,13 +285,23 @@ class LlamaModel:
         if not np.isfinite(logits).all():  # damaged weights; a NaN would become an answer's probability
             n_bad = int((~np.isfinite(logits)).sum())
             self._llm.reset()
-            raise InferenceError(f"{self.path.name}: the model produced {n_bad} non-finite logits (NaN/inf) "
-                                 f"of {self.n_vocab}: its weights are damaged; no answer can be given")
+            raise InferenceError(
+                f"{self.path.name}: the model produced {n_bad} non-finite logits (NaN/inf) "
+                f"of {self.n_vocab}: its weights are damaged; no answer can be given"
+            )
         return logits
 
-    def generate(self, prompt_ids: Sequence[int], *, max_new_tokens: int, temperature: float = 0.0,
-                 top_k: int = 1, top_p: float = 1.0, repeat_penalty: float = 1.0,
-                 seed: int = 0) -> Generation:
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int = 1,
+        top_p: float = 1.0,
+        repeat_penalty: float = 1.0,
+        seed: int = 0,
+    ) -> Generation:
         """Decode an answer to a prompt.
 
         Greedy (``argmax``) when ``temperature == 0`` or ``top_k == 1``; otherwise seeded sampling
@@ -274,9 +328,11 @@ class LlamaModel:
         if n_prompt == 0:
             raise InferenceError("empty prompt")
         if n_prompt >= self.n_ctx:
-            raise InferenceError(f"the prompt has {n_prompt} tokens but the context holds n_ctx={self.n_ctx} "
-                                 f"(at least {n_prompt + 1} needed to answer); shorten the question or use a "
-                                 f"bundle with a larger n_ctx")
+            raise InferenceError(
+                f"the prompt has {n_prompt} tokens but the context holds n_ctx={self.n_ctx} "
+                f"(at least {n_prompt + 1} needed to answer); shorten the question or use a "
+                f"bundle with a larger n_ctx"
+            )
         bad = [i for i in prompt if not 0 <= i < self.n_vocab]
         if bad:
             raise InferenceError(f"prompt ids {bad[:5]} are outside the vocabulary [0, {self.n_vocab})")
@@ -285,8 +341,10 @@ class LlamaModel:
         warnings: list[str] = []
         room = self.n_ctx - n_prompt
         if max_new_tokens > room:
-            msg = (f"max_new_tokens={max_new_tokens} cut to {room}: the prompt takes {n_prompt} of "
-                   f"n_ctx={self.n_ctx} tokens")
+            msg = (
+                f"max_new_tokens={max_new_tokens} cut to {room}: the prompt takes {n_prompt} of "
+                f"n_ctx={self.n_ctx} tokens"
+            )
             logger.warning(msg)
             warnings.append(msg)
             max_new_tokens = room
@@ -304,8 +362,15 @@ class LlamaModel:
                 if greedy:
                     tok = int(np.argmax(logits))
                 else:
-                    tok = _sample(logits, prompt + out, rng, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, repeat_penalty=repeat_penalty)
+                    tok = _sample(
+                        logits,
+                        prompt + out,
+                        rng,
+                        temperature=temperature,
+                        top_k=top_k,
+                        top_p=top_p,
+                        repeat_penalty=repeat_penalty,
+                    )
                 logprob += _log_softmax_at(logits, tok)
                 if tok in self.stop_ids:
                     stop_reason = "eos"
@@ -314,18 +379,28 @@ class LlamaModel:
                 if step + 1 < max_new_tokens:
                     logits = self._eval([tok])
         if not np.isfinite(logprob):
-            raise InferenceError(f"{self.path.name}: the answer's log-probability is {logprob} (a token "
-                                 f"the model gives no probability)")
+            raise InferenceError(
+                f"{self.path.name}: the answer's log-probability is {logprob} (a token "
+                f"the model gives no probability)"
+            )
         text = self.decode(out).strip()
-        return Generation(token_ids=out, text=text, n_prompt_tokens=n_prompt, stop_reason=stop_reason,
-                          n_reused_tokens=n_reused, logprob=logprob, warnings=warnings)
+        return Generation(
+            token_ids=out,
+            text=text,
+            n_prompt_tokens=n_prompt,
+            stop_reason=stop_reason,
+            n_reused_tokens=n_reused,
+            logprob=logprob,
+            warnings=warnings,
+        )
 
     def option_probabilities(self, prompt_ids: Sequence[int], options: Sequence[Sequence[int]]) -> np.ndarray:
         """:meth:`score_options` without the reuse count."""
         return self.score_options(prompt_ids, options)[0]
 
-    def score_options(self, prompt_ids: Sequence[int],
-                      options: Sequence[Sequence[int]]) -> tuple[np.ndarray, int]:
+    def score_options(
+        self, prompt_ids: Sequence[int], options: Sequence[Sequence[int]]
+    ) -> tuple[np.ndarray, int]:
         """Probabilities of whole answer continuations after a prompt, normalised over the options.
 
         Each option (e.g. the ids of ``" yes"`` + eos) is scored by teacher forcing: the sum of its
@@ -348,12 +423,15 @@ class LlamaModel:
             raise InferenceError("option_probabilities needs at least one non-empty option")
         longest = max(len(o) for o in options)
         if longest - 1 > self.n_batch:
-            raise InferenceError(f"an answer option of {longest} tokens is longer than a batch "
-                                 f"({self.n_batch} + 1)")
+            raise InferenceError(
+                f"an answer option of {longest} tokens is longer than a batch ({self.n_batch} + 1)"
+            )
         if not prompt or len(prompt) + longest > self.n_ctx:
-            raise InferenceError(f"the prompt ({len(prompt)} tokens) and its longest option ({longest}) "
-                                 f"do not "
-                                 f"fit n_ctx={self.n_ctx}")
+            raise InferenceError(
+                f"the prompt ({len(prompt)} tokens) and its longest option ({longest}) "
+                f"do not "
+                f"fit n_ctx={self.n_ctx}"
+            )
         logp = np.zeros(len(options))
         with self._lock:
             self._check_open()
@@ -366,8 +444,10 @@ class LlamaModel:
         p = np.exp(logp - logp.max())
         p /= p.sum()
         if not np.isfinite(p).all():  # every option at -inf (all of them banned or underflowed)
-            raise InferenceError(f"{self.path.name}: the options' probabilities are not finite "
-                                 f"(log-probabilities {logp.tolist()})")
+            raise InferenceError(
+                f"{self.path.name}: the options' probabilities are not finite "
+                f"(log-probabilities {logp.tolist()})"
+            )
         return p, n_reused
 
     def _option_groups(self, options: list[tuple[int, list[int]]]) -> Iterator[list[tuple[int, list[int]]]]:
@@ -384,8 +464,9 @@ class LlamaModel:
         if group:
             yield group
 
-    def _score_continuations(self, n_prompt: int, group: list[tuple[int, list[int]]],
-                             logp: np.ndarray) -> None:
+    def _score_continuations(
+        self, n_prompt: int, group: list[tuple[int, list[int]]], logp: np.ndarray
+    ) -> None:
         """Add to ``logp[k]`` the log-probabilities of option k's tokens after its first, all options in
         one ``llama_decode``: option ``s`` is sequence ``s`` (1...), sharing the prompt's KV cells with
         sequence 0; its cells are dropped afterwards. Sequential evaluation gives the same logits (the
@@ -414,8 +495,10 @@ class LlamaModel:
         for k, tok, i in rows:
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(self.n_vocab,))
             if not np.isfinite(logits).all():
-                raise InferenceError(f"{self.path.name}: the model produced non-finite logits (NaN/inf): its "
-                                     f"weights are damaged; no answer can be given")
+                raise InferenceError(
+                    f"{self.path.name}: the model produced non-finite logits (NaN/inf): its "
+                    f"weights are damaged; no answer can be given"
+                )
             logp[k] += _log_softmax_at(logits, tok)
 
     def reset(self) -> None:
@@ -469,16 +552,23 @@ def check_context(n_ctx: int, hparams: GgufHparams, path: Path) -> None:
             would wrap a value above 2**32), or its KV cache needs more than ``KV_MEMORY_SHARE`` of the
             memory available now.
     """
-    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) \
-            or not MIN_N_CTX <= n_ctx <= hparams.context_length:
-        raise BundleError(f"{path.name}: the manifest's generation.n_ctx={n_ctx!r} is invalid: an int in "
-                          f"{MIN_N_CTX}..{hparams.context_length} (the model's trained context length, "
-                          f"{hparams.architecture}.context_length in the GGUF)")
+    if (
+        isinstance(n_ctx, bool)
+        or not isinstance(n_ctx, int)
+        or not MIN_N_CTX <= n_ctx <= hparams.context_length
+    ):
+        raise BundleError(
+            f"{path.name}: the manifest's generation.n_ctx={n_ctx!r} is invalid: an int in "
+            f"{MIN_N_CTX}..{hparams.context_length} (the model's trained context length, "
+            f"{hparams.architecture}.context_length in the GGUF)"
+        )
     need, free = hparams.kv_cache_bytes(n_ctx), available_memory_bytes()
     if free is not None and need > KV_MEMORY_SHARE * free:
-        raise BundleError(f"{path.name}: generation.n_ctx={n_ctx} needs a {need / 2**20:.0f} MiB KV cache, "
-                          f"more than {KV_MEMORY_SHARE:.0%} of the {free / 2**20:.0f} MiB of memory "
-                          f"available; use a smaller n_ctx")
+        raise BundleError(
+            f"{path.name}: generation.n_ctx={n_ctx} needs a {need / 2**20:.0f} MiB KV cache, "
+            f"more than {KV_MEMORY_SHARE:.0%} of the {free / 2**20:.0f} MiB of memory "
+            f"available; use a smaller n_ctx"
+        )
 
 
 def _log_softmax_at(logits: np.ndarray, token: int) -> float:
@@ -488,8 +578,16 @@ def _log_softmax_at(logits: np.ndarray, token: int) -> float:
     return float(x[token] - top - np.log(np.exp(x - top).sum()))
 
 
-def _sample(logits: np.ndarray, history: Sequence[int], rng: np.random.Generator, *, temperature: float,
-            top_k: int, top_p: float, repeat_penalty: float) -> int:
+def _sample(
+    logits: np.ndarray,
+    history: Sequence[int],
+    rng: np.random.Generator,
+    *,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    repeat_penalty: float,
+) -> int:
     """Draw one id from masked logits (float32 (n_vocab,), banned ids at -inf)."""
     x = logits.astype(np.float64)
     if repeat_penalty != 1.0 and history:

@@ -25,17 +25,23 @@ _SCHEMA_ONE = ("items", "not", "additionalProperties")
 _DROPPED = ("$schema", "$id", "$comment")
 
 
-def typed_openapi(doc: dict[str, Any], schema_defs: dict[str, Any], untyped_answer: dict[str, Any]) -> \
-        dict[str, Any]:
+def typed_openapi(
+    doc: dict[str, Any], schema_defs: dict[str, Any], untyped_answer: dict[str, Any]
+) -> dict[str, Any]:
     """``doc`` with the answer typed: ``schema_defs`` (the answer schema's ``$defs``) gives the components
     ``Answer`` and ``AnswerError``; a 200 JSON response whose schema is ``untyped_answer`` (or an array of
     it) references ``Answer``; every ``/v1/`` route may send the bearer token (``--token-file``)."""
     components = doc.setdefault("components", {})
-    components.setdefault("schemas", {}).update({"Answer": schema_defs["answer"],
-                                                 "AnswerError": schema_defs["error"]})
-    components["securitySchemes"] = {"bearer": {
-        "type": "http", "scheme": "bearer",
-        "description": "required when the server runs with --token-file; other servers ignore it"}}
+    components.setdefault("schemas", {}).update(
+        {"Answer": schema_defs["answer"], "AnswerError": schema_defs["error"]}
+    )
+    components["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "required when the server runs with --token-file; other servers ignore it",
+        }
+    }
     ref = {"$ref": "#/components/schemas/Answer"}
     for path, ops in doc.get("paths", {}).items():
         for op in ops.values():
@@ -57,12 +63,15 @@ def openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
             place in the document.
     """
     out: dict[str, Any] = {**doc, "openapi": OPENAPI_30}
-    out["paths"] = {path: {method: _operation(op, f"{method.upper()} {path}") for method, op in ops.items()}
-                    for path, ops in doc.get("paths", {}).items()}
+    out["paths"] = {
+        path: {method: _operation(op, f"{method.upper()} {path}") for method, op in ops.items()}
+        for path, ops in doc.get("paths", {}).items()
+    }
     components = dict(doc.get("components", {}))
     if "schemas" in components:
-        components["schemas"] = {name: _schema(s, f"components.schemas.{name}")
-                                 for name, s in components["schemas"].items()}
+        components["schemas"] = {
+            name: _schema(s, f"components.schemas.{name}") for name, s in components["schemas"].items()
+        }
     out["components"] = components
     return out
 
@@ -70,8 +79,9 @@ def openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
 def _operation(op: dict[str, Any], where: str) -> dict[str, Any]:
     op = dict(op)
     if "parameters" in op:
-        op["parameters"] = [{**p, "schema": _schema(p["schema"], where)} if "schema" in p else p
-                            for p in op["parameters"]]
+        op["parameters"] = [
+            {**p, "schema": _schema(p["schema"], where)} if "schema" in p else p for p in op["parameters"]
+        ]
     if "requestBody" in op:
         op["requestBody"] = _with_content(op["requestBody"], where)
     if "responses" in op:
@@ -82,8 +92,13 @@ def _operation(op: dict[str, Any], where: str) -> dict[str, Any]:
 def _with_content(part: dict[str, Any], where: str) -> dict[str, Any]:
     if "content" not in part:
         return part
-    return {**part, "content": {media: {**body, "schema": _schema(body["schema"], where)} if "schema" in body
-                                else body for media, body in part["content"].items()}}
+    return {
+        **part,
+        "content": {
+            media: {**body, "schema": _schema(body["schema"], where)} if "schema" in body else body
+            for media, body in part["content"].items()
+        },
+    }
 
 
 def _schema(s: Any, where: str) -> Any:

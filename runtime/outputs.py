@@ -32,8 +32,15 @@ from diagecg import __version__
 from diagecg.errors import InputError
 from diagecg.types import EcgRecord
 
-__all__ = ["AUDIT_CLIENT", "AUDIT_RECORD_SHA256", "CSV_COLUMNS", "AnswerFile", "AuditLog", "audit_line",
-           "record_sha256"]
+__all__ = [
+    "AUDIT_CLIENT",
+    "AUDIT_RECORD_SHA256",
+    "CSV_COLUMNS",
+    "AnswerFile",
+    "AuditLog",
+    "audit_line",
+    "record_sha256",
+]
 
 # who asked, for the audit line of the answer being made (the service sets it per request)
 AUDIT_CLIENT: contextvars.ContextVar[str] = contextvars.ContextVar("diagecg_audit_client", default="local")
@@ -41,11 +48,32 @@ AUDIT_CLIENT: contextvars.ContextVar[str] = contextvars.ContextVar("diagecg_audi
 # the SHA-256 of the files of the record being answered, when the caller knows them better than the
 # pipeline does (the service: the staged upload's files, whose name alone reaches the pipeline)
 AUDIT_RECORD_SHA256: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "diagecg_audit_record", default=None)
+    "diagecg_audit_record", default=None
+)
 
-CSV_COLUMNS = ("request_id", "created_utc", "record", "record_id", "task", "question", "answered_question",
-               "answer", "confidence", "p_yes", "p_no", "p_not_sure", "calibrated", "statements",
-               "warning_codes", "reliability", "plot", "error_type", "error", "manifest_sha256", "quant")
+CSV_COLUMNS = (
+    "request_id",
+    "created_utc",
+    "record",
+    "record_id",
+    "task",
+    "question",
+    "answered_question",
+    "answer",
+    "confidence",
+    "p_yes",
+    "p_no",
+    "p_not_sure",
+    "calibrated",
+    "statements",
+    "warning_codes",
+    "reliability",
+    "plot",
+    "error_type",
+    "error",
+    "manifest_sha256",
+    "quant",
+)
 
 
 def record_sha256(record: str | Path | EcgRecord) -> str:
@@ -77,19 +105,30 @@ def _flat(line: Mapping[str, Any], plot: str | None = None) -> dict[str, Any]:
     mq = line.get("matched_question") or {}
     bundle = line.get("bundle") or {}
     return {
-        "request_id": line.get("request_id", ""), "created_utc": line.get("created_utc", ""),
-        "record": line.get("record", ""), "record_id": line.get("record_id", ""),
-        "task": line.get("task", ""), "question": line.get("question", ""),
+        "request_id": line.get("request_id", ""),
+        "created_utc": line.get("created_utc", ""),
+        "record": line.get("record", ""),
+        "record_id": line.get("record_id", ""),
+        "task": line.get("task", ""),
+        "question": line.get("question", ""),
         "answered_question": mq.get("answered") or mq.get("canonical") or "",
-        "answer": line.get("answer", ""), "confidence": line.get("confidence"),
-        "p_yes": probs.get("yes"), "p_no": probs.get("no"), "p_not_sure": probs.get("not sure"),
+        "answer": line.get("answer", ""),
+        "confidence": line.get("confidence"),
+        "p_yes": probs.get("yes"),
+        "p_no": probs.get("no"),
+        "p_not_sure": probs.get("not sure"),
         "calibrated": line.get("calibrated", False),
-        "statements": ";".join(f"{s.get('code') or s.get('text')}={'1' if s.get('present') else '0'}"
-                               for s in line.get("statements") or []),
+        "statements": ";".join(
+            f"{s.get('code') or s.get('text')}={'1' if s.get('present') else '0'}"
+            for s in line.get("statements") or []
+        ),
         "warning_codes": ";".join(w["code"] for w in line.get("warnings") or []),
-        "reliability": (line.get("reliability") or {}).get("status", ""), "plot": plot or "",
-        "error_type": line.get("error_type", ""), "error": line.get("error", ""),
-        "manifest_sha256": bundle.get("manifest_sha256", ""), "quant": bundle.get("quant", ""),
+        "reliability": (line.get("reliability") or {}).get("status", ""),
+        "plot": plot or "",
+        "error_type": line.get("error_type", ""),
+        "error": line.get("error", ""),
+        "manifest_sha256": bundle.get("manifest_sha256", ""),
+        "quant": bundle.get("quant", ""),
     }
 
 
@@ -142,18 +181,28 @@ def audit_line(line: Mapping[str, Any], record_hash: str, client: str | None = N
     mq = line.get("matched_question") or {}
     bundle = line.get("bundle") or {}
     return {
-        "utc": line.get("created_utc"), "request_id": line.get("request_id"),
+        "utc": line.get("created_utc"),
+        "request_id": line.get("request_id"),
         "client": client if client is not None else AUDIT_CLIENT.get(),
-        "record_id": line.get("record_id"), "record_sha256": record_hash, "task": line.get("task"),
-        "question": line.get("question"), "answered_question": mq.get("answered") or mq.get("canonical"),
-        "answer": line.get("answer"), "option_probabilities": line.get("option_probabilities"),
-        "statements": [{"code": s.get("code"), "present": s.get("present"),
-                        "probability": s.get("probability")} for s in line.get("statements") or []],
+        "record_id": line.get("record_id"),
+        "record_sha256": record_hash,
+        "task": line.get("task"),
+        "question": line.get("question"),
+        "answered_question": mq.get("answered") or mq.get("canonical"),
+        "answer": line.get("answer"),
+        "option_probabilities": line.get("option_probabilities"),
+        "statements": [
+            {"code": s.get("code"), "present": s.get("present"), "probability": s.get("probability")}
+            for s in line.get("statements") or []
+        ],
         "warning_codes": [w["code"] for w in line.get("warnings") or []],
         "calibration": bundle.get("calibration"),
-        "manifest_sha256": bundle.get("manifest_sha256"), "quant": bundle.get("quant"),
-        "diagecg_version": __version__, "latency_ms": (line.get("timings_ms") or {}).get("total"),
-        "error_type": line.get("error_type"), "error": line.get("error"),
+        "manifest_sha256": bundle.get("manifest_sha256"),
+        "quant": bundle.get("quant"),
+        "diagecg_version": __version__,
+        "latency_ms": (line.get("timings_ms") or {}).get("total"),
+        "error_type": line.get("error_type"),
+        "error": line.get("error"),
     }
 
 
@@ -186,7 +235,7 @@ class AuditLog:
                 self._rotate()
             view = memoryview(data)
             while view:  # a regular file takes it whole; the loop only guards a short write
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view) :]
 
     def _rotate(self) -> None:
         os.close(self._fd)
@@ -200,8 +249,9 @@ class AuditLog:
             self.path.unlink()
         self._fd = self._open()
 
-    def log(self, line: Mapping[str, Any], record: str | Path | EcgRecord | None,
-            client: str | None = None) -> None:
+    def log(
+        self, line: Mapping[str, Any], record: str | Path | EcgRecord | None, client: str | None = None
+    ) -> None:
         """Audit one answer or error line about ``record``."""
         digest = AUDIT_RECORD_SHA256.get()
         if digest is None:
@@ -216,5 +266,3 @@ class AuditLog:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-
-

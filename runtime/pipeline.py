@@ -87,9 +87,21 @@ from diagecg.runtime.replies import check_options, choose, decode, score_options
 from diagecg.runtime.windows import WindowAnswer, aggregate, unanalysed_note, window_list
 from diagecg.types import EcgRecord, I64Array, PatientInfo
 
-__all__ = ["ECG_CACHE_SIZE", "IMPLAUSIBLE_RECORD", "SCHEMA_VERSION", "TASK_QA", "TASK_REPORT",
-           "TIMING_STAGES", "Answer", "DiagEcgPipeline", "WindowAnswer", "answer_schema", "as_record",
-           "error_dict", "signal_key"]
+__all__ = [
+    "ECG_CACHE_SIZE",
+    "IMPLAUSIBLE_RECORD",
+    "SCHEMA_VERSION",
+    "TASK_QA",
+    "TASK_REPORT",
+    "TIMING_STAGES",
+    "Answer",
+    "DiagEcgPipeline",
+    "WindowAnswer",
+    "answer_schema",
+    "as_record",
+    "error_dict",
+    "signal_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +133,18 @@ class DiagEcgPipeline:
             (``diagecg.quality``); answers that need the flat leads get a warning of their own.
     """
 
-    def __init__(self, bundle: Bundle, ecg_session: EcgTokenizerSession, llm: LlamaModel, *, quant: str,
-                 device: DeviceChoice, ecg_cache_size: int = ECG_CACHE_SIZE,
-                 allow_degraded: bool = False, measure: bool = True) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        ecg_session: EcgTokenizerSession,
+        llm: LlamaModel,
+        *,
+        quant: str,
+        device: DeviceChoice,
+        ecg_cache_size: int = ECG_CACHE_SIZE,
+        allow_degraded: bool = False,
+        measure: bool = True,
+    ) -> None:
         if ecg_cache_size < 0:
             raise ValueError(f"ecg_cache_size={ecg_cache_size} is invalid: must be >= 0")
         self.bundle = bundle
@@ -153,11 +174,20 @@ class DiagEcgPipeline:
         return dict(self._bundle_info)
 
     @classmethod
-    def from_bundle(cls, path: str | Path | None = None, quant: str | None = None, device: str = "auto",
-                    threads: int | None = None, *, verify_hashes: bool = True,
-                    ecg_cache_size: int = ECG_CACHE_SIZE, reuse_prefix: bool = True,
-                    allow_degraded: bool = False, measure: bool = True,
-                    audit_log: str | Path | AuditLog | None = None) -> DiagEcgPipeline:
+    def from_bundle(
+        cls,
+        path: str | Path | None = None,
+        quant: str | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        *,
+        verify_hashes: bool = True,
+        ecg_cache_size: int = ECG_CACHE_SIZE,
+        reuse_prefix: bool = True,
+        allow_degraded: bool = False,
+        measure: bool = True,
+        audit_log: str | Path | AuditLog | None = None,
+    ) -> DiagEcgPipeline:
         """Load and validate a bundle, then open its ONNX session and GGUF model.
 
         Args:
@@ -189,17 +219,43 @@ class DiagEcgPipeline:
         gguf_path = bundle.gguf_path(q)
         # "auto" stays "auto" for the session: a CUDA provider that fails to start then warns, not raises
         session_device = "auto" if choice.requested == "auto" else choice.ecg_tokenizer
-        session = EcgTokenizerSession(bundle.onnx_path, device=session_device, threads=choice.threads,
-                                      n_samples=bundle.preprocess.n_samples, n_codes=bundle.vocab.n_codes)
+        session = EcgTokenizerSession(
+            bundle.onnx_path,
+            device=session_device,
+            threads=choice.threads,
+            n_samples=bundle.preprocess.n_samples,
+            n_codes=bundle.vocab.n_codes,
+        )
         tokenizer = load_text_tokenizer(bundle.tokenizer_path) if bundle.tokenizer_path else None
-        llm = LlamaModel(gguf_path, vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx, tokenizer=tokenizer,
-                         threads=choice.threads, n_gpu_layers=choice.n_gpu_layers, reuse_prefix=reuse_prefix)
-        pipe = cls(bundle, session, llm, quant=q, device=choice, ecg_cache_size=ecg_cache_size,
-                   allow_degraded=allow_degraded, measure=measure)
+        llm = LlamaModel(
+            gguf_path,
+            vocab=bundle.vocab,
+            n_ctx=bundle.generation.n_ctx,
+            tokenizer=tokenizer,
+            threads=choice.threads,
+            n_gpu_layers=choice.n_gpu_layers,
+            reuse_prefix=reuse_prefix,
+        )
+        pipe = cls(
+            bundle,
+            session,
+            llm,
+            quant=q,
+            device=choice,
+            ecg_cache_size=ecg_cache_size,
+            allow_degraded=allow_degraded,
+            measure=measure,
+        )
         pipe.audit = audit
-        logger.debug("loaded bundle %s (%s) in %.0f ms: ECG tokenizer on %s, LLM on %s, %d threads",
-                    bundle.root, q, (time.perf_counter() - t0) * 1e3, pipe.device.ecg_tokenizer,
-                    pipe.device.llm, choice.threads)
+        logger.debug(
+            "loaded bundle %s (%s) in %.0f ms: ECG tokenizer on %s, LLM on %s, %d threads",
+            bundle.root,
+            q,
+            (time.perf_counter() - t0) * 1e3,
+            pipe.device.ecg_tokenizer,
+            pipe.device.llm,
+            choice.threads,
+        )
         return pipe
 
     # --- one record ----------------------------------------------------------------------------
@@ -210,12 +266,20 @@ class DiagEcgPipeline:
         question = sanitize_question(question, self.bundle.generation.max_question_chars)
         special = self.llm.find_special_text(question)
         if special is not None:
-            raise InputError(f"the question contains the model's special token {special!r}; it cannot be "
-                             f"typed, please rephrase")
+            raise InputError(
+                f"the question contains the model's special token {special!r}; it cannot be "
+                f"typed, please rephrase"
+            )
         return question
 
-    def _run(self, record: RecordLike, question: str, task: str, patient: PatientInfo | None = None,
-             read_ms: float = 0.0) -> Answer:
+    def _run(
+        self,
+        record: RecordLike,
+        question: str,
+        task: str,
+        patient: PatientInfo | None = None,
+        read_ms: float = 0.0,
+    ) -> Answer:
         """Answer one question; ``read_ms``: time already spent reading ``record`` (an EcgRecord). The
         answer goes to the audit log when there is one."""
         ans = self._answer_one(record, question, task, patient, read_ms)
@@ -223,11 +287,19 @@ class DiagEcgPipeline:
             self.audit.log(ans.to_dict(), record if isinstance(record, (str, Path, EcgRecord)) else None)
         return ans
 
-    def _error(self, record: RecordLike, error: Exception, question: str, task: str,
-               elapsed_ms: float) -> dict[str, Any]:
+    def _error(
+        self, record: RecordLike, error: Exception, question: str, task: str, elapsed_ms: float
+    ) -> dict[str, Any]:
         """A failure's error line (``error_dict``), written to the audit log when there is one."""
-        line = error_dict(record, error, question, task=task, bundle=self._bundle_info,
-                          device=self.device.to_dict(), elapsed_ms=elapsed_ms)
+        line = error_dict(
+            record,
+            error,
+            question,
+            task=task,
+            bundle=self._bundle_info,
+            device=self.device.to_dict(),
+            elapsed_ms=elapsed_ms,
+        )
         if self.audit is not None:
             self.audit.log(line, record if isinstance(record, (str, Path, EcgRecord)) else None)
         return line
@@ -241,8 +313,14 @@ class DiagEcgPipeline:
             self._error(record, e, question, task, (time.perf_counter() - t) * 1e3)
             raise
 
-    def _answer_one(self, record: RecordLike, question: str, task: str, patient: PatientInfo | None = None,
-                    read_ms: float = 0.0) -> Answer:
+    def _answer_one(
+        self,
+        record: RecordLike,
+        question: str,
+        task: str,
+        patient: PatientInfo | None = None,
+        read_ms: float = 0.0,
+    ) -> Answer:
         times: dict[str, float] = {}
         t_start = t = time.perf_counter() - read_ms / 1e3
 
@@ -259,33 +337,59 @@ class DiagEcgPipeline:
         match = read if isinstance(read, MatchedQuestion) else None
         used = rec.patient.with_overrides(patient)
         common: dict[str, Any] = dict(
-            record=rec.source, record_id=rec.record_id, task=task, question=question,
-            bundle=dict(self._bundle_info), device=self.device.to_dict(), timings_ms=times,
-            patient=dataclasses.asdict(used))
+            record=rec.source,
+            record_id=rec.record_id,
+            task=task,
+            question=question,
+            bundle=dict(self._bundle_info),
+            device=self.device.to_dict(),
+            timings_ms=times,
+            patient=dataclasses.asdict(used),
+        )
         if isinstance(read, Refusal):
             times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
-            return Answer(**common, answer="", answers=[], stop_reason="unsupported", n_prompt_tokens=0,
-                          n_answer_tokens=0, n_ecg_tokens=0, ecg_cached=False, n_reused_tokens=0,
-                          warnings=[*self._notes(rec), refusal_note(read)], question_supported=False,
-                          refusal=read.to_dict())
+            return Answer(
+                **common,
+                answer="",
+                answers=[],
+                stop_reason="unsupported",
+                n_prompt_tokens=0,
+                n_answer_tokens=0,
+                n_ecg_tokens=0,
+                ecg_cached=False,
+                n_reused_tokens=0,
+                warnings=[*self._notes(rec), refusal_note(read)],
+                question_supported=False,
+                refusal=read.to_dict(),
+            )
         if dead.any() and not (match is not None and catalogue is not None and catalogue.is_rhythm(match)):
             # its own warning would say "do not trust this answer": it is not given (issue 23)
             names = ", ".join(n for n, f in zip(rec.lead_names, dead, strict=True) if f)
-            raise SignalQualityError(f"{rec.source or rec.record_id or 'record'}: the answer would need "
-                                     f"leads that are flat in this record ({names}); a degraded record "
-                                     f"answers only rhythm questions (read from the intact limb leads)")
+            raise SignalQualityError(
+                f"{rec.source or rec.record_id or 'record'}: the answer would need "
+                f"leads that are flat in this record ({names}); a degraded record "
+                f"answers only rhythm questions (read from the intact limb leads)"
+            )
         parts: list[WindowAnswer] = []
         for k, (start_s, end_s, window) in enumerate(record_windows(rec, self.bundle.preprocess)):
             indices, features, cached, stage_ms = self._ecg.read(window)
             for stage, ms in stage_ms.items():
                 times[stage] = round(times.get(stage, 0.0) + ms, 3)
             t = time.perf_counter()
-            prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
-                                       question=match.canonical if match else question,
-                                       patient=used, ecg_indices=indices.tolist())
+            prompt_ids = encode_prompt(
+                self.prompt_config,
+                self.bundle.vocab,
+                self.llm.encode_text,
+                question=match.canonical if match else question,
+                patient=used,
+                ecg_indices=indices.tolist(),
+            )
             lap(f"prompt{k}")
-            reply = self._choose(prompt_ids, match) if match is not None and match.closed \
+            reply = (
+                self._choose(prompt_ids, match)
+                if match is not None and match.closed
                 else decode(self.llm, self.bundle.generation, prompt_ids, match)
+            )
             lap(f"generate{k}")
             parts.append(WindowAnswer(start_s, end_s, indices, cached, len(prompt_ids), reply, features))
         for stage in ("prompt", "generate"):
@@ -297,12 +401,27 @@ class DiagEcgPipeline:
         windows = window_list(parts, match is not None and match.closed)
         t_read = time.perf_counter()
         # one rule keeps any two answers about the record consistent (runtime.answering.StatementReader)
-        reader = None if catalogue is None else statement_reader(
-            catalogue, lambda k, q: self._ask(parts[k].codes, used, q), len(parts), self.reliability,
-            self._ecg.shared_readings([p.codes for p in parts], used, self.calibration), self.calibration)
+        reader = (
+            None
+            if catalogue is None
+            else statement_reader(
+                catalogue,
+                lambda k, q: self._ask(parts[k].codes, used, q),
+                len(parts),
+                self.reliability,
+                self._ecg.shared_readings([p.codes for p in parts], used, self.calibration),
+                self.calibration,
+            )
+        )
         text, probs, confidence, statement_probs, rule_notes = read_consistently(
-            reader, match, task, [p.reply["text"] for p in parts], text, reply.get("option_probabilities"),
-            confidence)
+            reader,
+            match,
+            task,
+            [p.reply["text"] for p in parts],
+            text,
+            reply.get("option_probabilities"),
+            confidence,
+        )
         notes.extend(rule_notes)
         times["generate"] = round(times["generate"] + (time.perf_counter() - t_read) * 1e3, 3)
         model_answers = normalize_answer(text)  # the canonical question's answer (statements are about it)
@@ -311,47 +430,73 @@ class DiagEcgPipeline:
         measurements = window_measurements(parts[0]) if task == TASK_REPORT and self.measure else None
         statements = answer_statements(task, match, text, model_answers, statement_probs)
         record_notes = self._notes(rec)
-        reliability, trust_notes = answer_reliability(self.reliability, catalogue, match, statements, task,
-                                                      record_notes)
+        reliability, trust_notes = answer_reliability(
+            self.reliability, catalogue, match, statements, task, record_notes
+        )
         notes.extend(trust_notes)
         times["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
         return Answer(
-            **common, answer=text, answers=answers, statements=statements, measurements=measurements,
-            stop_reason=reply["stop_reason"], n_prompt_tokens=chosen.n_prompt_tokens,
+            **common,
+            answer=text,
+            answers=answers,
+            statements=statements,
+            measurements=measurements,
+            stop_reason=reply["stop_reason"],
+            n_prompt_tokens=chosen.n_prompt_tokens,
             n_answer_tokens=reply["n_answer_tokens"],
-            n_ecg_tokens=int(chosen.codes.shape[0]), ecg_cached=all(p.cached for p in parts),
+            n_ecg_tokens=int(chosen.codes.shape[0]),
+            ecg_cached=all(p.cached for p in parts),
             n_reused_tokens=reply["n_reused_tokens"],
             warnings=[*record_notes, *(w for p in parts for w in p.reply["warnings"]), *notes],
             question_supported=None if match is None else True,
             matched_question=None if match is None else match.to_dict(),
-            confidence=confidence, option_probabilities=probs, windows=windows, reliability=reliability,
-            evidence=evidence(chosen, match, self.calibration), calibrated=bool(reply.get("calibrated")),
+            confidence=confidence,
+            option_probabilities=probs,
+            windows=windows,
+            reliability=reliability,
+            evidence=evidence(chosen, match, self.calibration),
+            calibrated=bool(reply.get("calibrated")),
         )
 
     def _notes(self, rec: EcgRecord) -> list[Note]:
         """The warnings every answer about ``rec`` starts with: the engines' and the record's."""
-        return [*(Note(W.ENGINE, w) for w in self.load_warnings),
-                *(Note(note_code(w) or W.RECORD, w) for w in rec.warnings)]
+        return [
+            *(Note(W.ENGINE, w) for w in self.load_warnings),
+            *(Note(note_code(w) or W.RECORD, w) for w in rec.warnings),
+        ]
 
     def _ask(self, codes: I64Array, patient: PatientInfo, question: MatchedQuestion) -> dict[str, Any]:
         """One window's reply to a catalogue yes/no question (confirming a query's or report's statement)."""
-        prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
-                                   question=question.canonical, patient=patient, ecg_indices=codes.tolist())
+        prompt_ids = encode_prompt(
+            self.prompt_config,
+            self.bundle.vocab,
+            self.llm.encode_text,
+            question=question.canonical,
+            patient=patient,
+            ecg_indices=codes.tolist(),
+        )
         return self._choose(prompt_ids, question)
 
     def _choose(self, prompt_ids: list[int], match: MatchedQuestion) -> dict[str, Any]:
         """Score a closed question's options (``runtime.replies.choose``) under the calibration in use."""
-        return choose(self.llm, self.prompt_config, self.bundle.vocab.eos_id, self.calibration, prompt_ids,
-                      match)
+        return choose(
+            self.llm, self.prompt_config, self.bundle.vocab.eos_id, self.calibration, prompt_ids, match
+        )
 
     def ecg_codes(self, record: RecordLike) -> I64Array:
         """The ECG token indices the bundle's tokenizer gives a record (summary codes, then frames)."""
         rec = self._checks.check(record, self.quality)[0]
         return self._ecg.read(rec)[0]
 
-    def option_probabilities(self, record: RecordLike, question: str, options: Sequence[str], *,
-                             patient: PatientInfo | None = None,
-                             ecg_codes: I64Array | None = None) -> dict[str, float]:
+    def option_probabilities(
+        self,
+        record: RecordLike,
+        question: str,
+        options: Sequence[str],
+        *,
+        patient: PatientInfo | None = None,
+        ecg_codes: I64Array | None = None,
+    ) -> dict[str, float]:
         """The model's probability of each answer option (whole continuations, normalised over the
         options; ``LlamaModel.option_probabilities``).
 
@@ -370,10 +515,14 @@ class DiagEcgPipeline:
         options = check_options(options, self.check_question)
         rec = self._checks.check(record, self.quality)[0]
         codes = self._ecg.read(rec)[0] if ecg_codes is None else ecg_codes
-        prompt_ids = encode_prompt(self.prompt_config, self.bundle.vocab, self.llm.encode_text,
-                                   question=self.check_question(question),
-                                   patient=rec.patient.with_overrides(check_patient(patient)),
-                                   ecg_indices=codes.tolist())
+        prompt_ids = encode_prompt(
+            self.prompt_config,
+            self.bundle.vocab,
+            self.llm.encode_text,
+            question=self.check_question(question),
+            patient=rec.patient.with_overrides(check_patient(patient)),
+            ecg_indices=codes.tolist(),
+        )
         return score_options(self.llm, self.prompt_config, self.bundle.vocab.eos_id, prompt_ids, options)
 
     def clear_caches(self) -> None:
@@ -404,8 +553,13 @@ class DiagEcgPipeline:
 
     # --- many records --------------------------------------------------------------------------
 
-    def _batch(self, records: Iterable[RecordLike], questions: Sequence[str], task: str,
-               patient: PatientInfo | None = None) -> Iterator[Answer | dict[str, Any]]:
+    def _batch(
+        self,
+        records: Iterable[RecordLike],
+        questions: Sequence[str],
+        task: str,
+        patient: PatientInfo | None = None,
+    ) -> Iterator[Answer | dict[str, Any]]:
         for record in records:
             t = time.perf_counter()
             try:
@@ -425,8 +579,13 @@ class DiagEcgPipeline:
                     yield self._error(rec, e, question, task, (time.perf_counter() - t) * 1e3 + read_ms)
                 read_ms = 0.0
 
-    def answer_batch(self, records: Iterable[RecordLike], question: str | Sequence[str], *,
-                     patient: PatientInfo | None = None) -> Iterator[Answer | dict[str, Any]]:
+    def answer_batch(
+        self,
+        records: Iterable[RecordLike],
+        question: str | Sequence[str],
+        *,
+        patient: PatientInfo | None = None,
+    ) -> Iterator[Answer | dict[str, Any]]:
         """Answer one question, or several, for many records, lazily: each record is read once and
         asked every question in turn (the later ones reuse its ECG codes and prompt prefix). Yields
         ``len(records) * len(questions)`` results, record by record; a failure yields ``error_dict``.
@@ -440,8 +599,9 @@ class DiagEcgPipeline:
         checked = [self.check_question(q) for q in questions]
         return self._batch(records, checked, TASK_QA, check_patient(patient))
 
-    def report_batch(self, records: Iterable[RecordLike], *,
-                     patient: PatientInfo | None = None) -> Iterator[Answer | dict[str, Any]]:
+    def report_batch(
+        self, records: Iterable[RecordLike], *, patient: PatientInfo | None = None
+    ) -> Iterator[Answer | dict[str, Any]]:
         """Reports for many records, lazily; a failing record yields ``error_dict``."""
         return self._batch(records, [self.prompt_config.report_question], TASK_REPORT, check_patient(patient))
 
@@ -459,4 +619,3 @@ class DiagEcgPipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -54,11 +54,14 @@ class AnswerPlots:
             check_output_path(self.pattern.replace(RECORD_ID_FIELD, "record"))
         elif self.folder is not None:
             if self.folder.exists() and not self.folder.is_dir():
-                raise ValueError(f"--plot {self.folder}: several records are drawn into a folder, and this "
-                                 f"is a file")
+                raise ValueError(
+                    f"--plot {self.folder}: several records are drawn into a folder, and this is a file"
+                )
             if not self.folder.parent.is_dir():
-                raise FileNotFoundError(f"--plot {self.folder}: cannot create the folder, its parent "
-                                        f"{self.folder.parent} does not exist")
+                raise FileNotFoundError(
+                    f"--plot {self.folder}: cannot create the folder, its parent "
+                    f"{self.folder.parent} does not exist"
+                )
             self.folder.mkdir(exist_ok=True)
         else:
             assert self.file is not None
@@ -81,8 +84,9 @@ class AnswerPlots:
         self.renamed.append((path, renamed))
         return renamed
 
-    def write(self, answers: Sequence[Answer], *, preprocess: PreprocessConfig,
-              quality: QualityConfig) -> Path:
+    def write(
+        self, answers: Sequence[Answer], *, preprocess: PreprocessConfig, quality: QualityConfig
+    ) -> Path:
         """Draw the record of ``answers`` (one record's, in question order) with their text.
 
         Args:
@@ -96,9 +100,15 @@ class AnswerPlots:
         first = answers[0]
         record = read_record(first.record, quality=quality)
         windows = [(float(w["start_s"]), float(w["end_s"])) for w in first.windows]
-        path = plot_ecg(record, check_output_path(self._target(record.record_id)), text=answer_text(answers),
-                        windows=windows or None, highpass_hz=preprocess.highpass_hz,
-                        lowpass_hz=preprocess.lowpass_hz, patient=PatientInfo(**first.patient))
+        path = plot_ecg(
+            record,
+            check_output_path(self._target(record.record_id)),
+            text=answer_text(answers),
+            windows=windows or None,
+            highpass_hz=preprocess.highpass_hz,
+            lowpass_hz=preprocess.lowpass_hz,
+            patient=PatientInfo(**first.patient),
+        )
         logger.debug("drew %s", path)
         return path
 
@@ -119,12 +129,18 @@ def answer_text(answers: Sequence[Answer]) -> str:
             if canonical and canonical.casefold() != ans.question.strip().casefold():
                 inverted = ", its answer inverted" if mq.get("polarity") == "negated" else ""
                 lines[-1] += f"  (asked as: {canonical}{inverted})"  # the question the model answered
-            lines.append("Answer: none given: the question is not one this model was trained to answer"
-                         if ans.question_supported is False else f"Answer: {ans.answer}")
+            lines.append(
+                "Answer: none given: the question is not one this model was trained to answer"
+                if ans.question_supported is False
+                else f"Answer: {ans.answer}"
+            )
         if ans.confidence is not None:
-            lines[-1 if ans.task != TASK_REPORT or ans.measurements is None else -2] += \
+            lines[-1 if ans.task != TASK_REPORT or ans.measurements is None else -2] += (
                 f"  (confidence {ans.confidence:.2f})"
+            )
         if len(ans.windows) > 1:
-            lines.append("    per window: " + "; ".join(
-                f"{w['start_s']:.1f}\u2013{w['end_s']:.1f} s: {w['answer']}" for w in ans.windows))
+            lines.append(
+                "    per window: "
+                + "; ".join(f"{w['start_s']:.1f}\u2013{w['end_s']:.1f} s: {w['answer']}" for w in ans.windows)
+            )
     return "\n".join(lines)

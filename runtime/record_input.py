@@ -45,8 +45,10 @@ def as_record(record: RecordLike, quality: QualityConfig | None = None) -> EcgRe
     if isinstance(record, (str, Path)):
         return read_record(record, quality=quality)
     if hasattr(record, "__array__"):
-        raise InputError("a bare array has no sampling rate, units or lead names: wrap it with "
-                         "diagecg.record_from_array(signal, fs_hz, lead_names, units='mV')")
+        raise InputError(
+            "a bare array has no sampling rate, units or lead names: wrap it with "
+            "diagecg.record_from_array(signal, fs_hz, lead_names, units='mV')"
+        )
     raise InputError(f"record must be a path or a diagecg.EcgRecord, not {type(record).__name__}")
 
 
@@ -127,8 +129,11 @@ class RecordChecks:
         if rec is record or _same_signal(rec.signal, record.signal):
             dead.flags.writeable = False  # shared by every later hit
             # lists copied: the caller's record (rec is record) may change its own later
-            fields = {f.name: list(v) if isinstance(v := getattr(rec, f.name), list) else v
-                      for f in dataclasses.fields(rec) if f.init and f.name != "signal"}
+            fields = {
+                f.name: list(v) if isinstance(v := getattr(rec, f.name), list) else v
+                for f in dataclasses.fields(rec)
+                if f.init and f.name != "signal"
+            }
             with self._lock:
                 self._cache[key] = _Checked(fields, rec.checked, dead)
                 while len(self._cache) > self.size:

@@ -33,9 +33,14 @@ from diagecg.runtime.llm import LlamaModel
 __all__ = ["check_options", "choose", "decode", "score_options"]
 
 
-def choose(llm: LlamaModel, prompt: PromptConfig, eos_id: int | None,
-           calibration: Mapping[str, Mapping[str, Any]], prompt_ids: list[int],
-           match: MatchedQuestion) -> dict[str, Any]:
+def choose(
+    llm: LlamaModel,
+    prompt: PromptConfig,
+    eos_id: int | None,
+    calibration: Mapping[str, Mapping[str, Any]],
+    prompt_ids: list[int],
+    match: MatchedQuestion,
+) -> dict[str, Any]:
     """Score a closed question's options; the most probable one is the answer.
 
     Args:
@@ -57,32 +62,56 @@ def choose(llm: LlamaModel, prompt: PromptConfig, eos_id: int | None,
     if cal is not None and "no" in match.options:
         probs, best = calibrate_options(probs, match.options.index("no"), cal)
     if not np.isfinite(probs).all():  # a damaged calibration entry; never NaN in an answer
-        raise InferenceError(f"the options' probabilities are not finite after the bundle's calibration "
-                             f"of {finding!r}: {probs.tolist()}")
-    return {"text": match.options[best], "stop_reason": "options", "confidence": float(probs[best]),
-            "option_probabilities": {o: float(p) for o, p in zip(match.options, probs, strict=True)},
-            "n_answer_tokens": len(option_ids[best]) - 1, "n_reused_tokens": n_reused, "warnings": [],
-            "calibrated": cal is not None}
+        raise InferenceError(
+            f"the options' probabilities are not finite after the bundle's calibration "
+            f"of {finding!r}: {probs.tolist()}"
+        )
+    return {
+        "text": match.options[best],
+        "stop_reason": "options",
+        "confidence": float(probs[best]),
+        "option_probabilities": {o: float(p) for o, p in zip(match.options, probs, strict=True)},
+        "n_answer_tokens": len(option_ids[best]) - 1,
+        "n_reused_tokens": n_reused,
+        "warnings": [],
+        "calibrated": cal is not None,
+    }
 
 
-def decode(llm: LlamaModel, generation: GenerationConfig, prompt_ids: list[int],
-           match: MatchedQuestion | None) -> dict[str, Any]:
+def decode(
+    llm: LlamaModel, generation: GenerationConfig, prompt_ids: list[int], match: MatchedQuestion | None
+) -> dict[str, Any]:
     """Greedy (or the bundle's sampling) decoding; a query keeps only its template's options."""
     g = generation
-    gen = llm.generate(prompt_ids, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                       top_k=g.top_k, top_p=g.top_p, repeat_penalty=g.repeat_penalty)
+    gen = llm.generate(
+        prompt_ids,
+        max_new_tokens=g.max_new_tokens,
+        temperature=g.temperature,
+        top_k=g.top_k,
+        top_p=g.top_p,
+        repeat_penalty=g.repeat_penalty,
+    )
     text, warnings = gen.text, [Note(W.GENERATION, w) for w in gen.warnings]
     if match is not None:  # a query: members outside the template's options are dropped
         members = normalize_answer(text)
         kept = sorted(members & set(match.options))
         if kept != sorted(members):
             dropped = sorted(members - set(match.options))
-            warnings.append(Note(W.ANSWER_FILTERED, f"dropped answer members that are not options of "
-                                                    f"the question: {dropped}"))
+            warnings.append(
+                Note(
+                    W.ANSWER_FILTERED,
+                    f"dropped answer members that are not options of the question: {dropped}",
+                )
+            )
             text = format_answer(kept) if kept else NONE_ANSWER
-    return {"text": text, "stop_reason": gen.stop_reason, "confidence": float(math.exp(gen.logprob)),
-            "n_answer_tokens": len(gen.token_ids), "n_reused_tokens": gen.n_reused_tokens,
-            "warnings": warnings}
+    return {
+        "text": text,
+        "stop_reason": gen.stop_reason,
+        "confidence": float(math.exp(gen.logprob)),
+        "n_answer_tokens": len(gen.token_ids),
+        "n_reused_tokens": gen.n_reused_tokens,
+        "warnings": warnings,
+    }
 
 
 def check_options(options: Sequence[str], check: Callable[[str], str]) -> list[str]:
@@ -108,8 +137,9 @@ def _check_option(option: str, check: Callable[[str], str]) -> str:
         raise InputError(f"answer option {option[:60]!r}: {why}") from None
 
 
-def score_options(llm: LlamaModel, prompt: PromptConfig, eos_id: int | None, prompt_ids: list[int],
-                  options: Sequence[str]) -> dict[str, float]:
+def score_options(
+    llm: LlamaModel, prompt: PromptConfig, eos_id: int | None, prompt_ids: list[int], options: Sequence[str]
+) -> dict[str, float]:
     """The model's probability of each option after the prompt (whole continuations, normalised over the
     options; ``LlamaModel.option_probabilities``), uncalibrated."""
     option_ids = option_continuations(prompt, llm.encode_text, options, eos_id)

@@ -79,10 +79,16 @@ def deadline_protocol(read_timeout_s: float) -> type:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    body = json.dumps(error_body(f"the request headers did not arrive within {read_timeout_s:g} s (the "
-                                 f"server's read timeout)", "RequestTimeout")).encode()
-    timeout_response = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close"
-                        b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    body = json.dumps(
+        error_body(
+            f"the request headers did not arrive within {read_timeout_s:g} s (the server's read timeout)",
+            "RequestTimeout",
+        )
+    ).encode()
+    timeout_response = (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close"
+        b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
 
     class DeadlineH11Protocol(H11Protocol):  # type: ignore[misc]
         _header_timer: asyncio.TimerHandle | None = None
@@ -144,11 +150,18 @@ def build_server(app: Any, config: ServeConfig, *, log_level: str = "info") -> A
                 # drained and stopped as asked: exit 0, not re-raise SIGTERM after shutdown (exit 143)
                 self._captured_signals.remove(sig)
 
-    uv = uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, access_log=False,
-                        http=deadline_protocol(config.read_timeout_s), timeout_keep_alive=5,
-                        timeout_graceful_shutdown=math.ceil(config.request_timeout_s) + 5,
-                        # connections beyond this get uvicorn's bare 503: a bound on sockets, not on work
-                        limit_concurrency=max(64, 4 * config.capacity))
+    uv = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        access_log=False,
+        http=deadline_protocol(config.read_timeout_s),
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=math.ceil(config.request_timeout_s) + 5,
+        # connections beyond this get uvicorn's bare 503: a bound on sockets, not on work
+        limit_concurrency=max(64, 4 * config.capacity),
+    )
     return Server(uv)
 
 
@@ -157,7 +170,6 @@ def run_server(pipeline: DiagEcgPipeline, config: ServeConfig, *, log_level: str
     from diagecg.runtime.serve_app import create_app
 
     build_server(create_app(pipeline, config), config, log_level=log_level).run()
-
 
 
 _MIB = 1 << 20
@@ -169,31 +181,67 @@ _MIB = 1 << 20
 SERVE_CONFIG_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "--host": ("host", {"help": "Address to listen on; anything but loopback needs --allow-remote."}),
     "--port": ("port", {"type": click.IntRange(0, 65535)}),
-    "--allow-remote": ("allow_remote", {
-        "is_flag": True,
-        "help": "Allow a non-loopback --host (the records then travel over the network: use --token-file "
-                "and a TLS proxy)."}),
-    "--workers": ("workers", {
-        "type": click.IntRange(1, 64),
-        "help": "Threads that answer (generation runs one at a time; reading and ECG tokens in parallel)."}),
-    "--queue-size": ("queue_size", {
-        "type": click.IntRange(0, 4096),
-        "help": "Requests that may wait for a worker; beyond them the server answers 503 + Retry-After."}),
-    "--timeout": ("request_timeout_s", {
-        "type": click.FloatRange(min=0.1), "metavar": "SECONDS",
-        "help": "Longest wait for one answer (then 504)."}),
-    "--max-upload-mb": ("max_upload_bytes", {
-        "type": click.FloatRange(min=0.01), "help": "Largest request body (then 413).",
-        "default": ServeConfig.max_upload_bytes / _MIB, "callback": lambda _ctx, _param, mb: int(mb * _MIB)}),
-    "--max-record-s": ("max_record_s", {
-        "type": click.FloatRange(min=1.0), "help": "Longest record answered, in seconds (then 413)."}),
-    "--read-timeout": ("read_timeout_s", {
-        "type": click.FloatRange(min=0.1), "metavar": "SECONDS",
-        "help": "Longest a connection may take to send a request's headers, and then its body (then 408)."}),
-    "--allow-folder": ("allow_folder", {
-        "type": click.Path(file_okay=False, exists=True),
-        "help": "Also accept records named by a path inside this folder (symlinks resolved; others 403).",
-        "callback": lambda _ctx, _param, folder: Path(folder) if folder else None}),
+    "--allow-remote": (
+        "allow_remote",
+        {
+            "is_flag": True,
+            "help": "Allow a non-loopback --host (the records then travel over the network: use --token-file "
+            "and a TLS proxy).",
+        },
+    ),
+    "--workers": (
+        "workers",
+        {
+            "type": click.IntRange(1, 64),
+            "help": "Threads that answer (generation runs one at a time; reading and ECG tokens in "
+            "parallel).",
+        },
+    ),
+    "--queue-size": (
+        "queue_size",
+        {
+            "type": click.IntRange(0, 4096),
+            "help": "Requests that may wait for a worker; beyond them the server answers 503 + Retry-After.",
+        },
+    ),
+    "--timeout": (
+        "request_timeout_s",
+        {
+            "type": click.FloatRange(min=0.1),
+            "metavar": "SECONDS",
+            "help": "Longest wait for one answer (then 504).",
+        },
+    ),
+    "--max-upload-mb": (
+        "max_upload_bytes",
+        {
+            "type": click.FloatRange(min=0.01),
+            "help": "Largest request body (then 413).",
+            "default": ServeConfig.max_upload_bytes / _MIB,
+            "callback": lambda _ctx, _param, mb: int(mb * _MIB),
+        },
+    ),
+    "--max-record-s": (
+        "max_record_s",
+        {"type": click.FloatRange(min=1.0), "help": "Longest record answered, in seconds (then 413)."},
+    ),
+    "--read-timeout": (
+        "read_timeout_s",
+        {
+            "type": click.FloatRange(min=0.1),
+            "metavar": "SECONDS",
+            "help": "Longest a connection may take to send a request's headers, and then its body "
+            "(then 408).",
+        },
+    ),
+    "--allow-folder": (
+        "allow_folder",
+        {
+            "type": click.Path(file_okay=False, exists=True),
+            "help": "Also accept records named by a path inside this folder (symlinks resolved; others 403).",
+            "callback": lambda _ctx, _param, folder: Path(folder) if folder else None,
+        },
+    ),
 }
 
 
@@ -208,28 +256,55 @@ def serve_config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.command(epilog=EXIT_CODES_HELP)
 @verbosity_options()
-@click.option("--bundle", type=click.Path(file_okay=False),
-              help=f"Bundle folder (default: the shipped <diagecg>/{DEFAULT_BUNDLE_DIR}).")
+@click.option(
+    "--bundle",
+    type=click.Path(file_okay=False),
+    help=f"Bundle folder (default: the shipped <diagecg>/{DEFAULT_BUNDLE_DIR}).",
+)
 @click.option("--quant", help="Which of the bundle's GGUF files (default: the bundle's own).")
 @serve_config_options
-@click.option("--token-file", type=click.Path(dir_okay=False, exists=True),
-              help="File holding a bearer token that /v1/* then requires (never on the command line).")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="File holding a bearer token that /v1/* then requires (never on the command line).",
+)
 @click.option("--threads", type=click.IntRange(1, MAX_THREADS), help="CPU threads of the engines.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--allow-degraded", is_flag=True, help="Answer records with some flat leads, with a warning.")
-@click.option("--audit-log", metavar="FILE",
-              help="Append one JSON line per answer and failure to FILE (client address, record SHA-256, "
-                   "question, answer, probabilities, warning codes, bundle hash, latency; no signal data).")
-@click.option("--access-log", is_flag=True,
-              help="Print one line per HTTP request on stderr (time, client, method, path, status, "
-                   "latency; refusals included; no record data), even with --quiet.")
-@click.option("--openapi", "print_openapi", is_flag=False, flag_value="3.1",
-              type=click.Choice(["3.1", "3.0"]),
-              help="Print the OpenAPI document (3.1: docs/openapi.json; --openapi 3.0: "
-                   "docs/openapi-3.0.json) and exit; loads no bundle.")
-def serve(bundle: str | None, quant: str | None, token_file: str | None, threads: int | None, device: str,
-          allow_degraded: bool, audit_log: str | None, access_log: bool, print_openapi: str | None,
-          quiet: bool, **config_fields: Any) -> None:
+@click.option(
+    "--audit-log",
+    metavar="FILE",
+    help="Append one JSON line per answer and failure to FILE (client address, record SHA-256, "
+    "question, answer, probabilities, warning codes, bundle hash, latency; no signal data).",
+)
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Print one line per HTTP request on stderr (time, client, method, path, status, "
+    "latency; refusals included; no record data), even with --quiet.",
+)
+@click.option(
+    "--openapi",
+    "print_openapi",
+    is_flag=False,
+    flag_value="3.1",
+    type=click.Choice(["3.1", "3.0"]),
+    help="Print the OpenAPI document (3.1: docs/openapi.json; --openapi 3.0: "
+    "docs/openapi-3.0.json) and exit; loads no bundle.",
+)
+def serve(
+    bundle: str | None,
+    quant: str | None,
+    token_file: str | None,
+    threads: int | None,
+    device: str,
+    allow_degraded: bool,
+    audit_log: str | None,
+    access_log: bool,
+    print_openapi: str | None,
+    quiet: bool,
+    **config_fields: Any,
+) -> None:
     """Answer questions and write reports over HTTP on this machine (pip install 'diagecg[serve]').
 
     Routes: POST /v1/answer, /v1/report, /v1/plot, /v1/json/answer, /v1/json/report; GET /v1/questions,
@@ -237,8 +312,10 @@ def serve(bundle: str | None, quant: str | None, token_file: str | None, threads
     Ctrl-C or SIGTERM: requests in flight are finished first."""
     missing = missing_serve_extra()
     if missing:
-        fail(ImportError(f"diagecg serve needs {', '.join(missing)}: pip install 'diagecg[serve]'"),
-             ExitCode.USAGE)
+        fail(
+            ImportError(f"diagecg serve needs {', '.join(missing)}: pip install 'diagecg[serve]'"),
+            ExitCode.USAGE,
+        )
         return
     if print_openapi is not None:
         import json
@@ -251,22 +328,34 @@ def serve(bundle: str | None, quant: str | None, token_file: str | None, threads
     from diagecg.runtime.pipeline import DiagEcgPipeline
 
     try:
-        config = ServeConfig(**config_fields, token=read_token_file(token_file) if token_file else None,
-                             access_log=access_log)
+        config = ServeConfig(
+            **config_fields, token=read_token_file(token_file) if token_file else None, access_log=access_log
+        )
         if not is_loopback(config.host):
-            click.echo(f"warning: listening on {config.host}: other machines can send records to this server"
-                       + ("" if config.token else " and no --token-file is set"), err=True)
-        pipe = DiagEcgPipeline.from_bundle(resolve_bundle(bundle), quant=quant, device=device,
-                                           threads=threads, allow_degraded=allow_degraded,
-                                           audit_log=audit_log)
+            click.echo(
+                f"warning: listening on {config.host}: other machines can send records to this server"
+                + ("" if config.token else " and no --token-file is set"),
+                err=True,
+            )
+        pipe = DiagEcgPipeline.from_bundle(
+            resolve_bundle(bundle),
+            quant=quant,
+            device=device,
+            threads=threads,
+            allow_degraded=allow_degraded,
+            audit_log=audit_log,
+        )
     except (DiagEcgError, ValueError, OSError) as e:
         fail(e, ExitCode.USAGE)
         return
     try:
         if not quiet:
-            click.echo(f"diagecg serve: http://{config.host}:{config.port} ({pipe.bundle.root.name}, "
-                       f"{pipe.quant}, {config.workers} workers, queue {config.queue_size}"
-                       f"{', token required' if config.token else ''})", err=True)
+            click.echo(
+                f"diagecg serve: http://{config.host}:{config.port} ({pipe.bundle.root.name}, "
+                f"{pipe.quant}, {config.workers} workers, queue {config.queue_size}"
+                f"{', token required' if config.token else ''})",
+                err=True,
+            )
         if access_log:  # the command, not the library, decides where log lines go
             handler = logging.StreamHandler()
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))

@@ -98,14 +98,17 @@ class ServeConfig:
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"ServeConfig.{name}={value} is invalid: must be > 0")
         if not self.allow_remote and not is_loopback(self.host):
-            raise ValueError(f"ServeConfig.host={self.host!r} is not a loopback address: pass "
-                             f"allow_remote=True (--allow-remote) to listen beyond this machine")
+            raise ValueError(
+                f"ServeConfig.host={self.host!r} is not a loopback address: pass "
+                f"allow_remote=True (--allow-remote) to listen beyond this machine"
+            )
         if self.allow_folder is not None and not Path(self.allow_folder).is_dir():
             raise ValueError(f"ServeConfig.allow_folder={str(self.allow_folder)!r} is not a folder")
         if self.token is not None and len(self.token) < MIN_TOKEN_CHARS:
-            raise ValueError(f"the bearer token has {len(self.token)} characters; use at least "
-                             f"{MIN_TOKEN_CHARS} (python -c 'import secrets; print(secrets.token_urlsafe())')"
-                             )
+            raise ValueError(
+                f"the bearer token has {len(self.token)} characters; use at least "
+                f"{MIN_TOKEN_CHARS} (python -c 'import secrets; print(secrets.token_urlsafe())')"
+            )
 
     @property
     def capacity(self) -> int:
@@ -204,8 +207,9 @@ class _Refused(Exception):
     pass
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any],
-                     headers: dict[str, str] | None = None) -> None:
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> None:
     import json
 
     data = json.dumps(body).encode()
@@ -235,11 +239,18 @@ class AdmissionMiddleware:
             return
         path: str = scope["path"]
         headers = dict(scope["headers"])
-        if self.config.token is not None and path.startswith(AUTH_PREFIX) \
-                and not token_matches(headers.get(b"authorization"), self.config.token):
+        if (
+            self.config.token is not None
+            and path.startswith(AUTH_PREFIX)
+            and not token_matches(headers.get(b"authorization"), self.config.token)
+        ):
             await _drain(receive, _DRAIN_BYTES)
-            await _send_json(send, 401, error_body("missing or wrong bearer token", "AuthError"),
-                             {"www-authenticate": "Bearer"})
+            await _send_json(
+                send,
+                401,
+                error_body("missing or wrong bearer token", "AuthError"),
+                {"www-authenticate": "Bearer"},
+            )
             return
         limit = self.config.max_upload_bytes
         length = headers.get(b"content-length")
@@ -258,8 +269,12 @@ class AdmissionMiddleware:
     async def _busy(self, receive: Receive, send: Send) -> None:
         await _drain(receive, _DRAIN_BYTES)
         why = "shutting down" if self.gate.draining else f"busy: all {self.gate.capacity} slots taken"
-        await _send_json(send, 503, error_body(f"server {why}; retry later", "ServerBusy"),
-                         {"retry-after": str(self.gate.retry_after_s())})
+        await _send_json(
+            send,
+            503,
+            error_body(f"server {why}; retry later", "ServerBusy"),
+            {"retry-after": str(self.gate.retry_after_s())},
+        )
 
     async def _call_limited(self, scope: Scope, receive: Receive, send: Send, limit: int, work: bool) -> None:
         """Run the app with the body bounded in size and time; a work request takes its slot once its
@@ -278,14 +293,21 @@ class AdmissionMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
-                refusal = (408, f"the request body did not arrive within {self.config.read_timeout_s:g} s "
-                                f"(the server's read timeout)", "RequestTimeout")
+                refusal = (
+                    408,
+                    f"the request body did not arrive within {self.config.read_timeout_s:g} s "
+                    f"(the server's read timeout)",
+                    "RequestTimeout",
+                )
                 raise _Refused from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    refusal = (413, f"request body over this server's limit of {limit} bytes",
-                               "UploadTooLargeError")
+                    refusal = (
+                        413,
+                        f"request body over this server's limit of {limit} bytes",
+                        "UploadTooLargeError",
+                    )
                     raise _Refused
                 if not message.get("more_body", False):
                     body_done = True
@@ -308,12 +330,14 @@ class AdmissionMiddleware:
             await self.app(scope, limited_receive, guarded_send)
         except Exception as e:
             if refusal is None:  # a bug: one JSON line to the client, the traceback only in the debug log
-                logger.error("unexpected error on %s %s: %s: %s", scope["method"], scope["path"],
-                             type(e).__name__, e)
+                logger.error(
+                    "unexpected error on %s %s: %s: %s", scope["method"], scope["path"], type(e).__name__, e
+                )
                 logger.debug("traceback", exc_info=e)
                 if not started:
-                    await _send_json(send, 500, error_body(f"internal error: {type(e).__name__}: {e}",
-                                                           type(e).__name__))
+                    await _send_json(
+                        send, 500, error_body(f"internal error: {type(e).__name__}: {e}", type(e).__name__)
+                    )
                 return
         finally:
             if ticket is not None and not ticket.handed_off:
@@ -339,4 +363,3 @@ async def _drain(receive: Receive, cap: int) -> None:
         dropped += len(message.get("body", b""))
         if not message.get("more_body", False):
             return
-

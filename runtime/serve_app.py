@@ -66,22 +66,33 @@ from diagecg.runtime.serve_service import Service
 from diagecg.runtime.uploads import UploadError
 
 API_TITLE = "diagecg"
-API_DESCRIPTION = ("Local HTTP service of the diagecg runtime: questions and reports about 12-lead ECG "
-                   "records. Answers are `diagecg infer --json` lines (schema: GET /v1/schema).")
+API_DESCRIPTION = (
+    "Local HTTP service of the diagecg runtime: questions and reports about 12-lead ECG "
+    "records. Answers are `diagecg infer --json` lines (schema: GET /v1/schema)."
+)
 
 
-_ANSWER_DOC = {"type": "object", "description": "Answer.to_dict() (GET /v1/schema)",
-               "additionalProperties": True}
+_ANSWER_DOC = {
+    "type": "object",
+    "description": "Answer.to_dict() (GET /v1/schema)",
+    "additionalProperties": True,
+}
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorLine, "description": text} for code, text in (
-        (400, "bad question, patient field or upload"), (401, "missing or wrong bearer token"),
-        (403, "path outside the allowed folder"), (404, "no record at that path"),
+    code: {"model": ErrorLine, "description": text}
+    for code, text in (
+        (400, "bad question, patient field or upload"),
+        (401, "missing or wrong bearer token"),
+        (403, "path outside the allowed folder"),
+        (404, "no record at that path"),
         (408, "the headers or body did not arrive within the read timeout"),
         (413, "body, upload or record too large"),
         (422, "the record cannot be read or used, or bad form fields"),
-        (500, "an engine failed"), (501, "/v1/plot on a server without matplotlib"),
+        (500, "an engine failed"),
+        (501, "/v1/plot on a server without matplotlib"),
         (503, "busy (Retry-After) or shutting down"),
-        (504, "no answer within the server's timeout"))}
+        (504, "no answer within the server's timeout"),
+    )
+}
 
 
 OPENAPI_VERSIONS = ("3.1", "3.0")
@@ -92,13 +103,18 @@ def _uploaded(files: list[UploadFile] | None) -> list[tuple[str | None, BinaryIO
 
 
 Questions = Annotated[list[str], Form(description="a question; repeat the field to ask several")]
-OptionalQuestions = Annotated[list[str] | None, Form(description="a question whose answer is printed on the "
-                                                                 "picture; repeat the field to ask several")]
+OptionalQuestions = Annotated[
+    list[str] | None,
+    Form(description="a question whose answer is printed on the picture; repeat the field to ask several"),
+]
 ImageFormat = Annotated[str, Form(description="png, svg or pdf")]
-Files = Annotated[list[UploadFile] | None, File(description="the record: one file, a WFDB header with its "
-                                                            "signal files, or one zip/tar of them")]
-RecordPath = Annotated[str | None, Form(description="a record inside the server's --allow-folder (instead of "
-                                                    "files)")]
+Files = Annotated[
+    list[UploadFile] | None,
+    File(description="the record: one file, a WFDB header with its signal files, or one zip/tar of them"),
+]
+RecordPath = Annotated[
+    str | None, Form(description="a record inside the server's --allow-folder (instead of files)")
+]
 Age = Annotated[float | None, Form(description="patient age in years (overrides the record's)")]
 Sex = Annotated[str | None, Form(description="'male' or 'female' (overrides the record's)")]
 Height = Annotated[float | None, Form(description="patient height in cm")]
@@ -121,22 +137,37 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
         finally:
             await run_in_threadpool(service.stop)
 
-    app = FastAPI(title=API_TITLE, version=__version__, description=API_DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)  # the docs pages load scripts from a CDN: not offline
+    app = FastAPI(
+        title=API_TITLE,
+        version=__version__,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )  # the docs pages load scripts from a CDN: not offline
     app.state.service = service
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = typed_openapi(get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes),
-                answer_schema()["$defs"], _ANSWER_DOC)
+            app.openapi_schema = typed_openapi(
+                get_openapi(
+                    title=app.title, version=app.version, description=app.description, routes=app.routes
+                ),
+                answer_schema()["$defs"],
+                _ANSWER_DOC,
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(AdmissionMiddleware, config=config, gate=service.gate)
     gate = service.gate
-    metrics = Metrics(lambda: {"diagecg_slots_in_use": gate.in_use, "diagecg_slots_capacity": gate.capacity,
-                               "diagecg_workers": gate.workers})
+    metrics = Metrics(
+        lambda: {
+            "diagecg_slots_in_use": gate.in_use,
+            "diagecg_slots_capacity": gate.capacity,
+            "diagecg_workers": gate.workers,
+        }
+    )
     app.state.metrics = metrics
     # added last: outermost, sees every refusal
     app.add_middleware(MetricsMiddleware, metrics=metrics, access_log=config.access_log)
@@ -145,49 +176,126 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         # 404, 405 ... in the service's envelope, not FastAPI's {"detail": ...}
         name = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, f"HTTP{exc.status_code}")
-        return JSONResponse(error_body(str(exc.detail), name), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body(str(exc.detail), name),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def bad_form(_: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg', '')}"
-                 for e in exc.errors()]
-        return JSONResponse(error_body("bad request: " + "; ".join(parts), "RequestValidationError"),
-                            status_code=422)
+        parts = [
+            f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg', '')}"
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            error_body("bad request: " + "; ".join(parts), "RequestValidationError"), status_code=422
+        )
 
-    @app.post("/v1/answer", responses={200: {"description": "one answer per question, in order", "content": {
-        "application/json": {"schema": {"type": "array", "items": _ANSWER_DOC}}}}, **_ERRORS})
-    async def answer(request: Request, question: Questions, files: Files = None, path: RecordPath = None,
-                     age_years: Age = None, sex: Sex = None, height_cm: Height = None,
-                     weight_kg: Weight = None) -> Response:
+    @app.post(
+        "/v1/answer",
+        responses={
+            200: {
+                "description": "one answer per question, in order",
+                "content": {"application/json": {"schema": {"type": "array", "items": _ANSWER_DOC}}},
+            },
+            **_ERRORS,
+        },
+    )
+    async def answer(
+        request: Request,
+        question: Questions,
+        files: Files = None,
+        path: RecordPath = None,
+        age_years: Age = None,
+        sex: Sex = None,
+        height_cm: Height = None,
+        weight_kg: Weight = None,
+    ) -> Response:
         """Answer questions about one ECG record (as `diagecg infer RECORD -q ... --json`)."""
-        return await service.run(request, TASK_QA, question, _uploaded(files), path,
-                                 patient_fields(age_years, sex, height_cm, weight_kg))
+        return await service.run(
+            request,
+            TASK_QA,
+            question,
+            _uploaded(files),
+            path,
+            patient_fields(age_years, sex, height_cm, weight_kg),
+        )
 
-    @app.post("/v1/report", responses={200: {"description": "the report", "content": {
-        "application/json": {"schema": _ANSWER_DOC}}}, **_ERRORS})
-    async def report(request: Request, files: Files = None, path: RecordPath = None, age_years: Age = None,
-                     sex: Sex = None, height_cm: Height = None, weight_kg: Weight = None) -> Response:
+    @app.post(
+        "/v1/report",
+        responses={
+            200: {"description": "the report", "content": {"application/json": {"schema": _ANSWER_DOC}}},
+            **_ERRORS,
+        },
+    )
+    async def report(
+        request: Request,
+        files: Files = None,
+        path: RecordPath = None,
+        age_years: Age = None,
+        sex: Sex = None,
+        height_cm: Height = None,
+        weight_kg: Weight = None,
+    ) -> Response:
         """Write the report of one ECG record (as `diagecg report RECORD --json`)."""
-        return await service.run(request, TASK_REPORT, [], _uploaded(files), path,
-                                 patient_fields(age_years, sex, height_cm, weight_kg))
+        return await service.run(
+            request,
+            TASK_REPORT,
+            [],
+            _uploaded(files),
+            path,
+            patient_fields(age_years, sex, height_cm, weight_kg),
+        )
 
-    @app.post("/v1/plot", response_class=Response, responses={200: {
-        "description": "the record drawn as a printed ECG (25 mm/s, 10 mm/mV), with the answers to the "
-                       "questions asked, if any, and the windows they were read from",
-        "content": {media: {"schema": {"type": "string", "format": "binary"}}
-                    for media in PICTURE_TYPES.values()}}, **_ERRORS})
-    async def plot(request: Request, question: OptionalQuestions = None, files: Files = None,
-                   path: RecordPath = None, image_format: ImageFormat = "png", age_years: Age = None,
-                   sex: Sex = None, height_cm: Height = None, weight_kg: Weight = None) -> Response:
+    @app.post(
+        "/v1/plot",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "the record drawn as a printed ECG (25 mm/s, 10 mm/mV), with the answers "
+                "to the "
+                "questions asked, if any, and the windows they were read from",
+                "content": {
+                    media: {"schema": {"type": "string", "format": "binary"}}
+                    for media in PICTURE_TYPES.values()
+                },
+            },
+            **_ERRORS,
+        },
+    )
+    async def plot(
+        request: Request,
+        question: OptionalQuestions = None,
+        files: Files = None,
+        path: RecordPath = None,
+        image_format: ImageFormat = "png",
+        age_years: Age = None,
+        sex: Sex = None,
+        height_cm: Height = None,
+        weight_kg: Weight = None,
+    ) -> Response:
         """Draw one ECG record as a printed ECG (as `diagecg infer RECORD --plot FILE`)."""
-        return await service.run(request, TASK_QA, question or [], _uploaded(files), path,
-                                 patient_fields(age_years, sex, height_cm, weight_kg), picture=image_format)
+        return await service.run(
+            request,
+            TASK_QA,
+            question or [],
+            _uploaded(files),
+            path,
+            patient_fields(age_years, sex, height_cm, weight_kg),
+            picture=image_format,
+        )
 
-    @app.post("/v1/json/answer", responses={200: {"description": "one answer per question, in order",
-                                                  "content": {"application/json": {
-                                                      "schema": {"type": "array", "items": _ANSWER_DOC}}}},
-                                            **_ERRORS})
+    @app.post(
+        "/v1/json/answer",
+        responses={
+            200: {
+                "description": "one answer per question, in order",
+                "content": {"application/json": {"schema": {"type": "array", "items": _ANSWER_DOC}}},
+            },
+            **_ERRORS,
+        },
+    )
     async def json_answer(request: Request, body: JsonRecordRequest) -> Response:
         """Answer questions about one ECG record sent as JSON (base64 files)."""
         if not body.questions:
@@ -196,11 +304,17 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
             files = body.decoded()
         except UploadError as e:
             return service.failure(e, "", body.questions[0], TASK_QA, time.perf_counter())
-        return await service.run(request, TASK_QA, body.questions, files, None, body.patient(),
-                                 fmt=body.format)
+        return await service.run(
+            request, TASK_QA, body.questions, files, None, body.patient(), fmt=body.format
+        )
 
-    @app.post("/v1/json/report", responses={200: {"description": "the report", "content": {
-        "application/json": {"schema": _ANSWER_DOC}}}, **_ERRORS})
+    @app.post(
+        "/v1/json/report",
+        responses={
+            200: {"description": "the report", "content": {"application/json": {"schema": _ANSWER_DOC}}},
+            **_ERRORS,
+        },
+    )
     async def json_report(request: Request, body: JsonRecordRequest) -> Response:
         """Write the report of one ECG record sent as JSON (base64 files); ``questions`` must be empty."""
         if body.questions:
@@ -211,14 +325,20 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
             return service.failure(e, "", "", TASK_REPORT, time.perf_counter())
         return await service.run(request, TASK_REPORT, [], files, None, body.patient(), fmt=body.format)
 
-    @app.get("/v1/questions",
-             responses={404: {"model": ErrorLine, "description": "the bundle has no catalogue"}})
+    @app.get(
+        "/v1/questions", responses={404: {"model": ErrorLine, "description": "the bundle has no catalogue"}}
+    )
     async def questions() -> JSONResponse:
         """The questions the bundle's model was trained to answer (`diagecg questions --json`)."""
         catalogue = service.pipe.bundle.questions
         if catalogue is None:
-            return JSONResponse(error_body("this bundle has no question catalogue: every question goes to "
-                                           "the model as typed", "BundleError"), status_code=404)
+            return JSONResponse(
+                error_body(
+                    "this bundle has no question catalogue: every question goes to the model as typed",
+                    "BundleError",
+                ),
+                status_code=404,
+            )
         return JSONResponse(catalogue.to_dict())
 
     @app.get("/v1/bundle")

@@ -26,10 +26,32 @@ from diagecg.runtime.serve_admission import ACCESS_LOGGER
 __all__ = ["ACCESS_LOGGER", "BUCKETS_S", "Metrics", "MetricsMiddleware"]
 
 BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-ROUTES = ("/v1/answer", "/v1/report", "/v1/plot", "/v1/json/answer", "/v1/json/report", "/v1/questions",
-          "/v1/bundle", "/v1/schema", "/healthz", "/readyz", "/openapi.json", "/openapi-3.0.json", "/metrics")
-REASONS = {400: "bad_request", 401: "auth", 404: "not_found", 405: "not_found", 408: "read_timeout",
-           413: "too_large", 422: "bad_record", 503: "busy", 504: "timeout"}
+ROUTES = (
+    "/v1/answer",
+    "/v1/report",
+    "/v1/plot",
+    "/v1/json/answer",
+    "/v1/json/report",
+    "/v1/questions",
+    "/v1/bundle",
+    "/v1/schema",
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "/openapi-3.0.json",
+    "/metrics",
+)
+REASONS = {
+    400: "bad_request",
+    401: "auth",
+    404: "not_found",
+    405: "not_found",
+    408: "read_timeout",
+    413: "too_large",
+    422: "bad_record",
+    503: "busy",
+    504: "timeout",
+}
 
 
 class Metrics:
@@ -59,24 +81,33 @@ class Metrics:
 
     def render(self) -> str:
         """The Prometheus text exposition of every metric."""
-        out = ["# HELP diagecg_requests_total Requests answered, by route, method and status.",
-               "# TYPE diagecg_requests_total counter"]
+        out = [
+            "# HELP diagecg_requests_total Requests answered, by route, method and status.",
+            "# TYPE diagecg_requests_total counter",
+        ]
         with self._lock:
             for (route, method, status), n in sorted(self._requests.items()):
                 labels = f'route="{route}",method="{method}",status="{status}"'
                 out.append(f"diagecg_requests_total{{{labels}}} {n}")
-            out += ["# HELP diagecg_rejections_total Requests refused, by reason.",
-                    "# TYPE diagecg_rejections_total counter"]
-            out += [f'diagecg_rejections_total{{reason="{r}"}} {n}'
-                    for r, n in sorted(self._rejections.items())]
-            out += ["# HELP diagecg_request_duration_seconds Time from request to the end of the answer.",
-                    "# TYPE diagecg_request_duration_seconds histogram"]
+            out += [
+                "# HELP diagecg_rejections_total Requests refused, by reason.",
+                "# TYPE diagecg_rejections_total counter",
+            ]
+            out += [
+                f'diagecg_rejections_total{{reason="{r}"}} {n}' for r, n in sorted(self._rejections.items())
+            ]
+            out += [
+                "# HELP diagecg_request_duration_seconds Time from request to the end of the answer.",
+                "# TYPE diagecg_request_duration_seconds histogram",
+            ]
             for route in sorted(self._buckets):
                 for edge, n in zip(BUCKETS_S, self._buckets[route], strict=True):
                     le = f'route="{route}",le="{edge:g}"'
                     out.append(f"diagecg_request_duration_seconds_bucket{{{le}}} {n}")
-                out.append(f'diagecg_request_duration_seconds_bucket{{route="{route}",le="+Inf"}} '
-                           f'{self._count[route]}')
+                out.append(
+                    f'diagecg_request_duration_seconds_bucket{{route="{route}",le="+Inf"}} '
+                    f"{self._count[route]}"
+                )
                 out.append(f'diagecg_request_duration_seconds_sum{{route="{route}"}} {self._sum[route]:.6f}')
                 out.append(f'diagecg_request_duration_seconds_count{{route="{route}"}} {self._count[route]}')
         for name, value in self._gauges().items():
@@ -114,5 +145,6 @@ class MetricsMiddleware:
             self.metrics.observe(scope["path"], scope["method"], status, elapsed)
             if self.access is not None:
                 client = scope.get("client") or ("-", 0)
-                self.access.info('%s "%s %s" %d %.1f ms', client[0], scope["method"], scope["path"], status,
-                                 elapsed * 1e3)
+                self.access.info(
+                    '%s "%s %s" %d %.1f ms', client[0], scope["method"], scope["path"], status, elapsed * 1e3
+                )

@@ -34,9 +34,11 @@ class RecordFile(BaseModel):
     """One file of a record in a JSON request."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(description="the file's name with its suffix, e.g. 00180_lr.hea (a WFDB header names "
-                                  "its signal files, so their names must be kept); letters, digits, '.', "
-                                  "'_', '-'")
+    name: str = Field(
+        description="the file's name with its suffix, e.g. 00180_lr.hea (a WFDB header names "
+        "its signal files, so their names must be kept); letters, digits, '.', "
+        "'_', '-'"
+    )
     content_base64: str = Field(description="the file's bytes, base64 (RFC 4648, standard alphabet)")
 
 
@@ -44,12 +46,18 @@ class JsonRecordRequest(BaseModel):
     """A record and what to do with it, as one JSON object (``/v1/json/answer``, ``/v1/json/report``)."""
 
     model_config = ConfigDict(extra="forbid")
-    files: list[RecordFile] = Field(min_length=1, description="the record: one file, a WFDB header with its "
-                                                             "signal files, or one zip/tar of them")
-    questions: list[str] = Field(default_factory=list, description="the questions (/v1/json/answer: at "
-                                                                   "least one)")
-    format: str | None = Field(None, description="the record's format, checked against the one detected "
-                                                 f"from its content: one of {', '.join(FORMAT_NAMES)}")
+    files: list[RecordFile] = Field(
+        min_length=1,
+        description="the record: one file, a WFDB header with its signal files, or one zip/tar of them",
+    )
+    questions: list[str] = Field(
+        default_factory=list, description="the questions (/v1/json/answer: at least one)"
+    )
+    format: str | None = Field(
+        None,
+        description="the record's format, checked against the one detected "
+        f"from its content: one of {', '.join(FORMAT_NAMES)}",
+    )
     age_years: float | None = Field(None, description="patient age in years (overrides the record's)")
     sex: str | None = Field(None, description="'male' or 'female' (overrides the record's)")
     height_cm: float | None = Field(None, description="patient height in cm")
@@ -76,7 +84,8 @@ class JsonRecordRequest(BaseModel):
         return patient_fields(self.age_years, self.sex, self.height_cm, self.weight_kg)
 
 
-def patient_fields(age_years: float | None, sex: str | None, height_cm: float | None,
-             weight_kg: float | None) -> dict[str, Any]:
+def patient_fields(
+    age_years: float | None, sex: str | None, height_cm: float | None, weight_kg: float | None
+) -> dict[str, Any]:
     """The patient overrides of a request, as keyword arguments of ``PatientInfo``."""
     return {"age_years": age_years, "sex": sex, "height_cm": height_cm, "weight_kg": weight_kg}

@@ -103,8 +103,13 @@ class Service:
         if self.uploads is not None:
             shutil.rmtree(self.uploads, ignore_errors=True)
 
-    def stage(self, files: list[tuple[str | None, BinaryIO]] | None, path: str | None, deadline: float,
-              fmt: str | None = None) -> StagedRecord:
+    def stage(
+        self,
+        files: list[tuple[str | None, BinaryIO]] | None,
+        path: str | None,
+        deadline: float,
+        fmt: str | None = None,
+    ) -> StagedRecord:
         """The record of a request: its uploaded files (client name, stream) staged in a private folder,
         or a path in the allowed folder; ``fmt``, when named, must be the format detected."""
         if (files is None) == (path is None) or (files is not None and not files):
@@ -113,9 +118,13 @@ class Service:
             staged = allowed_record_path(path, self.config.allow_folder)
         else:
             assert self.uploads is not None, "the app's lifespan has not started"
-            staged = stage_upload(files or [], Path(tempfile.mkdtemp(dir=self.uploads)),
-                                  max_bytes=self.config.max_extracted_bytes, max_files=self.config.max_files,
-                                  deadline=deadline)
+            staged = stage_upload(
+                files or [],
+                Path(tempfile.mkdtemp(dir=self.uploads)),
+                max_bytes=self.config.max_extracted_bytes,
+                max_files=self.config.max_files,
+                deadline=deadline,
+            )
         if fmt is not None:
             try:
                 found = detect_format(staged.path)
@@ -127,34 +136,55 @@ class Service:
                 raise UploadError(f"{staged.name}: 'format' says {fmt}, but the content is {found}")
         return staged
 
-    def work(self, staged: StagedRecord, task: str, questions: list[str], patient: PatientInfo | None,
-             progress: dict[str, str], client: str = "unknown",
-             picture: str | None = None) -> tuple[list[dict[str, Any]], bytes | None]:
+    def work(
+        self,
+        staged: StagedRecord,
+        task: str,
+        questions: list[str],
+        patient: PatientInfo | None,
+        progress: dict[str, str],
+        client: str = "unknown",
+        picture: str | None = None,
+    ) -> tuple[list[dict[str, Any]], bytes | None]:
         """Read the record once and answer each question (in a worker thread), and draw it when
         ``picture`` names an image format; the audit log, if any, names ``client`` and the staged files'
         SHA-256."""
-        who, digest = AUDIT_CLIENT.set(client), AUDIT_RECORD_SHA256.set(
-            record_sha256(staged.path) if self.pipe.audit is not None else None)
+        who, digest = (
+            AUDIT_CLIENT.set(client),
+            AUDIT_RECORD_SHA256.set(record_sha256(staged.path) if self.pipe.audit is not None else None),
+        )
         try:
             return self._work(staged, task, questions, patient, progress, picture)
         finally:
             AUDIT_CLIENT.reset(who)
             AUDIT_RECORD_SHA256.reset(digest)
 
-    def _work(self, staged: StagedRecord, task: str, questions: list[str], patient: PatientInfo | None,
-              progress: dict[str, str], picture: str | None) -> tuple[list[dict[str, Any]], bytes | None]:
+    def _work(
+        self,
+        staged: StagedRecord,
+        task: str,
+        questions: list[str],
+        patient: PatientInfo | None,
+        progress: dict[str, str],
+        picture: str | None,
+    ) -> tuple[list[dict[str, Any]], bytes | None]:
         t = time.perf_counter()
         rec = as_record(staged.path, self.pipe.quality)
         if rec.duration_s > self.config.max_record_s:
-            raise RecordTooLongError(f"{staged.name}: the record lasts {rec.duration_s:.0f} s, longer than "
-                                     f"this server answers ({self.config.max_record_s:g} s)")
+            raise RecordTooLongError(
+                f"{staged.name}: the record lasts {rec.duration_s:.0f} s, longer than "
+                f"this server answers ({self.config.max_record_s:g} s)"
+            )
         rec = dataclasses.replace(rec, source=staged.name)
         read_ms = (time.perf_counter() - t) * 1e3
         out, answers = [], []
         for question in questions:
             progress["question"] = question
-            ans = self.pipe.report(rec, patient=patient) if task == TASK_REPORT \
+            ans = (
+                self.pipe.report(rec, patient=patient)
+                if task == TASK_REPORT
                 else self.pipe.answer(rec, question, patient=patient)
+            )
             answers.append(ans)
             line = ans.to_dict()
             line["bundle"] = self.public_bundle  # the bundle's name, never the server's path
@@ -176,26 +206,53 @@ class Service:
         windows = [(float(w["start_s"]), float(w["end_s"])) for w in answers[0].windows] if answers else []
         shown = PatientInfo(**answers[0].patient) if answers else patient
         with tempfile.TemporaryDirectory(dir=self.uploads) as folder:
-            out = plot_ecg(record, Path(folder) / f"ecg.{picture}", text=answer_text(answers) or None,
-                           windows=windows or None, highpass_hz=preprocess.highpass_hz,
-                           lowpass_hz=preprocess.lowpass_hz, patient=shown)
+            out = plot_ecg(
+                record,
+                Path(folder) / f"ecg.{picture}",
+                text=answer_text(answers) or None,
+                windows=windows or None,
+                highpass_hz=preprocess.highpass_hz,
+                lowpass_hz=preprocess.lowpass_hz,
+                patient=shown,
+            )
             return out.read_bytes()
 
-    def failure(self, error: BaseException, record: str, question: str, task: str, started: float,
-                staged: StagedRecord | None = None) -> JSONResponse:
+    def failure(
+        self,
+        error: BaseException,
+        record: str,
+        question: str,
+        task: str,
+        started: float,
+        staged: StagedRecord | None = None,
+    ) -> JSONResponse:
         """The error line of a failed request, with its status; never the private folder's path."""
         if not isinstance(error, DiagEcgError):
             logger.error("unexpected error on %s", record or "a request", exc_info=error)
-        line = error_dict(record, error, question, task=task, bundle=self.public_bundle,
-                          elapsed_ms=(time.perf_counter() - started) * 1e3)
+        line = error_dict(
+            record,
+            error,
+            question,
+            task=task,
+            bundle=self.public_bundle,
+            elapsed_ms=(time.perf_counter() - started) * 1e3,
+        )
         if staged is not None:
             line["error"] = staged.public_text(line["error"])
         return JSONResponse(line, status_code=http_status(error))
 
-    async def run(self, request: Request, task: str, questions: list[str],
-                  files: list[tuple[str | None, BinaryIO]] | None, path: str | None,
-                  patient_fields: dict[str, Any], *, fmt: str | None = None,
-                  picture: str | None = None) -> Response:
+    async def run(
+        self,
+        request: Request,
+        task: str,
+        questions: list[str],
+        files: list[tuple[str | None, BinaryIO]] | None,
+        path: str | None,
+        patient_fields: dict[str, Any],
+        *,
+        fmt: str | None = None,
+        picture: str | None = None,
+    ) -> Response:
         """Stage the record, answer in a worker thread under the request's timeout, and respond: the
         answers' JSON, or the picture when ``picture`` names an image format."""
         started = time.perf_counter()
@@ -203,17 +260,22 @@ class Service:
         first = questions[0] if questions else ""
         timeout = self.config.request_timeout_s
         try:
-            checked = [self.pipe.check_question(q) for q in questions] if task == TASK_QA \
+            checked = (
+                [self.pipe.check_question(q) for q in questions]
+                if task == TASK_QA
                 else [self.pipe.prompt_config.report_question]
+            )
             patient = PatientInfo(**patient_fields)
             if picture is not None:
                 check_picture(picture)
             # staging (an archive's decompression included) runs under the request's timeout too
             staged = await asyncio.wait_for(
-                run_in_threadpool(self.stage, files, path, time.monotonic() + timeout, fmt), timeout)
+                run_in_threadpool(self.stage, files, path, time.monotonic() + timeout, fmt), timeout
+            )
         except asyncio.TimeoutError:
-            slow = UploadTimeoutError(f"staging the upload took longer than {timeout:g} s (the server's "
-                                      f"timeout)")
+            slow = UploadTimeoutError(
+                f"staging the upload took longer than {timeout:g} s (the server's timeout)"
+            )
             return self.failure(slow, "", first, task, started)
         except Exception as e:
             return self.failure(e, "", first, task, started)
@@ -221,9 +283,11 @@ class Service:
         try:
             assert self.executor is not None, "the app's lifespan has not started"
             client = f"{request.client.host if request.client else 'unknown'}" + (
-                " (bearer token)" if self.config.token else "")
-            future = self.executor.submit(self.work, staged, task, checked, patient, progress, client,
-                                          picture)
+                " (bearer token)" if self.config.token else ""
+            )
+            future = self.executor.submit(
+                self.work, staged, task, checked, patient, progress, client, picture
+            )
         except BaseException as e:
             staged.cleanup()
             return self.failure(e, staged.name, first, task, started, staged)
@@ -235,10 +299,17 @@ class Service:
             lines, image = await asyncio.wait_for(asyncio.wrap_future(future), left)
         except asyncio.TimeoutError:
             fate = "dropped before it started" if future.cancelled() else "it still runs"
-            late = TimeoutError(f"no answer within {self.config.request_timeout_s:g} s (the server's "
-                                f"timeout); {fate}")
-            line = error_dict(staged.name, late, progress["question"], task=task,
-                              bundle=self.public_bundle, elapsed_ms=(time.perf_counter() - started) * 1e3)
+            late = TimeoutError(
+                f"no answer within {self.config.request_timeout_s:g} s (the server's timeout); {fate}"
+            )
+            line = error_dict(
+                staged.name,
+                late,
+                progress["question"],
+                task=task,
+                bundle=self.public_bundle,
+                elapsed_ms=(time.perf_counter() - started) * 1e3,
+            )
             return JSONResponse(line, status_code=504)
         except Exception as e:
             return self.failure(e, staged.name, progress["question"], task, started, staged)
@@ -249,15 +320,26 @@ class Service:
     def describe(self) -> dict[str, Any]:
         c = self.config
         bundle = self.pipe.bundle
-        return {"diagecg_version": __version__, "schema_version": SCHEMA_VERSION,
-                "bundle": self.public_bundle, "quants": list(bundle.quants),
-                "device": self.pipe.device.to_dict(), "question_catalogue": bundle.questions is not None,
-                "load_warnings": list(self.pipe.load_warnings),
-                "limits": {"workers": c.workers, "queue_size": c.queue_size,
-                           "request_timeout_s": c.request_timeout_s, "max_upload_bytes": c.max_upload_bytes,
-                           "max_extracted_bytes": c.max_extracted_bytes, "max_files": c.max_files,
-                           "max_record_s": c.max_record_s, "allow_folder": c.allow_folder is not None,
-                           "auth": c.token is not None}}
+        return {
+            "diagecg_version": __version__,
+            "schema_version": SCHEMA_VERSION,
+            "bundle": self.public_bundle,
+            "quants": list(bundle.quants),
+            "device": self.pipe.device.to_dict(),
+            "question_catalogue": bundle.questions is not None,
+            "load_warnings": list(self.pipe.load_warnings),
+            "limits": {
+                "workers": c.workers,
+                "queue_size": c.queue_size,
+                "request_timeout_s": c.request_timeout_s,
+                "max_upload_bytes": c.max_upload_bytes,
+                "max_extracted_bytes": c.max_extracted_bytes,
+                "max_files": c.max_files,
+                "max_record_s": c.max_record_s,
+                "allow_folder": c.allow_folder is not None,
+                "auth": c.token is not None,
+            },
+        }
 
 
 def _finish(ticket: Ticket | None, staged: StagedRecord) -> None:

@@ -113,8 +113,10 @@ def safe_file_name(name: str | None) -> str:
     """
     base = re.split(r"[\\/]", name or "")[-1]
     if not SAFE_NAME.fullmatch(base):
-        raise UploadError(f"upload file name {name!r} is not accepted: use letters, digits, '.', '_' and '-' "
-                          f"(at most 128, not starting with '.')")
+        raise UploadError(
+            f"upload file name {name!r} is not accepted: use letters, digits, '.', '_' and '-' "
+            f"(at most 128, not starting with '.')"
+        )
     return base
 
 
@@ -136,8 +138,10 @@ def _member_path(name: str, source: str) -> PurePosixPath | None:
         raise UploadError(f"{source}: member {name!r} is nested deeper than {MAX_DEPTH} folders")
     for part in parts:
         if not SAFE_NAME.fullmatch(part):
-            raise UploadError(f"{source}: member {name!r} has a name that is not accepted (letters, digits, "
-                              f"'.', '_' and '-')")
+            raise UploadError(
+                f"{source}: member {name!r} has a name that is not accepted (letters, digits, "
+                f"'.', '_' and '-')"
+            )
     return PurePosixPath(*parts)
 
 
@@ -166,8 +170,9 @@ class _Budget:
                 self.check_time(what)
                 self.bytes_left -= len(chunk)
                 if self.bytes_left < 0:
-                    raise UploadTooLargeError(f"{what}: the upload holds more than {self.max_bytes} bytes "
-                                              f"(the server's limit)")
+                    raise UploadTooLargeError(
+                        f"{what}: the upload holds more than {self.max_bytes} bytes (the server's limit)"
+                    )
                 out.write(chunk)
 
 
@@ -186,8 +191,10 @@ class _CountedStream(io.RawIOBase):
         data = self.inner.read(min(len(buffer), _CHUNK))
         self.left -= len(data)
         if self.left < 0:
-            raise UploadTooLargeError(f"{self.what}: the archive decompresses to more than {self.limit} "
-                                      f"bytes (the server's limit, skipped members included)")
+            raise UploadTooLargeError(
+                f"{self.what}: the archive decompresses to more than {self.limit} "
+                f"bytes (the server's limit, skipped members included)"
+            )
         buffer[: len(data)] = data
         return len(data)
 
@@ -196,8 +203,12 @@ def archive_kind(head: bytes) -> str | None:
     """``"zip"`` or ``"tar"`` (plain or compressed) from a file's first 512 bytes, else None."""
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
-    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00" \
-            or head[257:262] == b"ustar":
+    if (
+        head[:2] == b"\x1f\x8b"
+        or head[:3] == b"BZh"
+        or head[:6] == b"\xfd7zXZ\x00"
+        or head[257:262] == b"ustar"
+    ):
         return "tar"
     return None
 
@@ -216,8 +227,9 @@ def _extract_zip(src: BinaryIO, dest: Path, budget: _Budget, source: str) -> Non
                 continue
             kind = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix mode recorded (a plain file)
             if kind and kind != stat.S_IFREG:
-                raise UploadError(f"{source}: member {info.filename!r} is not a regular file (a link?); "
-                                  f"refused")
+                raise UploadError(
+                    f"{source}: member {info.filename!r} is not a regular file (a link?); refused"
+                )
             try:
                 with archive.open(info) as member:
                     budget.copy(member, dest / rel, source)
@@ -225,8 +237,16 @@ def _extract_zip(src: BinaryIO, dest: Path, budget: _Budget, source: str) -> Non
                 raise UploadError(f"{source}: member {info.filename!r} appears twice") from None
             except UploadError:
                 raise
-            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError, OSError,
-                    ValueError, lzma.LZMAError) as e:  # a corrupt deflate stream raises zlib.error
+            except (
+                zipfile.BadZipFile,
+                zlib.error,
+                RuntimeError,
+                NotImplementedError,
+                EOFError,
+                OSError,
+                ValueError,
+                lzma.LZMAError,
+            ) as e:  # a corrupt deflate stream raises zlib.error
                 raise UploadError(f"{source}: member {info.filename!r} cannot be extracted ({e})") from None
 
 
@@ -259,8 +279,9 @@ def _extract_tar(src: BinaryIO, dest: Path, budget: _Budget, source: str) -> Non
                 if member.isdir():
                     continue
                 if not member.isreg():
-                    raise UploadError(f"{source}: member {member.name!r} is not a regular file (a link or "
-                                      f"device); refused")
+                    raise UploadError(
+                        f"{source}: member {member.name!r} is not a regular file (a link or device); refused"
+                    )
                 rel = _member_path(member.name, source)
                 if rel is None:
                     continue
@@ -276,8 +297,14 @@ def _extract_tar(src: BinaryIO, dest: Path, budget: _Budget, source: str) -> Non
             raise UploadError(f"{source}: the tar archive is damaged ({e})") from None
 
 
-def stage_upload(files: Sequence[tuple[str | None, BinaryIO]], folder: Path, *, max_bytes: int,
-                 max_files: int, deadline: float | None = None) -> StagedRecord:
+def stage_upload(
+    files: Sequence[tuple[str | None, BinaryIO]],
+    folder: Path,
+    *,
+    max_bytes: int,
+    max_files: int,
+    deadline: float | None = None,
+) -> StagedRecord:
     """Write an upload into ``folder`` (empty, private) and find its one record.
 
     Args:
@@ -330,8 +357,10 @@ def _stage(files: Sequence[tuple[str | None, BinaryIO]], folder: Path, budget: _
     elif len(written) == 1:  # no known format: reading it says why, as `diagecg infer` would
         path = written[0]
     else:
-        raise UploadError("the upload holds no ECG record (a WFDB .hea with its signal files, DICOM, HL7 "
-                          "aECG, GE MUSE XML, EDF, Philips XML)")
+        raise UploadError(
+            "the upload holds no ECG record (a WFDB .hea with its signal files, DICOM, HL7 "
+            "aECG, GE MUSE XML, EDF, Philips XML)"
+        )
     return StagedRecord(path=path, name=path.relative_to(folder).as_posix(), folder=folder)
 
 
@@ -348,8 +377,9 @@ def allowed_record_path(path: str, allowed: Path | None) -> StagedRecord:
         UploadError: a folder instead of a record.
     """
     if allowed is None:
-        raise PathNotAllowedError("this server reads no paths (start it with --allow-folder DIR); upload the "
-                                  "record's files instead")
+        raise PathNotAllowedError(
+            "this server reads no paths (start it with --allow-folder DIR); upload the record's files instead"
+        )
     if "\x00" in path or not path.strip():
         raise UploadError(f"record path {path!r} is not a path")
     root = allowed.resolve()
@@ -357,8 +387,9 @@ def allowed_record_path(path: str, allowed: Path | None) -> StagedRecord:
     try:
         resolved = candidate.resolve()  # follows every symlink: an escape shows as a path outside root
         if not resolved.is_relative_to(root):
-            raise PathNotAllowedError(f"record path {path[:200]!r} is outside the folder this server may "
-                                      f"read")
+            raise PathNotAllowedError(
+                f"record path {path[:200]!r} is outside the folder this server may read"
+            )
         exists = resolved.exists()
     except OSError as e:  # a name over 255 bytes, a symlink loop...
         raise UploadError(f"record path {path[:200]!r} is not a usable path ({e.strerror or e})") from None

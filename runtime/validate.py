@@ -66,8 +66,17 @@ from diagecg.runtime.record_input import as_record
 from diagecg.scoring import calibration, roc_auc, score_findings
 from diagecg.statements import find_statement
 
-__all__ = ["VALIDATION_SCHEMA_VERSION", "Collected", "Row", "collect", "fit_site_calibration", "score",
-           "write_calibrated_bundle", "write_rows", "write_rows_csv"]
+__all__ = [
+    "VALIDATION_SCHEMA_VERSION",
+    "Collected",
+    "Row",
+    "collect",
+    "fit_site_calibration",
+    "score",
+    "write_calibrated_bundle",
+    "write_rows",
+    "write_rows_csv",
+]
 
 VALIDATION_SCHEMA_VERSION = 1
 _OPTIONS = ("yes", "no")  # how a row's p(present) is handed to score_findings: 1 - p(no) = p(present)
@@ -120,8 +129,9 @@ def catalogue_findings(pipe: DiagEcgPipeline) -> dict[str, tuple[str, MatchedQue
     return out
 
 
-def asked_findings(pipe: DiagEcgPipeline, only: Collection[str] | None = None
-                   ) -> dict[str, tuple[str, MatchedQuestion]]:
+def asked_findings(
+    pipe: DiagEcgPipeline, only: Collection[str] | None = None
+) -> dict[str, tuple[str, MatchedQuestion]]:
     """:func:`catalogue_findings`, restricted to ``only`` (None: all).
 
     Raises:
@@ -132,8 +142,10 @@ def asked_findings(pipe: DiagEcgPipeline, only: Collection[str] | None = None
         return findings
     unknown = sorted(set(only) - set(findings))
     if unknown:
-        raise InputError(f"findings {unknown} are not in the bundle's question catalogue (it asks about "
-                         f"{', '.join(sorted(findings))})")
+        raise InputError(
+            f"findings {unknown} are not in the bundle's question catalogue (it asks about "
+            f"{', '.join(sorted(findings))})"
+        )
     return {c: v for c, v in findings.items() if c in only}
 
 
@@ -153,9 +165,17 @@ def _order(paths: Sequence[Path], limit: int | None, seed: int) -> list[Path]:
     return order[:limit] if limit is not None else order
 
 
-def collect(pipe: DiagEcgPipeline, paths: Sequence[Path], labels: SiteLabels | None, *,
-            limit: int | None = None, seed: int = 0, ablation: bool = True, progress: bool = True,
-            only: Collection[str] | None = None) -> Collected:
+def collect(
+    pipe: DiagEcgPipeline,
+    paths: Sequence[Path],
+    labels: SiteLabels | None,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    ablation: bool = True,
+    progress: bool = True,
+    only: Collection[str] | None = None,
+) -> Collected:
     """Answer every labelled finding of every record (module docstring).
 
     Args:
@@ -181,8 +201,11 @@ def collect(pipe: DiagEcgPipeline, paths: Sequence[Path], labels: SiteLabels | N
     for path in bar:
         try:
             rec = as_record(path, pipe.quality)
-            lab = labels.of(rec.record_id or path.stem) if labels is not None else (
-                labels_from_diagnoses(rec.diagnoses) if rec.diagnoses else None)
+            lab = (
+                labels.of(rec.record_id or path.stem)
+                if labels is not None
+                else (labels_from_diagnoses(rec.diagnoses) if rec.diagnoses else None)
+            )
             if not lab:
                 unlabelled.append(str(path))
                 continue
@@ -197,12 +220,21 @@ def collect(pipe: DiagEcgPipeline, paths: Sequence[Path], labels: SiteLabels | N
                 probs = ans.option_probabilities or {}
                 raw = pipe.option_probabilities(rec, question.canonical, question.options)
                 crit = criterion_for(code)
-                rows.append(Row(
-                    record=str(path), record_id=rec.record_id, sha256=sha, code=code, finding=name,
-                    truth=bool(lab[code]), p_present=presence(question, probs),
-                    said_present=_said_present(question, ans.answer), p_raw=presence(question, raw),
-                    p_ablated=None,
-                    measurement=None if crit is None else float(criterion_score(crit, features[None])[0])))
+                rows.append(
+                    Row(
+                        record=str(path),
+                        record_id=rec.record_id,
+                        sha256=sha,
+                        code=code,
+                        finding=name,
+                        truth=bool(lab[code]),
+                        p_present=presence(question, probs),
+                        said_present=_said_present(question, ans.answer),
+                        p_raw=presence(question, raw),
+                        p_ablated=None,
+                        measurement=None if crit is None else float(criterion_score(crit, features[None])[0]),
+                    )
+                )
             if ablation and asked:
                 if previous is None:  # the first record takes the last one's codes, at the end
                     first = (rec, [(start + k, name, q) for k, (_, name, q) in enumerate(asked)])
@@ -219,16 +251,29 @@ def collect(pipe: DiagEcgPipeline, paths: Sequence[Path], labels: SiteLabels | N
         for k, name, question in items:
             raw = pipe.option_probabilities(rec, question.canonical, question.options, ecg_codes=previous)
             rows[k] = dataclasses.replace(rows[k], p_ablated=_calibrated(pipe, name, presence(question, raw)))
-    return Collected(rows=rows, n_given=len(order), failed=failed, unlabelled=unlabelled,
-                     not_answerable=not_answerable, wall_s=time.perf_counter() - t0)
+    return Collected(
+        rows=rows,
+        n_given=len(order),
+        failed=failed,
+        unlabelled=unlabelled,
+        not_answerable=not_answerable,
+        wall_s=time.perf_counter() - t0,
+    )
 
 
-def _ablate(pipe: DiagEcgPipeline, rows: list[Row], rec: Any, other_codes: Any, start: int,
-            asked: list[tuple[str, str, MatchedQuestion]]) -> None:
+def _ablate(
+    pipe: DiagEcgPipeline,
+    rows: list[Row],
+    rec: Any,
+    other_codes: Any,
+    start: int,
+    asked: list[tuple[str, str, MatchedQuestion]],
+) -> None:
     for k, (_, name, question) in enumerate(asked):
         raw = pipe.option_probabilities(rec, question.canonical, question.options, ecg_codes=other_codes)
-        rows[start + k] = dataclasses.replace(rows[start + k],
-                                              p_ablated=_calibrated(pipe, name, presence(question, raw)))
+        rows[start + k] = dataclasses.replace(
+            rows[start + k], p_ablated=_calibrated(pipe, name, presence(question, raw))
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,21 +295,33 @@ def _round(x: float | None, k: int = 4) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), k)
 
 
-def score(rows: Sequence[Row], *, min_positives: int = 10, n_bootstrap: int = 1000, seed: int = 0
-          ) -> dict[str, Any]:
+def score(
+    rows: Sequence[Row], *, min_positives: int = 10, n_bootstrap: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     """Per-finding and macro metrics of collected rows (module docstring). Findings without both
     positives and negatives are listed under ``one_class``."""
     by_code: dict[str, list[Row]] = {}
     for r in rows:
         by_code.setdefault(r.code, []).append(r)
     scored = [r for r in rows if 0 < sum(x.truth for x in by_code[r.code]) < len(by_code[r.code])]
-    one_class = {c: {"n": len(v), "n_pos": sum(x.truth for x in v)} for c, v in sorted(by_code.items())
-                 if not 0 < sum(x.truth for x in v) < len(v)}
+    one_class = {
+        c: {"n": len(v), "n_pos": sum(x.truth for x in v)}
+        for c, v in sorted(by_code.items())
+        if not 0 < sum(x.truth for x in v) < len(v)
+    }
     if not scored:
         return {"findings": {}, "one_class": one_class, "macro": {}, "calibration": None}
     samples, codes, probs = _samples(scored)
-    base = score_findings(samples, codes, probs, [_OPTIONS] * len(scored), min_positives,
-                          n_bootstrap=n_bootstrap, seed=seed, calls=[r.said_present for r in scored])
+    base = score_findings(
+        samples,
+        codes,
+        probs,
+        [_OPTIONS] * len(scored),
+        min_positives,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        calls=[r.said_present for r in scored],
+    )
     out: dict[str, Any] = {}
     for code, row in base["per_finding"].items():
         rs = [r for r in scored if r.code == code]
@@ -277,19 +334,31 @@ def score(rows: Sequence[Row], *, min_positives: int = 10, n_bootstrap: int = 10
         measured = [r.measurement for r in rs]
         rel = calibration(truth, np.clip(p, 0.0, 1.0))
         out[code] = {
-            "finding": rs[0].finding, "n": row["n"], "n_pos": row["n_pos"],
-            "auc": _round(row["auc"]), "auc_ci95": [_round(v) for v in row["auc_ci95"] or []] or None,
-            "sensitivity": _round(row["sensitivity"]), "sensitivity_ci95": wilson(tp, tp + fn),
-            "specificity": _round(row["specificity"]), "specificity_ci95": wilson(tn, tn + fp),
-            "ppv": _round(tp / (tp + fp)) if tp + fp else None, "ppv_ci95": wilson(tp, tp + fp),
-            "npv": _round(tn / (tn + fn)) if tn + fn else None, "npv_ci95": wilson(tn, tn + fn),
+            "finding": rs[0].finding,
+            "n": row["n"],
+            "n_pos": row["n_pos"],
+            "auc": _round(row["auc"]),
+            "auc_ci95": [_round(v) for v in row["auc_ci95"] or []] or None,
+            "sensitivity": _round(row["sensitivity"]),
+            "sensitivity_ci95": wilson(tp, tp + fn),
+            "specificity": _round(row["specificity"]),
+            "specificity_ci95": wilson(tn, tn + fp),
+            "ppv": _round(tp / (tp + fp)) if tp + fp else None,
+            "ppv_ci95": wilson(tp, tp + fp),
+            "npv": _round(tn / (tn + fn)) if tn + fn else None,
+            "npv_ci95": wilson(tn, tn + fn),
             "balanced_accuracy": _round(row["balanced_accuracy"]),
-            "ece": _round(rel["ece"]), "reliability": rel["bins"],
+            "ece": _round(rel["ece"]),
+            "reliability": rel["bins"],
             "ablated_auc": _round(roc_auc(truth, np.array(ablated, float)))
-            if all(a is not None for a in ablated) else None,
-            "ruler": None if measured[0] is None else {
+            if all(a is not None for a in ablated)
+            else None,
+            "ruler": None
+            if measured[0] is None
+            else {
                 "measurement": criterion_for(code).feature,  # type: ignore[union-attr]
-                "auc": _round(roc_auc(truth, np.array(measured, float)))},
+                "auc": _round(roc_auc(truth, np.array(measured, float))),
+            },
             "counts": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
         }
     main = [c for c, v in out.items() if v["n_pos"] >= min_positives]
@@ -299,14 +368,26 @@ def score(rows: Sequence[Row], *, min_positives: int = 10, n_bootstrap: int = 10
         vals = [float(v) for v in got if v is not None]
         return _round(float(np.mean(vals))) if vals else None
 
-    return {"findings": out, "one_class": one_class, "calibration": {
-        "presence_ece": _round(base["calibration"]["presence"]["ece"]),
-        "bins": base["calibration"]["presence"]["bins"]},
-        "macro": {"min_positives": min_positives, "n_findings": len(main), "findings": main,
-                  "auc": macro("auc"), "ablated_auc": macro("ablated_auc"),
-                  "ruler_auc": macro("ruler", "auc"),
-                  "balanced_accuracy": macro("balanced_accuracy"), "sensitivity": macro("sensitivity"),
-                  "specificity": macro("specificity"), "ece": macro("ece")}}
+    return {
+        "findings": out,
+        "one_class": one_class,
+        "calibration": {
+            "presence_ece": _round(base["calibration"]["presence"]["ece"]),
+            "bins": base["calibration"]["presence"]["bins"],
+        },
+        "macro": {
+            "min_positives": min_positives,
+            "n_findings": len(main),
+            "findings": main,
+            "auc": macro("auc"),
+            "ablated_auc": macro("ablated_auc"),
+            "ruler_auc": macro("ruler", "auc"),
+            "balanced_accuracy": macro("balanced_accuracy"),
+            "sensitivity": macro("sensitivity"),
+            "specificity": macro("specificity"),
+            "ece": macro("ece"),
+        },
+    }
 
 
 def bundle_identity(pipe: DiagEcgPipeline) -> dict[str, Any]:
@@ -314,22 +395,39 @@ def bundle_identity(pipe: DiagEcgPipeline) -> dict[str, Any]:
     return dict(pipe.bundle_info)
 
 
-def validation_result(pipe: DiagEcgPipeline, got: Collected, labels: SiteLabels | None, *,
-                      min_positives: int, n_bootstrap: int, seed: int, command: str) -> dict[str, Any]:
+def validation_result(
+    pipe: DiagEcgPipeline,
+    got: Collected,
+    labels: SiteLabels | None,
+    *,
+    min_positives: int,
+    n_bootstrap: int,
+    seed: int,
+    command: str,
+) -> dict[str, Any]:
     """The JSON ``diagecg validate`` writes (``docs/validation.md`` documents every key)."""
     scored = score(got.rows, min_positives=min_positives, n_bootstrap=n_bootstrap, seed=seed)
     minutes = got.wall_s / 60
     return {
-        "schema": "diagecg.validation", "schema_version": VALIDATION_SCHEMA_VERSION,
+        "schema": "diagecg.validation",
+        "schema_version": VALIDATION_SCHEMA_VERSION,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "diagecg_version": __version__, "command": command,
+        "diagecg_version": __version__,
+        "command": command,
         "bundle": bundle_identity(pipe),
-        "labels": {"source": labels.source if labels is not None else "WFDB #Dx headers",
-                   "unmapped_codes": dict(sorted(labels.unmapped.items())) if labels is not None else {}},
-        "records": {"given": got.n_given, "answered": got.n_records, "failed": got.failed,
-                    "unlabelled": got.unlabelled, "n_questions": len(got.rows),
-                    "records_per_minute": round(got.n_records / minutes, 1) if minutes > 0 else None,
-                    "wall_s": round(got.wall_s, 1)},
+        "labels": {
+            "source": labels.source if labels is not None else "WFDB #Dx headers",
+            "unmapped_codes": dict(sorted(labels.unmapped.items())) if labels is not None else {},
+        },
+        "records": {
+            "given": got.n_given,
+            "answered": got.n_records,
+            "failed": got.failed,
+            "unlabelled": got.unlabelled,
+            "n_questions": len(got.rows),
+            "records_per_minute": round(got.n_records / minutes, 1) if minutes > 0 else None,
+            "wall_s": round(got.wall_s, 1),
+        },
         "not_answerable": dict(sorted(got.not_answerable.items())),
         **scored,
     }
@@ -364,8 +462,11 @@ def _metrics(truth: np.ndarray, p: np.ndarray, q: np.ndarray, called: np.ndarray
     accuracy of ``called``."""
     sens = called[truth].mean() if truth.any() else math.nan
     spec = (~called[~truth]).mean() if (~truth).any() else math.nan
-    return {"auc": roc_auc(truth, p), "ece": calibration(truth, np.clip(q, 0, 1))["ece"],
-            "balanced_accuracy": float((sens + spec) / 2)}
+    return {
+        "auc": roc_auc(truth, p),
+        "ece": calibration(truth, np.clip(q, 0, 1))["ece"],
+        "balanced_accuracy": float((sens + spec) / 2),
+    }
 
 
 def _interval(draws: list[float]) -> list[float | None]:
@@ -375,9 +476,16 @@ def _interval(draws: list[float]) -> list[float | None]:
     return [_round(float(np.percentile(v, 2.5))), _round(float(np.percentile(v, 97.5)))]
 
 
-def fit_site_calibration(rows: Sequence[Row], old: dict[str, dict[str, Any]], *, rule: str = "balanced",
-                         min_positives: int = 10, k_folds: int = 5, n_bootstrap: int = 200, seed: int = 0
-                         ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def fit_site_calibration(
+    rows: Sequence[Row],
+    old: dict[str, dict[str, Any]],
+    *,
+    rule: str = "balanced",
+    min_positives: int = 10,
+    k_folds: int = 5,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Per-finding calibration of the model's own p(present) (``Row.p_raw``) and its cross-validated
     effect (module docstring).
 
@@ -392,19 +500,28 @@ def fit_site_calibration(rows: Sequence[Row], old: dict[str, dict[str, Any]], *,
     for r in rows:
         by_code.setdefault(r.code, []).append(r)
     fitted: dict[str, dict[str, Any]] = {}
-    report: dict[str, Any] = {"rule": rule, "k_folds": k_folds, "min_positives": min_positives,
-                              "findings": {}, "refused": {}}
+    report: dict[str, Any] = {
+        "rule": rule,
+        "k_folds": k_folds,
+        "min_positives": min_positives,
+        "findings": {},
+        "refused": {},
+    }
     rng = np.random.default_rng(seed)
     for code, rs in sorted(by_code.items()):
         name = rs[0].finding
         truth = np.array([r.truth for r in rs])
         n_pos, n_neg = int(truth.sum()), int((~truth).sum())
         if min(n_pos, n_neg) < min_positives:
-            report["refused"][code] = {"finding": name, "n_pos": n_pos, "n_neg": n_neg,
-                                       "needed": min_positives,
-                                       "why": f"{min(n_pos, n_neg)} "
-                                              f"{'positives' if n_pos < n_neg else 'negatives'}; at least "
-                                              f"{min_positives} of each are needed"}
+            report["refused"][code] = {
+                "finding": name,
+                "n_pos": n_pos,
+                "n_neg": n_neg,
+                "needed": min_positives,
+                "why": f"{min(n_pos, n_neg)} "
+                f"{'positives' if n_pos < n_neg else 'negatives'}; at least "
+                f"{min_positives} of each are needed",
+            }
             continue
         p = np.array([r.p_raw for r in rs])
         cal = fit_calibration([code] * len(rs), p.tolist(), truth.tolist(), min_positives=1, rule=rule)[code]
@@ -419,8 +536,13 @@ def fit_site_calibration(rows: Sequence[Row], old: dict[str, dict[str, Any]], *,
             if min(truth[train].sum(), (~truth[train]).sum()) < 1:  # nothing to fit: the fold keeps raw
                 q_after[test], call_after[test] = p[test], p[test] >= 0.5
                 continue
-            fold_cal = fit_calibration([code] * int(train.sum()), p[train].tolist(), truth[train].tolist(),
-                                       min_positives=1, rule=rule)[code]
+            fold_cal = fit_calibration(
+                [code] * int(train.sum()),
+                p[train].tolist(),
+                truth[train].tolist(),
+                min_positives=1,
+                rule=rule,
+            )[code]
             q_after[test] = platt(p[test], fold_cal["a"], fold_cal["b"])
             call_after[test] = q_after[test] >= fold_cal["threshold"]
         q_before, call_before = _old_rule(old.get(name), p)
@@ -434,7 +556,10 @@ def fit_site_calibration(rows: Sequence[Row], old: dict[str, dict[str, Any]], *,
                 for m, v in _metrics(truth[k], p[k], q[k], decided[k]).items():
                     boot[f"{w}_{m}"].append(float(v) if v is not None else math.nan)
         report["findings"][code] = {
-            "finding": name, "n": len(rs), "n_pos": n_pos, "threshold": cal["threshold"],
+            "finding": name,
+            "n": len(rs),
+            "n_pos": n_pos,
+            "threshold": cal["threshold"],
             "before": {m: _round(v) for m, v in before.items()},
             "after": {m: _round(v) for m, v in after.items()},
             "before_ci95": {m: _interval(boot[f"before_{m}"]) for m in before},
@@ -451,8 +576,14 @@ def labels_sha256(rows: Sequence[Row]) -> str:
     return h.hexdigest()
 
 
-def write_calibrated_bundle(source: Path, out: Path, fitted: dict[str, dict[str, Any]],
-                            report: dict[str, Any], rows: Sequence[Row], labels_source: str) -> Path:
+def write_calibrated_bundle(
+    source: Path,
+    out: Path,
+    fitted: dict[str, dict[str, Any]],
+    report: dict[str, Any],
+    rows: Sequence[Row],
+    labels_source: str,
+) -> Path:
     """Copy ``source`` to the new folder ``out`` with ``fitted`` as its manifest's calibration, and check it
     loads with every hash verified. ``source`` is never modified.
 
@@ -466,8 +597,9 @@ def write_calibrated_bundle(source: Path, out: Path, fitted: dict[str, dict[str,
         raise InputError(f"{out} exists and is not an empty folder: the new bundle needs a new folder")
     if not fitted:
         why = "; ".join(f"{c}: {v['why']}" for c, v in report["refused"].items()) or "no findings"
-        raise InputError(f"no finding had enough positives and negatives to calibrate ({why}): "
-                         "no bundle written")
+        raise InputError(
+            f"no finding had enough positives and negatives to calibrate ({why}): no bundle written"
+        )
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -476,12 +608,16 @@ def write_calibrated_bundle(source: Path, out: Path, fitted: dict[str, dict[str,
     manifest = json.loads(manifest_path.read_text())
     previous = calibration_identity(manifest.get(K.CALIBRATION))
     manifest[K.CALIBRATION] = {
-        "method": "platt", "rule": report["rule"],
+        "method": "platt",
+        "rule": report["rule"],
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tool": f"diagecg {__version__} calibrate",
-        "fitted_on": {"source": f"site labels ({Path(labels_source).name})",
-                      "n_records": len({r.record for r in rows}), "n_questions": len(rows),
-                      "sha256": labels_sha256(rows)},
+        "fitted_on": {
+            "source": f"site labels ({Path(labels_source).name})",
+            "n_records": len({r.record for r in rows}),
+            "n_questions": len(rows),
+            "sha256": labels_sha256(rows),
+        },
         "previous": previous,
         "cross_validation": report,
         "findings": fitted,

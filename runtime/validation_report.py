@@ -68,44 +68,57 @@ def _svg_roc(curves: dict[str, list[tuple[float, float]]], size: int = 180) -> s
     def xy(p: tuple[float, float]) -> str:
         return f"{pad + p[0] * w:.1f},{6 + (1 - p[1]) * w:.1f}"
 
-    lines = [f'<polyline fill="none" stroke="{_COLORS[k]}" stroke-width="1.8" '
-             f'points="{" ".join(map(xy, pts))}"/>' for k, pts in curves.items() if pts]
-    return (f'<svg width="{size}" height="{size}" viewBox="0 0 {size} {size}" role="img" '
-            f'aria-label="ROC curve"><rect x="{pad}" y="6" width="{w}" height="{w}" fill="#fff" '
-            f'stroke="#d0d7de"/><line x1="{pad}" y1="{6 + w}" x2="{pad + w}" y2="6" stroke="#eaeef2" '
-            f'stroke-dasharray="3 3"/>'
-            + "".join(lines)
-            + f'<text x="{pad + w / 2}" y="{size - 1}" font-size="9" text-anchor="middle">'
-            f'1 - specificity</text>'
-            f'<text x="9" y="{6 + w / 2}" font-size="9" text-anchor="middle" '
-            f'transform="rotate(-90 9 {6 + w / 2})">sensitivity</text></svg>')
+    lines = [
+        f'<polyline fill="none" stroke="{_COLORS[k]}" stroke-width="1.8" points="{" ".join(map(xy, pts))}"/>'
+        for k, pts in curves.items()
+        if pts
+    ]
+    return (
+        f'<svg width="{size}" height="{size}" viewBox="0 0 {size} {size}" role="img" '
+        f'aria-label="ROC curve"><rect x="{pad}" y="6" width="{w}" height="{w}" fill="#fff" '
+        f'stroke="#d0d7de"/><line x1="{pad}" y1="{6 + w}" x2="{pad + w}" y2="6" stroke="#eaeef2" '
+        f'stroke-dasharray="3 3"/>'
+        + "".join(lines)
+        + f'<text x="{pad + w / 2}" y="{size - 1}" font-size="9" text-anchor="middle">'
+        f"1 - specificity</text>"
+        f'<text x="9" y="{6 + w / 2}" font-size="9" text-anchor="middle" '
+        f'transform="rotate(-90 9 {6 + w / 2})">sensitivity</text></svg>'
+    )
 
 
 def _svg_reliability(bins: list[dict[str, Any]], size: int = 180) -> str:
     pad = 22
     w = size - pad - 6
-    parts = [f'<svg width="{size}" height="{size}" viewBox="0 0 {size} {size}" role="img" '
-             f'aria-label="reliability diagram"><rect x="{pad}" y="6" width="{w}" height="{w}" fill="#fff" '
-             f'stroke="#d0d7de"/><line x1="{pad}" y1="{6 + w}" x2="{pad + w}" y2="6" stroke="#eaeef2" '
-             f'stroke-dasharray="3 3"/>']
+    parts = [
+        f'<svg width="{size}" height="{size}" viewBox="0 0 {size} {size}" role="img" '
+        f'aria-label="reliability diagram"><rect x="{pad}" y="6" width="{w}" height="{w}" fill="#fff" '
+        f'stroke="#d0d7de"/><line x1="{pad}" y1="{6 + w}" x2="{pad + w}" y2="6" stroke="#eaeef2" '
+        f'stroke-dasharray="3 3"/>'
+    ]
     n_max = max([b["n"] for b in bins] or [1])
     for b in bins:
         x, y = pad + b["mean_prob"] * w, 6 + (1 - b["observed"]) * w
         r = 2 + 5 * (b["n"] / n_max) ** 0.5
-        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}" fill="{_COLORS["model"]}" '
-                     f'fill-opacity="0.6"><title>p {b["lo"]:.1f}-{b["hi"]:.1f}: n {b["n"]}, mean p '
-                     f'{b["mean_prob"]:.2f}, observed {b["observed"]:.2f}</title></circle>')
-    parts.append(f'<text x="{pad + w / 2}" y="{size - 1}" font-size="9" '
-                 f'text-anchor="middle">p(present)</text>'
-                 f'<text x="9" y="{6 + w / 2}" font-size="9" text-anchor="middle" '
-                 f'transform="rotate(-90 9 {6 + w / 2})">observed</text></svg>')
+        parts.append(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}" fill="{_COLORS["model"]}" '
+            f'fill-opacity="0.6"><title>p {b["lo"]:.1f}-{b["hi"]:.1f}: n {b["n"]}, mean p '
+            f"{b['mean_prob']:.2f}, observed {b['observed']:.2f}</title></circle>"
+        )
+    parts.append(
+        f'<text x="{pad + w / 2}" y="{size - 1}" font-size="9" '
+        f'text-anchor="middle">p(present)</text>'
+        f'<text x="9" y="{6 + w / 2}" font-size="9" text-anchor="middle" '
+        f'transform="rotate(-90 9 {6 + w / 2})">observed</text></svg>'
+    )
     return "".join(parts)
 
 
 def _findings_table(result: dict[str, Any]) -> str:
-    head = ("<tr><th>finding</th><th>n</th><th>pos.</th><th>AUC [95% CI]</th><th>ablated AUC</th>"
-            "<th>measurement AUC</th><th>sens.</th><th>spec.</th><th>PPV</th><th>NPV</th><th>bal. acc.</th>"
-            "<th>ECE</th></tr>")
+    head = (
+        "<tr><th>finding</th><th>n</th><th>pos.</th><th>AUC [95% CI]</th><th>ablated AUC</th>"
+        "<th>measurement AUC</th><th>sens.</th><th>spec.</th><th>PPV</th><th>NPV</th><th>bal. acc.</th>"
+        "<th>ECE</th></tr>"
+    )
     body = []
     for code, f in sorted(result["findings"].items(), key=lambda kv: -kv[1]["n_pos"]):
         ruler = f.get("ruler") or {}
@@ -119,7 +132,8 @@ def _findings_table(result: dict[str, Any]) -> str:
             f"<td>{_num(f['sensitivity'], 2)}{_ci(f['sensitivity_ci95'])}</td>"
             f"<td>{_num(f['specificity'], 2)}{_ci(f['specificity_ci95'])}</td>"
             f"<td>{_num(f['ppv'], 2)}</td><td>{_num(f['npv'], 2)}</td>"
-            f"<td>{_num(f['balanced_accuracy'])}</td><td>{_num(f['ece'])}</td></tr>")
+            f"<td>{_num(f['balanced_accuracy'])}</td><td>{_num(f['ece'])}</td></tr>"
+        )
     return f"<table>{head}{''.join(body)}</table>"
 
 
@@ -133,37 +147,55 @@ def _cards(result: dict[str, Any], rows: Sequence[Row]) -> str:
             curves["ablated"] = roc_points(truth, [float(r.p_ablated or 0.0) for r in rs])
         if all(r.measurement is not None for r in rs):
             curves["measurement"] = roc_points(truth, [float(r.measurement or 0.0) for r in rs])
-        cards.append(f'<div class="card"><h3>{_e(f["finding"])} ({f["n_pos"]}/{f["n"]})</h3>'
-                     f'{_svg_roc(curves)}{_svg_reliability(f["reliability"])}</div>')
+        cards.append(
+            f'<div class="card"><h3>{_e(f["finding"])} ({f["n_pos"]}/{f["n"]})</h3>'
+            f"{_svg_roc(curves)}{_svg_reliability(f['reliability'])}</div>"
+        )
     legend = "".join(f'<span style="color:{c}">&#9632; {k}</span>' for k, c in _COLORS.items())
-    return f'<p class="legend">ROC curves: {legend} &nbsp; reliability: circles sized by count</p>' \
-           f'<div class="grid">{"".join(cards)}</div>'
+    return (
+        f'<p class="legend">ROC curves: {legend} &nbsp; reliability: circles sized by count</p>'
+        f'<div class="grid">{"".join(cards)}</div>'
+    )
 
 
 def _left_out(result: dict[str, Any]) -> str:
     rec = result["records"]
     parts = []
     if rec["failed"]:
-        parts.append(f"<p><b>{len(rec['failed'])} records could not be answered:</b></p><table>"
-                     "<tr><th>record</th><th>reason</th></tr>"
-                     + "".join(f"<tr><td>{_e(x['record'])}</td>"
-                               f"<td style='text-align:left;white-space:normal'>{_e(x['reason'])}</td></tr>"
-                               for x in rec["failed"]) + "</table>")
+        parts.append(
+            f"<p><b>{len(rec['failed'])} records could not be answered:</b></p><table>"
+            "<tr><th>record</th><th>reason</th></tr>"
+            + "".join(
+                f"<tr><td>{_e(x['record'])}</td>"
+                f"<td style='text-align:left;white-space:normal'>{_e(x['reason'])}</td></tr>"
+                for x in rec["failed"]
+            )
+            + "</table>"
+        )
     if rec["unlabelled"]:
-        parts.append(f"<p><b>{len(rec['unlabelled'])} records have no labels</b> (not in the labels file, "
-                     f"no #Dx line): {_e(', '.join(rec['unlabelled'][:50]))}"
-                     f"{' ...' if len(rec['unlabelled']) > 50 else ''}</p>")
+        parts.append(
+            f"<p><b>{len(rec['unlabelled'])} records have no labels</b> (not in the labels file, "
+            f"no #Dx line): {_e(', '.join(rec['unlabelled'][:50]))}"
+            f"{' ...' if len(rec['unlabelled']) > 50 else ''}</p>"
+        )
     if result["not_answerable"]:
-        parts.append("<p><b>Labelled findings the bundle cannot answer</b> (records labelled): "
-                     + _e(", ".join(f"{c} ({n})" for c, n in result["not_answerable"].items())) + "</p>")
+        parts.append(
+            "<p><b>Labelled findings the bundle cannot answer</b> (records labelled): "
+            + _e(", ".join(f"{c} ({n})" for c, n in result["not_answerable"].items()))
+            + "</p>"
+        )
     if result["one_class"]:
-        parts.append("<p><b>Findings with only positives or only negatives</b> (no AUC): "
-                     + _e(", ".join(f"{c} ({v['n_pos']} of {v['n']})"
-                                    for c, v in result["one_class"].items())) + "</p>")
+        parts.append(
+            "<p><b>Findings with only positives or only negatives</b> (no AUC): "
+            + _e(", ".join(f"{c} ({v['n_pos']} of {v['n']})" for c, v in result["one_class"].items()))
+            + "</p>"
+        )
     if result["labels"]["unmapped_codes"]:
-        parts.append("<p><b>Label codes that map to no finding</b> (times seen): "
-                     + _e(", ".join(f"{c} ({n})" for c, n in result["labels"]["unmapped_codes"].items()))
-                     + "</p>")
+        parts.append(
+            "<p><b>Label codes that map to no finding</b> (times seen): "
+            + _e(", ".join(f"{c} ({n})" for c, n in result["labels"]["unmapped_codes"].items()))
+            + "</p>"
+        )
     return "".join(parts) or "<p>Nothing was left out.</p>"
 
 
@@ -171,30 +203,40 @@ def render_html(result: dict[str, Any], rows: Sequence[Row]) -> str:
     """The page of a validation result (``runtime.validate.validation_result``) and its rows."""
     b, rec, m = result["bundle"], result["records"], result["macro"]
     cal = b.get("calibration")
-    identity = "".join(f"<tr><td>{_e(k)}</td><td style='text-align:left'><code>{_e(v)}</code></td></tr>"
-                       for k, v in (("diagecg version (bundle)", b.get("diagecg_version")),
-                                    ("manifest sha256", b.get("manifest_sha256")), ("quant", b.get("quant")),
-                                    ("GGUF sha256", b.get("gguf_sha256")),
-                                    ("calibration", "none" if not cal else
-                                     f"{cal['source']} ({cal.get('created_utc') or 'date unknown'}), "
-                                     f"sha256 {cal['sha256']}")))
+    identity = "".join(
+        f"<tr><td>{_e(k)}</td><td style='text-align:left'><code>{_e(v)}</code></td></tr>"
+        for k, v in (
+            ("diagecg version (bundle)", b.get("diagecg_version")),
+            ("manifest sha256", b.get("manifest_sha256")),
+            ("quant", b.get("quant")),
+            ("GGUF sha256", b.get("gguf_sha256")),
+            (
+                "calibration",
+                "none"
+                if not cal
+                else f"{cal['source']} ({cal.get('created_utc') or 'date unknown'}), sha256 {cal['sha256']}",
+            ),
+        )
+    )
     macro = ""
     if m:
-        macro = (f"<table><tr><th>over {m['n_findings']} findings with &ge; {m['min_positives']} positives"
-                 "</th><th>AUC</th><th>ablated AUC</th><th>measurement AUC</th><th>bal. acc.</th>"
-                 "<th>sens.</th><th>spec.</th><th>ECE</th></tr>"
-                 f"<tr><td>macro mean</td><td>{_num(m['auc'])}</td><td>{_num(m['ablated_auc'])}</td>"
-                 f"<td>{_num(m['ruler_auc'])}</td>"
-                 f"<td>{_num(m['balanced_accuracy'])}</td><td>{_num(m['sensitivity'], 2)}</td>"
-                 f"<td>{_num(m['specificity'], 2)}</td><td>{_num(m['ece'])}</td></tr></table>")
+        macro = (
+            f"<table><tr><th>over {m['n_findings']} findings with &ge; {m['min_positives']} positives"
+            "</th><th>AUC</th><th>ablated AUC</th><th>measurement AUC</th><th>bal. acc.</th>"
+            "<th>sens.</th><th>spec.</th><th>ECE</th></tr>"
+            f"<tr><td>macro mean</td><td>{_num(m['auc'])}</td><td>{_num(m['ablated_auc'])}</td>"
+            f"<td>{_num(m['ruler_auc'])}</td>"
+            f"<td>{_num(m['balanced_accuracy'])}</td><td>{_num(m['sensitivity'], 2)}</td>"
+            f"<td>{_num(m['specificity'], 2)}</td><td>{_num(m['ece'])}</td></tr></table>"
+        )
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>diagecg validation: {_e(result['labels']['source'])}</title><style>{_CSS}</style></head><body>
+<title>diagecg validation: {_e(result["labels"]["source"])}</title><style>{_CSS}</style></head><body>
 <h1>diagecg validation</h1>
-<p class="muted">{_e(result['created_utc'])} &middot; diagecg {_e(result['diagecg_version'])} &middot;
-<code>{_e(result['command'])}</code></p>
-<p><b>{rec['answered']}</b> of {rec['given']} records answered ({len(rec['failed'])} failed,
-{len(rec['unlabelled'])} without labels), {rec['n_questions']} questions, labels from
-{_e(result['labels']['source'])}; {_e(rec['records_per_minute'])} records per minute.
+<p class="muted">{_e(result["created_utc"])} &middot; diagecg {_e(result["diagecg_version"])} &middot;
+<code>{_e(result["command"])}</code></p>
+<p><b>{rec["answered"]}</b> of {rec["given"]} records answered ({len(rec["failed"])} failed,
+{len(rec["unlabelled"])} without labels), {rec["n_questions"]} questions, labels from
+{_e(result["labels"]["source"])}; {_e(rec["records_per_minute"])} records per minute.
 Each finding's yes/no question is asked as the product asks it; the <i>ablated</i> model answers the same
 question with another record's ECG, and the <i>measurement</i> is the finding's defining measurement alone
 (heart rate, PR, QRS, RR irregularity, ...). A model that reads the ECG beats the first and should not lose

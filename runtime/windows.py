@@ -42,11 +42,11 @@ class WindowAnswer:
 
 _AGGREGATION = {
     "closed": "the answer is the window with the strongest evidence of a finding (the lowest "
-              "probability of 'no', of 'none', or of 'yes' to 'is this a normal ECG?')",
+    "probability of 'no', of 'none', or of 'yes' to 'is this a normal ECG?')",
     "query": "each member a window gave is kept when the model's yes/no answer about it, from the window "
-             "with the strongest evidence of it, confirms it",
+    "with the strongest evidence of it, confirms it",
     "report": "each statement a window wrote is kept when the model's yes/no answer about it, from the "
-              "window with the strongest evidence of it, confirms it; then contradictions are resolved",
+    "window with the strongest evidence of it, confirms it; then contradictions are resolved",
     "free": "the first window answers (this bundle has no question catalogue to aggregate with)",
 }
 
@@ -59,8 +59,9 @@ def _aggregation_kind(match: MatchedQuestion | None, task: str) -> str:
     return "closed" if match.closed else "query"
 
 
-def aggregate(parts: list[WindowAnswer], match: MatchedQuestion | None, task: str,
-              rec: EcgRecord) -> tuple[WindowAnswer, str, float | None, list[Note]]:
+def aggregate(
+    parts: list[WindowAnswer], match: MatchedQuestion | None, task: str, rec: EcgRecord
+) -> tuple[WindowAnswer, str, float | None, list[Note]]:
     """The whole record's answer from its windows' (the module docstring says how): the window it comes
     from, its text, its confidence, and notes for the warnings."""
     replies = [p.reply for p in parts]
@@ -73,8 +74,10 @@ def aggregate(parts: list[WindowAnswer], match: MatchedQuestion | None, task: st
     elif match is not None and match.closed:
         negative = match.template.negative_option
         # the mass off the negative option, summed (not 1 - p: it keeps tiny probabilities apart)
-        best = max(range(len(parts)), key=lambda i: sum(
-            p for o, p in replies[i]["option_probabilities"].items() if o != negative))
+        best = max(
+            range(len(parts)),
+            key=lambda i: sum(p for o, p in replies[i]["option_probabilities"].items() if o != negative),
+        )
         chosen, text, confidence = parts[best], replies[best]["text"], replies[best]["confidence"]
     elif match is not None:  # a query: the union of the windows' answer sets
         members = set().union(*(normalize_answer(r["text"]) for r in replies)) - {NONE_ANSWER}
@@ -84,9 +87,11 @@ def aggregate(parts: list[WindowAnswer], match: MatchedQuestion | None, task: st
         chosen, text, confidence = parts[0], replies[0]["text"], replies[0]["confidence"]
     if len(parts) == 1:
         return chosen, text, confidence, []
-    note = (f"{rec.duration_s:.1f} s record analysed in {len(parts)} windows of "
-            f"{parts[0].end_s - parts[0].start_s:g} s; {_AGGREGATION[_aggregation_kind(match, task)]} "
-            f"(per-window answers in 'windows')")
+    note = (
+        f"{rec.duration_s:.1f} s record analysed in {len(parts)} windows of "
+        f"{parts[0].end_s - parts[0].start_s:g} s; {_AGGREGATION[_aggregation_kind(match, task)]} "
+        f"(per-window answers in 'windows')"
+    )
     return chosen, text, confidence, [Note(W.WINDOWS_COMBINED, note)]
 
 
@@ -96,14 +101,23 @@ def unanalysed_note(rec: EcgRecord, parts: list[WindowAnswer]) -> Note | None:
     rest = rec.duration_s - parts[-1].end_s
     if rest <= 0.5:
         return None
-    return Note(W.RECORD_PART_NOT_ANALYSED,
-                f"the last {rest:.1f} s of the {rec.duration_s:.1f} s record were not "
-                f"analysed: a second window would repeat most of the first")
+    return Note(
+        W.RECORD_PART_NOT_ANALYSED,
+        f"the last {rest:.1f} s of the {rec.duration_s:.1f} s record were not "
+        f"analysed: a second window would repeat most of the first",
+    )
 
 
 def window_list(parts: list[WindowAnswer], closed: bool) -> list[dict[str, Any]]:
     """The answer's ``windows``: each window's span, answer, and (a closed question's) confidence and
     option probabilities, before the answer is turned to the question as asked."""
-    return [{"start_s": p.start_s, "end_s": p.end_s, "answer": p.reply["text"],
-             "confidence": p.reply["confidence"] if closed else None,
-             "option_probabilities": p.reply.get("option_probabilities")} for p in parts]
+    return [
+        {
+            "start_s": p.start_s,
+            "end_s": p.end_s,
+            "answer": p.reply["text"],
+            "confidence": p.reply["confidence"] if closed else None,
+            "option_probabilities": p.reply.get("option_probabilities"),
+        }
+        for p in parts
+    ]

@@ -19,8 +19,14 @@ N_CODES = 16  # FSQ levels (4, 4)
 N_FRAMES = 63  # ECG tokens per 100 Hz record (1000 samples / 16)
 # the summary head of the tiny tokenizers that have one: 3 summary tokens, 3 * 4 = 12 summary codes
 # three finding tokens, then two measurement tokens (heart rate in 3 bins, QRS in 2): 5 summary tokens
-SUMMARY = SummaryConfig(findings=("NORM", "MI", "AFIB"), levels=4, features=FEATURE_NAMES, hidden=8,
-                        measure_tokens=("heart_rate_bpm", "qrs_ms"), measure_edges=((60.0, 100.0), (120.0,)))
+SUMMARY = SummaryConfig(
+    findings=("NORM", "MI", "AFIB"),
+    levels=4,
+    features=FEATURE_NAMES,
+    hidden=8,
+    measure_tokens=("heart_rate_bpm", "qrs_ms"),
+    measure_edges=((60.0, 100.0), (120.0,)),
+)
 
 
 def summary_code_ranges(summary: SummaryConfig, codebook_size: int = 1296) -> tuple[list[int], list[int]]:
@@ -37,6 +43,8 @@ def summary_code_ranges(summary: SummaryConfig, codebook_size: int = 1296) -> tu
         sizes.append(len(edges) + 1)
         base += len(edges) + 1
     return firsts, sizes
+
+
 FIXTURE_RECORDS_DIR = Path(__file__).resolve().parent / "fixtures" / "records"
 # real records shipped with the tests: PTB-XL 100 Hz (three), 500 Hz, and a Challenge .hea + .mat
 FIXTURE_RECORDS = ("00002_lr.hea", "00003_lr.hea", "00008_lr.hea", "00002_hr.hea", "C00002.mat")
@@ -68,8 +76,12 @@ def fixture_model_inputs(preprocess: PreprocessConfig) -> tuple[Any, Any]:
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def random_ecg_tokenizer(encoder: EncoderConfig, fsq: FSQConfig, summary: SummaryConfig | None = None,
-                         preprocess: PreprocessConfig | None = None) -> Any:
+def random_ecg_tokenizer(
+    encoder: EncoderConfig,
+    fsq: FSQConfig,
+    summary: SummaryConfig | None = None,
+    preprocess: PreprocessConfig | None = None,
+) -> Any:
     """An untrained ``EcgTokenizer`` in eval mode (weights from torch's global generator: seed it first).
 
     With a summary head, the measurement statistics come from the fixture records (preprocessed with
@@ -99,8 +111,9 @@ def save_random_ecg_tokenizer(path: Path, summary: SummaryConfig | None = None) 
     from diagecg.nn.checkpoint import save_checkpoint
 
     pre = PreprocessConfig(fs_hz=100)
-    enc = EncoderConfig(n_samples=pre.n_samples, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4,
-                        fused_channels=16)
+    enc = EncoderConfig(
+        n_samples=pre.n_samples, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4, fused_channels=16
+    )
     fsq = FSQConfig(levels=(4, 4))
     configs = {ManifestKey.PREPROCESS: pre, ManifestKey.ENCODER: enc, ManifestKey.FSQ: fsq}
     if summary is not None:
@@ -130,17 +143,26 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int = 300) -> Any:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer)
     return tok
 
 
 def ecg_vocab_of(tok: Any, vocab_size: int, n_codes: int = N_CODES, **ids: int) -> VocabConfig:
     """The VocabConfig of a tokenizer that already holds the ECG tokens (``ids``: bos/eos/pad ids...)."""
-    return VocabConfig(n_codes=n_codes, offset=tok.token_to_id(ECG_TOKEN_FORMAT.format(0)),
-                       start_id=tok.token_to_id(ECG_START_TOKEN), end_id=tok.token_to_id(ECG_END_TOKEN),
-                       vocab_size=vocab_size, **ids)
+    return VocabConfig(
+        n_codes=n_codes,
+        offset=tok.token_to_id(ECG_TOKEN_FORMAT.format(0)),
+        start_id=tok.token_to_id(ECG_START_TOKEN),
+        end_id=tok.token_to_id(ECG_END_TOKEN),
+        vocab_size=vocab_size,
+        **ids,
+    )
 
 
 def demo_text_tokenizer(corpus: list[str]) -> tuple[Any, Any, dict[str, int]]:
@@ -152,8 +174,12 @@ def demo_text_tokenizer(corpus: list[str]) -> tuple[Any, Any, dict[str, int]]:
     from diagecg.training.base_model import train_text_tokenizer
 
     text_tok = train_text_tokenizer(corpus, vocab_size=400)
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=text_tok, bos_token=DEMO_BOS_TOKEN,
-                                     eos_token=DEMO_EOS_TOKEN, pad_token=DEMO_PAD_TOKEN)
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=text_tok,
+        bos_token=DEMO_BOS_TOKEN,
+        eos_token=DEMO_EOS_TOKEN,
+        pad_token=DEMO_PAD_TOKEN,
+    )
     special = {t: text_tok.token_to_id(t) for t in (DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN)}
     return text_tok, hf_tok, special
 
@@ -167,20 +193,36 @@ def llama_with_ecg_tokens(cfg: Any, hf_tok: Any, n_codes: int) -> tuple[Any, Voc
     from diagecg.training.extend_vocab import extend_vocabulary
 
     model = LlamaForCausalLM(cfg).eval()
-    model.generation_config = HfGenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
-                                                 pad_token_id=cfg.pad_token_id)
+    model.generation_config = HfGenerationConfig(
+        bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id
+    )
     return model, extend_vocabulary(model, hf_tok, n_codes)
 
 
 _SUPER = ["conduction disturbance", "hypertrophy", "myocardial infarction", "none", "st/t change"]
-_DX = ["complete left bundle branch block", "complete right bundle branch block", "first degree av block",
-       "incomplete left bundle branch block", "left ventricular hypertrophy", "none"]
+_DX = [
+    "complete left bundle branch block",
+    "complete right bundle branch block",
+    "first degree av block",
+    "incomplete left bundle branch block",
+    "left ventricular hypertrophy",
+    "none",
+]
 _FORM = ["inverted t-waves", "long qt-interval", "none", "ventricular premature complex"]
 _RHYTHM = ["atrial fibrillation", "none", "sinus bradycardia", "sinus rhythm", "sinus tachycardia"]
 # a small answer vocabulary per ECG-QA template, shaped like answers_for_each_template.csv
 QA_VOCAB: dict[str, list[str]] = {
-    "1": ["no", "not sure", "yes"], "2": ["no", "yes"], "3": _SUPER, "4": _DX, "5": _DX, "6": _FORM,
-    "7": _RHYTHM, "8": _DX, "9": _DX, "10": _RHYTHM, "11": _FORM,
+    "1": ["no", "not sure", "yes"],
+    "2": ["no", "yes"],
+    "3": _SUPER,
+    "4": _DX,
+    "5": _DX,
+    "6": _FORM,
+    "7": _RHYTHM,
+    "8": _DX,
+    "9": _DX,
+    "10": _RHYTHM,
+    "11": _FORM,
     **{str(t): ["no", "yes"] for t in (12, 13, 14, 15, 16)},
 }
 
@@ -195,8 +237,17 @@ def record_with_flat_leads(path: Path, tmp: Path, leads: tuple[int, ...]) -> Pat
     rec = read_record(path)
     signal = rec.signal.astype(np.float64).T.copy()  # (samples, leads)
     signal[:, list(leads)] = 0.0
-    wfdb.wrsamp("degraded", fs=rec.fs_hz, units=["mV"] * 12, sig_name=list(rec.lead_names), p_signal=signal,
-                fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(tmp))
+    wfdb.wrsamp(
+        "degraded",
+        fs=rec.fs_hz,
+        units=["mV"] * 12,
+        sig_name=list(rec.lead_names),
+        p_signal=signal,
+        fmt=["16"] * 12,
+        adc_gain=[1000.0] * 12,
+        baseline=[0] * 12,
+        write_dir=str(tmp),
+    )
     return tmp / "degraded.hea"
 
 
@@ -207,9 +258,17 @@ def write_record(tmp: Path, name: str, signal_mv: Any, fs_hz: float) -> Path:
 
     from diagecg.constants import CANONICAL_LEADS
 
-    wfdb.wrsamp(name, fs=fs_hz, units=["mV"] * 12, sig_name=list(CANONICAL_LEADS),
-                p_signal=np.asarray(signal_mv, dtype=np.float64).T.copy(), fmt=["16"] * 12,
-                adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(tmp))
+    wfdb.wrsamp(
+        name,
+        fs=fs_hz,
+        units=["mV"] * 12,
+        sig_name=list(CANONICAL_LEADS),
+        p_signal=np.asarray(signal_mv, dtype=np.float64).T.copy(),
+        fmt=["16"] * 12,
+        adc_gain=[1000.0] * 12,
+        baseline=[0] * 12,
+        write_dir=str(tmp),
+    )
     return tmp / f"{name}.hea"
 
 

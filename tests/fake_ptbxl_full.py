@@ -34,7 +34,7 @@ FULL_ROWS = [  # ecg_id, split, strat_fold, superclasses, scp_codes (None: no st
     (2005, "train", 4, ["MI"], {"SR": 0.0, "IMI": 100.0}),
     (2006, "train", None, ["NORM"], None),
 ]
-FAKE_UNPACK = '''
+FAKE_UNPACK = """
 import sys
 from pathlib import Path
 here = Path(__file__).resolve().parent
@@ -49,7 +49,7 @@ for i in map(int, (here / "ids.txt").read_text().split()):
     (out / rel).parent.mkdir(parents=True, exist_ok=True)
     (out / (rel + ".hea")).write_text(hea.replace("00002_lr", f"{i:05d}_lr"))
     (out / (rel + ".dat")).write_bytes(dat)
-'''
+"""
 
 
 def write_fake_data(root: Path) -> Path:
@@ -62,22 +62,62 @@ def write_fake_data(root: Path) -> Path:
             shutil.copy(FIXTURE_RECORDS / f"{i:05d}_lr{suffix}", ptbxl / "records100" / "00000")
     with (ptbxl / "ptbxl_labels.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["ecg_id", "scp_codes", "strat_fold", "report", "age", "sex", "patient_id",
-                    "recording_date", "label_source", "diagnostic_superclass"])
+        w.writerow(
+            [
+                "ecg_id",
+                "scp_codes",
+                "strat_fold",
+                "report",
+                "age",
+                "sex",
+                "patient_id",
+                "recording_date",
+                "label_source",
+                "diagnostic_superclass",
+            ]
+        )
         for i, codes, fold, supers in PTBXL_ROWS:
-            w.writerow([i, repr(codes), fold, "sinusrhythmus", 60.0, 1.0, 100 + i, "", "test",
-                        json.dumps(supers)])
+            w.writerow(
+                [i, repr(codes), fold, "sinusrhythmus", 60.0, 1.0, 100 + i, "", "test", json.dumps(supers)]
+            )
     full = root / "ptbxl_full"
     full.mkdir()
     with (full / "ptbxl_labels_full.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["ecg_id", "split", "strat_fold", *SUPERCLASSES, "diagnostic_superclass", "scp_codes",
-                    "report", "age", "sex", "patient_id", "recording_date", "label_source"])
+        w.writerow(
+            [
+                "ecg_id",
+                "split",
+                "strat_fold",
+                *SUPERCLASSES,
+                "diagnostic_superclass",
+                "scp_codes",
+                "report",
+                "age",
+                "sex",
+                "patient_id",
+                "recording_date",
+                "label_source",
+            ]
+        )
         for i, split, fold, supers, codes in FULL_ROWS:
-            known = ([repr(codes), "sinus rhythm.", 70.0, 0.0, 500 + i] if codes is not None
-                     else ["", "", "", "", ""])  # no statements: no report, age, sex, patient either
-            w.writerow([i, split, "" if fold is None else fold, *(int(s in supers) for s in SUPERCLASSES),
-                        json.dumps(supers), *known, "", "test"])
+            known = (
+                [repr(codes), "sinus rhythm.", 70.0, 0.0, 500 + i]
+                if codes is not None
+                else ["", "", "", "", ""]
+            )  # no statements: no report, age, sex, patient either
+            w.writerow(
+                [
+                    i,
+                    split,
+                    "" if fold is None else fold,
+                    *(int(s in supers) for s in SUPERCLASSES),
+                    json.dumps(supers),
+                    *known,
+                    "",
+                    "test",
+                ]
+            )
     (full / "ids.txt").write_text("\n".join(str(r[0]) for r in FULL_ROWS) + "\n")
     (full / "records100.bin.xz").write_bytes(b"packed")
     (full / "headers100.tar.xz").write_bytes(b"headers")

@@ -63,12 +63,24 @@ def test_agreement_compares_normalised_answer_sets():
         bench.agreement(["yes"], [])
 
 
-def _result(median_ms: float, rss_mb: float, predictions: list[str | None], quant: str | None,
-            first_ms: float | None = None) -> dict:
+def _result(
+    median_ms: float,
+    rss_mb: float,
+    predictions: list[str | None],
+    quant: str | None,
+    first_ms: float | None = None,
+) -> dict:
     first_ms = 2 * median_ms if first_ms is None else first_ms
-    return {"quant": quant, "cold_start_s": 1.0, "latency_ms": {"median": median_ms, "p90": 2 * median_ms},
-            "latency_first_ms": {"median": first_ms}, "latency_followup_ms": {"median": median_ms / 2},
-            "batch": {"records_per_s": 1.0}, "peak_rss_mb": rss_mb, "predictions": predictions}
+    return {
+        "quant": quant,
+        "cold_start_s": 1.0,
+        "latency_ms": {"median": median_ms, "p90": 2 * median_ms},
+        "latency_first_ms": {"median": first_ms},
+        "latency_followup_ms": {"median": median_ms / 2},
+        "batch": {"records_per_s": 1.0},
+        "peak_rss_mb": rss_mb,
+        "predictions": predictions,
+    }
 
 
 def test_compare_gives_ratios_against_pytorch_and_the_targets():
@@ -93,8 +105,11 @@ def test_compare_gives_ratios_against_pytorch_and_the_targets():
     assert q4["agreement"] == pytest.approx(0.75) and q4["accuracy_delta_points"] == pytest.approx(-25.0)
     # 1200/300 = 4x first (>= 2x), 300/75 = 4x later (short of 5x), 1100/3000 is above 1/3; no accuracy
     # target for Q4_K_M
-    assert {k: t["pass"] for k, t in q4["targets"].items()} == {"speedup_first": True,
-                                                                 "speedup_followup": False, "memory": False}
+    assert {k: t["pass"] for k, t in q4["targets"].items()} == {
+        "speedup_first": True,
+        "speedup_followup": False,
+        "memory": False,
+    }
     assert cmp["runtime-q4_0"]["agreement"] is None and cmp["runtime-q4_0"]["targets"] == {}
 
     worse = dict(backends, **{"runtime-q8_0": _result(100.0, 900.0, ["yes", "yes", "yes", "x"], "q8_0")})
@@ -109,8 +124,12 @@ def test_compare_gives_ratios_against_pytorch_and_the_targets():
     assert row["exact_match_answered"] == pytest.approx(1.0)  # torch on the same three: 3/3
     assert row["accuracy_delta_points"] == pytest.approx(0.0) and row["targets"]["accuracy"]["pass"]
 
-    report = {"workload": {"n_questions": 4, "n_records": 2, "folds": [10], "batch_question": "q?"},
-              "config": {"threads": 2}, "backends": backends, "comparison": cmp}
+    report = {
+        "workload": {"n_questions": 4, "n_records": 2, "folds": [10], "batch_question": "q?"},
+        "config": {"threads": 2},
+        "backends": backends,
+        "comparison": cmp,
+    }
     table = bench.format_table(report)
     assert "runtime-q4_0" in table and "FAILED: exit status 1: boom" in table
     q8_row = next(line for line in table.splitlines() if line.startswith("runtime-q8_0 "))
@@ -130,9 +149,14 @@ def test_speedups_count_only_the_questions_the_runtime_answered():
     assert out["speedup_first_question"] == pytest.approx(2.0)  # items 1 and 3
     assert out["speedup_followup_question"] == pytest.approx(6.0)  # items 2 and 4
     assert out["speedup_per_question"] == pytest.approx(600.0 / 200.0)
-    backends = {bench.TORCH: {**_result(600.0, 3000.0, ["yes"] * 5, None), **torch},
-                "runtime-q8_0": {**_result(100.0, 900.0, ["", "yes", "yes", "yes", "yes"], "q8_0"), **runtime,
-                                 "unsupported": [0]}}
+    backends = {
+        bench.TORCH: {**_result(600.0, 3000.0, ["yes"] * 5, None), **torch},
+        "runtime-q8_0": {
+            **_result(100.0, 900.0, ["", "yes", "yes", "yes", "yes"], "q8_0"),
+            **runtime,
+            "unsupported": [0],
+        },
+    }
     row = bench.compare(backends, [["yes"]] * 5, records)["runtime-q8_0"]
     assert row["refused_ms"] == pytest.approx(3.0) and row["speedup_first_question"] == pytest.approx(2.0)
     whole = bench.compare(backends, [["yes"]] * 5)["runtime-q8_0"]  # without records: whole medians
@@ -142,8 +166,9 @@ def test_speedups_count_only_the_questions_the_runtime_answered():
 def test_latency_is_split_at_the_first_question_about_each_record():
     records = ["a", "a", "b", "b", "b", "a", "c"]
     assert bench.first_of_record(records) == [True, False, True, False, False, False, True]
-    split = bench.split_latency([0.010, 0.002, 0.020, 0.004, 0.006, 0.001, 0.030],
-                                bench.first_of_record(records))
+    split = bench.split_latency(
+        [0.010, 0.002, 0.020, 0.004, 0.006, 0.001, 0.030], bench.first_of_record(records)
+    )
     assert split["latency_first_ms"]["n"] == 3 and split["latency_first_ms"]["median"] == pytest.approx(20.0)
     assert split["latency_followup_ms"]["n"] == 4
     assert split["latency_followup_ms"]["median"] == pytest.approx(3.0)
@@ -163,9 +188,11 @@ def test_peak_rss_is_the_workers_own_not_its_parents():
     if not Path("/proc/self/status").is_file():
         pytest.skip("VmHWM is Linux-only")
     blob = b"\x01" * (300 * 1024 * 1024)  # the parent's peak is now > 300 MB
-    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('b', sys.argv[1]); "
-            "m = importlib.util.module_from_spec(spec); sys.modules['b'] = m; spec.loader.exec_module(m); "
-            "print(m.peak_rss_mb(), m.ru_maxrss_mb())")
+    code = (
+        "import importlib.util, sys; spec = importlib.util.spec_from_file_location('b', sys.argv[1]); "
+        "m = importlib.util.module_from_spec(spec); sys.modules['b'] = m; spec.loader.exec_module(m); "
+        "print(m.peak_rss_mb(), m.ru_maxrss_mb())"
+    )
     out = subprocess.run([sys.executable, "-c", code, str(BENCH)], capture_output=True, text=True, check=True)
     del blob
     peak, ru_maxrss = map(float, out.stdout.split())
@@ -198,16 +225,30 @@ def build_tiny_instruct(d: Path) -> Path:
     torch.manual_seed(0)
     fsq = save_random_ecg_tokenizer(d / "stage1", SUMMARY)
     text_tok, hf_tok, ids = demo_text_tokenizer(INSTRUCT_CORPUS * 4)
-    cfg = tiny_model_config(text_tok.get_vocab_size(), bos_id=ids[DEMO_BOS_TOKEN], eos_id=ids[DEMO_EOS_TOKEN],
-                            pad_id=ids[DEMO_PAD_TOKEN], hidden_size=256, intermediate_size=512, num_layers=2,
-                            num_heads=4)
+    cfg = tiny_model_config(
+        text_tok.get_vocab_size(),
+        bos_id=ids[DEMO_BOS_TOKEN],
+        eos_id=ids[DEMO_EOS_TOKEN],
+        pad_id=ids[DEMO_PAD_TOKEN],
+        hidden_size=256,
+        intermediate_size=512,
+        num_layers=2,
+        num_heads=4,
+    )
     model, vocab = llama_with_ecg_tokens(cfg, hf_tok, fsq.codebook_size + SUMMARY.n_codes)
     model.save_pretrained(d / "base")  # the LoRA base: already extended, as after `train pretrain`
     lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    meta = LlmMeta(stage="instruct", method="lora", vocab=vocab, prompt=PromptConfig(),
-                   generation=GenerationConfig(max_new_tokens=6, n_ctx=256),
-                   base_model=BaseModelRef(path=str(d / "base"), name="tiny llama", model_type="llama"),
-                   preset="100hz", train_folds=TRAIN_FOLDS, valid_folds=(9,))
+    meta = LlmMeta(
+        stage="instruct",
+        method="lora",
+        vocab=vocab,
+        prompt=PromptConfig(),
+        generation=GenerationConfig(max_new_tokens=6, n_ctx=256),
+        base_model=BaseModelRef(path=str(d / "base"), name="tiny llama", model_type="llama"),
+        preset="100hz",
+        train_folds=TRAIN_FOLDS,
+        valid_folds=(9,),
+    )
     return save_llm_checkpoint(d / "instruct", peft.get_peft_model(model, lora), hf_tok, meta, d / "stage1")
 
 
@@ -223,9 +264,19 @@ def model_pair(tmp_path_factory, shared_data) -> tuple[Path, Path]:
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("bench_model")
     ckpt = build_tiny_instruct(d)
-    export(ExportConfig(checkpoint_dir=str(ckpt), out_dir=str(d / "bundle"), quants=("q8_0", "q4_k_m"),
-                        data_dir=str(shared_data), n_parity_records=2, n_questions=1, min_top1={},
-                        n_threads=1, progress=False))
+    export(
+        ExportConfig(
+            checkpoint_dir=str(ckpt),
+            out_dir=str(d / "bundle"),
+            quants=("q8_0", "q4_k_m"),
+            data_dir=str(shared_data),
+            n_parity_records=2,
+            n_questions=1,
+            min_top1={},
+            n_threads=1,
+            progress=False,
+        )
+    )
     return ckpt, d / "bundle"
 
 
@@ -236,8 +287,21 @@ def _run_bench(*args: str) -> subprocess.CompletedProcess:
 def _bench_ok(model_pair, shared_data, out: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     """Run the bench on the tiny model pair with 1 thread; it must succeed; returns its report too."""
     ckpt, bundle = model_pair
-    proc = _run_bench("--checkpoint", str(ckpt), "--bundle", str(bundle), "--data", str(shared_data),
-                      "--threads", "1", "--torch-batch-size", "2", "--out", str(out), *args)
+    proc = _run_bench(
+        "--checkpoint",
+        str(ckpt),
+        "--bundle",
+        str(bundle),
+        "--data",
+        str(shared_data),
+        "--threads",
+        "1",
+        "--torch-batch-size",
+        "2",
+        "--out",
+        str(out),
+        *args,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, json.loads(out.read_text())
 
@@ -247,8 +311,17 @@ def test_bench_reports_every_metric_for_each_backend(model_pair, shared_data, tm
     from diagecg.datasets.ptbxl import PtbxlDataset
 
     ckpt, bundle = model_pair
-    proc, report = _bench_ok(model_pair, shared_data, tmp_path / "results.json", "--n-records", "2",
-                             "--max-questions", "3", "--quants", "q8_0,q4_k_m")
+    proc, report = _bench_ok(
+        model_pair,
+        shared_data,
+        tmp_path / "results.json",
+        "--n-records",
+        "2",
+        "--max-questions",
+        "3",
+        "--quants",
+        "q8_0,q4_k_m",
+    )
     names = [bench.TORCH, "runtime-q8_0", "runtime-q4_k_m", "runtime-q8_0-nocache"]
     assert sorted(report["backends"]) == sorted(names)
 
@@ -275,42 +348,56 @@ def test_bench_reports_every_metric_for_each_backend(model_pair, shared_data, tm
     torch_preds = report["backends"][bench.TORCH]["predictions"]
     for name in names:
         cmp, preds = report["comparison"][name], report["backends"][name]["predictions"]
-        expected = sum(normalize_answer(p) == normalize_answer(format_answer(g))
-                       for p, g in zip(preds, gold, strict=True)) / 3
+        expected = (
+            sum(
+                normalize_answer(p) == normalize_answer(format_answer(g))
+                for p, g in zip(preds, gold, strict=True)
+            )
+            / 3
+        )
         assert cmp["exact_match"] == pytest.approx(expected)
         if name == bench.TORCH:
             assert cmp["agreement"] is None and cmp["targets"] == {}
             continue
-        same = sum(normalize_answer(a) == normalize_answer(b)
-                   for a, b in zip(preds, torch_preds, strict=True))
+        same = sum(
+            normalize_answer(a) == normalize_answer(b) for a, b in zip(preds, torch_preds, strict=True)
+        )
         assert cmp["agreement"] == pytest.approx(same / 3)
         for key in ("speedup_per_question", "memory_fraction", "accuracy_delta_points"):
             assert math.isfinite(cmp[key]), (name, key)
         # each target's verdict is its value against its bound, as printed
-        for target, key, bound in (("speedup_first", "speedup_first_question", bench.TARGET_SPEEDUP_FIRST),
-                                   ("speedup_followup", "speedup_followup_question",
-                                    bench.TARGET_SPEEDUP_FOLLOWUP)):
+        for target, key, bound in (
+            ("speedup_first", "speedup_first_question", bench.TARGET_SPEEDUP_FIRST),
+            ("speedup_followup", "speedup_followup_question", bench.TARGET_SPEEDUP_FOLLOWUP),
+        ):
             value = cmp[key]  # None when the backend answered no such question (3 questions, 2 records)
             assert cmp["targets"][target]["pass"] == (value is not None and value >= bound), (name, target)
         assert cmp["targets"]["memory"]["pass"] == (cmp["memory_fraction"] <= bench.TARGET_MEMORY_FRACTION)
     assert report["backends"]["runtime-q8_0-nocache"]["cache"] is False
     assert report["backends"]["runtime-q8_0"]["cache"] is True
     # caching changes no answer (Q8_0 logits are bitwise those of a fresh evaluation)
-    assert (report["backends"]["runtime-q8_0"]["predictions"]
-            == report["backends"]["runtime-q8_0-nocache"]["predictions"])
+    assert (
+        report["backends"]["runtime-q8_0"]["predictions"]
+        == report["backends"]["runtime-q8_0-nocache"]["predictions"]
+    )
     assert "accuracy" in report["comparison"]["runtime-q8_0"]["targets"]
     assert "accuracy" not in report["comparison"]["runtime-q4_k_m"]["targets"]
     for name in names:
         assert any(line.startswith(name + " ") for line in proc.stdout.splitlines()), proc.stdout
-    assert ("targets (against PyTorch measured in this run; speed-ups on the questions each backend "
-            "answered):") in proc.stdout
+    assert (
+        "targets (against PyTorch measured in this run; speed-ups on the questions each backend answered):"
+    ) in proc.stdout
 
     # the worker's runtime answers are the pipeline's own (labels' patient features in the prompt)
     from diagecg.runtime.pipeline import DiagEcgPipeline
 
     q = w["questions"][0]
-    rec = bench._record({"record": str(ptbxl.record_path(q["ecg_id"]).with_suffix(".hea")),
-                         "patient": bench._patient_dict(ptbxl.entries[q["ecg_id"]].patient)})
+    rec = bench._record(
+        {
+            "record": str(ptbxl.record_path(q["ecg_id"]).with_suffix(".hea")),
+            "patient": bench._patient_dict(ptbxl.entries[q["ecg_id"]].patient),
+        }
+    )
     with DiagEcgPipeline.from_bundle(bundle, quant="q8_0", device="cpu", threads=1) as pipe:
         assert pipe.answer(rec, q["question"]).answer == report["backends"]["runtime-q8_0"]["predictions"][0]
 
@@ -318,8 +405,18 @@ def test_bench_reports_every_metric_for_each_backend(model_pair, shared_data, tm
 @pytest.mark.slow
 def test_bench_refuses_a_quant_the_bundle_lacks(model_pair, shared_data, tmp_path):
     ckpt, bundle = model_pair
-    proc = _run_bench("--checkpoint", str(ckpt), "--bundle", str(bundle), "--data", str(shared_data),
-                      "--quants", "q8_0,q6_k", "--out", str(tmp_path / "r.json"))
+    proc = _run_bench(
+        "--checkpoint",
+        str(ckpt),
+        "--bundle",
+        str(bundle),
+        "--data",
+        str(shared_data),
+        "--quants",
+        "q8_0,q6_k",
+        "--out",
+        str(tmp_path / "r.json"),
+    )
     assert proc.returncode == 2
     assert "no GGUF for ['q6_k']" in proc.stderr and not (tmp_path / "r.json").exists()
 
@@ -327,8 +424,19 @@ def test_bench_refuses_a_quant_the_bundle_lacks(model_pair, shared_data, tmp_pat
 @pytest.mark.slow
 def test_bench_report_task_asks_the_bundle_report_question_once_per_record(model_pair, shared_data, tmp_path):
     _, bundle = model_pair
-    proc, report = _bench_ok(model_pair, shared_data, tmp_path / "results.json", "--task", "report",
-                             "--n-records", "2", "--quants", "q8_0", "--nocache-quants", "")
+    proc, report = _bench_ok(
+        model_pair,
+        shared_data,
+        tmp_path / "results.json",
+        "--task",
+        "report",
+        "--n-records",
+        "2",
+        "--quants",
+        "q8_0",
+        "--nocache-quants",
+        "",
+    )
     assert sorted(report["backends"]) == [bench.TORCH, "runtime-q8_0"]
     w = report["workload"]
     assert w["task"] == "report" and w["n_questions"] == 2
@@ -348,13 +456,26 @@ def test_scale_model_is_a_loadable_checkpoint_of_the_asked_size(tmp_path):
 
     scale = _load_bench(REPO / "bench" / "scale_model.py", "bench_scale_model")
     like = build_tiny_instruct(tmp_path / "tiny")
-    ckpt = scale.build(like, tmp_path / "scale", hidden=256, layers=3, intermediate=512, heads=4,
-                       max_new_tokens=3, lora_r=4, seed=0)
+    ckpt = scale.build(
+        like,
+        tmp_path / "scale",
+        hidden=256,
+        layers=3,
+        intermediate=512,
+        heads=4,
+        max_new_tokens=3,
+        lora_r=4,
+        seed=0,
+    )
     src = read_llm_meta(like)
     model, _, meta, paths = load_llm_checkpoint(ckpt, merge=False)
     c = model.get_base_model().config
-    assert (c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.vocab_size) == (256, 3, 512,
-                                                                                       src.vocab.vocab_size)
+    assert (c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.vocab_size) == (
+        256,
+        3,
+        512,
+        src.vocab.vocab_size,
+    )
     assert meta.generation.max_new_tokens == 3 and meta.vocab == src.vocab and meta.prompt == src.prompt
     assert meta.train_folds == src.train_folds and meta.method == "lora"
     assert paths.ecg_tokenizer_dir.is_dir()
@@ -387,8 +508,9 @@ def test_intervals_bench_auc_and_groups():
     assert ib.auc([1.0, 3.0], [2.0]) == 0.5
 
     def entry(codes: dict[str, float], report: str = "") -> PtbxlEntry:
-        return PtbxlEntry(ecg_id=1, patient_id=None, strat_fold=1, scp_codes=codes, report_de=report,
-                          patient=PatientInfo())
+        return PtbxlEntry(
+            ecg_id=1, patient_id=None, strat_fold=1, scp_codes=codes, report_de=report, patient=PatientInfo()
+        )
 
     assert ib.in_group(entry({"SR": 0.0}), "SR") and not ib.in_group(entry({"SR": 0.0, "AFIB": 0.0}), "SR")
     assert ib.in_group(entry({"LAFB": 100.0}), "LAD")
@@ -404,17 +526,27 @@ def test_intervals_bench_prints_every_check_on_a_few_records(shared_data, tmp_pa
     args = ["--data", str(shared_data), "--max-records", "3", "--no-progress", "--out", str(out)]
     assert ib.main(args) == 0
     text = capsys.readouterr().out
-    for line in ("(a) heart rate vs independent beat counts, 3 records at 500 Hz", "=== 100 Hz: 3 records",
-                 "=== 500 Hz: 3 records", "(c) qrs_ms: QRS >= 120 ms",
-                 "100 Hz vs 500 Hz, the same 3 recordings"):
+    for line in (
+        "(a) heart rate vs independent beat counts, 3 records at 500 Hz",
+        "=== 100 Hz: 3 records",
+        "=== 500 Hz: 3 records",
+        "(c) qrs_ms: QRS >= 120 ms",
+        "100 Hz vs 500 Hz, the same 3 recordings",
+    ):
         assert line in text, text
     report = json.loads(out.read_text())
     for key in ("xqrs", "measure"):
         assert report["heart_rate"][key]["n_compared"] + report["heart_rate"][key]["missing"] == 3
     assert set(report["records"]) == {"100", "500"} and len(report["records"]["500"]) == 3
     assert report["rate_agreement"]["n"] == 3 and report["rates"]["100"]["ms_median"] > 0
-    assert set(report["rates"]["500"]["checks"]) == {"b:rr_cv_percent", "b:rr_rmssd_ms", "c:qrs_ms",
-                                                     "d:qrs_axis_deg", "e:pr_ms", "f:qtc_bazett_ms"}
+    assert set(report["rates"]["500"]["checks"]) == {
+        "b:rr_cv_percent",
+        "b:rr_rmssd_ms",
+        "c:qrs_ms",
+        "d:qrs_axis_deg",
+        "e:pr_ms",
+        "f:qtc_bazett_ms",
+    }
 
 
 def test_serve_bench_runs_small_and_every_check_holds(tmp_path):
@@ -425,8 +557,9 @@ def test_serve_bench_runs_small_and_every_check_holds(tmp_path):
     pytest.importorskip("uvicorn")
     out = tmp_path / "serve.json"
     args = ["--requests", "8", "--rss-requests", "250", "--disconnects", "2", "--out", str(out)]
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "serve.py"), *args], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "serve.py"), *args], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["checks"] and all(report["checks"].values()), report["checks"]
@@ -434,6 +567,7 @@ def test_serve_bench_runs_small_and_every_check_holds(tmp_path):
 
 
 # --- bench/prefill.py ---------------------------------------------------------------------------------------
+
 
 def test_prefill_bench_counts_the_model_work_and_times_the_shipped_model(tmp_path: Path) -> None:
     """The FLOP count from the GGUF's own shapes, and a short real run (never a timing value checked)."""
@@ -444,12 +578,32 @@ def test_prefill_bench_counts_the_model_work_and_times_the_shipped_model(tmp_pat
     assert shape["n_vocab"] == manifest["vocab"]["vocab_size"]
     assert 0 < shape["n_params_nonembed"] < shape["n_params"]
     n = 10
-    expected = (2 * shape["n_params_nonembed"] * n + 4 * shape["n_layer"] * n * n * shape["n_embd"]
-                + 2 * shape["n_vocab"] * shape["n_embd"])
+    expected = (
+        2 * shape["n_params_nonembed"] * n
+        + 4 * shape["n_layer"] * n * n * shape["n_embd"]
+        + 2 * shape["n_vocab"] * shape["n_embd"]
+    )
     assert prefill.prefill_flops(shape, n) == pytest.approx(expected)
     out = tmp_path / "prefill.json"
-    assert prefill.main(["--gguf", str(gguf), "--threads", "1", "--tokens", "16", "--repeats", "1",
-                         "--gemm-n", "64", "--out", str(out)]) == 0
+    assert (
+        prefill.main(
+            [
+                "--gguf",
+                str(gguf),
+                "--threads",
+                "1",
+                "--tokens",
+                "16",
+                "--repeats",
+                "1",
+                "--gemm-n",
+                "64",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert [(r["flash_attn"], r["threads"]) for r in report["rows"]] == [(False, 1), (True, 1)]
     for r in report["rows"]:

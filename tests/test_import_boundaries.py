@@ -31,8 +31,9 @@ RUNTIME_FORBIDDEN = ("diagecg.nn", "diagecg.cli", "diagecg.datasets", "diagecg.t
 STAGE_PACKAGES = ("diagecg.training", "diagecg.export", "diagecg.runtime")
 # runtime modules that need an optional extra at import: without it installed they may fail on exactly those
 _SERVE_EXTRA = ("fastapi", "starlette", "pydantic", "multipart")
-OPTIONAL_EXTRA_MODULES = {f"diagecg.runtime.{name}": _SERVE_EXTRA
-                          for name in ("serve_app", "serve_models", "serve_service")}
+OPTIONAL_EXTRA_MODULES = {
+    f"diagecg.runtime.{name}": _SERVE_EXTRA for name in ("serve_app", "serve_models", "serve_service")
+}
 
 # --- 1. dynamic: import without torch -------------------------------------------------------------------
 
@@ -85,10 +86,26 @@ _PROBE = textwrap.dedent(
 
 
 def test_core_and_runtime_import_without_torch() -> None:
-    core = ["diagecg", "diagecg.constants", "diagecg.types", "diagecg.errors", "diagecg.config", "diagecg.io",
-            "diagecg.record", "diagecg.header", "diagecg.leads", "diagecg.quality", "diagecg.features",
-            "diagecg.delineation", "diagecg.preprocess", "diagecg.plot", "diagecg.vocab", "diagecg.prompts",
-            "diagecg.native_stderr", "diagecg.llm_meta"]
+    core = [
+        "diagecg",
+        "diagecg.constants",
+        "diagecg.types",
+        "diagecg.errors",
+        "diagecg.config",
+        "diagecg.io",
+        "diagecg.record",
+        "diagecg.header",
+        "diagecg.leads",
+        "diagecg.quality",
+        "diagecg.features",
+        "diagecg.delineation",
+        "diagecg.preprocess",
+        "diagecg.plot",
+        "diagecg.vocab",
+        "diagecg.prompts",
+        "diagecg.native_stderr",
+        "diagecg.llm_meta",
+    ]
     bundle = sorted((CORE / "bundle").glob("*.py"))
     core += ["diagecg.bundle", *(f"diagecg.bundle.{p.stem}" for p in bundle if p.stem != "__init__")]
     datasets = sorted((CORE / "datasets").glob("*.py"))
@@ -96,21 +113,28 @@ def test_core_and_runtime_import_without_torch() -> None:
     readers = sorted((CORE / "formats").glob("*.py"))  # torch-free; optional deps imported when read
     core += ["diagecg.formats", *(f"diagecg.formats.{p.stem}" for p in readers if p.stem != "__init__")]
     script = _PROBE.format(blocked=BLOCKED, core=core, optional=OPTIONAL_EXTRA_MODULES)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     expected = {f"diagecg.runtime.{p.stem}" for p in (REPO / "runtime").glob("*.py") if p.stem != "__init__"}
     missed = expected - set(result["walked"])
     assert not missed, f"pkgutil missed runtime modules: {missed}"
     assert not result["failures"], "imports that fail without torch/transformers/peft:\n" + "\n".join(
-        f"--- {k}\n{v}" for k, v in result["failures"].items())
+        f"--- {k}\n{v}" for k, v in result["failures"].items()
+    )
     assert result["loaded"] == []
 
 
 # torch-free pieces of diagecg eval: what it asks, how answers are scored, the folds a checkpoint used
-EVAL_TORCH_FREE = ("diagecg.training.eval_data", "diagecg.training.qa_scoring", "diagecg.training.eval_folds",
-                   "diagecg.eval_results", "diagecg.llm_meta")
+EVAL_TORCH_FREE = (
+    "diagecg.training.eval_data",
+    "diagecg.training.qa_scoring",
+    "diagecg.training.eval_folds",
+    "diagecg.eval_results",
+    "diagecg.llm_meta",
+)
 
 _BENCH_PROBE = textwrap.dedent(
     """
@@ -130,13 +154,15 @@ def test_bundle_bench_scores_and_formats_without_torch() -> None:
     eval's records and findings and printing its tables must not import torch (torch is installed here, so
     the probe looks at what was imported rather than blocking it)."""
     script = _BENCH_PROBE.format(modules=EVAL_TORCH_FREE, torch_like=TORCH_LIKE)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
 
 
 # --- 2. static: who imports whom -------------------------------------------------------------------------
+
 
 def _module_name(path: Path) -> str:
     """Installed module name of a source file (package-dir mapping: training/ -> diagecg.training)."""
@@ -189,8 +215,11 @@ CORE_FILES = [p for p in _sources(CORE) if "nn" not in p.relative_to(CORE).parts
 
 @pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: str(p.relative_to(REPO)))
 def test_core_imports_no_stage_and_no_torch(path: Path) -> None:
-    bad = [(n, line) for n, line in _imports(path)
-           if _under(n, STAGE_PACKAGES) or _under(n, TORCH_LIKE) or _under(n, ("diagecg.nn",))]
+    bad = [
+        (n, line)
+        for n, line in _imports(path)
+        if _under(n, STAGE_PACKAGES) or _under(n, TORCH_LIKE) or _under(n, ("diagecg.nn",))
+    ]
     assert not bad, f"{path.relative_to(REPO)} imports {bad}: core must stay torch-free and stage-free"
 
 
@@ -201,16 +230,21 @@ def test_core_nn_imports_no_stage(path: Path) -> None:
 
 
 def test_cli_imports_stages_only_inside_commands() -> None:
-    bad = [(n, line) for n, line in _imports(CORE / "cli.py", top_level_only=True)
-           if _under(n, STAGE_PACKAGES) or _under(n, TORCH_LIKE) or _under(n, ("diagecg.nn",))]
+    bad = [
+        (n, line)
+        for n, line in _imports(CORE / "cli.py", top_level_only=True)
+        if _under(n, STAGE_PACKAGES) or _under(n, TORCH_LIKE) or _under(n, ("diagecg.nn",))
+    ]
     assert not bad, f"diagecg/cli.py imports {bad} at module level; import stages inside command bodies"
 
 
 @pytest.mark.parametrize("path", _sources(REPO / "runtime"), ids=lambda p: str(p.relative_to(REPO)))
 def test_runtime_uses_only_torch_free_core(path: Path) -> None:
     bad = [(n, line) for n, line in _imports(path) if _under(n, TORCH_LIKE) or _under(n, RUNTIME_FORBIDDEN)]
-    assert not bad, (f"{path.relative_to(REPO)} imports {bad}; the runtime uses only the torch-free core "
-                     f"(never {', '.join(RUNTIME_FORBIDDEN)}, torch, transformers or peft)")
+    assert not bad, (
+        f"{path.relative_to(REPO)} imports {bad}; the runtime uses only the torch-free core "
+        f"(never {', '.join(RUNTIME_FORBIDDEN)}, torch, transformers or peft)"
+    )
 
 
 @pytest.mark.parametrize("path", _sources(REPO / "export"), ids=lambda p: str(p.relative_to(REPO)))
@@ -223,10 +257,17 @@ def test_record_path_runs_one_way() -> None:
     """``diagecg.io`` -> ``diagecg.formats`` -> a reader -> ``diagecg.record``, never back: a reader that
     imported ``diagecg.io`` (which dispatches to the readers) would close a circle that only the readers'
     lookup by module name hides."""
-    bad = [(str(p.relative_to(REPO)), n, line) for p in _sources(CORE / "formats")
-           for n, line in _imports(p) if _under(n, ("diagecg.io",))]
-    bad += [("diagecg/record.py", n, line) for n, line in _imports(CORE / "record.py")
-            if _under(n, ("diagecg.io", "diagecg.formats"))]
+    bad = [
+        (str(p.relative_to(REPO)), n, line)
+        for p in _sources(CORE / "formats")
+        for n, line in _imports(p)
+        if _under(n, ("diagecg.io",))
+    ]
+    bad += [
+        ("diagecg/record.py", n, line)
+        for n, line in _imports(CORE / "record.py")
+        if _under(n, ("diagecg.io", "diagecg.formats"))
+    ]
     assert not bad, f"imports against the record path: {bad}"
 
 

@@ -22,10 +22,12 @@ BASH = shutil.which("bash") or "bash"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the install scripts are bash")
 
 
-def _run(*args: str, env: dict[str, str] | None = None,
-         timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BASH, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+def _run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BASH, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def test_install_refuses_bad_arguments_before_creating_anything(tmp_path: Path) -> None:
@@ -40,8 +42,9 @@ def test_install_refuses_bad_arguments_before_creating_anything(tmp_path: Path) 
         found = shutil.which(tool)
         assert found is not None
         (bin_dir / tool).symlink_to(found)
-    no_compiler = _run(str(INSTALL), "--venv", str(venv), env={"PATH": str(bin_dir),
-                                                                "PYTHON": sys.executable})
+    no_compiler = _run(
+        str(INSTALL), "--venv", str(venv), env={"PATH": str(bin_dir), "PYTHON": sys.executable}
+    )
     assert no_compiler.returncode == 2 and "needs cmake and a C++ compiler" in no_compiler.stderr
     assert "--wheelhouse DIR" in no_compiler.stderr and not venv.exists()
     usage = _run(str(WHEELHOUSE))
@@ -49,17 +52,19 @@ def test_install_refuses_bad_arguments_before_creating_anything(tmp_path: Path) 
 
 
 def test_the_scripts_build_llama_cpp_as_ci_and_the_readme_do() -> None:
-    flags = subprocess.run([str(REPO / "scripts" / "llama_cpp_flags.sh")], capture_output=True, text=True,
-                           check=True).stdout.strip()
+    flags = subprocess.run(
+        [str(REPO / "scripts" / "llama_cpp_flags.sh")], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert "-DGGML_NATIVE=OFF" in flags and f"{REPO}/scripts/llama_cpp_runtime.cmake" in flags
     portable = flags.replace(str(REPO), "$PWD")
     for doc in (REPO / ".ci" / "run", REPO / "README.md"):
         assert f'CMAKE_ARGS="{portable}"' in doc.read_text(), f"{doc.name} builds llama.cpp otherwise"
-    native = subprocess.run([str(REPO / "scripts" / "llama_cpp_flags.sh"), "--native"], capture_output=True,
-                            text=True, check=True).stdout.strip()
+    native = subprocess.run(
+        [str(REPO / "scripts" / "llama_cpp_flags.sh"), "--native"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert native == flags.replace("-DGGML_NATIVE=OFF", "-DGGML_NATIVE=ON")  # nothing else differs
     install = INSTALL.read_text()
-    assert 'native=--native' in install and '--portable) native=""' in install  # local installs: native
+    assert "native=--native" in install and '--portable) native=""' in install  # local installs: native
 
 
 @pytest.mark.slow
@@ -73,9 +78,19 @@ def test_a_wheelhouse_installs_offline_without_a_compiler_and_answers(tmp_path: 
     assert any(p.name.startswith("llama_cpp_python-") for p in house.iterdir())
     installed = _run(str(INSTALL), "--venv", str(venv), "--wheelhouse", str(house), env=env, timeout=600)
     assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
-    answer = subprocess.run([str(venv / "bin" / "diagecg"), "infer", str(REPO / "examples" / "records" /
-                                                                         "00180_lr.hea"), "-q", QUESTION],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    answer = subprocess.run(
+        [
+            str(venv / "bin" / "diagecg"),
+            "infer",
+            str(REPO / "examples" / "records" / "00180_lr.hea"),
+            "-q",
+            QUESTION,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert answer.returncode == 0 and answer.stdout.strip() == "yes", answer.stderr
     site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     assert not (site / "torch").exists() and (site / "diagecg" / "bundles" / "default").is_dir()

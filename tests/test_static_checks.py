@@ -27,9 +27,22 @@ def _tool(name: str) -> None:
 
 def test_ruff_is_clean() -> None:
     _tool("ruff")
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", str(REPO)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", str(REPO)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_ruff_format_is_applied() -> None:
+    """One formatting style (``ruff format``, line length 110): a file it would change fails here."""
+    _tool("ruff")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, "run `ruff format .`: " + proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
 def _package_tree(root: Path) -> Path:
@@ -48,7 +61,22 @@ def test_mypy_is_clean_on_the_installed_layout(tmp_path: Path) -> None:
     _tool("mypy")
     _package_tree(tmp_path / "src")
     env = {**os.environ, "MYPYPATH": str(tmp_path / "src")}
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"),
-                           "--cache-dir", str(tmp_path / "cache"), "-p", "diagecg"],
-                          capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(REPO / "pyproject.toml"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "-p",
+            "diagecg",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]

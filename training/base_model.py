@@ -227,16 +227,20 @@ def resolve_base_model(spec: str) -> Path:
         package, file_name, extra = NAMED_BASE_MODELS[spec]
         found = importlib.util.find_spec(package)
         if found is None or not found.submodule_search_locations:
-            raise BaseModelError(f"base model {spec!r} comes from the package {package!r}, which is not "
-                                 f"installed: pip install 'diagecg[{extra}]'")
+            raise BaseModelError(
+                f"base model {spec!r} comes from the package {package!r}, which is not "
+                f"installed: pip install 'diagecg[{extra}]'"
+            )
         path = Path(next(iter(found.submodule_search_locations))) / file_name
         if not path.is_file():
             raise BaseModelError(f"base model {spec!r}: {path} is missing from the installed {package!r}")
         return path
     path = Path(spec).expanduser().resolve()
     if not path.exists():
-        raise BaseModelError(f"base model {spec!r} not found: give a local Hugging Face model folder, a "
-                             f".gguf file, or one of {sorted(NAMED_BASE_MODELS)} (nothing is downloaded)")
+        raise BaseModelError(
+            f"base model {spec!r} not found: give a local Hugging Face model folder, a "
+            f".gguf file, or one of {sorted(NAMED_BASE_MODELS)} (nothing is downloaded)"
+        )
     return path
 
 
@@ -245,8 +249,10 @@ def _gguf_architecture(path: Path) -> str:
     try:
         import gguf
     except ImportError:
-        raise BaseModelError(f"reading the GGUF base model {path.name} needs the gguf package: pip install "
-                             f"'diagecg[smollm2]' (or 'diagecg[export]')") from None
+        raise BaseModelError(
+            f"reading the GGUF base model {path.name} needs the gguf package: pip install "
+            f"'diagecg[smollm2]' (or 'diagecg[export]')"
+        ) from None
     try:
         reader = gguf.GGUFReader(str(path))
         field = reader.fields["general.architecture"]
@@ -285,11 +291,14 @@ def check_base_model(path: Path) -> None:
             check_byte_level_bpe(tok_json)
             detect_pre_tokenizer(tok_json)
         except ValueError as e:
-            raise BaseModelError(f"base model {path}: its tokenizer cannot be exported to llama.cpp: "
-                                 f"{e}") from e
+            raise BaseModelError(
+                f"base model {path}: its tokenizer cannot be exported to llama.cpp: {e}"
+            ) from e
     if arch not in ARCHITECTURES:
-        raise BaseModelError(f"base model {path}: architecture {arch!r} is not supported; diagecg trains and "
-                             f"exports {sorted(ARCHITECTURES)}")
+        raise BaseModelError(
+            f"base model {path}: architecture {arch!r} is not supported; diagecg trains and "
+            f"exports {sorted(ARCHITECTURES)}"
+        )
 
 
 def materialise_base_model(path: Path, out_dir: Path) -> Path:
@@ -306,8 +315,9 @@ def materialise_base_model(path: Path, out_dir: Path) -> Path:
     logger.info("reading the GGUF base model %s (dequantised to float32)", path)
     try:
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                     dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=torch.float32
+        )
     except Exception as e:  # transformers raises many types on a GGUF it cannot map
         raise BaseModelError(f"transformers cannot load the GGUF base model {path}: {e}") from e
     # the weights are dequantised float32 now: drop what the GGUF loader left, or save_pretrained refuses

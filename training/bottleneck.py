@@ -85,10 +85,16 @@ class BottleneckConfig(ConfigMixin):
         n = "BottleneckConfig"
         for name in ("train_folds", "valid_folds", "test_folds"):
             folds = getattr(self, name)
-            check_field(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
-                        "PTB-XL folds 1-10")
-        check_field(not (set(self.train_folds) & (set(self.valid_folds) | set(self.test_folds))), n,
-                    "train_folds", self.train_folds, "must be disjoint from the valid and test folds")
+            check_field(
+                len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds, "PTB-XL folds 1-10"
+            )
+        check_field(
+            not (set(self.train_folds) & (set(self.valid_folds) | set(self.test_folds))),
+            n,
+            "train_folds",
+            self.train_folds,
+            "must be disjoint from the valid and test folds",
+        )
         check_field(self.cnn_steps >= 0, n, "cnn_steps", self.cnn_steps, "must be >= 0")
         check_field(self.probe_steps >= 1, n, "probe_steps", self.probe_steps, "must be >= 1")
 
@@ -99,13 +105,15 @@ def _aucs(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
     per = {c: roc_auc(labels[:, k], scores[:, k]) for k, c in enumerate(LABELS)}
     vals = [v for v in per.values() if not math.isnan(v)]
     records = np.arange(len(labels))
-    ci = bootstrap_auc_intervals({c: (labels[:, k], scores[:, k], records) for k, c in enumerate(LABELS)},
-                                 groups={"macro": LABELS})["macro"]
+    ci = bootstrap_auc_intervals(
+        {c: (labels[:, k], scores[:, k], records) for k, c in enumerate(LABELS)}, groups={"macro": LABELS}
+    )["macro"]
     return {"macro": float(np.mean(vals)) if vals else math.nan, "macro_ci95": list(ci), **per}
 
 
-def fit_probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], steps: int, weight_decay: float,
-              seed: int) -> dict[str, dict[str, float]]:
+def fit_probe(
+    x: dict[str, np.ndarray], y: dict[str, np.ndarray], steps: int, weight_decay: float, seed: int
+) -> dict[str, dict[str, float]]:
     """Logistic regression on standardised ``x["train"]``; superclass AUCs on every other split."""
     mu, sd = x["train"].mean(0), x["train"].std(0) + 1e-6
     xs = {k: torch.from_numpy(((v - mu) / sd).astype(np.float32)) for k, v in x.items()}
@@ -135,8 +143,9 @@ class _SupervisedCnn(nn.Module):
         return self.head(torch.cat([h.mean(-1), h.amax(-1)], dim=-1))
 
 
-def fit_cnn(cfg: BottleneckConfig, tokenizer: EcgTokenizer, data: dict[str, LoadedRecords],
-            y: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+def fit_cnn(
+    cfg: BottleneckConfig, tokenizer: EcgTokenizer, data: dict[str, LoadedRecords], y: dict[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
     """Row (a): train the CNN on the train folds (cosine lr, light noise/gain augmentation)."""
     torch.manual_seed(cfg.seed)
     net = _SupervisedCnn(tokenizer)
@@ -148,8 +157,9 @@ def fit_cnn(cfg: BottleneckConfig, tokenizer: EcgTokenizer, data: dict[str, Load
             group["lr"] = cfg.cnn_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.cnn_steps))
         idx = torch.randint(len(x_train), (cfg.cnn_batch_size,), generator=gen)
         x = x_train[idx]
-        x = x * (1 + 0.1 * torch.randn(len(idx), x.shape[1], 1, generator=gen)) \
-            + 0.05 * torch.randn(x.shape, generator=gen)
+        x = x * (1 + 0.1 * torch.randn(len(idx), x.shape[1], 1, generator=gen)) + 0.05 * torch.randn(
+            x.shape, generator=gen
+        )
         loss = F.binary_cross_entropy_with_logits(net(x), y_train[idx])
         opt.zero_grad()
         loss.backward()
@@ -159,7 +169,7 @@ def fit_cnn(cfg: BottleneckConfig, tokenizer: EcgTokenizer, data: dict[str, Load
     with torch.no_grad():
         for split in ("valid", "test"):
             x = torch.from_numpy(data[split].signals)
-            scores = torch.cat([net(x[i:i + 64]) for i in range(0, len(x), 64)]).numpy()
+            scores = torch.cat([net(x[i : i + 64]) for i in range(0, len(x), 64)]).numpy()
             out[split] = _aucs(y[split], scores)
     return out
 
@@ -169,14 +179,14 @@ def tokenizer_features(tokenizer: EcgTokenizer, loaded: LoadedRecords) -> dict[s
     """Pooled encoder features, frame-code features and summary logits of the frozen tokenizer."""
     enc, codes, summary = [], [], []
     for i in range(0, len(loaded.ids), 64):
-        x = torch.from_numpy(loaded.signals[i:i + 64])
+        x = torch.from_numpy(loaded.signals[i : i + 64])
         h = tokenizer.encoder.fused(x)  # (B, C, T)
         enc.append(torch.cat([h.mean(-1), h.amax(-1)], dim=-1))
         q, idx = tokenizer.fsq(tokenizer.encoder.project(h))  # (B, T, d), (B, T)
         hist = torch.stack([torch.bincount(r, minlength=tokenizer.codebook_size) for r in idx]).float()
         codes.append(torch.cat([hist / idx.shape[1], q.mean(1), q.amax(1), q.amin(1)], dim=-1))
         if tokenizer.summary is not None:
-            f = torch.from_numpy(loaded.features[i:i + 64])
+            f = torch.from_numpy(loaded.features[i : i + 64])
             summary.append(tokenizer.summary(h, f)[0])
     out = {"encoder": torch.cat(enc).numpy(), "codes": torch.cat(codes).numpy()}
     if summary:
@@ -214,8 +224,10 @@ def main(cfg: BottleneckConfig) -> dict[str, Any]:
     ptbxl = PtbxlDataset.from_data_dir(cfg.data_dir, full=cfg.ptbxl_full)
     fs = source_fs_hz(pre_cfg.fs_hz)
     splits = {"train": cfg.train_folds, "valid": cfg.valid_folds, "test": cfg.test_folds}
-    data = {k: load_signals(ptbxl, ptbxl.ids(f, fs_hz=fs), pre_cfg, progress=cfg.progress)
-            for k, f in splits.items()}
+    data = {
+        k: load_signals(ptbxl, ptbxl.ids(f, fs_hz=fs), pre_cfg, progress=cfg.progress)
+        for k, f in splits.items()
+    }
     y = {k: np.array(finding_labels(ptbxl, d.ids, LABELS), dtype=np.float32) for k, d in data.items()}
     feats = {k: tokenizer_features(tokenizer, d) for k, d in data.items()}
 
@@ -223,18 +235,25 @@ def main(cfg: BottleneckConfig) -> dict[str, Any]:
     if cfg.cnn_steps:
         rows["cnn"] = fit_cnn(cfg, tokenizer, data, y)
     for row, key in (("encoder_probe", "encoder"), ("codes_probe", "codes")):
-        rows[row] = fit_probe({k: f[key] for k, f in feats.items()}, y, cfg.probe_steps,
-                              cfg.probe_weight_decay, cfg.seed)
-    rows["measurements_probe"] = fit_probe({k: d.features for k, d in data.items()}, y, cfg.probe_steps,
-                                           cfg.probe_weight_decay, cfg.seed)
+        rows[row] = fit_probe(
+            {k: f[key] for k, f in feats.items()}, y, cfg.probe_steps, cfg.probe_weight_decay, cfg.seed
+        )
+    rows["measurements_probe"] = fit_probe(
+        {k: d.features for k, d in data.items()}, y, cfg.probe_steps, cfg.probe_weight_decay, cfg.seed
+    )
     if tokenizer.summary_cfg is not None:
         cols = [tokenizer.summary_cfg.findings.index(c) for c in LABELS]
         rows["summary_tokens"] = {k: _aucs(y[k], feats[k]["summary"][:, cols]) for k in ("valid", "test")}
     if cfg.eval_results:
         rows["llm"] = llm_row(cfg.eval_results)
-    results = {"tokenizer_dir": str(cfg.tokenizer_dir), "config": cfg.to_dict(),
-               "n_records": {k: len(d.ids) for k, d in data.items()}, "labels": list(LABELS), "rows": rows,
-               "wall_s": round(time.time() - t0, 1)}
+    results = {
+        "tokenizer_dir": str(cfg.tokenizer_dir),
+        "config": cfg.to_dict(),
+        "n_records": {k: len(d.ids) for k, d in data.items()},
+        "labels": list(LABELS),
+        "rows": rows,
+        "wall_s": round(time.time() - t0, 1),
+    }
     if cfg.out_file:
         Path(cfg.out_file).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.out_file).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
@@ -255,10 +274,14 @@ def format_results(results: dict[str, Any]) -> str:
         if r is None:
             continue
         test = r.get("test", {})
-        lines.append(f"{row:<20} {f3(r.get('valid', {}).get('macro')):>6} {f3(test.get('macro')):>6}  "
-                     + " ".join(f"{f3(test.get(c)):>5}" for c in LABELS))
+        lines.append(
+            f"{row:<20} {f3(r.get('valid', {}).get('macro')):>6} {f3(test.get('macro')):>6}  "
+            + " ".join(f"{f3(test.get(c)):>5}" for c in LABELS)
+        )
         if "test_ablated" in r:
             t = r["test_ablated"]
-            lines.append(f"{row + ' (ECG ablated)':<20} {'-':>6} {f3(t.get('macro')):>6}  "
-                         + " ".join(f"{f3(t.get(c)):>5}" for c in LABELS))
+            lines.append(
+                f"{row + ' (ECG ablated)':<20} {'-':>6} {f3(t.get('macro')):>6}  "
+                + " ".join(f"{f3(t.get(c)):>5}" for c in LABELS)
+            )
     return "\n".join(lines)

@@ -32,12 +32,27 @@ def _check_folds(cfg: Any, n: str, held_out: str) -> None:
     train = cfg.train_folds
     for name in ("train_folds", held_out):
         folds = getattr(cfg, name)
-        check_field(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
-                    "a non-empty tuple of PTB-XL folds 1-10")
-        check_field(not set(folds) & set(TEST_FOLDS), n, name, folds,
-                    f"must not contain the test fold(s) {TEST_FOLDS}")
-    check_field(not set(train) & set(getattr(cfg, held_out)), n, held_out, getattr(cfg, held_out),
-                f"must be disjoint from train_folds {train}")
+        check_field(
+            len(folds) > 0 and all(1 <= f <= 10 for f in folds),
+            n,
+            name,
+            folds,
+            "a non-empty tuple of PTB-XL folds 1-10",
+        )
+        check_field(
+            not set(folds) & set(TEST_FOLDS),
+            n,
+            name,
+            folds,
+            f"must not contain the test fold(s) {TEST_FOLDS}",
+        )
+    check_field(
+        not set(train) & set(getattr(cfg, held_out)),
+        n,
+        held_out,
+        getattr(cfg, held_out),
+        f"must be disjoint from train_folds {train}",
+    )
 
 
 # HF config.model_type -> linear layers LoRA adapts (attention + MLP); other types need lora_target_modules
@@ -102,8 +117,13 @@ class TokenizerTrainConfig(ConfigMixin):
             v = getattr(self, name)
             check_field(v is None or v >= 1, n, name, v, "None or >= 1")
         check_field(self.steps >= 1, n, "steps", self.steps, "must be >= 1")
-        check_field(self.stop_at_step is None or 1 <= self.stop_at_step <= self.steps, n, "stop_at_step",
-                    self.stop_at_step, f"None or in [1, steps={self.steps}]")
+        check_field(
+            self.stop_at_step is None or 1 <= self.stop_at_step <= self.steps,
+            n,
+            "stop_at_step",
+            self.stop_at_step,
+            f"None or in [1, steps={self.steps}]",
+        )
         check_field(self.batch_size >= 1, n, "batch_size", self.batch_size, "must be >= 1")
         check_field(self.lr > 0, n, "lr", self.lr, "must be > 0")
         check_field(0 <= self.min_lr_ratio <= 1, n, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
@@ -112,18 +132,33 @@ class TokenizerTrainConfig(ConfigMixin):
         check_field(self.grad_clip >= 0, n, "grad_clip", self.grad_clip, "must be >= 0")
         check_field(self.l1_weight >= 0, n, "l1_weight", self.l1_weight, "must be >= 0")
         check_field(self.summary_levels >= 2, n, "summary_levels", self.summary_levels, "must be >= 2")
-        check_field(self.summary_min_positives >= 1, n, "summary_min_positives", self.summary_min_positives,
-                    "must be >= 1")
+        check_field(
+            self.summary_min_positives >= 1,
+            n,
+            "summary_min_positives",
+            self.summary_min_positives,
+            "must be >= 1",
+        )
         check_field(self.summary_weight >= 0, n, "summary_weight", self.summary_weight, "must be >= 0")
         check_field(self.summary_hidden >= 1, n, "summary_hidden", self.summary_hidden, "must be >= 1")
         check_field(self.eval_every >= 1, n, "eval_every", self.eval_every, "must be >= 1")
         check_field(self.log_every >= 1, n, "log_every", self.log_every, "must be >= 1")
-        check_field(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), n, "device",
-                    self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        check_field(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            n,
+            "device",
+            self.device,
+            "'auto', 'cpu', 'cuda' or 'cuda:N'",
+        )
         check_field(self.num_threads >= 0, n, "num_threads", self.num_threads, "must be >= 0")
         pre = preset(self.preset)[0]
-        check_field(self.encoder is None or self.encoder.n_samples == pre.n_samples, n, "encoder.n_samples",
-                    self.encoder and self.encoder.n_samples, f"must be the preset's {pre.n_samples} samples")
+        check_field(
+            self.encoder is None or self.encoder.n_samples == pre.n_samples,
+            n,
+            "encoder.n_samples",
+            self.encoder and self.encoder.n_samples,
+            f"must be the preset's {pre.n_samples} samples",
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenizerTrainConfig:
@@ -198,26 +233,53 @@ class LlmStageConfig(ConfigMixin):
     def __post_init__(self) -> None:
         n = type(self).__name__
         check_field(self.method in ("full", "lora"), n, "method", self.method, "'full' or 'lora'")
-        check_field(self.lora_r >= 1 and self.lora_alpha > 0 and 0 <= self.lora_dropout < 1, n, "lora_r",
-                    self.lora_r, "lora_r >= 1, lora_alpha > 0, lora_dropout in [0, 1)")
+        check_field(
+            self.lora_r >= 1 and self.lora_alpha > 0 and 0 <= self.lora_dropout < 1,
+            n,
+            "lora_r",
+            self.lora_r,
+            "lora_r >= 1, lora_alpha > 0, lora_dropout in [0, 1)",
+        )
         _check_folds(self, n, "valid_folds")
-        check_field(self.max_train_records is None or self.max_train_records >= 1, n, "max_train_records",
-                    self.max_train_records, "None or >= 1")
+        check_field(
+            self.max_train_records is None or self.max_train_records >= 1,
+            n,
+            "max_train_records",
+            self.max_train_records,
+            "None or >= 1",
+        )
         check_field(self.steps >= 1, n, "steps", self.steps, "must be >= 1")
-        check_field(self.stop_at_step is None or 1 <= self.stop_at_step <= self.steps, n, "stop_at_step",
-                    self.stop_at_step, f"None or in [1, steps={self.steps}]")
-        for name in ("batch_size", "grad_accum", "eval_every", "eval_examples", "log_every",
-                     "max_new_tokens"):
+        check_field(
+            self.stop_at_step is None or 1 <= self.stop_at_step <= self.steps,
+            n,
+            "stop_at_step",
+            self.stop_at_step,
+            f"None or in [1, steps={self.steps}]",
+        )
+        for name in (
+            "batch_size",
+            "grad_accum",
+            "eval_every",
+            "eval_examples",
+            "log_every",
+            "max_new_tokens",
+        ):
             check_field(getattr(self, name) >= 1, n, name, getattr(self, name), "must be >= 1")
         check_field(self.lr is None or self.lr > 0, n, "lr", self.lr, "None or > 0")
         check_field(0 <= self.min_lr_ratio <= 1, n, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
         check_field(self.warmup_steps >= 0, n, "warmup_steps", self.warmup_steps, "must be >= 0")
         check_field(self.weight_decay >= 0, n, "weight_decay", self.weight_decay, "must be >= 0")
         check_field(self.grad_clip >= 0, n, "grad_clip", self.grad_clip, "must be >= 0")
-        check_field(self.device in ("auto", "cpu", "cuda"), n, "device", self.device,
-                    "'auto', 'cpu' or 'cuda'")
-        check_field(not (self.load_in_4bit and self.method != "lora"), n, "load_in_4bit", self.load_in_4bit,
-                    "needs method='lora' (a 4-bit base cannot be fully fine-tuned)")
+        check_field(
+            self.device in ("auto", "cpu", "cuda"), n, "device", self.device, "'auto', 'cpu' or 'cuda'"
+        )
+        check_field(
+            not (self.load_in_4bit and self.method != "lora"),
+            n,
+            "load_in_4bit",
+            self.load_in_4bit,
+            "needs method='lora' (a 4-bit base cannot be fully fine-tuned)",
+        )
         check_field(self.num_threads >= 0, n, "num_threads", self.num_threads, "must be >= 0")
 
 
@@ -241,13 +303,28 @@ class PretrainConfig(LlmStageConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         n = "PretrainConfig"
-        check_field(len(self.context_fractions) == len(self.target_fractions) >= 1, n, "target_fractions",
-                    self.target_fractions, f"one per context fraction ({len(self.context_fractions)})")
+        check_field(
+            len(self.context_fractions) == len(self.target_fractions) >= 1,
+            n,
+            "target_fractions",
+            self.target_fractions,
+            f"one per context fraction ({len(self.context_fractions)})",
+        )
         for c, t in zip(self.context_fractions, self.target_fractions, strict=False):
-            check_field(c > 0 and t > 0 and c + t <= 1, n, "context_fractions", self.context_fractions,
-                        f"pairs (c, t) with c, t > 0 and c + t <= 1 (got ({c}, {t}))")
-        check_field(self.text_ratio is None or 0 <= self.text_ratio < 1, n, "text_ratio", self.text_ratio,
-                    "None or in [0, 1)")
+            check_field(
+                c > 0 and t > 0 and c + t <= 1,
+                n,
+                "context_fractions",
+                self.context_fractions,
+                f"pairs (c, t) with c, t > 0 and c + t <= 1 (got ({c}, {t}))",
+            )
+        check_field(
+            self.text_ratio is None or 0 <= self.text_ratio < 1,
+            n,
+            "text_ratio",
+            self.text_ratio,
+            "None or in [0, 1)",
+        )
         check_field(self.demo_vocab_size >= 300, n, "demo_vocab_size", self.demo_vocab_size, "must be >= 300")
         check_field(self.max_position >= 128, n, "max_position", self.max_position, "must be >= 128")
 
@@ -281,18 +358,38 @@ class SFTConfig(LlmStageConfig):
         super().__post_init__()
         n = "SFTConfig"
         distinct = len(set(self.tasks)) == len(self.tasks)
-        check_field(len(self.tasks) >= 1 and set(self.tasks) <= set(TASKS) and distinct, n, "tasks",
-                    self.tasks, f"distinct values from {TASKS}")
+        check_field(
+            len(self.tasks) >= 1 and set(self.tasks) <= set(TASKS) and distinct,
+            n,
+            "tasks",
+            self.tasks,
+            f"distinct values from {TASKS}",
+        )
         check_field(0 <= self.report_ratio < 1, n, "report_ratio", self.report_ratio, "must be in [0, 1)")
         for name in ("n_verify", "n_choose", "n_query"):
             check_field(getattr(self, name) >= 0, n, name, getattr(self, name), "must be >= 0")
         check_field(self.question_rounds >= 1, n, "question_rounds", self.question_rounds, "must be >= 1")
-        check_field(self.wording in ("template", "mixed"), n, "wording", self.wording,
-                    "'template' or 'mixed' ('paraphrase' is held out for evaluation)")
-        check_field(0 <= self.finding_verify_ratio <= 1, n, "finding_verify_ratio", self.finding_verify_ratio,
-                    "must be in [0, 1]")
-        check_field(self.finding_min_positives >= 1, n, "finding_min_positives", self.finding_min_positives,
-                    "must be >= 1")
+        check_field(
+            self.wording in ("template", "mixed"),
+            n,
+            "wording",
+            self.wording,
+            "'template' or 'mixed' ('paraphrase' is held out for evaluation)",
+        )
+        check_field(
+            0 <= self.finding_verify_ratio <= 1,
+            n,
+            "finding_verify_ratio",
+            self.finding_verify_ratio,
+            "must be in [0, 1]",
+        )
+        check_field(
+            self.finding_min_positives >= 1,
+            n,
+            "finding_min_positives",
+            self.finding_min_positives,
+            "must be >= 1",
+        )
         share = self.unlabelled_qa_share
         check_field(share is None or 0 <= share <= 1, n, "unlabelled_qa_share", share, "None or in [0, 1]")
         check_field(self.eval_generate >= 0, n, "eval_generate", self.eval_generate, "must be >= 0")

@@ -26,6 +26,7 @@ from diagecg.types import F32Array
 
 logger = logging.getLogger(__name__)
 
+
 def source_fs_hz(model_fs_hz: int) -> int:
     """Which PTB-XL release (100 or 500 Hz) to read for a model rate; preprocess resamples the rest."""
     return 100 if model_fs_hz <= 100 else 500
@@ -87,14 +88,20 @@ def load_signals(
             continue
         k = len(kept)
         out[k] = zscore(x, preprocess_cfg)  # (leads, n_samples) float32
-        feats[k] = measure_signal(record.signal, record.fs_hz, preprocess_cfg, record.lead_names,
-                                  record.source)
+        feats[k] = measure_signal(
+            record.signal, record.fs_hz, preprocess_cfg, record.lead_names, record.source
+        )
         if mv is not None:
             mv[k] = x
         kept.append(ecg_id)
     if skipped:
         first = "; ".join(f"{i}: {r}" for i, r in list(skipped.items())[:3])
-        logger.warning("skipped %d of %d records that failed validation (%s%s)", len(skipped), len(ids),
-                       first, " ..." if len(skipped) > 3 else "")
+        logger.warning(
+            "skipped %d of %d records that failed validation (%s%s)",
+            len(skipped),
+            len(ids),
+            first,
+            " ..." if len(skipped) > 3 else "",
+        )
     n_kept = len(kept)
     return LoadedRecords(kept, out[:n_kept], feats[:n_kept], skipped, None if mv is None else mv[:n_kept])

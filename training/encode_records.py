@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 _READ_CHUNK = 512  # records read and preprocessed at a time, to bound memory on the full 500 Hz set
 
 
-def encode_signals(tokenizer: EcgTokenizer, signals: F32Array, features: F32Array | None = None,
-                   batch_size: int = 64) -> I64Array:
+def encode_signals(
+    tokenizer: EcgTokenizer, signals: F32Array, features: F32Array | None = None, batch_size: int = 64
+) -> I64Array:
     """Preprocessed signals (and their measurements) -> ECG token indices.
 
     Args:
@@ -51,9 +52,12 @@ def encode_signals(tokenizer: EcgTokenizer, signals: F32Array, features: F32Arra
     tokenizer.check_signal(x)
     was_training = tokenizer.training
     tokenizer.eval()
-    out = [tokenizer.encode(x[i: i + batch_size].to(device),
-                            None if f is None else f[i: i + batch_size].to(device)).cpu()
-           for i in range(0, len(x), batch_size)]
+    out = [
+        tokenizer.encode(
+            x[i : i + batch_size].to(device), None if f is None else f[i : i + batch_size].to(device)
+        ).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
     tokenizer.train(was_training)
     if not out:
         return np.zeros((0, tokenizer.n_tokens), dtype=np.int64)
@@ -95,7 +99,7 @@ def encode_ptbxl(
     n_skipped = 0
     with tqdm(total=len(ids), desc="encoding ECGs", unit="rec", disable=not progress) as bar:
         for start in range(0, len(ids), _READ_CHUNK):
-            chunk = ids[start: start + _READ_CHUNK]
+            chunk = ids[start : start + _READ_CHUNK]
             loaded = load_signals(ptbxl, chunk, pre_cfg, progress=False)
             n_skipped += len(loaded.skipped)
             rows = encode_signals(tokenizer, loaded.signals, loaded.features, batch_size)

@@ -35,8 +35,13 @@ EVAL_WORDINGS: tuple[str, ...] = ("template", "paraphrase")  # "mixed" would blu
 TRACKED_FINDINGS: tuple[str, ...] = ("AFIB", "CLBBB", "CRBBB", "1AVB", "PVC", "PAC", "SBRAD", "STACH")
 
 
-def select_findings(ptbxl: PtbxlDataset, ecg_ids: Sequence[int], scp_table: dict[str, ScpStatement],
-                    answer_vocab: AnswerVocabulary, min_positives: int) -> dict[str, str]:
+def select_findings(
+    ptbxl: PtbxlDataset,
+    ecg_ids: Sequence[int],
+    scp_table: dict[str, ScpStatement],
+    answer_vocab: AnswerVocabulary,
+    min_positives: int,
+) -> dict[str, str]:
     """The findings to score on ``ecg_ids``: code -> name asked.
 
     The superclasses, every nameable statement with at least ``min_positives`` positives among
@@ -91,27 +96,69 @@ class EvalConfig(ConfigMixin):
         n = "EvalConfig"
         for name in ("folds", "train_folds"):
             folds = getattr(self, name)
-            check_field(len(folds) > 0 and all(1 <= f <= 10 for f in folds), n, name, folds,
-                        "a non-empty tuple of PTB-XL folds 1-10")
-        check_field(not set(self.folds) & set(self.train_folds), n, "folds", self.folds,
-                    f"must be disjoint from train_folds {self.train_folds}")
-        check_field(len(self.wordings) > 0 and all(w in WORDINGS for w in self.wordings)
-                    and len(set(self.wordings)) == len(self.wordings), n, "wordings", self.wordings,
-                    f"a non-empty tuple of distinct values from {WORDINGS}")
-        check_field(self.max_records is None or self.max_records >= 1, n, "max_records", self.max_records,
-                    "None or >= 1")
-        check_field(self.max_questions is None or self.max_questions >= 1, n, "max_questions",
-                    self.max_questions, "None or >= 1")
-        check_field(self.n_reports is None or self.n_reports >= 0, n, "n_reports", self.n_reports,
-                    "None or >= 0")
-        check_field(self.max_new_tokens is None or self.max_new_tokens >= 1, n, "max_new_tokens",
-                    self.max_new_tokens, "None or >= 1")
+            check_field(
+                len(folds) > 0 and all(1 <= f <= 10 for f in folds),
+                n,
+                name,
+                folds,
+                "a non-empty tuple of PTB-XL folds 1-10",
+            )
+        check_field(
+            not set(self.folds) & set(self.train_folds),
+            n,
+            "folds",
+            self.folds,
+            f"must be disjoint from train_folds {self.train_folds}",
+        )
+        check_field(
+            len(self.wordings) > 0
+            and all(w in WORDINGS for w in self.wordings)
+            and len(set(self.wordings)) == len(self.wordings),
+            n,
+            "wordings",
+            self.wordings,
+            f"a non-empty tuple of distinct values from {WORDINGS}",
+        )
+        check_field(
+            self.max_records is None or self.max_records >= 1,
+            n,
+            "max_records",
+            self.max_records,
+            "None or >= 1",
+        )
+        check_field(
+            self.max_questions is None or self.max_questions >= 1,
+            n,
+            "max_questions",
+            self.max_questions,
+            "None or >= 1",
+        )
+        check_field(
+            self.n_reports is None or self.n_reports >= 0, n, "n_reports", self.n_reports, "None or >= 0"
+        )
+        check_field(
+            self.max_new_tokens is None or self.max_new_tokens >= 1,
+            n,
+            "max_new_tokens",
+            self.max_new_tokens,
+            "None or >= 1",
+        )
         check_field(self.batch_size >= 1, n, "batch_size", self.batch_size, "must be >= 1")
-        check_field(self.finding_min_positives >= 1, n, "finding_min_positives", self.finding_min_positives,
-                    "must be >= 1")
+        check_field(
+            self.finding_min_positives >= 1,
+            n,
+            "finding_min_positives",
+            self.finding_min_positives,
+            "must be >= 1",
+        )
         check_field(self.n_bootstrap >= 0, n, "n_bootstrap", self.n_bootstrap, "must be >= 0")
-        check_field(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), n,
-                    "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        check_field(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            n,
+            "device",
+            self.device,
+            "'auto', 'cpu', 'cuda' or 'cuda:N'",
+        )
 
 
 @dataclasses.dataclass
@@ -152,8 +199,9 @@ def build_eval_data(
     """
     outside = [i for i in ecg_ids if ptbxl.entries[i].strat_fold not in cfg.folds]
     if outside:
-        raise ValueError(f"{len(outside)} evaluated records are outside folds {cfg.folds}, "
-                         f"e.g. {outside[:5]}")
+        raise ValueError(
+            f"{len(outside)} evaluated records are outside folds {cfg.folds}, e.g. {outside[:5]}"
+        )
     vocab = load_answer_vocab(ecgqa_root)
     ids = list(ecg_ids)
     # ECG-QA's released questions (all splits here: its split is not PTB-XL's folds), read once
@@ -161,13 +209,15 @@ def build_eval_data(
     if cfg.include_ecgqa_noise:
         wanted = set(ids) | set(train_ids)
         for paraphrased in sorted({w == "paraphrase" for w in cfg.wordings} | {False}):
-            released[paraphrased] = load_ecgqa_samples(ecgqa_root, wanted, splits=("train", "valid"),
-                                                       paraphrased=paraphrased)
+            released[paraphrased] = load_ecgqa_samples(
+                ecgqa_root, wanted, splits=("train", "valid"), paraphrased=paraphrased
+            )
     test_set = set(ids)
     questions: dict[str, list[QASample]] = {}
     for wording in cfg.wordings:
-        samples = generate_questions(ptbxl, ids, scp_table, cfg.seed, answer_vocab=vocab,
-                                     wording=typing.cast(Wording, wording))
+        samples = generate_questions(
+            ptbxl, ids, scp_table, cfg.seed, answer_vocab=vocab, wording=typing.cast(Wording, wording)
+        )
         # the paraphrase wording of ECG-QA's questions is its own paraphrased release (never trained on)
         samples += [s for s in released.get(wording == "paraphrase", []) if s.ecg_id in test_set]
         keep = seeded_subset(range(len(samples)), cfg.max_questions, cfg.seed, "eval-subset")
@@ -178,29 +228,41 @@ def build_eval_data(
     train = generate_questions(ptbxl, list(train_ids), scp_table, cfg.seed, answer_vocab=vocab)
     train += [s for s in released.get(False, []) if s.ecg_id not in test_set]
     stmt_w = dict(zip(train_ids, ptbxl.statement_weights(list(train_ids)), strict=True))
-    train_weights = [float(stmt_w[s.ecg_id]) if ptbxl.entries[s.ecg_id].statements_labelled else 1.0
-                     for s in train]
+    train_weights = [
+        float(stmt_w[s.ecg_id]) if ptbxl.entries[s.ecg_id].statements_labelled else 1.0 for s in train
+    ]
 
     references = [(i, report_text(ptbxl.entries[i], scp_table, "en")) for i in ids]
     with_text = [(i, r) for i, r in references if r]
     chosen = seeded_subset(range(len(with_text)), cfg.n_reports, cfg.seed, "eval-subset")
     reports = [] if cfg.n_reports == 0 else [with_text[k] for k in chosen]
-    return EvalData(ecg_ids=ids, questions=questions, train_questions=train, reports=reports,
-                    n_empty_reference=len(references) - len(with_text), answer_vocab=vocab,
-                    train_weights=train_weights)
+    return EvalData(
+        ecg_ids=ids,
+        questions=questions,
+        train_questions=train,
+        reports=reports,
+        n_empty_reference=len(references) - len(with_text),
+        answer_vocab=vocab,
+        train_weights=train_weights,
+    )
 
 
-def eval_record_strata(ptbxl: PtbxlDataset,
-                       ecg_ids: Sequence[int]) -> list[tuple[bool, bool, tuple[str, ...]]]:
+def eval_record_strata(
+    ptbxl: PtbxlDataset, ecg_ids: Sequence[int]
+) -> list[tuple[bool, bool, tuple[str, ...]]]:
     """The stratum of each record for ``max_records``: whether its statements are labelled, whether it
     has AFIB, and its superclasses."""
-    return [(e.statements_labelled, "AFIB" in e.scp_codes, tuple(sorted(e.superclasses)))
-            for e in (ptbxl.entries[i] for i in ecg_ids)]
+    return [
+        (e.statements_labelled, "AFIB" in e.scp_codes, tuple(sorted(e.superclasses)))
+        for e in (ptbxl.entries[i] for i in ecg_ids)
+    ]
 
 
-def eval_record_subset(ptbxl: PtbxlDataset, ecg_ids: Sequence[int], max_records: int | None,
-                       seed: int) -> list[int]:
+def eval_record_subset(
+    ptbxl: PtbxlDataset, ecg_ids: Sequence[int], max_records: int | None, seed: int
+) -> list[int]:
     """The records ``diagecg eval`` evaluates with ``max_records`` and ``seed``: a seeded subset of
     ``ecg_ids`` with the share of each :func:`eval_record_strata` stratum kept."""
-    return stratified_subset(list(ecg_ids), eval_record_strata(ptbxl, ecg_ids), max_records, seed,
-                             "eval-records")
+    return stratified_subset(
+        list(ecg_ids), eval_record_strata(ptbxl, ecg_ids), max_records, seed, "eval-records"
+    )

@@ -24,8 +24,12 @@ def _fold_lists(obj: Any) -> dict[str, tuple[int, ...]]:
     for source in (obj.get("config"), obj):  # the top level wins
         if isinstance(source, dict):
             for key, value in source.items():
-                if (key.endswith("folds") and isinstance(value, (list, tuple)) and value
-                        and all(isinstance(v, int) for v in value)):
+                if (
+                    key.endswith("folds")
+                    and isinstance(value, (list, tuple))
+                    and value
+                    and all(isinstance(v, int) for v in value)
+                ):
                     out[key] = tuple(value)
     return out
 
@@ -92,9 +96,12 @@ def check_folds(cfg: EvalConfig, recorded: dict[str, tuple[int, ...]]) -> None:
         if not overlap:
             continue
         if name.endswith("train_folds"):
-            raise ConfigError(f"EvalConfig.folds={cfg.folds} overlaps the checkpoint's training folds "
-                              f"({name}={folds}): evaluate on held-out folds only")
+            raise ConfigError(
+                f"EvalConfig.folds={cfg.folds} overlaps the checkpoint's training folds "
+                f"({name}={folds}): evaluate on held-out folds only"
+            )
         logger.warning("evaluating on fold(s) %s that the checkpoint used for validation (%s)", overlap, name)
     if not recorded:
-        logger.warning("%s records no training folds; assuming folds %s were held out",
-                       cfg.checkpoint_dir, cfg.folds)
+        logger.warning(
+            "%s records no training folds; assuming folds %s were held out", cfg.checkpoint_dir, cfg.folds
+        )

@@ -135,9 +135,17 @@ class LlmPredictor:
         progress: tqdm bars.
     """
 
-    def __init__(self, model: Any, text_tokenizer: Any, meta: Any, ecg_indices: dict[int, I64Array],
-                 patients: dict[int, PatientInfo], batch_size: int, max_new_tokens: int | None = None,
-                 progress: bool = False) -> None:
+    def __init__(
+        self,
+        model: Any,
+        text_tokenizer: Any,
+        meta: Any,
+        ecg_indices: dict[int, I64Array],
+        patients: dict[int, PatientInfo],
+        batch_size: int,
+        max_new_tokens: int | None = None,
+        progress: bool = False,
+    ) -> None:
         self.model, self.text_tokenizer, self.meta = model, text_tokenizer, meta
         self.ecg_indices, self.patients = ecg_indices, patients
         self.batch_size = batch_size
@@ -160,9 +168,14 @@ class LlmPredictor:
         return str(self.text_tokenizer.decode(list(ids), skip_special_tokens=True)).strip()
 
     def prompt_ids(self, ecg_id: int, question: str) -> list[int]:
-        return encode_prompt(self.meta.prompt, self.meta.vocab, self.encode_text, question=question,
-                             patient=self.patients.get(ecg_id, PatientInfo()),
-                             ecg_indices=self.ecg_indices[ecg_id].tolist())
+        return encode_prompt(
+            self.meta.prompt,
+            self.meta.vocab,
+            self.encode_text,
+            question=question,
+            patient=self.patients.get(ecg_id, PatientInfo()),
+            ecg_indices=self.ecg_indices[ecg_id].tolist(),
+        )
 
     def with_ecg_of(self, source: dict[int, int]) -> LlmPredictor:
         """The same model asked about record ``i`` with the ECG tokens of record ``source[i]`` (and
@@ -171,34 +184,54 @@ class LlmPredictor:
         swapped.ecg_indices = {i: self.ecg_indices[j] for i, j in source.items()}
         return swapped
 
-    def option_probabilities(self, ecg_ids: Sequence[int], questions: Sequence[str],
-                             options: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    def option_probabilities(
+        self, ecg_ids: Sequence[int], questions: Sequence[str], options: Sequence[Sequence[str]]
+    ) -> list[np.ndarray]:
         """Each question's answer options scored as whole continuations, normalised over the options
         (``training.findings.option_probabilities``)."""
         prompts = [self.prompt_ids(i, q) for i, q in zip(ecg_ids, questions, strict=True)]
         v, cfg = self.meta.vocab, self.meta.prompt
         cache: dict[tuple[str, ...], list[list[int]]] = {}
-        encoded = [cache.setdefault(tuple(opts), option_continuations(cfg, self.encode_text, opts, v.eos_id))
-                   for opts in options]
-        return option_probabilities(self.model, prompts, encoded, pad_id=self.pad_id,
-                                    batch_size=4 * self.batch_size)
+        encoded = [
+            cache.setdefault(tuple(opts), option_continuations(cfg, self.encode_text, opts, v.eos_id))
+            for opts in options
+        ]
+        return option_probabilities(
+            self.model, prompts, encoded, pad_id=self.pad_id, batch_size=4 * self.batch_size
+        )
 
     def __call__(self, ecg_ids: Sequence[int], questions: Sequence[str]) -> list[str]:
         prompts = [self.prompt_ids(i, q) for i, q in zip(ecg_ids, questions, strict=True)]
         n_ctx = self.meta.generation.n_ctx
         over = sum(len(p) + self.max_new_tokens > n_ctx for p in prompts)
         if over:  # the runtime would refuse these; evaluated anyway, and counted
-            logger.warning("%d of %d prompts (+ %d new tokens) exceed the runtime context of %d tokens",
-                           over, len(prompts), self.max_new_tokens, n_ctx)
+            logger.warning(
+                "%d of %d prompts (+ %d new tokens) exceed the runtime context of %d tokens",
+                over,
+                len(prompts),
+                self.max_new_tokens,
+                n_ctx,
+            )
         self.n_over_context += over
-        outs = greedy_generate(self.model, prompts, pad_id=self.pad_id, stop_ids=self.stop_ids,
-                               max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                               banned_ids=self.banned, context=self.context, progress=self.progress)
+        outs = greedy_generate(
+            self.model,
+            prompts,
+            pad_id=self.pad_id,
+            stop_ids=self.stop_ids,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            banned_ids=self.banned,
+            context=self.context,
+            progress=self.progress,
+        )
         return [self.decode(o) for o in outs]
 
 
 def encode_records(
-    tokenizer: EcgTokenizer, preprocess_cfg: PreprocessConfig, ptbxl: PtbxlDataset, ecg_ids: Sequence[int],
+    tokenizer: EcgTokenizer,
+    preprocess_cfg: PreprocessConfig,
+    ptbxl: PtbxlDataset,
+    ecg_ids: Sequence[int],
     progress: bool = False,
 ) -> tuple[dict[int, I64Array], dict[int, str], dict[int, F32Array]]:
     """FSQ indices of the evaluated records with the checkpoint's own ECG tokenizer.
@@ -210,10 +243,14 @@ def encode_records(
     loaded = load_signals(ptbxl, ecg_ids, preprocess_cfg, progress=progress)
     indices = encode_signals(tokenizer, loaded.signals, loaded.features)  # (N, 12, samples) -> (N, tokens)
     if loaded.skipped:
-        logger.warning("%d of %d evaluated records failed validation and are skipped", len(loaded.skipped),
-                       len(ecg_ids))
-    return ({i: row for i, row in zip(loaded.ids, indices, strict=True)}, loaded.skipped,
-            dict(zip(loaded.ids, loaded.features, strict=True)))
+        logger.warning(
+            "%d of %d evaluated records failed validation and are skipped", len(loaded.skipped), len(ecg_ids)
+        )
+    return (
+        {i: row for i, row in zip(loaded.ids, indices, strict=True)},
+        loaded.skipped,
+        dict(zip(loaded.ids, loaded.features, strict=True)),
+    )
 
 
 def calibration_path(cfg: EvalConfig) -> str | None:
@@ -235,9 +272,12 @@ def load_calibration(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     return {} if path is None else read_calibration_results(Path(path), cfg.folds)
 
 
-def apply_calibration(samples: Sequence[QASample], probs: Sequence[np.ndarray],
-                      options: Sequence[Sequence[str]], calibration: Mapping[str, Mapping[str, Any]]
-                      ) -> tuple[list[np.ndarray], list[bool] | None]:
+def apply_calibration(
+    samples: Sequence[QASample],
+    probs: Sequence[np.ndarray],
+    options: Sequence[Sequence[str]],
+    calibration: Mapping[str, Mapping[str, Any]],
+) -> tuple[list[np.ndarray], list[bool] | None]:
     """Each verify answer as the runtime gives it (``diagecg.calibration.calibrate_options`` where its
     finding is calibrated): the probabilities and the yes/no calls; ``(probs, None)`` without calibration."""
     if not calibration:
@@ -257,8 +297,13 @@ def apply_calibration(samples: Sequence[QASample], probs: Sequence[np.ndarray],
 
 
 def evaluate_findings(
-    cfg: EvalConfig, ptbxl: PtbxlDataset, scp_table: dict[str, ScpStatement], vocab: AnswerVocabulary,
-    ecg_ids: Sequence[int], predictor: LlmPredictor, ablated: LlmPredictor | None,
+    cfg: EvalConfig,
+    ptbxl: PtbxlDataset,
+    scp_table: dict[str, ScpStatement],
+    vocab: AnswerVocabulary,
+    ecg_ids: Sequence[int],
+    predictor: LlmPredictor,
+    ablated: LlmPredictor | None,
     features: dict[int, F32Array] | None = None,
 ) -> dict[str, Any]:
     """Per-finding verify metrics of the model (and its ECG ablation), per wording
@@ -273,10 +318,10 @@ def evaluate_findings(
     if calibration:
         out["calibrated_with"] = {"file": calibration_path(cfg), "findings": sorted(calibration)}
     for wording in cfg.wordings:
-        samples = finding_questions(ptbxl, list(ecg_ids), names, scp_table, cfg.seed,
-                                    wording=wording)  # type: ignore[arg-type]
-        logger.info("findings, %s wording: %d verify questions (%d findings)", wording, len(samples),
-                    len(names))
+        samples = finding_questions(ptbxl, list(ecg_ids), names, scp_table, cfg.seed, wording=wording)  # type: ignore[arg-type]
+        logger.info(
+            "findings, %s wording: %d verify questions (%d findings)", wording, len(samples), len(names)
+        )
         ids, questions = [s.ecg_id for s in samples], [s.question for s in samples]
         options = [vocab.options(s.template_id) for s in samples]
         codes = [codes_by_name[s.attributes[0]] for s in samples]
@@ -288,16 +333,25 @@ def evaluate_findings(
                 continue
             raw = p.option_probabilities(ids, questions, options)
             probs, calls = apply_calibration(samples, raw, options, calibration)
-            block[label] = score_findings(samples, codes, probs, options, cfg.finding_min_positives,
-                                          weights=weights, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed,
-                                          calls=calls)
+            block[label] = score_findings(
+                samples,
+                codes,
+                probs,
+                options,
+                cfg.finding_min_positives,
+                weights=weights,
+                n_bootstrap=cfg.n_bootstrap,
+                seed=cfg.seed,
+                calls=calls,
+            )
             if label == "model" and wording == cfg.wordings[0]:
                 truth = [s.answers != (NEGATIVE,) for s in samples]
                 if features is not None:
                     out["ruler"] = ruler_scores(ids, codes, truth, features)
                 if cfg.calibrate:  # fitted on the model's own probabilities
-                    present = [1.0 - float(pr[list(o).index(NEGATIVE)])
-                               for pr, o in zip(raw, options, strict=True)]
+                    present = [
+                        1.0 - float(pr[list(o).index(NEGATIVE)]) for pr, o in zip(raw, options, strict=True)
+                    ]
                     fitted = fit_calibration(codes, present, truth, list(weights))
                     out["calibration"] = {names[c]: {"code": c, **v} for c, v in fitted.items()}
         out[wording] = block
@@ -328,8 +382,9 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     recorded = checkpoint_training_folds(cfg.checkpoint_dir)
     check_folds(cfg, recorded)
     if meta.stage != "instruct":
-        logger.warning("%s is a %s checkpoint: it was not trained to answer questions",
-                       cfg.checkpoint_dir, meta.stage)
+        logger.warning(
+            "%s is a %s checkpoint: it was not trained to answer questions", cfg.checkpoint_dir, meta.stage
+        )
     device = resolve_device(cfg.device, "EvalConfig.device")
     model, _, meta, paths = load_llm_checkpoint(cfg.checkpoint_dir, merge=True)  # what export ships
     model.to(device).eval()
@@ -348,16 +403,18 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     data = build_eval_data(cfg, ptbxl, scp_table, ecgqa_root, ecg_ids, train_ids)
 
     patients = {i: ptbxl.entries[i].patient for i in ecg_ids}
-    predictor = LlmPredictor(model, text_tokenizer, meta, indices, patients, cfg.batch_size,
-                             cfg.max_new_tokens, cfg.progress)
+    predictor = LlmPredictor(
+        model, text_tokenizer, meta, indices, patients, cfg.batch_size, cfg.max_new_tokens, cfg.progress
+    )
     ablated = None
     if cfg.ablation:
         folds = [ptbxl.entries[i].strat_fold or 0 for i in ecg_ids]  # 0: a training record of unknown fold
         source = ablation_permutation(ecg_ids, folds, cfg.seed)
         ablated = predictor.with_ecg_of(source)
     qa, reports, rows = evaluate_predictions(data, predictor, predictor, meta.prompt.report_question, ablated)
-    findings = evaluate_findings(cfg, ptbxl, scp_table, data.answer_vocab, ecg_ids, predictor, ablated,
-                                 features)
+    findings = evaluate_findings(
+        cfg, ptbxl, scp_table, data.answer_vocab, ecg_ids, predictor, ablated, features
+    )
     results: dict[str, Any] = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "checkpoint_dir": str(cfg.checkpoint_dir),
@@ -365,8 +422,12 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         "folds": list(cfg.folds),
         "train_folds": list(cfg.train_folds),
         "config": cfg.to_dict(),
-        "checkpoint": {"stage": meta.stage, "method": meta.method, "preset": meta.preset,
-                       "training_folds": {k: list(v) for k, v in recorded.items()}},
+        "checkpoint": {
+            "stage": meta.stage,
+            "method": meta.method,
+            "preset": meta.preset,
+            "training_folds": {k: list(v) for k, v in recorded.items()},
+        },
         "device": str(device),
         "n_records": len(ecg_ids),
         "n_records_skipped": len(skipped),

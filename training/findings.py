@@ -25,9 +25,14 @@ import torch
 
 
 @torch.no_grad()
-def option_probabilities(model: Any, prompts: Sequence[Sequence[int]],
-                         options: Sequence[Sequence[Sequence[int]]], *, pad_id: int,
-                         batch_size: int) -> list[np.ndarray]:
+def option_probabilities(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    options: Sequence[Sequence[Sequence[int]]],
+    *,
+    pad_id: int,
+    batch_size: int,
+) -> list[np.ndarray]:
     """Probabilities of each prompt's answer options, normalised over the options.
 
     Args:
@@ -46,13 +51,13 @@ def option_probabilities(model: Any, prompts: Sequence[Sequence[int]],
     logp = [np.zeros(len(opts)) for opts in options]
     order = sorted(range(len(seqs)), key=lambda s: len(seqs[s][2]))
     for start in range(0, len(order), batch_size):
-        batch = [seqs[s] for s in order[start:start + batch_size]]
+        batch = [seqs[s] for s in order[start : start + batch_size]]
         width = max(len(ids) for _, _, ids, _ in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, (_, _, seq, _) in enumerate(batch):
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()  # (B, T, V)
         lsm = torch.log_softmax(logits[:, :-1], dim=-1).cpu()  # position t predicts token t + 1
         for row, (k, j, seq, n_prompt) in enumerate(batch):
@@ -64,5 +69,3 @@ def option_probabilities(model: Any, prompts: Sequence[Sequence[int]],
         p = np.exp(lp - lp.max())
         out.append(p / p.sum())
     return out
-
-

@@ -55,7 +55,10 @@ _MAX_MISSING_SHARE = 0.01
 
 
 def load_or_encode_tokens(
-    tokenizer_dir: str | Path, data_dir: str | Path, fallback_dir: str | Path, progress: bool = True,
+    tokenizer_dir: str | Path,
+    data_dir: str | Path,
+    fallback_dir: str | Path,
+    progress: bool = True,
     full: bool = True,
 ) -> dict[int, I64Array]:
     """FSQ indices of every PTB-XL record, from the stage-1 cache or encoded now.
@@ -89,8 +92,9 @@ def load_or_encode_tokens(
             if missing <= _MAX_MISSING_SHARE * len(wanted):
                 logger.info("ECG tokens from cache %s", cand)
                 return tokens
-            logger.info("ECG token cache %s lacks %d of the %d records: encoding again", cand, missing,
-                        len(wanted))
+            logger.info(
+                "ECG token cache %s lacks %d of the %d records: encoding again", cand, missing, len(wanted)
+            )
     target = tok_dir / ECG_TOKEN_CACHE if os.access(tok_dir, os.W_OK) else fallback / ECG_TOKEN_CACHE
     logger.info("encoding PTB-XL records with %s into %s", tok_dir, target)
     return encode_ptbxl(tok_dir, data_dir, out_path=target, progress=progress, full=full)
@@ -365,9 +369,15 @@ def as_arrays(tokens: dict[int, I64Array], ids: Sequence[int]) -> list[I64Array]
     return [np.asarray(tokens[i], dtype=np.int64) for i in ids if i in tokens]
 
 
-def split_encoded_ids(ptbxl: PtbxlDataset, tokens: dict[int, I64Array], fs_hz: int,
-                      train_folds: Sequence[int], valid_folds: Sequence[int], max_train_records: int | None,
-                      seed: int) -> tuple[list[int], list[int]]:
+def split_encoded_ids(
+    ptbxl: PtbxlDataset,
+    tokens: dict[int, I64Array],
+    fs_hz: int,
+    train_folds: Sequence[int],
+    valid_folds: Sequence[int],
+    max_train_records: int | None,
+    seed: int,
+) -> tuple[list[int], list[int]]:
     """Train/validation ecg_ids of the given folds that have FSQ tokens (train: a seeded subset).
 
     Raises:
@@ -379,12 +389,14 @@ def split_encoded_ids(ptbxl: PtbxlDataset, tokens: dict[int, I64Array], fs_hz: i
     valid_ids = [i for i in all_valid if i in tokens]
     n_missing = sum(i not in tokens for i in (*all_train, *all_valid))
     if n_missing:
-        logger.warning("%d of %d train/valid records have no ECG tokens (failed validation when encoded)",
-                       n_missing, len(all_train) + len(all_valid))
+        logger.warning(
+            "%d of %d train/valid records have no ECG tokens (failed validation when encoded)",
+            n_missing,
+            len(all_train) + len(all_valid),
+        )
     if not train_ids or not valid_ids:
         raise ValueError(
             f"no encoded records in train folds {tuple(train_folds)} ({len(train_ids)}) or valid folds "
             f"{tuple(valid_folds)} ({len(valid_ids)})"
         )
     return train_ids, valid_ids
-

@@ -150,15 +150,19 @@ def stage1_configs(init_dir: Path) -> tuple[PreprocessConfig, EncoderConfig, FSQ
 def stage1_record(init_dir: Path) -> StageRecord:
     """The lineage record of a stage-1 checkpoint (its training config's train and eval folds)."""
     training = read_configs(init_dir).get(ManifestKey.TRAINING) or {}
-    return StageRecord("tokenizer", tuple(training.get("train_folds", ())),
-                       tuple(training.get("eval_folds", ())), training)
+    return StageRecord(
+        "tokenizer", tuple(training.get("train_folds", ())), tuple(training.get("eval_folds", ())), training
+    )
 
 
 def stage1_summary(init_dir: Path) -> SummaryConfig:
     """The stage-1 checkpoint's summary config (no findings when it has no summary head)."""
     stored = read_configs(init_dir)
-    return SummaryConfig.from_dict(stored[ManifestKey.SUMMARY]) if ManifestKey.SUMMARY in stored \
+    return (
+        SummaryConfig.from_dict(stored[ManifestKey.SUMMARY])
+        if ManifestKey.SUMMARY in stored
         else SummaryConfig()
+    )
 
 
 def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:

@@ -24,8 +24,15 @@ from diagecg.answers import format_answer, normalize_answer
 from diagecg.datasets.ecgqa import QUESTION_TYPES, QASample
 
 __all__ = [
-    "ATTRIBUTE_PREFIX", "OVERALL", "exact_match_by_type", "format_answer", "format_table",
-    "majority_baseline", "majority_predictions", "normalize_answer", "report_metrics",
+    "ATTRIBUTE_PREFIX",
+    "OVERALL",
+    "exact_match_by_type",
+    "format_answer",
+    "format_table",
+    "majority_baseline",
+    "majority_predictions",
+    "normalize_answer",
+    "report_metrics",
     "tokenize_report",
 ]
 
@@ -46,10 +53,15 @@ def _accumulate(samples: Sequence[QASample], correct: Sequence[bool]) -> dict[st
     for s, ok in zip(samples, correct, strict=True):
         groups.setdefault(s.question_type, []).append(ok)
         groups.setdefault(ATTRIBUTE_PREFIX + s.attribute_type, []).append(ok)
-    order = [OVERALL, *[q for q in QUESTION_TYPES if q in groups],
-             *sorted(k for k in groups if k.startswith(ATTRIBUTE_PREFIX))]
-    return {k: {"n": len(groups[k]), "accuracy": (sum(groups[k]) / len(groups[k])) if groups[k] else 0.0}
-            for k in order}
+    order = [
+        OVERALL,
+        *[q for q in QUESTION_TYPES if q in groups],
+        *sorted(k for k in groups if k.startswith(ATTRIBUTE_PREFIX)),
+    ]
+    return {
+        k: {"n": len(groups[k]), "accuracy": (sum(groups[k]) / len(groups[k])) if groups[k] else 0.0}
+        for k in order
+    }
 
 
 def exact_match_by_type(
@@ -78,7 +90,9 @@ def _majority(counter: Counter[str]) -> str:
 
 
 def majority_predictions(
-    train_samples: Sequence[QASample], test_samples: Sequence[QASample], by: str = "template",
+    train_samples: Sequence[QASample],
+    test_samples: Sequence[QASample],
+    by: str = "template",
     weights: Sequence[float] | None = None,
 ) -> list[str]:
     """The majority-baseline answer for each test sample, formatted with :func:`format_answer`.
@@ -206,5 +220,3 @@ def report_metrics(predictions: Sequence[str], references: Sequence[str]) -> dic
     out.update({k: v / len(predictions) for k, v in sums.items()})
     out["n"] = float(len(predictions))
     return out
-
-

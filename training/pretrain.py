@@ -166,8 +166,9 @@ def check_inputs(cfg: PretrainConfig) -> tuple[Path, Path, Path | None]:
     return Path(cfg.init_dir), Path(cfg.out_dir), base_path
 
 
-def load_data(cfg: PretrainConfig, accelerator: Any, init_dir: Path, out_dir: Path,
-              stage1: Stage1) -> ForecastData:
+def load_data(
+    cfg: PretrainConfig, accelerator: Any, init_dir: Path, out_dir: Path, stage1: Stage1
+) -> ForecastData:
     """FSQ indices of every record (the stage-1 token cache, written once by the main process), split
     by fold, with their summary tokens dropped: forecasting runs over the frame tokens.
 
@@ -179,8 +180,9 @@ def load_data(cfg: PretrainConfig, accelerator: Any, init_dir: Path, out_dir: Pa
     with accelerator.main_process_first():  # a missing token cache is written once, then read
         tokens = load_or_encode_tokens(init_dir, cfg.data_dir, out_dir, cfg.progress, full=cfg.ptbxl_full)
     fs_src = source_fs_hz(stage1.preprocess.fs_hz)
-    train_ids, valid_ids = split_encoded_ids(ptbxl, tokens, fs_src, cfg.train_folds, cfg.valid_folds,
-                                             cfg.max_train_records, cfg.seed)
+    train_ids, valid_ids = split_encoded_ids(
+        ptbxl, tokens, fs_src, cfg.train_folds, cfg.valid_folds, cfg.max_train_records, cfg.seed
+    )
     # forecasting runs over the frame tokens; the summary tokens (if any) lead each record's indices
     n_summary = stage1_summary(init_dir).n_tokens
     train_records = [t[n_summary:] for t in as_arrays(tokens, train_ids)]
@@ -216,8 +218,16 @@ def resume_model(cfg: PretrainConfig, out_dir: Path, device: Any, qkw: dict[str,
     return PretrainModel(model, hf_tok, text_tok, meta.vocab, meta.prompt, meta.base_model, None)
 
 
-def new_model(cfg: PretrainConfig, accelerator: Any, qkw: dict[str, Any], data: ForecastData,
-              init_dir: Path, out_dir: Path, base_path: Path | None, stage1: Stage1) -> PretrainModel:
+def new_model(
+    cfg: PretrainConfig,
+    accelerator: Any,
+    qkw: dict[str, Any],
+    data: ForecastData,
+    init_dir: Path,
+    out_dir: Path,
+    base_path: Path | None,
+    stage1: Stage1,
+) -> PretrainModel:
     """The base (the demo model built from the project's text, or a local HF folder or GGUF), its
     vocabulary extended with the ECG tokens, wrapped in LoRA for ``method="lora"``."""
     device, prompt = accelerator.device, PromptConfig()
@@ -246,8 +256,11 @@ def new_model(cfg: PretrainConfig, accelerator: Any, qkw: dict[str, Any], data: 
     rows_before = model.get_input_embeddings().weight.shape[0]
     text_tok = base_text_tokenizer(hf_tok)
     vocab = extend_vocabulary(
-        model, hf_tok, stage1.fsq.codebook_size + stage1_summary(init_dir).n_codes, seed=cfg.seed,
-        noise_scale=1.0 if demo else 0.1
+        model,
+        hf_tok,
+        stage1.fsq.codebook_size + stage1_summary(init_dir).n_codes,
+        seed=cfg.seed,
+        noise_scale=1.0 if demo else 0.1,
     )
     base_ref = BaseModelRef(
         path=LLM_BASE_DIR if copied else str(base_dir),
@@ -297,8 +310,9 @@ def build_examples(cfg: PretrainConfig, data: ForecastData, llm: PretrainModel) 
     return Examples(text_ratio, text_pool, valid_examples, baseline, max_len, vocab.pad_id)
 
 
-def stage_meta(cfg: PretrainConfig, llm: PretrainModel, examples: Examples, stage1: Stage1,
-               init_dir: Path) -> LlmMeta:
+def stage_meta(
+    cfg: PretrainConfig, llm: PretrainModel, examples: Examples, stage1: Stage1, init_dir: Path
+) -> LlmMeta:
     """The checkpoint's metadata: vocabulary, prompt, generation limits, base and lineage."""
     return LlmMeta(
         stage="pretrain",
@@ -310,13 +324,16 @@ def stage_meta(cfg: PretrainConfig, llm: PretrainModel, examples: Examples, stag
         preset=stage1.preset,
         train_folds=cfg.train_folds,
         valid_folds=cfg.valid_folds,
-        lineage=(stage1_record(init_dir),
-                 StageRecord("pretrain", cfg.train_folds, cfg.valid_folds, cfg.to_dict())),
+        lineage=(
+            stage1_record(init_dir),
+            StageRecord("pretrain", cfg.train_folds, cfg.valid_folds, cfg.to_dict()),
+        ),
     )
 
 
-def draw_micro_batch(data: ForecastData, vocab: VocabConfig, examples: Examples, rows: int,
-                     rng: random.Random) -> tuple[list[Example], int]:
+def draw_micro_batch(
+    data: ForecastData, vocab: VocabConfig, examples: Examples, rows: int, rng: random.Random
+) -> tuple[list[Example], int]:
     """One micro-batch of all processes: forecasting rows, then ``text_ratio`` of text rows on average.
 
     Returns:
@@ -328,8 +345,13 @@ def draw_micro_batch(data: ForecastData, vocab: VocabConfig, examples: Examples,
     return batch, n_text
 
 
-def train(cfg: PretrainConfig, trainer: LlmTrainer, data: ForecastData, examples: Examples,
-          evaluate: Callable[[], dict[str, float]]) -> None:
+def train(
+    cfg: PretrainConfig,
+    trainer: LlmTrainer,
+    data: ForecastData,
+    examples: Examples,
+    evaluate: Callable[[], dict[str, float]],
+) -> None:
     """Train to the trainer's last step; evaluate, log and checkpoint every ``eval_every`` steps and at
     the end (a fresh run also evaluates the untrained model, against the unigram baseline).
 
@@ -339,7 +361,8 @@ def train(cfg: PretrainConfig, trainer: LlmTrainer, data: ForecastData, examples
     history, vocab = trainer.history, trainer.meta.vocab
     if trainer.evaluate_start(evaluate):
         logger.info(
-            "pretrain step 0: eval loss %.3f (unigram baseline %.3f)", history[0]["eval_loss"],
+            "pretrain step 0: eval loss %.3f (unigram baseline %.3f)",
+            history[0]["eval_loss"],
             examples.baseline,
         )
     trainer.start_loop()
@@ -363,12 +386,15 @@ def train(cfg: PretrainConfig, trainer: LlmTrainer, data: ForecastData, examples
             )
         if trainer.eval_due():
             k = cfg.eval_every * cfg.grad_accum
-            row = trainer.record_eval(evaluate, {
-                "lr": trainer.lr_at(step - 1),
-                "train_loss": float(np.mean(recent["loss"][-k:])),
-                "train_ecg_loss": float(np.nanmean(recent["ecg"][-k:])),
-                "train_text_loss": float(np.mean(recent["text"][-k:])) if recent["text"] else None,
-            })
+            row = trainer.record_eval(
+                evaluate,
+                {
+                    "lr": trainer.lr_at(step - 1),
+                    "train_loss": float(np.mean(recent["loss"][-k:])),
+                    "train_ecg_loss": float(np.nanmean(recent["ecg"][-k:])),
+                    "train_text_loss": float(np.mean(recent["text"][-k:])) if recent["text"] else None,
+                },
+            )
             logger.info(
                 "pretrain step %d: train loss %.3f (ecg %.3f), eval ecg loss %.3f top1 %.3f",
                 step,
@@ -381,8 +407,15 @@ def train(cfg: PretrainConfig, trainer: LlmTrainer, data: ForecastData, examples
     trainer.finish(evaluate)
 
 
-def run_summary(cfg: PretrainConfig, trainer: LlmTrainer, llm: PretrainModel, data: ForecastData,
-                examples: Examples, stage1: Stage1, t_start: float) -> dict[str, Any]:
+def run_summary(
+    cfg: PretrainConfig,
+    trainer: LlmTrainer,
+    llm: PretrainModel,
+    data: ForecastData,
+    examples: Examples,
+    stage1: Stage1,
+    t_start: float,
+) -> dict[str, Any]:
     """The run summary: what was trained from what, on which folds, and the trainer's fields."""
     return {
         "stage": "pretrain",
@@ -430,10 +463,20 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         llm = new_model(cfg, accelerator, qkw, data, init_dir, out_dir, base_path, stage1)
     examples = build_examples(cfg, data, llm)
     meta = stage_meta(cfg, llm, examples, stage1, init_dir)
-    trainer = LlmTrainer(cfg, "pretrain", "pretraining", accelerator, llm.model, hf_tok=llm.hf_tok, meta=meta,
-                         ecg_tokenizer_dir=init_dir, resuming=resuming)
-    evaluate = functools.partial(evaluate_examples, trainer.model, examples.valid, examples.pad_id,
-                                 cfg.batch_size, accelerator.device)
+    trainer = LlmTrainer(
+        cfg,
+        "pretrain",
+        "pretraining",
+        accelerator,
+        llm.model,
+        hf_tok=llm.hf_tok,
+        meta=meta,
+        ecg_tokenizer_dir=init_dir,
+        resuming=resuming,
+    )
+    evaluate = functools.partial(
+        evaluate_examples, trainer.model, examples.valid, examples.pad_id, cfg.batch_size, accelerator.device
+    )
     train(cfg, trainer, data, examples, evaluate)
     summary = run_summary(cfg, trainer, llm, data, examples, stage1, t_start)
     if accelerator.is_main_process:

@@ -42,8 +42,10 @@ def _rows(samples: Sequence[QASample], columns: Mapping[str, Sequence[str]]) -> 
     """Per group: n and each column's exact-match accuracy."""
     scored = {name: exact_match_by_type(samples, preds) for name, preds in columns.items()}
     first = next(iter(scored.values()))
-    return {group: {"n": row["n"], **{name: scored[name][group]["accuracy"] for name in scored}}
-            for group, row in first.items()}
+    return {
+        group: {"n": row["n"], **{name: scored[name][group]["accuracy"] for name in scored}}
+        for group, row in first.items()
+    }
 
 
 def score_qa(
@@ -83,20 +85,28 @@ def score_qa(
     groups = _rows(samples, columns)
     vc = [k for k, s in enumerate(samples) if s.question_type in VERIFY_CHOOSE]
     if vc:
-        groups[VERIFY_CHOOSE_GROUP] = _rows([samples[k] for k in vc],
-                                            {c: [p[k] for k in vc] for c, p in columns.items()})[OVERALL]
+        groups[VERIFY_CHOOSE_GROUP] = _rows(
+            [samples[k] for k in vc], {c: [p[k] for k in vc] for c, p in columns.items()}
+        )[OVERALL]
     by_template: dict[str, dict[str, float]] = {}
     for tid in sorted({s.template_id for s in samples}):
         idx = [k for k, s in enumerate(samples) if s.template_id == tid]
         sub = [samples[k] for k in idx]
         by_template[str(tid)] = _rows(sub, {c: [p[k] for k in idx] for c, p in columns.items()})[OVERALL]
     valid = sum(_valid_format(s, p, vocab) for s, p in zip(samples, predictions, strict=True))
-    return {"n": len(samples), "valid_format": valid / len(samples), "groups": groups,
-            "by_template": by_template}
+    return {
+        "n": len(samples),
+        "valid_format": valid / len(samples),
+        "groups": groups,
+        "by_template": by_template,
+    }
 
 
 def evaluate_predictions(
-    data: EvalData, predict_qa: PredictFn, predict_report: PredictFn, report_question: str,
+    data: EvalData,
+    predict_qa: PredictFn,
+    predict_report: PredictFn,
+    report_question: str,
     predict_ablated: PredictFn | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
     """Run the prediction functions over ``data`` and score them.
@@ -118,15 +128,26 @@ def evaluate_predictions(
         ids, questions = [s.ecg_id for s in samples], [s.question for s in samples]
         preds = predict_qa(ids, questions)
         ablated = predict_ablated(ids, questions) if predict_ablated is not None else None
-        qa[wording] = score_qa(samples, preds, data.train_questions, data.answer_vocab, ablated,
-                               data.train_weights)
+        qa[wording] = score_qa(
+            samples, preds, data.train_questions, data.answer_vocab, ablated, data.train_weights
+        )
         for k, (s, p) in enumerate(zip(samples, preds, strict=True)):
             ref = format_answer(s.answers)
-            rows.append({"task": "qa", "wording": wording, "ecg_id": s.ecg_id, "template_id": s.template_id,
-                         "question_type": s.question_type, "attribute_type": s.attribute_type,
-                         "question": s.question, "reference": ref, "prediction": p,
-                         "correct": normalize_answer(p) == normalize_answer(ref),
-                         "ablated_prediction": None if ablated is None else ablated[k]})
+            rows.append(
+                {
+                    "task": "qa",
+                    "wording": wording,
+                    "ecg_id": s.ecg_id,
+                    "template_id": s.template_id,
+                    "question_type": s.question_type,
+                    "attribute_type": s.attribute_type,
+                    "question": s.question,
+                    "reference": ref,
+                    "prediction": p,
+                    "correct": normalize_answer(p) == normalize_answer(ref),
+                    "ablated_prediction": None if ablated is None else ablated[k],
+                }
+            )
     reports = None
     if data.reports:
         logger.info("reports: %d records", len(data.reports))
@@ -135,11 +156,29 @@ def evaluate_predictions(
         preds = predict_report(ids, [report_question] * len(ids))
         metrics = report_metrics(preds, refs)
         n = int(metrics.pop("n"))
-        reports = {"n": n, "n_empty_reference": data.n_empty_reference, "metrics": metrics,
-                   "examples": [{"ecg_id": i, "reference": r, "prediction": p}
-                                for i, r, p in list(zip(ids, refs, preds, strict=True))[:N_REPORT_EXAMPLES]]}
+        reports = {
+            "n": n,
+            "n_empty_reference": data.n_empty_reference,
+            "metrics": metrics,
+            "examples": [
+                {"ecg_id": i, "reference": r, "prediction": p}
+                for i, r, p in list(zip(ids, refs, preds, strict=True))[:N_REPORT_EXAMPLES]
+            ],
+        }
         for i, r, p in zip(ids, refs, preds, strict=True):
-            rows.append({"task": "report", "wording": None, "ecg_id": i, "template_id": None,
-                         "question_type": None, "attribute_type": None, "question": report_question,
-                         "reference": r, "prediction": p, "correct": None, "ablated_prediction": None})
+            rows.append(
+                {
+                    "task": "report",
+                    "wording": None,
+                    "ecg_id": i,
+                    "template_id": None,
+                    "question_type": None,
+                    "attribute_type": None,
+                    "question": report_question,
+                    "reference": r,
+                    "prediction": p,
+                    "correct": None,
+                    "ablated_prediction": None,
+                }
+            )
     return qa, reports, rows

@@ -146,8 +146,15 @@ def generate_answer(
         )
     policy = decoding_policy(v, model, text_tokenizer)  # the runtime's stop and banned ids
     pad_id = v.pad_id if v.pad_id is not None else min(policy.stop_ids)
-    (out,) = greedy_generate(model, [prompt], pad_id=pad_id, stop_ids=policy.stop_ids, max_new_tokens=budget,
-                             batch_size=1, banned_ids=sorted(policy.banned_ids))
+    (out,) = greedy_generate(
+        model,
+        [prompt],
+        pad_id=pad_id,
+        stop_ids=policy.stop_ids,
+        max_new_tokens=budget,
+        batch_size=1,
+        banned_ids=sorted(policy.banned_ids),
+    )
     return text_tokenizer.decode(out, skip_special_tokens=True).strip()
 
 
@@ -247,8 +254,15 @@ def check_inputs(cfg: SFTConfig) -> tuple[Path, Path]:
     return Path(cfg.init_dir).resolve(), Path(cfg.out_dir)
 
 
-def build_model(cfg: SFTConfig, init_dir: Path, out_dir: Path, pre_meta: LlmMeta, device: Any,
-                qkw: dict[str, Any], resuming: bool) -> InstructModel:
+def build_model(
+    cfg: SFTConfig,
+    init_dir: Path,
+    out_dir: Path,
+    pre_meta: LlmMeta,
+    device: Any,
+    qkw: dict[str, Any],
+    resuming: bool,
+) -> InstructModel:
     """The model to tune: the resumed checkpoint; the pretrain LoRA adapter, kept training; or the
     pretrain model (merged), its summary-token rows started from their findings' words, in a new LoRA
     adapter or trained whole.
@@ -283,9 +297,15 @@ def build_model(cfg: SFTConfig, init_dir: Path, out_dir: Path, pre_meta: LlmMeta
             scp = load_scp_table(resolve_data_roots(cfg.data_dir).ptbxl)
             text = Tokenizer.from_file(str(paths.text_tokenizer))
             frame_codes = stage1_configs(paths.ecg_tokenizer_dir)[2].codebook_size
-            init_summary_embeddings(model, pre_meta.vocab, frame_codes, ecg_summary.levels,
-                                    [finding_text(c, scp) for c in ecg_summary.findings],
-                                    lambda t: text.encode(t, add_special_tokens=False).ids, seed=cfg.seed)
+            init_summary_embeddings(
+                model,
+                pre_meta.vocab,
+                frame_codes,
+                ecg_summary.levels,
+                [finding_text(c, scp) for c in ecg_summary.findings],
+                lambda t: text.encode(t, add_special_tokens=False).ids,
+                seed=cfg.seed,
+            )
         if cfg.method == "lora":
             v = pre_meta.vocab
             model = wrap_lora(
@@ -319,19 +339,22 @@ def load_records(cfg: SFTConfig, accelerator: Any, ecg_tokenizer_dir: Path, out_
     roots = resolve_data_roots(cfg.data_dir)
     ptbxl = PtbxlDataset.from_data_dir(cfg.data_dir, full=cfg.ptbxl_full)
     with accelerator.main_process_first():  # a missing token cache is written once, then read
-        tokens = load_or_encode_tokens(ecg_tokenizer_dir, cfg.data_dir, out_dir, cfg.progress,
-                                       full=cfg.ptbxl_full)
+        tokens = load_or_encode_tokens(
+            ecg_tokenizer_dir, cfg.data_dir, out_dir, cfg.progress, full=cfg.ptbxl_full
+        )
     fs_src = source_fs_hz(stage1_configs(ecg_tokenizer_dir)[0].fs_hz)
-    train_ids, valid_ids = split_encoded_ids(ptbxl, tokens, fs_src, cfg.train_folds, cfg.valid_folds,
-                                             cfg.max_train_records, cfg.seed)
+    train_ids, valid_ids = split_encoded_ids(
+        ptbxl, tokens, fs_src, cfg.train_folds, cfg.valid_folds, cfg.max_train_records, cfg.seed
+    )
     scp_table = load_scp_table(roots.ptbxl)
     answer_vocab = load_answer_vocab(roots.ecgqa)
     patients = {i: ptbxl.entries[i].patient for i in (*train_ids, *valid_ids)}
     return Records(roots, ptbxl, tokens, train_ids, valid_ids, scp_table, answer_vocab, patients)
 
 
-def instruction_items(cfg: SFTConfig, records: Records,
-                      prompt: PromptConfig) -> tuple[list[SftItem], list[SftItem]]:
+def instruction_items(
+    cfg: SFTConfig, records: Records, prompt: PromptConfig
+) -> tuple[list[SftItem], list[SftItem]]:
     """The training and validation instructions: generated and (training) ECG-QA questions, reports.
 
     Returns:
@@ -344,8 +367,13 @@ def instruction_items(cfg: SFTConfig, records: Records,
     if "qa" in cfg.tasks:
         seeds = [cfg.seed * 1000 + r for r in range(cfg.question_rounds)]
         train_items += generate_qa_items(
-            ptbxl, records.train_ids, scp_table, answer_vocab, seeds=seeds, wording=cfg.wording,
-            question_config=qcfg
+            ptbxl,
+            records.train_ids,
+            scp_table,
+            answer_vocab,
+            seeds=seeds,
+            wording=cfg.wording,
+            question_config=qcfg,
         )
         if cfg.include_ecgqa:
             train_items += qa_items(load_ecgqa_samples(records.roots.ecgqa, set(records.train_ids)))
@@ -375,8 +403,9 @@ def finding_items(cfg: SFTConfig, records: Records) -> tuple[list[SftItem], list
     if "qa" in cfg.tasks and cfg.finding_verify_ratio > 0:
         ptbxl, train_ids = records.ptbxl, records.train_ids
         scp_table = records.scp_table
-        names = finding_names(frequent_findings(ptbxl, train_ids, cfg.finding_min_positives), scp_table,
-                              records.answer_vocab)
+        names = finding_names(
+            frequent_findings(ptbxl, train_ids, cfg.finding_min_positives), scp_table, records.answer_vocab
+        )
         codes = {name: code for code, name in names.items()}
         for sample in finding_questions(ptbxl, train_ids, names, scp_table, cfg.seed, wording=cfg.wording):
             items.append(qa_items([sample])[0])
@@ -385,8 +414,9 @@ def finding_items(cfg: SFTConfig, records: Records) -> tuple[list[SftItem], list
     return items, keys
 
 
-def encode_instructions(cfg: SFTConfig, records: Records, llm: InstructModel, vocab: VocabConfig,
-                        prompt: PromptConfig) -> Instructions:
+def encode_instructions(
+    cfg: SFTConfig, records: Records, llm: InstructModel, vocab: VocabConfig, prompt: PromptConfig
+) -> Instructions:
     """Encode the instructions (dropping those longer than the context) into the training pools: by
     task, the questions about records without statement labels apart (their own share of the QA rows),
     and the class-balanced finding pool.
@@ -398,8 +428,9 @@ def encode_instructions(cfg: SFTConfig, records: Records, llm: InstructModel, vo
     verify_items, verify_keys = finding_items(cfg, records)
 
     def encode(items: Sequence[SftItem]) -> tuple[list[Example], list[SftItem], int]:
-        return encode_sft_items(items, prompt, vocab, encode_text, records.tokens, records.patients,
-                                llm.max_len)
+        return encode_sft_items(
+            items, prompt, vocab, encode_text, records.tokens, records.patients, llm.max_len
+        )
 
     def encode_text(text: str) -> list[int]:
         return llm.text_tok.encode(text, add_special_tokens=False).ids
@@ -415,8 +446,12 @@ def encode_instructions(cfg: SFTConfig, records: Records, llm: InstructModel, vo
         unlabelled_qa = [ex for item, ex in qa_pairs if not labelled_of.get(item.ecg_id, True)]
         if unlabelled_qa and len(unlabelled_qa) < len(qa_pairs):
             pools["qa"] = [ex for item, ex in qa_pairs if labelled_of.get(item.ecg_id, True)]
-            logger.info("instruct: %d QA instructions about records without statement labels, drawn for "
-                        "%.0f%% of the QA rows", len(unlabelled_qa), 100 * cfg.unlabelled_qa_share)
+            logger.info(
+                "instruct: %d QA instructions about records without statement labels, drawn for "
+                "%.0f%% of the QA rows",
+                len(unlabelled_qa),
+                100 * cfg.unlabelled_qa_share,
+            )
         else:
             unlabelled_qa = []
     finding_ex, finding_kept, _ = encode(verify_items)
@@ -473,8 +508,9 @@ def stage_meta(cfg: SFTConfig, pre_meta: LlmMeta, llm: InstructModel) -> LlmMeta
     return meta
 
 
-def evaluator(trainer: LlmTrainer, data: Instructions, pad_id: int,
-              batch_size: int) -> Callable[[], dict[str, float]]:
+def evaluator(
+    trainer: LlmTrainer, data: Instructions, pad_id: int, batch_size: int
+) -> Callable[[], dict[str, float]]:
     """The evaluation: loss and top-1 accuracy of each task's validation set."""
 
     def evaluate() -> dict[str, float]:
@@ -506,8 +542,9 @@ def draw_micro_batch(cfg: SFTConfig, data: Instructions, rows: int, rng: random.
     return examples
 
 
-def train(cfg: SFTConfig, trainer: LlmTrainer, data: Instructions,
-          evaluate: Callable[[], dict[str, float]]) -> None:
+def train(
+    cfg: SFTConfig, trainer: LlmTrainer, data: Instructions, evaluate: Callable[[], dict[str, float]]
+) -> None:
     """Train to the trainer's last step; evaluate, log and checkpoint every ``eval_every`` steps and at
     the end (a fresh run also evaluates the untrained model).
 
@@ -541,8 +578,9 @@ def train(cfg: SFTConfig, trainer: LlmTrainer, data: Instructions,
     trainer.finish(evaluate)
 
 
-def greedy_answers(cfg: SFTConfig, trainer: LlmTrainer, llm: InstructModel, records: Records,
-                   valid_kept: Sequence[SftItem]) -> dict[str, Any] | None:
+def greedy_answers(
+    cfg: SFTConfig, trainer: LlmTrainer, llm: InstructModel, records: Records, valid_kept: Sequence[SftItem]
+) -> dict[str, Any] | None:
     """A few greedy answers to validation questions and reports (a smoke check, not the evaluation),
     by the main process; None when ``eval_generate`` is 0 or in the other processes."""
     if not (cfg.eval_generate and trainer.accelerator.is_main_process):
@@ -557,8 +595,12 @@ def greedy_answers(cfg: SFTConfig, trainer: LlmTrainer, llm: InstructModel, reco
     rows = []
     for it in tqdm([*qa, *reports], desc="greedy answers", disable=not cfg.progress):
         pred = generate_answer(
-            plain, llm.text_tok, meta, records.tokens[it.ecg_id].tolist(), it.question,
-            records.patients[it.ecg_id]
+            plain,
+            llm.text_tok,
+            meta,
+            records.tokens[it.ecg_id].tolist(),
+            it.question,
+            records.patients[it.ecg_id],
         )
         rows.append(
             {
@@ -578,9 +620,17 @@ def greedy_answers(cfg: SFTConfig, trainer: LlmTrainer, llm: InstructModel, reco
     }
 
 
-def run_summary(cfg: SFTConfig, init_dir: Path, trainer: LlmTrainer, pre_meta: LlmMeta, llm: InstructModel,
-                records: Records, data: Instructions, generated: dict[str, Any] | None,
-                t_start: float) -> dict[str, Any]:
+def run_summary(
+    cfg: SFTConfig,
+    init_dir: Path,
+    trainer: LlmTrainer,
+    pre_meta: LlmMeta,
+    llm: InstructModel,
+    records: Records,
+    data: Instructions,
+    generated: dict[str, Any] | None,
+    t_start: float,
+) -> dict[str, Any]:
     """The run summary: what was tuned from what, on which folds and instructions, the greedy answers
     and the trainer's fields."""
     return {
@@ -624,9 +674,17 @@ def main(cfg: SFTConfig) -> dict[str, Any]:
     records = load_records(cfg, accelerator, llm.paths.ecg_tokenizer_dir, out_dir)
     data = encode_instructions(cfg, records, llm, pre_meta.vocab, pre_meta.prompt)
     draw_valid_sets(cfg, records, data)
-    trainer = LlmTrainer(cfg, "instruct", "instruction tuning", accelerator, llm.model, hf_tok=llm.hf_tok,
-                         meta=stage_meta(cfg, pre_meta, llm), ecg_tokenizer_dir=llm.paths.ecg_tokenizer_dir,
-                         resuming=resuming)
+    trainer = LlmTrainer(
+        cfg,
+        "instruct",
+        "instruction tuning",
+        accelerator,
+        llm.model,
+        hf_tok=llm.hf_tok,
+        meta=stage_meta(cfg, pre_meta, llm),
+        ecg_tokenizer_dir=llm.paths.ecg_tokenizer_dir,
+        resuming=resuming,
+    )
     evaluate = evaluator(trainer, data, trainer.pad_id, cfg.batch_size)
     train(cfg, trainer, data, evaluate)
     generated = greedy_answers(cfg, trainer, llm, records, data.valid_kept)

@@ -90,8 +90,9 @@ def code_usage(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
     return {"codes_used": used, "code_usage": used / codebook_size, "perplexity": math.exp(entropy)}
 
 
-def augment_mv(x_mv: np.ndarray, rng: np.random.Generator, fs_hz: float = 100.0,
-               devices: bool = True) -> np.ndarray:
+def augment_mv(
+    x_mv: np.ndarray, rng: np.random.Generator, fs_hz: float = 100.0, devices: bool = True
+) -> np.ndarray:
     """Random recording conditions of other devices, in mV, on (B, leads, n) signals at ``fs_hz``:
     a gain per record (x0.75-1.33) and per lead (x0.9-1.1); white noise of up to 0.04 mV; for half the
     records a narrower bandwidth (a 2-4 sample moving average: other recorders' low-pass filters);
@@ -110,12 +111,15 @@ def augment_mv(x_mv: np.ndarray, rng: np.random.Generator, fs_hz: float = 100.0,
             x[b] = np.stack([np.convolve(v, kernel / kernel.size, mode="same") for v in x[b]])
         if rng.random() < 1 / 3:
             f = rng.uniform(0.05, 0.5)
-            x[b] += rng.uniform(0, 0.3) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)) \
+            x[b] += (
+                rng.uniform(0, 0.3)
+                * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
                 * rng.uniform(0.5, 1.0, (L, 1))
+            )
         if rng.random() < 0.2:
             lead, dur = int(rng.integers(L)), int(rng.uniform(0.5, 2.0) * fs_hz)
             start = int(rng.integers(0, max(1, n - dur)))
-            x[b, lead, start:start + dur] += rng.normal(size=min(dur, n - start)) * rng.uniform(0.05, 0.2)
+            x[b, lead, start : start + dur] += rng.normal(size=min(dur, n - start)) * rng.uniform(0.05, 0.2)
     noise = rng.normal(size=x_mv.shape) * rng.uniform(0.0, 0.04, size=(B, 1, 1))
     return (x + noise).astype(np.float32)
 
@@ -126,9 +130,11 @@ def summary_auc(logits: np.ndarray, labels: np.ndarray, findings: tuple[str, ...
     per = {c: roc_auc(labels[labelled[:, k], k], logits[labelled[:, k], k]) for k, c in enumerate(findings)}
     sup = [per[c] for c in SUPERCLASSES if c in per and not math.isnan(per[c])]
     known = [v for v in per.values() if not math.isnan(v)]
-    return {"summary_auc_superclass": float(np.mean(sup)) if sup else math.nan,
-            "summary_auc_macro": float(np.mean(known)) if known else math.nan,
-            "summary_auc": {c: (None if math.isnan(v) else round(v, 4)) for c, v in per.items()}}
+    return {
+        "summary_auc_superclass": float(np.mean(sup)) if sup else math.nan,
+        "summary_auc_macro": float(np.mean(known)) if known else math.nan,
+        "summary_auc": {c: (None if math.isnan(v) else round(v, 4)) for c, v in per.items()},
+    }
 
 
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -142,8 +148,14 @@ def masked_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(model: EcgTokenizer, signals: torch.Tensor, batch_size: int, device: torch.device,
-             features: torch.Tensor | None = None, labels: np.ndarray | None = None) -> dict[str, Any]:
+def evaluate(
+    model: EcgTokenizer,
+    signals: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    features: torch.Tensor | None = None,
+    labels: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Reconstruction MSE/MAE (z-scored units) and codebook usage over ``signals`` (N, leads, samples);
     with a summary head, the held-out AUC of every finding (``labels`` (N, F))."""
     was_training = model.training
@@ -151,8 +163,8 @@ def evaluate(model: EcgTokenizer, signals: torch.Tensor, batch_size: int, device
     se = ae = 0.0
     all_indices, all_logits = [], []
     for i in range(0, len(signals), batch_size):
-        x = signals[i: i + batch_size].to(device)
-        f = None if features is None else features[i: i + batch_size].to(device)
+        x = signals[i : i + batch_size].to(device)
+        f = None if features is None else features[i : i + batch_size].to(device)
         recon, indices, _, logits = model(x, f)
         se += F.mse_loss(recon.float(), x, reduction="sum").item()
         ae += F.l1_loss(recon.float(), x, reduction="sum").item()
@@ -161,8 +173,11 @@ def evaluate(model: EcgTokenizer, signals: torch.Tensor, batch_size: int, device
             all_logits.append(logits.float().cpu())
     model.train(was_training)
     n = signals.numel()
-    out: dict[str, Any] = {"mse": se / n, "mae": ae / n,
-                           **code_usage(torch.cat(all_indices), model.codebook_size)}
+    out: dict[str, Any] = {
+        "mse": se / n,
+        "mae": ae / n,
+        **code_usage(torch.cat(all_indices), model.codebook_size),
+    }
     if all_logits and labels is not None and model.summary_cfg is not None:
         out.update(summary_auc(torch.cat(all_logits).numpy(), labels, model.summary_cfg.findings))
     return out
@@ -245,18 +260,23 @@ def resolve_configs(cfg: TokenizerTrainConfig, out_dir: Path) -> ModelConfigs:
     stored_summary: SummaryConfig | None = None
     if resuming:
         stored = read_configs(out_dir)
-        stored_cfgs = (PreprocessConfig.from_dict(stored[ManifestKey.PREPROCESS]),
-                       EncoderConfig.from_dict(stored[ManifestKey.ENCODER]),
-                       FSQConfig.from_dict(stored[ManifestKey.FSQ]))
+        stored_cfgs = (
+            PreprocessConfig.from_dict(stored[ManifestKey.PREPROCESS]),
+            EncoderConfig.from_dict(stored[ManifestKey.ENCODER]),
+            FSQConfig.from_dict(stored[ManifestKey.FSQ]),
+        )
         if stored_cfgs != (pre_cfg, enc_cfg, fsq_cfg):
-            logger.warning("resume: using the architecture and preprocessing stored in %s, "
-                           "not the requested ones", out_dir)
+            logger.warning(
+                "resume: using the architecture and preprocessing stored in %s, not the requested ones",
+                out_dir,
+            )
         pre_cfg, enc_cfg, fsq_cfg = stored_cfgs
         if ManifestKey.SUMMARY in stored:
             stored_summary = SummaryConfig.from_dict(stored[ManifestKey.SUMMARY])
     elif has_checkpoint(out_dir):
-        raise ConfigError(f"{out_dir} already holds a checkpoint: pass --resume to continue it, or choose "
-                          f"another --out")
+        raise ConfigError(
+            f"{out_dir} already holds a checkpoint: pass --resume to continue it, or choose another --out"
+        )
     elif cfg.resume:
         logger.info("resume: no checkpoint in %s yet, starting from scratch", out_dir)
     return ModelConfigs(pre_cfg, enc_cfg, fsq_cfg, stored_summary, resuming)
@@ -267,8 +287,9 @@ def end_step(cfg: TokenizerTrainConfig) -> int:
     return cfg.steps if cfg.stop_at_step is None else cfg.stop_at_step
 
 
-def load_data(cfg: TokenizerTrainConfig, configs: ModelConfigs, out_dir: Path,
-              device: torch.device) -> TokenizerData:
+def load_data(
+    cfg: TokenizerTrainConfig, configs: ModelConfigs, out_dir: Path, device: torch.device
+) -> TokenizerData:
     """Read and preprocess the training and held-out PTB-XL records (training signals on the device).
 
     Raises:
@@ -281,8 +302,10 @@ def load_data(cfg: TokenizerTrainConfig, configs: ModelConfigs, out_dir: Path,
     train_ids = seeded_subset(ptbxl.ids(cfg.train_folds, fs_hz=fs_src), cfg.max_train_records, cfg.seed)
     eval_ids = seeded_subset(ptbxl.ids(cfg.eval_folds, fs_hz=fs_src), cfg.max_eval_records, cfg.seed)
     if not train_ids or not eval_ids:
-        raise ValueError(f"no {fs_src} Hz records in train folds {cfg.train_folds} ({len(train_ids)}) "
-                         f"or eval folds {cfg.eval_folds} ({len(eval_ids)}) under {ptbxl.root}")
+        raise ValueError(
+            f"no {fs_src} Hz records in train folds {cfg.train_folds} ({len(train_ids)}) "
+            f"or eval folds {cfg.eval_folds} ({len(eval_ids)}) under {ptbxl.root}"
+        )
     # resumed at or past its end (a run stopped at stop_at_step, finished): nothing to train, so the
     # training records are not read again (minutes for ptbxl_full); their counts come from the ids
     finished = configs.resuming and int(read_trainer_state(out_dir)["step"]) >= end_step(cfg)
@@ -290,18 +313,26 @@ def load_data(cfg: TokenizerTrainConfig, configs: ModelConfigs, out_dir: Path,
     train_set = load_signals(ptbxl, load_ids, pre_cfg, progress=cfg.progress, keep_mv=cfg.augment)
     eval_set = load_signals(ptbxl, eval_ids, pre_cfg, progress=cfg.progress)
     if not train_set.ids or not eval_set.ids:
-        raise ValueError(f"every record failed validation ({len(train_set.skipped)} train, "
-                         f"{len(eval_set.skipped)} eval skipped)")
+        raise ValueError(
+            f"every record failed validation ({len(train_set.skipped)} train, "
+            f"{len(eval_set.skipped)} eval skipped)"
+        )
     # (N, leads, samples) float32, z-scored; small enough to sit on the GPU whole (1,600 x 12 x 1,000: 77 MB)
     train_x = torch.from_numpy(train_set.signals).to(device)
     eval_x = torch.from_numpy(eval_set.signals)
-    logger.info("tokenizer data: %d train / %d eval records at %d Hz (%d skipped)", len(train_x), len(eval_x),
-                pre_cfg.fs_hz, len(train_set.skipped) + len(eval_set.skipped))
+    logger.info(
+        "tokenizer data: %d train / %d eval records at %d Hz (%d skipped)",
+        len(train_x),
+        len(eval_x),
+        pre_cfg.fs_hz,
+        len(train_set.skipped) + len(eval_set.skipped),
+    )
     return TokenizerData(ptbxl, train_ids, eval_ids, train_set, eval_set, train_x, eval_x, finished)
 
 
-def finding_targets(cfg: TokenizerTrainConfig, configs: ModelConfigs, data: TokenizerData,
-                    out_dir: Path) -> FindingTargets:
+def finding_targets(
+    cfg: TokenizerTrainConfig, configs: ModelConfigs, data: TokenizerData, out_dir: Path
+) -> FindingTargets:
     """The summary head's findings (the superclasses and the statements frequent enough to learn; a
     resumed run keeps its checkpoint's) and their labels.
 
@@ -313,29 +344,45 @@ def finding_targets(cfg: TokenizerTrainConfig, configs: ModelConfigs, data: Toke
     if summary_cfg is None and cfg.summary and not configs.resuming:
         findings = frequent_findings(ptbxl, train_set.ids, cfg.summary_min_positives)
         names = tuple(MEASURE_TOKEN_EDGES) if cfg.measure_tokens else ()
-        summary_cfg = SummaryConfig(findings=findings, levels=cfg.summary_levels, features=FEATURE_NAMES,
-                                    hidden=cfg.summary_hidden, measure_tokens=names,
-                                    measure_edges=tuple(MEASURE_TOKEN_EDGES[k] for k in names))
+        summary_cfg = SummaryConfig(
+            findings=findings,
+            levels=cfg.summary_levels,
+            features=FEATURE_NAMES,
+            hidden=cfg.summary_hidden,
+            measure_tokens=names,
+            measure_edges=tuple(MEASURE_TOKEN_EDGES[k] for k in names),
+        )
     if summary_cfg is None:
         return FindingTargets(None)
     if summary_cfg.features != FEATURE_NAMES:
-        raise ValueError(f"{out_dir} was trained on other measurements than diagecg.features computes now "
-                         f"({len(summary_cfg.features)} vs {len(FEATURE_NAMES)}); train a new tokenizer")
+        raise ValueError(
+            f"{out_dir} was trained on other measurements than diagecg.features computes now "
+            f"({len(summary_cfg.features)} vs {len(FEATURE_NAMES)}); train a new tokenizer"
+        )
     # NaN where a statement is unknown (masked in the loss); weights correct the AF-enriched subset
     findings = summary_cfg.findings
     train_y = torch.tensor(finding_labels(ptbxl, train_set.ids, findings), dtype=torch.float32)
     train_w = torch.from_numpy(finding_weights(ptbxl, train_set.ids, findings)).float()
-    logger.info("summary labels: %d of %d training records have statement labels (the others train "
-                "the superclasses only)", len(ptbxl.statements_labelled_ids(train_set.ids)),
-                len(train_set.ids))
+    logger.info(
+        "summary labels: %d of %d training records have statement labels (the others train "
+        "the superclasses only)",
+        len(ptbxl.statements_labelled_ids(train_set.ids)),
+        len(train_set.ids),
+    )
     eval_y = np.array(finding_labels(ptbxl, data.eval_set.ids, findings), dtype=np.float32)
-    logger.info("summary: %d findings x %d levels (%s)", summary_cfg.n_tokens, summary_cfg.levels,
-                ", ".join(findings))
+    logger.info(
+        "summary: %d findings x %d levels (%s)", summary_cfg.n_tokens, summary_cfg.levels, ", ".join(findings)
+    )
     return FindingTargets(summary_cfg, train_y, train_w, eval_y, torch.from_numpy(data.eval_set.features))
 
 
-def build_model(cfg: TokenizerTrainConfig, configs: ModelConfigs, summary_cfg: SummaryConfig | None,
-                data: TokenizerData, device: torch.device) -> tuple[EcgTokenizer, torch.optim.Optimizer]:
+def build_model(
+    cfg: TokenizerTrainConfig,
+    configs: ModelConfigs,
+    summary_cfg: SummaryConfig | None,
+    data: TokenizerData,
+    device: torch.device,
+) -> tuple[EcgTokenizer, torch.optim.Optimizer]:
     """The tokenizer, seeded with ``cfg.seed`` (its summary head normalised by the training records'
     measurements), and its AdamW optimiser."""
     torch.manual_seed(cfg.seed)
@@ -346,8 +393,9 @@ def build_model(cfg: TokenizerTrainConfig, configs: ModelConfigs, summary_cfg: S
     return model, optimizer
 
 
-def resume_state(out_dir: Path, model: EcgTokenizer,
-                 optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, Any]]]:
+def resume_state(
+    out_dir: Path, model: EcgTokenizer, optimizer: torch.optim.Optimizer
+) -> tuple[int, list[dict[str, Any]]]:
     """Load weights and optimiser state from ``out_dir``.
 
     Returns:
@@ -361,20 +409,29 @@ def resume_state(out_dir: Path, model: EcgTokenizer,
     return step, list(state["extra"].get("history", []))
 
 
-def checkpoint_configs(cfg: TokenizerTrainConfig, configs: ModelConfigs,
-                       summary_cfg: SummaryConfig | None) -> dict[str, ConfigMixin]:
+def checkpoint_configs(
+    cfg: TokenizerTrainConfig, configs: ModelConfigs, summary_cfg: SummaryConfig | None
+) -> dict[str, ConfigMixin]:
     """Every config the checkpoint stores, under its manifest key."""
-    out: dict[str, ConfigMixin] = {ManifestKey.PREPROCESS: configs.preprocess,
-                                   ManifestKey.ENCODER: configs.encoder, ManifestKey.FSQ: configs.fsq,
-                                   ManifestKey.TRAINING: cfg}
+    out: dict[str, ConfigMixin] = {
+        ManifestKey.PREPROCESS: configs.preprocess,
+        ManifestKey.ENCODER: configs.encoder,
+        ManifestKey.FSQ: configs.fsq,
+        ManifestKey.TRAINING: cfg,
+    }
     if summary_cfg is not None:
         out[ManifestKey.SUMMARY] = summary_cfg
     return out
 
 
-def draw_batch(cfg: TokenizerTrainConfig, step: int, data: TokenizerData, targets: FindingTargets,
-               pre_cfg: PreprocessConfig,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def draw_batch(
+    cfg: TokenizerTrainConfig,
+    step: int,
+    data: TokenizerData,
+    targets: FindingTargets,
+    pre_cfg: PreprocessConfig,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The training batch of ``step``, drawn from ``(seed, step)`` only, so a resumed run sees the same
     batches; also seeds torch's global rng for the step's dropout masks (summary head).
 
@@ -389,8 +446,9 @@ def draw_batch(cfg: TokenizerTrainConfig, step: int, data: TokenizerData, target
     train_set = data.train_set
     if cfg.augment:  # new recording conditions in mV, then the same z-score and measurements as always
         assert train_set.prepared_mv is not None
-        mv = augment_mv(train_set.prepared_mv[batch_idx.numpy()], np.random.default_rng([cfg.seed, step]),
-                        pre_cfg.fs_hz)
+        mv = augment_mv(
+            train_set.prepared_mv[batch_idx.numpy()], np.random.default_rng([cfg.seed, step]), pre_cfg.fs_hz
+        )
         x = torch.from_numpy(zscore(mv, pre_cfg)).to(device)  # (B, leads, samples)
         if targets.summary is not None:
             measured = np.stack([measure_signal(m, pre_cfg.fs_hz, pre_cfg) for m in mv])  # one rate
@@ -402,11 +460,14 @@ def draw_batch(cfg: TokenizerTrainConfig, step: int, data: TokenizerData, target
     return batch_idx, x, f
 
 
-def batch_loss(cfg: TokenizerTrainConfig, model: EcgTokenizer, batch: tuple[torch.Tensor, torch.Tensor,
-               torch.Tensor | None], targets: FindingTargets, use_amp: bool) -> torch.Tensor:
-    """Reconstruction MSE (+ ``l1_weight`` x L1) of a batch, plus ``summary_weight`` x the findings' BCE.
-
-    """
+def batch_loss(
+    cfg: TokenizerTrainConfig,
+    model: EcgTokenizer,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    targets: FindingTargets,
+    use_amp: bool,
+) -> torch.Tensor:
+    """Reconstruction MSE (+ ``l1_weight`` x L1) of a batch, plus ``summary_weight`` x the findings' BCE."""
     batch_idx, x, f = batch
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=use_amp):
         recon, _, _, logits = model(x, f)
@@ -423,17 +484,32 @@ def batch_loss(cfg: TokenizerTrainConfig, model: EcgTokenizer, batch: tuple[torc
 
 def log_eval(step: int, train_loss: float, last_eval: dict[str, Any]) -> None:
     """One log line per evaluation: losses, codebook usage and (with a summary head) the AUCs."""
-    logger.info("step %d: train loss %.4f, eval mse %.4f, codes used %d (%.1f%%), perplexity %.0f%s",
-                step, train_loss, last_eval["mse"], last_eval["codes_used"],
-                100 * last_eval["code_usage"], last_eval["perplexity"],
-                f", summary AUC superclasses {last_eval['summary_auc_superclass']:.3f} "
-                f"all {last_eval['summary_auc_macro']:.3f}"
-                if "summary_auc_macro" in last_eval else "")
+    logger.info(
+        "step %d: train loss %.4f, eval mse %.4f, codes used %d (%.1f%%), perplexity %.0f%s",
+        step,
+        train_loss,
+        last_eval["mse"],
+        last_eval["codes_used"],
+        100 * last_eval["code_usage"],
+        last_eval["perplexity"],
+        f", summary AUC superclasses {last_eval['summary_auc_superclass']:.3f} "
+        f"all {last_eval['summary_auc_macro']:.3f}"
+        if "summary_auc_macro" in last_eval
+        else "",
+    )
 
 
-def train(cfg: TokenizerTrainConfig, model: EcgTokenizer, optimizer: torch.optim.Optimizer,
-          configs: ModelConfigs, data: TokenizerData, targets: FindingTargets, step: int,
-          history: list[dict[str, Any]], device: torch.device) -> LoopResult:
+def train(
+    cfg: TokenizerTrainConfig,
+    model: EcgTokenizer,
+    optimizer: torch.optim.Optimizer,
+    configs: ModelConfigs,
+    data: TokenizerData,
+    targets: FindingTargets,
+    step: int,
+    history: list[dict[str, Any]],
+    device: torch.device,
+) -> LoopResult:
     """Train from ``step`` to the end step, appending an evaluation to ``history`` (and checkpointing to
     ``cfg.out_dir``) every ``eval_every`` steps and at the end.
 
@@ -463,8 +539,10 @@ def train(cfg: TokenizerTrainConfig, model: EcgTokenizer, optimizer: torch.optim
             group["lr"] = _lr_at(cfg, step)
         loss = batch_loss(cfg, model, batch, targets, use_amp)
         if not torch.isfinite(loss):
-            raise DiagEcgError(f"tokenizer training diverged: loss {loss.item()} at step {step} "
-                               f"(try a lower lr than {cfg.lr})")
+            raise DiagEcgError(
+                f"tokenizer training diverged: loss {loss.item()} at step {step} "
+                f"(try a lower lr than {cfg.lr})"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -475,23 +553,39 @@ def train(cfg: TokenizerTrainConfig, model: EcgTokenizer, optimizer: torch.optim
         recent.append(loss.item())
         bar.update(1)
         if step % cfg.log_every == 0:
-            bar.set_postfix(loss=f"{np.mean(recent[-cfg.log_every:]):.4f}", lr=f"{_lr_at(cfg, step - 1):.2e}")
+            bar.set_postfix(
+                loss=f"{np.mean(recent[-cfg.log_every :]):.4f}", lr=f"{_lr_at(cfg, step - 1):.2e}"
+            )
         if step % cfg.eval_every == 0 or step == last:
             last_eval = evaluate_model()
-            history.append({"step": step, "train_loss": float(np.mean(recent[-cfg.eval_every:])),
-                            **{f"eval_{k}": v for k, v in last_eval.items()}})
+            history.append(
+                {
+                    "step": step,
+                    "train_loss": float(np.mean(recent[-cfg.eval_every :])),
+                    **{f"eval_{k}": v for k, v in last_eval.items()},
+                }
+            )
             log_eval(step, history[-1]["train_loss"], last_eval)
-            save_checkpoint(out_dir, model, stored, step, optimizer,
-                            extra={"history": history, "seed": cfg.seed})
+            save_checkpoint(
+                out_dir, model, stored, step, optimizer, extra={"history": history, "seed": cfg.seed}
+            )
     bar.close()
     if last_eval is None:  # resumed at or past the end: nothing trained, still report the model
         last_eval = evaluate_model()
     return LoopResult(step, start_step, train_time, recent, last_eval)
 
 
-def run_summary(cfg: TokenizerTrainConfig, configs: ModelConfigs, data: TokenizerData,
-                targets: FindingTargets, model: EcgTokenizer, run: LoopResult, history: list[dict[str, Any]],
-                device: torch.device, t_start: float) -> dict[str, Any]:
+def run_summary(
+    cfg: TokenizerTrainConfig,
+    configs: ModelConfigs,
+    data: TokenizerData,
+    targets: FindingTargets,
+    model: EcgTokenizer,
+    run: LoopResult,
+    history: list[dict[str, Any]],
+    device: torch.device,
+    t_start: float,
+) -> dict[str, Any]:
     """The run summary: speed, data counts, sizes, the last and the initial evaluation, the history."""
     train_set, eval_set, summary_cfg = data.train_set, data.eval_set, targets.summary
     steps_run = run.step - run.start_step
@@ -508,8 +602,9 @@ def run_summary(cfg: TokenizerTrainConfig, configs: ModelConfigs, data: Tokenize
         "wall_s": time.time() - t_start,
         "n_params": sum(p.numel() for p in model.parameters()),
         "n_train_records": len(train_ids) - len(train_set.skipped) if data.finished else len(data.train_x),
-        "n_train_statements_labelled": len(data.ptbxl.statements_labelled_ids(
-            train_ids if data.finished else train_set.ids)),
+        "n_train_statements_labelled": len(
+            data.ptbxl.statements_labelled_ids(train_ids if data.finished else train_set.ids)
+        ),
         "n_eval_records": len(data.eval_x),
         "n_skipped_records": len(train_set.skipped) + len(eval_set.skipped),
         "n_frames": configs.encoder.n_frames,
@@ -517,7 +612,7 @@ def run_summary(cfg: TokenizerTrainConfig, configs: ModelConfigs, data: Tokenize
         "n_summary_tokens": model.n_summary,
         "summary_findings": list(summary_cfg.findings) if summary_cfg is not None else [],
         "train_loss_first": run.recent[0] if run.recent else None,
-        "train_loss_last": float(np.mean(run.recent[-cfg.log_every:])) if run.recent else None,
+        "train_loss_last": float(np.mean(run.recent[-cfg.log_every :])) if run.recent else None,
         "eval": run.last_eval,
         "eval_zero_mse": float(data.eval_x.pow(2).mean()),  # MSE of predicting all zeros, for scale
         "eval_initial_mse": history[0]["eval_mse"] if history else None,  # untrained model

@@ -37,7 +37,19 @@ from diagecg.bundle.writer import (
 )
 
 __all__ = [
-    "DEFAULT_QUANT_PREFERENCE", "MAX_MANIFEST_BYTES", "MAX_MANIFEST_DEPTH", "PACKAGE_DISTRIBUTIONS", "Bundle",
-    "BundleWriter", "check_gguf_vocab", "check_onnx_io", "default_bundle", "expected_special_tokens",
-    "feature_columns", "load_bundle", "package_versions", "sha256_file", "shipped_bundle_dir",
+    "DEFAULT_QUANT_PREFERENCE",
+    "MAX_MANIFEST_BYTES",
+    "MAX_MANIFEST_DEPTH",
+    "PACKAGE_DISTRIBUTIONS",
+    "Bundle",
+    "BundleWriter",
+    "check_gguf_vocab",
+    "check_onnx_io",
+    "default_bundle",
+    "expected_special_tokens",
+    "feature_columns",
+    "load_bundle",
+    "package_versions",
+    "sha256_file",
+    "shipped_bundle_dir",
 ]

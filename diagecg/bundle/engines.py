@@ -27,8 +27,9 @@ def _runtime_module(name: str, path: Path) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise BundleError(f"{path}: checking the bundle's model files needs {name}: pip install "
-                          f"'diagecg[runtime]'") from None
+        raise BundleError(
+            f"{path}: checking the bundle's model files needs {name}: pip install 'diagecg[runtime]'"
+        ) from None
 
 
 def check_onnx_io(path: Path, encoder: EncoderConfig, summary: SummaryConfig | None = None) -> None:
@@ -55,16 +56,19 @@ def check_onnx_io(path: Path, encoder: EncoderConfig, summary: SummaryConfig | N
     for kind, got, want in (("input", inputs, want_in), ("output", outputs, want_out)):
         if sorted(g[0] for g in got) != sorted(w[0] for w in want):
             has = "with" if summary else "without"
-            raise BundleError(f"{path}: graph {kind}s are {[g[0] for g in got]}, expected "
-                              f"{[w[0] for w in want]} (a tokenizer {has} summary tokens)")
+            raise BundleError(
+                f"{path}: graph {kind}s are {[g[0] for g in got]}, expected "
+                f"{[w[0] for w in want]} (a tokenizer {has} summary tokens)"
+            )
         found = {g[0]: g for g in got}
         for name, want_type, want_dims in want:
             _, dtype, dims = found[name]
             if dtype != want_type:
                 raise BundleError(f"{path}: graph {kind} {name!r} has dtype {dtype}, expected {want_type}")
             if len(dims) != len(want_dims):
-                raise BundleError(f"{path}: graph {kind} {name!r} has rank {len(dims)}, expected "
-                                  f"{len(want_dims)}")
+                raise BundleError(
+                    f"{path}: graph {kind} {name!r} has rank {len(dims)}, expected {len(want_dims)}"
+                )
             for axis, (d, w) in enumerate(zip(dims, want_dims, strict=True)):
                 if w is not None and isinstance(d, int) and d > 0 and d != w:
                     raise BundleError(f"{path}: graph {kind} {name!r} axis {axis} is {d}, expected {w}")
@@ -123,12 +127,15 @@ def check_gguf_vocab(path: Path, vocab: VocabConfig) -> None:
         raise BundleError(f"{path}: GGUF has {n_vocab} tokens, manifest vocab.vocab_size={vocab.vocab_size}")
     for token_id, text in expected.items():
         if token_id not in found:
-            raise BundleError(f"{path}: token id {token_id} ({text}) is outside the GGUF vocabulary "
-                              f"of {n_vocab}")
+            raise BundleError(
+                f"{path}: token id {token_id} ({text}) is outside the GGUF vocabulary of {n_vocab}"
+            )
         got, control = found[token_id]
         if got != text:
-            raise BundleError(f"{path}: token id {token_id} is {got!r} in the GGUF, manifest expects "
-                              f"{text!r}")
+            raise BundleError(
+                f"{path}: token id {token_id} is {got!r} in the GGUF, manifest expects {text!r}"
+            )
         if not control:
-            raise BundleError(f"{path}: token {text!r} (id {token_id}) is not a CONTROL token; typed text "
-                              "could inject it")
+            raise BundleError(
+                f"{path}: token {text!r} (id {token_id}) is not a CONTROL token; typed text could inject it"
+            )

@@ -107,9 +107,11 @@ def _summary_config(manifest: Mapping[str, Any], src: str) -> SummaryConfig | No
     # measures more still serves it; one that lacks a name cannot
     unknown = [f for f in summary.features if f not in FEATURE_NAMES]
     if unknown:
-        raise BundleError(f"{src}: summary.features name measurements this diagecg does not compute "
-                          f"(diagecg.features.FEATURE_NAMES, {len(FEATURE_NAMES)} names): {unknown[:5]}; "
-                          f"use the diagecg version the bundle was exported with")
+        raise BundleError(
+            f"{src}: summary.features name measurements this diagecg does not compute "
+            f"(diagecg.features.FEATURE_NAMES, {len(FEATURE_NAMES)} names): {unknown[:5]}; "
+            f"use the diagecg version the bundle was exported with"
+        )
     return summary
 
 
@@ -146,13 +148,16 @@ def _check_files(root: Path, files: Mapping[str, Any], src: str, verify_hashes: 
             raise BundleError(f"{p}: file listed in the manifest is missing")
         size = p.stat().st_size
         if size != meta["bytes"]:
-            raise BundleError(f"{p}: size {size} bytes != {meta['bytes']} in the manifest "
-                              "(truncated or replaced)")
+            raise BundleError(
+                f"{p}: size {size} bytes != {meta['bytes']} in the manifest (truncated or replaced)"
+            )
         if verify_hashes:
             digest = sha256_file(p)
             if digest != meta["sha256"]:
-                raise BundleError(f"{p}: sha256 {digest[:12]}... != {str(meta['sha256'])[:12]}... in the "
-                                  "manifest (file was modified)")
+                raise BundleError(
+                    f"{p}: sha256 {digest[:12]}... != {str(meta['sha256'])[:12]}... in the "
+                    "manifest (file was modified)"
+                )
 
 
 def shipped_bundle_dir() -> Path:
@@ -184,8 +189,10 @@ def default_bundle() -> Path:
     """
     path = shipped_bundle_dir()
     if not (path / C.MANIFEST_NAME).is_file():
-        raise BundleError(f"no bundle given and no default bundle shipped at {path}; pass a bundle folder "
-                          f"(one written by `diagecg export`)")
+        raise BundleError(
+            f"no bundle given and no default bundle shipped at {path}; pass a bundle folder "
+            f"(one written by `diagecg export`)"
+        )
     return path
 
 
@@ -234,8 +241,10 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: b
         raise BundleError(f"{src}: top level must be an object")
     version = manifest.get(K.FORMAT_VERSION)
     if version != C.FORMAT_VERSION:
-        raise BundleError(f"{src}: format_version={version!r} is not supported (this diagecg reads "
-                          f"{C.FORMAT_VERSION}); re-export the bundle with a matching diagecg")
+        raise BundleError(
+            f"{src}: format_version={version!r} is not supported (this diagecg reads "
+            f"{C.FORMAT_VERSION}); re-export the bundle with a matching diagecg"
+        )
     files = _need(manifest, K.FILES, dict, src)
     _check_files(root, files, src, verify_hashes)
 
@@ -249,8 +258,10 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: b
     questions = _question_catalogue(manifest, src)
     check_n_codes(vocab, fsq, summary, BundleError, src)
     if encoder.n_samples != preprocess.n_samples:
-        raise BundleError(f"{src}: encoder.n_samples={encoder.n_samples} != preprocess fs_hz*window_s="
-                          f"{preprocess.n_samples}")
+        raise BundleError(
+            f"{src}: encoder.n_samples={encoder.n_samples} != preprocess fs_hz*window_s="
+            f"{preprocess.n_samples}"
+        )
 
     def listed(name: str, field: str) -> Path:
         if name not in files:
@@ -278,10 +289,23 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True, check_models: b
         for gguf_path in llm_files.values():
             check_gguf_vocab(gguf_path, vocab)
 
-    return Bundle(root=root, manifest=manifest, preprocess=preprocess, encoder=encoder, fsq=fsq, vocab=vocab,
-                  prompt=prompt, generation=generation, onnx_path=onnx_path, tokenizer_path=tokenizer_path,
-                  llm_files=llm_files, default_quant=default_quant, preset=manifest.get(K.PRESET),
-                  summary=summary, questions=questions)
+    return Bundle(
+        root=root,
+        manifest=manifest,
+        preprocess=preprocess,
+        encoder=encoder,
+        fsq=fsq,
+        vocab=vocab,
+        prompt=prompt,
+        generation=generation,
+        onnx_path=onnx_path,
+        tokenizer_path=tokenizer_path,
+        llm_files=llm_files,
+        default_quant=default_quant,
+        preset=manifest.get(K.PRESET),
+        summary=summary,
+        questions=questions,
+    )
 
 
 def _question_catalogue(manifest: dict[str, Any], src: str) -> QuestionCatalogue | None:

@@ -34,8 +34,17 @@ logger = logging.getLogger(__name__)
 
 # Distributions whose versions are stamped into the manifest (those not installed are left out).
 PACKAGE_DISTRIBUTIONS: tuple[str, ...] = (
-    "diagecg", "numpy", "torch", "transformers", "peft", "tokenizers", "onnx", "onnxruntime", "onnxscript",
-    "gguf", "llama_cpp_python",
+    "diagecg",
+    "numpy",
+    "torch",
+    "transformers",
+    "peft",
+    "tokenizers",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "gguf",
+    "llama_cpp_python",
 )
 
 # Preferred default quantisation, best first, when the writer is not told.
@@ -70,7 +79,6 @@ def _plain(value: Any, what: str) -> Any:
         return json.loads(json.dumps(value, default=_json_default, sort_keys=True))
     except (TypeError, ValueError) as e:
         raise TypeError(f"{what}: {e}") from None
-
 
 
 class BundleWriter:
@@ -119,9 +127,17 @@ class BundleWriter:
             raise ValueError(f"BundleWriter: file {name!r} added twice")
         self._files.append(name)
 
-    def add_config(self, *, preprocess: PreprocessConfig, encoder: EncoderConfig, fsq: FSQConfig,
-                   prompt: Mapping[str, Any] | ConfigMixin, generation: GenerationConfig,
-                   preset: str | None = None, summary: SummaryConfig | None = None) -> None:
+    def add_config(
+        self,
+        *,
+        preprocess: PreprocessConfig,
+        encoder: EncoderConfig,
+        fsq: FSQConfig,
+        prompt: Mapping[str, Any] | ConfigMixin,
+        generation: GenerationConfig,
+        preset: str | None = None,
+        summary: SummaryConfig | None = None,
+    ) -> None:
         """Record every config the runtime needs to rebuild the pipeline (conventions: self-describing
         artifacts); ``summary`` is the
         ECG tokenizer's diagnostic summary (None or no findings: frame tokens only, written as null).
@@ -130,18 +146,24 @@ class BundleWriter:
             ValueError: out of order, or ``encoder.n_samples != preprocess.n_samples``.
         """
         if encoder.n_samples != preprocess.n_samples:
-            raise ValueError(f"add_config: encoder.n_samples={encoder.n_samples} != "
-                             f"preprocess.n_samples={preprocess.n_samples}")
+            raise ValueError(
+                f"add_config: encoder.n_samples={encoder.n_samples} != "
+                f"preprocess.n_samples={preprocess.n_samples}"
+            )
         summary = summary if summary is not None and summary.enabled else None
         prompt_dict = prompt.to_dict() if isinstance(prompt, ConfigMixin) else dict(prompt)
         self._set(K.ENCODER, encoder.to_dict(), "add_config")
         self._fsq, self._summary = fsq, summary
-        self._manifest.update({
-            K.PREPROCESS: preprocess.to_dict(), K.FSQ: fsq.to_dict(),
-            K.SUMMARY: summary.to_dict() if summary else None,
-            K.PROMPT: _plain(prompt_dict, "add_config(prompt)"), K.GENERATION: generation.to_dict(),
-            K.PRESET: preset,
-        })
+        self._manifest.update(
+            {
+                K.PREPROCESS: preprocess.to_dict(),
+                K.FSQ: fsq.to_dict(),
+                K.SUMMARY: summary.to_dict() if summary else None,
+                K.PROMPT: _plain(prompt_dict, "add_config(prompt)"),
+                K.GENERATION: generation.to_dict(),
+                K.PRESET: preset,
+            }
+        )
 
     def add_onnx(self, src: str | Path, *, opset: int | None = None) -> None:
         """Add the ECG tokenizer graph (inputs ``signal`` [+ ``features``], output ``indices``), after
@@ -151,12 +173,21 @@ class BundleWriter:
             raise ValueError("BundleWriter.add_onnx: add_config must be called first")
         enc = EncoderConfig.from_dict(self._manifest[K.ENCODER])
         n_summary = self._summary.n_tokens if self._summary else 0
-        self._set(K.ONNX, {
-            "file": C.BUNDLE_ONNX_NAME, "input": C.ONNX_INPUT_SIGNAL, "output": C.ONNX_OUTPUT_INDICES,
-            "features": C.ONNX_INPUT_FEATURES if self._summary else None, "n_leads": enc.n_leads,
-            "n_samples": enc.n_samples, "n_frames": enc.n_frames, "n_tokens": n_summary + enc.n_frames,
-            "opset": opset,
-        }, "add_onnx")
+        self._set(
+            K.ONNX,
+            {
+                "file": C.BUNDLE_ONNX_NAME,
+                "input": C.ONNX_INPUT_SIGNAL,
+                "output": C.ONNX_OUTPUT_INDICES,
+                "features": C.ONNX_INPUT_FEATURES if self._summary else None,
+                "n_leads": enc.n_leads,
+                "n_samples": enc.n_samples,
+                "n_frames": enc.n_frames,
+                "n_tokens": n_summary + enc.n_frames,
+                "opset": opset,
+            },
+            "add_onnx",
+        )
         self._copy_in(src, C.BUNDLE_ONNX_NAME)
 
     def add_gguf(self, src: str | Path, quant: str, *, info: Mapping[str, Any] | None = None) -> None:
@@ -198,8 +229,11 @@ class BundleWriter:
 
     def add_answer_vocabularies(self, vocabularies: Mapping[str, Sequence[str]]) -> None:
         """Record the closed answer sets (question type -> allowed answers)."""
-        self._set(K.ANSWER_VOCAB, {str(k): [str(a) for a in v] for k, v in vocabularies.items()},
-                  "add_answer_vocabularies")
+        self._set(
+            K.ANSWER_VOCAB,
+            {str(k): [str(a) for a in v] for k, v in vocabularies.items()},
+            "add_answer_vocabularies",
+        )
 
     def add_questions(self, catalogue: QuestionCatalogue) -> None:
         """Record the question catalogue: what the model was trained to answer (``diagecg.questions``)."""
@@ -219,8 +253,9 @@ class BundleWriter:
         for name, row in dict(calibration.get("findings") or {}).items():
             missing = {"a", "b", "threshold"} - set(row)
             if missing or not 0.0 <= float(row["threshold"]) <= 1.0:
-                raise ValueError(f"BundleWriter.add_calibration: {name!r} needs a, b and a threshold "
-                                 f"in [0, 1], got {row}")
+                raise ValueError(
+                    f"BundleWriter.add_calibration: {name!r} needs a, b and a threshold in [0, 1], got {row}"
+                )
         self._set(K.CALIBRATION, _plain(dict(calibration), "add_calibration"), "add_calibration")
 
     def add_parity(self, results: Mapping[str, Any]) -> None:
@@ -236,14 +271,19 @@ class BundleWriter:
         """
         if self._written:
             raise ValueError("BundleWriter.write: the bundle was already written")
-        required = {K.ENCODER: "add_config", K.ONNX: "add_onnx", K.LLM_FILES: "add_gguf",
-                    K.VOCAB: "add_vocab"}
+        required = {
+            K.ENCODER: "add_config",
+            K.ONNX: "add_onnx",
+            K.LLM_FILES: "add_gguf",
+            K.VOCAB: "add_vocab",
+        }
         missing = [method for key, method in required.items() if key not in self._manifest]
         if missing:
             raise ValueError(f"BundleWriter.write: missing {', '.join(missing)}")
         assert self._fsq is not None
-        check_n_codes(VocabConfig.from_dict(self._manifest[K.VOCAB]), self._fsq, self._summary, ValueError,
-                      "write")
+        check_n_codes(
+            VocabConfig.from_dict(self._manifest[K.VOCAB]), self._fsq, self._summary, ValueError, "write"
+        )
         quants = list(self._manifest[K.LLM_FILES])
         if default_quant is None:
             default_quant = next(q for q in (*DEFAULT_QUANT_PREFERENCE, *quants) if q in quants)

@@ -58,12 +58,20 @@ def resolve_data_roots(data_dir: str | Path) -> DataRoots:
         if (ptbxl / PTBXL_LABELS).is_file():
             break
     else:
-        raise FileNotFoundError(f"no PTB-XL data under {d}: expected {d / PTBXL_FOLDER / PTBXL_LABELS} "
-                                f"or {d / PTBXL_LABELS}")
-    ecgqa = next((c for c in (d.joinpath(*ECGQA_FOLDER), ptbxl.parent.joinpath(*ECGQA_FOLDER)) if c.is_dir()),
-                 None)
-    full = next((c for c in (d / PTBXL_FULL_FOLDER, ptbxl.parent / PTBXL_FULL_FOLDER)
-                 if (c / PTBXL_FULL_LABELS).is_file()), None)
+        raise FileNotFoundError(
+            f"no PTB-XL data under {d}: expected {d / PTBXL_FOLDER / PTBXL_LABELS} or {d / PTBXL_LABELS}"
+        )
+    ecgqa = next(
+        (c for c in (d.joinpath(*ECGQA_FOLDER), ptbxl.parent.joinpath(*ECGQA_FOLDER)) if c.is_dir()), None
+    )
+    full = next(
+        (
+            c
+            for c in (d / PTBXL_FULL_FOLDER, ptbxl.parent / PTBXL_FULL_FOLDER)
+            if (c / PTBXL_FULL_LABELS).is_file()
+        ),
+        None,
+    )
     return DataRoots(ptbxl, ecgqa, full)
 
 
@@ -76,8 +84,9 @@ def seeded_subset(items: Sequence[T], limit: int | None, seed: int, purpose: str
     return [x for k, x in enumerate(items) if k in chosen]
 
 
-def stratified_subset(items: Sequence[T], strata: Sequence[Hashable], limit: int | None, seed: int,
-                      purpose: str = "subset") -> list[T]:
+def stratified_subset(
+    items: Sequence[T], strata: Sequence[Hashable], limit: int | None, seed: int, purpose: str = "subset"
+) -> list[T]:
     """``limit`` of ``items`` drawn with a seed so that each stratum keeps its share, in their original
     order (all when ``limit`` is None or not smaller).
 

@@ -64,7 +64,8 @@ def _read_marker(folder: Path) -> dict[str, object] | None:
 def _same_source(marker: dict[str, object] | None, fingerprint: dict[str, object]) -> bool:
     # the source path may differ (a copy of the same data elsewhere); sizes and hashes must not
     return marker is not None and {k: v for k, v in marker.items() if k != "source"} == {
-        k: v for k, v in fingerprint.items() if k != "source"}
+        k: v for k, v in fingerprint.items() if k != "source"
+    }
 
 
 def unpacked(
@@ -104,8 +105,12 @@ def unpacked(
     stale = target.exists()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
-    logger.info("unpacking %s into %s (once; about 20 s)%s", src, target,
-                " - the cached copy is stale" if stale else "")
+    logger.info(
+        "unpacking %s into %s (once; about 20 s)%s",
+        src,
+        target,
+        " - the cached copy is stale" if stale else "",
+    )
     t0 = time.time()
     try:
         proc = subprocess.run([sys.executable, str(unpacker), str(tmp)], capture_output=True, text=True)

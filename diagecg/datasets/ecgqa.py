@@ -81,7 +81,12 @@ logger = logging.getLogger(__name__)
 
 QUESTION_TYPES: tuple[str, ...] = tuple(t.value for t in QuestionType)
 ATTRIBUTE_TYPES: tuple[str, ...] = (
-    "scp_code", "noise", "stage_of_infarction", "extra_systole", "heart_axis", "numeric_feature",
+    "scp_code",
+    "noise",
+    "stage_of_infarction",
+    "extra_systole",
+    "heart_axis",
+    "numeric_feature",
 )
 SOURCES: tuple[str, ...] = ("ecgqa", "generated")
 Wording = Literal["template", "mixed", "paraphrase"]
@@ -109,8 +114,10 @@ _ECGQA_NAME_OVERRIDES: dict[str, str] = {
     "PMI": "myocardial infarction in posterior leads",
 }
 SUPERCLASS_NAMES: dict[str, str] = {
-    "CD": "conduction disturbance", "HYP": "hypertrophy",
-    "MI": "myocardial infarction", "STTC": "st/t change",
+    "CD": "conduction disturbance",
+    "HYP": "hypertrophy",
+    "MI": "myocardial infarction",
+    "STTC": "st/t change",
 }
 
 
@@ -250,13 +257,19 @@ def load_ecgqa_samples(
                     continue
                 if int(item["ecg_id"][0]) not in available_ids:
                     continue
-                out.append(QASample(
-                    ecg_id=int(item["ecg_id"][0]), question=item["question"],
-                    answers=tuple(sorted(item["answer"])), question_type=item["question_type"],
-                    attribute_type=item["attribute_type"], template_id=int(item["template_id"]),
-                    attributes=tuple(item["attribute"] or ()), source="ecgqa",
-                    wording="paraphrase" if paraphrased else "template",
-                ))
+                out.append(
+                    QASample(
+                        ecg_id=int(item["ecg_id"][0]),
+                        question=item["question"],
+                        answers=tuple(sorted(item["answer"])),
+                        question_type=item["question_type"],
+                        attribute_type=item["attribute_type"],
+                        template_id=int(item["template_id"]),
+                        attributes=tuple(item["attribute"] or ()),
+                        source="ecgqa",
+                        wording="paraphrase" if paraphrased else "template",
+                    )
+                )
     return out
 
 
@@ -265,13 +278,19 @@ def load_ecgqa_samples(
 
 # group -> (statement category, likelihood rule); "code" = all vocabulary statements (template 1)
 _GROUPS: dict[str, tuple[str, str]] = {
-    "code": ("any", "three_way"), "norm": ("norm", "any"), "superclass": ("superclass", "any"),
-    "dx_inc": ("diagnostic", "any"), "dx_exc": ("diagnostic", "certain"), "form": ("form", "any"),
-    "rhythm": ("rhythm", "any"), "abnormal": ("any", "any"),
+    "code": ("any", "three_way"),
+    "norm": ("norm", "any"),
+    "superclass": ("superclass", "any"),
+    "dx_inc": ("diagnostic", "any"),
+    "dx_exc": ("diagnostic", "certain"),
+    "form": ("form", "any"),
+    "rhythm": ("rhythm", "any"),
+    "abnormal": ("any", "any"),
 }
 # ECG-QA's attribute name for the record-level verify templates
-_RECORD_ATTRIBUTE: dict[int, str] = {tid: t.record_attribute for tid, t in TEMPLATES.items()
-                                     if t.record_attribute is not None}
+_RECORD_ATTRIBUTE: dict[int, str] = {
+    tid: t.record_attribute for tid, t in TEMPLATES.items() if t.record_attribute is not None
+}
 
 
 def render_question(
@@ -281,8 +300,11 @@ def render_question(
     if wording == "template":
         pool: tuple[str, ...] = (template.text,)
     elif wording == "mixed":  # half the time the template itself, else one of its training paraphrases
-        pool = (template.text,) if rng.random() < 0.5 or not template.train_paraphrases \
+        pool = (
+            (template.text,)
+            if rng.random() < 0.5 or not template.train_paraphrases
             else template.train_paraphrases
+        )
     elif wording == "paraphrase":
         pool = template.heldout_paraphrases
     else:
@@ -306,14 +328,20 @@ class QuestionGenConfig(ConfigMixin):
         n = "QuestionGenConfig"
         for name in ("n_verify", "n_choose", "n_query"):
             check_field(getattr(self, name) >= 0, n, name, getattr(self, name), "must be >= 0")
-        check_field(0.0 <= self.verify_code_fraction <= 1.0, n, "verify_code_fraction",
-                    self.verify_code_fraction, "must be in [0, 1]")
+        check_field(
+            0.0 <= self.verify_code_fraction <= 1.0,
+            n,
+            "verify_code_fraction",
+            self.verify_code_fraction,
+            "must be in [0, 1]",
+        )
 
 
 _CERTAIN_LIKELIHOODS = (0.0, 100.0)
 _FINDING_TEMPLATE = finding_template().template_id  # "Does this ECG show symptoms of X?"
-_VERIFY_RECORD_TEMPLATES = tuple(tid for tid, t in TEMPLATES.items()
-                                 if t.record_level and t.question_type is QuestionType.VERIFY)
+_VERIFY_RECORD_TEMPLATES = tuple(
+    tid for tid, t in TEMPLATES.items() if t.record_level and t.question_type is QuestionType.VERIFY
+)
 _CHOOSE_TEMPLATES = tuple(tid for tid, t in TEMPLATES.items() if t.question_type is QuestionType.CHOOSE)
 _QUERY_TEMPLATES = tuple(tid for tid, t in TEMPLATES.items() if t.question_type is QuestionType.QUERY)
 
@@ -385,8 +413,11 @@ class _Generator:
         else:  # draw absent statements as often as they are present elsewhere: balanced per attribute
             codes = [c for c in universe if c not in entry.scp_codes and self.prevalence.get(c, 0) > 0]
             weights = [float(self.prevalence[c]) for c in codes]
-        record_tids = [t for t in _VERIFY_RECORD_TEMPLATES
-                       if bool(self.group_present(entry, TEMPLATES[t].group)) == want_yes]
+        record_tids = [
+            t
+            for t in _VERIFY_RECORD_TEMPLATES
+            if bool(self.group_present(entry, TEMPLATES[t].group)) == want_yes
+        ]
         if codes and (not record_tids or rng.random() < frac):
             code = rng.choices(codes, weights=weights)[0]
             return _FINDING_TEMPLATE, (self.names[code],), (self.code_answer(entry, code),)
@@ -407,7 +438,9 @@ class _Generator:
             named = {self.name_of(group, c) for c in self.group_present(entry, group)}
             present_l, absent = sorted(n for n in named if n in allowed), sorted(allowed - named)
             feasible = {
-                "one": bool(present_l and absent), "both": len(present_l) >= 2, "none": len(absent) >= 2,
+                "one": bool(present_l and absent),
+                "both": len(present_l) >= 2,
+                "none": len(absent) >= 2,
             }
             for p, ok in feasible.items():
                 if ok:
@@ -519,17 +552,25 @@ def generate_questions(
             tpl = TEMPLATES[tid]
             options = answer_vocab.options(tid)
             assert set(answers) <= set(options), f"template {tid}: {answers} not within {options}"
-            out.append(QASample(
-                ecg_id=entry.ecg_id, question=render_question(tpl, wording, word_rng, attributes),
-                answers=tuple(sorted(answers)), question_type=tpl.question_type.value,
-                attribute_type="scp_code", template_id=tid, attributes=attributes, source="generated",
-                wording=wording,
-            ))
+            out.append(
+                QASample(
+                    ecg_id=entry.ecg_id,
+                    question=render_question(tpl, wording, word_rng, attributes),
+                    answers=tuple(sorted(answers)),
+                    question_type=tpl.question_type.value,
+                    attribute_type="scp_code",
+                    template_id=tid,
+                    attributes=attributes,
+                    source="generated",
+                    wording=wording,
+                )
+            )
     return out
 
 
-def finding_names(findings: tuple[str, ...], scp_table: dict[str, ScpStatement],
-                  answer_vocab: AnswerVocabulary) -> dict[str, str]:
+def finding_names(
+    findings: tuple[str, ...], scp_table: dict[str, ScpStatement], answer_vocab: AnswerVocabulary
+) -> dict[str, str]:
     """The name a verify question uses for each finding ECG-QA can name: superclasses by
     ``SUPERCLASS_NAMES``, NORM as ``"normal ecg"`` (template 2), statements by their ECG-QA name.
     Findings ECG-QA has no name for (EL, RVH...) are left out."""
@@ -598,10 +639,17 @@ def finding_questions(
             else:
                 continue
             tpl = TEMPLATES[tid]
-            out.append(QASample(
-                ecg_id=ecg_id, question=render_question(tpl, wording, rng, (name,)),
-                answers=(answer,), question_type=tpl.question_type.value, attribute_type="scp_code",
-                template_id=tid,
-                attributes=(name,), source="generated", wording=wording,
-            ))
+            out.append(
+                QASample(
+                    ecg_id=ecg_id,
+                    question=render_question(tpl, wording, rng, (name,)),
+                    answers=(answer,),
+                    question_type=tpl.question_type.value,
+                    attribute_type="scp_code",
+                    template_id=tid,
+                    attributes=(name,),
+                    source="generated",
+                    wording=wording,
+                )
+            )
     return out

@@ -84,7 +84,7 @@ class PtbxlEntry:
 
     @property
     def split(self) -> Split:
-        """"train" (folds 1-8, or an unknown training fold), "val" (9) or "test" (10)."""
+        """ "train" (folds 1-8, or an unknown training fold), "val" (9) or "test" (10)."""
         if self.strat_fold is None or self.strat_fold in TRAIN_FOLDS:
             return "train"
         return "val" if self.strat_fold in VALID_FOLDS else "test"
@@ -99,8 +99,10 @@ def _float_or_none(text: str | None) -> float | None:
 
 def _patient(row: dict[str, str]) -> PatientInfo:
     sex_code = _float_or_none(row.get("sex"))
-    return PatientInfo(age_years=_float_or_none(row.get("age")),
-                       sex=None if sex_code is None else ("female" if sex_code == 1 else "male"))
+    return PatientInfo(
+        age_years=_float_or_none(row.get("age")),
+        sex=None if sex_code is None else ("female" if sex_code == 1 else "male"),
+    )
 
 
 def _entry(row: dict[str, str], source: Source) -> PtbxlEntry:
@@ -142,8 +144,9 @@ class PtbxlDataset:
     folds of every one of them. Its signal is ptbxl_full's.
     """
 
-    def __init__(self, root: str | Path, full_root: str | Path | None = None,
-                 cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, root: str | Path, full_root: str | Path | None = None, cache_dir: str | Path | None = None
+    ) -> None:
         self.root = Path(root)
         self.full_root = None if full_root is None else Path(full_root)
         self.cache_dir = cache_dir
@@ -170,8 +173,9 @@ class PtbxlDataset:
         self._weights: dict[int, float] | None = None
 
     @classmethod
-    def from_data_dir(cls, data_dir: str | Path, full: bool = True,
-                      cache_dir: str | Path | None = None) -> PtbxlDataset:
+    def from_data_dir(
+        cls, data_dir: str | Path, full: bool = True, cache_dir: str | Path | None = None
+    ) -> PtbxlDataset:
         """The dataset of a shared data root (or of the ptbxl folder itself), with ``ptbxl_full/`` when
         ``full`` and the data root has it (:func:`diagecg.datasets.resolve_data_roots`)."""
         from diagecg.datasets import resolve_data_roots
@@ -191,8 +195,9 @@ class PtbxlDataset:
         if self._full_records is None:
             from diagecg.datasets.cache import unpacked
 
-            self._full_records = unpacked(self.full_root, FULL_CACHE_NAME, FULL_PACKED_FILES, (FULL_ID_LIST,),
-                                          cache_dir=self.cache_dir)
+            self._full_records = unpacked(
+                self.full_root, FULL_CACHE_NAME, FULL_PACKED_FILES, (FULL_ID_LIST,), cache_dir=self.cache_dir
+            )
         return self._full_records
 
     def record_path(self, ecg_id: int, fs_hz: int = 100) -> Path:
@@ -228,8 +233,12 @@ class PtbxlDataset:
             if self.has_record(i, fs_hz):
                 out.append(i)
         if left_out and folds is not None and set(folds) & set(TRAIN_FOLDS):
-            logger.info("%d training records of ptbxl_full whose fold is unknown are left out of folds %s "
-                        "(they are used only when all of folds 1-8 are asked for)", left_out, tuple(folds))
+            logger.info(
+                "%d training records of ptbxl_full whose fold is unknown are left out of folds %s "
+                "(they are used only when all of folds 1-8 are asked for)",
+                left_out,
+                tuple(folds),
+            )
         return sorted(out)
 
     def statements_labelled_ids(self, ids: Sequence[int]) -> list[int]:
@@ -252,19 +261,33 @@ class PtbxlDataset:
         return np.array([self._weights[i] for i in ids], dtype=np.float64)
 
     def _compute_weights(self) -> dict[int, float]:
-        ref = [e for e in self.entries.values()
-               if e.statements_labelled and e.ecg_id < FULL_FIRST_ID and e.strat_fold in TRAIN_FOLDS]
-        enriched = [e for e in self.entries.values()
-                    if e.statements_labelled and e.ecg_id >= FULL_FIRST_ID and e.split == "train"]
+        ref = [
+            e
+            for e in self.entries.values()
+            if e.statements_labelled and e.ecg_id < FULL_FIRST_ID and e.strat_fold in TRAIN_FOLDS
+        ]
+        enriched = [
+            e
+            for e in self.entries.values()
+            if e.statements_labelled and e.ecg_id >= FULL_FIRST_ID and e.split == "train"
+        ]
         w_pos = w_neg = 1.0
         if ref and enriched:
             p = sum(ENRICHED_STATEMENT in e.scp_codes for e in ref) / len(ref)
             q = sum(ENRICHED_STATEMENT in e.scp_codes for e in enriched) / len(enriched)
             if 0 < q < 1:
                 w_pos, w_neg = p / q, (1 - p) / (1 - q)
-            logger.info("statement weights: %s prevalence %.3f in ptbxl/ training folds (%d records), "
-                        "%.3f in the enriched subset (%d): weights %.3f with, %.3f without",
-                        ENRICHED_STATEMENT, p, len(ref), q, len(enriched), w_pos, w_neg)
+            logger.info(
+                "statement weights: %s prevalence %.3f in ptbxl/ training folds (%d records), "
+                "%.3f in the enriched subset (%d): weights %.3f with, %.3f without",
+                ENRICHED_STATEMENT,
+                p,
+                len(ref),
+                q,
+                len(enriched),
+                w_pos,
+                w_neg,
+            )
         out: dict[int, float] = {}
         for i, e in self.entries.items():
             if not e.statements_labelled:
@@ -339,6 +362,8 @@ def frequent_findings(ptbxl: PtbxlDataset, ids: Sequence[int], min_positives: in
             continue
         for code in e.scp_codes:
             counts[code] = counts.get(code, 0) + 1
-    statements = sorted((c for c, k in counts.items() if k >= min_positives and c not in SUPERCLASSES),
-                        key=lambda c: (-counts[c], c))
+    statements = sorted(
+        (c for c, k in counts.items() if k >= min_positives and c not in SUPERCLASSES),
+        key=lambda c: (-counts[c], c),
+    )
     return (*SUPERCLASSES, *statements)

@@ -61,7 +61,7 @@ _XML_ROOTS: dict[str, str] = {"AnnotatedECG": "hl7aecg", "RestingECG": "muse", "
 # recognised but not read: root / signature -> why
 _UNSUPPORTED_XML: dict[str, str] = {
     "CardiologyXML": "GE CardioSoft / CASE XML: no maintained open reader; export DICOM or HL7 aECG "
-                     "from CardioSoft instead",
+    "from CardioSoft instead",
 }
 _UNSUPPORTED_SUFFIX: dict[str, str] = {
     ".scp": "SCP-ECG (EN 1064): no maintained open reader; export DICOM or HL7 aECG instead",
@@ -74,8 +74,9 @@ def import_optional(module: str, extra: str, what: str, source: str) -> ModuleTy
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise SignalFileError(f"{source}: reading {what} needs {module}: "
-                              f"pip install 'diagecg[{extra}]'") from None
+        raise SignalFileError(
+            f"{source}: reading {what} needs {module}: pip install 'diagecg[{extra}]'"
+        ) from None
 
 
 def check_file(path: Path) -> Path:
@@ -88,8 +89,9 @@ def check_file(path: Path) -> Path:
     if size == 0:
         raise SignalFileError(f"{path}: the file is empty")
     if size > MAX_FILE_BYTES:
-        raise SignalFileError(f"{path}: {size} bytes is larger than any resting ECG file "
-                              f"(limit {MAX_FILE_BYTES >> 20} MiB)")
+        raise SignalFileError(
+            f"{path}: {size} bytes is larger than any resting ECG file (limit {MAX_FILE_BYTES >> 20} MiB)"
+        )
     return path
 
 
@@ -168,7 +170,7 @@ def _xml_head(head: bytes) -> bytes:
     write UTF-16 with a BOM)."""
     if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
         codec = "utf-16-le" if head[:2] == b"\xff\xfe" else "utf-16-be"
-        head = head[2:len(head) & ~1].decode(codec, errors="replace").encode()
+        head = head[2 : len(head) & ~1].decode(codec, errors="replace").encode()
     return head.lstrip(b"\xef\xbb\xbf \t\r\n")
 
 
@@ -208,12 +210,14 @@ def detect_format(path: str | Path) -> str:
             return _XML_ROOTS[root]
         if root in _UNSUPPORTED_XML:
             raise SignalFileError(f"{p}: {_UNSUPPORTED_XML[root]}")
-        raise SignalFileError(f"{p}: an XML file with root <{root}> is no ECG format diagecg reads "
-                              f"({_SUPPORTED_TEXT})")
+        raise SignalFileError(
+            f"{p}: an XML file with root <{root}> is no ECG format diagecg reads ({_SUPPORTED_TEXT})"
+        )
     if p.suffix.lower() in _UNSUPPORTED_SUFFIX:
         raise SignalFileError(f"{p}: {_UNSUPPORTED_SUFFIX[p.suffix.lower()]}")
-    raise SignalFileError(f"{p}: not an ECG format diagecg recognises ({_SUPPORTED_TEXT}); "
-                          f"first bytes {head[:16]!r}")
+    raise SignalFileError(
+        f"{p}: not an ECG format diagecg recognises ({_SUPPORTED_TEXT}); first bytes {head[:16]!r}"
+    )
 
 
 def read(path: str | Path, fmt: str, *, quality: QualityConfig | None = None) -> EcgRecord:

@@ -74,12 +74,20 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
     mv, names, derive_warnings = derive_limb_leads(mv, names)
     patient, patient_warnings = _patient(root, ns)
     return record_from_array(
-        mv, fs_hz, names, units="mV", source=source, record_id=path.stem, patient=patient,
-        warnings=[*warnings, *derive_warnings, *patient_warnings], quality=quality,
+        mv,
+        fs_hz,
+        names,
+        units="mV",
+        source=source,
+        record_id=path.stem,
+        patient=patient,
+        warnings=[*warnings, *derive_warnings, *patient_warnings],
+        quality=quality,
     )
 
 
 # --- waveforms ----------------------------------------------------------------------------------------
+
 
 def _code(element: ET.Element, ns: str) -> str:
     code = element.find(f"{ns}code")
@@ -108,19 +116,23 @@ def _rhythm_sequence_set(root: ET.Element, ns: str, source: str) -> tuple[ET.Ele
         for j, sequence_set in enumerate(series.findall(f"{ns}component/{ns}sequenceSet")):
             leads = [s for s in _sequences(sequence_set, ns) if _code(s, ns) not in TIME_CODES]
             length = max((_n_values(s.findtext(f"{ns}value/{ns}digits")) for s in leads), default=0)
-            label = (f"series {i + 1} {series_code!r} sequence set {j + 1} ({len(leads)} leads x {length} "
-                     f"samples)")
+            label = (
+                f"series {i + 1} {series_code!r} sequence set {j + 1} ({len(leads)} leads x {length} samples)"
+            )
             if series_code == MEDIAN_CODE:
                 medians.append(label)
             else:
                 candidates.append(((series_code == RHYTHM_CODE, len(leads), length), label, sequence_set))
     if not candidates and medians:
-        raise SignalFileError(f"{source}: the AnnotatedECG holds only a representative (median) beat series "
-                              f"({MEDIAN_CODE}), no rhythm strip: one averaged beat is not a recording of "
-                              f"the rhythm")
+        raise SignalFileError(
+            f"{source}: the AnnotatedECG holds only a representative (median) beat series "
+            f"({MEDIAN_CODE}), no rhythm strip: one averaged beat is not a recording of "
+            f"the rhythm"
+        )
     if not candidates:
-        raise SignalFileError(f"{source}: the AnnotatedECG holds no waveform series "
-                              f"(component/series/component/sequenceSet)")
+        raise SignalFileError(
+            f"{source}: the AnnotatedECG holds no waveform series (component/series/component/sequenceSet)"
+        )
     rank, label, chosen = max(candidates, key=lambda c: c[0])
     if not rank[1]:
         raise SignalFileError(f"{source}: the AnnotatedECG's waveform series hold no lead sequences")
@@ -135,17 +147,22 @@ def _rhythm_sequence_set(root: ET.Element, ns: str, source: str) -> tuple[ET.Ele
 def _sampling_rate(sequence_set: ET.Element, ns: str, source: str) -> float:
     times = [s for s in _sequences(sequence_set, ns) if _code(s, ns) in TIME_CODES]
     if not times:
-        raise HeaderError(f"{source}: the rhythm sequence set has no {' or '.join(TIME_CODES)} sequence; "
-                          f"the sampling rate is unknown")
+        raise HeaderError(
+            f"{source}: the rhythm sequence set has no {' or '.join(TIME_CODES)} sequence; "
+            f"the sampling rate is unknown"
+        )
     increment = times[0].find(f"{ns}value/{ns}increment")
     if increment is None:
-        raise HeaderError(f"{source}: the {_code(times[0], ns)} sequence has no increment (sampling "
-                          f"interval); refusing to guess the sampling rate")
+        raise HeaderError(
+            f"{source}: the {_code(times[0], ns)} sequence has no increment (sampling "
+            f"interval); refusing to guess the sampling rate"
+        )
     value, unit = increment.get("value"), (increment.get("unit") or "").strip()
     step = _finite(value)
     if unit not in SECONDS:
-        raise HeaderError(f"{source}: sampling increment unit {unit!r} is not a time unit "
-                          f"(known: {', '.join(SECONDS)})")
+        raise HeaderError(
+            f"{source}: sampling increment unit {unit!r} is not a time unit (known: {', '.join(SECONDS)})"
+        )
     if step is None or not step > 0:
         raise HeaderError(f"{source}: sampling increment {value!r} {unit} must be a positive number")
     # 9 significant digits: 1 / 0.002 s is 500 Hz, not 499.99999999999994
@@ -164,8 +181,9 @@ def _quantity_mv(sequence: ET.Element, ns: str, part: str, lead: str, source: st
         raise HeaderError(f"{source}: lead {lead} has {part} {raw!r}; it must be {need}")
     factor = UNITS_TO_MV.get(unit.lower())
     if factor is None:
-        raise HeaderError(f"{source}: lead {lead} has {part} unit {unit!r}, not a voltage "
-                          f"(known: mV, uV, V, nV)")
+        raise HeaderError(
+            f"{source}: lead {lead} has {part} unit {unit!r}, not a voltage (known: mV, uV, V, nV)"
+        )
     return value * factor
 
 
@@ -180,8 +198,10 @@ def _lead_signals(sequence_set: ET.Element, ns: str, source: str) -> tuple[np.nd
         value = sequence.find(f"{ns}value")
         kind = None if value is None else value.get(XSI_TYPE, "")
         if kind != "SLIST_PQ":
-            raise SignalFileError(f"{source}: lead {name} has a value of type {kind!r}; diagecg reads "
-                                  f"SLIST_PQ (origin + scale x digits)")
+            raise SignalFileError(
+                f"{source}: lead {name} has a value of type {kind!r}; diagecg reads "
+                f"SLIST_PQ (origin + scale x digits)"
+            )
         text = sequence.findtext(f"{ns}value/{ns}digits") or ""
         names.append(name)
         texts.append(text)
@@ -191,11 +211,15 @@ def _lead_signals(sequence_set: ET.Element, ns: str, source: str) -> tuple[np.nd
         raise SignalFileError(f"{source}: lead {names[0]} has no digits")
     if any(c != n for c in counts):
         lengths = ", ".join(f"{name} {c}" for name, c in zip(names, counts, strict=True))
-        raise SignalFileError(f"{source}: the leads of the rhythm hold different numbers of samples "
-                              f"({lengths}); a sequence set must be recorded simultaneously")
+        raise SignalFileError(
+            f"{source}: the leads of the rhythm hold different numbers of samples "
+            f"({lengths}); a sequence set must be recorded simultaneously"
+        )
     if n * len(leads) > MAX_RECORD_SAMPLES:
-        raise SignalFileError(f"{source}: {len(leads)} leads x {n} samples is more than diagecg reads "
-                              f"({MAX_RECORD_SAMPLES} values); crop the record first")
+        raise SignalFileError(
+            f"{source}: {len(leads)} leads x {n} samples is more than diagecg reads "
+            f"({MAX_RECORD_SAMPLES} values); crop the record first"
+        )
     out = np.empty((len(leads), n), dtype=np.float64)
     for k, (sequence, name, text) in enumerate(zip(leads, names, texts, strict=True)):
         origin = _quantity_mv(sequence, ns, "origin", name, source)
@@ -214,8 +238,9 @@ def _digits(text: str, n: int, lead: str, source: str) -> np.ndarray:
         except (ValueError, DeprecationWarning):
             values = np.empty(0, dtype=np.int64)
     if values.size != n:
-        raise SignalFileError(f"{source}: the digits of lead {lead} are not {n} whitespace-separated "
-                              f"integers")
+        raise SignalFileError(
+            f"{source}: the digits of lead {lead} are not {n} whitespace-separated integers"
+        )
     return values
 
 
@@ -228,6 +253,7 @@ def _finite(raw: str | None) -> float | None:
 
 
 # --- patient ------------------------------------------------------------------------------------------
+
 
 def _date(ts: str | None) -> date | None:
     """The date of an HL7 TS value (``YYYYMMDD[hhmm[ss[.sss]]][+zzzz]``)."""
@@ -262,8 +288,10 @@ def _patient(root: ET.Element, ns: str) -> tuple[PatientInfo, list[str]]:
         raw, unit = value.get("value"), (value.get("unit") or "").strip()
         number = _finite(raw)
         if number is None or unit not in units:
-            warnings.append(f"subject observation {field.split('_')[0]} {raw!r} {unit!r} is not understood "
-                            f"(units: {', '.join(units)}); ignored")
+            warnings.append(
+                f"subject observation {field.split('_')[0]} {raw!r} {unit!r} is not understood "
+                f"(units: {', '.join(units)}); ignored"
+            )
             continue
         fields[field] = plausible_patient_value(field, number * units[unit], f"{raw} {unit}", warnings)
     person = root.find(f".//{ns}subjectDemographicPerson")
@@ -283,8 +311,10 @@ def _patient(root: ET.Element, ns: str) -> tuple[PatientInfo, list[str]]:
             if "age_years" not in fields:
                 fields["age_years"] = plausible_patient_value("age_years", age, f"born {birth}", warnings)
             elif isinstance(reported, float) and abs(reported - age) > 1:
-                warnings.append(f"reported age {reported:g} disagrees with the birth date {birth} "
-                                f"(age {age:g} at the ECG); the reported age is used")
+                warnings.append(
+                    f"reported age {reported:g} disagrees with the birth date {birth} "
+                    f"(age {age:g} at the ECG); the reported age is used"
+                )
     return PatientInfo(**fields), warnings  # type: ignore[arg-type]
 
 

@@ -39,7 +39,10 @@ ECG_SOP_CLASSES: dict[str, str] = {
 # (Waveform Bits Allocated, Waveform Sample Interpretation) -> numpy type without byte order.
 # MB/AB (mu-law/A-law audio) and the 32/64-bit codes are no ECG storage.
 SAMPLE_TYPES: dict[tuple[int, str], str] = {
-    (8, "SB"): "i1", (8, "UB"): "u1", (16, "SS"): "i2", (16, "US"): "u2",
+    (8, "SB"): "i1",
+    (8, "UB"): "u1",
+    (16, "SS"): "i2",
+    (16, "US"): "u2",
 }
 # the leads a group needs: the other four limb leads can be derived from I and II
 _REQUIRED_LEADS = frozenset({"I", "II", "V1", "V2", "V3", "V4", "V5", "V6"})
@@ -97,14 +100,20 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
     sop_name = ECG_SOP_CLASSES.get(sop_uid) or _uid_name(pydicom, sop_uid)
     waveforms = ds.get("WaveformSequence")
     if not waveforms and sop_uid in ECG_SOP_CLASSES:
-        raise SignalFileError(f"{source}: a DICOM {sop_name} without Waveform Sequence (a truncated file?)"
-                              + "".join(f"; {w}" for w in read_warnings))
+        raise SignalFileError(
+            f"{source}: a DICOM {sop_name} without Waveform Sequence (a truncated file?)"
+            + "".join(f"; {w}" for w in read_warnings)
+        )
     if not waveforms:
-        raise SignalFileError(f"{source}: a DICOM {sop_name} (modality {ds.get('Modality', '?')}) holds no "
-                              f"waveform (Waveform Sequence); diagecg reads ECG waveforms, not images")
+        raise SignalFileError(
+            f"{source}: a DICOM {sop_name} (modality {ds.get('Modality', '?')}) holds no "
+            f"waveform (Waveform Sequence); diagecg reads ECG waveforms, not images"
+        )
     if sop_uid not in ECG_SOP_CLASSES:
-        raise SignalFileError(f"{source}: a DICOM {sop_name}, not an ECG waveform (expected one of "
-                              f"{', '.join(ECG_SOP_CLASSES.values())})")
+        raise SignalFileError(
+            f"{source}: a DICOM {sop_name}, not an ECG waveform (expected one of "
+            f"{', '.join(ECG_SOP_CLASSES.values())})"
+        )
     groups = [_describe_group(i, item) for i, item in enumerate(waveforms)]
     group = max(groups, key=_rhythm_rank)
     warnings = read_warnings
@@ -116,8 +125,15 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
     mv, names, derive_warnings = derive_limb_leads(mv, group.lead_names)
     patient, patient_warnings = _patient(ds)
     return record_from_array(
-        mv, fs_hz, names, units="mV", source=source, record_id=path.stem, patient=patient,
-        warnings=[*warnings, *channel_warnings, *derive_warnings, *patient_warnings], quality=quality,
+        mv,
+        fs_hz,
+        names,
+        units="mV",
+        source=source,
+        record_id=path.stem,
+        patient=patient,
+        warnings=[*warnings, *channel_warnings, *derive_warnings, *patient_warnings],
+        quality=quality,
     )
 
 
@@ -133,6 +149,7 @@ def _uid_name(pydicom: Any, uid: str) -> str:
 
 
 # --- multiplex groups -----------------------------------------------------------------------------------
+
 
 def _lead_name(channel: Any, k: int) -> str:
     """A channel's lead name: the code meaning when diagecg knows it, else the lead code (an unknown name
@@ -179,11 +196,14 @@ def _rhythm_rank(g: _Group) -> tuple[bool, bool, bool, float]:
 
 def _sampling_rate(g: _Group, source: str) -> float:
     if g.item.get("SamplingFrequency") is None:
-        raise HeaderError(f"{source}: multiplex {g.describe()} gives no Sampling Frequency; "
-                          f"refusing to guess")
+        raise HeaderError(
+            f"{source}: multiplex {g.describe()} gives no Sampling Frequency; refusing to guess"
+        )
     if g.fs_hz is None or not g.fs_hz > 0:
-        raise HeaderError(f"{source}: multiplex {g.describe()} has Sampling Frequency "
-                          f"{g.item.get('SamplingFrequency')!r}; it must be a positive number of Hz")
+        raise HeaderError(
+            f"{source}: multiplex {g.describe()} has Sampling Frequency "
+            f"{g.item.get('SamplingFrequency')!r}; it must be a positive number of Hz"
+        )
     return g.fs_hz
 
 
@@ -192,31 +212,41 @@ def _decode_group(g: _Group, little_endian: bool | None, source: str) -> tuple[n
     item = g.item
     n_ch = _positive_int(item, "NumberOfWaveformChannels", g.index, source)
     if n_ch != len(g.lead_names):
-        raise HeaderError(f"{source}: multiplex {g.describe()} declares {n_ch} channels but defines "
-                          f"{len(g.lead_names)} (Channel Definition Sequence)")
+        raise HeaderError(
+            f"{source}: multiplex {g.describe()} declares {n_ch} channels but defines "
+            f"{len(g.lead_names)} (Channel Definition Sequence)"
+        )
     n = _positive_int(item, "NumberOfWaveformSamples", g.index, source)
     if n * n_ch > MAX_RECORD_SAMPLES:
-        raise SignalFileError(f"{source}: multiplex {g.describe()} declares {n} samples x {n_ch} channels, "
-                              f"more than diagecg reads ({MAX_RECORD_SAMPLES} values); crop the record first")
+        raise SignalFileError(
+            f"{source}: multiplex {g.describe()} declares {n} samples x {n_ch} channels, "
+            f"more than diagecg reads ({MAX_RECORD_SAMPLES} values); crop the record first"
+        )
     bits, interpretation = item.get("WaveformBitsAllocated"), item.get("WaveformSampleInterpretation")
     code = SAMPLE_TYPES.get((bits, interpretation))
     if code is None:
-        raise SignalFileError(f"{source}: multiplex {g.describe()}: {bits}-bit samples of interpretation "
-                              f"{interpretation!r} are not ECG samples diagecg reads "
-                              f"(supported: {', '.join(f'{b}-bit {s}' for b, s in SAMPLE_TYPES)})")
+        raise SignalFileError(
+            f"{source}: multiplex {g.describe()}: {bits}-bit samples of interpretation "
+            f"{interpretation!r} are not ECG samples diagecg reads "
+            f"(supported: {', '.join(f'{b}-bit {s}' for b, s in SAMPLE_TYPES)})"
+        )
     data = item.get("WaveformData")
     if data is None:
         raise SignalFileError(f"{source}: multiplex {g.describe()} has no Waveform Data")
     frame_bytes = n_ch * bits // 8
     expected = n * frame_bytes
     if len(data) < expected:
-        raise SignalFileError(f"{source}: Waveform Data of multiplex {g.describe()} is truncated: "
-                              f"{len(data)} bytes, but {n} samples x {n_ch} channels x {bits} bits need "
-                              f"{expected}")
+        raise SignalFileError(
+            f"{source}: Waveform Data of multiplex {g.describe()} is truncated: "
+            f"{len(data)} bytes, but {n} samples x {n_ch} channels x {bits} bits need "
+            f"{expected}"
+        )
     warnings: list[str] = []
     if len(data) - expected >= frame_bytes:  # one pad byte (even length) is normal
-        warnings.append(f"Waveform Data of multiplex group {g.index + 1} holds {len(data) - expected} bytes "
-                        f"beyond the {n} declared samples; they are ignored")
+        warnings.append(
+            f"Waveform Data of multiplex group {g.index + 1} holds {len(data) - expected} bytes "
+            f"beyond the {n} declared samples; they are ignored"
+        )
     order = "<" if little_endian is not False else ">"
     # interleaved frames (samples, channels) -> (channels, samples)
     digital = np.frombuffer(data, dtype=order + code, count=n * n_ch).reshape(n, n_ch).T
@@ -229,16 +259,22 @@ def _decode_group(g: _Group, little_endian: bool | None, source: str) -> tuple[n
             no_correction.append(name)
             correction = 1.0
         else:
-            correction = _channel_number(channel, "ChannelSensitivityCorrectionFactor", name, source,
-                                         positive=True)
-        baseline = _channel_number(channel, "ChannelBaseline", name, source) \
-            if channel.get("ChannelBaseline") is not None else 0.0
+            correction = _channel_number(
+                channel, "ChannelSensitivityCorrectionFactor", name, source, positive=True
+            )
+        baseline = (
+            _channel_number(channel, "ChannelBaseline", name, source)
+            if channel.get("ChannelBaseline") is not None
+            else 0.0
+        )
         to_mv = _units_to_mv(channel, name, source)
         out[k] = (digital[k] * (sensitivity * correction) + baseline) * to_mv
     if no_correction:
         # Type 1C next to a sensitivity: its absence means an uncorrected (nominal) sensitivity
-        warnings.append(f"no Channel Sensitivity Correction Factor for {', '.join(no_correction)}; "
-                        f"the nominal sensitivity was used")
+        warnings.append(
+            f"no Channel Sensitivity Correction Factor for {', '.join(no_correction)}; "
+            f"the nominal sensitivity was used"
+        )
     return out, warnings
 
 
@@ -249,8 +285,9 @@ def _units_to_mv(channel: Any, name: str, source: str) -> float:
     unit = str(units[0].get("CodeValue", "") or "").strip()
     factor = UNITS_TO_MV.get(unit.lower())
     if factor is None:
-        raise HeaderError(f"{source}: channel {name!r} has sensitivity units {unit!r}, not a voltage "
-                          f"(known: mV, uV, V, nV)")
+        raise HeaderError(
+            f"{source}: channel {name!r} has sensitivity units {unit!r}, not a voltage (known: mV, uV, V, nV)"
+        )
     return factor
 
 
@@ -283,6 +320,7 @@ def _finite(raw: Any) -> float | None:
 
 
 # --- patient ------------------------------------------------------------------------------------------
+
 
 def _patient(ds: Any) -> tuple[PatientInfo, list[str]]:
     """Patient's Age ("045Y"), Sex, Size (m) and Weight (kg); implausible values are warned about and

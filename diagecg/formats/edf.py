@@ -104,28 +104,42 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
         except Exception as e:  # edfio raises ValueError, UnicodeDecodeError... on a corrupt header
             raise SignalFileError(f"{source}: cannot read the EDF header: {e}") from None
         if reserved.startswith("EDF+D"):
-            raise SignalFileError(f"{source}: an EDF+D (discontinuous) file: its data records are not "
-                                  f"contiguous in time; export one continuous segment (EDF+C) instead")
+            raise SignalFileError(
+                f"{source}: an EDF+D (discontinuous) file: its data records are not "
+                f"contiguous in time; export one continuous segment (EDF+C) instead"
+            )
         if reserved.startswith("EDF+") and not _is_continuous(edf, source):
-            raise SignalFileError(f"{source}: declares {reserved} but its time-keeping annotations show "
-                                  f"gaps between data records")
+            raise SignalFileError(
+                f"{source}: declares {reserved} but its time-keeping annotations show "
+                f"gaps between data records"
+            )
         leads = _select_leads(channels, source, notes)
         fs_hz = _common_rate(leads, source)
         n = int(edf.num_data_records) * int(leads[0].signal.samples_per_data_record)
         if n * len(leads) > MAX_RECORD_SAMPLES:
-            raise SignalFileError(f"{source}: {n} samples x {len(leads)} leads is more than diagecg reads "
-                                  f"({MAX_RECORD_SAMPLES} values); crop the recording first")
+            raise SignalFileError(
+                f"{source}: {n} samples x {len(leads)} leads is more than diagecg reads "
+                f"({MAX_RECORD_SAMPLES} values); crop the recording first"
+            )
         to_mv = [_units_to_mv(c, source) for c in leads]  # every calibration checked before any decoding
         rows = [np.asarray(c.signal.data, dtype=np.float64) * f for c, f in zip(leads, to_mv, strict=True)]
         patient = _patient(edf, reserved, edfio.AnonymizedDateError, notes)
     notes += [f"edfio: {w.message}" for w in caught]
     return record_from_array(
-        np.stack(rows), fs_hz, [c.lead or c.label for c in leads], units="mV", source=source,
-        record_id=path.stem, patient=patient, warnings=notes, quality=quality,
+        np.stack(rows),
+        fs_hz,
+        [c.lead or c.label for c in leads],
+        units="mV",
+        source=source,
+        record_id=path.stem,
+        patient=patient,
+        warnings=notes,
+        quality=quality,
     )
 
 
 # --- layout ---------------------------------------------------------------------------------------------
+
 
 def _header_number(raw: bytes, what: str, source: str) -> float:
     return file_number(raw.decode("ascii", errors="replace").strip(), f"EDF header field {what}", source)
@@ -152,38 +166,55 @@ def _check_layout(path: Path, source: str) -> None:
             raise HeaderError(f"{source}: the EDF header declares {n_signals} signals")
         if HEADER_BYTES * (n_signals + 1) > size:  # checked before reading: 1e9 signals asked for 256 GB
             need = HEADER_BYTES * (n_signals + 1)
-            raise SignalFileError(f"{source}: the EDF header declares {n_signals:.6g} signals, whose headers "
-                                  f"alone need {need:.6g} bytes; the file has {size}")
+            raise SignalFileError(
+                f"{source}: the EDF header declares {n_signals:.6g} signals, whose headers "
+                f"alone need {need:.6g} bytes; the file has {size}"
+            )
         signal_headers = f.read(HEADER_BYTES * n_signals)
     header_bytes = _header_int(fixed[HEADER_BYTES_FIELD], "number of header bytes", source)
     if header_bytes != HEADER_BYTES * (n_signals + 1):
-        raise SignalFileError(f"{source}: the EDF header declares {header_bytes} header bytes; {n_signals} "
-                              f"signals need {HEADER_BYTES * (n_signals + 1)}")
+        raise SignalFileError(
+            f"{source}: the EDF header declares {header_bytes} header bytes; {n_signals} "
+            f"signals need {HEADER_BYTES * (n_signals + 1)}"
+        )
     if len(signal_headers) < HEADER_BYTES * n_signals:
-        raise SignalFileError(f"{source}: {size} bytes: the signal headers of {n_signals} signals are "
-                              f"truncated")
+        raise SignalFileError(
+            f"{source}: {size} bytes: the signal headers of {n_signals} signals are truncated"
+        )
     start, width = SAMPLES_PER_RECORD_OFFSET * n_signals, SAMPLES_PER_RECORD_WIDTH
-    per_record = [_header_int(signal_headers[start + width * i: start + width * (i + 1)],
-                              f"samples per data record of signal {i + 1}", source) for i in range(n_signals)]
+    per_record = [
+        _header_int(
+            signal_headers[start + width * i : start + width * (i + 1)],
+            f"samples per data record of signal {i + 1}",
+            source,
+        )
+        for i in range(n_signals)
+    ]
     if min(per_record) < 0:
         raise HeaderError(f"{source}: a negative number of samples per data record {per_record}")
     n_records = _header_int(fixed[N_RECORDS_FIELD], "number of data records", source)
     if n_records == -1:
-        raise SignalFileError(f"{source}: the number of data records is -1 (a recording that was never "
-                              f"closed); refusing to infer it from the file size")
+        raise SignalFileError(
+            f"{source}: the number of data records is -1 (a recording that was never "
+            f"closed); refusing to infer it from the file size"
+        )
     if n_records < 1:
         raise HeaderError(f"{source}: the EDF header declares {n_records} data records")
     duration_s = _header_number(fixed[RECORD_DURATION_FIELD], "duration of a data record", source)
     if duration_s <= 0:
-        raise HeaderError(f"{source}: data record duration {duration_s:g} s is not positive; the sampling "
-                          f"rates are undefined")
+        raise HeaderError(
+            f"{source}: data record duration {duration_s:g} s is not positive; the sampling "
+            f"rates are undefined"
+        )
     record_bytes = SAMPLE_BYTES * sum(per_record)
     expected = header_bytes + n_records * record_bytes
     if size != expected:
         state = "truncated" if size < expected else "followed by data the header does not declare"
-        raise SignalFileError(f"{source}: {size} bytes, but the header declares {n_records} data records x "
-                              f"{record_bytes} bytes after {header_bytes} header bytes = {expected} bytes "
-                              f"({state})")
+        raise SignalFileError(
+            f"{source}: {size} bytes, but the header declares {n_records} data records x "
+            f"{record_bytes} bytes after {header_bytes} header bytes = {expected} bytes "
+            f"({state})"
+        )
 
 
 def _is_continuous(edf: Any, source: str) -> bool:
@@ -194,6 +225,7 @@ def _is_continuous(edf: Any, source: str) -> bool:
 
 
 # --- signals ----------------------------------------------------------------------------------------------
+
 
 def _lead_name(label: str) -> str | None:
     """The lead a signal label names (``"ECG V1"`` -> ``"V1"``, ``"I"`` -> ``"I"``), None for other channels.
@@ -208,9 +240,13 @@ def _lead_name(label: str) -> str | None:
 def _channel(signal: Any) -> _Channel:
     label = signal.label.strip()
     return _Channel(
-        label=label, lead=_lead_name(label), fs_hz=float(signal.sampling_frequency),
-        dimension=signal.physical_dimension.strip(), physical=(signal.physical_min, signal.physical_max),
-        digital=(signal.digital_min, signal.digital_max), signal=signal,
+        label=label,
+        lead=_lead_name(label),
+        fs_hz=float(signal.sampling_frequency),
+        dimension=signal.physical_dimension.strip(),
+        physical=(signal.physical_min, signal.physical_max),
+        digital=(signal.digital_min, signal.digital_max),
+        signal=signal,
     )
 
 
@@ -219,13 +255,17 @@ def _select_leads(channels: list[_Channel], source: str, notes: list[str]) -> li
     labels = [c.label for c in channels]
     leads = [c for c in channels if c.lead is not None]
     if not leads:
-        raise LeadError(f"{source}: no ECG lead among the EDF signals {labels} (an EEG or sleep recording?); "
-                        f"diagecg reads 12-lead ECGs")
+        raise LeadError(
+            f"{source}: no ECG lead among the EDF signals {labels} (an EEG or sleep recording?); "
+            f"diagecg reads 12-lead ECGs"
+        )
     found = {LEAD_ALIASES.get(normalise_lead_name(c.lead or "")) for c in leads}
     missing = [lead for lead in CANONICAL_LEADS if lead not in found]
     if missing:
-        raise LeadError(f"{source}: missing lead{'s' if len(missing) > 1 else ''} {', '.join(missing)}; the "
-                        f"EDF signals are {labels}")
+        raise LeadError(
+            f"{source}: missing lead{'s' if len(missing) > 1 else ''} {', '.join(missing)}; the "
+            f"EDF signals are {labels}"
+        )
     others = [c.label for c in channels if c.lead is None]
     if others:
         notes.append(f"dropped {len(others)} non-ECG channel(s): {', '.join(others)}")
@@ -236,12 +276,15 @@ def _common_rate(leads: list[_Channel], source: str) -> float:
     rates = {c.fs_hz for c in leads}
     if len(rates) > 1:
         listed = ", ".join(f"{c.lead} {c.fs_hz:g} Hz" for c in leads)
-        raise HeaderError(f"{source}: the leads have different sampling rates ({listed}); diagecg does not "
-                          f"resample while reading")
+        raise HeaderError(
+            f"{source}: the leads have different sampling rates ({listed}); diagecg does not "
+            f"resample while reading"
+        )
     fs_hz = rates.pop()
     if not (math.isfinite(fs_hz) and MIN_FS_HZ <= fs_hz <= MAX_FS_HZ):
-        raise HeaderError(f"{source}: sampling rate {fs_hz:g} Hz is not an ECG's (expected {MIN_FS_HZ:g}-"
-                          f"{MAX_FS_HZ:g} Hz)")
+        raise HeaderError(
+            f"{source}: sampling rate {fs_hz:g} Hz is not an ECG's (expected {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz)"
+        )
     return fs_hz
 
 
@@ -255,12 +298,15 @@ def _units_to_mv(channel: _Channel, source: str) -> float:
         raise HeaderError(f"{source}: {where} has digital range [{dmin}, {dmax}]: no calibration")
     factor = UNITS_TO_MV.get(channel.dimension.lower())
     if factor is None:
-        raise HeaderError(f"{source}: {where} has physical dimension {channel.dimension!r}, not a voltage "
-                          f"(known: uV, mV, V, nV)")
+        raise HeaderError(
+            f"{source}: {where} has physical dimension {channel.dimension!r}, not a voltage "
+            f"(known: uV, mV, V, nV)"
+        )
     return factor
 
 
 # --- patient ----------------------------------------------------------------------------------------------
+
 
 def _patient(edf: Any, reserved: str, anonymised: type[Exception], notes: list[str]) -> PatientInfo:
     """Sex and age from the EDF+ patient field and start date (plain EDF's field is free text).
@@ -277,15 +323,20 @@ def _patient(edf: Any, reserved: str, anonymised: type[Exception], notes: list[s
     startdate = _date(lambda: edf.startdate, "start date", anonymised, notes)
     age: float | None = None
     if birthdate is not None and startdate is not None:
-        years = startdate.year - birthdate.year - ((startdate.month, startdate.day) <
-                                                   (birthdate.month, birthdate.day))
-        age = plausible_patient_value("age_years", float(years),
-                                      f"{years} (born {birthdate}, recorded {startdate})", notes)
+        years = (
+            startdate.year
+            - birthdate.year
+            - ((startdate.month, startdate.day) < (birthdate.month, birthdate.day))
+        )
+        age = plausible_patient_value(
+            "age_years", float(years), f"{years} (born {birthdate}, recorded {startdate})", notes
+        )
     return PatientInfo(age_years=age, sex=sex)
 
 
-def _date(get: Callable[[], object], what: str, anonymised: type[Exception],
-          notes: list[str]) -> datetime.date | None:
+def _date(
+    get: Callable[[], object], what: str, anonymised: type[Exception], notes: list[str]
+) -> datetime.date | None:
     """A date edfio parses, None when anonymised (``X``) or malformed (with a note)."""
     try:
         value = get()

@@ -69,15 +69,27 @@ MAX_XLI_CHUNKS = 16  # carts write 16 (12 leads + 4 unused front-end channels); 
 LZW_BITS = 10  # XLI code width; a code above 2**10 - 2 ends a chunk (sierraecg.lzw.LzwDecoder)
 CALIBRATION_MV = 1.0  # the pulse Philips carts append to each channel
 # age element -> years per unit; a 1.04 file may give the date of birth instead
-AGE_UNITS_TO_YEARS: dict[str, float] = {"years": 1.0, "months": 1 / 12, "weeks": 7 / 365.25,
-                                        "days": 1 / 365.25, "hours": 1 / (24 * 365.25),
-                                        "minutes": 1 / (60 * 24 * 365.25)}
+AGE_UNITS_TO_YEARS: dict[str, float] = {
+    "years": 1.0,
+    "months": 1 / 12,
+    "weeks": 7 / 365.25,
+    "days": 1 / 365.25,
+    "hours": 1 / (24 * 365.25),
+    "minutes": 1 / (60 * 24 * 365.25),
+}
 HEIGHT_UNITS: tuple[tuple[str, float], ...] = (("cm", 1.0), ("inch", 2.54))
 WEIGHT_UNITS: tuple[tuple[str, float], ...] = (("kg", 1.0), ("lb", 0.45359237))
 # sierraecg's own errors are RuntimeErrors; a corrupt stream raises IndexError/OverflowError in its decoder,
 # FloatingPointError in its int16 lead reconstruction (numpy errstate below), defusedxml a ValueError
-_DECODE_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError, IndexError, KeyError,
-                                               ArithmeticError, TypeError, ExpatError)
+_DECODE_ERRORS: tuple[type[Exception], ...] = (
+    RuntimeError,
+    ValueError,
+    IndexError,
+    KeyError,
+    ArithmeticError,
+    TypeError,
+    ExpatError,
+)
 
 
 def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
@@ -118,8 +130,10 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
     labels = _lead_labels(characteristics, waveforms, source)
     n = _samples_per_lead(waveforms, fs_hz, source)
     if n * len(labels) > MAX_RECORD_SAMPLES:
-        raise SignalFileError(f"{source}: declares {n} samples x {len(labels)} leads, more than diagecg "
-                              f"reads ({MAX_RECORD_SAMPLES} values)")
+        raise SignalFileError(
+            f"{source}: declares {n} samples x {len(labels)} leads, more than diagecg "
+            f"reads ({MAX_RECORD_SAMPLES} values)"
+        )
     _check_xli_stream(_payload(waveforms, source, _max_payload_bytes(n)), labels, n, source)
     warnings += _placement_warnings(characteristics, len(labels))
     digital = _decode(path, labels, fs_hz, n, source)  # (leads, samples) int64, raw units
@@ -127,12 +141,20 @@ def read(path: Path, *, quality: QualityConfig | None = None) -> EcgRecord:
     warnings += calibration
     patient = _patient(root, warnings)
     return record_from_array(
-        digital * uv_per_bit, fs_hz, labels, units="uV", source=source, record_id=path.stem,
-        patient=patient, warnings=warnings, quality=quality,
+        digital * uv_per_bit,
+        fs_hz,
+        labels,
+        units="uV",
+        source=source,
+        record_id=path.stem,
+        patient=patient,
+        warnings=warnings,
+        quality=quality,
     )
 
 
 # --- metadata -------------------------------------------------------------------------------------------
+
 
 def _first(element: ET.Element | None, tag: str) -> ET.Element | None:
     """The first ``tag`` below ``element`` in document order (minidom's ``getElementsByTagName``)."""
@@ -159,8 +181,9 @@ def _agreeing(values: dict[str, float | None], what: str, source: str, hint: str
         if value <= 0:
             raise HeaderError(f"{source}: {what} {where} is {value:g}, not a positive number")
     if len(set(given.values())) > 1:
-        raise HeaderError(f"{source}: disagreeing {what}: "
-                          + ", ".join(f"{where} {v:g}" for where, v in given.items()))
+        raise HeaderError(
+            f"{source}: disagreeing {what}: " + ", ".join(f"{where} {v:g}" for where, v in given.items())
+        )
     return next(iter(given.values()))
 
 
@@ -168,51 +191,73 @@ def _sampling_rate(characteristics: ET.Element, waveforms: ET.Element, source: s
     stated = _number(_text(_first(characteristics, "samplingrate")), "samplingrate", source)
     if stated is None:  # sierraecg reads this one (it would raise MissingXmlElementError)
         raise HeaderError(f"{source}: signalcharacteristics gives no samplingrate; refusing to guess")
-    fs_hz = _agreeing({"signalcharacteristics/samplingrate": stated, "parsedwaveforms@samplespersecond":
-                       _number(waveforms.get("samplespersecond"), "samplespersecond", source)},
-                      "sampling rate", source, "")
+    fs_hz = _agreeing(
+        {
+            "signalcharacteristics/samplingrate": stated,
+            "parsedwaveforms@samplespersecond": _number(
+                waveforms.get("samplespersecond"), "samplespersecond", source
+            ),
+        },
+        "sampling rate",
+        source,
+        "",
+    )
     if not MIN_FS_HZ <= fs_hz <= MAX_FS_HZ:
-        raise HeaderError(f"{source}: sampling rate {fs_hz:g} Hz is not an ECG's (expected {MIN_FS_HZ:g}-"
-                          f"{MAX_FS_HZ:g} Hz)")
+        raise HeaderError(
+            f"{source}: sampling rate {fs_hz:g} Hz is not an ECG's (expected {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz)"
+        )
     return fs_hz
 
 
 def _resolution(characteristics: ET.Element, waveforms: ET.Element, source: str) -> float:
     """Microvolts per bit: the 1.04 element and attribute, or the 1.03 element."""
-    names = {"signalcharacteristics/resolution": _text(_first(characteristics, "resolution")),
-             "signalcharacteristics/signalresolution": _text(_first(characteristics, "signalresolution")),
-             "parsedwaveforms@resolution": waveforms.get("resolution")}
-    return _agreeing({where: _number(text, where, source) for where, text in names.items()},
-                     "amplitude resolution (uV per bit)", source, " (Philips carts write 5)")
+    names = {
+        "signalcharacteristics/resolution": _text(_first(characteristics, "resolution")),
+        "signalcharacteristics/signalresolution": _text(_first(characteristics, "signalresolution")),
+        "parsedwaveforms@resolution": waveforms.get("resolution"),
+    }
+    return _agreeing(
+        {where: _number(text, where, source) for where, text in names.items()},
+        "amplitude resolution (uV per bit)",
+        source,
+        " (Philips carts write 5)",
+    )
 
 
 def _check_sample_format(characteristics: ET.Element, waveforms: ET.Element, source: str) -> None:
     """Base64 + XLI, 16-bit signed samples and no offset: the only stream sierraecg decodes correctly."""
     encoding = waveforms.get("dataencoding")
     if encoding != "Base64":
-        raise SignalFileError(f"{source}: parsedwaveforms dataencoding {encoding!r} is not supported "
-                              f"(diagecg reads Base64)")
+        raise SignalFileError(
+            f"{source}: parsedwaveforms dataencoding {encoding!r} is not supported (diagecg reads Base64)"
+        )
     if waveforms.get("compressflag") is not None:  # 1.03
         method = waveforms.get("compressmethod") if waveforms.get("compressflag") == "True" else None
     else:
         method = waveforms.get("compression")
     if method != "XLI":
-        raise SignalFileError(f"{source}: parsedwaveforms compression is {method or 'none'!r}; diagecg reads "
-                              f"XLI-compressed files (what carts write), not uncompressed ones")
+        raise SignalFileError(
+            f"{source}: parsedwaveforms compression is {method or 'none'!r}; diagecg reads "
+            f"XLI-compressed files (what carts write), not uncompressed ones"
+        )
     bits = waveforms.get("bitspersample", waveforms.get("nbitspersample"))
     if bits is not None and bits.strip() != "16":
-        raise SignalFileError(f"{source}: parsedwaveforms stores {bits.strip()}-bit samples; XLI holds "
-                              f"16-bit ones")
+        raise SignalFileError(
+            f"{source}: parsedwaveforms stores {bits.strip()}-bit samples; XLI holds 16-bit ones"
+        )
     signed = waveforms.get("signalsigned", _text(_first(characteristics, "signalsigned")))
     if signed is not None and signed.strip() != "True":
         raise HeaderError(f"{source}: signalsigned is {signed.strip()!r}; diagecg reads signed samples only")
-    offsets = {"parsedwaveforms@signaloffset": waveforms.get("signaloffset"),
-               "signalcharacteristics/signaloffset": _text(_first(characteristics, "signaloffset"))}
+    offsets = {
+        "parsedwaveforms@signaloffset": waveforms.get("signaloffset"),
+        "signalcharacteristics/signaloffset": _text(_first(characteristics, "signaloffset")),
+    }
     for where, text in offsets.items():
         offset = _number(text, where, source)
         if offset:  # the schema says subtract it; no file with one shows whether before III-aVF are rebuilt
-            raise HeaderError(f"{source}: {where} is {offset:g}; files with a signal offset are not "
-                              f"supported")
+            raise HeaderError(
+                f"{source}: {where} is {offset:g}; files with a signal offset are not supported"
+            )
 
 
 def _lead_labels(characteristics: ET.Element, waveforms: ET.Element, source: str) -> list[str]:
@@ -222,45 +267,61 @@ def _lead_labels(characteristics: ET.Element, waveforms: ET.Element, source: str
         count = _number(waveforms.get("numberofleads"), "parsedwaveforms@numberofleads", source)
         labels = text.split()
         if count is None or count != int(count) or not 0 < count <= len(labels):
-            raise HeaderError(f"{source}: parsedwaveforms numberofleads {waveforms.get('numberofleads')!r} "
-                              f"does not fit leadlabels {text!r}")
-        labels = labels[:int(count)]
+            raise HeaderError(
+                f"{source}: parsedwaveforms numberofleads {waveforms.get('numberofleads')!r} "
+                f"does not fit leadlabels {text!r}"
+            )
+        labels = labels[: int(count)]
     else:  # 1.03: named by the acquisition type
         acquisition = _text(_first(characteristics, "acquisitiontype"))
-        count = _number(_text(_first(characteristics, "numberchannelsallocated")),
-                        "numberchannelsallocated", source)
+        count = _number(
+            _text(_first(characteristics, "numberchannelsallocated")), "numberchannelsallocated", source
+        )
         if acquisition not in STANDARD_ACQUISITIONS:
-            raise HeaderError(f"{source}: no leadlabels and acquisitiontype {acquisition!r}: the leads are "
-                              f"unnamed (known for {', '.join(STANDARD_ACQUISITIONS)})")
+            raise HeaderError(
+                f"{source}: no leadlabels and acquisitiontype {acquisition!r}: the leads are "
+                f"unnamed (known for {', '.join(STANDARD_ACQUISITIONS)})"
+            )
         if count != len(CANONICAL_LEADS):
-            raise HeaderError(f"{source}: a {acquisition} acquisition with numberchannelsallocated "
-                              f"{count if count is None else f'{count:g}'}; expected {len(CANONICAL_LEADS)}")
+            raise HeaderError(
+                f"{source}: a {acquisition} acquisition with numberchannelsallocated "
+                f"{count if count is None else f'{count:g}'}; expected {len(CANONICAL_LEADS)}"
+            )
         labels = list(CANONICAL_LEADS)
-    if tuple(labels[:len(RECONSTRUCTED_ORDER)]) != RECONSTRUCTED_ORDER:
-        raise HeaderError(f"{source}: leads {' '.join(labels)}; XLI decoding rebuilds III-aVF from the first "
-                          f"six, which must be {' '.join(RECONSTRUCTED_ORDER)}")
+    if tuple(labels[: len(RECONSTRUCTED_ORDER)]) != RECONSTRUCTED_ORDER:
+        raise HeaderError(
+            f"{source}: leads {' '.join(labels)}; XLI decoding rebuilds III-aVF from the first "
+            f"six, which must be {' '.join(RECONSTRUCTED_ORDER)}"
+        )
     return labels
 
 
 def _samples_per_lead(waveforms: ET.Element, fs_hz: float, source: str) -> int:
     text = (waveforms.get("durationperchannel") or "").strip()
     if not (text.isascii() and text.isdigit()) or int(text) == 0:
-        raise HeaderError(f"{source}: parsedwaveforms durationperchannel {text or 'missing'!r} is not a "
-                          f"positive number of milliseconds")
+        raise HeaderError(
+            f"{source}: parsedwaveforms durationperchannel {text or 'missing'!r} is not a "
+            f"positive number of milliseconds"
+        )
     n = int(text) * fs_hz / 1000
     if abs(n - round(n)) > 1e-6:
-        raise HeaderError(f"{source}: durationperchannel {text} ms at {fs_hz:g} Hz is {n:g} samples, not a "
-                          f"whole number")
+        raise HeaderError(
+            f"{source}: durationperchannel {text} ms at {fs_hz:g} Hz is {n:g} samples, not a whole number"
+        )
     return round(n)
 
 
 def _placement_warnings(characteristics: ET.Element, n_leads: int) -> list[str]:
     notes: list[str] = []
-    placement = (_text(_first(characteristics, "electrodeplacement"))  # 1.04
-                 or _text(_first(characteristics, "leadset")))  # 1.03
+    placement = (
+        _text(_first(characteristics, "electrodeplacement"))  # 1.04
+        or _text(_first(characteristics, "leadset"))
+    )  # 1.03
     if placement is not None and placement.upper() not in STANDARD_PLACEMENTS:
-        notes.append(f"electrode placement {placement!r}, not the standard one: limb leads (or all of them, "
-                     f"for EASI) differ from a standard 12-lead ECG")
+        notes.append(
+            f"electrode placement {placement!r}, not the standard one: limb leads (or all of them, "
+            f"for EASI) differ from a standard 12-lead ECG"
+        )
     derived = _text(_first(characteristics, "derivedleads"))
     if derived:
         notes.append(f"the cart derived leads {derived} rather than recording them")
@@ -272,6 +333,7 @@ def _placement_warnings(characteristics: ET.Element, n_leads: int) -> list[str]:
 
 # --- waveform -------------------------------------------------------------------------------------------
 
+
 def _max_payload_bytes(n: int) -> int:
     """The most ``MAX_XLI_CHUNKS`` chunks of ``n`` samples take: LZW codes are 10 bits per byte at best,
     so a chunk of n 16-bit samples is under 2.5 n bytes plus its header."""
@@ -281,8 +343,10 @@ def _max_payload_bytes(n: int) -> int:
 def _payload(waveforms: ET.Element, source: str, most: int) -> bytes:
     raw = waveforms.text or ""
     if len(raw) > 2 * most + (1 << 20):  # base64: 4/3 of the bytes, plus line breaks; checked before decoding
-        raise SignalFileError(f"{source}: parsedwaveforms holds {len(raw)} characters; {MAX_XLI_CHUNKS} XLI "
-                              f"chunks take at most {most} bytes: corrupt or crafted")
+        raise SignalFileError(
+            f"{source}: parsedwaveforms holds {len(raw)} characters; {MAX_XLI_CHUNKS} XLI "
+            f"chunks take at most {most} bytes: corrupt or crafted"
+        )
     text = "".join(raw.split())
     if not text:
         raise SignalFileError(f"{source}: parsedwaveforms holds no data")
@@ -330,33 +394,45 @@ def _check_xli_stream(payload: bytes, labels: list[str], n: int, source: str) ->
     # a longer payload is refused before the (pure Python) walk and sierraecg's decoding of every chunk
     most = _max_payload_bytes(n)
     if len(payload) > most:
-        raise SignalFileError(f"{source}: the waveform data holds {len(payload)} bytes; {MAX_XLI_CHUNKS} "
-                              f"XLI chunks of {n} samples take at most {most}: corrupt or crafted")
+        raise SignalFileError(
+            f"{source}: the waveform data holds {len(payload)} bytes; {MAX_XLI_CHUNKS} "
+            f"XLI chunks of {n} samples take at most {most}: corrupt or crafted"
+        )
     while offset < len(payload):
         if len(counts) == MAX_XLI_CHUNKS:
-            raise SignalFileError(f"{source}: the waveform data holds more than {MAX_XLI_CHUNKS} XLI chunks "
-                                  f"(carts write 16): corrupt or crafted")
+            raise SignalFileError(
+                f"{source}: the waveform data holds more than {MAX_XLI_CHUNKS} XLI chunks "
+                f"(carts write 16): corrupt or crafted"
+            )
         start = offset + XLI_HEADER_BYTES
-        size = int.from_bytes(payload[offset:offset + 4], "little", signed=True)
+        size = int.from_bytes(payload[offset : offset + 4], "little", signed=True)
         if start > len(payload) or size < 0 or start + size > len(payload):
             lead = labels[len(counts)] if len(counts) < len(labels) else "unnamed"
-            raise SignalFileError(f"{source}: XLI chunk {len(counts) + 1} (lead {lead}) runs past the end of "
-                                  f"the waveform data: truncated or corrupt")
-        decoded = _lzw_decoded_bytes(payload[start:start + size])
+            raise SignalFileError(
+                f"{source}: XLI chunk {len(counts) + 1} (lead {lead}) runs past the end of "
+                f"the waveform data: truncated or corrupt"
+            )
+        decoded = _lzw_decoded_bytes(payload[start : start + size])
         counts.append(None if decoded is None else (decoded + 1) // 2)  # sierraecg pads an odd byte
         offset = start + size
     if len(counts) < len(labels):
-        raise SignalFileError(f"{source}: the waveform data holds {len(counts)} leads; leadlabels names "
-                              f"{len(labels)} ({' '.join(labels)})")
+        raise SignalFileError(
+            f"{source}: the waveform data holds {len(counts)} leads; leadlabels names "
+            f"{len(labels)} ({' '.join(labels)})"
+        )
     for label, count in zip(labels, counts, strict=False):
         if count != n:
             state = "cannot be decoded" if count is None else f"decodes to {count} samples"
-            raise SignalFileError(f"{source}: lead {label} {state}; durationperchannel declares {n}: the "
-                                  f"waveform data is corrupt")
-    for k, count in enumerate(counts[len(labels):], len(labels) + 1):
+            raise SignalFileError(
+                f"{source}: lead {label} {state}; durationperchannel declares {n}: the "
+                f"waveform data is corrupt"
+            )
+    for k, count in enumerate(counts[len(labels) :], len(labels) + 1):
         if count is not None and count > n:  # sierraecg decodes the unnamed chunks too
-            raise SignalFileError(f"{source}: XLI chunk {k} decodes to {count} samples, more than the {n} of "
-                                  f"durationperchannel: corrupt or crafted")
+            raise SignalFileError(
+                f"{source}: XLI chunk {k} decodes to {count} samples, more than the {n} of "
+                f"durationperchannel: corrupt or crafted"
+            )
 
 
 def _decode(path: Path, labels: list[str], fs_hz: float, n: int, source: str) -> np.ndarray:
@@ -366,13 +442,16 @@ def _decode(path: Path, labels: list[str], fs_hz: float, n: int, source: str) ->
         with np.errstate(over="raise"):  # its int16 reconstruction of III-aVF would wrap silently
             ecg: Any = sierraecg.read_file(str(path))
     except _DECODE_ERRORS as e:
-        raise SignalFileError(f"{source}: sierraecg cannot decode the file: {type(e).__name__}: "
-                              f"{' '.join(str(e).split())}") from None
+        raise SignalFileError(
+            f"{source}: sierraecg cannot decode the file: {type(e).__name__}: {' '.join(str(e).split())}"
+        ) from None
     names = [str(lead.label) for lead in ecg.leads]
     if names != labels or {int(lead.sampling_freq) for lead in ecg.leads} != {round(fs_hz)}:
-        raise SignalFileError(f"{source}: sierraecg read leads {names} at "
-                              f"{sorted({lead.sampling_freq for lead in ecg.leads})} Hz; the file declares "
-                              f"{labels} at {fs_hz:g} Hz")
+        raise SignalFileError(
+            f"{source}: sierraecg read leads {names} at "
+            f"{sorted({lead.sampling_freq for lead in ecg.leads})} Hz; the file declares "
+            f"{labels} at {fs_hz:g} Hz"
+        )
     lengths = {len(lead.samples) for lead in ecg.leads}
     if lengths != {n}:
         raise SignalFileError(f"{source}: sierraecg decoded {sorted(lengths)} samples per lead; expected {n}")
@@ -391,15 +470,21 @@ def _cut_calibration(digital: np.ndarray, uv_per_bit: float, fs_hz: float) -> tu
     if not pulse.any() or start < digital.shape[1] / 2:
         return digital, []
     height_mv = float(np.max(np.abs(pulse))) * uv_per_bit / 1000
-    off = "" if math.isclose(height_mv, CALIBRATION_MV, rel_tol=0.02) else (
-        f", not the {CALIBRATION_MV:g} mV carts write: check the amplitude resolution")
+    off = (
+        ""
+        if math.isclose(height_mv, CALIBRATION_MV, rel_tol=0.02)
+        else (f", not the {CALIBRATION_MV:g} mV carts write: check the amplitude resolution")
+    )
     n_cut = digital.shape[1] - start
-    return digital[:, :start], [f"dropped the last {n_cut} samples ({n_cut / fs_hz:.2f} s), the cart's "
-                                f"calibration segment: the same in every lead, a {height_mv:.2f} mV "
-                                f"pulse{off}"]
+    return digital[:, :start], [
+        f"dropped the last {n_cut} samples ({n_cut / fs_hz:.2f} s), the cart's "
+        f"calibration segment: the same in every lead, a {height_mv:.2f} mV "
+        f"pulse{off}"
+    ]
 
 
 # --- patient --------------------------------------------------------------------------------------------
+
 
 def _patient(root: ET.Element, warnings: list[str]) -> PatientInfo:
     """Age, sex, height and weight from ``patient/generalpatientdata`` (None where absent or implausible)."""
@@ -412,9 +497,12 @@ def _patient(root: ET.Element, warnings: list[str]) -> PatientInfo:
         sex = written.lower()
     elif written != "Unknown":
         warnings.append(f"patient sex {written!r} is not Male/Female/Unknown; ignored")
-    return PatientInfo(age_years=_age(general.find("age"), root, warnings), sex=sex,
-                       height_cm=_measurement(general.find("height"), HEIGHT_UNITS, "height_cm", warnings),
-                       weight_kg=_measurement(general.find("weight"), WEIGHT_UNITS, "weight_kg", warnings))
+    return PatientInfo(
+        age_years=_age(general.find("age"), root, warnings),
+        sex=sex,
+        height_cm=_measurement(general.find("height"), HEIGHT_UNITS, "height_cm", warnings),
+        weight_kg=_measurement(general.find("weight"), WEIGHT_UNITS, "weight_kg", warnings),
+    )
 
 
 def _age(age: ET.Element | None, root: ET.Element, warnings: list[str]) -> float | None:
@@ -436,12 +524,14 @@ def _age(age: ET.Element | None, root: ET.Element, warnings: list[str]) -> float
         warnings.append(f"patient dateofbirth {birth_text!r} with acquisition date {recorded_text!r}: no age")
         return None
     years = recorded.year - birth.year - ((recorded.month, recorded.day) < (birth.month, birth.day))
-    return plausible_patient_value("age_years", float(years), f"{years} (born {birth}, recorded {recorded})",
-                                   warnings)
+    return plausible_patient_value(
+        "age_years", float(years), f"{years} (born {birth}, recorded {recorded})", warnings
+    )
 
 
-def _measurement(element: ET.Element | None, units: tuple[tuple[str, float], ...], field: str,
-                 warnings: list[str]) -> float | None:
+def _measurement(
+    element: ET.Element | None, units: tuple[tuple[str, float], ...], field: str, warnings: list[str]
+) -> float | None:
     if element is None:
         return None
     for unit, factor in units:

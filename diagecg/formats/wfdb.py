@@ -51,6 +51,7 @@ FORMATS: dict[str, _Format] = {
 
 # --- signal files ---------------------------------------------------------------------------------------
 
+
 def _safe_signal_path(folder: Path, name: str, source: str) -> Path:
     """``folder / name``, refusing names that leave the record folder."""
     if name == "~":
@@ -59,15 +60,19 @@ def _safe_signal_path(folder: Path, name: str, source: str) -> Path:
         raise SignalFileError(f"{source}: signal file name {name!r} contains a NUL byte")
     candidate = Path(name)
     if candidate.is_absolute() or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        raise SignalFileError(f"{source}: signal file name {name!r} is an absolute path; it must be a "
-                              f"file inside the record folder")
+        raise SignalFileError(
+            f"{source}: signal file name {name!r} is an absolute path; it must be a "
+            f"file inside the record folder"
+        )
     if ".." in re.split(r"[\\/]", name):
         raise SignalFileError(f"{source}: signal file name {name!r} leaves the record folder ('..')")
     path = folder / candidate
     root = folder.resolve()
     if not path.resolve().is_relative_to(root):
-        raise SignalFileError(f"{source}: signal file {name!r} resolves to {path.resolve()}, outside the "
-                              f"record folder {root} (symlink?)")
+        raise SignalFileError(
+            f"{source}: signal file {name!r} resolves to {path.resolve()}, outside the "
+            f"record folder {root} (symlink?)"
+        )
     if not path.is_file():
         raise RecordNotFoundError(f"{source}: signal file {path} not found")
     return path
@@ -138,8 +143,9 @@ def _mat5_shapes(path: Path, source: str) -> dict[str, tuple[int, ...]]:
                 try:
                     head = inflater.decompress(f.read(min(n_bytes, 4096)), _MAT5_HEAD_BYTES)
                 except zlib.error as e:
-                    raise SignalFileError(f"{source}: MATLAB file {path.name}: a compressed variable is "
-                                          f"corrupt ({e})") from None
+                    raise SignalFileError(
+                        f"{source}: MATLAB file {path.name}: a compressed variable is corrupt ({e})"
+                    ) from None
             else:
                 head = struct.pack(order + "II", kind, n_bytes) + f.read(min(n_bytes, _MAT5_HEAD_BYTES))
             parsed = _mat5_matrix_head(head, order)
@@ -151,14 +157,15 @@ def _mat5_shapes(path: Path, source: str) -> dict[str, tuple[int, ...]]:
 
 def _mat5_matrix_head(head: bytes, order: str) -> tuple[str, tuple[int, ...]] | None:
     """(name, dimensions) of a miMATRIX element that starts ``head``, or None."""
+
     def element(at: int) -> tuple[int, bytes, int] | None:  # (type, data, offset of the next element)
         if at + 8 > len(head):
             return None
-        word, n = struct.unpack(order + "II", head[at:at + 8])
+        word, n = struct.unpack(order + "II", head[at : at + 8])
         if word >> 16:  # the small data element format: type and size in one word, data in the next 4
-            return word & 0xFFFF, head[at + 4: at + 4 + (word >> 16)], at + 8
+            return word & 0xFFFF, head[at + 4 : at + 4 + (word >> 16)], at + 8
         end = at + 8 + n
-        return word, head[at + 8: end], end + (-n % 8)
+        return word, head[at + 8 : end], end + (-n % 8)
 
     try:
         matrix = element(0)
@@ -180,14 +187,18 @@ def _read_mat(path: Path, n_ch: int, n_samples: int, source: str) -> np.ndarray:
     try:
         import scipy.io  # only Challenge records need it: an optional extra
     except ImportError:
-        raise SignalFileError(f"{source}: reading MATLAB signal files (PhysioNet Challenge records) needs "
-                              f"scipy: pip install 'diagecg[mat]'") from None
+        raise SignalFileError(
+            f"{source}: reading MATLAB signal files (PhysioNet Challenge records) needs "
+            f"scipy: pip install 'diagecg[mat]'"
+        ) from None
     # the shape first, from the variable's header: a compressed 'val' is not inflated before it is known
     # (scipy's whosmat inflates it all: a 120 kB file of 120 MB of samples peaked at 270 MB)
     declared = {} if _is_mat_v4(path) else _mat5_shapes(path, source)
     if "val" in declared and tuple(declared["val"]) != (n_ch, n_samples):
-        raise SignalFileError(f"{source}: {path.name} holds 'val' of shape {tuple(declared['val'])}; the "
-                              f"header declares {n_ch} signals x {n_samples} samples")
+        raise SignalFileError(
+            f"{source}: {path.name} holds 'val' of shape {tuple(declared['val'])}; the "
+            f"header declares {n_ch} signals x {n_samples} samples"
+        )
     try:
         mat = scipy.io.loadmat(str(path), variable_names=["val"])
     except Exception as e:  # scipy raises many types on a corrupt file
@@ -196,8 +207,10 @@ def _read_mat(path: Path, n_ch: int, n_samples: int, source: str) -> np.ndarray:
         raise SignalFileError(f"{source}: MATLAB file {path.name} has no 'val' array")
     val = np.asarray(mat["val"])
     if val.shape != (n_ch, n_samples):
-        raise SignalFileError(f"{source}: {path.name} holds 'val' of shape {val.shape}; the header declares "
-                              f"{n_ch} signals x {n_samples} samples")
+        raise SignalFileError(
+            f"{source}: {path.name} holds 'val' of shape {val.shape}; the header declares "
+            f"{n_ch} signals x {n_samples} samples"
+        )
     if not (np.issubdtype(val.dtype, np.integer) or np.issubdtype(val.dtype, np.floating)):
         raise SignalFileError(f"{source}: {path.name} 'val' has dtype {val.dtype}, not numeric")
     return val
@@ -225,23 +238,28 @@ def _read_signals(hea: Path, header: WfdbHeader, source: str) -> tuple[np.ndarra
         fmt, offset = specs[0].fmt, specs[0].byte_offset
         is_mat = path.suffix.lower() == ".mat"
         if fmt not in FORMATS:
-            raise SignalFileError(f"{source}: WFDB format {fmt} of {name} is not supported "
-                                  f"(supported: {', '.join(FORMATS)}); convert the record with wfdb first")
+            raise SignalFileError(
+                f"{source}: WFDB format {fmt} of {name} is not supported "
+                f"(supported: {', '.join(FORMATS)}); convert the record with wfdb first"
+            )
         size = path.stat().st_size
         per_frame = FORMATS[fmt].bytes_per_sample * len(idx)
         if n is None:
             if is_mat:
                 raise HeaderError(f"{source}: the record line lacks the number of samples")
             n = int((size - offset) / per_frame)
-            warnings.append(f"the header does not declare the number of samples; {n} inferred from "
-                            f"the size of {name}")
+            warnings.append(
+                f"the header does not declare the number of samples; {n} inferred from the size of {name}"
+            )
         plans.append((name, path, idx, fmt, offset, size, is_mat))
     assert n is not None
     if n == 0:
         raise HeaderError(f"{source}: the header declares 0 samples")
     if n * len(header.signals) > MAX_RECORD_SAMPLES:
-        raise SignalFileError(f"{source}: declares {n} samples x {len(header.signals)} signals, more than "
-                              f"diagecg reads ({MAX_RECORD_SAMPLES} values); crop the record first")
+        raise SignalFileError(
+            f"{source}: declares {n} samples x {len(header.signals)} signals, more than "
+            f"diagecg reads ({MAX_RECORD_SAMPLES} values); crop the record first"
+        )
     for name, path, idx, fmt, offset, size, is_mat in plans:
         if is_mat and not _is_mat_v4(path):
             continue  # v5 .mat may be compressed: its shape is checked after loading
@@ -249,7 +267,8 @@ def _read_signals(hea: Path, header: WfdbHeader, source: str) -> tuple[np.ndarra
         if size < expected:
             raise SignalFileError(
                 f"{source}: signal file {name} is truncated: {size} bytes, but {n} samples x {len(idx)} "
-                f"signals of format {fmt} (+{offset} byte offset) need {expected} bytes")
+                f"signals of format {fmt} (+{offset} byte offset) need {expected} bytes"
+            )
         extra = size - expected
         if extra >= FORMATS[fmt].bytes_per_sample * len(idx) and not is_mat:
             warnings.append(f"{name} holds {extra} bytes beyond the {n} declared samples; they are ignored")
@@ -274,9 +293,11 @@ def _read_signals(hea: Path, header: WfdbHeader, source: str) -> tuple[np.ndarra
                 phys = (d.astype(np.float64) - spec.baseline) / spec.gain * _units_to_mv(spec, source)
                 beyond = np.isinf(phys) | (np.abs(phys) > F32_MAX_MV)
             if beyond.any():
-                raise SignalFileError(f"{source}: signal {spec.description or i!r}: gain {spec.gain:g} "
-                                      f"adu/unit turns samples into values beyond float32 (|x| > "
-                                      f"{F32_MAX_MV:.3g} mV); the header's gain is wrong")
+                raise SignalFileError(
+                    f"{source}: signal {spec.description or i!r}: gain {spec.gain:g} "
+                    f"adu/unit turns samples into values beyond float32 (|x| > "
+                    f"{F32_MAX_MV:.3g} mV); the header's gain is wrong"
+                )
             if invalid is not None and invalid.any():
                 phys[invalid] = np.nan
             out[i] = phys
@@ -292,12 +313,15 @@ def _units_to_mv(spec: SignalSpec, source: str) -> float:
         return 1.0  # the WFDB default (header-5); _read_signals adds a warning
     factor = UNITS_TO_MV.get(spec.units.strip().lower())
     if factor is None:
-        raise HeaderError(f"{source}: signal {spec.description!r} has units {spec.units!r}, not a voltage "
-                          f"(known: mV, uV, V, nV)")
+        raise HeaderError(
+            f"{source}: signal {spec.description!r} has units {spec.units!r}, not a voltage "
+            f"(known: mV, uV, V, nV)"
+        )
     return factor
 
 
 # --- the record -----------------------------------------------------------------------------------------
+
 
 def header_path(path: str | Path) -> Path:
     """The ``.hea`` file of a record given as its header, a signal file, or the path without suffix."""
@@ -339,8 +363,9 @@ def read(path: str | Path, *, quality: QualityConfig | None = None) -> EcgRecord
     source = str(hea)
     header = read_header(hea)
     if header.fs_hz is None:
-        raise HeaderError(f"{source}: the record line gives no sampling rate; refusing to guess "
-                          f"(WFDB would assume 250 Hz)")
+        raise HeaderError(
+            f"{source}: the record line gives no sampling rate; refusing to guess (WFDB would assume 250 Hz)"
+        )
     if not (math.isfinite(header.fs_hz) and header.fs_hz > 0):
         raise HeaderError(f"{source}: sampling rate {header.fs_hz:g} Hz must be > 0")
     check_rate(header.fs_hz, source, HeaderError)
@@ -351,6 +376,14 @@ def read(path: str | Path, *, quality: QualityConfig | None = None) -> EcgRecord
     patient, diagnoses, comment_warnings = parse_patient_comments(header.comments)
     names = [s.description for s in header.signals]
     return record_from_array(
-        mv, header.fs_hz, names, units="mV", source=source, record_id=hea.stem, patient=patient,
-        diagnoses=diagnoses, warnings=[*warnings, *signal_warnings, *comment_warnings], quality=quality,
+        mv,
+        header.fs_hz,
+        names,
+        units="mV",
+        source=source,
+        record_id=hea.stem,
+        patient=patient,
+        diagnoses=diagnoses,
+        warnings=[*warnings, *signal_warnings, *comment_warnings],
+        quality=quality,
     )

@@ -95,8 +95,12 @@ def save_checkpoint(
     d.mkdir(parents=True, exist_ok=True)
     _write_tensors(d / CHECKPOINT_WEIGHTS, dict(model.state_dict()))
     _write_json(d / CHECKPOINT_CONFIG, {name: cfg.to_dict() for name, cfg in configs.items()})
-    state: dict[str, Any] = {"step": int(step), "extra": extra or {}, "optimizer": None,
-                             ManifestKey.DIAGECG_VERSION: __version__}
+    state: dict[str, Any] = {
+        "step": int(step),
+        "extra": extra or {},
+        "optimizer": None,
+        ManifestKey.DIAGECG_VERSION: __version__,
+    }
     if optimizer is not None:
         sd = optimizer.state_dict()
         tensors: dict[str, torch.Tensor] = {}
@@ -109,8 +113,11 @@ def save_checkpoint(
                 else:
                     scalars[key] = value
         _write_tensors(d / CHECKPOINT_OPTIMIZER, tensors)
-        state["optimizer"] = {"class": type(optimizer).__name__, "param_groups": sd["param_groups"],
-                              "scalars": scalars}
+        state["optimizer"] = {
+            "class": type(optimizer).__name__,
+            "param_groups": sd["param_groups"],
+            "scalars": scalars,
+        }
     _write_json(d / CHECKPOINT_STATE, state)  # last: marks the checkpoint complete
     logger.info("saved checkpoint at step %d to %s", step, d)
     return d
@@ -140,8 +147,10 @@ def load_weights(ckpt_dir: str | Path, model: nn.Module) -> None:
     unexpected = sorted(set(stored) - set(own))
     bad_shape = sorted(k for k in set(own) & set(stored) if own[k].shape != stored[k].shape)
     if missing or unexpected or bad_shape:
-        raise CheckpointError(f"{path} does not match the model built from its config: missing "
-                              f"{missing[:5]}, unexpected {unexpected[:5]}, shape mismatch {bad_shape[:5]}")
+        raise CheckpointError(
+            f"{path} does not match the model built from its config: missing "
+            f"{missing[:5]}, unexpected {unexpected[:5]}, shape mismatch {bad_shape[:5]}"
+        )
     model.load_state_dict(stored, strict=True)
 
 
@@ -156,15 +165,18 @@ def load_optimizer_state(ckpt_dir: str | Path, optimizer: torch.optim.Optimizer)
     if meta is None:
         raise CheckpointError(f"checkpoint {d} holds no optimiser state")
     if meta["class"] != type(optimizer).__name__:
-        raise CheckpointError(f"checkpoint {d} holds {meta['class']} state, cannot load into "
-                              f"{type(optimizer).__name__}")
+        raise CheckpointError(
+            f"checkpoint {d} holds {meta['class']} state, cannot load into {type(optimizer).__name__}"
+        )
     tensors = load_file(str(_require(d, CHECKPOINT_OPTIMIZER)), device="cpu")
     state: dict[int, dict[str, Any]] = {}
     for key, value in [*tensors.items(), *meta["scalars"].items()]:
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = value
-    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
-              for g in meta["param_groups"]]  # JSON turned tuples (betas) into lists
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+        for g in meta["param_groups"]
+    ]  # JSON turned tuples (betas) into lists
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError) as e:
@@ -192,16 +204,20 @@ def load_tokenizer(
     configs = read_configs(d)
     for key in (ManifestKey.PREPROCESS, ManifestKey.ENCODER, ManifestKey.FSQ):
         if key not in configs:
-            raise CheckpointError(f"checkpoint {d}: {CHECKPOINT_CONFIG} has no {key!r} config "
-                                  f"(keys: {sorted(configs)})")
+            raise CheckpointError(
+                f"checkpoint {d}: {CHECKPOINT_CONFIG} has no {key!r} config (keys: {sorted(configs)})"
+            )
     preprocess_cfg = PreprocessConfig.from_dict(configs[ManifestKey.PREPROCESS])
     encoder_cfg = EncoderConfig.from_dict(configs[ManifestKey.ENCODER])
     fsq_cfg = FSQConfig.from_dict(configs[ManifestKey.FSQ])
     if preprocess_cfg.n_samples != encoder_cfg.n_samples:
-        raise CheckpointError(f"checkpoint {d}: preprocess gives {preprocess_cfg.n_samples} samples but the "
-                              f"encoder expects {encoder_cfg.n_samples}")
-    summary_cfg = (SummaryConfig.from_dict(configs[ManifestKey.SUMMARY]) if ManifestKey.SUMMARY in configs
-                   else None)  # absent: a tokenizer without summary tokens
+        raise CheckpointError(
+            f"checkpoint {d}: preprocess gives {preprocess_cfg.n_samples} samples but the "
+            f"encoder expects {encoder_cfg.n_samples}"
+        )
+    summary_cfg = (
+        SummaryConfig.from_dict(configs[ManifestKey.SUMMARY]) if ManifestKey.SUMMARY in configs else None
+    )  # absent: a tokenizer without summary tokens
     model = EcgTokenizer(encoder_cfg, fsq_cfg, summary_cfg)
     load_weights(d, model)
     model.to(device).eval()

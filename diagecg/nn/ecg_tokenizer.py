@@ -40,8 +40,9 @@ class EcgTokenizer(nn.Module):
         summary_cfg: diagnostic summary tokens; None or no findings = frame tokens only (the paper's).
     """
 
-    def __init__(self, encoder_cfg: EncoderConfig, fsq_cfg: FSQConfig,
-                 summary_cfg: SummaryConfig | None = None) -> None:
+    def __init__(
+        self, encoder_cfg: EncoderConfig, fsq_cfg: FSQConfig, summary_cfg: SummaryConfig | None = None
+    ) -> None:
         super().__init__()
         self.encoder_cfg = encoder_cfg
         self.fsq_cfg = fsq_cfg
@@ -49,8 +50,11 @@ class EcgTokenizer(nn.Module):
         self.encoder = LeadwiseEncoder(encoder_cfg, latent_dim=fsq_cfg.dim)
         self.fsq = FSQ(fsq_cfg.levels)
         self.decoder = LeadwiseDecoder(encoder_cfg, latent_dim=fsq_cfg.dim)
-        self.summary = (SummaryHead(self.summary_cfg, encoder_cfg.fused_channels)
-                        if self.summary_cfg is not None else None)
+        self.summary = (
+            SummaryHead(self.summary_cfg, encoder_cfg.fused_channels)
+            if self.summary_cfg is not None
+            else None
+        )
         self.measure_bins = None
         if self.summary_cfg is not None and self.summary_cfg.measure_tokens:
             base = fsq_cfg.codebook_size + self.summary_cfg.n_finding_codes
@@ -84,8 +88,10 @@ class EcgTokenizer(nn.Module):
         """Raise ValueError unless ``signal`` is floating (B, n_leads, n_samples)."""
         want = (self.encoder_cfg.n_leads, self.encoder_cfg.n_samples)
         if signal.dim() != 3 or tuple(signal.shape[1:]) != want:
-            raise ValueError(f"EcgTokenizer expects a signal of shape (batch, {want[0]}, {want[1]}), "
-                             f"got {tuple(signal.shape)}")
+            raise ValueError(
+                f"EcgTokenizer expects a signal of shape (batch, {want[0]}, {want[1]}), "
+                f"got {tuple(signal.shape)}"
+            )
         if not signal.is_floating_point():
             raise TypeError(f"EcgTokenizer expects a float signal, got {signal.dtype}")
 
@@ -98,19 +104,23 @@ class EcgTokenizer(nn.Module):
         n = len(self.summary_cfg.features)
         if features is None or features.dim() != 2 or tuple(features.shape) != (signal.shape[0], n):
             got = None if features is None else tuple(features.shape)
-            raise ValueError(f"EcgTokenizer expects measurements of shape ({signal.shape[0]}, {n}), "
-                             f"got {got}")
+            raise ValueError(
+                f"EcgTokenizer expects measurements of shape ({signal.shape[0]}, {n}), got {got}"
+            )
 
     def check_indices(self, indices: torch.Tensor) -> None:
         """Raise ValueError unless ``indices`` is integer (B, n_frames) frame codes in [0, codebook_size)."""
         if indices.dim() != 2 or indices.shape[1] != self.n_frames:
-            raise ValueError(f"expected indices of shape (batch, {self.n_frames}), "
-                             f"got {tuple(indices.shape)}")
+            raise ValueError(
+                f"expected indices of shape (batch, {self.n_frames}), got {tuple(indices.shape)}"
+            )
         if indices.is_floating_point():
             raise TypeError(f"expected integer indices, got {indices.dtype}")
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.codebook_size):
-            raise ValueError(f"indices must lie in [0, {self.codebook_size}), got "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
+            raise ValueError(
+                f"indices must lie in [0, {self.codebook_size}), got "
+                f"[{int(indices.min())}, {int(indices.max())}]"
+            )
 
     def summary_codes(self, levels: torch.Tensor) -> torch.Tensor:
         """Summary levels int64 (B, F) -> ECG codes ``codebook_size + f * levels + level`` (B, F)."""
@@ -119,8 +129,9 @@ class EcgTokenizer(nn.Module):
         finding = torch.arange(levels.shape[-1], device=levels.device, dtype=torch.int64)
         return self.codebook_size + finding * L + levels
 
-    def forward(self, signal: torch.Tensor, features: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, signal: torch.Tensor, features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Encode, quantise, decode (and summarise).
 
         Args:

@@ -42,8 +42,11 @@ class InceptionBlock(nn.Module):
         self.proj = nn.Conv1d(4 * branch, out_channels, kernel_size=1)
         self.norm = nn.GroupNorm(groups, out_channels)
         self.act = nn.LeakyReLU(negative_slope)
-        self.skip = (nn.Identity() if in_channels == out_channels
-                     else nn.Conv1d(in_channels, out_channels, kernel_size=1))
+        self.skip = (
+            nn.Identity()
+            if in_channels == out_channels
+            else nn.Conv1d(in_channels, out_channels, kernel_size=1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (N, C_in, L) -> (N, C_out, L)
@@ -55,8 +58,16 @@ class InceptionBlock(nn.Module):
 class ConvNormAct(nn.Sequential):
     """Conv1d -> GroupNorm -> LeakyReLU; ``stride=2, kernel_size=3, padding=1`` halves L (rounding up)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int,
-                 groups: int, negative_slope: float) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        padding: int,
+        groups: int,
+        negative_slope: float,
+    ) -> None:
         super().__init__(
             nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, padding=padding),
             nn.GroupNorm(groups, out_channels),
@@ -98,10 +109,12 @@ class LeadwiseEncoder(nn.Module):
         stages: list[nn.Module] = []
         c_in = cfg.stem_channels
         for c in cfg.stage_channels:
-            stages.append(nn.Sequential(
-                InceptionBlock(c_in, c, g, slope),
-                ConvNormAct(c, c, 3, 2, 1, g, slope),  # L -> ceil(L / 2)
-            ))
+            stages.append(
+                nn.Sequential(
+                    InceptionBlock(c_in, c, g, slope),
+                    ConvNormAct(c, c, 3, 2, 1, g, slope),  # L -> ceil(L / 2)
+                )
+            )
             c_in = c
         self.stages = nn.Sequential(*stages)
         lead_features = cfg.n_leads * cfg.stage_channels[-1]
@@ -153,10 +166,12 @@ class LeadwiseDecoder(nn.Module):
             nn.Conv1d(cfg.fused_channels, cfg.n_leads * c_last, kernel_size=1),
         )
         widths = [*reversed(cfg.stage_channels), cfg.stem_channels]  # e.g. 128, 64, 64, 32, 32
-        self.stages = nn.Sequential(*(
-            nn.Sequential(UpNormAct(c, c, g, slope), InceptionBlock(c, c_next, g, slope))  # L -> 2L
-            for c, c_next in zip(widths[:-1], widths[1:], strict=True)
-        ))
+        self.stages = nn.Sequential(
+            *(
+                nn.Sequential(UpNormAct(c, c, g, slope), InceptionBlock(c, c_next, g, slope))  # L -> 2L
+                for c, c_next in zip(widths[:-1], widths[1:], strict=True)
+            )
+        )
         self.head = nn.Conv1d(cfg.stem_channels, 1, kernel_size=7, padding=3)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:

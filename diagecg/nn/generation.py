@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["BanIds", "decoding_policy", "greedy_generate"]
 
 
-def decoding_policy(vocab: VocabConfig, model: Any, text_tokenizer: Any = None,
-                    extra_stop_ids: Sequence[int | None] = ()) -> DecodingPolicy:
+def decoding_policy(
+    vocab: VocabConfig, model: Any, text_tokenizer: Any = None, extra_stop_ids: Sequence[int | None] = ()
+) -> DecodingPolicy:
     """The decoding policy (``diagecg.decoding``) of a Hugging Face model: the vocabulary's eos, any
     other eos its generation config names and ``extra_stop_ids``; embedding rows beyond
     ``text_tokenizer`` (a ``tokenizers.Tokenizer``) banned when it is given.
@@ -94,33 +95,43 @@ def greedy_generate(
     if not stop_ids:
         raise ValueError("greedy_generate needs at least one stop id (eos)")
     device = next(model.parameters()).device
-    gen_cfg = HfGenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 pad_token_id=pad_id, eos_token_id=list(stop_ids))
+    gen_cfg = HfGenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=pad_id,
+        eos_token_id=list(stop_ids),
+    )
     vocab_size = model.get_input_embeddings().weight.shape[0]
     processors = LogitsProcessorList([BanIds(banned_ids, vocab_size)] if banned_ids else [])
     budgets = [max_new_tokens if context is None else min(max_new_tokens, context - len(p)) for p in prompts]
     no_room = sum(b < 1 for b in budgets)
     if no_room:
-        logger.warning("%d prompts leave no room to answer in the model's context of %s tokens", no_room,
-                       context)
+        logger.warning(
+            "%d prompts leave no room to answer in the model's context of %s tokens", no_room, context
+        )
     order = sorted((k for k in range(len(prompts)) if budgets[k] >= 1), key=lambda k: (len(prompts[k]), k))
     out: list[list[int]] = [[] for _ in prompts]
     stops = set(stop_ids)
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc="generating", unit="batch", disable=not progress):
-        idx = order[start: start + batch_size]
+        idx = order[start : start + batch_size]
         gen_cfg.max_new_tokens = max(budgets[k] for k in idx)
         width = max(len(prompts[k]) for k in idx)
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)  # (B, T), left padded
         mask = torch.zeros((len(idx), width), dtype=torch.long)
         for row, k in enumerate(idx):
             p = prompts[k]
-            ids[row, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[row, width - len(p):] = 1
-        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                             generation_config=gen_cfg, logits_processor=processors)  # (B, T + new)
+            ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[row, width - len(p) :] = 1
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            generation_config=gen_cfg,
+            logits_processor=processors,
+        )  # (B, T + new)
         for row, k in enumerate(idx):
             new = gen[row, width:].tolist()  # (new,) generated ids, padded after a stop
             cut = next((j for j, t in enumerate(new) if t in stops), len(new))
-            out[k] = new[:min(cut, budgets[k])]
+            out[k] = new[: min(cut, budgets[k])]
     return out

@@ -97,8 +97,11 @@ class MeasureBins(nn.Module):
         offsets = [code_base + sum(sizes[:k]) for k in range(len(sizes))]
         self.register_buffer("edges", table, persistent=False)
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.int64), persistent=False)
-        self.register_buffer("columns", torch.tensor([cfg.features.index(n) for n in cfg.measure_tokens],
-                                                     dtype=torch.int64), persistent=False)
+        self.register_buffer(
+            "columns",
+            torch.tensor([cfg.features.index(n) for n in cfg.measure_tokens], dtype=torch.int64),
+            persistent=False,
+        )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         values = features.float().index_select(1, self.columns)  # (B, K)

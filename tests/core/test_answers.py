@@ -45,7 +45,9 @@ def test_normalize_reads_every_formatted_answer_back():
 
 
 def test_answers_module_imports_without_torch():
-    code = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None; "
-            "from diagecg.answers import format_answer; print(format_answer(['b', 'a']))")
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None; "
+        "from diagecg.answers import format_answer; print(format_answer(['b', 'a']))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "a; b"

@@ -50,12 +50,25 @@ FSQ = FSQConfig(levels=(4, 4))  # 16 codes keep the tiny vocabulary small
 N_CODES_SUMMARY = FSQ.codebook_size + SUMMARY.n_codes  # + 3 findings * 4 levels
 PROMPT = PromptConfig(template="You read ECGs.\n{ecg}\n{question}\n")
 CONFIGS = dict(preprocess=PREPROCESS, encoder=ENCODER, fsq=FSQ, prompt=PROMPT, generation=GenerationConfig())
-TEXT = ["sinus rhythm with normal axis", "left ventricular hypertrophy", "atrial fibrillation",
-        "the patient is 63 years old", "first degree av block", "no acute changes"]
+TEXT = [
+    "sinus rhythm with normal axis",
+    "left ventricular hypertrophy",
+    "atrial fibrillation",
+    "the patient is 63 years old",
+    "first degree av block",
+    "no acute changes",
+]
 
 
-def make_onnx(path: Path, *, input_name: str = ONNX_INPUT_SIGNAL, out_dtype: int | None = None,
-              n_samples: int = ENCODER.n_samples, n_features: int = 0, n_summary: int = 0) -> Path:
+def make_onnx(
+    path: Path,
+    *,
+    input_name: str = ONNX_INPUT_SIGNAL,
+    out_dtype: int | None = None,
+    n_samples: int = ENCODER.n_samples,
+    n_features: int = 0,
+    n_summary: int = 0,
+) -> Path:
     """signal (B, 12, n) -> every 16th sample of lead I, |x|*3 floored and clipped to [0, 15] (int64);
     with ``n_features``, a second input features (B, n_features) whose first ``n_summary`` columns,
     floored and clipped alike, come first in the output."""
@@ -83,10 +96,13 @@ def make_onnx(path: Path, *, input_name: str = ONNX_INPUT_SIGNAL, out_dtype: int
     ]
     inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", 12, n_samples])]
     if n_features:
-        inputs.append(helper.make_tensor_value_info(ONNX_INPUT_FEATURES, TensorProto.FLOAT,
-                                                    ["batch", n_features]))
-        inits += [helper.make_tensor(n, TensorProto.INT64, [1], [v])
-                  for n, v in (("f0", 0), ("f1", n_summary), ("f_axis", 1))]
+        inputs.append(
+            helper.make_tensor_value_info(ONNX_INPUT_FEATURES, TensorProto.FLOAT, ["batch", n_features])
+        )
+        inits += [
+            helper.make_tensor(n, TensorProto.INT64, [1], [v])
+            for n, v in (("f0", 0), ("f1", n_summary), ("f_axis", 1))
+        ]
         nodes += [
             helper.make_node("Slice", [ONNX_INPUT_FEATURES, "f0", "f1", "f_axis"], ["fs"]),
             helper.make_node("Floor", ["fs"], ["ff"]),
@@ -95,7 +111,9 @@ def make_onnx(path: Path, *, input_name: str = ONNX_INPUT_SIGNAL, out_dtype: int
         ]
     nodes.append(helper.make_node("Cast", ["cc" if n_features else "c"], [ONNX_OUTPUT_INDICES], to=out_dtype))
     graph = helper.make_graph(
-        nodes, "tiny_ecg_tokenizer", inputs,
+        nodes,
+        "tiny_ecg_tokenizer",
+        inputs,
         [helper.make_tensor_value_info(ONNX_OUTPUT_INDICES, out_dtype, ["batch", n_summary + frames])],
         initializer=inits,
     )
@@ -116,14 +134,28 @@ def make_tokenizer(*, special_ecg: bool, n_codes: int = FSQ.codebook_size) -> to
     return tok
 
 
-def make_gguf(path: Path, tok: tokenizers.Tokenizer, *, control: bool = True, n_rows: int = 384,
-              n_codes: int = FSQ.codebook_size) -> Path:
+def make_gguf(
+    path: Path,
+    tok: tokenizers.Tokenizer,
+    *,
+    control: bool = True,
+    n_rows: int = 384,
+    n_codes: int = FSQ.codebook_size,
+) -> Path:
     from diagecg.export.gguf_convert import convert_hf_to_gguf
 
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=n_rows, hidden_size=64, intermediate_size=128,
-                                   num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                   max_position_embeddings=128, bos_token_id=0, eos_token_id=0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=n_rows,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     model = transformers.LlamaForCausalLM(cfg).eval()
     v = ecg_vocab_of(tok, n_rows, n_codes)
     ids = [*range(v.offset, v.offset + v.n_codes), v.start_id, v.end_id] if control else []
@@ -142,16 +174,24 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "gguf_no_control": make_gguf(d / "llm_user.gguf", tok, control=False),
         "tokenizer": d / "text_tokenizer.json",
         "vocab": ecg_vocab_of(tok, 384, FSQ.codebook_size),
-        "onnx_summary": make_onnx(d / "enc_s.onnx", n_features=len(FEATURE_NAMES),
-                                  n_summary=SUMMARY.n_tokens),
+        "onnx_summary": make_onnx(
+            d / "enc_s.onnx", n_features=len(FEATURE_NAMES), n_summary=SUMMARY.n_tokens
+        ),
         "gguf_summary": make_gguf(d / "llm_s.gguf", tok_s, n_codes=N_CODES_SUMMARY),
         "vocab_summary": ecg_vocab_of(tok_s, 384, N_CODES_SUMMARY),
     }
 
 
-def write_bundle(root: Path, parts: dict[str, object], *, gguf: str = "gguf",
-                 quants: tuple[str, ...] = ("q8_0",), vocab: VocabConfig | None = None,
-                 summary: bool = False, onnx_path: Path | None = None) -> Path:
+def write_bundle(
+    root: Path,
+    parts: dict[str, object],
+    *,
+    gguf: str = "gguf",
+    quants: tuple[str, ...] = ("q8_0",),
+    vocab: VocabConfig | None = None,
+    summary: bool = False,
+    onnx_path: Path | None = None,
+) -> Path:
     """A bundle of ``parts``; ``summary``: a tokenizer with summary tokens (its graph, GGUF and vocab)."""
     kind = "_summary" if summary else ""
     w = BundleWriter(root)
@@ -188,6 +228,7 @@ def edit_manifest(root: Path, fn) -> None:
 
 # --- writer ------------------------------------------------------------------------------------------
 
+
 def test_manifest_round_trip(bundle_dir: Path, parts: dict[str, object]) -> None:
     b = load_bundle(bundle_dir)
     assert (b.preprocess, b.encoder, b.fsq, b.vocab) == (PREPROCESS, ENCODER, FSQ, parts["vocab"])
@@ -211,8 +252,9 @@ def test_manifest_round_trip(bundle_dir: Path, parts: dict[str, object]) -> None
         b.gguf_path("q4_k_m")
 
 
-def test_writer_rejects_duplicate_parts_and_writes_only_a_complete_bundle(tmp_path: Path,
-                                                                         parts: dict[str, object]) -> None:
+def test_writer_rejects_duplicate_parts_and_writes_only_a_complete_bundle(
+    tmp_path: Path, parts: dict[str, object]
+) -> None:
     cfg = CONFIGS
     w = BundleWriter(tmp_path / "b")
     with pytest.raises(ValueError, match="add_config must be called first"):
@@ -265,9 +307,12 @@ def test_writer_checks_vocab_against_the_summary(tmp_path: Path, parts: dict[str
     w.add_config(**CONFIGS, summary=SUMMARY)
     w.add_onnx(parts["onnx_summary"])
     w.add_gguf(parts["gguf_summary"], "q8_0")
-    with pytest.raises(ValueError, match=r"add_vocab: vocab.n_codes=16 != prod\(fsq.levels\)=16 "
-                                         rf"\+ summary codes={SUMMARY.n_codes} "
-                                         r"\(findings\*levels \+ measurement bins\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"add_vocab: vocab.n_codes=16 != prod\(fsq.levels\)=16 "
+        rf"\+ summary codes={SUMMARY.n_codes} "
+        r"\(findings\*levels \+ measurement bins\)$",
+    ):
         w.add_vocab(parts["vocab"])
     w.add_vocab(parts["vocab_summary"])
 
@@ -275,14 +320,25 @@ def test_writer_checks_vocab_against_the_summary(tmp_path: Path, parts: dict[str
 def test_writer_checks_configs(tmp_path: Path) -> None:
     w = BundleWriter(tmp_path / "b")
     with pytest.raises(ValueError, match="n_samples"):
-        w.add_config(preprocess=PreprocessConfig(fs_hz=500), encoder=ENCODER, fsq=FSQ, prompt=PROMPT,
-                     generation=GenerationConfig())
+        w.add_config(
+            preprocess=PreprocessConfig(fs_hz=500),
+            encoder=ENCODER,
+            fsq=FSQ,
+            prompt=PROMPT,
+            generation=GenerationConfig(),
+        )
     with pytest.raises(TypeError, match="not JSON-serialisable"):
-        w.add_config(preprocess=PREPROCESS, encoder=ENCODER, fsq=FSQ, prompt={"x": object()},
-                     generation=GenerationConfig())
+        w.add_config(
+            preprocess=PREPROCESS,
+            encoder=ENCODER,
+            fsq=FSQ,
+            prompt={"x": object()},
+            generation=GenerationConfig(),
+        )
 
 
 # --- loader ------------------------------------------------------------------------------------------
+
 
 def test_load_rejects_tampered_file(bundle_dir: Path) -> None:
     p = bundle_dir / "llm-q8_0.gguf"
@@ -321,11 +377,14 @@ def test_load_rejects_missing_manifest_or_field(tmp_path: Path, bundle_dir: Path
         load_bundle(bundle_dir)
 
 
-@pytest.mark.parametrize("text, match", [
-    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),  # json.loads alone raises RecursionError
-    ('{"a": ' * 40 + "1" + "}" * 40, "nested 40 levels deep"),
-    ("\xff\xfe{}", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),  # json.loads alone raises RecursionError
+        ('{"a": ' * 40 + "1" + "}" * 40, "nested 40 levels deep"),
+        ("\xff\xfe{}", "not valid JSON"),
+    ],
+)
 def test_load_rejects_damaged_manifests_with_one_line(bundle_dir: Path, text: str, match: str) -> None:
     (bundle_dir / MANIFEST_NAME).write_text(text, encoding="latin-1")
     with pytest.raises(BundleError, match=match):
@@ -344,21 +403,28 @@ def test_load_rejects_codebook_vocab_mismatch(bundle_dir: Path, summary_bundle_d
     with pytest.raises(BundleError, match=r"vocab.n_codes=16 != prod\(fsq.levels\)=1296$"):
         load_bundle(bundle_dir)
     edit_manifest(summary_bundle_dir, lambda m: m["summary"].update(levels=5))
-    with pytest.raises(BundleError, match=rf"vocab.n_codes={16 + SUMMARY.n_codes} != prod\(fsq.levels\)=16 "
-                                          rf"\+ summary codes={SUMMARY.n_codes + 3}"):
+    with pytest.raises(
+        BundleError,
+        match=rf"vocab.n_codes={16 + SUMMARY.n_codes} != prod\(fsq.levels\)=16 "
+        rf"\+ summary codes={SUMMARY.n_codes + 3}",
+    ):
         load_bundle(summary_bundle_dir)
 
 
 def test_load_refuses_a_summary_trained_on_measurements_it_cannot_compute(summary_bundle_dir: Path) -> None:
     other = ["qrs_area_mvms" if f == "pr_ms" else f for f in FEATURE_NAMES]
     edit_manifest(summary_bundle_dir, lambda m: m["summary"].update(features=other))
-    with pytest.raises(BundleError, match=r"summary.features name measurements this diagecg does not compute "
-                                          r".*\['qrs_area_mvms'\]"):
+    with pytest.raises(
+        BundleError,
+        match=r"summary.features name measurements this diagecg does not compute "
+        r".*\['qrs_area_mvms'\]",
+    ):
         load_bundle(summary_bundle_dir, check_models=False)
 
 
-@pytest.mark.parametrize("pick", [lambda names: names[::-1], lambda names: names[:-1]],
-                         ids=["another order", "fewer"])
+@pytest.mark.parametrize(
+    "pick", [lambda names: names[::-1], lambda names: names[:-1]], ids=["another order", "fewer"]
+)
 def test_a_summary_takes_its_measurements_by_name(summary_bundle_dir: Path, pick) -> None:
     """A bundle trained on other known measurements (an older diagecg measured fewer) gets exactly the
     columns it names, in its order."""
@@ -392,8 +458,11 @@ def test_load_checks_onnx_io(tmp_path: Path, parts: dict[str, object]) -> None:
         load_bundle(write_bundle(tmp_path / "b3", bad_len))
     # summary tokens: the features input iff the manifest has a summary, and n_summary + frames out
     load_bundle(write_bundle(tmp_path / "s_ok", parts, summary=True))
-    with pytest.raises(BundleError, match=r"graph inputs are \['signal'\], expected \['signal', 'features'\] "
-                                          r"\(a tokenizer with summary tokens\)"):
+    with pytest.raises(
+        BundleError,
+        match=r"graph inputs are \['signal'\], expected \['signal', 'features'\] "
+        r"\(a tokenizer with summary tokens\)",
+    ):
         load_bundle(write_bundle(tmp_path / "s1", parts, summary=True, onnx_path=parts["onnx"]))
     with pytest.raises(BundleError, match=r"inputs are \['signal', 'features'\], expected \['signal'\]"):
         load_bundle(write_bundle(tmp_path / "s2", parts, onnx_path=parts["onnx_summary"]))
@@ -409,18 +478,21 @@ def test_load_checks_gguf_ecg_tokens(tmp_path: Path, parts: dict[str, object]) -
     v = parts["vocab"]
     with pytest.raises(BundleError, match=r"'<ecg_0000>' \(id \d+\) is not a CONTROL token"):
         load_bundle(write_bundle(tmp_path / "user", parts, gguf="gguf_no_control"))
-    shifted = VocabConfig(n_codes=v.n_codes, offset=v.offset + 1, start_id=v.start_id, end_id=v.end_id,
-                          vocab_size=v.vocab_size)
+    shifted = VocabConfig(
+        n_codes=v.n_codes, offset=v.offset + 1, start_id=v.start_id, end_id=v.end_id, vocab_size=v.vocab_size
+    )
     with pytest.raises(BundleError, match="is '<ecg_0001>' in the GGUF, manifest expects '<ecg_0000>'"):
         load_bundle(write_bundle(tmp_path / "shift", parts, vocab=shifted))
-    wrong_size = VocabConfig(n_codes=v.n_codes, offset=v.offset, start_id=v.start_id, end_id=v.end_id,
-                             vocab_size=v.vocab_size + 64)
+    wrong_size = VocabConfig(
+        n_codes=v.n_codes, offset=v.offset, start_id=v.start_id, end_id=v.end_id, vocab_size=v.vocab_size + 64
+    )
     with pytest.raises(BundleError, match="GGUF has 384 tokens, manifest vocab.vocab_size=448"):
         load_bundle(write_bundle(tmp_path / "size", parts, vocab=wrong_size))
 
 
-def test_model_checks_without_the_runtime_name_the_extra(bundle_dir: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_checks_without_the_runtime_name_the_extra(
+    bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
@@ -439,8 +511,10 @@ def test_bundle_module_is_torch_free() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None; "
-            "import diagecg.bundle; print('ok')")
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None; "
+        "import diagecg.bundle; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 

@@ -29,7 +29,8 @@ def _one_error_line(stderr: str) -> str:
 @pytest.mark.parametrize(("value", "shown"), [("100", "'100'"), (100.5, "100.5")])
 @pytest.mark.parametrize("command", TRAIN_STAGES, ids=" ".join)
 def test_train_config_with_steps_of_the_wrong_json_type_exits_2_with_one_line(
-        command: list[str], value: object, shown: str, tmp_path: Path) -> None:
+    command: list[str], value: object, shown: str, tmp_path: Path
+) -> None:
     config = tmp_path / "bad.json"
     config.write_text(json.dumps({"steps": value}))
     code, out, err = _invoke([*command, "--config", str(config)])
@@ -38,12 +39,18 @@ def test_train_config_with_steps_of_the_wrong_json_type_exits_2_with_one_line(
     assert f".steps={shown} is invalid: expected an integer" in line
 
 
-@pytest.mark.parametrize(("text", "match"), [
-    ('{"steps": 10', "is not JSON"),
-    ("[1, 2]", "expects a dict (a JSON object), got list"),
-    ('{"augment": "no"}', "TokenizerTrainConfig.augment='no' is invalid: expected true or false, got str"),
-    ('{"encoder": {"groups": 0}}', "EncoderConfig.groups=0 is invalid: must be >= 1"),
-])
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('{"steps": 10', "is not JSON"),
+        ("[1, 2]", "expects a dict (a JSON object), got list"),
+        (
+            '{"augment": "no"}',
+            "TokenizerTrainConfig.augment='no' is invalid: expected true or false, got str",
+        ),
+        ('{"encoder": {"groups": 0}}', "EncoderConfig.groups=0 is invalid: must be >= 1"),
+    ],
+)
 def test_malformed_train_config_files_exit_2_with_one_line(text: str, match: str, tmp_path: Path) -> None:
     config = tmp_path / "bad.json"
     config.write_text(text)
@@ -61,8 +68,9 @@ def test_missing_config_file_and_bad_override_exit_2_with_one_line(tmp_path: Pat
 def test_a_good_config_file_prints_back_with_overrides(tmp_path: Path) -> None:
     config = tmp_path / "good.json"
     config.write_text(json.dumps({"steps": 100, "lr": 1}))
-    code, out, err = _invoke(["train", "tokenizer", "--config", str(config), "--set", "batch_size=4",
-                              "--print-config"])
+    code, out, err = _invoke(
+        ["train", "tokenizer", "--config", str(config), "--set", "batch_size=4", "--print-config"]
+    )
     assert code == 0, err
     printed = json.loads(out)
     assert printed["steps"] == 100 and printed["lr"] == 1.0 and printed["batch_size"] == 4
@@ -70,14 +78,24 @@ def test_a_good_config_file_prints_back_with_overrides(tmp_path: Path) -> None:
 
 # eval / probe / export: declared by the same factory as the train stages, --print-config included
 CONFIG_COMMANDS = {
-    "eval": (["--checkpoint", "ck", "--data", "d", "--out", "r.json", "--set", "seed=3"],
-             {"checkpoint_dir": "ck", "data_dir": "d", "out_file": "r.json", "seed": 3}),
-    "probe": (["--tokenizer", "tok", "--eval-results", "e.json", "--out", "p.json", "--set", "seed=3"],
-              {"tokenizer_dir": "tok", "eval_results": "e.json", "out_file": "p.json", "seed": 3}),
-    "export": (["--checkpoint", "ck", "--out", "bundle", "--quant", "q8_0,f16", "--verify",
-                "--set", "n_threads=2"],
-               {"checkpoint_dir": "ck", "out_dir": "bundle", "quants": ["q8_0", "f16"], "verify_only": True,
-                "n_threads": 2}),
+    "eval": (
+        ["--checkpoint", "ck", "--data", "d", "--out", "r.json", "--set", "seed=3"],
+        {"checkpoint_dir": "ck", "data_dir": "d", "out_file": "r.json", "seed": 3},
+    ),
+    "probe": (
+        ["--tokenizer", "tok", "--eval-results", "e.json", "--out", "p.json", "--set", "seed=3"],
+        {"tokenizer_dir": "tok", "eval_results": "e.json", "out_file": "p.json", "seed": 3},
+    ),
+    "export": (
+        ["--checkpoint", "ck", "--out", "bundle", "--quant", "q8_0,f16", "--verify", "--set", "n_threads=2"],
+        {
+            "checkpoint_dir": "ck",
+            "out_dir": "bundle",
+            "quants": ["q8_0", "f16"],
+            "verify_only": True,
+            "n_threads": 2,
+        },
+    ),
 }
 
 

@@ -28,9 +28,16 @@ from diagecg.config import (
 from diagecg.errors import ConfigError, DiagEcgError, InputError
 
 # every module that defines a config class; a new one must be listed here (test_every_config_class_is_covered)
-CONFIG_MODULES = ("diagecg.config", "diagecg.prompts", "diagecg.datasets.ecgqa", "diagecg.llm_meta",
-                  "diagecg.training.configs", "diagecg.training.eval_data", "diagecg.training.bottleneck",
-                  "diagecg.export.build_bundle")
+CONFIG_MODULES = (
+    "diagecg.config",
+    "diagecg.prompts",
+    "diagecg.datasets.ecgqa",
+    "diagecg.llm_meta",
+    "diagecg.training.configs",
+    "diagecg.training.eval_data",
+    "diagecg.training.bottleneck",
+    "diagecg.export.build_bundle",
+)
 
 
 def _subclasses(cls: type) -> set[type]:
@@ -39,9 +46,14 @@ def _subclasses(cls: type) -> set[type]:
 
 for _name in CONFIG_MODULES:
     importlib.import_module(_name)
-CONFIG_CLASSES = sorted((c for c in _subclasses(ConfigMixin)
-                         if dataclasses.is_dataclass(c) and c.__module__.startswith("diagecg.")),
-                        key=lambda c: c.__name__)
+CONFIG_CLASSES = sorted(
+    (
+        c
+        for c in _subclasses(ConfigMixin)
+        if dataclasses.is_dataclass(c) and c.__module__.startswith("diagecg.")
+    ),
+    key=lambda c: c.__name__,
+)
 
 
 def _candidates(tp: Any, default: Any) -> list[Any]:
@@ -86,10 +98,26 @@ def perturbed(cls: type) -> Any:
 
 def test_every_config_class_is_covered() -> None:
     names = {c.__name__ for c in CONFIG_CLASSES}
-    assert {"PreprocessConfig", "QualityConfig", "FSQConfig", "EncoderConfig", "VocabConfig",
-            "GenerationConfig", "SummaryConfig", "PromptConfig", "QuestionGenConfig", "TokenizerTrainConfig",
-            "PretrainConfig", "SFTConfig", "EvalConfig", "BottleneckConfig", "ExportConfig", "LlmMeta",
-            "StageRecord", "BaseModelRef"} <= names
+    assert {
+        "PreprocessConfig",
+        "QualityConfig",
+        "FSQConfig",
+        "EncoderConfig",
+        "VocabConfig",
+        "GenerationConfig",
+        "SummaryConfig",
+        "PromptConfig",
+        "QuestionGenConfig",
+        "TokenizerTrainConfig",
+        "PretrainConfig",
+        "SFTConfig",
+        "EvalConfig",
+        "BottleneckConfig",
+        "ExportConfig",
+        "LlmMeta",
+        "StageRecord",
+        "BaseModelRef",
+    } <= names
     assert {c.__module__ for c in CONFIG_CLASSES} == set(CONFIG_MODULES)
 
 
@@ -134,8 +162,9 @@ def test_missing_optional_keys_take_defaults(cls: type) -> None:
 
 def test_summary_config_with_findings_roundtrips(tmp_path: Path) -> None:
     # the generic round trip cannot fill the empty-tuple fields: findings need measurements
-    cfg = SummaryConfig(findings=("NORM", "MI", "AFIB"), levels=5, features=("heart_rate_bpm", "II.r_mv"),
-                        hidden=32)
+    cfg = SummaryConfig(
+        findings=("NORM", "MI", "AFIB"), levels=5, features=("heart_rate_bpm", "II.r_mv"), hidden=32
+    )
     cfg.save(tmp_path / "s.json")
     assert SummaryConfig.load(tmp_path / "s.json") == cfg
     assert SummaryConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
@@ -144,12 +173,15 @@ def test_summary_config_with_findings_roundtrips(tmp_path: Path) -> None:
     assert not off.enabled and off.n_tokens == 0 and off.n_codes == 0
 
 
-@pytest.mark.parametrize(("changes", "field"), [
-    ({"levels": 1}, "levels"),
-    ({"findings": ("MI", "MI"), "features": ("x",)}, "findings"),
-    ({"findings": ("MI",)}, "features"),
-    ({"hidden": 0}, "hidden"),
-])
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"levels": 1}, "levels"),
+        ({"findings": ("MI", "MI"), "features": ("x",)}, "findings"),
+        ({"findings": ("MI",)}, "features"),
+        ({"hidden": 0}, "hidden"),
+    ],
+)
 def test_summary_config_rejects_bad_values(changes: dict, field: str) -> None:
     with pytest.raises(ValueError, match=rf"SummaryConfig\.{field}="):
         SummaryConfig(**changes)
@@ -185,27 +217,35 @@ def test_from_dict_rejects_non_dict_and_load_missing_or_malformed_file(tmp_path:
 
 # --- JSON types: one check for every config (json_field_value) ----------------------------------------
 
-@pytest.mark.parametrize(("data", "match"), [
-    ({"steps": "100"}, r"TokenizerTrainConfig\.steps='100' is invalid: expected an integer, got str"),
-    ({"steps": 100.5}, r"TokenizerTrainConfig\.steps=100\.5 is invalid: expected an integer, got float"),
-    ({"steps": 100.0}, r"TokenizerTrainConfig\.steps=100\.0 is invalid: expected an integer, got float"),
-    ({"steps": True}, r"TokenizerTrainConfig\.steps=True is invalid: expected an integer, got bool"),
-    ({"steps": None}, r"TokenizerTrainConfig\.steps=None is invalid: expected an integer, got NoneType"),
-    ({"lr": "0.1"}, r"TokenizerTrainConfig\.lr='0\.1' is invalid: expected a number, got str"),
-    ({"lr": False}, r"TokenizerTrainConfig\.lr=False is invalid: expected a number, got bool"),
-    ({"preset": 100}, r"TokenizerTrainConfig\.preset=100 is invalid: expected a string, got int"),
-    ({"augment": "false"}, r"TokenizerTrainConfig\.augment='false' is invalid: expected true or false"),
-    ({"augment": 0}, r"TokenizerTrainConfig\.augment=0 is invalid: expected true or false, got int"),
-    ({"max_train_records": 1.5}, r"max_train_records=1\.5 is invalid: expected an integer or null"),
-    ({"train_folds": [1, "2"]}, r"TokenizerTrainConfig\.train_folds\[1\]='2' is invalid: expected an int"),
-    ({"train_folds": 1}, r"TokenizerTrainConfig\.train_folds=1 is invalid: expected a list of integers"),
-    ({"encoder": {"groups": 2.5}}, r"EncoderConfig\.groups=2\.5 is invalid: expected an integer"),
-    ({"encoder": 8}, r"\.encoder=8 is invalid: expected an object \(EncoderConfig\) or null, got int"),
-    ({"stem_channels": "8"}, r"EncoderConfig\.stem_channels='8' is invalid"),
-    ({"encoder": {"groups": 0}}, r"EncoderConfig\.groups=0 is invalid: must be >= 1"),
-])
-def test_json_values_of_the_wrong_type_are_one_line_config_errors(data: dict, match: str,
-                                                                  tmp_path: Path) -> None:
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"steps": "100"}, r"TokenizerTrainConfig\.steps='100' is invalid: expected an integer, got str"),
+        ({"steps": 100.5}, r"TokenizerTrainConfig\.steps=100\.5 is invalid: expected an integer, got float"),
+        ({"steps": 100.0}, r"TokenizerTrainConfig\.steps=100\.0 is invalid: expected an integer, got float"),
+        ({"steps": True}, r"TokenizerTrainConfig\.steps=True is invalid: expected an integer, got bool"),
+        ({"steps": None}, r"TokenizerTrainConfig\.steps=None is invalid: expected an integer, got NoneType"),
+        ({"lr": "0.1"}, r"TokenizerTrainConfig\.lr='0\.1' is invalid: expected a number, got str"),
+        ({"lr": False}, r"TokenizerTrainConfig\.lr=False is invalid: expected a number, got bool"),
+        ({"preset": 100}, r"TokenizerTrainConfig\.preset=100 is invalid: expected a string, got int"),
+        ({"augment": "false"}, r"TokenizerTrainConfig\.augment='false' is invalid: expected true or false"),
+        ({"augment": 0}, r"TokenizerTrainConfig\.augment=0 is invalid: expected true or false, got int"),
+        ({"max_train_records": 1.5}, r"max_train_records=1\.5 is invalid: expected an integer or null"),
+        (
+            {"train_folds": [1, "2"]},
+            r"TokenizerTrainConfig\.train_folds\[1\]='2' is invalid: expected an int",
+        ),
+        ({"train_folds": 1}, r"TokenizerTrainConfig\.train_folds=1 is invalid: expected a list of integers"),
+        ({"encoder": {"groups": 2.5}}, r"EncoderConfig\.groups=2\.5 is invalid: expected an integer"),
+        ({"encoder": 8}, r"\.encoder=8 is invalid: expected an object \(EncoderConfig\) or null, got int"),
+        ({"stem_channels": "8"}, r"EncoderConfig\.stem_channels='8' is invalid"),
+        ({"encoder": {"groups": 0}}, r"EncoderConfig\.groups=0 is invalid: must be >= 1"),
+    ],
+)
+def test_json_values_of_the_wrong_type_are_one_line_config_errors(
+    data: dict, match: str, tmp_path: Path
+) -> None:
     from diagecg.training.configs import TokenizerTrainConfig
 
     with pytest.raises(ConfigError, match=match) as from_dict:
@@ -224,15 +264,17 @@ def test_json_checks_reach_every_config_module() -> None:
     from diagecg.training.configs import SFTConfig
     from diagecg.training.evaluate import EvalConfig
 
-    cases = [(EvalConfig, {"batch_size": "16"}, "EvalConfig.batch_size"),
-             (ExportConfig, {"min_top1": {"q8_0": "0.9"}}, "ExportConfig.min_top1.q8_0"),
-             (ExportConfig, {"quants": "q8_0"}, "ExportConfig.quants"),
-             (SFTConfig, {"method": "qlora"}, "SFTConfig.method='qlora' is invalid: expected one of"),
-             (SFTConfig, {"report_ratio": "0.5"}, "SFTConfig.report_ratio"),
-             (PromptConfig, {"template": 3}, "PromptConfig.template"),
-             (PromptConfig, {"template": "{ecg} {question"}, "PromptConfig.template"),
-             (QuestionGenConfig, {"n_verify": -1}, "QuestionGenConfig.n_verify=-1 is invalid: must be >= 0"),
-             (LlmMeta, {"vocab": {"n_codes": 12.5}}, "VocabConfig.n_codes=12.5")]
+    cases = [
+        (EvalConfig, {"batch_size": "16"}, "EvalConfig.batch_size"),
+        (ExportConfig, {"min_top1": {"q8_0": "0.9"}}, "ExportConfig.min_top1.q8_0"),
+        (ExportConfig, {"quants": "q8_0"}, "ExportConfig.quants"),
+        (SFTConfig, {"method": "qlora"}, "SFTConfig.method='qlora' is invalid: expected one of"),
+        (SFTConfig, {"report_ratio": "0.5"}, "SFTConfig.report_ratio"),
+        (PromptConfig, {"template": 3}, "PromptConfig.template"),
+        (PromptConfig, {"template": "{ecg} {question"}, "PromptConfig.template"),
+        (QuestionGenConfig, {"n_verify": -1}, "QuestionGenConfig.n_verify=-1 is invalid: must be >= 0"),
+        (LlmMeta, {"vocab": {"n_codes": 12.5}}, "VocabConfig.n_codes=12.5"),
+    ]
     for cls, data, match in cases:
         with pytest.raises(ConfigError, match=re.escape(match)):
             cls.from_dict(data)
@@ -241,8 +283,9 @@ def test_json_checks_reach_every_config_module() -> None:
 def test_json_numbers_keep_their_meaning() -> None:
     from diagecg.training.configs import TokenizerTrainConfig
 
-    cfg = TokenizerTrainConfig.from_dict({"steps": 100, "lr": 1, "max_train_records": None,
-                                          "train_folds": [1, 2], "eval_folds": [9]})
+    cfg = TokenizerTrainConfig.from_dict(
+        {"steps": 100, "lr": 1, "max_train_records": None, "train_folds": [1, 2], "eval_folds": [9]}
+    )
     assert cfg.steps == 100 and cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.train_folds == (1, 2)
 
 
@@ -264,11 +307,15 @@ def test_invalid_values_name_field_value_and_allowed() -> None:
 
 # --- apply_overrides --------------------------------------------------------------------------------------
 
+
 def test_overrides_parse_by_field_type() -> None:
-    cfg = apply_overrides(PreprocessConfig(), ["fs_hz=100", "window_s=5", "highpass_hz=none", "lowpass_hz=40",
-                                               "crop=center", "pad_short_s = 0.25"])
-    assert cfg == PreprocessConfig(fs_hz=100, window_s=5.0, highpass_hz=None, lowpass_hz=40.0, crop="center",
-                                   pad_short_s=0.25)
+    cfg = apply_overrides(
+        PreprocessConfig(),
+        ["fs_hz=100", "window_s=5", "highpass_hz=none", "lowpass_hz=40", "crop=center", "pad_short_s = 0.25"],
+    )
+    assert cfg == PreprocessConfig(
+        fs_hz=100, window_s=5.0, highpass_hz=None, lowpass_hz=40.0, crop="center", pad_short_s=0.25
+    )
     assert isinstance(cfg.window_s, float) and isinstance(cfg.fs_hz, int)
 
 
@@ -283,14 +330,17 @@ def test_overrides_keep_the_original_unchanged() -> None:
     assert base == PreprocessConfig()
 
 
-@pytest.mark.parametrize(("pair", "match"), [
-    ("nope=1", "unknown key 'nope'"),
-    ("fs_hz", "expects key=value"),
-    ("fs_hz=fast", "cannot parse"),
-    ("window_s=ten", "cannot parse"),
-    ("crop=middle", "crop='middle' is invalid"),
-    ("highpass_hz=400", "highpass_hz=400.0 is invalid"),
-])
+@pytest.mark.parametrize(
+    ("pair", "match"),
+    [
+        ("nope=1", "unknown key 'nope'"),
+        ("fs_hz", "expects key=value"),
+        ("fs_hz=fast", "cannot parse"),
+        ("window_s=ten", "cannot parse"),
+        ("crop=middle", "crop='middle' is invalid"),
+        ("highpass_hz=400", "highpass_hz=400.0 is invalid"),
+    ],
+)
 def test_bad_overrides_are_errors(pair: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         apply_overrides(PreprocessConfig(), [pair])

@@ -14,24 +14,28 @@ from diagecg.statements import BY_CODE
 
 def test_contradictions_are_found_in_any_spelling() -> None:
     assert contradicting_pairs(["normal ecg", "myocardial infarction in inferior leads"]) == [
-        ("normal ecg", "myocardial infarction in inferior leads")]
+        ("normal ecg", "myocardial infarction in inferior leads")
+    ]
     assert contradicting_pairs(["Sinus bradycardia", "sinus tachycardia", "sinus rhythm"]) == [
-        ("Sinus bradycardia", "sinus tachycardia")]
+        ("Sinus bradycardia", "sinus tachycardia")
+    ]
     assert contradicting_pairs(["atrial fibrillation", "sinus rhythm"]) != []
     assert contradicting_pairs(["sinus rhythm", "complete left bundle branch block", "left type"]) == []
     assert all(code in BY_CODE for pair in CONTRADICTIONS for code in pair)
 
 
 def test_the_more_probable_statement_stays() -> None:
-    kept, dropped = resolve([("sinus rhythm", 0.9, 1), ("normal ecg", 0.4, 1),
-                             ("inferior myocardial infarction", 0.7, 1)])
+    kept, dropped = resolve(
+        [("sinus rhythm", 0.9, 1), ("normal ecg", 0.4, 1), ("inferior myocardial infarction", 0.7, 1)]
+    )
     assert kept == ["sinus rhythm", "inferior myocardial infarction"]
     assert dropped == [("normal ecg", "inferior myocardial infarction")]
     kept, _ = resolve([("normal ecg", 0.95, 2), ("inferior myocardial infarction", 0.6, 1)])
     assert kept == ["normal ecg"]
     # without probabilities: the statement said in more windows, then a finding before "normal ECG"
     assert resolve([("normal ecg", None, 1), ("inferior myocardial infarction", None, 1)])[0] == [
-        "inferior myocardial infarction"]
+        "inferior myocardial infarction"
+    ]
     assert resolve([("atrial fibrillation", None, 1), ("sinus rhythm", None, 3)])[0] == ["sinus rhythm"]
     assert resolve([]) == ([], [])
 

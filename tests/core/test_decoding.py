@@ -10,8 +10,17 @@ from diagecg.prompts import PromptConfig
 from diagecg.vocab import ecg_ids
 
 # 100 text ids, 10 codes at 100-109, markers 110/111; bos 1, eos 2, pad 3
-VOCAB = VocabConfig(n_codes=10, offset=100, start_id=110, end_id=111, vocab_size=112, base_vocab_size=100,
-                    bos_id=1, eos_id=2, pad_id=3)
+VOCAB = VocabConfig(
+    n_codes=10,
+    offset=100,
+    start_id=110,
+    end_id=111,
+    vocab_size=112,
+    base_vocab_size=100,
+    bos_id=1,
+    eos_id=2,
+    pad_id=3,
+)
 
 
 def test_policy_bans_ecg_ids_and_specials_and_stops_at_eos() -> None:

@@ -40,8 +40,9 @@ def vector_record(beat_mv: np.ndarray, fs_hz: float, axis_deg: float) -> EcgReco
     limb = [lead_i, lead_ii, lead_iii, *augmented]
     signal = np.stack(limb + [g * s for g in V_GAINS])  # (12, samples)
     # identical synthetic beats: the plausibility checks would (rightly) refuse them
-    return record_from_array(signal, fs_hz, CANONICAL_LEADS, source="<synthetic>",
-                             quality=QualityConfig(plausibility=False))
+    return record_from_array(
+        signal, fs_hz, CANONICAL_LEADS, source="<synthetic>", quality=QualityConfig(plausibility=False)
+    )
 
 
 def _gauss(t: np.ndarray, centre: float, sigma: float) -> np.ndarray:
@@ -63,6 +64,7 @@ def _reasons(m: delineation.Measurements) -> dict[str, str]:
 
 
 # --- synthetic records with known answers ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("fs_hz", "bpm"), [(500, 72), (100, 120), (500, 50)])
 def test_simulated_ecg_gives_its_heart_rate_within_2_bpm(fs_hz: int, bpm: int) -> None:
@@ -92,6 +94,7 @@ def test_lead_i_positive_and_avf_negative_is_left_axis() -> None:
 
 
 # --- real records ---------------------------------------------------------------------------------------
+
 
 def test_real_fixture_records_give_plausible_values(fixtures_dir) -> None:
     records = fixtures_dir / "records"
@@ -134,6 +137,7 @@ def test_measurements_keep_no_state_between_records(fixtures_dir) -> None:
 
 
 # --- unmeasurable records -------------------------------------------------------------------------------
+
 
 def test_noise_only_record_gives_none_with_reasons() -> None:
     noise = np.random.default_rng(0).normal(scale=0.1, size=(12, 5000))
@@ -226,8 +230,10 @@ def _odd_signals(base: np.ndarray) -> dict[str, tuple[np.ndarray, float]]:
     t = np.arange(5000) / 500
     return {
         "sine": (np.sin(2 * np.pi * 1.2 * t) * np.linspace(0.5, 1.5, 12)[:, None], 500.0),
-        "spikes": (np.where(rng.random((12, 5000)) > 0.999, 3.0, 0.0) + rng.normal(0, 0.01, (12, 5000)),
-                   500.0),
+        "spikes": (
+            np.where(rng.random((12, 5000)) > 0.999, 3.0, 0.0) + rng.normal(0, 0.01, (12, 5000)),
+            500.0,
+        ),
         "steps": (np.repeat(rng.normal(0, 1, (12, 50)), 100, axis=1), 500.0),
         "one live lead": (np.vstack([base[1:2], np.zeros((11, base.shape[1]))]), 500.0),
         "50 Hz": (base[:, ::10], 50.0),

@@ -22,8 +22,10 @@ def signal() -> np.ndarray:
     return walk + rng.standard_normal((3, 3001)) + np.array([[0.0], [2.5], [-40.0]])
 
 
-@pytest.mark.parametrize("up,down", [(1, 5), (1, 2), (2, 5), (5, 1), (4, 3), (7, 3), (100, 257), (257, 100),
-                                     (360, 500), (1, 1), (10, 10)])
+@pytest.mark.parametrize(
+    "up,down",
+    [(1, 5), (1, 2), (2, 5), (5, 1), (4, 3), (7, 3), (100, 257), (257, 100), (360, 500), (1, 1), (10, 10)],
+)
 @pytest.mark.parametrize("n", [2, 3, 57, 3001])
 def test_resample_poly_equals_scipy(signal: np.ndarray, up: int, down: int, n: int) -> None:
     x = signal[:, :n]
@@ -51,11 +53,20 @@ def test_lowpass_fir_equals_firwin() -> None:
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4, 5, 8])
-@pytest.mark.parametrize("btype,cutoff_hz,fs_hz", [("highpass", 0.5, 100), ("highpass", 0.5, 500),
-                                                  ("highpass", 0.67, 257), ("lowpass", 40.0, 100),
-                                                  ("lowpass", 150.0, 500), ("lowpass", 1.0, 250)])
-def test_butter_filtfilt_equals_sosfiltfilt(signal: np.ndarray, order: int, btype: str, cutoff_hz: float,
-                                            fs_hz: float) -> None:
+@pytest.mark.parametrize(
+    "btype,cutoff_hz,fs_hz",
+    [
+        ("highpass", 0.5, 100),
+        ("highpass", 0.5, 500),
+        ("highpass", 0.67, 257),
+        ("lowpass", 40.0, 100),
+        ("lowpass", 150.0, 500),
+        ("lowpass", 1.0, 250),
+    ],
+)
+def test_butter_filtfilt_equals_sosfiltfilt(
+    signal: np.ndarray, order: int, btype: str, cutoff_hz: float, fs_hz: float
+) -> None:
     sos = scipy.signal.butter(order, cutoff_hz, btype=btype, fs=fs_hz, output="sos")
     expected = scipy.signal.sosfiltfilt(sos, signal, axis=-1)
     got = dsp.butter_filtfilt(signal, order, cutoff_hz, btype, fs_hz)

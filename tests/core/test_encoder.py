@@ -17,8 +17,9 @@ from diagecg.nn.summary import FEATURE_CLIP
 
 
 def small(enc: EncoderConfig) -> EncoderConfig:
-    return dataclasses.replace(enc, stem_channels=8, stage_channels=(8, 16, 16, 32), groups=4,
-                               fused_channels=32)
+    return dataclasses.replace(
+        enc, stem_channels=8, stage_channels=(8, 16, 16, 32), groups=4, fused_channels=32
+    )
 
 
 @pytest.mark.parametrize(("name", "n_samples", "n_frames"), [("500hz", 5000, 313), ("100hz", 1000, 63)])
@@ -72,8 +73,9 @@ def test_encoder_weights_are_shared_across_leads() -> None:
     assert not torch.allclose(fx[0, 1], fy[0, 1]) and not torch.allclose(fx[1, 0], fy[1, 0])
     trunk = torch.nn.Sequential(encoder.stem, encoder.stages)
     with torch.no_grad():
-        alone = torch.stack([torch.stack([trunk(x[b, k].reshape(1, 1, -1))[0] for k in range(12)])
-                             for b in range(2)])  # each lead through the trunk by itself
+        alone = torch.stack(
+            [torch.stack([trunk(x[b, k].reshape(1, 1, -1))[0] for k in range(12)]) for b in range(2)]
+        )  # each lead through the trunk by itself
     torch.testing.assert_close(fx, alone, rtol=1e-4, atol=1e-5)
     assert out_x.shape == (2, 63, 4) and not torch.allclose(out_x[0], out_y[0])  # fusion mixes the leads
 
@@ -117,9 +119,16 @@ def test_index_module_onnx_matches_torch(tokenizer: EcgTokenizer, tmp_path) -> N
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     path = tmp_path / "tok.onnx"
-    torch.onnx.export(tokenizer.index_module(), (torch.randn(2, 12, 1000),), str(path),
-                      input_names=["signal"], output_names=["indices"], opset_version=17, dynamo=False,
-                      dynamic_axes={"signal": {0: "batch"}, "indices": {0: "batch"}})
+    torch.onnx.export(
+        tokenizer.index_module(),
+        (torch.randn(2, 12, 1000),),
+        str(path),
+        input_names=["signal"],
+        output_names=["indices"],
+        opset_version=17,
+        dynamo=False,
+        dynamic_axes={"signal": {0: "batch"}, "indices": {0: "batch"}},
+    )
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.randn(4, 12, 1000, generator=torch.Generator().manual_seed(3))
     (got,) = sess.run(None, {"signal": x.numpy()})
@@ -215,8 +224,14 @@ EDGES = ((50.0, 60.0, 100.0), (120.0,))
 
 def measured_tokenizer() -> EcgTokenizer:
     torch.manual_seed(0)
-    cfg = SummaryConfig(findings=FINDINGS, levels=LEVELS, features=FEATURE_NAMES, hidden=16,
-                        measure_tokens=MEASURED, measure_edges=EDGES)
+    cfg = SummaryConfig(
+        findings=FINDINGS,
+        levels=LEVELS,
+        features=FEATURE_NAMES,
+        hidden=16,
+        measure_tokens=MEASURED,
+        measure_edges=EDGES,
+    )
     return EcgTokenizer(small(EncoderConfig(n_samples=1000)), FSQConfig(), cfg).eval()
 
 
@@ -268,8 +283,12 @@ def test_summary_measurements_are_standardised_and_clipped() -> None:
 def test_checkpoint_keeps_the_summary(tmp_path) -> None:
     tok = summary_tokenizer(seed=5)
     tok.summary.set_feature_stats(features(32, seed=6) * 2 + 1)  # persistent buffers, learnt from data
-    configs = {ManifestKey.PREPROCESS: PreprocessConfig(fs_hz=100), ManifestKey.ENCODER: tok.encoder_cfg,
-               ManifestKey.FSQ: tok.fsq_cfg, ManifestKey.SUMMARY: tok.summary_cfg}
+    configs = {
+        ManifestKey.PREPROCESS: PreprocessConfig(fs_hz=100),
+        ManifestKey.ENCODER: tok.encoder_cfg,
+        ManifestKey.FSQ: tok.fsq_cfg,
+        ManifestKey.SUMMARY: tok.summary_cfg,
+    }
     save_checkpoint(tmp_path, tok, configs, step=3)
     loaded, *_ = load_tokenizer(tmp_path)
     assert loaded.summary_cfg == tok.summary_cfg and loaded.n_codes == tok.n_codes

@@ -25,8 +25,16 @@ from diagecg.preprocess import prepare_signal
 SECONDS = 10.0
 # per-lead gain of the synthetic beat (mV per unit): mixed polarities, like a frontal axis near +40 deg
 GAINS = np.array([1.0, 1.2, 0.3, -1.0, 0.4, 0.8, -0.5, 0.6, 1.0, 1.4, 1.3, 1.1])
-RHYTHM_DEFAULTS = {"heart_rate_bpm": 0.0, "n_beats": 0.0, "rr_cv": 0.0, "rr_rmssd_rel": 0.0, "rr_pnn50": 0.0,
-                   "rr_pdiff12": 0.0, "rr_min_rel": 1.0, "rr_max_rel": 1.0}
+RHYTHM_DEFAULTS = {
+    "heart_rate_bpm": 0.0,
+    "n_beats": 0.0,
+    "rr_cv": 0.0,
+    "rr_rmssd_rel": 0.0,
+    "rr_pnn50": 0.0,
+    "rr_pdiff12": 0.0,
+    "rr_min_rel": 1.0,
+    "rr_max_rel": 1.0,
+}
 
 
 def _named(m) -> dict[str, float]:
@@ -37,8 +45,14 @@ def _gauss(t: np.ndarray, centre: float, sigma: float) -> np.ndarray:
     return np.exp(-0.5 * ((t - centre) / sigma) ** 2)
 
 
-def synthetic_ecg(fs_hz: float, beats_s: np.ndarray | list[float], qrs_scale: float = 1.0,
-                  noise_mv: float = 0.0, seed: int = 0, waves: bool = True) -> np.ndarray:
+def synthetic_ecg(
+    fs_hz: float,
+    beats_s: np.ndarray | list[float],
+    qrs_scale: float = 1.0,
+    noise_mv: float = 0.0,
+    seed: int = 0,
+    waves: bool = True,
+) -> np.ndarray:
     """(12, SECONDS * fs_hz) mV: a q-R-s complex at each beat time (about 80 ms wide, times
     ``qrs_scale``), a P wave 160 ms before it and a T wave 300 ms after it, scaled per lead by GAINS."""
     t = np.arange(int(round(fs_hz * SECONDS))) / fs_hz
@@ -65,6 +79,7 @@ def _feature_dict(x: np.ndarray, fs_hz: float) -> dict[str, float]:
 
 # --- layout -------------------------------------------------------------------------------------
 
+
 def test_feature_names_are_rhythm_intervals_criteria_then_lead_amplitudes() -> None:
     assert len(FEATURE_NAMES) == len(set(FEATURE_NAMES)) == 8 + 7 + 4 + len(LEAD_FEATURES) * 12
     assert FEATURE_NAMES[:2] == ("heart_rate_bpm", "n_beats")
@@ -78,6 +93,7 @@ def test_feature_names_are_rhythm_intervals_criteria_then_lead_amplitudes() -> N
 
 
 # --- synthetic rhythms --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fs_hz", [100, 500])
 @pytest.mark.parametrize("bpm", [60, 120])
@@ -142,6 +158,7 @@ def test_premature_beat_lowers_rr_min_rel_and_leaves_the_rate() -> None:
 
 # --- edge cases ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fs_hz", [100, 500])
 def test_flat_signal_gives_the_no_beat_defaults(fs_hz: int) -> None:
     m = measure(np.zeros((12, int(SECONDS * fs_hz))), fs_hz)
@@ -160,7 +177,8 @@ def test_single_beat_gives_the_rhythm_defaults_with_one_beat() -> None:
     f = _named(m)
     assert m.n_beats == 1 and f["n_beats"] == 1.0
     assert {k: f[k] for k in RHYTHM_DEFAULTS if k != "n_beats"} == {
-        k: v for k, v in RHYTHM_DEFAULTS.items() if k != "n_beats"}
+        k: v for k, v in RHYTHM_DEFAULTS.items() if k != "n_beats"
+    }
     assert np.isfinite(m.features).all() and f["II.r_mv"] > 0.5  # the one beat is still measured
 
 
@@ -176,6 +194,7 @@ def test_amplitudes_are_in_mv_and_clipped() -> None:
 
 
 # --- real records ----------------------------------------------------------------------------------
+
 
 def _prepared(ptbxl, ecg_id: int, fs_hz: int) -> np.ndarray:
     cfg = PRESETS["100hz" if fs_hz == 100 else "500hz"][0]

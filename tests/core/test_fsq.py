@@ -121,8 +121,16 @@ def test_fsq_onnx_export_matches_torch(tmp_path) -> None:
     fsq = FSQ((6, 6, 6, 6))
     z = torch.randn(3, 63, 4, generator=torch.Generator().manual_seed(1)) * 2
     path = tmp_path / "fsq.onnx"
-    torch.onnx.export(_IndicesOnly(fsq), (z,), str(path), input_names=["z"], output_names=["indices"],
-                      opset_version=17, dynamo=False, dynamic_axes={"z": {0: "batch", 1: "frames"}})
+    torch.onnx.export(
+        _IndicesOnly(fsq),
+        (z,),
+        str(path),
+        input_names=["z"],
+        output_names=["indices"],
+        opset_version=17,
+        dynamo=False,
+        dynamic_axes={"z": {0: "batch", 1: "frames"}},
+    )
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     z2 = torch.randn(5, 40, 4, generator=torch.Generator().manual_seed(2)) * 2
     (got,) = sess.run(None, {"z": z2.numpy()})

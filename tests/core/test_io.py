@@ -38,6 +38,7 @@ def wfdb_reference(stem: Path) -> np.ndarray:
 
 # --- real records -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", FIXTURE_RECORDS)
 def test_fixture_records_match_wfdb(records_dir: Path, name: str) -> None:
     rec = read_record(records_dir / name)
@@ -87,12 +88,21 @@ def test_storage_formats_decode_like_wfdb(copy_record, fmt: str) -> None:
         raw = d.T.astype(">i2") if fmt == "61" else (d.T + 32768).astype("<u2")
         raw.tofile(rc.hea.parent / "r.dat")
         lines = [f"r 12 100 {d.shape[1]}"] + [
-            f"r.dat {fmt} {gain}(0)/mV 16 0 {d[i, 0]} 0 0 {name}" for i, name in enumerate(CANONICAL_LEADS)]
+            f"r.dat {fmt} {gain}(0)/mV 16 0 {d[i, 0]} 0 0 {name}" for i, name in enumerate(CANONICAL_LEADS)
+        ]
         (rc.hea.parent / "r.hea").write_text("\n".join(lines) + "\n")
     else:
-        wfdb.wrsamp("r", fs=100, units=["mV"] * 12, sig_name=list(CANONICAL_LEADS),
-                    d_signal=d.T.astype(np.int32), fmt=[fmt] * 12, adc_gain=[gain] * 12, baseline=[0] * 12,
-                    write_dir=str(rc.hea.parent))
+        wfdb.wrsamp(
+            "r",
+            fs=100,
+            units=["mV"] * 12,
+            sig_name=list(CANONICAL_LEADS),
+            d_signal=d.T.astype(np.int32),
+            fmt=[fmt] * 12,
+            adc_gain=[gain] * 12,
+            baseline=[0] * 12,
+            write_dir=str(rc.hea.parent),
+        )
     rec = read_record(rc.hea.parent / "r")
     np.testing.assert_allclose(rec.signal, wfdb_reference(rc.hea.parent / "r"), atol=1e-6)
     np.testing.assert_allclose(rec.signal, d / gain, atol=1e-6)
@@ -150,6 +160,7 @@ def test_oversized_signal_file_warns(copy_record) -> None:
 
 
 # --- bad headers --------------------------------------------------------------------------------------
+
 
 def test_missing_header_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(RecordNotFoundError, match="not found") as e:
@@ -229,6 +240,7 @@ def test_unsupported_format(copy_record, fmt: str) -> None:
 
 # --- unsafe or inconsistent signal files ----------------------------------------------------------------
 
+
 def _set_file_name(rc, name: str) -> None:
     for i in range(1, 13):
         rc.edit_field(i, 0, name)
@@ -300,6 +312,7 @@ def test_challenge_mat_shape_mismatch(records_dir: Path, tmp_path: Path) -> None
 
 # --- signal quality -------------------------------------------------------------------------------------
 
+
 def test_invalid_samples_become_nan_and_are_rejected(copy_record) -> None:
     rc = copy_record()
     d = rc.digital()
@@ -362,6 +375,7 @@ def test_too_short_record(copy_record) -> None:
 
 # --- leads ------------------------------------------------------------------------------------------------
 
+
 def test_missing_lead(copy_record) -> None:
     rc = copy_record()
     rc.rename_lead("V6", "vz")  # a known extra: dropped, so V6 is missing
@@ -397,6 +411,7 @@ def test_leads_are_reordered(copy_record) -> None:
 
 
 # --- header comments and arrays ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("comment", "field", "value"),
@@ -454,8 +469,9 @@ def test_rates_no_ecg_has_are_refused_before_resampling(fs: float) -> None:
         record_from_array(np.zeros((12, 1000), np.float32), fs, CANONICAL_LEADS)
 
 
-def test_challenge_mat_without_scipy_names_the_extra(records_dir: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_challenge_mat_without_scipy_names_the_extra(
+    records_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "scipy.io", None)  # `import scipy.io` raises ImportError
     with pytest.raises(SignalFileError, match=r"needs scipy: pip install 'diagecg\[mat\]'"):
         read_record(records_dir / "C00002.hea")
@@ -463,16 +479,20 @@ def test_challenge_mat_without_scipy_names_the_extra(records_dir: Path,
 
 # --- one validation gate (issue 23): arrays and hand-built records are checked as files are ----------
 
-@pytest.mark.parametrize("make, message", [
-    (lambda x: x.astype(np.complex64), "complex"),
-    (lambda x: x > 0, "boolean"),
-    (lambda x: x.astype(object), "Python objects"),
-    (lambda x: x.astype(str), "text"),
-    (lambda x: np.ma.masked_array(x, mask=x > 0.5), "masked samples"),
-    (lambda x: x[:, :0], "shape"),
-    (lambda x: None, "not NoneType"),
-    (lambda x: "0 1 2", "not str"),
-])
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda x: x.astype(np.complex64), "complex"),
+        (lambda x: x > 0, "boolean"),
+        (lambda x: x.astype(object), "Python objects"),
+        (lambda x: x.astype(str), "text"),
+        (lambda x: np.ma.masked_array(x, mask=x > 0.5), "masked samples"),
+        (lambda x: x[:, :0], "shape"),
+        (lambda x: None, "not NoneType"),
+        (lambda x: "0 1 2", "not str"),
+    ],
+)
 def test_record_from_array_refuses_what_is_not_real_numbers(records_dir: Path, make, message: str) -> None:
     x = read_record(records_dir / "00002_lr").signal
     with pytest.raises(RecordError, match=message):
@@ -490,20 +510,24 @@ def test_record_from_array_takes_numpy_rates_and_unmasked_arrays(records_dir: Pa
     np.testing.assert_allclose(as_ints.signal, ref.signal, atol=1e-3)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"fs_hz": True}, "bool"),
-    ({"fs_hz": "100"}, "not a number of Hz"),
-    ({"fs_hz": float("nan")}, "not a positive number"),
-    ({"fs_hz": None}, "not a number of Hz"),
-    ({"lead_names": None}, "lead_names must be a list of str, not NoneType"),
-    ({"lead_names": "I II III"}, "lead_names must be a list of str, not str"),
-    ({"lead_names": [1] * 12}, "lead_names must hold str only"),
-    ({"units": None}, "units must be a str"),
-    ({"patient": {"age_years": 50}}, "PatientInfo"),
-    ({"diagnoses": None}, "diagnoses must be a list of str"),
-])
-def test_record_from_array_refuses_bad_arguments_with_a_record_error(records_dir: Path, kwargs: dict,
-                                                                     message: str) -> None:
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"fs_hz": True}, "bool"),
+        ({"fs_hz": "100"}, "not a number of Hz"),
+        ({"fs_hz": float("nan")}, "not a positive number"),
+        ({"fs_hz": None}, "not a number of Hz"),
+        ({"lead_names": None}, "lead_names must be a list of str, not NoneType"),
+        ({"lead_names": "I II III"}, "lead_names must be a list of str, not str"),
+        ({"lead_names": [1] * 12}, "lead_names must hold str only"),
+        ({"units": None}, "units must be a str"),
+        ({"patient": {"age_years": 50}}, "PatientInfo"),
+        ({"diagnoses": None}, "diagnoses must be a list of str"),
+    ],
+)
+def test_record_from_array_refuses_bad_arguments_with_a_record_error(
+    records_dir: Path, kwargs: dict, message: str
+) -> None:
     signal = read_record(records_dir / "00002_lr").signal
     args = {"signal": signal, "fs_hz": 100, "lead_names": CANONICAL_LEADS}
     with pytest.raises(RecordError, match=message):
@@ -537,8 +561,9 @@ def test_scales_that_overflow_are_one_error_without_numpy_warnings(copy_record, 
 
 def test_a_nul_byte_in_a_signal_file_name_or_path_is_one_error(copy_record) -> None:
     rec = copy_record()
-    rec.write_lines([rec.lines[0], *(ln.replace("00002_lr.dat", "00002\x00_lr.dat", 1)
-                                     for ln in rec.lines[1:])])
+    rec.write_lines(
+        [rec.lines[0], *(ln.replace("00002_lr.dat", "00002\x00_lr.dat", 1) for ln in rec.lines[1:])]
+    )
     with pytest.raises(SignalFileError, match="NUL byte"):
         read_record(rec.hea)
     with pytest.raises(RecordError, match="NUL byte"):
@@ -569,12 +594,14 @@ def test_a_hand_built_record_is_checked_like_a_file(records_dir: Path) -> None:
         check_record(ref, QualityConfig(min_duration_s=20.0))
 
 
-def test_a_mat_whose_val_disagrees_with_the_header_is_refused_before_inflating(records_dir: Path,
-                                                                               tmp_path: Path) -> None:
+def test_a_mat_whose_val_disagrees_with_the_header_is_refused_before_inflating(
+    records_dir: Path, tmp_path: Path
+) -> None:
     """Issue 23: a 467 kB .mat inflating to 480 MB raised the server's memory to 0.8 GB."""
     (tmp_path / "C00002.hea").write_bytes((records_dir / "C00002.hea").read_bytes())
-    scipy.io.savemat(tmp_path / "C00002.mat", {"val": np.zeros((12, 5_000_000), dtype=np.int16)},
-                     do_compression=True)  # 120 MB of samples in ~120 kB
+    scipy.io.savemat(
+        tmp_path / "C00002.mat", {"val": np.zeros((12, 5_000_000), dtype=np.int16)}, do_compression=True
+    )  # 120 MB of samples in ~120 kB
     assert (tmp_path / "C00002.mat").stat().st_size < 1 << 20
     tracemalloc.start()
     try:

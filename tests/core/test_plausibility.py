@@ -66,13 +66,21 @@ ATTACKS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
 }
 # (base record, attack) -> "refuse CODE", "refuse" (an earlier check), or "warn CODE"
 EXPECTED: dict[tuple[str, str], str] = {
-    **{("00002_hr", a): e for a, e in {
-        "arm electrodes swapped": "warn LIMB_LEADS_REVERSED",
-        "every lead inverted": "warn LIMB_LEADS_REVERSED",
-        "x10": "refuse", "x0.1": "warn AMPLITUDE_IMPLAUSIBLE", "time reversed": "warn TIME_REVERSED",
-        "first second tiled": "refuse SIGNAL_REPEATS", "played 5x slower": "refuse RATE_CONTRADICTS_WAVEFORM",
-        "played 2x slower": "warn RATE_CONTRADICTS_WAVEFORM", "V3 replaced by noise": "warn LEAD_NOISE",
-        "10% of samples zeroed": "refuse LEAD_NOISE"}.items()},
+    **{
+        ("00002_hr", a): e
+        for a, e in {
+            "arm electrodes swapped": "warn LIMB_LEADS_REVERSED",
+            "every lead inverted": "warn LIMB_LEADS_REVERSED",
+            "x10": "refuse",
+            "x0.1": "warn AMPLITUDE_IMPLAUSIBLE",
+            "time reversed": "warn TIME_REVERSED",
+            "first second tiled": "refuse SIGNAL_REPEATS",
+            "played 5x slower": "refuse RATE_CONTRADICTS_WAVEFORM",
+            "played 2x slower": "warn RATE_CONTRADICTS_WAVEFORM",
+            "V3 replaced by noise": "warn LEAD_NOISE",
+            "10% of samples zeroed": "refuse LEAD_NOISE",
+        }.items()
+    },
     ("00003_lr", "x10"): "warn AMPLITUDE_IMPLAUSIBLE",
     ("00003_lr", "x0.1"): "refuse AMPLITUDE_IMPLAUSIBLE",
     ("00008_lr", "time reversed"): "warn TIME_REVERSED",
@@ -86,8 +94,9 @@ def _outcome(signal: np.ndarray, fs_hz: float, source: str, quantise: bool = Tru
     """What reading ``signal`` gives: "refuse CODE", "refuse" (by an earlier check), "warn CODES" or
     "answered"; ``quantise``: in 1 uV steps, as a WFDB file would store it."""
     try:
-        rec = record_from_array(np.round(signal, 3) if quantise else signal, fs_hz, CANONICAL_LEADS,
-                                source=source)
+        rec = record_from_array(
+            np.round(signal, 3) if quantise else signal, fs_hz, CANONICAL_LEADS, source=source
+        )
     except SignalQualityError as e:
         found = re.search(r"implausible as a recorded ECG \(([A-Z_]+)\)", str(e))
         return f"refuse {found.group(1)}" if found else "refuse"
@@ -102,14 +111,19 @@ def test_the_issues_garbage_is_refused_or_warned(base: str, attack: str) -> None
     assert _outcome(ATTACKS[attack](x, rec.fs_hz), rec.fs_hz, attack) == EXPECTED[(base, attack)]
 
 
-def _synthetic(fs_hz: float, n: int, rng: np.random.Generator, irregular: bool,
-               noise_uv: float) -> np.ndarray:
+def _synthetic(
+    fs_hz: float, n: int, rng: np.random.Generator, irregular: bool, noise_uv: float
+) -> np.ndarray:
     """A sum-of-Gaussians P-QRS-T of one cardiac dipole; electrode potentials are its projections (plus
     per-electrode noise) and the 12 leads are built from them, so every limb-lead relation holds."""
     t = np.arange(n) / fs_hz
-    waves = [(-0.2, 0.025, (0.1, 0.15, 0.05)), (-0.02, 0.012, (-0.1, -0.1, 0.1)),  # (s, s, dipole): P, Q
-             (0.0, 0.012, (1.0, 1.2, -0.5)), (0.025, 0.012, (-0.2, -0.3, 0.6)),  # R, S
-             (0.3, 0.06, (0.25, 0.3, -0.1))]  # T
+    waves = [
+        (-0.2, 0.025, (0.1, 0.15, 0.05)),
+        (-0.02, 0.012, (-0.1, -0.1, 0.1)),  # (s, s, dipole): P, Q
+        (0.0, 0.012, (1.0, 1.2, -0.5)),
+        (0.025, 0.012, (-0.2, -0.3, 0.6)),  # R, S
+        (0.3, 0.06, (0.25, 0.3, -0.1)),
+    ]  # T
     beats, b = [], 0.3
     while b < t[-1]:
         beats.append(b)
@@ -123,8 +137,14 @@ def _synthetic(fs_hz: float, n: int, rng: np.random.Generator, irregular: bool,
         directions[f"V{k + 1}"] = (0.6 * np.cos(angle), 0.15, -0.6 * np.sin(angle))
     e = {name: np.asarray(d) @ dipole + rng.normal(0, noise_uv / 1000, n) for name, d in directions.items()}
     wct = (e["RA"] + e["LA"] + e["LL"]) / 3
-    limb = [e["LA"] - e["RA"], e["LL"] - e["RA"], e["LL"] - e["LA"], e["RA"] - (e["LA"] + e["LL"]) / 2,
-            e["LA"] - (e["RA"] + e["LL"]) / 2, e["LL"] - (e["RA"] + e["LA"]) / 2]
+    limb = [
+        e["LA"] - e["RA"],
+        e["LL"] - e["RA"],
+        e["LL"] - e["LA"],
+        e["RA"] - (e["LA"] + e["LL"]) / 2,
+        e["LA"] - (e["RA"] + e["LL"]) / 2,
+        e["LL"] - (e["RA"] + e["LA"]) / 2,
+    ]
     return np.stack([*limb, *(e[f"V{k}"] - wct for k in range(1, 7))])
 
 
@@ -136,8 +156,10 @@ def test_synthetic_beats_are_refused_or_warned_as_repeats(fs_hz: float) -> None:
     with pytest.raises(SignalQualityError, match=r"\(SIGNAL_REPEATS\)"):
         record_from_array(regular, fs_hz, CANONICAL_LEADS, source="synthetic")
     irregular = _synthetic(fs_hz, n, rng, irregular=True, noise_uv=0.0)  # the issue's case
-    assert _outcome(irregular, fs_hz, "synthetic", quantise=False) in ("refuse SIGNAL_REPEATS",
-                                                                       "warn SIGNAL_REPEATS")
+    assert _outcome(irregular, fs_hz, "synthetic", quantise=False) in (
+        "refuse SIGNAL_REPEATS",
+        "warn SIGNAL_REPEATS",
+    )
 
 
 def test_every_real_fixture_record_passes_without_a_plausibility_warning() -> None:

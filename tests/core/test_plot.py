@@ -38,8 +38,11 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def _traces(fig) -> list:
     """The ECG traces of the grid axes, in drawing order (3 x 4 grid row by row, then the rhythm strip)."""
-    return [line for line in fig.axes[0].lines
-            if line.get_color() == plot.TRACE and len(line.get_xdata()) > len(plot.CAL_PULSE)]
+    return [
+        line
+        for line in fig.axes[0].lines
+        if line.get_color() == plot.TRACE and len(line.get_xdata()) > len(plot.CAL_PULSE)
+    ]
 
 
 def _texts(fig) -> list[str]:
@@ -65,12 +68,18 @@ def test_grid_is_25_mm_per_s_and_10_mm_per_mv_on_the_page(record: EcgRecord, dpi
     assert (x1 - x0) * mm_per_px == pytest.approx(25.0, rel=1e-9)
     assert (y1 - y0) * mm_per_px == pytest.approx(10.0, rel=1e-9)
     # grid lines every 1 mm, every fifth one major, and a major line through t = 0 and every baseline
-    xs = {round(line.get_xdata()[0] * plot.PAPER_SPEED_MM_S, 6): line.get_color() for line in ax.lines
-          if line.get_color() in (plot.MINOR, plot.MAJOR) and line.get_xdata()[0] == line.get_xdata()[1]}
+    xs = {
+        round(line.get_xdata()[0] * plot.PAPER_SPEED_MM_S, 6): line.get_color()
+        for line in ax.lines
+        if line.get_color() in (plot.MINOR, plot.MAJOR) and line.get_xdata()[0] == line.get_xdata()[1]
+    }
     assert sorted(xs) == [float(mm) for mm in range(-10, 251)]
     assert all((c == plot.MAJOR) == (mm % 5 == 0) for mm, c in xs.items())
-    ys = {round(line.get_ydata()[0] * plot.GAIN_MM_MV, 6): line.get_color() for line in ax.lines
-          if line.get_color() in (plot.MINOR, plot.MAJOR) and line.get_ydata()[0] == line.get_ydata()[1]}
+    ys = {
+        round(line.get_ydata()[0] * plot.GAIN_MM_MV, 6): line.get_color()
+        for line in ax.lines
+        if line.get_color() in (plot.MINOR, plot.MAJOR) and line.get_ydata()[0] == line.get_ydata()[1]
+    }
     assert sorted(ys) == [float(mm) for mm in range(0, 216)]
     assert all(ys[round(plot._baseline(row) * plot.GAIN_MM_MV, 6)] == plot.MAJOR for row in range(4))
 
@@ -102,12 +111,24 @@ def test_layout_3_by_4_consecutive_columns_and_a_10_s_lead_ii_strip(record: EcgR
 
 def test_header_and_text_box(record: EcgRecord) -> None:
     report = "sinus rhythm. " * 60
-    fig = plot._figure(record, text=f"Question: Is it normal?\nAnswer: yes\n{report}", highpass_hz=0.5,
-                       patient=PatientInfo(age_years=63, sex="male", weight_kg=80))
+    fig = plot._figure(
+        record,
+        text=f"Question: Is it normal?\nAnswer: yes\n{report}",
+        highpass_hz=0.5,
+        patient=PatientInfo(age_years=63, sex="male", weight_kg=80),
+    )
     texts = _texts(fig)
     header = " ".join(texts[:3])
-    for part in ("00002_hr", "00002_hr.hea", "63 y, male, 80 kg", "500 Hz", "10.0 s recorded", "25 mm/s",
-                 "10 mm/mV", "filter 0.5 Hz high-pass"):
+    for part in (
+        "00002_hr",
+        "00002_hr.hea",
+        "63 y, male, 80 kg",
+        "500 Hz",
+        "10.0 s recorded",
+        "25 mm/s",
+        "10 mm/mV",
+        "filter 0.5 Hz high-pass",
+    ):
         assert part in header
     box = next(t for t in texts if t.startswith("Question: Is it normal?\nAnswer: yes\n"))
     lines = box.splitlines()
@@ -148,8 +169,9 @@ def test_large_excursions_are_clipped_to_the_row_band_and_named(record: EcgRecor
     assert any(t.startswith("clipped at \u00b12.5 mV: ") for t in _texts(fig))
 
 
-def test_missing_matplotlib_is_one_line_naming_the_extra(record: EcgRecord, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_matplotlib_is_one_line_naming_the_extra(
+    record: EcgRecord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     with pytest.raises(ImportError) as err:
         plot_ecg(record, tmp_path / "ecg.png")

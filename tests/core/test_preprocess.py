@@ -50,10 +50,19 @@ def records_dir_module() -> Path:
 
 # --- resampling -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("fs_in", "fs_out", "factors"), [
-    (100, 500, (5, 1)), (500, 100, (1, 5)), (1000, 500, (1, 2)), (250, 100, (2, 5)), (257, 500, (500, 257)),
-    (360, 500, (25, 18)), (500, 500, (1, 1)),
-])
+
+@pytest.mark.parametrize(
+    ("fs_in", "fs_out", "factors"),
+    [
+        (100, 500, (5, 1)),
+        (500, 100, (1, 5)),
+        (1000, 500, (1, 2)),
+        (250, 100, (2, 5)),
+        (257, 500, (500, 257)),
+        (360, 500, (25, 18)),
+        (500, 500, (1, 1)),
+    ],
+)
 def test_resample_factors_are_exact(fs_in: float, fs_out: float, factors: tuple[int, int]) -> None:
     assert resample_factors(fs_in, fs_out) == factors
 
@@ -78,6 +87,7 @@ def test_500hz_record_resampled_matches_ptbxl_100hz_release(records_dir_module: 
 
 
 # --- pipeline -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 @pytest.mark.parametrize("name", ["00002_lr", "00002_hr", "C00002"])
@@ -138,6 +148,7 @@ def test_lowpass_removes_high_frequency_noise() -> None:
 
 # --- windowing ---------------------------------------------------------------------------------------------
 
+
 def test_longer_record_is_cropped_at_start_or_center() -> None:
     t = np.arange(3000) / 100.0
     ramp = np.tile(np.sin(2 * np.pi * 1.3 * t) + t / 10, (12, 1)).astype(np.float32)  # 30 s
@@ -145,6 +156,7 @@ def test_longer_record_is_cropped_at_start_or_center() -> None:
     base = PreprocessConfig(fs_hz=100, highpass_hz=None)
     start = preprocess(rec, base)
     center = preprocess(rec, dataclasses.replace(base, crop="center"))
+
     def zscore(a: np.ndarray) -> np.ndarray:
         a = a.astype(np.float64)
         return (a - a.mean(1, keepdims=True)) / a.std(1, keepdims=True)
@@ -191,8 +203,9 @@ SIGNAL_MATH = {"resample_poly", "resample", "sosfiltfilt", "filtfilt", "butter",
 
 def _imports_and_calls(path: Path) -> tuple[set[tuple[str, str]], set[str]]:
     tree = ast.parse(path.read_text(), filename=str(path))
-    imports = {(n.module or "", a.name)
-               for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    imports = {
+        (n.module or "", a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names
+    }
     calls = set()
     for n in ast.walk(tree):
         if isinstance(n, ast.Call):
@@ -240,10 +253,12 @@ def test_training_and_runtime_paths_are_identical(ptbxl_root: Path, preset: str)
 
 # --- the prepared mV window and the model inputs --------------------------------------------------------
 
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 @pytest.mark.parametrize("name", ["00002_lr", "00002_hr"])
-def test_preprocess_is_zscore_of_the_prepared_window(records_dir_module: Path, preset: str,
-                                                     name: str) -> None:
+def test_preprocess_is_zscore_of_the_prepared_window(
+    records_dir_module: Path, preset: str, name: str
+) -> None:
     cfg = PRESETS[preset][0]
     rec = read_record(records_dir_module / name)
     x = prepare_signal(rec.signal, rec.fs_hz, cfg, rec.lead_names, rec.source)

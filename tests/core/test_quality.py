@@ -80,10 +80,20 @@ def test_degraded_mode_reads_flat_precordial_leads_with_a_warning(mv: np.ndarray
 
 # --- "is this an ECG": each kind of garbage a fuzzing user fed the CLI is refused ---------------------
 
+
 def _derived(lead_i: np.ndarray, lead_ii: np.ndarray, precordial: np.ndarray) -> np.ndarray:
     lead_iii = lead_ii - lead_i
-    return np.vstack([lead_i, lead_ii, lead_iii, -(lead_i + lead_ii) / 2, (lead_i - lead_iii) / 2,
-                      (lead_ii + lead_iii) / 2, precordial])
+    return np.vstack(
+        [
+            lead_i,
+            lead_ii,
+            lead_iii,
+            -(lead_i + lead_ii) / 2,
+            (lead_i - lead_iii) / 2,
+            (lead_ii + lead_iii) / 2,
+            precordial,
+        ]
+    )
 
 
 def _garbage(name: str, mv: np.ndarray) -> np.ndarray:
@@ -110,16 +120,19 @@ def _garbage(name: str, mv: np.ndarray) -> np.ndarray:
     raise AssertionError(name)
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("gaussian noise", "no QRS complexes"),
-    ("uniform noise", "no QRS complexes"),
-    ("1 Hz sine on every lead", "break the relations"),
-    ("1 Hz sines with consistent limb leads", "no QRS complexes"),
-    ("noise with consistent limb leads", "no QRS complexes"),
-    ("twelve copies of lead II", "break the relations"),
-    ("six copies of V1", "copies of one signal"),
-    ("lead I inverted", "break the relations"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("gaussian noise", "no QRS complexes"),
+        ("uniform noise", "no QRS complexes"),
+        ("1 Hz sine on every lead", "break the relations"),
+        ("1 Hz sines with consistent limb leads", "no QRS complexes"),
+        ("noise with consistent limb leads", "no QRS complexes"),
+        ("twelve copies of lead II", "break the relations"),
+        ("six copies of V1", "copies of one signal"),
+        ("lead I inverted", "break the relations"),
+    ],
+)
 def test_signals_that_are_not_an_ecg_are_refused(mv: np.ndarray, name: str, reason: str) -> None:
     x = _garbage(name, mv)
     with pytest.raises(SignalQualityError, match=f"does not look like a 12-lead ECG: .*{reason}"):

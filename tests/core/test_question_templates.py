@@ -26,8 +26,11 @@ _PLACEHOLDER = re.compile(r"\$\{attribute[12]?\}")
 
 def test_the_answer_schema_lists_exactly_the_question_types() -> None:
     """``diagecg/schemas/answer.schema.json`` is checked in: a new QuestionType must be added there too."""
-    schema = json.loads(importlib.resources.files("diagecg").joinpath("schemas/answer.schema.json")
-                        .read_text(encoding="utf-8"))
+    schema = json.loads(
+        importlib.resources.files("diagecg")
+        .joinpath("schemas/answer.schema.json")
+        .read_text(encoding="utf-8")
+    )
     matched = schema["$defs"]["answer"]["properties"]["matched_question"]["oneOf"]
     obj = next(s for s in matched if s.get("type") == "object")
     assert obj["properties"]["question_type"]["enum"] == [t.value for t in QuestionType]
@@ -54,18 +57,25 @@ def test_every_template_has_complete_routing_data(template: QuestionTemplate) ->
     assert t.n_attributes in allowed[t.question_type]
     assert t.record_level == (t.n_attributes == 0)
     # what the wording says of uncertain statements is what the routing says
-    said = [w for w, text in (("included", "including uncertain"), ("excluded", "excluding uncertain"))
-            if text in t.text]
+    said = [
+        w
+        for w, text in (("included", "including uncertain"), ("excluded", "excluding uncertain"))
+        if text in t.text
+    ]
     assert t.uncertain == (said[0] if said else None)
     # a record-level verify question has ECG-QA's attribute (the generated samples carry it); no other does
     record_verify = t.record_level and t.question_type is QuestionType.VERIFY
     assert (t.record_attribute is not None) == record_verify
     if t.statement is not None:  # a statement is a PTB-XL one, asked by a record-level verify template
         assert record_verify and find_statement(t.statement) is not None
-    assert t.one_finding == (t.question_type is QuestionType.VERIFY and
-                             (t.n_attributes == 1 or t.statement is not None))
-    expected_negative = {QuestionType.CHOOSE: NONE_ANSWER, QuestionType.QUERY: NONE_ANSWER,
-                         QuestionType.VERIFY: "yes" if t.statement == NORMAL_STATEMENT else "no"}
+    assert t.one_finding == (
+        t.question_type is QuestionType.VERIFY and (t.n_attributes == 1 or t.statement is not None)
+    )
+    expected_negative = {
+        QuestionType.CHOOSE: NONE_ANSWER,
+        QuestionType.QUERY: NONE_ANSWER,
+        QuestionType.VERIFY: "yes" if t.statement == NORMAL_STATEMENT else "no",
+    }
     assert t.negative_option == expected_negative[t.question_type]
     if t.any_statement:  # its warning says what "any" means
         assert record_verify and t.template_id in SEMANTICS

@@ -27,12 +27,19 @@ from diagecg.questions import (
 AF, AFL, SR = "atrial fibrillation", "atrial flutter", "sinus rhythm"
 LBBB, RBBB = "complete left bundle branch block", "complete right bundle branch block"
 IRBBB, ILBBB = "incomplete right bundle branch block", "incomplete left bundle branch block"
-MI, IMI, ASMI = ("myocardial infarction", "myocardial infarction in inferior leads",
-                 "myocardial infarction in anteroseptal leads")
+MI, IMI, ASMI = (
+    "myocardial infarction",
+    "myocardial infarction in inferior leads",
+    "myocardial infarction in anteroseptal leads",
+)
 AMI, LMI = "myocardial infarction in anterior leads", "myocardial infarction in lateral leads"
 LVH, CD, HYP, STTC = "left ventricular hypertrophy", "conduction disturbance", "hypertrophy", "st/t change"
-AVB1, LQT, PVC, PAC = "first degree av block", "long qt-interval", "ventricular premature complex", \
-    "atrial premature complex"
+AVB1, LQT, PVC, PAC = (
+    "first degree av block",
+    "long qt-interval",
+    "ventricular premature complex",
+    "atrial premature complex",
+)
 SBRAD, STACH, SVT = "sinus bradycardia", "sinus tachycardia", "supraventricular tachycardia"
 STD, STE, ISC = "non-specific st depression", "non-specific st elevation", "non-specific ischemic"
 INVT, QW, LPR = "inverted t-waves", "q waves present", "prolonged pr interval"
@@ -243,8 +250,16 @@ OTHER_REFUSALS = [
     ("hello", "not_understood"),
     ("?", "empty"),
 ]
-TABLE = POSITIVE + NEGATED + OPPOSITE + DOUBLE_NEGATED + MISSPELT + SPECIFICITY + OTHER_REFUSALS + [
-    (q, e) for q, e, _ in BROADER_OR_NARROWER]
+TABLE = (
+    POSITIVE
+    + NEGATED
+    + OPPOSITE
+    + DOUBLE_NEGATED
+    + MISSPELT
+    + SPECIFICITY
+    + OTHER_REFUSALS
+    + [(q, e) for q, e, _ in BROADER_OR_NARROWER]
+)
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +295,8 @@ def test_each_wording_is_read_as_asked(catalogue: QuestionCatalogue, question: s
 
 @pytest.mark.parametrize(("question", "expected", "scope"), BROADER_OR_NARROWER)
 def test_a_broader_or_narrower_reading_is_flagged_with_what_it_does_not_say(
-        catalogue: QuestionCatalogue, question: str, expected: object, scope: str) -> None:
+    catalogue: QuestionCatalogue, question: str, expected: object, scope: str
+) -> None:
     read = catalogue.read(question)
     assert isinstance(read, MatchedQuestion) and read.scope == scope, read
     assert all(t.note for t in read.terms if t.scope != "same")
@@ -289,8 +305,15 @@ def test_a_broader_or_narrower_reading_is_flagged_with_what_it_does_not_say(
 def test_misspelt_names_show_what_they_were_read_as(catalogue: QuestionCatalogue) -> None:
     read = catalogue.read("right bundle brunch block?")
     assert isinstance(read, MatchedQuestion) and read.spelling == (("brunch", "branch"),)
-    assert [t.to_dict() for t in read.terms] == [{"asked": "right bundle brunch block", "finding": RBBB,
-                                                  "via": "spelling", "scope": "same", "note": ""}]
+    assert [t.to_dict() for t in read.terms] == [
+        {
+            "asked": "right bundle brunch block",
+            "finding": RBBB,
+            "via": "spelling",
+            "scope": "same",
+            "note": "",
+        }
+    ]
     assert read.to_dict()["spelling"] == [["brunch", "branch"]]
 
 
@@ -311,8 +334,10 @@ def test_negated_answers_and_probabilities_are_inverted(catalogue: QuestionCatal
 def test_refusals_name_what_was_asked_and_suggest_the_nearest_findings(catalogue: QuestionCatalogue) -> None:
     rvh = catalogue.read("Is there right ventricular hypertrophy?")
     assert isinstance(rvh, Refusal) and "right ventricular hypertrophy" in rvh.message
-    assert rvh.suggestions[:2] == (f"Does this ECG show symptoms of {HYP}?",
-                                   f"Does this ECG show symptoms of {LVH}?")
+    assert rvh.suggestions[:2] == (
+        f"Does this ECG show symptoms of {HYP}?",
+        f"Does this ECG show symptoms of {LVH}?",
+    )
     site = catalogue.read("Is there a posterior ischemia?")
     assert isinstance(site, Refusal) and "'posterior ischemia'" in site.message
     assert all("ischemic in" in s for s in site.suggestions)
@@ -345,7 +370,7 @@ def test_every_trained_wording_is_read_as_its_own_template(catalogue: QuestionCa
             if "${attribute}" in text:
                 fills: list[tuple[str, ...]] = [(a,) for a in names]
             elif "${attribute1}" in text:
-                fills = [(a, b) for i, a in enumerate(names) for b in names[i + 1:i + 4]]
+                fills = [(a, b) for i, a in enumerate(names) for b in names[i + 1 : i + 4]]
             else:
                 fills = [()]
             for fill in fills:

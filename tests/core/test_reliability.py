@@ -13,15 +13,31 @@ from diagecg.reliability import MIN_AUC, MIN_POSITIVES, ReliabilityTable, hanley
 
 
 def _row(name: str, n_pos: int, auc: float, sens: float, spec: float, n: int = 177, **extra: object) -> dict:
-    return {"name": name, "n": n, "n_pos": n_pos, "auc": auc, "sensitivity": sens, "specificity": spec,
-            **extra}
+    return {
+        "name": name,
+        "n": n,
+        "n_pos": n_pos,
+        "auc": auc,
+        "sensitivity": sens,
+        "specificity": spec,
+        **extra,
+    }
 
 
 def _evaluation(per_finding: dict) -> dict:
-    return {"folds": [10], "n_records": 177,
-            "findings": {"template": {"model": {"per_finding": per_finding}}},
-            "qa": {"template": {"by_template": {"12": {"model": 0.95, "majority_template": 0.95, "n": 21},
-                                                "3": {"model": 0.8, "majority_template": 0.6, "n": 40}}}}}
+    return {
+        "folds": [10],
+        "n_records": 177,
+        "findings": {"template": {"model": {"per_finding": per_finding}}},
+        "qa": {
+            "template": {
+                "by_template": {
+                    "12": {"model": 0.95, "majority_template": 0.95, "n": 21},
+                    "3": {"model": 0.8, "majority_template": 0.6, "n": 40},
+                }
+            }
+        },
+    }
 
 
 def test_intervals_match_published_values() -> None:
@@ -35,11 +51,15 @@ def test_intervals_match_published_values() -> None:
 
 
 def test_status_follows_the_floor_and_ppv_comes_from_the_counts() -> None:
-    table = ReliabilityTable(_evaluation({
-        "AFIB": _row("atrial fibrillation", 8, 0.897, 0.625, 0.846),  # few positives
-        "SR": _row("sinus rhythm", 141, 0.822, 0.965, 0.583),
-        "CD": _row("conduction disturbance", 30, 0.73, 0.633, 0.782),  # low AUC
-    }))
+    table = ReliabilityTable(
+        _evaluation(
+            {
+                "AFIB": _row("atrial fibrillation", 8, 0.897, 0.625, 0.846),  # few positives
+                "SR": _row("sinus rhythm", 141, 0.822, 0.965, 0.583),
+                "CD": _row("conduction disturbance", 30, 0.73, 0.633, 0.782),  # low AUC
+            }
+        )
+    )
     af, sr, cd = (table.finding(n) for n in ("atrial fibrillation", "sinus rhythm", "conduction disturbance"))
     assert af["status"] == "below_floor" and af["warnings"] == [W.FINDING_FEW_POSITIVES]
     assert cd["status"] == "below_floor" and cd["warnings"] == [W.FINDING_LOW_AUC]
@@ -51,8 +71,10 @@ def test_status_follows_the_floor_and_ppv_comes_from_the_counts() -> None:
     assert unknown["status"] == "not_validated" and unknown["warnings"] == [W.FINDING_NOT_VALIDATED]
     assert unknown["auc"] is None and set(unknown) == set(af)
     summary = table.summary(["sinus rhythm", "atrial fibrillation"])
-    assert summary["status"] == "below_floor" and summary["floor"] == {"min_positives": MIN_POSITIVES,
-                                                                      "min_auc": MIN_AUC}
+    assert summary["status"] == "below_floor" and summary["floor"] == {
+        "min_positives": MIN_POSITIVES,
+        "min_auc": MIN_AUC,
+    }
     assert [r["finding"] for r in summary["findings"]] == ["sinus rhythm", "atrial fibrillation"]
     assert summary["source"] == "PTB-XL fold 10 (177 records), template wording"
     assert table.summary(["digitalis effect"])["status"] == "not_validated"
@@ -61,8 +83,13 @@ def test_status_follows_the_floor_and_ppv_comes_from_the_counts() -> None:
 def test_templates_are_judged_against_the_majority_answer() -> None:
     table = ReliabilityTable(_evaluation({}))
     assert table.template(12)["warnings"] == [W.TEMPLATE_NOT_BETTER_THAN_MAJORITY]
-    assert table.template(3) == {"template_id": 3, "n": 40, "exact_match": 0.8, "majority_baseline": 0.6,
-                                 "warnings": []}
+    assert table.template(3) == {
+        "template_id": 3,
+        "n": 40,
+        "exact_match": 0.8,
+        "majority_baseline": 0.6,
+        "warnings": [],
+    }
     assert table.template(7) is None
     assert table.summary([], template_id=3)["status"] == "validated"
     assert table.summary([], template_id=12)["status"] == "below_floor"
@@ -70,8 +97,10 @@ def test_templates_are_judged_against_the_majority_answer() -> None:
 
 def test_newer_evaluations_with_more_keys_and_calibrated_thresholds_still_read() -> None:
     row = _row("atrial fibrillation", 20, 0.9, 0.8, 0.9, ppv=0.42, auc_ci95=[0.8, 0.95], brier=0.1)
-    table = ReliabilityTable(_evaluation({"AFIB": row, "X": "not a row"}),
-                             calibration={"atrial fibrillation": {"a": 1.0, "b": 0.0, "threshold": 0.3}})
+    table = ReliabilityTable(
+        _evaluation({"AFIB": row, "X": "not a row"}),
+        calibration={"atrial fibrillation": {"a": 1.0, "b": 0.0, "threshold": 0.3}},
+    )
     af = table.finding("atrial fibrillation")
     assert af["ppv"] == 0.42 and af["auc_ci95"] == [0.8, 0.95]  # the evaluation's own numbers win
     assert af["decision"] == "calibrated p(present) >= 0.3"
@@ -86,7 +115,8 @@ def test_the_shipped_bundle_flags_what_the_issue_measured() -> None:
     for row in per.values():  # the floor, applied to the shipped bundle's own held-out numbers
         got = table.finding(row["name"])
         expected = ([W.FINDING_FEW_POSITIVES] if row["n_pos"] < 10 else []) + (
-            [W.FINDING_LOW_AUC] if row["auc"] < 0.75 else [])
+            [W.FINDING_LOW_AUC] if row["auc"] < 0.75 else []
+        )
         assert got["warnings"] == expected, (row["name"], got["warnings"])
         assert got["auc"] == pytest.approx(row["auc"], abs=1e-4) and 0 <= got["ppv"] <= 1
     assert table.finding("sinus bradycardia")["warnings"] == [W.FINDING_FEW_POSITIVES]  # rare, but read well

@@ -29,8 +29,9 @@ def test_every_snomed_concept_is_the_challenge_tables_code_and_name() -> None:
     names = _challenge_names()
     coded = [st for st in STATEMENTS if st.snomed is not None]
     assert len(coded) >= 50
-    wrong = [(st.code, st.snomed) for st in coded
-             if st.snomed and names.get(st.snomed.code) != st.snomed.term]
+    wrong = [
+        (st.code, st.snomed) for st in coded if st.snomed and names.get(st.snomed.code) != st.snomed.term
+    ]
     assert not wrong
 
 
@@ -54,18 +55,30 @@ def test_every_finding_option_of_the_shipped_catalogue_is_coded() -> None:
     catalogue = load_bundle(default_bundle(), check_models=False).questions
     assert catalogue is not None
     groups = ("code", "dx_inc", "dx_exc", "form", "rhythm", "superclass", "norm")
-    findings = {o for e in catalogue.entries.values() if e.group in groups
-                for o in (*e.options, *e.attributes) if o not in ("yes", "no", "not sure", "none")}
+    findings = {
+        o
+        for e in catalogue.entries.values()
+        if e.group in groups
+        for o in (*e.options, *e.attributes)
+        if o not in ("yes", "no", "not sure", "none")
+    }
     assert len(findings) > 40
     assert sorted(o for o in findings if find_statement(o) is None) == []
 
 
-@pytest.mark.parametrize("text, code", [
-    ("sinus rhythm", "SR"), ("Sinus rhythm.", "SR"), ("ATRIAL FIBRILLATION", "AFIB"),
-    ("myocardial infarction in inferior leads", "IMI"), ("digitalis effect", "DIG"),
-    ("bigeminal pattern (unknown origin, supraventricular, or ventricular)", "BIGU"),
-    ("left axis deviation", "LAD"), ("normal ecg", "NORM"),
-])
+@pytest.mark.parametrize(
+    "text, code",
+    [
+        ("sinus rhythm", "SR"),
+        ("Sinus rhythm.", "SR"),
+        ("ATRIAL FIBRILLATION", "AFIB"),
+        ("myocardial infarction in inferior leads", "IMI"),
+        ("digitalis effect", "DIG"),
+        ("bigeminal pattern (unknown origin, supraventricular, or ventricular)", "BIGU"),
+        ("left axis deviation", "LAD"),
+        ("normal ecg", "NORM"),
+    ],
+)
 def test_find_statement_reads_ptbxl_and_ecgqa_spellings(text: str, code: str) -> None:
     st = find_statement(text)
     assert st is not None and st.code == code
@@ -89,10 +102,16 @@ def test_what_each_kind_of_answer_asserts() -> None:
     assert answer_findings(QuestionType.VERIFY, (), {"yes"}, statement=asks_normal) == [(normal, True)]
     both = ("sinus rhythm", "atrial fibrillation")
     assert answer_findings("single-choose", both, {"atrial fibrillation"}) == [
-        ("sinus rhythm", False), ("atrial fibrillation", True)]
-    assert answer_findings("single-choose", both, {"none"}) == [("sinus rhythm", False),
-                                                               ("atrial fibrillation", False)]
+        ("sinus rhythm", False),
+        ("atrial fibrillation", True),
+    ]
+    assert answer_findings("single-choose", both, {"none"}) == [
+        ("sinus rhythm", False),
+        ("atrial fibrillation", False),
+    ]
     assert answer_findings("single-query", (), {"sinus rhythm", "atrial flutter"}) == [
-        ("atrial flutter", True), ("sinus rhythm", True)]
+        ("atrial flutter", True),
+        ("sinus rhythm", True),
+    ]
     assert answer_findings("single-query", (), {"none"}) == []
     assert answer_findings(None, afib, {"yes"}) == []

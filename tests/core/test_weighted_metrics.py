@@ -30,8 +30,10 @@ def test_bootstrap_intervals_cover_the_auc_and_narrow_with_more_records() -> Non
 
     def rows(n: int) -> dict:
         y = rng.random(n) < 0.3
-        return {"a": (y, y * 1.0 + rng.normal(size=n), np.arange(n)),
-                "b": (y, y * 0.5 + rng.normal(size=n), np.arange(n))}
+        return {
+            "a": (y, y * 1.0 + rng.normal(size=n), np.arange(n)),
+            "b": (y, y * 0.5 + rng.normal(size=n), np.arange(n)),
+        }
 
     small, large = rows(200), rows(3000)
     ci_small = bootstrap_auc_intervals(small, {"macro": ["a", "b"]}, n_boot=300)
@@ -52,9 +54,16 @@ def test_weighted_calibration_and_majority() -> None:
     assert table["ece"] == pytest.approx(0.15)
 
     def q(answer: str) -> QASample:
-        return QASample(ecg_id=1, question="AF?", answers=(answer,), question_type="single-verify",
-                        attribute_type="scp_code", template_id=1, attributes=("atrial fibrillation",),
-                        source="generated")
+        return QASample(
+            ecg_id=1,
+            question="AF?",
+            answers=(answer,),
+            question_type="single-verify",
+            attribute_type="scp_code",
+            template_id=1,
+            attributes=("atrial fibrillation",),
+            source="generated",
+        )
 
     train = [q("yes"), q("yes"), q("no")]  # an AF-enriched sample: "yes" wins unweighted
     assert majority_predictions(train, [q("no")], by="question") == ["yes"]
@@ -69,14 +78,25 @@ def test_score_findings_weights_and_intervals() -> None:
     truth = rng.random(120) < 0.4
     p_yes = np.clip(truth * 0.4 + rng.random(120) * 0.6, 0.01, 0.99)
     probs = [np.array([1 - p, 0.0, p]) for p in p_yes]
-    samples = [QASample(ecg_id=k, question="AF?", answers=("yes",) if t else ("no",),
-                        question_type="single-verify", attribute_type="scp_code", template_id=1,
-                        attributes=("atrial fibrillation",), source="generated") for k, t in enumerate(truth)]
+    samples = [
+        QASample(
+            ecg_id=k,
+            question="AF?",
+            answers=("yes",) if t else ("no",),
+            question_type="single-verify",
+            attribute_type="scp_code",
+            template_id=1,
+            attributes=("atrial fibrillation",),
+            source="generated",
+        )
+        for k, t in enumerate(truth)
+    ]
     plain = score_findings(samples, ["AFIB"] * 120, probs, [opts] * 120, min_positives=5)
     assert plain["per_finding"]["AFIB"]["auc_ci95"] is None and plain["macro"]["statement_auc_ci95"] is None
     w = np.where(truth, 0.25, 1.0)
-    out = score_findings(samples, ["AFIB"] * 120, probs, [opts] * 120, min_positives=5, weights=w,
-                         n_bootstrap=200)
+    out = score_findings(
+        samples, ["AFIB"] * 120, probs, [opts] * 120, min_positives=5, weights=w, n_bootstrap=200
+    )
     row = out["per_finding"]["AFIB"]
     assert row["auc"] == pytest.approx(weighted_roc_auc(truth, p_yes, w))
     assert row["n_pos"] == int(truth.sum())  # counts stay counts

@@ -86,7 +86,17 @@ def test_ecgqa_attribute_names_are_in_the_answer_vocabulary(scp_table, vocab):
                     assert name in vocab.options(tid), (code, name, tid)
     missing = {c for c in scp_table if ecgqa_attribute_name(c, scp_table) not in vocab.answers} - {"NORM"}
     assert missing == {
-        "RVH", "SEHYP", "2AVB", "3AVB", "WPW", "EL", "ANEUR", "PRC(S)", "PSVT", "SVARR", "TRIGU"
+        "RVH",
+        "SEHYP",
+        "2AVB",
+        "3AVB",
+        "WPW",
+        "EL",
+        "ANEUR",
+        "PRC(S)",
+        "PSVT",
+        "SVARR",
+        "TRIGU",
     }
 
 
@@ -120,7 +130,8 @@ def test_generated_answers_follow_the_labels(generated, ptbxl, scp_table):
 
     def names(entry, flag, certain_only=False):
         return {
-            ecgqa_attribute_name(c, scp_table) for c, lk in entry.scp_codes.items()
+            ecgqa_attribute_name(c, scp_table)
+            for c, lk in entry.scp_codes.items()
             if c != "NORM" and getattr(scp_table[c], flag) and (not certain_only or lk in (0.0, 100.0))
         } or {"none"}
 
@@ -130,8 +141,11 @@ def test_generated_answers_follow_the_labels(generated, ptbxl, scp_table):
         if s.template_id == 1:
             code = name_to_code[s.attributes[0]]
             lk = e.scp_codes.get(code)
-            expected = "no" if lk is None else (
-                "not sure" if scp_table[code].diagnostic and lk not in (0.0, 100.0) else "yes")
+            expected = (
+                "no"
+                if lk is None
+                else ("not sure" if scp_table[code].diagnostic and lk not in (0.0, 100.0) else "yes")
+            )
             assert s.answers == (expected,)
         elif s.template_id == 2:
             assert s.answers == ("yes" if "NORM" in e.scp_codes else "no",)
@@ -159,8 +173,10 @@ def test_generation_is_deterministic_and_per_record(ptbxl, scp_table, vocab, gen
 
 def test_wordings_ask_the_same_questions_and_paraphrases_stay_held_out(ptbxl, scp_table, vocab):
     ids = ptbxl.ids(TRAIN_FOLDS)[:200]
-    runs = {w: generate_questions(ptbxl, ids, scp_table, 3, answer_vocab=vocab, wording=w)
-            for w in ("template", "mixed", "paraphrase")}
+    runs = {
+        w: generate_questions(ptbxl, ids, scp_table, 3, answer_vocab=vocab, wording=w)
+        for w in ("template", "mixed", "paraphrase")
+    }
     key = [(s.ecg_id, s.template_id, s.attributes, s.answers) for s in runs["template"]]
     for w, samples in runs.items():
         assert [(s.ecg_id, s.template_id, s.attributes, s.answers) for s in samples] == key
@@ -204,7 +220,11 @@ def test_finding_names_use_ecgqa_names_and_drop_the_unnamable(scp_table, vocab):
     names = finding_names(FINDINGS, scp_table, vocab)
     assert names["NORM"] == "normal ecg"  # template 2's attribute
     assert [names[c] for c in ("MI", "STTC", "CD", "HYP")] == [
-        "myocardial infarction", "st/t change", "conduction disturbance", "hypertrophy"]
+        "myocardial infarction",
+        "st/t change",
+        "conduction disturbance",
+        "hypertrophy",
+    ]
     assert names["AFIB"] == "atrial fibrillation"
     assert names["IMI"] == "myocardial infarction in inferior leads"
     assert "EL" not in names and "RVH" not in names  # ECG-QA has no answer naming them
@@ -258,8 +278,10 @@ def test_finding_answers_follow_the_labels(finding_samples, ptbxl, scp_table, vo
 def test_finding_questions_wordings(ptbxl, scp_table, vocab):
     ids = ptbxl.ids(TRAIN_FOLDS)[:40]
     names = finding_names(FINDINGS, scp_table, vocab)
-    runs = {w: finding_questions(ptbxl, ids, names, scp_table, 1, wording=w)
-            for w in ("template", "mixed", "paraphrase")}
+    runs = {
+        w: finding_questions(ptbxl, ids, names, scp_table, 1, wording=w)
+        for w in ("template", "mixed", "paraphrase")
+    }
     key = [(s.ecg_id, s.template_id, s.attributes, s.answers) for s in runs["template"]]
     for w, samples in runs.items():
         assert [(s.ecg_id, s.template_id, s.attributes, s.answers) for s in samples] == key

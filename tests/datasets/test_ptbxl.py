@@ -16,8 +16,15 @@ from diagecg.types import PatientInfo
 
 
 def entry(ecg_id: int, scp_codes: dict[str, float], superclasses: list[str]) -> PtbxlEntry:
-    return PtbxlEntry(ecg_id=ecg_id, patient_id=ecg_id, strat_fold=1, scp_codes=scp_codes, report_de="",
-                      patient=PatientInfo(), superclasses=superclasses)
+    return PtbxlEntry(
+        ecg_id=ecg_id,
+        patient_id=ecg_id,
+        strat_fold=1,
+        scp_codes=scp_codes,
+        report_de="",
+        patient=PatientInfo(),
+        superclasses=superclasses,
+    )
 
 
 def fake_dataset(*entries: PtbxlEntry) -> PtbxlDataset:
@@ -68,7 +75,7 @@ def test_frequent_findings_order_and_threshold() -> None:
 def test_frequent_findings_on_real_labels_match_a_count(ptbxl: PtbxlDataset) -> None:
     ids = ptbxl.ids((1, 2))
     found = frequent_findings(ptbxl, ids, 8)
-    statements = found[len(SUPERCLASSES):]
+    statements = found[len(SUPERCLASSES) :]
     counts = {c: sum(c in ptbxl.entries[i].scp_codes for i in ids) for c in statements}
     assert found[: len(SUPERCLASSES)] == SUPERCLASSES and "NORM" not in statements
     assert all(k >= 8 for k in counts.values()) and "SR" in statements

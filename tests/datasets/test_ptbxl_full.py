@@ -146,7 +146,11 @@ def test_a_changed_source_is_unpacked_again(data: Path, tmp_path: Path) -> None:
     again = unpacked(*args, cache_dir=cache)
     assert again == first and n_unpacks(data) == 2
     assert sorted(p.name for p in (again / "records100" / "02000").iterdir()) == [
-        "02001_lr.dat", "02001_lr.hea", "02002_lr.dat", "02002_lr.hea"]
+        "02001_lr.dat",
+        "02001_lr.hea",
+        "02002_lr.dat",
+        "02002_lr.hea",
+    ]
     unpacked(*args, cache_dir=cache)
     assert n_unpacks(data) == 2
 
@@ -161,8 +165,9 @@ def test_a_failed_unpack_leaves_no_cache(data: Path, tmp_path: Path) -> None:
     assert PtbxlDataset.from_data_dir(data, cache_dir=cache).ids((9,)) == [2004]
 
 
-def test_the_cache_root_comes_from_the_environment(data: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cache_root_comes_from_the_environment(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DIAGECG_CACHE", str(tmp_path / "env-cache"))
     ds = PtbxlDataset.from_data_dir(data)
     assert ds.record_path(2002).is_relative_to(tmp_path / "env-cache" / "ptbxl_full")
@@ -171,14 +176,18 @@ def test_the_cache_root_comes_from_the_environment(data: Path, tmp_path: Path,
 # --- questions and the real data ----------------------------------------------------------------
 
 
-def test_questions_never_read_an_unknown_statement_as_no(ds: PtbxlDataset, scp_table: dict,
-                                                          shared_data: Path) -> None:
+def test_questions_never_read_an_unknown_statement_as_no(
+    ds: PtbxlDataset, scp_table: dict, shared_data: Path
+) -> None:
     from diagecg.datasets.ecgqa import load_answer_vocab
 
     vocab = load_answer_vocab(resolve_data_roots(shared_data).ecgqa)
     unlabelled = [2002, 2003, 2006]
-    samples = [s for seed in range(6) for s in generate_questions(ds, unlabelled, scp_table, seed,
-                                                                   answer_vocab=vocab)]
+    samples = [
+        s
+        for seed in range(6)
+        for s in generate_questions(ds, unlabelled, scp_table, seed, answer_vocab=vocab)
+    ]
     assert samples and {s.template_id for s in samples} <= {1, 2, 3}
     super_names = {"conduction disturbance", "hypertrophy", "myocardial infarction", "st/t change"}
     for s in samples:
@@ -190,9 +199,11 @@ def test_questions_never_read_an_unknown_statement_as_no(ds: PtbxlDataset, scp_t
     names = {"NORM": "normal ecg", "CD": "conduction disturbance", "AFIB": "atrial fibrillation"}
     asked = finding_questions(ds, [2001, 2002], names, scp_table, 0)
     assert [(q.ecg_id, q.attributes[0], q.answers) for q in asked] == [
-        (2001, "normal ecg", ("no",)), (2001, "conduction disturbance", ("no",)),
+        (2001, "normal ecg", ("no",)),
+        (2001, "conduction disturbance", ("no",)),
         (2001, "atrial fibrillation", ("yes",)),
-        (2002, "normal ecg", ("no",)), (2002, "conduction disturbance", ("yes",)),  # AFIB of 2002: not asked
+        (2002, "normal ecg", ("no",)),
+        (2002, "conduction disturbance", ("yes",)),  # AFIB of 2002: not asked
     ]
 
 

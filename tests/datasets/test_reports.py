@@ -10,8 +10,9 @@ from diagecg.types import PatientInfo
 
 
 def _entry(codes: dict[str, float], report_de: str = "") -> PtbxlEntry:
-    return PtbxlEntry(ecg_id=0, patient_id=None, strat_fold=1, scp_codes=codes, report_de=report_de,
-                      patient=PatientInfo())
+    return PtbxlEntry(
+        ecg_id=0, patient_id=None, strat_fold=1, scp_codes=codes, report_de=report_de, patient=PatientInfo()
+    )
 
 
 def test_scp_table_has_the_71_statements_with_flags(scp_table):

@@ -23,10 +23,15 @@ pytest.importorskip("llama_cpp")
 N_CODES = 16  # FSQ levels (4, 4)
 N_ROWS = 384  # embedding rows: the tokenizer has 318 tokens, the rest is padding
 TEXT = [
-    "sinus rhythm with normal axis", "left ventricular hypertrophy",
-    "atrial fibrillation with rapid response", "the patient is 63 years old", "first degree av block",
-    "no acute changes", "sinus bradycardia",
-    "does this ecg show atrial fibrillation? yes", "does this ecg show left bundle branch block? no",
+    "sinus rhythm with normal axis",
+    "left ventricular hypertrophy",
+    "atrial fibrillation with rapid response",
+    "the patient is 63 years old",
+    "first degree av block",
+    "no acute changes",
+    "sinus bradycardia",
+    "does this ecg show atrial fibrillation? yes",
+    "does this ecg show left bundle branch block? no",
 ]
 
 
@@ -56,9 +61,18 @@ def make_tiny_lm(arch: str = "llama", *, hidden: int = 256, intermediate: int = 
     """A 2-layer model with GQA (4 heads, 2 kv heads); weights scaled up so logits spread (errors show)."""
     torch.manual_seed(seed)
     tok = make_text_tokenizer()
-    kw = dict(vocab_size=N_ROWS, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=2,
-              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-              initializer_range=0.1, bos_token_id=0, eos_token_id=0)
+    kw = dict(
+        vocab_size=N_ROWS,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.1,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     if arch in ("llama", "llama-tied"):  # tied: SmolLM2's layout (the output projection is token_embd)
         tied = arch == "llama-tied"
         model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**kw, tie_word_embeddings=tied))
@@ -102,5 +116,6 @@ def tiny_llama_gguf(tiny_llama: TinyLM, tmp_path_factory: pytest.TempPathFactory
     from diagecg.export.gguf_convert import convert_hf_to_gguf
 
     out = tmp_path_factory.mktemp("gguf") / "llama-f16.gguf"
-    return convert_hf_to_gguf(tiny_llama.model, tiny_llama.tokenizer, out,
-                              control_token_ids=tiny_llama.control_ids)
+    return convert_hf_to_gguf(
+        tiny_llama.model, tiny_llama.tokenizer, out, control_token_ids=tiny_llama.control_ids
+    )

@@ -35,46 +35,80 @@ from diagecg.nn.llm_checkpoint import BaseModelRef, LlmMeta, save_llm_checkpoint
 from diagecg.prompts import PromptConfig  # noqa: E402
 
 PREPROCESS = PreprocessConfig(fs_hz=100)
-ENCODER = EncoderConfig(n_samples=1000, stem_channels=8, stage_channels=(8, 16, 16, 32), groups=4,
-                        fused_channels=32)
+ENCODER = EncoderConfig(
+    n_samples=1000, stem_channels=8, stage_channels=(8, 16, 16, 32), groups=4, fused_channels=32
+)
 FSQ = FSQConfig(levels=(4, 4))
 N_CODES = FSQ.codebook_size + SUMMARY.n_codes  # 16 frame codes + 3 findings * 4 levels + 3 + 2 bins
-CALIBRATION = {"atrial fibrillation": {"code": "AFIB", "a": 0.8, "b": -1.5, "threshold": 0.2, "n": 300,
-                                       "n_pos": 20}}
+CALIBRATION = {
+    "atrial fibrillation": {"code": "AFIB", "a": 0.8, "b": -1.5, "threshold": 0.2, "n": 300, "n_pos": 20}
+}
 
 
 @pytest.fixture(scope="module")
 def instruct_checkpoint(tmp_path_factory: pytest.TempPathFactory, text_tokenizer_factory) -> Path:
     d = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
-    configs = {ManifestKey.PREPROCESS: PREPROCESS, ManifestKey.ENCODER: ENCODER, ManifestKey.FSQ: FSQ,
-               ManifestKey.SUMMARY: SUMMARY}
+    configs = {
+        ManifestKey.PREPROCESS: PREPROCESS,
+        ManifestKey.ENCODER: ENCODER,
+        ManifestKey.FSQ: FSQ,
+        ManifestKey.SUMMARY: SUMMARY,
+    }
     save_checkpoint(d / "stage1", random_ecg_tokenizer(ENCODER, FSQ, SUMMARY, PREPROCESS), configs, step=0)
     tok = text_tokenizer_factory(with_ecg=True, n_codes=N_CODES)
     hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
     vocab = ecg_vocab_of(tok, 384, N_CODES, base_vocab_size=300, eos_id=0)
-    base = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=384, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.1, bos_token_id=0,
-        eos_token_id=0)).eval()
+    base = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=384,
+            hidden_size=256,
+            intermediate_size=512,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            initializer_range=0.1,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    ).eval()
     base.save_pretrained(d / "base")
     lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     model = peft.get_peft_model(base, lora)
-    meta = LlmMeta(stage="instruct", method="lora", vocab=vocab, prompt=PromptConfig(),
-                   generation=GenerationConfig(max_new_tokens=8),
-                   base_model=BaseModelRef(path=str(d / "base"), name="tiny llama", model_type="llama"),
-                   preset="100hz", train_folds=(1, 2, 3, 4, 5, 6, 7, 8), valid_folds=(9,))
+    meta = LlmMeta(
+        stage="instruct",
+        method="lora",
+        vocab=vocab,
+        prompt=PromptConfig(),
+        generation=GenerationConfig(max_new_tokens=8),
+        base_model=BaseModelRef(path=str(d / "base"), name="tiny llama", model_type="llama"),
+        preset="100hz",
+        train_folds=(1, 2, 3, 4, 5, 6, 7, 8),
+        valid_folds=(9,),
+    )
     return save_llm_checkpoint(d / "instruct", model, hf_tok, meta, d / "stage1")
 
 
-def test_export_writes_a_bundle_that_loads_and_verifies(instruct_checkpoint: Path, shared_data: Path,
-                                                        tmp_path: Path) -> None:
+def test_export_writes_a_bundle_that_loads_and_verifies(
+    instruct_checkpoint: Path, shared_data: Path, tmp_path: Path
+) -> None:
     # diagecg eval --set calibrate=true on fold 9, beside the checkpoint (scripts/reproduce_demo.sh)
-    (instruct_checkpoint / "calibration_results.json").write_text(json.dumps(
-        {"folds": [9], "n_records": 300, "findings": {"calibration": CALIBRATION}}))
-    cfg = ExportConfig(checkpoint_dir=str(instruct_checkpoint), out_dir=str(tmp_path / "bundle"),
-                       quants=("q8_0", "f16"), data_dir=str(shared_data), n_parity_records=3, n_questions=2,
-                       max_new_tokens=4, min_top1={"f16": 0.9}, n_threads=1, progress=False)
+    (instruct_checkpoint / "calibration_results.json").write_text(
+        json.dumps({"folds": [9], "n_records": 300, "findings": {"calibration": CALIBRATION}})
+    )
+    cfg = ExportConfig(
+        checkpoint_dir=str(instruct_checkpoint),
+        out_dir=str(tmp_path / "bundle"),
+        quants=("q8_0", "f16"),
+        data_dir=str(shared_data),
+        n_parity_records=3,
+        n_questions=2,
+        max_new_tokens=4,
+        min_top1={"f16": 0.9},
+        n_threads=1,
+        progress=False,
+    )
     summary = main(cfg)
     b = load_bundle(tmp_path / "bundle")
     # the default is the first quant asked for (manifest keys are sorted, so quants come back sorted)
@@ -120,8 +154,9 @@ def test_export_refuses_a_calibration_fitted_on_the_tested_folds(tmp_path: Path)
     ck = tmp_path / "ck"
     ck.mkdir()
     (ck / "eval_results.json").write_text(json.dumps({"folds": [10]}))
-    (ck / "calibration_results.json").write_text(json.dumps(
-        {"folds": [10], "findings": {"calibration": CALIBRATION}}))
+    (ck / "calibration_results.json").write_text(
+        json.dumps({"folds": [10], "findings": {"calibration": CALIBRATION}})
+    )
     with pytest.raises(ValueError, match="fitted on folds \\[10\\], which the evaluation tests on"):
         _calibration_results(ck)
     (ck / "calibration_results.json").write_text(json.dumps({"folds": [9], "findings": {}}))
@@ -132,8 +167,13 @@ def test_export_refuses_a_calibration_fitted_on_the_tested_folds(tmp_path: Path)
 
 
 def test_export_config_parses_and_checks_fields() -> None:
-    sets = ["quants=Q8_0, q4_k_m", "default_quant=q4_k_m", "parity_folds=9,10", "min_top1.f16=0.99",
-            "min_top1.q4_k_m=0.8"]
+    sets = [
+        "quants=Q8_0, q4_k_m",
+        "default_quant=q4_k_m",
+        "parity_folds=9,10",
+        "min_top1.f16=0.99",
+        "min_top1.q4_k_m=0.8",
+    ]
     cfg = apply_overrides(ExportConfig(), sets)
     assert cfg.quants == ("q8_0", "q4_k_m") and cfg.parity_folds == (9, 10)
     assert cfg.min_top1 == {"f16": 0.99, "q8_0": 0.9, "q4_k_m": 0.8}
@@ -167,7 +207,10 @@ def test_stage_configs_follow_the_chain_of_training_folders(tmp_path: Path) -> N
     summary = {"stage": "instruct", "config": {"steps": 1500}, "init_dir": "/nowhere/moved/pretrain"}
     configs = stage_configs(ins, summary, tok)
     # the pretrain folder moved with its sibling: it is found next to the instruct folder
-    assert configs == {"instruct": {"steps": 1500}, "pretrain": {"steps": 1200},
-                       "tokenizer": {"steps": 500, "seed": 0}}
+    assert configs == {
+        "instruct": {"steps": 1500},
+        "pretrain": {"steps": 1200},
+        "tokenizer": {"steps": 500, "seed": 0},
+    }
     (pre / "run_summary.json").unlink()
     assert "pretrain" not in stage_configs(ins, summary, tok)

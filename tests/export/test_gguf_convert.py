@@ -38,8 +38,9 @@ def _logit_parity(lm, path: Path, make_prompt) -> dict[str, float]:
 def test_f16_gguf_logits_match_hf(arch: str, tiny_lm_factory, make_prompt, tmp_path: Path) -> None:
     # a missing/wrong q/k rotary permutation gives |diff| of several logits and top-1 agreement < 0.5
     lm = tiny_lm_factory(arch)
-    path = convert_hf_to_gguf(lm.model, lm.tokenizer, tmp_path / f"{arch}.gguf",
-                              control_token_ids=lm.control_ids)
+    path = convert_hf_to_gguf(
+        lm.model, lm.tokenizer, tmp_path / f"{arch}.gguf", control_token_ids=lm.control_ids
+    )
     r = _logit_parity(lm, path, make_prompt)
     assert r["logit_range"] > 5, r  # the tiny model's logits are spread enough to expose errors
     assert r["max_abs_diff"] < 0.05 and r["top1_agreement"] == 1.0, r
@@ -115,8 +116,9 @@ def test_converter_rejects_unsupported_inputs(tiny_llama, tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="ftype='q8_0' is not supported"):
         convert_hf_to_gguf(tiny_llama.model, tiny_llama.tokenizer, tmp_path / "x.gguf", ftype="q8_0")
     with pytest.raises(ValueError, match=r"control_token_ids \[999\] are not in the tokenizer"):
-        convert_hf_to_gguf(tiny_llama.model, tiny_llama.tokenizer, tmp_path / "x.gguf",
-                           control_token_ids=[999])
+        convert_hf_to_gguf(
+            tiny_llama.model, tiny_llama.tokenizer, tmp_path / "x.gguf", control_token_ids=[999]
+        )
     with pytest.raises(ValueError, match="embedding has only 100 rows"):
         build_gguf_vocab({"model": {"type": "BPE", "vocab": {"a": 0, "b": 150}}}, 100)
     with pytest.raises(ValueError, match="byte_fallback"):
@@ -126,13 +128,19 @@ def test_converter_rejects_unsupported_inputs(tiny_llama, tmp_path: Path) -> Non
 def test_detect_pre_tokenizer() -> None:
     split = {"type": "Split", "pattern": {"Regex": None}, "behavior": "Isolated"}
     byte_level = {"type": "ByteLevel", "use_regex": False}
-    qwen2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-             r"\s*[\r\n]+|\s+(?!\S)|\s+")
+    qwen2 = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+        r"\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
     llama3 = qwen2.replace(r"\p{L}+|\p{N}|", r"\p{L}+|\p{N}{1,3}|")
 
     def seq(regex: str) -> dict:
-        return {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            dict(split, pattern={"Regex": regex}), byte_level]}}
+        return {
+            "pre_tokenizer": {
+                "type": "Sequence",
+                "pretokenizers": [dict(split, pattern={"Regex": regex}), byte_level],
+            }
+        }
 
     assert detect_pre_tokenizer({"pre_tokenizer": {"type": "ByteLevel", "use_regex": True}}) == "gpt-2"
     assert detect_pre_tokenizer(seq(qwen2)) == "qwen2"
@@ -160,8 +168,9 @@ def test_quantize_rejects_incompatible_row_widths(tiny_lm_factory, tmp_path: Pat
         quantize_gguf(src40, tmp_path / "q8b.gguf", "q8_0")
 
 
-def test_gguf_logits_cover_every_position_deterministically(tiny_llama, tiny_llama_gguf: Path,
-                                                            make_prompt) -> None:
+def test_gguf_logits_cover_every_position_deterministically(
+    tiny_llama, tiny_llama_gguf: Path, make_prompt
+) -> None:
     ids = make_prompt(tiny_llama, QUESTION, CODES)
     llm = open_gguf(tiny_llama_gguf, n_ctx=64, n_threads=1)
     try:
@@ -193,16 +202,30 @@ def test_llama_cpp_tokenizes_real_text_like_hf(shared_data: Path, tmp_path: Path
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"]
-    tok.train_from_iterator(texts[::2], trainers.BpeTrainer(
-        vocab_size=800, special_tokens=specials, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
-                                                       special_tokens=[("<|begin_of_text|>", 0)])
-    cfg = transformers.LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128,
-                                   num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=256)
+    tok.train_from_iterator(
+        texts[::2],
+        trainers.BpeTrainer(
+            vocab_size=800,
+            special_tokens=specials,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]
+    )
+    cfg = transformers.LlamaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=256,
+    )
     model = transformers.LlamaForCausalLM(cfg).eval()
-    path = convert_hf_to_gguf(model, tok, tmp_path / "demo.gguf", bos_token_id=0, eos_token_id=1,
-                              pad_token_id=2)
+    path = convert_hf_to_gguf(
+        model, tok, tmp_path / "demo.gguf", bos_token_id=0, eos_token_id=1, pad_token_id=2
+    )
     reader = gguf.GGUFReader(str(path))
     assert reader.get_field("tokenizer.ggml.add_bos_token").contents() is True
     assert reader.get_field("tokenizer.ggml.eos_token_id").contents() == 1

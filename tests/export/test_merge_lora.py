@@ -14,8 +14,9 @@ peft = pytest.importorskip("peft")
 def _adapter_model(tiny_lm_factory):
     lm = tiny_lm_factory("llama", hidden=64, intermediate=128)
     # init_lora_weights=False: B is random too, so the adapter really changes the outputs
-    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
-                          init_lora_weights=False)
+    cfg = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
     return lm, peft.get_peft_model(lm.model, cfg)
 
 

@@ -34,8 +34,13 @@ from diagecg.nn.ecg_tokenizer import EcgTokenizer  # noqa: E402
 from diagecg.preprocess import model_inputs  # noqa: E402
 
 PREPROCESS = PreprocessConfig(fs_hz=100)  # the "100hz" preset
-ENCODER = EncoderConfig(n_samples=PREPROCESS.n_samples, stem_channels=8, stage_channels=(8, 16, 16, 32),
-                        groups=4, fused_channels=32)
+ENCODER = EncoderConfig(
+    n_samples=PREPROCESS.n_samples,
+    stem_channels=8,
+    stage_channels=(8, 16, 16, 32),
+    groups=4,
+    fused_channels=32,
+)
 N_SUMMARY = SUMMARY.n_tokens  # 3 summary tokens before the 63 frames
 
 
@@ -46,8 +51,10 @@ def inputs(ptbxl_root: Path) -> tuple[np.ndarray, np.ndarray]:
     assert len(heads) == 16
     pairs = [model_inputs(read_record(h), PREPROCESS) for h in heads]
     signals, features = fixture_model_inputs(PREPROCESS)
-    return (np.concatenate([np.stack([p[0] for p in pairs]), signals]),  # (21, 12, 1000)
-            np.concatenate([np.stack([p[1] for p in pairs]), features]))  # (21, M)
+    return (
+        np.concatenate([np.stack([p[0] for p in pairs]), signals]),  # (21, 12, 1000)
+        np.concatenate([np.stack([p[1] for p in pairs]), features]),
+    )  # (21, M)
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +89,9 @@ def test_onnx_indices_equal_torch_on_real_records(exported, records: np.ndarray)
     assert len(np.unique(codes)) > 20  # real signals use many of the 1296 codes, not a constant
 
 
-def test_onnx_with_summary_equals_torch_encode_on_real_records(exported_summary,
-                                                               inputs: tuple[np.ndarray, np.ndarray]) -> None:
+def test_onnx_with_summary_equals_torch_encode_on_real_records(
+    exported_summary, inputs: tuple[np.ndarray, np.ndarray]
+) -> None:
     tok, path = exported_summary
     signals, features = inputs
     got = run_onnx_indices(path, signals, features)
@@ -127,7 +135,8 @@ def test_onnx_file_is_single_fp32_graph_with_dynamic_batch(exported, records: np
 
 
 def test_summary_graph_takes_signal_and_features_with_dynamic_batch(
-        exported_summary, inputs: tuple[np.ndarray, np.ndarray]) -> None:
+    exported_summary, inputs: tuple[np.ndarray, np.ndarray]
+) -> None:
     tok, path = exported_summary
     model = onnx.load(str(path))
     assert [i.name for i in model.graph.input] == [ONNX_INPUT_SIGNAL, ONNX_INPUT_FEATURES]
@@ -148,7 +157,8 @@ def test_summary_graph_takes_signal_and_features_with_dynamic_batch(
 
 
 def test_conv2d_copy_computes_the_same_latents_and_the_graph_has_only_2d_convolutions(
-        exported, exported_summary, records: np.ndarray, inputs: tuple[np.ndarray, np.ndarray]) -> None:
+    exported, exported_summary, records: np.ndarray, inputs: tuple[np.ndarray, np.ndarray]
+) -> None:
     tok, path = exported
     module = tok.index_module()
     image = export_index_module(tok)
@@ -185,8 +195,9 @@ def test_parity_check_raises_on_a_different_model(exported, records: np.ndarray)
         check_onnx_parity(other, path, records[:4], max_mismatch=0.01)
 
 
-def test_parity_reports_summary_codes_separately(exported_summary,
-                                                 inputs: tuple[np.ndarray, np.ndarray]) -> None:
+def test_parity_reports_summary_codes_separately(
+    exported_summary, inputs: tuple[np.ndarray, np.ndarray]
+) -> None:
     tok, path = exported_summary
     signals, features = inputs
     other = copy.deepcopy(tok)  # same encoder, another summary head

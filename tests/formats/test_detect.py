@@ -13,8 +13,9 @@ from diagecg.formats import detect_format, find_records, read
 RECORDS = Path(__file__).resolve().parents[1] / "fixtures" / "records"
 PHILIPS = Path(__file__).resolve().parents[1] / "fixtures" / "formats" / "philips"
 AECG = '<?xml version="1.0"?>\n<AnnotatedECG xmlns="urn:hl7-org:v3"><id root="x"/></AnnotatedECG>\n'
-MUSE = ('<?xml version="1.0" encoding="ISO-8859-1"?>\n<!DOCTYPE RestingECG SYSTEM "restecg.dtd">\n'
-        '<RestingECG/>\n')
+MUSE = (
+    '<?xml version="1.0" encoding="ISO-8859-1"?>\n<!DOCTYPE RestingECG SYSTEM "restecg.dtd">\n<RestingECG/>\n'
+)
 
 
 @pytest.fixture()
@@ -48,17 +49,21 @@ def test_real_philips_files_are_detected_in_utf8_and_utf16(tmp_path: Path, name:
     assert find_records(tmp_path) == [tmp_path / "IM0001"]
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("cardiosoft.xml", b'<?xml version="1.0"?><CardiologyXML/>', "GE CardioSoft"),
-    ("other.xml", b"<?xml version='1.0'?><html><body/></html>", "root <html>"),
-    ("broken.xml", b"<?xml version='1.0'?><<RestingECG>", "not well-formed XML"),
-    ("rec.scp", b"\x12\x34" + b"\x00" * 200, "SCP-ECG"),
-    ("rec.bdf", b"\xffBIOSEMI" + b" " * 248, "BDF"),
-    ("noise.bin", bytes(range(256)) * 4, "not an ECG format diagecg recognises"),
-    ("empty.xml", b"", "empty"),
-])
-def test_unsupported_or_unknown_files_are_named_in_one_line(tmp_path: Path, name: str, content: bytes,
-                                                           message: str) -> None:
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("cardiosoft.xml", b'<?xml version="1.0"?><CardiologyXML/>', "GE CardioSoft"),
+        ("other.xml", b"<?xml version='1.0'?><html><body/></html>", "root <html>"),
+        ("broken.xml", b"<?xml version='1.0'?><<RestingECG>", "not well-formed XML"),
+        ("rec.scp", b"\x12\x34" + b"\x00" * 200, "SCP-ECG"),
+        ("rec.bdf", b"\xffBIOSEMI" + b" " * 248, "BDF"),
+        ("noise.bin", bytes(range(256)) * 4, "not an ECG format diagecg recognises"),
+        ("empty.xml", b"", "empty"),
+    ],
+)
+def test_unsupported_or_unknown_files_are_named_in_one_line(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(SignalFileError, match=message) as e:
@@ -75,8 +80,9 @@ def test_missing_paths_and_folders_are_refused(tmp_path: Path) -> None:
         read(RECORDS / "00002_lr.hea", "scp")
 
 
-def test_find_records_takes_every_format_by_content_and_skips_the_rest(tmp_path: Path,
-                                                                      dicom_file: Path) -> None:
+def test_find_records_takes_every_format_by_content_and_skips_the_rest(
+    tmp_path: Path, dicom_file: Path
+) -> None:
     for name in ("00002_lr.hea", "00002_lr.dat", "C00002.hea", "C00002.mat"):
         shutil.copy(RECORDS / name, tmp_path / name)
     sub = tmp_path / "cart" / "2024"

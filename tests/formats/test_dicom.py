@@ -24,12 +24,25 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid  # noqa: E402
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "formats" / "dicom" / "waveform_ecg.dcm"
 TWELVE_LEAD_ECG = UID("1.2.840.10008.5.1.4.1.1.9.1.1")
 # canonical lead -> SCP-ECG lead number (PS3.16 CID 3001: code 5.6.3-9-N, or MDC 2:N)
-SCPECG_NUMBER = {"I": 1, "II": 2, "III": 61, "aVR": 62, "aVL": 63, "aVF": 64,
-                 "V1": 3, "V2": 4, "V3": 5, "V4": 6, "V5": 7, "V6": 8}
+SCPECG_NUMBER = {
+    "I": 1,
+    "II": 2,
+    "III": 61,
+    "aVR": 62,
+    "aVL": 63,
+    "aVF": 64,
+    "V1": 3,
+    "V2": 4,
+    "V3": 5,
+    "V4": 6,
+    "V5": 7,
+    "V6": 8,
+}
 EIGHT_LEADS = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
 # --- writing DICOM ECGs -----------------------------------------------------------------------------------
+
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
     item = Dataset()
@@ -37,9 +50,17 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
-def multiplex_group(signal_mv: np.ndarray, fs_hz: float, leads: tuple[str, ...], *, label: str = "RHYTHM",
-                    sensitivity_uv: float = 1.0, correction: float = 1.0, baseline_uv: float = 0.0,
-                    mdc_codes: bool = False) -> Dataset:
+def multiplex_group(
+    signal_mv: np.ndarray,
+    fs_hz: float,
+    leads: tuple[str, ...],
+    *,
+    label: str = "RHYTHM",
+    sensitivity_uv: float = 1.0,
+    correction: float = 1.0,
+    baseline_uv: float = 0.0,
+    mdc_codes: bool = False,
+) -> Dataset:
     """One 16-bit multiplex group holding ``signal_mv`` (mV, (leads, samples)) in canonical lead order."""
     rows = [CANONICAL_LEADS.index(lead) for lead in leads]
     # physical = digital x sensitivity x correction + baseline, in uV
@@ -104,14 +125,17 @@ def first_channel(ds: Dataset) -> Dataset:
 
 # --- the real fixture -----------------------------------------------------------------------------------
 
+
 def test_pydicom_ecg_is_detected_and_read_like_pydicom_decodes_it() -> None:
     assert detect_format(FIXTURE) == "dicom"
     rec = read_record(FIXTURE)
     assert (rec.fs_hz, rec.signal.shape, rec.lead_names) == (1000.0, (12, 10000), CANONICAL_LEADS)
     assert rec.record_id == "waveform_ecg" and rec.source == str(FIXTURE)
     assert (rec.patient.age_years, rec.patient.sex) == (42.0, "female")
-    assert rec.warnings == ["read multiplex group 1 'RHYTHM' (12 channels, 10 s); ignored group 2 "
-                            "'MEDIAN BEAT' (12 channels, 1.2 s)"]
+    assert rec.warnings == [
+        "read multiplex group 1 'RHYTHM' (12 channels, 10 s); ignored group 2 "
+        "'MEDIAN BEAT' (12 channels, 1.2 s)"
+    ]
     # second implementation: pydicom's decoder (the fixture has sensitivity 1.25 uV, correction 1, baseline 0)
     ds = pydicom.dcmread(FIXTURE)
     names = [ch.ChannelSourceSequence[0].CodeMeaning for ch in rhythm(ds).ChannelDefinitionSequence]
@@ -122,14 +146,22 @@ def test_pydicom_ecg_is_detected_and_read_like_pydicom_decodes_it() -> None:
 
 # --- a real PTB-XL record written as DICOM ------------------------------------------------------------------
 
-@pytest.mark.parametrize(("sensitivity_uv", "correction", "baseline_uv"),
-                         [(1.0, 1.0, 0.0), (2.5, 1.0, 0.0), (5.0, 0.5, -40.0)])
-def test_ptbxl_record_as_dicom_equals_the_wfdb_read(tmp_path: Path, wfdb_source: EcgRecord,
-                                                    sensitivity_uv: float, correction: float,
-                                                    baseline_uv: float) -> None:
+
+@pytest.mark.parametrize(
+    ("sensitivity_uv", "correction", "baseline_uv"), [(1.0, 1.0, 0.0), (2.5, 1.0, 0.0), (5.0, 0.5, -40.0)]
+)
+def test_ptbxl_record_as_dicom_equals_the_wfdb_read(
+    tmp_path: Path, wfdb_source: EcgRecord, sensitivity_uv: float, correction: float, baseline_uv: float
+) -> None:
     src = wfdb_source
-    group = multiplex_group(src.signal, src.fs_hz, CANONICAL_LEADS, sensitivity_uv=sensitivity_uv,
-                            correction=correction, baseline_uv=baseline_uv)
+    group = multiplex_group(
+        src.signal,
+        src.fs_hz,
+        CANONICAL_LEADS,
+        sensitivity_uv=sensitivity_uv,
+        correction=correction,
+        baseline_uv=baseline_uv,
+    )
     path = write_dicom_ecg(tmp_path / "00002.dcm", [group])
     rec = read_record(path)
     assert (rec.fs_hz, rec.lead_names, rec.signal.shape) == (500.0, CANONICAL_LEADS, src.signal.shape)
@@ -146,8 +178,12 @@ def test_eight_lead_group_gets_its_limb_leads_derived(tmp_path: Path, wfdb_sourc
     rec = read_record(path)
     assert rec.warnings == ["leads III, aVR, aVL, aVF derived from I and II (the file stores 8 leads)"]
     lead_i, lead_ii = src.signal[0].astype(np.float64), src.signal[1].astype(np.float64)
-    expected = {"III": lead_ii - lead_i, "aVR": -(lead_i + lead_ii) / 2, "aVL": lead_i - lead_ii / 2,
-                "aVF": lead_ii - lead_i / 2}
+    expected = {
+        "III": lead_ii - lead_i,
+        "aVR": -(lead_i + lead_ii) / 2,
+        "aVL": lead_i - lead_ii / 2,
+        "aVF": lead_ii - lead_i / 2,
+    }
     for lead, x in expected.items():
         np.testing.assert_allclose(rec.signal[CANONICAL_LEADS.index(lead)], x, rtol=0, atol=1e-6)
     for lead in EIGHT_LEADS:
@@ -161,8 +197,10 @@ def test_rhythm_group_is_read_whatever_its_position(tmp_path: Path, wfdb_source:
     strip = multiplex_group(src.signal, src.fs_hz, CANONICAL_LEADS)
     rec = read_record(write_dicom_ecg(tmp_path / "two.dcm", [beat, strip]))
     assert rec.signal.shape == (12, 5000)
-    assert rec.warnings == ["read multiplex group 2 'RHYTHM' (12 channels, 10 s); ignored group 1 "
-                            "'MEDIAN BEAT' (12 channels, 1.2 s)"]
+    assert rec.warnings == [
+        "read multiplex group 2 'RHYTHM' (12 channels, 10 s); ignored group 1 "
+        "'MEDIAN BEAT' (12 channels, 1.2 s)"
+    ]
 
 
 def test_mdc_lead_codes_without_meaning_are_mapped(tmp_path: Path, wfdb_source: EcgRecord) -> None:
@@ -192,6 +230,7 @@ def test_patient_fields_and_implausible_values(tmp_path: Path) -> None:
 
 # --- bad files ------------------------------------------------------------------------------------------
 
+
 def _truncate(ds: Dataset) -> None:
     rhythm(ds).WaveformData = rhythm(ds).WaveformData[:-1000]
 
@@ -202,6 +241,7 @@ def _set_channel(keyword: str, value: object) -> Callable[[Dataset], None]:
             delattr(first_channel(ds), keyword)
         else:
             setattr(first_channel(ds), keyword, value)
+
     return edit
 
 
@@ -212,41 +252,68 @@ def _set_group(keyword: str, value: object) -> Callable[[Dataset], None]:
                 delattr(group, keyword)
             else:
                 setattr(group, keyword, value)
+
     return edit
 
 
 def _units(code: str) -> Callable[[Dataset], None]:
     def edit(ds: Dataset) -> None:
         first_channel(ds).ChannelSensitivityUnitsSequence[0].CodeValue = code
+
     return edit
 
 
 BAD_EDITS: dict[str, tuple[Callable[[Dataset], None], type[Exception], str]] = {
-    "truncated data": (_truncate, SignalFileError, "is truncated: 239000 bytes, but 10000 samples x 12 "
-                                                   "channels x 16 bits need 240000"),
+    "truncated data": (
+        _truncate,
+        SignalFileError,
+        "is truncated: 239000 bytes, but 10000 samples x 12 channels x 16 bits need 240000",
+    ),
     "no rate": (_set_group("SamplingFrequency", None), HeaderError, "gives no Sampling Frequency"),
     "zero rate": (_set_group("SamplingFrequency", "0"), HeaderError, "has Sampling Frequency '0'"),
-    "no sensitivity": (_set_channel("ChannelSensitivity", None), HeaderError,
-                       "channel 'Lead I (Einthoven)' has no ChannelSensitivity; refusing to guess"),
-    "zero sensitivity": (_set_channel("ChannelSensitivity", "0"), HeaderError,
-                         "has ChannelSensitivity '0'; it must be a positive number"),
-    "zero correction": (_set_channel("ChannelSensitivityCorrectionFactor", "0"), HeaderError,
-                        "ChannelSensitivityCorrectionFactor '0'"),
-    "no units": (_set_channel("ChannelSensitivityUnitsSequence", None), HeaderError,
-                 "has no Channel Sensitivity Units"),
+    "no sensitivity": (
+        _set_channel("ChannelSensitivity", None),
+        HeaderError,
+        "channel 'Lead I (Einthoven)' has no ChannelSensitivity; refusing to guess",
+    ),
+    "zero sensitivity": (
+        _set_channel("ChannelSensitivity", "0"),
+        HeaderError,
+        "has ChannelSensitivity '0'; it must be a positive number",
+    ),
+    "zero correction": (
+        _set_channel("ChannelSensitivityCorrectionFactor", "0"),
+        HeaderError,
+        "ChannelSensitivityCorrectionFactor '0'",
+    ),
+    "no units": (
+        _set_channel("ChannelSensitivityUnitsSequence", None),
+        HeaderError,
+        "has no Channel Sensitivity Units",
+    ),
     "unknown units": (_units("mm[Hg]"), HeaderError, "sensitivity units 'mm[Hg]', not a voltage"),
-    "channel count": (_set_group("NumberOfWaveformChannels", 11), HeaderError,
-                      "declares 11 channels but defines 12"),
-    "no samples": (_set_group("NumberOfWaveformSamples", 0), HeaderError,
-                   "NumberOfWaveformSamples 0; it must be > 0"),
-    "mu-law samples": (_set_group("WaveformSampleInterpretation", "MB"), SignalFileError,
-                       "16-bit samples of interpretation 'MB' are not ECG samples"),
+    "channel count": (
+        _set_group("NumberOfWaveformChannels", 11),
+        HeaderError,
+        "declares 11 channels but defines 12",
+    ),
+    "no samples": (
+        _set_group("NumberOfWaveformSamples", 0),
+        HeaderError,
+        "NumberOfWaveformSamples 0; it must be > 0",
+    ),
+    "mu-law samples": (
+        _set_group("WaveformSampleInterpretation", "MB"),
+        SignalFileError,
+        "16-bit samples of interpretation 'MB' are not ECG samples",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_EDITS))
-def test_corrupted_fixture_is_refused_in_one_line(tmp_path: Path, one_line: Callable[..., str],
-                                                  case: str) -> None:
+def test_corrupted_fixture_is_refused_in_one_line(
+    tmp_path: Path, one_line: Callable[..., str], case: str
+) -> None:
     edit, error, expected = BAD_EDITS[case]
     path = edited_fixture(tmp_path, edit)
     with pytest.raises(error) as excinfo:
@@ -254,8 +321,9 @@ def test_corrupted_fixture_is_refused_in_one_line(tmp_path: Path, one_line: Call
     assert expected in one_line(excinfo.value, path)
 
 
-def test_a_missing_lead_is_named(tmp_path: Path, wfdb_source: EcgRecord,
-                                 one_line: Callable[..., str]) -> None:
+def test_a_missing_lead_is_named(
+    tmp_path: Path, wfdb_source: EcgRecord, one_line: Callable[..., str]
+) -> None:
     src = wfdb_source
     leads = tuple(lead for lead in CANONICAL_LEADS if lead != "V3")
     path = write_dicom_ecg(tmp_path / "no_v3.dcm", [multiplex_group(src.signal, src.fs_hz, leads)])
@@ -264,8 +332,9 @@ def test_a_missing_lead_is_named(tmp_path: Path, wfdb_source: EcgRecord,
     assert "missing lead V3" in one_line(excinfo.value, path)
 
 
-def test_declared_size_is_checked_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  one_line: Callable[..., str]) -> None:
+def test_declared_size_is_checked_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_line: Callable[..., str]
+) -> None:
     monkeypatch.setattr("diagecg.formats.dicom.MAX_RECORD_SAMPLES", 100_000)
     with pytest.raises(SignalFileError) as excinfo:
         read_record(FIXTURE)
@@ -280,12 +349,16 @@ def test_a_dicom_image_is_refused(one_line: Callable[..., str]) -> None:
     assert "a DICOM CT Image Storage (modality CT) holds no waveform" in message
 
 
-@pytest.mark.parametrize(("size", "expected"), [
-    (1000, "a DICOM 12-lead ECG Waveform Storage without Waveform Sequence (a truncated file?)"),
-    (3000, "cannot read the DICOM file: No tag to read at file position BB8"),
-])
-def test_a_truncated_dicom_is_refused(tmp_path: Path, one_line: Callable[..., str], size: int,
-                                      expected: str) -> None:
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        (1000, "a DICOM 12-lead ECG Waveform Storage without Waveform Sequence (a truncated file?)"),
+        (3000, "cannot read the DICOM file: No tag to read at file position BB8"),
+    ],
+)
+def test_a_truncated_dicom_is_refused(
+    tmp_path: Path, one_line: Callable[..., str], size: int, expected: str
+) -> None:
     path = tmp_path / "truncated.dcm"
     path.write_bytes(FIXTURE.read_bytes()[:size])  # ends in the patient module / in the Waveform Sequence
     with pytest.raises(SignalFileError) as excinfo:

@@ -29,18 +29,28 @@ OneLine = Callable[[BaseException, Path], str]
 
 # --- a small MUSE writer -----------------------------------------------------------------------------------
 
+
 def _lead_fields(lead: str, digital: np.ndarray) -> dict[str, str | None]:
     """One LeadData, in the element order of a real MUSE 9 export. ``None`` values are left out."""
     raw = digital.astype("<i2").tobytes()
     text = base64.b64encode(raw).decode()
     return {
-        "LeadByteCountTotal": str(len(raw)), "LeadTimeOffset": "0", "LeadSampleCountTotal": str(digital.size),
-        "LeadAmplitudeUnitsPerBit": f"{UV_PER_BIT}", "LeadAmplitudeUnits": "MICROVOLTS",
-        "LeadHighLimit": "32767", "LeadLowLimit": "-32768", "LeadID": lead, "LeadOffsetFirstSample": "0",
-        "FirstSampleBaseline": "0", "LeadSampleSize": "2", "LeadOff": "FALSE", "BaselineSway": "FALSE",
+        "LeadByteCountTotal": str(len(raw)),
+        "LeadTimeOffset": "0",
+        "LeadSampleCountTotal": str(digital.size),
+        "LeadAmplitudeUnitsPerBit": f"{UV_PER_BIT}",
+        "LeadAmplitudeUnits": "MICROVOLTS",
+        "LeadHighLimit": "32767",
+        "LeadLowLimit": "-32768",
+        "LeadID": lead,
+        "LeadOffsetFirstSample": "0",
+        "FirstSampleBaseline": "0",
+        "LeadSampleSize": "2",
+        "LeadOff": "FALSE",
+        "BaselineSway": "FALSE",
         "LeadDataCRC32": str(zlib.crc32(raw)),
         # MUSE wraps the base64 text in lines; the reader must join them
-        "WaveFormData": "\n".join(text[i:i + 64] for i in range(0, len(text), 64)),
+        "WaveFormData": "\n".join(text[i : i + 64] for i in range(0, len(text), 64)),
     }
 
 
@@ -59,14 +69,32 @@ class MuseFile:
 
     @classmethod
     def of(cls, record: EcgRecord, leads: tuple[str, ...] = STORED_LEADS) -> MuseFile:
-        digital = {lead: np.round(record.signal[record.lead_names.index(lead)].astype(np.float64) * 1000
-                                  / UV_PER_BIT) for lead in leads}
+        digital = {
+            lead: np.round(
+                record.signal[record.lead_names.index(lead)].astype(np.float64) * 1000 / UV_PER_BIT
+            )
+            for lead in leads
+        }
         return cls(
-            patient={"PatientID": "0000002", "PatientAge": "19", "AgeUnits": "YEARS", "Gender": "MALE",
-                     "PatientLastName": "PTBXL", "PatientFirstName": "ECG2"},
-            rhythm={"WaveformType": "Rhythm", "WaveformStartTime": "0", "NumberofLeads": str(len(leads)),
-                    "SampleType": "CONTINUOUS_SAMPLES", "SampleBase": f"{record.fs_hz:g}",
-                    "SampleExponent": "0", "HighPassFilter": "5", "LowPassFilter": "150", "ACFilter": "50"},
+            patient={
+                "PatientID": "0000002",
+                "PatientAge": "19",
+                "AgeUnits": "YEARS",
+                "Gender": "MALE",
+                "PatientLastName": "PTBXL",
+                "PatientFirstName": "ECG2",
+            },
+            rhythm={
+                "WaveformType": "Rhythm",
+                "WaveformStartTime": "0",
+                "NumberofLeads": str(len(leads)),
+                "SampleType": "CONTINUOUS_SAMPLES",
+                "SampleBase": f"{record.fs_hz:g}",
+                "SampleExponent": "0",
+                "HighPassFilter": "5",
+                "LowPassFilter": "150",
+                "ACFilter": "50",
+            },
             leads=[_lead_fields(lead, d) for lead, d in digital.items()],
             # a Median beat that is not the recording: the reader must take the Rhythm waveform
             median=[_lead_fields(lead, d[:600] * 0 + 7) for lead, d in digital.items()],
@@ -77,15 +105,18 @@ class MuseFile:
 
     def write(self, path: Path) -> Path:
         median = {**self.rhythm, "WaveformType": "Median"}
-        text = ('<?xml version="1.0" encoding="ISO-8859-1"?>\n<!DOCTYPE RestingECG SYSTEM "restecg.dtd">\n'
-                "<RestingECG>\n   <MuseInfo>\n      <MuseVersion>9.0.10.18530</MuseVersion>\n   </MuseInfo>\n"
-                f"   <PatientDemographics>\n{_elements(self.patient, '      ')}   </PatientDemographics>\n"
-                "   <Diagnosis>\n      <DiagnosisStatement><StmtText>Sinus rhythm</StmtText>"
-                "</DiagnosisStatement>\n   </Diagnosis>\n")
+        text = (
+            '<?xml version="1.0" encoding="ISO-8859-1"?>\n<!DOCTYPE RestingECG SYSTEM "restecg.dtd">\n'
+            "<RestingECG>\n   <MuseInfo>\n      <MuseVersion>9.0.10.18530</MuseVersion>\n   </MuseInfo>\n"
+            f"   <PatientDemographics>\n{_elements(self.patient, '      ')}   </PatientDemographics>\n"
+            "   <Diagnosis>\n      <DiagnosisStatement><StmtText>Sinus rhythm</StmtText>"
+            "</DiagnosisStatement>\n   </Diagnosis>\n"
+        )
         for fields, leads in ((median, self.median), (self.rhythm, self.leads)):
             text += f"   <Waveform>\n{_elements(fields, '      ')}"
-            text += "".join(f"      <LeadData>\n{_elements(lead, '         ')}      </LeadData>\n"
-                            for lead in leads)
+            text += "".join(
+                f"      <LeadData>\n{_elements(lead, '         ')}      </LeadData>\n" for lead in leads
+            )
             text += "   </Waveform>\n"
         path.write_text(text + "</RestingECG>\n", encoding="iso-8859-1")
         return path
@@ -102,8 +133,10 @@ def derivation_residual(record: EcgRecord, lead: str) -> float:
 
 # --- real MUSE exports ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, age, sex", [("muse-sinus.xml", 43.0, "male"),
-                                            ("braveheart_example1.xml", None, None)])
+
+@pytest.mark.parametrize(
+    "name, age, sex", [("muse-sinus.xml", 43.0, "male"), ("braveheart_example1.xml", None, None)]
+)
 def test_real_muse_exports_are_detected_and_read(name: str, age: float | None, sex: str | None) -> None:
     path = MUSE_FIXTURES / name
     assert detect_format(path) == "muse"
@@ -146,13 +179,17 @@ def test_a_crc_mismatch_in_a_real_export_is_refused(tmp_path: Path, one_line: On
 
 # --- a real PTB-XL record through MUSE XML ---------------------------------------------------------------
 
+
 def test_muse_round_trip_equals_the_wfdb_read(tmp_path: Path, wfdb_source: EcgRecord) -> None:
     path = MuseFile.of(wfdb_source).write(tmp_path / "ptbxl_00002.xml")
     assert detect_format(path) == "muse"
     rec = read_record(path)
     assert (rec.fs_hz, rec.signal.shape, rec.lead_names) == (500.0, (12, 5000), CANONICAL_LEADS)
-    assert (rec.patient.age_years, rec.patient.sex) == (19.0, "male") == (wfdb_source.patient.age_years,
-                                                                          wfdb_source.patient.sex)
+    assert (
+        (rec.patient.age_years, rec.patient.sex)
+        == (19.0, "male")
+        == (wfdb_source.patient.age_years, wfdb_source.patient.sex)
+    )
     assert rec.record_id == "ptbxl_00002"
     half_step = UV_PER_BIT / 2 / 1000  # mV: rounding to the 4.88 uV grid
     diff = np.abs(rec.signal.astype(np.float64) - wfdb_source.signal.astype(np.float64)).max(axis=1)
@@ -199,16 +236,24 @@ def test_rate_is_sample_base_times_ten_to_the_exponent(tmp_path: Path, wfdb_sour
     assert rec.fs_hz == 500.0 and any("no SampleExponent" in w for w in rec.warnings)
 
 
-@pytest.mark.parametrize("fields, expected, warned", [
-    ({"HeightCM": "180", "WeightKG": "93"}, (19.0, "male", 180.0, 93.0), None),
-    ({"HeightIN": "70", "WeightLBS": "154"}, (19.0, "male", 177.8, 154 * 0.45359237), None),
-    ({"PatientAge": "18", "AgeUnits": "MONTHS", "Gender": "FEMALE"}, (1.5, "female", None, None), None),
-    ({"PatientAge": "300", "Gender": "UNKNOWN"}, (None, None, None, None), "outside [0, 125]"),
-    ({"AgeUnits": None}, (None, "male", None, None), "AgeUnits 'missing'"),
-    ({"Gender": "OTHER", "WeightKG": "abc"}, (19.0, None, None, None), "is not a number"),
-])
-def test_patient_demographics(tmp_path: Path, wfdb_source: EcgRecord, fields: dict[str, str | None],
-                              expected: tuple[object, ...], warned: str | None) -> None:
+@pytest.mark.parametrize(
+    "fields, expected, warned",
+    [
+        ({"HeightCM": "180", "WeightKG": "93"}, (19.0, "male", 180.0, 93.0), None),
+        ({"HeightIN": "70", "WeightLBS": "154"}, (19.0, "male", 177.8, 154 * 0.45359237), None),
+        ({"PatientAge": "18", "AgeUnits": "MONTHS", "Gender": "FEMALE"}, (1.5, "female", None, None), None),
+        ({"PatientAge": "300", "Gender": "UNKNOWN"}, (None, None, None, None), "outside [0, 125]"),
+        ({"AgeUnits": None}, (None, "male", None, None), "AgeUnits 'missing'"),
+        ({"Gender": "OTHER", "WeightKG": "abc"}, (19.0, None, None, None), "is not a number"),
+    ],
+)
+def test_patient_demographics(
+    tmp_path: Path,
+    wfdb_source: EcgRecord,
+    fields: dict[str, str | None],
+    expected: tuple[object, ...],
+    warned: str | None,
+) -> None:
     f = MuseFile.of(wfdb_source)
     f.patient.update(fields)
     p = read_record(f.write(tmp_path / "demo.xml")).patient
@@ -218,6 +263,7 @@ def test_patient_demographics(tmp_path: Path, wfdb_source: EcgRecord, fields: di
 
 
 # --- damaged files ---------------------------------------------------------------------------------------
+
 
 def _cut_base64(f: MuseFile) -> None:
     data = f.lead("V2")["WaveFormData"]
@@ -242,34 +288,68 @@ def _shorten_lead_i(f: MuseFile) -> None:
 def _set(lead: str | None = None, **fields: str | None) -> Callable[[MuseFile], None]:
     def edit(f: MuseFile) -> None:
         (f.rhythm if lead is None else f.lead(lead)).update(fields)
+
     return edit
 
 
-@pytest.mark.parametrize("edit, error, message", [
-    (_cut_base64, SignalFileError, r"lead V2: WaveFormData holds 13327 base64 characters; 5000 samples need "
-                                   r"13336 \(truncated"),
-    (_bad_base64, SignalFileError, "lead V2: WaveFormData is not valid base64"),
-    (_set("V5", LeadDataCRC32="12345"), SignalFileError, "lead V5: CRC-32 of WaveFormData .*declares 12345"),
-    (_set("I", LeadByteCountTotal="9998"), SignalFileError, "lead I: LeadByteCountTotal 9998 disagrees"),
-    (_set("I", LeadSampleCountTotal="4000"), SignalFileError, "lead I: LeadByteCountTotal 10000 disagrees "
-                                                              "with 4000 samples"),
-    (_shorten_lead_i, SignalFileError, "Rhythm leads differ in length: I 4000, II 5000"),
-    (_set("V1", LeadSampleSize="4"), SignalFileError, "lead V1: LeadSampleSize 4 bytes is not supported"),
-    (_set(SampleBase=None), HeaderError, "gives no SampleBase"),
-    (_set(SampleBase="0"), HeaderError, "SampleBase 0 x 10\\^0 Hz is not a positive number"),
-    (_set(SampleBase="NaN"), HeaderError, "SampleBase is 'NaN', not a finite number"),
-    (_set(SampleBase="5", SampleExponent="0"), HeaderError, "5 Hz is not an ECG's"),
-    (_set("II", LeadAmplitudeUnitsPerBit=None), HeaderError, "lead II: LeadAmplitudeUnitsPerBit is missing"),
-    (_set("II", LeadAmplitudeUnitsPerBit="0"), HeaderError, "lead II: LeadAmplitudeUnitsPerBit is 0, not a "
-                                                            "positive scale"),
-    (_set("V6", LeadAmplitudeUnits="MILLIMETERS"), HeaderError, "lead V6: LeadAmplitudeUnits 'MILLIMETERS' "
-                                                                "is not a voltage"),
-    (_set("V6", LeadAmplitudeUnits=None), HeaderError, "lead V6: LeadAmplitudeUnits None is not a voltage"),
-    (_set(WaveformType="Median"), HeaderError, "no Rhythm waveform"),
-])
-def test_damaged_files_are_refused_in_one_line(tmp_path: Path, wfdb_source: EcgRecord, one_line: OneLine,
-                                               edit: Callable[[MuseFile], None], error: type[RecordError],
-                                               message: str) -> None:
+@pytest.mark.parametrize(
+    "edit, error, message",
+    [
+        (
+            _cut_base64,
+            SignalFileError,
+            r"lead V2: WaveFormData holds 13327 base64 characters; 5000 samples need "
+            r"13336 \(truncated",
+        ),
+        (_bad_base64, SignalFileError, "lead V2: WaveFormData is not valid base64"),
+        (
+            _set("V5", LeadDataCRC32="12345"),
+            SignalFileError,
+            "lead V5: CRC-32 of WaveFormData .*declares 12345",
+        ),
+        (_set("I", LeadByteCountTotal="9998"), SignalFileError, "lead I: LeadByteCountTotal 9998 disagrees"),
+        (
+            _set("I", LeadSampleCountTotal="4000"),
+            SignalFileError,
+            "lead I: LeadByteCountTotal 10000 disagrees with 4000 samples",
+        ),
+        (_shorten_lead_i, SignalFileError, "Rhythm leads differ in length: I 4000, II 5000"),
+        (_set("V1", LeadSampleSize="4"), SignalFileError, "lead V1: LeadSampleSize 4 bytes is not supported"),
+        (_set(SampleBase=None), HeaderError, "gives no SampleBase"),
+        (_set(SampleBase="0"), HeaderError, "SampleBase 0 x 10\\^0 Hz is not a positive number"),
+        (_set(SampleBase="NaN"), HeaderError, "SampleBase is 'NaN', not a finite number"),
+        (_set(SampleBase="5", SampleExponent="0"), HeaderError, "5 Hz is not an ECG's"),
+        (
+            _set("II", LeadAmplitudeUnitsPerBit=None),
+            HeaderError,
+            "lead II: LeadAmplitudeUnitsPerBit is missing",
+        ),
+        (
+            _set("II", LeadAmplitudeUnitsPerBit="0"),
+            HeaderError,
+            "lead II: LeadAmplitudeUnitsPerBit is 0, not a positive scale",
+        ),
+        (
+            _set("V6", LeadAmplitudeUnits="MILLIMETERS"),
+            HeaderError,
+            "lead V6: LeadAmplitudeUnits 'MILLIMETERS' is not a voltage",
+        ),
+        (
+            _set("V6", LeadAmplitudeUnits=None),
+            HeaderError,
+            "lead V6: LeadAmplitudeUnits None is not a voltage",
+        ),
+        (_set(WaveformType="Median"), HeaderError, "no Rhythm waveform"),
+    ],
+)
+def test_damaged_files_are_refused_in_one_line(
+    tmp_path: Path,
+    wfdb_source: EcgRecord,
+    one_line: OneLine,
+    edit: Callable[[MuseFile], None],
+    error: type[RecordError],
+    message: str,
+) -> None:
     f = MuseFile.of(wfdb_source)
     edit(f)
     path = f.write(tmp_path / "bad.xml")

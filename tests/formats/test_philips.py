@@ -34,6 +34,7 @@ _PAYLOAD = re.compile(r"(<parsedwaveforms[^>]*>)([^<]*)(</parsedwaveforms>)")
 
 # --- editing real files ---------------------------------------------------------------------------------
 
+
 def _encoding(path: Path) -> str:
     return "utf-16" if path.read_bytes()[:2] == b"\xff\xfe" else "utf-8"
 
@@ -55,7 +56,7 @@ def xli_chunks(path: Path) -> list[bytes]:
     data = base64.b64decode("".join(match.group(2).split()))
     chunks, offset = [], 0
     while offset < len(data):
-        end = offset + 8 + int.from_bytes(data[offset:offset + 4], "little", signed=True)
+        end = offset + 8 + int.from_bytes(data[offset : offset + 4], "little", signed=True)
         chunks.append(data[offset:end])
         offset = end
     return chunks
@@ -103,6 +104,7 @@ def aecg_rhythm_mv(path: Path) -> dict[str, np.ndarray]:
 
 # --- real files -----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", [V103, V104], ids=["1.03", "1.04"])
 def test_real_files_read_as_sierraecg_decodes_them_times_the_resolution(path: Path) -> None:
     record = read_record(path)
@@ -135,23 +137,30 @@ def test_the_1_04_file_matches_its_aecg_conversion() -> None:
     n = record.signal.shape[1]
     for k, lead in enumerate(CANONICAL_LEADS):
         assert reference[lead].shape == (5500,)
-        np.testing.assert_allclose(record.signal[k], reference[lead][:n], rtol=0, atol=0.020 + 1e-6,
-                                   err_msg=lead)
+        np.testing.assert_allclose(
+            record.signal[k], reference[lead][:n], rtol=0, atol=0.020 + 1e-6, err_msg=lead
+        )
         assert np.corrcoef(record.signal[k], reference[lead][:n])[0, 1] > 0.99, lead
         np.testing.assert_allclose(reference[lead][5350:5450], 1.0, atol=0.011, err_msg=lead)  # the pulse
 
 
 def test_the_calibration_segment_is_cut_with_a_warning() -> None:
     record = read_record(V104)
-    assert any("dropped the last 200 samples (0.40 s), the cart's calibration segment" in w
-               and "a 1.00 mV pulse" in w and "check the amplitude" not in w for w in record.warnings)
+    assert any(
+        "dropped the last 200 samples (0.40 s), the cart's calibration segment" in w
+        and "a 1.00 mV pulse" in w
+        and "check the amplitude" not in w
+        for w in record.warnings
+    )
 
 
 def test_a_wrong_resolution_shows_in_the_calibration_warning(tmp_path: Path) -> None:
     path = edited(V103, tmp_path / "ecg.xml", ("<signalresolution>5<", "<signalresolution>2.5<"))
     record = read_record(path)
-    assert any("a 0.50 mV pulse, not the 1 mV carts write: check the amplitude resolution" in w
-               for w in record.warnings)
+    assert any(
+        "a 0.50 mV pulse, not the 1 mV carts write: check the amplitude resolution" in w
+        for w in record.warnings
+    )
 
 
 def test_patient_fields_come_from_generalpatientdata() -> None:
@@ -163,9 +172,13 @@ def test_patient_fields_come_from_generalpatientdata() -> None:
 
 
 def test_height_weight_and_implausible_values(tmp_path: Path) -> None:
-    path = edited(V104, tmp_path / "ecg.xml", ("<inch>---</inch>", "<inch>70</inch>"),
-                  ("<lb>---</lb>", "<kg>82.5</kg>"),
-                  ("<dateofbirth>1976-01-01</dateofbirth>", "<years>300</years>"))
+    path = edited(
+        V104,
+        tmp_path / "ecg.xml",
+        ("<inch>---</inch>", "<inch>70</inch>"),
+        ("<lb>---</lb>", "<kg>82.5</kg>"),
+        ("<dateofbirth>1976-01-01</dateofbirth>", "<years>300</years>"),
+    )
     record = read_record(path)
     assert record.patient.height_cm == pytest.approx(177.8) and record.patient.weight_kg == 82.5
     assert record.patient.age_years is None
@@ -173,6 +186,7 @@ def test_height_weight_and_implausible_values(tmp_path: Path) -> None:
 
 
 # --- detection ------------------------------------------------------------------------------------------
+
 
 def test_philips_files_are_detected_by_content_in_utf8_and_utf16(tmp_path: Path) -> None:
     for src, name in ((V103, "IM0001"), (V104, "ecg.txt")):
@@ -184,6 +198,7 @@ def test_philips_files_are_detected_by_content_in_utf8_and_utf16(tmp_path: Path)
 
 
 # --- broken files ---------------------------------------------------------------------------------------
+
 
 def _truncated(tmp_path: Path) -> Path:
     path = tmp_path / "ecg.xml"
@@ -215,57 +230,123 @@ def _v104(*replacements: tuple[str, str]) -> Callable[[Path], Path]:
 
 BROKEN: dict[str, tuple[Callable[[Path], Path], type[RecordError], str]] = {
     "truncated XML": (_truncated, SignalFileError, "not well-formed XML"),
-    "no sampling rate": (_v103(("<samplingrate>500</samplingrate>", "")), HeaderError,
-                         "signalcharacteristics gives no samplingrate; refusing to guess"),
-    "rate out of range": (_v103(("<samplingrate>500<", "<samplingrate>5<")), HeaderError,
-                          "5 Hz is not an ECG's"),
-    "zero resolution": (_v103(("<signalresolution>5<", "<signalresolution>0<")), HeaderError,
-                        "signalcharacteristics/signalresolution is 0, not a positive number"),
-    "nan resolution": (_v103(("<signalresolution>5<", "<signalresolution>NaN<")), HeaderError,
-                       "is 'NaN', not a finite number"),
-    "no resolution": (_v104(("<resolution>5</resolution>", ""), (' resolution="5"', "")), HeaderError,
-                      "no amplitude resolution (uV per bit)"),
-    "two resolutions": (_v104((' resolution="5"', ' resolution="2.5"')), HeaderError,
-                        "disagreeing amplitude resolution (uV per bit): signalcharacteristics/resolution 5, "
-                        "parsedwaveforms@resolution 2.5"),
-    "two rates": (_v104(('samplespersecond="500"', 'samplespersecond="1000"')), HeaderError,
-                  "disagreeing sampling rate: signalcharacteristics/samplingrate 500, "
-                  "parsedwaveforms@samplespersecond 1000"),
-    "invalid base64": (_v103(('nbitspersample="16">', 'nbitspersample="16">!!')), SignalFileError,
-                       "parsedwaveforms is not valid base64"),
-    "LZW codes overwritten": (_codes_overwritten, SignalFileError,
-                              "lead I decodes to 1388 samples; durationperchannel declares 5500"),
+    "no sampling rate": (
+        _v103(("<samplingrate>500</samplingrate>", "")),
+        HeaderError,
+        "signalcharacteristics gives no samplingrate; refusing to guess",
+    ),
+    "rate out of range": (
+        _v103(("<samplingrate>500<", "<samplingrate>5<")),
+        HeaderError,
+        "5 Hz is not an ECG's",
+    ),
+    "zero resolution": (
+        _v103(("<signalresolution>5<", "<signalresolution>0<")),
+        HeaderError,
+        "signalcharacteristics/signalresolution is 0, not a positive number",
+    ),
+    "nan resolution": (
+        _v103(("<signalresolution>5<", "<signalresolution>NaN<")),
+        HeaderError,
+        "is 'NaN', not a finite number",
+    ),
+    "no resolution": (
+        _v104(("<resolution>5</resolution>", ""), (' resolution="5"', "")),
+        HeaderError,
+        "no amplitude resolution (uV per bit)",
+    ),
+    "two resolutions": (
+        _v104((' resolution="5"', ' resolution="2.5"')),
+        HeaderError,
+        "disagreeing amplitude resolution (uV per bit): signalcharacteristics/resolution 5, "
+        "parsedwaveforms@resolution 2.5",
+    ),
+    "two rates": (
+        _v104(('samplespersecond="500"', 'samplespersecond="1000"')),
+        HeaderError,
+        "disagreeing sampling rate: signalcharacteristics/samplingrate 500, "
+        "parsedwaveforms@samplespersecond 1000",
+    ),
+    "invalid base64": (
+        _v103(('nbitspersample="16">', 'nbitspersample="16">!!')),
+        SignalFileError,
+        "parsedwaveforms is not valid base64",
+    ),
+    "LZW codes overwritten": (
+        _codes_overwritten,
+        SignalFileError,
+        "lead I decodes to 1388 samples; durationperchannel declares 5500",
+    ),
     "payload cut": (_payload_cut, SignalFileError, "runs past the end of the waveform data"),
-    "chunks dropped": (_chunks_dropped, SignalFileError,
-                       "the waveform data holds 11 leads; leadlabels names 12"),
-    "lead V6 missing": (_v104(('numberofleads="12"', 'numberofleads="11"'),
-                              ('V5 V6" durationperchannel', 'V5" durationperchannel')), LeadError,
-                        "missing lead V6"),
-    "leads reordered": (_v104(('leadlabels="I II', 'leadlabels="II I'),), HeaderError,
-                        "rebuilds III-aVF from the first six, which must be I II III aVR aVL aVF"),
-    "wrong duration": (_v103(('durationperchannel="11000"', 'durationperchannel="10000"')), SignalFileError,
-                       "lead I decodes to 5500 samples; durationperchannel declares 5000"),
-    "huge duration": (_v103(('durationperchannel="11000"', 'durationperchannel="9000000000"')),
-                      SignalFileError, "declares 4500000000 samples x 12 leads, more than diagecg reads"),
-    "uncompressed": (_v103(('compressflag="True"', 'compressflag="False"')), SignalFileError,
-                     "compression is 'none'; diagecg reads XLI-compressed files"),
-    "signal offset": (_v103(("<signaloffset>0<", "<signaloffset>100<")), HeaderError,
-                      "signalcharacteristics/signaloffset is 100; files with a signal offset are not"),
+    "chunks dropped": (
+        _chunks_dropped,
+        SignalFileError,
+        "the waveform data holds 11 leads; leadlabels names 12",
+    ),
+    "lead V6 missing": (
+        _v104(
+            ('numberofleads="12"', 'numberofleads="11"'),
+            ('V5 V6" durationperchannel', 'V5" durationperchannel'),
+        ),
+        LeadError,
+        "missing lead V6",
+    ),
+    "leads reordered": (
+        _v104(
+            ('leadlabels="I II', 'leadlabels="II I'),
+        ),
+        HeaderError,
+        "rebuilds III-aVF from the first six, which must be I II III aVR aVL aVF",
+    ),
+    "wrong duration": (
+        _v103(('durationperchannel="11000"', 'durationperchannel="10000"')),
+        SignalFileError,
+        "lead I decodes to 5500 samples; durationperchannel declares 5000",
+    ),
+    "huge duration": (
+        _v103(('durationperchannel="11000"', 'durationperchannel="9000000000"')),
+        SignalFileError,
+        "declares 4500000000 samples x 12 leads, more than diagecg reads",
+    ),
+    "uncompressed": (
+        _v103(('compressflag="True"', 'compressflag="False"')),
+        SignalFileError,
+        "compression is 'none'; diagecg reads XLI-compressed files",
+    ),
+    "signal offset": (
+        _v103(("<signaloffset>0<", "<signaloffset>100<")),
+        HeaderError,
+        "signalcharacteristics/signaloffset is 100; files with a signal offset are not",
+    ),
     "unsigned": (_v103(("<signalsigned>True<", "<signalsigned>False<")), HeaderError, "signed samples only"),
-    "unnamed 1.03 leads": (_v103(("<acquisitiontype>STD-12<", "<acquisitiontype>EASI<")), HeaderError,
-                           "no leadlabels and acquisitiontype 'EASI': the leads are unnamed"),
-    "unsupported version": (_v103(("<documentversion>1.03<", "<documentversion>1.05<")), SignalFileError,
-                            "sierraecg cannot decode the file: UnsupportedXmlFileError: Files of type "
-                            "SierraECG 1.05 are unsupported"),
-    "entity declaration": (_v103(('<?xml version="1.0" encoding="UTF-8"?>',
-                                  '<?xml version="1.0" encoding="UTF-8"?><!DOCTYPE r [<!ENTITY e "x">]>')),
-                           SignalFileError, "sierraecg cannot decode the file: EntitiesForbidden"),
+    "unnamed 1.03 leads": (
+        _v103(("<acquisitiontype>STD-12<", "<acquisitiontype>EASI<")),
+        HeaderError,
+        "no leadlabels and acquisitiontype 'EASI': the leads are unnamed",
+    ),
+    "unsupported version": (
+        _v103(("<documentversion>1.03<", "<documentversion>1.05<")),
+        SignalFileError,
+        "sierraecg cannot decode the file: UnsupportedXmlFileError: Files of type "
+        "SierraECG 1.05 are unsupported",
+    ),
+    "entity declaration": (
+        _v103(
+            (
+                '<?xml version="1.0" encoding="UTF-8"?>',
+                '<?xml version="1.0" encoding="UTF-8"?><!DOCTYPE r [<!ENTITY e "x">]>',
+            )
+        ),
+        SignalFileError,
+        "sierraecg cannot decode the file: EntitiesForbidden",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BROKEN))
-def test_broken_files_are_refused_in_one_line(tmp_path: Path, one_line: Callable[..., str],
-                                              case: str) -> None:
+def test_broken_files_are_refused_in_one_line(
+    tmp_path: Path, one_line: Callable[..., str], case: str
+) -> None:
     make, error, expected = BROKEN[case]
     path = make(tmp_path)
     with pytest.raises(error) as excinfo:
@@ -273,8 +354,9 @@ def test_broken_files_are_refused_in_one_line(tmp_path: Path, one_line: Callable
     assert expected in one_line(excinfo.value, path)
 
 
-def test_an_lzw_bomb_is_refused_before_sierraecg_decodes_it(tmp_path: Path, one_line: Callable[..., str],
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_lzw_bomb_is_refused_before_sierraecg_decodes_it(
+    tmp_path: Path, one_line: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # each new code one byte longer than the last, then the longest (768 bytes) over and over: 3 460 bytes
     # of codes that decode to 1.8 MB (530-fold; sierraecg holds every byte as a Python int)
     codes = lzw_codes([65, *range(256, 1023), *[1022] * 2000])
@@ -296,8 +378,9 @@ def test_the_lzw_walk_counts_what_sierraecg_decodes() -> None:
             assert philips._lzw_decoded_bytes(chunk[8:]) == count
 
 
-def test_missing_sierraecg_names_the_extra(monkeypatch: pytest.MonkeyPatch,
-                                          one_line: Callable[..., str]) -> None:
+def test_missing_sierraecg_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, one_line: Callable[..., str]
+) -> None:
     monkeypatch.setitem(sys.modules, "sierraecg", None)  # import sierraecg now raises ImportError
     with pytest.raises(SignalFileError) as excinfo:
         read_record(V103)
@@ -305,7 +388,8 @@ def test_missing_sierraecg_names_the_extra(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_extra_or_oversized_xli_chunks_are_refused_before_decoding(
-        tmp_path: Path, one_line: Callable[..., str], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, one_line: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 23: a zip of a Philips file whose waveform data was zero chunks (all-zero headers: 18 million
     empty chunks) cost 30 CPU-s and 1.4 GB; sierraecg decodes every chunk, the unnamed ones too."""
     import time

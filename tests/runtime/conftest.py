@@ -44,8 +44,12 @@ def _text_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = [DEMO_BOS_TOKEN, DEMO_EOS_TOKEN, DEMO_PAD_TOKEN]
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS * 4, trainer=trainer)
     return tok
 
@@ -66,8 +70,13 @@ def build_tiny_bundle(out: Path, tmp: Path) -> Path:
     torch.set_num_threads(1)
     tmp.mkdir(parents=True, exist_ok=True)
     preprocess = PreprocessConfig(fs_hz=100, highpass_hz=0.5)
-    encoder = EncoderConfig(n_samples=preprocess.n_samples, stem_channels=8, stage_channels=(8, 8, 8, 8),
-                            groups=4, fused_channels=16)
+    encoder = EncoderConfig(
+        n_samples=preprocess.n_samples,
+        stem_channels=8,
+        stage_channels=(8, 8, 8, 8),
+        groups=4,
+        fused_channels=16,
+    )
     fsq = FSQConfig()
     ecg_tok = random_ecg_tokenizer(encoder, fsq, SUMMARY, preprocess)
     onnx_path = export_onnx_tokenizer(ecg_tok, encoder.n_samples, tmp / "ecg.onnx")
@@ -76,34 +85,56 @@ def build_tiny_bundle(out: Path, tmp: Path) -> Path:
     # the LLM tokenizer = text tokenizer + ECG tokens, laid out as the vocabulary extension does
     llm_tok = _text_tokenizer()
     base = llm_tok.get_vocab_size(with_added_tokens=True)
-    llm_tok.add_special_tokens([AddedToken(s, special=True, normalized=False)
-                                for s in special_token_strings(n_codes)])
-    vocab = VocabConfig(n_codes=n_codes, offset=base, start_id=base + n_codes, end_id=base + n_codes + 1,
-                        vocab_size=base + n_codes + 2,
-                        base_vocab_size=base, bos_id=llm_tok.token_to_id(DEMO_BOS_TOKEN),
-                        eos_id=llm_tok.token_to_id(DEMO_EOS_TOKEN),
-                        pad_id=llm_tok.token_to_id(DEMO_PAD_TOKEN))
+    llm_tok.add_special_tokens(
+        [AddedToken(s, special=True, normalized=False) for s in special_token_strings(n_codes)]
+    )
+    vocab = VocabConfig(
+        n_codes=n_codes,
+        offset=base,
+        start_id=base + n_codes,
+        end_id=base + n_codes + 1,
+        vocab_size=base + n_codes + 2,
+        base_vocab_size=base,
+        bos_id=llm_tok.token_to_id(DEMO_BOS_TOKEN),
+        eos_id=llm_tok.token_to_id(DEMO_EOS_TOKEN),
+        pad_id=llm_tok.token_to_id(DEMO_PAD_TOKEN),
+    )
     check_vocab(vocab)
     text_json = tmp / "text_tokenizer.json"
     text_json.write_text(json.dumps(strip_ecg_tokens(json.loads(llm_tok.to_str()), vocab)))
     assert Tokenizer.from_file(str(text_json)).get_vocab_size(with_added_tokens=True) == base
 
-    cfg = LlamaConfig(vocab_size=vocab.vocab_size, hidden_size=256, intermediate_size=512,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                      max_position_embeddings=1024, bos_token_id=vocab.bos_id, eos_token_id=vocab.eos_id,
-                      pad_token_id=vocab.pad_id, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=vocab.vocab_size,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+        bos_token_id=vocab.bos_id,
+        eos_token_id=vocab.eos_id,
+        pad_token_id=vocab.pad_id,
+        tie_word_embeddings=False,
+    )
     model = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():  # make ECG ids the unmasked favourites (see module docstring)
         model.lm_head.weight[base:] *= 50.0
-    f16 = convert_hf_to_gguf(model, llm_tok, tmp / "llm-f16.gguf", ftype="f16",
-                             control_token_ids=range(base, vocab.vocab_size))
+    f16 = convert_hf_to_gguf(
+        model, llm_tok, tmp / "llm-f16.gguf", ftype="f16", control_token_ids=range(base, vocab.vocab_size)
+    )
     q8 = quantize_gguf(f16, tmp / "llm-q8_0.gguf", "q8_0", n_threads=1)
 
     writer = BundleWriter(out)
-    writer.add_config(preprocess=preprocess, encoder=encoder, fsq=fsq, prompt=PromptConfig(),
-                      generation=GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, n_ctx=N_CTX,
-                                                  max_question_chars=200),
-                      preset="100hz", summary=SUMMARY)
+    writer.add_config(
+        preprocess=preprocess,
+        encoder=encoder,
+        fsq=fsq,
+        prompt=PromptConfig(),
+        generation=GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, n_ctx=N_CTX, max_question_chars=200),
+        preset="100hz",
+        summary=SUMMARY,
+    )
     writer.add_onnx(onnx_path)
     writer.add_gguf(f16, "f16", info=gguf_info(f16))
     writer.add_gguf(q8, "q8_0", info=gguf_info(q8))

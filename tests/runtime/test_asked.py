@@ -51,10 +51,12 @@ def _opts(bundle: Path) -> list[str]:
     return ["--bundle", str(bundle), "--device", "cpu", "--threads", "1"]
 
 
-@pytest.mark.parametrize("negated", ["Is AF absent?", "Is there no atrial fibrillation?",
-                                     "Can you exclude AF?", "no AF?"])
+@pytest.mark.parametrize(
+    "negated", ["Is AF absent?", "Is there no atrial fibrillation?", "Can you exclude AF?", "no AF?"]
+)
 def test_a_negated_question_gets_the_inverted_answer_of_the_catalogue_question(
-        pipe: DiagEcgPipeline, record_paths: list[Path], negated: str) -> None:
+    pipe: DiagEcgPipeline, record_paths: list[Path], negated: str
+) -> None:
     plain, asked = pipe.answer(record_paths[0], "AF?"), pipe.answer(record_paths[0], negated)
     p, q = plain.option_probabilities, asked.option_probabilities
     assert p is not None and q is not None
@@ -69,8 +71,9 @@ def test_a_negated_question_gets_the_inverted_answer_of_the_catalogue_question(
     jsonschema.validate(asked.to_dict(), answer_schema())
 
 
-def test_normal_and_abnormal_are_one_question_answered_both_ways(pipe: DiagEcgPipeline,
-                                                                 record_paths: list[Path]) -> None:
+def test_normal_and_abnormal_are_one_question_answered_both_ways(
+    pipe: DiagEcgPipeline, record_paths: list[Path]
+) -> None:
     for path in record_paths:
         normal, abnormal = (pipe.answer(path, q) for q in ("Is this ECG normal?", "Is the ECG abnormal?"))
         assert {normal.answer, abnormal.answer} == {"yes", "no"}, path
@@ -108,7 +111,8 @@ def test_every_answer_says_how_far_it_can_be_trusted(pipe: DiagEcgPipeline, reco
 
 
 def test_statements_carry_probabilities_and_reports_never_contradict_themselves(
-        pipe: DiagEcgPipeline, record_paths: list[Path], fixtures_dir: Path) -> None:
+    pipe: DiagEcgPipeline, record_paths: list[Path], fixtures_dir: Path
+) -> None:
     n_reports = n_contradictions = 0
     records = [*record_paths, *sorted((fixtures_dir / "formats" / "muse").glob("*.xml"))]
     for path in records:
@@ -131,8 +135,10 @@ def test_windows_and_statements_are_combined_by_one_rule(pipe: DiagEcgPipeline) 
     q = pipe.bundle.questions
     assert q is not None
     # window 0 reads normal, window 1 reads an inferior infarction (the Philips case of issue 22)
-    readings = {0: {"normal ecg": 0.9, "myocardial infarction in inferior leads": 0.1, "sinus rhythm": 0.95},
-                1: {"normal ecg": 0.2, "myocardial infarction in inferior leads": 0.7, "sinus rhythm": 0.9}}
+    readings = {
+        0: {"normal ecg": 0.9, "myocardial infarction in inferior leads": 0.1, "sinus rhythm": 0.95},
+        1: {"normal ecg": 0.2, "myocardial infarction in inferior leads": 0.7, "sinus rhythm": 0.9},
+    }
 
     def score(k: int, question: MatchedQuestion) -> dict:
         name = "normal ecg" if question.template_id == 2 else question.attributes[0]
@@ -143,8 +149,9 @@ def test_windows_and_statements_are_combined_by_one_rule(pipe: DiagEcgPipeline) 
         return {"text": "yes" if p >= 0.5 else "no", "option_probabilities": probs}
 
     reader = StatementReader(q, score, 2)
-    text, probs, notes = reader.report(["sinus rhythm. normal ecg.", "sinus rhythm. inferior myocardial "
-                                                                     "infarction."])
+    text, probs, notes = reader.report(
+        ["sinus rhythm. normal ecg.", "sinus rhythm. inferior myocardial infarction."]
+    )
     assert text == "Sinus rhythm. Inferior myocardial infarction."
     assert probs == {"sinus rhythm": 0.95, "inferior myocardial infarction": 0.7}
     assert [n.code for n in notes] == [W.STATEMENT_NOT_CONFIRMED]  # normal: the least normal window says no
@@ -160,8 +167,9 @@ def test_a_near_copy_window_is_not_analysed_twice(pipe: DiagEcgPipeline, record_
     assert W.RECORD_PART_NOT_ANALYSED in {w.code for w in ans.warnings}
 
 
-def test_plain_output_says_what_was_answered_and_how_sure(evaluated_bundle: Path,
-                                                          record_paths: list[Path]) -> None:
+def test_plain_output_says_what_was_answered_and_how_sure(
+    evaluated_bundle: Path, record_paths: list[Path]
+) -> None:
     rec = str(record_paths[0])
     exact = CliRunner().invoke(main, ["infer", rec, "-q", AF, "--quiet", *_opts(evaluated_bundle)])
     assert exact.exit_code == 0 and exact.stdout.strip() in ("yes", "no", "not sure")  # just the answer
@@ -171,15 +179,17 @@ def test_plain_output_says_what_was_answered_and_how_sure(evaluated_bundle: Path
     (line,) = negated.stdout.splitlines()
     p = js["option_probabilities"][js["answer"]]
     assert line == f'{invert_answer(js["answer"])}  (as "{js["answer"]}" to "{AF}"; p = {p:.2f})'
-    shown = CliRunner().invoke(main, ["infer", rec, "-q", AF, "--show-probability", "--quiet",
-                                      *_opts(evaluated_bundle)])
+    shown = CliRunner().invoke(
+        main, ["infer", rec, "-q", AF, "--show-probability", "--quiet", *_opts(evaluated_bundle)]
+    )
     assert shown.stdout.strip() == f"{js['answer']}  (p = {p:.2f})"
     warned = CliRunner().invoke(main, ["infer", rec, "-q", "AF?", *_opts(evaluated_bundle)])
     assert "warning [FINDING_FEW_POSITIVES]: atrial fibrillation" in warned.stderr
 
 
-def test_q_is_the_question_and_sex_takes_dicom_letters(evaluated_bundle: Path,
-                                                       record_paths: list[Path]) -> None:
+def test_q_is_the_question_and_sex_takes_dicom_letters(
+    evaluated_bundle: Path, record_paths: list[Path]
+) -> None:
     rec, opts = str(record_paths[0]), _opts(evaluated_bundle)
     report = CliRunner().invoke(main, ["report", rec, "-q", "AF?", *_opts(evaluated_bundle)])
     assert report.exit_code == ExitCode.USAGE and "report takes no question" in report.stderr
@@ -212,9 +222,12 @@ def test_questions_lists_semantics_and_reliability(evaluated_bundle: Path) -> No
     assert data["reliability"]["floor"] == {"min_positives": 10, "min_auc": 0.75}
 
 
-def _fake_reader(pipe: DiagEcgPipeline, present: dict[str, float],
-                 validated: frozenset[str] | None = None,
-                 thresholds: dict[str, float] | None = None) -> StatementReader:
+def _fake_reader(
+    pipe: DiagEcgPipeline,
+    present: dict[str, float],
+    validated: frozenset[str] | None = None,
+    thresholds: dict[str, float] | None = None,
+) -> StatementReader:
     """A reader of one window whose yes/no answers say p(present) as given (0.05 for the rest)."""
     q = pipe.bundle.questions
     assert q is not None
@@ -250,8 +263,15 @@ def test_one_rule_keeps_answers_about_a_record_consistent(pipe: DiagEcgPipeline)
     assert _verify(reader, "Sinus bradycardia?") == ("yes", [])
     assert _verify(reader, "Sinus tachycardia?") == ("no", [W.ANSWER_CONTRADICTED])
     # normal (0.9) beats an inferior MI (0.6): the MI, and its class, are no; normal stays yes
-    reader = _fake_reader(pipe, {"normal ecg": 0.9, "myocardial infarction in inferior leads": 0.6,
-                                 "sinus bradycardia": 0.7, "sinus tachycardia": 0.6})
+    reader = _fake_reader(
+        pipe,
+        {
+            "normal ecg": 0.9,
+            "myocardial infarction in inferior leads": 0.6,
+            "sinus bradycardia": 0.7,
+            "sinus tachycardia": 0.6,
+        },
+    )
     assert _verify(reader, "Inferior MI?") == ("no", [W.ANSWER_CONTRADICTED])
     assert _verify(reader, "Is there a myocardial infarction?") == ("no", [W.ANSWER_CONTRADICTED])
     assert _verify(reader, "Is this a normal ECG?") == ("yes", [])
@@ -272,16 +292,23 @@ def test_an_unvalidated_reading_never_overrules_a_validated_one(pipe: DiagEcgPip
     assert _verify(reader, "Sinus arrhythmia?") == ("yes", [])
     # a rival the rule itself overrules does not overrule: incomplete RBBB 0.9 drops complete RBBB 0.85,
     # so complete LBBB 0.8 stands (it contradicts complete RBBB, not incomplete RBBB)
-    lbbb, rbbb, irbbb = ("complete left bundle branch block", "complete right bundle branch block",
-                         "incomplete right bundle branch block")
+    lbbb, rbbb, irbbb = (
+        "complete left bundle branch block",
+        "complete right bundle branch block",
+        "incomplete right bundle branch block",
+    )
     reader = _fake_reader(pipe, {lbbb: 0.8, rbbb: 0.85, irbbb: 0.9}, validated=frozenset({lbbb, rbbb, irbbb}))
     assert _verify(reader, "Complete RBBB?") == ("no", [W.ANSWER_CONTRADICTED])
     assert _verify(reader, "Complete LBBB?") == ("yes", [])
     assert _verify(reader, "Incomplete RBBB?") == ("yes", [])
     # calibrated: each reading is weighed against its own threshold (log-odds margin), so a rare finding
     # well past its low threshold stands against a common one barely past its high threshold
-    reader = _fake_reader(pipe, {af: 0.3, "sinus rhythm": 0.8}, validated=frozenset({af, "sinus rhythm"}),
-                          thresholds={af: 0.1, "sinus rhythm": 0.75})
+    reader = _fake_reader(
+        pipe,
+        {af: 0.3, "sinus rhythm": 0.8},
+        validated=frozenset({af, "sinus rhythm"}),
+        thresholds={af: 0.1, "sinus rhythm": 0.75},
+    )
     assert _verify(reader, "AF?") == ("yes", [])
     assert _verify(reader, "Sinus rhythm?") == ("no", [W.ANSWER_CONTRADICTED])
     # both validated: probability decides
@@ -289,18 +316,35 @@ def test_an_unvalidated_reading_never_overrules_a_validated_one(pipe: DiagEcgPip
     assert _verify(reader, "AF?") == ("no", [W.ANSWER_CONTRADICTED])
 
 
-QUESTIONS = ["Is this ECG normal?", "Is the ECG abnormal?", "AF?", "Sinus rhythm?", "Sinus bradycardia?",
-             "Sinus tachycardia?", "LBBB?", "RBBB?", "Incomplete RBBB?", "Conduction disturbance?", "MI?",
-             "Inferior MI?", "Anteroseptal MI?", "Hypertrophy?", "LVH?", "Atrial flutter?"]
+QUESTIONS = [
+    "Is this ECG normal?",
+    "Is the ECG abnormal?",
+    "AF?",
+    "Sinus rhythm?",
+    "Sinus bradycardia?",
+    "Sinus tachycardia?",
+    "LBBB?",
+    "RBBB?",
+    "Incomplete RBBB?",
+    "Conduction disturbance?",
+    "MI?",
+    "Inferior MI?",
+    "Anteroseptal MI?",
+    "Hypertrophy?",
+    "LVH?",
+    "Atrial flutter?",
+]
 
 
 def test_answers_and_reports_about_the_fixture_records_never_contradict_each_other(
-        pipe: DiagEcgPipeline, record_paths: list[Path], fixtures_dir: Path) -> None:
+    pipe: DiagEcgPipeline, record_paths: list[Path], fixtures_dir: Path
+) -> None:
     """Every fixture record (PTB-XL, Challenge, MUSE, HL7 aECG, DICOM, Philips where the readers are
     installed) is asked about findings that imply or exclude each other, and reported: the number of
     contradictory answer pairs, answers against their class, and contradictory reports is 0."""
-    formats = [p for p in sorted((fixtures_dir / "formats").rglob("*"))
-               if p.suffix.lower() in (".xml", ".dcm")]
+    formats = [
+        p for p in sorted((fixtures_dir / "formats").rglob("*")) if p.suffix.lower() in (".xml", ".dcm")
+    ]
     n_records = n_pairs = n_class = n_reports = 0
     for path in [*record_paths, *formats]:
         try:
@@ -308,15 +352,22 @@ def test_answers_and_reports_about_the_fixture_records_never_contradict_each_oth
         except Exception:  # a format whose reader is not installed, or a file no reader takes
             continue
         n_records += 1
-        yes = {a.statements[0]["text"] if a.statements else q for q, a in answers.items()
-               if a.statements and a.statements[0]["present"]}
+        yes = {
+            a.statements[0]["text"] if a.statements else q
+            for q, a in answers.items()
+            if a.statements and a.statements[0]["present"]
+        }
         n_pairs += len(contradicting_pairs(sorted(yes)))
         n_pairs += answers["Is this ECG normal?"].answer == answers["Is the ECG abnormal?"].answer
         members = {"LBBB?", "RBBB?", "Incomplete RBBB?"}
-        n_class += any(answers[m].answer == "yes" for m in members) and \
-            answers["Conduction disturbance?"].answer == "no"
-        n_class += any(answers[m].answer == "yes" for m in ("Inferior MI?", "Anteroseptal MI?")) and \
-            answers["MI?"].answer == "no"
+        n_class += (
+            any(answers[m].answer == "yes" for m in members)
+            and answers["Conduction disturbance?"].answer == "no"
+        )
+        n_class += (
+            any(answers[m].answer == "yes" for m in ("Inferior MI?", "Anteroseptal MI?"))
+            and answers["MI?"].answer == "no"
+        )
         n_class += answers["LVH?"].answer == "yes" and answers["Hypertrophy?"].answer == "no"
         report = pipe.report(path)
         n_reports += bool(contradicting_pairs([s["text"] for s in report.statements if s["present"]]))

@@ -26,8 +26,9 @@ TORCH_FREE_CLI = cli_script_without(BLOCKED, "the runtime must not need it")
 
 def _run_torch_free(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", TORCH_FREE_CLI, *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", TORCH_FREE_CLI, *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def _opts(bundle: Path) -> list[str]:
@@ -35,7 +36,8 @@ def _opts(bundle: Path) -> list[str]:
 
 
 def test_cli_without_torch_single_answer_and_batch_with_a_bad_record(
-        tiny_bundle: Path, pipeline: DiagEcgPipeline, record_paths: list[Path], tmp_path: Path) -> None:
+    tiny_bundle: Path, pipeline: DiagEcgPipeline, record_paths: list[Path], tmp_path: Path
+) -> None:
     single = _run_torch_free("infer", str(record_paths[0]), "-q", QUESTION, *_opts(tiny_bundle))
     assert single.returncode == 0, single.stderr
     assert single.stdout.strip() == pipeline.answer(record_paths[0], QUESTION).answer
@@ -54,7 +56,8 @@ def test_cli_without_torch_single_answer_and_batch_with_a_bad_record(
 
 
 def test_several_questions_give_one_json_line_each_record_by_record(
-        tiny_bundle: Path, pipeline: DiagEcgPipeline, record_paths: list[Path], tmp_path: Path) -> None:
+    tiny_bundle: Path, pipeline: DiagEcgPipeline, record_paths: list[Path], tmp_path: Path
+) -> None:
     questions = [QUESTION, "Does this ECG show sinus rhythm?"]
     args = ["infer", str(record_paths[0]), str(tmp_path / "gone.hea"), str(record_paths[1])]
     for q in questions:
@@ -63,17 +66,26 @@ def test_several_questions_give_one_json_line_each_record_by_record(
     assert result.exit_code == 1, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(d["record"], d["question"]) for d in lines] == [
-        (str(p), q) for p in (record_paths[0], tmp_path / "gone.hea", record_paths[1]) for q in questions]
+        (str(p), q) for p in (record_paths[0], tmp_path / "gone.hea", record_paths[1]) for q in questions
+    ]
     assert [("error" in d) for d in lines] == [False, False, True, True, False, False]
-    for d, (p, q) in zip([lines[0], lines[1], lines[4], lines[5]],
-                         [(record_paths[0], questions[0]), (record_paths[0], questions[1]),
-                          (record_paths[1], questions[0]), (record_paths[1], questions[1])], strict=True):
+    for d, (p, q) in zip(
+        [lines[0], lines[1], lines[4], lines[5]],
+        [
+            (record_paths[0], questions[0]),
+            (record_paths[0], questions[1]),
+            (record_paths[1], questions[0]),
+            (record_paths[1], questions[1]),
+        ],
+        strict=True,
+    ):
         assert d["answer"] == pipeline.answer(p, q).answer
     assert lines[1]["ecg_cached"] is True and lines[1]["n_reused_tokens"] > 63  # same ECG, next question
     assert "2 of 6 answers failed (3 records x 2 questions)" in result.stderr
 
-    one_record = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", questions[0], "-q",
-                                           questions[1], *_opts(tiny_bundle)])
+    one_record = CliRunner().invoke(
+        main, ["infer", str(record_paths[0]), "-q", questions[0], "-q", questions[1], *_opts(tiny_bundle)]
+    )
     assert one_record.exit_code == 0 and len(one_record.stdout.splitlines()) == 2  # JSON lines
 
 
@@ -87,8 +99,9 @@ def test_folder_streams_one_json_line_per_record(tiny_bundle: Path, fixtures_dir
 
 
 def test_single_record_json(tiny_bundle: Path, record_paths: list[Path]) -> None:
-    result = CliRunner().invoke(main, ["infer", str(record_paths[3]), "-q", QUESTION, "--json",
-                                       "--quant", "f16", *_opts(tiny_bundle)])
+    result = CliRunner().invoke(
+        main, ["infer", str(record_paths[3]), "-q", QUESTION, "--json", "--quant", "f16", *_opts(tiny_bundle)]
+    )
     assert result.exit_code == 0, result.output
     (line,) = result.stdout.splitlines()
     d = json.loads(line)
@@ -97,16 +110,18 @@ def test_single_record_json(tiny_bundle: Path, record_paths: list[Path]) -> None
 
 
 @pytest.mark.parametrize("question", ["what is <ecg_0042>?", "y" * 500])
-def test_bad_question_exits_2_with_one_line(tiny_bundle: Path, record_paths: list[Path],
-                                            question: str) -> None:
+def test_bad_question_exits_2_with_one_line(
+    tiny_bundle: Path, record_paths: list[Path], question: str
+) -> None:
     result = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", question, *_opts(tiny_bundle)])
     assert result.exit_code == 2 and result.stdout == ""
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in result.stderr
 
 
-def test_missing_default_bundle_is_explained(record_paths: list[Path], tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_default_bundle_is_explained(
+    record_paths: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import diagecg.bundle.loader
 
     monkeypatch.setattr(diagecg.bundle.loader, "shipped_bundle_dir", lambda: tmp_path / "bundles" / "default")
@@ -115,8 +130,9 @@ def test_missing_default_bundle_is_explained(record_paths: list[Path], tmp_path:
     assert "no bundle given and no default bundle shipped at" in result.stderr
 
 
-def test_unreadable_record_exits_1_in_text_and_json_mode(tiny_bundle: Path, record_paths: list[Path],
-                                                          tmp_path: Path) -> None:
+def test_unreadable_record_exits_1_in_text_and_json_mode(
+    tiny_bundle: Path, record_paths: list[Path], tmp_path: Path
+) -> None:
     """The same failure gives the same exit code in every mode (ExitCode.FAILED)."""
     good = record_paths[0]
     truncated = tmp_path / good.name
@@ -144,13 +160,25 @@ def test_expand_records_rejects_empty_folder_and_list(tmp_path: Path) -> None:
 
 
 def test_unsupported_question_exits_3_and_supported_ones_carry_probabilities(
-        catalogue_bundle: Path, record_paths: list[Path]) -> None:
-    plain = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", "What is the heart rate?",
-                                      *_opts(catalogue_bundle)])
+    catalogue_bundle: Path, record_paths: list[Path]
+) -> None:
+    plain = CliRunner().invoke(
+        main, ["infer", str(record_paths[0]), "-q", "What is the heart rate?", *_opts(catalogue_bundle)]
+    )
     assert plain.exit_code == ExitCode.UNSUPPORTED and plain.stdout == ""
     assert "not supported" in plain.stderr and "closest supported" in plain.stderr
-    both = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", "LBBB?", "-q",
-                                     "What is the heart rate?", *_opts(catalogue_bundle)])
+    both = CliRunner().invoke(
+        main,
+        [
+            "infer",
+            str(record_paths[0]),
+            "-q",
+            "LBBB?",
+            "-q",
+            "What is the heart rate?",
+            *_opts(catalogue_bundle),
+        ],
+    )
     assert both.exit_code == ExitCode.UNSUPPORTED, both.output
     first, second = (json.loads(line) for line in both.stdout.splitlines())
     assert first["question_supported"] is True
@@ -173,31 +201,56 @@ def test_allow_degraded_flag(catalogue_bundle: Path, record_paths: list[Path], t
     path = record_with_flat_leads(record_paths[0], tmp_path, (6, 7))
     refused = CliRunner().invoke(main, ["infer", str(path), "-q", "AF?", *_opts(catalogue_bundle)])
     assert refused.exit_code == ExitCode.FAILED and "--allow-degraded" in refused.stderr
-    allowed = CliRunner().invoke(main, ["infer", str(path), "-q", "AF?", "--allow-degraded", "--json",
-                                        *_opts(catalogue_bundle)])
+    allowed = CliRunner().invoke(
+        main, ["infer", str(path), "-q", "AF?", "--allow-degraded", "--json", *_opts(catalogue_bundle)]
+    )
     assert allowed.exit_code == 0, allowed.output
     assert any("degraded record" in w["message"] for w in json.loads(allowed.stdout)["warnings"])
 
 
 def test_json_lines_stay_parseable_with_stderr_merged_and_quiet_drops_warnings(
-        tiny_bundle: Path, record_paths: list[Path]) -> None:
-    args = ["infer", str(record_paths[0]), str(record_paths[1]), "-q", QUESTION, "--json",
-            *_opts(tiny_bundle)]
+    tiny_bundle: Path, record_paths: list[Path]
+) -> None:
+    args = [
+        "infer",
+        str(record_paths[0]),
+        str(record_paths[1]),
+        "-q",
+        QUESTION,
+        "--json",
+        *_opts(tiny_bundle),
+    ]
     # a host capturing `2>&1`: a real process (llama.cpp's native log goes to file descriptor 2)
-    merged = subprocess.run([sys.executable, "-m", "diagecg.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, timeout=120,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    merged = subprocess.run(
+        [sys.executable, "-m", "diagecg.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert merged.returncode == 0, merged.stdout
     assert [json.loads(line)["record_id"] for line in merged.stdout.splitlines()] == ["00002_lr", "00003_lr"]
     plain = CliRunner().invoke(main, ["infer", str(record_paths[4]), "-q", QUESTION, *_opts(tiny_bundle)])
-    quiet = CliRunner().invoke(main, ["infer", str(record_paths[4]), "-q", QUESTION, "--quiet",
-                                      *_opts(tiny_bundle)])
+    quiet = CliRunner().invoke(
+        main, ["infer", str(record_paths[4]), "-q", QUESTION, "--quiet", *_opts(tiny_bundle)]
+    )
     assert quiet.exit_code == plain.exit_code == 0 and quiet.stdout == plain.stdout
     assert "warning:" not in quiet.stderr
 
 
-COMMANDS = [["infer"], ["report"], ["questions"], ["plot"], ["train", "tokenizer"], ["train", "pretrain"],
-            ["train", "instruct"], ["eval"], ["probe"], ["export"]]
+COMMANDS = [
+    ["infer"],
+    ["report"],
+    ["questions"],
+    ["plot"],
+    ["train", "tokenizer"],
+    ["train", "pretrain"],
+    ["train", "instruct"],
+    ["eval"],
+    ["probe"],
+    ["export"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -212,8 +265,16 @@ def test_every_command_takes_verbose_and_quiet_and_lists_the_exit_codes(command:
 
 
 def test_load_message_only_with_verbose(tiny_bundle: Path, record_paths: list[Path]) -> None:
-    args = [sys.executable, "-m", "diagecg.cli", "infer", str(record_paths[0]), "-q", QUESTION,
-            *_opts(tiny_bundle)]
+    args = [
+        sys.executable,
+        "-m",
+        "diagecg.cli",
+        "infer",
+        str(record_paths[0]),
+        "-q",
+        QUESTION,
+        *_opts(tiny_bundle),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     plain = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
     loud = subprocess.run([*args, "-v"], capture_output=True, text=True, timeout=120, env=env)
@@ -221,12 +282,14 @@ def test_load_message_only_with_verbose(tiny_bundle: Path, record_paths: list[Pa
     assert "loaded bundle" not in plain.stderr and "loaded bundle" in loud.stderr
 
 
-def test_threads_are_bounded_and_oversubscription_is_capped(tiny_bundle: Path, record_paths: list[Path],
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_threads_are_bounded_and_oversubscription_is_capped(
+    tiny_bundle: Path, record_paths: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
     from diagecg.runtime.device import MAX_THREADS, logical_cpus, resolve_threads
 
-    absurd = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", QUESTION, *_opts(tiny_bundle),
-                                       "--threads", "100000"])  # the last --threads counts
+    absurd = CliRunner().invoke(
+        main, ["infer", str(record_paths[0]), "-q", QUESTION, *_opts(tiny_bundle), "--threads", "100000"]
+    )  # the last --threads counts
     assert absurd.exit_code == ExitCode.USAGE and "100000" in absurd.output
     with pytest.raises(ValueError, match=f"1..{MAX_THREADS}"):
         resolve_threads(MAX_THREADS + 1)
@@ -236,17 +299,26 @@ def test_threads_are_bounded_and_oversubscription_is_capped(tiny_bundle: Path, r
     assert f"threads={logical_cpus() + 1} capped at {logical_cpus()}" in caplog.text
 
 
-def test_quant_the_bundle_lacks_is_refused_with_what_it_has(tiny_bundle: Path,
-                                                            record_paths: list[Path]) -> None:
-    result = CliRunner().invoke(main, ["infer", str(record_paths[0]), "-q", QUESTION, "--quant", "q6_k",
-                                       *_opts(tiny_bundle)])
+def test_quant_the_bundle_lacks_is_refused_with_what_it_has(
+    tiny_bundle: Path, record_paths: list[Path]
+) -> None:
+    result = CliRunner().invoke(
+        main, ["infer", str(record_paths[0]), "-q", QUESTION, "--quant", "q6_k", *_opts(tiny_bundle)]
+    )
     assert result.exit_code == ExitCode.USAGE and "no GGUF for quant 'q6_k'; available:" in result.stderr
 
 
-@pytest.mark.parametrize("stage, absent", [("tokenizer", ["--base-model", "--init", "--load-in-4bit"]),
-                                           ("instruct", ["--base-model"]), ("pretrain", [])])
-def test_train_stages_offer_only_their_config_fields_and_print_it_without_torch(stage: str,
-                                                                                absent: list[str]) -> None:
+@pytest.mark.parametrize(
+    "stage, absent",
+    [
+        ("tokenizer", ["--base-model", "--init", "--load-in-4bit"]),
+        ("instruct", ["--base-model"]),
+        ("pretrain", []),
+    ],
+)
+def test_train_stages_offer_only_their_config_fields_and_print_it_without_torch(
+    stage: str, absent: list[str]
+) -> None:
     for option in absent:
         result = CliRunner().invoke(main, ["train", stage, option, "x"])
         assert result.exit_code == ExitCode.USAGE and "No such option" in result.output

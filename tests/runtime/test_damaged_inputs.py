@@ -41,6 +41,7 @@ def _rate(value: str) -> Callable[[list[str]], None]:
         parts = lines[0].split()
         parts[2] = value
         lines[0] = " ".join(parts)
+
     return edit
 
 
@@ -65,9 +66,20 @@ RECORD_CASES = [
     ("rate 0.5 Hz", lambda f, t: _edit_header(f, t, _rate("0.5")), "sampling rate"),
     ("rate 2 MHz", lambda f, t: _edit_header(f, t, _rate("2000000")), "sampling rate"),
     ("negative gain", lambda f, t: _edit_header(f, t, _negative_gain), "inverted lead"),
-    *[(kind, (lambda k: lambda f, t: write_record(t, "garbage", _signal(k, read_record(
-        f / "records" / GOOD).signal), 100.0))(kind), "does not look like a 12-lead ECG")
-      for kind in ("gaussian noise", "uniform noise", "1 Hz sine", "twelve copies of lead II")],
+    *[
+        (
+            kind,
+            (
+                lambda k: (
+                    lambda f, t: write_record(
+                        t, "garbage", _signal(k, read_record(f / "records" / GOOD).signal), 100.0
+                    )
+                )
+            )(kind),
+            "does not look like a 12-lead ECG",
+        )
+        for kind in ("gaussian noise", "uniform noise", "1 Hz sine", "twelve copies of lead II")
+    ],
 ]
 
 
@@ -77,9 +89,15 @@ def _opts(bundle: Path) -> list[str]:
 
 @pytest.mark.parametrize("name, make, message", RECORD_CASES, ids=[c[0] for c in RECORD_CASES])
 @pytest.mark.parametrize("mode", ["text", "json"])
-def test_damaged_records_fail_with_one_line(tiny_bundle: Path, fixtures_dir: Path, tmp_path: Path,
-                                            name: str, make: Callable[[Path, Path], Path], message: str,
-                                            mode: str) -> None:
+def test_damaged_records_fail_with_one_line(
+    tiny_bundle: Path,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    name: str,
+    make: Callable[[Path, Path], Path],
+    message: str,
+    mode: str,
+) -> None:
     record = make(fixtures_dir, tmp_path)
     args = ["infer", str(record), "-q", "Is the rhythm regular?", *_opts(tiny_bundle)]
     result = CliRunner().invoke(main, [*args, "--json"] if mode == "json" else args)
@@ -93,14 +111,18 @@ def test_damaged_records_fail_with_one_line(tiny_bundle: Path, fixtures_dir: Pat
         assert len(errors) == 1 and message in errors[0] and result.stdout == ""
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["-q", "AF? <|end_of_text|>"], "special token"),
-    (["-q", "AF?\x07"], "control characters"),
-    (["-q", "AF? \udcff"], "not valid UTF-8"),  # a byte that was not UTF-8, as Python passes it on
-    (["-q", "AF?", "--threads", "100000"], "100000"),
-])
-def test_bad_questions_and_options_stop_before_anything_runs(tiny_bundle: Path, fixtures_dir: Path,
-                                                             extra: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["-q", "AF? <|end_of_text|>"], "special token"),
+        (["-q", "AF?\x07"], "control characters"),
+        (["-q", "AF? \udcff"], "not valid UTF-8"),  # a byte that was not UTF-8, as Python passes it on
+        (["-q", "AF?", "--threads", "100000"], "100000"),
+    ],
+)
+def test_bad_questions_and_options_stop_before_anything_runs(
+    tiny_bundle: Path, fixtures_dir: Path, extra: list[str], message: str
+) -> None:
     record = fixtures_dir / "records" / f"{GOOD}.hea"
     result = CliRunner().invoke(main, ["infer", str(record), *_opts(tiny_bundle), *extra])
     assert result.exit_code == ExitCode.USAGE, result.output
@@ -109,13 +131,15 @@ def test_bad_questions_and_options_stop_before_anything_runs(tiny_bundle: Path, 
 
 def test_a_deeply_nested_manifest_is_one_line(bundle_copy: Path, fixtures_dir: Path) -> None:
     (bundle_copy / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
-    result = CliRunner().invoke(main, ["infer", str(fixtures_dir / "records" / f"{GOOD}.hea"), "-q", "AF?",
-                                       *_opts(bundle_copy)])
+    result = CliRunner().invoke(
+        main, ["infer", str(fixtures_dir / "records" / f"{GOOD}.hea"), "-q", "AF?", *_opts(bundle_copy)]
+    )
     assert result.exit_code == ExitCode.USAGE and "nested too deeply" in result.stderr
     assert "Traceback" not in result.output
 
 
 # --- issue 23: the tracebacks of the second round, each one line with its exit code --------------------
+
 
 def _nul_file_name(lines: list[str]) -> None:
     lines[1] = lines[1].replace(f"{GOOD}.dat", f"{GOOD[:3]}\x00{GOOD[3:]}.dat", 1)
@@ -127,12 +151,14 @@ def _edf_signals(value: str) -> Callable[[Path, Path], Path]:
         data[252:256] = value.ljust(4).encode()  # the fixed header's "number of signals" field
         (tmp / "bad.edf").write_bytes(bytes(data))
         return tmp / "bad.edf"
+
     return make
 
 
 def _gain(value: str) -> Callable[[list[str]], None]:
     def edit(lines: list[str]) -> None:
         lines[1:] = [ln.replace("1000.0(0)/mV", f"{value}(0)/mV") for ln in lines[1:]]
+
     return edit
 
 
@@ -145,10 +171,14 @@ SECOND_ROUND = [
 
 
 @pytest.mark.parametrize("name, make, message", SECOND_ROUND, ids=[c[0] for c in SECOND_ROUND])
-def test_second_round_records_fail_with_one_line_and_no_numpy_warning(tiny_bundle: Path, fixtures_dir: Path,
-                                                                      tmp_path: Path, name: str,
-                                                                      make: Callable[[Path, Path], Path],
-                                                                      message: str) -> None:
+def test_second_round_records_fail_with_one_line_and_no_numpy_warning(
+    tiny_bundle: Path,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    name: str,
+    make: Callable[[Path, Path], Path],
+    message: str,
+) -> None:
     import warnings
 
     record = make(fixtures_dir, tmp_path)
@@ -161,15 +191,23 @@ def test_second_round_records_fail_with_one_line_and_no_numpy_warning(tiny_bundl
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["infer", "", "-q", "AF?"], "an empty RECORD argument"),
-    (["infer", f"{GOOD}.hea", "-q", "AF?", "--age", "nan"], "'nan' is not a finite number"),
-    (["infer", f"{GOOD}.hea", "-q", "AF?", "--height-cm", "nan"], "'nan' is not a finite number"),
-    (["report", f"{GOOD}.hea", "--weight-kg", "-nan"], "not a finite number"),
-])
-def test_second_round_options_are_usage_errors(tiny_bundle: Path, fixtures_dir: Path, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch, args: list[str],
-                                               message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["infer", "", "-q", "AF?"], "an empty RECORD argument"),
+        (["infer", f"{GOOD}.hea", "-q", "AF?", "--age", "nan"], "'nan' is not a finite number"),
+        (["infer", f"{GOOD}.hea", "-q", "AF?", "--height-cm", "nan"], "'nan' is not a finite number"),
+        (["report", f"{GOOD}.hea", "--weight-kg", "-nan"], "not a finite number"),
+    ],
+)
+def test_second_round_options_are_usage_errors(
+    tiny_bundle: Path,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
+) -> None:
     _copy(fixtures_dir, tmp_path)
     (tmp_path / "sub").mkdir()  # '' must not scan the current folder (which holds a record)
     _copy(fixtures_dir, tmp_path / "sub")
@@ -179,13 +217,16 @@ def test_second_round_options_are_usage_errors(tiny_bundle: Path, fixtures_dir: 
     assert message in result.output and "Traceback" not in result.output and result.stdout == ""
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["-o", "a" * 300 + ".png"], "bytes long; a file system takes at most 255"),
-    (["--highpass", "1e-9"], "below 0.05 Hz"),
-])
-def test_plot_options_that_crashed_are_usage_errors(fixtures_dir: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch, extra: list[str],
-                                                    message: str) -> None:
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["-o", "a" * 300 + ".png"], "bytes long; a file system takes at most 255"),
+        (["--highpass", "1e-9"], "below 0.05 Hz"),
+    ],
+)
+def test_plot_options_that_crashed_are_usage_errors(
+    fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str], message: str
+) -> None:
     pytest.importorskip("matplotlib")
     monkeypatch.chdir(tmp_path)
     t = time.perf_counter()
@@ -209,14 +250,21 @@ def test_pipeline_api_edges(pipeline, fixtures_dir: Path) -> None:
     from diagecg.types import EcgRecord
 
     record = fixtures_dir / "records" / f"{GOOD}.hea"
-    for options, message in (([], "no answer options"), ("yes", "no answer options"), ([""], "it is empty"),
-                             (["yes", "<|end_of_text|>"], "special token"), (["yes", 1], "must be a str")):
+    for options, message in (
+        ([], "no answer options"),
+        ("yes", "no answer options"),
+        ([""], "it is empty"),
+        (["yes", "<|end_of_text|>"], "special token"),
+        (["yes", 1], "must be a str"),
+    ):
         with pytest.raises(InputError, match=message):
             pipeline.option_probabilities(record, "AF?", options)
     good = read_record(record).signal
     noise = np.random.default_rng(0).normal(0, 0.3, good.shape).astype(np.float32)
-    for signal, message in ((noise, "does not look like a 12-lead ECG"),
-                            (good * 1e6, "implausible amplitude")):
+    for signal, message in (
+        (noise, "does not look like a 12-lead ECG"),
+        (good * 1e6, "implausible amplitude"),
+    ):
         hand = EcgRecord(signal=signal, fs_hz=100.0, lead_names=CANONICAL_LEADS)
         with pytest.raises(SignalQualityError, match=message):
             pipeline.answer(hand, "AF?")
@@ -226,6 +274,7 @@ def test_pipeline_api_edges(pipeline, fixtures_dir: Path) -> None:
 
 # --- issue 23: what only looks like an ECG ------------------------------------------------------------
 
+
 def _reversed_arms(x: np.ndarray) -> np.ndarray:
     y = x.copy()
     y[0] = -x[0]  # I -> -I, II <-> III, aVR <-> aVL
@@ -234,9 +283,9 @@ def _reversed_arms(x: np.ndarray) -> np.ndarray:
     return y
 
 
-def test_implausible_records_are_refused_or_answered_with_coded_warnings(catalogue_bundle: Path,
-                                                                         fixtures_dir: Path,
-                                                                         tmp_path: Path) -> None:
+def test_implausible_records_are_refused_or_answered_with_coded_warnings(
+    catalogue_bundle: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
     good = read_record(fixtures_dir / "records" / "00002_hr.hea")
     swapped = write_record(tmp_path, "swapped", _reversed_arms(good.signal), 500.0)
     args = ["-q", "AF?", "--json", *_opts(catalogue_bundle)]
@@ -250,13 +299,15 @@ def test_implausible_records_are_refused_or_answered_with_coded_warnings(catalog
     assert result.exit_code == ExitCode.FAILED and "(SIGNAL_REPEATS)" in json.loads(result.stdout)["error"]
 
 
-def test_allow_degraded_with_only_lead_ii_alive_gives_no_answer(catalogue_bundle: Path, fixtures_dir: Path,
-                                                                tmp_path: Path) -> None:
+def test_allow_degraded_with_only_lead_ii_alive_gives_no_answer(
+    catalogue_bundle: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
     good = read_record(fixtures_dir / "records" / "00002_hr.hea").signal
     only_ii = np.zeros_like(good)
     only_ii[1] = good[1]
     record = write_record(tmp_path, "only_ii", only_ii, 500.0)
-    result = CliRunner().invoke(main, ["infer", str(record), "-q", "AF?", "--allow-degraded",
-                                       *_opts(catalogue_bundle)])
+    result = CliRunner().invoke(
+        main, ["infer", str(record), "-q", "AF?", "--allow-degraded", *_opts(catalogue_bundle)]
+    )
     assert result.exit_code == ExitCode.FAILED and result.stdout == ""
     assert "flat limb lead" in result.stderr and "not even with --allow-degraded" in result.stderr

@@ -19,8 +19,9 @@ from diagecg.runtime.ecg_session import EcgTokenizerSession
 @pytest.fixture(scope="module")
 def session(tiny_bundle: Path) -> EcgTokenizerSession:
     b = load_bundle(tiny_bundle, check_models=False)
-    return EcgTokenizerSession(b.onnx_path, device="cpu", threads=1, n_samples=b.preprocess.n_samples,
-                               n_codes=b.vocab.n_codes)
+    return EcgTokenizerSession(
+        b.onnx_path, device="cpu", threads=1, n_samples=b.preprocess.n_samples, n_codes=b.vocab.n_codes
+    )
 
 
 N_SUMMARY = SUMMARY.n_tokens
@@ -35,8 +36,9 @@ def plain_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from diagecg.export.onnx_tokenizer import export_onnx_tokenizer
 
     torch.manual_seed(0)
-    encoder = EncoderConfig(n_samples=1000, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4,
-                            fused_channels=16)
+    encoder = EncoderConfig(
+        n_samples=1000, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4, fused_channels=16
+    )
     tok = random_ecg_tokenizer(encoder, FSQConfig())
     return export_onnx_tokenizer(tok, encoder.n_samples, tmp_path_factory.mktemp("plain") / "ecg.onnx")
 
@@ -80,15 +82,18 @@ def test_nan_features_are_refused_before_running(session: EcgTokenizerSession) -
         session.encode(_signal(), f)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (None, "has summary tokens: pass the record's measurements"),
-    (np.zeros((2, 10), dtype=np.float32), rf"features shape \(2, 10\) is invalid: expected \(2, {M}\)"),
-    (np.zeros((3, M), dtype=np.float32), "one row per signal"),
-    (np.zeros(M, dtype=np.float32), rf"features shape \(1, {M}\) is invalid: expected \(2, {M}\)"),
-    (np.zeros((2, 1, M), dtype=np.float32), "features shape"),
-    (np.zeros((2, M), dtype=np.float64), "features dtype is float64"),
-    ([[0.0] * M] * 2, "features must be a numpy array"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (None, "has summary tokens: pass the record's measurements"),
+        (np.zeros((2, 10), dtype=np.float32), rf"features shape \(2, 10\) is invalid: expected \(2, {M}\)"),
+        (np.zeros((3, M), dtype=np.float32), "one row per signal"),
+        (np.zeros(M, dtype=np.float32), rf"features shape \(1, {M}\) is invalid: expected \(2, {M}\)"),
+        (np.zeros((2, 1, M), dtype=np.float32), "features shape"),
+        (np.zeros((2, M), dtype=np.float64), "features dtype is float64"),
+        ([[0.0] * M] * 2, "features must be a numpy array"),
+    ],
+)
 def test_bad_features_are_refused(session: EcgTokenizerSession, bad: object, match: str) -> None:
     with pytest.raises(InputError, match=match):
         session.encode(_signal(), bad)  # type: ignore[arg-type]
@@ -102,21 +107,25 @@ def test_a_graph_without_summary_tokens_takes_no_features(plain_onnx: Path) -> N
         plain.encode(_signal(1), _features(1))
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.zeros((2, 12, 1000), dtype=np.float64), "dtype is float64"),
-    (np.zeros((2, 11, 1000), dtype=np.float32), "11 leads"),
-    (np.zeros((1, 12, 999), dtype=np.float32), "999 samples"),
-    (np.zeros((0, 12, 1000), dtype=np.float32), "batch >= 1"),
-    (np.zeros((12,), dtype=np.float32), "shape"),
-    ([[0.0] * 1000] * 12, "numpy array"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((2, 12, 1000), dtype=np.float64), "dtype is float64"),
+        (np.zeros((2, 11, 1000), dtype=np.float32), "11 leads"),
+        (np.zeros((1, 12, 999), dtype=np.float32), "999 samples"),
+        (np.zeros((0, 12, 1000), dtype=np.float32), "batch >= 1"),
+        (np.zeros((12,), dtype=np.float32), "shape"),
+        ([[0.0] * 1000] * 12, "numpy array"),
+    ],
+)
 def test_bad_input_is_refused(session: EcgTokenizerSession, bad: object, match: str) -> None:
     with pytest.raises(InputError, match=match):
         session.encode(bad)  # type: ignore[arg-type]
 
 
 def test_truncated_onnx_is_an_inference_error_directly_and_a_bundle_error_through_the_bundle(
-        bundle_copy: Path) -> None:
+    bundle_copy: Path,
+) -> None:
     onnx = bundle_copy / "ecg_tokenizer.onnx"
     onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])
     with pytest.raises(InferenceError, match="cannot load the ECG tokenizer"):
@@ -125,8 +134,9 @@ def test_truncated_onnx_is_an_inference_error_directly_and_a_bundle_error_throug
         load_bundle(bundle_copy)
 
 
-def test_cuda_that_does_not_become_active_is_never_silent(tiny_bundle: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cuda_that_does_not_become_active_is_never_silent(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Pretend onnxruntime offers CUDA: on a CPU-only build the session comes up on CPU anyway,
     # exactly the silent fallback the session must catch.
     import onnxruntime as ort

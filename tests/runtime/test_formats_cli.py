@@ -29,8 +29,9 @@ def _opts(bundle: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("fmt", sorted(REAL))
-def test_each_real_sample_file_is_answered_like_its_record(fmt: str, tiny_bundle: Path,
-                                                           pipeline: DiagEcgPipeline) -> None:
+def test_each_real_sample_file_is_answered_like_its_record(
+    fmt: str, tiny_bundle: Path, pipeline: DiagEcgPipeline
+) -> None:
     if fmt == "dicom":
         pytest.importorskip("pydicom")
     path = REAL[fmt]
@@ -41,8 +42,9 @@ def test_each_real_sample_file_is_answered_like_its_record(fmt: str, tiny_bundle
     assert line["n_ecg_tokens"] > 0 and line["windows"]
 
 
-def test_a_folder_of_mixed_formats_is_read_by_content(tiny_bundle: Path, record_paths: list[Path],
-                                                      tmp_path: Path) -> None:
+def test_a_folder_of_mixed_formats_is_read_by_content(
+    tiny_bundle: Path, record_paths: list[Path], tmp_path: Path
+) -> None:
     pytest.importorskip("pydicom")
     shutil.copy(REAL["dicom"], tmp_path / "IM0001")  # no suffix, as DICOM files often come
     shutil.copy(REAL["muse"], tmp_path / "muse.xml")

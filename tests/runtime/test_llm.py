@@ -19,8 +19,13 @@ def bundle(tiny_bundle: Path) -> Bundle:
 
 @pytest.fixture(scope="module")
 def llm(bundle: Bundle) -> LlamaModel:
-    m = LlamaModel(bundle.gguf_path("q8_0"), vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx,
-                   tokenizer=load_text_tokenizer(bundle.tokenizer_path), threads=1)
+    m = LlamaModel(
+        bundle.gguf_path("q8_0"),
+        vocab=bundle.vocab,
+        n_ctx=bundle.generation.n_ctx,
+        tokenizer=load_text_tokenizer(bundle.tokenizer_path),
+        threads=1,
+    )
     yield m
     m.close()
 
@@ -38,8 +43,9 @@ def _is_ecg(bundle: Bundle, i: int) -> bool:
     return v.offset <= i < v.offset + v.n_codes or i in (v.start_id, v.end_id)
 
 
-def test_greedy_is_deterministic_and_never_emits_ecg_ids(bundle: Bundle, llm: LlamaModel,
-                                                         prompt: list[int]) -> None:
+def test_greedy_is_deterministic_and_never_emits_ecg_ids(
+    bundle: Bundle, llm: LlamaModel, prompt: list[int]
+) -> None:
     a = llm.generate(prompt, max_new_tokens=12)
     b = llm.generate(prompt, max_new_tokens=12)
     assert a.token_ids == b.token_ids and a.text == b.text
@@ -50,11 +56,18 @@ def test_greedy_is_deterministic_and_never_emits_ecg_ids(bundle: Bundle, llm: Ll
     assert _is_ecg(bundle, int(np.argmax(llm._eval(prompt))))
 
 
-def test_stop_id_ends_the_answer_and_is_not_part_of_it(bundle: Bundle, llm: LlamaModel,
-                                                       prompt: list[int]) -> None:
+def test_stop_id_ends_the_answer_and_is_not_part_of_it(
+    bundle: Bundle, llm: LlamaModel, prompt: list[int]
+) -> None:
     first = llm.generate(prompt, max_new_tokens=3).token_ids
-    stopper = LlamaModel(bundle.gguf_path("q8_0"), vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx,
-                         tokenizer=llm.tokenizer, stop_ids=[first[1]], threads=1)
+    stopper = LlamaModel(
+        bundle.gguf_path("q8_0"),
+        vocab=bundle.vocab,
+        n_ctx=bundle.generation.n_ctx,
+        tokenizer=llm.tokenizer,
+        stop_ids=[first[1]],
+        threads=1,
+    )
     try:
         g = stopper.generate(prompt, max_new_tokens=12)
     finally:
@@ -84,11 +97,13 @@ def test_sampling_is_seeded(bundle: Bundle, llm: LlamaModel, prompt: list[int]) 
     assert not any(_is_ecg(bundle, i) for i in a.token_ids)
 
 
-def test_llama_cpp_vocabulary_codes_like_the_tokenizer_file(bundle: Bundle, llm: LlamaModel,
-                                                            prompt: list[int]) -> None:
+def test_llama_cpp_vocabulary_codes_like_the_tokenizer_file(
+    bundle: Bundle, llm: LlamaModel, prompt: list[int]
+) -> None:
     # bundles without tokenizer.json fall back to the GGUF's own tokenizer: same ids, same answer
-    own = LlamaModel(bundle.gguf_path("q8_0"), vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx,
-                     tokenizer=None, threads=1)
+    own = LlamaModel(
+        bundle.gguf_path("q8_0"), vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx, tokenizer=None, threads=1
+    )
     try:
         text = "Does this ECG show <ecg_0001> atrial fibrillation?"
         assert own.encode_text(text) == llm.encode_text(text)
@@ -97,19 +112,32 @@ def test_llama_cpp_vocabulary_codes_like_the_tokenizer_file(bundle: Bundle, llm:
         own.close()
 
 
-def test_prefix_reuse_gives_the_fresh_answer_and_counts_what_it_kept(bundle: Bundle, llm: LlamaModel,
-                                                                     prompt: list[int]) -> None:
-    fresh = LlamaModel(bundle.gguf_path("q8_0"), vocab=bundle.vocab, n_ctx=bundle.generation.n_ctx,
-                       tokenizer=llm.tokenizer, threads=1, reuse_prefix=False)
+def test_prefix_reuse_gives_the_fresh_answer_and_counts_what_it_kept(
+    bundle: Bundle, llm: LlamaModel, prompt: list[int]
+) -> None:
+    fresh = LlamaModel(
+        bundle.gguf_path("q8_0"),
+        vocab=bundle.vocab,
+        n_ctx=bundle.generation.n_ctx,
+        tokenizer=llm.tokenizer,
+        threads=1,
+        reuse_prefix=False,
+    )
     try:
-        ecg = prompt[: 65]  # <ecg> 63 codes </ecg>
-        other_ecg = [ecg[0], *(i + 1 if i + 1 < bundle.vocab.offset + bundle.vocab.n_codes else i - 1
-                               for i in ecg[1:-1]), ecg[-1]]
-        prompts = [prompt,
-                   ecg + llm.encode_text("Question: atrial fibrillation?"),  # same ECG, other question
-                   prompt,  # the first prompt again, after another one
-                   prompt[:-1],  # a strict prefix of the previous prompt
-                   other_ecg + prompt[65:]]  # another ECG: differs from the second token
+        ecg = prompt[:65]  # <ecg> 63 codes </ecg>
+        other_ecg = [
+            ecg[0],
+            *(i + 1 if i + 1 < bundle.vocab.offset + bundle.vocab.n_codes else i - 1 for i in ecg[1:-1]),
+            ecg[-1],
+        ]
+        prompts = [
+            prompt,
+            ecg + llm.encode_text("Question: atrial fibrillation?"),  # same ECG, other question
+            prompt,  # the first prompt again, after another one
+            prompt[:-1],  # a strict prefix of the previous prompt
+            other_ecg + prompt[65:],
+        ]  # another ECG: differs from the second token
+
         def shared(a: list[int], b: list[int]) -> int:
             n = min(len(a), len(b))
             return next((i for i in range(n) if a[i] != b[i]), n)
@@ -132,8 +160,9 @@ def test_prefix_reuse_gives_the_fresh_answer_and_counts_what_it_kept(bundle: Bun
         fresh.close()
 
 
-def test_option_probabilities_are_teacher_forced_sequence_likelihoods(llm: LlamaModel,
-                                                                      prompt: list[int]) -> None:
+def test_option_probabilities_are_teacher_forced_sequence_likelihoods(
+    llm: LlamaModel, prompt: list[int]
+) -> None:
     options = [llm.encode_text(" yes"), llm.encode_text(" no"), llm.encode_text(" not sure")]
     options = [[*o, next(iter(llm.stop_ids))] for o in options]
     p = llm.option_probabilities(prompt, options)
@@ -157,8 +186,9 @@ def test_option_probabilities_are_teacher_forced_sequence_likelihoods(llm: Llama
         llm.option_probabilities(prompt, [[], options[0]])
 
 
-def test_options_are_scored_side_by_side_in_groups_and_leave_no_cells(llm: LlamaModel,
-                                                                      prompt: list[int]) -> None:
+def test_options_are_scored_side_by_side_in_groups_and_leave_no_cells(
+    llm: LlamaModel, prompt: list[int]
+) -> None:
     """Every option's tokens go to one llama_decode as its own sequence sharing the prompt's cells; more
     options than the context has sequences (or batch room) are split into groups with the same result."""
     import llama_cpp

@@ -40,7 +40,7 @@ def _poison_tensor(gguf_path: Path, tensor: str) -> None:
     offset, n_bytes = int(t.data_offset), int(t.n_bytes)
     del reader  # its memory map
     data = bytearray(gguf_path.read_bytes())
-    data[offset: offset + n_bytes] = np.full(n_bytes // 4, np.nan, dtype=np.float32).tobytes()
+    data[offset : offset + n_bytes] = np.full(n_bytes // 4, np.nan, dtype=np.float32).tobytes()
     gguf_path.write_bytes(bytes(data))
 
 
@@ -62,8 +62,9 @@ def _opts(bundle: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("mode", ["json", "text"])
-def test_nan_weights_are_an_inference_error_never_nan_in_json(bundle_copy: Path, record_paths: list[Path],
-                                                              mode: str) -> None:
+def test_nan_weights_are_an_inference_error_never_nan_in_json(
+    bundle_copy: Path, record_paths: list[Path], mode: str
+) -> None:
     _poison_tensor(bundle_copy / "llm-q8_0.gguf", "output_norm.weight")
     _rehash(bundle_copy, "llm-q8_0.gguf")
     args = ["infer", str(record_paths[0]), "-q", QUESTION, *_opts(bundle_copy)]
@@ -83,29 +84,35 @@ def test_nan_weights_are_an_inference_error_never_nan_in_json(bundle_copy: Path,
             pipe.option_probabilities(record_paths[0], QUESTION, ["yes", "no"])
 
 
-def test_a_nan_calibration_is_an_inference_error(catalogue_bundle: Path, tmp_path: Path,
-                                                 record_paths: list[Path]) -> None:
+def test_a_nan_calibration_is_an_inference_error(
+    catalogue_bundle: Path, tmp_path: Path, record_paths: list[Path]
+) -> None:
     import shutil
 
     bundle = tmp_path / "bundle"
     shutil.copytree(catalogue_bundle, bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["calibration"] = {"findings": {"atrial fibrillation": {"a": float("nan"), "b": 0.0,
-                                                                    "threshold": 0.5}}}
+    manifest["calibration"] = {
+        "findings": {"atrial fibrillation": {"a": float("nan"), "b": 0.0, "threshold": 0.5}}
+    }
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with DiagEcgPipeline.from_bundle(bundle, device="cpu", threads=1) as pipe:
         with pytest.raises(InferenceError, match="not finite after the bundle's calibration"):
             pipe.answer(record_paths[0], "Does this ECG show symptoms of atrial fibrillation?")
 
 
-@pytest.mark.parametrize("n_ctx, message", [
-    (100_000_000, "n_ctx=100000000 is invalid"),
-    (2**32 + 512, f"n_ctx={2**32 + 512} is invalid"),  # would wrap to 512 in llama.cpp's uint32
-    (32, "n_ctx=32 is invalid"),
-    (1e8, "n_ctx=100000000"),
-])
+@pytest.mark.parametrize(
+    "n_ctx, message",
+    [
+        (100_000_000, "n_ctx=100000000 is invalid"),
+        (2**32 + 512, f"n_ctx={2**32 + 512} is invalid"),  # would wrap to 512 in llama.cpp's uint32
+        (32, "n_ctx=32 is invalid"),
+        (1e8, "n_ctx=100000000"),
+    ],
+)
 def test_a_manifest_context_beyond_the_model_is_refused_before_allocating(
-        bundle_copy: Path, record_paths: list[Path], n_ctx: object, message: str) -> None:
+    bundle_copy: Path, record_paths: list[Path], n_ctx: object, message: str
+) -> None:
     _set_n_ctx(bundle_copy, n_ctx)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
@@ -119,8 +126,12 @@ def test_a_manifest_context_beyond_the_model_is_refused_before_allocating(
 
 def test_the_model_context_length_is_read_from_the_gguf_header(tiny_bundle: Path, tmp_path: Path) -> None:
     hp = read_gguf_hparams(tiny_bundle / "llm-q8_0.gguf")
-    assert (hp.architecture, hp.context_length, hp.block_count, hp.embedding_length) == \
-        ("llama", 1024, 2, 256)
+    assert (hp.architecture, hp.context_length, hp.block_count, hp.embedding_length) == (
+        "llama",
+        1024,
+        2,
+        256,
+    )
     assert hp.kv_cache_bytes(256) == 2 * 2 * 256 * 256 * 2
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes((tiny_bundle / "llm-q8_0.gguf").read_bytes()[:200])
@@ -132,8 +143,9 @@ def test_the_model_context_length_is_read_from_the_gguf_header(tiny_bundle: Path
         read_gguf_hparams(not_gguf)
 
 
-def test_a_kv_cache_larger_than_the_memory_is_refused(monkeypatch: pytest.MonkeyPatch,
-                                                      tiny_bundle: Path) -> None:
+def test_a_kv_cache_larger_than_the_memory_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path
+) -> None:
     from diagecg.runtime import llm
 
     hp = read_gguf_hparams(tiny_bundle / "llm-q8_0.gguf")

@@ -23,12 +23,22 @@ def _opts(bundle: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-def test_output_file_holds_one_row_per_record_and_question(tiny_bundle: Path, record_paths: list[Path],
-                                                           tmp_path: Path, suffix: str) -> None:
+def test_output_file_holds_one_row_per_record_and_question(
+    tiny_bundle: Path, record_paths: list[Path], tmp_path: Path, suffix: str
+) -> None:
     out, audit = tmp_path / f"answers{suffix}", tmp_path / "logs" / "audit.jsonl"
-    args = ["infer", str(record_paths[0]), str(tmp_path / "gone.hea"), str(record_paths[1]),
-            *sum((["-q", q] for q in QUESTIONS), []), "-o", str(out), "--audit-log", str(audit),
-            *_opts(tiny_bundle)]
+    args = [
+        "infer",
+        str(record_paths[0]),
+        str(tmp_path / "gone.hea"),
+        str(record_paths[1]),
+        *sum((["-q", q] for q in QUESTIONS), []),
+        "-o",
+        str(out),
+        "--audit-log",
+        str(audit),
+        *_opts(tiny_bundle),
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 1  # one record is missing: its lines say why, the others are answered
     assert res.stdout == ""  # everything went to the file
@@ -75,8 +85,9 @@ def test_audit_lines_never_interleave_and_rotate(tmp_path: Path) -> None:
     assert len(kept) == len(lines) and len(lines) >= 3 * 200_000 // 1000  # nothing duplicated
 
 
-def test_python_api_audits_answers_and_failures(tiny_bundle: Path, record_paths: list[Path],
-                                                tmp_path: Path) -> None:
+def test_python_api_audits_answers_and_failures(
+    tiny_bundle: Path, record_paths: list[Path], tmp_path: Path
+) -> None:
     audit = tmp_path / "audit.jsonl"
     with DiagEcgPipeline.from_bundle(tiny_bundle, device="cpu", threads=1, audit_log=audit) as pipe:
         ans = pipe.answer(record_paths[0], QUESTIONS[0])

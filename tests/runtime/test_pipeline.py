@@ -25,16 +25,24 @@ from diagecg.types import EcgRecord, PatientInfo
 
 # the published schema lists every key of an answer line; Answer.to_dict() gives exactly those
 ANSWER_KEYS = set(answer_schema()["$defs"]["answer"]["required"])
-BUNDLE_KEYS = {"path", "format_version", "diagecg_version", "manifest_sha256", "quant", "gguf_sha256",
-               "calibration"}
+BUNDLE_KEYS = {
+    "path",
+    "format_version",
+    "diagecg_version",
+    "manifest_sha256",
+    "quant",
+    "gguf_sha256",
+    "calibration",
+}
 DEVICE_KEYS = {"requested", "ecg_tokenizer", "llm", "threads"}
 ERROR_KEYS = ANSWER_KEYS | {"error", "error_type"}  # every key of an answer, and the error
 QUESTION = "Does this ECG show atrial fibrillation?"
 N_TOKENS = SUMMARY.n_tokens + N_FRAMES  # the tiny bundle's ECG tokens: 3 summary tokens, then 63 frames
 
 
-def test_answer_is_deterministic_with_a_stable_json_schema(pipeline: DiagEcgPipeline,
-                                                           record_paths: list[Path]) -> None:
+def test_answer_is_deterministic_with_a_stable_json_schema(
+    pipeline: DiagEcgPipeline, record_paths: list[Path]
+) -> None:
     a = pipeline.answer(record_paths[0], QUESTION)
     b = pipeline.answer(record_paths[0], QUESTION)
     assert a.answer == b.answer and a.answer  # the tiny model never says eos first: a non-empty answer
@@ -58,11 +66,13 @@ def test_answer_is_deterministic_with_a_stable_json_schema(pipeline: DiagEcgPipe
     assert d["created_utc"].endswith("Z") and d["created_utc"] <= b.created_utc
 
 
-def test_repeated_ecg_is_served_from_the_caches_with_the_same_answers(tiny_bundle: Path,
-                                                                      record_paths: list[Path]) -> None:
+def test_repeated_ecg_is_served_from_the_caches_with_the_same_answers(
+    tiny_bundle: Path, record_paths: list[Path]
+) -> None:
     questions = [QUESTION, "Does this ECG show sinus rhythm?", QUESTION]
-    plain = DiagEcgPipeline.from_bundle(tiny_bundle, device="cpu", threads=1, ecg_cache_size=0,
-                                        reuse_prefix=False)
+    plain = DiagEcgPipeline.from_bundle(
+        tiny_bundle, device="cpu", threads=1, ecg_cache_size=0, reuse_prefix=False
+    )
     cached = DiagEcgPipeline.from_bundle(tiny_bundle, device="cpu", threads=1, ecg_cache_size=2)
     with plain, cached:
         seen: list[tuple[Path, bool, int]] = []
@@ -86,20 +96,28 @@ def test_repeated_ecg_is_served_from_the_caches_with_the_same_answers(tiny_bundl
         cold = cached.answer(rec, QUESTION)
         assert cold.ecg_cached is False and cold.n_reused_tokens == 0
     with pytest.raises(ValueError, match="ecg_cache_size"):
-        DiagEcgPipeline(cached.bundle, cached.ecg_session, cached.llm, quant="q8_0", device=cached.device,
-                        ecg_cache_size=-1)
+        DiagEcgPipeline(
+            cached.bundle,
+            cached.ecg_session,
+            cached.llm,
+            quant="q8_0",
+            device=cached.device,
+            ecg_cache_size=-1,
+        )
 
 
-def test_every_record_format_and_an_in_memory_record_are_answered(pipeline: DiagEcgPipeline,
-                                                                  record_paths: list[Path]) -> None:
+def test_every_record_format_and_an_in_memory_record_are_answered(
+    pipeline: DiagEcgPipeline, record_paths: list[Path]
+) -> None:
     for path in record_paths:  # 100 Hz, 500 Hz (resampled), Challenge .mat
         assert pipeline.answer(path, QUESTION).n_ecg_tokens == N_TOKENS
     rec = read_record(record_paths[1])
     assert pipeline.answer(rec, QUESTION).answer == pipeline.answer(record_paths[1], QUESTION).answer
     # an array in microvolts with the leads in another order, wrapped with its rate, units and names
     order = [11 - i for i in range(12)]
-    wrapped = record_from_array(rec.signal[order] * 1000, rec.fs_hz, [rec.lead_names[i] for i in order],
-                                units="uV")
+    wrapped = record_from_array(
+        rec.signal[order] * 1000, rec.fs_hz, [rec.lead_names[i] for i in order], units="uV"
+    )
     assert pipeline.answer(wrapped, QUESTION).answer == pipeline.answer(rec, QUESTION).answer
     with pytest.raises(InputError, match="record_from_array"):  # a bare array has no rate or lead names
         pipeline.answer(rec.signal, QUESTION)
@@ -107,9 +125,9 @@ def test_every_record_format_and_an_in_memory_record_are_answered(pipeline: Diag
         pipeline.answer(12, QUESTION)  # type: ignore[arg-type]
 
 
-def test_the_prompt_holds_the_summary_tokens_then_the_frames(pipeline: DiagEcgPipeline,
-                                                             record_paths: list[Path],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_prompt_holds_the_summary_tokens_then_the_frames(
+    pipeline: DiagEcgPipeline, record_paths: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     prompts: list[list[int]] = []
     generate = pipeline.llm.generate
 
@@ -124,7 +142,7 @@ def test_the_prompt_holds_the_summary_tokens_then_the_frames(pipeline: DiagEcgPi
     for path in record_paths:  # 100 Hz, 500 Hz, .mat
         assert pipeline.answer(path, QUESTION).n_ecg_tokens == N_TOKENS
         prompt = prompts[-1]
-        span = np.array(prompt[prompt.index(v.start_id) + 1: prompt.index(v.end_id)]) - v.offset
+        span = np.array(prompt[prompt.index(v.start_id) + 1 : prompt.index(v.end_id)]) - v.offset
         # the codes of the record's signal and its measurements, summary first
         signal, features = model_inputs(read_record(path), pipeline.bundle.preprocess)
         np.testing.assert_array_equal(span, pipeline.ecg_session.encode(signal, features)[0])
@@ -143,21 +161,26 @@ def test_report_uses_the_bundle_question(pipeline: DiagEcgPipeline, record_paths
     assert r.answers == []
 
 
-@pytest.mark.parametrize("question, match", [
-    ("Is <ecg_0001> normal?", "ECG"),
-    ("Is </ecg> normal?", "ECG"),
-    ("x" * 201, "200"),
-])
-def test_bad_question_is_a_clear_input_error(pipeline: DiagEcgPipeline, record_paths: list[Path],
-                                             question: str, match: str) -> None:
+@pytest.mark.parametrize(
+    "question, match",
+    [
+        ("Is <ecg_0001> normal?", "ECG"),
+        ("Is </ecg> normal?", "ECG"),
+        ("x" * 201, "200"),
+    ],
+)
+def test_bad_question_is_a_clear_input_error(
+    pipeline: DiagEcgPipeline, record_paths: list[Path], question: str, match: str
+) -> None:
     with pytest.raises(InputError, match=match):
         pipeline.answer(record_paths[0], question)
     with pytest.raises(InputError):  # checked before the batch reads anything
         pipeline.answer_batch(record_paths, question)
 
 
-def test_every_special_token_of_the_text_model_is_refused_in_questions(pipeline: DiagEcgPipeline,
-                                                                      record_paths: list[Path]) -> None:
+def test_every_special_token_of_the_text_model_is_refused_in_questions(
+    pipeline: DiagEcgPipeline, record_paths: list[Path]
+) -> None:
     specials = pipeline.llm.special_texts
     assert specials and all(s.strip() for s in specials)
     for special in specials:
@@ -168,8 +191,9 @@ def test_every_special_token_of_the_text_model_is_refused_in_questions(pipeline:
             pipeline.check_question(bad)
 
 
-def test_prompt_beyond_the_context_is_an_inference_error(pipeline: DiagEcgPipeline,
-                                                         record_paths: list[Path]) -> None:
+def test_prompt_beyond_the_context_is_an_inference_error(
+    pipeline: DiagEcgPipeline, record_paths: list[Path]
+) -> None:
     # under max_question_chars (200), but the tiny BPE has no merges for these letters: ~1 token each
     question = ("zqxj kvwy " * 20)[:199].strip()
     assert len(pipeline.llm.encode_text(question)) + N_TOKENS > 256
@@ -177,8 +201,9 @@ def test_prompt_beyond_the_context_is_an_inference_error(pipeline: DiagEcgPipeli
         pipeline.answer(record_paths[0], question)
 
 
-def test_batch_goes_on_after_bad_records(pipeline: DiagEcgPipeline, record_paths: list[Path],
-                                         tmp_path: Path) -> None:
+def test_batch_goes_on_after_bad_records(
+    pipeline: DiagEcgPipeline, record_paths: list[Path], tmp_path: Path
+) -> None:
     broken = tmp_path / "00002_lr.hea"  # a header whose signal file is missing
     broken.write_text(record_paths[0].read_text())
     records = [record_paths[0], tmp_path / "missing.hea", broken, record_paths[1]]
@@ -195,8 +220,9 @@ def test_batch_goes_on_after_bad_records(pipeline: DiagEcgPipeline, record_paths
         pipeline.answer(broken, QUESTION)
 
 
-def test_batch_of_several_questions_reads_each_record_once(pipeline: DiagEcgPipeline,
-                                                          record_paths: list[Path]) -> None:
+def test_batch_of_several_questions_reads_each_record_once(
+    pipeline: DiagEcgPipeline, record_paths: list[Path]
+) -> None:
     questions = [QUESTION, "Does this ECG show sinus rhythm?", QUESTION]
     results = list(pipeline.answer_batch(record_paths[:2], questions))
     assert len(results) == 6 and all(isinstance(r, Answer) for r in results)
@@ -212,8 +238,9 @@ def test_batch_of_several_questions_reads_each_record_once(pipeline: DiagEcgPipe
         pipeline.answer_batch(record_paths, [QUESTION, "Is <ecg_0001> normal?"])
 
 
-def test_concurrent_calls_give_the_sequential_answers(pipeline: DiagEcgPipeline,
-                                                      record_paths: list[Path]) -> None:
+def test_concurrent_calls_give_the_sequential_answers(
+    pipeline: DiagEcgPipeline, record_paths: list[Path]
+) -> None:
     paths = record_paths[:3]
     want = [pipeline.answer(p, QUESTION).answer for p in paths]
     got: dict[int, str] = {}
@@ -252,8 +279,9 @@ def test_tampered_gguf_is_a_bundle_error(bundle_copy: Path) -> None:
         DiagEcgPipeline.from_bundle(bundle_copy, device="cpu", threads=1)
 
 
-def test_auto_device_reports_the_provider_really_used(tiny_bundle: Path, record_paths: list[Path],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_device_reports_the_provider_really_used(
+    tiny_bundle: Path, record_paths: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import onnxruntime as ort
 
     from diagecg.runtime import device, ecg_session
@@ -274,9 +302,11 @@ def test_patient_overrides_reach_the_prompt(pipeline: DiagEcgPipeline, record_pa
 
     path = record_paths[0]
     plain = pipeline.answer(path, "Does this ECG show symptoms of sinus rhythm?")
-    given = pipeline.answer(path, "Does this ECG show symptoms of sinus rhythm?",
-                            patient=PatientInfo(age_years=63.0, sex="female", height_cm=170.0,
-                                                weight_kg=81.5))
+    given = pipeline.answer(
+        path,
+        "Does this ECG show symptoms of sinus rhythm?",
+        patient=PatientInfo(age_years=63.0, sex="female", height_cm=170.0, weight_kg=81.5),
+    )
     assert given.n_prompt_tokens != plain.n_prompt_tokens
 
 
@@ -289,8 +319,9 @@ def test_patient_with_overrides_keeps_unset_fields() -> None:
     assert base.with_overrides(None) is base
 
 
-def test_option_probabilities_follow_the_ecg_codes_given(pipeline: DiagEcgPipeline,
-                                                         record_paths: list[Path]) -> None:
+def test_option_probabilities_follow_the_ecg_codes_given(
+    pipeline: DiagEcgPipeline, record_paths: list[Path]
+) -> None:
     options = ("yes", "no", "not sure")
     own = pipeline.option_probabilities(record_paths[0], QUESTION, options)
     assert list(own) == list(options) and sum(own.values()) == pytest.approx(1.0)
@@ -306,8 +337,9 @@ def test_option_probabilities_follow_the_ecg_codes_given(pipeline: DiagEcgPipeli
         pipeline.option_probabilities(record_paths[0], "<ecg_0001>?", options)
 
 
-def test_catalogued_questions_are_answered_over_their_options(catalogue_bundle: Path,
-                                                              record_paths: list[Path]) -> None:
+def test_catalogued_questions_are_answered_over_their_options(
+    catalogue_bundle: Path, record_paths: list[Path]
+) -> None:
     with DiagEcgPipeline.from_bundle(catalogue_bundle, device="cpu", threads=1) as pipe:
         a = pipe.answer(record_paths[0], "AF?")
         assert a.question_supported is True and a.stop_reason == "options"
@@ -340,10 +372,13 @@ def test_catalogued_questions_are_answered_over_their_options(catalogue_bundle: 
         assert all(st["probability"] is None or 0.0 <= st["probability"] <= 1.0 for st in r.statements)
 
 
-@pytest.mark.parametrize("question", ["What is the capital of France?", "What is the heart rate?",
-                                      "What is the QTc interval in ms?"])
-def test_unsupported_questions_get_no_answer_and_a_warning(catalogue_bundle: Path, record_paths: list[Path],
-                                                          question: str) -> None:
+@pytest.mark.parametrize(
+    "question",
+    ["What is the capital of France?", "What is the heart rate?", "What is the QTc interval in ms?"],
+)
+def test_unsupported_questions_get_no_answer_and_a_warning(
+    catalogue_bundle: Path, record_paths: list[Path], question: str
+) -> None:
     with DiagEcgPipeline.from_bundle(catalogue_bundle, device="cpu", threads=1) as pipe:
         a = pipe.answer(record_paths[0], question)
         assert a.question_supported is False and a.answer == "" and a.answers == []
@@ -357,8 +392,9 @@ def test_unsupported_questions_get_no_answer_and_a_warning(catalogue_bundle: Pat
 def _joined(first: Path, *rest: Path) -> EcgRecord:
     """One record of several real 10 s records played one after another."""
     parts = [read_record(p) for p in (first, *rest)]
-    return dataclasses.replace(parts[0], signal=np.concatenate([p.signal for p in parts], axis=1),
-                               record_id="joined", warnings=[])
+    return dataclasses.replace(
+        parts[0], signal=np.concatenate([p.signal for p in parts], axis=1), record_id="joined", warnings=[]
+    )
 
 
 def test_a_long_record_is_analysed_window_by_window(catalogue_bundle: Path, record_paths: list[Path]) -> None:
@@ -373,8 +409,9 @@ def test_a_long_record_is_analysed_window_by_window(catalogue_bundle: Path, reco
         assert ans.windows[0]["option_probabilities"] == alone[a].option_probabilities
         assert ans.windows[1]["option_probabilities"] == alone[b].option_probabilities
         # the answer is the window with the most probability off "no", whichever end it sits at
-        strongest = max(ans.windows, key=lambda w: sum(p for o, p in w["option_probabilities"].items()
-                                                       if o != "no"))
+        strongest = max(
+            ans.windows, key=lambda w: sum(p for o, p in w["option_probabilities"].items() if o != "no")
+        )
         assert ans.option_probabilities == strongest["option_probabilities"]
         assert ans.answer == strongest["answer"]
         assert pipe.answer(backward, "AF?").option_probabilities == ans.option_probabilities
@@ -400,8 +437,9 @@ def test_reports_are_tidied(pipeline: DiagEcgPipeline, record_paths: list[Path])
     assert r.answer == tidy_report(r.answer) and len(r.windows) == 1
 
 
-def test_degraded_records_are_refused_unless_allowed(catalogue_bundle: Path, record_paths: list[Path],
-                                                     tmp_path: Path) -> None:
+def test_degraded_records_are_refused_unless_allowed(
+    catalogue_bundle: Path, record_paths: list[Path], tmp_path: Path
+) -> None:
     path = record_with_flat_leads(record_paths[0], tmp_path, (6, 7, 8))  # V1-V3
     with DiagEcgPipeline.from_bundle(catalogue_bundle, device="cpu", threads=1) as strict:
         with pytest.raises(RecordError, match="flat lead.*V1, V2, V3"):
@@ -453,9 +491,21 @@ def _malloc_in_use_mib() -> float | None:
     import ctypes
 
     class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
-                                                         "usmblks", "fsmblks", "uordblks", "fordblks",
-                                                         "keepcost")]
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
 
     try:
         mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
@@ -465,8 +515,9 @@ def _malloc_in_use_mib() -> float | None:
     return float(mallinfo2().uordblks) / 2**20
 
 
-def _load_answer_close(bundle: Path | None, record: EcgRecord, cycles: int,
-                       at: tuple[int, ...]) -> list[tuple[float, float]]:
+def _load_answer_close(
+    bundle: Path | None, record: EcgRecord, cycles: int, at: tuple[int, ...]
+) -> list[tuple[float, float]]:
     sizes = []
     for k in range(cycles):
         with DiagEcgPipeline.from_bundle(bundle, device="cpu", threads=1, verify_hashes=False) as pipe:
@@ -512,8 +563,17 @@ def test_every_public_runtime_name_resolves() -> None:
     assert all(getattr(runtime, name) is not None for name in runtime.__all__)
 
 
-@pytest.mark.parametrize("fields", [{"age_years": -5}, {"sex": "femal"}, {"weight_kg": float("nan")},
-                                    {"height_cm": 1000.0}, {"age_years": 300}, {"age_years": True}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"age_years": -5},
+        {"sex": "femal"},
+        {"weight_kg": float("nan")},
+        {"height_cm": 1000.0},
+        {"age_years": 300},
+        {"age_years": True},
+    ],
+)
 def test_patient_info_validates_as_the_cli_does(fields: dict[str, object]) -> None:
     with pytest.raises(InputError, match="patient"):
         PatientInfo(**fields)  # type: ignore[arg-type]
@@ -524,8 +584,9 @@ def test_patient_overrides_must_be_patient_info(pipeline: DiagEcgPipeline, recor
         pipeline.answer(record_paths[0], QUESTION, patient={"age_years": 50})  # type: ignore[arg-type]
 
 
-def test_reports_carry_the_measurements_the_model_reads(pipeline: DiagEcgPipeline,
-                                                        record_paths: list[Path]) -> None:
+def test_reports_carry_the_measurements_the_model_reads(
+    pipeline: DiagEcgPipeline, record_paths: list[Path]
+) -> None:
     """One definition: a report prints the numbers of diagecg.features that the tokenizer was given,
     with no extra dependency; questions carry evidence instead."""
     from diagecg.features import report_measurements
@@ -559,8 +620,9 @@ def _catalogue_pipeline(bundle: Path, calibration: dict | None = None) -> DiagEc
 BRADY = "Does this ECG show symptoms of sinus bradycardia?"
 
 
-def test_a_finding_with_a_defining_measurement_carries_it_as_evidence(catalogue_bundle: Path,
-                                                                      record_paths: list[Path]) -> None:
+def test_a_finding_with_a_defining_measurement_carries_it_as_evidence(
+    catalogue_bundle: Path, record_paths: list[Path]
+) -> None:
     from diagecg.features import FEATURE_NAMES
     from diagecg.io import read_record
     from diagecg.preprocess import model_inputs
@@ -581,13 +643,21 @@ def test_a_finding_with_a_defining_measurement_carries_it_as_evidence(catalogue_
 
 
 @pytest.mark.parametrize("threshold", [0.0, 1.0])
-def test_calibrated_verify_answers_follow_the_findings_threshold(catalogue_bundle: Path, tmp_path: Path,
-                                                                 record_paths: list[Path],
-                                                                 threshold: float) -> None:
+def test_calibrated_verify_answers_follow_the_findings_threshold(
+    catalogue_bundle: Path, tmp_path: Path, record_paths: list[Path], threshold: float
+) -> None:
     bundle = tmp_path / "bundle"
     shutil.copytree(catalogue_bundle, bundle)
-    cal = {"sinus bradycardia": {"code": "SBRAD", "a": 1.0, "b": -1.0, "threshold": threshold, "n": 100,
-                                 "n_pos": 9}}
+    cal = {
+        "sinus bradycardia": {
+            "code": "SBRAD",
+            "a": 1.0,
+            "b": -1.0,
+            "threshold": threshold,
+            "n": 100,
+            "n_pos": 9,
+        }
+    }
     with _catalogue_pipeline(catalogue_bundle) as raw, _catalogue_pipeline(bundle, cal) as pipe:
         before = raw.answer(record_paths[1], BRADY).option_probabilities
         ans = pipe.answer(record_paths[1], BRADY)

@@ -44,25 +44,35 @@ class Calls:
 def by_hand(path: Path, **changes: object) -> EcgRecord:
     """A record built in Python from a file's signal: not marked checked, so every check applies."""
     rec = read_record(path)
-    fields = dict(signal=rec.signal.copy(), fs_hz=rec.fs_hz, lead_names=rec.lead_names, patient=rec.patient,
-                  record_id="by-hand", source="by-hand", warnings=["built in Python"])
+    fields = dict(
+        signal=rec.signal.copy(),
+        fs_hz=rec.fs_hz,
+        lead_names=rec.lead_names,
+        patient=rec.patient,
+        record_id="by-hand",
+        source="by-hand",
+        warnings=["built in Python"],
+    )
     fields.update(changes)
     return EcgRecord(**fields)  # type: ignore[arg-type]
 
 
-def test_a_follow_up_question_does_not_check_the_record_again(pipeline: DiagEcgPipeline,
-                                                              record_paths: list[Path],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_follow_up_question_does_not_check_the_record_again(
+    pipeline: DiagEcgPipeline, record_paths: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     pipeline.clear_caches()
-    rec, equal, changed = by_hand(record_paths[0]), by_hand(record_paths[0]), by_hand(record_paths[0],
-                                                                                       source="elsewhere")
+    rec, equal, changed = (
+        by_hand(record_paths[0]),
+        by_hand(record_paths[0]),
+        by_hand(record_paths[0], source="elsewhere"),
+    )
     calls = Calls(monkeypatch)
     first, again = pipeline.answer(rec, QUESTION), pipeline.answer(rec, QUESTION)
     assert (calls.checks, calls.dead) == (1, 1)
     assert again.answer == first.answer and again.warnings == first.warnings
     assert any(w.message == "built in Python" for w in again.warnings)
     report = pipeline.report(rec)
-    assert (calls.checks, calls.dead) == (1, 1) and report.warnings[:len(first.warnings)] == first.warnings
+    assert (calls.checks, calls.dead) == (1, 1) and report.warnings[: len(first.warnings)] == first.warnings
     # the same record object, and an equal one, are hits; a changed sample or field is checked again
     pipeline.answer(equal, QUESTION)
     assert calls.checks == 1
@@ -76,9 +86,9 @@ def test_a_follow_up_question_does_not_check_the_record_again(pipeline: DiagEcgP
     assert calls.checks == 5
 
 
-def test_the_cache_is_off_with_ecg_cache_size_0_and_gives_the_same_records(record_paths: list[Path],
-                                                                           monkeypatch: pytest.MonkeyPatch
-                                                                           ) -> None:
+def test_the_cache_is_off_with_ecg_cache_size_0_and_gives_the_same_records(
+    record_paths: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     quality = QualityConfig()
     off, on = RecordChecks(0), RecordChecks(2)
     rec = by_hand(record_paths[0])
@@ -89,22 +99,25 @@ def test_the_cache_is_off_with_ecg_cache_size_0_and_gives_the_same_records(recor
     assert (calls.checks, calls.dead) == (3, 3)
     for got, dead in [*plain, *cached]:  # the record check_record gives, field for field
         want = diagecg.record.check_record(rec, quality)
-        assert all(np.array_equal(getattr(got, f.name), getattr(want, f.name))
-                   for f in dataclasses.fields(EcgRecord)), f"{got} != {want}"
+        assert all(
+            np.array_equal(getattr(got, f.name), getattr(want, f.name)) for f in dataclasses.fields(EcgRecord)
+        ), f"{got} != {want}"
         assert got.checked == want.checked and not dead.any()
     with pytest.raises(ValueError, match="size"):
         RecordChecks(-1)
 
 
-def test_the_cache_is_bounded_and_keeps_no_signal_it_changed(record_paths: list[Path],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cache_is_bounded_and_keeps_no_signal_it_changed(
+    record_paths: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     quality = QualityConfig()
     checks = RecordChecks(2)
     a, b, c = (by_hand(record_paths[0], record_id=name) for name in "abc")
     # leads in another order: checking reorders the signal, so the record is checked every time
     order = [11 - i for i in range(12)]
-    shuffled = by_hand(record_paths[0], signal=a.signal[order].copy(),
-                       lead_names=tuple(a.lead_names[i] for i in order))
+    shuffled = by_hand(
+        record_paths[0], signal=a.signal[order].copy(), lead_names=tuple(a.lead_names[i] for i in order)
+    )
     calls = Calls(monkeypatch)
     for rec in (a, b, c, c, b, a):  # a was dropped when c came in
         checks.check(rec, quality)

@@ -94,19 +94,20 @@ def server(pipeline: DiagEcgPipeline, tmp_path_factory: pytest.TempPathFactory) 
     allowed = tmp_path_factory.mktemp("allowed")
     for name in ("00002_lr.hea", "00002_lr.dat"):
         (allowed / name).write_bytes((RECORDS / name).read_bytes())
-    with live_server(pipeline, allow_folder=allowed, max_upload_bytes=512 << 10,
-                     max_extracted_bytes=1 << 20) as url:
+    with live_server(
+        pipeline, allow_folder=allowed, max_upload_bytes=512 << 10, max_extracted_bytes=1 << 20
+    ) as url:
         yield url, allowed
 
 
 # --- answers equal the pipeline's ------------------------------------------------------------------------
 
+
 def test_wfdb_upload_answers_as_the_pipeline(server, pipeline) -> None:
     url, _ = server
     hea = RECORDS / "00002_lr.hea"
     questions = [QUESTION, "Does this ECG show atrial fibrillation?"]
-    r = _ask(url, _files(hea, RECORDS / "00002_lr.dat"), questions,
-             age_years="63", sex="male")
+    r = _ask(url, _files(hea, RECORDS / "00002_lr.dat"), questions, age_years="63", sex="male")
     assert r.status_code == 200, r.text
     lines = r.json()
     assert [line["question"] for line in lines] == questions
@@ -140,9 +141,11 @@ def test_archive_upload_answers_as_the_pipeline(server, pipeline, kind: str) -> 
     assert line["record"] == "rec/00003_lr.hea"
 
 
-@pytest.mark.parametrize("path", [FORMATS / "dicom" / "waveform_ecg.dcm",
-                                  FORMATS / "muse" / "muse-sinus.xml"],
-                         ids=["dicom", "muse"])
+@pytest.mark.parametrize(
+    "path",
+    [FORMATS / "dicom" / "waveform_ecg.dcm", FORMATS / "muse" / "muse-sinus.xml"],
+    ids=["dicom", "muse"],
+)
 def test_hospital_format_upload_answers_as_the_pipeline(server, pipeline, path: Path) -> None:
     if path.suffix == ".dcm":
         pytest.importorskip("pydicom")
@@ -192,6 +195,7 @@ def test_python_client_answers_as_the_pipeline(server, pipeline) -> None:
 
 # --- refusals ----------------------------------------------------------------------------------------------
 
+
 def test_bad_records_are_one_line_errors_and_the_server_keeps_answering(server, pipeline, tmp_path) -> None:
     url, _ = server
     body = _one_line_error(_ask(url, _files(RECORDS / "00002_lr.hea")), 422)  # header without its signal
@@ -212,8 +216,18 @@ def test_bad_records_are_one_line_errors_and_the_server_keeps_answering(server, 
     _one_line_error(httpx.post(f"{url}/v1/answer", files=_files(RECORDS / "00002_lr.hea"), timeout=30), 422)
     _one_line_error(_ask(url), 400)  # neither files nor path
     _one_line_error(_ask(url, [("files", ("../x.hea", b"x")), ("files", ("a b.dat", b"x"))]), 400)
-    _one_line_error(_ask(url, _files(RECORDS / "00002_lr.hea", RECORDS / "00003_lr.hea",
-                                     RECORDS / "00002_lr.dat", RECORDS / "00003_lr.dat")), 400)  # two records
+    _one_line_error(
+        _ask(
+            url,
+            _files(
+                RECORDS / "00002_lr.hea",
+                RECORDS / "00003_lr.hea",
+                RECORDS / "00002_lr.dat",
+                RECORDS / "00003_lr.dat",
+            ),
+        ),
+        400,
+    )  # two records
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
     assert _ask(url, _files(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat")).status_code == 200
     assert not any(APPS[url].state.service.uploads.iterdir())  # every staged upload was deleted
@@ -236,16 +250,21 @@ def _archive(members: dict[str, bytes], *, link: str | None = None) -> bytes:
 def test_unsafe_archives_and_oversized_uploads_are_refused(server) -> None:
     url, _ = server
     hea = (RECORDS / "00002_lr.hea").read_bytes()
-    for members, link in (({"../00002_lr.hea": hea}, None), ({"/etc/00002_lr.hea": hea}, None),
-                          ({"rec/00002_lr.hea": hea}, "/etc/passwd")):
+    for members, link in (
+        ({"../00002_lr.hea": hea}, None),
+        ({"/etc/00002_lr.hea": hea}, None),
+        ({"rec/00002_lr.hea": hea}, "/etc/passwd"),
+    ):
         _one_line_error(_ask(url, [("files", ("r.tar", _archive(members, link=link)))]), 400)
     big = os.urandom(600 << 10)  # over the 512 KiB body limit
     assert "limit" in _one_line_error(_ask(url, [("files", ("00002_hr.dat", big))]), 413)["error"]
     # chunked (no Content-Length): refused as the body passes the limit
     boundary = "b0undary"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="question"\r\n\r\n{QUESTION}\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="x.dat"\r\n'
-            f"\r\n").encode()
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="question"\r\n\r\n{QUESTION}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="x.dat"\r\n'
+        f"\r\n"
+    ).encode()
 
     def chunks() -> Iterator[bytes]:
         yield body
@@ -253,8 +272,12 @@ def test_unsafe_archives_and_oversized_uploads_are_refused(server) -> None:
             yield b"\0" * (64 << 10)
         yield f"\r\n--{boundary}--\r\n".encode()
 
-    r = httpx.post(f"{url}/v1/answer", content=chunks(), timeout=30,
-                   headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    r = httpx.post(
+        f"{url}/v1/answer",
+        content=chunks(),
+        timeout=30,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
     _one_line_error(r, 413)
     bomb = io.BytesIO()  # 2 MiB of zeros in a few KB: over the 1 MiB extraction limit
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
@@ -275,13 +298,22 @@ def test_bearer_token(pipeline) -> None:
         files = _files(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat")
         assert httpx.post(f"{url}/v1/answer", files=files, data={"question": QUESTION}).status_code == 401
         for header in ("Bearer wrong-token-of-24-chars", TOKEN, f"Basic {TOKEN}"):
-            r = httpx.post(f"{url}/v1/answer", files=files, data={"question": QUESTION},
-                           headers={"Authorization": header})
+            r = httpx.post(
+                f"{url}/v1/answer",
+                files=files,
+                data={"question": QUESTION},
+                headers={"Authorization": header},
+            )
             assert _one_line_error(r, 401)["error_type"] == "AuthError"
         assert httpx.get(f"{url}/v1/bundle").status_code == 401
         assert httpx.get(f"{url}/healthz").status_code == 200  # probes stay open
-        r = httpx.post(f"{url}/v1/answer", files=files, data={"question": QUESTION},
-                       headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        r = httpx.post(
+            f"{url}/v1/answer",
+            files=files,
+            data={"question": QUESTION},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
         assert r.status_code == 200, r.text
         assert DiagEcgClient(url, token=TOKEN).bundle()["limits"]["auth"] is True
     with pytest.raises(ValueError, match="at least"):
@@ -370,6 +402,7 @@ def test_shutdown_finishes_the_request_in_flight(pipeline) -> None:
 
 # --- the rest of the API ---------------------------------------------------------------------------------
 
+
 def test_bundle_questions_schema_and_probes(server, pipeline) -> None:
     url, _ = server
     info = httpx.get(f"{url}/v1/bundle").json()
@@ -384,8 +417,9 @@ def test_openapi_document_is_checked_in(server) -> None:
     url, _ = server
     served = httpx.get(f"{url}/openapi.json").json()
     checked_in = json.loads((REPO / "docs" / "openapi.json").read_text())
-    assert served == openapi_document() == checked_in, \
+    assert served == openapi_document() == checked_in, (
         "regenerate it: diagecg serve --openapi > docs/openapi.json"
+    )
 
 
 def test_serve_options_default_to_the_serve_config_fields(tmp_path: Path) -> None:
@@ -397,8 +431,10 @@ def test_serve_options_default_to_the_serve_config_fields(tmp_path: Path) -> Non
     fields = {f.name for f in dataclasses.fields(ServeConfig)}
     parsed = serve.make_context("serve", []).params
     assert ServeConfig(**{k: v for k, v in parsed.items() if k in fields}) == ServeConfig()
-    parsed = serve.make_context("serve", ["--max-upload-mb", "0.5", "--allow-folder", str(tmp_path),
-                                          "--timeout", "3", "--read-timeout", "4"]).params
+    parsed = serve.make_context(
+        "serve",
+        ["--max-upload-mb", "0.5", "--allow-folder", str(tmp_path), "--timeout", "3", "--read-timeout", "4"],
+    ).params
     config = ServeConfig(**{k: v for k, v in parsed.items() if k in fields})
     assert (config.max_upload_bytes, config.allow_folder) == (512 << 10, tmp_path)
     assert (config.request_timeout_s, config.read_timeout_s) == (3.0, 4.0)
@@ -416,6 +452,7 @@ def test_serve_command_refuses_a_remote_host_without_the_flag() -> None:
 
 
 # --- cheap attacks on the service (issue 23) -------------------------------------------------------------
+
 
 def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
@@ -436,8 +473,10 @@ def _read_all(sock: Any) -> bytes:
     return out
 
 
-HEADERS_ONLY = (b"POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                b"Content-Length: 100000\r\n\r\n")
+HEADERS_ONLY = (
+    b"POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    b"Content-Length: 100000\r\n\r\n"
+)
 
 
 def test_idle_clients_get_408_and_never_hold_the_slots(pipeline) -> None:
@@ -468,6 +507,7 @@ def test_idle_clients_get_408_and_never_hold_the_slots(pipeline) -> None:
 
 def _bz2_tar_with_a_skipped_bomb(n_zeros: int) -> bytes:
     """A .tar.bz2 whose first member is a dot file of zeros (skipped by staging) and then a record."""
+
     class Zeros(io.RawIOBase):
         def __init__(self, n: int) -> None:
             self.left = n
@@ -506,8 +546,13 @@ def test_staging_runs_under_the_request_timeout(pipeline, tmp_path) -> None:
     from diagecg.runtime.uploads import UploadTimeoutError, stage_upload
 
     with pytest.raises(UploadTimeoutError, match="timeout"):  # the deadline is checked at every chunk
-        stage_upload([("r.tar.bz2", io.BytesIO(_bz2_tar_with_a_skipped_bomb(4 << 20)))], tmp_path / "s",
-                     max_bytes=64 << 20, max_files=8, deadline=time.monotonic() - 1)
+        stage_upload(
+            [("r.tar.bz2", io.BytesIO(_bz2_tar_with_a_skipped_bomb(4 << 20)))],
+            tmp_path / "s",
+            max_bytes=64 << 20,
+            max_files=8,
+            deadline=time.monotonic() - 1,
+        )
     assert not (tmp_path / "s").exists()
     bomb = _bz2_tar_with_a_skipped_bomb(300 << 20)  # a few hundred bytes; over a second to inflate
     with live_server(pipeline, request_timeout_s=0.2, max_extracted_bytes=1 << 30) as url:
@@ -528,7 +573,7 @@ def test_damaged_archives_and_long_paths_are_json_errors(server) -> None:
         z.writestr("00002_lr.dat", (RECORDS / "00002_lr.dat").read_bytes())
     data = bytearray(buf.getvalue())
     start = data.index(b"00002_lr.dat") + len("00002_lr.dat")  # inside the second member's deflate stream
-    data[start + 10: start + 40] = b"\xff" * 30
+    data[start + 10 : start + 40] = b"\xff" * 30
     body = _one_line_error(_ask(url, [("files", ("r.zip", bytes(data)))]), 400)
     assert "cannot be extracted" in body["error"]
     body = _one_line_error(_ask(url, path="x" * 300 + ".hea"), 400)
@@ -573,9 +618,26 @@ def test_sigterm_drains_then_exits_0(tiny_bundle: Path, tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "diagecg.cli", "serve", "--bundle", str(tiny_bundle),
-                             "--port", str(port), "--device", "cpu", "--threads", "1", "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "diagecg.cli",
+            "serve",
+            "--bundle",
+            str(tiny_bundle),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -596,8 +658,9 @@ def test_sigterm_drains_then_exits_0(tiny_bundle: Path, tmp_path: Path) -> None:
             for p in (RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat"):
                 t.add(p, arcname=p.name)
         results: list[httpx.Response] = []
-        client = threading.Thread(target=lambda: results.append(_ask(url, [("files", ("r.tar.gz",
-                                                                                      gz.getvalue()))])))
+        client = threading.Thread(
+            target=lambda: results.append(_ask(url, [("files", ("r.tar.gz", gz.getvalue()))]))
+        )
         client.start()
         while not results and httpx.get(f"{url}/readyz").json()["in_flight"] == 0:
             time.sleep(0.01)  # its body is in: it holds a slot
@@ -617,11 +680,22 @@ def test_a_body_that_completes_when_the_slots_are_full_gets_503_at_once(pipeline
     slow = BlockingPipeline(pipeline)
     hea, dat = (RECORDS / "00002_lr.hea").read_bytes(), (RECORDS / "00002_lr.dat").read_bytes()
     part = 'Content-Disposition: form-data; name="files"; filename="{}"\r\n\r\n'
-    body = (b'--b\r\nContent-Disposition: form-data; name="question"\r\n\r\n' + QUESTION.encode() + b"\r\n"
-            + b"--b\r\n" + part.format("00002_lr.hea").encode() + hea + b"\r\n--b\r\n"
-            + part.format("00002_lr.dat").encode() + dat + b"\r\n--b--\r\n")
-    head = (b"POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="question"\r\n\r\n'
+        + QUESTION.encode()
+        + b"\r\n"
+        + b"--b\r\n"
+        + part.format("00002_lr.hea").encode()
+        + hea
+        + b"\r\n--b\r\n"
+        + part.format("00002_lr.dat").encode()
+        + dat
+        + b"\r\n--b--\r\n"
+    )
+    head = (
+        b"POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
     with live_server(slow, workers=1, queue_size=0) as url:
         sock = _raw(url, head + body[:100])  # admitted: the only slot is free
         results: list[httpx.Response] = []
@@ -643,8 +717,10 @@ def test_audit_log_has_one_whole_line_per_answer_under_16_clients(tiny_bundle: P
     from diagecg.runtime.outputs import AuditLog, record_sha256
 
     audit = tmp_path / "audit.jsonl"
-    with DiagEcgPipeline.from_bundle(tiny_bundle, device="cpu", threads=1, audit_log=audit) as pipe, \
-            live_server(pipe, workers=4, queue_size=32) as url:
+    with (
+        DiagEcgPipeline.from_bundle(tiny_bundle, device="cpu", threads=1, audit_log=audit) as pipe,
+        live_server(pipe, workers=4, queue_size=32) as url,
+    ):
         results: list[httpx.Response] = []
         threads = [_ask_in_thread(url, results) for _ in range(16)]
         for t in threads:
@@ -661,8 +737,10 @@ def test_audit_log_has_one_whole_line_per_answer_under_16_clients(tiny_bundle: P
 
 def test_unknown_routes_share_the_error_envelope_and_no_server_path_leaks(server, pipeline) -> None:
     url, _ = server
-    for r, status in ((httpx.get(f"{url}/v2/nothing", timeout=10), 404),
-                      (httpx.get(f"{url}/v1/answer", timeout=10), 405)):
+    for r, status in (
+        (httpx.get(f"{url}/v2/nothing", timeout=10), 404),
+        (httpx.get(f"{url}/v1/answer", timeout=10), 405),
+    ):
         assert r.status_code == status
         assert set(r.json()) == {"error", "error_type"}
         assert r.json()["error_type"] in ("NotFound", "MethodNotAllowed")
@@ -702,8 +780,9 @@ def test_access_log_has_one_line_per_request_refusals_included(pipeline, caplog)
     with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
         with live_server(pipeline, token=TOKEN, access_log=True) as url:
             auth = {"Authorization": f"Bearer {TOKEN}"}
-            ok = httpx.post(f"{url}/v1/answer", files=files, data={"question": [QUESTION]}, headers=auth,
-                            timeout=60)
+            ok = httpx.post(
+                f"{url}/v1/answer", files=files, data={"question": [QUESTION]}, headers=auth, timeout=60
+            )
             assert ok.status_code == 200
             assert httpx.get(f"{url}/v1/bundle", timeout=10).status_code == 401
             assert httpx.get(f"{url}/healthz?secret=x", timeout=10).status_code == 200
@@ -729,7 +808,8 @@ def test_openapi_document_is_valid_and_types_the_answers() -> None:
     validate(doc)  # a valid OpenAPI 3.1 document, as client generators read it
     answer = doc["paths"]["/v1/answer"]["post"]
     assert answer["responses"]["200"]["content"]["application/json"]["schema"]["items"] == {
-        "$ref": "#/components/schemas/Answer"}
+        "$ref": "#/components/schemas/Answer"
+    }
     assert doc["components"]["schemas"]["Answer"]["properties"]["request_id"]["type"] == "string"
     bearer = doc["components"]["securitySchemes"]["bearer"]
     assert bearer["type"] == "http" and bearer["scheme"] == "bearer"
@@ -751,16 +831,21 @@ def test_openapi_30_rendering_is_valid_and_keeps_every_route(server) -> None:
     upload = doc["components"]["schemas"]["Body_answer_v1_answer_post"]["properties"]["files"]
     assert upload["items"] == {"type": "string", "format": "binary"} and upload["nullable"] is True
     assert httpx.get(f"{url}/openapi-3.0.json").json() == doc
-    assert doc == json.loads((REPO / "docs" / "openapi-3.0.json").read_text()), \
+    assert doc == json.loads((REPO / "docs" / "openapi-3.0.json").read_text()), (
         "regenerate it: diagecg serve --openapi 3.0 > docs/openapi-3.0.json"
+    )
 
 
 def test_openapi_30_refuses_what_it_cannot_say() -> None:
     from diagecg.runtime.openapi import openapi_30
 
     tuple_schema = {"type": "array", "prefixItems": [{"type": "number"}]}
-    doc = {"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {},
-           "components": {"schemas": {"Pair": tuple_schema}}}
+    doc = {
+        "openapi": "3.1.0",
+        "info": {"title": "t", "version": "1"},
+        "paths": {},
+        "components": {"schemas": {"Pair": tuple_schema}},
+    }
     with pytest.raises(ValueError, match=r"components.schemas.Pair: 'prefixItems'"):
         openapi_30(doc)
     ranged = openapi_30({**doc, "components": {"schemas": {"P": {"type": "number", "exclusiveMinimum": 0}}}})
@@ -768,6 +853,7 @@ def test_openapi_30_refuses_what_it_cannot_say() -> None:
 
 
 # --- JSON bodies and pictures (issue 25) -----------------------------------------------------------------
+
 
 def _b64(*paths: Path) -> list[dict[str, str]]:
     import base64
@@ -793,19 +879,25 @@ def _b64_bundle(line: dict[str, Any]) -> dict[str, Any]:
     return {**line["bundle"], "path": "/x/" + line["bundle"]["path"]}  # _same compares by folder name
 
 
-@pytest.mark.parametrize("change, status, says", [
-    ({"files": [{"name": "00002_lr.hea", "content_base64": "not base64!"}]}, 400, "not base64"),
-    ({"format": "dicom"}, 400, "'format' says dicom, but the content is wfdb"),
-    ({"format": "jpeg"}, 400, "format 'jpeg' is not one of"),
-    ({"files": [{"name": "my record.hea", "content_base64": ""}]}, 400, "is not accepted"),
-    ({"questions": []}, 400, "at least one question"),
-    ({"record": "x"}, 422, "record: Extra inputs are not permitted"),
-    ({"files": []}, 422, "files: List should have at least 1 item"),
-])
+@pytest.mark.parametrize(
+    "change, status, says",
+    [
+        ({"files": [{"name": "00002_lr.hea", "content_base64": "not base64!"}]}, 400, "not base64"),
+        ({"format": "dicom"}, 400, "'format' says dicom, but the content is wfdb"),
+        ({"format": "jpeg"}, 400, "format 'jpeg' is not one of"),
+        ({"files": [{"name": "my record.hea", "content_base64": ""}]}, 400, "is not accepted"),
+        ({"questions": []}, 400, "at least one question"),
+        ({"record": "x"}, 422, "record: Extra inputs are not permitted"),
+        ({"files": []}, 422, "files: List should have at least 1 item"),
+    ],
+)
 def test_json_body_errors_are_one_line(server, change: dict[str, Any], status: int, says: str) -> None:
     url, _ = server
-    body = {"files": _b64(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat"), "questions": [QUESTION],
-            **change}
+    body = {
+        "files": _b64(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat"),
+        "questions": [QUESTION],
+        **change,
+    }
     r = httpx.post(f"{url}/v1/json/answer", json=body, timeout=30)
     assert says in _one_line_error(r, status)["error"]
     assert _ask(url, _files(RECORDS / "00002_lr.hea", RECORDS / "00002_lr.dat")).status_code == 200
@@ -821,8 +913,9 @@ def test_plot_route_draws_the_record_with_its_answers(server, tmp_path: Path) ->
     svg = httpx.post(f"{url}/v1/plot", files=files, data={"image_format": "svg"}, timeout=60)
     assert svg.headers["content-type"] == "image/svg+xml" and b"<svg" in svg.content[:400]
     assert QUESTION.encode() not in svg.content  # no question asked: no answer text on the picture
-    asked = httpx.post(f"{url}/v1/plot", files=files, data={"question": [QUESTION], "image_format": "svg"},
-                       timeout=60)
+    asked = httpx.post(
+        f"{url}/v1/plot", files=files, data={"question": [QUESTION], "image_format": "svg"}, timeout=60
+    )
     assert asked.status_code == 200 and len(asked.content) > len(svg.content)
     bad = httpx.post(f"{url}/v1/plot", files=files, data={"image_format": "gif"}, timeout=60)
     assert "image_format 'gif' is not one of png, svg, pdf" in _one_line_error(bad, 400)["error"]
@@ -838,12 +931,27 @@ def test_java_client_example_answers_through_the_json_route(server, pipeline, tm
         pytest.skip("no Java runtime on this machine")
     url, _ = server
     hea = RECORDS / "00002_lr.hea"
-    run = subprocess.run([java, str(REPO / "examples" / "clients" / "DiagEcg.java"), url, QUESTION, str(hea),
-                          str(RECORDS / "00002_lr.dat")], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "DIAGECG_TOKEN": ""})
+    run = subprocess.run(
+        [
+            java,
+            str(REPO / "examples" / "clients" / "DiagEcg.java"),
+            url,
+            QUESTION,
+            str(hea),
+            str(RECORDS / "00002_lr.dat"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DIAGECG_TOKEN": ""},
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     (line,) = json.loads(run.stdout)
     _same(line, pipeline.answer(hea, QUESTION).to_dict())
-    refused = subprocess.run([java, str(REPO / "examples" / "clients" / "DiagEcg.java"), url, "", str(hea)],
-                             capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [java, str(REPO / "examples" / "clients" / "DiagEcg.java"), url, "", str(hea)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode == 1 and json.loads(refused.stdout)["error_type"]

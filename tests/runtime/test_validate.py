@@ -80,9 +80,11 @@ def test_labels_csv_ptbxl_and_plain_layouts(ptbxl_root: Path, tmp_path: Path) ->
         scp = set(ast.literal_eval(r["scp_codes"]))
         assert present == (scp | set(ast.literal_eval(r["diagnostic_superclass"]))) & set(lab)
     plain = tmp_path / "plain.csv"
-    plain.write_text("record,finding,present\n00180_lr,CLBBB,1\n00180_lr,164889003,no\n"
-                     "00180_lr,sinus bradycardia,false\nrecords/00057_lr.hea,normal ECG,yes\n"
-                     "00057_lr,XYZ,1\n")
+    plain.write_text(
+        "record,finding,present\n00180_lr,CLBBB,1\n00180_lr,164889003,no\n"
+        "00180_lr,sinus bradycardia,false\nrecords/00057_lr.hea,normal ECG,yes\n"
+        "00057_lr,XYZ,1\n"
+    )
     labels = read_labels(plain)
     assert labels.of("00180_lr") == {"CLBBB": True, "AFIB": False, "SBRAD": False}
     assert labels.of("00057_lr") == {"NORM": True} and labels.unmapped == Counter({"XYZ": 1})
@@ -99,7 +101,8 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_validate_scores_the_answers_the_product_gives_and_matches_the_bench(
-        pipe: DiagEcgPipeline, shared_data: Path, tmp_path: Path) -> None:
+    pipe: DiagEcgPipeline, shared_data: Path, tmp_path: Path
+) -> None:
     sys.path.insert(0, str(REPO / "bench"))
     from ecg_dependence import challenge_findings  # the bench's whole-record numbers on the same records
 
@@ -131,9 +134,30 @@ def test_validate_command_writes_json_rows_and_an_offline_html_page(ptbxl_root: 
     labels = _labels_csv(rows, tmp_path / "labels.csv")
     records = [str(_record(ptbxl_root, int(r["ecg_id"]))) for r in rows] + [str(tmp_path / "missing.hea")]
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["validate", *records, "--labels", str(labels), "--finding", "NORM",
-                                    "--finding", "CD", "--min-positives", "1", "--bootstrap", "50",
-                                    "--threads", "1", "--device", "cpu", "--quiet", "-o", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "validate",
+            *records,
+            "--labels",
+            str(labels),
+            "--finding",
+            "NORM",
+            "--finding",
+            "CD",
+            "--min-positives",
+            "1",
+            "--bootstrap",
+            "50",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 1, res.output  # one record failed: listed, the others answered
     result = json.loads((out / "validation.json").read_text())
     assert result["schema"] == "diagecg.validation" and result["schema_version"] == 1
@@ -146,8 +170,9 @@ def test_validate_command_writes_json_rows_and_an_offline_html_page(ptbxl_root: 
     assert len((out / "records.csv").read_text().splitlines()) == 25
     for code, f in result["findings"].items():
         mine = [x for x in lines if x["code"] == code]
-        assert f["auc"] == pytest.approx(roc_auc([x["truth"] for x in mine], [x["p_present"] for x in mine]),
-                                         abs=1e-4)
+        assert f["auc"] == pytest.approx(
+            roc_auc([x["truth"] for x in mine], [x["p_present"] for x in mine]), abs=1e-4
+        )
         tp = sum(x["truth"] and x["said_present"] for x in mine)
         assert f["counts"]["tp"] == tp and f["n"] == len(mine)
         assert f["ablated_auc"] is not None
@@ -164,11 +189,25 @@ def test_site_calibration_refuses_rare_findings_and_follows_the_rule() -> None:
     for k in range(200):  # an overconfident model: p(present) far above the observed frequency
         truth = bool(rng.random() < 0.2)
         p = float(np.clip(rng.normal(0.75 if truth else 0.55, 0.1), 0.01, 0.99))
-        rows.append(Row(record=f"r{k}", record_id=f"r{k}", sha256="0" * 64, code="AFIB",
-                        finding="atrial fibrillation", truth=truth, p_present=p, said_present=p >= 0.5,
-                        p_raw=p, p_ablated=None, measurement=None))
-    rows += [dataclasses_replace(rows[k], code="WPW", finding="wolf-parkinson-white syndrome",
-                                 truth=k < 3) for k in range(40)]
+        rows.append(
+            Row(
+                record=f"r{k}",
+                record_id=f"r{k}",
+                sha256="0" * 64,
+                code="AFIB",
+                finding="atrial fibrillation",
+                truth=truth,
+                p_present=p,
+                said_present=p >= 0.5,
+                p_raw=p,
+                p_ablated=None,
+                measurement=None,
+            )
+        )
+    rows += [
+        dataclasses_replace(rows[k], code="WPW", finding="wolf-parkinson-white syndrome", truth=k < 3)
+        for k in range(40)
+    ]
     fitted, report = fit_site_calibration(rows, {}, min_positives=10)
     assert set(fitted) == {"atrial fibrillation"} and "WPW" in report["refused"]
     assert "3 positives; at least 10" in report["refused"]["WPW"]["why"]
@@ -200,9 +239,30 @@ def test_calibrate_writes_a_new_bundle_the_runtime_answers_with(ptbxl_root: Path
     records = [str(_record(ptbxl_root, int(r["ecg_id"]))) for r in rows]
     before = _sha(BUNDLE / "manifest.json")
     new = tmp_path / "site_bundle"
-    res = CliRunner().invoke(main, ["calibrate", *records[:25], "--labels", str(labels), "--finding", "NORM",
-                                    "--finding", "SR", "--min-positives", "3", "--folds", "3", "--threads",
-                                    "1", "--device", "cpu", "--quiet", "-o", str(new)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "calibrate",
+            *records[:25],
+            "--labels",
+            str(labels),
+            "--finding",
+            "NORM",
+            "--finding",
+            "SR",
+            "--min-positives",
+            "3",
+            "--folds",
+            "3",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "-o",
+            str(new),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert _sha(BUNDLE / "manifest.json") == before  # the original bundle is never modified
     bundle = load_bundle(new, verify_hashes=True)
@@ -214,8 +274,9 @@ def test_calibrate_writes_a_new_bundle_the_runtime_answers_with(ptbxl_root: Path
         ans = p.answer(records[30], "Is this a normal ECG?")
         assert ans.calibrated and ans.bundle["calibration"]["source"] == "site labels (labels.csv)"
     # a second run into the same folder is refused; nothing is overwritten
-    again = CliRunner().invoke(main, ["calibrate", *records[:5], "--labels", str(labels), "-o", str(new),
-                                      "--quiet"])
+    again = CliRunner().invoke(
+        main, ["calibrate", *records[:5], "--labels", str(labels), "-o", str(new), "--quiet"]
+    )
     assert again.exit_code == 2 and "not an empty folder" in again.output
     with pytest.raises(InputError, match="inside"):
         write_calibrated_bundle(BUNDLE, BUNDLE / "sub", {"x": {}}, {"rule": "balanced"}, [], "l.csv")
@@ -230,10 +291,29 @@ def test_validate_runs_without_torch(ptbxl_root: Path, tmp_path: Path) -> None:
     rows = _fold10(ptbxl_root, 4)
     labels = _labels_csv(rows, tmp_path / "labels.csv")
     script = cli_script_without(("torch", "transformers", "peft"), "the runtime must not need it")
-    args = ["validate", *[str(_record(ptbxl_root, int(r["ecg_id"]))) for r in rows], "--labels", str(labels),
-            "--finding", "SR", "--min-positives", "1", "--bootstrap", "0", "--threads", "1", "--quiet",
-            "-o", str(tmp_path / "out")]
-    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    args = [
+        "validate",
+        *[str(_record(ptbxl_root, int(r["ecg_id"]))) for r in rows],
+        "--labels",
+        str(labels),
+        "--finding",
+        "SR",
+        "--min-positives",
+        "1",
+        "--bootstrap",
+        "0",
+        "--threads",
+        "1",
+        "--quiet",
+        "-o",
+        str(tmp_path / "out"),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "out" / "validation.json").read_text())["records"]["answered"] == 4

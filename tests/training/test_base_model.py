@@ -333,6 +333,7 @@ def test_lora_checkpoint_with_a_missing_base_is_a_clear_error(
 
 # --- a GGUF file or a named package as the base model (issue: real base LLMs offline) -----------------
 
+
 def test_a_gguf_base_model_becomes_the_same_hf_model(tmp_path: Path) -> None:
     """tiny tied-embedding Llama -> diagecg's GGUF writer -> transformers' GGUF reader: same logits,
     same tokens, still tied (the path a GGUF base such as SmolLM2 takes)."""
@@ -340,8 +341,9 @@ def test_a_gguf_base_model_becomes_the_same_hf_model(tmp_path: Path) -> None:
     from diagecg.export.gguf_convert import convert_hf_to_gguf
     from diagecg.training.base_model import check_base_model, materialise_base_model, resolve_base_model
 
-    base = build_tiny_base_model(CORPUS, tmp_path / "hf", seed=0, vocab_size=400, max_position=256,
-                                 tie_word_embeddings=True, **SMALL)
+    base = build_tiny_base_model(
+        CORPUS, tmp_path / "hf", seed=0, vocab_size=400, max_position=256, tie_word_embeddings=True, **SMALL
+    )
     model, tok = _load(base)
     path = convert_hf_to_gguf(model, tok, tmp_path / "base.gguf", ftype="f32")
     assert resolve_base_model(str(path)) == path.resolve()
@@ -350,15 +352,17 @@ def test_a_gguf_base_model_becomes_the_same_hf_model(tmp_path: Path) -> None:
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
     back, back_tok = _load(out)
     assert back.config.tie_word_embeddings and "quantization_config" not in json.loads(
-        (out / "config.json").read_text())
+        (out / "config.json").read_text()
+    )
     text = "sinus rhythm. left ventricular hypertrophy. normal ecg."
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert back_tok(text, add_special_tokens=False)["input_ids"] == ids
     torch.testing.assert_close(_logits(back, ids), _logits(model, ids), atol=1e-4, rtol=1e-4)
 
 
-def test_base_models_that_cannot_be_exported_are_refused_before_training(tmp_path: Path,
-                                                                        bases: dict[str, Path]) -> None:
+def test_base_models_that_cannot_be_exported_are_refused_before_training(
+    tmp_path: Path, bases: dict[str, Path]
+) -> None:
     import shutil
 
     from diagecg.errors import BaseModelError
@@ -395,7 +399,8 @@ def _no_smollm2() -> bool:
 
 
 def test_a_named_base_model_is_found_in_its_package_without_importing_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
 
     from diagecg.training.base_model import NAMED_BASE_MODELS, resolve_base_model

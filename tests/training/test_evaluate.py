@@ -40,8 +40,18 @@ def test_eval_config_checks_and_round_trips(tmp_path):
     cfg.save(path)
     assert EvalConfig.load(path) == cfg
     # what `diagecg eval --checkpoint ... --data ... --out ... --set ...` builds
-    cli = apply_overrides(EvalConfig(), ["checkpoint_dir=ck", "data_dir=d", "out_file=o.json", "folds=9,10",
-                                         "train_folds=1,2", "wordings=paraphrase", "n_reports=0"])
+    cli = apply_overrides(
+        EvalConfig(),
+        [
+            "checkpoint_dir=ck",
+            "data_dir=d",
+            "out_file=o.json",
+            "folds=9,10",
+            "train_folds=1,2",
+            "wordings=paraphrase",
+            "n_reports=0",
+        ],
+    )
     assert cli.folds == (9, 10) and cli.wordings == ("paraphrase",) and cli.n_reports == 0
     assert cli.out_file == "o.json"
     with pytest.raises(ValueError, match="disjoint from train_folds"):
@@ -102,8 +112,14 @@ def test_score_puts_the_baselines_beside_the_model(data):
     perfect = score_qa(samples, [format_answer(s.answers) for s in samples], train, data.answer_vocab)
     assert all(row["model"] == 1.0 for row in perfect["groups"].values())
     assert all(row["model"] == 1.0 for row in perfect["by_template"].values())
-    assert set(perfect["groups"]) >= {"overall", "single-verify", "single-choose", "single-query",
-                                      "attr/scp_code", "attr/noise"}
+    assert set(perfect["groups"]) >= {
+        "overall",
+        "single-verify",
+        "single-choose",
+        "single-query",
+        "attr/scp_code",
+        "attr/noise",
+    }
     garbage = score_qa(samples, ["maybe"] * len(samples), train, data.answer_vocab)
     assert garbage["valid_format"] == 0.0 and garbage["groups"]["overall"]["model"] == 0.0
     with pytest.raises(ValueError, match="predictions"):
@@ -112,23 +128,35 @@ def test_score_puts_the_baselines_beside_the_model(data):
 
 def test_results_table_and_json(data, tmp_path):
     train = data.train_questions
+
     def qa(ids, questions):  # answers every question with the per-question majority of its template
         by_q = {(s.ecg_id, s.question): s for v in data.questions.values() for s in v}
         samples = [by_q[(i, q)] for i, q in zip(ids, questions, strict=True)]
         return majority_predictions(train, samples, by="question")
+
     refs = dict(data.reports)
+
     def constant(ids, questions):  # an "ablated" model that ignores the ECG: always "no"
         return ["no"] * len(ids)
 
-    qa_res, reports, rows = evaluate_predictions(data, qa, lambda ids, qs: [refs[i] for i in ids], "Report?",
-                                                 constant)
-    results = {"checkpoint_dir": "ck", "folds": [10], "train_folds": list(TRAIN_FOLDS), "n_records": 40,
-               "qa": qa_res, "reports": reports, "predictions_file": None}
+    qa_res, reports, rows = evaluate_predictions(
+        data, qa, lambda ids, qs: [refs[i] for i in ids], "Report?", constant
+    )
+    results = {
+        "checkpoint_dir": "ck",
+        "folds": [10],
+        "train_folds": list(TRAIN_FOLDS),
+        "n_records": 40,
+        "qa": qa_res,
+        "reports": reports,
+        "predictions_file": None,
+    }
     for row in qa_res["template"]["groups"].values():
         assert row["model"] == pytest.approx(row["majority_question"])
     verify = [s for s in data.questions["template"] if s.question_type == "single-verify"]
     assert qa_res["template"]["groups"]["single-verify"]["ablated"] == pytest.approx(
-        sum(s.answers == ("no",) for s in verify) / len(verify))
+        sum(s.answers == ("no",) for s in verify) / len(verify)
+    )
     vc = qa_res["template"]["groups"]["verify+choose"]
     n_vc = sum(s.question_type in ("single-verify", "single-choose") for s in data.questions["template"])
     assert vc["n"] == n_vc and 0 < vc["ablated"] < vc["model"]
@@ -140,8 +168,12 @@ def test_results_table_and_json(data, tmp_path):
     overall = [line for line in lines if line.startswith("overall")]
     assert len(overall) == 2  # one per wording
     t = qa_res["template"]["groups"]["overall"]
-    assert overall[0].split()[2:] == [f"{t['model']:.3f}", f"{t['ablated']:.3f}",
-                                      f"{t['majority_template']:.3f}", f"{t['majority_question']:.3f}"]
+    assert overall[0].split()[2:] == [
+        f"{t['model']:.3f}",
+        f"{t['ablated']:.3f}",
+        f"{t['majority_template']:.3f}",
+        f"{t['majority_question']:.3f}",
+    ]
     assert "paraphrase wording" in table and "BLEU4=1.000" in table and "rougeL=1.000" in table
     pred_path = write_results(results, rows, tmp_path / "out" / "eval.json")
     saved = json.loads((tmp_path / "out" / "eval.json").read_text())
@@ -162,12 +194,20 @@ def test_folds_the_checkpoint_trained_on_are_refused(tmp_path, caplog):
     LlmMeta(stage="pretrain", train_folds=(1, 2, 10)).save(pretrain / LLM_META)
     base = BaseModelRef(path="base_model", kind="llm_checkpoint", copied=True)
     LlmMeta(stage="instruct", method="lora", base_model=base, train_folds=(1, 2)).save(instruct / LLM_META)
-    summary = {"stage": "instruct", "train_folds": [1, 2, 3], "pretrain_train_folds": [1, 2, 10],
-               "config": {"train_folds": [1], "eval_folds": [9]}}
+    summary = {
+        "stage": "instruct",
+        "train_folds": [1, 2, 3],
+        "pretrain_train_folds": [1, 2, 10],
+        "config": {"train_folds": [1], "eval_folds": [9]},
+    }
     (instruct / RUN_SUMMARY).write_text(json.dumps(summary))
     recorded = checkpoint_training_folds(instruct)
-    assert recorded == {"instruct.train_folds": (1, 2, 3), "instruct.eval_folds": (9,),
-                        "instruct.pretrain_train_folds": (1, 2, 10), "pretrain.train_folds": (1, 2, 10)}
+    assert recorded == {
+        "instruct.train_folds": (1, 2, 3),
+        "instruct.eval_folds": (9,),
+        "instruct.pretrain_train_folds": (1, 2, 10),
+        "pretrain.train_folds": (1, 2, 10),
+    }
     with pytest.raises(ValueError, match=r"overlaps the checkpoint's training folds \(instruct.pretrain"):
         check_folds(EvalConfig(), recorded)
     with pytest.raises(ValueError, match=r"overlaps the checkpoint's training folds \(pretrain"):
@@ -182,16 +222,24 @@ def test_folds_the_checkpoint_trained_on_are_refused(tmp_path, caplog):
 def test_lineage_answers_exactly_which_folds_each_stage_used(tmp_path):
     from diagecg.nn.llm_checkpoint import StageRecord
 
-    lineage = (StageRecord("tokenizer", (1, 2, 3), (9,), {"steps": 5}),
-               StageRecord("pretrain", (1, 2), (9,)), StageRecord("instruct", (1, 2, 3, 4), (9,)))
+    lineage = (
+        StageRecord("tokenizer", (1, 2, 3), (9,), {"steps": 5}),
+        StageRecord("pretrain", (1, 2), (9,)),
+        StageRecord("instruct", (1, 2, 3, 4), (9,)),
+    )
     ck = tmp_path / "instruct"
     ck.mkdir()
     LlmMeta(stage="instruct", train_folds=(1, 2, 3, 4), valid_folds=(9,), lineage=lineage).save(ck / LLM_META)
     (ck / RUN_SUMMARY).write_text(json.dumps({"train_folds": [10]}))  # ignored: the lineage is exact
     recorded = checkpoint_training_folds(ck)
-    assert recorded == {"tokenizer.train_folds": (1, 2, 3), "tokenizer.valid_folds": (9,),
-                        "pretrain.train_folds": (1, 2), "pretrain.valid_folds": (9,),
-                        "instruct.train_folds": (1, 2, 3, 4), "instruct.valid_folds": (9,)}
+    assert recorded == {
+        "tokenizer.train_folds": (1, 2, 3),
+        "tokenizer.valid_folds": (9,),
+        "pretrain.train_folds": (1, 2),
+        "pretrain.valid_folds": (9,),
+        "instruct.train_folds": (1, 2, 3, 4),
+        "instruct.valid_folds": (9,),
+    }
     check_folds(EvalConfig(), recorded)
     with pytest.raises(ValueError, match=r"tokenizer.train_folds"):
         check_folds(EvalConfig(folds=(3,), train_folds=(5,)), recorded)
@@ -200,8 +248,10 @@ def test_lineage_answers_exactly_which_folds_each_stage_used(tmp_path):
 
 # --- end to end on a tiny real checkpoint -------------------------------------------------------
 
-CORPUS = [*INSTRUCT_CORPUS,
-          "Is there static noise in lead aVL? baseline drift, burst noise, electrodes problems"]
+CORPUS = [
+    *INSTRUCT_CORPUS,
+    "Is there static noise in lead aVL? baseline drift, burst noise, electrodes problems",
+]
 MAX_NEW_TOKENS = 6
 
 
@@ -222,17 +272,32 @@ def build_tiny_checkpoint(out: Path, tmp: Path) -> Path:
     torch.manual_seed(0)
     fsq = save_random_ecg_tokenizer(tmp / "ecg")
     text_tok, hf_tok, special = demo_text_tokenizer(CORPUS * 4)
-    cfg = LlamaConfig(vocab_size=text_tok.get_vocab_size(), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                      max_position_embeddings=512, tie_word_embeddings=False,
-                      bos_token_id=special[DEMO_BOS_TOKEN], eos_token_id=special[DEMO_EOS_TOKEN],
-                      pad_token_id=special[DEMO_PAD_TOKEN])
+    cfg = LlamaConfig(
+        vocab_size=text_tok.get_vocab_size(),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=special[DEMO_BOS_TOKEN],
+        eos_token_id=special[DEMO_EOS_TOKEN],
+        pad_token_id=special[DEMO_PAD_TOKEN],
+    )
     model, vocab = llama_with_ecg_tokens(cfg, hf_tok, fsq.codebook_size)
     with torch.no_grad():
-        model.lm_head.weight[vocab.offset:] *= 50.0
-    meta = LlmMeta(stage="instruct", method="full", vocab=vocab, prompt=PromptConfig(),
-                   generation=GenerationConfig(max_new_tokens=MAX_NEW_TOKENS), preset="100hz",
-                   train_folds=TRAIN_FOLDS, valid_folds=(9,))
+        model.lm_head.weight[vocab.offset :] *= 50.0
+    meta = LlmMeta(
+        stage="instruct",
+        method="full",
+        vocab=vocab,
+        prompt=PromptConfig(),
+        generation=GenerationConfig(max_new_tokens=MAX_NEW_TOKENS),
+        preset="100hz",
+        train_folds=TRAIN_FOLDS,
+        valid_folds=(9,),
+    )
     return save_llm_checkpoint(out, model, hf_tok, meta, tmp / "ecg")
 
 
@@ -248,9 +313,17 @@ def e2e(tiny_checkpoint, shared_data, tmp_path_factory):
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("eval") / "eval.json"
-    cfg = EvalConfig(checkpoint_dir=str(tiny_checkpoint), data_dir=str(shared_data / "ptbxl"),
-                     out_file=str(out), max_records=5, n_reports=3, batch_size=4, device="cpu",
-                     progress=False, ptbxl_full=False)  # ptbxl/ alone: the `ptbxl` fixture's records
+    cfg = EvalConfig(
+        checkpoint_dir=str(tiny_checkpoint),
+        data_dir=str(shared_data / "ptbxl"),
+        out_file=str(out),
+        max_records=5,
+        n_reports=3,
+        batch_size=4,
+        device="cpu",
+        progress=False,
+        ptbxl_full=False,
+    )  # ptbxl/ alone: the `ptbxl` fixture's records
     return cfg, main(cfg), out
 
 
@@ -260,22 +333,38 @@ def test_main_writes_per_type_accuracy_beside_baselines(e2e, ptbxl):
     assert saved == results
     assert results["schema_version"] == 1 and results["folds"] == [10] and results["n_records"] == 5
     assert results["n_prompts_over_context"] == 0
-    assert results["checkpoint"]["training_folds"] == {"instruct.train_folds": list(TRAIN_FOLDS),
-                                                       "instruct.valid_folds": [9]}
+    assert results["checkpoint"]["training_folds"] == {
+        "instruct.train_folds": list(TRAIN_FOLDS),
+        "instruct.valid_folds": [9],
+    }
     rows = [json.loads(line) for line in Path(results["predictions_file"]).read_text().splitlines()]
     for wording in ("template", "paraphrase"):
         block = results["qa"][wording]
         assert block["n"] == sum(r["wording"] == wording for r in rows) >= 5 * 4
-        for group in ("overall", "single-verify", "single-choose", "single-query", "attr/scp_code",
-                      "verify+choose"):
+        for group in (
+            "overall",
+            "single-verify",
+            "single-choose",
+            "single-query",
+            "attr/scp_code",
+            "verify+choose",
+        ):
             row = block["groups"][group]
             assert set(row) == {"n", "model", "majority_template", "majority_question", "ablated"}
         mine = [r for r in rows if r["wording"] == wording]
         accuracy = sum(r["correct"] for r in mine) / len(mine)
         assert block["groups"]["overall"]["model"] == pytest.approx(accuracy)
         assert {ptbxl.entries[r["ecg_id"]].strat_fold for r in mine} == {10}
-    assert set(results["reports"]["metrics"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge1",
-                                                  "rouge2", "rougeL"}
+    assert set(results["reports"]["metrics"]) == {
+        "bleu1",
+        "bleu2",
+        "bleu3",
+        "bleu4",
+        "meteor",
+        "rouge1",
+        "rouge2",
+        "rougeL",
+    }
     assert results["reports"]["n"] == 3 == sum(r["task"] == "report" for r in rows)
     table = format_results(results)
     assert "maj/tpl" in table and "maj/q" in table and "BLEU1=" in table and "METEOR" not in table
@@ -301,10 +390,21 @@ def test_calibration_is_fitted_on_request(tiny_checkpoint, shared_data, tmp_path
     import torch
 
     torch.set_num_threads(1)
-    cfg = EvalConfig(checkpoint_dir=str(tiny_checkpoint), data_dir=str(shared_data / "ptbxl"), folds=(9,),
-                     max_records=30, n_reports=0, batch_size=8, device="cpu", progress=False,
-                     wordings=("template",), ablation=False, calibrate=True, finding_min_positives=3,
-                     ptbxl_full=False)  # ptbxl/ alone: the tiny checkpoint's test records
+    cfg = EvalConfig(
+        checkpoint_dir=str(tiny_checkpoint),
+        data_dir=str(shared_data / "ptbxl"),
+        folds=(9,),
+        max_records=30,
+        n_reports=0,
+        batch_size=8,
+        device="cpu",
+        progress=False,
+        wordings=("template",),
+        ablation=False,
+        calibrate=True,
+        finding_min_positives=3,
+        ptbxl_full=False,
+    )  # ptbxl/ alone: the tiny checkpoint's test records
     results = main(cfg)
     findings = results["findings"]
     cal = findings["calibration"]
@@ -315,8 +415,9 @@ def test_calibration_is_fitted_on_request(tiny_checkpoint, shared_data, tmp_path
     # the test fold is then scored with the rule the runtime answers with
     path = tmp_path / "calibration_results.json"
     path.write_text(json.dumps(results))
-    test_cfg = dataclasses.replace(cfg, folds=(10,), calibrate=False, calibration_file=str(path),
-                                   max_records=12)
+    test_cfg = dataclasses.replace(
+        cfg, folds=(10,), calibrate=False, calibration_file=str(path), max_records=12
+    )
     scored = main(test_cfg)["findings"]
     assert scored["calibrated_with"]["findings"] == sorted(cal)
     assert "calibration" not in scored
@@ -331,9 +432,16 @@ def test_apply_calibration_gives_the_runtime_rule() -> None:
     from diagecg.datasets.ecgqa import QASample
     from diagecg.training.evaluate import apply_calibration
 
-    s = QASample(ecg_id=1, question="q", answers=("yes",), question_type="single-verify",
-                 attribute_type="scp_code", template_id=1, attributes=("atrial fibrillation",),
-                 source="generated")
+    s = QASample(
+        ecg_id=1,
+        question="q",
+        answers=("yes",),
+        question_type="single-verify",
+        attribute_type="scp_code",
+        template_id=1,
+        attributes=("atrial fibrillation",),
+        source="generated",
+    )
     other = dataclasses.replace(s, attributes=("myocardial infarction",))
     probs = [np.array([0.7, 0.1, 0.2]), np.array([0.7, 0.1, 0.2])]  # no, not sure, yes
     opts = [("no", "not sure", "yes")] * 2
@@ -370,8 +478,14 @@ def test_answers_match_an_unbatched_decode_and_generate_answer(e2e, tiny_checkpo
         loaded = load_signals(ptbxl, [row["ecg_id"]], pre, progress=False)
         indices = encode_signals(ecg_tok, loaded.signals, loaded.features)[0]
         patient = ptbxl.entries[row["ecg_id"]].patient
-        ids = encode_prompt(meta.prompt, v, lambda t: text_tok.encode(t, add_special_tokens=False).ids,
-                            question=row["question"], patient=patient, ecg_indices=indices.tolist())
+        ids = encode_prompt(
+            meta.prompt,
+            v,
+            lambda t: text_tok.encode(t, add_special_tokens=False).ids,
+            question=row["question"],
+            patient=patient,
+            ecg_indices=indices.tolist(),
+        )
         new: list[int] = []
         with torch.no_grad():
             for _ in range(MAX_NEW_TOKENS):
@@ -396,8 +510,10 @@ def test_greedy_generate_is_batch_invariant_and_respects_the_context(tiny_checkp
     model, _, meta, _ = load_llm_checkpoint(tiny_checkpoint)
     v = meta.vocab
     g = torch.Generator().manual_seed(0)
-    prompts = [[v.bos_id, *torch.randint(3, v.base_vocab_size, (n,), generator=g).tolist()]
-               for n in (3, 17, 9, 30, 4)]
+    prompts = [
+        [v.bos_id, *torch.randint(3, v.base_vocab_size, (n,), generator=g).tolist()]
+        for n in (3, 17, 9, 30, 4)
+    ]
     kw = dict(pad_id=v.pad_id, stop_ids=[v.eos_id], banned_ids=list(range(v.offset, v.vocab_size)))
     one = greedy_generate(model, prompts, max_new_tokens=5, batch_size=1, **kw)
     assert greedy_generate(model, prompts, max_new_tokens=5, batch_size=3, **kw) == one
@@ -411,8 +527,9 @@ def test_greedy_generate_is_batch_invariant_and_respects_the_context(tiny_checkp
 
 
 def test_main_refuses_folds_the_checkpoint_trained_on(tiny_checkpoint, shared_data):
-    cfg = EvalConfig(checkpoint_dir=str(tiny_checkpoint), data_dir=str(shared_data), folds=(8,),
-                     train_folds=(1, 2))
+    cfg = EvalConfig(
+        checkpoint_dir=str(tiny_checkpoint), data_dir=str(shared_data), folds=(8,), train_folds=(1, 2)
+    )
     with pytest.raises(ValueError, match="training folds"):
         main(cfg)
 
@@ -436,8 +553,9 @@ def test_the_ablated_predictor_asks_with_another_records_ecg(tiny_checkpoint):
     v = meta.vocab
     ecg = [i for i in b if v.offset <= i < v.offset + v.n_codes]
     assert ecg == [v.offset + int(c) for c in codes[2]]  # record 2's ECG ...
-    assert [i for i in a if not v.offset <= i < v.offset + v.n_codes] == \
-        [i for i in b if not v.offset <= i < v.offset + v.n_codes]  # ... with record 1's patient and question
+    assert [i for i in a if not v.offset <= i < v.offset + v.n_codes] == [
+        i for i in b if not v.offset <= i < v.offset + v.n_codes
+    ]  # ... with record 1's patient and question
     assert real.ecg_indices[1] is codes[1]  # the real predictor is untouched
     p_real = real.option_probabilities([1], [q], [("yes", "no", "not sure")])[0]
     p_abl = ablated.option_probabilities([1], [q], [("yes", "no", "not sure")])[0]

@@ -31,17 +31,33 @@ def test_ablation_is_a_seeded_derangement_within_each_fold():
 
 
 def _sample(answer: str, name: str = "atrial fibrillation") -> QASample:
-    return QASample(ecg_id=1, question=f"Does this ECG show symptoms of {name}?", answers=(answer,),
-                    question_type="single-verify", attribute_type="scp_code", template_id=1,
-                    attributes=(name,), source="generated")
+    return QASample(
+        ecg_id=1,
+        question=f"Does this ECG show symptoms of {name}?",
+        answers=(answer,),
+        question_type="single-verify",
+        attribute_type="scp_code",
+        template_id=1,
+        attributes=(name,),
+        source="generated",
+    )
 
 
 def test_score_findings_reads_present_as_one_minus_p_no():
     opts = ("yes", "no", "not sure")
     truth = ["yes", "no", "not sure", "no", "yes", "no"]
     # p(yes), p(no), p(not sure): the third record is "not sure" and scored present (1 - p(no) = 0.7)
-    probs = [np.array(p) for p in ([0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.2, 0.3, 0.5], [0.1, 0.8, 0.1],
-                                   [0.4, 0.5, 0.1], [0.6, 0.35, 0.05])]
+    probs = [
+        np.array(p)
+        for p in (
+            [0.8, 0.1, 0.1],
+            [0.3, 0.6, 0.1],
+            [0.2, 0.3, 0.5],
+            [0.1, 0.8, 0.1],
+            [0.4, 0.5, 0.1],
+            [0.6, 0.35, 0.05],
+        )
+    ]
     samples = [_sample(a) for a in truth]
     out = score_findings(samples, ["AFIB"] * 6, probs, [opts] * 6, min_positives=2)
     row = out["per_finding"]["AFIB"]
@@ -77,9 +93,16 @@ def test_option_probabilities_equal_a_direct_sequence_likelihood():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=2,
-                                         num_key_value_heads=2)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=50,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    ).eval()
     prompts = [[1, 5, 7, 9], [1, 4, 4, 4, 4, 4, 2]]
     options = [[[10, 3], [11, 3], [12, 13, 3]], [[10, 3], [11, 3]]]  # different lengths, shared prefixes
     got = option_probabilities(model, prompts, options, pad_id=0, batch_size=2)

@@ -24,8 +24,9 @@ def test_losses_on_kept_logits_equal_the_full_computation(tmp_path) -> None:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    base = build_tiny_base_model(TINY_LLM_CORPUS, tmp_path / "base", seed=0, vocab_size=400, max_position=256,
-                                 **TINY_LLM_WIDTHS)
+    base = build_tiny_base_model(
+        TINY_LLM_CORPUS, tmp_path / "base", seed=0, vocab_size=400, max_position=256, **TINY_LLM_WIDTHS
+    )
     model = AutoModelForCausalLM.from_pretrained(str(base)).eval()
     ids = torch.randint(3, 300, (3, 20))
     labels = torch.full_like(ids, IGNORE_INDEX)

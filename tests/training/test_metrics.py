@@ -18,10 +18,23 @@ from diagecg.training.metrics import (
 )
 
 
-def _s(tid: int, answers: tuple[str, ...], qtype: str = "single-verify", attrs: tuple[str, ...] = ("x",),
-       atype: str = "scp_code") -> QASample:
-    return QASample(ecg_id=1, question="q?", answers=answers, question_type=qtype, attribute_type=atype,
-                    template_id=tid, attributes=attrs, source="generated")
+def _s(
+    tid: int,
+    answers: tuple[str, ...],
+    qtype: str = "single-verify",
+    attrs: tuple[str, ...] = ("x",),
+    atype: str = "scp_code",
+) -> QASample:
+    return QASample(
+        ecg_id=1,
+        question="q?",
+        answers=answers,
+        question_type=qtype,
+        attribute_type=atype,
+        template_id=tid,
+        attributes=attrs,
+        source="generated",
+    )
 
 
 def test_exact_match_compares_sets_by_type():
@@ -43,14 +56,22 @@ def test_exact_match_compares_sets_by_type():
 
 
 def test_majority_baseline_on_a_toy_set():
-    train = [_s(1, ("yes",)), _s(1, ("yes",)), _s(1, ("no",)),
-             _s(8, ("a", "b"), "single-query"), _s(8, ("a", "b"), "single-query"),
-             _s(8, ("c",), "single-query"),
-             _s(3, ("none",), "single-choose")]
-    test = [_s(1, ("yes",)), _s(1, ("no",)),  # template majority "yes": 1 of 2
-            _s(8, ("b", "a"), "single-query"),  # "a; b": right
-            _s(9, ("c",), "single-query"),  # unseen template -> query-type majority "a; b": wrong
-            _s(4, ("none",), "single-choose")]  # unseen template -> choose-type majority "none": right
+    train = [
+        _s(1, ("yes",)),
+        _s(1, ("yes",)),
+        _s(1, ("no",)),
+        _s(8, ("a", "b"), "single-query"),
+        _s(8, ("a", "b"), "single-query"),
+        _s(8, ("c",), "single-query"),
+        _s(3, ("none",), "single-choose"),
+    ]
+    test = [
+        _s(1, ("yes",)),
+        _s(1, ("no",)),  # template majority "yes": 1 of 2
+        _s(8, ("b", "a"), "single-query"),  # "a; b": right
+        _s(9, ("c",), "single-query"),  # unseen template -> query-type majority "a; b": wrong
+        _s(4, ("none",), "single-choose"),
+    ]  # unseen template -> choose-type majority "none": right
     assert majority_predictions(train, test) == ["yes", "yes", "a; b", "a; b", "none"]
     r = majority_baseline(train, test)
     assert r["overall"]["accuracy"] == pytest.approx(3 / 5)

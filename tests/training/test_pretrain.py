@@ -86,7 +86,12 @@ def setup(shared_data: Path, ptbxl_root: Path, tmp_path_factory: pytest.TempPath
     init = make_random_stage1(root, ptbxl_root)
     bases = {
         a: build_tiny_base_model(
-            TINY_LLM_CORPUS, root / f"base-{a}", 0, vocab_size=400, max_position=256, arch=a,
+            TINY_LLM_CORPUS,
+            root / f"base-{a}",
+            0,
+            vocab_size=400,
+            max_position=256,
+            arch=a,
             **TINY_LLM_WIDTHS,
         )
         for a in ("llama", "qwen2")
@@ -193,18 +198,26 @@ def make_summary_stage1(root: Path, ptbxl_root: Path, seed: int = 0) -> tuple[Pa
     codes (in [16, 28)) followed by 63 random frame codes (in [0, 16))."""
     d = root / "tokenizer-summary"
     pre = PreprocessConfig(fs_hz=100)
-    enc = EncoderConfig(n_samples=pre.n_samples, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4,
-                        fused_channels=16)
+    enc = EncoderConfig(
+        n_samples=pre.n_samples, stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4, fused_channels=16
+    )
     fsq = FSQConfig(levels=(4, 4))
     torch.manual_seed(seed)
-    configs = {ManifestKey.PREPROCESS: pre, ManifestKey.ENCODER: enc, ManifestKey.FSQ: fsq,
-               ManifestKey.SUMMARY: SUMMARY}
+    configs = {
+        ManifestKey.PREPROCESS: pre,
+        ManifestKey.ENCODER: enc,
+        ManifestKey.FSQ: fsq,
+        ManifestKey.SUMMARY: SUMMARY,
+    }
     save_checkpoint(d, EcgTokenizer(enc, fsq, SUMMARY).eval(), configs, step=0)
     rng = np.random.default_rng(seed)
     blocks = N_CODES + np.arange(SUMMARY.n_tokens) * SUMMARY.levels
-    tokens = {i: np.concatenate([blocks + rng.integers(0, SUMMARY.levels, SUMMARY.n_tokens),
-                                 rng.integers(0, N_CODES, N_FRAMES)])
-              for i in PtbxlDataset(ptbxl_root).ids(None, fs_hz=100)}
+    tokens = {
+        i: np.concatenate(
+            [blocks + rng.integers(0, SUMMARY.levels, SUMMARY.n_tokens), rng.integers(0, N_CODES, N_FRAMES)]
+        )
+        for i in PtbxlDataset(ptbxl_root).ids(None, fs_hz=100)
+    }
     np.savez_compressed(d / ECG_TOKEN_CACHE, **{str(i): t for i, t in tokens.items()})  # after the weights
     return d, tokens
 
@@ -228,7 +241,7 @@ def test_forecasting_never_sees_summary_codes(setup: dict, ptbxl_root: Path, mon
         main(cfg)
     train_records, valid_examples, offset, n_codes = caught.value.args
     assert n_codes == N_CODES + SUMMARY.n_codes  # frame codes + 3 findings x 4 levels
-    frames = {tuple(t[SUMMARY.n_tokens:]) for t in tokens.values()}
+    frames = {tuple(t[SUMMARY.n_tokens :]) for t in tokens.values()}
     assert len(train_records) == cfg.max_train_records
     assert all(len(r) == N_FRAMES and r.max() < N_CODES and tuple(r) in frames for r in train_records)
     ecg_ids = [t for ids, _ in valid_examples for t in ids if offset <= t < offset + n_codes]

@@ -33,8 +33,13 @@ def test_masked_bce_ignores_unknown_labels() -> None:
     assert logits.grad is not None
     assert logits.grad[0, 2] == 0 and logits.grad[1, 1] == 0  # unknown: no gradient, never pushed to 0
     known = [(0, 0, 1.0, 1.0), (0, 1, 0.0, 1.0), (1, 0, 0.0, 1.0), (1, 2, 1.0, 2.0)]
-    want = sum(w * torch.nn.functional.binary_cross_entropy_with_logits(logits[r, c], torch.tensor(y))
-               for r, c, y, w in known) / 5.0
+    want = (
+        sum(
+            w * torch.nn.functional.binary_cross_entropy_with_logits(logits[r, c], torch.tensor(y))
+            for r, c, y, w in known
+        )
+        / 5.0
+    )
     assert loss.item() == pytest.approx(want.item(), rel=1e-6)
     other = logits.detach().clone()
     other[0, 2], other[1, 1] = -30.0, 30.0  # whatever the model says where the label is unknown
@@ -42,8 +47,9 @@ def test_masked_bce_ignores_unknown_labels() -> None:
 
 
 @pytest.mark.slow
-def test_pretrain_and_instruct_read_ptbxl_full(data: Path, tmp_path: Path, shared_data: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pretrain_and_instruct_read_ptbxl_full(
+    data: Path, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The LLM stages on the fake data with ptbxl_full (random FSQ indices, a tiny base model): every
     record is used, a record without statements is asked about its superclasses only and has no report."""
     from builders import N_CODES, N_FRAMES, TINY_LLM_CORPUS, TINY_LLM_WIDTHS, save_random_ecg_tokenizer
@@ -64,12 +70,23 @@ def test_pretrain_and_instruct_read_ptbxl_full(data: Path, tmp_path: Path, share
     ids = PtbxlDataset.from_data_dir(data).ids(None)
     rng = np.random.default_rng(0)
     np.savez_compressed(init / ECG_TOKEN_CACHE, **{str(i): rng.integers(0, N_CODES, N_FRAMES) for i in ids})
-    base = build_tiny_base_model(TINY_LLM_CORPUS, tmp_path / "base", 0, vocab_size=400, max_position=256,
-                                 **TINY_LLM_WIDTHS)
-    common = dict(data_dir=str(data), steps=4, batch_size=8, eval_every=4, eval_examples=4, num_threads=1,
-                  progress=False)
-    pretrain_main(PretrainConfig(init_dir=str(init), out_dir=str(tmp_path / "pre"), base_model=str(base),
-                                 text_ratio=0.5, **common))  # type: ignore[arg-type]
+    base = build_tiny_base_model(
+        TINY_LLM_CORPUS, tmp_path / "base", 0, vocab_size=400, max_position=256, **TINY_LLM_WIDTHS
+    )
+    common = dict(
+        data_dir=str(data),
+        steps=4,
+        batch_size=8,
+        eval_every=4,
+        eval_examples=4,
+        num_threads=1,
+        progress=False,
+    )
+    pretrain_main(
+        PretrainConfig(
+            init_dir=str(init), out_dir=str(tmp_path / "pre"), base_model=str(base), text_ratio=0.5, **common
+        )
+    )  # type: ignore[arg-type]
     seen: list[list] = []
     original = sft_module.encode_sft_items
 
@@ -78,10 +95,20 @@ def test_pretrain_and_instruct_read_ptbxl_full(data: Path, tmp_path: Path, share
         return original(items, *args, **kwargs)
 
     monkeypatch.setattr(sft_module, "encode_sft_items", spy)
-    sft_module.main(sft_module.SFTConfig(init_dir=str(tmp_path / "pre"), out_dir=str(tmp_path / "sft"),
-                                         eval_generate=0, question_rounds=2, lora_r=4, lora_alpha=8,
-                                         unlabelled_qa_share=0.5, finding_verify_ratio=0.25,
-                                         finding_min_positives=1, **common))  # type: ignore[arg-type]
+    sft_module.main(
+        sft_module.SFTConfig(
+            init_dir=str(tmp_path / "pre"),
+            out_dir=str(tmp_path / "sft"),
+            eval_generate=0,
+            question_rounds=2,
+            lora_r=4,
+            lora_alpha=8,
+            unlabelled_qa_share=0.5,
+            finding_verify_ratio=0.25,
+            finding_min_positives=1,
+            **common,
+        )
+    )  # type: ignore[arg-type]
     train, _, finding = seen
     assert {it.ecg_id for it in train} >= {2002, 2006}  # unknown-fold training records are used
     from diagecg.datasets.ecgqa import ecgqa_attribute_name

@@ -30,9 +30,22 @@ STEPS = 6
 # over 6 steps (1e-7 relative measured): 1e-5 is far above that and far below a real difference (both
 # processes training on the same slice moved the losses by 1e-3 relative)
 REL_TOL = 1e-5
-COMMON = [f"--set={kv}" for kv in (f"steps={STEPS}", "eval_every=1", "log_every=1", "warmup_steps=2",
-                                    "eval_examples=8", "max_train_records=32", "num_threads=1", "device=cpu",
-                                    "progress=false", "ptbxl_full=false", "grad_accum=2")]
+COMMON = [
+    f"--set={kv}"
+    for kv in (
+        f"steps={STEPS}",
+        "eval_every=1",
+        "log_every=1",
+        "warmup_steps=2",
+        "eval_examples=8",
+        "max_train_records=32",
+        "num_threads=1",
+        "device=cpu",
+        "progress=false",
+        "ptbxl_full=false",
+        "grad_accum=2",
+    )
+]
 
 
 def free_port() -> int:
@@ -47,9 +60,22 @@ def run_cli(args: list[str], processes: int) -> dict:
     summary is the run_summary.json the main process wrote."""
     cli = ["-m", "diagecg.cli", *args]
     if processes > 1:
-        cli = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), *cli]
+        cli = [
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(free_port()),
+            *cli,
+        ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run([sys.executable, *cli], capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -82,8 +108,9 @@ def assert_same_curve(one: dict, two: dict) -> None:
 def stage1(shared_data: Path, ptbxl_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("scaleout")
     init = make_random_stage1(root, ptbxl_root)
-    base = build_tiny_base_model(TINY_LLM_CORPUS, root / "base", 0, vocab_size=400, max_position=256,
-                                 **TINY_LLM_WIDTHS)
+    base = build_tiny_base_model(
+        TINY_LLM_CORPUS, root / "base", 0, vocab_size=400, max_position=256, **TINY_LLM_WIDTHS
+    )
     return {"root": root, "init": init, "base": base, "data": shared_data}
 
 
@@ -92,22 +119,64 @@ def test_two_processes_follow_the_one_process_curve_in_pretrain_and_instruct(sta
     root, data = stage1["root"], str(stage1["data"])
     pre: dict[int, dict] = {}
     for n in (1, 2):
-        pre[n] = run_cli(["train", "pretrain", "--data", data, "--init", str(stage1["init"]),
-                          "--out", str(root / f"pretrain-{n}"), "--base-model", str(stage1["base"]),
-                          *COMMON, "--set", f"batch_size={GLOBAL_BATCH // n}", "--set", "lr=3e-3"], n)
+        pre[n] = run_cli(
+            [
+                "train",
+                "pretrain",
+                "--data",
+                data,
+                "--init",
+                str(stage1["init"]),
+                "--out",
+                str(root / f"pretrain-{n}"),
+                "--base-model",
+                str(stage1["base"]),
+                *COMMON,
+                "--set",
+                f"batch_size={GLOBAL_BATCH // n}",
+                "--set",
+                "lr=3e-3",
+            ],
+            n,
+        )
     assert_same_curve(pre[1], pre[2])
     assert (root / "pretrain-2" / LLM_TRAIN_STATE_DIR).is_dir()
 
     ins: dict[int, dict] = {}
     for n in (1, 2):  # LoRA (the default) from the same pretrain checkpoint; no dropout: no per-process rng
-        ins[n] = run_cli(["train", "instruct", "--data", data, "--init", str(root / "pretrain-1"),
-                          "--out", str(root / f"instruct-{n}"), *COMMON,
-                          "--set", f"batch_size={GLOBAL_BATCH // n}", "--set", "lr=1e-2",
-                          "--set", "lora_dropout=0", "--set", "question_rounds=1",
-                          "--set", "eval_generate=2"], n)
+        ins[n] = run_cli(
+            [
+                "train",
+                "instruct",
+                "--data",
+                data,
+                "--init",
+                str(root / "pretrain-1"),
+                "--out",
+                str(root / f"instruct-{n}"),
+                *COMMON,
+                "--set",
+                f"batch_size={GLOBAL_BATCH // n}",
+                "--set",
+                "lr=1e-2",
+                "--set",
+                "lora_dropout=0",
+                "--set",
+                "question_rounds=1",
+                "--set",
+                "eval_generate=2",
+            ],
+            n,
+        )
     assert_same_curve(ins[1], ins[2])
     assert ins[2]["generated"]["n_qa"] == 2  # the main process answered after training
-    print("pretrain", {n: curves(s)["train_loss"] for n, s in pre.items()},
-          {n: s["wall_s"] for n, s in pre.items()})
-    print("instruct", {n: curves(s)["train_loss"] for n, s in ins.items()},
-          {n: s["wall_s"] for n, s in ins.items()})
+    print(
+        "pretrain",
+        {n: curves(s)["train_loss"] for n, s in pre.items()},
+        {n: s["wall_s"] for n, s in pre.items()},
+    )
+    print(
+        "instruct",
+        {n: curves(s)["train_loss"] for n, s in ins.items()},
+        {n: s["wall_s"] for n, s in ins.items()},
+    )

@@ -27,6 +27,8 @@ from diagecg.training.sft import BalancedPool, SFTConfig, generate_answer, main
 from diagecg.types import PatientInfo
 
 QUESTION = "Does this ECG show symptoms of atrial fibrillation?"
+
+
 def small_config(shared_data: Path, init: Path, out: Path, **changes) -> SFTConfig:
     cfg = SFTConfig(
         data_dir=str(shared_data),
@@ -56,8 +58,9 @@ def pretrained(shared_data: Path, ptbxl_root: Path, tmp_path_factory: pytest.Tem
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("sft")
     init = make_random_stage1(root, ptbxl_root)
-    base = build_tiny_base_model(TINY_LLM_CORPUS, root / "base", 0, vocab_size=400, max_position=256,
-                                 **TINY_LLM_WIDTHS)
+    base = build_tiny_base_model(
+        TINY_LLM_CORPUS, root / "base", 0, vocab_size=400, max_position=256, **TINY_LLM_WIDTHS
+    )
     pre = root / "pretrain"
     pretrain_main(
         PretrainConfig(
@@ -163,8 +166,13 @@ def test_finding_verify_fields_accept_their_range() -> None:
 # --- class-balanced finding questions ----------------------------------------------------------------------
 
 # (finding, present) -> pool size: very unequal on purpose, and CD has no absent example at all
-POOL_SIZES = {("NORM", True): 100, ("NORM", False): 5, ("AFIB", True): 2, ("AFIB", False): 200,
-              ("CD", True): 50}
+POOL_SIZES = {
+    ("NORM", True): 100,
+    ("NORM", False): 5,
+    ("AFIB", True): 2,
+    ("AFIB", False): 200,
+    ("CD", True): 50,
+}
 
 
 def _balanced_pool() -> tuple[BalancedPool, dict[int, tuple[str, bool]]]:

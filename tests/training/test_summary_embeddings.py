@@ -17,16 +17,23 @@ def test_summary_rows_are_the_finding_words_plus_a_level_direction():
             return emb
 
     words = {"atrial": 3, "fibrillation": 4, "normal": 5, "ecg": 6}
-    vocab = VocabConfig(n_codes=4 + 2 * 3, offset=20, start_id=30, end_id=31, vocab_size=40,
-                        base_vocab_size=20)
+    vocab = VocabConfig(
+        n_codes=4 + 2 * 3, offset=20, start_id=30, end_id=31, vocab_size=40, base_vocab_size=20
+    )
     text_before = emb.weight[:20].clone()
-    init_summary_embeddings(Model(), vocab, frame_codes=4, levels=3,
-                            names=["atrial fibrillation", "normal ecg"],
-                            encode_text=lambda t: [words[w] for w in t.split()], seed=0)
+    init_summary_embeddings(
+        Model(),
+        vocab,
+        frame_codes=4,
+        levels=3,
+        names=["atrial fibrillation", "normal ecg"],
+        encode_text=lambda t: [words[w] for w in t.split()],
+        seed=0,
+    )
     w = emb.weight.detach()
     assert torch.equal(w[:20], text_before)  # text rows untouched
     for f, ids in enumerate(([3, 4], [5, 6])):
-        rows = w[20 + 4 + 3 * f: 20 + 4 + 3 * f + 3]  # levels 0, 1, 2 of finding f
+        rows = w[20 + 4 + 3 * f : 20 + 4 + 3 * f + 3]  # levels 0, 1, 2 of finding f
         base = text_before[ids].mean(0)
         torch.testing.assert_close(rows[1], base)  # the middle level is the words themselves
         torch.testing.assert_close(rows[0] + rows[2], 2 * base)  # the extremes are symmetric around them

@@ -55,15 +55,27 @@ PERPLEXITY_FLOOR = 12.0
 # cross-entropy slows the reconstruction of such a short run. The floor leaves about 2x margin over chance.
 SUMMARY_STEPS = STEPS
 SUMMARY_AUC_FLOOR = 0.65
-TINY = EncoderConfig(n_samples=1000, stem_channels=8, stage_channels=(8, 8, 16, 16), groups=4,
-                     fused_channels=32)
+TINY = EncoderConfig(
+    n_samples=1000, stem_channels=8, stage_channels=(8, 8, 16, 16), groups=4, fused_channels=32
+)
 
 
 def tiny_config(data: Path, out: Path, **changes: object) -> TokenizerTrainConfig:
     base = TokenizerTrainConfig(
-        data_dir=str(data), out_dir=str(out), max_train_records=48, max_eval_records=16, steps=STEPS,
-        batch_size=8, lr=3e-3, warmup_steps=2, eval_every=10, log_every=5, num_threads=1, progress=False,
-        encoder=TINY, ptbxl_full=False,  # ptbxl/ alone (tests/datasets/test_ptbxl_full.py: ptbxl_full)
+        data_dir=str(data),
+        out_dir=str(out),
+        max_train_records=48,
+        max_eval_records=16,
+        steps=STEPS,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=2,
+        eval_every=10,
+        log_every=5,
+        num_threads=1,
+        progress=False,
+        encoder=TINY,
+        ptbxl_full=False,  # ptbxl/ alone (tests/datasets/test_ptbxl_full.py: ptbxl_full)
     )
     return dataclasses.replace(base, **changes)
 
@@ -79,8 +91,9 @@ def runs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     full = main(tiny_config(shared_data, root / "full", **short))
     main(tiny_config(shared_data, root / "resumed", stop_at_step=SUMMARY_STEPS // 2, **short))  # "killed"
     first_half = read_trainer_state(root / "resumed")
-    resumed = main(tiny_config(shared_data, root / "resumed", resume=True, summary=False, summary_levels=4,
-                               **short))
+    resumed = main(
+        tiny_config(shared_data, root / "resumed", resume=True, summary=False, summary_levels=4, **short)
+    )
     return {"root": root, "plain": plain, "full": full, "resumed": resumed, "first_half_state": first_half}
 
 
@@ -127,7 +140,7 @@ def test_summary_checkpoint_stores_the_findings_superclasses_first(runs: dict, p
     ptbxl = PtbxlDataset(ptbxl_root)
     train_ids = seeded_subset(ptbxl.ids(cfg.train_folds), cfg.max_train_records, cfg.seed)
     counts = np.array(finding_labels(ptbxl, train_ids, stored.findings)).sum(axis=0)
-    assert (counts[len(SUPERCLASSES):] >= cfg.summary_min_positives).all()
+    assert (counts[len(SUPERCLASSES) :] >= cfg.summary_min_positives).all()
     s = runs["full"]
     # one token per finding, then one per binned measurement (diagecg.features.MEASURE_TOKEN_EDGES)
     assert stored.measure_tokens == tuple(MEASURE_TOKEN_EDGES) and cfg.measure_tokens
@@ -172,7 +185,8 @@ def test_resumed_run_matches_uninterrupted_run(runs: dict) -> None:
 
 
 def test_a_finished_run_resumed_reports_without_reading_the_training_records(
-        runs: dict, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: dict, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run stopped at stop_at_step and started again (reproduce_demo.sh's --resume) trains nothing:
     it reads the held-out records and a batch of training records, not all of them, and reports the
     same model and the same counts."""
@@ -218,8 +232,14 @@ def test_loaded_summary_checkpoint_reproduces_the_auc(runs: dict, ptbxl_root: Pa
     tok, pre, _, _ = load_tokenizer(runs["root"] / "full")
     ptbxl, loaded = _eval_set(ptbxl_root, runs, pre)
     labels = np.array(finding_labels(ptbxl, loaded.ids, tok.summary_cfg.findings), dtype=np.float32)
-    ev = evaluate(tok, torch.from_numpy(loaded.signals), 8, torch.device("cpu"),
-                  torch.from_numpy(loaded.features), labels)
+    ev = evaluate(
+        tok,
+        torch.from_numpy(loaded.signals),
+        8,
+        torch.device("cpu"),
+        torch.from_numpy(loaded.features),
+        labels,
+    )
     want = runs["full"]["eval"]
     assert ev["summary_auc"] == want["summary_auc"]
     assert ev["mse"] == pytest.approx(want["mse"], rel=1e-5)
@@ -233,8 +253,9 @@ def test_refuses_to_overwrite_checkpoint_without_resume(runs: dict, shared_data:
 def test_encode_ptbxl_writes_token_cache(runs: dict, shared_data: Path, tmp_path: Path) -> None:
     ckpt = runs["root"] / "plain"
     cache = tmp_path / "tokens.npz"
-    tokens = encode_ptbxl(ckpt, shared_data, out_path=cache, batch_size=32, folds=(9,), progress=False,
-                          full=False)
+    tokens = encode_ptbxl(
+        ckpt, shared_data, out_path=cache, batch_size=32, folds=(9,), progress=False, full=False
+    )
     ptbxl = PtbxlDataset(resolve_data_roots(shared_data).ptbxl)
     assert sorted(tokens) == ptbxl.ids((9,))
     assert all(v.shape == (63,) and v.dtype == np.int64 for v in tokens.values())
@@ -247,13 +268,15 @@ def test_encode_ptbxl_writes_token_cache(runs: dict, shared_data: Path, tmp_path
     assert np.array_equal(encode_signals(tok, x, batch_size=2), np.stack([tokens[i] for i in ids]))
 
 
-def test_encode_ptbxl_with_summary_puts_summary_codes_first(runs: dict, shared_data: Path,
-                                                            tmp_path: Path) -> None:
+def test_encode_ptbxl_with_summary_puts_summary_codes_first(
+    runs: dict, shared_data: Path, tmp_path: Path
+) -> None:
     ckpt = runs["root"] / "full"
     tok, pre, _, _ = load_tokenizer(ckpt)
     n_sum = tok.n_summary
-    tokens = encode_ptbxl(ckpt, shared_data, out_path=tmp_path / "t.npz", batch_size=32, folds=(9,),
-                          progress=False, full=False)
+    tokens = encode_ptbxl(
+        ckpt, shared_data, out_path=tmp_path / "t.npz", batch_size=32, folds=(9,), progress=False, full=False
+    )
     rows = np.stack(list(tokens.values()))
     assert rows.shape[1] == n_sum + 63
     n_find, levels = len(tok.summary_cfg.findings), tok.summary_cfg.levels
@@ -275,14 +298,18 @@ def test_encode_ptbxl_with_summary_puts_summary_codes_first(runs: dict, shared_d
 
 # --- unit tests without a training run ---------------------------------------------------------------
 
+
 def _tiny_tokenizer(seed: int = 0) -> EcgTokenizer:
     torch.manual_seed(seed)
     return EcgTokenizer(TINY, FSQConfig())
 
 
 def _configs(tok: EcgTokenizer) -> dict:
-    return {ManifestKey.PREPROCESS: PreprocessConfig(fs_hz=100), ManifestKey.ENCODER: tok.encoder_cfg,
-            ManifestKey.FSQ: tok.fsq_cfg}
+    return {
+        ManifestKey.PREPROCESS: PreprocessConfig(fs_hz=100),
+        ManifestKey.ENCODER: tok.encoder_cfg,
+        ManifestKey.FSQ: tok.fsq_cfg,
+    }
 
 
 def test_checkpoint_roundtrip_gives_identical_indices(tmp_path: Path) -> None:
@@ -323,8 +350,9 @@ def test_checkpoint_with_mismatched_config_is_refused(tmp_path: Path) -> None:
         load_tokenizer(tmp_path / "missing")
 
 
-def test_load_signals_skips_and_counts_invalid_records(ptbxl_root: Path, tmp_path: Path,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_load_signals_skips_and_counts_invalid_records(
+    ptbxl_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     src = PtbxlDataset(ptbxl_root)
     ids = src.ids((9,))[:3]
     root = tmp_path / "ptbxl"
@@ -345,25 +373,30 @@ def test_load_signals_skips_and_counts_invalid_records(ptbxl_root: Path, tmp_pat
     assert "skipped 1 of 3" in caplog.text
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"eval_folds": (10,)}, "eval_folds"),
-    ({"train_folds": (1, 2, 10)}, "train_folds"),
-    ({"eval_folds": (8,)}, "eval_folds"),
-    ({"preset": "250hz"}, "preset"),
-    ({"steps": 0}, "steps"),
-    ({"summary_levels": 1}, "summary_levels"),
-    ({"summary_min_positives": 0}, "summary_min_positives"),
-    ({"summary_weight": -0.5}, "summary_weight"),
-    ({"summary_hidden": 0}, "summary_hidden"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"eval_folds": (10,)}, "eval_folds"),
+        ({"train_folds": (1, 2, 10)}, "train_folds"),
+        ({"eval_folds": (8,)}, "eval_folds"),
+        ({"preset": "250hz"}, "preset"),
+        ({"steps": 0}, "steps"),
+        ({"summary_levels": 1}, "summary_levels"),
+        ({"summary_min_positives": 0}, "summary_min_positives"),
+        ({"summary_weight": -0.5}, "summary_weight"),
+        ({"summary_hidden": 0}, "summary_hidden"),
+    ],
+)
 def test_config_rejects_bad_values(change: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         TokenizerTrainConfig(**change)
 
 
 def test_config_overrides_reach_the_architecture() -> None:
-    cfg = apply_overrides(TokenizerTrainConfig(), ["preset=500hz", "encoder.stage_channels=16,16,32,32",
-                                                   "encoder.groups=8", "fsq.levels=8,5,5,5"])
+    cfg = apply_overrides(
+        TokenizerTrainConfig(),
+        ["preset=500hz", "encoder.stage_channels=16,16,32,32", "encoder.groups=8", "fsq.levels=8,5,5,5"],
+    )
     pre, enc, fsq = cfg.model_configs()
     assert pre.fs_hz == 500 and enc.n_frames == 313 and enc.stage_channels == (16, 16, 32, 32)
     assert enc.stem_channels == PRESETS["500hz"][1].stem_channels  # the rest is the preset's
@@ -379,12 +412,21 @@ def test_config_overrides_reach_the_architecture() -> None:
 
 
 def test_config_reads_a_partial_encoder_and_the_old_flat_keys() -> None:
-    partial = TokenizerTrainConfig.from_dict({"encoder": {"stem_channels": 8, "stage_channels": [8, 8, 8, 8],
-                                                          "groups": 4}})
-    assert partial.model_configs()[1] == dataclasses.replace(PRESETS["100hz"][1], stem_channels=8,
-                                                              stage_channels=(8, 8, 8, 8), groups=4)
-    flat = TokenizerTrainConfig.from_dict({"stem_channels": 8, "stage_channels": [8, 8, 8, 8], "groups": 4,
-                                           "fused_channels": None, "fsq_levels": [5, 5, 5]})
+    partial = TokenizerTrainConfig.from_dict(
+        {"encoder": {"stem_channels": 8, "stage_channels": [8, 8, 8, 8], "groups": 4}}
+    )
+    assert partial.model_configs()[1] == dataclasses.replace(
+        PRESETS["100hz"][1], stem_channels=8, stage_channels=(8, 8, 8, 8), groups=4
+    )
+    flat = TokenizerTrainConfig.from_dict(
+        {
+            "stem_channels": 8,
+            "stage_channels": [8, 8, 8, 8],
+            "groups": 4,
+            "fused_channels": None,
+            "fsq_levels": [5, 5, 5],
+        }
+    )
     assert flat.encoder == partial.encoder and flat.fsq == FSQConfig(levels=(5, 5, 5))
     unset = TokenizerTrainConfig.from_dict({"stem_channels": None, "fsq_levels": None})
     assert unset.encoder is None and unset.fsq is None
@@ -410,6 +452,7 @@ def test_encode_signals_features_are_required_by_a_summary_only() -> None:
 
 # --- augmentation and the summary AUC -------------------------------------------------------------------
 
+
 def test_augment_mv_is_seeded_and_keeps_shape() -> None:
     x = np.random.default_rng(0).normal(size=(4, 12, 1000)).astype(np.float32)
     a = augment_mv(x, np.random.default_rng([0, 7]))
@@ -426,8 +469,9 @@ def test_augment_mv_changes_gain_within_the_documented_range() -> None:
     assert gain.min() >= 0.75 * 0.9 - 0.01 and gain.max() <= 4 / 3 * 1.1 + 0.01
     assert gain.min() < 0.75 and gain.max() > 1.33  # the record gain spans its range
     assert (gain.std(axis=1) > 0.01).all()  # and each lead gets its own gain on top
-    noise = augment_mv(np.zeros((200, 12, 2000), dtype=np.float32), np.random.default_rng(2),
-                       devices=False).std(axis=(1, 2))
+    noise = augment_mv(
+        np.zeros((200, 12, 2000), dtype=np.float32), np.random.default_rng(2), devices=False
+    ).std(axis=(1, 2))
     assert noise.max() <= 0.041 and noise.min() < 0.005  # white noise of up to 0.04 mV per record
 
 
@@ -437,10 +481,11 @@ def test_augment_mv_adds_other_devices_conditions_to_some_records() -> None:
     x = np.broadcast_to(square, (300, 12, n)).copy()
     y = augment_mv(x, np.random.default_rng(3), fs)
     plain = augment_mv(x, np.random.default_rng(3), fs, devices=False)
+
     # narrower bandwidth (half the records): less slope energy per amplitude; wander (a third) or an
     # electrode burst (a fifth): some 1 s mean (0 for the square) moves: about 1 - 2/3 * 4/5 of the records
     def sharpness(v: np.ndarray) -> np.ndarray:
-        return (np.diff(v, axis=-1) ** 2).mean(axis=(1, 2)) / (v ** 2).mean(axis=(1, 2))
+        return (np.diff(v, axis=-1) ** 2).mean(axis=(1, 2)) / (v**2).mean(axis=(1, 2))
 
     smoothed = sharpness(y) < 0.8 * sharpness(plain)
     drift = np.abs(y.reshape(300, 12, 10, 100).mean(axis=-1)).max(axis=(1, 2)) > 0.01
