@@ -46,6 +46,7 @@ QUESTIONS = ("Does this ECG show sinus rhythm?", "Does this ECG show atrial fibr
 VOLATILE = ("record", "timings_ms", "ecg_cached", "n_reused_tokens", "request_id", "created_utc")
 UPLOAD_LIMIT_MB = 4
 SERVER_THREADS = 2  # the server's and the reference pipeline's (the answer's `device` names it)
+TARGET_SCALING = 2.0  # answers/s at 16 clients over 1 client (issue 27): a target, printed, not a check
 
 
 def _free_port() -> int:
@@ -334,6 +335,14 @@ def main(argv: list[str] | None = None) -> int:
         and results["queue_full"]["retry_after_missing"] == 0,
     }
     results["checks"] = checks
+    scaling = results["load"][-1]["answers_per_s"] / results["load"][0]["answers_per_s"]
+    results["targets"] = {
+        "answers_per_s_16_over_1": {
+            "value": round(scaling, 3),
+            "target": f">= {TARGET_SCALING:g}",
+            "pass": scaling >= TARGET_SCALING,
+        }
+    }
     print(f"bundle {bundle}  ({os.cpu_count()} CPUs)")
     print(f"{'clients':>7} {'requests':>8} {'answers/s':>9} {'p50 ms':>7} {'p99 ms':>7}  statuses")
     for r in results["load"]:
@@ -351,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<28} {v['status']!s:>4} {'ok' if v['ok'] else 'FAIL'}  {v['error']}")
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    verdict = "PASS" if scaling >= TARGET_SCALING else "FAIL"
+    print(
+        f"target: answers/s at 16 clients / 1 client {scaling:.2f}x, target >= {TARGET_SCALING:g}x  {verdict}"
+    )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     return 0 if all(checks.values()) else 1

@@ -564,6 +564,10 @@ def test_serve_bench_runs_small_and_every_check_holds(tmp_path):
     report = json.loads(out.read_text())
     assert report["checks"] and all(report["checks"].values()), report["checks"]
     assert {str(level["clients"]) for level in report["load"]} == {"1", "4", "16"}
+    loads = {level["clients"]: level["answers_per_s"] for level in report["load"]}
+    scaling = report["targets"]["answers_per_s_16_over_1"]
+    assert scaling["value"] == pytest.approx(loads[16] / loads[1], abs=1e-3)
+    assert scaling["pass"] == (loads[16] / loads[1] >= 2.0) and "answers/s at 16 clients" in proc.stdout
 
 
 # --- bench/prefill.py ---------------------------------------------------------------------------------------
