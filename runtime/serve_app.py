@@ -164,6 +164,8 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
     metrics = Metrics(
         lambda: {
             "diagecg_slots_in_use": gate.in_use,
+            # admitted requests beyond the workers: waiting for a thread (or still sending their body)
+            "diagecg_queue_depth": max(0, gate.in_use - gate.workers),
             "diagecg_slots_capacity": gate.capacity,
             "diagecg_workers": gate.workers,
         }

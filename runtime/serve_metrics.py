@@ -8,7 +8,8 @@ the refusals of the admission layer included (401, 408, 413, 503):
 * ``diagecg_request_duration_seconds{route}``: a latency histogram (``_bucket``, ``_sum``, ``_count``);
 * ``diagecg_rejections_total{reason}``: refusals by reason (``auth``, ``read_timeout``, ``too_large``,
   ``busy``, ``timeout``, ``bad_request``, ``bad_record``, ``not_found``);
-* ``diagecg_slots_in_use``, ``diagecg_slots_capacity``, ``diagecg_workers``: the job gate now.
+* ``diagecg_slots_in_use``, ``diagecg_queue_depth`` (admitted beyond the workers), ``diagecg_slots_capacity``,
+  ``diagecg_workers``: the job gate now.
 """
 
 from __future__ import annotations

@@ -769,6 +769,7 @@ def test_metrics_count_answers_refusals_and_latency(pipeline) -> None:
     assert 'diagecg_request_duration_seconds_count{route="/v1/answer"} 2' in lines
     assert 'diagecg_request_duration_seconds_bucket{route="/v1/answer",le="+Inf"} 2' in lines
     assert "diagecg_slots_in_use 0" in lines and any(x.startswith("diagecg_slots_capacity ") for x in lines)
+    assert "diagecg_queue_depth 0" in lines
 
 
 def test_access_log_has_one_line_per_request_refusals_included(pipeline, caplog) -> None:
