@@ -194,6 +194,21 @@ def _target(value: float | None, op: str, bound: float) -> dict[str, Any]:
     return {"value": value, "target": f"{op} {bound:.3g}", "pass": bool(ok)}
 
 
+# every number a comparison row carries (None where it cannot be computed), besides its "targets"
+COMPARISON_KEYS = (
+    "agreement",
+    "exact_match",
+    "n_refused",
+    "exact_match_answered",
+    "speedup_per_question",
+    "speedup_first_question",
+    "speedup_followup_question",
+    "refused_ms",
+    "memory_fraction",
+    "accuracy_delta_points",
+)
+
+
 def _median_ms(res: dict[str, Any], indices: Sequence[int]) -> float | None:
     items = res["latency_items_ms"]
     return percentile([items[k] for k in indices], 50) if indices else None
@@ -248,34 +263,16 @@ def compare(
     out: dict[str, dict[str, Any]] = {}
     for name, res in backends.items():
         if "error" in res:
-            out[name] = {
-                "agreement": None,
-                "exact_match": None,
-                "n_refused": None,
-                "exact_match_answered": None,
-                "speedup_per_question": None,
-                "speedup_first_question": None,
-                "speedup_followup_question": None,
-                "refused_ms": None,
-                "memory_fraction": None,
-                "accuracy_delta_points": None,
-                "targets": {},
-            }
+            out[name] = {key: None for key in COMPARISON_KEYS} | {"targets": {}}
             continue
         preds = res["predictions"]
         refused = set(res.get("unsupported", ()))
         answered = [k for k in range(len(gold)) if k not in refused]
-        row: dict[str, Any] = {
+        row: dict[str, Any] = {key: None for key in COMPARISON_KEYS} | {
             "agreement": agreement(preds, base["predictions"]) if base_ok and name != TORCH else None,
             "exact_match": exact_match(preds, gold),
             "n_refused": len(refused),
             "exact_match_answered": exact_match([preds[k] for k in answered], [gold[k] for k in answered]),
-            "speedup_per_question": None,
-            "speedup_first_question": None,
-            "speedup_followup_question": None,
-            "refused_ms": None,
-            "memory_fraction": None,
-            "accuracy_delta_points": None,
             "targets": {},
         }
         timed = records is not None and "latency_items_ms" in res

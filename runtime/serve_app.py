@@ -93,6 +93,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (504, "no answer within the server's timeout"),
     )
 }
+_ANSWERS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "one answer per question, in order",
+        "content": {"application/json": {"schema": {"type": "array", "items": _ANSWER_DOC}}},
+    },
+    **_ERRORS,
+}
+_REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the report", "content": {"application/json": {"schema": _ANSWER_DOC}}},
+    **_ERRORS,
+}
 
 
 OPENAPI_VERSIONS = ("3.1", "3.0")
@@ -196,13 +207,7 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
 
     @app.post(
         "/v1/answer",
-        responses={
-            200: {
-                "description": "one answer per question, in order",
-                "content": {"application/json": {"schema": {"type": "array", "items": _ANSWER_DOC}}},
-            },
-            **_ERRORS,
-        },
+        responses=_ANSWERS_RESPONSES,
     )
     async def answer(
         request: Request,
@@ -226,10 +231,7 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
 
     @app.post(
         "/v1/report",
-        responses={
-            200: {"description": "the report", "content": {"application/json": {"schema": _ANSWER_DOC}}},
-            **_ERRORS,
-        },
+        responses=_REPORT_RESPONSES,
     )
     async def report(
         request: Request,
@@ -256,8 +258,7 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
         responses={
             200: {
                 "description": "the record drawn as a printed ECG (25 mm/s, 10 mm/mV), with the answers "
-                "to the "
-                "questions asked, if any, and the windows they were read from",
+                "to the questions asked, if any, and the windows they were read from",
                 "content": {
                     media: {"schema": {"type": "string", "format": "binary"}}
                     for media in PICTURE_TYPES.values()
@@ -288,44 +289,35 @@ def create_app(pipeline: DiagEcgPipeline, config: ServeConfig) -> FastAPI:
             picture=image_format,
         )
 
+    async def run_json(request: Request, task: str, body: JsonRecordRequest) -> Response:
+        """A JSON-body request: its files decoded (a bad one is the error line), then as an upload."""
+        try:
+            files = body.decoded()
+        except UploadError as e:
+            return service.failure(
+                e, "", body.questions[0] if body.questions else "", task, time.perf_counter()
+            )
+        return await service.run(request, task, body.questions, files, None, body.patient(), fmt=body.format)
+
     @app.post(
         "/v1/json/answer",
-        responses={
-            200: {
-                "description": "one answer per question, in order",
-                "content": {"application/json": {"schema": {"type": "array", "items": _ANSWER_DOC}}},
-            },
-            **_ERRORS,
-        },
+        responses=_ANSWERS_RESPONSES,
     )
     async def json_answer(request: Request, body: JsonRecordRequest) -> Response:
         """Answer questions about one ECG record sent as JSON (base64 files)."""
         if not body.questions:
             return JSONResponse(error_body("ask at least one question ('questions')", "InputError"), 400)
-        try:
-            files = body.decoded()
-        except UploadError as e:
-            return service.failure(e, "", body.questions[0], TASK_QA, time.perf_counter())
-        return await service.run(
-            request, TASK_QA, body.questions, files, None, body.patient(), fmt=body.format
-        )
+        return await run_json(request, TASK_QA, body)
 
     @app.post(
         "/v1/json/report",
-        responses={
-            200: {"description": "the report", "content": {"application/json": {"schema": _ANSWER_DOC}}},
-            **_ERRORS,
-        },
+        responses=_REPORT_RESPONSES,
     )
     async def json_report(request: Request, body: JsonRecordRequest) -> Response:
         """Write the report of one ECG record sent as JSON (base64 files); ``questions`` must be empty."""
         if body.questions:
             return JSONResponse(error_body("a report takes no 'questions'", "InputError"), 400)
-        try:
-            files = body.decoded()
-        except UploadError as e:
-            return service.failure(e, "", "", TASK_REPORT, time.perf_counter())
-        return await service.run(request, TASK_REPORT, [], files, None, body.patient(), fmt=body.format)
+        return await run_json(request, TASK_REPORT, body)
 
     @app.get(
         "/v1/questions", responses={404: {"model": ErrorLine, "description": "the bundle has no catalogue"}}
